@@ -1,0 +1,2 @@
+//! jeton-olm: Olm and Megolm for `no_std`.
+#![cfg_attr(not(test), no_std)]

@@ -1,0 +1,2 @@
+//! `jeton`: the operator tool.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `jeton-gateway`: CoAP/CBOR <-> Matrix Client-Server API.
+fn main() {}
