@@ -1,0 +1,13 @@
+//! The empty image: cortex-m-rt's start-up and vector table. Every other probe's
+//! size is reported as its difference from this one.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+
+#[entry]
+fn main() -> ! {
+    loop {
+        jeton_cortex_m::keep(0u32);
+    }
+}
