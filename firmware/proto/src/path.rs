@@ -277,6 +277,15 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
+/// The upper-case hex digit of a nibble (`nibble` < 16).
+fn hex_digit(nibble: u8) -> char {
+    char::from(if nibble < 10 {
+        b'0' + nibble
+    } else {
+        b'A' + nibble - 10
+    })
+}
+
 fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
@@ -287,7 +296,10 @@ fn write_encoded(bytes: impl IntoIterator<Item = u8>, out: &mut impl Write) -> c
         if is_unreserved(byte) {
             out.write_char(char::from(byte))?;
         } else {
-            write!(out, "%{byte:02X}")?;
+            // Written by hand rather than with `write!`: core's integer formatting costs flash on a token.
+            out.write_char('%')?;
+            out.write_char(hex_digit(byte >> 4))?;
+            out.write_char(hex_digit(byte & 0x0f))?;
         }
     }
     Ok(())
@@ -392,7 +404,8 @@ pub fn compress(full: &str, version: TableVersion, out: &mut impl Write) -> Resu
     for (offset, segment) in parameters() {
         check_encoding(segment, offset)?;
     }
-    write!(out, "/{code}")?;
+    out.write_char('/')?;
+    out.write_str(code)?;
     for (offset, segment) in parameters() {
         out.write_char('/')?;
         write_recoded(segment, offset, out)?;
