@@ -687,6 +687,14 @@ impl<'a> Room<'a> {
     }
 }
 
+/// The body's top-level map.
+fn root_map(input: &[u8], version: TableVersion) -> Result<Map<'_>, ViewError> {
+    match Value::parse(input, version)? {
+        Value::Map(map) => Ok(map),
+        _ => Err(ViewError::WrongType { offset: 0 }),
+    }
+}
+
 /// The subset of a `/sync` response a token reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncResponse<'a>(pub Map<'a>);
@@ -694,10 +702,7 @@ pub struct SyncResponse<'a>(pub Map<'a>);
 impl<'a> SyncResponse<'a> {
     /// Views a sync response body.
     pub fn parse(input: &'a [u8], version: TableVersion) -> Result<Self, ViewError> {
-        match Value::parse(input, version)? {
-            Value::Map(map) => Ok(Self(map)),
-            _ => Err(ViewError::WrongType { offset: 0 }),
-        }
+        root_map(input, version).map(Self)
     }
 
     /// `next_batch`: the token for the next sync.
@@ -771,7 +776,7 @@ pub struct SendEventResponse<'a>(pub Map<'a>);
 impl<'a> SendEventResponse<'a> {
     /// Views a send-event response body.
     pub fn parse(input: &'a [u8], version: TableVersion) -> Result<Self, ViewError> {
-        SyncResponse::parse(input, version).map(|root| Self(root.0))
+        root_map(input, version).map(Self)
     }
 
     /// The id the server gave the event.
@@ -787,7 +792,7 @@ pub struct KeysUploadResponse<'a>(pub Map<'a>);
 impl<'a> KeysUploadResponse<'a> {
     /// Views a keys/upload response body.
     pub fn parse(input: &'a [u8], version: TableVersion) -> Result<Self, ViewError> {
-        SyncResponse::parse(input, version).map(|root| Self(root.0))
+        root_map(input, version).map(Self)
     }
 
     /// How many one-time keys of `algorithm` the server holds for the device (absent = 0).
@@ -842,7 +847,7 @@ pub struct KeysClaimResponse<'a>(pub Map<'a>);
 impl<'a> KeysClaimResponse<'a> {
     /// Views a keys/claim response body.
     pub fn parse(input: &'a [u8], version: TableVersion) -> Result<Self, ViewError> {
-        SyncResponse::parse(input, version).map(|root| Self(root.0))
+        root_map(input, version).map(Self)
     }
 
     /// The one-time key claimed for `user_id`'s device `device_id`, if the server had one.
@@ -922,7 +927,7 @@ pub struct KeysQueryResponse<'a>(pub Map<'a>);
 impl<'a> KeysQueryResponse<'a> {
     /// Views a keys/query response body.
     pub fn parse(input: &'a [u8], version: TableVersion) -> Result<Self, ViewError> {
-        SyncResponse::parse(input, version).map(|root| Self(root.0))
+        root_map(input, version).map(Self)
     }
 
     /// The devices of `user_id`, at most [`MAX_DEVICES_PER_USER`].

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use jeton_proto::transcode::TranscodeErrorKind;
 
-// Brings `check_decoder`, `check_transcoder` and their imports.
+// Brings `check_decoder`, `check_transcoder`, `check_views` and their imports.
 include!("../../../tests/fuzz/proto/checks.rs");
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -41,6 +41,7 @@ fn decoder_corpus_replays_and_encoded_documents_decode_to_their_json() {
     assert!(files.len() >= 40);
     for (path, bytes) in files {
         check_decoder(&bytes);
+        check_views(&bytes);
         let name = path.file_name().unwrap().to_str().unwrap();
         let version = if name.ends_with(".v1.cbor") {
             TableVersion::V1
