@@ -712,4 +712,46 @@ mod tests {
             })
         );
     }
+
+    /// Percent-encodes every byte except the unreserved characters, as a careful HTTP client would.
+    fn encode_all(text: &str) -> String {
+        let mut out = String::new();
+        write_encoded(text.bytes(), &mut out).unwrap();
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_parameters_survive_compress_and_expand(
+            index in 0..COAP_PATHS.len(),
+            parameters in proptest::collection::vec("\\PC{0,12}|[!:$/%@#?&+ ]{1,4}", 3),
+        ) {
+            let (code, template) = COAP_PATHS[index];
+            let mut given = parameters.iter();
+            let mut raw: Vec<&str> = Vec::new();
+            let full: Vec<String> = template
+                .split('/')
+                .map(|segment| {
+                    if is_parameter(segment) {
+                        let parameter = given.next().unwrap();
+                        raw.push(parameter);
+                        encode_all(parameter)
+                    } else {
+                        segment.to_owned()
+                    }
+                })
+                .collect();
+            let full = full.join("/");
+            let short = compressed(&full, V2).unwrap();
+            let mut expected_short = format!("/{code}");
+            for parameter in &raw {
+                expected_short.push('/');
+                expected_short.push_str(&encode_all(parameter));
+            }
+            proptest::prop_assert_eq!(&short, &expected_short);
+            proptest::prop_assert_eq!(expanded(&short, V2).unwrap(), full.clone());
+            let segments: Vec<&str> = std::iter::once(code).chain(raw.iter().copied()).collect();
+            proptest::prop_assert_eq!(expanded_segments(&segments, V2).unwrap(), full);
+        }
+    }
 }
