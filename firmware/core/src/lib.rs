@@ -12,20 +12,47 @@
 //! # Usage
 //!
 //! ```
-//! use jeton_core::coap::{Code, Header, Message, MessageType, MessageWriter, Token, option};
+//! use jeton_core::coap::{Client, ClientConfig, Code, Event, Request, option};
+//! use jeton_core::platform::{Instant, Rng};
 //!
-//! let mut datagram = [0u8; 64];
-//! let header = Header {
-//!     message_type: MessageType::Confirmable,
-//!     code: Code::GET,
-//!     message_id: 0x7d34,
-//!     token: Token::EMPTY,
-//! };
-//! let mut writer = MessageWriter::new(&mut datagram, &header).unwrap();
-//! writer.option(option::URI_PATH, b"temperature").unwrap();
-//! let len = writer.finish();
-//! let message = Message::decode(&datagram[..len]).unwrap();
-//! assert_eq!(message.option(option::URI_PATH), Some(&b"temperature"[..]));
+//! # struct OsRng(u32);
+//! # impl Rng for OsRng {
+//! #     fn fill_bytes(&mut self, dest: &mut [u8]) {
+//! #         for b in dest {
+//! #             self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+//! #             *b = (self.0 >> 24) as u8;
+//! #         }
+//! #     }
+//! # }
+//! let mut client: Client<OsRng> = Client::new(ClientConfig::default(), OsRng(7));
+//! let versions = [
+//!     (option::URI_PATH, &b"_matrix"[..]),
+//!     (option::URI_PATH, &b"client"[..]),
+//!     (option::URI_PATH, &b"versions"[..]),
+//! ];
+//! let id = client.request(&Request::new(Code::GET, &versions, &[])).unwrap();
+//!
+//! // The platform's event loop: send what the engine wants sent ...
+//! let now = Instant::from_millis(0);
+//! let mut datagram = [0u8; 1152];
+//! while let Some(len) = client.poll_transmit(now, &mut datagram).unwrap() {
+//!     // socket.send(&datagram[..len]);
+//!     # let _ = len;
+//! }
+//! // ... feed it what arrives, and wake it when its timer is due ...
+//! # let piggybacked = [0x60, 0x45, datagram[2], datagram[3]];
+//! # let mut reply = piggybacked.to_vec(); reply[0] |= datagram[0] & 0x0F;
+//! # reply.extend_from_slice(&datagram[4..4 + usize::from(datagram[0] & 0x0F)]);
+//! client.handle_datagram(&reply, now);
+//! if let Some(deadline) = client.poll_timeout() {
+//!     client.handle_timeout(deadline);
+//! }
+//! // ... and hand its events to the layer above.
+//! while let Some(event) = client.poll_event() {
+//!     if let Event::Response { id: done, code, .. } = event {
+//!         assert_eq!((done, code), (id, Code::CONTENT));
+//!     }
+//! }
 //! ```
 //!
 //! # Features

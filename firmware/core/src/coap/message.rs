@@ -500,21 +500,13 @@ impl<'b> MessageWriter<'b> {
         if number < self.last_option {
             return Err(EncodeError::OptionOutOfOrder);
         }
-        let delta = u32::from(number - self.last_option);
-        let value_len = u32::try_from(value.len()).map_err(|_| EncodeError::BufferTooSmall)?;
-        if value_len > 65_535 + 269 {
-            return Err(EncodeError::BufferTooSmall);
-        }
-        let (delta_nibble, delta_ext, delta_ext_len) = split_extended(delta);
-        let (len_nibble, len_ext, len_ext_len) = split_extended(value_len);
-        let head_len = 1 + delta_ext_len + len_ext_len;
+        let (head, head_len) = option_head(number - self.last_option, value.len())
+            .ok_or(EncodeError::BufferTooSmall)?;
         // Checked up front so that a failed option leaves the message as it was.
         if head_len + value.len() > self.remaining() {
             return Err(EncodeError::BufferTooSmall);
         }
-        self.push(&[(delta_nibble << 4) | len_nibble])?;
-        self.push(delta_ext.get(..delta_ext_len).unwrap_or(&[]))?;
-        self.push(len_ext.get(..len_ext_len).unwrap_or(&[]))?;
+        self.push(head.get(..head_len).unwrap_or(&[]))?;
         self.push(value)?;
         self.last_option = number;
         Ok(())
@@ -556,6 +548,25 @@ impl<'b> MessageWriter<'b> {
     pub fn finish(self) -> usize {
         self.len
     }
+}
+
+/// The bytes that introduce an option: the delta and length nibbles and their
+/// extensions, and how many of the five are used. `None` for a value longer than the
+/// format can express.
+pub(crate) fn option_head(delta: u16, value_len: usize) -> Option<([u8; 5], usize)> {
+    let value_len = u32::try_from(value_len)
+        .ok()
+        .filter(|len| *len <= 65_535 + 269)?;
+    let (delta_nibble, delta_ext, delta_ext_len) = split_extended(u32::from(delta));
+    let (len_nibble, len_ext, len_ext_len) = split_extended(value_len);
+    let bytes = core::iter::once((delta_nibble << 4) | len_nibble)
+        .chain(delta_ext.into_iter().take(delta_ext_len))
+        .chain(len_ext.into_iter().take(len_ext_len));
+    let mut head = [0u8; 5];
+    for (slot, byte) in head.iter_mut().zip(bytes) {
+        *slot = byte;
+    }
+    Some((head, 1 + delta_ext_len + len_ext_len))
 }
 
 /// Splits an option delta or length into its nibble and big-endian extension bytes.
