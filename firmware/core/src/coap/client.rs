@@ -574,6 +574,24 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         Ok(id)
     }
 
+    /// Replaces the options of the observation's next (re-)registration, keeping its
+    /// token. A Matrix `/sync` observer moves its `since` query forward this way, so that a
+    /// re-registration resumes where the last notification left off.
+    pub fn set_observation_options(
+        &mut self,
+        options: &[(u16, &[u8])],
+    ) -> Result<(), RequestError> {
+        self.release_lent_body();
+        let observation = self
+            .observation
+            .as_mut()
+            .ok_or(RequestError::NoObservation)?;
+        let mut encoded = Vec::new();
+        encode_options(&mut encoded, options)?;
+        observation.options = encoded;
+        Ok(())
+    }
+
     /// Cancels the observation: the engine deregisters it (GET with Observe 1) and
     /// acknowledges and drops notifications meanwhile. No event follows.
     pub fn cancel_observation(&mut self) -> Result<(), RequestError> {
@@ -583,8 +601,15 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             .as_mut()
             .ok_or(RequestError::NoObservation)?;
         observation.cancelled = true;
+        let fetch_due = matches!(observation.state, ObservationState::FetchDue { .. });
         if observation.state != ObservationState::InFlight {
             observation.state = ObservationState::DeregistrationDue;
+        }
+        if fetch_due {
+            // The first block of a notification nobody wants any more.
+            self.body_state = BodyState::Free;
+            self.body.clear();
+            self.body_options_len = 0;
         }
         Ok(())
     }
@@ -1501,4 +1526,74 @@ fn has_unknown_critical_option(message: &Message<'_>) -> bool {
     message
         .options()
         .any(|(number, _)| option::is_critical(number) && !option::is_known_in_response(number))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generator that is never asked for much: the size test only needs a type.
+    struct ZeroRng;
+
+    impl Rng for ZeroRng {
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            dest.fill(0);
+        }
+    }
+
+    #[test]
+    fn memory_with_default_capacities_is_pinned() {
+        let total = core::mem::size_of::<Client<ZeroRng>>();
+        let arenas = DEFAULT_REQUEST_BYTES + DEFAULT_RESPONSE_BYTES;
+        let bookkeeping = total - arenas;
+        println!(
+            "Client<_, {DEFAULT_REQUEST_BYTES}, {DEFAULT_RESPONSE_BYTES}>: {total} B \
+             ({arenas} B request and response buffers + {bookkeeping} B bookkeeping, \
+             of which {OBSERVE_OPTIONS_BYTES} B observation options); \
+             Exchange {} B, Observation {} B",
+            core::mem::size_of::<Exchange>(),
+            core::mem::size_of::<Observation>(),
+        );
+        // Pinned on a 64-bit host; a 32-bit target is smaller (usize lengths halve).
+        assert!(bookkeeping <= 640, "bookkeeping grew to {bookkeeping} B");
+        assert!(total <= 3_712, "the engine grew to {total} B");
+    }
+
+    #[test]
+    fn request_validation_names_the_problem() {
+        let mut client: Client<ZeroRng, 64, 64> = Client::new(ClientConfig::default(), ZeroRng);
+        let unordered = [(12, &[][..]), (11, &b"a"[..])];
+        assert_eq!(
+            client.request(&Request::new(Code::GET, &unordered, &[])),
+            Err(RequestError::OptionsOutOfOrder)
+        );
+        let managed = [(option::BLOCK2, &[][..])];
+        assert_eq!(
+            client.request(&Request::new(Code::GET, &managed, &[])),
+            Err(RequestError::EngineManagedOption)
+        );
+        assert_eq!(
+            client.request(&Request::new(Code::POST, &[], &[0; 65])),
+            Err(RequestError::TooLarge)
+        );
+        // A failed request leaves no trace: the arena still takes a request that fills it.
+        assert!(
+            client
+                .request(&Request::new(Code::POST, &[], &[0; 64]))
+                .is_ok()
+        );
+        assert_eq!(
+            client.request(&Request::new(Code::POST, &[], &[0; 1])),
+            Err(RequestError::TooLarge)
+        );
+        assert_eq!(
+            client.cancel_observation(),
+            Err(RequestError::NoObservation)
+        );
+        assert!(client.observe(&[(option::URI_PATH, &b"sync"[..])]).is_ok());
+        assert_eq!(
+            client.observe(&[(option::URI_PATH, &b"sync"[..])]),
+            Err(RequestError::ObservationExists)
+        );
+    }
 }
