@@ -22,6 +22,12 @@
 //! options followed by its body, reassembled from blocks). Everything else is a few
 //! hundred bytes of bookkeeping; the `size_of` test pins the total.
 //!
+//! # One peer
+//!
+//! The engine talks to one gateway: message ids, tokens and the duplicate cache are not
+//! keyed by address. The platform drops datagrams from any other source before they
+//! reach [`Client::handle_datagram`].
+//!
 //! # Back-pressure
 //!
 //! One response buffer means one undelivered body at a time. The engine starts no exchange
@@ -509,7 +515,8 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         &mut self.rng
     }
 
-    /// Whether nothing is queued, in flight or waiting to be sent or taken.
+    /// Whether nothing is queued, in flight or waiting to be sent or taken. A registered
+    /// observation between notifications counts as idle.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()
             && self.exchange.is_none()
@@ -523,6 +530,8 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         if self.queue.is_full() {
             return Err(RequestError::QueueFull);
         }
+        let payload_len =
+            u16::try_from(request.payload.len()).map_err(|_| RequestError::TooLarge)?;
         let start = self.arena.len();
         let options_len = match encode_options(&mut self.arena, request.options) {
             Ok(len) => len,
@@ -530,6 +539,11 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                 self.arena.truncate(start);
                 return Err(error);
             }
+        };
+        let options_len = u16::try_from(options_len);
+        let Ok(options_len) = options_len else {
+            self.arena.truncate(start);
+            return Err(RequestError::TooLarge);
         };
         if self.arena.extend_from_slice(request.payload).is_err() {
             self.arena.truncate(start);
@@ -539,9 +553,8 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         let queued = Queued {
             id,
             method: request.method,
-            options_len: u16::try_from(options_len).map_err(|_| RequestError::TooLarge)?,
-            payload_len: u16::try_from(request.payload.len())
-                .map_err(|_| RequestError::TooLarge)?,
+            options_len,
+            payload_len,
             delivery: request.delivery,
         };
         if self.queue.push_back(queued).is_err() {
@@ -607,9 +620,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         }
         if fetch_due {
             // The first block of a notification nobody wants any more.
-            self.body_state = BodyState::Free;
-            self.body.clear();
-            self.body_options_len = 0;
+            self.discard_body();
         }
         Ok(())
     }
@@ -642,9 +653,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
     /// input calls this first, which ends the borrow's meaning.
     fn release_lent_body(&mut self) {
         if self.body_state == BodyState::Lent {
-            self.body_state = BodyState::Free;
-            self.body.clear();
-            self.body_options_len = 0;
+            self.discard_body();
         }
     }
 
@@ -1203,7 +1212,10 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             _ => return Disposition::Deferred,
         }
         if let Some(block) = block {
-            if block.offset() != exchange.received {
+            // The block must be the one asked for, and a next one must be expressible.
+            if block.offset() != exchange.received
+                || (block.more && block.num >= option::MAX_BLOCK_NUM)
+            {
                 self.fail_exchange(ExchangeError::BlockwiseMismatch, now);
                 return Disposition::Processed;
             }
@@ -1290,71 +1302,85 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
     /// The response is complete in the body buffer: report it and free the slot.
     fn complete_exchange(&mut self, message: &Message<'_>, exchange: Exchange, now: Instant) {
         let code = message.header.code;
-        let streamed = exchange.delivery == BodyDelivery::Streamed;
-        self.body_state = BodyState::Pending;
-        match exchange.purpose {
+        let id = exchange.id;
+        let silence_ms = self.config.observe_silence_ms;
+        let event = match exchange.purpose {
             Purpose::Request => {
-                if !streamed {
-                    self.push_event(EventRecord::Response {
-                        id: exchange.id,
-                        code,
-                    });
-                }
                 self.pop_queue_head();
+                // A streamed body went out block by block as it came.
+                (exchange.delivery == BodyDelivery::Whole)
+                    .then_some(EventRecord::Response { id, code })
             }
-            Purpose::Register => {
-                // The registration response decides whether the observation stands.
-                let sequence = exchange
-                    .observe_sequence
-                    .or_else(|| message.uint_option(option::OBSERVE));
-                match (sequence, self.observation.as_mut()) {
-                    (Some(sequence), Some(observation)) if code.class() == 2 => {
-                        // A re-registration answers with the current state, which the
-                        // caller may have seen already as a notification.
-                        let fresh = observation.last.is_none_or(|(last, at)| {
-                            option::observe_is_fresher(last, sequence, now.millis_since(at))
-                        });
-                        observation.settle(now, self.config.observe_silence_ms);
-                        if fresh {
-                            observation.last = Some((sequence, now));
-                            self.push_event(EventRecord::Notification {
-                                id: exchange.id,
-                                sequence,
-                                code,
-                            });
-                        } else {
-                            self.stats.stale_notifications += 1;
-                            self.body_state = BodyState::Free;
-                            self.body.clear();
-                            self.body_options_len = 0;
-                        }
-                    }
-                    _ => {
-                        self.observation = None;
-                        self.push_event(EventRecord::Response {
-                            id: exchange.id,
-                            code,
-                        });
-                    }
-                }
-            }
+            Purpose::Register => self.complete_registration(message, &exchange, now),
             Purpose::NotificationBlocks { sequence } => {
-                if let Some(observation) = self.observation.as_mut() {
-                    observation.settle(now, self.config.observe_silence_ms);
-                }
-                self.push_event(EventRecord::Notification {
-                    id: exchange.id,
-                    sequence,
-                    code,
-                });
+                self.observation.as_mut().and_then(|observation| {
+                    observation.settle(now, silence_ms);
+                    (!observation.cancelled).then_some(EventRecord::Notification {
+                        id,
+                        sequence,
+                        code,
+                    })
+                })
             }
             Purpose::Deregister => {
                 self.observation = None;
-                self.body_state = BodyState::Free;
-                self.body.clear();
+                None
             }
+        };
+        match event {
+            Some(event) => {
+                self.body_state = BodyState::Pending;
+                self.push_event(event);
+            }
+            None if exchange.delivery == BodyDelivery::Streamed => {}
+            None => self.discard_body(),
         }
         self.exchange = None;
+    }
+
+    /// Settles the observation after the answer to a (re-)registration; returns the event
+    /// the caller should see, if any.
+    fn complete_registration(
+        &mut self,
+        message: &Message<'_>,
+        exchange: &Exchange,
+        now: Instant,
+    ) -> Option<EventRecord> {
+        let code = message.header.code;
+        let id = exchange.id;
+        let sequence = exchange
+            .observe_sequence
+            .or_else(|| message.uint_option(option::OBSERVE));
+        let silence_ms = self.config.observe_silence_ms;
+        let observation = self.observation.as_mut()?;
+        let wanted = !observation.cancelled;
+        match sequence {
+            Some(sequence) if code.class() == 2 => {
+                // A re-registration answers with the current state, which the caller may
+                // have seen already as a notification.
+                let fresh = observation.last.is_none_or(|(last, at)| {
+                    option::observe_is_fresher(last, sequence, now.millis_since(at))
+                });
+                observation.settle(now, silence_ms);
+                if !fresh {
+                    self.stats.stale_notifications += 1;
+                    return None;
+                }
+                observation.last = Some((sequence, now));
+                wanted.then_some(EventRecord::Notification { id, sequence, code })
+            }
+            // Answered without Observe, or with an error: the resource is not observed.
+            _ => {
+                self.observation = None;
+                wanted.then_some(EventRecord::Response { id, code })
+            }
+        }
+    }
+
+    fn discard_body(&mut self) {
+        self.body_state = BodyState::Free;
+        self.body.clear();
+        self.body_options_len = 0;
     }
 
     fn pop_queue_head(&mut self) {
@@ -1370,9 +1396,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             return;
         };
         if self.body_state == BodyState::Filling {
-            self.body_state = BodyState::Free;
-            self.body.clear();
-            self.body_options_len = 0;
+            self.discard_body();
         }
         match exchange.purpose {
             Purpose::Request => {
