@@ -5,7 +5,9 @@ mod support;
 
 use jeton_core::coap::message::{Code, Message, MessageType};
 use jeton_core::coap::option::{self, BlockValue};
-use jeton_core::coap::{BodyDelivery, ClientConfig, ExchangeError, Request, RequestError};
+use jeton_core::coap::{
+    BodyDelivery, ClientConfig, ExchangeError, Request, RequestError, RequestId,
+};
 use proptest::prelude::*;
 use support::{Impairment, Outcome, SlowMode, World, path};
 
@@ -19,6 +21,11 @@ const fn impaired(loss: u64, duplication: u64, max_delay_ms: u64) -> Impairment 
         duplication,
         max_delay_ms,
     }
+}
+
+/// The outcomes of a world where request `id` failed and nothing else happened.
+fn only_failure(id: RequestId, error: ExchangeError) -> Vec<Outcome> {
+    vec![Outcome::Failed { id, error }]
 }
 
 fn echo_body(n: usize) -> Vec<u8> {
@@ -215,13 +222,7 @@ fn reset_fails_the_exchange() {
     world.server.slow = SlowMode::Reset;
     let id = world.request(Code::GET, &slow, &[]);
     world.run_for(10_000);
-    assert_eq!(
-        world.outcomes,
-        vec![Outcome::Failed {
-            id,
-            error: ExchangeError::Reset
-        }]
-    );
+    assert_eq!(world.outcomes, only_failure(id, ExchangeError::Reset));
 }
 
 #[test]
@@ -335,10 +336,7 @@ fn block2_download_larger_than_the_buffer_fails_cleanly() {
     world.run_until(60_000, |w| !w.outcomes.is_empty());
     assert_eq!(
         world.outcomes,
-        vec![Outcome::Failed {
-            id,
-            error: ExchangeError::ResponseTooLarge
-        }]
+        only_failure(id, ExchangeError::ResponseTooLarge)
     );
     // The engine is usable afterwards.
     world.server.big = big_body(100);
@@ -651,4 +649,91 @@ proptest! {
         prop_assert_eq!(world.outcomes_for(first).len(), 1);
         prop_assert_eq!(world.outcomes_for(second).len(), 1);
     }
+}
+
+#[test]
+fn clock_jumps_neither_burst_retransmissions_nor_lose_the_exchange() {
+    let slow = path(&["slow"]);
+    let mut world: World = World::new(31, CLEAN, ClientConfig::default());
+    world.server.slow = SlowMode::Silent;
+    let id = world.request(Code::GET, &slow, &[]);
+    world.flush();
+    assert_eq!(world.client_sent.len(), 1);
+    // The board sleeps for an hour: one retransmission on waking, not five.
+    world.now += 3_600_000;
+    world.client.handle_timeout(world.instant());
+    world.flush();
+    assert_eq!(world.client_sent.len(), 2);
+    let next = world.client.poll_timeout().unwrap().as_millis();
+    assert!(next > world.now, "the next retransmission is in the future");
+    // The exchange still runs its course and ends once, with a timeout.
+    world.run_for(200_000);
+    assert_eq!(world.client_sent.len(), 5);
+    assert_eq!(world.outcomes, only_failure(id, ExchangeError::Timeout));
+}
+
+#[test]
+fn a_separate_response_that_never_comes_times_out() {
+    let slow = path(&["slow"]);
+    let config = ClientConfig {
+        response_timeout_ms: 30_000,
+        ..ClientConfig::default()
+    };
+    let mut world: World = World::new(32, CLEAN, config);
+    world.server.slow = SlowMode::Separate(1_000_000);
+    let id = world.request(Code::GET, &slow, &[]);
+    world.run_for(29_000);
+    assert!(world.outcomes.is_empty());
+    world.run_for(2_000);
+    assert_eq!(world.outcomes, only_failure(id, ExchangeError::Timeout));
+}
+
+#[test]
+fn an_untaken_response_holds_back_the_next_exchange() {
+    let echo = path(&["echo"]);
+    let obs = path(&["obs"]);
+    let mut world: World = World::new(33, CLEAN, observe_config());
+    world.take_events = false;
+    let first = world.request(Code::POST, &echo, b"one");
+    let second = world.request(Code::POST, &echo, b"two");
+    world.run_for(10_000);
+    assert_eq!(
+        world.server.processed.len(),
+        1,
+        "the second waits for the buffer"
+    );
+
+    // Taking the event frees the buffer and lets the queue move.
+    world.take_events = true;
+    world.run_for(10_000);
+    let ids: Vec<_> = world.outcomes.iter().map(Outcome::id).collect();
+    assert_eq!(ids, vec![first, second]);
+
+    // A notification that finds the buffer taken is acknowledged, dropped, and made up
+    // for by a re-registration once the buffer is free.
+    let observation = world.client.observe(&obs).unwrap();
+    world.run_for(1_000);
+    world.take_events = false;
+    world.request(Code::POST, &echo, b"three");
+    world.run_for(5_000);
+    world.server.notify(world.now, b"state 1");
+    world.run_for(5_000);
+    assert_eq!(world.client.stats().missed_notifications, 1);
+    world.take_events = true;
+    world.run_for(5_000);
+    assert_eq!(
+        world.outcomes.last(),
+        Some(&Outcome::Notification {
+            id: observation,
+            sequence: 1,
+            body: b"state 1".to_vec()
+        })
+    );
+    let registrations = world
+        .server
+        .processed
+        .iter()
+        .filter(|(_, what)| what == b"register")
+        .count();
+    assert_eq!(registrations, 2);
 }
