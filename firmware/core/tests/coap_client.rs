@@ -304,6 +304,37 @@ fn block1_upload_completes_under_loss() {
     }
 }
 
+#[test]
+fn block1_upload_with_a_block2_answer_fetches_the_rest_without_resending_the_body() {
+    let mirror = path(&["mirror"]);
+    let body = big_body(3_000);
+    let mut world: World<4096, 4096> = World::new(41, CLEAN, ClientConfig::default());
+    world.server.block_szx = 5; // 512-byte blocks both ways
+    let id = world.request(Code::POST, &mirror, &body);
+    world.run_until(60_000, |w| !w.outcomes.is_empty());
+    assert_eq!(
+        world.outcomes,
+        vec![Outcome::Response {
+            id,
+            code: Code::CHANGED,
+            body: body.clone()
+        }]
+    );
+    assert_eq!(world.server.processed.len(), 1, "uploaded once");
+    let follow_ups: Vec<Message<'_>> = world
+        .client_sent
+        .iter()
+        .map(|(_, bytes)| Message::decode(bytes).unwrap())
+        .filter(|message| message.option(option::BLOCK2).is_some())
+        .collect();
+    assert_eq!(follow_ups.len(), 3000usize.div_ceil(512) - 1);
+    for message in follow_ups {
+        assert_eq!(message.header.code, Code::POST);
+        assert!(message.payload.is_empty());
+        assert!(message.option(option::BLOCK1).is_none());
+    }
+}
+
 fn big_body(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 13 % 256) as u8).collect()
 }

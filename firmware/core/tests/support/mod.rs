@@ -200,6 +200,7 @@ pub struct ScriptedServer {
     outstanding: Vec<Outstanding>,
     next_message_id: u16,
     upload: Vec<u8>,
+    mirrored: Vec<u8>,
     observer: Option<Token>,
     pub observe_state: Vec<u8>,
     observe_sequence: u32,
@@ -255,6 +256,7 @@ impl ScriptedServer {
             outstanding: Vec::new(),
             next_message_id: 0x4000,
             upload: Vec::new(),
+            mirrored: Vec::new(),
             observer: None,
             observe_state: b"state 0".to_vec(),
             observe_sequence: 0,
@@ -440,6 +442,7 @@ impl ScriptedServer {
                 return;
             }
             "echo" => self.echo(&message),
+            "mirror" => self.mirror(&message),
             "big" => {
                 let requested = message
                     .option(option::BLOCK2)
@@ -501,6 +504,45 @@ impl ScriptedServer {
         );
         self.dedup.insert(header.message_id, bytes.clone());
         self.outbox.push(bytes);
+    }
+
+    /// `POST /mirror`: like `/echo`, but the answer is the whole uploaded body, sent with
+    /// Block2 when large; the rest of it is fetched with the same POST carrying Block2 and
+    /// no body (RFC 7959 §3.3).
+    fn mirror(&mut self, message: &Message<'_>) -> Reply {
+        let follow_up = message
+            .option(option::BLOCK2)
+            .and_then(BlockValue::from_option)
+            .filter(|block| block.num > 0);
+        if let Some(requested) = follow_up {
+            let (block, payload) = block_of(
+                &self.mirrored,
+                requested.num,
+                requested.szx.min(self.block_szx),
+            );
+            return Reply {
+                code: Code::CHANGED,
+                options: block
+                    .map(|block| vec![(option::BLOCK2, uint(block.to_uint()))])
+                    .unwrap_or_default(),
+                payload,
+            };
+        }
+        let mut reply = self.echo(message);
+        if reply.code != Code::CHANGED {
+            return reply;
+        }
+        self.mirrored = self
+            .processed
+            .last()
+            .map(|(_, body)| body.clone())
+            .unwrap_or_default();
+        let (block, payload) = block_of(&self.mirrored, 0, self.block_szx);
+        if let Some(block) = block {
+            reply.options.push((option::BLOCK2, uint(block.to_uint())));
+        }
+        reply.payload = payload;
+        reply
     }
 
     fn echo(&mut self, message: &Message<'_>) -> Reply {
