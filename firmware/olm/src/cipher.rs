@@ -9,12 +9,11 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::error::DecryptionError;
+use crate::error::{DecodeError, DecryptionError};
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// HKDF info for Olm message keys.
-#[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
 const OLM_KEYS_INFO: &[u8] = b"OLM_KEYS";
 /// HKDF info for Megolm message keys.
 const MEGOLM_KEYS_INFO: &[u8] = b"MEGOLM_KEYS";
@@ -24,6 +23,24 @@ pub(crate) const TRUNCATED_MAC_LEN: usize = 8;
 /// The length of an untruncated HMAC-SHA-256 tag.
 pub(crate) const MAC_LEN: usize = 32;
 const BLOCK: usize = 16;
+
+/// The message version with a truncated MAC: what vodozemac and libolm send, for Olm and Megolm.
+pub(crate) const VERSION_TRUNCATED_MAC: u8 = 3;
+/// The message version with a full MAC (vodozemac's experimental session config).
+pub(crate) const VERSION_FULL_MAC: u8 = 4;
+
+/// The version byte of a message and the MAC length that version carries.
+pub(crate) fn message_version(bytes: &[u8]) -> Result<(u8, usize), DecodeError> {
+    match bytes.first() {
+        None => Err(DecodeError::MissingVersion),
+        Some(&VERSION_TRUNCATED_MAC) => Ok((VERSION_TRUNCATED_MAC, TRUNCATED_MAC_LEN)),
+        Some(&VERSION_FULL_MAC) => Ok((VERSION_FULL_MAC, MAC_LEN)),
+        Some(&got) => Err(DecodeError::InvalidVersion {
+            expected: VERSION_FULL_MAC,
+            got,
+        }),
+    }
+}
 
 /// The length of the AES-256-CBC PKCS#7 ciphertext of `plaintext_len` bytes.
 pub(crate) const fn ciphertext_len(plaintext_len: usize) -> usize {
@@ -75,7 +92,6 @@ impl CipherKeys {
     }
 
     /// The keys for one Olm message.
-    #[allow(dead_code, reason = "used by the Olm module, which follows")]
     pub(crate) fn olm(message_key: &[u8; 32]) -> Self {
         Self::expand(message_key, OLM_KEYS_INFO, &[0])
     }

@@ -11,7 +11,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::{base64, error::DecodeError};
 
 /// Decodes base64 `text` of at most 64 bytes and hands the bytes to `parse`.
-fn decode_base64<T>(
+pub(crate) fn decode_base64<T>(
     text: &str,
     parse: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
 ) -> Result<T, DecodeError> {
@@ -19,7 +19,7 @@ fn decode_base64<T>(
     parse(base64::decode(text.as_bytes(), &mut bytes)?)
 }
 
-fn fmt_base64(f: &mut fmt::Formatter<'_>, name: &str, bytes: &[u8]) -> fmt::Result {
+pub(crate) fn fmt_base64(f: &mut fmt::Formatter<'_>, name: &str, bytes: &[u8]) -> fmt::Result {
     let mut text = [0u8; 86];
     match base64::encode(bytes, &mut text) {
         Ok(t) => write!(f, "{name}({t})"),
@@ -36,8 +36,8 @@ macro_rules! public_bytes_type {
             pub const LENGTH: usize = $len;
 
             #[doc = concat!("Reads ", $what, " from its base64 text.")]
-            pub fn from_base64(text: &str) -> Result<Self, DecodeError> {
-                decode_base64(text, Self::from_slice)
+            pub fn from_base64(text: &str) -> Result<Self, $crate::error::DecodeError> {
+                $crate::keys::decode_base64(text, Self::from_slice)
             }
 
             #[doc = concat!("The raw bytes of ", $what, ".")]
@@ -46,18 +46,22 @@ macro_rules! public_bytes_type {
             }
 
             #[doc = concat!("Writes ", $what, " as unpadded base64 into `out`.")]
-            pub fn to_base64<'o>(&self, out: &'o mut [u8; base64::encoded_len($len)]) -> &'o str {
-                base64::encode(&self.0, out).unwrap_or_default()
+            pub fn to_base64<'o>(
+                &self,
+                out: &'o mut [u8; $crate::base64::encoded_len($len)],
+            ) -> &'o str {
+                $crate::base64::encode(&self.0, out).unwrap_or_default()
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt_base64(f, stringify!($name), &self.0)
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                $crate::keys::fmt_base64(f, stringify!($name), &self.0)
             }
         }
     };
 }
+pub(crate) use public_bytes_type;
 
 /// A Curve25519 public key: an identity, one-time, fallback, base or ratchet key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,7 +138,6 @@ impl Ed25519Signature {
 
 /// A Curve25519 secret key with its public key cached, since computing it costs a scalar
 /// multiplication.
-#[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Curve25519Keypair {
     secret: [u8; 32],
@@ -142,7 +145,6 @@ pub(crate) struct Curve25519Keypair {
     public: Curve25519PublicKey,
 }
 
-#[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
 impl Curve25519Keypair {
     pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
         let mut secret = [0u8; 32];
@@ -174,6 +176,7 @@ impl Curve25519Keypair {
         self.public
     }
 
+    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn secret_bytes(&self) -> &[u8; 32] {
         &self.secret
     }
@@ -211,7 +214,7 @@ impl Ed25519Keypair {
         Self(ed25519_dalek::SigningKey::from_bytes(secret))
     }
 
-    #[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
+    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
     }

@@ -45,8 +45,10 @@
 pub mod base64;
 mod cipher;
 pub mod error;
+mod fifo;
 mod keys;
 pub mod megolm;
+pub mod olm;
 mod protobuf;
 
 pub use error::{

@@ -59,7 +59,6 @@ impl<'a> Writer<'a> {
         }
     }
 
-    #[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
     pub(crate) fn put_bytes_field(&mut self, field: u8, bytes: &[u8]) -> Result<(), EncodeError> {
         self.put(&[tag(field, WIRE_BYTES)])?;
         self.put_varint(bytes.len() as u64)?;

@@ -5,16 +5,11 @@
 use core::fmt;
 
 use crate::{
-    cipher::{MAC_LEN, TRUNCATED_MAC_LEN, ciphertext_len},
+    cipher::{TRUNCATED_MAC_LEN, VERSION_TRUNCATED_MAC, ciphertext_len, message_version},
     error::DecodeError,
     keys::Ed25519Signature,
     protobuf::{self, Reader, Writer, varint_len},
 };
-
-/// The message version with a truncated MAC, the one vodozemac and libolm send.
-pub(crate) const VERSION_TRUNCATED_MAC: u8 = 3;
-/// The message version with a full MAC (vodozemac's experimental session config).
-pub(crate) const VERSION_FULL_MAC: u8 = 4;
 
 const INDEX_FIELD: u8 = 1;
 const CIPHERTEXT_FIELD: u8 = 2;
@@ -48,17 +43,7 @@ pub struct MegolmMessage<'a> {
 impl<'a> MegolmMessage<'a> {
     /// Decodes a message. Versions 3 and 4 are read, as by vodozemac; sessions decrypt 3.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let version = *bytes.first().ok_or(DecodeError::MissingVersion)?;
-        let mac_len = match version {
-            VERSION_TRUNCATED_MAC => TRUNCATED_MAC_LEN,
-            VERSION_FULL_MAC => MAC_LEN,
-            got => {
-                return Err(DecodeError::InvalidVersion {
-                    expected: VERSION_FULL_MAC,
-                    got,
-                });
-            }
-        };
+        let (version, mac_len) = message_version(bytes)?;
         let suffix = mac_len + Ed25519Signature::LENGTH;
         if bytes.len() < suffix + 2 {
             return Err(DecodeError::TooShort);

@@ -10,17 +10,17 @@ use core::fmt;
 use rand_core::CryptoRng;
 use zeroize::Zeroize;
 
+use self::{
+    message::write_header,
+    ratchet::{MegolmRatchet, RATCHET_LEN},
+    session_keys::RatchetExport,
+};
 pub use self::{
     message::{MegolmMessage, megolm_message_len},
     session_keys::{ExportedSessionKey, SessionKey},
 };
-use self::{
-    message::{VERSION_FULL_MAC, write_header},
-    ratchet::{MegolmRatchet, RATCHET_LEN},
-    session_keys::RatchetExport,
-};
 use crate::{
-    cipher::{CipherKeys, MAC_LEN, TRUNCATED_MAC_LEN, ciphertext_len},
+    cipher::{CipherKeys, MAC_LEN, TRUNCATED_MAC_LEN, VERSION_FULL_MAC, ciphertext_len},
     error::{DecryptionError, EncryptionError},
     keys::{Ed25519Keypair, Ed25519PublicKey},
 };
@@ -45,7 +45,7 @@ impl GroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
+    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) fn from_parts(ratchet: MegolmRatchet, signing_key: Ed25519Keypair) -> Self {
         Self {
             ratchet,
@@ -53,12 +53,12 @@ impl GroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
+    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn ratchet(&self) -> &MegolmRatchet {
         &self.ratchet
     }
 
-    #[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
+    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn signing_keypair(&self) -> &Ed25519Keypair {
         &self.signing_key
     }
@@ -156,7 +156,7 @@ impl InboundGroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
+    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) fn from_parts(
         initial_ratchet: MegolmRatchet,
         signing_key: Ed25519PublicKey,
@@ -170,7 +170,7 @@ impl InboundGroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the Olm and pickle modules, which follow")]
+    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn initial_ratchet(&self) -> &MegolmRatchet {
         &self.initial_ratchet
     }
