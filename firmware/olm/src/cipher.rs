@@ -109,6 +109,22 @@ impl CipherKeys {
             .map(<[u8]>::len)
     }
 
+    /// Encrypts the first `plaintext_len` bytes of `buf` in place; returns the ciphertext length.
+    pub(crate) fn encrypt_in_place(&self, buf: &mut [u8], plaintext_len: usize) -> Option<usize> {
+        let enc = cbc::Encryptor::<Aes256>::new(&self.aes_key.into(), &self.iv.into());
+        enc.encrypt_padded::<Pkcs7>(buf, plaintext_len)
+            .ok()
+            .map(<[u8]>::len)
+    }
+
+    /// Decrypts `buf` in place; returns the plaintext length.
+    pub(crate) fn decrypt_in_place(&self, buf: &mut [u8]) -> Result<usize, DecryptionError> {
+        let dec = cbc::Decryptor::<Aes256>::new(&self.aes_key.into(), &self.iv.into());
+        dec.decrypt_padded::<Pkcs7>(buf)
+            .map(<[u8]>::len)
+            .map_err(|_| DecryptionError::InvalidPadding)
+    }
+
     /// Decrypts `ciphertext` into `out`; returns the plaintext length.
     pub(crate) fn decrypt(
         &self,

@@ -176,7 +176,6 @@ impl Curve25519Keypair {
         self.public
     }
 
-    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn secret_bytes(&self) -> &[u8; 32] {
         &self.secret
     }
@@ -214,7 +213,6 @@ impl Ed25519Keypair {
         Self(ed25519_dalek::SigningKey::from_bytes(secret))
     }
 
-    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
     }
@@ -238,7 +236,7 @@ impl fmt::Debug for Ed25519Keypair {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]

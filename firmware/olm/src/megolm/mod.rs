@@ -2,7 +2,7 @@
 //! [`InboundGroupSession`] every receiver decrypts them with.
 
 mod message;
-mod ratchet;
+pub(crate) mod ratchet;
 mod session_keys;
 
 use core::fmt;
@@ -45,7 +45,6 @@ impl GroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) fn from_parts(ratchet: MegolmRatchet, signing_key: Ed25519Keypair) -> Self {
         Self {
             ratchet,
@@ -53,12 +52,10 @@ impl GroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn ratchet(&self) -> &MegolmRatchet {
         &self.ratchet
     }
 
-    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn signing_keypair(&self) -> &Ed25519Keypair {
         &self.signing_key
     }
@@ -156,7 +153,6 @@ impl InboundGroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) fn from_parts(
         initial_ratchet: MegolmRatchet,
         signing_key: Ed25519PublicKey,
@@ -170,7 +166,6 @@ impl InboundGroupSession {
         }
     }
 
-    #[allow(dead_code, reason = "used by the pickle module, which follows")]
     pub(crate) const fn initial_ratchet(&self) -> &MegolmRatchet {
         &self.initial_ratchet
     }

@@ -119,7 +119,10 @@ impl<const N: usize> Account<N> {
         self.identity_key.public_key()
     }
 
-    /// Signs `message` with the Ed25519 identity key.
+    /// Signs `message` with the Ed25519 identity key. For Matrix objects (device keys,
+    /// one-time keys) `message` is the canonical JSON of the object without its `signatures`
+    /// and `unsigned` members; the caller canonicalises, since this crate knows no JSON.
+    /// [`Ed25519PublicKey::verify`] checks such a signature.
     pub fn sign(&self, message: &[u8]) -> Ed25519Signature {
         self.signing_key.sign(message)
     }

@@ -1,9 +1,9 @@
 //! Olm: the [`Account`] with a device's keys, and the [`Session`] (a double ratchet) between
 //! two devices, used to send to-device messages such as Megolm room keys.
 
-mod account;
+pub(crate) mod account;
 mod messages;
-mod session;
+pub(crate) mod session;
 
 pub use self::{
     account::{

@@ -524,3 +524,44 @@ fn signatures_verify_with_vodozemac() {
     )
     .unwrap();
 }
+
+#[test]
+fn signs_canonical_json_like_the_matrix_specification() {
+    // Matrix specification, appendices, "Cryptographic test vectors": the signing key seed
+    // (base64 "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1", whose last character has
+    // non-zero spare bits, so strict decoders like ours and vodozemac's refuse it; hence hex)
+    // and the signatures of `{}` and `{"one":1,"two":"Two"}` under it.
+    let seed = crate::keys::tests::hex32(
+        "6090c103d5e7af6b15a970fd563ed75549e6159719ae5c3c31dee4316fb75c0d",
+    );
+    assert!(
+        crate::base64::decode(
+            b"YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1",
+            &mut [0u8; 33]
+        )
+        .is_err()
+    );
+    let mut account: Account = Account::new(&mut rand::rng());
+    account.signing_key = crate::keys::Ed25519Keypair::from_secret(&seed);
+    let mut text = [0u8; 86];
+    for (json, expected) in [
+        (
+            &b"{}"[..],
+            "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ",
+        ),
+        (
+            &b"{\"one\":1,\"two\":\"Two\"}"[..],
+            "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw",
+        ),
+    ] {
+        let signature = account.sign(json);
+        assert_eq!(signature.to_base64(&mut text), expected);
+        account.ed25519_key().verify(json, &signature).unwrap();
+        assert!(
+            account
+                .ed25519_key()
+                .verify(b"{\"one\":2}", &signature)
+                .is_err()
+        );
+    }
+}
