@@ -92,22 +92,6 @@ pub fn stack_used_since_paint() -> usize {
     sp - p
 }
 
-/// Peak stack depth of the whole image so far: from the initial stack pointer down to the
-/// lowest word that no longer holds the paint.
-pub fn stack_peak_from_reset() -> usize {
-    unsafe extern "C" {
-        static _stack_start: u32;
-    }
-    let start = core::ptr::addr_of!(_stack_start) as usize;
-    let bottom = heap_start();
-    let mut p = bottom;
-    // SAFETY: reads of the region `paint_stack` wrote.
-    while p < start && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
-        p += 4;
-    }
-    start - p
-}
-
 /// One line of a report table, printed through semihosting.
 pub fn report(name: &str, instructions: Option<u64>, stack: usize) {
     match instructions {
