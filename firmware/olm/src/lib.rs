@@ -46,6 +46,8 @@ pub mod base64;
 mod cipher;
 pub mod error;
 mod fifo;
+#[doc(hidden)]
+pub mod fuzz_targets;
 mod keys;
 pub mod megolm;
 pub mod olm;
