@@ -29,6 +29,44 @@
 //!   about three times faster for about 40 KB of flash. Off by default (the device); the host
 //!   benchmarks turn it on, as vodozemac does by default.
 //!
+//! # Capacities and sizes
+//!
+//! | state | capacity | `size_of` (x86-64) | pickle at most |
+//! | --- | --- | --- | --- |
+//! | [`olm::Account`] | 50 one-time keys, current and previous fallback key | 4,048 B | [`pickle::MAX_ACCOUNT_PICKLE_SIZE`] |
+//! | [`olm::Session`] | 5 receiving chains, 40 skipped keys per chain, 64 in all | 3,176 B | [`pickle::MAX_SESSION_PICKLE_SIZE`] |
+//! | [`megolm::GroupSession`] | | 360 B | [`pickle::MAX_GROUP_SESSION_PICKLE_SIZE`] |
+//! | [`megolm::InboundGroupSession`] | | 300 B | [`pickle::MAX_INBOUND_GROUP_SESSION_PICKLE_SIZE`] |
+//!
+//! # Where it knowingly differs from vodozemac
+//!
+//! Messages, session keys, exported keys and session ids are byte-compatible, and the
+//! differential tests check that both libraries accept and reject the same messages. The
+//! behaviour differs here:
+//!
+//! - Skipped message keys: vodozemac keeps 40 per receiving chain (up to 200); this crate
+//!   keeps 40 per chain but 64 in all, dropping the oldest first (libolm keeps 40 in all).
+//! - One-time keys: the store holds 50 (vodozemac 100), so
+//!   [`olm::Account::max_number_of_one_time_keys`] is 25 (vodozemac 50).
+//! - The previous fallback key is dropped when the current one is first used (and by
+//!   [`olm::Account::forget_fallback_key`]); vodozemac drops it only when told.
+//! - MACs and signatures are checked over the bytes received; vodozemac checks them over its
+//!   re-encoding of the decoded protobuf. The two agree for every canonically encoded message
+//!   (all that vodozemac and libolm send); a message with unknown fields or non-minimal
+//!   varints is accepted by one and rejected by the other. Protobuf groups are rejected.
+//! - A session key or exported key with trailing bytes is rejected (vodozemac ignores trailing
+//!   bytes of an exported key).
+//! - An Olm message under an unknown ratchet key while we have not yet replied is refused
+//!   without changing the session; vodozemac makes the next sending ratchet key first.
+//! - Olm chain indices are 32-bit: a chain stops at 2^32 - 1 messages
+//!   ([`EncryptionError::IndexExhausted`]); a Megolm session stops at index 2^32 - 1 instead
+//!   of wrapping.
+//! - Encrypting needs the caller's RNG and buffers, so the API takes `&mut R` and `&mut [u8]`
+//!   where vodozemac allocates; Olm decryption needs no RNG.
+//! - Pickles are this crate's own format; vodozemac's and libolm's pickles are not read.
+//! - Not implemented: libolm pickle import, dehydrated devices, SAS, ECIES/HPKE, PK
+//!   encryption, `InboundGroupSession::{compare, merge, connected}`, session config version 2.
+//!
 //! [Olm]: https://spec.matrix.org/latest/olm-megolm/olm/
 //! [Megolm]: https://spec.matrix.org/latest/olm-megolm/megolm/
 #![cfg_attr(not(test), no_std)]

@@ -82,7 +82,7 @@ const SESSION_PLAINTEXT_LEN: usize = ARRAY
     + crate::olm::MAX_SKIPPED_KEYS * (ARRAY + BYTES32 + U32 + U32)
     + U32;
 
-/// The largest pickle of an Olm [`Session`](crate::olm::Session).
+/// The largest pickle of an Olm [`Session`].
 pub const MAX_SESSION_PICKLE_SIZE: usize = envelope_len(SESSION_PLAINTEXT_LEN);
 
 const RATCHET: usize = 2 + 128 + U32;

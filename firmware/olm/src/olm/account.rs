@@ -67,7 +67,8 @@ pub struct OneTimeKeyGenerationResult {
 }
 
 /// A device's Olm account holding up to `N` one-time keys.
-#[derive(Clone)]
+///
+/// Not `Clone`: a copy would let a one-time key be used twice.
 pub struct Account<const N: usize = DEFAULT_ONE_TIME_KEYS> {
     pub(crate) signing_key: Ed25519Keypair,
     pub(crate) identity_key: Curve25519Keypair,

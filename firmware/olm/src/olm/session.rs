@@ -105,7 +105,8 @@ pub(crate) struct SkippedKey {
 }
 
 /// An Olm session with one peer device.
-#[derive(Clone)]
+///
+/// Not `Clone`: two copies would encrypt different messages with the same message key.
 pub struct Session {
     pub(crate) session_keys: SessionKeys,
     pub(crate) sending: SendingRatchet,
@@ -441,7 +442,9 @@ impl Drop for FoundKey {
 
 fn find_message_key(chain: &ChainKey, chain_index: u64) -> Result<FoundKey, DecryptionError> {
     let gap = chain_index.saturating_sub(u64::from(chain.index));
-    if gap > MAX_MESSAGE_GAP {
+    // Chains count in 32 bits here (vodozemac: 64); a chain that long cannot occur, since it
+    // takes four billion messages without a reply.
+    if gap > MAX_MESSAGE_GAP || chain_index >= u64::from(u32::MAX) {
         return Err(DecryptionError::TooBigMessageGap {
             gap,
             max: MAX_MESSAGE_GAP,
