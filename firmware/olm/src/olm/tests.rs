@@ -609,3 +609,23 @@ proptest::proptest! {
         });
     }
 }
+
+#[test]
+fn skipped_keys_are_capped_in_all_not_only_per_chain() {
+    // A documented difference: vodozemac would keep all 3 x 30 skipped keys (40 per chain);
+    // this crate keeps the newest 64 and drops the oldest.
+    let mut pair = Pair::new(true, true);
+    let mut held_back = Vec::new();
+    for _ in 0..3 {
+        let reply = pair.bob.encrypt(b"reply");
+        pair.alice.decrypt(&reply).unwrap();
+        let wires: Vec<_> = (0..31).map(|i| pair.alice.encrypt(&text(i))).collect();
+        pair.bob.decrypt(&wires[30]).unwrap();
+        held_back.extend(wires.into_iter().take(30));
+    }
+    let outcomes: Vec<_> = held_back.iter().map(|w| pair.bob.decrypt(w)).collect();
+    let dropped = outcomes.iter().take_while(|o| o.is_err()).count();
+    assert_eq!(dropped, 90 - MAX_SKIPPED_KEYS);
+    assert!(outcomes[dropped..].iter().all(Result::is_ok));
+    assert!(outcomes[..dropped].iter().all(|o| *o == Err("missing key")));
+}
