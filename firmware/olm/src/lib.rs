@@ -23,6 +23,37 @@
 //! assert_eq!(&plaintext[..decrypted.plaintext_len], b"Hello");
 //! ```
 //!
+//! An Olm session, from Alice's outbound session to Bob's inbound one:
+//!
+//! ```
+//! use jeton_olm::olm::{Account, MessageType, OlmMessage, PreKeyMessage, olm_message_len};
+//!
+//! let mut rng = rand::rng();
+//! let alice: Account = Account::new(&mut rng);
+//! let mut bob: Account = Account::new(&mut rng);
+//! bob.generate_one_time_keys(&mut rng, 1);
+//! let (_key_id, one_time_key) = bob.one_time_keys().next().unwrap();
+//! bob.mark_keys_as_published();
+//!
+//! let mut to_bob = alice.create_outbound_session(&mut rng, bob.curve25519_key(), one_time_key)?;
+//! let mut wire = [0u8; olm_message_len(5)];
+//! let sent = to_bob.encrypt(&mut rng, b"Hello", &mut wire)?;
+//! assert_eq!(sent.message_type, MessageType::PreKey);
+//!
+//! let pre_key = PreKeyMessage::from_bytes(&wire[..sent.len])?;
+//! let mut plaintext = [0u8; 16];
+//! let created = bob.create_inbound_session(alice.curve25519_key(), &pre_key, &mut plaintext)?;
+//! assert_eq!(&plaintext[..created.plaintext_len], b"Hello");
+//! let mut to_alice = created.session;
+//! assert_eq!(to_alice.session_id(), to_bob.session_id());
+//!
+//! let sent = to_alice.encrypt(&mut rng, b"Hi!", &mut wire)?;
+//! let reply = OlmMessage::from_parts(sent.message_type, &wire[..sent.len])?;
+//! let len = to_bob.decrypt(&reply, &mut plaintext)?;
+//! assert_eq!(&plaintext[..len], b"Hi!");
+//! # Ok::<(), Box<dyn core::error::Error>>(())
+//! ```
+//!
 //! # Features
 //!
 //! - `precomputed-tables`: curve25519-dalek's basepoint tables. Key generation and signing get
