@@ -148,17 +148,19 @@ class RecordingProxy:
                     r = conn.getresponse()
                     data = r.read()
                 except OSError:
-                    self.send_error(502)
                     return
                 finally:
                     conn.close()
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(r.status)
+                    for k, v in r.getheaders():
+                        if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the gateway gave up on this request (a cancelled long-poll)
 
             do_GET = do_POST = do_PUT = do_DELETE = _forward
 
@@ -222,7 +224,7 @@ def start_gateway(homeserver, *extra):
     metrics_port = free_port()
     args = [str(binary), "--homeserver", homeserver, "--listen", f"127.0.0.1:{port}",
             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--peer-rate", "1000", "--peer-burst", "1000",
-            "--max-in-flight-per-peer", "64", "--observe-poll-timeout-ms", "2000", "--log", "warn", *extra]
+            "--max-in-flight-per-peer", "64", "--observe-poll-timeout-ms", "2000", "--ack-timeout-ms", "500", "--log", "warn", *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("JETON_GATEWAY_")}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:

@@ -52,6 +52,11 @@ pub struct Cli {
     /// empty ACK and later a separate CON response. [default: 1000]
     #[arg(long, env = "JETON_GATEWAY_PIGGYBACK_WAIT_MS", value_name = "MS")]
     pub piggyback_wait_ms: Option<u64>,
+    /// Initial retransmission timeout of the gateway's CON messages (separate responses,
+    /// notifications), randomised up to 1.5x and doubled per retry, 4 retries (RFC 7252).
+    /// [default: 2000]
+    #[arg(long, env = "JETON_GATEWAY_ACK_TIMEOUT_MS", value_name = "MS")]
+    pub ack_timeout_ms: Option<u64>,
     /// Timeout of one homeserver request; on expiry the client gets 5.04. [default: 60000]
     #[arg(long, env = "JETON_GATEWAY_UPSTREAM_TIMEOUT_MS", value_name = "MS")]
     pub upstream_timeout_ms: Option<u64>,
@@ -193,6 +198,7 @@ impl Config {
                 cli.piggyback_wait_ms.or(file.piggyback_wait_ms),
                 d.piggyback_wait,
             ),
+            ack_timeout: ms(cli.ack_timeout_ms.or(file.ack_timeout_ms), d.ack_timeout),
             upstream_timeout: ms(
                 cli.upstream_timeout_ms.or(file.upstream_timeout_ms),
                 d.upstream_timeout,

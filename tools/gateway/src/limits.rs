@@ -11,6 +11,9 @@ pub struct Limits {
     /// How long a CON request waits for the homeserver before the gateway sends an empty ACK
     /// and later a separate CON response.
     pub piggyback_wait: Duration,
+    /// Initial retransmission timeout of the gateway's own CON messages (RFC 7252 ACK_TIMEOUT;
+    /// the actual one is randomised up to 1.5 times this).
+    pub ack_timeout: Duration,
     /// Timeout of one upstream HTTP request.
     pub upstream_timeout: Duration,
     /// `timeout` the gateway asks for when it long-polls `/sync` for an observer.
@@ -46,6 +49,7 @@ impl Default for Limits {
         Self {
             block_size: 1024,
             piggyback_wait: Duration::from_millis(1000),
+            ack_timeout: crate::message::ACK_TIMEOUT,
             upstream_timeout: Duration::from_secs(60),
             observe_poll_timeout: Duration::from_secs(30),
             observe_keepalive: Duration::from_secs(900),

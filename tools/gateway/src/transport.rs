@@ -325,7 +325,7 @@ impl Transport {
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;
         let fraction = (self.jitter % 1000) as u32;
-        message::ACK_TIMEOUT + message::ACK_TIMEOUT * fraction / 2000
+        self.limits.ack_timeout + self.limits.ack_timeout * fraction / 2000
     }
 
     /// A datagram arrived from `peer`.
