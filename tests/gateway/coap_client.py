@@ -32,34 +32,44 @@ def segments(path):
     return tuple(s for s in path.split("/") if s)
 
 
-def expand_keys(value):
-    """CBOR from the gateway -> JSON-shaped Python. Integer keys (MSC3079 tables) are expanded by
-    the project's own CLI, which shares the tables with the gateway."""
-    if not _has_int_keys(value):
-        return value
-    cli = REPO / "target" / "debug" / "jeton"
-    if not cli.exists():
-        subprocess.run(["cargo", "build", "-p", "jeton-cli"], cwd=REPO, check=True, capture_output=True)
-    out = subprocess.run([str(cli), "cbor", "decode", "--hex"], input=cbor2.dumps(value).hex().encode(),
+def cli(*args, data):
+    """The project's `jeton` CLI (built by the gateway fixture), which shares the profile's
+    tables with the gateway."""
+    out = subprocess.run([str(REPO / "target" / "debug" / "jeton"), *args], input=data,
                          check=True, capture_output=True)
-    return json.loads(out.stdout)
+    return out.stdout
 
 
-def _has_int_keys(value):
+def encode_cbor(value, version):
+    """JSON -> profile CBOR with integer keys (and v2 byte strings), as a token would send it."""
+    return cli("cbor", "encode", "--profile", f"v{version}", data=json.dumps(value).encode())
+
+
+def decode_cbor(payload, version=1):
+    """Profile CBOR -> JSON-shaped Python, integer keys expanded (v2: byte strings back to base64)."""
+    value = cbor2.loads(payload)
+    if not _needs_profile(value):
+        return value
+    return json.loads(cli("cbor", "decode", "--profile", f"v{version}", data=payload))
+
+
+def _needs_profile(value):
+    if isinstance(value, bytes):
+        return True
     if isinstance(value, dict):
-        return any(isinstance(k, int) or _has_int_keys(v) for k, v in value.items())
+        return any(isinstance(k, int) or _needs_profile(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_int_keys(v) for v in value)
+        return any(_needs_profile(v) for v in value)
     return False
 
 
-def decode(response):
+def decode(response, version=1):
     """(code as "c.dd", body) of an aiocoap response."""
     code = response.code.dotted
     if not response.payload:
         return code, None
     if response.opt.content_format == CBOR:
-        return code, expand_keys(cbor2.loads(response.payload))
+        return code, decode_cbor(response.payload, version)
     return code, json.loads(response.payload)
 
 
@@ -71,7 +81,10 @@ def message(method, path, body=None, token=None, version=None, cbor=True, query=
     if query:
         msg.opt.uri_query = tuple(query)
     if body is not None:
-        if cbor:
+        if isinstance(body, bytes):
+            msg.payload = body
+            msg.opt.content_format = CBOR
+        elif cbor:
             msg.payload = cbor2.dumps(body)
             msg.opt.content_format = CBOR
         else:
@@ -110,7 +123,7 @@ class Client:
     async def request(self, method, path, body=None, remote=None, **kw):
         msg = self.prepare(message(method, path, body, **kw), remote)
         response = await self.ctx.request(msg).response
-        return decode(response)
+        return decode(response, kw.get("version") or 1)
 
 
 def run(coro):

@@ -190,9 +190,15 @@ def proxy(synapse):
     p.close()
 
 
+_built = []
+
+
 def build_gateway():
-    if not GATEWAY_BIN.exists():
-        subprocess.run(["cargo", "build", "-p", "jeton-gateway"], cwd=REPO, check=True)
+    """Builds the gateway (and the `jeton` CLI the tests decode CBOR with) once per session, so
+    the tests never run a stale binary; a no-op when it is up to date."""
+    if not _built:
+        subprocess.run(["cargo", "build", "-q", "-p", "jeton-gateway", "-p", "jeton"], cwd=REPO, check=True)
+        _built.append(True)
     return GATEWAY_BIN
 
 

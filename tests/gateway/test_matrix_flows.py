@@ -137,3 +137,37 @@ def test_matrix_e2ee_flows_through_coap_and_cbor(gateway, synapse, proxy):
             assert [e["content"] for e in to_device if e["type"] == "m.room.encrypted"] == [olm]
 
     run(go())
+
+
+def test_msc3079_short_paths_and_v2_binary_fields(gateway, synapse, proxy):
+    """A token's traffic: MSC3079 v1 short paths, integer keys, and under option 257 = 2 the
+    ciphertext as a CBOR byte string; Synapse stores the same base64 text."""
+    from coap_client import encode_cbor
+    from matrix_users import make_room, make_user
+
+    user = make_user(synapse)
+    token = user["access_token"]
+    room = make_room(synapse, token)
+    content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": b64(238), "session_id": b64(32)}
+    v1_body = encode_cbor(content, 1)
+    v2_body = encode_cbor(content, 2)
+    assert len(v2_body) < len(v1_body), "v2 carries the ciphertext as bytes"
+
+    async def go():
+        async with Client(gateway) as c:
+            # v1 enum 9 is PUT /_matrix/client/r0/rooms/{roomId}/send/{eventType}/{txnId}.
+            code, sent = await c.request(PUT, f"/9/{room}/m.room.encrypted/{uuid.uuid4()}", v2_body,
+                                         token=token, version=2)
+            assert code == "2.04", sent
+            _, first = synapse.request("GET", "/_matrix/client/v3/sync?timeout=0", token=token)
+            # v1 enum 7 is /_matrix/client/r0/sync.
+            code, sync = await c.request(GET, "/7", version=2, query=("timeout=0",))
+            assert code == "2.05"
+            return sent, sync
+
+    sent, sync = run(go())
+    assert proxy.seen("PUT", "/_matrix/client/r0/rooms/")
+    status, stored = synapse.request("GET", f"/_matrix/client/v3/rooms/{room}/event/{sent['event_id']}", token=token)
+    assert stored["content"] == content
+    events = sync["rooms"]["join"][room]["timeline"]["events"]
+    assert [e["content"] for e in events if e["event_id"] == sent["event_id"]] == [content]

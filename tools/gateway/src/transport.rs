@@ -1582,6 +1582,7 @@ mod tests {
     }
 
     const SYNC: &[&str] = &["_matrix", "client", "v3", "sync"];
+    const PLAIN: &[&str] = &["_matrix", "client", "v3", "capabilities"];
 
     #[test]
     fn con_request_is_forwarded_once_and_duplicates_get_the_cached_response() {
@@ -1666,7 +1667,7 @@ mod tests {
             f2[0].1.access_token.as_ref().unwrap().expose(),
             "syt_secret"
         );
-        let mut third = get(3, &["x"]);
+        let mut third = get(3, PLAIN);
         third.add_option(CoapOption::Unknown(256), b"other".to_vec());
         assert_eq!(
             forwards(&h.feed(&third))[0]
@@ -1720,12 +1721,12 @@ mod tests {
     #[test]
     fn unknown_critical_option_is_4_02_and_unknown_elective_is_ignored() {
         let mut h = Harness::new(Limits::default());
-        let mut p = get(1, &["a"]);
+        let mut p = get(1, PLAIN);
         p.add_option(CoapOption::Unknown(2049), vec![1]);
         let actions = h.feed(&p);
         assert!(forwards(&actions).is_empty());
         assert_eq!(code_of(&sent(&actions)[0]), "4.02");
-        let mut p = get(2, &["a"]);
+        let mut p = get(2, PLAIN);
         p.add_option(CoapOption::Unknown(2048), vec![1]);
         assert_eq!(forwards(&h.feed(&p)).len(), 1);
     }
@@ -1819,7 +1820,7 @@ mod tests {
             max_body: 100,
             ..Limits::default()
         });
-        let mut p = request(MessageType::Confirmable, 2, 1, &[1], &["a"]);
+        let mut p = request(MessageType::Confirmable, 2, 1, &[1], PLAIN);
         p.payload = vec![b'{'; 101];
         let actions = h.feed(&p);
         assert!(forwards(&actions).is_empty());
@@ -1983,9 +1984,9 @@ mod tests {
             peer_rate: 1.0,
             ..Limits::default()
         });
-        assert_eq!(forwards(&h.feed(&get(1, &["a"]))).len(), 1);
-        assert_eq!(forwards(&h.feed(&get(2, &["a"]))).len(), 1);
-        let limited = h.feed(&get(3, &["a"]));
+        assert_eq!(forwards(&h.feed(&get(1, PLAIN))).len(), 1);
+        assert_eq!(forwards(&h.feed(&get(2, PLAIN))).len(), 1);
+        let limited = h.feed(&get(3, PLAIN));
         assert!(forwards(&limited).is_empty());
         let reply = &sent(&limited)[0];
         assert_eq!(code_of(reply), "4.29");
@@ -1995,8 +1996,8 @@ mod tests {
             max_in_flight_per_peer: 1,
             ..Limits::default()
         });
-        assert_eq!(forwards(&h.feed(&get(1, &["a"]))).len(), 1);
-        assert_eq!(code_of(&sent(&h.feed(&get(2, &["a"])))[0]), "5.03");
+        assert_eq!(forwards(&h.feed(&get(1, PLAIN))).len(), 1);
+        assert_eq!(code_of(&sent(&h.feed(&get(2, PLAIN)))[0]), "5.03");
     }
 
     #[test]
@@ -2009,14 +2010,14 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::Cancel { id } if *id == poll))
         );
-        assert_eq!(code_of(&sent(&h.feed(&get(9, &["a"])))[0]), "5.03");
+        assert_eq!(code_of(&sent(&h.feed(&get(9, PLAIN)))[0]), "5.03");
         assert_eq!(h.core.client_requests_in_flight(), 0);
     }
 
     #[test]
     fn idle_peers_and_old_exchanges_are_forgotten() {
         let mut h = Harness::new(Limits::default());
-        let f = forwards(&h.feed(&get(1, &["a"])));
+        let f = forwards(&h.feed(&get(1, PLAIN)));
         h.upstream(f[0].0, 200, "{}");
         assert_eq!(h.core.peer_count(), 1);
         for _ in 0..60 {
@@ -2028,7 +2029,7 @@ mod tests {
     #[test]
     fn non_request_gets_non_response() {
         let mut h = Harness::new(Limits::default());
-        let p = request(MessageType::NonConfirmable, 1, 77, &[5], &["a"]);
+        let p = request(MessageType::NonConfirmable, 1, 77, &[5], PLAIN);
         let f = forwards(&h.feed(&p));
         let reply = sent(&h.upstream(f[0].0, 404, r#"{"errcode":"M_NOT_FOUND","error":"x"}"#));
         assert_eq!(reply[0].header.get_type(), MessageType::NonConfirmable);

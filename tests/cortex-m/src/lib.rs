@@ -1,0 +1,148 @@
+//! Shared pieces of the Cortex-M4 images: the panic handler, a sink that keeps the
+//! optimiser from deleting the code an image exercises, and — for the images that run in
+//! `qemu-system-arm -M mps2-an386 -icount shift=0` — instruction counting through SysTick,
+//! peak-stack measurement by stack painting, and semihosting output and exit.
+//!
+//! Under `-icount shift=0` QEMU advances its virtual clock by 1 ns per instruction, and the
+//! MPS2 SysTick runs from the 25 MHz reference, so one SysTick tick is exactly 40
+//! instructions. The `selftest` image checks that ratio against a loop of known length.
+#![no_std]
+
+use cortex_m::peripheral::{SYST, syst::SystClkSource};
+use cortex_m_semihosting::{debug, hprintln};
+
+/// Instructions per SysTick tick under `-icount shift=0` on mps2-an386.
+pub const INSTRUCTIONS_PER_TICK: u64 = 40;
+
+/// Hands a value to the outside world so the code that produced it stays in the image.
+pub fn keep<T>(value: T) -> T {
+    core::hint::black_box(value)
+}
+
+/// Counts instructions with SysTick. One measurement may span at most 2^24 ticks
+/// (about 671 million instructions); a longer one is reported as `None`.
+#[allow(missing_debug_implementations)]
+pub struct InstructionCounter {
+    syst: SYST,
+}
+
+impl InstructionCounter {
+    /// Takes SysTick, runs it free from the 25 MHz processor clock with the largest reload value.
+    pub fn new(mut syst: SYST) -> Self {
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(0x00ff_ffff);
+        syst.clear_current();
+        syst.enable_counter();
+        Self { syst }
+    }
+
+    /// Runs `f` and returns its result with the instructions it took, rounded to ticks.
+    pub fn measure<R>(&mut self, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+        self.syst.clear_current();
+        let _ = self.syst.has_wrapped(); // reading COUNTFLAG clears it
+        let start = SYST::get_current();
+        let result = keep(f());
+        let end = SYST::get_current();
+        let wrapped = self.syst.has_wrapped();
+        let ticks = u64::from(start.wrapping_sub(end) & 0x00ff_ffff);
+        (result, (!wrapped).then_some(ticks * INSTRUCTIONS_PER_TICK))
+    }
+}
+
+const PAINT: u32 = 0x5afe_57ac;
+
+unsafe extern "C" {
+    static mut __sheap: u32;
+}
+
+fn heap_start() -> usize {
+    core::ptr::addr_of_mut!(__sheap) as usize
+}
+
+/// Fills the unused stack below the current stack pointer with a pattern, so that
+/// [`stack_used_since_paint`] can find how deep a computation went.
+#[inline(never)]
+pub fn paint_stack() {
+    let sp = cortex_m::register::msp::read() as usize;
+    // Leave 64 bytes below the stack pointer for this function's own frame.
+    let top = (sp - 64) & !3;
+    // __sheap is the first free word after .bss (cortex-m-rt); everything between it and
+    // the live stack is unused memory that nothing else references.
+    let bottom = heap_start();
+    let mut p = bottom;
+    while p < top {
+        // SAFETY: p is word-aligned and inside the unused region computed above.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// Bytes of stack below the caller's stack pointer that have been written since
+/// [`paint_stack`] was called from the same frame (to within this function's own frame).
+#[inline(never)]
+pub fn stack_used_since_paint() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    let top = (sp - 64) & !3;
+    let bottom = heap_start();
+    let mut p = bottom;
+    // SAFETY: reads of the same region `paint_stack` wrote.
+    while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    sp - p
+}
+
+/// One line of a report table, printed through semihosting.
+pub fn report(name: &str, instructions: Option<u64>, stack: usize) {
+    match instructions {
+        Some(n) => hprintln!("{:<44} {:>12} {:>8}", name, n, stack),
+        None => hprintln!("{:<44} {:>12} {:>8}", name, "overflow", stack),
+    }
+}
+
+/// Prints a failed check and ends the QEMU run with a failure status.
+pub fn fail(what: &str) -> ! {
+    hprintln!("FAILED: {}", what);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::udf();
+    }
+}
+
+/// Ends the QEMU run with a success status.
+pub fn pass() -> ! {
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// Defines the image's panic handler. `quiet` halts without formatting anything, so a size
+/// probe does not count `core::fmt`; `report` prints the panic through semihosting and fails
+/// the QEMU run.
+#[macro_export]
+macro_rules! panic_handler {
+    (quiet) => {
+        #[panic_handler]
+        fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+            loop {
+                cortex_m::asm::udf();
+            }
+        }
+    };
+    (report) => {
+        #[panic_handler]
+        fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+            $crate::fail_with(format_args!("PANIC: {}", info))
+        }
+    };
+}
+
+/// Prints a formatted failure and ends the QEMU run with a failure status.
+pub fn fail_with(what: core::fmt::Arguments<'_>) -> ! {
+    hprintln!("{}", what);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::udf();
+    }
+}
