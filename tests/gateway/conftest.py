@@ -4,6 +4,7 @@ front of it (to see exactly what reached the homeserver), and the jeton-gateway 
 Every process a fixture starts is stopped by the same fixture.
 """
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -74,8 +75,10 @@ class Synapse:
             return e.code, json.loads(e.read() or b"{}")
 
 
-@pytest.fixture(scope="session")
-def synapse():
+@contextlib.contextmanager
+def synapse_server():
+    """A Synapse on a free loopback port, SQLite in a temp dir, rate limits off; stopped and
+    removed on exit."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="jeton-synapse-"))
     port = free_port()
     secret = "jeton-test-shared-secret"
@@ -120,6 +123,12 @@ def synapse():
         stop(proc)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def synapse():
+    with synapse_server() as server:
+        yield server
 
 
 class RecordingProxy:
@@ -228,11 +237,19 @@ def start_gateway(homeserver, *extra):
     binary = build_gateway()
     port = free_port(socket.SOCK_DGRAM)
     metrics_port = free_port()
-    args = [str(binary), "--homeserver", homeserver, "--listen", f"127.0.0.1:{port}",
-            "--metrics-listen", f"127.0.0.1:{metrics_port}", "--peer-rate", "1000", "--peer-burst", "1000",
-            "--max-in-flight-per-peer", "64", "--observe-poll-timeout-ms", "2000", "--ack-timeout-ms", "500", "--log", "warn", *extra]
+    settings = {
+        "--homeserver": homeserver, "--listen": f"127.0.0.1:{port}", "--metrics-listen": f"127.0.0.1:{metrics_port}",
+        # Tests send faster than a token would, and use short timers to finish in seconds.
+        "--peer-rate": "1000", "--peer-burst": "1000", "--max-in-flight-per-peer": "64",
+        "--observe-poll-timeout-ms": "2000", "--ack-timeout-ms": "500", "--log": "warn",
+    }
+    settings.update(zip(extra[::2], extra[1::2]))  # the caller's flags win
+    args = [str(binary)] + [x for pair in settings.items() for x in pair]
     env = {k: v for k, v in os.environ.items() if not k.startswith("JETON_GATEWAY_")}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # stderr goes to a file: a pipe nobody reads would block a chatty gateway.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    proc.log = log
     try:
         wait_for_http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30, proc=proc)
     except Exception:

@@ -972,6 +972,8 @@ impl Transport {
             })
             .inc();
         let addr = incoming.peer;
+        // Route labels carry no identifiers, and neither tokens nor bodies are logged.
+        tracing::debug!(peer = %addr, route, code = %code::dotted(content.code), bytes = content.payload.len(), "answered");
         let (num, szx) = reply.block2.unwrap_or((0, self.own_szx));
         let blockwise_timeout = self.limits.blockwise_timeout;
         let max_body = self.limits.max_body;

@@ -70,6 +70,9 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
+            // Mostly small Matrix JSON; a smaller first read buffer keeps the cost of each held
+            // observer long-poll connection down (the buffer still grows for large bodies).
+            .http1_read_buf_exact_size(2048)
             .build(connector);
         Ok(Self {
             client,
