@@ -252,6 +252,8 @@ def run(synapse, gw):
         notification = coap.recv()
     coap.ack(notification)
     observe_bytes = (coap.up, coap.down)
+    if os.environ.get("SHOW_SYNC"):
+        print(json.dumps(decode_cbor(notification.payload, 2), indent=1))
 
     # The same incremental sync over HTTP (straight, with the same filter).
     _, http_bytes = http.request("GET", f"/_matrix/client/v3/sync?since={since}&timeout=0&filter={f['filter_id']}", token=http_token)

@@ -93,7 +93,7 @@ pub struct Cli {
     /// Largest request body after Block1 assembly; beyond it 4.13 with Size1. [default: 262144]
     #[arg(long, env = "JETON_GATEWAY_MAX_BODY", value_name = "BYTES")]
     pub max_body: Option<usize>,
-    /// Largest homeserver response relayed; beyond it 5.02. [default: 16777216]
+    /// Largest homeserver response relayed; beyond it 5.02. [default: 4194304]
     #[arg(long, env = "JETON_GATEWAY_MAX_RESPONSE_BODY", value_name = "BYTES")]
     pub max_response_body: Option<usize>,
     /// Incomplete Block1 uploads and stored Block2 bodies expire after this. [default: 60]
@@ -108,7 +108,7 @@ pub struct Cli {
     #[arg(long, env = "JETON_GATEWAY_DEDUP_PER_PEER", value_name = "N")]
     pub dedup_per_peer: Option<usize>,
     /// Blockwise transfers held per peer (uploads being assembled plus bodies being fetched).
-    /// [default: 4]
+    /// [default: 2]
     #[arg(long, env = "JETON_GATEWAY_BLOCKWISE_PER_PEER", value_name = "N")]
     pub blockwise_per_peer: Option<usize>,
     /// On SIGINT/SIGTERM, wait at most this long for in-flight requests. [default: 10]

@@ -60,10 +60,10 @@ impl Default for Limits {
             peer_rate: 20.0,
             peer_burst: 50,
             max_body: 256 * 1024,
-            max_response_body: 16 * 1024 * 1024,
+            max_response_body: 4 * 1024 * 1024,
             blockwise_timeout: Duration::from_secs(60),
             dedup_per_peer: 32,
-            blockwise_per_peer: 4,
+            blockwise_per_peer: 2,
         }
     }
 }

@@ -64,7 +64,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
 
-    let mut core = Transport::new(config.limits.clone(), metrics, Instant::now().into_std());
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut core =
+        Transport::new(config.limits.clone(), metrics, Instant::now().into_std()).with_seed(seed);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
     let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
     let mut buf = vec![0u8; 65_535];

@@ -153,10 +153,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(addr: SocketAddr, now: Instant, burst: u32) -> Self {
-        // Start message ids somewhere peer-specific so a restarted gateway does not reuse
-        // the ids a peer just saw.
-        let seed = addr.port() ^ (now.elapsed().subsec_nanos() as u16);
+    fn new(now: Instant, burst: u32, first_mid: u16) -> Self {
         Self {
             access_token: None,
             exchanges: HashMap::new(),
@@ -165,7 +162,7 @@ impl Peer {
             block2: Vec::new(),
             observers: Vec::new(),
             outbox: HashMap::new(),
-            next_mid: seed,
+            next_mid: first_mid,
             in_flight: 0,
             bucket: TokenBucket {
                 tokens: f64::from(burst),
@@ -319,12 +316,24 @@ impl Transport {
         self.timers.push(Reverse((at, kind)));
     }
 
-    fn jittered_ack_timeout(&mut self) -> Duration {
-        // xorshift: ACK_TIMEOUT * [1, 1.5) without an RNG dependency; not security relevant.
+    /// Seeds the generator behind retransmission jitter and message ids (the I/O layer passes
+    /// something time-based; tests keep the default for reproducibility).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.jitter = seed | 1;
+        self
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift: jitter and message ids only, nothing security relevant.
         self.jitter ^= self.jitter << 13;
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;
-        let fraction = (self.jitter % 1000) as u32;
+        self.jitter
+    }
+
+    fn jittered_ack_timeout(&mut self) -> Duration {
+        // ACK_TIMEOUT * [1, 1.5) (RFC 7252 section 4.8).
+        let fraction = (self.next_random() % 1000) as u32;
         self.limits.ack_timeout + self.limits.ack_timeout * fraction / 2000
     }
 
@@ -473,8 +482,11 @@ impl Transport {
                 self.send(actions, addr, message::to_datagram(&p));
                 return;
             }
+            // Message ids start somewhere unpredictable, so that a restarted gateway does not
+            // reuse the ids a peer still remembers (it would take a new CON for a duplicate).
+            let first_mid = self.next_random() as u16;
             self.peers
-                .insert(addr, Peer::new(addr, now, self.limits.peer_burst));
+                .insert(addr, Peer::new(now, self.limits.peer_burst, first_mid));
         }
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
@@ -1943,6 +1955,29 @@ mod tests {
             0,
             "a client that never acknowledges is dropped"
         );
+    }
+
+    #[test]
+    fn re_registration_replaces_the_observer_and_resumes_from_the_clients_since() {
+        let mut h = Harness::new(Limits::default());
+        let (_, first_poll) = register(&mut h, 1, b"re");
+        // The client re-registers (same token) with the since it last processed.
+        let mut p = request(MessageType::Confirmable, 1, 2, b"re", SYNC);
+        p.add_option(CoapOption::Observe, vec![]);
+        p.add_option(CoapOption::UriQuery, b"since=s7".to_vec());
+        let f = forwards(&h.feed(&p));
+        assert_eq!(f[0].1.path_and_query, "/_matrix/client/v3/sync?since=s7");
+        let actions = h.upstream(f[0].0, 200, r#"{"next_batch":"s8"}"#);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Cancel { id } if *id == first_poll))
+        );
+        assert_eq!(
+            forwards(&actions)[0].1.path_and_query,
+            "/_matrix/client/v3/sync?since=s8&timeout=30000"
+        );
+        assert_eq!(h.core.observer_count(), 1);
     }
 
     #[test]
