@@ -3,7 +3,7 @@
 11-character text, an incremental sync delivering that event, and idle traffic per hour with
 Observe. Starts its own Synapse and gateway on loopback and stops them.
 
-Run: tests/.venv/bin/python tests/gateway/bench_wire_bytes.py
+Run: tests/.venv/bin/python tests/gateway/bench_wire_bytes.py   (VERSION=1 for MSC3079 v1 tables)
 
 What is sent (the same Matrix content on both sides unless a row says otherwise):
 - HTTP: what an aiohttp-based client such as matrix-nio sends (Host, Accept, Accept-Encoding,
@@ -42,6 +42,8 @@ from coap_client import decode_cbor, encode_cbor  # noqa: E402
 from conftest import start_gateway, stop, synapse_server  # noqa: E402
 from matrix_users import make_room, make_user  # noqa: E402
 
+# Option 257: 2 (jeton v2, the default) or 1 (MSC3079 v1: base64 stays text) with VERSION=1.
+VERSION = int(os.environ.get("VERSION", "2"))
 NIO_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "User-Agent": "Python/3.11 aiohttp/3.12.15"}
 
 
@@ -160,14 +162,14 @@ class CoapClient:
         m.opt.accept = 60
         if observe is not None:
             m.opt.observe = observe
-        m.opt.add_option(UintOption(257, 2))
+        m.opt.add_option(UintOption(257, VERSION))
         if token:
             m.opt.add_option(OpaqueOption(256, token.encode()))
         self.reset()
         self.send(m.encode())
         response = self.recv()
         complete = response.opt.block2 is None or not response.opt.block2.more
-        body = decode_cbor(response.payload, 2) if response.payload and complete else None
+        body = decode_cbor(response.payload, VERSION) if response.payload and complete else None
         return response, body, (self.up, self.down)
 
     def ack(self, notification):
@@ -191,7 +193,7 @@ def main():
         finally:
             stop(gw.proc)
     print()
-    print("wire bytes per exchange (request + response)     HTTP/1.1+JSON      CoAP+CBOR (jeton v2)")
+    print(f"wire bytes per exchange (request + response)     HTTP/1.1+JSON      CoAP+CBOR (table v{VERSION})")
     for name, http, coap in rows:
         h = f"{sum(http):>6,} ({http[0]:,} + {http[1]:,})" if http else "     -"
         print(f"{name:<48} {h:<18} {sum(coap):>6,} ({coap[0]:,} + {coap[1]:,})")
@@ -209,7 +211,7 @@ def run(synapse, gw):
     login_body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": name}, "password": password}
     http_login, http_bytes = http.request("POST", "/_matrix/client/v3/login", login_body)
     # v1 enum 1 is /_matrix/client/r0/login.
-    _, coap_login, coap_bytes = coap.request(Code.POST, "/1", encode_cbor(login_body, 2))
+    _, coap_login, coap_bytes = coap.request(Code.POST, "/1", encode_cbor(login_body, VERSION))
     rows.append(("login", http_bytes, coap_bytes))
     token = coap_login["access_token"]
     http_token = http_login["access_token"]
@@ -238,22 +240,22 @@ def run(synapse, gw):
     n = coap.recv()
     coap.ack(n)
     # The sync position after the first event: the one-event syncs below start here.
-    since = decode_cbor(n.payload, 2)["next_batch"]
+    since = decode_cbor(n.payload, VERSION)["next_batch"]
     # v1 enum 9 is /_matrix/client/r0/rooms/{roomId}/send/{eventType}/{txnId}; a token's txn id is short.
-    _, sent, coap_bytes = coap.request(Code.PUT, f"/9/{room}/m.room.encrypted/a1", encode_cbor(content, 2))
+    _, sent, coap_bytes = coap.request(Code.PUT, f"/9/{room}/m.room.encrypted/a1", encode_cbor(content, VERSION))
     rows.append((f"send m.room.encrypted (ciphertext {raw_len} B raw)", http_bytes, coap_bytes))
 
     # The notification for the CoAP-sent event: what a one-event incremental sync costs the token.
     coap.reset()
     notification = coap.recv()
-    while sent["event_id"] not in json.dumps(decode_cbor(notification.payload, 2)):
+    while sent["event_id"] not in json.dumps(decode_cbor(notification.payload, VERSION)):
         coap.ack(notification)
         coap.reset()
         notification = coap.recv()
     coap.ack(notification)
     observe_bytes = (coap.up, coap.down)
     if os.environ.get("SHOW_SYNC"):
-        print(json.dumps(decode_cbor(notification.payload, 2), indent=1))
+        print(json.dumps(decode_cbor(notification.payload, VERSION), indent=1))
 
     # The same incremental sync over HTTP (straight, with the same filter).
     _, http_bytes = http.request("GET", f"/_matrix/client/v3/sync?since={since}&timeout=0&filter={f['filter_id']}", token=http_token)

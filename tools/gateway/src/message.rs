@@ -234,6 +234,8 @@ pub mod code {
     pub const SERVICE_UNAVAILABLE: u8 = 0xa3;
     /// 5.04 Gateway Timeout.
     pub const GATEWAY_TIMEOUT: u8 = 0xa4;
+    /// 5.05 Proxying Not Supported.
+    pub const PROXYING_NOT_SUPPORTED: u8 = 0xa5;
 
     /// "c.dd" as CoAP writes it.
     pub fn dotted(code: u8) -> String {

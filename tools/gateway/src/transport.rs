@@ -587,6 +587,17 @@ impl Transport {
                 ));
             }
         }
+        // Proxy-Uri / Proxy-Scheme: this is a gateway to one homeserver, not a forward proxy.
+        if packet.get_option(CoapOption::ProxyUri).is_some()
+            || packet.get_option(CoapOption::ProxyScheme).is_some()
+        {
+            return Err(refuse(
+                incoming,
+                code::PROXYING_NOT_SUPPORTED,
+                "M_UNRECOGNIZED",
+                "The gateway is not a forward proxy.",
+            ));
+        }
         if let Some((number, _)) = packet
             .options()
             .find(|(n, _)| message::is_critical(**n) && !message::is_known_option(**n))
@@ -1743,6 +1754,9 @@ mod tests {
         let mut p = get(2, PLAIN);
         p.add_option(CoapOption::Unknown(2048), vec![1]);
         assert_eq!(forwards(&h.feed(&p)).len(), 1);
+        let mut p = get(3, PLAIN);
+        p.add_option(CoapOption::ProxyUri, b"coap://elsewhere/".to_vec());
+        assert_eq!(code_of(&sent(&h.feed(&p))[0]), "5.05");
     }
 
     #[test]
