@@ -78,4 +78,6 @@
 )]
 
 pub mod coap;
+pub mod json;
 pub mod platform;
+pub mod store;
