@@ -79,5 +79,6 @@
 
 pub mod coap;
 pub mod json;
+pub mod matrix;
 pub mod platform;
 pub mod store;
