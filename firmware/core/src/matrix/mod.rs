@@ -130,6 +130,8 @@ struct Core<R: Rng, S: Store, U: Ui> {
     invites: Vec<(RoomId, UserId), MAX_INVITES>,
     joins: Vec<RoomId, MAX_INVITES>,
     one_time_keys_wanted: bool,
+    /// One-time keys the server holds, as last reported.
+    server_one_time_keys: u32,
     fallback_wanted: bool,
     operation: Option<(RequestId, Operation)>,
     sync: SyncLane,
@@ -254,6 +256,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 invites: Vec::new(),
                 joins: Vec::new(),
                 one_time_keys_wanted: false,
+                server_one_time_keys: 0,
                 fallback_wanted: false,
                 operation: None,
                 sync: SyncLane::Idle,

@@ -154,7 +154,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
 
         if self.login.as_ref().is_some_and(|l| l.keys_uploaded) {
-            if sync.one_time_keys_count(SIGNED_CURVE25519)? < (ONE_TIME_KEYS / 2) as i64 / 2 + 1 {
+            let count = sync.one_time_keys_count(SIGNED_CURVE25519)?;
+            self.server_one_time_keys = u32::try_from(count).unwrap_or(0);
+            // Replenish when half the server's share was claimed.
+            if count < (ONE_TIME_KEYS / 4) as i64 {
                 self.one_time_keys_wanted = true;
             }
             if let Some(mut types) = sync.unused_fallback_key_types()?

@@ -199,13 +199,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(login) = self.login.clone() else {
             return Ok(());
         };
+        // Bodies stay under the work buffer: a few keys per upload, more uploads until the
+        // server holds its share.
         let unpublished = self.account.one_time_keys().count();
         if self.one_time_keys_wanted || with_device_keys {
-            let wanted = ONE_TIME_KEYS / 2;
-            if unpublished < wanted {
+            let target = ONE_TIME_KEYS / 2;
+            let missing = target.saturating_sub(self.server_one_time_keys as usize + unpublished);
+            let count = missing.min(UPLOAD_BATCH.saturating_sub(unpublished));
+            if count > 0 {
                 let mut source = CryptoSource(&mut self.rng);
-                self.account
-                    .generate_one_time_keys(&mut source, wanted - unpublished);
+                self.account.generate_one_time_keys(&mut source, count);
             }
         }
         if (self.fallback_wanted || with_device_keys) && self.account.fallback_key().is_none() {
@@ -242,7 +245,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             signature: &device_signature,
         };
         type KeyEntry = ([u8; 11], [u8; 32], [u8; 64]);
-        let mut keys: heapless::Vec<KeyEntry, ONE_TIME_KEYS> = heapless::Vec::new();
+        let mut keys: heapless::Vec<KeyEntry, UPLOAD_BATCH> = heapless::Vec::new();
         for (id, public) in self.account.one_time_keys() {
             let json = one_time_key_json(&mut self.scratch, public.as_bytes(), false)?;
             let signature = self.account.sign(json).to_bytes();
@@ -260,7 +263,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             None => None,
         };
-        let uploads: heapless::Vec<SignedKeyUpload<'_>, ONE_TIME_KEYS> = keys
+        let uploads: heapless::Vec<SignedKeyUpload<'_>, UPLOAD_BATCH> = keys
             .iter()
             .map(|(name, key, signature)| SignedKeyUpload {
                 key_id: core::str::from_utf8(name).unwrap_or_default(),
@@ -301,6 +304,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let response = KeysUploadResponse::parse(body, TableVersion::V2)?;
         let count = response.one_time_key_count(SIGNED_CURVE25519)?;
         self.account.mark_keys_as_published();
+        self.server_one_time_keys = u32::try_from(count).unwrap_or(0);
+        self.one_time_keys_wanted = (count as usize) < ONE_TIME_KEYS / 2;
         let key = self.key();
         save_account(
             &mut self.store,

@@ -40,6 +40,8 @@ pub const MAX_INVITES: usize = 2;
 pub const MAX_ALLOWED_INVITERS: usize = 4;
 /// One-time keys the account holds; half of them are kept on the server.
 pub const ONE_TIME_KEYS: usize = 20;
+/// One-time keys per `keys/upload` body, so that the body fits [`WORK_BYTES`].
+pub const UPLOAD_BATCH: usize = 5;
 /// Longest user, room or event id the token stores.
 pub const MAX_ID_LEN: usize = 64;
 /// Longest device id.
