@@ -986,3 +986,198 @@ fn power_cuts_at_every_write_of_a_send_never_reuse_an_index_or_lose_a_delivered_
     assert!(outcomes.contains(&(true, false, 1)));
     assert!(outcomes.contains(&(true, true, 1)));
 }
+
+#[test]
+fn a_room_key_from_a_device_not_yet_known_waits_for_its_keys_then_the_message_is_fetched() {
+    // The peer joins, shares its key and speaks in one sync: the token learns of the
+    // peer's device only from that sync.
+    let mut world = World::logged_in(30);
+    let mut peer = Peer::new(PEER, PEER_DEVICE);
+    peer.publish(&mut world.gw.hs, 5);
+    let device = world.token_device();
+    let payload = peer.room_key_payload(&world.gw.hs, &device);
+    let to_device = peer.olm_event(&mut world.gw.hs, &device, &payload);
+    let mut event = peer.megolm_event("$early", "sent as I joined");
+    let mut batch = encrypted_room_batch(&[TOKEN_USER, PEER]);
+    batch["to_device"] = json!({"events": [to_device]});
+    batch["rooms"]["join"][ROOM]["timeline"] = json!({"events": [event.clone()]});
+    event["room_id"] = json!(ROOM);
+    world.gw.hs.events.insert("$early".into(), event);
+    world.push_sync(batch);
+    let line = format!("message {ROOM} {PEER} encrypted sent as I joined");
+    assert!(
+        world.run_until(60_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw("undecryptable $early AwaitingKey"));
+    assert!(
+        world
+            .gw
+            .processed
+            .iter()
+            .any(|p| p == &format!("3A/{ROOM}/$early"))
+    );
+}
+
+#[test]
+fn a_device_whose_self_signature_does_not_verify_is_rejected() {
+    let mut world = World::logged_in(31);
+    let mut peer = Peer::new(PEER, PEER_DEVICE);
+    peer.publish(&mut world.gw.hs, 5);
+    let key = (PEER.to_string(), PEER_DEVICE.to_string());
+    // Another key swapped in after signing.
+    world.gw.hs.device_keys.get_mut(&key).unwrap()["keys"][format!("curve25519:{PEER_DEVICE}")] =
+        json!(B64.encode([5u8; 32]));
+    world.push_sync(encrypted_room_batch(&[TOKEN_USER, PEER]));
+    let line = format!("device rejected {PEER} {PEER_DEVICE} BadSignature");
+    assert!(
+        world.run_until(60_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+    // With no verified device, a message goes to nobody but the homeserver.
+    let now = world.instant();
+    world
+        .token()
+        .send_text(ROOM, "nobody can read", now)
+        .unwrap();
+    world.run_until(60_000, |w| w.gw.hs.sent.len() == 1);
+    assert!(world.gw.hs.to_device.is_empty());
+}
+
+#[test]
+fn invites_from_the_allow_list_are_joined_and_others_wait_for_the_user() {
+    let mut world = World::new(32);
+    world.token = None;
+    let mut config = Config::new([7u8; 32]);
+    config
+        .auto_join_from
+        .push("@friend:localhost".try_into().unwrap())
+        .unwrap();
+    world.token = Some(
+        Token::new(
+            config,
+            TestRng(32),
+            SharedStore(world.flash.clone()),
+            Screen(world.screen.clone(), world.flash.clone()),
+            world.instant(),
+        )
+        .unwrap(),
+    );
+    let now = world.instant();
+    world.token().login("token", "secret", now).unwrap();
+    world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "v"));
+    let invite = |room: &str, inviter: &str| {
+        json!({"invite_state": {"events": [
+            {"type": "m.room.member", "state_key": TOKEN_USER, "sender": inviter, "content": {"membership": "invite"}},
+        ]}, "_room": room})
+    };
+    world.push_sync(json!({"rooms": {"invite": {
+        "!friendly:localhost": invite("!friendly:localhost", "@friend:localhost"),
+        "!stranger:localhost": invite("!stranger:localhost", "@stranger:localhost"),
+    }}}));
+    assert!(
+        world.run_until(60_000, |w| w.saw("joined !friendly:localhost")),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw("invited !stranger:localhost @stranger:localhost"));
+    assert!(!world.gw.processed.iter().any(|p| p.contains("stranger")));
+    let invites: Vec<_> = world
+        .token()
+        .invites()
+        .map(|(r, i)| (r.to_string(), i.to_string()))
+        .collect();
+    assert_eq!(
+        invites,
+        [(
+            "!stranger:localhost".to_string(),
+            "@stranger:localhost".to_string()
+        )]
+    );
+    let now = world.instant();
+    world.token().join("!stranger:localhost", now).unwrap();
+    assert!(world.run_until(60_000, |w| w.saw("joined !stranger:localhost")));
+    let rooms: Vec<_> = world
+        .token()
+        .rooms()
+        .map(|r| r.room_id.to_string())
+        .collect();
+    assert_eq!(rooms.len(), 2, "{rooms:?}");
+}
+
+#[test]
+fn the_session_rotates_after_rotation_period_msgs_and_for_a_new_device() {
+    let mut world = World::logged_in(33);
+    let mut peer = Peer::new(PEER, PEER_DEVICE);
+    peer.publish(&mut world.gw.hs, 5);
+    let mut batch = encrypted_room_batch(&[TOKEN_USER, PEER]);
+    batch["rooms"]["join"][ROOM]["state"]["events"][0]["content"]["rotation_period_msgs"] =
+        json!(2);
+    world.push_sync(batch);
+    world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "3h"));
+    world.run_for(5_000);
+    for n in 0..3 {
+        let now = world.instant();
+        world
+            .token()
+            .send_text(ROOM, &format!("m{n}"), now)
+            .unwrap();
+        world.run_until(60_000, |w| w.gw.hs.sent.len() == n + 1);
+    }
+    let read = peer_reads(&world, &mut peer);
+    assert_eq!(read[0].1, read[1].1);
+    assert_ne!(read[1].1, read[2].1, "rotated after 2 messages");
+
+    // The peer adds a second device: the next message uses a new session, shared with both.
+    let mut second = Peer::new(PEER, "PEERDEV2");
+    second.publish(&mut world.gw.hs, 3);
+    world.push_sync(json!({"device_lists": {"changed": [PEER]}}));
+    world.run_for(10_000);
+    let now = world.instant();
+    world.token().send_text(ROOM, "m3", now).unwrap();
+    world.run_until(60_000, |w| w.gw.hs.sent.len() == 4);
+    let read = peer_reads(&world, &mut peer);
+    assert_ne!(read[2].1, read[3].1, "rotated for the new device");
+    second.receive_to_device(&world.gw.hs);
+    let (_, _, _, content) = &world.gw.hs.sent[3];
+    let (plaintext, _) = second
+        .decrypt(content)
+        .expect("the new device reads the new session");
+    assert_eq!(plaintext["content"]["body"], "m3");
+}
+
+#[test]
+fn without_observe_the_token_long_polls_and_a_restarted_gateway_is_recovered_from() {
+    let mut world = World::new(34);
+    world.gw.observe_supported = false;
+    let now = world.instant();
+    world.token().login("token", "secret", now).unwrap();
+    world.run_until(60_000, |w| {
+        w.gw.processed.iter().filter(|p| *p == "v").count() >= 2
+    });
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.message", "sender": PEER, "event_id": "$p1", "content": {"msgtype": "m.text", "body": "polled"}},
+    ]}}}}}));
+    let line = format!("message {ROOM} {PEER} unencrypted polled");
+    assert!(
+        world.run_until(120_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+
+    // Observe: the gateway restarts and forgets the observation; the token registers again
+    // when notifications stop, and resumes from its cursor.
+    let mut world = World::logged_in(35);
+    world.gw.restart();
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.message", "sender": PEER, "event_id": "$p2", "content": {"msgtype": "m.text", "body": "after restart"}},
+    ]}}}}}));
+    let line = format!("message {ROOM} {PEER} unencrypted after restart");
+    assert!(
+        world.run_until(1_200_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+}
