@@ -74,10 +74,27 @@ fn room_key_payload(plaintext: &[u8]) -> Result<Option<RoomKeyPayload>, Rejectio
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// Processes a sync response. A response the token cannot read in full (a list over a
+    /// capacity, a malformed event) is reported, and the cursor still moves past it:
+    /// otherwise the same response would come back forever.
     pub(super) fn on_sync(&mut self, body: &[u8], now: Instant) -> Result<(), TokenError> {
         let _ = now;
         let sync = SyncResponse::parse(body, TableVersion::V2)?;
         let next_batch: String<MAX_CURSOR_LEN> = bounded(sync.next_batch()?)?;
+        let result = self.apply_sync(&sync);
+        if matches!(
+            result,
+            Err(TokenError::Malformed(_) | TokenError::LimitReached(_) | TokenError::Json(_))
+        ) || result.is_ok()
+        {
+            save_cursor(&mut self.store, &mut self.scratch, &next_batch)?;
+            self.since = next_batch;
+            self.observation_stale = true;
+        }
+        result
+    }
+
+    fn apply_sync(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
         let own_user = self
             .login
             .as_ref()
@@ -184,10 +201,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
         }
 
-        // Everything this sync carried is stored: move the cursor.
-        save_cursor(&mut self.store, &mut self.scratch, &next_batch)?;
-        self.since = next_batch;
-        self.observation_stale = true;
+        // Everything this sync carried is stored: the caller moves the cursor.
         Ok(())
     }
 

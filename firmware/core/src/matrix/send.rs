@@ -65,31 +65,62 @@ pub(super) fn login_body(
     Ok(e.writer().position())
 }
 
-/// A filter that keeps sync small: no presence, no account data, no ephemeral events,
-/// short timelines, lazy-loaded members.
+/// Event types the token reads from a room's state and timeline.
+const ROOM_EVENT_TYPES: [&str; 4] = [
+    "m.room.encrypted",
+    "m.room.encryption",
+    "m.room.member",
+    "m.room.message",
+];
+
+/// A filter that keeps sync small: only the event fields and room event types the token
+/// reads, short timelines, no presence, account data, receipts or typing.
 pub(super) fn filter_body(out: &mut [u8]) -> Result<usize, TokenError> {
     let mut e = Encoder::new(Cursor::new(out));
-    let none = |e: &mut BodyEncoder<'_>| -> Result<(), TokenError> {
-        cbor(e.map(1))?;
+    let types = |e: &mut BodyEncoder<'_>, list: &[&str]| -> Result<(), TokenError> {
         key(e, "types")?;
-        cbor(e.array(0))?;
+        cbor(e.array(list.len() as u64))?;
+        for item in list {
+            cbor(e.str(item))?;
+        }
         Ok(())
     };
-    cbor(e.map(3))?;
+    let none = |e: &mut BodyEncoder<'_>| -> Result<(), TokenError> {
+        cbor(e.map(1))?;
+        types(e, &[])
+    };
+    cbor(e.map(4))?;
+    key(&mut e, "event_fields")?;
+    let fields = [
+        "type",
+        "content",
+        "sender",
+        "state_key",
+        "event_id",
+        "room_id",
+    ];
+    cbor(e.array(fields.len() as u64))?;
+    for field in fields {
+        cbor(e.str(field))?;
+    }
     key(&mut e, "presence")?;
     none(&mut e)?;
     key(&mut e, "account_data")?;
     none(&mut e)?;
     key(&mut e, "room")?;
-    cbor(e.map(3))?;
+    cbor(e.map(4))?;
     key(&mut e, "ephemeral")?;
     none(&mut e)?;
     key(&mut e, "account_data")?;
     none(&mut e)?;
-    key(&mut e, "timeline")?;
+    key(&mut e, "state")?;
     cbor(e.map(1))?;
+    types(&mut e, &ROOM_EVENT_TYPES)?;
+    key(&mut e, "timeline")?;
+    cbor(e.map(2))?;
     key(&mut e, "limit")?;
     cbor(e.u8(10))?;
+    types(&mut e, &ROOM_EVENT_TYPES)?;
     Ok(e.writer().position())
 }
 

@@ -50,6 +50,8 @@ pub(crate) struct Homeserver {
     /// Sync batches; batch `i` is answered to `since=s{i}` with `next_batch=s{i+1}`.
     pub batches: Vec<Value>,
     pub logins: u32,
+    /// The filter the token created.
+    pub filter: Option<Value>,
     pub keys_uploads: u32,
     /// Device id the token logged in with (kept across logins).
     pub device_id: Option<String>,
@@ -366,7 +368,10 @@ impl FakeGateway {
                     json!({"access_token": ACCESS_TOKEN, "device_id": device, "user_id": TOKEN_USER}),
                 )
             }
-            ["35", _user] => (Code::CHANGED, json!({"filter_id": "f1"})),
+            ["35", _user] => {
+                hs.filter = Some(request);
+                (Code::CHANGED, json!({"filter_id": "f1"}))
+            }
             ["z"] => {
                 hs.keys_uploads += 1;
                 let device = hs.device_id.clone().unwrap_or_default();

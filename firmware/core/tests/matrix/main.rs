@@ -622,6 +622,23 @@ fn login_publishes_device_keys_and_one_time_keys_signed_over_canonical_json() {
         assert!(verify(ed, key, signature), "one-time key {id}");
     }
 
+    // The filter keeps sync to what the token reads.
+    let filter = world.gw.hs.filter.clone().unwrap();
+    assert_eq!(filter["presence"], json!({"types": []}));
+    assert_eq!(filter["room"]["timeline"]["limit"], 10);
+    assert!(
+        filter["room"]["state"]["types"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("m.room.member"))
+    );
+    assert!(
+        filter["event_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("content"))
+    );
+
     // A reboot keeps the device: logging in again asks for the same device id and does not
     // upload the device keys again.
     let uploads = world.gw.hs.keys_uploads;
@@ -1177,6 +1194,30 @@ fn without_observe_the_token_long_polls_and_a_restarted_gateway_is_recovered_fro
     let line = format!("message {ROOM} {PEER} unencrypted after restart");
     assert!(
         world.run_until(1_200_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+}
+
+#[test]
+fn a_sync_over_a_capacity_is_reported_and_skipped_and_the_next_one_is_read() {
+    let mut world = World::logged_in(36);
+    let rooms: serde_json::Map<String, Value> = (0..17)
+        .map(|n| (format!("!r{n}:localhost"), json!({})))
+        .collect();
+    world.push_sync(json!({"rooms": {"join": rooms}}));
+    assert!(
+        world.run_until(60_000, |w| w
+            .saw("error Malformed(CapacityExceeded { capacity: 16 })")),
+        "{:?}",
+        world.screen()
+    );
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.message", "sender": PEER, "event_id": "$after", "content": {"msgtype": "m.text", "body": "next"}},
+    ]}}}}}));
+    let line = format!("message {ROOM} {PEER} unencrypted next");
+    assert!(
+        world.run_until(60_000, |w| w.saw(&line)),
         "{:?}",
         world.screen()
     );
