@@ -134,6 +134,8 @@ struct Core<R: Rng, S: Store, U: Ui> {
     server_one_time_keys: u32,
     fallback_wanted: bool,
     operation: Option<(RequestId, Operation)>,
+    /// After a failed operation, the next one waits until then.
+    backoff_until: Option<Instant>,
     sync: SyncLane,
 }
 
@@ -153,6 +155,9 @@ impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
             .finish_non_exhaustive()
     }
 }
+
+/// How long the token waits after a failed operation before the next one.
+const BACKOFF_MS: u64 = 5_000;
 
 /// Reserve transaction ids in blocks, so that the counter is written once per block.
 const TXN_BLOCK: u64 = 16;
@@ -259,6 +264,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 server_one_time_keys: 0,
                 fallback_wanted: false,
                 operation: None,
+                backoff_until: None,
                 sync: SyncLane::Idle,
             },
         };
@@ -280,7 +286,14 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// When the token next needs [`Token::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.coap.poll_timeout()
+        let backoff = self
+            .core
+            .backoff_until
+            .filter(|_| self.core.login.is_some());
+        match (self.coap.poll_timeout(), backoff) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Writes the next datagram to send into `buf` (1152 bytes suffice) and returns its
@@ -403,23 +416,14 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Processes the engine's events, then starts what is due.
     fn drive(&mut self, now: Instant) {
-        loop {
-            while let Some(event) = self.coap.poll_event() {
-                self.core.on_event(event, now);
-            }
-            if let Err(error) = self.core.plan(&mut self.coap, now) {
-                self.core.ui.event(&UiEvent::Error(error));
-            }
-            if self.coap.is_idle() || !self.has_event_waiting() {
-                break;
-            }
+        // The engine queues events only from datagrams and timeouts, never from a request,
+        // so one pass takes them all.
+        while let Some(event) = self.coap.poll_event() {
+            self.core.on_event(event, now);
         }
-    }
-
-    fn has_event_waiting(&self) -> bool {
-        // The engine queues events only from datagrams and timeouts, never from a request;
-        // one pass suffices.
-        false
+        if let Err(error) = self.core.plan(&mut self.coap, now) {
+            self.core.ui.event(&UiEvent::Error(error));
+        }
     }
 }
 
@@ -528,6 +532,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 {
                     self.operation = None;
                     if code.class() != 2 {
+                        if code.class() == 5 || code_number(code) == 429 {
+                            self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
+                        }
                         self.on_operation_refused(operation, code);
                         return;
                     }
@@ -558,6 +565,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     self.sync = SyncLane::Polling { id: None };
                 } else if self.operation.is_some_and(|(op, _)| op == id) {
                     self.operation = None;
+                    self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
                     self.error(TokenError::Exchange(error));
                 }
             }
@@ -598,7 +606,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.error(error);
             }
             Operation::Join => {
-                self.joins.remove(0);
+                if !self.joins.is_empty() {
+                    self.joins.remove(0);
+                }
+                self.error(error);
+            }
+            Operation::ShareKey { device } if code.class() == 4 => {
+                // The homeserver refuses this device: skip it for the current sessions.
+                for room in self.rooms.iter_mut().flatten() {
+                    if let Some(outbound) = &mut room.outbound {
+                        outbound.unreachable |= 1 << device;
+                    }
+                }
                 self.error(error);
             }
             _ => self.error(error),
@@ -749,7 +768,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let ready = login.keys_uploaded && !login.filter_id.is_empty();
-        if self.operation.is_none() {
+        if self.backoff_until.is_some_and(|until| now < until) {
+            // Waiting after a failure.
+        } else if self.operation.is_none() {
+            self.backoff_until = None;
             self.plan_operation(coap, now)?;
         }
         if ready {

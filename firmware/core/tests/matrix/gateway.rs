@@ -50,6 +50,8 @@ pub(crate) struct Homeserver {
     /// Sync batches; batch `i` is answered to `since=s{i}` with `next_batch=s{i+1}`.
     pub batches: Vec<Value>,
     pub logins: u32,
+    /// Sends answered 5.03 before one is accepted.
+    pub failing_sends: u32,
     /// The filter the token created.
     pub filter: Option<Value>,
     pub keys_uploads: u32,
@@ -436,6 +438,10 @@ impl FakeGateway {
                 (Code::CHANGED, json!({}))
             }
             ["w", room, event_type, txn] => {
+                if hs.failing_sends > 0 {
+                    hs.failing_sends -= 1;
+                    return (Code::new(5, 3), json!({"errcode": "M_UNKNOWN"}));
+                }
                 if let Some(event_id) = hs.txns.get(*txn) {
                     return (Code::CHANGED, json!({ "event_id": event_id }));
                 }

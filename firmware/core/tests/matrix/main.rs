@@ -1222,3 +1222,39 @@ fn a_sync_over_a_capacity_is_reported_and_skipped_and_the_next_one_is_read() {
         world.screen()
     );
 }
+
+#[test]
+fn a_send_the_server_cannot_take_now_is_retried_with_backoff_until_delivered() {
+    let mut world = World::logged_in(37);
+    world.push_sync(json!({"rooms": {"join": {ROOM: {}}}}));
+    world.run_for(5_000);
+    world.gw.hs.failing_sends = 3;
+    let start = world.now;
+    let now = world.instant();
+    world.token().send_text(ROOM, "patience", now).unwrap();
+    assert!(
+        world.run_until(120_000, |w| w
+            .screen()
+            .iter()
+            .any(|l| l.starts_with("delivered 1 "))),
+        "{:?}",
+        world.screen()
+    );
+    let attempts = world
+        .gw
+        .processed
+        .iter()
+        .filter(|p| p.starts_with('w'))
+        .count();
+    assert_eq!(attempts, 4, "three refusals, then the send that lands");
+    assert!(world.now - start >= 15_000, "it waited between attempts");
+    assert_eq!(
+        world
+            .screen()
+            .iter()
+            .filter(|l| *l == "error Server(503)")
+            .count(),
+        3
+    );
+    assert_eq!(world.gw.hs.sent.len(), 1);
+}
