@@ -2,7 +2,7 @@
 //! counts), to-device Olm messages carrying room keys, and Megolm-encrypted messages.
 
 use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
-use jeton_olm::olm::{MessageType, OlmMessage};
+use jeton_olm::olm::{MessageType, OlmMessage, Session};
 use jeton_proto::TableVersion;
 use jeton_proto::view::{
     Binary, EncryptedContent, Event, MEGOLM_ALGORITHM, OLM_ALGORITHM, SyncResponse, Value,
@@ -309,7 +309,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return reject(self, RejectionReason::Malformed);
         };
         let key = self.config.storage_key;
-        let mut plaintext_len = None;
+        // Decrypt in RAM; the session (and the account, for a new one) is written after the
+        // room key it carried, so that a power cut in between lets the redelivered message
+        // decrypt again instead of losing the key.
+        let mut decrypted: Option<(usize, Option<usize>, Session)> = None;
         for slot in 0..MAX_OLM_SESSIONS {
             let matches = self
                 .olm
@@ -321,6 +324,34 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             let mut session = load_olm(&mut self.store, &mut self.scratch, &key, slot)?;
             if let Ok(len) = session.decrypt(&message, &mut self.work) {
+                decrypted = Some((len, Some(slot), session));
+                break;
+            }
+        }
+        if decrypted.is_none()
+            && let OlmMessage::PreKey(pre_key) = &message
+        {
+            match self.account.create_inbound_session(
+                curve_key(&sender_key),
+                pre_key,
+                &mut self.work,
+            ) {
+                Ok(created) => decrypted = Some((created.plaintext_len, None, created.session)),
+                Err(_) => return reject(self, RejectionReason::Olm),
+            }
+        }
+        let Some((len, slot, session)) = decrypted else {
+            return reject(self, RejectionReason::Olm);
+        };
+        let payload = room_key_payload(self.work.get(..len).unwrap_or_default());
+        self.work.fill(0);
+        let result = match payload {
+            Ok(None) => Ok(()),
+            Err(reason) => reject(self, reason),
+            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
+        };
+        match slot {
+            Some(slot) => {
                 self.olm_clock = self.olm_clock.wrapping_add(1);
                 let info = OlmSlot {
                     peer_curve: sender_key,
@@ -338,43 +369,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 if let Some(entry) = self.olm.get_mut(slot) {
                     *entry = Some(info);
                 }
-                plaintext_len = Some(len);
-                break;
+            }
+            None => {
+                // The session first, then the account without the used one-time key.
+                self.store_new_olm_session(sender_key, &session)?;
+                save_account(
+                    &mut self.store,
+                    &mut self.scratch,
+                    &mut self.rng,
+                    &key,
+                    &self.account,
+                )?;
             }
         }
-        if plaintext_len.is_none()
-            && let OlmMessage::PreKey(pre_key) = &message
-        {
-            match self.account.create_inbound_session(
-                curve_key(&sender_key),
-                pre_key,
-                &mut self.work,
-            ) {
-                Ok(created) => {
-                    // The session first, then the account without the used one-time key.
-                    self.store_new_olm_session(sender_key, &created.session)?;
-                    save_account(
-                        &mut self.store,
-                        &mut self.scratch,
-                        &mut self.rng,
-                        &key,
-                        &self.account,
-                    )?;
-                    plaintext_len = Some(created.plaintext_len);
-                }
-                Err(_) => return reject(self, RejectionReason::Olm),
-            }
-        }
-        let Some(len) = plaintext_len else {
-            return reject(self, RejectionReason::Olm);
-        };
-        let payload = room_key_payload(self.work.get(..len).unwrap_or_default());
-        self.work.fill(0);
-        match payload {
-            Ok(None) => Ok(()),
-            Err(reason) => reject(self, reason),
-            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
-        }
+        result
     }
 
     /// Checks a room key against the Olm sender and the device table, then keeps it.

@@ -1258,3 +1258,41 @@ fn a_send_the_server_cannot_take_now_is_retried_with_backoff_until_delivered() {
     );
     assert_eq!(world.gw.hs.sent.len(), 1);
 }
+
+#[test]
+fn power_cuts_at_every_write_while_receiving_a_room_key_never_lose_the_message() {
+    let setup = |world: &mut World, peer: &mut Peer| {
+        let device = world.token_device();
+        let payload = peer.room_key_payload(&world.gw.hs, &device);
+        let to_device = peer.olm_event(&mut world.gw.hs, &device, &payload);
+        let event = peer.megolm_event("$cut", "survives the cut");
+        world.push_sync(json!({
+            "to_device": {"events": [to_device]},
+            "rooms": {"join": {ROOM: {"timeline": {"events": [event]}}}},
+        }));
+    };
+    let line = format!("message {ROOM} {PEER} encrypted survives the cut");
+    let (mut probe, mut peer) = room_with_peer(40);
+    let before = probe.flash.borrow().writes();
+    setup(&mut probe, &mut peer);
+    assert!(probe.run_until(60_000, |w| w.saw(&line)));
+    probe.run_for(2_000);
+    let writes = probe.flash.borrow().writes() - before;
+    assert!(
+        writes >= 3,
+        "the Olm session, the account, the room key and the cursor ({writes})"
+    );
+
+    for cut in 0..writes {
+        let (mut world, mut peer) = room_with_peer(40);
+        world.flash.borrow_mut().cut_power_after(cut);
+        setup(&mut world, &mut peer);
+        world.run_until(60_000, |w| w.dead());
+        world.power_cycle();
+        assert!(
+            world.run_until(1_200_000, |w| w.saw(&line)),
+            "cut {cut} of {writes}: {:?}",
+            world.screen()
+        );
+    }
+}
