@@ -123,6 +123,9 @@ struct World {
     net: TestRng,
     impairment: Impairment,
     boots: u64,
+    /// UDP payload bytes sent by the token and by the gateway.
+    bytes_up: usize,
+    bytes_down: usize,
 }
 
 impl World {
@@ -139,6 +142,8 @@ impl World {
             net: TestRng(seed ^ 0xABCD),
             impairment: Impairment::default(),
             boots: 0,
+            bytes_up: 0,
+            bytes_down: 0,
         };
         world.boot();
         world
@@ -181,6 +186,11 @@ impl World {
     }
 
     fn send(&mut self, to_gateway: bool, bytes: Vec<u8>) {
+        if to_gateway {
+            self.bytes_up += bytes.len();
+        } else {
+            self.bytes_down += bytes.len();
+        }
         if self.net.chance(self.impairment.loss) {
             return;
         }
@@ -1295,4 +1305,95 @@ fn power_cuts_at_every_write_while_receiving_a_room_key_never_lose_the_message()
             world.screen()
         );
     }
+}
+
+#[test]
+fn the_session_rotates_after_rotation_period_ms_even_across_a_clock_jump() {
+    let mut world = World::logged_in(38);
+    let mut peer = Peer::new(PEER, PEER_DEVICE);
+    peer.publish(&mut world.gw.hs, 5);
+    let mut batch = encrypted_room_batch(&[TOKEN_USER, PEER]);
+    batch["rooms"]["join"][ROOM]["state"]["events"][0]["content"]["rotation_period_ms"] =
+        json!(60_000);
+    world.push_sync(batch);
+    world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "3h"));
+    world.run_for(5_000);
+    let now = world.instant();
+    world
+        .token()
+        .send_text(ROOM, "before the jump", now)
+        .unwrap();
+    world.run_until(60_000, |w| w.gw.hs.sent.len() == 1);
+    // The board sleeps: its clock jumps two minutes.
+    world.now += 120_000;
+    let now = world.instant();
+    world.token().handle_timeout(now);
+    world
+        .token()
+        .send_text(ROOM, "after the jump", now)
+        .unwrap();
+    assert!(
+        world.run_until(60_000, |w| w.gw.hs.sent.len() == 2),
+        "{:?}",
+        world.screen()
+    );
+    let read = peer_reads(&world, &mut peer);
+    assert_eq!(read[1].0, "after the jump");
+    assert_ne!(
+        read[0].1, read[1].1,
+        "a new session after rotation_period_ms"
+    );
+}
+
+/// Figures for the closing note: UDP payload bytes per message sent and received, once
+/// the Olm and Megolm sessions exist (an 11-character text, as in the gateway benchmark).
+#[test]
+fn wire_bytes_per_message_sent_and_received() {
+    let (mut world, mut peer) = room_with_peer(39);
+    let now = world.instant();
+    world.token().send_text(ROOM, "first", now).unwrap();
+    world.run_until(60_000, |w| w.token.as_ref().unwrap().outbox_len() == 0);
+    world.run_for(1_000);
+    let (up, down) = (world.bytes_up, world.bytes_down);
+    let now = world.instant();
+    world.token().send_text(ROOM, "Hello world", now).unwrap();
+    world.run_until(60_000, |w| w.token.as_ref().unwrap().outbox_len() == 0);
+    world.run_for(1_000);
+    let sent = (world.bytes_up - up, world.bytes_down - down);
+
+    let device = world.token_device();
+    let payload = peer.room_key_payload(&world.gw.hs, &device);
+    let to_device = peer.olm_event(&mut world.gw.hs, &device, &payload);
+    let first = peer.megolm_event("$w1", "first");
+    world.push_sync(json!({
+        "to_device": {"events": [to_device]},
+        "rooms": {"join": {ROOM: {"timeline": {"events": [first]}}}},
+    }));
+    world.run_until(60_000, |w| {
+        w.saw(&format!("message {ROOM} {PEER} encrypted first"))
+    });
+    world.run_for(1_000);
+    let (up, down) = (world.bytes_up, world.bytes_down);
+    let event = peer.megolm_event("$w2", "Hello world");
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [event]}}}}}));
+    world.run_until(60_000, |w| {
+        w.saw(&format!("message {ROOM} {PEER} encrypted Hello world"))
+    });
+    world.run_for(1_000);
+    let received = (world.bytes_up - up, world.bytes_down - down);
+    println!(
+        "wire bytes, one 11-character message sent: {} up + {} down = {}",
+        sent.0,
+        sent.1,
+        sent.0 + sent.1
+    );
+    println!(
+        "wire bytes, one 11-character message received by Observe: {} up + {} down = {}",
+        received.0,
+        received.1,
+        received.0 + received.1
+    );
+    // The gateway issue's targets: 350 B per encrypted send round trip, 450 B per one-event sync.
+    assert!(sent.0 + sent.1 <= 400, "{sent:?}");
+    assert!(received.0 + received.1 <= 450, "{received:?}");
 }
