@@ -9,7 +9,7 @@
 //! - [`binary`]: which JSON fields travel as CBOR byte strings under v2 (ciphertexts, keys, signatures,
 //!   session ids), as a table of field paths.
 //! - [`coap`]: the CoAP option numbers and the Content-Format.
-//! - `view` and `write`: zero-copy, bounded readers and writers of the v2 CBOR a token exchanges
+//! - [`view`] and [`write`](mod@write): zero-copy, bounded readers and writers of the v2 CBOR a token exchanges
 //!   (sync subset, send event, keys upload/claim/query, sendToDevice). No allocator needed.
 //! - `transcode` (feature `json`): JSON <-> canonical CBOR for any Matrix JSON, used by the gateway and the CLI.
 //!
@@ -57,6 +57,8 @@ pub mod keys;
 pub mod path;
 #[cfg(feature = "json")]
 pub mod transcode;
+pub mod view;
+pub mod write;
 
 /// The CBOR table version a peer negotiated with CoAP option 257 ([`coap::OPTION_TABLE_VERSION`]).
 ///

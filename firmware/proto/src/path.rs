@@ -277,6 +277,15 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
+/// The upper-case hex digit of a nibble (`nibble` < 16).
+fn hex_digit(nibble: u8) -> char {
+    char::from(if nibble < 10 {
+        b'0' + nibble
+    } else {
+        b'A' + nibble - 10
+    })
+}
+
 fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
@@ -287,7 +296,10 @@ fn write_encoded(bytes: impl IntoIterator<Item = u8>, out: &mut impl Write) -> c
         if is_unreserved(byte) {
             out.write_char(char::from(byte))?;
         } else {
-            write!(out, "%{byte:02X}")?;
+            // Written by hand rather than with `write!`: core's integer formatting costs flash on a token.
+            out.write_char('%')?;
+            out.write_char(hex_digit(byte >> 4))?;
+            out.write_char(hex_digit(byte & 0x0f))?;
         }
     }
     Ok(())
@@ -392,7 +404,8 @@ pub fn compress(full: &str, version: TableVersion, out: &mut impl Write) -> Resu
     for (offset, segment) in parameters() {
         check_encoding(segment, offset)?;
     }
-    write!(out, "/{code}")?;
+    out.write_char('/')?;
+    out.write_str(code)?;
     for (offset, segment) in parameters() {
         out.write_char('/')?;
         write_recoded(segment, offset, out)?;
@@ -698,5 +711,47 @@ mod tests {
                 found: 0
             })
         );
+    }
+
+    /// Percent-encodes every byte except the unreserved characters, as a careful HTTP client would.
+    fn encode_all(text: &str) -> String {
+        let mut out = String::new();
+        write_encoded(text.bytes(), &mut out).unwrap();
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_parameters_survive_compress_and_expand(
+            index in 0..COAP_PATHS.len(),
+            parameters in proptest::collection::vec("\\PC{0,12}|[!:$/%@#?&+ ]{1,4}", 3),
+        ) {
+            let (code, template) = COAP_PATHS[index];
+            let mut given = parameters.iter();
+            let mut raw: Vec<&str> = Vec::new();
+            let full: Vec<String> = template
+                .split('/')
+                .map(|segment| {
+                    if is_parameter(segment) {
+                        let parameter = given.next().unwrap();
+                        raw.push(parameter);
+                        encode_all(parameter)
+                    } else {
+                        segment.to_owned()
+                    }
+                })
+                .collect();
+            let full = full.join("/");
+            let short = compressed(&full, V2).unwrap();
+            let mut expected_short = format!("/{code}");
+            for parameter in &raw {
+                expected_short.push('/');
+                expected_short.push_str(&encode_all(parameter));
+            }
+            proptest::prop_assert_eq!(&short, &expected_short);
+            proptest::prop_assert_eq!(expanded(&short, V2).unwrap(), full.clone());
+            let segments: Vec<&str> = std::iter::once(code).chain(raw.iter().copied()).collect();
+            proptest::prop_assert_eq!(expanded_segments(&segments, V2).unwrap(), full);
+        }
     }
 }

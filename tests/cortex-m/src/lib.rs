@@ -8,7 +8,6 @@
 //! instructions. The `selftest` image checks that ratio against a loop of known length.
 #![no_std]
 
-use core::panic::PanicInfo;
 use cortex_m::peripheral::{SYST, syst::SystClkSource};
 use cortex_m_semihosting::{debug, hprintln};
 
@@ -93,22 +92,6 @@ pub fn stack_used_since_paint() -> usize {
     sp - p
 }
 
-/// Peak stack depth of the whole image so far: from the initial stack pointer down to the
-/// lowest word that no longer holds the paint.
-pub fn stack_peak_from_reset() -> usize {
-    unsafe extern "C" {
-        static _stack_start: u32;
-    }
-    let start = core::ptr::addr_of!(_stack_start) as usize;
-    let bottom = heap_start();
-    let mut p = bottom;
-    // SAFETY: reads of the region `paint_stack` wrote.
-    while p < start && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
-        p += 4;
-    }
-    start - p
-}
-
 /// One line of a report table, printed through semihosting.
 pub fn report(name: &str, instructions: Option<u64>, stack: usize) {
     match instructions {
@@ -134,9 +117,30 @@ pub fn pass() -> ! {
     }
 }
 
-#[panic_handler]
-fn panic(info: &PanicInfo<'_>) -> ! {
-    hprintln!("PANIC: {}", info);
+/// Defines the image's panic handler. `quiet` halts without formatting anything, so a size
+/// probe does not count `core::fmt`; `report` prints the panic through semihosting and fails
+/// the QEMU run.
+#[macro_export]
+macro_rules! panic_handler {
+    (quiet) => {
+        #[panic_handler]
+        fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+            loop {
+                cortex_m::asm::udf();
+            }
+        }
+    };
+    (report) => {
+        #[panic_handler]
+        fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+            $crate::fail_with(format_args!("PANIC: {}", info))
+        }
+    };
+}
+
+/// Prints a formatted failure and ends the QEMU run with a failure status.
+pub fn fail_with(what: core::fmt::Arguments<'_>) -> ! {
+    hprintln!("{}", what);
     debug::exit(debug::EXIT_FAILURE);
     loop {
         cortex_m::asm::udf();

@@ -5,6 +5,8 @@
 
 use cortex_m_rt::entry;
 
+jeton_cortex_m::panic_handler!(quiet);
+
 #[entry]
 fn main() -> ! {
     loop {

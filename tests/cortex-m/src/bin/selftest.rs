@@ -5,6 +5,8 @@
 #![no_main]
 
 use cortex_m_rt::entry;
+
+jeton_cortex_m::panic_handler!(report);
 use cortex_m_semihosting::hprintln;
 use jeton_cortex_m::{InstructionCounter, fail, keep, paint_stack, pass, stack_used_since_paint};
 

@@ -1,0 +1,195 @@
+//! Pickles round-trip at full capacity, fit their published maximum, and refuse wrong keys,
+//! wrong types and any tampering.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::{
+    megolm::{MegolmMessage, megolm_message_len},
+    olm::{MessageType, OlmMessage, olm_message_len},
+};
+
+const KEY: [u8; 32] = [0x11; 32];
+
+fn pickled<T: Pickle>(state: &T) -> Vec<u8> {
+    let mut out = vec![0u8; T::MAX_PICKLE_SIZE];
+    let len = state.pickle(&mut rand::rng(), &KEY, &mut out).unwrap();
+    assert!(len <= T::MAX_PICKLE_SIZE);
+    out.truncate(len);
+    out
+}
+
+fn full_account() -> Account {
+    let mut rng = rand::rng();
+    let mut account = Account::new(&mut rng);
+    account.generate_one_time_keys(&mut rng, 60);
+    account.generate_fallback_key(&mut rng);
+    account.mark_keys_as_published();
+    account.generate_fallback_key(&mut rng);
+    account.generate_one_time_keys(&mut rng, 3);
+    account
+}
+
+fn olm_send(from: &mut Session, to: &mut Session, text: &[u8], deliver: bool) {
+    let mut wire = vec![0u8; olm_message_len(text.len())];
+    let sent = from.encrypt(&mut rand::rng(), text, &mut wire).unwrap();
+    if deliver {
+        let message = OlmMessage::from_parts(sent.message_type, &wire[..sent.len]).unwrap();
+        let mut out = vec![0u8; sent.len];
+        let n = to.decrypt(&message, &mut out).unwrap();
+        assert_eq!(&out[..n], text);
+    }
+}
+
+/// A session pair where Bob holds five receiving chains and a full skipped-key store.
+fn full_sessions() -> (Session, Session) {
+    let mut rng = rand::rng();
+    let alice = Account::<1>::new(&mut rng);
+    let mut bob = Account::<1>::new(&mut rng);
+    bob.generate_one_time_keys(&mut rng, 1);
+    let (_, otk) = bob.one_time_keys().next().unwrap();
+    let mut a = alice
+        .create_outbound_session(&mut rng, bob.curve25519_key(), otk)
+        .unwrap();
+    let mut wire = vec![0u8; olm_message_len(2)];
+    let sent = a.encrypt(&mut rng, b"hi", &mut wire).unwrap();
+    assert_eq!(sent.message_type, MessageType::PreKey);
+    let pre_key = crate::olm::PreKeyMessage::from_bytes(&wire[..sent.len]).unwrap();
+    let mut out = [0u8; 16];
+    let mut b = bob
+        .create_inbound_session(alice.curve25519_key(), &pre_key, &mut out)
+        .unwrap()
+        .session;
+    for _ in 0..6 {
+        olm_send(&mut b, &mut a, b"reply", true);
+        for _ in 0..14 {
+            olm_send(&mut a, &mut b, b"skipped", false);
+        }
+        olm_send(&mut a, &mut b, b"last", true);
+    }
+    assert_eq!(b.receiving.len(), crate::olm::MAX_RECEIVING_CHAINS);
+    assert_eq!(b.skipped.len(), crate::olm::MAX_SKIPPED_KEYS);
+    (a, b)
+}
+
+#[test]
+fn account_round_trips_at_full_capacity() {
+    let account = full_account();
+    let mut bytes = pickled(&account);
+    println!(
+        "Account pickle: {} B (max {MAX_ACCOUNT_PICKLE_SIZE})",
+        bytes.len()
+    );
+    let restored = <Account>::from_pickle(&mut bytes, &KEY).unwrap();
+    assert_eq!(restored.identity_keys(), account.identity_keys());
+    assert!(restored.one_time_keys().eq(account.one_time_keys()));
+    assert_eq!(restored.stored_one_time_key_count(), 50);
+    assert_eq!(restored.fallback_key(), account.fallback_key());
+    assert_eq!(restored.sign(b"x"), account.sign(b"x"));
+    let body = &bytes[HEADER_LEN..bytes.len() - TAG_LEN];
+    assert!(body.iter().all(|&b| b == 0), "plaintext was zeroized");
+}
+
+#[test]
+fn session_round_trips_at_full_capacity_and_keeps_talking() {
+    let (mut alice, bob) = full_sessions();
+    let mut bytes = pickled(&bob);
+    println!(
+        "Session pickle: {} B (max {MAX_SESSION_PICKLE_SIZE})",
+        bytes.len()
+    );
+    let mut bob = Session::from_pickle(&mut bytes, &KEY).unwrap();
+    assert_eq!(bob.skipped.len(), crate::olm::MAX_SKIPPED_KEYS);
+    olm_send(&mut bob, &mut alice, b"after unpickling", true);
+    olm_send(&mut alice, &mut bob, b"and back", true);
+    let mut bytes = pickled(&alice);
+    let mut alice = Session::from_pickle(&mut bytes, &KEY).unwrap();
+    olm_send(&mut alice, &mut bob, b"alice too", true);
+}
+
+#[test]
+fn megolm_sessions_round_trip() {
+    let mut rng = rand::rng();
+    let mut outbound = GroupSession::new(&mut rng);
+    let inbound = InboundGroupSession::from(&outbound);
+    let mut wire = [0u8; megolm_message_len(3)];
+    outbound.encrypt(b"one", &mut wire).unwrap();
+
+    let mut bytes = pickled(&outbound);
+    println!(
+        "GroupSession pickle: {} B (max {MAX_GROUP_SESSION_PICKLE_SIZE})",
+        bytes.len()
+    );
+    let mut outbound = GroupSession::from_pickle(&mut bytes, &KEY).unwrap();
+    assert_eq!(outbound.message_index(), 1);
+    let mut bytes = pickled(&inbound);
+    println!("InboundGroupSession pickle: {} B", bytes.len());
+    let mut inbound = InboundGroupSession::from_pickle(&mut bytes, &KEY).unwrap();
+    assert!(inbound.signing_key_verified());
+
+    let len = outbound.encrypt(b"two", &mut wire).unwrap();
+    let message = MegolmMessage::from_bytes(&wire[..len]).unwrap();
+    let mut out = [0u8; 16];
+    let decrypted = inbound.decrypt(&message, &mut out).unwrap();
+    assert_eq!(
+        (&out[..decrypted.plaintext_len], decrypted.message_index),
+        (&b"two"[..], 1)
+    );
+}
+
+#[test]
+fn wrong_key_wrong_type_and_bad_framing_are_errors() {
+    let account = full_account();
+    let good = pickled(&account);
+    assert_eq!(
+        Account::<50>::from_pickle(&mut good.clone(), &[0x12; 32]).err(),
+        Some(PickleError::InvalidMac)
+    );
+    assert_eq!(
+        Session::from_pickle(&mut good.clone(), &KEY).err(),
+        Some(PickleError::InvalidMac)
+    );
+    let mut versioned = good.clone();
+    versioned[0] = 2;
+    assert_eq!(
+        Account::<50>::from_pickle(&mut versioned, &KEY).err(),
+        Some(PickleError::UnknownVersion)
+    );
+    assert_eq!(
+        Account::<50>::from_pickle(&mut [1u8; 20], &KEY).err(),
+        Some(PickleError::InvalidLength)
+    );
+    // A pickle of 50 keys authenticates but does not fit an account for 10.
+    assert_eq!(
+        Account::<10>::from_pickle(&mut good.clone(), &KEY).err(),
+        Some(PickleError::InvalidContent)
+    );
+    let mut small = [0u8; 100];
+    assert_eq!(
+        account.pickle(&mut rand::rng(), &KEY, &mut small),
+        Err(PickleError::BufferTooSmall)
+    );
+    assert!(
+        small.iter().all(|&b| b == 0),
+        "a failed pickle leaves no plaintext behind"
+    );
+}
+
+#[test]
+fn pickles_of_the_same_state_differ() {
+    let session = GroupSession::new(&mut rand::rng());
+    assert_ne!(pickled(&session), pickled(&session));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn any_tampering_is_detected(position in 0usize..200, flip in 1u8..=255) {
+        let session = GroupSession::new(&mut rand::rng());
+        let mut bytes = pickled(&session);
+        let position = position % bytes.len();
+        bytes[position] ^= flip;
+        let result = GroupSession::from_pickle(&mut bytes, &KEY);
+        prop_assert!(matches!(result, Err(PickleError::InvalidMac | PickleError::UnknownVersion)));
+    }
+}
