@@ -32,11 +32,10 @@ USEMODULE += gnrc_sock_udp
 USEMODULE += sock_udp
 
 # --- stacks --------------------------------------------------------------------------------
-# The main thread runs the Rust application: the shell, formatting, and the Curve25519 and
-# Ed25519 key derivation of `keys`. Measured with `ps` after `keys` and `selftest` (see
-# README.md); the figure includes headroom for jeton-core's Olm operations, which are the
-# same curve operations.
-JETON_MAIN_STACKSIZE ?= 16384
+# The main thread runs the Rust application: the shell, formatting, and jeton-olm's account
+# (creating it, pickling it to flash and opening the pickle again in `keys`). Measured with
+# `ps` (DEVELHELP stack painting) on native64: 26824 bytes at the peak, see README.md.
+JETON_MAIN_STACKSIZE ?= 32768
 CFLAGS += -DTHREAD_STACKSIZE_MAIN=$(JETON_MAIN_STACKSIZE)
 
 # --- Rust ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! The clock adapter: milliseconds since boot from ztimer's `ZTIMER_MSEC`, widened to 64 bits.
+//! The clock adapter: milliseconds since boot from ztimer's `ZTIMER_MSEC`, widened to 64 bits,
+//! as jeton-core's [`Clock`](jeton_core::platform::Clock).
 
 use core::cell::Cell;
 
@@ -41,6 +42,12 @@ impl MonotonicClock {
     /// Blocks the calling thread for `ms` milliseconds.
     pub(crate) fn sleep_ms(&self, ms: u32) {
         ztimer::Clock::msec().sleep(ztimer::Ticks(ms));
+    }
+}
+
+impl jeton_core::platform::Clock for MonotonicClock {
+    fn now(&self) -> jeton_core::platform::Instant {
+        jeton_core::platform::Instant::from_millis(self.now_ms())
     }
 }
 

@@ -11,9 +11,12 @@ use riot_wrappers::{cstr::cstr, println};
 
 use crate::clock::MonotonicClock;
 use crate::flash::{Flash, FlashError, Region};
-use crate::identity::{Identity, KEY_BASE64_LEN, Origin};
+use crate::identity::{self, Origin};
 use crate::rng::HardwareRng;
 use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
+
+/// Length of a 32-byte key in unpadded base64.
+const KEY_BASE64_LEN: usize = jeton_olm::base64::encoded_len(32);
 
 /// Why the Matrix commands cannot run yet; printed by each of them.
 const NO_MATRIX_CLIENT: &str = "jeton-core's Matrix client is not part of this build yet";
@@ -48,10 +51,10 @@ impl Device<'_> {
                     flash.sector_size(),
                     flash.write_size()
                 );
-                match Identity::load(flash) {
-                    Ok(Some(identity)) => {
+                match identity::stored_keys(flash) {
+                    Ok(Some(keys)) => {
                         let mut ed = [0u8; KEY_BASE64_LEN];
-                        println!("identity: ed25519 {}", identity.ed25519_base64(&mut ed));
+                        println!("identity: ed25519 {}", keys.ed25519.to_base64(&mut ed));
                     }
                     Ok(None) => println!("identity: none yet (`keys` creates one)"),
                     Err(err) => println!("identity: error: {err}"),
@@ -81,8 +84,9 @@ impl Device<'_> {
                 return 1;
             }
         };
-        match Identity::load_or_create(flash) {
-            Ok((identity, origin)) => {
+        match identity::load_or_create(flash) {
+            Ok((summary, origin)) => {
+                let keys = summary.keys;
                 let mut curve = [0u8; KEY_BASE64_LEN];
                 let mut ed = [0u8; KEY_BASE64_LEN];
                 let origin = match origin {
@@ -90,13 +94,10 @@ impl Device<'_> {
                     Origin::Created => "created and stored on flash",
                 };
                 let _ = writeln!(out, "identity: {origin}");
-                let _ = writeln!(
-                    out,
-                    "curve25519: {}",
-                    identity.curve25519_base64(&mut curve)
-                );
-                let ed = identity.ed25519_base64(&mut ed);
+                let _ = writeln!(out, "curve25519: {}", keys.curve25519.to_base64(&mut curve));
+                let ed = keys.ed25519.to_base64(&mut ed);
                 let _ = writeln!(out, "ed25519: {ed}");
+                let _ = writeln!(out, "one-time keys: {} stored", summary.one_time_keys);
                 let _ = write!(out, "fingerprint:");
                 for group in ed.as_bytes().chunks(4) {
                     let _ = write!(out, " {}", core::str::from_utf8(group).unwrap_or("?"));

@@ -2,8 +2,8 @@
 //!
 //! On native64 that is RIOT's file-backed MTD (`MEMORY.bin` in the working directory, 8 MiB in
 //! 4 KiB sectors); on Cortex-M boards it is whatever the board exposes as `MTD_0`.
-//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 4, see riot-sys-config/), laid
-//! out by [`Region`].
+//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 4, at least 3, see
+//! riot-sys-config/), laid out by [`Region`].
 
 /// What went wrong talking to the flash device.
 #[non_exhaustive]
@@ -15,6 +15,8 @@ pub(crate) enum FlashError {
     OutOfRegion,
     /// The MTD driver reported an error (a negative errno).
     Driver(i32),
+    /// What was written did not read back the same.
+    ReadBackMismatch,
 }
 
 impl core::fmt::Display for FlashError {
@@ -23,6 +25,7 @@ impl core::fmt::Display for FlashError {
             Self::NoDevice => f.write_str("the board has no MTD flash device for jeton"),
             Self::OutOfRegion => f.write_str("the flash access lies outside jeton's region"),
             Self::Driver(errno) => write!(f, "the MTD driver failed with error {errno}"),
+            Self::ReadBackMismatch => f.write_str("the flash did not read back what was written"),
         }
     }
 }
@@ -52,8 +55,10 @@ fn check(result: i32) -> Result<(), FlashError> {
 /// What each sector of jeton's region holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Region {
-    /// The device identity record (see `identity.rs`).
-    Identity,
+    /// The Olm account's pickle (see `identity.rs`).
+    Account,
+    /// The key the pickles are encrypted with (see `identity.rs`).
+    StorageKey,
     /// Scratch space for the `selftest` command; its contents mean nothing.
     SelfTest,
 }
@@ -73,7 +78,7 @@ impl Flash {
         let (mut sector_size, mut sector_count, mut write_size) = (0, 0, 0);
         // SAFETY: the three pointers are to live locals the C side only writes to.
         check(unsafe { jeton_flash_init(&mut sector_size, &mut sector_count, &mut write_size) })?;
-        if sector_count < 2 || sector_size == 0 {
+        if sector_count < 3 || sector_size == 0 {
             return Err(FlashError::OutOfRegion);
         }
         Ok(Self {
@@ -98,7 +103,8 @@ impl Flash {
     /// The first sector of a part of the region.
     pub(crate) fn sector_of(&self, region: Region) -> u32 {
         match region {
-            Region::Identity => 0,
+            Region::Account => 0,
+            Region::StorageKey => 1,
             Region::SelfTest => self.sector_count - 1,
         }
     }

@@ -3,7 +3,9 @@
 //! The token's firmware for RIOT: it maps the platform a token needs onto RIOT (hardware RNG
 //! through the `random` module, a millisecond clock from ztimer, one UDP socket on GNRC,
 //! jeton's region of the board's MTD flash) and exposes the token through RIOT's shell with
-//! the command names `jeton-sim` uses. It is the only crate that names riot-wrappers or
+//! the command names `jeton-sim` uses. The RNG and the clock implement jeton-core's
+//! `platform::Rng` and `platform::Clock`; the device identity is jeton-olm's Olm account,
+//! kept on flash as an encrypted pickle. It is the only crate that names riot-wrappers or
 //! riot-sys; everything a token decides will live in jeton-core, which this crate drives.
 //!
 //! # Usage

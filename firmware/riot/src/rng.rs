@@ -1,6 +1,7 @@
 //! The random-number adapter: RIOT's `random` module, accepted for key material only when it
 //! reads the board's hardware RNG (`prng_hwrng`; on native64 that is the host's
-//! `/dev/random`).
+//! `/dev/random`). It serves both jeton-core's [`Rng`](jeton_core::platform::Rng) and the
+//! `rand_core` traits jeton-olm's key generation takes.
 
 use core::convert::Infallible;
 
@@ -65,3 +66,9 @@ impl rand_core::TryRng for HardwareRng {
 
 /// Constructed only when `prng_hwrng` is in the build, see [`HardwareRng::new`].
 impl rand_core::TryCryptoRng for HardwareRng {}
+
+impl jeton_core::platform::Rng for HardwareRng {
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core::Rng::fill_bytes(self, dest);
+    }
+}
