@@ -23,6 +23,9 @@ USEMODULE += mtd
 JETON_FLASH_SECTORS ?= 4
 CFLAGS += -DJETON_FLASH_SECTORS=$(JETON_FLASH_SECTORS)
 
+# --- panel: LED0 and BTN0 (src/panel.rs) ---------------------------------------------------
+USEMODULE += periph_gpio
+
 # --- network: GNRC IPv6 with UDP sock (src/udp.rs) ---------------------------------------------
 USEMODULE += netdev_default
 USEMODULE += auto_init_gnrc_netif

@@ -15,6 +15,8 @@
 
 #include "kernel_defines.h"
 #include "msg.h"
+#include "board.h"
+#include "periph/gpio.h"
 
 #ifdef MODULE_MTD
 #include "mtd.h"
@@ -45,6 +47,19 @@ void jeton_init_main_msg_queue(void)
 {
     static msg_t queue[JETON_MAIN_MSG_QUEUE_SIZE];
     msg_init_queue(queue, JETON_MAIN_MSG_QUEUE_SIZE);
+}
+
+/* The board's confirm button BTN0; -ENODEV where the board has none (native64). The Rust
+ * side configures it through riot-wrappers' GPIO. */
+int jeton_button_pin(gpio_t *pin)
+{
+#ifdef BTN0_PIN
+    *pin = BTN0_PIN;
+    return 0;
+#else
+    (void)pin;
+    return -ENODEV;
+#endif
 }
 
 /* Keys are only generated from RIOT's random module when it reads the hardware RNG:

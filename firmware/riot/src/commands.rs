@@ -12,6 +12,7 @@ use riot_wrappers::{cstr::cstr, println};
 use crate::clock::MonotonicClock;
 use crate::flash::{Flash, FlashError, Region};
 use crate::identity::{self, Origin};
+use crate::panel::{ButtonState, Panel};
 use crate::rng::HardwareRng;
 use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
 
@@ -27,11 +28,12 @@ pub(crate) struct Device<'a> {
     pub(crate) clock: MonotonicClock,
     pub(crate) flash: Result<Flash, FlashError>,
     pub(crate) socket: Result<TokenSocket<'a>, UdpError>,
+    pub(crate) panel: Panel,
 }
 
 impl Device<'_> {
     /// The device state, shown at boot and by `status`.
-    pub(crate) fn print_status(&self) {
+    pub(crate) fn print_status(&mut self) {
         println!(
             "jeton-firmware {} on {} (RIOT {})",
             env!("CARGO_PKG_VERSION"),
@@ -73,10 +75,21 @@ impl Device<'_> {
                 }
             }
         }
+        let indicator = if self.panel.has_indicator() {
+            "LED0"
+        } else {
+            "none"
+        };
+        let button = match self.panel.button() {
+            ButtonState::Absent => "none",
+            ButtonState::Released => "BTN0 released",
+            ButtonState::Pressed => "BTN0 pressed",
+        };
+        println!("panel: indicator {indicator}, button {button}");
         println!("matrix: not available in this build: {NO_MATRIX_CLIENT}");
     }
 
-    fn keys(&self, out: &mut Stdio) -> i32 {
+    fn keys(&mut self, out: &mut Stdio) -> i32 {
         let flash = match &self.flash {
             Ok(flash) => flash,
             Err(err) => {
@@ -84,7 +97,10 @@ impl Device<'_> {
                 return 1;
             }
         };
-        match identity::load_or_create(flash) {
+        self.panel.indicate(true);
+        let result = identity::load_or_create(flash);
+        self.panel.indicate(false);
+        match result {
             Ok((summary, origin)) => {
                 let keys = summary.keys;
                 let mut curve = [0u8; KEY_BASE64_LEN];
@@ -275,10 +291,10 @@ RIOT's own commands (ps, ifconfig, ping, ...) are available too.";
 pub(crate) fn run_shell(device: Device<'_>) -> ! {
     let device = RefCell::new(device);
     let status = |_: &mut Stdio, _: Args<'_>| {
-        device.borrow().print_status();
+        device.borrow_mut().print_status();
         0
     };
-    let keys = |out: &mut Stdio, _: Args<'_>| device.borrow().keys(out);
+    let keys = |out: &mut Stdio, _: Args<'_>| device.borrow_mut().keys(out);
     let selftest = |out: &mut Stdio, _: Args<'_>| device.borrow_mut().selftest(out);
     let help = |out: &mut Stdio, _: Args<'_>| {
         let _ = writeln!(out, "{HELP}");

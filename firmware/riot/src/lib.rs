@@ -42,6 +42,7 @@ mod clock;
 mod commands;
 mod flash;
 mod identity;
+mod panel;
 mod rng;
 mod udp;
 
@@ -58,10 +59,11 @@ fn main() {
     // The stack's run never returns (its socket slots are never freed), and neither does the
     // shell inside it.
     stack.run(|accessor| {
-        let device = commands::Device {
+        let mut device = commands::Device {
             clock,
             flash,
             socket: udp::TokenSocket::bind(accessor),
+            panel: panel::Panel::open(),
         };
         println!("jeton token booting");
         device.print_status();
