@@ -14,6 +14,7 @@ use crate::flash::{Flash, FlashError, Region};
 use crate::identity::{self, Origin};
 use crate::panel::{ButtonState, Panel};
 use crate::rng::HardwareRng;
+use crate::store::StoreError;
 use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
 
 /// Length of a 32-byte key in unpadded base64.
@@ -29,6 +30,8 @@ pub(crate) struct Device<'a> {
     pub(crate) flash: Result<Flash, FlashError>,
     pub(crate) socket: Result<TokenSocket<'a>, UdpError>,
     pub(crate) panel: Panel,
+    /// This boot's number as counted in the record store.
+    pub(crate) boot: Result<u32, StoreError>,
 }
 
 impl Device<'_> {
@@ -63,6 +66,14 @@ impl Device<'_> {
                 }
             }
             Err(err) => println!("flash: unavailable: {err}"),
+        }
+        match (&self.boot, &self.flash) {
+            (Ok(boot), Ok(flash)) => println!(
+                "store: boot {boot} counted in the record store ({} sectors)",
+                flash.extent(Region::Store).1
+            ),
+            (Ok(boot), Err(_)) => println!("store: boot {boot}"),
+            (Err(err), _) => println!("store: unavailable: {err}"),
         }
         match &self.socket {
             Ok(_) => println!("udp: bound to port {LOCAL_PORT}"),
@@ -134,6 +145,7 @@ impl Device<'_> {
             ("rng", self.selftest_rng(out)),
             ("clock", self.selftest_clock(out)),
             ("flash", self.selftest_flash(out)),
+            ("store", self.selftest_store(out)),
             ("udp", self.selftest_udp(out)),
         ];
         let failed = results.iter().filter(|(_, ok)| !ok).count();
@@ -202,7 +214,7 @@ impl Device<'_> {
                 let _ = writeln!(
                     out,
                     "flash: sector {} erased {}, 64 bytes read back {}",
-                    flash.sector_of(Region::SelfTest),
+                    flash.extent(Region::SelfTest).0,
                     if blank { "to 0xff" } else { "NOT to 0xff" },
                     if same { "intact" } else { "CHANGED" }
                 );
@@ -210,6 +222,32 @@ impl Device<'_> {
             }
             Err(err) => {
                 let _ = writeln!(out, "flash: {err}");
+                false
+            }
+        }
+    }
+
+    fn selftest_store(&self, out: &mut Stdio) -> bool {
+        // A rewrite of a 4-byte value takes a 16-byte item record, so 1500 rewrites (24 KB)
+        // go round all store sectors: sequential-storage has to erase and reuse the oldest.
+        const ROUNDS: u32 = 1500;
+        let Ok(flash) = &self.flash else {
+            let _ = writeln!(out, "store: no flash");
+            return false;
+        };
+        let started = self.clock.now_ms();
+        match crate::store::exercise(flash, ROUNDS) {
+            Ok(intact) => {
+                let _ = writeln!(
+                    out,
+                    "store: {ROUNDS} rewrites in {} ms, last value read back {}",
+                    self.clock.now_ms().saturating_sub(started),
+                    if intact { "intact" } else { "WRONG" }
+                );
+                intact
+            }
+            Err(err) => {
+                let _ = writeln!(out, "store: {err}");
                 false
             }
         }
@@ -277,7 +315,7 @@ const HELP: &str = "\
 jeton token commands:
   status               device state: board, RNG, flash, identity, network
   keys                 the device's identity keys (created on first use, kept on flash)
-  selftest             exercise the RNG, clock, flash and UDP adapters
+  selftest             exercise the RNG, clock, flash, record store and UDP adapters
   login                log in to the homeserver          (needs jeton-core)
   rooms                list joined rooms                 (needs jeton-core)
   invites              list pending invites              (needs jeton-core)

@@ -44,6 +44,7 @@ mod flash;
 mod identity;
 mod panel;
 mod rng;
+mod store;
 mod udp;
 
 use riot_wrappers::socket_embedded_nal::Stack;
@@ -55,6 +56,10 @@ fn main() {
     board::init_main_msg_queue();
     let clock = clock::MonotonicClock::new();
     let flash = flash::Flash::open();
+    let boot = match &flash {
+        Ok(flash) => store::count_boot(flash),
+        Err(err) => Err(store::StoreError::Flash(*err)),
+    };
     let mut stack = Stack::<{ udp::SOCKET_SLOTS }>::new();
     // The stack's run never returns (its socket slots are never freed), and neither does the
     // shell inside it.
@@ -64,6 +69,7 @@ fn main() {
             flash,
             socket: udp::TokenSocket::bind(accessor),
             panel: panel::Panel::open(),
+            boot,
         };
         println!("jeton token booting");
         device.print_status();
