@@ -1,0 +1,285 @@
+"""Wire bytes, side by side: UDP payload for CoAP through the gateway versus TCP payload
+(headers included) for HTTP/1.1+JSON straight to Synapse, for login, an encrypted send of an
+11-character text, an incremental sync delivering that event, and idle traffic per hour with
+Observe. Starts its own Synapse and gateway on loopback and stops them.
+
+Run: tests/.venv/bin/python tests/gateway/bench_wire_bytes.py   (VERSION=1 for MSC3079 v1 tables)
+
+What is sent (the same Matrix content on both sides unless a row says otherwise):
+- HTTP: what an aiohttp-based client such as matrix-nio sends (Host, Accept, Accept-Encoding,
+  User-Agent, Content-Length, Content-Type, Authorization), on a kept-alive connection.
+- CoAP: a token's requests: 2-byte CoAP token, MSC3079 v1 short paths, option 257 = 2 (jeton v2:
+  integer keys, binary fields as byte strings), access token sticky (sent once, at login time).
+- The Megolm event: {algorithm, ciphertext, session_id} (sender_key/device_id are deprecated),
+  ciphertext of the exact length a Megolm message of the lean plaintext
+  {"type":"m.room.message","content":{"msgtype":"m.text","body":"hello world"},"room_id":...}
+  has (version, index, AES-CBC ciphertext, 8-byte MAC, 64-byte signature); random bytes.
+- Sync via Observe: the CON notification carrying the event plus the client's empty ACK. The
+  sync uses a filter (uploaded once) that keeps what a token reads.
+- Idle: the gateway's keepalive notification + ACK (nothing else crosses the air), measured at a
+  short keepalive and scaled to the default of one per 900 s.
+"""
+
+import base64
+import json
+import os
+import pathlib
+import select
+import socket
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import aiocoap  # noqa: E402
+import cbor2  # noqa: E402
+from aiocoap import Code, Message  # noqa: E402
+from aiocoap.optiontypes import OpaqueOption, UintOption  # noqa: E402
+
+from coap_client import decode_cbor, encode_cbor  # noqa: E402
+from conftest import start_gateway, stop, synapse_server  # noqa: E402
+from matrix_users import make_room, make_user  # noqa: E402
+
+# Option 257: 2 (jeton v2, the default) or 1 (MSC3079 v1: base64 stays text) with VERSION=1.
+VERSION = int(os.environ.get("VERSION", "2"))
+NIO_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "User-Agent": "Python/3.11 aiohttp/3.12.15"}
+
+
+class TcpCounter:
+    """A byte-counting TCP relay in front of Synapse."""
+
+    def __init__(self, target_port):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.up = self.down = 0
+        self.target = target_port
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        client, _ = self.listener.accept()
+        server = socket.create_connection(("127.0.0.1", self.target))
+        while True:
+            readable, _, _ = select.select([client, server], [], [])
+            for s in readable:
+                data = s.recv(65536)
+                if not data:
+                    return
+                if s is client:
+                    self.up += len(data)
+                    server.sendall(data)
+                else:
+                    self.down += len(data)
+                    client.sendall(data)
+
+    def reset(self):
+        self.up = self.down = 0
+
+
+class HttpClient:
+    def __init__(self, counter):
+        self.counter = counter
+        self.sock = socket.create_connection(("127.0.0.1", counter.port))
+        self.buf = b""
+
+    def request(self, method, path, body=None, token=None):
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.counter.target}"]
+        lines += [f"{k}: {v}" for k, v in NIO_HEADERS.items()]
+        if token:
+            lines.append(f"Authorization: Bearer {token}")
+        if body is not None:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+        self.counter.reset()
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+        head, body_bytes = self._read_response()
+        time.sleep(0.05)
+        return json.loads(body_bytes), (self.counter.up, self.counter.down)
+
+    def _read_response(self):
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(65536)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        headers = {l.split(b":", 1)[0].strip().lower(): l.split(b":", 1)[1].strip() for l in head.split(b"\r\n")[1:]}
+        if b"content-length" in headers:
+            return head, self._take(int(headers[b"content-length"]))
+        body = b""
+        while True:  # chunked
+            line = self._line()
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                self._line()
+                return head, body
+            body += self._take(size)
+            self._line()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self.buf += self.sock.recv(65536)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self.buf += self.sock.recv(65536)
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+
+class CoapClient:
+    """A token-like CoAP client over a counting socket (UDP payload bytes both ways)."""
+
+    def __init__(self, gateway):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(10)
+        self.gateway = gateway.address
+        self.mid = 0x100
+        self.up = self.down = 0
+
+    def reset(self):
+        self.up = self.down = 0
+
+    def send(self, data):
+        self.up += len(data)
+        self.sock.sendto(data, self.gateway)
+
+    def recv(self):
+        data, _ = self.sock.recvfrom(65535)
+        self.down += len(data)
+        return Message.decode(data)
+
+    def request(self, code, path, payload=b"", token=None, query=(), observe=None):
+        self.mid += 1
+        m = Message(code=code, payload=payload)
+        m.mtype, m.mid, m.token = aiocoap.CON, self.mid, b"\x4a\x01"
+        m.opt.uri_path = tuple(s for s in path.split("/") if s)
+        m.opt.uri_query = tuple(query)
+        if payload:
+            m.opt.content_format = 60
+        m.opt.accept = 60
+        if observe is not None:
+            m.opt.observe = observe
+        m.opt.add_option(UintOption(257, VERSION))
+        if token:
+            m.opt.add_option(OpaqueOption(256, token.encode()))
+        self.reset()
+        self.send(m.encode())
+        response = self.recv()
+        complete = response.opt.block2 is None or not response.opt.block2.more
+        body = decode_cbor(response.payload, VERSION) if response.payload and complete else None
+        return response, body, (self.up, self.down)
+
+    def ack(self, notification):
+        self.send(bytes([0x60, 0x00]) + notification.mid.to_bytes(2, "big"))
+
+
+def megolm_ciphertext(room_id):
+    plaintext = json.dumps({"type": "m.room.message", "content": {"msgtype": "m.text", "body": "hello world"},
+                            "room_id": room_id}, separators=(",", ":")).encode()
+    aes = (len(plaintext) // 16 + 1) * 16
+    varint = lambda n: 1 if n < 128 else 2  # noqa: E731
+    length = 1 + (1 + 1) + (1 + varint(aes) + aes) + 8 + 64
+    return base64.b64encode(os.urandom(length)).decode().rstrip("="), length
+
+
+def main():
+    with synapse_server() as synapse:
+        gw = start_gateway(synapse.base, "--observe-keepalive-secs", "3", "--observe-poll-timeout-ms", "1000")
+        try:
+            rows = run(synapse, gw)
+        finally:
+            stop(gw.proc)
+    print()
+    print(f"wire bytes per exchange (request + response)     HTTP/1.1+JSON      CoAP+CBOR (table v{VERSION})")
+    for name, http, coap in rows:
+        h = f"{sum(http):>6,} ({http[0]:,} + {http[1]:,})" if http else "     -"
+        print(f"{name:<48} {h:<18} {sum(coap):>6,} ({coap[0]:,} + {coap[1]:,})")
+
+
+def run(synapse, gw):
+    rows = []
+    alice = make_user(synapse, "alice")
+    name, password = alice["user_id"][1:].split(":")[0], None
+    # make_user's password convention
+    password = "pw-" + name
+    http = HttpClient(TcpCounter(int(synapse.base.rsplit(":", 1)[1])))
+    coap = CoapClient(gw)
+
+    login_body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": name}, "password": password}
+    http_login, http_bytes = http.request("POST", "/_matrix/client/v3/login", login_body)
+    # v1 enum 1 is /_matrix/client/r0/login.
+    _, coap_login, coap_bytes = coap.request(Code.POST, "/1", encode_cbor(login_body, VERSION))
+    rows.append(("login", http_bytes, coap_bytes))
+    token = coap_login["access_token"]
+    http_token = http_login["access_token"]
+
+    room = make_room(synapse, alice["access_token"])
+    ciphertext, raw_len = megolm_ciphertext(room)
+    content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": ciphertext,
+               "session_id": base64.b64encode(os.urandom(32)).decode().rstrip("=")}
+
+    # Observe the room's sync with a lean filter, so the next event arrives as a notification.
+    lean_filter = {"event_fields": ["type", "content", "sender", "event_id", "origin_server_ts"],
+                   "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]},
+                   "room": {"ephemeral": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]},
+                            "state": {"lazy_load_members": True}, "timeline": {"limit": 10}}}
+    _, f = synapse.request("POST", f"/_matrix/client/v3/user/{alice['user_id']}/filter", lean_filter, token=token)
+    _, first = synapse.request("GET", f"/_matrix/client/v3/sync?timeout=0&filter={f['filter_id']}", token=token)
+    # The access token travels once (it is sticky); the rows below do not carry it.
+    coap.request(Code.GET, "/_matrix/client/v3/account/whoami", token=token)
+    # v1 enum 7 is /_matrix/client/r0/sync.
+    registration, _, _ = coap.request(Code.GET, "/7", query=(f"since={first['next_batch']}", f"filter={f['filter_id']}"), observe=0)
+    assert registration.opt.observe is not None
+
+    txn = str(uuid.uuid4())
+    _, http_bytes = http.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn}", content, token=http_token)
+    # Drain the notification this first event caused before measuring the CoAP send.
+    n = coap.recv()
+    coap.ack(n)
+    # The sync position after the first event: the one-event syncs below start here.
+    since = decode_cbor(n.payload, VERSION)["next_batch"]
+    # v1 enum 9 is /_matrix/client/r0/rooms/{roomId}/send/{eventType}/{txnId}; a token's txn id is short.
+    _, sent, coap_bytes = coap.request(Code.PUT, f"/9/{room}/m.room.encrypted/a1", encode_cbor(content, VERSION))
+    rows.append((f"send m.room.encrypted (ciphertext {raw_len} B raw)", http_bytes, coap_bytes))
+
+    # The notification for the CoAP-sent event: what a one-event incremental sync costs the token.
+    coap.reset()
+    notification = coap.recv()
+    while sent["event_id"] not in json.dumps(decode_cbor(notification.payload, VERSION)):
+        coap.ack(notification)
+        coap.reset()
+        notification = coap.recv()
+    coap.ack(notification)
+    observe_bytes = (coap.up, coap.down)
+    if os.environ.get("SHOW_SYNC"):
+        print(json.dumps(decode_cbor(notification.payload, VERSION), indent=1))
+
+    # The same incremental sync over HTTP (straight, with the same filter).
+    _, http_bytes = http.request("GET", f"/_matrix/client/v3/sync?since={since}&timeout=0&filter={f['filter_id']}", token=http_token)
+    # From a second client: a GET without Observe from the observer's own address would end
+    # its observation (RFC 7641).
+    other = CoapClient(gw)
+    other.request(Code.GET, "/_matrix/client/v3/account/whoami", token=token)
+    _, _, poll_bytes = other.request(Code.GET, "/7", query=(f"since={since}", "timeout=0", f"filter={f['filter_id']}"))
+    rows.append(("incremental sync, one event (HTTP vs CoAP GET)", http_bytes, poll_bytes))
+    rows.append(("incremental sync, one event (Observe push + ACK)", None, observe_bytes))
+
+    # Idle: keepalive notifications only (every 3 s here, every 900 s by default).
+    coap.reset()
+    start = time.monotonic()
+    count = 0
+    while count < 3:
+        n = coap.recv()
+        coap.ack(n)
+        count += 1
+    per_keepalive = (coap.up / count, coap.down / count)
+    per_hour = (round(per_keepalive[0] * 4), round(per_keepalive[1] * 4))
+    rows.append(("idle per hour with Observe (4 keepalives)", None, per_hour))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

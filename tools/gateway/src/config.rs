@@ -1,0 +1,363 @@
+//! Settings: command-line flags, `JETON_GATEWAY_*` environment variables and a TOML file.
+//!
+//! Precedence, highest first: flag, environment variable, config file, built-in default. The
+//! TOML keys are the long flag names with `_` for `-` (for example `max_observers = 10000`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::limits::Limits;
+
+/// Command line, environment and (deserialised from TOML) the config file. Every value is
+/// optional so that each source fills only what the ones above it left open; defaults are
+/// applied last and named in each help text.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[command(
+    name = "jeton-gateway",
+    version,
+    about = "CoAP/CBOR (MSC3079 superset) to Matrix Client-Server API gateway",
+    long_about = "Translates the compact CBOR-over-CoAP Matrix profile spoken by jeton tokens and MSC3079 \
+clients to HTTP+JSON for any Matrix homeserver.\n\n\
+Settings come from, highest precedence first: command-line flags, JETON_GATEWAY_* environment \
+variables, the TOML file given by --config (keys are the long flag names with '_' for '-', e.g. \
+max_observers = 10000), built-in defaults.\n\n\
+The gateway holds no Matrix state: only per-peer transport state (sticky access token, duplicate \
+cache, blockwise buffers, observers), each bounded by the limits below."
+)]
+pub struct Cli {
+    /// TOML config file.
+    #[arg(long, env = "JETON_GATEWAY_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// UDP address the CoAP server listens on. [default: [::]:5683]
+    #[arg(long, env = "JETON_GATEWAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Homeserver base URL (http:// or https://), e.g. https://matrix.example.org. Required.
+    #[arg(long, env = "JETON_GATEWAY_HOMESERVER", value_name = "URL")]
+    pub homeserver: Option<String>,
+    /// TCP address of the Prometheus metrics endpoint (GET /metrics); "off" disables it.
+    /// [default: 127.0.0.1:9464]
+    #[arg(long, env = "JETON_GATEWAY_METRICS_LISTEN", value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
+    /// Largest CoAP block in bytes (16, 32, ..., 1024); responses larger than this go out with
+    /// Block2, and clients may ask for smaller blocks. [default: 1024]
+    #[arg(long, env = "JETON_GATEWAY_BLOCK_SIZE", value_name = "BYTES")]
+    pub block_size: Option<usize>,
+    /// How long a confirmable request waits for the homeserver before the gateway sends an
+    /// empty ACK and later a separate CON response. [default: 1000]
+    #[arg(long, env = "JETON_GATEWAY_PIGGYBACK_WAIT_MS", value_name = "MS")]
+    pub piggyback_wait_ms: Option<u64>,
+    /// Initial retransmission timeout of the gateway's CON messages (separate responses,
+    /// notifications), randomised up to 1.5x and doubled per retry, 4 retries (RFC 7252).
+    /// [default: 2000]
+    #[arg(long, env = "JETON_GATEWAY_ACK_TIMEOUT_MS", value_name = "MS")]
+    pub ack_timeout_ms: Option<u64>,
+    /// Timeout of one homeserver request; on expiry the client gets 5.04. [default: 60000]
+    #[arg(long, env = "JETON_GATEWAY_UPSTREAM_TIMEOUT_MS", value_name = "MS")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// The `timeout` of the /sync long-polls the gateway makes for observers. [default: 30000]
+    #[arg(long, env = "JETON_GATEWAY_OBSERVE_POLL_TIMEOUT_MS", value_name = "MS")]
+    pub observe_poll_timeout_ms: Option<u64>,
+    /// An observer with nothing new still gets a notification this often, so dead clients are
+    /// found and NAT bindings stay open. [default: 900]
+    #[arg(
+        long,
+        env = "JETON_GATEWAY_OBSERVE_KEEPALIVE_SECS",
+        value_name = "SECS"
+    )]
+    pub observe_keepalive_secs: Option<u64>,
+    /// Observers across all peers; beyond it a registration is served as a plain GET.
+    /// [default: 20000]
+    #[arg(long, env = "JETON_GATEWAY_MAX_OBSERVERS", value_name = "N")]
+    pub max_observers: Option<usize>,
+    /// Observers per peer. [default: 4]
+    #[arg(long, env = "JETON_GATEWAY_MAX_OBSERVERS_PER_PEER", value_name = "N")]
+    pub max_observers_per_peer: Option<usize>,
+    /// Peers (UDP source addresses) with state; a new peer beyond it gets 5.03. [default: 50000]
+    #[arg(long, env = "JETON_GATEWAY_MAX_PEERS", value_name = "N")]
+    pub max_peers: Option<usize>,
+    /// Homeserver requests in flight per peer; beyond it 5.03 with Max-Age 1. [default: 8]
+    #[arg(long, env = "JETON_GATEWAY_MAX_IN_FLIGHT_PER_PEER", value_name = "N")]
+    pub max_in_flight_per_peer: Option<usize>,
+    /// Sustained requests per second per peer; beyond it 4.29 with Max-Age 1. [default: 20]
+    #[arg(long, env = "JETON_GATEWAY_PEER_RATE", value_name = "PER_SEC")]
+    pub peer_rate: Option<f64>,
+    /// Requests a peer may send in a burst above the rate. [default: 50]
+    #[arg(long, env = "JETON_GATEWAY_PEER_BURST", value_name = "N")]
+    pub peer_burst: Option<u32>,
+    /// Largest request body after Block1 assembly; beyond it 4.13 with Size1. [default: 262144]
+    #[arg(long, env = "JETON_GATEWAY_MAX_BODY", value_name = "BYTES")]
+    pub max_body: Option<usize>,
+    /// Largest homeserver response relayed; beyond it 5.02. [default: 4194304]
+    #[arg(long, env = "JETON_GATEWAY_MAX_RESPONSE_BODY", value_name = "BYTES")]
+    pub max_response_body: Option<usize>,
+    /// Incomplete Block1 uploads and stored Block2 bodies expire after this. [default: 60]
+    #[arg(
+        long,
+        env = "JETON_GATEWAY_BLOCKWISE_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub blockwise_timeout_secs: Option<u64>,
+    /// Exchanges remembered per peer for duplicate detection (each for EXCHANGE_LIFETIME,
+    /// 247 s). [default: 32]
+    #[arg(long, env = "JETON_GATEWAY_DEDUP_PER_PEER", value_name = "N")]
+    pub dedup_per_peer: Option<usize>,
+    /// Blockwise transfers held per peer (uploads being assembled plus bodies being fetched).
+    /// [default: 2]
+    #[arg(long, env = "JETON_GATEWAY_BLOCKWISE_PER_PEER", value_name = "N")]
+    pub blockwise_per_peer: Option<usize>,
+    /// On SIGINT/SIGTERM, wait at most this long for in-flight requests. [default: 10]
+    #[arg(long, env = "JETON_GATEWAY_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "jeton_gateway=debug". Logs never
+    /// contain access tokens or bodies. [default: info]
+    #[arg(long, env = "JETON_GATEWAY_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: "text" or "json". [default: text]
+    #[arg(long, env = "JETON_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// Settings that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    Read(String),
+    /// The config file is not valid TOML for these settings.
+    Parse(String),
+    /// No homeserver URL in any source.
+    MissingHomeserver,
+    /// A value is out of range.
+    Invalid(&'static str),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Read(why) => write!(f, "the config file could not be read: {why}"),
+            Self::Parse(why) => write!(f, "the config file is not valid: {why}"),
+            Self::MissingHomeserver => {
+                f.write_str("no homeserver URL was given (--homeserver, JETON_GATEWAY_HOMESERVER or `homeserver` in the config file)")
+            }
+            Self::Invalid(what) => write!(f, "the setting {what} is out of range"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// Homeserver base URL.
+    pub homeserver: String,
+    /// Metrics endpoint, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Transport limits.
+    pub limits: Limits,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// Log filter.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Merges flags/environment over the file over defaults.
+    pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(format!("{}: {e}", path.display())))?;
+                toml::from_str::<Cli>(&text).map_err(|e| ConfigError::Parse(e.to_string()))?
+            }
+            None => Cli::default(),
+        };
+        let d = Limits::default();
+        let limits = Limits {
+            block_size: cli.block_size.or(file.block_size).unwrap_or(d.block_size),
+            piggyback_wait: ms(
+                cli.piggyback_wait_ms.or(file.piggyback_wait_ms),
+                d.piggyback_wait,
+            ),
+            ack_timeout: ms(cli.ack_timeout_ms.or(file.ack_timeout_ms), d.ack_timeout),
+            upstream_timeout: ms(
+                cli.upstream_timeout_ms.or(file.upstream_timeout_ms),
+                d.upstream_timeout,
+            ),
+            observe_poll_timeout: ms(
+                cli.observe_poll_timeout_ms.or(file.observe_poll_timeout_ms),
+                d.observe_poll_timeout,
+            ),
+            observe_keepalive: secs(
+                cli.observe_keepalive_secs.or(file.observe_keepalive_secs),
+                d.observe_keepalive,
+            ),
+            max_observers: cli
+                .max_observers
+                .or(file.max_observers)
+                .unwrap_or(d.max_observers),
+            max_observers_per_peer: cli
+                .max_observers_per_peer
+                .or(file.max_observers_per_peer)
+                .unwrap_or(d.max_observers_per_peer),
+            max_peers: cli.max_peers.or(file.max_peers).unwrap_or(d.max_peers),
+            max_in_flight_per_peer: cli
+                .max_in_flight_per_peer
+                .or(file.max_in_flight_per_peer)
+                .unwrap_or(d.max_in_flight_per_peer),
+            peer_rate: cli.peer_rate.or(file.peer_rate).unwrap_or(d.peer_rate),
+            peer_burst: cli.peer_burst.or(file.peer_burst).unwrap_or(d.peer_burst),
+            max_body: cli.max_body.or(file.max_body).unwrap_or(d.max_body),
+            max_response_body: cli
+                .max_response_body
+                .or(file.max_response_body)
+                .unwrap_or(d.max_response_body),
+            blockwise_timeout: secs(
+                cli.blockwise_timeout_secs.or(file.blockwise_timeout_secs),
+                d.blockwise_timeout,
+            ),
+            dedup_per_peer: cli
+                .dedup_per_peer
+                .or(file.dedup_per_peer)
+                .unwrap_or(d.dedup_per_peer),
+            blockwise_per_peer: cli
+                .blockwise_per_peer
+                .or(file.blockwise_per_peer)
+                .unwrap_or(d.blockwise_per_peer),
+        };
+        if crate::message::szx_for_size(limits.block_size).is_none() {
+            return Err(ConfigError::Invalid(
+                "block_size (16, 32, 64, 128, 256, 512 or 1024)",
+            ));
+        }
+        if limits.peer_rate.is_nan() || limits.peer_rate <= 0.0 || limits.peer_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "peer_rate / peer_burst (must be positive)",
+            ));
+        }
+        if limits.dedup_per_peer == 0
+            || limits.max_in_flight_per_peer == 0
+            || limits.blockwise_per_peer == 0
+        {
+            return Err(ConfigError::Invalid(
+                "dedup_per_peer / max_in_flight_per_peer / blockwise_per_peer (must be at least 1)",
+            ));
+        }
+        let metrics_listen = match cli.metrics_listen.or(file.metrics_listen).as_deref() {
+            Some("off") => None,
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|_| ConfigError::Invalid("metrics_listen (an address or \"off\")"))?,
+            ),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        };
+        let log_format = match cli.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(ConfigError::Invalid("log_format (\"text\" or \"json\")")),
+        };
+        Ok(Self {
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5683))),
+            homeserver: cli
+                .homeserver
+                .or(file.homeserver)
+                .ok_or(ConfigError::MissingHomeserver)?,
+            metrics_listen,
+            limits,
+            shutdown_grace: secs(
+                cli.shutdown_grace_secs.or(file.shutdown_grace_secs),
+                Duration::from_secs(10),
+            ),
+            log: cli.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            log_format,
+        })
+    }
+}
+
+fn ms(value: Option<u64>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from_millis)
+}
+
+fn secs(value: Option<u64>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("jeton-gateway-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            "homeserver = \"http://file:8008\"\nmax_observers = 7\nblock_size = 256\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "jeton-gateway",
+            "--config",
+            path.to_str().unwrap(),
+            "--block-size",
+            "512",
+        ])
+        .unwrap();
+        let config = Config::resolve(cli).unwrap();
+        assert_eq!(config.homeserver, "http://file:8008");
+        assert_eq!(config.limits.max_observers, 7);
+        assert_eq!(config.limits.block_size, 512, "the flag wins over the file");
+        assert_eq!(
+            config.limits.dedup_per_peer,
+            Limits::default().dedup_per_peer
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_sentence() {
+        let cli = Cli::try_parse_from([
+            "jeton-gateway",
+            "--homeserver",
+            "http://h",
+            "--block-size",
+            "1000",
+        ])
+        .unwrap();
+        let err = Config::resolve(cli).unwrap_err();
+        assert!(err.to_string().contains("block_size"));
+        let cli = Cli::try_parse_from(["jeton-gateway"]).unwrap();
+        assert_eq!(
+            Config::resolve(cli).unwrap_err(),
+            ConfigError::MissingHomeserver
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<Cli>("max_obsevers = 3").is_err());
+    }
+}

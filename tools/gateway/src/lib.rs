@@ -1,0 +1,37 @@
+//! `jeton-gateway`: a CoAP/UDP server that speaks the compact Matrix profile of
+//! [`jeton-proto`](../jeton_proto/index.html) (a superset of MSC3079) to tokens and plain
+//! HTTP+JSON to any Matrix homeserver.
+//!
+//! # Usage
+//!
+//! ```text
+//! jeton-gateway --homeserver http://127.0.0.1:8008 --listen [::]:5683 --metrics-listen 127.0.0.1:9464
+//! ```
+//!
+//! `jeton-gateway --help` explains every setting; settings come from flags, then
+//! `JETON_GATEWAY_*` environment variables, then the TOML file given by `--config`, then
+//! built-in defaults.
+//!
+//! # Design
+//!
+//! [`transport::Transport`] is a sans-I/O state machine holding all per-peer state (the only
+//! state the gateway has: it keeps no Matrix state); [`server`] moves datagrams and HTTP
+//! requests for it. See [`limits::Limits`] for what bounds that state.
+//!
+//! # Features
+//!
+//! None.
+//!
+//! # Specification
+//!
+//! RFC 7252 (CoAP), RFC 7959 (blockwise), RFC 7641 (observe), MSC3079 (low-bandwidth CS API).
+
+pub mod config;
+pub mod limits;
+pub mod message;
+pub mod metrics;
+pub mod profile;
+pub mod server;
+pub mod translate;
+pub mod transport;
+pub mod upstream;

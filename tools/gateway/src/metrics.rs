@@ -1,0 +1,149 @@
+//! Prometheus metrics: the families the gateway exports and the registry they live in. The
+//! HTTP endpoint that serves them is in `server.rs`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `jeton_gateway_requests`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route with identifiers replaced by `{}`.
+    pub route: String,
+    /// CoAP response code, "c.dd".
+    pub code: String,
+}
+
+/// Labels of `jeton_gateway_blockwise_transfers`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BlockLabels {
+    /// "block1" or "block2".
+    pub kind: &'static str,
+}
+
+/// Every metric the gateway updates. Cloning shares the underlying values.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Requests answered, by route and code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// UDP payload bytes received.
+    pub coap_bytes_in: Counter,
+    /// UDP payload bytes sent.
+    pub coap_bytes_out: Counter,
+    /// HTTP body bytes sent to the homeserver.
+    pub http_bytes_out: Counter,
+    /// HTTP body bytes received from the homeserver.
+    pub http_bytes_in: Counter,
+    /// Upstream latency of client requests, seconds.
+    pub upstream_latency: Histogram,
+    /// Observers registered now.
+    pub observers: Gauge,
+    /// Observe notifications sent.
+    pub notifications: Counter,
+    /// Retransmitted requests answered from the duplicate cache.
+    pub duplicates: Counter,
+    /// CON messages the gateway had to retransmit.
+    pub retransmissions: Counter,
+    /// Blockwise transfers started.
+    pub blockwise: Family<BlockLabels, Counter>,
+    /// Datagrams that were not valid CoAP.
+    pub malformed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            coap_bytes_in: Counter::default(),
+            coap_bytes_out: Counter::default(),
+            http_bytes_out: Counter::default(),
+            http_bytes_in: Counter::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            observers: Gauge::default(),
+            notifications: Counter::default(),
+            duplicates: Counter::default(),
+            retransmissions: Counter::default(),
+            blockwise: Family::default(),
+            malformed: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry holding every metric, prefixed `jeton_gateway_`.
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("jeton_gateway");
+        r.register(
+            "requests",
+            "CoAP requests answered, by route and response code",
+            self.requests.clone(),
+        );
+        r.register(
+            "coap_received_bytes",
+            "UDP payload bytes received from peers",
+            self.coap_bytes_in.clone(),
+        );
+        r.register(
+            "coap_sent_bytes",
+            "UDP payload bytes sent to peers",
+            self.coap_bytes_out.clone(),
+        );
+        r.register(
+            "http_sent_bytes",
+            "HTTP body bytes sent to the homeserver",
+            self.http_bytes_out.clone(),
+        );
+        r.register(
+            "http_received_bytes",
+            "HTTP body bytes received from the homeserver",
+            self.http_bytes_in.clone(),
+        );
+        r.register(
+            "upstream_latency_seconds",
+            "Homeserver latency of forwarded client requests",
+            self.upstream_latency.clone(),
+        );
+        r.register(
+            "observers",
+            "Active /sync observers",
+            self.observers.clone(),
+        );
+        r.register(
+            "notifications",
+            "Observe notifications sent",
+            self.notifications.clone(),
+        );
+        r.register(
+            "duplicates",
+            "Duplicate requests answered from the exchange cache",
+            self.duplicates.clone(),
+        );
+        r.register(
+            "retransmissions",
+            "CON messages retransmitted by the gateway",
+            self.retransmissions.clone(),
+        );
+        r.register(
+            "blockwise_transfers",
+            "Blockwise transfers started, by kind",
+            self.blockwise.clone(),
+        );
+        r.register(
+            "malformed_datagrams",
+            "Datagrams that were not valid CoAP",
+            self.malformed.clone(),
+        );
+        r
+    }
+
+    /// The text exposition of `registry`.
+    pub fn render(registry: &Registry) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+        out
+    }
+}

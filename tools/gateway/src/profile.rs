@@ -1,0 +1,91 @@
+//! The wire profile as the gateway sees it: option numbers, table versions, path expansion and
+//! JSON <-> CBOR transcoding, all from `jeton-proto`.
+//!
+//! This module is the only place that names `jeton-proto`, so the rest of the gateway reads as
+//! CoAP and HTTP.
+
+use serde_json::Value;
+
+pub use jeton_proto::TableVersion;
+pub use jeton_proto::coap::{CONTENT_FORMAT_CBOR, OPTION_ACCESS_TOKEN, OPTION_TABLE_VERSION};
+
+/// Content-Format `application/json` (RFC 7252 section 12.3).
+pub const CONTENT_FORMAT_JSON: u16 = 50;
+
+/// A path or body could not be translated by the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// The Uri-Path could not be expanded.
+    Path(jeton_proto::path::PathError),
+    /// The body could not be transcoded.
+    Transcode(jeton_proto::transcode::TranscodeError),
+}
+
+impl core::fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Path(why) => write!(f, "the request path is not valid: {why}"),
+            Self::Transcode(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
+/// CoAP Uri-Path segments (unescaped) -> the full percent-encoded HTTP path. A first segment
+/// that is a path enum of `version` expands to its template (MSC3079 short paths); anything
+/// else is an ordinary path.
+pub fn expand_segments<'a>(
+    segments: impl IntoIterator<Item = &'a str>,
+    version: TableVersion,
+) -> Result<String, ProfileError> {
+    let mut out = String::new();
+    jeton_proto::path::expand_segments(segments, version, &mut out).map_err(ProfileError::Path)?;
+    Ok(out)
+}
+
+/// JSON -> canonical CBOR with the integer keys (and, in v2, binary fields) of `version`.
+pub fn json_to_cbor(value: &Value, version: TableVersion) -> Result<Vec<u8>, ProfileError> {
+    jeton_proto::transcode::json_to_cbor(value, version).map_err(ProfileError::Transcode)
+}
+
+/// CBOR with the integer keys of `version` -> JSON.
+pub fn cbor_to_json(bytes: &[u8], version: TableVersion) -> Result<Value, ProfileError> {
+    jeton_proto::transcode::cbor_to_json(bytes, version).map_err(ProfileError::Transcode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msc3079_short_paths_expand() {
+        // MSC3079 v1 enum 9: PUT /rooms/{roomId}/send/{eventType}/{txnId}.
+        let full = expand_segments(
+            ["9", "!room:example.org", "m.room.encrypted", "t1"],
+            TableVersion::V1,
+        )
+        .unwrap();
+        assert_eq!(
+            full,
+            "/_matrix/client/r0/rooms/%21room%3Aexample.org/send/m.room.encrypted/t1"
+        );
+        assert_eq!(
+            expand_segments(["0"], TableVersion::V1).unwrap(),
+            "/_matrix/client/versions"
+        );
+        assert_eq!(
+            expand_segments(["_matrix", "client", "v3", "sync"], TableVersion::V2).unwrap(),
+            "/_matrix/client/v3/sync"
+        );
+    }
+
+    #[test]
+    fn integer_keys_round_trip() {
+        let json = serde_json::json!({"type": "m.room.message", "content": {"body": "hi", "msgtype": "m.text"}});
+        let cbor = json_to_cbor(&json, TableVersion::V1).unwrap();
+        assert!(cbor.len() < json.to_string().len());
+        assert_eq!(cbor_to_json(&cbor, TableVersion::V1).unwrap(), json);
+    }
+}

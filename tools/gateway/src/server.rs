@@ -1,0 +1,176 @@
+//! The I/O shell around [`Transport`]: one UDP socket, the upstream HTTP pool, timers, the
+//! metrics endpoint and graceful shutdown. All decisions are the core's.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::translate::UpstreamOutcome;
+use crate::transport::{Action, ForwardId, Transport};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// The gateway could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listening socket could not be bound.
+    Bind(SocketAddr, std::io::Error),
+    /// The homeserver URL or TLS setup is unusable.
+    Upstream(UpstreamError),
+}
+
+impl core::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Bind(addr, e) => write!(f, "could not listen on {addr}: {e}"),
+            Self::Upstream(e) => write!(f, "the homeserver client could not be set up: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Runs the gateway until `shutdown` resolves, then drains in-flight requests (at most
+/// `config.shutdown_grace`) and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let metrics = Metrics::default();
+    let upstream = Upstream::new(
+        &config.homeserver,
+        metrics.clone(),
+        config.limits.max_response_body,
+    )
+    .map_err(ServerError::Upstream)?;
+    let socket = UdpSocket::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Bind(config.listen, e))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| ServerError::Bind(config.listen, e))?;
+    if let Some(addr) = config.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Bind(addr, e))?;
+        tracing::info!(%addr, "metrics endpoint listening");
+        tokio::spawn(serve_metrics(listener, Arc::new(metrics.registry())));
+    }
+    tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut core =
+        Transport::new(config.limits.clone(), metrics, Instant::now().into_std()).with_seed(seed);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
+    let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
+    let mut buf = vec![0u8; 65_535];
+    let mut drain_deadline: Option<Instant> = None;
+    tokio::pin!(shutdown);
+
+    loop {
+        let timer = core.next_timer().map_or_else(
+            || Instant::now() + Duration::from_secs(3600),
+            Instant::from_std,
+        );
+        let actions = tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, peer)) => core.on_datagram(peer, buf.get(..n).unwrap_or_default(), std::time::Instant::now()),
+                Err(e) => {
+                    // ICMP port unreachable from a vanished peer shows up here on some systems.
+                    tracing::debug!(error = %e, "udp receive error");
+                    Vec::new()
+                }
+            },
+            Some((id, outcome)) = done_rx.recv() => {
+                tasks.remove(&id);
+                core.on_upstream(id, outcome, std::time::Instant::now())
+            }
+            () = tokio::time::sleep_until(timer) => core.on_timer(std::time::Instant::now()),
+            () = &mut shutdown, if drain_deadline.is_none() => {
+                tracing::info!(in_flight = core.client_requests_in_flight(), "shutting down: draining in-flight requests");
+                drain_deadline = Some(Instant::now() + config.shutdown_grace);
+                core.begin_drain()
+            }
+        };
+        for action in actions {
+            match action {
+                Action::Send { peer, datagram } => {
+                    if let Err(e) = socket.send_to(&datagram, peer).await {
+                        tracing::debug!(%peer, error = %e, "udp send failed");
+                    }
+                }
+                Action::Forward { id, request } => {
+                    let upstream = upstream.clone();
+                    let done = done_tx.clone();
+                    let handle = tokio::spawn(async move {
+                        let outcome = upstream.send(request).await;
+                        let _ = done.send((id, outcome));
+                    });
+                    tasks.insert(id, handle.abort_handle());
+                }
+                Action::Cancel { id } => {
+                    if let Some(handle) = tasks.remove(&id) {
+                        handle.abort();
+                    }
+                }
+            }
+        }
+        if let Some(deadline) = drain_deadline {
+            let drained =
+                core.client_requests_in_flight() == 0 && core.unacknowledged_responses() == 0;
+            if drained || Instant::now() >= deadline {
+                tracing::info!(drained, "gateway stopped");
+                break;
+            }
+        }
+    }
+    for (_, handle) in tasks {
+        handle.abort();
+    }
+    Ok(())
+}
+
+async fn serve_metrics(
+    listener: TcpListener,
+    registry: Arc<prometheus_client::registry::Registry>,
+) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let registry = registry.clone();
+                async move {
+                    if request.uri().path() == "/metrics" {
+                        hyper::Response::builder()
+                            .header(
+                                http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
+                            .body(Full::new(bytes::Bytes::from(Metrics::render(&registry))))
+                    } else {
+                        hyper::Response::builder()
+                            .status(404)
+                            .body(Full::new(bytes::Bytes::from_static(b"see /metrics\n")))
+                    }
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}

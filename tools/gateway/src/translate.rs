@@ -1,0 +1,415 @@
+//! Translation between one CoAP exchange and one HTTP exchange: the upstream request the
+//! gateway makes, the status mapping of issue 4, Matrix error bodies, and route labels that
+//! are safe to log and to use as metric labels.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::message::code;
+use crate::profile::{self, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
+
+/// A Matrix access token. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    /// Takes the option-256 value, with or without a "Bearer " prefix.
+    pub fn from_option(value: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        let text = text.strip_prefix("Bearer ").unwrap_or(text).trim();
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| Self(text.to_owned()))
+    }
+
+    /// The token text, for the Authorization header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+/// An HTTP request the gateway sends to the homeserver.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    /// HTTP method.
+    pub method: http::Method,
+    /// Percent-encoded path with query, starting with `/`.
+    pub path_and_query: String,
+    /// Sent as `Authorization: Bearer`.
+    pub access_token: Option<AccessToken>,
+    /// JSON body, sent with `Content-Type: application/json`.
+    pub json_body: Option<Vec<u8>>,
+    /// Give up (and answer 5.04) after this long.
+    pub timeout: Duration,
+}
+
+/// What came back from the homeserver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// An HTTP response.
+    Response(UpstreamResponse),
+    /// No response within the request's timeout.
+    Timeout,
+    /// No connection could be made, or it broke.
+    Unreachable,
+    /// The response body was larger than the configured limit.
+    TooLarge,
+}
+
+/// An HTTP response from the homeserver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// From the `Retry-After` header.
+    pub retry_after: Option<Duration>,
+    /// The body (JSON for every Matrix endpoint).
+    pub body: Vec<u8>,
+}
+
+/// A CoAP response before it gets a header: code, options that depend on content, payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseContent {
+    /// CoAP response code.
+    pub code: u8,
+    /// Max-Age option (seconds), for 4.29.
+    pub max_age: Option<u32>,
+    /// Content-Format option.
+    pub content_format: Option<u16>,
+    /// The whole body (blockwise splits it later).
+    pub payload: Vec<u8>,
+}
+
+/// How the client wants bodies encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Encoding {
+    /// CBOR (Content-Format 60) rather than JSON.
+    pub cbor: bool,
+    /// Integer-key table for CBOR.
+    pub version: TableVersion,
+}
+
+/// HTTP status -> CoAP code, as issue 4 lists it.
+pub fn status_to_code(status: u16, method: &http::Method) -> u8 {
+    match status {
+        201 => code::CREATED,
+        200..=299 if *method == http::Method::GET => code::CONTENT,
+        200..=299 if *method == http::Method::DELETE => code::DELETED,
+        200..=299 => code::CHANGED,
+        401 => code::UNAUTHORIZED,
+        403 => code::FORBIDDEN,
+        404 => code::NOT_FOUND,
+        405 => code::METHOD_NOT_ALLOWED,
+        409 => code::CONFLICT,
+        413 => code::REQUEST_ENTITY_TOO_LARGE,
+        415 => code::UNSUPPORTED_CONTENT_FORMAT,
+        429 => code::TOO_MANY_REQUESTS,
+        502 | 503 => code::SERVICE_UNAVAILABLE,
+        504 => code::GATEWAY_TIMEOUT,
+        501 => code::NOT_IMPLEMENTED,
+        400..=499 => code::BAD_REQUEST,
+        _ => code::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A Matrix-style error body produced by the gateway itself.
+pub fn gateway_error(
+    code: u8,
+    errcode: &str,
+    message: &str,
+    encoding: Encoding,
+) -> ResponseContent {
+    encode_body(
+        code,
+        &json!({ "errcode": errcode, "error": message }),
+        encoding,
+    )
+}
+
+fn encode_body(code: u8, value: &Value, encoding: Encoding) -> ResponseContent {
+    if encoding.cbor
+        && let Ok(payload) = profile::json_to_cbor(value, encoding.version)
+    {
+        return ResponseContent {
+            code,
+            max_age: None,
+            content_format: Some(CONTENT_FORMAT_CBOR),
+            payload,
+        };
+    }
+    ResponseContent {
+        code,
+        max_age: None,
+        content_format: Some(CONTENT_FORMAT_JSON),
+        payload: value.to_string().into_bytes(),
+    }
+}
+
+/// What `/_matrix/client/versions` gains: MSC3079's advertisement of the profile.
+pub fn low_bandwidth_advertisement() -> Value {
+    json!({ "cbor_enum_version": 2, "coap_enum_version": 1 })
+}
+
+/// The CoAP response for an upstream outcome.
+pub fn translate_response(
+    outcome: &UpstreamOutcome,
+    method: &http::Method,
+    encoding: Encoding,
+    is_versions: bool,
+) -> ResponseContent {
+    let response = match outcome {
+        UpstreamOutcome::Response(r) => r,
+        UpstreamOutcome::Timeout => {
+            return gateway_error(
+                code::GATEWAY_TIMEOUT,
+                "M_UNKNOWN",
+                "The homeserver did not answer in time.",
+                encoding,
+            );
+        }
+        UpstreamOutcome::Unreachable => {
+            return gateway_error(
+                code::BAD_GATEWAY,
+                "M_UNKNOWN",
+                "The homeserver could not be reached.",
+                encoding,
+            );
+        }
+        UpstreamOutcome::TooLarge => {
+            return gateway_error(
+                code::BAD_GATEWAY,
+                "M_TOO_LARGE",
+                "The homeserver's response is larger than the gateway forwards.",
+                encoding,
+            );
+        }
+    };
+    let coap_code = status_to_code(response.status, method);
+    let mut value: Option<Value> = if response.body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&response.body).ok()
+    };
+    if is_versions
+        && coap_code == code::CONTENT
+        && let Some(Value::Object(map)) = value.as_mut()
+    {
+        map.insert("m.low_bandwidth".to_owned(), low_bandwidth_advertisement());
+    }
+    let max_age =
+        (coap_code == code::TOO_MANY_REQUESTS).then(|| retry_after_secs(response, value.as_ref()));
+    let mut content = match value {
+        Some(value) => encode_body(coap_code, &value, encoding),
+        // Not JSON (or empty): pass the bytes through untouched.
+        None => ResponseContent {
+            code: coap_code,
+            max_age: None,
+            content_format: (!response.body.is_empty()).then_some(CONTENT_FORMAT_JSON),
+            payload: response.body.clone(),
+        },
+    };
+    content.max_age = max_age;
+    content
+}
+
+/// Seconds to wait: the Retry-After header, else the body's `retry_after_ms`, rounded up.
+fn retry_after_secs(response: &UpstreamResponse, body: Option<&Value>) -> u32 {
+    let from_body = body
+        .and_then(|b| b.get("retry_after_ms"))
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis);
+    let wait = response
+        .retry_after
+        .or(from_body)
+        .unwrap_or(Duration::from_secs(1));
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+}
+
+/// Percent-encodes one Uri-Query option (`name=value`, unescaped) for an HTTP query string.
+pub fn encode_query_pair(pair: &str) -> String {
+    const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'!')
+        .remove(b'$')
+        .remove(b'@')
+        .remove(b':');
+    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    let name = percent_encoding::utf8_percent_encode(name, QUERY);
+    if pair.contains('=') {
+        format!(
+            "{name}={}",
+            percent_encoding::utf8_percent_encode(value, QUERY)
+        )
+    } else {
+        name.to_string()
+    }
+}
+
+/// A label for a path that is safe to log and bounded as a metric label: identifiers, ids and
+/// anything long become `{}`.
+pub fn route_label(path: &str) -> String {
+    let mut label = String::with_capacity(path.len().min(64));
+    for segment in path.split('/').filter(|s| !s.is_empty()).take(8) {
+        label.push('/');
+        let plain = segment.len() <= 24
+            && segment.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
+            });
+        let id_like = segment.bytes().filter(u8::is_ascii_digit).count() > 3;
+        if plain && !id_like {
+            label.push_str(segment);
+        } else {
+            label.push_str("{}");
+        }
+    }
+    if label.is_empty() {
+        label.push('/');
+    }
+    label
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: Encoding = Encoding {
+        cbor: false,
+        version: TableVersion::V1,
+    };
+
+    fn response(status: u16, body: &str) -> UpstreamOutcome {
+        UpstreamOutcome::Response(UpstreamResponse {
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn status_mapping_follows_issue_4() {
+        let get = http::Method::GET;
+        let put = http::Method::PUT;
+        let post = http::Method::POST;
+        assert_eq!(code::dotted(status_to_code(200, &get)), "2.05");
+        assert_eq!(code::dotted(status_to_code(200, &put)), "2.04");
+        assert_eq!(code::dotted(status_to_code(200, &post)), "2.04");
+        assert_eq!(code::dotted(status_to_code(201, &post)), "2.01");
+        for (status, coap) in [
+            (400, "4.00"),
+            (401, "4.01"),
+            (403, "4.03"),
+            (404, "4.04"),
+            (405, "4.05"),
+            (413, "4.13"),
+            (429, "4.29"),
+            (502, "5.03"),
+            (503, "5.03"),
+        ] {
+            assert_eq!(
+                code::dotted(status_to_code(status, &get)),
+                coap,
+                "HTTP {status}"
+            );
+        }
+        assert_eq!(
+            code::dotted(translate_response(&UpstreamOutcome::Timeout, &get, JSON, false).code),
+            "5.04"
+        );
+        assert_eq!(
+            code::dotted(translate_response(&UpstreamOutcome::Unreachable, &get, JSON, false).code),
+            "5.02"
+        );
+    }
+
+    #[test]
+    fn rate_limit_carries_max_age_from_retry_after_or_body() {
+        let body =
+            r#"{"errcode":"M_LIMIT_EXCEEDED","error":"Too many requests","retry_after_ms":2500}"#;
+        let r = translate_response(&response(429, body), &http::Method::POST, JSON, false);
+        assert_eq!(r.max_age, Some(3));
+        let with_header = UpstreamOutcome::Response(UpstreamResponse {
+            status: 429,
+            retry_after: Some(Duration::from_secs(7)),
+            body: body.as_bytes().to_vec(),
+        });
+        assert_eq!(
+            translate_response(&with_header, &http::Method::POST, JSON, false).max_age,
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn matrix_errors_survive_in_cbor() {
+        let body = r#"{"errcode":"M_FORBIDDEN","error":"Invalid password"}"#;
+        let enc = Encoding {
+            cbor: true,
+            version: TableVersion::V1,
+        };
+        let r = translate_response(&response(403, body), &http::Method::POST, enc, false);
+        assert_eq!(r.content_format, Some(CONTENT_FORMAT_CBOR));
+        let back = profile::cbor_to_json(&r.payload, TableVersion::V1).unwrap();
+        assert_eq!(back["errcode"], "M_FORBIDDEN");
+        assert_eq!(back["error"], "Invalid password");
+    }
+
+    #[test]
+    fn versions_gains_low_bandwidth() {
+        let r = translate_response(
+            &response(200, r#"{"versions":["v1.11"]}"#),
+            &http::Method::GET,
+            JSON,
+            true,
+        );
+        let v: Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(v["m.low_bandwidth"]["cbor_enum_version"], 2);
+        assert_eq!(v["m.low_bandwidth"]["coap_enum_version"], 1);
+        assert_eq!(v["versions"][0], "v1.11");
+    }
+
+    #[test]
+    fn bearer_prefix_is_optional_and_debug_redacts() {
+        let a = AccessToken::from_option(b"Bearer syt_abc").unwrap();
+        let b = AccessToken::from_option(b"syt_abc").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.expose(), "syt_abc");
+        assert!(!format!("{a:?}").contains("syt_abc"));
+        assert!(AccessToken::from_option(b"").is_none());
+    }
+
+    #[test]
+    fn route_labels_hide_identifiers() {
+        assert_eq!(
+            route_label(
+                "/_matrix/client/v3/rooms/%21abc%3Aexample.org/send/m.room.encrypted/8f14e45f-ceea-467f-a0e8-7d5b1f3d2c11"
+            ),
+            "/_matrix/client/v3/rooms/{}/send/m.room.encrypted/{}"
+        );
+        assert_eq!(
+            route_label("/_matrix/client/v3/sync"),
+            "/_matrix/client/v3/sync"
+        );
+    }
+
+    #[test]
+    fn query_pairs_are_percent_encoded() {
+        assert_eq!(
+            encode_query_pair("since=s72594_4483_1934"),
+            "since=s72594_4483_1934"
+        );
+        assert_eq!(
+            encode_query_pair("filter={\"a\":1}"),
+            "filter=%7B%22a%22:1%7D"
+        );
+        assert_eq!(encode_query_pair("full_state"), "full_state");
+    }
+}
