@@ -14,7 +14,7 @@ use crate::flash::{Flash, FlashError, Region};
 use crate::identity::{self, Origin};
 use crate::panel::{ButtonState, Panel};
 use crate::rng::HardwareRng;
-use crate::store::StoreError;
+use crate::store::BootCountError;
 use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
 
 /// Length of a 32-byte key in unpadded base64.
@@ -31,7 +31,7 @@ pub(crate) struct Device<'a> {
     pub(crate) socket: Result<TokenSocket<'a>, UdpError>,
     pub(crate) panel: Panel,
     /// This boot's number as counted in the record store.
-    pub(crate) boot: Result<u32, StoreError>,
+    pub(crate) boot: Result<u32, BootCountError>,
 }
 
 impl Device<'_> {
@@ -69,8 +69,8 @@ impl Device<'_> {
         }
         match (&self.boot, &self.flash) {
             (Ok(boot), Ok(flash)) => println!(
-                "store: boot {boot} counted in the record store ({} sectors)",
-                flash.extent(Region::Store).1
+                "store: boot {boot} counted in the record store ({} pages of 8 KiB)",
+                flash.extent(Region::Store).1 / 2
             ),
             (Ok(boot), Err(_)) => println!("store: boot {boot}"),
             (Err(err), _) => println!("store: unavailable: {err}"),
@@ -228,8 +228,8 @@ impl Device<'_> {
     }
 
     fn selftest_store(&self, out: &mut Stdio) -> bool {
-        // A rewrite of a 4-byte value takes a 16-byte item record, so 1500 rewrites (24 KB)
-        // go round all store sectors: sequential-storage has to erase and reuse the oldest.
+        // A rewrite of a 4-byte record takes a 16-byte item, so 1500 rewrites (24 KB) fill
+        // three 8 KiB pages: sequential-storage moves on from page to page.
         const ROUNDS: u32 = 1500;
         let Ok(flash) = &self.flash else {
             let _ = writeln!(out, "store: no flash");
@@ -237,14 +237,23 @@ impl Device<'_> {
         };
         let started = self.clock.now_ms();
         match crate::store::exercise(flash, ROUNDS) {
-            Ok(intact) => {
+            Ok(report) => {
+                let verdict = |ok: bool| if ok { "intact" } else { "WRONG" };
                 let _ = writeln!(
                     out,
-                    "store: {ROUNDS} rewrites in {} ms, last value read back {}",
+                    "store: {ROUNDS} rewrites read back {}, a {} byte record read back {}, \
+                     a removed record {} ({} ms)",
+                    verdict(report.rewrites_intact),
+                    jeton_core::store::MAX_RECORD_SIZE,
+                    verdict(report.large_record_intact),
+                    if report.removal_seen {
+                        "absent"
+                    } else {
+                        "STILL THERE"
+                    },
                     self.clock.now_ms().saturating_sub(started),
-                    if intact { "intact" } else { "WRONG" }
                 );
-                intact
+                report.rewrites_intact && report.large_record_intact && report.removal_seen
             }
             Err(err) => {
                 let _ = writeln!(out, "store: {err}");

@@ -2,7 +2,7 @@
 //!
 //! On native64 that is RIOT's file-backed MTD (`MEMORY.bin` in the working directory, 8 MiB in
 //! 4 KiB sectors); on Cortex-M boards it is whatever the board exposes as `MTD_0`.
-//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 8, at least 5, see
+//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 33, at least 7, see
 //! riot-sys-config/), laid out by [`Region`].
 
 /// What went wrong talking to the flash device.
@@ -17,6 +17,8 @@ pub(crate) enum FlashError {
     Driver(i32),
     /// What was written did not read back the same.
     ReadBackMismatch,
+    /// The device's sectors are not the 4 KiB jeton's layout is made for.
+    UnsupportedGeometry,
 }
 
 impl core::fmt::Display for FlashError {
@@ -26,6 +28,9 @@ impl core::fmt::Display for FlashError {
             Self::OutOfRegion => f.write_str("the flash access lies outside jeton's region"),
             Self::Driver(errno) => write!(f, "the MTD driver failed with error {errno}"),
             Self::ReadBackMismatch => f.write_str("the flash did not read back what was written"),
+            Self::UnsupportedGeometry => {
+                f.write_str("the flash sectors are not the 4 KiB jeton's layout is made for")
+            }
         }
     }
 }
@@ -81,8 +86,8 @@ impl Flash {
         let (mut sector_size, mut sector_count, mut write_size) = (0, 0, 0);
         // SAFETY: the three pointers are to live locals the C side only writes to.
         check(unsafe { jeton_flash_init(&mut sector_size, &mut sector_count, &mut write_size) })?;
-        // Account, storage key, at least the two sectors the store needs, self-test scratch.
-        if sector_count < 5 || sector_size == 0 {
+        // Account, storage key, the store's two pages of two sectors, self-test scratch.
+        if sector_count < 7 || sector_size == 0 {
             return Err(FlashError::OutOfRegion);
         }
         Ok(Self {

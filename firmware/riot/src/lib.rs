@@ -58,7 +58,7 @@ fn main() {
     let flash = flash::Flash::open();
     let boot = match &flash {
         Ok(flash) => store::count_boot(flash),
-        Err(err) => Err(store::StoreError::Flash(*err)),
+        Err(err) => Err(store::BootCountError::Flash(*err)),
     };
     let mut stack = Stack::<{ udp::SOCKET_SLOTS }>::new();
     // The stack's run never returns (its socket slots are never freed), and neither does the
