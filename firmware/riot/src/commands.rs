@@ -21,7 +21,7 @@ use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
 const KEY_BASE64_LEN: usize = jeton_olm::base64::encoded_len(32);
 
 /// Why the Matrix commands cannot run yet; printed by each of them.
-const NO_MATRIX_CLIENT: &str = "jeton-core's Matrix client is not part of this build yet";
+const NO_MATRIX_CLIENT: &str = "the firmware does not run jeton-core's Matrix client (Token) yet";
 
 /// Everything the shell commands act on.
 #[derive(Debug)]
@@ -325,12 +325,12 @@ jeton token commands:
   status               device state: board, RNG, flash, identity, network
   keys                 the device's identity keys (created on first use, kept on flash)
   selftest             exercise the RNG, clock, flash, record store and UDP adapters
-  login                log in to the homeserver          (needs jeton-core)
-  rooms                list joined rooms                 (needs jeton-core)
-  invites              list pending invites              (needs jeton-core)
-  join <room>          accept an invite / join a room    (needs jeton-core)
-  send <room> <text>   send an encrypted message         (needs jeton-core)
-  log [room]           recent messages                   (needs jeton-core)
+  login                log in to the homeserver          (not in this build)
+  rooms                list joined rooms                 (not in this build)
+  invites              list pending invites              (not in this build)
+  join <room>          accept an invite / join a room    (not in this build)
+  send <room> <text>   send an encrypted message         (not in this build)
+  log [room]           recent messages                   (not in this build)
   help                 this list
 RIOT's own commands (ps, ifconfig, ping, ...) are available too.";
 
@@ -351,32 +351,32 @@ pub(crate) fn run_shell(device: Device<'_>) -> ! {
     shell::new()
         .and(
             cstr!("log"),
-            cstr!("recent messages (needs jeton-core)"),
+            cstr!("recent messages (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("send"),
-            cstr!("send an encrypted message (needs jeton-core)"),
+            cstr!("send an encrypted message (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("join"),
-            cstr!("join a room (needs jeton-core)"),
+            cstr!("join a room (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("invites"),
-            cstr!("pending invites (needs jeton-core)"),
+            cstr!("pending invites (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("rooms"),
-            cstr!("joined rooms (needs jeton-core)"),
+            cstr!("joined rooms (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("login"),
-            cstr!("log in (needs jeton-core)"),
+            cstr!("log in (not in this build)"),
             unavailable,
         )
         .and(
