@@ -134,6 +134,14 @@ struct Core<R: Rng, S: Store, U: Ui> {
     server_one_time_keys: u32,
     fallback_wanted: bool,
     operation: Option<(RequestId, Operation)>,
+    /// Whether the gateway holds the access token (option 256 is sticky per peer).
+    token_sticky: bool,
+    /// Whether the last request built carried the token.
+    last_with_token: bool,
+    /// Whether the operation in flight carries the token.
+    operation_with_token: bool,
+    /// Whether the long-poll in flight carries the token.
+    poll_with_token: bool,
     /// After a failed operation, the next one waits until then.
     backoff_until: Option<Instant>,
     sync: SyncLane,
@@ -264,6 +272,10 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 server_one_time_keys: 0,
                 fallback_wanted: false,
                 operation: None,
+                token_sticky: false,
+                last_with_token: false,
+                operation_with_token: false,
+                poll_with_token: false,
                 backoff_until: None,
                 sync: SyncLane::Idle,
             },
@@ -470,10 +482,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .map_err(|_| full)?;
         }
         options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
-        if let Some(login) = &self.login {
+        // The gateway keeps the access token per peer (option 256 is sticky): it goes
+        // out until a request carrying it succeeded, and again after a 4.01.
+        self.last_with_token = false;
+        if let Some(login) = &self.login
+            && !self.token_sticky
+        {
             options
                 .push((option::ACCESS_TOKEN, login.access_token.as_bytes()))
                 .map_err(|_| full)?;
+            self.last_with_token = true;
         }
         options
             .push((option::CBOR_TABLE_VERSION, &version))
@@ -492,6 +510,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     ) -> Result<(), TokenError> {
         let id = self.request(coap, method, path, &[], body_len)?;
         self.operation = Some((id, operation));
+        self.operation_with_token = self.last_with_token;
         Ok(())
     }
 
@@ -526,13 +545,24 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     && poll == id
                 {
                     self.sync = SyncLane::Polling { id: None };
-                    self.on_sync_response(code, body, now);
+                    let with_token = self.poll_with_token;
+                    if self.note_token(code, with_token) {
+                        self.on_sync_response(code, body, now);
+                    }
                 } else if let Some((op_id, operation)) = self.operation
                     && op_id == id
                 {
                     self.operation = None;
+                    if !self.note_token(code, self.operation_with_token) {
+                        // The gateway lost the token (it restarted): do it again with it.
+                        if let Operation::Upload { .. } = operation {
+                            self.one_time_keys_wanted = true;
+                            self.fallback_wanted = true;
+                        }
+                        return;
+                    }
                     if code.class() != 2 {
-                        if code.class() == 5 || code_number(code) == 429 {
+                        if code.class() == 5 || matches!(code_number(code), 401 | 429) {
                             self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
                         }
                         self.on_operation_refused(operation, code);
@@ -544,6 +574,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
             }
             Event::Notification { code, body, .. } => {
+                // The registration carried the token, so the gateway has it.
+                self.token_sticky = true;
                 if let SyncLane::Observing { id, .. } = self.sync {
                     self.sync = SyncLane::Observing { id, failures: 0 };
                 }
@@ -573,6 +605,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
     }
 
+    /// Tracks whether the gateway holds the access token; false when a request without
+    /// it was refused for the lack of it (and must be made again).
+    fn note_token(&mut self, code: Code, with_token: bool) -> bool {
+        let unauthorized = code_number(code) == 401;
+        if unauthorized && !with_token {
+            self.token_sticky = false;
+            return false;
+        }
+        if code.class() == 2 && with_token {
+            self.token_sticky = true;
+        }
+        true
+    }
+
     fn on_sync_response(&mut self, code: Code, body: &[u8], now: Instant) {
         if code.class() != 2 {
             self.error(TokenError::Server(code_number(code)));
@@ -588,8 +634,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let error = TokenError::Server(code_number(code));
         match operation {
             Operation::Send { slot } => {
-                // 4.xx: the homeserver will never take this message; drop it.
+                // 4.xx but 4.01 and 4.29: the homeserver will never take this message.
                 if code.class() == 4
+                    && !matches!(code_number(code), 401 | 429)
                     && let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take)
                 {
                     {
@@ -611,7 +658,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
                 self.error(error);
             }
-            Operation::ShareKey { device } if code.class() == 4 => {
+            Operation::ShareKey { device }
+                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
+            {
                 // The homeserver refuses this device: skip it for the current sessions.
                 for room in self.rooms.iter_mut().flatten() {
                     if let Some(outbound) = &mut room.outbound {
@@ -677,6 +726,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // Track the own user, for the user's other devices.
         let own = login.user_id.clone();
         self.login = Some(login);
+        self.token_sticky = false;
         self.track(&own);
         Ok(())
     }
@@ -885,6 +935,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let _ = query.push(&filter);
                 let _ = query.push(&timeout);
                 let id = self.request(coap, Code::GET, &["v"], &query, 0)?;
+                self.poll_with_token = self.last_with_token;
                 self.sync = SyncLane::Polling { id: Some(id) };
             }
             SyncLane::Polling { id: Some(_) } => {}

@@ -73,6 +73,10 @@ pub(crate) struct FakeGateway {
     pub processed: Vec<String>,
     /// Whether `/sync` may be observed (false: answered without Observe).
     pub observe_supported: bool,
+    /// The access token the peer sent last (option 256 is sticky per peer).
+    sticky_token: Option<Vec<u8>>,
+    /// Requests that carried the access token.
+    pub token_carried: u32,
 }
 
 const BLOCK: usize = 1024;
@@ -91,6 +95,8 @@ impl FakeGateway {
             outbox: Vec::new(),
             processed: Vec::new(),
             observe_supported: true,
+            sticky_token: None,
+            token_carried: 0,
         }
     }
 
@@ -101,6 +107,7 @@ impl FakeGateway {
         self.block2.clear();
         self.observer = None;
         self.outstanding.clear();
+        self.sticky_token = None;
     }
 
     pub(crate) fn next_timer(&self) -> Option<u64> {
@@ -313,6 +320,28 @@ impl FakeGateway {
             return;
         }
         let observe = message.uint_option(option::OBSERVE);
+        if let Some(token) = message.option(option::ACCESS_TOKEN) {
+            self.token_carried += 1;
+            self.sticky_token = Some(token.to_vec());
+        }
+        if key != "31" {
+            match &self.sticky_token {
+                Some(token) if token == ACCESS_TOKEN.as_bytes() => {}
+                _ => {
+                    let body =
+                        json_to_cbor(&json!({"errcode": "M_MISSING_TOKEN"}), TableVersion::V2)
+                            .unwrap();
+                    let bytes = reply(
+                        Code::new(4, 1),
+                        &[(option::CONTENT_FORMAT, vec![60])],
+                        &body,
+                    );
+                    self.dedup.insert(header.message_id, bytes.clone());
+                    self.outbox.push(bytes);
+                    return;
+                }
+            }
+        }
         self.processed.push(key.clone());
         let (code, response) = if key == "v" {
             let since = query

@@ -1393,6 +1393,11 @@ fn wire_bytes_per_message_sent_and_received() {
         received.1,
         received.0 + received.1
     );
+    assert!(
+        world.gw.token_carried <= 6,
+        "the access token is sticky, sent rarely ({})",
+        world.gw.token_carried
+    );
     // The gateway issue's targets: 350 B per encrypted send round trip, 450 B per one-event sync.
     assert!(sent.0 + sent.1 <= 400, "{sent:?}");
     assert!(received.0 + received.1 <= 450, "{received:?}");
