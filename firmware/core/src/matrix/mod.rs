@@ -924,10 +924,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             SyncLane::Polling { id: None } => {
                 let mut timeout: String<24> = String::new();
-                let _ = core::fmt::Write::write_fmt(
+                let _ = timeout.push_str("timeout=");
+                push_number(
                     &mut timeout,
-                    format_args!("timeout={}", self.config.long_poll_timeout_ms),
-                );
+                    u64::from(self.config.long_poll_timeout_ms),
+                    10,
+                    0,
+                )?;
                 let mut query: Vec<&str, 3> = Vec::new();
                 if !since.is_empty() {
                     let _ = query.push(&since);

@@ -543,8 +543,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let n = self.txn_next;
         self.txn_next += 1;
         let mut id = String::new();
-        let _ =
-            core::fmt::Write::write_fmt(&mut id, format_args!("j{:08x}{:x}", self.txn_prefix, n));
+        let _ = id.push('j');
+        push_number(&mut id, u64::from(self.txn_prefix), 16, 8)?;
+        push_number(&mut id, n, 16, 0)?;
         Ok(id)
     }
 
