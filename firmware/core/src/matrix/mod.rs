@@ -14,6 +14,41 @@
 //! [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes happen
 //! inside that input call, before any datagram it queued can leave.
 //!
+//! ```
+//! use jeton_core::matrix::{Config, Token, Ui, UiEvent};
+//! use jeton_core::platform::{Instant, Rng};
+//! use jeton_core::store::MemoryStore;
+//!
+//! # struct OsRng(u64);
+//! # impl Rng for OsRng {
+//! #     fn fill_bytes(&mut self, dest: &mut [u8]) {
+//! #         for b in dest { self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1); *b = (self.0 >> 56) as u8; }
+//! #     }
+//! # }
+//! /// The board's display.
+//! struct Display;
+//! impl Ui for Display {
+//!     fn event(&mut self, event: &UiEvent<'_>) {
+//!         if let UiEvent::Message { sender, body, .. } = event {
+//!             // show `sender: body`
+//!             # let _ = (sender, body);
+//!         }
+//!     }
+//! }
+//!
+//! let flash: MemoryStore = MemoryStore::new(); // a RIOT MTD partition on the board
+//! let config = Config::new([0x42; 32]); // the storage key comes from a device secret
+//! let mut token = Token::new(config, OsRng(1), flash, Display, Instant::ZERO).unwrap();
+//! token.login("alice", "password", Instant::ZERO).unwrap();
+//!
+//! // The event loop: send what the token wants sent, feed it what arrives, wake it on time.
+//! let mut datagram = [0u8; 1152];
+//! let login = token.poll_transmit(Instant::ZERO, &mut datagram);
+//! assert!(login.is_some());
+//! // socket.send(&datagram[..len]); ... token.handle_datagram(&reply, now);
+//! assert!(token.poll_timeout().is_some(), "a retransmission is scheduled");
+//! ```
+//!
 //! # Crash safety
 //!
 //! - An account whose one-time keys changed is on flash before the keys are uploaded, and
@@ -26,6 +61,21 @@
 //!   sent again with the same transaction id, which the homeserver deduplicates.
 //! - [`UiEvent::Delivered`] follows the homeserver's answer and the removal of the entry.
 //! - The sync cursor is written after everything the sync carried was stored.
+
+//!
+//! # Known gaps
+//!
+//! - Only the jeton-olm states are encrypted on flash; the access token, ids, the device
+//!   table and the sync cursor are stored in the clear.
+//! - The age of an outbound session restarts at boot (`rotation_period_ms` counts from
+//!   boot); its message count survives.
+//! - Room keys awaiting their sender's device keys, invites and joins in progress live in
+//!   RAM only; a power cut drops them (an invite comes back with the next initial sync).
+//! - Replay detection remembers the last [`REPLAY_WINDOW`] indexes per inbound session.
+//! - A sync or keys/query response larger than [`RESPONSE_BYTES`] fails.
+//! - No logout, re-login after the access token was revoked, key backup, cross-signing,
+//!   key requests or forwarded keys; `m.text` is the only message type shown. The token's
+//!   own messages echoed by sync are skipped, not shown.
 
 mod receive;
 mod rng;
