@@ -1,4 +1,4 @@
-//! The token's Matrix client: a sans-I/O state machine on top of [`coap::Client`].
+//! The token's Matrix client: a sans-I/O state machine on top of [`coap::Client`](crate::coap::Client).
 //!
 //! This module owns everything the token knows about Matrix: its login, its Olm account
 //! and sessions, the rooms it is in, the devices of the people in them, the room keys it
