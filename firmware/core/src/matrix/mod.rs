@@ -192,6 +192,10 @@ struct Core<R: Rng, S: Store, U: Ui> {
     operation_with_token: bool,
     /// Whether the long-poll in flight carries the token.
     poll_with_token: bool,
+    /// After a sync too large for the response buffer: sync with [`COMPACT_FILTER`].
+    compact_sync: bool,
+    /// After a failed long-poll, the next one waits until then.
+    sync_backoff_until: Option<Instant>,
     /// After a failed operation, the next one waits until then.
     backoff_until: Option<Instant>,
     sync: SyncLane,
@@ -213,6 +217,11 @@ impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
             .finish_non_exhaustive()
     }
 }
+
+/// The inline filter of a catch-up sync, percent-encoded:
+/// `{"room":{"timeline":{"limit":1}}}`.
+const COMPACT_FILTER: &str =
+    "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
 
 /// How long the token waits after a failed operation before the next one.
 const BACKOFF_MS: u64 = 5_000;
@@ -326,6 +335,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 last_with_token: false,
                 operation_with_token: false,
                 poll_with_token: false,
+                compact_sync: false,
+                sync_backoff_until: None,
                 backoff_until: None,
                 sync: SyncLane::Idle,
             },
@@ -597,6 +608,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     self.sync = SyncLane::Polling { id: None };
                     let with_token = self.poll_with_token;
                     if self.note_token(code, with_token) {
+                        if code.class() == 2 {
+                            self.compact_sync = false;
+                        } else {
+                            self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
+                        }
                         self.on_sync_response(code, body, now);
                     }
                 } else if let Some((op_id, operation)) = self.operation
@@ -632,6 +648,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.on_sync_response(code, body, now);
             }
             Event::Failed { id, error } => {
+                let too_large = error == crate::coap::ExchangeError::ResponseTooLarge;
+                if too_large {
+                    // A sync larger than the response buffer: catch up with a compact
+                    // filter (the newest event of each room) by long polling.
+                    self.compact_sync = true;
+                    self.error(TokenError::Exchange(error));
+                }
                 if let SyncLane::Observing { id: obs, failures } = self.sync
                     && obs == id
                 {
@@ -639,12 +662,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     // fall back to long polling.
                     self.sync = SyncLane::Observing {
                         id,
-                        failures: failures.saturating_add(1),
+                        failures: if too_large {
+                            2
+                        } else {
+                            failures.saturating_add(1)
+                        },
                     };
                 } else if let SyncLane::Polling { id: Some(poll) } = self.sync
                     && poll == id
                 {
                     self.sync = SyncLane::Polling { id: None };
+                    self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
                 } else if self.operation.is_some_and(|(op, _)| op == id) {
                     self.operation = None;
                     self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
@@ -875,7 +903,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.plan_operation(coap, now)?;
         }
         if ready {
-            self.plan_sync(coap)?;
+            self.plan_sync(coap, now)?;
         }
         Ok(())
     }
@@ -938,6 +966,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn plan_sync(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        now: Instant,
     ) -> Result<(), TokenError> {
         let Some(login) = &self.login else {
             return Ok(());
@@ -948,8 +977,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let _ = since.push_str(&self.since);
         }
         let mut filter: String<{ MAX_CURSOR_LEN + 7 }> = String::new();
-        let _ = filter.push_str("filter=");
-        let _ = filter.push_str(&login.filter_id);
+        if self.compact_sync {
+            let _ = filter.push_str(COMPACT_FILTER);
+        } else {
+            let _ = filter.push_str("filter=");
+            let _ = filter.push_str(&login.filter_id);
+        }
         match self.sync {
             SyncLane::Idle => {
                 let id = {
@@ -972,7 +1005,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     self.observation_stale = false;
                 }
             }
+            SyncLane::Polling { id: None }
+                if self.sync_backoff_until.is_some_and(|until| now < until) => {}
             SyncLane::Polling { id: None } => {
+                self.sync_backoff_until = None;
                 let mut timeout: String<24> = String::new();
                 let _ = timeout.push_str("timeout=");
                 push_number(

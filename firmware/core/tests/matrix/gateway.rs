@@ -146,7 +146,7 @@ impl FakeGateway {
         }
         let position = observer.position;
         let token = observer.token;
-        let body = self.sync_body(position);
+        let body = self.sync_body(position, false);
         let observer = self.observer.as_mut().unwrap();
         observer.position += 1;
         observer.sequence += 1;
@@ -174,14 +174,25 @@ impl FakeGateway {
         });
     }
 
-    /// The body of batch `position` as v2 CBOR.
-    fn sync_body(&self, position: usize) -> Vec<u8> {
+    /// The body of batch `position` as v2 CBOR; `compact` keeps only the newest timeline
+    /// event of each room (an inline filter with `timeline.limit` 1).
+    fn sync_body(&self, position: usize, compact: bool) -> Vec<u8> {
         let mut batch = self
             .hs
             .batches
             .get(position)
             .cloned()
             .unwrap_or_else(|| json!({}));
+        if compact && let Some(rooms) = batch["rooms"]["join"].as_object_mut() {
+            for room in rooms.values_mut() {
+                if let Some(events) = room["timeline"]["events"].as_array_mut()
+                    && events.len() > 1
+                {
+                    events.drain(..events.len() - 1);
+                    room["timeline"]["limited"] = json!(true);
+                }
+            }
+        }
         let next = if position < self.hs.batches.len() {
             position + 1
         } else {
@@ -349,9 +360,10 @@ impl FakeGateway {
                 .find_map(|q| q.strip_prefix("since=s"))
                 .map(|n| n.parse::<usize>().unwrap())
                 .unwrap_or(0);
+            let compact = query.iter().any(|q| q.starts_with("filter=%7B"));
             if observe == Some(0) && self.observe_supported {
                 let position = since;
-                let body = self.sync_body(position);
+                let body = self.sync_body(position, compact);
                 let delivered = position < self.hs.batches.len();
                 self.observer = Some(Observer {
                     token: header.token,
@@ -361,7 +373,7 @@ impl FakeGateway {
                 options.push((option::OBSERVE, uint(2)));
                 (Code::CONTENT, body)
             } else {
-                (Code::CONTENT, self.sync_body(since))
+                (Code::CONTENT, self.sync_body(since, compact))
             }
         } else {
             let request = if body.is_empty() {
