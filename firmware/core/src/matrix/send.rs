@@ -435,6 +435,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                             self.error(TokenError::LimitReached(Limit::Devices));
                             continue;
                         };
+                        // A slot reused for another device: no session has its key yet.
+                        forget_slot(&mut self.rooms, slot);
                         if let Some(entry) = self.devices.get_mut(slot) {
                             *entry = Some(Device {
                                 user_id: user.clone(),
@@ -454,11 +456,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             for (slot, device) in self.devices.iter_mut().enumerate() {
                 if device.as_ref().is_some_and(|d| d.user_id == *user) && seen & (1 << slot) == 0 {
                     *device = None;
-                    for room in self.rooms.iter_mut().flatten() {
-                        if let Some(outbound) = &mut room.outbound {
-                            outbound.shared &= !(1 << slot);
-                        }
-                    }
+                    forget_slot(&mut self.rooms, slot);
                 }
             }
         }
@@ -624,7 +622,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             shared: 0,
             unreachable: 0,
         };
-        // Our own inbound copy, so that our own messages echoed by sync read back.
         let key = self.config.storage_key;
         save_outbound(
             &mut self.store,
@@ -1013,6 +1010,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             event_id,
         });
         Ok(())
+    }
+}
+
+/// Clears device slot `slot` from what every outbound session recorded about it.
+fn forget_slot(rooms: &mut [Option<Room>; MAX_ROOMS], slot: usize) {
+    for room in rooms.iter_mut().flatten() {
+        if let Some(outbound) = &mut room.outbound {
+            outbound.shared &= !(1 << slot);
+            outbound.unreachable &= !(1 << slot);
+        }
     }
 }
 
