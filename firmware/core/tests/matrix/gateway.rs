@@ -29,6 +29,9 @@ struct Outstanding {
 
 struct Observer {
     token: Token,
+    /// The registration's path and query: block fetches of a notification must repeat it,
+    /// as the real gateway requires.
+    key: String,
     /// The batch the next notification carries.
     position: usize,
     sequence: u32,
@@ -146,6 +149,7 @@ impl FakeGateway {
         }
         let position = observer.position;
         let token = observer.token;
+        let key = observer.key.clone();
         let body = self.sync_body(position, false);
         let observer = self.observer.as_mut().unwrap();
         observer.position += 1;
@@ -163,7 +167,7 @@ impl FakeGateway {
             (option::OBSERVE, uint(sequence)),
             (option::CONTENT_FORMAT, vec![60]),
         ];
-        let payload = self.first_block("v", body, &mut options);
+        let payload = self.first_block(&key, body, &mut options);
         let bytes = encode(header, &options, &payload);
         self.outbox.push(bytes.clone());
         self.outstanding.push(Outstanding {
@@ -266,7 +270,9 @@ impl FakeGateway {
             .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
             .collect();
         assert_eq!(message.option(option::CBOR_TABLE_VERSION), Some(&[2u8][..]));
-        let key = path.join("/");
+        let route = path.join("/");
+        // Stored bodies are found by path and query, like the real gateway's.
+        let key = format!("{route}?{}", query.join("&"));
         let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
         let reply = |code: Code, options: &[(u16, Vec<u8>)], payload: &[u8]| {
             encode(
@@ -335,7 +341,7 @@ impl FakeGateway {
             self.token_carried += 1;
             self.sticky_token = Some(token.to_vec());
         }
-        if key != "31" {
+        if route != "31" {
             match &self.sticky_token {
                 Some(token) if token == ACCESS_TOKEN.as_bytes() => {}
                 _ => {
@@ -353,8 +359,8 @@ impl FakeGateway {
                 }
             }
         }
-        self.processed.push(key.clone());
-        let (code, response) = if key == "v" {
+        self.processed.push(route.clone());
+        let (code, response) = if route == "v" {
             let since = query
                 .iter()
                 .find_map(|q| q.strip_prefix("since=s"))
@@ -367,6 +373,7 @@ impl FakeGateway {
                 let delivered = position < self.hs.batches.len();
                 self.observer = Some(Observer {
                     token: header.token,
+                    key: key.clone(),
                     position: position + usize::from(delivered),
                     sequence: 2,
                 });
