@@ -1214,6 +1214,38 @@ fn without_observe_the_token_long_polls_and_a_restarted_gateway_is_recovered_fro
         "{:?}",
         world.screen()
     );
+    // The gateway restarts again and the token has something to send: the gateway asks for
+    // the access token (4.01, its sticky copy is gone), the token sends it again, and takes
+    // the 4.01 as the sign to register its observation again at once.
+    world.push_sync(json!({"rooms": {"join": {ROOM: {}}}}));
+    world.run_for(2_000);
+    world.gw.restart();
+    let carried = world.gw.token_carried;
+    let now = world.instant();
+    world.token().send_text(ROOM, "token again", now).unwrap();
+    assert!(
+        world.run_until(60_000, |w| w
+            .screen()
+            .iter()
+            .any(|l| l.starts_with("delivered 1 "))),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.gw.token_carried > carried);
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.message", "sender": PEER, "event_id": "$p3", "content": {"msgtype": "m.text", "body": "soon after"}},
+    ]}}}}}));
+    let line = format!("message {ROOM} {PEER} unencrypted soon after");
+    assert!(
+        world.run_until(30_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+    assert!(
+        !world.screen().iter().any(|l| l.starts_with("error")),
+        "{:?}",
+        world.screen()
+    );
 }
 
 #[test]
