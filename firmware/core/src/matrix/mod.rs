@@ -53,7 +53,9 @@
 //!
 //! - An account whose one-time keys changed is on flash before the keys are uploaded, and
 //!   before an inbound Olm session that consumed one is reported.
-//! - An Olm session is on flash after each encryption, before the message leaves.
+//! - An Olm session is on flash after each encryption, before the message leaves. A
+//!   session that decrypted a room key is written after the room key, so that a power cut
+//!   between the two lets the redelivered message decrypt again.
 //! - A message is in the outbox on flash before [`UiEvent::Queued`]. Its Megolm session is
 //!   written with the advanced index before the ciphertext is written to the outbox entry,
 //!   and both before the request leaves; after a power cut the entry is either still
