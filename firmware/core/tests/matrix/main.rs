@@ -1475,3 +1475,45 @@ fn a_sync_larger_than_the_response_buffer_is_caught_up_with_a_compact_filter() {
         world.screen()
     );
 }
+
+#[test]
+fn claimed_one_time_keys_and_a_used_fallback_key_are_replenished() {
+    let mut world = World::logged_in(42);
+    let device = world.token_device();
+    assert_eq!(
+        world.gw.hs.fallback_keys.len(),
+        1,
+        "a fallback key with the device keys"
+    );
+    let key = (TOKEN_USER.to_string(), device.clone());
+    let ed = world.token().identity().ed25519.to_string();
+    // Peers claimed 7 of the 10 keys; the homeserver used the fallback key.
+    world.gw.hs.one_time_keys.get_mut(&key).unwrap().drain(..7);
+    world.push_sync(json!({"device_unused_fallback_key_types": []}));
+    assert!(
+        world.run_until(60_000, |w| w.gw.hs.one_time_keys[&key].len() >= 10
+            && w.gw.hs.fallback_keys.len() == 2),
+        "{:?}",
+        world.screen()
+    );
+    // The new keys and the new fallback key are signed like the first ones.
+    for (id, key) in &world.gw.hs.one_time_keys[&key] {
+        let signature = key["signatures"][TOKEN_USER][format!("ed25519:{device}")]
+            .as_str()
+            .unwrap();
+        assert!(verify(&ed, key, signature), "{id}");
+    }
+    let fallback = world.gw.hs.fallback_keys[1]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(fallback["fallback"], true);
+    let signature = fallback["signatures"][TOKEN_USER][format!("ed25519:{device}")]
+        .as_str()
+        .unwrap();
+    assert!(verify(&ed, &fallback, signature));
+    assert_ne!(world.gw.hs.fallback_keys[0], world.gw.hs.fallback_keys[1]);
+}
