@@ -370,17 +370,37 @@ enum ObservationState {
     DeregistrationDue,
 }
 
-#[derive(Debug)]
 struct Observation {
     id: RequestId,
     token: Token,
+    /// The options of the current registration; its block fetches repeat them.
     options: Vec<u8, OBSERVE_OPTIONS_BYTES>,
+    /// Options for the next (re-)registration, from [`Client::set_observation_options`].
+    next_options: Option<Vec<u8, OBSERVE_OPTIONS_BYTES>>,
     state: ObservationState,
     /// The last delivered notification's number and arrival time.
     last: Option<(u32, Instant)>,
     cancelled: bool,
     /// A notification was dropped while a fetch was under way: re-register after it.
     missed: bool,
+}
+
+impl fmt::Debug for Observation {
+    // The options may carry a secret (a Matrix access token): only their sizes are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observation")
+            .field("id", &self.id)
+            .field("options_len", &self.options.len())
+            .field(
+                "next_options_len",
+                &self.next_options.as_ref().map(|o| o.len()),
+            )
+            .field("state", &self.state)
+            .field("last", &self.last)
+            .field("cancelled", &self.cancelled)
+            .field("missed", &self.missed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Observation {
@@ -464,6 +484,7 @@ pub struct Client<
     control: Deque<(MessageType, u16), CONTROL_CAPACITY>,
     recent_ids: Deque<u16, DEDUP_CAPACITY>,
     stats: ClientStats,
+    deliver_every_registration: bool,
 }
 
 impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize> fmt::Debug
@@ -502,7 +523,16 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             control: Deque::new(),
             recent_ids: Deque::new(),
             stats: ClientStats::default(),
+            deliver_every_registration: false,
         }
+    }
+
+    /// Delivers the answer to every (re-)registration as a notification, even when its
+    /// Observe number is not fresher than the last one. For resources whose registration
+    /// options name what the answer holds (a Matrix `/sync` with `since`), so that the answer
+    /// is new data, not a repeat.
+    pub fn deliver_every_registration(&mut self, deliver: bool) {
+        self.deliver_every_registration = deliver;
     }
 
     /// The counters.
@@ -579,6 +609,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             id,
             token,
             options: encoded,
+            next_options: None,
             state: ObservationState::RegistrationDue,
             last: None,
             cancelled: false,
@@ -589,7 +620,9 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
 
     /// Replaces the options of the observation's next (re-)registration, keeping its
     /// token. A Matrix `/sync` observer moves its `since` query forward this way, so that a
-    /// re-registration resumes where the last notification left off.
+    /// re-registration resumes where the last notification left off. Block fetches of the
+    /// current registration's notifications keep its own options (RFC 7959 §2.4: the
+    /// server finds the body it pushed by them).
     pub fn set_observation_options(
         &mut self,
         options: &[(u16, &[u8])],
@@ -601,7 +634,23 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             .ok_or(RequestError::NoObservation)?;
         let mut encoded = Vec::new();
         encode_options(&mut encoded, options)?;
-        observation.options = encoded;
+        observation.next_options = Some(encoded);
+        Ok(())
+    }
+
+    /// Registers the observation again now instead of at the end of the silence period,
+    /// when the caller learned that the server lost it (a gateway that answers as if it had
+    /// restarted). Does nothing while an exchange for the observation is under way.
+    pub fn reregister_observation(&mut self) -> Result<(), RequestError> {
+        let observation = self
+            .observation
+            .as_mut()
+            .ok_or(RequestError::NoObservation)?;
+        if let ObservationState::Waiting { .. } = observation.state
+            && !observation.cancelled
+        {
+            observation.state = ObservationState::RegistrationDue;
+        }
         Ok(())
     }
 
@@ -865,6 +914,12 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             || (self.body_state == BodyState::Filling && fetch_due);
         if self.events.capacity() - self.events.len() < 2 || !buffer_ready {
             return false;
+        }
+        if let Some(observation) = self.observation.as_mut()
+            && observation.state == ObservationState::RegistrationDue
+            && let Some(next) = observation.next_options.take()
+        {
+            observation.options = next;
         }
         let observation_work = self.observation.as_ref().and_then(|o| match o.state {
             ObservationState::RegistrationDue => Some((o.id, o.token, Purpose::Register, None)),
@@ -1357,16 +1412,19 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         match sequence {
             Some(sequence) if code.class() == 2 => {
                 // A re-registration answers with the current state, which the caller may
-                // have seen already as a notification.
+                // have seen already as a notification; unless told otherwise, a state not
+                // fresher than the last one is not delivered again. Either way the answer's
+                // number is the server's numbering from now on: a server that restarted
+                // counts from a small number again.
                 let fresh = observation.last.is_none_or(|(last, at)| {
                     option::observe_is_fresher(last, sequence, now.millis_since(at))
                 });
                 observation.settle(now, silence_ms);
-                if !fresh {
+                observation.last = Some((sequence, now));
+                if !fresh && !self.deliver_every_registration {
                     self.stats.stale_notifications += 1;
                     return None;
                 }
-                observation.last = Some((sequence, now));
                 wanted.then_some(EventRecord::Notification { id, sequence, code })
             }
             // Answered without Observe, or with an error: the resource is not observed.
@@ -1573,14 +1631,15 @@ mod tests {
         println!(
             "Client<_, {DEFAULT_REQUEST_BYTES}, {DEFAULT_RESPONSE_BYTES}>: {total} B \
              ({arenas} B request and response buffers + {bookkeeping} B bookkeeping, \
-             of which {OBSERVE_OPTIONS_BYTES} B observation options); \
+             of which 2 x {OBSERVE_OPTIONS_BYTES} B observation options); \
              Exchange {} B, Observation {} B",
             core::mem::size_of::<Exchange>(),
             core::mem::size_of::<Observation>(),
         );
-        // Pinned on a 64-bit host; a 32-bit target is smaller (usize lengths halve).
-        assert!(bookkeeping <= 640, "bookkeeping grew to {bookkeeping} B");
-        assert!(total <= 3_712, "the engine grew to {total} B");
+        // Pinned on a 64-bit host; a 32-bit target is smaller (usize lengths halve). The
+        // observation keeps its registered options and the next registration's.
+        assert!(bookkeeping <= 816, "bookkeeping grew to {bookkeeping} B");
+        assert!(total <= 3_888, "the engine grew to {total} B");
     }
 
     #[test]
