@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::message::code;
 use crate::profile::{self, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
 
-/// A Matrix access token. `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
+/// A Matrix access token (a bearer secret): `Debug` never prints it and it is wiped on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct AccessToken(String);
 
 impl AccessToken {
@@ -34,8 +35,9 @@ impl core::fmt::Debug for AccessToken {
     }
 }
 
-/// An HTTP request the gateway sends to the homeserver.
-#[derive(Debug, Clone)]
+/// An HTTP request the gateway sends to the homeserver. `Debug` shows the body's length only
+/// (bodies carry passwords and ciphertexts).
+#[derive(Clone)]
 pub struct UpstreamRequest {
     /// HTTP method.
     pub method: http::Method,
@@ -47,6 +49,21 @@ pub struct UpstreamRequest {
     pub json_body: Option<Vec<u8>>,
     /// Give up (and answer 5.04) after this long.
     pub timeout: Duration,
+}
+
+impl core::fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UpstreamRequest")
+            .field("method", &self.method)
+            .field(
+                "route",
+                &route_label(self.path_and_query.split('?').next().unwrap_or_default()),
+            )
+            .field("access_token", &self.access_token)
+            .field("json_body_len", &self.json_body.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// What came back from the homeserver.
@@ -380,10 +397,26 @@ mod tests {
     fn bearer_prefix_is_optional_and_debug_redacts() {
         let a = AccessToken::from_option(b"Bearer syt_abc").unwrap();
         let b = AccessToken::from_option(b"syt_abc").unwrap();
-        assert_eq!(a, b);
+        assert_eq!(a.expose(), b.expose());
         assert_eq!(a.expose(), "syt_abc");
         assert!(!format!("{a:?}").contains("syt_abc"));
         assert!(AccessToken::from_option(b"").is_none());
+    }
+
+    #[test]
+    fn request_debug_shows_no_secrets() {
+        let request = UpstreamRequest {
+            method: http::Method::POST,
+            path_and_query: "/_matrix/client/v3/login?access_token=syt_q".into(),
+            access_token: AccessToken::from_option(b"syt_secret"),
+            json_body: Some(br#"{"password":"hunter2"}"#.to_vec()),
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{request:?}");
+        for secret in ["syt_secret", "hunter2", "syt_q"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("/_matrix/client/v3/login"));
     }
 
     #[test]

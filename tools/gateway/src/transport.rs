@@ -215,8 +215,8 @@ struct Forward {
     purpose: ForwardPurpose,
 }
 
-/// The transport core. See the module documentation.
-#[derive(Debug)]
+/// The transport core. See the module documentation. `Debug` shows counts only: cached
+/// responses and stored bodies carry access tokens and messages.
 pub struct Transport {
     limits: Limits,
     metrics: Metrics,
@@ -228,6 +228,17 @@ pub struct Transport {
     draining: bool,
     jitter: u64,
     own_szx: u8,
+}
+
+impl core::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Transport")
+            .field("peers", &self.peers.len())
+            .field("observers", &self.observers)
+            .field("forwards", &self.forwards.len())
+            .field("draining", &self.draining)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request after its options were read: everything needed to forward or answer it.
@@ -441,6 +452,9 @@ impl Transport {
             }
         });
         let removed = before - peer.observers.len();
+        if removed > 0 {
+            tracing::debug!(peer = %addr, removed, "observer deregistered");
+        }
         for action in actions.iter() {
             if let Action::Cancel { id } = action {
                 self.forwards.remove(id);
@@ -1164,6 +1178,7 @@ impl Transport {
         });
         self.observers += 1;
         self.metrics.observers.set(self.observers as i64);
+        tracing::debug!(peer = %addr, observers = self.observers, "observer registered");
         self.poll(addr, token, now, actions);
         Some(2)
     }
