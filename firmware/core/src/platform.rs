@@ -17,7 +17,7 @@
 //!   module (`prng_sha256prng` seeded from `periph_hwrng`); on a host, `getrandom`.
 //!   Tests use a seeded generator so that every run is reproducible.
 //!
-//! `Store` and `Ui` arrive with the Matrix flows that need them.
+//! Persistent storage is the [`Store`](crate::store::Store) trait of [`store`](crate::store).
 
 /// A point on the platform's monotonic clock, in milliseconds since an arbitrary origin
 /// (usually boot).

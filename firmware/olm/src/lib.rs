@@ -23,11 +23,80 @@
 //! assert_eq!(&plaintext[..decrypted.plaintext_len], b"Hello");
 //! ```
 //!
+//! An Olm session, from Alice's outbound session to Bob's inbound one:
+//!
+//! ```
+//! use jeton_olm::olm::{Account, MessageType, OlmMessage, PreKeyMessage, olm_message_len};
+//!
+//! let mut rng = rand::rng();
+//! let alice: Account = Account::new(&mut rng);
+//! let mut bob: Account = Account::new(&mut rng);
+//! bob.generate_one_time_keys(&mut rng, 1);
+//! let (_key_id, one_time_key) = bob.one_time_keys().next().unwrap();
+//! bob.mark_keys_as_published();
+//!
+//! let mut to_bob = alice.create_outbound_session(&mut rng, bob.curve25519_key(), one_time_key)?;
+//! let mut wire = [0u8; olm_message_len(5)];
+//! let sent = to_bob.encrypt(&mut rng, b"Hello", &mut wire)?;
+//! assert_eq!(sent.message_type, MessageType::PreKey);
+//!
+//! let pre_key = PreKeyMessage::from_bytes(&wire[..sent.len])?;
+//! let mut plaintext = [0u8; 16];
+//! let created = bob.create_inbound_session(alice.curve25519_key(), &pre_key, &mut plaintext)?;
+//! assert_eq!(&plaintext[..created.plaintext_len], b"Hello");
+//! let mut to_alice = created.session;
+//! assert_eq!(to_alice.session_id(), to_bob.session_id());
+//!
+//! let sent = to_alice.encrypt(&mut rng, b"Hi!", &mut wire)?;
+//! let reply = OlmMessage::from_parts(sent.message_type, &wire[..sent.len])?;
+//! let len = to_bob.decrypt(&reply, &mut plaintext)?;
+//! assert_eq!(&plaintext[..len], b"Hi!");
+//! # Ok::<(), Box<dyn core::error::Error>>(())
+//! ```
+//!
 //! # Features
 //!
 //! - `precomputed-tables`: curve25519-dalek's basepoint tables. Key generation and signing get
 //!   about three times faster for about 40 KB of flash. Off by default (the device); the host
 //!   benchmarks turn it on, as vodozemac does by default.
+//!
+//! # Capacities and sizes
+//!
+//! | state | capacity | `size_of` (x86-64) | pickle at most |
+//! | --- | --- | --- | --- |
+//! | [`olm::Account`] | 50 one-time keys, current and previous fallback key | 4,048 B | [`pickle::MAX_ACCOUNT_PICKLE_SIZE`] |
+//! | [`olm::Session`] | 5 receiving chains, 40 skipped keys per chain, 64 in all | 3,176 B | [`pickle::MAX_SESSION_PICKLE_SIZE`] |
+//! | [`megolm::GroupSession`] | | 360 B | [`pickle::MAX_GROUP_SESSION_PICKLE_SIZE`] |
+//! | [`megolm::InboundGroupSession`] | | 300 B | [`pickle::MAX_INBOUND_GROUP_SESSION_PICKLE_SIZE`] |
+//!
+//! # Where it knowingly differs from vodozemac
+//!
+//! Messages, session keys, exported keys and session ids are byte-compatible, and the
+//! differential tests check that both libraries accept and reject the same messages. The
+//! behaviour differs here:
+//!
+//! - Skipped message keys: vodozemac keeps 40 per receiving chain (up to 200); this crate
+//!   keeps 40 per chain but 64 in all, dropping the oldest first (libolm keeps 40 in all).
+//! - One-time keys: the store holds 50 (vodozemac 100), so
+//!   [`olm::Account::max_number_of_one_time_keys`] is 25 (vodozemac 50).
+//! - The previous fallback key is dropped when the current one is first used (and by
+//!   [`olm::Account::forget_fallback_key`]); vodozemac drops it only when told.
+//! - MACs and signatures are checked over the bytes received; vodozemac checks them over its
+//!   re-encoding of the decoded protobuf. The two agree for every canonically encoded message
+//!   (all that vodozemac and libolm send); a message with unknown fields or non-minimal
+//!   varints is accepted by one and rejected by the other. Protobuf groups are rejected.
+//! - A session key or exported key with trailing bytes is rejected (vodozemac ignores trailing
+//!   bytes of an exported key).
+//! - An Olm message under an unknown ratchet key while we have not yet replied is refused
+//!   without changing the session; vodozemac makes the next sending ratchet key first.
+//! - Olm chain indices are 32-bit: a chain stops at 2^32 - 1 messages
+//!   ([`EncryptionError::IndexExhausted`]); a Megolm session stops at index 2^32 - 1 instead
+//!   of wrapping.
+//! - Encrypting needs the caller's RNG and buffers, so the API takes `&mut R` and `&mut [u8]`
+//!   where vodozemac allocates; Olm decryption needs no RNG.
+//! - Pickles are this crate's own format; vodozemac's and libolm's pickles are not read.
+//! - Not implemented: libolm pickle import, dehydrated devices, SAS, ECIES/HPKE, PK
+//!   encryption, `InboundGroupSession::{compare, merge, connected}`, session config version 2.
 //!
 //! [Olm]: https://spec.matrix.org/latest/olm-megolm/olm/
 //! [Megolm]: https://spec.matrix.org/latest/olm-megolm/megolm/
@@ -46,6 +115,8 @@ pub mod base64;
 mod cipher;
 pub mod error;
 mod fifo;
+#[doc(hidden)]
+pub mod fuzz_targets;
 mod keys;
 pub mod megolm;
 pub mod olm;

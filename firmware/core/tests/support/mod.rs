@@ -223,13 +223,13 @@ struct Reply {
     payload: Vec<u8>,
 }
 
-fn uint(value: u32) -> Vec<u8> {
+pub fn uint(value: u32) -> Vec<u8> {
     let bytes = value.to_be_bytes();
     let skip = (value.leading_zeros() / 8) as usize;
     bytes[skip..].to_vec()
 }
 
-fn encode(header: Header, options: &[(u16, Vec<u8>)], payload: &[u8]) -> Vec<u8> {
+pub fn encode(header: Header, options: &[(u16, Vec<u8>)], payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
     let mut sorted = options.to_vec();
     sorted.sort_by_key(|(number, _)| *number);

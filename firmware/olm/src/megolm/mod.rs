@@ -26,7 +26,8 @@ use crate::{
 };
 
 /// An outbound Megolm session: encrypts and signs room messages.
-#[derive(Clone)]
+///
+/// Not `Clone`: two copies would encrypt different messages with the same index and keys.
 pub struct GroupSession {
     ratchet: MegolmRatchet,
     signing_key: Ed25519Keypair,

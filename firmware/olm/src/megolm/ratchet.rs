@@ -122,6 +122,60 @@ mod tests {
         r
     }
 
+    /// libolm's known answers (tests/test_megolm.cpp): the ratchet from the 128 bytes
+    /// "0123456789ABCDEF" x 8, stepped once, jumped to 0x1000000, then to 0x1041506.
+    #[test]
+    fn libolm_known_answers() {
+        let start =
+            MegolmRatchet::from_bytes(&[*b"0123456789ABCDEF"; 8].concat().try_into().unwrap(), 0);
+        let hex = |parts: [&str; 4]| {
+            let joined = parts.concat();
+            (0..128)
+                .map(|i| u8::from_str_radix(&joined[2 * i..2 * i + 2], 16).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let expected1 = hex([
+            "3031323334353637383941424344454630313233343536373839414243444546",
+            "3031323334353637383941424344454630313233343536373839414243444546",
+            "3031323334353637383941424344454630313233343536373839414243444546",
+            "ba9cd955741d1c162323ec825e7c5ce889bbb423a18f23828fb2090d6e2af86a",
+        ]);
+        let expected2 = hex([
+            "54022d7dc0298e1637e21c97153092f933c056ff74fe1b922d971f2482c2859c",
+            "7004c01ee49bd6efe0073525af9b1632c5be726d12349cc5bd472bdc2df6540f",
+            "3112591194fda617e568c683101eaecd7eddd6de1fbc0767ae34da1a09a54eab",
+            "ba9cd955741d1c162323ec825e7c5ce889bbb423a18f23828fb2090d6e2af86a",
+        ]);
+        let expected3 = hex([
+            "54022d7dc0298e1637e21c97153092f933c056ff74fe1b922d971f2482c2859c",
+            "55588df5b7a48878428927868164589f3663447b51edc3595b036ca604c46dcd",
+            "5c54850bfa98a1fd79a9df1cbe8fc5681937d30c85c8c31f7bb828816cf9ff3b",
+            "956cbf807e65126a49558d45c84a2e4cd56f03e24416b98e1cfd97c206aa907a",
+        ]);
+        assert_eq!(stepped(&start, 1).as_bytes(), expected1.as_slice());
+        let mut jumped = start.clone();
+        jumped.advance_to(1);
+        assert_eq!(jumped.as_bytes(), expected1.as_slice());
+        jumped.advance_to(0x0100_0000);
+        assert_eq!(
+            (jumped.index(), jumped.as_bytes()),
+            (0x0100_0000, expected2.as_slice())
+        );
+        jumped.advance_to(0x0104_1506);
+        assert_eq!(
+            (jumped.index(), jumped.as_bytes()),
+            (0x0104_1506, expected3.as_slice())
+        );
+
+        // Wrapping past 2^32 to 0x1000000 lands where 0 -> 0x2000000 does (libolm's
+        // "advance wraparound" case).
+        let mut wrapped = MegolmRatchet::from_bytes(&start.to_bytes(), u32::MAX);
+        wrapped.advance_to(0x0100_0000);
+        let mut direct = start.clone();
+        direct.advance_to(0x0200_0000);
+        assert_eq!(wrapped.as_bytes(), direct.as_bytes());
+    }
+
     #[test]
     fn jumping_equals_stepping_across_boundaries() {
         let start = MegolmRatchet::from_bytes(&[3; 128], 0xfe);

@@ -4,7 +4,8 @@
 use core::fmt;
 
 use rand_core::CryptoRng;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use x25519_dalek::SharedSecret;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{
     messages::{PreKeyMessage, SessionKeys},
@@ -67,7 +68,8 @@ pub struct OneTimeKeyGenerationResult {
 }
 
 /// A device's Olm account holding up to `N` one-time keys.
-#[derive(Clone)]
+///
+/// Not `Clone`: a copy would let a one-time key be used twice.
 pub struct Account<const N: usize = DEFAULT_ONE_TIME_KEYS> {
     pub(crate) signing_key: Ed25519Keypair,
     pub(crate) identity_key: Curve25519Keypair,
@@ -229,25 +231,18 @@ impl<const N: usize> Account<N> {
         one_time_key: Curve25519PublicKey,
     ) -> Result<Session, SessionCreationError> {
         let base_key = Curve25519Keypair::generate(rng);
-        let mut secret = [0u8; 96];
-        let parts = [
+        // Initiator: DH(I_A, E_B) || DH(B_A, I_B) || DH(B_A, E_B).
+        let secret = triple_diffie_hellman([
             self.identity_key.diffie_hellman(&one_time_key),
             base_key.diffie_hellman(&identity_key),
             base_key.diffie_hellman(&one_time_key),
-        ];
-        for (chunk, part) in secret.chunks_exact_mut(32).zip(parts) {
-            chunk.copy_from_slice(
-                part.ok_or(SessionCreationError::NonContributoryKey)?
-                    .as_bytes(),
-            );
-        }
+        ])?;
         let keys = SessionKeys {
             identity_key: self.curve25519_key(),
             base_key: base_key.public_key(),
             one_time_key,
         };
         let session = Session::new_outbound(rng, &secret, keys);
-        secret.zeroize();
         Ok(session)
     }
 
@@ -294,24 +289,17 @@ impl<const N: usize> Account<N> {
         let (private, source) = self
             .find_one_time_key(&one_time_key)
             .ok_or(SessionCreationError::MissingOneTimeKey)?;
-        let mut secret = [0u8; 96];
-        let parts = [
+        // Receiver: the same three secrets from the other side's keys.
+        let secret = triple_diffie_hellman([
             private.diffie_hellman(&message.identity_key()),
             self.identity_key.diffie_hellman(&message.base_key()),
             private.diffie_hellman(&message.base_key()),
-        ];
-        for (chunk, part) in secret.chunks_exact_mut(32).zip(parts) {
-            chunk.copy_from_slice(
-                part.ok_or(SessionCreationError::NonContributoryKey)?
-                    .as_bytes(),
-            );
-        }
+        ])?;
         let mut session = Session::new_inbound(
             &secret,
             message.message().ratchet_key(),
             message.session_keys(),
         );
-        secret.zeroize();
         let plaintext_len = session.decrypt_message(message.message(), out)?;
         match source {
             KeySource::OneTime => {
@@ -327,6 +315,20 @@ impl<const N: usize> Account<N> {
             plaintext_len,
         })
     }
+}
+
+/// Concatenates the three Diffie-Hellman secrets of Olm's key agreement.
+fn triple_diffie_hellman(
+    parts: [Option<SharedSecret>; 3],
+) -> Result<Zeroizing<[u8; 96]>, SessionCreationError> {
+    let mut secret = Zeroizing::new([0u8; 96]);
+    for (chunk, part) in secret.chunks_exact_mut(32).zip(parts) {
+        chunk.copy_from_slice(
+            part.ok_or(SessionCreationError::NonContributoryKey)?
+                .as_bytes(),
+        );
+    }
+    Ok(secret)
 }
 
 #[derive(Clone, Copy)]

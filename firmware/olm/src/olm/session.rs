@@ -11,7 +11,7 @@ use core::fmt;
 use hkdf::Hkdf;
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::messages::{
     Message, MessageType, OlmMessage, SessionKeys, normal_len, pre_key_len, write_normal_header,
@@ -60,16 +60,15 @@ impl ChainKey {
 }
 
 /// Splits 64 bytes of HKDF output into a root key and a chain key.
-fn kdf(salt: &[u8], ikm: &[u8], info: &[u8]) -> ([u8; 32], ChainKey) {
-    let mut okm = [0u8; 64];
+fn kdf(salt: &[u8], ikm: &[u8], info: &[u8]) -> (Zeroizing<[u8; 32]>, ChainKey) {
+    let mut okm = Zeroizing::new([0u8; 64]);
     // 64 bytes is far below HKDF-SHA-256's output limit, so expand cannot fail.
-    let _ = Hkdf::<Sha256>::new(Some(salt), ikm).expand(info, &mut okm);
-    let mut root = [0u8; 32];
+    let _ = Hkdf::<Sha256>::new(Some(salt), ikm).expand(info, okm.as_mut_slice());
+    let mut root = Zeroizing::new([0u8; 32]);
     let mut chain = ChainKey::default();
     let (r, c) = okm.split_at(32);
     root.copy_from_slice(r);
     chain.key.copy_from_slice(c);
-    okm.zeroize();
     (root, chain)
 }
 
@@ -105,7 +104,8 @@ pub(crate) struct SkippedKey {
 }
 
 /// An Olm session with one peer device.
-#[derive(Clone)]
+///
+/// Not `Clone`: two copies would encrypt different messages with the same message key.
 pub struct Session {
     pub(crate) session_keys: SessionKeys,
     pub(crate) sending: SendingRatchet,
@@ -132,7 +132,7 @@ impl Session {
     ) -> Self {
         let (root_key, chain) = kdf(&[0], shared_secret, ROOT_INFO);
         let sending = SendingRatchet::Active {
-            root_key,
+            root_key: *root_key,
             ratchet_key: Curve25519Keypair::generate(rng),
             chain,
         };
@@ -155,7 +155,7 @@ impl Session {
         let mut session = Self {
             session_keys,
             sending: SendingRatchet::Inactive {
-                root_key,
+                root_key: *root_key,
                 remote_ratchet_key: remote_ratchet_key.0,
             },
             receiving: Fifo::new(),
@@ -234,7 +234,7 @@ impl Session {
                 .ok_or(EncryptionError::NonContributoryKey)?;
             let (root_key, chain) = kdf(root_key, shared.as_bytes(), RATCHET_INFO);
             self.sending = SendingRatchet::Active {
-                root_key,
+                root_key: *root_key,
                 ratchet_key,
                 chain,
             };
@@ -329,7 +329,7 @@ impl Session {
                 let found = find_message_key(&chain, message.chain_index())?;
                 let plaintext_len = decrypt_with_key(&found.message_key, message, out)?;
                 self.sending = SendingRatchet::Inactive {
-                    root_key: new_root,
+                    root_key: *new_root,
                     remote_ratchet_key: ratchet_key,
                 };
                 let serial = self.add_receiving_chain(ratchet_key, chain);
@@ -441,7 +441,9 @@ impl Drop for FoundKey {
 
 fn find_message_key(chain: &ChainKey, chain_index: u64) -> Result<FoundKey, DecryptionError> {
     let gap = chain_index.saturating_sub(u64::from(chain.index));
-    if gap > MAX_MESSAGE_GAP {
+    // Chains count in 32 bits here (vodozemac: 64); a chain that long cannot occur, since it
+    // takes four billion messages without a reply.
+    if gap > MAX_MESSAGE_GAP || chain_index >= u64::from(u32::MAX) {
         return Err(DecryptionError::TooBigMessageGap {
             gap,
             max: MAX_MESSAGE_GAP,

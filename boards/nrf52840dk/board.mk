@@ -1,0 +1,11 @@
+# jeton on the nRF52840 DK (Nordic, Cortex-M4F, 1 MiB flash, 256 KiB RAM).
+#
+# Network: RIOT's netdev_default here is the nRF52840's IEEE 802.15.4 radio (nrf802154),
+# so the token reaches the gateway over 6LoWPAN through a border router.
+# RNG: the nRF52840's RNG peripheral (periph_hwrng).
+# Flash: MTD_0 is the DK's external 64 Mbit MX25R6435F QSPI NOR flash (mtd_spi_nor);
+# jeton uses its first JETON_FLASH_SECTORS 4 KiB sectors.
+
+# Cortex-M builds use Debian's rustc with its library sources: core and alloc are built for
+# thumbv7em-none-eabihf as part of the build (see riot-sys-config/README.md).
+CARGO_OPTIONS ?= -Zbuild-std=core,alloc

@@ -1,0 +1,12 @@
+# jeton on Microchip's SAM E54 Xplained Pro (ATSAME54P20A, Cortex-M4F, 1 MiB flash,
+# 256 KiB RAM).
+#
+# Network: wired Ethernet. netdev_default selects the SAM E54's GMAC driver (sam0_eth) with
+# the board's KSZ8091 PHY; the token gets its IPv6 addresses by SLAAC from the LAN.
+# RNG: the SAM E54's TRNG (periph_hwrng).
+# Flash: MTD_0 is the board's external QSPI NOR flash (mtd_spi_nor over periph_spi_on_qspi);
+# jeton uses its first JETON_FLASH_SECTORS 4 KiB sectors.
+
+# Cortex-M builds use Debian's rustc with its library sources: core and alloc are built for
+# thumbv7em-none-eabihf as part of the build (see riot-sys-config/README.md).
+CARGO_OPTIONS ?= -Zbuild-std=core,alloc

@@ -1,0 +1,936 @@
+//! The token's Matrix client: a sans-I/O state machine on top of [`coap::Client`].
+//!
+//! This module owns everything the token knows about Matrix: its login, its Olm account
+//! and sessions, the rooms it is in, the devices of the people in them, the room keys it
+//! received and the messages it still has to send, and how all of that is laid out on
+//! flash ([`crate::store`]).
+//!
+//! # Driving it
+//!
+//! [`Token`] takes the same inputs as the CoAP engine ([`Token::handle_datagram`],
+//! [`Token::handle_timeout`], [`Token::poll_transmit`], [`Token::poll_timeout`]) plus the
+//! user's commands ([`Token::login`], [`Token::send_text`], [`Token::join`],
+//! [`Token::rooms`], [`Token::identity`]). Its outputs are datagrams, writes to the
+//! [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes happen
+//! inside that input call, before any datagram it queued can leave.
+//!
+//! # Crash safety
+//!
+//! - An account whose one-time keys changed is on flash before the keys are uploaded, and
+//!   before an inbound Olm session that consumed one is reported.
+//! - An Olm session is on flash after each encryption, before the message leaves.
+//! - A message is in the outbox on flash before [`UiEvent::Queued`]. Its Megolm session is
+//!   written with the advanced index before the ciphertext is written to the outbox entry,
+//!   and both before the request leaves; after a power cut the entry is either still
+//!   plaintext (and is encrypted again at a fresh index) or holds the ciphertext that is
+//!   sent again with the same transaction id, which the homeserver deduplicates.
+//! - [`UiEvent::Delivered`] follows the homeserver's answer and the removal of the entry.
+//! - The sync cursor is written after everything the sync carried was stored.
+
+mod receive;
+mod rng;
+mod send;
+mod state;
+mod types;
+
+use heapless::{String, Vec};
+
+use jeton_olm::olm::Account;
+use jeton_proto::TableVersion;
+use jeton_proto::view::Value;
+
+use crate::coap::{Client, Code, Event, Request, RequestId, option};
+use crate::platform::{Instant, Rng};
+use crate::store::{MAX_RECORD_SIZE, Store};
+
+pub use rng::TransportRng;
+pub use send::{device_keys_json, one_time_key_json};
+pub use types::*;
+
+use state::*;
+
+/// What the request in flight is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operation {
+    Login,
+    Upload { with_device_keys: bool },
+    Filter,
+    Query,
+    Claim { device: usize },
+    ShareKey { device: usize },
+    Send { slot: usize },
+    Join,
+    FetchEvent,
+}
+
+/// How the token learns about new events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncLane {
+    /// Not started (not logged in, or keys not yet uploaded).
+    Idle,
+    /// An Observe registration on `/sync`.
+    Observing { id: RequestId, failures: u8 },
+    /// Long-poll requests, one at a time.
+    Polling { id: Option<RequestId> },
+}
+
+/// A summary of one room, for the `rooms` command.
+#[derive(Clone, Copy, Debug)]
+pub struct RoomSummary<'a> {
+    /// The room id.
+    pub room_id: &'a str,
+    /// Whether the room is end-to-end encrypted.
+    pub encrypted: bool,
+    /// Joined members known.
+    pub members: usize,
+}
+
+/// The device's identity, for the `keys` command.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The user, once logged in.
+    pub user_id: Option<UserId>,
+    /// The device id, once logged in.
+    pub device_id: Option<DeviceId>,
+    /// The Curve25519 identity key (base64).
+    pub curve25519: String<44>,
+    /// The Ed25519 fingerprint key (base64).
+    pub ed25519: String<44>,
+}
+
+/// The token's state apart from the CoAP engine, so that a response body borrowed from the
+/// engine can be processed while the rest of the state changes.
+struct Core<R: Rng, S: Store, U: Ui> {
+    config: Config,
+    rng: R,
+    store: S,
+    ui: U,
+    scratch: [u8; MAX_RECORD_SIZE],
+    work: [u8; WORK_BYTES],
+    account: Account<ONE_TIME_KEYS>,
+    curve_b64: String<44>,
+    login: Option<Login>,
+    since: String<MAX_CURSOR_LEN>,
+    observation_stale: bool,
+    rooms: [Option<Room>; MAX_ROOMS],
+    tracked: Vec<UserId, MAX_TRACKED_USERS>,
+    /// Bit `i`: the devices of `tracked[i]` need a keys/query.
+    stale: u32,
+    devices: [Option<Device>; MAX_DEVICES],
+    olm: [Option<OlmSlot>; MAX_OLM_SESSIONS],
+    olm_clock: u32,
+    inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
+    pending_keys: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
+    retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
+    outbox: [Option<OutboxSlot>; OUTBOX_DEPTH],
+    next_local_id: u32,
+    txn_prefix: u32,
+    txn_next: u64,
+    txn_ceiling: u64,
+    invites: Vec<(RoomId, UserId), MAX_INVITES>,
+    joins: Vec<RoomId, MAX_INVITES>,
+    one_time_keys_wanted: bool,
+    /// One-time keys the server holds, as last reported.
+    server_one_time_keys: u32,
+    fallback_wanted: bool,
+    operation: Option<(RequestId, Operation)>,
+    /// After a failed operation, the next one waits until then.
+    backoff_until: Option<Instant>,
+    sync: SyncLane,
+}
+
+/// The token: its Matrix client and the CoAP engine under it. See the
+/// [module documentation](self).
+pub struct Token<R: Rng, S: Store, U: Ui> {
+    coap: Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+    core: Core<R, S, U>,
+}
+
+impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Token")
+            .field("logged_in", &self.core.login.is_some())
+            .field("sync", &self.core.sync)
+            .field("operation", &self.core.operation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long the token waits after a failed operation before the next one.
+const BACKOFF_MS: u64 = 5_000;
+
+/// Reserve transaction ids in blocks, so that the counter is written once per block.
+const TXN_BLOCK: u64 = 16;
+
+impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
+    /// Boots the token from what `store` holds: a fresh device (new Olm account, written
+    /// before anything else) or the device as it was before the last power-off.
+    pub fn new(
+        config: Config,
+        mut rng: R,
+        mut store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<Self, TokenError> {
+        let mut scratch = [0u8; MAX_RECORD_SIZE];
+        let key = config.storage_key;
+        let account = match load_account(&mut store, &mut scratch, &key)? {
+            Some(account) => account,
+            None => {
+                let account = Account::new(&mut rng::CryptoSource(&mut rng));
+                save_account(&mut store, &mut scratch, &mut rng, &key, &account)?;
+                account
+            }
+        };
+        let (txn_prefix, txn_next) = match load_transactions(&mut store, &mut scratch)? {
+            Some(found) => found,
+            None => (rng.next_u32(), 0),
+        };
+        let txn_ceiling = txn_next;
+        let login = load_login(&mut store, &mut scratch)?;
+        let since = load_cursor(&mut store, &mut scratch)?;
+        let mut tracked = Vec::new();
+        let mut devices = [const { None }; MAX_DEVICES];
+        load_devices(&mut store, &mut scratch, &mut tracked, &mut devices)?;
+        let mut rooms = [const { None }; MAX_ROOMS];
+        for (slot, room) in rooms.iter_mut().enumerate() {
+            *room = load_room(&mut store, &mut scratch, slot)?;
+            if let Some(room) = room {
+                room.outbound = load_outbound(&mut store, &mut scratch, &key, slot, now)?;
+            }
+        }
+        let mut inbound = [const { None }; MAX_INBOUND_SESSIONS];
+        for (slot, entry) in inbound.iter_mut().enumerate() {
+            *entry = load_inbound(&mut store, &mut scratch, &key, slot)?;
+        }
+        let mut olm = [None; MAX_OLM_SESSIONS];
+        let mut olm_clock = 0;
+        for (slot, entry) in olm.iter_mut().enumerate() {
+            *entry = load_olm_info(&mut store, &mut scratch, slot)?;
+            if let Some(info) = entry {
+                olm_clock = olm_clock.max(info.last_used);
+            }
+        }
+        let mut outbox = [const { None }; OUTBOX_DEPTH];
+        let mut next_local_id = 1;
+        for (slot, entry) in outbox.iter_mut().enumerate() {
+            if let Some((meta, _)) = get_record(
+                &mut store,
+                &mut scratch,
+                crate::store::record::OUTBOX + slot as u16,
+            )? {
+                let parsed = parse_outbox(meta, slot)?;
+                next_local_id = next_local_id.max(parsed.local_id.wrapping_add(1));
+                *entry = Some(OutboxSlot {
+                    local_id: parsed.local_id,
+                    room_id: bounded(parsed.room_id)?,
+                });
+            }
+        }
+        let mut curve = [0u8; 43];
+        let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
+        let coap = Client::new(config.coap, TransportRng::seeded_from(&mut rng));
+        let mut token = Token {
+            coap,
+            core: Core {
+                config,
+                rng,
+                store,
+                ui,
+                scratch,
+                work: [0u8; WORK_BYTES],
+                account,
+                curve_b64,
+                login,
+                since,
+                observation_stale: false,
+                rooms,
+                tracked,
+                stale: 0,
+                devices,
+                olm,
+                olm_clock,
+                inbound,
+                pending_keys: Vec::new(),
+                retry: Vec::new(),
+                outbox,
+                next_local_id,
+                txn_prefix,
+                txn_next,
+                txn_ceiling,
+                invites: Vec::new(),
+                joins: Vec::new(),
+                one_time_keys_wanted: false,
+                server_one_time_keys: 0,
+                fallback_wanted: false,
+                operation: None,
+                backoff_until: None,
+                sync: SyncLane::Idle,
+            },
+        };
+        token.drive(now);
+        Ok(token)
+    }
+
+    /// Feeds a datagram from the gateway.
+    pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
+        self.coap.handle_datagram(datagram, now);
+        self.drive(now);
+    }
+
+    /// Wakes the token when [`Token::poll_timeout`]'s instant has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.coap.handle_timeout(now);
+        self.drive(now);
+    }
+
+    /// When the token next needs [`Token::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let backoff = self
+            .core
+            .backoff_until
+            .filter(|_| self.core.login.is_some());
+        match (self.coap.poll_timeout(), backoff) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` (1152 bytes suffice) and returns its
+    /// length, or `None` when there is nothing to send now.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        match self.coap.poll_transmit(now, buf) {
+            Ok(len) => len,
+            Err(_) => {
+                self.core.ui.event(&UiEvent::Error(TokenError::Exchange(
+                    crate::coap::ExchangeError::TransmitBufferTooSmall,
+                )));
+                None
+            }
+        }
+    }
+
+    /// The CoAP engine's counters.
+    pub fn transport_stats(&self) -> crate::coap::ClientStats {
+        self.coap.stats()
+    }
+
+    /// Logs in with a password. The password goes into the request and is not kept.
+    pub fn login(&mut self, user: &str, password: &str, now: Instant) -> Result<(), CommandError> {
+        if self.core.login.is_some() || self.core.operation.is_some() {
+            return Err(CommandError::AlreadyLoggedIn);
+        }
+        self.core.start_login(&mut self.coap, user, password)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Queues a text for a room. The message is on flash when this returns, and
+    /// [`UiEvent::Queued`] was emitted; [`UiEvent::Delivered`] follows.
+    pub fn send_text(
+        &mut self,
+        room_id: &str,
+        text: &str,
+        now: Instant,
+    ) -> Result<u32, CommandError> {
+        let local_id = self.core.enqueue(room_id, text)?;
+        self.drive(now);
+        Ok(local_id)
+    }
+
+    /// Accepts the invite to `room_id` (or joins a room by id).
+    pub fn join(&mut self, room_id: &str, now: Instant) -> Result<(), CommandError> {
+        if self.core.login.is_none() {
+            return Err(CommandError::NotLoggedIn);
+        }
+        let room: RoomId = bounded(room_id)?;
+        self.core.invites.retain(|(id, _)| *id != room);
+        if !self.core.joins.contains(&room) {
+            self.core
+                .joins
+                .push(room)
+                .map_err(|_| TokenError::LimitReached(Limit::Invites))?;
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Forgets the invite to `room_id` without joining.
+    pub fn refuse(&mut self, room_id: &str) -> Result<(), CommandError> {
+        let before = self.core.invites.len();
+        self.core.invites.retain(|(id, _)| id.as_str() != room_id);
+        if self.core.invites.len() == before {
+            return Err(CommandError::NoSuchInvite);
+        }
+        Ok(())
+    }
+
+    /// The rooms the token is in.
+    pub fn rooms(&self) -> impl Iterator<Item = RoomSummary<'_>> {
+        self.core.rooms.iter().flatten().map(|room| RoomSummary {
+            room_id: &room.id,
+            encrypted: room.encrypted,
+            members: room.members.len(),
+        })
+    }
+
+    /// Pending invites: `(room, inviter)`.
+    pub fn invites(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.core
+            .invites
+            .iter()
+            .map(|(room, inviter)| (room.as_str(), inviter.as_str()))
+    }
+
+    /// Messages in the outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.core.outbox.iter().flatten().count()
+    }
+
+    /// Whether the token is logged in.
+    pub fn is_logged_in(&self) -> bool {
+        self.core.login.is_some()
+    }
+
+    /// The device's identity keys; the Ed25519 key is its fingerprint.
+    pub fn identity(&self) -> Identity {
+        let keys = self.core.account.identity_keys();
+        let mut ed = [0u8; 43];
+        Identity {
+            user_id: self.core.login.as_ref().map(|l| l.user_id.clone()),
+            device_id: self.core.login.as_ref().map(|l| l.device_id.clone()),
+            curve25519: self.core.curve_b64.clone(),
+            ed25519: String::try_from(keys.ed25519.to_base64(&mut ed)).unwrap_or_default(),
+        }
+    }
+
+    /// The store, for a platform that inspects it (the simulator, tests).
+    pub fn store(&self) -> &S {
+        &self.core.store
+    }
+
+    /// The UI, for a platform that inspects it.
+    pub fn ui(&mut self) -> &mut U {
+        &mut self.core.ui
+    }
+
+    /// Processes the engine's events, then starts what is due.
+    fn drive(&mut self, now: Instant) {
+        // The engine queues events only from datagrams and timeouts, never from a request,
+        // so one pass takes them all.
+        while let Some(event) = self.coap.poll_event() {
+            self.core.on_event(event, now);
+        }
+        if let Err(error) = self.core.plan(&mut self.coap, now) {
+            self.core.ui.event(&UiEvent::Error(error));
+        }
+    }
+}
+
+/// The class and detail of a CoAP code as a number (`4.01` is 401).
+fn code_number(code: Code) -> u16 {
+    u16::from(code.class()) * 100 + u16::from(code.detail())
+}
+
+impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    fn key(&self) -> [u8; 32] {
+        self.config.storage_key
+    }
+
+    fn error(&mut self, error: TokenError) {
+        self.ui.event(&UiEvent::Error(error));
+    }
+
+    /// Queues a request with the profile's options.
+    fn request(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        method: Code,
+        path: &[&str],
+        query: &[&str],
+        body_len: usize,
+    ) -> Result<RequestId, TokenError> {
+        let cbor = [jeton_proto::coap::CONTENT_FORMAT_CBOR as u8];
+        let version = [TableVersion::V2.option_value() as u8];
+        let mut options: Vec<(u16, &[u8]), 16> = Vec::new();
+        let full = TokenError::Request(crate::coap::RequestError::TooLarge);
+        for segment in path {
+            options
+                .push((option::URI_PATH, segment.as_bytes()))
+                .map_err(|_| full)?;
+        }
+        if body_len > 0 {
+            options
+                .push((option::CONTENT_FORMAT, &cbor))
+                .map_err(|_| full)?;
+        }
+        for q in query {
+            options
+                .push((option::URI_QUERY, q.as_bytes()))
+                .map_err(|_| full)?;
+        }
+        options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
+        if let Some(login) = &self.login {
+            options
+                .push((option::ACCESS_TOKEN, login.access_token.as_bytes()))
+                .map_err(|_| full)?;
+        }
+        options
+            .push((option::CBOR_TABLE_VERSION, &version))
+            .map_err(|_| full)?;
+        let body = self.work.get(..body_len).unwrap_or_default();
+        Ok(coap.request(&Request::new(method, &options, body))?)
+    }
+
+    fn start(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        operation: Operation,
+        method: Code,
+        path: &[&str],
+        body_len: usize,
+    ) -> Result<(), TokenError> {
+        let id = self.request(coap, method, path, &[], body_len)?;
+        self.operation = Some((id, operation));
+        Ok(())
+    }
+
+    fn start_login(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        user: &str,
+        password: &str,
+    ) -> Result<(), TokenError> {
+        let device_id =
+            load_login(&mut self.store, &mut self.scratch)?.map(|login| login.device_id);
+        let len = send::login_body(
+            &mut self.work,
+            user,
+            password,
+            device_id.as_deref(),
+            &self.config.device_display_name,
+        )?;
+        self.start(coap, Operation::Login, Code::POST, &["31"], len)
+    }
+
+    fn on_event(&mut self, event: Event<'_>, now: Instant) {
+        match event {
+            Event::Response { id, code, body, .. } => {
+                if let SyncLane::Observing { id: obs, .. } = self.sync
+                    && obs == id
+                {
+                    // Answered without Observe: the gateway does not observe /sync.
+                    self.sync = SyncLane::Polling { id: None };
+                    self.on_sync_response(code, body, now);
+                } else if let SyncLane::Polling { id: Some(poll) } = self.sync
+                    && poll == id
+                {
+                    self.sync = SyncLane::Polling { id: None };
+                    self.on_sync_response(code, body, now);
+                } else if let Some((op_id, operation)) = self.operation
+                    && op_id == id
+                {
+                    self.operation = None;
+                    if code.class() != 2 {
+                        if code.class() == 5 || code_number(code) == 429 {
+                            self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
+                        }
+                        self.on_operation_refused(operation, code);
+                        return;
+                    }
+                    if let Err(error) = self.on_operation_done(operation, body, now) {
+                        self.error(error);
+                    }
+                }
+            }
+            Event::Notification { code, body, .. } => {
+                if let SyncLane::Observing { id, .. } = self.sync {
+                    self.sync = SyncLane::Observing { id, failures: 0 };
+                }
+                self.on_sync_response(code, body, now);
+            }
+            Event::Failed { id, error } => {
+                if let SyncLane::Observing { id: obs, failures } = self.sync
+                    && obs == id
+                {
+                    // The engine retries the registration; after two failures in a row,
+                    // fall back to long polling.
+                    self.sync = SyncLane::Observing {
+                        id,
+                        failures: failures.saturating_add(1),
+                    };
+                } else if let SyncLane::Polling { id: Some(poll) } = self.sync
+                    && poll == id
+                {
+                    self.sync = SyncLane::Polling { id: None };
+                } else if self.operation.is_some_and(|(op, _)| op == id) {
+                    self.operation = None;
+                    self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
+                    self.error(TokenError::Exchange(error));
+                }
+            }
+            Event::ResponseBlock { .. } => {}
+        }
+    }
+
+    fn on_sync_response(&mut self, code: Code, body: &[u8], now: Instant) {
+        if code.class() != 2 {
+            self.error(TokenError::Server(code_number(code)));
+            return;
+        }
+        match self.on_sync(body, now) {
+            Ok(()) => self.ui.event(&UiEvent::Synced),
+            Err(error) => self.error(error),
+        }
+    }
+
+    fn on_operation_refused(&mut self, operation: Operation, code: Code) {
+        let error = TokenError::Server(code_number(code));
+        match operation {
+            Operation::Send { slot } => {
+                // 4.xx: the homeserver will never take this message; drop it.
+                if code.class() == 4
+                    && let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take)
+                {
+                    {
+                        let _ = self
+                            .store
+                            .remove(crate::store::record::OUTBOX + slot as u16);
+                        self.ui.event(&UiEvent::SendFailed {
+                            local_id: entry.local_id,
+                            error,
+                        });
+                        return;
+                    }
+                }
+                self.error(error);
+            }
+            Operation::Join => {
+                if !self.joins.is_empty() {
+                    self.joins.remove(0);
+                }
+                self.error(error);
+            }
+            Operation::ShareKey { device } if code.class() == 4 => {
+                // The homeserver refuses this device: skip it for the current sessions.
+                for room in self.rooms.iter_mut().flatten() {
+                    if let Some(outbound) = &mut room.outbound {
+                        outbound.unreachable |= 1 << device;
+                    }
+                }
+                self.error(error);
+            }
+            _ => self.error(error),
+        }
+    }
+
+    fn on_operation_done(
+        &mut self,
+        operation: Operation,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        match operation {
+            Operation::Login => self.on_login(body),
+            Operation::Upload { with_device_keys } => self.on_uploaded(body, with_device_keys),
+            Operation::Filter => self.on_filter(body),
+            Operation::Query => self.on_keys_query(body),
+            Operation::Claim { device } => self.on_claimed(body, device),
+            Operation::ShareKey { device } => self.on_key_shared(device),
+            Operation::Send { slot } => self.on_sent(body, slot),
+            Operation::Join => self.on_joined(body, now),
+            Operation::FetchEvent => self.on_fetched_event(body),
+        }
+    }
+
+    fn on_login(&mut self, body: &[u8]) -> Result<(), TokenError> {
+        let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
+            return Err(TokenError::Malformed(
+                jeton_proto::view::ViewError::WrongType { offset: 0 },
+            ));
+        };
+        let text = |name: &'static str| -> Result<&str, TokenError> {
+            match map.get(name)? {
+                Some(Value::Text(t)) => Ok(t),
+                _ => Err(TokenError::Malformed(
+                    jeton_proto::view::ViewError::Missing { field: name },
+                )),
+            }
+        };
+        let previous = load_login(&mut self.store, &mut self.scratch)?;
+        let device_id: DeviceId = bounded(text("device_id")?)?;
+        let keys_uploaded = previous
+            .as_ref()
+            .is_some_and(|p| p.keys_uploaded && p.device_id == device_id);
+        let login = Login {
+            user_id: bounded(text("user_id")?)?,
+            device_id,
+            access_token: bounded(text("access_token")?)?,
+            filter_id: previous.map(|p| p.filter_id).unwrap_or_default(),
+            keys_uploaded,
+        };
+        save_login(&mut self.store, &mut self.scratch, &login)?;
+        self.ui.event(&UiEvent::LoggedIn {
+            user_id: &login.user_id,
+            device_id: &login.device_id,
+        });
+        // Track the own user, for the user's other devices.
+        let own = login.user_id.clone();
+        self.login = Some(login);
+        self.track(&own);
+        Ok(())
+    }
+
+    fn on_filter(&mut self, body: &[u8]) -> Result<(), TokenError> {
+        let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
+            return Err(TokenError::Malformed(
+                jeton_proto::view::ViewError::WrongType { offset: 0 },
+            ));
+        };
+        let Some(Value::Text(filter_id)) = map.get("filter_id")? else {
+            return Err(TokenError::Malformed(
+                jeton_proto::view::ViewError::Missing { field: "filter_id" },
+            ));
+        };
+        let filter_id = bounded(filter_id)?;
+        if let Some(login) = &mut self.login {
+            login.filter_id = filter_id;
+            save_login(&mut self.store, &mut self.scratch, login)?;
+        }
+        Ok(())
+    }
+
+    fn on_joined(&mut self, body: &[u8], _now: Instant) -> Result<(), TokenError> {
+        let _ = body;
+        if !self.joins.is_empty() {
+            let room = self.joins.remove(0);
+            self.add_room(&room)?;
+            self.ui.event(&UiEvent::Joined { room_id: &room });
+        }
+        Ok(())
+    }
+
+    /// Adds user `user` to the tracked users, marking its devices for a query.
+    fn track(&mut self, user: &str) {
+        let Ok(user) = bounded::<MAX_ID_LEN>(user) else {
+            return;
+        };
+        if !self.tracked.contains(&user) && self.tracked.push(user.clone()).is_err() {
+            self.error(TokenError::LimitReached(Limit::TrackedUsers));
+            return;
+        }
+        if let Some(index) = self.tracked.iter().position(|t| *t == user) {
+            self.stale |= 1 << index;
+        }
+    }
+
+    /// The tracked users whose devices need a query.
+    fn stale_users(&self) -> impl Iterator<Item = &UserId> {
+        let stale = self.stale;
+        self.tracked
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| stale & (1 << index) != 0)
+            .map(|(_, user)| user)
+    }
+
+    /// The room slot of `room_id`.
+    fn room_slot(&self, room_id: &str) -> Option<usize> {
+        self.rooms
+            .iter()
+            .position(|room| room.as_ref().is_some_and(|r| r.id.as_str() == room_id))
+    }
+
+    fn add_room(&mut self, room_id: &str) -> Result<usize, TokenError> {
+        if let Some(slot) = self.room_slot(room_id) {
+            return Ok(slot);
+        }
+        let slot = self
+            .rooms
+            .iter()
+            .position(Option::is_none)
+            .ok_or(TokenError::LimitReached(Limit::Rooms))?;
+        let room = Room::new(bounded(room_id)?);
+        save_room(&mut self.store, &mut self.scratch, slot, &room)?;
+        if let Some(entry) = self.rooms.get_mut(slot) {
+            *entry = Some(room);
+        }
+        Ok(slot)
+    }
+
+    /// Starts what is due, one operation at a time, and keeps sync running.
+    fn plan(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        let Some(login) = &self.login else {
+            return Ok(());
+        };
+        let ready = login.keys_uploaded && !login.filter_id.is_empty();
+        if self.backoff_until.is_some_and(|until| now < until) {
+            // Waiting after a failure.
+        } else if self.operation.is_none() {
+            self.backoff_until = None;
+            self.plan_operation(coap, now)?;
+        }
+        if ready {
+            self.plan_sync(coap)?;
+        }
+        Ok(())
+    }
+
+    fn plan_operation(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        let Some(login) = &self.login else {
+            return Ok(());
+        };
+        if !login.keys_uploaded {
+            return self.start_upload(coap, true);
+        }
+        if self.one_time_keys_wanted || self.fallback_wanted {
+            return self.start_upload(coap, false);
+        }
+        if login.filter_id.is_empty() {
+            let user = login.user_id.clone();
+            let len = send::filter_body(&mut self.work)?;
+            return self.start(coap, Operation::Filter, Code::POST, &["35", &user], len);
+        }
+        if self.stale != 0 {
+            let stale = self.stale;
+            let len = {
+                let users: Vec<&str, MAX_TRACKED_USERS> = self
+                    .tracked
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| stale & (1 << index) != 0)
+                    .map(|(_, user)| user.as_str())
+                    .collect();
+                jeton_proto::write::keys_query_body(&mut self.work, &users, 10_000)?
+            };
+            return self.start(coap, Operation::Query, Code::POST, &["3h"], len);
+        }
+        if let Some(room) = self.joins.first().cloned() {
+            if let Some(first) = self.work.first_mut() {
+                // An empty CBOR map.
+                *first = 0xa0;
+            }
+            return self.start(coap, Operation::Join, Code::POST, &["3K", &room], 1);
+        }
+        if let Some((room, event)) = self.retry.first().cloned()
+            && self.pending_keys.is_empty()
+        {
+            self.retry.remove(0);
+            return self.start(
+                coap,
+                Operation::FetchEvent,
+                Code::GET,
+                &["3A", &room, &event],
+                0,
+            );
+        }
+        self.plan_send(coap, now)
+    }
+
+    fn plan_sync(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+    ) -> Result<(), TokenError> {
+        let Some(login) = &self.login else {
+            return Ok(());
+        };
+        let mut since: String<{ MAX_CURSOR_LEN + 6 }> = String::new();
+        if !self.since.is_empty() {
+            let _ = since.push_str("since=");
+            let _ = since.push_str(&self.since);
+        }
+        let mut filter: String<{ MAX_CURSOR_LEN + 7 }> = String::new();
+        let _ = filter.push_str("filter=");
+        let _ = filter.push_str(&login.filter_id);
+        match self.sync {
+            SyncLane::Idle => {
+                let id = {
+                    let options = self.sync_options(&since, &filter, None);
+                    coap.observe(options.as_slice())?
+                };
+                self.sync = SyncLane::Observing { id, failures: 0 };
+                self.observation_stale = false;
+            }
+            SyncLane::Observing { failures, .. } if failures >= 2 => {
+                let _ = coap.cancel_observation();
+                self.sync = SyncLane::Polling { id: None };
+            }
+            SyncLane::Observing { .. } => {
+                if self.observation_stale {
+                    {
+                        let options = self.sync_options(&since, &filter, None);
+                        coap.set_observation_options(options.as_slice())?;
+                    }
+                    self.observation_stale = false;
+                }
+            }
+            SyncLane::Polling { id: None } => {
+                let mut timeout: String<24> = String::new();
+                let _ = core::fmt::Write::write_fmt(
+                    &mut timeout,
+                    format_args!("timeout={}", self.config.long_poll_timeout_ms),
+                );
+                let mut query: Vec<&str, 3> = Vec::new();
+                if !since.is_empty() {
+                    let _ = query.push(&since);
+                }
+                let _ = query.push(&filter);
+                let _ = query.push(&timeout);
+                let id = self.request(coap, Code::GET, &["v"], &query, 0)?;
+                self.sync = SyncLane::Polling { id: Some(id) };
+            }
+            SyncLane::Polling { id: Some(_) } => {}
+        }
+        Ok(())
+    }
+
+    fn sync_options<'o>(
+        &'o self,
+        since: &'o str,
+        filter: &'o str,
+        _timeout: Option<&'o str>,
+    ) -> Vec<(u16, &'o [u8]), 8> {
+        let mut options: Vec<(u16, &[u8]), 8> = Vec::new();
+        let _ = options.push((option::URI_PATH, b"v"));
+        if !since.is_empty() {
+            let _ = options.push((option::URI_QUERY, since.as_bytes()));
+        }
+        let _ = options.push((option::URI_QUERY, filter.as_bytes()));
+        let _ = options.push((option::ACCEPT, &[60]));
+        if let Some(login) = &self.login {
+            let _ = options.push((option::ACCESS_TOKEN, login.access_token.as_bytes()));
+        }
+        let _ = options.push((option::CBOR_TABLE_VERSION, &[2]));
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_size_with_default_capacities_is_pinned() {
+        struct NoUi;
+        impl Ui for NoUi {
+            fn event(&mut self, _: &UiEvent<'_>) {}
+        }
+        struct NoRng;
+        impl Rng for NoRng {
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                dest.fill(7);
+            }
+        }
+        let size = core::mem::size_of::<Token<NoRng, crate::store::MemoryStore<1, 1>, NoUi>>();
+        println!("Token state: {size} B (target 32768 B)");
+        assert!(size <= 32 * 1024, "the token state takes {size} B");
+    }
+}

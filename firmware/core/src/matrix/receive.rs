@@ -1,0 +1,674 @@
+//! What the token receives: sync responses (rooms, invites, device list changes, key
+//! counts), to-device Olm messages carrying room keys, and Megolm-encrypted messages.
+
+use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
+use jeton_olm::olm::{MessageType, OlmMessage, Session};
+use jeton_proto::TableVersion;
+use jeton_proto::view::{
+    Binary, EncryptedContent, Event, MEGOLM_ALGORITHM, OLM_ALGORITHM, SyncResponse, Value,
+};
+use jeton_proto::write::SIGNED_CURVE25519;
+
+use super::send::{binary_bytes, binary32};
+use super::state::*;
+use super::*;
+use crate::json::{JsonObject, JsonStr};
+
+/// Longest Olm or Megolm message the token decrypts.
+const MAX_CIPHERTEXT: usize = 2048;
+
+/// A room key payload read out of an Olm plaintext.
+struct RoomKeyPayload {
+    sender: UserId,
+    sender_device: DeviceId,
+    claimed_ed: [u8; 32],
+    recipient: UserId,
+    recipient_ed: [u8; 32],
+    room_id: RoomId,
+    session_id: [u8; 32],
+    key: SessionKey,
+}
+
+fn plain<const N: usize>(value: Option<JsonStr<'_>>) -> Option<String<N>> {
+    String::try_from(value?.plain()?).ok()
+}
+
+fn base64_32(value: Option<JsonStr<'_>>) -> Option<[u8; 32]> {
+    let mut out = [0u8; 33];
+    let bytes = jeton_olm::base64::decode(value?.plain()?.as_bytes(), &mut out).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Reads an `m.room_key` Olm payload; `Ok(None)` for other to-device types.
+fn room_key_payload(plaintext: &[u8]) -> Result<Option<RoomKeyPayload>, RejectionReason> {
+    let object = JsonObject::parse(plaintext).map_err(|_| RejectionReason::Malformed)?;
+    if object.string("type").and_then(|t| t.plain()) != Some("m.room_key") {
+        return Ok(None);
+    }
+    let content = object.object("content").ok_or(RejectionReason::Malformed)?;
+    if content.string("algorithm").and_then(|a| a.plain()) != Some(MEGOLM_ALGORITHM) {
+        return Err(RejectionReason::Malformed);
+    }
+    let key = content
+        .string("session_key")
+        .and_then(|k| k.plain())
+        .and_then(|k| SessionKey::from_base64(k).ok())
+        .ok_or(RejectionReason::Malformed)?;
+    let field = |name: &'static str| RejectionReason::Mismatch(name);
+    Ok(Some(RoomKeyPayload {
+        sender: plain(object.string("sender")).ok_or(field("sender"))?,
+        sender_device: plain(object.string("sender_device")).ok_or(field("sender_device"))?,
+        claimed_ed: base64_32(object.object("keys").and_then(|k| k.string("ed25519")))
+            .ok_or(field("keys"))?,
+        recipient: plain(object.string("recipient")).ok_or(field("recipient"))?,
+        recipient_ed: base64_32(
+            object
+                .object("recipient_keys")
+                .and_then(|k| k.string("ed25519")),
+        )
+        .ok_or(field("recipient_keys"))?,
+        room_id: plain(content.string("room_id")).ok_or(field("room_id"))?,
+        session_id: base64_32(content.string("session_id")).ok_or(field("session_id"))?,
+        key,
+    }))
+}
+
+impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// Processes a sync response. A response the token cannot read in full (a list over a
+    /// capacity, a malformed event) is reported, and the cursor still moves past it:
+    /// otherwise the same response would come back forever.
+    pub(super) fn on_sync(&mut self, body: &[u8], now: Instant) -> Result<(), TokenError> {
+        let _ = now;
+        let sync = SyncResponse::parse(body, TableVersion::V2)?;
+        let next_batch: String<MAX_CURSOR_LEN> = bounded(sync.next_batch()?)?;
+        let result = self.apply_sync(&sync);
+        if matches!(
+            result,
+            Err(TokenError::Malformed(_) | TokenError::LimitReached(_) | TokenError::Json(_))
+        ) || result.is_ok()
+        {
+            save_cursor(&mut self.store, &mut self.scratch, &next_batch)?;
+            self.since = next_batch;
+            self.observation_stale = true;
+        }
+        result
+    }
+
+    fn apply_sync(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
+        let own_user = self
+            .login
+            .as_ref()
+            .map(|l| l.user_id.clone())
+            .unwrap_or_default();
+
+        // Invites.
+        for room in sync.invited_rooms()? {
+            let (room_id, room) = room?;
+            let mut inviter: Option<&str> = None;
+            for event in room.invite_state_events()? {
+                let event = event?;
+                if event.event_type()? == "m.room.member"
+                    && event.state_key()? == Some(own_user.as_str())
+                {
+                    inviter = Some(event.sender()?);
+                }
+            }
+            let inviter = inviter.unwrap_or("");
+            let room_id: RoomId = bounded(room_id)?;
+            if self.room_slot(&room_id).is_some()
+                || self.joins.contains(&room_id)
+                || self.invites.iter().any(|(r, _)| *r == room_id)
+            {
+                continue;
+            }
+            if self
+                .config
+                .auto_join_from
+                .iter()
+                .any(|u| u.as_str() == inviter)
+            {
+                let _ = self.joins.push(room_id);
+            } else if self
+                .invites
+                .push((room_id.clone(), bounded(inviter)?))
+                .is_ok()
+            {
+                self.ui.event(&UiEvent::Invited {
+                    room_id: &room_id,
+                    inviter,
+                });
+            } else {
+                self.error(TokenError::LimitReached(Limit::Invites));
+            }
+        }
+
+        // Joined rooms: membership and encryption state first, so that room keys arriving
+        // in this sync find their senders tracked.
+        for room in sync.joined_rooms()? {
+            let (room_id, room) = room?;
+            let known = self.room_slot(room_id).is_some();
+            let slot = match self.add_room(room_id) {
+                Ok(slot) => slot,
+                Err(error) => {
+                    self.error(error);
+                    continue;
+                }
+            };
+            if !known {
+                self.joins.retain(|r| r.as_str() != room_id);
+                self.ui.event(&UiEvent::Joined { room_id });
+            }
+            for event in room.state_events()?.chain(room.timeline_events()?) {
+                self.apply_state(slot, &event?)?;
+            }
+        }
+
+        for user in sync.device_lists_changed()? {
+            let user = user?;
+            if self.tracked.iter().any(|t| t.as_str() == user) {
+                self.track(user);
+            }
+        }
+
+        if self.login.as_ref().is_some_and(|l| l.keys_uploaded) {
+            let count = sync.one_time_keys_count(SIGNED_CURVE25519)?;
+            self.server_one_time_keys = u32::try_from(count).unwrap_or(0);
+            // Replenish when half the server's share was claimed.
+            if count < (ONE_TIME_KEYS / 4) as i64 {
+                self.one_time_keys_wanted = true;
+            }
+            if let Some(mut types) = sync.unused_fallback_key_types()?
+                && !types.any(|t| t == Ok(SIGNED_CURVE25519))
+            {
+                self.fallback_wanted = true;
+            }
+        }
+
+        for event in sync.to_device_events()? {
+            let event = event?;
+            if let Some(content) = event.encrypted()?
+                && content.algorithm()? == OLM_ALGORITHM
+            {
+                let sender = event.sender()?;
+                self.on_olm_event(sender, content)?;
+            }
+        }
+
+        for room in sync.joined_rooms()? {
+            let (room_id, room) = room?;
+            for event in room.timeline_events()? {
+                self.on_timeline_event(room_id, &event?)?;
+            }
+        }
+
+        // Everything this sync carried is stored: the caller moves the cursor.
+        Ok(())
+    }
+
+    /// Membership and encryption changes of a room.
+    fn apply_state(&mut self, slot: usize, event: &Event<'_>) -> Result<(), TokenError> {
+        let Some(state_key) = event.state_key()? else {
+            return Ok(());
+        };
+        let own_user = self
+            .login
+            .as_ref()
+            .map(|l| l.user_id.clone())
+            .unwrap_or_default();
+        let content = event.content()?;
+        let mut changed = false;
+        let mut track: Option<UserId> = None;
+        let mut rotate = false;
+        {
+            let Some(Some(room)) = self.rooms.get_mut(slot) else {
+                return Ok(());
+            };
+            match event.event_type()? {
+                "m.room.encryption" => {
+                    if let Some(Value::Text(MEGOLM_ALGORITHM)) = content.get("algorithm")? {
+                        room.encrypted = true;
+                        if let Some(Value::Integer(ms)) = content.get("rotation_period_ms")? {
+                            room.rotation_ms = u64::try_from(ms).unwrap_or(room.rotation_ms);
+                        }
+                        if let Some(Value::Integer(n)) = content.get("rotation_period_msgs")? {
+                            room.rotation_msgs = u32::try_from(n).unwrap_or(room.rotation_msgs);
+                        }
+                        changed = true;
+                    }
+                }
+                "m.room.member" => {
+                    let joined = matches!(content.get("membership")?, Some(Value::Text("join")));
+                    let present = room.members.iter().any(|m| m.as_str() == state_key);
+                    if joined && !present {
+                        room.members
+                            .push(bounded(state_key)?)
+                            .map_err(|_| TokenError::LimitReached(Limit::Members))?;
+                        if state_key != own_user.as_str() {
+                            track = Some(bounded(state_key)?);
+                        }
+                        changed = true;
+                    } else if !joined && present {
+                        room.members.retain(|m| m.as_str() != state_key);
+                        // Someone left: the next message uses a session they never saw.
+                        rotate = room.outbound.is_some();
+                        room.outbound = None;
+                        changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if rotate {
+            let key = self.config.storage_key;
+            save_outbound(
+                &mut self.store,
+                &mut self.scratch,
+                &mut self.rng,
+                &key,
+                slot,
+                None,
+            )?;
+        }
+        if changed && let Some(Some(room)) = self.rooms.get(slot) {
+            save_room(&mut self.store, &mut self.scratch, slot, room)?;
+        }
+        if let Some(user) = track
+            && !self.tracked.contains(&user)
+        {
+            self.track(&user);
+        }
+        Ok(())
+    }
+
+    /// An Olm to-device message: decrypted with an existing session or a new inbound one.
+    fn on_olm_event(
+        &mut self,
+        sender: &str,
+        content: EncryptedContent<'_>,
+    ) -> Result<(), TokenError> {
+        let reject = |core: &mut Self, reason| {
+            core.ui.event(&UiEvent::RoomKeyRejected { sender, reason });
+            Ok(())
+        };
+        let Some(sender_key) = content.sender_key()?.and_then(binary32) else {
+            return reject(self, RejectionReason::Malformed);
+        };
+        let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
+            return Ok(());
+        };
+        let mut buffer = [0u8; MAX_CIPHERTEXT];
+        let Some(bytes) = binary_bytes(body, &mut buffer) else {
+            return reject(self, RejectionReason::Malformed);
+        };
+        let message_type = match message_type {
+            0 => MessageType::PreKey,
+            1 => MessageType::Normal,
+            _ => return reject(self, RejectionReason::Malformed),
+        };
+        let Ok(message) = OlmMessage::from_parts(message_type, bytes) else {
+            return reject(self, RejectionReason::Malformed);
+        };
+        let key = self.config.storage_key;
+        // Decrypt in RAM; the session (and the account, for a new one) is written after the
+        // room key it carried, so that a power cut in between lets the redelivered message
+        // decrypt again instead of losing the key.
+        let mut decrypted: Option<(usize, Option<usize>, Session)> = None;
+        for slot in 0..MAX_OLM_SESSIONS {
+            let matches = self
+                .olm
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|info| info.peer_curve == sender_key);
+            if !matches {
+                continue;
+            }
+            let mut session = load_olm(&mut self.store, &mut self.scratch, &key, slot)?;
+            if let Ok(len) = session.decrypt(&message, &mut self.work) {
+                decrypted = Some((len, Some(slot), session));
+                break;
+            }
+        }
+        if decrypted.is_none()
+            && let OlmMessage::PreKey(pre_key) = &message
+        {
+            match self.account.create_inbound_session(
+                curve_key(&sender_key),
+                pre_key,
+                &mut self.work,
+            ) {
+                Ok(created) => decrypted = Some((created.plaintext_len, None, created.session)),
+                Err(_) => return reject(self, RejectionReason::Olm),
+            }
+        }
+        let Some((len, slot, session)) = decrypted else {
+            return reject(self, RejectionReason::Olm);
+        };
+        let payload = room_key_payload(self.work.get(..len).unwrap_or_default());
+        self.work.fill(0);
+        let result = match payload {
+            Ok(None) => Ok(()),
+            Err(reason) => reject(self, reason),
+            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
+        };
+        match slot {
+            Some(slot) => {
+                self.olm_clock = self.olm_clock.wrapping_add(1);
+                let info = OlmSlot {
+                    peer_curve: sender_key,
+                    last_used: self.olm_clock,
+                };
+                save_olm(
+                    &mut self.store,
+                    &mut self.scratch,
+                    &mut self.rng,
+                    &key,
+                    slot,
+                    &info,
+                    &session,
+                )?;
+                if let Some(entry) = self.olm.get_mut(slot) {
+                    *entry = Some(info);
+                }
+            }
+            None => {
+                // The session first, then the account without the used one-time key.
+                self.store_new_olm_session(sender_key, &session)?;
+                save_account(
+                    &mut self.store,
+                    &mut self.scratch,
+                    &mut self.rng,
+                    &key,
+                    &self.account,
+                )?;
+            }
+        }
+        result
+    }
+
+    /// Checks a room key against the Olm sender and the device table, then keeps it.
+    fn on_room_key(
+        &mut self,
+        sender: &str,
+        sender_key: [u8; 32],
+        payload: RoomKeyPayload,
+    ) -> Result<(), TokenError> {
+        let own_ed = *self.account.ed25519_key().as_bytes();
+        let own_user = self
+            .login
+            .as_ref()
+            .map(|l| l.user_id.clone())
+            .unwrap_or_default();
+        let mismatch = if payload.sender.as_str() != sender {
+            Some("sender")
+        } else if payload.recipient != own_user {
+            Some("recipient")
+        } else if payload.recipient_ed != own_ed {
+            Some("recipient_keys")
+        } else if payload.session_id != *payload.key.signing_key().as_bytes() {
+            Some("session_id")
+        } else {
+            None
+        };
+        if let Some(field) = mismatch {
+            self.ui.event(&UiEvent::RoomKeyRejected {
+                sender,
+                reason: RejectionReason::Mismatch(field),
+            });
+            return Ok(());
+        }
+        let pending = PendingKey {
+            sender: payload.sender,
+            sender_device: payload.sender_device,
+            sender_curve: sender_key,
+            claimed_ed: payload.claimed_ed,
+            room_id: payload.room_id,
+            key: payload.key,
+        };
+        if self
+            .find_device(&pending.sender, &pending.sender_device)
+            .is_some()
+        {
+            return self.accept_room_key(pending, false);
+        }
+        // Unknown device: ask the server, decide when the answer is in.
+        let user = pending.sender.clone();
+        if self.pending_keys.push(pending).is_err() {
+            self.error(TokenError::LimitReached(Limit::PendingRoomKeys));
+        }
+        self.track(&user);
+        Ok(())
+    }
+
+    fn find_device(&self, user: &str, device_id: &str) -> Option<&Device> {
+        self.devices
+            .iter()
+            .flatten()
+            .find(|d| d.user_id.as_str() == user && d.device_id.as_str() == device_id)
+    }
+
+    /// Decides the room keys that waited for a device query.
+    pub(super) fn retry_pending_keys(&mut self) -> Result<(), TokenError> {
+        while let Some(pending) = self.pending_keys.pop() {
+            self.accept_room_key(pending, true)?;
+        }
+        Ok(())
+    }
+
+    fn accept_room_key(&mut self, pending: PendingKey, queried: bool) -> Result<(), TokenError> {
+        let verdict = match self.find_device(&pending.sender, &pending.sender_device) {
+            None => Err(RejectionReason::UnknownDevice),
+            Some(device) if device.curve != pending.sender_curve => {
+                Err(RejectionReason::Mismatch("sender_key"))
+            }
+            Some(device) if device.ed != pending.claimed_ed => {
+                Err(RejectionReason::Mismatch("keys"))
+            }
+            Some(_) => Ok(()),
+        };
+        let _ = queried;
+        if let Err(reason) = verdict {
+            self.ui.event(&UiEvent::RoomKeyRejected {
+                sender: &pending.sender,
+                reason,
+            });
+            return Ok(());
+        }
+        let session = InboundGroupSession::new(&pending.key);
+        let session_id = session.session_id();
+        // A key for a session already held: keep the one that reaches further back.
+        for slot in 0..MAX_INBOUND_SESSIONS {
+            if let Some(Some(existing)) = self.inbound.get(slot)
+                && existing.session.session_id() == session_id
+                && existing.room_id == pending.room_id
+                && existing.session.first_known_index() <= session.first_known_index()
+            {
+                return Ok(());
+            }
+        }
+        let slot = self
+            .inbound
+            .iter()
+            .position(|entry| {
+                entry.as_ref().is_some_and(|e| {
+                    e.session.session_id() == session_id && e.room_id == pending.room_id
+                })
+            })
+            .or_else(|| self.inbound.iter().position(Option::is_none));
+        let Some(slot) = slot else {
+            self.error(TokenError::LimitReached(Limit::InboundSessions));
+            return Ok(());
+        };
+        let inbound = Inbound {
+            room_id: pending.room_id,
+            sender: pending.sender,
+            sender_curve: pending.sender_curve,
+            session,
+            seen: heapless::Deque::new(),
+        };
+        let key = self.config.storage_key;
+        save_inbound(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            slot,
+            &inbound,
+        )?;
+        if let Some(entry) = self.inbound.get_mut(slot) {
+            *entry = Some(inbound);
+        }
+        Ok(())
+    }
+
+    fn on_timeline_event(&mut self, room_id: &str, event: &Event<'_>) -> Result<(), TokenError> {
+        match event.event_type()? {
+            "m.room.encrypted" => self.on_megolm_event(room_id, event),
+            "m.room.message" if event.state_key()?.is_none() => {
+                let content = event.content()?;
+                if let (Some(Value::Text("m.text")), Some(Value::Text(body))) =
+                    (content.get("msgtype")?, content.get("body")?)
+                {
+                    self.ui.event(&UiEvent::Message {
+                        room_id,
+                        sender: event.sender()?,
+                        event_id: event.event_id()?.unwrap_or(""),
+                        body,
+                        encrypted: false,
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn on_fetched_event(&mut self, body: &[u8]) -> Result<(), TokenError> {
+        let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
+            return Ok(());
+        };
+        let Some(Value::Text(room_id)) = map.get("room_id")? else {
+            return Ok(());
+        };
+        let event = Event(map);
+        let room: RoomId = bounded(room_id)?;
+        self.on_megolm_event(&room, &event)
+    }
+
+    fn on_megolm_event(&mut self, room_id: &str, event: &Event<'_>) -> Result<(), TokenError> {
+        let sender = event.sender()?;
+        let event_id = event.event_id()?.unwrap_or("");
+        let undecryptable = |core: &mut Self, reason| {
+            core.ui.event(&UiEvent::Undecryptable {
+                room_id,
+                sender,
+                event_id,
+                reason,
+            });
+            Ok(())
+        };
+        let Some(content) = event.encrypted()? else {
+            return Ok(());
+        };
+        if content.algorithm()? != MEGOLM_ALGORITHM {
+            return undecryptable(self, UndecryptableReason::UnsupportedAlgorithm);
+        }
+        let Some(session_id) = binary32(content.session_id()?) else {
+            return undecryptable(self, UndecryptableReason::Malformed);
+        };
+        let slot = self.inbound.iter().position(|entry| {
+            entry.as_ref().is_some_and(|e| {
+                e.session.session_id().as_bytes() == &session_id && e.room_id.as_str() == room_id
+            })
+        });
+        let Some(slot) = slot else {
+            if self
+                .pending_keys
+                .iter()
+                .any(|p| p.key.signing_key().as_bytes() == &session_id)
+            {
+                if let (Ok(room), Ok(event)) = (bounded(room_id), bounded(event_id)) {
+                    let _ = self.retry.push((room, event));
+                }
+                return undecryptable(self, UndecryptableReason::AwaitingKey);
+            }
+            let own = self
+                .login
+                .as_ref()
+                .is_some_and(|l| l.user_id.as_str() == sender);
+            if own {
+                // Our own message echoed back (the token keeps no inbound copy of its
+                // outbound sessions).
+                return Ok(());
+            }
+            return undecryptable(self, UndecryptableReason::UnknownSession);
+        };
+        let mut buffer = [0u8; MAX_CIPHERTEXT];
+        let Some(bytes) = content
+            .megolm_ciphertext()
+            .ok()
+            .and_then(|c: Binary<'_>| binary_bytes(c, &mut buffer))
+        else {
+            return undecryptable(self, UndecryptableReason::Malformed);
+        };
+        let Ok(message) = MegolmMessage::from_bytes(bytes) else {
+            return undecryptable(self, UndecryptableReason::Malformed);
+        };
+        let Some(Some(inbound)) = self.inbound.get_mut(slot) else {
+            return Ok(());
+        };
+        if inbound.sender.as_str() != sender {
+            return undecryptable(self, UndecryptableReason::SenderMismatch);
+        }
+        let decrypted = match inbound.session.decrypt(&message, &mut self.work) {
+            Ok(decrypted) => decrypted,
+            Err(error) => return undecryptable(self, UndecryptableReason::Decryption(error)),
+        };
+        let hash = event_hash(event_id);
+        let index = decrypted.message_index;
+        if inbound.seen.iter().any(|(i, h)| *i == index && *h != hash) {
+            self.work.fill(0);
+            return undecryptable(self, UndecryptableReason::Replay);
+        }
+        if !inbound.seen.iter().any(|(i, _)| *i == index) {
+            if inbound.seen.is_full() {
+                inbound.seen.pop_front();
+            }
+            let _ = inbound.seen.push_back((index, hash));
+            let key = self.config.storage_key;
+            if let Some(Some(inbound)) = self.inbound.get(slot) {
+                save_inbound(
+                    &mut self.store,
+                    &mut self.scratch,
+                    &mut self.rng,
+                    &key,
+                    slot,
+                    inbound,
+                )?;
+            }
+        }
+        let mut text = [0u8; MAX_MESSAGE_LEN * 2];
+        let plaintext = self.work.get(..decrypted.plaintext_len).unwrap_or_default();
+        let shown = JsonObject::parse(plaintext).ok().and_then(|payload| {
+            let room_ok = payload.string("room_id").and_then(|r| r.plain()) == Some(room_id);
+            let content = payload.object("content")?;
+            let body = content.string("body")?.unescape(&mut text).ok()?;
+            Some((room_ok, body))
+        });
+        let result = match shown {
+            None => undecryptable(self, UndecryptableReason::Malformed),
+            Some((false, _)) => undecryptable(self, UndecryptableReason::WrongRoom),
+            Some((true, body)) => {
+                self.ui.event(&UiEvent::Message {
+                    room_id,
+                    sender,
+                    event_id,
+                    body,
+                    encrypted: true,
+                });
+                Ok(())
+            }
+        };
+        self.work.fill(0);
+        result
+    }
+}

@@ -1,0 +1,1027 @@
+//! What the token sends: login, filter, key uploads, device queries and claims, room keys
+//! over Olm, and messages over Megolm through the outbox.
+
+use minicbor::Encoder;
+use minicbor::encode::write::Cursor;
+
+use jeton_olm::megolm::{GroupSession, megolm_message_len};
+use jeton_olm::olm::olm_message_len;
+use jeton_olm::{Ed25519PublicKey, Ed25519Signature};
+use jeton_proto::TableVersion;
+use jeton_proto::keys::key_for_name;
+use jeton_proto::view::{Binary, KeysClaimResponse, KeysQueryResponse, KeysUploadResponse};
+use jeton_proto::write::{
+    self, DeviceKeysUpload, OlmToDevice, SIGNED_CURVE25519, SignedKeyUpload, Signer,
+};
+
+use super::rng::CryptoSource;
+use super::state::*;
+use super::*;
+use crate::json::{JsonWriter, write_canonical};
+use crate::store::record;
+
+type BodyEncoder<'b> = Encoder<Cursor<&'b mut [u8]>>;
+
+fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
+    let result = match key_for_name(name, TableVersion::V2) {
+        Some(k) => e.u16(k).map(drop),
+        None => e.str(name).map(drop),
+    };
+    result.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
+}
+
+fn cbor<T>(
+    r: Result<T, minicbor::encode::Error<minicbor::encode::write::EndOfSlice>>,
+) -> Result<T, TokenError> {
+    r.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
+}
+
+/// The `/login` body for a password login, keeping the device id when there is one.
+pub(super) fn login_body(
+    out: &mut [u8],
+    user: &str,
+    password: &str,
+    device_id: Option<&str>,
+    display_name: &str,
+) -> Result<usize, TokenError> {
+    let mut e = Encoder::new(Cursor::new(out));
+    cbor(e.map(if device_id.is_some() { 5 } else { 4 }))?;
+    key(&mut e, "type")?;
+    cbor(e.str("m.login.password"))?;
+    key(&mut e, "identifier")?;
+    cbor(e.map(2))?;
+    key(&mut e, "type")?;
+    cbor(e.str("m.id.user"))?;
+    key(&mut e, "user")?;
+    cbor(e.str(user))?;
+    key(&mut e, "password")?;
+    cbor(e.str(password))?;
+    if let Some(device_id) = device_id {
+        key(&mut e, "device_id")?;
+        cbor(e.str(device_id))?;
+    }
+    key(&mut e, "initial_device_display_name")?;
+    cbor(e.str(display_name))?;
+    Ok(e.writer().position())
+}
+
+/// Event types the token reads from a room's state and timeline.
+const ROOM_EVENT_TYPES: [&str; 4] = [
+    "m.room.encrypted",
+    "m.room.encryption",
+    "m.room.member",
+    "m.room.message",
+];
+
+/// A filter that keeps sync small: only the event fields and room event types the token
+/// reads, short timelines, no presence, account data, receipts or typing.
+pub(super) fn filter_body(out: &mut [u8]) -> Result<usize, TokenError> {
+    let mut e = Encoder::new(Cursor::new(out));
+    let types = |e: &mut BodyEncoder<'_>, list: &[&str]| -> Result<(), TokenError> {
+        key(e, "types")?;
+        cbor(e.array(list.len() as u64))?;
+        for item in list {
+            cbor(e.str(item))?;
+        }
+        Ok(())
+    };
+    let none = |e: &mut BodyEncoder<'_>| -> Result<(), TokenError> {
+        cbor(e.map(1))?;
+        types(e, &[])
+    };
+    cbor(e.map(4))?;
+    key(&mut e, "event_fields")?;
+    let fields = [
+        "type",
+        "content",
+        "sender",
+        "state_key",
+        "event_id",
+        "room_id",
+    ];
+    cbor(e.array(fields.len() as u64))?;
+    for field in fields {
+        cbor(e.str(field))?;
+    }
+    key(&mut e, "presence")?;
+    none(&mut e)?;
+    key(&mut e, "account_data")?;
+    none(&mut e)?;
+    key(&mut e, "room")?;
+    cbor(e.map(4))?;
+    key(&mut e, "ephemeral")?;
+    none(&mut e)?;
+    key(&mut e, "account_data")?;
+    none(&mut e)?;
+    key(&mut e, "state")?;
+    cbor(e.map(1))?;
+    types(&mut e, &ROOM_EVENT_TYPES)?;
+    key(&mut e, "timeline")?;
+    cbor(e.map(2))?;
+    key(&mut e, "limit")?;
+    cbor(e.u8(10))?;
+    types(&mut e, &ROOM_EVENT_TYPES)?;
+    Ok(e.writer().position())
+}
+
+/// The canonical JSON of the token's device keys object, which it signs.
+pub fn device_keys_json<'b>(
+    out: &'b mut [u8],
+    user_id: &str,
+    device_id: &str,
+    curve25519: &[u8; 32],
+    ed25519: &[u8; 32],
+) -> Result<&'b [u8], TokenError> {
+    let mut w = JsonWriter::new(out);
+    w.raw(br#"{"algorithms":[""#)?
+        .raw(jeton_proto::view::OLM_ALGORITHM.as_bytes())?
+        .raw(br#"",""#)?
+        .raw(jeton_proto::view::MEGOLM_ALGORITHM.as_bytes())?
+        .raw(br#""],"device_id":"#)?
+        .string(device_id)?
+        .raw(br#","keys":{"#)?
+        .string_parts(&["curve25519:", device_id])?
+        .raw(b":")?
+        .base64(curve25519)?
+        .raw(b",")?
+        .string_parts(&["ed25519:", device_id])?
+        .raw(b":")?
+        .base64(ed25519)?
+        .raw(br#"},"user_id":"#)?
+        .string(user_id)?
+        .raw(b"}")?;
+    let len = w.len();
+    Ok(out.get(..len).unwrap_or_default())
+}
+
+/// The canonical JSON of a signed one-time (or fallback) key object without signatures.
+pub fn one_time_key_json<'b>(
+    out: &'b mut [u8],
+    key: &[u8; 32],
+    fallback: bool,
+) -> Result<&'b [u8], TokenError> {
+    let mut w = JsonWriter::new(out);
+    if fallback {
+        w.raw(br#"{"fallback":true,"key":"#)?;
+    } else {
+        w.raw(br#"{"key":"#)?;
+    }
+    w.base64(key)?.raw(b"}")?;
+    let len = w.len();
+    Ok(out.get(..len).unwrap_or_default())
+}
+
+/// Verifies `signatures.<user_id>.ed25519:<device_id>` of a CBOR object with `ed25519`.
+pub(super) fn verify_object(
+    object: jeton_proto::view::Map<'_>,
+    signature: Option<Binary<'_>>,
+    ed25519: &[u8; 32],
+    scratch: &mut [u8],
+) -> bool {
+    let Some(signature) = signature else {
+        return false;
+    };
+    let mut decoded = [0u8; 64];
+    let signature = match signature {
+        Binary::Bytes(bytes) => Ed25519Signature::from_slice(bytes),
+        Binary::Base64(text) => match jeton_olm::base64::decode(text.as_bytes(), &mut decoded) {
+            Ok(bytes) => Ed25519Signature::from_slice(bytes),
+            Err(e) => Err(e),
+        },
+    };
+    let Ok(signature) = signature else {
+        return false;
+    };
+    let mut w = JsonWriter::new(scratch);
+    if write_canonical(&mut w, object, &["signatures", "unsigned"]).is_err() {
+        return false;
+    }
+    let Ok(key) = Ed25519PublicKey::from_slice(ed25519) else {
+        return false;
+    };
+    key.verify(w.as_bytes(), &signature).is_ok()
+}
+
+/// Raw bytes of a binary field (v2 bytes, or base64 text) into `out`.
+pub(super) fn binary_bytes<'o>(binary: Binary<'_>, out: &'o mut [u8]) -> Option<&'o [u8]> {
+    match binary {
+        Binary::Bytes(bytes) => {
+            let target = out.get_mut(..bytes.len())?;
+            target.copy_from_slice(bytes);
+            Some(target)
+        }
+        Binary::Base64(text) => jeton_olm::base64::decode(text.as_bytes(), out).ok(),
+    }
+}
+
+pub(super) fn binary32(binary: Binary<'_>) -> Option<[u8; 32]> {
+    let mut out = [0u8; 48];
+    binary_bytes(binary, &mut out)?.try_into().ok()
+}
+
+impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// Uploads the device keys (first time), new one-time keys and a new fallback key. The
+    /// account with the new keys is on flash before the upload leaves.
+    pub(super) fn start_upload(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        with_device_keys: bool,
+    ) -> Result<(), TokenError> {
+        let Some(login) = self.login.clone() else {
+            return Ok(());
+        };
+        // Bodies stay under the work buffer: a few keys per upload, more uploads until the
+        // server holds its share.
+        let unpublished = self.account.one_time_keys().count();
+        if self.one_time_keys_wanted || with_device_keys {
+            let target = ONE_TIME_KEYS / 2;
+            let missing = target.saturating_sub(self.server_one_time_keys as usize + unpublished);
+            let count = missing.min(UPLOAD_BATCH.saturating_sub(unpublished));
+            if count > 0 {
+                let mut source = CryptoSource(&mut self.rng);
+                self.account.generate_one_time_keys(&mut source, count);
+            }
+        }
+        if (self.fallback_wanted || with_device_keys) && self.account.fallback_key().is_none() {
+            self.account
+                .generate_fallback_key(&mut CryptoSource(&mut self.rng));
+        }
+        let key = self.key();
+        save_account(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            &self.account,
+        )?;
+
+        let signer = Signer {
+            user_id: &login.user_id,
+            device_id: &login.device_id,
+        };
+        let identity = self.account.identity_keys();
+        let device_signature = {
+            let json = device_keys_json(
+                &mut self.scratch,
+                &login.user_id,
+                &login.device_id,
+                identity.curve25519.as_bytes(),
+                identity.ed25519.as_bytes(),
+            )?;
+            self.account.sign(json).to_bytes()
+        };
+        let device = DeviceKeysUpload {
+            curve25519: identity.curve25519.as_bytes(),
+            ed25519: identity.ed25519.as_bytes(),
+            signature: &device_signature,
+        };
+        type KeyEntry = ([u8; 11], [u8; 32], [u8; 64]);
+        let mut keys: heapless::Vec<KeyEntry, UPLOAD_BATCH> = heapless::Vec::new();
+        for (id, public) in self.account.one_time_keys() {
+            let json = one_time_key_json(&mut self.scratch, public.as_bytes(), false)?;
+            let signature = self.account.sign(json).to_bytes();
+            let mut name = [0u8; 11];
+            id.to_base64(&mut name);
+            let _ = keys.push((name, *public.as_bytes(), signature));
+        }
+        let fallback = match self.account.fallback_key() {
+            Some((id, public)) => {
+                let json = one_time_key_json(&mut self.scratch, public.as_bytes(), true)?;
+                let signature = self.account.sign(json).to_bytes();
+                let mut name = [0u8; 11];
+                id.to_base64(&mut name);
+                Some((name, *public.as_bytes(), signature))
+            }
+            None => None,
+        };
+        let uploads: heapless::Vec<SignedKeyUpload<'_>, UPLOAD_BATCH> = keys
+            .iter()
+            .map(|(name, key, signature)| SignedKeyUpload {
+                key_id: core::str::from_utf8(name).unwrap_or_default(),
+                key,
+                signature,
+            })
+            .collect();
+        let fallback_upload = fallback
+            .as_ref()
+            .map(|(name, key, signature)| SignedKeyUpload {
+                key_id: core::str::from_utf8(name).unwrap_or_default(),
+                key,
+                signature,
+            });
+        let len = write::keys_upload_body(
+            &mut self.work,
+            &signer,
+            with_device_keys.then_some(&device),
+            &uploads,
+            fallback_upload.as_ref(),
+        )?;
+        self.one_time_keys_wanted = false;
+        self.fallback_wanted = false;
+        self.start(
+            coap,
+            Operation::Upload { with_device_keys },
+            Code::POST,
+            &["z"],
+            len,
+        )
+    }
+
+    pub(super) fn on_uploaded(
+        &mut self,
+        body: &[u8],
+        with_device_keys: bool,
+    ) -> Result<(), TokenError> {
+        let response = KeysUploadResponse::parse(body, TableVersion::V2)?;
+        let count = response.one_time_key_count(SIGNED_CURVE25519)?;
+        self.account.mark_keys_as_published();
+        self.server_one_time_keys = u32::try_from(count).unwrap_or(0);
+        self.one_time_keys_wanted = (count as usize) < ONE_TIME_KEYS / 2;
+        let key = self.key();
+        save_account(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            &self.account,
+        )?;
+        if with_device_keys && let Some(login) = &mut self.login {
+            login.keys_uploaded = true;
+            save_login(&mut self.store, &mut self.scratch, login)?;
+        }
+        self.ui.event(&UiEvent::KeysPublished {
+            one_time_keys: u32::try_from(count).unwrap_or(0),
+        });
+        Ok(())
+    }
+
+    /// Reads a keys/query answer: each device's self-signature is checked, and the users'
+    /// verified devices replace the old ones. A device id seen before with other keys is
+    /// rejected.
+    pub(super) fn on_keys_query(&mut self, body: &[u8]) -> Result<(), TokenError> {
+        let response = KeysQueryResponse::parse(body, TableVersion::V2)?;
+        let own_device = self
+            .login
+            .as_ref()
+            .map(|l| l.device_id.clone())
+            .unwrap_or_default();
+        let own_user = self
+            .login
+            .as_ref()
+            .map(|l| l.user_id.clone())
+            .unwrap_or_default();
+        let stale: heapless::Vec<UserId, MAX_TRACKED_USERS> = self.stale_users().cloned().collect();
+        self.stale = 0;
+        let mut rotate_users: heapless::Vec<UserId, MAX_TRACKED_USERS> = heapless::Vec::new();
+        for user in &stale {
+            let mut seen: u32 = 0;
+            for entry in response.devices(user)? {
+                let (device_id, keys) = entry?;
+                if *user == own_user && device_id == own_device.as_str() {
+                    continue;
+                }
+                let mut name: String<{ MAX_DEVICE_ID_LEN + 11 }> = String::new();
+                let _ = name.push_str("ed25519:");
+                let _ = name.push_str(device_id);
+                let ed = keys.key(&name)?.and_then(binary32);
+                name.clear();
+                let _ = name.push_str("curve25519:");
+                let _ = name.push_str(device_id);
+                let curve = keys.key(&name)?.and_then(binary32);
+                let ids_match = keys.user_id()? == user.as_str() && keys.device_id()? == device_id;
+                let (Some(ed), Some(curve), true) = (ed, curve, ids_match) else {
+                    self.ui.event(&UiEvent::DeviceRejected {
+                        user_id: user,
+                        device_id,
+                        reason: RejectionReason::Malformed,
+                    });
+                    continue;
+                };
+                name.clear();
+                let _ = name.push_str("ed25519:");
+                let _ = name.push_str(device_id);
+                let signature = keys.signature(user, &name)?;
+                if !verify_object(keys.0, signature, &ed, &mut self.scratch) {
+                    self.ui.event(&UiEvent::DeviceRejected {
+                        user_id: user,
+                        device_id,
+                        reason: RejectionReason::BadSignature,
+                    });
+                    continue;
+                }
+                let existing = self.devices.iter().position(|d| {
+                    d.as_ref()
+                        .is_some_and(|d| d.user_id == *user && d.device_id.as_str() == device_id)
+                });
+                match existing {
+                    Some(slot) => {
+                        let same = self
+                            .devices
+                            .get(slot)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|d| d.ed == ed && d.curve == curve);
+                        if !same {
+                            self.ui.event(&UiEvent::DeviceRejected {
+                                user_id: user,
+                                device_id,
+                                reason: RejectionReason::KeysChanged,
+                            });
+                            continue;
+                        }
+                        seen |= 1 << slot;
+                    }
+                    None => {
+                        let Some(slot) = self.devices.iter().position(Option::is_none) else {
+                            self.error(TokenError::LimitReached(Limit::Devices));
+                            continue;
+                        };
+                        if let Some(entry) = self.devices.get_mut(slot) {
+                            *entry = Some(Device {
+                                user_id: user.clone(),
+                                device_id: bounded(device_id)?,
+                                curve,
+                                ed,
+                            });
+                        }
+                        seen |= 1 << slot;
+                        if !rotate_users.contains(user) {
+                            let _ = rotate_users.push(user.clone());
+                        }
+                    }
+                }
+            }
+            // Devices the server no longer lists are gone.
+            for (slot, device) in self.devices.iter_mut().enumerate() {
+                if device.as_ref().is_some_and(|d| d.user_id == *user) && seen & (1 << slot) == 0 {
+                    *device = None;
+                    for room in self.rooms.iter_mut().flatten() {
+                        if let Some(outbound) = &mut room.outbound {
+                            outbound.shared &= !(1 << slot);
+                        }
+                    }
+                }
+            }
+        }
+        save_devices(
+            &mut self.store,
+            &mut self.scratch,
+            &self.tracked,
+            &self.devices,
+        )?;
+        // A new device in a room: its outbound session is replaced before the next message.
+        for user in &rotate_users {
+            self.rotate_rooms_of(user)?;
+        }
+        self.retry_pending_keys()
+    }
+
+    /// Drops the outbound sessions of the rooms `user` is in.
+    pub(super) fn rotate_rooms_of(&mut self, user: &str) -> Result<(), TokenError> {
+        for slot in 0..MAX_ROOMS {
+            let Some(Some(room)) = self.rooms.get_mut(slot) else {
+                continue;
+            };
+            if room.outbound.is_some() && room.members.iter().any(|m| m.as_str() == user) {
+                room.outbound = None;
+                save_outbound(
+                    &mut self.store,
+                    &mut self.scratch,
+                    &mut self.rng,
+                    &self.config.storage_key,
+                    slot,
+                    None,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a message in the outbox on flash.
+    pub(super) fn enqueue(&mut self, room_id: &str, text: &str) -> Result<u32, CommandError> {
+        if self.login.is_none() {
+            return Err(CommandError::NotLoggedIn);
+        }
+        if self.room_slot(room_id).is_none() {
+            return Err(CommandError::UnknownRoom);
+        }
+        if text.len() > MAX_MESSAGE_LEN {
+            return Err(TokenError::LimitReached(Limit::MessageLength).into());
+        }
+        let slot = self
+            .outbox
+            .iter()
+            .position(Option::is_none)
+            .ok_or(TokenError::LimitReached(Limit::Outbox))?;
+        let txn = self.next_transaction_id()?;
+        let local_id = self.next_local_id;
+        let entry = OutboxEntry {
+            local_id,
+            room_id,
+            txn_id: &txn,
+            text,
+            encrypted: None,
+        };
+        save_outbox(&mut self.store, &mut self.scratch, slot, &entry)?;
+        self.next_local_id = local_id.wrapping_add(1);
+        if let Some(entry) = self.outbox.get_mut(slot) {
+            *entry = Some(OutboxSlot {
+                local_id,
+                room_id: bounded(room_id)?,
+            });
+        }
+        self.ui.event(&UiEvent::Queued { local_id, room_id });
+        Ok(local_id)
+    }
+
+    /// A transaction id never used before, even across power cuts.
+    fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
+        if self.txn_next >= self.txn_ceiling {
+            let ceiling = self.txn_next + TXN_BLOCK;
+            save_transactions(&mut self.store, &mut self.scratch, self.txn_prefix, ceiling)?;
+            self.txn_ceiling = ceiling;
+        }
+        let n = self.txn_next;
+        self.txn_next += 1;
+        let mut id = String::new();
+        let _ =
+            core::fmt::Write::write_fmt(&mut id, format_args!("j{:08x}{:x}", self.txn_prefix, n));
+        Ok(id)
+    }
+
+    /// The oldest outbox slot.
+    fn outbox_head(&self) -> Option<usize> {
+        self.outbox
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, entry)| entry.as_ref().map(|e| (slot, e.local_id)))
+            .min_by_key(|(_, id)| *id)
+            .map(|(slot, _)| slot)
+    }
+
+    /// Advances the outbox head by one step: the room key to one device, or the message.
+    pub(super) fn plan_send(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        let Some(slot) = self.outbox_head() else {
+            return Ok(());
+        };
+        let Some(room_id) = self
+            .outbox
+            .get(slot)
+            .and_then(|e| e.as_ref())
+            .map(|e| e.room_id.clone())
+        else {
+            return Ok(());
+        };
+        let Some(room_slot) = self.room_slot(&room_id) else {
+            // Left the room: the message cannot go.
+            if let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) {
+                self.store.remove(record::OUTBOX + slot as u16)?;
+                self.ui.event(&UiEvent::SendFailed {
+                    local_id: entry.local_id,
+                    error: TokenError::LimitReached(Limit::Rooms),
+                });
+            }
+            return Ok(());
+        };
+        let encrypted = self
+            .rooms
+            .get(room_slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|r| r.encrypted);
+        if encrypted {
+            // The room key must reach every device of every member first.
+            self.ensure_outbound(room_slot, now)?;
+            if let Some(device) = self.next_recipient(room_slot) {
+                return self.share_with(coap, room_slot, device);
+            }
+        }
+        self.send_entry(coap, slot, room_slot, encrypted)
+    }
+
+    /// Creates the room's outbound session if it has none or it is due for rotation.
+    fn ensure_outbound(&mut self, room_slot: usize, now: Instant) -> Result<(), TokenError> {
+        let Some(Some(room)) = self.rooms.get_mut(room_slot) else {
+            return Ok(());
+        };
+        let due = match &room.outbound {
+            None => true,
+            Some(o) => {
+                now.millis_since(o.created) >= room.rotation_ms
+                    || o.session.message_index() >= room.rotation_msgs
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        let session = GroupSession::new(&mut CryptoSource(&mut self.rng));
+        let outbound = Outbound {
+            session,
+            created: now,
+            shared: 0,
+            unreachable: 0,
+        };
+        // Our own inbound copy, so that our own messages echoed by sync read back.
+        let key = self.config.storage_key;
+        save_outbound(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            room_slot,
+            Some(&outbound),
+        )?;
+        room.outbound = Some(outbound);
+        Ok(())
+    }
+
+    /// A device of a member of the room that does not have the room key yet.
+    fn next_recipient(&self, room_slot: usize) -> Option<usize> {
+        let room = self.rooms.get(room_slot)?.as_ref()?;
+        let outbound = room.outbound.as_ref()?;
+        self.devices.iter().enumerate().find_map(|(slot, device)| {
+            let device = device.as_ref()?;
+            let bit = 1u32 << slot;
+            let member = room.members.contains(&device.user_id);
+            (member && (outbound.shared | outbound.unreachable) & bit == 0).then_some(slot)
+        })
+    }
+
+    fn olm_slot_for(&self, curve: &[u8; 32]) -> Option<usize> {
+        self.olm
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, info)| {
+                info.as_ref()
+                    .filter(|i| i.peer_curve == *curve)
+                    .map(|i| (slot, i.last_used))
+            })
+            .max_by_key(|(_, used)| *used)
+            .map(|(slot, _)| slot)
+    }
+
+    /// Sends the room key to `device` over Olm, claiming a one-time key first if there is
+    /// no Olm session with it.
+    fn share_with(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        room_slot: usize,
+        device_slot: usize,
+    ) -> Result<(), TokenError> {
+        let Some(device) = self
+            .devices
+            .get(device_slot)
+            .and_then(Option::as_ref)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let Some(olm_slot) = self.olm_slot_for(&device.curve) else {
+            let len =
+                write::keys_claim_body(&mut self.work, &device.user_id, &device.device_id, 10_000)?;
+            return self.start(
+                coap,
+                Operation::Claim {
+                    device: device_slot,
+                },
+                Code::POST,
+                &["y"],
+                len,
+            );
+        };
+        let key = self.config.storage_key;
+        let mut session = load_olm(&mut self.store, &mut self.scratch, &key, olm_slot)?;
+        let Some(login) = self.login.clone() else {
+            return Ok(());
+        };
+        let Some(Some(room)) = self.rooms.get(room_slot) else {
+            return Ok(());
+        };
+        let Some(outbound) = &room.outbound else {
+            return Ok(());
+        };
+        // The m.room_key payload, as JSON, into scratch.
+        let mut session_id = [0u8; 43];
+        let session_id = outbound.session.session_id().to_base64(&mut session_id);
+        let mut session_key = [0u8; jeton_olm::megolm::SessionKey::BASE64_LENGTH];
+        let session_key = outbound
+            .session
+            .session_key()
+            .to_base64(&mut session_key)
+            .map_err(|_| TokenError::Crypto)?;
+        let own_ed = self.account.ed25519_key();
+        let mut w = JsonWriter::new(&mut self.scratch);
+        w.raw(br#"{"content":{"algorithm":"#)?
+            .string(jeton_proto::view::MEGOLM_ALGORITHM)?
+            .raw(br#","room_id":"#)?
+            .string(&room.id)?
+            .raw(br#","session_id":"#)?
+            .string(session_id)?
+            .raw(br#","session_key":"#)?
+            .string(session_key)?
+            .raw(br#"},"keys":{"ed25519":"#)?
+            .base64(own_ed.as_bytes())?
+            .raw(br#"},"recipient":"#)?
+            .string(&device.user_id)?
+            .raw(br#","recipient_keys":{"ed25519":"#)?
+            .base64(&device.ed)?
+            .raw(br#"},"sender":"#)?
+            .string(&login.user_id)?
+            .raw(br#","sender_device":"#)?
+            .string(&login.device_id)?
+            .raw(br#","type":"m.room_key"}"#)?;
+        let plaintext_len = w.len();
+        let (plaintext, rest) = self.scratch.split_at_mut(plaintext_len);
+        let needed = olm_message_len(plaintext_len);
+        let ciphertext = rest.get_mut(..needed).ok_or(TokenError::Crypto)?;
+        let sent = session
+            .encrypt(&mut CryptoSource(&mut self.rng), plaintext, ciphertext)
+            .map_err(|_| TokenError::Crypto)?;
+        plaintext.fill(0);
+        let mut recipient_key = [0u8; 43];
+        let recipient_key = jeton_olm::base64::encode(&device.curve, &mut recipient_key)
+            .map_err(|_| TokenError::Crypto)?;
+        let identity = self.account.curve25519_key();
+        let message = OlmToDevice {
+            user_id: &device.user_id,
+            device_id: &device.device_id,
+            recipient_key,
+            message_type: sent.message_type as u8,
+            body: ciphertext.get(..sent.len).unwrap_or_default(),
+        };
+        let len = write::olm_send_to_device_body(&mut self.work, identity.as_bytes(), &message)?;
+        // The advanced chain key is on flash before the message leaves.
+        self.olm_clock = self.olm_clock.wrapping_add(1);
+        let info = OlmSlot {
+            peer_curve: device.curve,
+            last_used: self.olm_clock,
+        };
+        save_olm(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            olm_slot,
+            &info,
+            &session,
+        )?;
+        if let Some(entry) = self.olm.get_mut(olm_slot) {
+            *entry = Some(info);
+        }
+        let txn = self.next_transaction_id()?;
+        self.start(
+            coap,
+            Operation::ShareKey {
+                device: device_slot,
+            },
+            Code::PUT,
+            &["x", "m.room.encrypted", &txn],
+            len,
+        )
+    }
+
+    pub(super) fn on_claimed(&mut self, body: &[u8], device_slot: usize) -> Result<(), TokenError> {
+        let Some(device) = self
+            .devices
+            .get(device_slot)
+            .and_then(Option::as_ref)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let response = KeysClaimResponse::parse(body, TableVersion::V2)?;
+        let claimed = response.one_time_key(&device.user_id, &device.device_id)?;
+        let mut name: String<{ MAX_DEVICE_ID_LEN + 8 }> = String::new();
+        let _ = name.push_str("ed25519:");
+        let _ = name.push_str(&device.device_id);
+        let verified = match claimed {
+            Some(signed) => {
+                let signature = signed.signature(&device.user_id, &name)?;
+                let key = binary32(signed.key);
+                match key {
+                    Some(key)
+                        if verify_object(
+                            signed.object,
+                            signature,
+                            &device.ed,
+                            &mut self.scratch,
+                        ) =>
+                    {
+                        Some(key)
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let Some(one_time_key) = verified else {
+            // No usable key: skip this device for the current session.
+            for room in self.rooms.iter_mut().flatten() {
+                if let Some(outbound) = &mut room.outbound {
+                    outbound.unreachable |= 1 << device_slot;
+                }
+            }
+            self.ui.event(&UiEvent::DeviceRejected {
+                user_id: &device.user_id,
+                device_id: &device.device_id,
+                reason: RejectionReason::UnknownDevice,
+            });
+            return Ok(());
+        };
+        let session = self
+            .account
+            .create_outbound_session(
+                &mut CryptoSource(&mut self.rng),
+                curve_key(&device.curve),
+                curve_key(&one_time_key),
+            )
+            .map_err(|_| TokenError::Crypto)?;
+        self.store_new_olm_session(device.curve, &session)
+    }
+
+    /// Writes a new Olm session to a free slot (or over the least recently used one).
+    pub(super) fn store_new_olm_session(
+        &mut self,
+        peer_curve: [u8; 32],
+        session: &jeton_olm::olm::Session,
+    ) -> Result<(), TokenError> {
+        let slot = self
+            .olm
+            .iter()
+            .position(Option::is_none)
+            .or_else(|| {
+                self.olm
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, info)| info.as_ref().map_or(0, |i| i.last_used))
+                    .map(|(slot, _)| slot)
+            })
+            .ok_or(TokenError::LimitReached(Limit::OlmSessions))?;
+        self.olm_clock = self.olm_clock.wrapping_add(1);
+        let info = OlmSlot {
+            peer_curve,
+            last_used: self.olm_clock,
+        };
+        let key = self.config.storage_key;
+        save_olm(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            slot,
+            &info,
+            session,
+        )?;
+        if let Some(entry) = self.olm.get_mut(slot) {
+            *entry = Some(info);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_key_shared(&mut self, device_slot: usize) -> Result<(), TokenError> {
+        let Some(slot) = self.outbox_head() else {
+            return Ok(());
+        };
+        let Some(room_id) = self
+            .outbox
+            .get(slot)
+            .and_then(|e| e.as_ref())
+            .map(|e| e.room_id.clone())
+        else {
+            return Ok(());
+        };
+        let Some(room_slot) = self.room_slot(&room_id) else {
+            return Ok(());
+        };
+        let key = self.config.storage_key;
+        if let Some(Some(room)) = self.rooms.get_mut(room_slot)
+            && let Some(outbound) = &mut room.outbound
+        {
+            outbound.shared |= 1 << device_slot;
+            save_outbound(
+                &mut self.store,
+                &mut self.scratch,
+                &mut self.rng,
+                &key,
+                room_slot,
+                Some(outbound),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Encrypts the outbox entry if it is still plaintext (session written with its advanced
+    /// index first, then the ciphertext into the entry), then sends it.
+    fn send_entry(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        slot: usize,
+        room_slot: usize,
+        encrypted_room: bool,
+    ) -> Result<(), TokenError> {
+        let id = record::OUTBOX + slot as u16;
+        let Some((meta, _)) = get_record(&mut self.store, &mut self.scratch, id)? else {
+            return Err(TokenError::CorruptRecord(id));
+        };
+        let entry = parse_outbox(meta, slot)?;
+        let txn: String<24> = bounded(entry.txn_id)?;
+        let room_id: RoomId = bounded(entry.room_id)?;
+        if !encrypted_room {
+            let len = plaintext_body(&mut self.work, entry.text)?;
+            return self.start(
+                coap,
+                Operation::Send { slot },
+                Code::PUT,
+                &["w", &room_id, "m.room.message", &txn],
+                len,
+            );
+        }
+        let len = match entry.encrypted {
+            Some((session_id, message)) => {
+                write::megolm_send_body(&mut self.work, session_id, message, None)?
+            }
+            None => {
+                let local_id = entry.local_id;
+                // The event payload as JSON goes into `work`, the text being borrowed from
+                // `scratch`.
+                let mut w = JsonWriter::new(&mut self.work);
+                w.raw(br#"{"content":{"body":"#)?
+                    .string(entry.text)?
+                    .raw(br#","msgtype":"m.text"},"room_id":"#)?
+                    .string(&room_id)?
+                    .raw(br#","type":"m.room.message"}"#)?;
+                let plaintext_len = w.len();
+                let text: String<MAX_MESSAGE_LEN> = bounded(entry.text)?;
+                let Some(Some(room)) = self.rooms.get_mut(room_slot) else {
+                    return Ok(());
+                };
+                let Some(outbound) = &mut room.outbound else {
+                    return Ok(());
+                };
+                let mut message = [0u8; megolm_message_len(MAX_MESSAGE_LEN * 2 + 160)];
+                let plaintext = self.work.get(..plaintext_len).unwrap_or_default();
+                let message_len = outbound
+                    .session
+                    .encrypt(plaintext, &mut message)
+                    .map_err(|_| TokenError::Crypto)?;
+                let session_id = *outbound.session.session_id().as_bytes();
+                let key = self.config.storage_key;
+                // 1. The next index is on flash before the ciphertext exists anywhere else.
+                save_outbound(
+                    &mut self.store,
+                    &mut self.scratch,
+                    &mut self.rng,
+                    &key,
+                    room_slot,
+                    Some(outbound),
+                )?;
+                // 2. The ciphertext replaces the plaintext in the outbox entry.
+                let message = message.get(..message_len).unwrap_or_default();
+                let entry = OutboxEntry {
+                    local_id,
+                    room_id: &room_id,
+                    txn_id: &txn,
+                    text: &text,
+                    encrypted: Some((&session_id, message)),
+                };
+                save_outbox(&mut self.store, &mut self.scratch, slot, &entry)?;
+                write::megolm_send_body(&mut self.work, &session_id, message, None)?
+            }
+        };
+        self.start(
+            coap,
+            Operation::Send { slot },
+            Code::PUT,
+            &["w", &room_id, "m.room.encrypted", &txn],
+            len,
+        )
+    }
+
+    pub(super) fn on_sent(&mut self, body: &[u8], slot: usize) -> Result<(), TokenError> {
+        let response = jeton_proto::view::SendEventResponse::parse(body, TableVersion::V2)?;
+        let event_id = response.event_id()?;
+        let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) else {
+            return Ok(());
+        };
+        self.store.remove(record::OUTBOX + slot as u16)?;
+        self.ui.event(&UiEvent::Delivered {
+            local_id: entry.local_id,
+            room_id: &entry.room_id,
+            event_id,
+        });
+        Ok(())
+    }
+}
+
+/// An unencrypted `m.room.message` body.
+fn plaintext_body(out: &mut [u8], text: &str) -> Result<usize, TokenError> {
+    let mut e = Encoder::new(Cursor::new(out));
+    cbor(e.map(2))?;
+    key(&mut e, "body")?;
+    cbor(e.str(text))?;
+    key(&mut e, "msgtype")?;
+    cbor(e.str("m.text"))?;
+    Ok(e.writer().position())
+}

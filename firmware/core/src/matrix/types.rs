@@ -1,0 +1,439 @@
+//! The vocabulary of the Matrix client: its limits, configuration, UI events and errors.
+
+use core::fmt;
+
+use heapless::String;
+
+use crate::coap::{ClientConfig, ExchangeError, RequestError};
+use crate::json::JsonError;
+use crate::store::StoreError;
+use jeton_olm::DecryptionError;
+use jeton_proto::view::ViewError;
+use jeton_proto::write::WriteError;
+
+/// Rooms the token is in (or joining).
+pub const MAX_ROOMS: usize = 4;
+/// Joined members tracked per room (the token itself included).
+pub const MAX_MEMBERS: usize = 8;
+/// Users whose device lists the token tracks.
+pub const MAX_TRACKED_USERS: usize = 12;
+/// Devices of tracked users the token knows (its own excluded). At most 32: a room's
+/// outbound session records with a bit mask which of them have its key.
+pub const MAX_DEVICES: usize = 16;
+/// Olm sessions kept on flash (only the one in use is in RAM).
+pub const MAX_OLM_SESSIONS: usize = 16;
+/// Inbound Megolm sessions (room keys received).
+pub const MAX_INBOUND_SESSIONS: usize = 8;
+/// Room keys waiting for their sender's device keys.
+pub const MAX_PENDING_ROOM_KEYS: usize = 2;
+/// Encrypted events waiting for a room key that is being verified, fetched again once it is.
+pub const MAX_RETRY_EVENTS: usize = 4;
+/// Message indexes remembered per inbound session for replay detection.
+pub const REPLAY_WINDOW: usize = 16;
+/// Longest message text, in bytes of UTF-8.
+pub const MAX_MESSAGE_LEN: usize = 512;
+/// Messages waiting to be acknowledged by the homeserver.
+pub const OUTBOX_DEPTH: usize = 4;
+/// Invites waiting for the user's decision.
+pub const MAX_INVITES: usize = 2;
+/// Users whose invites are accepted without asking.
+pub const MAX_ALLOWED_INVITERS: usize = 4;
+/// One-time keys the account holds; half of them are kept on the server.
+pub const ONE_TIME_KEYS: usize = 20;
+/// One-time keys per `keys/upload` body, so that the body fits [`WORK_BYTES`].
+pub const UPLOAD_BATCH: usize = 5;
+/// Longest user, room or event id the token stores.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest device id.
+pub const MAX_DEVICE_ID_LEN: usize = 32;
+/// Longest access token.
+pub const MAX_ACCESS_TOKEN_LEN: usize = 160;
+/// Longest sync cursor or filter id.
+pub const MAX_CURSOR_LEN: usize = 96;
+/// The CoAP request arena: a Megolm send of a [`MAX_MESSAGE_LEN`] message fits.
+pub const REQUEST_BYTES: usize = 2048;
+/// The buffer request bodies and decrypted plaintexts are built in.
+pub const WORK_BYTES: usize = 1536;
+/// The CoAP response buffer: the largest sync or keys/query response the token reads.
+pub const RESPONSE_BYTES: usize = 4096;
+
+/// A user id (`@user:server`).
+pub type UserId = String<MAX_ID_LEN>;
+/// A room id (`!room:server`).
+pub type RoomId = String<MAX_ID_LEN>;
+/// An event id.
+pub type EventId = String<MAX_ID_LEN>;
+/// A device id.
+pub type DeviceId = String<MAX_DEVICE_ID_LEN>;
+
+/// A bounded table that is full, named in [`TokenError::LimitReached`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`MAX_ROOMS`].
+    Rooms,
+    /// [`MAX_MEMBERS`].
+    Members,
+    /// [`MAX_TRACKED_USERS`].
+    TrackedUsers,
+    /// [`MAX_DEVICES`].
+    Devices,
+    /// [`MAX_OLM_SESSIONS`].
+    OlmSessions,
+    /// [`MAX_INBOUND_SESSIONS`].
+    InboundSessions,
+    /// [`MAX_PENDING_ROOM_KEYS`].
+    PendingRoomKeys,
+    /// [`OUTBOX_DEPTH`].
+    Outbox,
+    /// [`MAX_INVITES`].
+    Invites,
+    /// An id longer than [`MAX_ID_LEN`], [`MAX_DEVICE_ID_LEN`], [`MAX_ACCESS_TOKEN_LEN`]
+    /// or [`MAX_CURSOR_LEN`].
+    IdLength,
+    /// [`MAX_MESSAGE_LEN`].
+    MessageLength,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Rooms => "rooms",
+            Limit::Members => "members per room",
+            Limit::TrackedUsers => "tracked users",
+            Limit::Devices => "devices",
+            Limit::OlmSessions => "Olm sessions",
+            Limit::InboundSessions => "room keys",
+            Limit::PendingRoomKeys => "room keys awaiting verification",
+            Limit::Outbox => "unsent messages",
+            Limit::Invites => "pending invites",
+            Limit::IdLength => "identifier length",
+            Limit::MessageLength => "message length",
+        })
+    }
+}
+
+/// Something went wrong inside the token; reported as [`UiEvent::Error`] or returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The store failed.
+    Store(StoreError),
+    /// A stored record could not be read (corrupt, or pickled with another storage key).
+    CorruptRecord(u16),
+    /// A CoAP request could not be queued.
+    Request(RequestError),
+    /// A CoAP exchange failed.
+    Exchange(ExchangeError),
+    /// The gateway or homeserver answered with this CoAP code (`class * 100 + detail`).
+    Server(u16),
+    /// A response body was not what the profile says.
+    Malformed(ViewError),
+    /// A request body could not be written.
+    Write(WriteError),
+    /// JSON could not be written or read.
+    Json(JsonError),
+    /// A bounded table is full.
+    LimitReached(Limit),
+    /// Encryption failed.
+    Crypto,
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenError::Store(e) => write!(f, "storage failed: {e}"),
+            TokenError::CorruptRecord(id) => write!(f, "stored record {id:#06x} is unreadable"),
+            TokenError::Request(e) => write!(f, "a request could not be queued: {e}"),
+            TokenError::Exchange(e) => write!(f, "a request failed: {e}"),
+            TokenError::Server(code) => {
+                write!(f, "the server answered {}.{:02}", code / 100, code % 100)
+            }
+            TokenError::Malformed(e) => write!(f, "a response was malformed: {e}"),
+            TokenError::Write(e) => write!(f, "a request body could not be written: {e}"),
+            TokenError::Json(e) => write!(f, "JSON failed: {e}"),
+            TokenError::LimitReached(limit) => write!(f, "the limit of {limit} is reached"),
+            TokenError::Crypto => f.write_str("encryption failed"),
+        }
+    }
+}
+
+impl core::error::Error for TokenError {}
+
+impl From<StoreError> for TokenError {
+    fn from(e: StoreError) -> Self {
+        TokenError::Store(e)
+    }
+}
+impl From<RequestError> for TokenError {
+    fn from(e: RequestError) -> Self {
+        TokenError::Request(e)
+    }
+}
+impl From<ViewError> for TokenError {
+    fn from(e: ViewError) -> Self {
+        TokenError::Malformed(e)
+    }
+}
+impl From<WriteError> for TokenError {
+    fn from(e: WriteError) -> Self {
+        TokenError::Write(e)
+    }
+}
+impl From<JsonError> for TokenError {
+    fn from(e: JsonError) -> Self {
+        TokenError::Json(e)
+    }
+}
+
+/// Why a user command was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The token has not logged in yet.
+    NotLoggedIn,
+    /// A login is already under way, or the token is logged in.
+    AlreadyLoggedIn,
+    /// The token is not in that room.
+    UnknownRoom,
+    /// There is no invite to that room.
+    NoSuchInvite,
+    /// Something could not be done; the error says what.
+    Failed(TokenError),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::NotLoggedIn => f.write_str("the token is not logged in"),
+            CommandError::AlreadyLoggedIn => f.write_str("the token is already logged in"),
+            CommandError::UnknownRoom => f.write_str("the token is not in that room"),
+            CommandError::NoSuchInvite => f.write_str("there is no invite to that room"),
+            CommandError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for CommandError {}
+
+impl<E: Into<TokenError>> From<E> for CommandError {
+    fn from(e: E) -> Self {
+        CommandError::Failed(e.into())
+    }
+}
+
+/// Why an encrypted message could not be shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UndecryptableReason {
+    /// No room key for its session (sent before the token joined, or not shared with it).
+    UnknownSession,
+    /// The key of its session is still being verified; the event is fetched again after.
+    AwaitingKey,
+    /// The same session and index arrived before under another event id: a replay.
+    Replay,
+    /// The session's sender is not the event's sender.
+    SenderMismatch,
+    /// The plaintext names another room.
+    WrongRoom,
+    /// Decryption failed (signature, MAC, index before the first known one).
+    Decryption(DecryptionError),
+    /// The event or its plaintext was not the expected shape.
+    Malformed,
+    /// An algorithm the token does not speak.
+    UnsupportedAlgorithm,
+}
+
+impl fmt::Display for UndecryptableReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownSession => f.write_str("the room key was not shared with this device"),
+            Self::AwaitingKey => f.write_str("the room key is being verified"),
+            Self::Replay => f.write_str("it replays an earlier message"),
+            Self::SenderMismatch => f.write_str("its sender does not own the room key"),
+            Self::WrongRoom => f.write_str("it was encrypted for another room"),
+            Self::Decryption(e) => write!(f, "decryption failed: {e}"),
+            Self::Malformed => f.write_str("it is malformed"),
+            Self::UnsupportedAlgorithm => f.write_str("its algorithm is not supported"),
+        }
+    }
+}
+
+/// Why a received room key or device was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectionReason {
+    /// The sending device is unknown even after asking the server.
+    UnknownDevice,
+    /// A field of the Olm payload does not match (sender, device, recipient, keys).
+    Mismatch(&'static str),
+    /// The device's self-signature does not verify.
+    BadSignature,
+    /// A known device id came back with other keys.
+    KeysChanged,
+    /// The Olm message could not be decrypted.
+    Olm,
+    /// The payload was not a well-formed room key.
+    Malformed,
+}
+
+impl fmt::Display for RejectionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownDevice => f.write_str("the sending device is unknown"),
+            Self::Mismatch(field) => write!(f, "the field {field} does not match"),
+            Self::BadSignature => f.write_str("the signature does not verify"),
+            Self::KeysChanged => f.write_str("a known device changed its keys"),
+            Self::Olm => f.write_str("the Olm message could not be decrypted"),
+            Self::Malformed => f.write_str("the payload is malformed"),
+        }
+    }
+}
+
+/// What the user sees: every UI event the token emits through [`Ui`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UiEvent<'a> {
+    /// Login succeeded.
+    LoggedIn {
+        /// The user.
+        user_id: &'a str,
+        /// The device id (kept across reboots).
+        device_id: &'a str,
+    },
+    /// Device keys and one-time keys are on the server.
+    KeysPublished {
+        /// One-time keys the server now holds.
+        one_time_keys: u32,
+    },
+    /// A sync was processed.
+    Synced,
+    /// A message arrived.
+    Message {
+        /// The room.
+        room_id: &'a str,
+        /// The sender.
+        sender: &'a str,
+        /// The event id.
+        event_id: &'a str,
+        /// The text.
+        body: &'a str,
+        /// Whether it was end-to-end encrypted (false: shown as unencrypted).
+        encrypted: bool,
+    },
+    /// An encrypted message could not be shown.
+    Undecryptable {
+        /// The room.
+        room_id: &'a str,
+        /// The sender.
+        sender: &'a str,
+        /// The event id.
+        event_id: &'a str,
+        /// Why.
+        reason: UndecryptableReason,
+    },
+    /// A room key was rejected.
+    RoomKeyRejected {
+        /// Who sent it.
+        sender: &'a str,
+        /// Why.
+        reason: RejectionReason,
+    },
+    /// A device was not added to the device table.
+    DeviceRejected {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+        /// Why.
+        reason: RejectionReason,
+    },
+    /// A message is on flash and will be sent.
+    Queued {
+        /// The number [`Token::send_text`](super::Token::send_text) returned.
+        local_id: u32,
+        /// The room.
+        room_id: &'a str,
+    },
+    /// The homeserver has the message.
+    Delivered {
+        /// The number [`Token::send_text`](super::Token::send_text) returned.
+        local_id: u32,
+        /// The room.
+        room_id: &'a str,
+        /// Its event id.
+        event_id: &'a str,
+    },
+    /// A message was dropped without being sent.
+    SendFailed {
+        /// The number [`Token::send_text`](super::Token::send_text) returned.
+        local_id: u32,
+        /// Why.
+        error: TokenError,
+    },
+    /// An invite waits for the user (`join` accepts it).
+    Invited {
+        /// The room.
+        room_id: &'a str,
+        /// Who invited.
+        inviter: &'a str,
+    },
+    /// The token joined a room.
+    Joined {
+        /// The room.
+        room_id: &'a str,
+    },
+    /// Something failed; the token carries on.
+    Error(TokenError),
+}
+
+/// Where UI events go: a display, a log, the simulator's stdout.
+///
+/// The token calls [`Ui::event`] from inside its input methods; the event borrows the
+/// token's buffers, so an implementation copies what it keeps. It must not block.
+pub trait Ui {
+    /// Shows or records `event`.
+    fn event(&mut self, event: &UiEvent<'_>);
+}
+
+impl<U: Ui + ?Sized> Ui for &mut U {
+    fn event(&mut self, event: &UiEvent<'_>) {
+        (**self).event(event);
+    }
+}
+
+/// How the token is set up; the platform provides it at boot.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The key jeton-olm pickles are encrypted with. The platform derives it from a
+    /// device secret (a key slot, a secure element, a file with mode 0600 on a host).
+    pub storage_key: [u8; 32],
+    /// The display name given to the device at its first login.
+    pub device_display_name: String<MAX_ID_LEN>,
+    /// Users whose invites are accepted without asking.
+    pub auto_join_from: heapless::Vec<UserId, MAX_ALLOWED_INVITERS>,
+    /// The CoAP engine's parameters.
+    pub coap: ClientConfig,
+    /// The `timeout` of a long-poll sync, in milliseconds.
+    pub long_poll_timeout_ms: u32,
+}
+
+impl Config {
+    /// A configuration with defaults around `storage_key`.
+    pub fn new(storage_key: [u8; 32]) -> Self {
+        let mut device_display_name = String::new();
+        let _ = device_display_name.push_str("jeton");
+        Config {
+            storage_key,
+            device_display_name,
+            auto_join_from: heapless::Vec::new(),
+            coap: ClientConfig::default(),
+            long_poll_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// A string copied into a bounded [`String`], or [`Limit::IdLength`].
+pub(crate) fn bounded<const N: usize>(text: &str) -> Result<String<N>, TokenError> {
+    String::try_from(text).map_err(|_| TokenError::LimitReached(Limit::IdLength))
+}

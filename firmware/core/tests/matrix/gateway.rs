@@ -1,0 +1,466 @@
+//! A scripted fake gateway: a CoAP server (piggybacked responses, Block1 and Block2, one
+//! Observe registration on `/sync` with confirmable notifications, a duplicate cache) in
+//! front of a tiny in-memory homeserver that keeps device keys, one-time keys, to-device
+//! messages, room events and a list of sync batches the test pushes.
+//!
+//! Bodies are written as Matrix JSON and transcoded to profile v2 CBOR with
+//! `jeton_proto::transcode`, the same code the real gateway uses.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use jeton_core::coap::message::{Code, Header, Message, MessageType, Token};
+use jeton_core::coap::option::{self, BlockValue};
+use jeton_proto::TableVersion;
+use jeton_proto::transcode::{cbor_to_json, json_to_cbor};
+use serde_json::{Value, json};
+
+use crate::support::{encode, uint};
+
+pub(crate) const TOKEN_USER: &str = "@token:localhost";
+pub(crate) const ACCESS_TOKEN: &str = "syt_token_access";
+
+struct Outstanding {
+    message_id: u16,
+    bytes: Vec<u8>,
+    next_at: u64,
+    tries: u32,
+}
+
+struct Observer {
+    token: Token,
+    /// The batch the next notification carries.
+    position: usize,
+    sequence: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct Homeserver {
+    /// `(user, device) -> device keys JSON`.
+    pub device_keys: BTreeMap<(String, String), Value>,
+    /// `(user, device) -> [(key id, signed key JSON)]`.
+    pub one_time_keys: BTreeMap<(String, String), Vec<(String, Value)>>,
+    /// To-device messages sent by the token: `(user, device, content)`.
+    pub to_device: Vec<(String, String, Value)>,
+    /// Room events sent by the token: `(room, event id, type, content)`.
+    pub sent: Vec<(String, String, String, Value)>,
+    /// Events by id, for `/rooms/{room}/event/{id}`.
+    pub events: HashMap<String, Value>,
+    txns: HashMap<String, String>,
+    /// Sync batches; batch `i` is answered to `since=s{i}` with `next_batch=s{i+1}`.
+    pub batches: Vec<Value>,
+    pub logins: u32,
+    /// Sends answered 5.03 before one is accepted.
+    pub failing_sends: u32,
+    /// The filter the token created.
+    pub filter: Option<Value>,
+    pub keys_uploads: u32,
+    /// Device id the token logged in with (kept across logins).
+    pub device_id: Option<String>,
+}
+
+pub(crate) struct FakeGateway {
+    pub hs: Homeserver,
+    dedup: HashMap<u16, Vec<u8>>,
+    upload: Vec<u8>,
+    /// Full bodies being fetched with Block2, by path.
+    block2: HashMap<String, Vec<u8>>,
+    observer: Option<Observer>,
+    outstanding: Vec<Outstanding>,
+    next_message_id: u16,
+    pub outbox: Vec<Vec<u8>>,
+    /// Paths of requests processed (duplicates excluded).
+    pub processed: Vec<String>,
+    /// Whether `/sync` may be observed (false: answered without Observe).
+    pub observe_supported: bool,
+}
+
+const BLOCK: usize = 1024;
+const SZX: u8 = 6;
+
+impl FakeGateway {
+    pub(crate) fn new() -> Self {
+        FakeGateway {
+            hs: Homeserver::default(),
+            dedup: HashMap::new(),
+            upload: Vec::new(),
+            block2: HashMap::new(),
+            observer: None,
+            outstanding: Vec::new(),
+            next_message_id: 0x7000,
+            outbox: Vec::new(),
+            processed: Vec::new(),
+            observe_supported: true,
+        }
+    }
+
+    /// Forgets all transport state, as a restarted gateway would.
+    pub(crate) fn restart(&mut self) {
+        self.dedup.clear();
+        self.upload.clear();
+        self.block2.clear();
+        self.observer = None;
+        self.outstanding.clear();
+    }
+
+    pub(crate) fn next_timer(&self) -> Option<u64> {
+        self.outstanding.iter().map(|o| o.next_at).min()
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: u64) {
+        let mut resend = Vec::new();
+        self.outstanding.retain_mut(|o| {
+            if now < o.next_at {
+                return true;
+            }
+            if o.tries >= 4 {
+                return false;
+            }
+            o.tries += 1;
+            o.next_at = now + (2_000 << o.tries);
+            resend.push(o.bytes.clone());
+            true
+        });
+        self.outbox.extend(resend);
+    }
+
+    /// Pushes a sync batch; an observer waiting at its position is notified.
+    pub(crate) fn push_sync(&mut self, now: u64, batch: Value) {
+        self.hs.batches.push(batch);
+        self.notify(now);
+    }
+
+    fn notify(&mut self, now: u64) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        if observer.position >= self.hs.batches.len() {
+            return;
+        }
+        let position = observer.position;
+        let token = observer.token;
+        let body = self.sync_body(position);
+        let observer = self.observer.as_mut().unwrap();
+        observer.position += 1;
+        observer.sequence += 1;
+        let sequence = observer.sequence;
+        self.next_message_id = self.next_message_id.wrapping_add(1);
+        let message_id = self.next_message_id;
+        let header = Header {
+            message_type: MessageType::Confirmable,
+            code: Code::CONTENT,
+            message_id,
+            token,
+        };
+        let mut options = vec![
+            (option::OBSERVE, uint(sequence)),
+            (option::CONTENT_FORMAT, vec![60]),
+        ];
+        let payload = self.first_block("v", body, &mut options);
+        let bytes = encode(header, &options, &payload);
+        self.outbox.push(bytes.clone());
+        self.outstanding.push(Outstanding {
+            message_id,
+            bytes,
+            next_at: now + 2_000,
+            tries: 0,
+        });
+    }
+
+    /// The body of batch `position` as v2 CBOR.
+    fn sync_body(&self, position: usize) -> Vec<u8> {
+        let mut batch = self
+            .hs
+            .batches
+            .get(position)
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let next = if position < self.hs.batches.len() {
+            position + 1
+        } else {
+            position
+        };
+        batch["next_batch"] = json!(format!("s{next}"));
+        // Like Synapse, every sync reports how many one-time keys the token has left.
+        if let Some(device) = &self.hs.device_id {
+            let left = self
+                .hs
+                .one_time_keys
+                .get(&(TOKEN_USER.to_string(), device.clone()))
+                .map_or(0, Vec::len);
+            batch["device_one_time_keys_count"] = json!({"signed_curve25519": left});
+        }
+        json_to_cbor(&batch, TableVersion::V2).unwrap()
+    }
+
+    /// Caches `body` for Block2 if it is larger than a block and returns the first block.
+    fn first_block(
+        &mut self,
+        key: &str,
+        body: Vec<u8>,
+        options: &mut Vec<(u16, Vec<u8>)>,
+    ) -> Vec<u8> {
+        if body.len() <= BLOCK {
+            return body;
+        }
+        let block = BlockValue {
+            num: 0,
+            more: true,
+            szx: SZX,
+        };
+        options.push((option::BLOCK2, uint(block.to_uint())));
+        options.push((option::SIZE2, uint(body.len() as u32)));
+        let first = body[..BLOCK].to_vec();
+        self.block2.insert(key.to_string(), body);
+        first
+    }
+
+    pub(crate) fn handle_datagram(&mut self, _now: u64, datagram: &[u8]) {
+        let message = Message::decode(datagram).expect("the token sends well-formed CoAP");
+        let header = message.header;
+        match header.message_type {
+            MessageType::Acknowledgement => {
+                self.outstanding
+                    .retain(|o| o.message_id != header.message_id);
+                return;
+            }
+            MessageType::Reset => {
+                self.outstanding
+                    .retain(|o| o.message_id != header.message_id);
+                self.observer = None;
+                return;
+            }
+            MessageType::NonConfirmable => panic!("the token sends only CON requests"),
+            MessageType::Confirmable => {}
+        }
+        if let Some(cached) = self.dedup.get(&header.message_id) {
+            self.outbox.push(cached.clone());
+            return;
+        }
+        let path: Vec<String> = message
+            .options()
+            .filter(|(n, _)| *n == option::URI_PATH)
+            .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
+            .collect();
+        let query: Vec<String> = message
+            .options()
+            .filter(|(n, _)| *n == option::URI_QUERY)
+            .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
+            .collect();
+        assert_eq!(message.option(option::CBOR_TABLE_VERSION), Some(&[2u8][..]));
+        let key = path.join("/");
+        let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
+        let reply = |code: Code, options: &[(u16, Vec<u8>)], payload: &[u8]| {
+            encode(
+                Header {
+                    message_type: MessageType::Acknowledgement,
+                    code,
+                    message_id: header.message_id,
+                    token: header.token,
+                },
+                options,
+                payload,
+            )
+        };
+        // Block1: collect the request body.
+        let mut body = message.payload.to_vec();
+        if let Some(block1) = message
+            .option(option::BLOCK1)
+            .and_then(BlockValue::from_option)
+        {
+            if block1.num == 0 {
+                self.upload.clear();
+            }
+            assert_eq!(self.upload.len(), block1.offset(), "Block1 in order");
+            self.upload.extend_from_slice(message.payload);
+            if block1.more {
+                let bytes = reply(
+                    Code::new(2, 31),
+                    &[(option::BLOCK1, uint(block1.to_uint()))],
+                    &[],
+                );
+                self.dedup.insert(header.message_id, bytes.clone());
+                self.outbox.push(bytes);
+                return;
+            }
+            options.push((option::BLOCK1, uint(block1.to_uint())));
+            body = std::mem::take(&mut self.upload);
+        }
+        // Block2 continuation of a cached body.
+        if let Some(block2) = message
+            .option(option::BLOCK2)
+            .and_then(BlockValue::from_option)
+            && block2.num > 0
+        {
+            let full = self.block2.get(&key).cloned().unwrap_or_default();
+            let start = (block2.offset()).min(full.len());
+            let end = (start + block2.size()).min(full.len());
+            let value = BlockValue {
+                num: block2.num,
+                more: end < full.len(),
+                szx: block2.szx,
+            };
+            let bytes = reply(
+                Code::CONTENT,
+                &[
+                    (option::CONTENT_FORMAT, vec![60]),
+                    (option::BLOCK2, uint(value.to_uint())),
+                ],
+                &full[start..end],
+            );
+            self.dedup.insert(header.message_id, bytes.clone());
+            self.outbox.push(bytes);
+            return;
+        }
+        let observe = message.uint_option(option::OBSERVE);
+        self.processed.push(key.clone());
+        let (code, response) = if key == "v" {
+            let since = query
+                .iter()
+                .find_map(|q| q.strip_prefix("since=s"))
+                .map(|n| n.parse::<usize>().unwrap())
+                .unwrap_or(0);
+            if observe == Some(0) && self.observe_supported {
+                let position = since;
+                let body = self.sync_body(position);
+                let delivered = position < self.hs.batches.len();
+                self.observer = Some(Observer {
+                    token: header.token,
+                    position: position + usize::from(delivered),
+                    sequence: 2,
+                });
+                options.push((option::OBSERVE, uint(2)));
+                (Code::CONTENT, body)
+            } else {
+                (Code::CONTENT, self.sync_body(since))
+            }
+        } else {
+            let request = if body.is_empty() {
+                Value::Null
+            } else {
+                cbor_to_json(&body, TableVersion::V2).expect("the token sends profile CBOR")
+            };
+            let (code, value) = self.route(&path, request);
+            (code, json_to_cbor(&value, TableVersion::V2).unwrap())
+        };
+        options.push((option::CONTENT_FORMAT, vec![60]));
+        let payload = self.first_block(&key, response, &mut options);
+        let bytes = reply(code, &options, &payload);
+        self.dedup.insert(header.message_id, bytes.clone());
+        self.outbox.push(bytes);
+    }
+
+    fn route(&mut self, path: &[String], request: Value) -> (Code, Value) {
+        let hs = &mut self.hs;
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        match segments.as_slice() {
+            ["31"] => {
+                assert_eq!(request["type"], "m.login.password");
+                if request["password"] != "secret" {
+                    return (Code::new(4, 3), json!({"errcode": "M_FORBIDDEN"}));
+                }
+                hs.logins += 1;
+                let device = request["device_id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "TOKENDEV".to_string());
+                hs.device_id = Some(device.clone());
+                (
+                    Code::CHANGED,
+                    json!({"access_token": ACCESS_TOKEN, "device_id": device, "user_id": TOKEN_USER}),
+                )
+            }
+            ["35", _user] => {
+                hs.filter = Some(request);
+                (Code::CHANGED, json!({"filter_id": "f1"}))
+            }
+            ["z"] => {
+                hs.keys_uploads += 1;
+                let device = hs.device_id.clone().unwrap_or_default();
+                if let Some(keys) = request.get("device_keys") {
+                    hs.device_keys
+                        .insert((TOKEN_USER.into(), device.clone()), keys.clone());
+                }
+                let list = hs
+                    .one_time_keys
+                    .entry((TOKEN_USER.into(), device.clone()))
+                    .or_default();
+                if let Some(keys) = request.get("one_time_keys").and_then(Value::as_object) {
+                    for (id, key) in keys {
+                        list.push((id.clone(), key.clone()));
+                    }
+                }
+                let count = list.len();
+                (
+                    Code::CHANGED,
+                    json!({"one_time_key_counts": {"signed_curve25519": count}}),
+                )
+            }
+            ["3h"] => {
+                let mut out = serde_json::Map::new();
+                for user in request["device_keys"].as_object().unwrap().keys() {
+                    let mut devices = serde_json::Map::new();
+                    for ((u, d), keys) in &hs.device_keys {
+                        if u == user {
+                            devices.insert(d.clone(), keys.clone());
+                        }
+                    }
+                    out.insert(user.clone(), Value::Object(devices));
+                }
+                (Code::CHANGED, json!({"device_keys": out}))
+            }
+            ["y"] => {
+                let mut out = serde_json::Map::new();
+                for (user, devices) in request["one_time_keys"].as_object().unwrap() {
+                    let mut per_user = serde_json::Map::new();
+                    for device in devices.as_object().unwrap().keys() {
+                        let list = hs
+                            .one_time_keys
+                            .entry((user.clone(), device.clone()))
+                            .or_default();
+                        if !list.is_empty() {
+                            let (id, key) = list.remove(0);
+                            per_user.insert(device.clone(), json!({ id: key }));
+                        }
+                    }
+                    out.insert(user.clone(), Value::Object(per_user));
+                }
+                (Code::CHANGED, json!({"one_time_keys": out}))
+            }
+            ["x", event_type, _txn] => {
+                assert_eq!(*event_type, "m.room.encrypted");
+                for (user, devices) in request["messages"].as_object().unwrap() {
+                    for (device, content) in devices.as_object().unwrap() {
+                        hs.to_device
+                            .push((user.clone(), device.clone(), content.clone()));
+                    }
+                }
+                (Code::CHANGED, json!({}))
+            }
+            ["w", room, event_type, txn] => {
+                if hs.failing_sends > 0 {
+                    hs.failing_sends -= 1;
+                    return (Code::new(5, 3), json!({"errcode": "M_UNKNOWN"}));
+                }
+                if let Some(event_id) = hs.txns.get(*txn) {
+                    return (Code::CHANGED, json!({ "event_id": event_id }));
+                }
+                let event_id = format!("$event{}", hs.sent.len() + hs.events.len());
+                hs.txns.insert(txn.to_string(), event_id.clone());
+                hs.sent.push((
+                    room.to_string(),
+                    event_id.clone(),
+                    event_type.to_string(),
+                    request,
+                ));
+                (Code::CHANGED, json!({ "event_id": event_id }))
+            }
+            ["3K", room] => (Code::CHANGED, json!({ "room_id": room })),
+            ["3A", _room, event_id] => match hs.events.get(*event_id) {
+                Some(event) => (Code::CONTENT, event.clone()),
+                None => (Code::new(4, 4), json!({"errcode": "M_NOT_FOUND"})),
+            },
+            other => panic!("unexpected request {other:?}"),
+        }
+    }
+}

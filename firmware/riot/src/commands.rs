@@ -1,0 +1,344 @@
+//! The token's RIOT shell: the device state it reports and the commands it accepts, named as
+//! in `jeton-sim` so that the same scripts drive both.
+
+use core::cell::RefCell;
+use core::fmt::Write;
+
+use embedded_nal::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use riot_wrappers::shell::{self, Args, CommandList};
+use riot_wrappers::stdio::Stdio;
+use riot_wrappers::{cstr::cstr, println};
+
+use crate::clock::MonotonicClock;
+use crate::flash::{Flash, FlashError, Region};
+use crate::identity::{self, Origin};
+use crate::panel::{ButtonState, Panel};
+use crate::rng::HardwareRng;
+use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
+
+/// Length of a 32-byte key in unpadded base64.
+const KEY_BASE64_LEN: usize = jeton_olm::base64::encoded_len(32);
+
+/// Why the Matrix commands cannot run yet; printed by each of them.
+const NO_MATRIX_CLIENT: &str = "jeton-core's Matrix client is not part of this build yet";
+
+/// Everything the shell commands act on.
+#[derive(Debug)]
+pub(crate) struct Device<'a> {
+    pub(crate) clock: MonotonicClock,
+    pub(crate) flash: Result<Flash, FlashError>,
+    pub(crate) socket: Result<TokenSocket<'a>, UdpError>,
+    pub(crate) panel: Panel,
+}
+
+impl Device<'_> {
+    /// The device state, shown at boot and by `status`.
+    pub(crate) fn print_status(&mut self) {
+        println!(
+            "jeton-firmware {} on {} (RIOT {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::board::name(),
+            crate::board::riot_version()
+        );
+        println!("uptime: {} ms", self.clock.now_ms());
+        match HardwareRng::new() {
+            Ok(_) => println!("rng: hardware RNG (prng_hwrng)"),
+            Err(err) => println!("rng: unavailable for keys: {err}"),
+        }
+        match &self.flash {
+            Ok(flash) => {
+                println!(
+                    "flash: MTD_0, {} sectors of {} bytes for jeton, write size {}",
+                    flash.sector_count(),
+                    flash.sector_size(),
+                    flash.write_size()
+                );
+                match identity::stored_keys(flash) {
+                    Ok(Some(keys)) => {
+                        let mut ed = [0u8; KEY_BASE64_LEN];
+                        println!("identity: ed25519 {}", keys.ed25519.to_base64(&mut ed));
+                    }
+                    Ok(None) => println!("identity: none yet (`keys` creates one)"),
+                    Err(err) => println!("identity: error: {err}"),
+                }
+            }
+            Err(err) => println!("flash: unavailable: {err}"),
+        }
+        match &self.socket {
+            Ok(_) => println!("udp: bound to port {LOCAL_PORT}"),
+            Err(err) => println!("udp: unavailable: {err}"),
+        }
+        for netif in riot_wrappers::gnrc::Netif::all() {
+            if let Ok(addrs) = netif.ipv6_addrs() {
+                for addr in &addrs {
+                    println!("net: interface {:?} address {:?}", netif.pid(), addr);
+                }
+            }
+        }
+        let indicator = if self.panel.has_indicator() {
+            "LED0"
+        } else {
+            "none"
+        };
+        let button = match self.panel.button() {
+            ButtonState::Absent => "none",
+            ButtonState::Released => "BTN0 released",
+            ButtonState::Pressed => "BTN0 pressed",
+        };
+        println!("panel: indicator {indicator}, button {button}");
+        println!("matrix: not available in this build: {NO_MATRIX_CLIENT}");
+    }
+
+    fn keys(&mut self, out: &mut Stdio) -> i32 {
+        let flash = match &self.flash {
+            Ok(flash) => flash,
+            Err(err) => {
+                let _ = writeln!(out, "keys: error: {err}");
+                return 1;
+            }
+        };
+        self.panel.indicate(true);
+        let result = identity::load_or_create(flash);
+        self.panel.indicate(false);
+        match result {
+            Ok((summary, origin)) => {
+                let keys = summary.keys;
+                let mut curve = [0u8; KEY_BASE64_LEN];
+                let mut ed = [0u8; KEY_BASE64_LEN];
+                let origin = match origin {
+                    Origin::Loaded => "loaded from flash",
+                    Origin::Created => "created and stored on flash",
+                };
+                let _ = writeln!(out, "identity: {origin}");
+                let _ = writeln!(out, "curve25519: {}", keys.curve25519.to_base64(&mut curve));
+                let ed = keys.ed25519.to_base64(&mut ed);
+                let _ = writeln!(out, "ed25519: {ed}");
+                let _ = writeln!(out, "one-time keys: {} stored", summary.one_time_keys);
+                let _ = write!(out, "fingerprint:");
+                for group in ed.as_bytes().chunks(4) {
+                    let _ = write!(out, " {}", core::str::from_utf8(group).unwrap_or("?"));
+                }
+                let _ = writeln!(out);
+                0
+            }
+            Err(err) => {
+                let _ = writeln!(out, "keys: error: {err}");
+                1
+            }
+        }
+    }
+
+    /// Exercises each adapter against RIOT and prints one `selftest <part>: ok|FAIL` line each.
+    fn selftest(&mut self, out: &mut Stdio) -> i32 {
+        let results = [
+            ("rng", self.selftest_rng(out)),
+            ("clock", self.selftest_clock(out)),
+            ("flash", self.selftest_flash(out)),
+            ("udp", self.selftest_udp(out)),
+        ];
+        let failed = results.iter().filter(|(_, ok)| !ok).count();
+        for (part, ok) in results {
+            let _ = writeln!(out, "selftest {part}: {}", if ok { "ok" } else { "FAIL" });
+        }
+        let _ = writeln!(out, "selftest: {failed} failed");
+        i32::from(failed != 0)
+    }
+
+    fn selftest_rng(&self, out: &mut Stdio) -> bool {
+        let mut rng = match HardwareRng::new() {
+            Ok(rng) => rng,
+            Err(err) => {
+                let _ = writeln!(out, "rng: {err}");
+                return false;
+            }
+        };
+        // 4096 bytes from a good source have 16384 +- ~64 (one sigma) bits set; two draws
+        // never repeat.
+        let mut block = [0u8; 256];
+        let mut ones = 0u32;
+        for _ in 0..16 {
+            rand_core::Rng::fill_bytes(&mut rng, &mut block);
+            ones += block.iter().map(|b| b.count_ones()).sum::<u32>();
+        }
+        let mut first = [0u8; 32];
+        let mut second = [0u8; 32];
+        rand_core::Rng::fill_bytes(&mut rng, &mut first);
+        rand_core::Rng::fill_bytes(&mut rng, &mut second);
+        let _ = writeln!(out, "rng: {ones} of 32768 bits set");
+        (16384 - 640..=16384 + 640).contains(&ones) && first != second
+    }
+
+    fn selftest_clock(&self, out: &mut Stdio) -> bool {
+        let before = self.clock.now_ms();
+        self.clock.sleep_ms(100);
+        let elapsed = self.clock.now_ms().saturating_sub(before);
+        let _ = writeln!(out, "clock: a 100 ms sleep took {elapsed} ms");
+        (100..=150).contains(&elapsed)
+    }
+
+    fn selftest_flash(&self, out: &mut Stdio) -> bool {
+        let flash = match &self.flash {
+            Ok(flash) => flash,
+            Err(err) => {
+                let _ = writeln!(out, "flash: {err}");
+                return false;
+            }
+        };
+        let mut pattern = [0u8; 64];
+        for (index, byte) in pattern.iter_mut().enumerate() {
+            *byte = (self.clock.now_ms() as u8) ^ (index as u8).wrapping_mul(37);
+        }
+        let mut erased = [0u8; 64];
+        let mut read_back = [0u8; 64];
+        let result = flash
+            .erase(Region::SelfTest)
+            .and_then(|()| flash.read(Region::SelfTest, 0, &mut erased))
+            .and_then(|()| flash.write(Region::SelfTest, 0, &pattern))
+            .and_then(|()| flash.read(Region::SelfTest, 0, &mut read_back));
+        match result {
+            Ok(()) => {
+                let blank = erased.iter().all(|b| *b == 0xff);
+                let same = read_back == pattern;
+                let _ = writeln!(
+                    out,
+                    "flash: sector {} erased {}, 64 bytes read back {}",
+                    flash.sector_of(Region::SelfTest),
+                    if blank { "to 0xff" } else { "NOT to 0xff" },
+                    if same { "intact" } else { "CHANGED" }
+                );
+                blank && same
+            }
+            Err(err) => {
+                let _ = writeln!(out, "flash: {err}");
+                false
+            }
+        }
+    }
+
+    fn selftest_udp(&mut self, out: &mut Stdio) -> bool {
+        let socket = match &mut self.socket {
+            Ok(socket) => socket,
+            Err(err) => {
+                let _ = writeln!(out, "udp: {err}");
+                return false;
+            }
+        };
+        // Through GNRC's loopback to the socket's own port: exercises sock_udp send and
+        // receive without needing a peer.
+        let own = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::localhost(), LOCAL_PORT, 0, 0));
+        let mut probe = [0u8; 16];
+        probe[..8].copy_from_slice(b"jeton-st");
+        probe[8..].copy_from_slice(&self.clock.now_ms().to_be_bytes());
+        if let Err(err) = socket.send_to(own, &probe) {
+            let _ = writeln!(out, "udp: send to [::1]:{LOCAL_PORT}: {err}");
+            return false;
+        }
+        let deadline = self.clock.now_ms() + 1000;
+        let mut buf = [0u8; 64];
+        while self.clock.now_ms() < deadline {
+            match socket.try_receive(&mut buf) {
+                Ok(Some((len, from))) => {
+                    let same = buf.get(..len) == Some(&probe[..]);
+                    let _ = writeln!(
+                        out,
+                        "udp: {len} bytes from {from} {}",
+                        if same {
+                            "match the probe"
+                        } else {
+                            "DIFFER from the probe"
+                        }
+                    );
+                    if same {
+                        return true;
+                    }
+                }
+                Ok(None) => self.clock.sleep_ms(10),
+                Err(err) => {
+                    let _ = writeln!(out, "udp: receive: {err}");
+                    return false;
+                }
+            }
+        }
+        let _ = writeln!(out, "udp: no datagram came back within 1 s");
+        false
+    }
+}
+
+fn not_available(out: &mut Stdio, args: &Args<'_>) -> i32 {
+    let _ = writeln!(
+        out,
+        "not available in this build: {}: {NO_MATRIX_CLIENT}",
+        args.get(0).unwrap_or("?")
+    );
+    1
+}
+
+const HELP: &str = "\
+jeton token commands:
+  status               device state: board, RNG, flash, identity, network
+  keys                 the device's identity keys (created on first use, kept on flash)
+  selftest             exercise the RNG, clock, flash and UDP adapters
+  login                log in to the homeserver          (needs jeton-core)
+  rooms                list joined rooms                 (needs jeton-core)
+  invites              list pending invites              (needs jeton-core)
+  join <room>          accept an invite / join a room    (needs jeton-core)
+  send <room> <text>   send an encrypted message         (needs jeton-core)
+  log [room]           recent messages                   (needs jeton-core)
+  help                 this list
+RIOT's own commands (ps, ifconfig, ping, ...) are available too.";
+
+/// Runs RIOT's shell on stdio with the token's commands; never returns.
+pub(crate) fn run_shell(device: Device<'_>) -> ! {
+    let device = RefCell::new(device);
+    let status = |_: &mut Stdio, _: Args<'_>| {
+        device.borrow_mut().print_status();
+        0
+    };
+    let keys = |out: &mut Stdio, _: Args<'_>| device.borrow_mut().keys(out);
+    let selftest = |out: &mut Stdio, _: Args<'_>| device.borrow_mut().selftest(out);
+    let help = |out: &mut Stdio, _: Args<'_>| {
+        let _ = writeln!(out, "{HELP}");
+        0
+    };
+    let unavailable = |out: &mut Stdio, args: Args<'_>| not_available(out, &args);
+    shell::new()
+        .and(
+            cstr!("log"),
+            cstr!("recent messages (needs jeton-core)"),
+            unavailable,
+        )
+        .and(
+            cstr!("send"),
+            cstr!("send an encrypted message (needs jeton-core)"),
+            unavailable,
+        )
+        .and(
+            cstr!("join"),
+            cstr!("join a room (needs jeton-core)"),
+            unavailable,
+        )
+        .and(
+            cstr!("invites"),
+            cstr!("pending invites (needs jeton-core)"),
+            unavailable,
+        )
+        .and(
+            cstr!("rooms"),
+            cstr!("joined rooms (needs jeton-core)"),
+            unavailable,
+        )
+        .and(
+            cstr!("login"),
+            cstr!("log in (needs jeton-core)"),
+            unavailable,
+        )
+        .and(
+            cstr!("selftest"),
+            cstr!("exercise the platform adapters"),
+            selftest,
+        )
+        .and(cstr!("keys"), cstr!("the device's identity keys"), keys)
+        .and(cstr!("status"), cstr!("device state"), status)
+        .and(cstr!("help"), cstr!("the token's commands"), help)
+        .run_forever()
+}

@@ -1,0 +1,149 @@
+//! The storage adapter: jeton's region of the board's first MTD device (`MTD_0`).
+//!
+//! On native64 that is RIOT's file-backed MTD (`MEMORY.bin` in the working directory, 8 MiB in
+//! 4 KiB sectors); on Cortex-M boards it is whatever the board exposes as `MTD_0`.
+//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 4, at least 3, see
+//! riot-sys-config/), laid out by [`Region`].
+
+/// What went wrong talking to the flash device.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlashError {
+    /// The board has no MTD device, or the build lacks the `mtd` module.
+    NoDevice,
+    /// An access would leave jeton's region.
+    OutOfRegion,
+    /// The MTD driver reported an error (a negative errno).
+    Driver(i32),
+    /// What was written did not read back the same.
+    ReadBackMismatch,
+}
+
+impl core::fmt::Display for FlashError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoDevice => f.write_str("the board has no MTD flash device for jeton"),
+            Self::OutOfRegion => f.write_str("the flash access lies outside jeton's region"),
+            Self::Driver(errno) => write!(f, "the MTD driver failed with error {errno}"),
+            Self::ReadBackMismatch => f.write_str("the flash did not read back what was written"),
+        }
+    }
+}
+
+impl core::error::Error for FlashError {}
+
+// SAFETY: the declarations match jeton_platform.c; each call site states what it passes.
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    fn jeton_flash_init(sector_size: *mut u32, sector_count: *mut u32, write_size: *mut u32)
+    -> i32;
+    fn jeton_flash_read(offset: u32, dest: *mut u8, count: u32) -> i32;
+    fn jeton_flash_write(offset: u32, src: *const u8, count: u32) -> i32;
+    fn jeton_flash_erase_sectors(first: u32, count: u32) -> i32;
+}
+
+const ENODEV: i32 = riot_sys::ENODEV as i32;
+
+fn check(result: i32) -> Result<(), FlashError> {
+    match result {
+        0.. => Ok(()),
+        err if err == -ENODEV => Err(FlashError::NoDevice),
+        err => Err(FlashError::Driver(err)),
+    }
+}
+
+/// What each sector of jeton's region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Region {
+    /// The Olm account's pickle (see `identity.rs`).
+    Account,
+    /// The key the pickles are encrypted with (see `identity.rs`).
+    StorageKey,
+    /// Scratch space for the `selftest` command; its contents mean nothing.
+    SelfTest,
+}
+
+/// jeton's region of `MTD_0`.
+#[derive(Debug)]
+pub(crate) struct Flash {
+    sector_size: u32,
+    sector_count: u32,
+    write_size: u32,
+}
+
+impl Flash {
+    /// Initialises `MTD_0` and reads its geometry.
+    #[allow(unsafe_code)]
+    pub(crate) fn open() -> Result<Self, FlashError> {
+        let (mut sector_size, mut sector_count, mut write_size) = (0, 0, 0);
+        // SAFETY: the three pointers are to live locals the C side only writes to.
+        check(unsafe { jeton_flash_init(&mut sector_size, &mut sector_count, &mut write_size) })?;
+        if sector_count < 3 || sector_size == 0 {
+            return Err(FlashError::OutOfRegion);
+        }
+        Ok(Self {
+            sector_size,
+            sector_count,
+            write_size,
+        })
+    }
+
+    pub(crate) fn sector_size(&self) -> u32 {
+        self.sector_size
+    }
+
+    pub(crate) fn sector_count(&self) -> u32 {
+        self.sector_count
+    }
+
+    pub(crate) fn write_size(&self) -> u32 {
+        self.write_size
+    }
+
+    /// The first sector of a part of the region.
+    pub(crate) fn sector_of(&self, region: Region) -> u32 {
+        match region {
+            Region::Account => 0,
+            Region::StorageKey => 1,
+            Region::SelfTest => self.sector_count - 1,
+        }
+    }
+
+    /// The byte offset of `offset` within `region`, if `len` bytes fit in its sector.
+    fn locate(&self, region: Region, offset: u32, len: usize) -> Result<u32, FlashError> {
+        let len = u32::try_from(len).map_err(|_| FlashError::OutOfRegion)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= self.sector_size => {}
+            _ => return Err(FlashError::OutOfRegion),
+        }
+        Ok(self.sector_of(region) * self.sector_size + offset)
+    }
+
+    /// Reads `buf.len()` bytes from `offset` within `region`'s sector.
+    #[allow(unsafe_code)]
+    pub(crate) fn read(
+        &self,
+        region: Region,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> Result<(), FlashError> {
+        let at = self.locate(region, offset, buf.len())?;
+        // SAFETY: buf is a valid, exclusively borrowed buffer of buf.len() bytes, which fits u32.
+        check(unsafe { jeton_flash_read(at, buf.as_mut_ptr(), buf.len() as u32) })
+    }
+
+    /// Programs `data` at `offset` within `region`'s sector, which must be erased there.
+    #[allow(unsafe_code)]
+    pub(crate) fn write(&self, region: Region, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+        let at = self.locate(region, offset, data.len())?;
+        // SAFETY: data is a valid buffer of data.len() bytes, which fits u32; MTD only reads it.
+        check(unsafe { jeton_flash_write(at, data.as_ptr(), data.len() as u32) })
+    }
+
+    /// Erases `region`'s sector (to all 0xff).
+    #[allow(unsafe_code)]
+    pub(crate) fn erase(&self, region: Region) -> Result<(), FlashError> {
+        // SAFETY: erases one sector inside the geometry the C side reported.
+        check(unsafe { jeton_flash_erase_sectors(self.sector_of(region), 1) })
+    }
+}

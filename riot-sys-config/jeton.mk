@@ -1,0 +1,50 @@
+# RIOT configuration shared by every jeton board; included by firmware/riot/Makefile before
+# the board's boards/<board>/board.mk and RIOT's Makefile.include. riot-sys-config/README.md
+# explains each setting and the measurements behind the stack sizes.
+
+# --- the shell, with RIOT's own diagnostics (ps shows per-thread stack use) -----------------
+USEMODULE += shell
+USEMODULE += shell_cmds_default
+USEMODULE += ps
+
+# --- clock: ztimer in milliseconds (src/clock.rs) ---------------------------------------------
+USEMODULE += ztimer
+USEMODULE += ztimer_msec
+
+# --- RNG: RIOT's random module reading the hardware RNG directly (src/rng.rs). --------------
+# The software PRNGs are seeded with 32 bits, too few for identity keys, so a board without
+# periph_hwrng cannot build jeton.
+USEMODULE += random
+USEMODULE += prng_hwrng
+
+# --- storage: the board's first MTD device (src/flash.rs, jeton_platform.c) -----------------
+USEMODULE += mtd
+# Sectors of MTD_0, from sector 0, that belong to jeton: identity, ..., self-test scratch.
+JETON_FLASH_SECTORS ?= 4
+CFLAGS += -DJETON_FLASH_SECTORS=$(JETON_FLASH_SECTORS)
+
+# --- panel: LED0 and BTN0 (src/panel.rs) ---------------------------------------------------
+USEMODULE += periph_gpio
+
+# --- network: GNRC IPv6 with UDP sock (src/udp.rs) ---------------------------------------------
+USEMODULE += netdev_default
+USEMODULE += auto_init_gnrc_netif
+USEMODULE += gnrc_ipv6_default
+USEMODULE += gnrc_icmpv6_echo
+USEMODULE += gnrc_sock_udp
+USEMODULE += sock_udp
+
+# --- stacks --------------------------------------------------------------------------------
+# The main thread runs the Rust application: the shell, formatting, and jeton-olm's account
+# (creating it, pickling it to flash and opening the pickle again in `keys`). Measured with
+# `ps` (DEVELHELP stack painting) on native64: 26824 bytes at the peak, see README.md.
+JETON_MAIN_STACKSIZE ?= 32768
+CFLAGS += -DTHREAD_STACKSIZE_MAIN=$(JETON_MAIN_STACKSIZE)
+
+# --- Rust ----------------------------------------------------------------------------------
+# Size matters on the Cortex-M boards; the profile itself (LTO, opt-level "s") is in
+# firmware/riot/Cargo.toml.
+CARGO_PROFILE ?= release
+
+DEVELHELP ?= 1
+QUIET ?= 1

@@ -1,0 +1,4 @@
+//! Fuzzes `jeton_olm::fuzz_targets::megolm_message`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| jeton_olm::fuzz_targets::megolm_message(data));

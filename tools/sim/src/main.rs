@@ -1,0 +1,427 @@
+//! jeton-sim: a jeton token on the host.
+//!
+//! The same `jeton-core` state machine that runs on a RIOT board, driven by a UDP socket
+//! to a jeton gateway, a directory of record files as its flash, the operating system's
+//! random number generator and a shell on stdin. On a terminal it prompts; otherwise it
+//! reads one command per line and prints one event per line, for scripts and tests.
+
+mod file_store;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant as StdInstant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use jeton_core::matrix::{Config, Token, Ui, UiEvent};
+use jeton_core::platform::{Instant, Rng};
+
+use file_store::FileStore;
+
+/// A simulated jeton token: a Matrix E2EE device speaking CoAP to a jeton gateway.
+///
+/// Commands (one per line): login [user] [password], status, rooms, invites,
+/// join <room>, refuse <room>, send <room> <text>, log [room], keys, help, quit.
+#[derive(Parser, Debug)]
+#[command(name = "jeton-sim", version)]
+struct Args {
+    /// The gateway's UDP address.
+    #[arg(long, default_value = "127.0.0.1:5683")]
+    gateway: String,
+    /// The Matrix user to log in as (localpart or full user id).
+    #[arg(long)]
+    user: Option<String>,
+    /// The password (visible in the process list: prefer --password-file).
+    #[arg(long)]
+    password: Option<String>,
+    /// A file whose first line is the password.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Where the token keeps its records and storage key (its "flash").
+    #[arg(long, default_value = "jeton-sim-state")]
+    state_dir: PathBuf,
+    /// The device display name given at the first login.
+    #[arg(long, default_value = "jeton-sim")]
+    device_name: String,
+    /// Accept invites from this user without asking (repeatable).
+    #[arg(long = "auto-join-from")]
+    auto_join_from: Vec<String>,
+    /// Log in at start with --user and the password.
+    #[arg(long)]
+    login: bool,
+}
+
+/// The operating system's generator.
+struct OsRng;
+
+impl Rng for OsRng {
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        // Without randomness the token must not make keys.
+        #[allow(clippy::expect_used)]
+        getrandom::fill(dest).expect("the OS random number generator works");
+    }
+}
+
+/// Prints events one per line and keeps the recent messages of each room for `log`.
+#[derive(Default)]
+struct Shell {
+    log: BTreeMap<String, VecDeque<String>>,
+}
+
+const LOG_LINES: usize = 50;
+
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+impl Ui for Shell {
+    fn event(&mut self, event: &UiEvent<'_>) {
+        let line = match event {
+            UiEvent::LoggedIn { user_id, device_id } => format!("logged-in {user_id} {device_id}"),
+            UiEvent::KeysPublished { one_time_keys } => format!("keys-published {one_time_keys}"),
+            UiEvent::Synced => return,
+            UiEvent::Message {
+                room_id,
+                sender,
+                event_id,
+                body,
+                encrypted,
+            } => {
+                let line = format!(
+                    "message {room_id} {sender} {event_id} {} {}",
+                    if *encrypted { "e2e" } else { "unencrypted" },
+                    escape(body)
+                );
+                let log = self.log.entry(room_id.to_string()).or_default();
+                log.push_back(format!("{sender}: {}", escape(body)));
+                if log.len() > LOG_LINES {
+                    log.pop_front();
+                }
+                line
+            }
+            UiEvent::Undecryptable {
+                room_id,
+                sender,
+                event_id,
+                reason,
+            } => format!("undecryptable {room_id} {sender} {event_id} {reason}"),
+            UiEvent::RoomKeyRejected { sender, reason } => {
+                format!("room-key-rejected {sender} {reason}")
+            }
+            UiEvent::DeviceRejected {
+                user_id,
+                device_id,
+                reason,
+            } => format!("device-rejected {user_id} {device_id} {reason}"),
+            UiEvent::Queued { local_id, room_id } => format!("queued {local_id} {room_id}"),
+            UiEvent::Delivered {
+                local_id,
+                room_id,
+                event_id,
+            } => format!("delivered {local_id} {room_id} {event_id}"),
+            UiEvent::SendFailed { local_id, error } => format!("send-failed {local_id} {error}"),
+            UiEvent::Invited { room_id, inviter } => format!("invited {room_id} {inviter}"),
+            UiEvent::Joined { room_id } => format!("joined {room_id}"),
+            UiEvent::Error(error) => format!("error {error}"),
+            other => format!("event {other:?}"),
+        };
+        println!("{line}");
+    }
+}
+
+/// The storage key: 32 random bytes in `state_dir/storage.key`, made at first start.
+fn storage_key(state_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = state_dir.join("storage.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()));
+    }
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(&key)?;
+    file.sync_all()?;
+    Ok(key)
+}
+
+struct Sim {
+    token: Token<OsRng, FileStore, Shell>,
+    socket: UdpSocket,
+    gateway: SocketAddr,
+    start: StdInstant,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Sim {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.start.elapsed().as_millis() as u64)
+    }
+
+    fn transmit(&mut self) -> anyhow::Result<()> {
+        let mut buf = [0u8; 1280];
+        let now = self.now();
+        while let Some(len) = self.token.poll_transmit(now, &mut buf) {
+            self.socket.send_to(&buf[..len], self.gateway)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one shell command; false on `quit`.
+    fn command(&mut self, line: &str) -> bool {
+        let mut words = line.split_whitespace();
+        let now = self.now();
+        let result: Result<(), String> = match words.next() {
+            None => Ok(()),
+            Some("help") => {
+                println!(
+                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | quit"
+                );
+                Ok(())
+            }
+            Some("login") => {
+                let user = words.next().map(str::to_string).or(self.user.clone());
+                let password = words.next().map(str::to_string).or(self.password.clone());
+                match (user, password) {
+                    (Some(user), Some(password)) => self
+                        .token
+                        .login(&user, &password, now)
+                        .map_err(|e| e.to_string()),
+                    _ => Err("login needs a user and a password".into()),
+                }
+            }
+            Some("status") => {
+                let identity = self.token.identity();
+                let stats = self.token.transport_stats();
+                println!(
+                    "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={}",
+                    self.token.is_logged_in(),
+                    identity.user_id.as_deref().unwrap_or("-"),
+                    identity.device_id.as_deref().unwrap_or("-"),
+                    self.token.rooms().count(),
+                    self.token.outbox_len(),
+                    stats.datagrams_sent,
+                    stats.retransmissions,
+                );
+                Ok(())
+            }
+            Some("rooms") => {
+                for room in self.token.rooms() {
+                    println!(
+                        "room {} {} members={}",
+                        room.room_id,
+                        if room.encrypted {
+                            "encrypted"
+                        } else {
+                            "unencrypted"
+                        },
+                        room.members
+                    );
+                }
+                Ok(())
+            }
+            Some("invites") => {
+                for (room, inviter) in self.token.invites() {
+                    println!("invite {room} {inviter}");
+                }
+                Ok(())
+            }
+            Some("join") => match words.next() {
+                Some(room) => self.token.join(room, now).map_err(|e| e.to_string()),
+                None => Err("join needs a room id".into()),
+            },
+            Some("refuse") => match words.next() {
+                Some(room) => self.token.refuse(room).map_err(|e| e.to_string()),
+                None => Err("refuse needs a room id".into()),
+            },
+            Some("send") => {
+                let room = words.next();
+                let text = line
+                    .trim_start()
+                    .splitn(3, char::is_whitespace)
+                    .nth(2)
+                    .map(str::trim);
+                match (room, text) {
+                    (Some(room), Some(text)) if !text.is_empty() => self
+                        .token
+                        .send_text(room, text, now)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    _ => Err("send needs a room id and a text".into()),
+                }
+            }
+            Some("log") => {
+                let room = words.next();
+                let shell = self.token.ui();
+                for (id, lines) in &shell.log {
+                    if room.is_none_or(|r| r == id) {
+                        for line in lines {
+                            println!("log {id} {line}");
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some("keys") => {
+                let identity = self.token.identity();
+                println!(
+                    "keys curve25519={} ed25519={}",
+                    identity.curve25519, identity.ed25519
+                );
+                println!("fingerprint {}", fingerprint(&identity.ed25519));
+                Ok(())
+            }
+            Some("quit" | "exit") => return false,
+            Some(other) => Err(format!("unknown command {other} (try help)")),
+        };
+        if let Err(message) = result {
+            println!("error {message}");
+        }
+        true
+    }
+}
+
+/// The Ed25519 key in groups of four, as Matrix clients show fingerprints.
+fn fingerprint(ed25519: &str) -> String {
+    ed25519
+        .as_bytes()
+        .chunks(4)
+        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let password = match (&args.password, &args.password_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let gateway = args
+        .gateway
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {}", args.gateway))?
+        .next()
+        .context("the gateway address resolves to nothing")?;
+    let bind: SocketAddr = if gateway.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = UdpSocket::bind(bind)?;
+    let store = FileStore::open(&args.state_dir)
+        .with_context(|| format!("opening {}", args.state_dir.display()))?;
+    let mut config = Config::new(storage_key(&args.state_dir)?);
+    config.device_display_name = args
+        .device_name
+        .as_str()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the device name is too long"))?;
+    for user in &args.auto_join_from {
+        let user = user
+            .as_str()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{user} is too long"))?;
+        if config.auto_join_from.push(user).is_err() {
+            bail!("too many --auto-join-from users");
+        }
+    }
+    let start = StdInstant::now();
+    let token = Token::new(config, OsRng, store, Shell::default(), Instant::ZERO)
+        .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
+    let mut sim = Sim {
+        token,
+        socket,
+        gateway,
+        start,
+        user: args.user.clone(),
+        password,
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    if args.login && !sim.token.is_logged_in() {
+        sim.command("login");
+    }
+    if interactive {
+        println!("jeton-sim: type help for the commands");
+    }
+    let mut buf = [0u8; 2048];
+    let mut stdin_open = true;
+    loop {
+        sim.transmit()?;
+        std::io::stdout().flush()?;
+        let now = sim.now();
+        let wait = sim
+            .token
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.millis_since(now)))
+            .unwrap_or(Duration::from_millis(50))
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        sim.socket.set_read_timeout(Some(wait))?;
+        match sim.socket.recv_from(&mut buf) {
+            Ok((len, from)) if from == sim.gateway => {
+                let now = sim.now();
+                sim.token.handle_datagram(&buf[..len], now);
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(e.into()),
+        }
+        let now = sim.now();
+        if sim.token.poll_timeout().is_some_and(|t| t <= now) {
+            sim.token.handle_timeout(now);
+        }
+        while stdin_open {
+            match lines.try_recv() {
+                Ok(line) => {
+                    if !sim.command(&line) {
+                        sim.transmit()?;
+                        return Ok(());
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // End of input: a script is done, but the token keeps running until
+                    // its outbox is empty.
+                    stdin_open = false;
+                }
+            }
+        }
+        if !stdin_open && !interactive && sim.token.outbox_len() == 0 {
+            sim.transmit()?;
+            return Ok(());
+        }
+    }
+}
