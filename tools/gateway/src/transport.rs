@@ -1131,7 +1131,7 @@ impl Transport {
         };
         let mut observe = None;
         if let (Some(template), true) = (ctx.register, content.code == code::CONTENT) {
-            observe = self.register(addr, &ctx.token, template, &content, outcome, now, actions);
+            observe = self.register(addr, &ctx.token, template, outcome, now, actions);
         }
         let reply = Reply {
             content: &content,
@@ -1150,12 +1150,10 @@ impl Transport {
         addr: SocketAddr,
         token: &[u8],
         template: ObserverTemplate,
-        content: &ResponseContent,
         outcome: &UpstreamOutcome,
         now: Instant,
         actions: &mut Vec<Action>,
     ) -> Option<u32> {
-        let _ = content;
         let since = next_batch(outcome)?;
         // Same token: the client re-registers; replace the old observation.
         let token_owned = token.to_vec();
@@ -1257,9 +1255,7 @@ impl Transport {
             translate::translate_response(outcome, &http::Method::GET, template.encoding, false);
         let ok = content.code == code::CONTENT;
         let batch = if ok { next_batch(outcome) } else { None };
-        if ok && batch.is_none() {
-            // 200 without next_batch is not a sync response; treat as an upstream fault.
-        }
+        // No next_batch (an error, or a 200 that is not a sync response): the last notification.
         let changed = batch.is_some() && batch != observer.since;
         if batch.is_some()
             && !changed
