@@ -101,6 +101,9 @@ struct Block1Assembly {
 #[derive(Debug)]
 struct StoredBody {
     key: String,
+    /// For a notification body: the observed path, so that block follow-ups find it even if
+    /// their query differs from the registration's (for example an updated `since`).
+    notification_path: Option<String>,
     content: ResponseContent,
     expires: Instant,
 }
@@ -721,7 +724,15 @@ impl Transport {
                 .peers
                 .get_mut(&addr)
                 .ok_or_else(|| internal(incoming))?;
-            if let Some(stored) = peer.block2.iter_mut().find(|s| s.key == key) {
+            let stored = match peer.block2.iter().position(|s| s.key == key) {
+                Some(i) => Some(i),
+                None if http_method == http::Method::GET => peer
+                    .block2
+                    .iter()
+                    .position(|s| s.notification_path.as_deref() == Some(path.as_str())),
+                None => None,
+            };
+            if let Some(stored) = stored.and_then(|i| peer.block2.get_mut(i)) {
                 stored.expires = now + self.limits.blockwise_timeout;
                 let content = stored.content.clone();
                 self.metrics
@@ -1031,6 +1042,7 @@ impl Transport {
             store_body(
                 peer,
                 key,
+                None,
                 content,
                 now + blockwise_timeout,
                 blockwise_per_peer,
@@ -1283,6 +1295,7 @@ impl Transport {
             store_body(
                 peer,
                 &template.key,
+                Some(&template.path),
                 &content,
                 now + blockwise_timeout,
                 blockwise_per_peer,
@@ -1468,13 +1481,24 @@ fn fill_payload(packet: &mut Packet, content: &ResponseContent, num: u32, szx: u
     true
 }
 
-fn store_body(peer: &mut Peer, key: &str, content: &ResponseContent, expires: Instant, cap: usize) {
-    peer.block2.retain(|s| s.key != key);
+fn store_body(
+    peer: &mut Peer,
+    key: &str,
+    notification_path: Option<&str>,
+    content: &ResponseContent,
+    expires: Instant,
+    cap: usize,
+) {
+    peer.block2.retain(|s| {
+        s.key != key
+            && (notification_path.is_none() || s.notification_path.as_deref() != notification_path)
+    });
     while !peer.block2.is_empty() && peer.block2.len() + peer.block1.len() >= cap {
         peer.block2.remove(0);
     }
     peer.block2.push(StoredBody {
         key: key.to_owned(),
+        notification_path: notification_path.map(str::to_owned),
         content: content.clone(),
         expires,
     });
