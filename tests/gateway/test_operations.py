@@ -90,7 +90,7 @@ def test_metrics_and_logs_without_secrets(proxy, synapse):
     assert "answered" in logs, "debug logging is on"
     assert token not in logs and secret_body not in logs and room not in logs
 
-    assert metrics['jeton_gateway_requests_total{route="/_matrix/client/v3/rooms/{}/send/m.room.message/{}",code="2.04"}'] == 1
+    assert metrics['jeton_gateway_requests_total{route="/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}",code="2.04"}'] == 1
     assert metrics["jeton_gateway_duplicates_total"] == 1
     assert metrics["jeton_gateway_coap_received_bytes_total"] > 0
     assert metrics["jeton_gateway_http_sent_bytes_total"] > 0

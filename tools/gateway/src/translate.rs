@@ -272,22 +272,29 @@ pub fn encode_query_pair(pair: &str) -> String {
     }
 }
 
-/// A label for a path that is safe to log and bounded as a metric label: identifiers, ids and
-/// anything long become `{}`.
+/// A label for a path that is safe to log and bounded as a metric label: the profile's template
+/// when the path is in its table; otherwise the path with every segment that may be an
+/// identifier (anything but short lower-case words) replaced by `{}`.
 pub fn route_label(path: &str) -> String {
+    if let Some(template) = profile::route_template(path) {
+        return template.to_owned();
+    }
     let mut label = String::with_capacity(path.len().min(64));
-    for segment in path.split('/').filter(|s| !s.is_empty()).take(8) {
+    for segment in path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .take(8)
+    {
         label.push('/');
-        let plain = segment.len() <= 24
-            && segment.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
-            });
-        let id_like = segment.bytes().filter(u8::is_ascii_digit).count() > 3;
-        if plain && !id_like {
-            label.push_str(segment);
-        } else {
-            label.push_str("{}");
-        }
+        let word = segment.len() <= 24
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_' || b == b'-')
+            || matches!(segment, "v1" | "v3" | "r0");
+        label.push_str(if word { segment } else { "{}" });
     }
     if label.is_empty() {
         label.push('/');
@@ -423,13 +430,18 @@ mod tests {
     fn route_labels_hide_identifiers() {
         assert_eq!(
             route_label(
-                "/_matrix/client/v3/rooms/%21abc%3Aexample.org/send/m.room.encrypted/8f14e45f-ceea-467f-a0e8-7d5b1f3d2c11"
+                "/_matrix/client/v3/rooms/%21abc%3Aexample.org/send/m.room.encrypted/jaf4fffc60"
             ),
-            "/_matrix/client/v3/rooms/{}/send/m.room.encrypted/{}"
+            "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"
         );
         assert_eq!(
             route_label("/_matrix/client/v3/sync"),
             "/_matrix/client/v3/sync"
+        );
+        // Not in the table: identifiers still disappear.
+        assert_eq!(
+            route_label("/_synapse/admin/v1/users/@a:b/devices/ABCDEF1234"),
+            "/_synapse/admin/v1/users/{}/devices/{}"
         );
     }
 
