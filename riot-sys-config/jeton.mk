@@ -19,8 +19,9 @@ USEMODULE += prng_hwrng
 
 # --- storage: the board's first MTD device (src/flash.rs, jeton_platform.c) -----------------
 USEMODULE += mtd
-# Sectors of MTD_0, from sector 0, that belong to jeton: identity, ..., self-test scratch.
-JETON_FLASH_SECTORS ?= 4
+# Sectors of MTD_0, from sector 0, that belong to jeton (odd, at least 7): 0 account
+# pickle, 1 storage key, 2 to N-2 the record store (pages of two sectors), N-1 self-test.
+JETON_FLASH_SECTORS ?= 33
 CFLAGS += -DJETON_FLASH_SECTORS=$(JETON_FLASH_SECTORS)
 
 # --- panel: LED0 and BTN0 (src/panel.rs) ---------------------------------------------------
@@ -37,7 +38,7 @@ USEMODULE += sock_udp
 # --- stacks --------------------------------------------------------------------------------
 # The main thread runs the Rust application: the shell, formatting, and jeton-olm's account
 # (creating it, pickling it to flash and opening the pickle again in `keys`). Measured with
-# `ps` (DEVELHELP stack painting) on native64: 26824 bytes at the peak, see README.md.
+# `ps` (DEVELHELP stack painting) on native64: 26888 bytes at the peak, see README.md.
 JETON_MAIN_STACKSIZE ?= 32768
 CFLAGS += -DTHREAD_STACKSIZE_MAIN=$(JETON_MAIN_STACKSIZE)
 

@@ -24,7 +24,7 @@
 
 /* How many sectors of MTD_0, from its first sector, belong to jeton. */
 #ifndef JETON_FLASH_SECTORS
-#define JETON_FLASH_SECTORS 4
+#define JETON_FLASH_SECTORS 33
 #endif
 
 const char *jeton_board_name(void)

@@ -14,13 +14,14 @@ use crate::flash::{Flash, FlashError, Region};
 use crate::identity::{self, Origin};
 use crate::panel::{ButtonState, Panel};
 use crate::rng::HardwareRng;
+use crate::store::BootCountError;
 use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
 
 /// Length of a 32-byte key in unpadded base64.
 const KEY_BASE64_LEN: usize = jeton_olm::base64::encoded_len(32);
 
 /// Why the Matrix commands cannot run yet; printed by each of them.
-const NO_MATRIX_CLIENT: &str = "jeton-core's Matrix client is not part of this build yet";
+const NO_MATRIX_CLIENT: &str = "the firmware does not run jeton-core's Matrix client (Token) yet";
 
 /// Everything the shell commands act on.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub(crate) struct Device<'a> {
     pub(crate) flash: Result<Flash, FlashError>,
     pub(crate) socket: Result<TokenSocket<'a>, UdpError>,
     pub(crate) panel: Panel,
+    /// This boot's number as counted in the record store.
+    pub(crate) boot: Result<u32, BootCountError>,
 }
 
 impl Device<'_> {
@@ -63,6 +66,14 @@ impl Device<'_> {
                 }
             }
             Err(err) => println!("flash: unavailable: {err}"),
+        }
+        match (&self.boot, &self.flash) {
+            (Ok(boot), Ok(flash)) => println!(
+                "store: boot {boot} counted in the record store ({} pages of 8 KiB)",
+                flash.extent(Region::Store).1 / 2
+            ),
+            (Ok(boot), Err(_)) => println!("store: boot {boot}"),
+            (Err(err), _) => println!("store: unavailable: {err}"),
         }
         match &self.socket {
             Ok(_) => println!("udp: bound to port {LOCAL_PORT}"),
@@ -134,6 +145,7 @@ impl Device<'_> {
             ("rng", self.selftest_rng(out)),
             ("clock", self.selftest_clock(out)),
             ("flash", self.selftest_flash(out)),
+            ("store", self.selftest_store(out)),
             ("udp", self.selftest_udp(out)),
         ];
         let failed = results.iter().filter(|(_, ok)| !ok).count();
@@ -202,7 +214,7 @@ impl Device<'_> {
                 let _ = writeln!(
                     out,
                     "flash: sector {} erased {}, 64 bytes read back {}",
-                    flash.sector_of(Region::SelfTest),
+                    flash.extent(Region::SelfTest).0,
                     if blank { "to 0xff" } else { "NOT to 0xff" },
                     if same { "intact" } else { "CHANGED" }
                 );
@@ -210,6 +222,41 @@ impl Device<'_> {
             }
             Err(err) => {
                 let _ = writeln!(out, "flash: {err}");
+                false
+            }
+        }
+    }
+
+    fn selftest_store(&self, out: &mut Stdio) -> bool {
+        // A rewrite of a 4-byte record takes a 16-byte item, so 1500 rewrites (24 KB) fill
+        // three 8 KiB pages: sequential-storage moves on from page to page.
+        const ROUNDS: u32 = 1500;
+        let Ok(flash) = &self.flash else {
+            let _ = writeln!(out, "store: no flash");
+            return false;
+        };
+        let started = self.clock.now_ms();
+        match crate::store::exercise(flash, ROUNDS) {
+            Ok(report) => {
+                let verdict = |ok: bool| if ok { "intact" } else { "WRONG" };
+                let _ = writeln!(
+                    out,
+                    "store: {ROUNDS} rewrites read back {}, a {} byte record read back {}, \
+                     a removed record {} ({} ms)",
+                    verdict(report.rewrites_intact),
+                    jeton_core::store::MAX_RECORD_SIZE,
+                    verdict(report.large_record_intact),
+                    if report.removal_seen {
+                        "absent"
+                    } else {
+                        "STILL THERE"
+                    },
+                    self.clock.now_ms().saturating_sub(started),
+                );
+                report.rewrites_intact && report.large_record_intact && report.removal_seen
+            }
+            Err(err) => {
+                let _ = writeln!(out, "store: {err}");
                 false
             }
         }
@@ -277,13 +324,13 @@ const HELP: &str = "\
 jeton token commands:
   status               device state: board, RNG, flash, identity, network
   keys                 the device's identity keys (created on first use, kept on flash)
-  selftest             exercise the RNG, clock, flash and UDP adapters
-  login                log in to the homeserver          (needs jeton-core)
-  rooms                list joined rooms                 (needs jeton-core)
-  invites              list pending invites              (needs jeton-core)
-  join <room>          accept an invite / join a room    (needs jeton-core)
-  send <room> <text>   send an encrypted message         (needs jeton-core)
-  log [room]           recent messages                   (needs jeton-core)
+  selftest             exercise the RNG, clock, flash, record store and UDP adapters
+  login                log in to the homeserver          (not in this build)
+  rooms                list joined rooms                 (not in this build)
+  invites              list pending invites              (not in this build)
+  join <room>          accept an invite / join a room    (not in this build)
+  send <room> <text>   send an encrypted message         (not in this build)
+  log [room]           recent messages                   (not in this build)
   help                 this list
 RIOT's own commands (ps, ifconfig, ping, ...) are available too.";
 
@@ -304,32 +351,32 @@ pub(crate) fn run_shell(device: Device<'_>) -> ! {
     shell::new()
         .and(
             cstr!("log"),
-            cstr!("recent messages (needs jeton-core)"),
+            cstr!("recent messages (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("send"),
-            cstr!("send an encrypted message (needs jeton-core)"),
+            cstr!("send an encrypted message (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("join"),
-            cstr!("join a room (needs jeton-core)"),
+            cstr!("join a room (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("invites"),
-            cstr!("pending invites (needs jeton-core)"),
+            cstr!("pending invites (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("rooms"),
-            cstr!("joined rooms (needs jeton-core)"),
+            cstr!("joined rooms (not in this build)"),
             unavailable,
         )
         .and(
             cstr!("login"),
-            cstr!("log in (needs jeton-core)"),
+            cstr!("log in (not in this build)"),
             unavailable,
         )
         .and(

@@ -2,7 +2,7 @@
 //!
 //! On native64 that is RIOT's file-backed MTD (`MEMORY.bin` in the working directory, 8 MiB in
 //! 4 KiB sectors); on Cortex-M boards it is whatever the board exposes as `MTD_0`.
-//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 4, at least 3, see
+//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 33, at least 7, see
 //! riot-sys-config/), laid out by [`Region`].
 
 /// What went wrong talking to the flash device.
@@ -17,6 +17,8 @@ pub(crate) enum FlashError {
     Driver(i32),
     /// What was written did not read back the same.
     ReadBackMismatch,
+    /// The device's sectors are not the 4 KiB jeton's layout is made for.
+    UnsupportedGeometry,
 }
 
 impl core::fmt::Display for FlashError {
@@ -26,6 +28,9 @@ impl core::fmt::Display for FlashError {
             Self::OutOfRegion => f.write_str("the flash access lies outside jeton's region"),
             Self::Driver(errno) => write!(f, "the MTD driver failed with error {errno}"),
             Self::ReadBackMismatch => f.write_str("the flash did not read back what was written"),
+            Self::UnsupportedGeometry => {
+                f.write_str("the flash sectors are not the 4 KiB jeton's layout is made for")
+            }
         }
     }
 }
@@ -59,6 +64,9 @@ pub(crate) enum Region {
     Account,
     /// The key the pickles are encrypted with (see `identity.rs`).
     StorageKey,
+    /// The wear-levelled key-value store (see `store.rs`): every sector between the storage
+    /// key and the self-test scratch sector.
+    Store,
     /// Scratch space for the `selftest` command; its contents mean nothing.
     SelfTest,
 }
@@ -78,7 +86,8 @@ impl Flash {
         let (mut sector_size, mut sector_count, mut write_size) = (0, 0, 0);
         // SAFETY: the three pointers are to live locals the C side only writes to.
         check(unsafe { jeton_flash_init(&mut sector_size, &mut sector_count, &mut write_size) })?;
-        if sector_count < 3 || sector_size == 0 {
+        // Account, storage key, the store's two pages of two sectors, self-test scratch.
+        if sector_count < 7 || sector_size == 0 {
             return Err(FlashError::OutOfRegion);
         }
         Ok(Self {
@@ -100,26 +109,28 @@ impl Flash {
         self.write_size
     }
 
-    /// The first sector of a part of the region.
-    pub(crate) fn sector_of(&self, region: Region) -> u32 {
+    /// The first sector of a part of the region and how many sectors it spans.
+    pub(crate) fn extent(&self, region: Region) -> (u32, u32) {
         match region {
-            Region::Account => 0,
-            Region::StorageKey => 1,
-            Region::SelfTest => self.sector_count - 1,
+            Region::Account => (0, 1),
+            Region::StorageKey => (1, 1),
+            Region::Store => (2, self.sector_count - 3),
+            Region::SelfTest => (self.sector_count - 1, 1),
         }
     }
 
-    /// The byte offset of `offset` within `region`, if `len` bytes fit in its sector.
+    /// The byte address of `offset` within `region`, if `len` bytes from there stay inside it.
     fn locate(&self, region: Region, offset: u32, len: usize) -> Result<u32, FlashError> {
+        let (first, sectors) = self.extent(region);
         let len = u32::try_from(len).map_err(|_| FlashError::OutOfRegion)?;
         match offset.checked_add(len) {
-            Some(end) if end <= self.sector_size => {}
+            Some(end) if end <= sectors * self.sector_size => {}
             _ => return Err(FlashError::OutOfRegion),
         }
-        Ok(self.sector_of(region) * self.sector_size + offset)
+        Ok(first * self.sector_size + offset)
     }
 
-    /// Reads `buf.len()` bytes from `offset` within `region`'s sector.
+    /// Reads `buf.len()` bytes from `offset` within `region`.
     #[allow(unsafe_code)]
     pub(crate) fn read(
         &self,
@@ -132,7 +143,7 @@ impl Flash {
         check(unsafe { jeton_flash_read(at, buf.as_mut_ptr(), buf.len() as u32) })
     }
 
-    /// Programs `data` at `offset` within `region`'s sector, which must be erased there.
+    /// Programs `data` at `offset` within `region`, which must be erased there.
     #[allow(unsafe_code)]
     pub(crate) fn write(&self, region: Region, offset: u32, data: &[u8]) -> Result<(), FlashError> {
         let at = self.locate(region, offset, data.len())?;
@@ -140,10 +151,26 @@ impl Flash {
         check(unsafe { jeton_flash_write(at, data.as_ptr(), data.len() as u32) })
     }
 
-    /// Erases `region`'s sector (to all 0xff).
-    #[allow(unsafe_code)]
+    /// Erases all of `region` (to all 0xff).
     pub(crate) fn erase(&self, region: Region) -> Result<(), FlashError> {
-        // SAFETY: erases one sector inside the geometry the C side reported.
-        check(unsafe { jeton_flash_erase_sectors(self.sector_of(region), 1) })
+        let (_, sectors) = self.extent(region);
+        self.erase_sectors(region, 0, sectors)
+    }
+
+    /// Erases `count` sectors of `region` from its sector `first`.
+    #[allow(unsafe_code)]
+    pub(crate) fn erase_sectors(
+        &self,
+        region: Region,
+        first: u32,
+        count: u32,
+    ) -> Result<(), FlashError> {
+        let (start, sectors) = self.extent(region);
+        match first.checked_add(count) {
+            Some(end) if end <= sectors => {}
+            _ => return Err(FlashError::OutOfRegion),
+        }
+        // SAFETY: erases whole sectors inside jeton's region, checked just above.
+        check(unsafe { jeton_flash_erase_sectors(start + first, count) })
     }
 }

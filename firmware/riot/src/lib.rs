@@ -3,10 +3,12 @@
 //! The token's firmware for RIOT: it maps the platform a token needs onto RIOT (hardware RNG
 //! through the `random` module, a millisecond clock from ztimer, one UDP socket on GNRC,
 //! jeton's region of the board's MTD flash) and exposes the token through RIOT's shell with
-//! the command names `jeton-sim` uses. The RNG and the clock implement jeton-core's
-//! `platform::Rng` and `platform::Clock`; the device identity is jeton-olm's Olm account,
-//! kept on flash as an encrypted pickle. It is the only crate that names riot-wrappers or
-//! riot-sys; everything a token decides will live in jeton-core, which this crate drives.
+//! the command names `jeton-sim` uses. The RNG, the clock and the record store implement
+//! jeton-core's `platform::Rng`, `platform::Clock` and `store::Store`; the device identity is
+//! jeton-olm's Olm account, kept on flash as an encrypted pickle; LED0 and BTN0 form the
+//! panel. It is the only crate that names riot-wrappers or riot-sys; everything a token
+//! decides lives in jeton-core. Not yet: running jeton-core's Matrix client (`Token`), so the
+//! Matrix commands report that they are not available in this build.
 //!
 //! # Usage
 //!
@@ -18,7 +20,7 @@
 //!
 //! The shell then offers `help`, `status`, `keys`, `selftest` and the Matrix commands
 //! (`login`, `rooms`, `invites`, `join`, `send`, `log`), which report that they are not
-//! available until jeton-core's Matrix client exists.
+//! available in this build.
 //!
 //! # Features
 //!
@@ -44,6 +46,7 @@ mod flash;
 mod identity;
 mod panel;
 mod rng;
+mod store;
 mod udp;
 
 use riot_wrappers::socket_embedded_nal::Stack;
@@ -55,6 +58,10 @@ fn main() {
     board::init_main_msg_queue();
     let clock = clock::MonotonicClock::new();
     let flash = flash::Flash::open();
+    let boot = match &flash {
+        Ok(flash) => store::count_boot(flash),
+        Err(err) => Err(store::BootCountError::Flash(*err)),
+    };
     let mut stack = Stack::<{ udp::SOCKET_SLOTS }>::new();
     // The stack's run never returns (its socket slots are never freed), and neither does the
     // shell inside it.
@@ -64,6 +71,7 @@ fn main() {
             flash,
             socket: udp::TokenSocket::bind(accessor),
             panel: panel::Panel::open(),
+            boot,
         };
         println!("jeton token booting");
         device.print_status();

@@ -148,7 +148,7 @@ fn main() -> ! {
         GroupSession::new(&mut rng)
     });
     let key = group.session_key();
-    let mut inbound_group = run(&mut c, "Megolm inbound session from key (verify)", || {
+    let mut inbound_group = run(&mut c, "Megolm inbound session from a checked key", || {
         InboundGroupSession::new(&key)
     });
     let mut megolm_wire = [0u8; megolm_message_len(100)];
