@@ -10,6 +10,7 @@ from aiocoap import Message
 
 from coap_client import GET, POST, RawSocket, code_of, decode, encode, message
 from conftest import start_gateway, stop
+from fake_homeserver import FakeHomeserver
 
 
 @pytest.fixture
@@ -147,3 +148,21 @@ def test_silent_homeserver_is_5_04():
         for s in accepted:
             s.close()
         listener.close()
+
+
+@pytest.mark.parametrize("status,headers,errcode,code,max_age", [
+    (429, {"Retry-After": "7"}, "M_LIMIT_EXCEEDED", "4.29", 7),
+    (503, {}, "M_UNKNOWN", "5.03", None),
+    (405, {}, "M_UNRECOGNIZED", "4.05", None),
+])
+def test_homeserver_errors_map_to_coap_codes(status, headers, errcode, code, max_age):
+    upstream = FakeHomeserver(status, {"errcode": errcode, "error": "canned"}, headers)
+    gw = start_gateway(upstream.url)
+    try:
+        response = exchange(gw, encode(message(GET, "/_matrix/client/v3/sync", mtype=aiocoap.CON), mid=0x0808))
+        assert code_of(response) == code
+        assert response.opt.max_age == max_age or (max_age is None and response.opt.max_age in (None, 60))
+        assert decode(response)[1] == {"errcode": errcode, "error": "canned"}
+    finally:
+        stop(gw.proc)
+        upstream.close()

@@ -138,3 +138,34 @@ def test_observe_pushes_new_events_with_rising_numbers_and_ends_on_cancel(gatewa
     while gateway.metric("jeton_gateway_observers") > 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert gateway.metric("jeton_gateway_observers") == 0
+
+
+def test_observe_ends_when_the_client_resets_a_notification(synapse, proxy):
+    from conftest import start_gateway, stop
+
+    gw = start_gateway(f"http://127.0.0.1:{proxy.port}", "--observe-poll-timeout-ms", "500")
+    user = make_user(synapse)
+    token = user["access_token"]
+    room = make_room(synapse, token)
+    _, initial = synapse.request("GET", "/_matrix/client/v3/sync?timeout=0", token=token)
+    raw = RawSocket(gw, timeout=10)
+    try:
+        register = message(GET, "/_matrix/client/v3/sync", token=token, query=(f"since={initial['next_batch']}",),
+                           observe=0, mtype=aiocoap.CON)
+        first = raw.exchange(encode(register, mid=0x7001, token=b"\x70"))
+        assert code_of(first) == "2.05" and first.opt.observe is not None
+        assert gw.metric("jeton_gateway_observers") == 1
+        synapse.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/{uuid.uuid4()}",
+                        {"msgtype": "m.text", "body": "ping"}, token=token)
+        notification = Message.decode(raw.recv())
+        assert notification.mtype == aiocoap.CON and notification.token == b"\x70"
+        assert notification.opt.observe > first.opt.observe
+        raw.send(bytes([0x70, 0x00]) + notification.mid.to_bytes(2, "big"))  # RST
+        deadline = time.monotonic() + 5
+        while gw.metric("jeton_gateway_observers") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gw.metric("jeton_gateway_observers") == 0
+        assert raw.recv_or_none(timeout=1.5) is None, "no more notifications after the reset"
+    finally:
+        raw.close()
+        stop(gw.proc)

@@ -1,12 +1,9 @@
 """Operations: graceful shutdown drains in-flight requests, the metrics endpoint, logs without
 secrets, and --help documenting every setting."""
 
-import http.server
-import json
 import re
 import signal
 import subprocess
-import threading
 import time
 import uuid
 
@@ -15,40 +12,12 @@ from aiocoap import Message
 
 from coap_client import GET, PUT, RawSocket, code_of, decode, encode, message
 from conftest import GATEWAY_BIN, build_gateway, start_gateway, stop
+from fake_homeserver import FakeHomeserver
 from matrix_users import make_room, make_user
 
 
-class SlowHomeserver:
-    """Answers every request after `delay` seconds."""
-
-    def __init__(self, delay):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                time.sleep(delay)
-                body = json.dumps({"versions": ["v1.11"]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones():
-    upstream = SlowHomeserver(delay=1.5)
+    upstream = FakeHomeserver(body={"versions": ["v1.11"]}, delay=1.5)
     gw = start_gateway(upstream.url, "--piggyback-wait-ms", "5000")
     raw = RawSocket(gw, timeout=5)
     try:
@@ -90,7 +59,7 @@ def test_metrics_and_logs_without_secrets(proxy, synapse):
     assert "answered" in logs, "debug logging is on"
     assert token not in logs and secret_body not in logs and room not in logs
 
-    assert metrics['jeton_gateway_requests_total{route="/_matrix/client/v3/rooms/{}/send/m.room.message/{}",code="2.04"}'] == 1
+    assert metrics['jeton_gateway_requests_total{route="/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}",code="2.04"}'] == 1
     assert metrics["jeton_gateway_duplicates_total"] == 1
     assert metrics["jeton_gateway_coap_received_bytes_total"] > 0
     assert metrics["jeton_gateway_http_sent_bytes_total"] > 0

@@ -45,6 +45,26 @@ pub fn expand_segments<'a>(
     Ok(out)
 }
 
+/// The path template of the profile's table that a full path matches (parameters as
+/// `{roomId}` etc.), for bounded metric labels and logs without identifiers.
+pub fn route_template(path: &str) -> Option<&'static str> {
+    let path = path.split('?').next().unwrap_or_default();
+    jeton_proto::path::table(TableVersion::V2)
+        .iter()
+        .map(|(_, template)| *template)
+        .find(|template| {
+            let mut wanted = template.split('/');
+            let mut given = path.split('/');
+            loop {
+                match (wanted.next(), given.next()) {
+                    (None, None) => return true,
+                    (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
+                    _ => return false,
+                }
+            }
+        })
+}
+
 /// JSON -> canonical CBOR with the integer keys (and, in v2, binary fields) of `version`.
 pub fn json_to_cbor(value: &Value, version: TableVersion) -> Result<Vec<u8>, ProfileError> {
     jeton_proto::transcode::json_to_cbor(value, version).map_err(ProfileError::Transcode)
@@ -79,6 +99,19 @@ mod tests {
             expand_segments(["_matrix", "client", "v3", "sync"], TableVersion::V2).unwrap(),
             "/_matrix/client/v3/sync"
         );
+    }
+
+    #[test]
+    fn routes_come_from_the_path_table() {
+        assert_eq!(
+            route_template("/_matrix/client/v3/rooms/%21r%3As/send/m.room.encrypted/jaf4fffc60"),
+            Some("/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}")
+        );
+        assert_eq!(
+            route_template("/_matrix/client/r0/sync?since=s1"),
+            Some("/_matrix/client/r0/sync")
+        );
+        assert_eq!(route_template("/_synapse/admin/v1/register"), None);
     }
 
     #[test]

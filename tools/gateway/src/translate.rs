@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::message::code;
 use crate::profile::{self, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
 
-/// A Matrix access token. `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
+/// A Matrix access token (a bearer secret): `Debug` never prints it and it is wiped on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct AccessToken(String);
 
 impl AccessToken {
@@ -34,8 +35,9 @@ impl core::fmt::Debug for AccessToken {
     }
 }
 
-/// An HTTP request the gateway sends to the homeserver.
-#[derive(Debug, Clone)]
+/// An HTTP request the gateway sends to the homeserver. `Debug` shows the body's length only
+/// (bodies carry passwords and ciphertexts).
+#[derive(Clone)]
 pub struct UpstreamRequest {
     /// HTTP method.
     pub method: http::Method,
@@ -47,6 +49,21 @@ pub struct UpstreamRequest {
     pub json_body: Option<Vec<u8>>,
     /// Give up (and answer 5.04) after this long.
     pub timeout: Duration,
+}
+
+impl core::fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UpstreamRequest")
+            .field("method", &self.method)
+            .field(
+                "route",
+                &route_label(self.path_and_query.split('?').next().unwrap_or_default()),
+            )
+            .field("access_token", &self.access_token)
+            .field("json_body_len", &self.json_body.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// What came back from the homeserver.
@@ -255,22 +272,29 @@ pub fn encode_query_pair(pair: &str) -> String {
     }
 }
 
-/// A label for a path that is safe to log and bounded as a metric label: identifiers, ids and
-/// anything long become `{}`.
+/// A label for a path that is safe to log and bounded as a metric label: the profile's template
+/// when the path is in its table; otherwise the path with every segment that may be an
+/// identifier (anything but short lower-case words) replaced by `{}`.
 pub fn route_label(path: &str) -> String {
+    if let Some(template) = profile::route_template(path) {
+        return template.to_owned();
+    }
     let mut label = String::with_capacity(path.len().min(64));
-    for segment in path.split('/').filter(|s| !s.is_empty()).take(8) {
+    for segment in path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .take(8)
+    {
         label.push('/');
-        let plain = segment.len() <= 24
-            && segment.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
-            });
-        let id_like = segment.bytes().filter(u8::is_ascii_digit).count() > 3;
-        if plain && !id_like {
-            label.push_str(segment);
-        } else {
-            label.push_str("{}");
-        }
+        let word = segment.len() <= 24
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_' || b == b'-')
+            || matches!(segment, "v1" | "v3" | "r0");
+        label.push_str(if word { segment } else { "{}" });
     }
     if label.is_empty() {
         label.push('/');
@@ -380,23 +404,44 @@ mod tests {
     fn bearer_prefix_is_optional_and_debug_redacts() {
         let a = AccessToken::from_option(b"Bearer syt_abc").unwrap();
         let b = AccessToken::from_option(b"syt_abc").unwrap();
-        assert_eq!(a, b);
+        assert_eq!(a.expose(), b.expose());
         assert_eq!(a.expose(), "syt_abc");
         assert!(!format!("{a:?}").contains("syt_abc"));
         assert!(AccessToken::from_option(b"").is_none());
     }
 
     #[test]
+    fn request_debug_shows_no_secrets() {
+        let request = UpstreamRequest {
+            method: http::Method::POST,
+            path_and_query: "/_matrix/client/v3/login?access_token=syt_q".into(),
+            access_token: AccessToken::from_option(b"syt_secret"),
+            json_body: Some(br#"{"password":"hunter2"}"#.to_vec()),
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{request:?}");
+        for secret in ["syt_secret", "hunter2", "syt_q"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("/_matrix/client/v3/login"));
+    }
+
+    #[test]
     fn route_labels_hide_identifiers() {
         assert_eq!(
             route_label(
-                "/_matrix/client/v3/rooms/%21abc%3Aexample.org/send/m.room.encrypted/8f14e45f-ceea-467f-a0e8-7d5b1f3d2c11"
+                "/_matrix/client/v3/rooms/%21abc%3Aexample.org/send/m.room.encrypted/jaf4fffc60"
             ),
-            "/_matrix/client/v3/rooms/{}/send/m.room.encrypted/{}"
+            "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"
         );
         assert_eq!(
             route_label("/_matrix/client/v3/sync"),
             "/_matrix/client/v3/sync"
+        );
+        // Not in the table: identifiers still disappear.
+        assert_eq!(
+            route_label("/_synapse/admin/v1/users/@a:b/devices/ABCDEF1234"),
+            "/_synapse/admin/v1/users/{}/devices/{}"
         );
     }
 

@@ -101,6 +101,9 @@ struct Block1Assembly {
 #[derive(Debug)]
 struct StoredBody {
     key: String,
+    /// For a notification body: the observed path, so that block follow-ups find it even if
+    /// their query differs from the registration's (for example an updated `since`).
+    notification_path: Option<String>,
     content: ResponseContent,
     expires: Instant,
 }
@@ -215,8 +218,8 @@ struct Forward {
     purpose: ForwardPurpose,
 }
 
-/// The transport core. See the module documentation.
-#[derive(Debug)]
+/// The transport core. See the module documentation. `Debug` shows counts only: cached
+/// responses and stored bodies carry access tokens and messages.
 pub struct Transport {
     limits: Limits,
     metrics: Metrics,
@@ -228,6 +231,17 @@ pub struct Transport {
     draining: bool,
     jitter: u64,
     own_szx: u8,
+}
+
+impl core::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Transport")
+            .field("peers", &self.peers.len())
+            .field("observers", &self.observers)
+            .field("forwards", &self.forwards.len())
+            .field("draining", &self.draining)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request after its options were read: everything needed to forward or answer it.
@@ -441,6 +455,9 @@ impl Transport {
             }
         });
         let removed = before - peer.observers.len();
+        if removed > 0 {
+            tracing::debug!(peer = %addr, removed, "observer deregistered");
+        }
         for action in actions.iter() {
             if let Action::Cancel { id } = action {
                 self.forwards.remove(id);
@@ -707,7 +724,15 @@ impl Transport {
                 .peers
                 .get_mut(&addr)
                 .ok_or_else(|| internal(incoming))?;
-            if let Some(stored) = peer.block2.iter_mut().find(|s| s.key == key) {
+            let stored = match peer.block2.iter().position(|s| s.key == key) {
+                Some(i) => Some(i),
+                None if http_method == http::Method::GET => peer
+                    .block2
+                    .iter()
+                    .position(|s| s.notification_path.as_deref() == Some(path.as_str())),
+                None => None,
+            };
+            if let Some(stored) = stored.and_then(|i| peer.block2.get_mut(i)) {
                 stored.expires = now + self.limits.blockwise_timeout;
                 let content = stored.content.clone();
                 self.metrics
@@ -1017,6 +1042,7 @@ impl Transport {
             store_body(
                 peer,
                 key,
+                None,
                 content,
                 now + blockwise_timeout,
                 blockwise_per_peer,
@@ -1117,7 +1143,7 @@ impl Transport {
         };
         let mut observe = None;
         if let (Some(template), true) = (ctx.register, content.code == code::CONTENT) {
-            observe = self.register(addr, &ctx.token, template, &content, outcome, now, actions);
+            observe = self.register(addr, &ctx.token, template, outcome, now, actions);
         }
         let reply = Reply {
             content: &content,
@@ -1136,12 +1162,10 @@ impl Transport {
         addr: SocketAddr,
         token: &[u8],
         template: ObserverTemplate,
-        content: &ResponseContent,
         outcome: &UpstreamOutcome,
         now: Instant,
         actions: &mut Vec<Action>,
     ) -> Option<u32> {
-        let _ = content;
         let since = next_batch(outcome)?;
         // Same token: the client re-registers; replace the old observation.
         let token_owned = token.to_vec();
@@ -1164,6 +1188,7 @@ impl Transport {
         });
         self.observers += 1;
         self.metrics.observers.set(self.observers as i64);
+        tracing::debug!(peer = %addr, observers = self.observers, "observer registered");
         self.poll(addr, token, now, actions);
         Some(2)
     }
@@ -1242,9 +1267,7 @@ impl Transport {
             translate::translate_response(outcome, &http::Method::GET, template.encoding, false);
         let ok = content.code == code::CONTENT;
         let batch = if ok { next_batch(outcome) } else { None };
-        if ok && batch.is_none() {
-            // 200 without next_batch is not a sync response; treat as an upstream fault.
-        }
+        // No next_batch (an error, or a 200 that is not a sync response): the last notification.
         let changed = batch.is_some() && batch != observer.since;
         if batch.is_some()
             && !changed
@@ -1272,6 +1295,7 @@ impl Transport {
             store_body(
                 peer,
                 &template.key,
+                Some(&template.path),
                 &content,
                 now + blockwise_timeout,
                 blockwise_per_peer,
@@ -1457,13 +1481,24 @@ fn fill_payload(packet: &mut Packet, content: &ResponseContent, num: u32, szx: u
     true
 }
 
-fn store_body(peer: &mut Peer, key: &str, content: &ResponseContent, expires: Instant, cap: usize) {
-    peer.block2.retain(|s| s.key != key);
+fn store_body(
+    peer: &mut Peer,
+    key: &str,
+    notification_path: Option<&str>,
+    content: &ResponseContent,
+    expires: Instant,
+    cap: usize,
+) {
+    peer.block2.retain(|s| {
+        s.key != key
+            && (notification_path.is_none() || s.notification_path.as_deref() != notification_path)
+    });
     while !peer.block2.is_empty() && peer.block2.len() + peer.block1.len() >= cap {
         peer.block2.remove(0);
     }
     peer.block2.push(StoredBody {
         key: key.to_owned(),
+        notification_path: notification_path.map(str::to_owned),
         content: content.clone(),
         expires,
     });

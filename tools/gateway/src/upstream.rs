@@ -146,3 +146,53 @@ impl Upstream {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homeserver_urls_are_checked() {
+        assert!(Upstream::new("http://127.0.0.1:8008", Metrics::default(), 1024).is_ok());
+        // https loads the system's roots (rustls with ring).
+        assert!(Upstream::new("https://matrix.example.org/", Metrics::default(), 1024).is_ok());
+        for bad in ["ftp://example.org", "example.org", "/relative", "http://"] {
+            let err = Upstream::new(bad, Metrics::default(), 1024).unwrap_err();
+            assert!(matches!(err, UpstreamError::InvalidUrl(_)), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_for_unreachable_and_silent_homeservers() {
+        let request = |timeout| UpstreamRequest {
+            method: http::Method::GET,
+            path_and_query: "/_matrix/client/versions".into(),
+            access_token: None,
+            json_body: None,
+            timeout,
+        };
+        // A port nobody listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let upstream =
+            Upstream::new(&format!("http://{closed}"), Metrics::default(), 1024).unwrap();
+        assert_eq!(
+            upstream.send(request(Duration::from_secs(5))).await,
+            UpstreamOutcome::Unreachable
+        );
+        // A listener that never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = Upstream::new(
+            &format!("http://{}", silent.local_addr().unwrap()),
+            Metrics::default(),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(
+            upstream.send(request(Duration::from_millis(200))).await,
+            UpstreamOutcome::Timeout
+        );
+    }
+}
