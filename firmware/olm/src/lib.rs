@@ -82,13 +82,13 @@
 //!
 //! | operation | dalek | dalek, opt 3 | dalek, opt 3 + tables | `cortex-m4-asm` |
 //! | --- | ---: | ---: | ---: | ---: |
-//! | Megolm encrypt 100 B (incl. Ed25519 sign) | 1,795,680 | 1,701,040 | 697,080 | 1,335,320 |
-//! | Ed25519 sign 100 B | 1,675,560 | 1,580,960 | 577,000 | 1,215,200 |
+//! | Megolm encrypt 100 B (incl. Ed25519 sign) | 1,795,680 | 1,701,040 | 697,080 | 1,323,880 |
+//! | Ed25519 sign 100 B | 1,675,560 | 1,580,960 | 577,000 | 1,203,760 |
 //! | Olm outbound session (2 key pairs, 3 X25519) | 8,367,880 | 7,452,480 | 5,444,560 | 3,327,320 |
 //! | Olm inbound session + decrypt 100 B | 5,283,880 | 4,547,560 | 4,547,560 | 2,159,240 |
-//! | Account creation | 3,255,360 | 3,075,480 | 1,067,560 | 1,848,840 |
+//! | Account creation | 3,255,360 | 3,075,480 | 1,067,560 | 1,837,440 |
 //! | Ed25519 verify 100 B (dalek in every column) | 1,842,360 | 1,745,600 | 1,627,680 | 1,842,440 |
-//! | flash of the `olm` image | 107,052 B | 125,444 B | 165,164 B | 112,568 B |
+//! | flash of the `olm` image | 107,052 B | 125,444 B | 165,164 B | 112,524 B |
 //! | peak stack | 7,296 B | 7,400 B | 6,016 B | 7,828 B |
 //!
 //! "opt 3" is `opt-level = 3` for the three dalek crates in the image's profile, "tables"

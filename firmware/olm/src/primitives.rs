@@ -4,8 +4,8 @@
 //! `verify_strict`, the acceptance rules vodozemac has.
 //!
 //! Two backends give byte-identical results (the differential tests compare them):
-//! [`dalek`] (x25519-dalek and ed25519-dalek, the default) and, with the `cortex-m4-asm`
-//! feature, [`salty`] (the `salty` crate's field arithmetic: Björn Haase's Cortex-M4 assembly
+//! `dalek` (x25519-dalek and ed25519-dalek, the default) and, with the `cortex-m4-asm`
+//! feature, `salty` (the `salty` crate's field arithmetic: Björn Haase's Cortex-M4 assembly
 //! on `thumbv7em`/`thumbv8m.main`, a portable TweetNaCl field elsewhere).
 
 use zeroize::{Zeroize, ZeroizeOnDrop};

@@ -48,11 +48,16 @@ fn mul_base(scalar: &Scalar) -> [u8; 32] {
     }
     let bytes = Zeroizing::new(scalar.to_bytes());
     let mut sum = EdwardsPoint::neutral_element();
+    let mut first = true;
     for byte in bytes.iter().rev() {
         for window in [byte >> 4, byte & 0x0f] {
-            for _ in 0..4 {
-                sum = &sum + &sum;
+            // The top window starts from the neutral element: nothing to double yet.
+            if !first {
+                for _ in 0..4 {
+                    sum = &sum + &sum;
+                }
             }
+            first = false;
             let mut pick = EdwardsPoint::neutral_element();
             for (index, entry) in (0u8..).zip(&table) {
                 pick.conditional_assign(entry, index.ct_eq(&window));
