@@ -225,6 +225,23 @@ mod salty_against_dalek {
             );
         }
 
+        /// The 19 non-canonical encodings p … 2^255 - 1, with and without the top bit, which
+        /// random bytes almost never hit.
+        #[test]
+        fn x25519_non_canonical_points_agree(
+            secret in any::<[u8; 32]>(),
+            excess in 0u8..19,
+            top_bit in any::<bool>(),
+        ) {
+            let mut public = [0xff; 32];
+            public[0] = 0xed + excess;
+            public[31] = if top_bit { 0xff } else { 0x7f };
+            prop_assert_eq!(
+                salty::x25519(&secret, &public).map(|s| *s.as_bytes()),
+                dalek::x25519(&secret, &public).map(|s| *s.as_bytes())
+            );
+        }
+
         #[test]
         fn ed25519_keys_and_signatures_agree(
             seed in any::<[u8; 32]>(),
