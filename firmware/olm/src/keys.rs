@@ -5,10 +5,13 @@ use core::fmt;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use rand_core::CryptoRng;
-use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::{base64, error::DecodeError};
+use crate::{
+    base64,
+    error::DecodeError,
+    primitives::{SharedSecret, active},
+};
 
 /// Decodes base64 `text` of at most 64 bytes and hands the bytes to `parse`.
 pub(crate) fn decode_base64<T>(
@@ -155,11 +158,9 @@ impl Curve25519Keypair {
     }
 
     pub(crate) fn from_secret(secret: &[u8; 32]) -> Self {
-        let static_secret = StaticSecret::from(*secret);
-        let public = Curve25519PublicKey(PublicKey::from(&static_secret).to_bytes());
         Self {
             secret: *secret,
-            public,
+            public: Curve25519PublicKey(active::x25519_public_key(secret)),
         }
     }
 
@@ -182,9 +183,7 @@ impl Curve25519Keypair {
 
     /// X25519 with `public`; `None` when the result is all zero (non-contributory).
     pub(crate) fn diffie_hellman(&self, public: &Curve25519PublicKey) -> Option<SharedSecret> {
-        let secret = StaticSecret::from(self.secret);
-        let shared = secret.diffie_hellman(&PublicKey::from(public.0));
-        shared.was_contributory().then_some(shared)
+        active::x25519(&self.secret, &public.0)
     }
 }
 
@@ -196,9 +195,9 @@ impl fmt::Debug for Curve25519Keypair {
     }
 }
 
-/// An Ed25519 signing key (ed25519-dalek's, which zeroizes on drop).
+/// An Ed25519 signing key of the active backend, which zeroizes it on drop.
 #[derive(Clone)]
-pub(crate) struct Ed25519Keypair(ed25519_dalek::SigningKey);
+pub(crate) struct Ed25519Keypair(active::Ed25519Secret);
 
 impl Ed25519Keypair {
     pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
@@ -210,20 +209,19 @@ impl Ed25519Keypair {
     }
 
     pub(crate) fn from_secret(secret: &[u8; 32]) -> Self {
-        Self(ed25519_dalek::SigningKey::from_bytes(secret))
+        Self(active::Ed25519Secret::from_seed(secret))
     }
 
     pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        self.0.seed()
     }
 
     pub(crate) fn public_key(&self) -> Ed25519PublicKey {
-        Ed25519PublicKey(self.0.verifying_key().to_bytes())
+        Ed25519PublicKey(self.0.public_key())
     }
 
     pub(crate) fn sign(&self, message: &[u8]) -> Ed25519Signature {
-        use ed25519_dalek::Signer;
-        Ed25519Signature(self.0.sign(message).to_bytes())
+        Ed25519Signature(self.0.sign(message))
     }
 }
 

@@ -1,7 +1,7 @@
-//! Shared pieces of the Cortex-M4 images: the panic handler, a sink that keeps the
-//! optimiser from deleting the code an image exercises, and — for the images that run in
-//! `qemu-system-arm -M mps2-an386 -icount shift=0` — instruction counting through SysTick,
-//! peak-stack measurement by stack painting, and semihosting output and exit.
+//! Shared pieces of the Cortex-M4 images: the panic handler, a fixed-seed random source, a
+//! sink that keeps the optimiser from deleting the code an image exercises, and — for the
+//! images that run in `qemu-system-arm -M mps2-an386 -icount shift=0` — instruction counting
+//! through SysTick, peak-stack measurement by stack painting, and semihosting output and exit.
 //!
 //! Under `-icount shift=0` QEMU advances its virtual clock by 1 ns per instruction, and the
 //! MPS2 SysTick runs from the 25 MHz reference, so one SysTick tick is exactly 40
@@ -10,6 +10,33 @@
 
 use cortex_m::peripheral::{SYST, syst::SystClkSource};
 use cortex_m_semihosting::{debug, hprintln};
+
+/// SplitMix64 with a fixed seed: reproducible runs, not secrecy.
+#[allow(missing_debug_implementations)]
+pub struct FixedSeedRng(pub u64);
+
+impl rand_core::TryRng for FixedSeedRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, core::convert::Infallible> {
+        self.try_next_u64().map(|v| (v >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, core::convert::Infallible> {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Ok(z ^ (z >> 31))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), core::convert::Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for FixedSeedRng {}
 
 /// Instructions per SysTick tick under `-icount shift=0` on mps2-an386.
 pub const INSTRUCTIONS_PER_TICK: u64 = 40;

@@ -4,7 +4,6 @@
 use core::fmt;
 
 use rand_core::CryptoRng;
-use x25519_dalek::SharedSecret;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{
@@ -18,6 +17,7 @@ use crate::{
     keys::{
         Curve25519Keypair, Curve25519PublicKey, Ed25519Keypair, Ed25519PublicKey, Ed25519Signature,
     },
+    primitives::SharedSecret,
 };
 
 /// One-time keys an account holds by default.

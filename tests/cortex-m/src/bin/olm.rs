@@ -4,46 +4,23 @@
 //!
 //! The random source is a fixed-seed SplitMix64, so every run executes the very same
 //! instructions; it stands in for the board's hardware RNG and is not a secure generator.
+//!
+//! Built with the crate's default `cortex-m4-asm` feature, jeton-olm computes X25519 and
+//! Ed25519 signing on salty's Cortex-M4 assembly; `build` also makes this image without it,
+//! as `olm-dalek`, so both backends are reported side by side.
 #![no_std]
 #![no_main]
 
-use core::convert::Infallible;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
 use jeton_cortex_m::{
-    InstructionCounter, fail, keep, paint_stack, pass, report, stack_used_since_paint,
+    FixedSeedRng, InstructionCounter, fail, keep, paint_stack, pass, report, stack_used_since_paint,
 };
 use jeton_olm::Pickle;
 use jeton_olm::megolm::{GroupSession, InboundGroupSession, MegolmMessage, megolm_message_len};
 use jeton_olm::olm::{Account, OlmMessage, PreKeyMessage, olm_message_len};
 
 jeton_cortex_m::panic_handler!(report);
-
-/// SplitMix64 with a fixed seed: reproducible runs, not secrecy.
-struct FixedSeedRng(u64);
-
-impl rand_core::TryRng for FixedSeedRng {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        self.try_next_u64().map(|v| (v >> 32) as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Ok(z ^ (z >> 31))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
-impl rand_core::TryCryptoRng for FixedSeedRng {}
 
 const PLAINTEXT: &[u8; 100] = b"jeton: a hundred bytes of plaintext, about the size of a short chat message with its JSON envelope!.";
 
