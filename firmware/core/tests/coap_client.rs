@@ -595,6 +595,73 @@ fn large_notification_is_fetched_block_by_block() {
 }
 
 #[test]
+fn block_fetches_repeat_the_registration_options_and_new_options_wait_for_a_re_registration() {
+    let registered = [
+        (option::URI_PATH, &b"obs"[..]),
+        (option::URI_QUERY, &b"since=1"[..]),
+    ];
+    let moved = [
+        (option::URI_PATH, &b"obs"[..]),
+        (option::URI_QUERY, &b"since=2"[..]),
+    ];
+    let query_of = |options: &[(u16, Vec<u8>)]| -> Vec<u8> {
+        options
+            .iter()
+            .find(|(n, _)| *n == option::URI_QUERY)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut world: World = World::new(14, CLEAN, observe_config());
+    world.server.block_szx = 4;
+    let id = world.client.observe(&registered).unwrap();
+    world.run_for(1_000);
+    // The Matrix layer moves its cursor after a notification ...
+    world.client.set_observation_options(&moved).unwrap();
+    let state = big_body(600);
+    world.server.notify(world.now, &state);
+    world.run_for(10_000);
+    assert_eq!(
+        world.outcomes.last().unwrap(),
+        &Outcome::Notification {
+            id,
+            sequence: 1,
+            body: state
+        }
+    );
+    // ... but the fetches of the pushed body still name it as registered.
+    let fetches: Vec<_> = world
+        .server
+        .received
+        .iter()
+        .filter(|(_, options)| options.iter().any(|(n, _)| *n == option::BLOCK2))
+        .map(|(_, options)| query_of(options))
+        .collect();
+    assert_eq!(fetches.len(), 2);
+    assert!(fetches.iter().all(|q| q == b"since=1"), "{fetches:?}");
+    // The next registration (after silence) uses the new options.
+    world.run_for(observe_config().observe_silence_ms + 10_000);
+    let registrations: Vec<_> = world
+        .server
+        .received
+        .iter()
+        .filter(|(_, options)| {
+            options
+                .iter()
+                .any(|(n, v)| *n == option::OBSERVE && v.is_empty())
+        })
+        .map(|(_, options)| query_of(options))
+        .collect();
+    assert_eq!(
+        registrations.first().map(Vec::as_slice),
+        Some(&b"since=1"[..])
+    );
+    assert_eq!(
+        registrations.last().map(Vec::as_slice),
+        Some(&b"since=2"[..])
+    );
+}
+
+#[test]
 fn requests_queue_behind_the_one_in_flight() {
     let echo = path(&["echo"]);
     let mut world: World = World::new(17, CLEAN, ClientConfig::default());

@@ -1,4 +1,4 @@
-//! The token's Matrix client: a sans-I/O state machine on top of [`coap::Client`].
+//! The token's Matrix client: a sans-I/O state machine on top of [`coap::Client`](crate::coap::Client).
 //!
 //! This module owns everything the token knows about Matrix: its login, its Olm account
 //! and sessions, the rooms it is in, the devices of the people in them, the room keys it
@@ -14,6 +14,41 @@
 //! [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes happen
 //! inside that input call, before any datagram it queued can leave.
 //!
+//! ```
+//! use jeton_core::matrix::{Config, Token, Ui, UiEvent};
+//! use jeton_core::platform::{Instant, Rng};
+//! use jeton_core::store::MemoryStore;
+//!
+//! # struct OsRng(u64);
+//! # impl Rng for OsRng {
+//! #     fn fill_bytes(&mut self, dest: &mut [u8]) {
+//! #         for b in dest { self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1); *b = (self.0 >> 56) as u8; }
+//! #     }
+//! # }
+//! /// The board's display.
+//! struct Display;
+//! impl Ui for Display {
+//!     fn event(&mut self, event: &UiEvent<'_>) {
+//!         if let UiEvent::Message { sender, body, .. } = event {
+//!             // show `sender: body`
+//!             # let _ = (sender, body);
+//!         }
+//!     }
+//! }
+//!
+//! let flash: MemoryStore = MemoryStore::new(); // a RIOT MTD partition on the board
+//! let config = Config::new([0x42; 32]); // the storage key comes from a device secret
+//! let mut token = Token::new(config, OsRng(1), flash, Display, Instant::ZERO).unwrap();
+//! token.login("alice", "password", Instant::ZERO).unwrap();
+//!
+//! // The event loop: send what the token wants sent, feed it what arrives, wake it on time.
+//! let mut datagram = [0u8; 1152];
+//! let login = token.poll_transmit(Instant::ZERO, &mut datagram);
+//! assert!(login.is_some());
+//! // socket.send(&datagram[..len]); ... token.handle_datagram(&reply, now);
+//! assert!(token.poll_timeout().is_some(), "a retransmission is scheduled");
+//! ```
+//!
 //! # Crash safety
 //!
 //! - An account whose one-time keys changed is on flash before the keys are uploaded, and
@@ -26,6 +61,21 @@
 //!   sent again with the same transaction id, which the homeserver deduplicates.
 //! - [`UiEvent::Delivered`] follows the homeserver's answer and the removal of the entry.
 //! - The sync cursor is written after everything the sync carried was stored.
+
+//!
+//! # Known gaps
+//!
+//! - Only the jeton-olm states are encrypted on flash; the access token, ids, the device
+//!   table and the sync cursor are stored in the clear.
+//! - The age of an outbound session restarts at boot (`rotation_period_ms` counts from
+//!   boot); its message count survives.
+//! - Room keys awaiting their sender's device keys, invites and joins in progress live in
+//!   RAM only; a power cut drops them (an invite comes back with the next initial sync).
+//! - Replay detection remembers the last [`REPLAY_WINDOW`] indexes per inbound session.
+//! - A sync or keys/query response larger than [`RESPONSE_BYTES`] fails.
+//! - No logout, re-login after the access token was revoked, key backup, cross-signing,
+//!   key requests or forwarded keys; `m.text` is the only message type shown. The token's
+//!   own messages echoed by sync are skipped, not shown.
 
 mod receive;
 mod rng;
@@ -134,6 +184,18 @@ struct Core<R: Rng, S: Store, U: Ui> {
     server_one_time_keys: u32,
     fallback_wanted: bool,
     operation: Option<(RequestId, Operation)>,
+    /// Whether the gateway holds the access token (option 256 is sticky per peer).
+    token_sticky: bool,
+    /// Whether the last request built carried the token.
+    last_with_token: bool,
+    /// Whether the operation in flight carries the token.
+    operation_with_token: bool,
+    /// Whether the long-poll in flight carries the token.
+    poll_with_token: bool,
+    /// After a sync too large for the response buffer: sync with [`COMPACT_FILTER`].
+    compact_sync: bool,
+    /// After a failed long-poll, the next one waits until then.
+    sync_backoff_until: Option<Instant>,
     /// After a failed operation, the next one waits until then.
     backoff_until: Option<Instant>,
     sync: SyncLane,
@@ -155,6 +217,11 @@ impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
             .finish_non_exhaustive()
     }
 }
+
+/// The inline filter of a catch-up sync, percent-encoded:
+/// `{"room":{"timeline":{"limit":1}}}`.
+const COMPACT_FILTER: &str =
+    "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
 
 /// How long the token waits after a failed operation before the next one.
 const BACKOFF_MS: u64 = 5_000;
@@ -264,6 +331,12 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 server_one_time_keys: 0,
                 fallback_wanted: false,
                 operation: None,
+                token_sticky: false,
+                last_with_token: false,
+                operation_with_token: false,
+                poll_with_token: false,
+                compact_sync: false,
+                sync_backoff_until: None,
                 backoff_until: None,
                 sync: SyncLane::Idle,
             },
@@ -470,10 +543,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .map_err(|_| full)?;
         }
         options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
-        if let Some(login) = &self.login {
+        // The gateway keeps the access token per peer (option 256 is sticky): it goes
+        // out until a request carrying it succeeded, and again after a 4.01.
+        self.last_with_token = false;
+        if let Some(login) = &self.login
+            && !self.token_sticky
+        {
             options
                 .push((option::ACCESS_TOKEN, login.access_token.as_bytes()))
                 .map_err(|_| full)?;
+            self.last_with_token = true;
         }
         options
             .push((option::CBOR_TABLE_VERSION, &version))
@@ -492,6 +571,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     ) -> Result<(), TokenError> {
         let id = self.request(coap, method, path, &[], body_len)?;
         self.operation = Some((id, operation));
+        self.operation_with_token = self.last_with_token;
         Ok(())
     }
 
@@ -526,13 +606,29 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     && poll == id
                 {
                     self.sync = SyncLane::Polling { id: None };
-                    self.on_sync_response(code, body, now);
+                    let with_token = self.poll_with_token;
+                    if self.note_token(code, with_token) {
+                        if code.class() == 2 {
+                            self.compact_sync = false;
+                        } else {
+                            self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
+                        }
+                        self.on_sync_response(code, body, now);
+                    }
                 } else if let Some((op_id, operation)) = self.operation
                     && op_id == id
                 {
                     self.operation = None;
+                    if !self.note_token(code, self.operation_with_token) {
+                        // The gateway lost the token (it restarted): do it again with it.
+                        if let Operation::Upload { .. } = operation {
+                            self.one_time_keys_wanted = true;
+                            self.fallback_wanted = true;
+                        }
+                        return;
+                    }
                     if code.class() != 2 {
-                        if code.class() == 5 || code_number(code) == 429 {
+                        if code.class() == 5 || matches!(code_number(code), 401 | 429) {
                             self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
                         }
                         self.on_operation_refused(operation, code);
@@ -544,12 +640,21 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
             }
             Event::Notification { code, body, .. } => {
+                // The registration carried the token, so the gateway has it.
+                self.token_sticky = true;
                 if let SyncLane::Observing { id, .. } = self.sync {
                     self.sync = SyncLane::Observing { id, failures: 0 };
                 }
                 self.on_sync_response(code, body, now);
             }
             Event::Failed { id, error } => {
+                let too_large = error == crate::coap::ExchangeError::ResponseTooLarge;
+                if too_large {
+                    // A sync larger than the response buffer: catch up with a compact
+                    // filter (the newest event of each room) by long polling.
+                    self.compact_sync = true;
+                    self.error(TokenError::Exchange(error));
+                }
                 if let SyncLane::Observing { id: obs, failures } = self.sync
                     && obs == id
                 {
@@ -557,12 +662,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     // fall back to long polling.
                     self.sync = SyncLane::Observing {
                         id,
-                        failures: failures.saturating_add(1),
+                        failures: if too_large {
+                            2
+                        } else {
+                            failures.saturating_add(1)
+                        },
                     };
                 } else if let SyncLane::Polling { id: Some(poll) } = self.sync
                     && poll == id
                 {
                     self.sync = SyncLane::Polling { id: None };
+                    self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
                 } else if self.operation.is_some_and(|(op, _)| op == id) {
                     self.operation = None;
                     self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
@@ -571,6 +681,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             Event::ResponseBlock { .. } => {}
         }
+    }
+
+    /// Tracks whether the gateway holds the access token; false when a request without
+    /// it was refused for the lack of it (and must be made again).
+    fn note_token(&mut self, code: Code, with_token: bool) -> bool {
+        let unauthorized = code_number(code) == 401;
+        if unauthorized && !with_token {
+            self.token_sticky = false;
+            return false;
+        }
+        if code.class() == 2 && with_token {
+            self.token_sticky = true;
+        }
+        true
     }
 
     fn on_sync_response(&mut self, code: Code, body: &[u8], now: Instant) {
@@ -588,8 +712,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let error = TokenError::Server(code_number(code));
         match operation {
             Operation::Send { slot } => {
-                // 4.xx: the homeserver will never take this message; drop it.
+                // 4.xx but 4.01 and 4.29: the homeserver will never take this message.
                 if code.class() == 4
+                    && !matches!(code_number(code), 401 | 429)
                     && let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take)
                 {
                     {
@@ -611,7 +736,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
                 self.error(error);
             }
-            Operation::ShareKey { device } if code.class() == 4 => {
+            Operation::ShareKey { device }
+                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
+            {
                 // The homeserver refuses this device: skip it for the current sessions.
                 for room in self.rooms.iter_mut().flatten() {
                     if let Some(outbound) = &mut room.outbound {
@@ -677,6 +804,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // Track the own user, for the user's other devices.
         let own = login.user_id.clone();
         self.login = Some(login);
+        self.token_sticky = false;
         self.track(&own);
         Ok(())
     }
@@ -775,7 +903,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.plan_operation(coap, now)?;
         }
         if ready {
-            self.plan_sync(coap)?;
+            self.plan_sync(coap, now)?;
         }
         Ok(())
     }
@@ -838,6 +966,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn plan_sync(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        now: Instant,
     ) -> Result<(), TokenError> {
         let Some(login) = &self.login else {
             return Ok(());
@@ -848,8 +977,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let _ = since.push_str(&self.since);
         }
         let mut filter: String<{ MAX_CURSOR_LEN + 7 }> = String::new();
-        let _ = filter.push_str("filter=");
-        let _ = filter.push_str(&login.filter_id);
+        if self.compact_sync {
+            let _ = filter.push_str(COMPACT_FILTER);
+        } else {
+            let _ = filter.push_str("filter=");
+            let _ = filter.push_str(&login.filter_id);
+        }
         match self.sync {
             SyncLane::Idle => {
                 let id = {
@@ -872,12 +1005,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     self.observation_stale = false;
                 }
             }
+            SyncLane::Polling { id: None }
+                if self.sync_backoff_until.is_some_and(|until| now < until) => {}
             SyncLane::Polling { id: None } => {
+                self.sync_backoff_until = None;
                 let mut timeout: String<24> = String::new();
-                let _ = core::fmt::Write::write_fmt(
+                let _ = timeout.push_str("timeout=");
+                push_number(
                     &mut timeout,
-                    format_args!("timeout={}", self.config.long_poll_timeout_ms),
-                );
+                    u64::from(self.config.long_poll_timeout_ms),
+                    10,
+                    0,
+                )?;
                 let mut query: Vec<&str, 3> = Vec::new();
                 if !since.is_empty() {
                     let _ = query.push(&since);
@@ -885,6 +1024,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let _ = query.push(&filter);
                 let _ = query.push(&timeout);
                 let id = self.request(coap, Code::GET, &["v"], &query, 0)?;
+                self.poll_with_token = self.last_with_token;
                 self.sync = SyncLane::Polling { id: Some(id) };
             }
             SyncLane::Polling { id: Some(_) } => {}

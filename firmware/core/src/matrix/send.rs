@@ -435,6 +435,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                             self.error(TokenError::LimitReached(Limit::Devices));
                             continue;
                         };
+                        // A slot reused for another device: no session has its key yet.
+                        forget_slot(&mut self.rooms, slot);
                         if let Some(entry) = self.devices.get_mut(slot) {
                             *entry = Some(Device {
                                 user_id: user.clone(),
@@ -454,11 +456,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             for (slot, device) in self.devices.iter_mut().enumerate() {
                 if device.as_ref().is_some_and(|d| d.user_id == *user) && seen & (1 << slot) == 0 {
                     *device = None;
-                    for room in self.rooms.iter_mut().flatten() {
-                        if let Some(outbound) = &mut room.outbound {
-                            outbound.shared &= !(1 << slot);
-                        }
-                    }
+                    forget_slot(&mut self.rooms, slot);
                 }
             }
         }
@@ -543,8 +541,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let n = self.txn_next;
         self.txn_next += 1;
         let mut id = String::new();
-        let _ =
-            core::fmt::Write::write_fmt(&mut id, format_args!("j{:08x}{:x}", self.txn_prefix, n));
+        let _ = id.push('j');
+        push_number(&mut id, u64::from(self.txn_prefix), 16, 8)?;
+        push_number(&mut id, n, 16, 0)?;
         Ok(id)
     }
 
@@ -623,7 +622,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             shared: 0,
             unreachable: 0,
         };
-        // Our own inbound copy, so that our own messages echoed by sync read back.
         let key = self.config.storage_key;
         save_outbound(
             &mut self.store,
@@ -1012,6 +1010,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             event_id,
         });
         Ok(())
+    }
+}
+
+/// Clears device slot `slot` from what every outbound session recorded about it.
+fn forget_slot(rooms: &mut [Option<Room>; MAX_ROOMS], slot: usize) {
+    for room in rooms.iter_mut().flatten() {
+        if let Some(outbound) = &mut room.outbound {
+            outbound.shared &= !(1 << slot);
+            outbound.unreachable &= !(1 << slot);
+        }
     }
 }
 

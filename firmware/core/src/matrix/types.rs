@@ -437,3 +437,58 @@ impl Config {
 pub(crate) fn bounded<const N: usize>(text: &str) -> Result<String<N>, TokenError> {
     String::try_from(text).map_err(|_| TokenError::LimitReached(Limit::IdLength))
 }
+
+/// Appends `value` in `radix` (10 or 16, lower-case), at least `width` digits, without
+/// `core::fmt` (which costs kilobytes of flash on the device).
+pub(crate) fn push_number<const N: usize>(
+    out: &mut String<N>,
+    value: u64,
+    radix: u64,
+    width: usize,
+) -> Result<(), TokenError> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [b'0'; 20];
+    let mut n = value;
+    let mut len = 0;
+    while (n > 0 || len < width.max(1)) && len < digits.len() {
+        let digit = DIGITS.get((n % radix) as usize).copied().unwrap_or(b'0');
+        if let Some(slot) = digits.get_mut(len) {
+            *slot = digit;
+        }
+        n /= radix;
+        len += 1;
+    }
+    for digit in digits.get(..len).unwrap_or_default().iter().rev() {
+        out.push(char::from(*digit))
+            .map_err(|_| TokenError::LimitReached(Limit::IdLength))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_like_core_fmt() {
+        for (value, radix, width) in [
+            (0u64, 10, 0),
+            (30_000, 10, 0),
+            (u64::MAX, 10, 0),
+            (0xbeef, 16, 8),
+            (u64::MAX, 16, 8),
+            (5, 16, 0),
+        ] {
+            let mut out: String<24> = String::new();
+            push_number(&mut out, value, radix, width).unwrap();
+            let expected = if radix == 16 {
+                format!("{value:0width$x}")
+            } else {
+                format!("{value:0width$}")
+            };
+            assert_eq!(out.as_str(), expected);
+        }
+        let mut short: String<2> = String::new();
+        assert!(push_number(&mut short, 123, 10, 0).is_err());
+    }
+}

@@ -29,6 +29,9 @@ struct Outstanding {
 
 struct Observer {
     token: Token,
+    /// The registration's path and query: block fetches of a notification must repeat it,
+    /// as the real gateway requires.
+    key: String,
     /// The batch the next notification carries.
     position: usize,
     sequence: u32,
@@ -73,6 +76,10 @@ pub(crate) struct FakeGateway {
     pub processed: Vec<String>,
     /// Whether `/sync` may be observed (false: answered without Observe).
     pub observe_supported: bool,
+    /// The access token the peer sent last (option 256 is sticky per peer).
+    sticky_token: Option<Vec<u8>>,
+    /// Requests that carried the access token.
+    pub token_carried: u32,
 }
 
 const BLOCK: usize = 1024;
@@ -91,6 +98,8 @@ impl FakeGateway {
             outbox: Vec::new(),
             processed: Vec::new(),
             observe_supported: true,
+            sticky_token: None,
+            token_carried: 0,
         }
     }
 
@@ -101,6 +110,7 @@ impl FakeGateway {
         self.block2.clear();
         self.observer = None;
         self.outstanding.clear();
+        self.sticky_token = None;
     }
 
     pub(crate) fn next_timer(&self) -> Option<u64> {
@@ -139,7 +149,8 @@ impl FakeGateway {
         }
         let position = observer.position;
         let token = observer.token;
-        let body = self.sync_body(position);
+        let key = observer.key.clone();
+        let body = self.sync_body(position, false);
         let observer = self.observer.as_mut().unwrap();
         observer.position += 1;
         observer.sequence += 1;
@@ -156,7 +167,7 @@ impl FakeGateway {
             (option::OBSERVE, uint(sequence)),
             (option::CONTENT_FORMAT, vec![60]),
         ];
-        let payload = self.first_block("v", body, &mut options);
+        let payload = self.first_block(&key, body, &mut options);
         let bytes = encode(header, &options, &payload);
         self.outbox.push(bytes.clone());
         self.outstanding.push(Outstanding {
@@ -167,14 +178,25 @@ impl FakeGateway {
         });
     }
 
-    /// The body of batch `position` as v2 CBOR.
-    fn sync_body(&self, position: usize) -> Vec<u8> {
+    /// The body of batch `position` as v2 CBOR; `compact` keeps only the newest timeline
+    /// event of each room (an inline filter with `timeline.limit` 1).
+    fn sync_body(&self, position: usize, compact: bool) -> Vec<u8> {
         let mut batch = self
             .hs
             .batches
             .get(position)
             .cloned()
             .unwrap_or_else(|| json!({}));
+        if compact && let Some(rooms) = batch["rooms"]["join"].as_object_mut() {
+            for room in rooms.values_mut() {
+                if let Some(events) = room["timeline"]["events"].as_array_mut()
+                    && events.len() > 1
+                {
+                    events.drain(..events.len() - 1);
+                    room["timeline"]["limited"] = json!(true);
+                }
+            }
+        }
         let next = if position < self.hs.batches.len() {
             position + 1
         } else {
@@ -248,7 +270,9 @@ impl FakeGateway {
             .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
             .collect();
         assert_eq!(message.option(option::CBOR_TABLE_VERSION), Some(&[2u8][..]));
-        let key = path.join("/");
+        let route = path.join("/");
+        // Stored bodies are found by path and query, like the real gateway's.
+        let key = format!("{route}?{}", query.join("&"));
         let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
         let reply = |code: Code, options: &[(u16, Vec<u8>)], payload: &[u8]| {
             encode(
@@ -313,26 +337,50 @@ impl FakeGateway {
             return;
         }
         let observe = message.uint_option(option::OBSERVE);
-        self.processed.push(key.clone());
-        let (code, response) = if key == "v" {
+        if let Some(token) = message.option(option::ACCESS_TOKEN) {
+            self.token_carried += 1;
+            self.sticky_token = Some(token.to_vec());
+        }
+        if route != "31" {
+            match &self.sticky_token {
+                Some(token) if token == ACCESS_TOKEN.as_bytes() => {}
+                _ => {
+                    let body =
+                        json_to_cbor(&json!({"errcode": "M_MISSING_TOKEN"}), TableVersion::V2)
+                            .unwrap();
+                    let bytes = reply(
+                        Code::new(4, 1),
+                        &[(option::CONTENT_FORMAT, vec![60])],
+                        &body,
+                    );
+                    self.dedup.insert(header.message_id, bytes.clone());
+                    self.outbox.push(bytes);
+                    return;
+                }
+            }
+        }
+        self.processed.push(route.clone());
+        let (code, response) = if route == "v" {
             let since = query
                 .iter()
                 .find_map(|q| q.strip_prefix("since=s"))
                 .map(|n| n.parse::<usize>().unwrap())
                 .unwrap_or(0);
+            let compact = query.iter().any(|q| q.starts_with("filter=%7B"));
             if observe == Some(0) && self.observe_supported {
                 let position = since;
-                let body = self.sync_body(position);
+                let body = self.sync_body(position, compact);
                 let delivered = position < self.hs.batches.len();
                 self.observer = Some(Observer {
                     token: header.token,
+                    key: key.clone(),
                     position: position + usize::from(delivered),
                     sequence: 2,
                 });
                 options.push((option::OBSERVE, uint(2)));
                 (Code::CONTENT, body)
             } else {
-                (Code::CONTENT, self.sync_body(since))
+                (Code::CONTENT, self.sync_body(since, compact))
             }
         } else {
             let request = if body.is_empty() {

@@ -1393,7 +1393,46 @@ fn wire_bytes_per_message_sent_and_received() {
         received.1,
         received.0 + received.1
     );
+    assert!(
+        world.gw.token_carried <= 6,
+        "the access token is sticky, sent rarely ({})",
+        world.gw.token_carried
+    );
     // The gateway issue's targets: 350 B per encrypted send round trip, 450 B per one-event sync.
     assert!(sent.0 + sent.1 <= 400, "{sent:?}");
     assert!(received.0 + received.1 <= 450, "{received:?}");
+}
+
+#[test]
+fn a_sync_larger_than_the_response_buffer_is_caught_up_with_a_compact_filter() {
+    let mut world = World::logged_in(41);
+    let long = "x".repeat(400);
+    let mut events: Vec<Value> = (0..12)
+        .map(|n| {
+            json!({"type": "m.room.message", "sender": PEER, "event_id": format!("$big{n}"),
+            "content": {"msgtype": "m.text", "body": format!("{n} {long}")}})
+        })
+        .collect();
+    events.push(
+        json!({"type": "m.room.message", "sender": PEER, "event_id": "$newest",
+        "content": {"msgtype": "m.text", "body": "the newest"}}),
+    );
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": events}}}}}));
+    let newest = format!("message {ROOM} {PEER} unencrypted the newest");
+    assert!(
+        world.run_until(600_000, |w| w.saw(&newest)),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw("error Exchange(ResponseTooLarge)"));
+    // Syncing goes on as before.
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.message", "sender": PEER, "event_id": "$later", "content": {"msgtype": "m.text", "body": "later"}},
+    ]}}}}}));
+    let later = format!("message {ROOM} {PEER} unencrypted later");
+    assert!(
+        world.run_until(600_000, |w| w.saw(&later)),
+        "{:?}",
+        world.screen()
+    );
 }
