@@ -936,9 +936,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 len,
             );
         }
+        // The deprecated sender_key and device_id still go along: matrix-nio rejects Megolm
+        // events without sender_key.
+        let own_device: DeviceId = self
+            .login
+            .as_ref()
+            .map(|l| l.device_id.clone())
+            .unwrap_or_default();
+        let own_curve = *self.account.curve25519_key().as_bytes();
+        let sender = Some((&own_curve[..], own_device.as_str()));
         let len = match entry.encrypted {
             Some((session_id, message)) => {
-                write::megolm_send_body(&mut self.work, session_id, message, None)?
+                write::megolm_send_body(&mut self.work, session_id, message, sender)?
             }
             None => {
                 let local_id = entry.local_id;
@@ -985,7 +994,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     encrypted: Some((&session_id, message)),
                 };
                 save_outbox(&mut self.store, &mut self.scratch, slot, &entry)?;
-                write::megolm_send_body(&mut self.work, &session_id, message, None)?
+                write::megolm_send_body(&mut self.work, &session_id, message, sender)?
             }
         };
         self.start(

@@ -846,6 +846,13 @@ fn a_message_from_the_token_is_decrypted_by_the_peer() {
     let read = peer_reads(&world, &mut peer);
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].0, "Hello peer");
+    // The deprecated fields matrix-nio still requires are there.
+    let content = world.gw.hs.sent[0].3.clone();
+    assert_eq!(
+        content["sender_key"],
+        world.token().identity().curve25519.as_str()
+    );
+    assert_eq!(content["device_id"], device.as_str());
     assert_eq!(world.token().outbox_len(), 0);
 
     // A second message uses the same session at the next index, without a new key share.
