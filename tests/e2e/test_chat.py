@@ -1,0 +1,90 @@
+"""Two jeton-sim tokens and a matrix-nio client (vodozemac) chat in an encrypted room through
+the real gateway and a real Synapse: each reads the others, and a member who joins later reads
+only what was sent after joining."""
+
+import asyncio
+
+from conftest import NioPeer, UdpRelay, new_user
+
+WIRE_SAMPLES = 5
+
+
+def gateway_address(gateway):
+    return f"127.0.0.1:{gateway.port}"
+
+
+async def setup_room(synapse, gateway, tokens, tmp_path, relay=None):
+    alice = new_user(synapse, "alice")
+    one, two = new_user(synapse, "tokone"), new_user(synapse, "toktwo")
+    tok1 = tokens(relay.address if relay else gateway_address(gateway), one, "tok1", [alice[0]])
+    tok2 = tokens(gateway_address(gateway), two, "tok2", [alice[0]])
+    await tok1.expect("keys-published")
+    await tok2.expect("keys-published")
+    nio = await NioPeer.login(synapse.base, alice, tmp_path / "nio-alice", "nio-alice")
+    room = await nio.create_encrypted_room(invite=[one[0], two[0]])
+    await tok1.expect(f"joined {room}")
+    await tok2.expect(f"joined {room}")
+    await nio.trust_devices_of(one[0], two[0])
+    return alice, one, two, tok1, tok2, nio, room
+
+
+def test_tokens_and_nio_read_each_other_in_an_encrypted_room(synapse, gateway, tokens, tmp_path):
+    asyncio.run(_read_each_other(synapse, gateway, tokens, tmp_path))
+
+
+async def _read_each_other(synapse, gateway, tokens, tmp_path):
+    relay = UdpRelay(gateway.address)
+    nio = None
+    try:
+        alice, one, two, tok1, tok2, nio, room = await setup_room(synapse, gateway, tokens, tmp_path, relay)
+
+        # nio -> both tokens.
+        await nio.send_text(room, "hello tokens, from nio")
+        for tok in (tok1, tok2):
+            [line] = await tok.expect(f"message {room} {alice[0]} ")
+            assert line.endswith(" e2e hello tokens, from nio"), line
+
+        # token one -> nio (decrypted, not an undecryptable MegolmEvent) and token two.
+        mark2 = tok2.mark()
+        tok1.command(f"send {room} hello from token one")
+        await tok1.expect("delivered ")
+        [event] = await nio.wait_for_text(room, one[0], "hello from token one")
+        assert event.decrypted and event.body == "hello from token one"
+        [line] = await tok2.expect(f"message {room} {one[0]} ", since=mark2)
+        assert line.endswith(" e2e hello from token one"), line
+
+        # token two -> token one and nio.
+        mark1 = tok1.mark()
+        tok2.command(f"send {room} and hello from token two")
+        [line] = await tok1.expect(f"message {room} {two[0]} ", since=mark1)
+        assert line.endswith(" e2e and hello from token two"), line
+        await nio.wait_for_text(room, two[0], "and hello from token two")
+
+        assert nio.undecrypted_from(room, one[0]) == []
+        assert nio.undecrypted_from(room, two[0]) == []
+        assert tok1.find("undecryptable") == [] and tok2.find("undecryptable") == []
+
+        # Wire bytes on token one's link, per message, with its background traffic included.
+        up0, down0, dgu0, dgd0 = relay.counters()
+        for i in range(WIRE_SAMPLES):
+            mark = tok1.mark()
+            tok1.command(f"send {room} wire sample {i:02d}")
+            await tok1.expect("delivered ", since=mark)
+            await nio.wait_for_text(room, one[0], f"wire sample {i:02d}")
+        up1, down1, dgu1, dgd1 = relay.counters()
+        for i in range(WIRE_SAMPLES):
+            mark = tok1.mark()
+            await nio.send_text(room, f"incoming sample {i:02d}")
+            [line] = await tok1.expect(f"message {room} {alice[0]} ", since=mark)
+            assert line.endswith(f" e2e incoming sample {i:02d}"), line
+        up2, down2, dgu2, dgd2 = relay.counters()
+        print(f"\nwire bytes per message sent by the token: up {(up1 - up0) / WIRE_SAMPLES:.0f} B "
+              f"in {(dgu1 - dgu0) / WIRE_SAMPLES:.1f} datagrams, down {(down1 - down0) / WIRE_SAMPLES:.0f} B "
+              f"in {(dgd1 - dgd0) / WIRE_SAMPLES:.1f} datagrams")
+        print(f"wire bytes per message received by the token: up {(up2 - up1) / WIRE_SAMPLES:.0f} B "
+              f"in {(dgu2 - dgu1) / WIRE_SAMPLES:.1f} datagrams, down {(down2 - down1) / WIRE_SAMPLES:.0f} B "
+              f"in {(dgd2 - dgd1) / WIRE_SAMPLES:.1f} datagrams")
+    finally:
+        if nio:
+            await nio.close()
+        relay.close()
