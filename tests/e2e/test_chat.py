@@ -88,3 +88,55 @@ async def _read_each_other(synapse, gateway, tokens, tmp_path):
         if nio:
             await nio.close()
         relay.close()
+
+
+def test_a_member_who_joins_later_reads_only_what_is_sent_after_joining(synapse, gateway, tokens, tmp_path):
+    asyncio.run(_late_member(synapse, gateway, tokens, tmp_path))
+
+
+async def _late_member(synapse, gateway, tokens, tmp_path):
+    nio = carol = None
+    try:
+        alice, one, two, tok1, tok2, nio, room = await setup_room(synapse, gateway, tokens, tmp_path)
+        tok1.command(f"send {room} before carol joined")
+        await tok1.expect("delivered ")
+        [before] = await nio.wait_for_text(room, one[0], "before carol joined")
+
+        carol_user = new_user(synapse, "carol")
+        carol = await NioPeer.login(synapse.base, carol_user, tmp_path / "nio-carol", "nio-carol")
+        invited = await nio.client.room_invite(room, carol_user[0])
+        assert not hasattr(invited, "status_code"), invited
+        joined = await carol.client.join(room)
+        assert getattr(joined, "room_id", None) == room, joined
+        await nio.trust_devices_of(carol_user[0])  # carol's device keys are on the homeserver
+        # Token one has seen carol join (alice, both tokens, carol).
+        for _ in range(300):
+            mark = tok1.mark()
+            tok1.command("rooms")
+            [line] = await tok1.expect(f"room {room} ", since=mark)
+            if line.endswith("members=4"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"token one never saw carol join: {line}")
+
+        mark2 = tok2.mark()
+        tok1.command(f"send {room} after carol joined")
+        [after] = await carol.wait_for_text(room, one[0], "after carol joined")
+        assert after.decrypted
+        [after_for_alice] = await nio.wait_for_text(room, one[0], "after carol joined")
+        assert after_for_alice.session_id != before.session_id, "token one did not rotate its session"
+        [line] = await tok2.expect(f"message {room} {one[0]} ", since=mark2)
+        assert line.endswith(" e2e after carol joined"), line
+
+        # Carol sees the earlier event in the room's history but cannot decrypt it.
+        history = await carol.client.room_messages(room, start=carol.client.next_batch, limit=100)
+        earlier = [e for e in history.chunk if e.event_id == before.event_id]
+        assert len(earlier) == 1, [type(e).__name__ for e in history.chunk]
+        from nio import MegolmEvent
+        assert isinstance(earlier[0], MegolmEvent), earlier[0]
+        assert [e.body for e in carol.texts_from(room, one[0])] == ["after carol joined"]
+    finally:
+        for peer in (nio, carol):
+            if peer:
+                await peer.close()
