@@ -4,28 +4,9 @@ only what was sent after joining."""
 
 import asyncio
 
-from conftest import NioPeer, UdpRelay, new_user
+from e2e_stack import NioPeer, UdpRelay, new_user, setup_room
 
 WIRE_SAMPLES = 5
-
-
-def gateway_address(gateway):
-    return f"127.0.0.1:{gateway.port}"
-
-
-async def setup_room(synapse, gateway, tokens, tmp_path, relay=None):
-    alice = new_user(synapse, "alice")
-    one, two = new_user(synapse, "tokone"), new_user(synapse, "toktwo")
-    tok1 = tokens(relay.address if relay else gateway_address(gateway), one, "tok1", [alice[0]])
-    tok2 = tokens(gateway_address(gateway), two, "tok2", [alice[0]])
-    await tok1.expect("keys-published")
-    await tok2.expect("keys-published")
-    nio = await NioPeer.login(synapse.base, alice, tmp_path / "nio-alice", "nio-alice")
-    room = await nio.create_encrypted_room(invite=[one[0], two[0]])
-    await tok1.expect(f"joined {room}")
-    await tok2.expect(f"joined {room}")
-    await nio.trust_devices_of(one[0], two[0])
-    return alice, one, two, tok1, tok2, nio, room
 
 
 def test_tokens_and_nio_read_each_other_in_an_encrypted_room(synapse, gateway, tokens, tmp_path):

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from conftest import REPO, free_port
+from e2e_stack import REPO, free_port
 
 DEMO = REPO / "tools" / "demo" / "run"
 

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from conftest import raw_encrypted_events, megolm_message_index, start_gateway, stop_process
-from test_chat import gateway_address, setup_room
+from e2e_stack import megolm_message_index, raw_encrypted_events, setup_room, start_gateway, stop_process
 
 MESSAGES = 50
 
