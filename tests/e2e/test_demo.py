@@ -69,13 +69,24 @@ def udp_port_is_free(port):
 
 
 def test_the_demo_starts_everything_logs_the_token_in_and_stops_everything_at_end_of_input():
+    run_demo_and_end_it(lambda proc: proc.stdin.close())
+
+
+def test_ctrl_c_in_the_demo_stops_everything():
+    # A terminal sends SIGINT to the whole foreground process group.
+    run_demo_and_end_it(lambda proc: os.killpg(proc.pid, signal.SIGINT), exit_code=130)
+
+
+def run_demo_and_end_it(end, exit_code=0):
     import urllib.request
     import json
 
     hs_port, gw_port = free_port(), free_port(socket.SOCK_DGRAM)
     env = dict(os.environ, JETON_DEMO_HS_PORT=str(hs_port), JETON_DEMO_GATEWAY_PORT=str(gw_port))
     proc = subprocess.Popen([str(DEMO)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1, env=env, start_new_session=True)
+                            text=True, bufsize=1, env=env, start_new_session=True,
+                            # as from a shell prompt: SIGINT not ignored, whatever pytest inherited
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out = Output(proc)
     try:
         state = out.wait_for(r"starting Synapse on (\S+) \(state in (\S+)\)")
@@ -105,8 +116,8 @@ def test_the_demo_starts_everything_logs_the_token_in_and_stops_everything_at_en
         assert any("jeton-sim" in c for _, c in running), running
         assert processes_mentioning(f"--listen 127.0.0.1:{gw_port}"), "the gateway is not running"
 
-        proc.stdin.close()  # end of input: the token's shell ends, the script stops everything
-        assert proc.wait(timeout=90) == 0, out.lines[-20:]
+        end(proc)
+        assert proc.wait(timeout=90) == exit_code, out.lines[-20:]
         out.wait_for(r"^==> stopped$", timeout=5)
         assert processes_mentioning(state_dir) == []  # Synapse and the token
         assert processes_mentioning(f"--listen 127.0.0.1:{gw_port}") == []  # the gateway
