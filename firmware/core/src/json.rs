@@ -224,8 +224,21 @@ fn write_map(
             .push((name, value))
             .map_err(|_| JsonError::Unsupported)?;
     }
-    // Code-point order is byte order in UTF-8.
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // Code-point order is byte order in UTF-8. Insertion sort: at most
+    // MAX_CANONICAL_KEYS entries, and a fraction of the flash of the library sort.
+    for sorted in 1..entries.len() {
+        let mut at = sorted;
+        while at > 0 {
+            let (Some(before), Some(current)) = (entries.get(at - 1), entries.get(at)) else {
+                break;
+            };
+            if before.0.as_bytes() <= current.0.as_bytes() {
+                break;
+            }
+            entries.swap(at - 1, at);
+            at -= 1;
+        }
+    }
     out.raw(b"{")?;
     for (at, (name, value)) in entries.iter().enumerate() {
         if at > 0 {

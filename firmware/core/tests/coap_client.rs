@@ -662,6 +662,32 @@ fn block_fetches_repeat_the_registration_options_and_new_options_wait_for_a_re_r
 }
 
 #[test]
+fn an_observation_can_be_registered_again_before_the_silence_period_ends() {
+    let obs = path(&["obs"]);
+    let mut world: World = World::new(15, CLEAN, observe_config());
+    world.client.observe(&obs).unwrap();
+    world.run_for(1_000);
+    let registrations = |world: &World| {
+        world
+            .server
+            .processed
+            .iter()
+            .filter(|(_, body)| body == b"register")
+            .count()
+    };
+    assert_eq!(registrations(&world), 1);
+    world.client.reregister_observation().unwrap();
+    world.run_for(1_000);
+    assert_eq!(registrations(&world), 2, "registered again at once");
+    world.client.cancel_observation().unwrap();
+    world.run_for(1_000);
+    assert_eq!(
+        world.client.reregister_observation(),
+        Err(RequestError::NoObservation)
+    );
+}
+
+#[test]
 fn requests_queue_behind_the_one_in_flight() {
     let echo = path(&["echo"]);
     let mut world: World = World::new(17, CLEAN, ClientConfig::default());

@@ -6,7 +6,10 @@ Checks, in one encrypted room:
   1. token1 -> token2 and token2 -> token1 decrypt;
   2. nio -> both tokens decrypt; token1 -> nio decrypts as a text message (not an
      undecryptable MegolmEvent);
-  3. token1 is killed with SIGKILL at random moments while it queues --messages texts and
+  3. the gateway restarts: both tokens recover without user action (a token that sends
+     learns it from the 4.01 and registers again at once, an idle one after
+     --observe-silence-secs);
+  4. token1 is killed with SIGKILL at random moments while it queues --messages texts and
      restarted each time: nio receives every text token1 reported as queued exactly once and
      decrypts all of them (nio rejects a reused Megolm index as undecryptable).
 
@@ -105,7 +108,7 @@ class Token:
     def boot(self):
         self.proc = start([self.args.sim, "--gateway", self.gateway, "--user", self.name,
                            "--password", "secret", "--login", "--state-dir", str(self.work / self.name),
-                           "--auto-join-from", "@alice:localhost"],
+                           "--auto-join-from", "@alice:localhost", "--observe-silence-secs", "20"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=open(self.work / f"{self.name}.err", "a"), text=True, bufsize=1)
         self.lines = queue.Queue()
@@ -171,8 +174,12 @@ def main():
                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]}, alice)
     room = body["room_id"]
     gateway = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
-    start([args.gateway, "--listen", gateway, "--homeserver", base, "--metrics-listen", "off"],
-          stdout=open(work / "gateway.log", "wb"), stderr=subprocess.STDOUT)
+
+    def start_gateway():
+        return start([args.gateway, "--listen", gateway, "--homeserver", base, "--metrics-listen", "off"],
+                     stdout=open(work / "gateway.log", "ab"), stderr=subprocess.STDOUT)
+
+    gateway_proc = start_gateway()
     time.sleep(1)
     token1, token2 = (Token(args, name, gateway, work) for name in ["token1", "token2"])
     for token in (token1, token2):
@@ -197,6 +204,15 @@ def main():
     nio.wait(timeout=120)
     assert "text @token1:localhost token1 to nio" in nio.stdout.read().splitlines()
     print("ok: nio and the tokens read each other", flush=True)
+
+    gateway_proc.kill()
+    gateway_proc.wait()
+    gateway_proc = start_gateway()
+    time.sleep(1)
+    token2.command(f"send {room} after the gateway restart")
+    token2.wait("delivered", timeout=120)
+    assert token1.wait("message", timeout=120).endswith(" e2e after the gateway restart")
+    print("ok: the tokens recover from a gateway restart", flush=True)
 
     rng = random.Random(args.seed)
     queued, kills, n = [], 0, 0

@@ -53,6 +53,10 @@ struct Args {
     /// Log in at start with --user and the password.
     #[arg(long)]
     login: bool,
+    /// Register the /sync observation again after this long without a notification (the
+    /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
+    #[arg(long, default_value_t = 600)]
+    observe_silence_secs: u64,
 }
 
 /// The operating system's generator.
@@ -331,6 +335,7 @@ fn main() -> anyhow::Result<()> {
     let store = FileStore::open(&args.state_dir)
         .with_context(|| format!("opening {}", args.state_dir.display()))?;
     let mut config = Config::new(storage_key(&args.state_dir)?);
+    config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
     config.device_display_name = args
         .device_name
         .as_str()

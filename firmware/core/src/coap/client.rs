@@ -370,7 +370,6 @@ enum ObservationState {
     DeregistrationDue,
 }
 
-#[derive(Debug)]
 struct Observation {
     id: RequestId,
     token: Token,
@@ -384,6 +383,24 @@ struct Observation {
     cancelled: bool,
     /// A notification was dropped while a fetch was under way: re-register after it.
     missed: bool,
+}
+
+impl fmt::Debug for Observation {
+    // The options may carry a secret (a Matrix access token): only their sizes are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observation")
+            .field("id", &self.id)
+            .field("options_len", &self.options.len())
+            .field(
+                "next_options_len",
+                &self.next_options.as_ref().map(|o| o.len()),
+            )
+            .field("state", &self.state)
+            .field("last", &self.last)
+            .field("cancelled", &self.cancelled)
+            .field("missed", &self.missed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Observation {
@@ -467,6 +484,7 @@ pub struct Client<
     control: Deque<(MessageType, u16), CONTROL_CAPACITY>,
     recent_ids: Deque<u16, DEDUP_CAPACITY>,
     stats: ClientStats,
+    deliver_every_registration: bool,
 }
 
 impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize> fmt::Debug
@@ -505,7 +523,16 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             control: Deque::new(),
             recent_ids: Deque::new(),
             stats: ClientStats::default(),
+            deliver_every_registration: false,
         }
+    }
+
+    /// Delivers the answer to every (re-)registration as a notification, even when its
+    /// Observe number is not fresher than the last one. For resources whose registration
+    /// options name what the answer holds (a Matrix `/sync` with `since`), so that the answer
+    /// is new data, not a repeat.
+    pub fn deliver_every_registration(&mut self, deliver: bool) {
+        self.deliver_every_registration = deliver;
     }
 
     /// The counters.
@@ -608,6 +635,22 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         let mut encoded = Vec::new();
         encode_options(&mut encoded, options)?;
         observation.next_options = Some(encoded);
+        Ok(())
+    }
+
+    /// Registers the observation again now instead of at the end of the silence period,
+    /// when the caller learned that the server lost it (a gateway that answers as if it had
+    /// restarted). Does nothing while an exchange for the observation is under way.
+    pub fn reregister_observation(&mut self) -> Result<(), RequestError> {
+        let observation = self
+            .observation
+            .as_mut()
+            .ok_or(RequestError::NoObservation)?;
+        if let ObservationState::Waiting { .. } = observation.state
+            && !observation.cancelled
+        {
+            observation.state = ObservationState::RegistrationDue;
+        }
         Ok(())
     }
 
@@ -1369,16 +1412,19 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         match sequence {
             Some(sequence) if code.class() == 2 => {
                 // A re-registration answers with the current state, which the caller may
-                // have seen already as a notification.
+                // have seen already as a notification; unless told otherwise, a state not
+                // fresher than the last one is not delivered again. Either way the answer's
+                // number is the server's numbering from now on: a server that restarted
+                // counts from a small number again.
                 let fresh = observation.last.is_none_or(|(last, at)| {
                     option::observe_is_fresher(last, sequence, now.millis_since(at))
                 });
                 observation.settle(now, silence_ms);
-                if !fresh {
+                observation.last = Some((sequence, now));
+                if !fresh && !self.deliver_every_registration {
                     self.stats.stale_notifications += 1;
                     return None;
                 }
-                observation.last = Some((sequence, now));
                 wanted.then_some(EventRecord::Notification { id, sequence, code })
             }
             // Answered without Observe, or with an error: the resource is not observed.

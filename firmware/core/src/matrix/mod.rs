@@ -53,7 +53,9 @@
 //!
 //! - An account whose one-time keys changed is on flash before the keys are uploaded, and
 //!   before an inbound Olm session that consumed one is reported.
-//! - An Olm session is on flash after each encryption, before the message leaves.
+//! - An Olm session is on flash after each encryption, before the message leaves. A
+//!   session that decrypted a room key is written after the room key, so that a power cut
+//!   between the two lets the redelivered message decrypt again.
 //! - A message is in the outbox on flash before [`UiEvent::Queued`]. Its Megolm session is
 //!   written with the advanced index before the ciphertext is written to the outbox entry,
 //!   and both before the request leaves; after a power cut the entry is either still
@@ -186,6 +188,8 @@ struct Core<R: Rng, S: Store, U: Ui> {
     operation: Option<(RequestId, Operation)>,
     /// Whether the gateway holds the access token (option 256 is sticky per peer).
     token_sticky: bool,
+    /// The gateway lost the observation: register it again.
+    observation_lost: bool,
     /// Whether the last request built carried the token.
     last_with_token: bool,
     /// Whether the operation in flight carries the token.
@@ -214,6 +218,7 @@ impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
             .field("logged_in", &self.core.login.is_some())
             .field("sync", &self.core.sync)
             .field("operation", &self.core.operation)
+            .field("coap", &self.coap)
             .finish_non_exhaustive()
     }
 }
@@ -296,7 +301,9 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         }
         let mut curve = [0u8; 43];
         let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
-        let coap = Client::new(config.coap, TransportRng::seeded_from(&mut rng));
+        let mut coap = Client::new(config.coap, TransportRng::seeded_from(&mut rng));
+        // A /sync registration answers from the token's cursor: always new data.
+        coap.deliver_every_registration(true);
         let mut token = Token {
             coap,
             core: Core {
@@ -332,6 +339,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 fallback_wanted: false,
                 operation: None,
                 token_sticky: false,
+                observation_lost: false,
                 last_with_token: false,
                 operation_with_token: false,
                 poll_with_token: false,
@@ -688,7 +696,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn note_token(&mut self, code: Code, with_token: bool) -> bool {
         let unauthorized = code_number(code) == 401;
         if unauthorized && !with_token {
+            // The gateway lost its state for this peer (it restarted): the token again, and
+            // the observation, which it lost too, at once.
             self.token_sticky = false;
+            self.observation_lost = true;
             return false;
         }
         if code.class() == 2 && with_token {
@@ -997,6 +1008,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.sync = SyncLane::Polling { id: None };
             }
             SyncLane::Observing { .. } => {
+                if core::mem::take(&mut self.observation_lost) {
+                    let _ = coap.reregister_observation();
+                }
                 if self.observation_stale {
                     {
                         let options = self.sync_options(&since, &filter, None);

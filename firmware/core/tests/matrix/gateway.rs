@@ -53,6 +53,8 @@ pub(crate) struct Homeserver {
     /// Sync batches; batch `i` is answered to `since=s{i}` with `next_batch=s{i+1}`.
     pub batches: Vec<Value>,
     pub logins: u32,
+    /// Fallback keys uploaded by the token, in order.
+    pub fallback_keys: Vec<Value>,
     /// Sends answered 5.03 before one is accepted.
     pub failing_sends: u32,
     /// The filter the token created.
@@ -439,6 +441,9 @@ impl FakeGateway {
                     }
                 }
                 let count = list.len();
+                if let Some(fallback) = request.get("fallback_keys") {
+                    hs.fallback_keys.push(fallback.clone());
+                }
                 (
                     Code::CHANGED,
                     json!({"one_time_key_counts": {"signed_curve25519": count}}),

@@ -1214,6 +1214,38 @@ fn without_observe_the_token_long_polls_and_a_restarted_gateway_is_recovered_fro
         "{:?}",
         world.screen()
     );
+    // The gateway restarts again and the token has something to send: the gateway asks for
+    // the access token (4.01, its sticky copy is gone), the token sends it again, and takes
+    // the 4.01 as the sign to register its observation again at once.
+    world.push_sync(json!({"rooms": {"join": {ROOM: {}}}}));
+    world.run_for(2_000);
+    world.gw.restart();
+    let carried = world.gw.token_carried;
+    let now = world.instant();
+    world.token().send_text(ROOM, "token again", now).unwrap();
+    assert!(
+        world.run_until(60_000, |w| w
+            .screen()
+            .iter()
+            .any(|l| l.starts_with("delivered 1 "))),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.gw.token_carried > carried);
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.message", "sender": PEER, "event_id": "$p3", "content": {"msgtype": "m.text", "body": "soon after"}},
+    ]}}}}}));
+    let line = format!("message {ROOM} {PEER} unencrypted soon after");
+    assert!(
+        world.run_until(30_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+    assert!(
+        !world.screen().iter().any(|l| l.starts_with("error")),
+        "{:?}",
+        world.screen()
+    );
 }
 
 #[test]
@@ -1442,4 +1474,46 @@ fn a_sync_larger_than_the_response_buffer_is_caught_up_with_a_compact_filter() {
         "{:?}",
         world.screen()
     );
+}
+
+#[test]
+fn claimed_one_time_keys_and_a_used_fallback_key_are_replenished() {
+    let mut world = World::logged_in(42);
+    let device = world.token_device();
+    assert_eq!(
+        world.gw.hs.fallback_keys.len(),
+        1,
+        "a fallback key with the device keys"
+    );
+    let key = (TOKEN_USER.to_string(), device.clone());
+    let ed = world.token().identity().ed25519.to_string();
+    // Peers claimed 7 of the 10 keys; the homeserver used the fallback key.
+    world.gw.hs.one_time_keys.get_mut(&key).unwrap().drain(..7);
+    world.push_sync(json!({"device_unused_fallback_key_types": []}));
+    assert!(
+        world.run_until(60_000, |w| w.gw.hs.one_time_keys[&key].len() >= 10
+            && w.gw.hs.fallback_keys.len() == 2),
+        "{:?}",
+        world.screen()
+    );
+    // The new keys and the new fallback key are signed like the first ones.
+    for (id, key) in &world.gw.hs.one_time_keys[&key] {
+        let signature = key["signatures"][TOKEN_USER][format!("ed25519:{device}")]
+            .as_str()
+            .unwrap();
+        assert!(verify(&ed, key, signature), "{id}");
+    }
+    let fallback = world.gw.hs.fallback_keys[1]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(fallback["fallback"], true);
+    let signature = fallback["signatures"][TOKEN_USER][format!("ed25519:{device}")]
+        .as_str()
+        .unwrap();
+    assert!(verify(&ed, &fallback, signature));
+    assert_ne!(world.gw.hs.fallback_keys[0], world.gw.hs.fallback_keys[1]);
 }
