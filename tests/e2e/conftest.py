@@ -26,9 +26,9 @@ def tokens(tmp_path):
     """Starts tokens on demand; stops every one at the end of the test."""
     started = []
 
-    def make(gateway_address, user, name, auto_join_from=()):
+    def make(gateway_address, user, name, auto_join_from=(), extra_args=()):
         user_id, _, password = user
-        token = SimToken(gateway_address, user_id, password, tmp_path / name, name, auto_join_from)
+        token = SimToken(gateway_address, user_id, password, tmp_path / name, name, auto_join_from, extra_args)
         started.append(token)
         return token.start()
 

@@ -127,13 +127,14 @@ class SimToken:
     """A jeton-sim process driven through its shell: one command per line in, one event per
     line out. `lines` keeps every line printed since the first start, across restarts."""
 
-    def __init__(self, gateway_address, user_id, password, state_dir, name, auto_join_from=()):
+    def __init__(self, gateway_address, user_id, password, state_dir, name, auto_join_from=(), extra_args=()):
         self.gateway_address = gateway_address
         self.user_id = user_id
         self.password = password
         self.state_dir = pathlib.Path(state_dir)
         self.name = name
         self.auto_join_from = list(auto_join_from)
+        self.extra_args = list(extra_args)
         self.lines = []
         self.cond = threading.Condition()
         self.proc = None
@@ -145,6 +146,7 @@ class SimToken:
                 "--device-name", self.name, "--login"]
         for user in self.auto_join_from:
             args += ["--auto-join-from", user]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
@@ -339,14 +341,14 @@ def gateway_address(gateway):
     return f"127.0.0.1:{gateway.port}"
 
 
-async def setup_room(synapse, gateway, tokens, tmp_path, relay=None):
+async def setup_room(synapse, gateway, tokens, tmp_path, relay=None, sim_args=()):
     """alice (nio) creates an encrypted room and invites two tokens, which join by themselves
     (--auto-join-from alice); alice trusts their devices. Token one talks through `relay` when
-    given."""
+    given; `sim_args` go to both tokens."""
     alice = new_user(synapse, "alice")
     one, two = new_user(synapse, "tokone"), new_user(synapse, "toktwo")
-    tok1 = tokens(relay.address if relay else gateway_address(gateway), one, "tok1", [alice[0]])
-    tok2 = tokens(gateway_address(gateway), two, "tok2", [alice[0]])
+    tok1 = tokens(relay.address if relay else gateway_address(gateway), one, "tok1", [alice[0]], sim_args)
+    tok2 = tokens(gateway_address(gateway), two, "tok2", [alice[0]], sim_args)
     await tok1.expect("keys-published")
     await tok2.expect("keys-published")
     nio = await NioPeer.login(synapse.base, alice, tmp_path / "nio-alice", "nio-alice")
