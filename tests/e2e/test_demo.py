@@ -2,6 +2,7 @@
 a pipe. It must start Synapse, the gateway and a token that logs in, give a person working
 credentials and an invite to an encrypted room, and leave nothing running when the input ends."""
 
+import asyncio
 import os
 import pathlib
 import re
@@ -11,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from e2e_stack import REPO, free_port
+from e2e_stack import REPO, NioPeer, free_port
 
 DEMO = REPO / "tools" / "demo" / "run"
 
@@ -68,8 +69,8 @@ def udp_port_is_free(port):
             return False
 
 
-def test_the_demo_starts_everything_logs_the_token_in_and_stops_everything_at_end_of_input():
-    run_demo_and_end_it(lambda proc: proc.stdin.close())
+def test_the_demo_lets_a_person_chat_with_the_token_and_stops_everything_at_end_of_input(tmp_path):
+    run_demo_and_end_it(lambda proc: proc.stdin.close(), chat_from=tmp_path)
 
 
 def test_ctrl_c_in_the_demo_stops_everything():
@@ -77,7 +78,27 @@ def test_ctrl_c_in_the_demo_stops_everything():
     run_demo_and_end_it(lambda proc: os.killpg(proc.pid, signal.SIGINT), exit_code=130)
 
 
-def run_demo_and_end_it(end, exit_code=0):
+async def chat_with_the_token(homeserver, guest, password, room, proc, out, store):
+    """What the demo tells a person to do, with matrix-nio as their client: log in with the
+    printed credentials, accept the invite, write to the token, read its answer."""
+    token = "@jeton:localhost"
+    person = await NioPeer.login(homeserver, (guest, None, password), store, "a person's client")
+    try:
+        joined = await person.client.join(room)
+        assert getattr(joined, "room_id", None) == room, joined
+        await person.trust_devices_of(token)
+        await person.send_text(room, "hello token, from a person")
+        await asyncio.to_thread(out.wait_for, rf"^message {re.escape(room)} {re.escape(guest)} \S+ e2e "
+                                "hello token, from a person$", 60)
+        proc.stdin.write(f"send {room} hello person, from the token\n")
+        proc.stdin.flush()
+        [answer] = await person.wait_for_text(room, token, "hello person, from the token")
+        assert answer.decrypted
+    finally:
+        await person.close()
+
+
+def run_demo_and_end_it(end, exit_code=0, chat_from=None):
     import urllib.request
     import json
 
@@ -110,6 +131,9 @@ def run_demo_and_end_it(end, exit_code=0):
                                       headers={"Authorization": f"Bearer {access}"})
         with urllib.request.urlopen(sync, timeout=30) as r:
             assert room in json.loads(r.read())["rooms"]["invite"]
+
+        if chat_from:
+            asyncio.run(chat_with_the_token(homeserver, guest, password, room, proc, out, chat_from / "nio"))
 
         running = processes_mentioning(state_dir)
         assert any("synapse.app.homeserver" in c for _, c in running), running
