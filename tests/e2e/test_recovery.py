@@ -66,9 +66,12 @@ async def _power_cuts(synapse, gateway, tokens, tmp_path, rng):
         assert {b: n for b, n in crash_bodies.items() if n != 1} == {}, "a message arrived twice"
         assert set(queued) <= set(crash_bodies), "a message the token accepted never arrived"
         assert nio.undecrypted_from(room, one[0]) == []
+        delivered = {line.split()[3] for line in tok1.find("delivered ")}
+        assert delivered <= {e.event_id for e in nio.texts_from(room, one[0])}, "a delivered event never arrived"
 
         raw = raw_encrypted_events(synapse, nio.client.access_token, room, one[0])
         indexes = [(e["content"]["session_id"], megolm_message_index(e["content"]["ciphertext"])) for e in raw]
+        assert len(raw) == sum(crash_bodies.values()), "the homeserver holds an event nio did not show"
         repeated = [k for k, n in collections.Counter(indexes).items() if n > 1]
         assert repeated == [], f"Megolm indexes used twice: {repeated}"
         print(f"{len(raw)} encrypted events from the token, {len(set(s for s, _ in indexes))} Megolm sessions, "
