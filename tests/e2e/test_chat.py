@@ -19,6 +19,10 @@ async def _read_each_other(synapse, gateway, tokens, tmp_path):
     try:
         alice, one, two, tok1, tok2, nio, room = await setup_room(synapse, gateway, tokens, tmp_path, relay)
 
+        up, down, dgu, dgd = relay.counters()
+        print(f"\nwire bytes of token one from start to joined (login, key upload, sync, join): "
+              f"up {up} B in {dgu} datagrams, down {down} B in {dgd} datagrams")
+
         # nio -> both tokens.
         await nio.send_text(room, "hello tokens, from nio")
         for tok in (tok1, tok2):
@@ -27,9 +31,13 @@ async def _read_each_other(synapse, gateway, tokens, tmp_path):
 
         # token one -> nio (decrypted, not an undecryptable MegolmEvent) and token two.
         mark2 = tok2.mark()
+        up0, down0, dgu0, dgd0 = relay.counters()
         tok1.command(f"send {room} hello from token one")
         await tok1.expect("delivered ")
         [event] = await nio.wait_for_text(room, one[0], "hello from token one")
+        up1, down1, dgu1, dgd1 = relay.counters()
+        print(f"wire bytes of token one's first message (keys/claim, Olm sessions, room key to the 2 other devices): "
+              f"up {up1 - up0} B in {dgu1 - dgu0} datagrams, down {down1 - down0} B in {dgd1 - dgd0} datagrams")
         assert event.decrypted and event.body == "hello from token one"
         [line] = await tok2.expect(f"message {room} {one[0]} ", since=mark2)
         assert line.endswith(" e2e hello from token one"), line
@@ -59,7 +67,7 @@ async def _read_each_other(synapse, gateway, tokens, tmp_path):
             [line] = await tok1.expect(f"message {room} {alice[0]} ", since=mark)
             assert line.endswith(f" e2e incoming sample {i:02d}"), line
         up2, down2, dgu2, dgd2 = relay.counters()
-        print(f"\nwire bytes per message sent by the token: up {(up1 - up0) / WIRE_SAMPLES:.0f} B "
+        print(f"wire bytes per message sent by the token: up {(up1 - up0) / WIRE_SAMPLES:.0f} B "
               f"in {(dgu1 - dgu0) / WIRE_SAMPLES:.1f} datagrams, down {(down1 - down0) / WIRE_SAMPLES:.0f} B "
               f"in {(dgd1 - dgd0) / WIRE_SAMPLES:.1f} datagrams")
         print(f"wire bytes per message received by the token: up {(up2 - up1) / WIRE_SAMPLES:.0f} B "
