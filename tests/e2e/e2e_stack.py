@@ -1,0 +1,359 @@
+"""The end-to-end stack as test helpers: Synapse and gateway launchers (the gateway suite's own,
+from tests/gateway, loaded by path so both suites start them the same way), jeton-sim tokens
+driven through their line-oriented shell, a UDP relay that counts the bytes a token puts on the
+air, matrix-nio peers with end-to-end encryption (vodozemac), and the encrypted room the
+scenarios share.
+
+A module with its own name rather than `conftest`: several suites run in one pytest process and
+each has a conftest.py, so `from conftest import ...` would find whichever was loaded last.
+"""
+
+import asyncio
+import base64
+import importlib.util
+import os
+import pathlib
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SIM_BIN = REPO / "target" / "debug" / "jeton-sim"
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_gateway_suite = _load("jeton_gateway_suite_fixtures", REPO / "tests" / "gateway" / "conftest.py")
+_users = _load("jeton_gateway_suite_users", REPO / "tests" / "gateway" / "matrix_users.py")
+synapse_server = _gateway_suite.synapse_server
+start_gateway = _gateway_suite.start_gateway
+stop_process = _gateway_suite.stop
+free_port = _gateway_suite.free_port
+make_user = _users.make_user
+
+_built = []
+
+
+def build_sim():
+    """Builds jeton-sim once per session so no test runs a stale binary."""
+    if not _built:
+        subprocess.run(["cargo", "build", "-q", "-p", "jeton-sim"], cwd=REPO, check=True)
+        _built.append(True)
+    return SIM_BIN
+
+
+def new_user(synapse, prefix):
+    """A registered account: (user_id, localpart, password)."""
+    body = make_user(synapse, prefix)
+    user_id = body["user_id"]
+    localpart = user_id[1:].split(":", 1)[0]
+    return user_id, localpart, "pw-" + localpart
+
+
+# ---------------------------------------------------------------------------------------
+# A UDP relay between a token and the gateway: counts what the token sends and receives.
+
+
+class UdpRelay:
+    """Listens on a loopback port for tokens and forwards each token's datagrams to the
+    gateway from a socket of its own, and the answers back. Counts datagrams and payload
+    bytes both ways. The target can change (a restarted gateway on another port)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.listen.bind(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.listen.getsockname()[1]
+        self.upstream = {}  # token address -> socket towards the gateway
+        self.token_of = {}  # socket towards the gateway -> token address
+        self.lock = threading.Lock()
+        self.up_bytes = self.down_bytes = self.up_datagrams = self.down_datagrams = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def counters(self):
+        with self.lock:
+            return self.up_bytes, self.down_bytes, self.up_datagrams, self.down_datagrams
+
+    def _run(self):
+        while self.running:
+            sockets = [self.listen, *self.upstream.values()]
+            ready, _, _ = select.select(sockets, [], [], 0.1)
+            for s in ready:
+                try:
+                    data, sender = s.recvfrom(65535)
+                except OSError:
+                    continue
+                if s is self.listen:
+                    up = self.upstream.get(sender)
+                    if up is None:
+                        up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        up.bind(("127.0.0.1", 0))
+                        self.upstream[sender] = up
+                        self.token_of[up] = sender
+                    with self.lock:
+                        self.up_bytes += len(data)
+                        self.up_datagrams += 1
+                    up.sendto(data, self.target)
+                else:
+                    with self.lock:
+                        self.down_bytes += len(data)
+                        self.down_datagrams += 1
+                    self.listen.sendto(data, self.token_of[s])
+
+    def close(self):
+        self.running = False
+        self.thread.join(timeout=5)
+        for s in [self.listen, *self.upstream.values()]:
+            s.close()
+
+
+# ---------------------------------------------------------------------------------------
+# jeton-sim tokens
+
+
+class SimToken:
+    """A jeton-sim process driven through its shell: one command per line in, one event per
+    line out. `lines` keeps every line printed since the first start, across restarts."""
+
+    def __init__(self, gateway_address, user_id, password, state_dir, name, auto_join_from=(), extra_args=()):
+        self.gateway_address = gateway_address
+        self.user_id = user_id
+        self.password = password
+        self.state_dir = pathlib.Path(state_dir)
+        self.name = name
+        self.auto_join_from = list(auto_join_from)
+        self.extra_args = list(extra_args)
+        self.lines = []
+        self.cond = threading.Condition()
+        self.proc = None
+        self.stderr = tempfile.TemporaryFile()
+
+    def start(self):
+        args = [str(build_sim()), "--gateway", self.gateway_address, "--user", self.user_id,
+                "--password", self.password, "--state-dir", str(self.state_dir),
+                "--device-name", self.name, "--login"]
+        for user in self.auto_join_from:
+            args += ["--auto-join-from", user]
+        args += self.extra_args
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        return self
+
+    def _read(self, proc):
+        for line in proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+
+    def command(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def mark(self):
+        with self.cond:
+            return len(self.lines)
+
+    def find(self, prefix, since=0):
+        with self.cond:
+            return [line for line in self.lines[since:] if line.startswith(prefix)]
+
+    def wait_for(self, prefix, since=0, timeout=60.0, count=1):
+        """Blocks until `count` lines starting with `prefix` were printed after index
+        `since`; returns them."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [line for line in self.lines[since:] if line.startswith(prefix)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not found):
+                    raise AssertionError(
+                        f"{self.name}: {count} line(s) starting with {prefix!r} not seen in "
+                        f"{timeout}s (exit code {self.proc.poll()}); last lines: {self.lines[-25:]}"
+                        f"; stderr: {self.stderr_tail()}")
+                self.cond.wait(min(remaining, 0.2))
+
+    async def expect(self, prefix, since=0, timeout=60.0, count=1):
+        return await asyncio.to_thread(self.wait_for, prefix, since, timeout, count)
+
+    def stderr_tail(self):
+        self.stderr.seek(0)
+        return self.stderr.read()[-2000:].decode(errors="replace")
+
+    def kill(self):
+        """A power cut: SIGKILL, no chance to flush anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.command("quit")
+                self.proc.wait(timeout=10)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self.kill()
+        if self.proc:
+            self.proc.stdout.close()
+            self.proc.stdin.close()
+
+
+# ---------------------------------------------------------------------------------------
+# matrix-nio peers
+
+
+class NioPeer:
+    """A matrix-nio client with end-to-end encryption, syncing in a background task and
+    keeping every timeline event it saw (decrypted ones as RoomMessageText, ones it could not
+    decrypt as MegolmEvent)."""
+
+    def __init__(self, client, user_id):
+        self.client = client
+        self.user_id = user_id
+        self.events = []  # (room_id, event)
+        self.task = None
+
+    @classmethod
+    async def login(cls, homeserver, user, store_dir, name):
+        from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomMessageText
+
+        user_id, _, password = user
+        os.makedirs(store_dir, exist_ok=True)
+        client = AsyncClient(homeserver, user_id, store_path=str(store_dir),
+                             config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True))
+        response = await client.login(password, device_name=name)
+        assert getattr(response, "access_token", None), response
+        peer = cls(client, user_id)
+        client.add_event_callback(peer._on_event, (RoomMessageText, MegolmEvent))
+        peer.task = asyncio.create_task(client.sync_forever(timeout=1000, full_state=True))
+        return peer
+
+    async def _on_event(self, room, event):
+        self.events.append((room.room_id, event))
+
+    async def create_encrypted_room(self, invite=()):
+        response = await self.client.room_create(
+            invite=list(invite),
+            initial_state=[{"type": "m.room.encryption", "state_key": "",
+                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+        assert getattr(response, "room_id", None), response
+        return response.room_id
+
+    async def wait(self, predicate, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.user_id}: timed out waiting for {what}")
+
+    async def trust_devices_of(self, *user_ids):
+        """Waits until nio has queried a device for each user, then verifies them all (the
+        test checked nothing by hand: it trusts what the homeserver lists)."""
+        for user_id in user_ids:
+            await self.wait(lambda u=user_id: list(self.client.device_store.active_user_devices(u)),
+                            f"a device of {user_id}")
+        for user_id in user_ids:
+            for device in self.client.device_store.active_user_devices(user_id):
+                if not device.verified:
+                    self.client.verify_device(device)
+
+    async def send_text(self, room_id, body):
+        from nio import RoomSendResponse
+
+        response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body},
+                                               ignore_unverified_devices=True)
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
+    def texts_from(self, room_id, sender):
+        from nio import RoomMessageText
+        return [e for r, e in self.events if r == room_id and e.sender == sender and isinstance(e, RoomMessageText)]
+
+    def undecrypted_from(self, room_id, sender):
+        from nio import MegolmEvent
+        return [e for r, e in self.events if r == room_id and e.sender == sender and isinstance(e, MegolmEvent)]
+
+    async def wait_for_text(self, room_id, sender, body, timeout=60.0):
+        return await self.wait(lambda: [e for e in self.texts_from(room_id, sender) if e.body == body],
+                               f"{body!r} from {sender}", timeout)
+
+    async def close(self):
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.client.close()
+
+
+def raw_encrypted_events(synapse, access_token, room_id, sender):
+    """Every m.room.encrypted event `sender` put into the room, as the homeserver stores it
+    (the ciphertext nio was given), oldest first."""
+    events, start = [], None
+    path = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=f&limit=100"
+    while True:
+        status, body = synapse.request("GET", path + (f"&from={urllib.parse.quote(start)}" if start else ""),
+                                       token=access_token)
+        assert status == 200, body
+        events += [e for e in body.get("chunk", []) if e["type"] == "m.room.encrypted" and e["sender"] == sender]
+        if not body.get("chunk") or "end" not in body:
+            return events
+        start = body["end"]
+
+
+def megolm_message_index(ciphertext_b64):
+    """The message index of a Megolm message (version byte, then protobuf field 1 as a varint;
+    Megolm's message format in the Matrix spec)."""
+    data = base64.b64decode(ciphertext_b64 + "=" * (-len(ciphertext_b64) % 4))
+    assert data[0] == 3 and data[1] == 0x08, data[:2].hex()
+    index, shift, pos = 0, 0, 2
+    while True:
+        byte = data[pos]
+        index |= (byte & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not byte & 0x80:
+            return index
+
+
+# ---------------------------------------------------------------------------------------
+# The scenarios' starting point
+
+
+def gateway_address(gateway):
+    return f"127.0.0.1:{gateway.port}"
+
+
+async def setup_room(synapse, gateway, tokens, tmp_path, relay=None, sim_args=()):
+    """alice (nio) creates an encrypted room and invites two tokens, which join by themselves
+    (--auto-join-from alice); alice trusts their devices. Token one talks through `relay` when
+    given; `sim_args` go to both tokens."""
+    alice = new_user(synapse, "alice")
+    one, two = new_user(synapse, "tokone"), new_user(synapse, "toktwo")
+    tok1 = tokens(relay.address if relay else gateway_address(gateway), one, "tok1", [alice[0]], sim_args)
+    tok2 = tokens(gateway_address(gateway), two, "tok2", [alice[0]], sim_args)
+    await tok1.expect("keys-published")
+    await tok2.expect("keys-published")
+    nio = await NioPeer.login(synapse.base, alice, tmp_path / "nio-alice", "nio-alice")
+    room = await nio.create_encrypted_room(invite=[one[0], two[0]])
+    await tok1.expect(f"joined {room}")
+    await tok2.expect(f"joined {room}")
+    await nio.trust_devices_of(one[0], two[0])
+    return alice, one, two, tok1, tok2, nio, room
