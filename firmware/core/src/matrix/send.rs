@@ -557,21 +557,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .map(|(slot, _)| slot)
     }
 
+    /// The outbox head's slot and the room its message is for.
+    fn outbox_head_room(&self) -> Option<(usize, RoomId)> {
+        let slot = self.outbox_head()?;
+        let entry = self.outbox.get(slot)?.as_ref()?;
+        Some((slot, entry.room_id.clone()))
+    }
+
     /// Advances the outbox head by one step: the room key to one device, or the message.
     pub(super) fn plan_send(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
         now: Instant,
     ) -> Result<(), TokenError> {
-        let Some(slot) = self.outbox_head() else {
-            return Ok(());
-        };
-        let Some(room_id) = self
-            .outbox
-            .get(slot)
-            .and_then(|e| e.as_ref())
-            .map(|e| e.room_id.clone())
-        else {
+        let Some((slot, room_id)) = self.outbox_head_room() else {
             return Ok(());
         };
         let Some(room_slot) = self.room_slot(&room_id) else {
@@ -879,15 +878,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     pub(super) fn on_key_shared(&mut self, device_slot: usize) -> Result<(), TokenError> {
-        let Some(slot) = self.outbox_head() else {
-            return Ok(());
-        };
-        let Some(room_id) = self
-            .outbox
-            .get(slot)
-            .and_then(|e| e.as_ref())
-            .map(|e| e.room_id.clone())
-        else {
+        let Some((_, room_id)) = self.outbox_head_room() else {
             return Ok(());
         };
         let Some(room_slot) = self.room_slot(&room_id) else {
