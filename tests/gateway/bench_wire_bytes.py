@@ -8,8 +8,10 @@ Run: tests/.venv/bin/python tests/gateway/bench_wire_bytes.py   (VERSION=1 for M
 What is sent (the same Matrix content on both sides unless a row says otherwise):
 - HTTP: what an aiohttp-based client such as matrix-nio sends (Host, Accept, Accept-Encoding,
   User-Agent, Content-Length, Content-Type, Authorization), on a kept-alive connection.
-- CoAP: a token's requests: 2-byte CoAP token, MSC3079 v1 short paths, option 257 = 2 (jeton v2:
-  integer keys, binary fields as byte strings), access token sticky (sent once, at login time).
+- CoAP: a token's requests: 2-byte CoAP token, option 257 = 2 (jeton v2: integer keys, binary fields
+  as byte strings, well-known values as simple values, sync responses without empty members) and the
+  paths jeton-core uses (`v` for sync, `we` for an encrypted send, the event type implied); with
+  VERSION=1 the MSC3079 v1 tables and paths (`7`, `9`). Access token sticky (sent once, at login).
 - The Megolm event: {algorithm, ciphertext, session_id} (sender_key/device_id are deprecated),
   ciphertext of the exact length a Megolm message of the lean plaintext
   {"type":"m.room.message","content":{"msgtype":"m.text","body":"hello world"},"room_id":...}
@@ -44,6 +46,9 @@ from matrix_users import make_room, make_user  # noqa: E402
 
 # Option 257: 2 (jeton v2, the default) or 1 (MSC3079 v1: base64 stays text) with VERSION=1.
 VERSION = int(os.environ.get("VERSION", "2"))
+# The short paths: what jeton-core sends under v2 (`v` = /v3/sync, `we` = /v3/rooms/{roomId}/send/
+# m.room.encrypted/{txnId}); MSC3079 v1's `7` (/r0/sync) and `9` (/r0/rooms/{roomId}/send/{type}/{txnId}).
+SYNC, SEND_ENCRYPTED = ("/v", "/we/{room}/{txn}") if VERSION == 2 else ("/7", "/9/{room}/m.room.encrypted/{txn}")
 NIO_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "User-Agent": "Python/3.11 aiohttp/3.12.15"}
 
 
@@ -230,8 +235,7 @@ def run(synapse, gw):
     _, first = synapse.request("GET", f"/_matrix/client/v3/sync?timeout=0&filter={f['filter_id']}", token=token)
     # The access token travels once (it is sticky); the rows below do not carry it.
     coap.request(Code.GET, "/_matrix/client/v3/account/whoami", token=token)
-    # v1 enum 7 is /_matrix/client/r0/sync.
-    registration, _, _ = coap.request(Code.GET, "/7", query=(f"since={first['next_batch']}", f"filter={f['filter_id']}"), observe=0)
+    registration, _, _ = coap.request(Code.GET, SYNC, query=(f"since={first['next_batch']}", f"filter={f['filter_id']}"), observe=0)
     assert registration.opt.observe is not None
 
     txn = str(uuid.uuid4())
@@ -241,8 +245,9 @@ def run(synapse, gw):
     coap.ack(n)
     # The sync position after the first event: the one-event syncs below start here.
     since = decode_cbor(n.payload, VERSION)["next_batch"]
-    # v1 enum 9 is /_matrix/client/r0/rooms/{roomId}/send/{eventType}/{txnId}; a token's txn id is short.
-    _, sent, coap_bytes = coap.request(Code.PUT, f"/9/{room}/m.room.encrypted/a1", encode_cbor(content, VERSION))
+    # A token's txn id is short.
+    _, sent, coap_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=room, txn="a1"),
+                                       encode_cbor(content, VERSION))
     rows.append((f"send m.room.encrypted (ciphertext {raw_len} B raw)", http_bytes, coap_bytes))
 
     # The notification for the CoAP-sent event: what a one-event incremental sync costs the token.
@@ -263,7 +268,7 @@ def run(synapse, gw):
     # its observation (RFC 7641).
     other = CoapClient(gw)
     other.request(Code.GET, "/_matrix/client/v3/account/whoami", token=token)
-    _, _, poll_bytes = other.request(Code.GET, "/7", query=(f"since={since}", "timeout=0", f"filter={f['filter_id']}"))
+    _, _, poll_bytes = other.request(Code.GET, SYNC, query=(f"since={since}", "timeout=0", f"filter={f['filter_id']}"))
     rows.append(("incremental sync, one event (HTTP vs CoAP GET)", http_bytes, poll_bytes))
     rows.append(("incremental sync, one event (Observe push + ACK)", None, observe_bytes))
 
