@@ -12,7 +12,8 @@ What is sent (the same Matrix content on both sides unless a row says otherwise)
   as byte strings, well-known values as simple values, sync responses without empty members) and the
   paths jeton-core uses (`v` for sync, `we` for an encrypted send, the event type implied); with
   VERSION=1 the MSC3079 v1 tables and paths (`7`, `9`). Access token sticky (sent once, at login).
-- The Megolm event: {algorithm, ciphertext, session_id} (sender_key/device_id are deprecated),
+- The Megolm event: {algorithm, ciphertext, session_id} (sender_key/device_id are deprecated; a
+  last row adds them and a token-shaped txn id, as jeton-core sends today),
   ciphertext of the exact length a Megolm message of the lean plaintext
   {"type":"m.room.message","content":{"msgtype":"m.text","body":"hello world"},"room_id":...}
   has (version, index, AES-CBC ciphertext, 8-byte MAC, 64-byte signature); random bytes.
@@ -200,6 +201,9 @@ def main():
     print()
     print(f"wire bytes per exchange (request + response)     HTTP/1.1+JSON      CoAP+CBOR (table v{VERSION})")
     for name, http, coap in rows:
+        if coap is None:
+            print(name)
+            continue
         h = f"{sum(http):>6,} ({http[0]:,} + {http[1]:,})" if http else "     -"
         print(f"{name:<48} {h:<18} {sum(coap):>6,} ({coap[0]:,} + {coap[1]:,})")
 
@@ -283,6 +287,19 @@ def run(synapse, gw):
     per_keepalive = (coap.up / count, coap.down / count)
     per_hour = (round(per_keepalive[0] * 4), round(per_keepalive[1] * 4))
     rows.append(("idle per hour with Observe (4 keepalives)", None, per_hour))
+
+    # The send as jeton-core really makes it: the deprecated sender_key and device_id go along
+    # (matrix-nio rejects Megolm events without sender_key) and its txn ids are "j" + 8 hex digits
+    # + a counter. From the client without an observation, so no notification meets the response.
+    token_content = dict(content, sender_key=base64.b64encode(os.urandom(32)).decode().rstrip("="),
+                         device_id="JETONDEV01")
+    txn = "j" + os.urandom(4).hex() + "0"
+    _, http_bytes = http.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn}",
+                                 token_content, token=http_token)
+    _, _, coap_bytes = other.request(Code.PUT, SEND_ENCRYPTED.format(room=room, txn=txn),
+                                     encode_cbor(token_content, VERSION))
+    rows.append(("  the same as jeton-core sends it (+sender_key,", None, None))
+    rows.append(("  device_id, 10-character txn id)", http_bytes, coap_bytes))
     return rows
 
 
