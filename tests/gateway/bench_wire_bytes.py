@@ -8,9 +8,12 @@ Run: tests/.venv/bin/python tests/gateway/bench_wire_bytes.py   (VERSION=1 for M
 What is sent (the same Matrix content on both sides unless a row says otherwise):
 - HTTP: what an aiohttp-based client such as matrix-nio sends (Host, Accept, Accept-Encoding,
   User-Agent, Content-Length, Content-Type, Authorization), on a kept-alive connection.
-- CoAP: a token's requests: 2-byte CoAP token, MSC3079 v1 short paths, option 257 = 2 (jeton v2:
-  integer keys, binary fields as byte strings), access token sticky (sent once, at login time).
-- The Megolm event: {algorithm, ciphertext, session_id} (sender_key/device_id are deprecated),
+- CoAP: a token's requests: 2-byte CoAP token, option 257 = 2 (jeton v2: integer keys, binary fields
+  as byte strings, well-known values as simple values, sync responses without empty members) and the
+  paths jeton-core uses (`v` for sync, `we` for an encrypted send, the event type implied); with
+  VERSION=1 the MSC3079 v1 tables and paths (`7`, `9`). Access token sticky (sent once, at login).
+- The Megolm event: {algorithm, ciphertext, session_id} (sender_key/device_id are deprecated; a
+  last row adds them and a token-shaped txn id, as jeton-core sends today),
   ciphertext of the exact length a Megolm message of the lean plaintext
   {"type":"m.room.message","content":{"msgtype":"m.text","body":"hello world"},"room_id":...}
   has (version, index, AES-CBC ciphertext, 8-byte MAC, 64-byte signature); random bytes.
@@ -44,6 +47,9 @@ from matrix_users import make_room, make_user  # noqa: E402
 
 # Option 257: 2 (jeton v2, the default) or 1 (MSC3079 v1: base64 stays text) with VERSION=1.
 VERSION = int(os.environ.get("VERSION", "2"))
+# The short paths: what jeton-core sends under v2 (`v` = /v3/sync, `we` = /v3/rooms/{roomId}/send/
+# m.room.encrypted/{txnId}); MSC3079 v1's `7` (/r0/sync) and `9` (/r0/rooms/{roomId}/send/{type}/{txnId}).
+SYNC, SEND_ENCRYPTED = ("/v", "/we/{room}/{txn}") if VERSION == 2 else ("/7", "/9/{room}/m.room.encrypted/{txn}")
 NIO_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "User-Agent": "Python/3.11 aiohttp/3.12.15"}
 
 
@@ -195,6 +201,9 @@ def main():
     print()
     print(f"wire bytes per exchange (request + response)     HTTP/1.1+JSON      CoAP+CBOR (table v{VERSION})")
     for name, http, coap in rows:
+        if coap is None:
+            print(name)
+            continue
         h = f"{sum(http):>6,} ({http[0]:,} + {http[1]:,})" if http else "     -"
         print(f"{name:<48} {h:<18} {sum(coap):>6,} ({coap[0]:,} + {coap[1]:,})")
 
@@ -230,8 +239,7 @@ def run(synapse, gw):
     _, first = synapse.request("GET", f"/_matrix/client/v3/sync?timeout=0&filter={f['filter_id']}", token=token)
     # The access token travels once (it is sticky); the rows below do not carry it.
     coap.request(Code.GET, "/_matrix/client/v3/account/whoami", token=token)
-    # v1 enum 7 is /_matrix/client/r0/sync.
-    registration, _, _ = coap.request(Code.GET, "/7", query=(f"since={first['next_batch']}", f"filter={f['filter_id']}"), observe=0)
+    registration, _, _ = coap.request(Code.GET, SYNC, query=(f"since={first['next_batch']}", f"filter={f['filter_id']}"), observe=0)
     assert registration.opt.observe is not None
 
     txn = str(uuid.uuid4())
@@ -241,8 +249,9 @@ def run(synapse, gw):
     coap.ack(n)
     # The sync position after the first event: the one-event syncs below start here.
     since = decode_cbor(n.payload, VERSION)["next_batch"]
-    # v1 enum 9 is /_matrix/client/r0/rooms/{roomId}/send/{eventType}/{txnId}; a token's txn id is short.
-    _, sent, coap_bytes = coap.request(Code.PUT, f"/9/{room}/m.room.encrypted/a1", encode_cbor(content, VERSION))
+    # A token's txn id is short.
+    _, sent, coap_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=room, txn="a1"),
+                                       encode_cbor(content, VERSION))
     rows.append((f"send m.room.encrypted (ciphertext {raw_len} B raw)", http_bytes, coap_bytes))
 
     # The notification for the CoAP-sent event: what a one-event incremental sync costs the token.
@@ -263,7 +272,7 @@ def run(synapse, gw):
     # its observation (RFC 7641).
     other = CoapClient(gw)
     other.request(Code.GET, "/_matrix/client/v3/account/whoami", token=token)
-    _, _, poll_bytes = other.request(Code.GET, "/7", query=(f"since={since}", "timeout=0", f"filter={f['filter_id']}"))
+    _, _, poll_bytes = other.request(Code.GET, SYNC, query=(f"since={since}", "timeout=0", f"filter={f['filter_id']}"))
     rows.append(("incremental sync, one event (HTTP vs CoAP GET)", http_bytes, poll_bytes))
     rows.append(("incremental sync, one event (Observe push + ACK)", None, observe_bytes))
 
@@ -278,6 +287,19 @@ def run(synapse, gw):
     per_keepalive = (coap.up / count, coap.down / count)
     per_hour = (round(per_keepalive[0] * 4), round(per_keepalive[1] * 4))
     rows.append(("idle per hour with Observe (4 keepalives)", None, per_hour))
+
+    # The send as jeton-core really makes it: the deprecated sender_key and device_id go along
+    # (matrix-nio rejects Megolm events without sender_key) and its txn ids are "j" + 8 hex digits
+    # + a counter. From the client without an observation, so no notification meets the response.
+    token_content = dict(content, sender_key=base64.b64encode(os.urandom(32)).decode().rstrip("="),
+                         device_id="JETONDEV01")
+    txn = "j" + os.urandom(4).hex() + "0"
+    _, http_bytes = http.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn}",
+                                 token_content, token=http_token)
+    _, _, coap_bytes = other.request(Code.PUT, SEND_ENCRYPTED.format(room=room, txn=txn),
+                                     encode_cbor(token_content, VERSION))
+    rows.append(("  the same as jeton-core sends it (+sender_key,", None, None))
+    rows.append(("  device_id, 10-character txn id)", http_bytes, coap_bytes))
     return rows
 
 

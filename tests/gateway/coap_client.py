@@ -46,7 +46,8 @@ def encode_cbor(value, version):
 
 
 def decode_cbor(payload, version=1):
-    """Profile CBOR -> JSON-shaped Python, integer keys expanded (v2: byte strings back to base64)."""
+    """Profile CBOR -> JSON-shaped Python, integer keys expanded (v2: byte strings back to base64,
+    well-known values back to their text)."""
     value = cbor2.loads(payload)
     if not _needs_profile(value):
         return value
@@ -54,7 +55,8 @@ def decode_cbor(payload, version=1):
 
 
 def _needs_profile(value):
-    if isinstance(value, bytes):
+    # Byte strings (v2 binary fields) and simple values (v2 well-known values) need the tables.
+    if isinstance(value, (bytes, cbor2.CBORSimpleValue)):
         return True
     if isinstance(value, dict):
         return any(isinstance(k, int) or _needs_profile(v) for k, v in value.items())

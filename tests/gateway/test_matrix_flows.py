@@ -4,6 +4,7 @@ result checked against what Synapse stored, read back over plain HTTP."""
 import base64
 import os
 import uuid
+from urllib.parse import quote
 
 import pytest
 
@@ -171,3 +172,58 @@ def test_msc3079_short_paths_and_v2_binary_fields(gateway, synapse, proxy):
     assert stored["content"] == content
     events = sync["rooms"]["join"][room]["timeline"]["events"]
     assert [e["content"] for e in events if e["event_id"] == sent["event_id"]] == [content]
+
+
+def _empty_members(value, path=()):
+    """Paths of the empty objects/arrays that are members of an object (not array items)."""
+    found = []
+    if isinstance(value, dict):
+        for name, member in value.items():
+            if isinstance(member, (dict, list)) and not member:
+                found.append(path + (name,))
+            if isinstance(member, dict):
+                found += _empty_members(member, path + (name,))
+    return found
+
+
+def test_v2_token_paths_well_known_values_and_lean_sync(gateway, synapse, proxy):
+    """What jeton-core sends under v2: `we` (encrypted send, event type implied), the algorithm as
+    a well-known value (one byte); Synapse stores the standard event; a v2 sync leaves out the
+    empty members a v1 sync of the same position carries."""
+    from coap_client import encode_cbor
+    from matrix_users import make_room, make_user
+
+    user = make_user(synapse)
+    token = user["access_token"]
+    room = make_room(synapse, token)
+    content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": b64(238), "session_id": b64(32)}
+    body = encode_cbor(content, 2)
+    # algorithm (key 84, `18 54`) is simple(1), `e1`, instead of 21 bytes of text.
+    assert b"\x18\x54\xe1" in body and b"m.megolm" not in body
+
+    async def go():
+        async with Client(gateway) as c:
+            code, sent = await c.request(PUT, f"/we/{room}/{uuid.uuid4()}", body, token=token, version=2)
+            assert code == "2.04", sent
+            code, lean = await c.request(GET, "/v", version=2, query=("timeout=0",))
+            assert code == "2.05"
+            # `v` is v2 only; v1's sync enum is `7` (/r0/sync, the same response).
+            code, full = await c.request(GET, "/7", version=1, query=("timeout=0",))
+            assert code == "2.05"
+            return sent, lean, full
+
+    sent, lean, full = run(go())
+    assert proxy.seen("PUT", f"/_matrix/client/v3/rooms/{quote(room, safe='')}/send/m.room.encrypted/")
+    _, stored = synapse.request("GET", f"/_matrix/client/v3/rooms/{room}/event/{sent['event_id']}", token=token)
+    assert stored["type"] == "m.room.encrypted" and stored["content"] == content
+    events = lean["rooms"]["join"][room]["timeline"]["events"]
+    assert [e["content"] for e in events if e["event_id"] == sent["event_id"]] == [content]
+    assert [e["type"] for e in events if e["event_id"] == sent["event_id"]] == ["m.room.encrypted"]
+    kept = {("device_one_time_keys_count",), ("device_unused_fallback_key_types",),
+            ("org.matrix.msc2732.device_unused_fallback_key_types",)}
+    assert set(_empty_members(lean)) <= kept, _empty_members(lean)
+    assert set(_empty_members(full)) - kept, "a v1 sync keeps Synapse's empty members"
+    # `limited: false` is left out; absent reads as false.
+    timeline, full_timeline = lean["rooms"]["join"][room]["timeline"], full["rooms"]["join"][room]["timeline"]
+    assert timeline.get("limited", False) == full_timeline["limited"]
+    assert full_timeline["limited"] or "limited" not in timeline

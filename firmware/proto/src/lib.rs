@@ -8,6 +8,8 @@
 //!   percent-encoding that round-trips Matrix identifiers (`!room:server`, `$event`).
 //! - [`binary`]: which JSON fields travel as CBOR byte strings under v2 (ciphertexts, keys, signatures,
 //!   session ids), as a table of field paths.
+//! - [`values`]: the v2 table of well-known text values (algorithm names, event types, membership states)
+//!   that travel as one-byte CBOR simple values.
 //! - [`coap`]: the CoAP option numbers and the Content-Format.
 //! - [`view`] and [`write`](mod@write): zero-copy, bounded readers and writers of the v2 CBOR a token exchanges
 //!   (sync subset, send event, keys upload/claim/query, sendToDevice). No allocator needed.
@@ -57,6 +59,7 @@ pub mod keys;
 pub mod path;
 #[cfg(feature = "json")]
 pub mod transcode;
+pub mod values;
 pub mod view;
 pub mod write;
 
@@ -67,7 +70,8 @@ pub mod write;
 pub enum TableVersion {
     /// MSC3079 version 1: integer keys 1-104, path enums `0`..`u`, binary data as base64 text.
     V1 = 1,
-    /// jeton version 2: the v1 tables plus the E2EE keys and `/v3/` paths; binary fields as byte strings.
+    /// jeton version 2: the v1 tables plus the E2EE keys and `/v3/` paths; binary fields as byte strings,
+    /// well-known values as simple values.
     V2 = 2,
 }
 

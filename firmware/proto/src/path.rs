@@ -5,6 +5,9 @@
 //! MSC3079 enums (`0`-`9`, `A`-`Z`, `a`-`u`) for the `r0` API. Version 2 appends, never renumbering,
 //! the `/v3/` paths: the five busiest take the free one-character enums `v`-`z`, the `/v3/` twin of every
 //! other `r0` path is `3` followed by its v1 enum, and five `/v3/` paths that v1 lacks take `3v`-`3z`.
+//! One v2 template has a literal where `w` has a parameter: `we` is `w` with the event type
+//! `m.room.encrypted` implied. Compression picks the matching template with the fewest parameters, so
+//! such a path always gets the shorter form.
 //!
 //! Paths are percent-encoded (RFC 3986). Parameters are decoded and re-encoded canonically: every byte
 //! except the unreserved characters `A-Z a-z 0-9 - . _ ~` becomes `%XX` (upper-case hex), so
@@ -19,7 +22,7 @@ use crate::TableVersion;
 pub const V1_PATH_COUNT: usize = 57;
 
 /// Every path enum with its template, in table order: the first [`V1_PATH_COUNT`] are MSC3079 v1.
-pub static COAP_PATHS: [(&str, &str); 118] = [
+pub static COAP_PATHS: [(&str, &str); 119] = [
     // MSC3079 v1, Appendix B (57 enums). Never change these.
     ("0", "/_matrix/client/versions"),
     ("1", "/_matrix/client/r0/login"),
@@ -178,6 +181,12 @@ pub static COAP_PATHS: [(&str, &str); 118] = [
     ("3x", "/_matrix/client/v3/logout/all"),
     ("3y", "/_matrix/client/v3/keys/signatures/upload"),
     ("3z", "/_matrix/client/v3/keys/device_signing/upload"),
+    // A token's one busy path with a fixed event type: sending an encrypted room event. The type is
+    // implied by the enum, which saves the 17-byte `m.room.encrypted` Uri-Path option on every send.
+    (
+        "we",
+        "/_matrix/client/v3/rooms/{roomId}/send/m.room.encrypted/{txnId}",
+    ),
 ];
 
 /// Why a path could not be translated.
@@ -387,9 +396,11 @@ pub fn compress(full: &str, version: TableVersion, out: &mut impl Write) -> Resu
         return Err(PathError::NotAbsolute);
     }
     let (path, query) = split_query(full);
+    // The fewest parameters wins (the first on a tie): `we` (event type implied) over `w`.
     let Some((code, template)) = table(version)
         .iter()
-        .find(|(_, template)| matches(template, path))
+        .filter(|(_, template)| matches(template, path))
+        .min_by_key(|(_, template)| parameter_count(template))
     else {
         out.write_str(full)?;
         return Ok(());
@@ -596,6 +607,33 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_send_takes_the_enum_with_the_type_implied() {
+        let full = "/_matrix/client/v3/rooms/%21r%3As/send/m.room.encrypted/t1";
+        assert_eq!(compressed(full, V2).unwrap(), "/we/%21r%3As/t1");
+        // The general form still means the same request, so an older client keeps working.
+        assert_eq!(
+            expanded("/w/%21r%3As/m.room.encrypted/t1", V2).unwrap(),
+            full
+        );
+        assert_eq!(expanded("/we/%21r%3As/t1", V2).unwrap(), full);
+        assert_eq!(expanded_segments(&["we", "!r:s", "t1"], V2).unwrap(), full);
+        // Unknown to v1: forwarded as it is.
+        assert_eq!(expanded("/we/%21r%3As/t1", V1).unwrap(), "/we/%21r%3As/t1");
+        // A different event type, or an encoded variant of the literal, keeps the general enum.
+        assert_eq!(
+            compressed("/_matrix/client/v3/rooms/r/send/m.room.encrypted2/t", V2).unwrap(),
+            "/w/r/m.room.encrypted2/t"
+        );
+        assert_eq!(
+            expanded("/we/r", V2),
+            Err(PathError::ParameterCount {
+                expected: 2,
+                found: 1
+            })
+        );
+    }
+
+    #[test]
     fn v2_paths_are_unknown_to_v1_and_pass_through() {
         let full = "/_matrix/client/v3/sync?since=s72594_4483_1934&timeout=30000";
         assert_eq!(
@@ -612,8 +650,15 @@ mod tests {
 
     #[test]
     fn matrix_identifiers_are_percent_encoded_in_both_forms() {
+        let full = "/_matrix/client/v3/rooms/!room:server/send/m.room.message/txn1";
+        let short = "/w/%21room%3Aserver/m.room.message/txn1";
+        assert_eq!(compressed(full, V2).unwrap(), short);
+        assert_eq!(
+            expanded(short, V2).unwrap(),
+            "/_matrix/client/v3/rooms/%21room%3Aserver/send/m.room.message/txn1"
+        );
         let full = "/_matrix/client/v3/rooms/!room:server/send/m.room.encrypted/txn1";
-        let short = "/w/%21room%3Aserver/m.room.encrypted/txn1";
+        let short = "/we/%21room%3Aserver/txn1";
         assert_eq!(compressed(full, V2).unwrap(), short);
         assert_eq!(
             expanded(short, V2).unwrap(),

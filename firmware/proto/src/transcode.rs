@@ -4,11 +4,13 @@
 //! encodings, and map keys sorted by their encoded bytes, so integer keys come before text keys and
 //! shorter text keys before longer ones. Object keys that the negotiated table knows become integers
 //! ([`crate::keys`]); under version 2, string values at binary field paths that are canonical unpadded
-//! base64 become byte strings ([`crate::binary`]).
+//! base64 become byte strings ([`crate::binary`]), and other string values of the well-known value table
+//! become one simple value each ([`crate::values`]).
 //!
 //! Matrix JSON has no floats and no integers beyond ±(2^53-1) (canonical JSON); both are rejected in
 //! either direction. The decoder accepts any well-formed CBOR of the JSON data model (it need not be
-//! canonical), but rejects tags, indefinite lengths, floats, `undefined` and other simple values,
+//! canonical), but rejects tags, indefinite lengths, floats, `undefined` and simple values the table does
+//! not define (under v1: all but `false`/`true`/`null`),
 //! invalid UTF-8, lengths beyond the input, nesting deeper than [`MAX_DEPTH`], unknown integer keys,
 //! duplicate keys, and byte strings outside the binary fields. If a map holds the same key as text and as
 //! integer, the text one wins (MSC3079). Every error says at which byte of the input it was found.
@@ -26,6 +28,7 @@ use serde_json::{Map, Value};
 use crate::TableVersion;
 use crate::binary::is_binary_field;
 use crate::keys::{key_for_name, name_for_key};
+use crate::values::{simple_for_value, value_for_simple};
 
 /// The deepest nesting of arrays and objects either direction accepts (the root counts as depth 1).
 pub const MAX_DEPTH: usize = 32;
@@ -216,11 +219,18 @@ impl<'v> JsonEncoder<'v> {
                     TableVersion::V2 if is_binary_field(&self.path) => canonical_base64(text),
                     _ => None,
                 };
-                match binary {
-                    Some(bytes) => {
+                let well_known = match self.version {
+                    TableVersion::V2 if binary.is_none() => simple_for_value(text),
+                    _ => None,
+                };
+                match (binary, well_known) {
+                    (Some(bytes), _) => {
                         let _ = out.bytes(&bytes);
                     }
-                    None => {
+                    (None, Some(simple)) => {
+                        let _ = out.simple(simple);
+                    }
+                    (None, None) => {
                         let _ = out.str(text);
                     }
                 }
@@ -365,6 +375,18 @@ impl<'b> CborDecoder<'b> {
                 Ok(Value::from(n as i64))
             }
             Type::F16 | Type::F32 | Type::F64 => fail(Kind::Float),
+            Type::Simple if self.version == TableVersion::V2 => {
+                let two_bytes = self.input.input().get(at) == Some(&0xf8);
+                let simple = self.input.simple().map_err(failed)?;
+                // `f8` with a value below 32 is not well-formed CBOR (RFC 8949 section 3.3).
+                if two_bytes && simple < 32 {
+                    return fail(Kind::Malformed);
+                }
+                match value_for_simple(simple) {
+                    Some(text) => Ok(Value::String(text.into())),
+                    None => fail(Kind::UnsupportedSimpleValue),
+                }
+            }
             Type::Undefined | Type::Simple => fail(Kind::UnsupportedSimpleValue),
             Type::Tag => fail(Kind::Tag),
             Type::BytesIndef | Type::StringIndef | Type::ArrayIndef | Type::MapIndef => {
@@ -463,6 +485,71 @@ impl<'b> CborDecoder<'b> {
     }
 }
 
+/// Members of a `/sync` response that mean "nothing" by their presence alone, so they stay even when
+/// empty: an empty `device_unused_fallback_key_types` says "upload a fallback key", its absence says
+/// "this server has no fallback keys"; `device_one_time_keys_count` is kept for the same kind of reason.
+const SYNC_MEMBERS_KEPT_WHEN_EMPTY: [&str; 3] = [
+    "device_one_time_keys_count",
+    "device_unused_fallback_key_types",
+    "org.matrix.msc2732.device_unused_fallback_key_types",
+];
+
+/// The v2 rule for `/sync` responses (PROFILE.md section 3.3): drops what carries nothing, because
+/// Matrix sync treats an absent member as empty. Removed, bottom-up: members whose value is an empty
+/// object or array, zero `notification_count` / `highlight_count` under `unread_notifications`, and a
+/// timeline's `limited: false`.
+/// Never touched: anything inside an array (the events travel exactly as the homeserver sent them), a
+/// room's entry under `rooms.join` / `invite` / `leave` / `knock` (its presence is the membership) and the
+/// members of [`SYNC_MEMBERS_KEPT_WHEN_EMPTY`].
+pub fn prune_sync_response(response: &mut Value) {
+    if let Value::Object(members) = response {
+        prune_members(members, SyncLevel::Root);
+    }
+}
+
+/// Where in a sync response an object sits, as far as pruning cares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncLevel {
+    Root,
+    Rooms,
+    RoomsByMembership,
+    Room,
+    Timeline,
+    UnreadCounts,
+    Other,
+}
+
+fn prune_members(members: &mut Map<String, Value>, level: SyncLevel) {
+    for (name, value) in members.iter_mut() {
+        let inner = match (level, name.as_str()) {
+            (SyncLevel::Root, "rooms") => SyncLevel::Rooms,
+            (SyncLevel::Rooms, _) => SyncLevel::RoomsByMembership,
+            (SyncLevel::RoomsByMembership, _) => SyncLevel::Room,
+            (SyncLevel::Room, "unread_notifications") => SyncLevel::UnreadCounts,
+            (SyncLevel::Room, "timeline") => SyncLevel::Timeline,
+            _ => SyncLevel::Other,
+        };
+        if let Value::Object(children) = value {
+            prune_members(children, inner);
+        }
+    }
+    members.retain(|name, value| {
+        let kept_anyway = level == SyncLevel::RoomsByMembership
+            || (level == SyncLevel::Root && SYNC_MEMBERS_KEPT_WHEN_EMPTY.contains(&name.as_str()));
+        let zero_count = level == SyncLevel::UnreadCounts
+            && matches!(name.as_str(), "notification_count" | "highlight_count")
+            && value.as_u64() == Some(0);
+        let not_limited =
+            level == SyncLevel::Timeline && name == "limited" && value.as_bool() == Some(false);
+        let empty = match value {
+            Value::Object(children) => children.is_empty(),
+            Value::Array(items) => items.is_empty(),
+            _ => false,
+        };
+        kept_anyway || !(zero_count || not_limited || empty)
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +560,56 @@ mod tests {
     /// MSC3079's own test object and its canonical CBOR, as the proposal gives them.
     const HELLO_WORLD_JSON: &str = r#"{"type":"m.room.message","content":{"msgtype":"m.text","body":"Hello World"},"sender":"@alice:localhost","room_id":"!foo:localhost","unsigned":{"bool_value":true,"null_value":null}}"#;
     const HELLO_WORLD_CBOR: &str = "a5026e6d2e726f6f6d2e6d65737361676503a2181b6b48656c6c6f20576f726c64181c666d2e74657874056e21666f6f3a6c6f63616c686f7374067040616c6963653a6c6f63616c686f737409a26a626f6f6c5f76616c7565f56a6e756c6c5f76616c7565f6";
+
+    #[test]
+    fn sync_pruning_drops_what_carries_nothing_and_keeps_what_does() {
+        // The shape Synapse 1.x sends for an incremental sync delivering one event.
+        let event =
+            json!({"type": "m.room.encrypted", "content": {}, "unsigned": {}, "event_id": "$e"});
+        let mut sync = json!({
+            "next_batch": "s2",
+            "account_data": {"events": []},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+            "device_unused_fallback_key_types": [],
+            "rooms": {"join": {
+                "!busy:s": {
+                    "account_data": {"events": []},
+                    "ephemeral": {"events": []},
+                    "state": {"events": []},
+                    "summary": {},
+                    "timeline": {"events": [event], "limited": false, "prev_batch": "p1"},
+                    "unread_notifications": {"notification_count": 0, "highlight_count": 2},
+                    "unread_thread_notifications": {}
+                },
+                "!quiet:s": {"unread_notifications": {"notification_count": 0, "highlight_count": 0}},
+                "!gap:s": {"timeline": {"events": [], "limited": true}}
+            }, "invite": {}, "leave": {}, "knock": {}}
+        });
+        prune_sync_response(&mut sync);
+        assert_eq!(
+            sync,
+            json!({
+                "next_batch": "s2",
+                "device_one_time_keys_count": {},
+                "device_unused_fallback_key_types": [],
+                "rooms": {"join": {
+                    "!busy:s": {
+                        "timeline": {"events": [event], "prev_batch": "p1"},
+                        "unread_notifications": {"highlight_count": 2}
+                    },
+                    "!quiet:s": {},
+                    "!gap:s": {"timeline": {"limited": true}}
+                }}
+            })
+        );
+        // Not a sync response object: untouched.
+        let mut other = json!([{}, []]);
+        prune_sync_response(&mut other);
+        assert_eq!(other, json!([{}, []]));
+    }
 
     fn decode_error(hex_input: &str, version: TableVersion) -> TranscodeError {
         cbor_to_json(&hex::decode(hex_input).unwrap(), version).unwrap_err()
@@ -485,11 +622,64 @@ mod tests {
     #[test]
     fn msc3079_hello_world_encodes_byte_for_byte_and_back() {
         let json: Value = serde_json::from_str(HELLO_WORLD_JSON).unwrap();
-        for version in [V1, V2] {
-            let cbor = json_to_cbor(&json, version).unwrap();
-            assert_eq!(hex::encode(&cbor), HELLO_WORLD_CBOR, "{version:?}");
-            assert_eq!(cbor_to_json(&cbor, version).unwrap(), json);
-        }
+        let cbor = json_to_cbor(&json, V1).unwrap();
+        assert_eq!(hex::encode(&cbor), HELLO_WORLD_CBOR);
+        assert_eq!(cbor_to_json(&cbor, V1).unwrap(), json);
+        // v2 differs only in the two well-known values: "m.room.message" is simple(3) (`e3`),
+        // "m.text" simple(7) (`e7`).
+        let v2 = HELLO_WORLD_CBOR
+            .replacen("6e6d2e726f6f6d2e6d657373616765", "e3", 1)
+            .replacen("666d2e74657874", "e7", 1);
+        let cbor = json_to_cbor(&json, V2).unwrap();
+        assert_eq!(hex::encode(&cbor), v2);
+        assert_eq!(cbor_to_json(&cbor, V2).unwrap(), json);
+        // The text form is still valid v2, and reads the same.
+        let text_form = hex::decode(HELLO_WORLD_CBOR).unwrap();
+        assert_eq!(cbor_to_json(&text_form, V2).unwrap(), json);
+    }
+
+    #[test]
+    fn well_known_values_are_simple_values_under_v2_only_and_never_keys() {
+        let json = json!({"membership": "join", "join": "join", "n": 8, "m.room.encrypted": ["m.room.encrypted", "m.room.encrypted2", "Join", ""]});
+        let v2 = json_to_cbor(&json, V2).unwrap();
+        // {25: simple(8), 24: simple(8), "n": 8, "m.room.encrypted": [simple(0), "m.room.encrypted2", "Join", ""]}
+        assert_eq!(
+            hex::encode(&v2),
+            concat!(
+                "a4",
+                "1818e8",                              // join: "join"
+                "1819e8",                              // membership: "join"
+                "616e08",                              // "n": 8
+                "706d2e726f6f6d2e656e63727970746564",  // "m.room.encrypted" (a text key)
+                "84e0",                                // [simple(0),
+                "716d2e726f6f6d2e656e637279707465643", // "m.room.encrypted2",
+                "2644a6f696e60",                       // "Join", ""]
+            )
+        );
+        assert_eq!(cbor_to_json(&v2, V2).unwrap(), json);
+        let v1 = json_to_cbor(&json, V1).unwrap();
+        assert!(!v1.iter().any(|b| (0xe0..=0xf3).contains(b)));
+        assert_eq!(cbor_to_json(&v1, V1).unwrap(), json);
+        // Under v1 a coded value means nothing.
+        assert_eq!(decode_error("e0", V1), at(Kind::UnsupportedSimpleValue, 0));
+        // Simple values the table does not define, and non-canonical two-byte forms, are errors.
+        assert_eq!(
+            decode_error("f8ff", V2),
+            at(Kind::UnsupportedSimpleValue, 0)
+        );
+        assert_eq!(decode_error("f7", V2), at(Kind::UnsupportedSimpleValue, 0));
+        assert_eq!(decode_error("f805", V2), at(Kind::Malformed, 0));
+        assert_eq!(decode_error("f814", V2), at(Kind::Malformed, 0));
+        assert_eq!(
+            cbor_to_json(&hex::decode("f820").unwrap(), V2).unwrap(),
+            json!("knock")
+        );
+        assert_eq!(
+            cbor_to_json(&hex::decode("f4").unwrap(), V2).unwrap(),
+            json!(false)
+        );
+        // A coded value is never a key.
+        assert_eq!(decode_error("a1e001", V2), at(Kind::InvalidMapKey, 1));
     }
 
     #[test]
@@ -536,9 +726,11 @@ mod tests {
         assert!(v2.windows(as_bytes.len()).any(|w| w == as_bytes));
         assert_eq!(cbor_to_json(&v1, V1).unwrap(), content);
         assert_eq!(cbor_to_json(&v2, V2).unwrap(), content);
+        // The algorithm is a well-known value (simple(1), `e1`), which v1 does not know.
+        assert!(v2.windows(3).any(|w| w == b"\x18\x54\xe1"));
         assert_eq!(
             cbor_to_json(&v2, V1).unwrap_err().kind(),
-            Kind::UnexpectedByteString
+            Kind::UnsupportedSimpleValue
         );
     }
 

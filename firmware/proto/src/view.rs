@@ -16,6 +16,7 @@ use minicbor::data::Type;
 
 use crate::TableVersion;
 use crate::keys::{key_for_name, name_for_key};
+use crate::values::value_for_simple;
 
 /// Most to-device events one sync response may carry.
 pub const MAX_TO_DEVICE_EVENTS: u64 = 32;
@@ -85,7 +86,8 @@ pub enum Value<'a> {
     Bool(bool),
     /// An integer (the profile keeps them within ±(2^53-1)).
     Integer(i64),
-    /// A text string.
+    /// A text string, or a v2 well-known value ([`crate::values`]) resolved to the `'static` text it
+    /// stands for, so a reader never sees the difference.
     Text(&'a str),
     /// A byte string (a v2 binary field).
     Bytes(&'a [u8]),
@@ -148,7 +150,7 @@ fn head(input: &[u8], at: usize) -> Result<(u8, u64, usize), ViewError> {
 }
 
 /// The offset just after the item at `at`, without recursion: counts the items still to pass.
-fn skip(input: &[u8], at: usize) -> Result<usize, ViewError> {
+fn skip(input: &[u8], at: usize, version: TableVersion) -> Result<usize, ViewError> {
     let mut pos = at;
     let mut pending: u64 = 1;
     while pending > 0 {
@@ -157,8 +159,12 @@ fn skip(input: &[u8], at: usize) -> Result<usize, ViewError> {
         let remaining = (input.len() - pos - size) as u64;
         match major {
             0 | 1 | 7 => {
-                // Floats and simple values other than false/true/null are not profile CBOR.
-                if major == 7 && (size != 1 || !(20..=22).contains(&argument)) {
+                // Floats and simple values other than false/true/null and (v2) the well-known values
+                // are not profile CBOR.
+                if major == 7
+                    && !(size == 1 && (20..=22).contains(&argument))
+                    && well_known_value(input, pos, version).is_none()
+                {
                     return Err(malformed(pos));
                 }
                 pos += size;
@@ -187,9 +193,23 @@ fn skip(input: &[u8], at: usize) -> Result<usize, ViewError> {
     Ok(pos)
 }
 
+/// The text of the v2 well-known value at `at`, if the item there is one in its canonical form: one
+/// byte for simple values below 24, `f8 xx` (xx >= 32) above.
+fn well_known_value(input: &[u8], at: usize, version: TableVersion) -> Option<&'static str> {
+    if version != TableVersion::V2 {
+        return None;
+    }
+    let simple = match *input.get(at)? {
+        initial @ 0xe0..=0xf3 => initial & 0x1f,
+        0xf8 => *input.get(at + 1).filter(|simple| **simple >= 32)?,
+        _ => return None,
+    };
+    value_for_simple(simple)
+}
+
 /// Reads the item at `at` and returns it with the offset after it.
 fn read(input: &[u8], at: usize, version: TableVersion) -> Result<(Value<'_>, usize), ViewError> {
-    let end = skip(input, at)?;
+    let end = skip(input, at, version)?;
     let mut decoder = Decoder::new(input);
     decoder.set_position(at);
     let datatype = decoder.datatype().map_err(|_| malformed(at))?;
@@ -212,6 +232,8 @@ fn read(input: &[u8], at: usize, version: TableVersion) -> Result<(Value<'_>, us
             Value::Integer(n)
         }
         Type::String => Value::Text(decoder.str().map_err(bad)?),
+        // `skip` accepted it, so it is a well-known value of v2: the text it stands for.
+        Type::Simple => Value::Text(well_known_value(input, at, version).ok_or(malformed(at))?),
         Type::Bytes => Value::Bytes(decoder.bytes().map_err(bad)?),
         Type::Array => {
             let len = decoder.array().map_err(bad)?.ok_or(malformed(at))?;
@@ -393,6 +415,15 @@ impl<'a> Entries<'a> {
 
     fn read_entry(&mut self) -> Result<Entry<'a>, ViewError> {
         let at = self.next;
+        // A well-known value (major type 7) reads as text, but is never a key.
+        if self
+            .map
+            .input
+            .get(at)
+            .is_some_and(|initial| initial >> 5 == 7)
+        {
+            return Err(malformed(at));
+        }
         let (key, after_key) = read(self.map.input, at, self.map.version)?;
         let (name, text_key) = match key {
             Value::Text(name) => (name, true),
@@ -1136,6 +1167,52 @@ mod tests {
             ViewError::CapacityExceeded {
                 capacity: MAX_USERS
             }
+        );
+    }
+
+    #[test]
+    fn well_known_values_read_as_their_text_under_v2_only() {
+        let event = json!({"type": "m.room.member", "sender": "@a:s", "state_key": "@a:s",
+            "content": {"membership": "join"}, "event_id": "$e"});
+        let cbor = json_to_cbor(&event, TableVersion::V2).unwrap();
+        // `type` 02 and `membership` 18 19 are coded: simple(4) `e4` and simple(8) `e8`.
+        assert!(cbor.windows(2).any(|w| w == [0x02, 0xe4]));
+        assert!(cbor.windows(3).any(|w| w == [0x18, 0x19, 0xe8]));
+        let map = Value::parse(&cbor, TableVersion::V2).unwrap();
+        let Value::Map(map) = map else {
+            panic!("not a map")
+        };
+        let event = Event(map);
+        let event_type = event.event_type().unwrap();
+        assert_eq!(event_type, "m.room.member");
+        // The text is the table's own `&'static str`, not something in the received bytes.
+        assert!(core::ptr::eq(
+            event_type,
+            crate::values::WELL_KNOWN_VALUES[4]
+        ));
+        let Some(Value::Map(content)) = map.get("content").unwrap() else {
+            panic!("no content")
+        };
+        assert_eq!(
+            content.get("membership").unwrap(),
+            Some(Value::Text("join"))
+        );
+        // Under v1 the same bytes are not profile CBOR.
+        assert!(matches!(
+            Value::parse(&cbor, TableVersion::V1),
+            Err(ViewError::Malformed { .. })
+        ));
+        // Undefined simple values and the non-canonical two-byte form are malformed under v2 too.
+        for bad in [&[0xf8, 0xff][..], &[0xf8, 0x05], &[0xf7]] {
+            assert!(Value::parse(bad, TableVersion::V2).is_err(), "{bad:02x?}");
+        }
+        // A coded value is never a map key: {simple(0): 1}.
+        let Ok(Value::Map(coded_key)) = Value::parse(&[0xa1, 0xe0, 0x01], TableVersion::V2) else {
+            panic!("the map header reads")
+        };
+        assert_eq!(
+            coded_key.entries().next(),
+            Some(Err(ViewError::Malformed { offset: 1 }))
         );
     }
 

@@ -3,6 +3,7 @@
 //! Each writer produces exactly the canonical CBOR that `transcode::json_to_cbor(.., TableVersion::V2)`
 //! produces for the equivalent Matrix JSON (the tests check this), so the gateway's JSON is the one the
 //! Matrix spec describes. Binary arguments are raw bytes; the gateway turns them into unpadded base64.
+//! String values of the well-known value table are written as their simple values ([`crate::values`]).
 //! Map keys are written in canonical order (integer keys by value, then text keys by length and bytes);
 //! lists the caller passes in any order are sorted into a fixed-capacity index array.
 
@@ -11,6 +12,7 @@ use minicbor::encode::write::{Cursor, Write};
 
 use crate::TableVersion;
 use crate::keys::key_for_name;
+use crate::values::simple_for_value;
 use crate::view::{MAX_USERS, MEGOLM_ALGORITHM, OLM_ALGORITHM};
 
 /// Most one-time keys one `keys/upload` body may carry.
@@ -87,8 +89,18 @@ impl<'b> BodyWriter<'b> {
         Ok(self)
     }
 
+    /// A text map key that is not in the key table (a user id, a device id, a key id).
     fn text(&mut self, text: &str) -> Result<&mut Self, WriteError> {
         self.out.str(text)?;
+        Ok(self)
+    }
+
+    /// A string value: its v2 well-known simple value if the table has one, else text.
+    fn value(&mut self, text: &str) -> Result<&mut Self, WriteError> {
+        match simple_for_value(text) {
+            Some(simple) => self.out.simple(simple)?,
+            None => self.out.str(text)?,
+        };
         Ok(self)
     }
 
@@ -224,9 +236,9 @@ pub fn megolm_send_body(
     // Key order: device_id 71, algorithm 84, sender_key 85, session_id 86, ciphertext 87.
     w.map(if deprecated_sender.is_some() { 5 } else { 3 })?;
     if let Some((_, device_id)) = deprecated_sender {
-        w.key("device_id")?.text(device_id)?;
+        w.key("device_id")?.value(device_id)?;
     }
-    w.key("algorithm")?.text(MEGOLM_ALGORITHM)?;
+    w.key("algorithm")?.value(MEGOLM_ALGORITHM)?;
     if let Some((sender_key, _)) = deprecated_sender {
         w.key("sender_key")?.bytes(sender_key)?;
     }
@@ -267,7 +279,7 @@ pub fn olm_send_to_device_body(
     // Key order: algorithm 84, sender_key 85, ciphertext 87; inside: type 2, body 27.
     w.map(3)?
         .key("algorithm")?
-        .text(OLM_ALGORITHM)?
+        .value(OLM_ALGORITHM)?
         .key("sender_key")?
         .bytes(sender_key)?
         .key("ciphertext")?
@@ -311,10 +323,10 @@ pub fn keys_upload_body(
         w.key("device_keys")?
             .map(5)?
             .key("user_id")?
-            .text(signer.user_id)?
+            .value(signer.user_id)?
             .signatures(signer, device.signature)?
             .key("device_id")?
-            .text(signer.device_id)?
+            .value(signer.device_id)?
             .key("keys")?
             .map(2)?
             // "ed25519:<id>" is shorter than "curve25519:<id>", so it sorts first.
@@ -324,8 +336,8 @@ pub fn keys_upload_body(
             .bytes(device.curve25519)?
             .key("algorithms")?
             .array(2)?
-            .text(OLM_ALGORITHM)?
-            .text(MEGOLM_ALGORITHM)?;
+            .value(OLM_ALGORITHM)?
+            .value(MEGOLM_ALGORITHM)?;
     }
     if let Some(fallback) = fallback_key {
         w.key("fallback_keys")?.map(1)?;
@@ -366,7 +378,7 @@ pub fn keys_claim_body(
         .text(user_id)?
         .map(1)?
         .text(device_id)?
-        .text(SIGNED_CURVE25519)?
+        .value(SIGNED_CURVE25519)?
         .key("timeout")?
         .uint(timeout_ms)?;
     Ok(w.finish())

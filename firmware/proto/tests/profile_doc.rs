@@ -5,7 +5,8 @@ use jeton_proto::TableVersion;
 use jeton_proto::binary::BINARY_FIELDS;
 use jeton_proto::keys::{CBOR_KEYS, LAST_V1_KEY};
 use jeton_proto::path::{COAP_PATHS, V1_PATH_COUNT, compress};
-use jeton_proto::transcode::json_to_cbor;
+use jeton_proto::transcode::{cbor_to_json, json_to_cbor};
+use jeton_proto::values::{WELL_KNOWN_VALUES, simple_for_index};
 
 const PROFILE: &str = include_str!("../PROFILE.md");
 
@@ -32,7 +33,11 @@ fn version_of(is_v1: bool) -> &'static str {
 fn key_table_in_the_document_matches_the_code() {
     let documented: Vec<Vec<String>> = rows(3)
         .into_iter()
-        .filter(|cells| cells[0].parse::<u16>().is_ok() && !cells[1].starts_with('/'))
+        .filter(|cells| {
+            cells[0].parse::<u16>().is_ok()
+                && !cells[1].starts_with('/')
+                && matches!(cells[2].as_str(), "v1" | "v2")
+        })
         .collect();
     let code: Vec<Vec<String>> = CBOR_KEYS
         .iter()
@@ -79,6 +84,37 @@ fn binary_field_table_in_the_document_matches_the_code() {
         .map(|suffix| suffix.join("."))
         .collect();
     assert_eq!(documented, code);
+}
+
+#[test]
+fn value_table_in_the_document_matches_the_code_and_encodes_as_shown() {
+    let documented: Vec<Vec<String>> = rows(3)
+        .into_iter()
+        .filter(|cells| cells[0].parse::<u8>().is_ok() && !matches!(cells[2].as_str(), "v1" | "v2"))
+        .collect();
+    assert_eq!(documented.len(), WELL_KNOWN_VALUES.len());
+    for (index, (cells, text)) in documented.iter().zip(WELL_KNOWN_VALUES).enumerate() {
+        let simple = simple_for_index(index).unwrap();
+        assert_eq!(cells[0], simple.to_string());
+        assert_eq!(&cells[2], text);
+        let encoded = json_to_cbor(&serde_json::json!(text), TableVersion::V2).unwrap();
+        assert_eq!(cells[1].replace(' ', ""), hex::encode(&encoded), "{text}");
+        assert_eq!(cbor_to_json(&encoded, TableVersion::V2).unwrap(), *text);
+    }
+    // The inline examples of section 3.3.
+    for (json, hex_v2) in [
+        (r#"{"membership": "join"}"#, "a1 1819 e8"),
+        (r#"{"algorithm": "m.megolm.v1.aes-sha2"}"#, "a1 1854 e1"),
+        (r#""knock""#, "f8 20"),
+    ] {
+        assert!(PROFILE.contains(&format!("`{hex_v2}`")), "{hex_v2}");
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        let v2 = json_to_cbor(&value, TableVersion::V2).unwrap();
+        assert_eq!(hex::encode(v2), hex_v2.replace(' ', ""), "{json}");
+    }
+    let v1 = json_to_cbor(&serde_json::json!({"membership": "join"}), TableVersion::V1).unwrap();
+    assert!(PROFILE.contains("`a1 1819 646a6f696e`"));
+    assert_eq!(hex::encode(v1), "a11819646a6f696e");
 }
 
 /// The lines of the fenced block after the marker comment.

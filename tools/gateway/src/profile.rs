@@ -70,6 +70,11 @@ pub fn json_to_cbor(value: &Value, version: TableVersion) -> Result<Vec<u8>, Pro
     jeton_proto::transcode::json_to_cbor(value, version).map_err(ProfileError::Transcode)
 }
 
+/// The v2 rule for `/sync` responses: leaves out members that carry nothing (absent == empty).
+pub fn prune_sync_response(response: &mut Value) {
+    jeton_proto::transcode::prune_sync_response(response);
+}
+
 /// CBOR with the integer keys of `version` -> JSON.
 pub fn cbor_to_json(bytes: &[u8], version: TableVersion) -> Result<Value, ProfileError> {
     jeton_proto::transcode::cbor_to_json(bytes, version).map_err(ProfileError::Transcode)

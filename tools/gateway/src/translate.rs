@@ -173,12 +173,23 @@ pub fn low_bandwidth_advertisement() -> Value {
     json!({ "cbor_enum_version": 2, "coap_enum_version": 1 })
 }
 
+/// Which responses the gateway treats specially.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/_matrix/client/versions`: gains MSC3079's advertisement.
+    Versions,
+    /// A `/sync` response: under v2 CBOR, what carries nothing is left out (PROFILE.md section 3.3).
+    Sync,
+    /// Anything else: transcoded as it is.
+    Other,
+}
+
 /// The CoAP response for an upstream outcome.
 pub fn translate_response(
     outcome: &UpstreamOutcome,
     method: &http::Method,
     encoding: Encoding,
-    is_versions: bool,
+    route: Route,
 ) -> ResponseContent {
     let response = match outcome {
         UpstreamOutcome::Response(r) => r,
@@ -213,11 +224,19 @@ pub fn translate_response(
     } else {
         serde_json::from_slice(&response.body).ok()
     };
-    if is_versions
+    if route == Route::Versions
         && coap_code == code::CONTENT
         && let Some(Value::Object(map)) = value.as_mut()
     {
         map.insert("m.low_bandwidth".to_owned(), low_bandwidth_advertisement());
+    }
+    if route == Route::Sync
+        && coap_code == code::CONTENT
+        && encoding.cbor
+        && encoding.version == TableVersion::V2
+        && let Some(value) = value.as_mut()
+    {
+        profile::prune_sync_response(value);
     }
     let max_age =
         (coap_code == code::TOO_MANY_REQUESTS).then(|| retry_after_secs(response, value.as_ref()));
@@ -346,11 +365,15 @@ mod tests {
             );
         }
         assert_eq!(
-            code::dotted(translate_response(&UpstreamOutcome::Timeout, &get, JSON, false).code),
+            code::dotted(
+                translate_response(&UpstreamOutcome::Timeout, &get, JSON, Route::Other).code
+            ),
             "5.04"
         );
         assert_eq!(
-            code::dotted(translate_response(&UpstreamOutcome::Unreachable, &get, JSON, false).code),
+            code::dotted(
+                translate_response(&UpstreamOutcome::Unreachable, &get, JSON, Route::Other).code
+            ),
             "5.02"
         );
     }
@@ -359,7 +382,12 @@ mod tests {
     fn rate_limit_carries_max_age_from_retry_after_or_body() {
         let body =
             r#"{"errcode":"M_LIMIT_EXCEEDED","error":"Too many requests","retry_after_ms":2500}"#;
-        let r = translate_response(&response(429, body), &http::Method::POST, JSON, false);
+        let r = translate_response(
+            &response(429, body),
+            &http::Method::POST,
+            JSON,
+            Route::Other,
+        );
         assert_eq!(r.max_age, Some(3));
         let with_header = UpstreamOutcome::Response(UpstreamResponse {
             status: 429,
@@ -367,7 +395,7 @@ mod tests {
             body: body.as_bytes().to_vec(),
         });
         assert_eq!(
-            translate_response(&with_header, &http::Method::POST, JSON, false).max_age,
+            translate_response(&with_header, &http::Method::POST, JSON, Route::Other).max_age,
             Some(7)
         );
     }
@@ -379,7 +407,7 @@ mod tests {
             cbor: true,
             version: TableVersion::V1,
         };
-        let r = translate_response(&response(403, body), &http::Method::POST, enc, false);
+        let r = translate_response(&response(403, body), &http::Method::POST, enc, Route::Other);
         assert_eq!(r.content_format, Some(CONTENT_FORMAT_CBOR));
         let back = profile::cbor_to_json(&r.payload, TableVersion::V1).unwrap();
         assert_eq!(back["errcode"], "M_FORBIDDEN");
@@ -392,12 +420,33 @@ mod tests {
             &response(200, r#"{"versions":["v1.11"]}"#),
             &http::Method::GET,
             JSON,
-            true,
+            Route::Versions,
         );
         let v: Value = serde_json::from_slice(&r.payload).unwrap();
         assert_eq!(v["m.low_bandwidth"]["cbor_enum_version"], 2);
         assert_eq!(v["m.low_bandwidth"]["coap_enum_version"], 1);
         assert_eq!(v["versions"][0], "v1.11");
+    }
+
+    #[test]
+    fn v2_sync_responses_leave_out_empty_members_and_v1_keeps_them() {
+        let body = r#"{"next_batch":"s2","to_device":{"events":[]},"rooms":{"join":{"!r:s":{"state":{"events":[]},"timeline":{"events":[{"type":"m.room.message","content":{}}],"limited":false}}}}}"#;
+        let sync = |version, route| {
+            let enc = Encoding {
+                cbor: true,
+                version,
+            };
+            let r = translate_response(&response(200, body), &http::Method::GET, enc, route);
+            profile::cbor_to_json(&r.payload, version).unwrap()
+        };
+        let pruned = sync(TableVersion::V2, Route::Sync);
+        assert_eq!(
+            pruned,
+            json!({"next_batch": "s2", "rooms": {"join": {"!r:s": {"timeline": {"events": [{"type": "m.room.message", "content": {}}]}}}}})
+        );
+        let full: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(sync(TableVersion::V1, Route::Sync), full);
+        assert_eq!(sync(TableVersion::V2, Route::Other), full);
     }
 
     #[test]

@@ -196,7 +196,7 @@ struct ClientContext {
     token: Vec<u8>,
     method: http::Method,
     encoding: Encoding,
-    is_versions: bool,
+    route: translate::Route,
     szx: u8,
     key: String,
     block2_num: u32,
@@ -859,7 +859,13 @@ impl Transport {
             token: incoming.token.clone(),
             method: http_method,
             encoding: incoming.encoding,
-            is_versions: path == "/_matrix/client/versions",
+            route: if path == "/_matrix/client/versions" {
+                translate::Route::Versions
+            } else if is_sync {
+                translate::Route::Sync
+            } else {
+                translate::Route::Other
+            },
             szx,
             key,
             block2_num,
@@ -1132,8 +1138,7 @@ impl Transport {
         };
         peer.in_flight = peer.in_flight.saturating_sub(1);
         let confirmable = peer.exchanges.get(&ctx.mid).is_none_or(|e| e.confirmable);
-        let content =
-            translate::translate_response(outcome, &ctx.method, ctx.encoding, ctx.is_versions);
+        let content = translate::translate_response(outcome, &ctx.method, ctx.encoding, ctx.route);
         let incoming = Incoming {
             peer: addr,
             mid: ctx.mid,
@@ -1263,8 +1268,12 @@ impl Transport {
             return;
         }
         let template = observer.template.clone();
-        let content =
-            translate::translate_response(outcome, &http::Method::GET, template.encoding, false);
+        let content = translate::translate_response(
+            outcome,
+            &http::Method::GET,
+            template.encoding,
+            translate::Route::Sync,
+        );
         let ok = content.code == code::CONTENT;
         let batch = if ok { next_batch(outcome) } else { None };
         // No next_batch (an error, or a 200 that is not a sync response): the last notification.

@@ -402,7 +402,11 @@ impl FakeGateway {
 
     fn route(&mut self, path: &[String], request: Value) -> (Code, Value) {
         let hs = &mut self.hs;
-        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        // `we` is `w` with the event type implied (jeton v2): serve both forms the same way.
+        if let ["we", room, txn] = segments.as_slice() {
+            segments = vec!["w", room, "m.room.encrypted", txn];
+        }
         match segments.as_slice() {
             ["31"] => {
                 assert_eq!(request["type"], "m.login.password");
