@@ -1,5 +1,6 @@
 """The RIOT tier's Matrix part: jeton-firmware on native64 logs in to a real Synapse through
-the real jeton-gateway over a tap interface and publishes its keys.
+the real jeton-gateway over a tap interface, publishes its keys, joins an encrypted room a
+matrix-nio user invites it to, sends a message nio decrypts and decrypts nio's reply.
 
     tests/.venv/bin/python tests/riot/matrix_login.py <jeton.elf> <tap>
 
@@ -10,6 +11,7 @@ RIOT's `ifconfig` and the gateway's address with `gateway`. Every process it sta
 stopped before it exits, and the host address is removed again.
 """
 
+import asyncio
 import os
 import pathlib
 import re
@@ -22,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_stack import free_port, new_user, start_gateway, stop_process, synapse_server  # noqa: E402
+from e2e_stack import NioPeer, free_port, new_user, start_gateway, stop_process, synapse_server  # noqa: E402
 
 HOST_ADDR = "fd00:6a65:746f:6e::1"
 FIRMWARE_ADDR = "fd00:6a65:746f:6e::2"
@@ -55,15 +57,28 @@ class Firmware:
         self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
 
+    def _match(self, pattern, since, deadline, timeout):
+        """The first line since `since` matching `pattern`, None to wait on; fails after deadline."""
+        for line in self.lines[since:]:
+            if re.search(pattern, line):
+                return line
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no firmware line matching /{pattern}/ within {timeout} s")
+        return None
+
     def wait_for(self, pattern, timeout=30.0, since=0):
         deadline = time.monotonic() + timeout
-        while True:
-            for line in self.lines[since:]:
-                if re.search(pattern, line):
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no firmware line matching /{pattern}/ within {timeout} s")
+        while (line := self._match(pattern, since, deadline, timeout)) is None:
             self._pump(0.2)
+        return line
+
+    async def expect(self, pattern, since, timeout=60.0):
+        """wait_for without blocking the event loop nio's sync task runs on."""
+        deadline = time.monotonic() + timeout
+        while (line := self._match(pattern, since, deadline, timeout)) is None:
+            self._pump(0)
+            await asyncio.sleep(0.1)
+        return line
 
     def stop(self):
         try:
@@ -71,6 +86,37 @@ class Firmware:
         except ProcessLookupError:
             pass
         self.proc.wait()
+
+
+async def exchange(synapse, firmware, user_id, nio_dir):
+    """A nio user invites the firmware's user to an encrypted room; the firmware joins, sends
+    a message nio decrypts, and decrypts nio's reply."""
+    alice = new_user(synapse, "alice")
+    nio = await NioPeer.login(synapse.base, alice, nio_dir, "nio-alice")
+    try:
+        mark = len(firmware.lines)
+        room = await nio.create_encrypted_room(invite=[user_id])
+        await firmware.expect(r"^invited " + re.escape(room), mark)
+        firmware.command(f"join {room}")
+        await firmware.expect(r"^joined " + re.escape(room), mark)
+        await nio.trust_devices_of(user_id)
+        mark = len(firmware.lines)
+        firmware.command("status")
+        await firmware.expect(r"^status logged-in=true", mark, 20)
+        mark = len(firmware.lines)
+        firmware.command(f"send {room} hello from RIOT")
+        await firmware.expect(r"^delivered ", mark)
+        [event] = await nio.wait_for_text(room, user_id, "hello from RIOT")
+        assert event.decrypted, event
+        assert nio.undecrypted_from(room, user_id) == []
+        mark = len(firmware.lines)
+        await nio.send_text(room, "hello RIOT, from nio")
+        line = await firmware.expect(r"^(message|undecryptable) " + re.escape(f"{room} {alice[0]} "), mark)
+        assert line.startswith("message ") and line.endswith(" e2e hello RIOT, from nio"), line
+        print("matrix: the firmware joined an encrypted room, nio decrypted its message, it decrypted nio's reply",
+              flush=True)
+    finally:
+        await nio.close()
 
 
 def main(elf, tap):
@@ -104,6 +150,8 @@ def main(elf, tap):
                         firmware.wait_for(r"^keys-published [1-9]", 60, mark)
                         firmware.command("status")
                         firmware.wait_for(r"^status logged-in=true user=" + re.escape(user_id), 10, mark)
+                        asyncio.run(exchange(synapse, firmware, user_id, pathlib.Path(work) / "nio"))
+                        mark = len(firmware.lines)
                         firmware.command("ps")
                         firmware.wait_for(r"\| shell ", 10, mark)
                         time.sleep(0.5)
