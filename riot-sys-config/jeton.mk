@@ -39,8 +39,24 @@ USEMODULE += sock_udp
 # The main thread runs the Rust application: the shell, formatting, and jeton-olm's account
 # (creating it, pickling it to flash and opening the pickle again in `keys`). Measured with
 # `ps` (DEVELHELP stack painting) on native64: 26888 bytes at the peak, see README.md.
-JETON_MAIN_STACKSIZE ?= 32768
+JETON_MAIN_STACKSIZE ?= 262144
 CFLAGS += -DTHREAD_STACKSIZE_MAIN=$(JETON_MAIN_STACKSIZE)
+# The shell thread (src/lib.rs reads it at compile time).
+JETON_SHELL_STACKSIZE ?= 8192
+export JETON_SHELL_STACKSIZE
+
+# The gateway a fresh token talks to until `gateway <addr> <port>` stores another
+# (src/matrix.rs reads them at compile time; a link-local address uses the first interface).
+JETON_GATEWAY_ADDR ?= fe80::1
+JETON_GATEWAY_PORT ?= 5683
+export JETON_GATEWAY_ADDR JETON_GATEWAY_PORT
+
+# Events print while the shell waits for a line: without a prompt each starts its own line,
+# as jeton-sim prints them.
+CFLAGS += -DCONFIG_SHELL_NO_PROMPT=1
+# stdio's receive buffer holds what arrives before the shell thread reads it; RIOT's 64 bytes
+# drop the end of a `send` line (a room id alone is ~45 bytes), newline included.
+CFLAGS += -DSTDIO_RX_BUFSIZE=512
 
 # --- Rust ----------------------------------------------------------------------------------
 # Size matters on the Cortex-M boards; the profile itself (LTO, opt-level "s") is in

@@ -49,6 +49,13 @@ void jeton_init_main_msg_queue(void)
     msg_init_queue(queue, JETON_MAIN_MSG_QUEUE_SIZE);
 }
 
+/* The same for the shell thread, which runs RIOT's `ping` and `udp`. */
+void jeton_init_shell_msg_queue(void)
+{
+    static msg_t queue[JETON_MAIN_MSG_QUEUE_SIZE];
+    msg_init_queue(queue, JETON_MAIN_MSG_QUEUE_SIZE);
+}
+
 /* The board's confirm button BTN0; -ENODEV where the board has none (native64). The Rust
  * side configures it through riot-wrappers' GPIO. */
 int jeton_button_pin(gpio_t *pin)

@@ -10,6 +10,7 @@ unsafe extern "C" {
     fn jeton_riot_version() -> *const c_char;
     fn jeton_rng_is_hardware() -> i32;
     fn jeton_init_main_msg_queue();
+    fn jeton_init_shell_msg_queue();
 }
 
 /// Reads one of the C side's static, NUL-terminated strings.
@@ -51,4 +52,12 @@ pub(crate) fn rng_is_hardware() -> bool {
 pub(crate) fn init_main_msg_queue() {
     // SAFETY: called once from the main thread; the queue is a static on the C side.
     unsafe { jeton_init_main_msg_queue() }
+}
+
+/// Gives the shell thread the message queue RIOT's network shell commands (`ping`, `udp`)
+/// expect of the thread that runs them. Call once, from the shell thread, before its shell.
+#[allow(unsafe_code)]
+pub(crate) fn init_shell_msg_queue() {
+    // SAFETY: called once from the shell thread; the queue is a static on the C side.
+    unsafe { jeton_init_shell_msg_queue() }
 }

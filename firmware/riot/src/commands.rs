@@ -1,7 +1,6 @@
 //! The token's RIOT shell: the device state it reports and the commands it accepts, named as
 //! in `jeton-sim` so that the same scripts drive both.
 
-use core::cell::RefCell;
 use core::fmt::Write;
 
 use embedded_nal::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -11,23 +10,16 @@ use riot_wrappers::{cstr::cstr, println};
 
 use crate::clock::MonotonicClock;
 use crate::flash::{Flash, FlashError, Region};
-use crate::identity::{self, Origin};
 use crate::panel::{ButtonState, Panel};
 use crate::rng::HardwareRng;
 use crate::store::BootCountError;
 use crate::udp::{LOCAL_PORT, TokenSocket, UdpError};
 
-/// Length of a 32-byte key in unpadded base64.
-const KEY_BASE64_LEN: usize = jeton_olm::base64::encoded_len(32);
-
-/// Why the Matrix commands cannot run yet; printed by each of them.
-const NO_MATRIX_CLIENT: &str = "the firmware does not run jeton-core's Matrix client (Token) yet";
-
 /// Everything the shell commands act on.
 #[derive(Debug)]
 pub(crate) struct Device<'a> {
     pub(crate) clock: MonotonicClock,
-    pub(crate) flash: Result<Flash, FlashError>,
+    pub(crate) flash: &'a Result<Flash, FlashError>,
     pub(crate) socket: Result<TokenSocket<'a>, UdpError>,
     pub(crate) panel: Panel,
     /// This boot's number as counted in the record store.
@@ -56,14 +48,6 @@ impl Device<'_> {
                     flash.sector_size(),
                     flash.write_size()
                 );
-                match identity::stored_keys(flash) {
-                    Ok(Some(keys)) => {
-                        let mut ed = [0u8; KEY_BASE64_LEN];
-                        println!("identity: ed25519 {}", keys.ed25519.to_base64(&mut ed));
-                    }
-                    Ok(None) => println!("identity: none yet (`keys` creates one)"),
-                    Err(err) => println!("identity: error: {err}"),
-                }
             }
             Err(err) => println!("flash: unavailable: {err}"),
         }
@@ -97,50 +81,10 @@ impl Device<'_> {
             ButtonState::Pressed => "BTN0 pressed",
         };
         println!("panel: indicator {indicator}, button {button}");
-        println!("matrix: not available in this build: {NO_MATRIX_CLIENT}");
-    }
-
-    fn keys(&mut self, out: &mut Stdio) -> i32 {
-        let flash = match &self.flash {
-            Ok(flash) => flash,
-            Err(err) => {
-                let _ = writeln!(out, "keys: error: {err}");
-                return 1;
-            }
-        };
-        self.panel.indicate(true);
-        let result = identity::load_or_create(flash);
-        self.panel.indicate(false);
-        match result {
-            Ok((summary, origin)) => {
-                let keys = summary.keys;
-                let mut curve = [0u8; KEY_BASE64_LEN];
-                let mut ed = [0u8; KEY_BASE64_LEN];
-                let origin = match origin {
-                    Origin::Loaded => "loaded from flash",
-                    Origin::Created => "created and stored on flash",
-                };
-                let _ = writeln!(out, "identity: {origin}");
-                let _ = writeln!(out, "curve25519: {}", keys.curve25519.to_base64(&mut curve));
-                let ed = keys.ed25519.to_base64(&mut ed);
-                let _ = writeln!(out, "ed25519: {ed}");
-                let _ = writeln!(out, "one-time keys: {} stored", summary.one_time_keys);
-                let _ = write!(out, "fingerprint:");
-                for group in ed.as_bytes().chunks(4) {
-                    let _ = write!(out, " {}", core::str::from_utf8(group).unwrap_or("?"));
-                }
-                let _ = writeln!(out);
-                0
-            }
-            Err(err) => {
-                let _ = writeln!(out, "keys: error: {err}");
-                1
-            }
-        }
     }
 
     /// Exercises each adapter against RIOT and prints one `selftest <part>: ok|FAIL` line each.
-    fn selftest(&mut self, out: &mut Stdio) -> i32 {
+    pub(crate) fn selftest(&mut self, out: &mut Stdio) -> i32 {
         let results = [
             ("rng", self.selftest_rng(out)),
             ("clock", self.selftest_clock(out)),
@@ -311,81 +255,55 @@ impl Device<'_> {
     }
 }
 
-fn not_available(out: &mut Stdio, args: &Args<'_>) -> i32 {
-    let _ = writeln!(
-        out,
-        "not available in this build: {}: {NO_MATRIX_CLIENT}",
-        args.get(0).unwrap_or("?")
-    );
-    1
-}
-
 const HELP: &str = "\
 jeton token commands:
   status               device state: board, RNG, flash, identity, network
-  keys                 the device's identity keys (created on first use, kept on flash)
+  keys                 the device's identity keys
   selftest             exercise the RNG, clock, flash, record store and UDP adapters
-  login                log in to the homeserver          (not in this build)
-  rooms                list joined rooms                 (not in this build)
-  invites              list pending invites              (not in this build)
-  join <room>          accept an invite / join a room    (not in this build)
-  send <room> <text>   send an encrypted message         (not in this build)
-  log [room]           recent messages                   (not in this build)
+  gateway <addr> <port> the gateway's IPv6 address and UDP port (kept in the store)
+  login <user> <password> log in to the homeserver through the gateway
+  rooms                list joined rooms
+  invites              list pending invites
+  join <room>          accept an invite / join a room
+  refuse <room>        refuse an invite
+  send <room> <text>   send an encrypted message
+  log [room]           recent messages
   help                 this list
 RIOT's own commands (ps, ifconfig, ping, ...) are available too.";
 
-/// Runs RIOT's shell on stdio with the token's commands; never returns.
-pub(crate) fn run_shell(device: Device<'_>) -> ! {
-    let device = RefCell::new(device);
-    let status = |_: &mut Stdio, _: Args<'_>| {
-        device.borrow_mut().print_status();
+/// Runs RIOT's shell on stdio (in the shell thread); every token command goes to the main
+/// thread through [`matrix::COMMAND`](crate::matrix::COMMAND). Never returns.
+pub(crate) fn run_shell() -> ! {
+    crate::board::init_shell_msg_queue();
+    let clock = MonotonicClock::new();
+    let post = |_: &mut Stdio, args: Args<'_>| {
+        crate::matrix::post_command(args.iter(), &clock);
         0
     };
-    let keys = |out: &mut Stdio, _: Args<'_>| device.borrow_mut().keys(out);
-    let selftest = |out: &mut Stdio, _: Args<'_>| device.borrow_mut().selftest(out);
     let help = |out: &mut Stdio, _: Args<'_>| {
         let _ = writeln!(out, "{HELP}");
         0
     };
-    let unavailable = |out: &mut Stdio, args: Args<'_>| not_available(out, &args);
     shell::new()
         .and(
-            cstr!("log"),
-            cstr!("recent messages (not in this build)"),
-            unavailable,
+            cstr!("gateway"),
+            cstr!("the gateway's address and port"),
+            post,
         )
-        .and(
-            cstr!("send"),
-            cstr!("send an encrypted message (not in this build)"),
-            unavailable,
-        )
-        .and(
-            cstr!("join"),
-            cstr!("join a room (not in this build)"),
-            unavailable,
-        )
-        .and(
-            cstr!("invites"),
-            cstr!("pending invites (not in this build)"),
-            unavailable,
-        )
-        .and(
-            cstr!("rooms"),
-            cstr!("joined rooms (not in this build)"),
-            unavailable,
-        )
-        .and(
-            cstr!("login"),
-            cstr!("log in (not in this build)"),
-            unavailable,
-        )
+        .and(cstr!("log"), cstr!("recent messages"), post)
+        .and(cstr!("send"), cstr!("send an encrypted message"), post)
+        .and(cstr!("refuse"), cstr!("refuse an invite"), post)
+        .and(cstr!("join"), cstr!("join a room"), post)
+        .and(cstr!("invites"), cstr!("pending invites"), post)
+        .and(cstr!("rooms"), cstr!("joined rooms"), post)
+        .and(cstr!("login"), cstr!("log in"), post)
         .and(
             cstr!("selftest"),
             cstr!("exercise the platform adapters"),
-            selftest,
+            post,
         )
-        .and(cstr!("keys"), cstr!("the device's identity keys"), keys)
-        .and(cstr!("status"), cstr!("device state"), status)
+        .and(cstr!("keys"), cstr!("the device's identity keys"), post)
+        .and(cstr!("status"), cstr!("device state"), post)
         .and(cstr!("help"), cstr!("the token's commands"), help)
         .run_forever()
 }

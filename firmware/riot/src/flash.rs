@@ -15,8 +15,6 @@ pub(crate) enum FlashError {
     OutOfRegion,
     /// The MTD driver reported an error (a negative errno).
     Driver(i32),
-    /// What was written did not read back the same.
-    ReadBackMismatch,
     /// The device's sectors are not the 4 KiB jeton's layout is made for.
     UnsupportedGeometry,
 }
@@ -27,7 +25,6 @@ impl core::fmt::Display for FlashError {
             Self::NoDevice => f.write_str("the board has no MTD flash device for jeton"),
             Self::OutOfRegion => f.write_str("the flash access lies outside jeton's region"),
             Self::Driver(errno) => write!(f, "the MTD driver failed with error {errno}"),
-            Self::ReadBackMismatch => f.write_str("the flash did not read back what was written"),
             Self::UnsupportedGeometry => {
                 f.write_str("the flash sectors are not the 4 KiB jeton's layout is made for")
             }
@@ -60,8 +57,6 @@ fn check(result: i32) -> Result<(), FlashError> {
 /// What each sector of jeton's region holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Region {
-    /// The Olm account's pickle (see `identity.rs`).
-    Account,
     /// The key the pickles are encrypted with (see `identity.rs`).
     StorageKey,
     /// The wear-levelled key-value store (see `store.rs`): every sector between the storage
@@ -86,7 +81,7 @@ impl Flash {
         let (mut sector_size, mut sector_count, mut write_size) = (0, 0, 0);
         // SAFETY: the three pointers are to live locals the C side only writes to.
         check(unsafe { jeton_flash_init(&mut sector_size, &mut sector_count, &mut write_size) })?;
-        // Account, storage key, the store's two pages of two sectors, self-test scratch.
+        // Sector 0 (reserved: it held an earlier build's account pickle), storage key, the store's two pages of two sectors, self-test scratch.
         if sector_count < 7 || sector_size == 0 {
             return Err(FlashError::OutOfRegion);
         }
@@ -112,7 +107,6 @@ impl Flash {
     /// The first sector of a part of the region and how many sectors it spans.
     pub(crate) fn extent(&self, region: Region) -> (u32, u32) {
         match region {
-            Region::Account => (0, 1),
             Region::StorageKey => (1, 1),
             Region::Store => (2, self.sector_count - 3),
             Region::SelfTest => (self.sector_count - 1, 1),

@@ -7,9 +7,14 @@
 //! jeton-core's `platform::Rng`, `platform::Clock` and `store::Store`; the device identity is
 //! jeton-olm's Olm account, kept on flash as an encrypted pickle; LED0 and BTN0 form the
 //! panel. It is the only crate that names riot-wrappers or riot-sys; everything a token
-//! decides lives in jeton-core. Not yet: running jeton-core's Matrix client (`Token`), so the
-//! Matrix commands report that they are not available in this build.
+//! decides lives in jeton-core.
 //!
+//! The main thread runs jeton-core's Matrix client (`Token`, see `matrix.rs`): each turn of
+//! its event loop sends what the token wants sent to the gateway, feeds it the datagrams that
+//! arrived and its due timeout, and runs the shell command waiting in the command slot; it
+//! sleeps 10 ms between turns. RIOT's shell runs in its own thread and hands every token
+//! command to the main thread. Events print one per line as `jeton-sim` prints them.
+
 //! # Usage
 //!
 //! ```text
@@ -18,9 +23,9 @@
 //! make -C firmware/riot BOARD=nrf52840dk flash term
 //! ```
 //!
-//! The shell then offers `help`, `status`, `keys`, `selftest` and the Matrix commands
-//! (`login`, `rooms`, `invites`, `join`, `send`, `log`), which report that they are not
-//! available in this build.
+//! The shell then offers `help`, `status`, `keys`, `selftest`, `gateway <addr> <port>` and
+//! jeton-sim's Matrix commands (`login <user> <password>`, `rooms`, `invites`, `join`,
+//! `refuse`, `send`, `log`) with jeton-sim's output.
 //!
 //! # Features
 //!
@@ -44,15 +49,34 @@ mod clock;
 mod commands;
 mod flash;
 mod identity;
+mod matrix;
 mod panel;
 mod rng;
 mod store;
 mod udp;
 
+use jeton_core::platform::Clock;
 use riot_wrappers::socket_embedded_nal::Stack;
 use riot_wrappers::{println, riot_main};
 
 riot_main!(main);
+
+/// The shell thread's stack in bytes (`JETON_SHELL_STACKSIZE`, see riot-sys-config/README.md).
+const SHELL_STACKSIZE: usize = match option_env!("JETON_SHELL_STACKSIZE") {
+    Some(size) => parse_usize(size),
+    None => 8192,
+};
+
+const fn parse_usize(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let mut value = 0usize;
+    let mut index = 0;
+    while index < bytes.len() {
+        value = value * 10 + (bytes[index] - b'0') as usize;
+        index += 1;
+    }
+    value
+}
 
 fn main() {
     board::init_main_msg_queue();
@@ -64,18 +88,136 @@ fn main() {
     };
     let mut stack = Stack::<{ udp::SOCKET_SLOTS }>::new();
     // The stack's run never returns (its socket slots are never freed), and neither does the
-    // shell inside it.
+    // event loop inside it.
     stack.run(|accessor| {
         let mut device = commands::Device {
-            clock,
-            flash,
+            clock: clock::MonotonicClock::new(),
+            flash: &flash,
             socket: udp::TokenSocket::bind(accessor),
             panel: panel::Panel::open(),
             boot,
         };
         println!("jeton token booting");
         device.print_status();
+        let mut token = boot_token(&flash, &clock);
+        let mut gateway_store = flash
+            .as_ref()
+            .ok()
+            .and_then(|f| store::RecordStore::open(f).ok());
+        let mut gateway = gateway_store
+            .as_mut()
+            .map(matrix::gateway)
+            .unwrap_or_else(matrix::default_gateway);
+        match &token {
+            Ok(token) => {
+                println!("identity: ed25519 {}", token.identity().ed25519);
+                println!("matrix: gateway {}", matrix::address_text(gateway));
+            }
+            Err(err) => println!("matrix: unavailable: {err}"),
+        }
         println!("type `help` for the token's commands");
-        commands::run_shell(device)
+        let mut shell_stack = [0u8; SHELL_STACKSIZE];
+        let mut shell = || commands::run_shell();
+        // The shell runs one priority below the event loop, which sleeps between its turns.
+        let priority = riot_wrappers::thread::get_pid()
+            .priority()
+            .unwrap_or(7)
+            .saturating_add(1);
+        riot_wrappers::thread::scope(|threads| {
+            if let Err(err) = threads.spawn(
+                &mut shell_stack,
+                &mut shell,
+                riot_wrappers::cstr::cstr!("shell"),
+                priority,
+                riot_sys::THREAD_CREATE_STACKTEST as i32,
+            ) {
+                println!("error the shell thread did not start ({err})");
+            }
+            loop {
+                matrix::take_command(|line| {
+                    // The indicator is lit while the token works on a command.
+                    device.panel.indicate(true);
+                    let mut words = line.split_whitespace();
+                    match (words.next(), token.as_mut()) {
+                        (Some("status"), token) => {
+                            device.print_status();
+                            match token {
+                                Ok(token) => matrix::print_status(token),
+                                Err(err) => println!("matrix: unavailable: {err}"),
+                            }
+                        }
+                        (Some("selftest"), _) => {
+                            device.selftest(&mut riot_wrappers::stdio::Stdio {});
+                        }
+                        (Some("gateway"), _) => {
+                            match (words.next(), words.next(), gateway_store.as_mut()) {
+                                (Some(addr), Some(port), Some(store)) => {
+                                    match matrix::set_gateway(store, addr, port) {
+                                        Ok(new) => {
+                                            gateway = new;
+                                            println!("gateway {}", matrix::address_text(gateway));
+                                        }
+                                        Err(err) => println!("error {err}"),
+                                    }
+                                }
+                                (None, _, _) => {
+                                    println!("gateway {}", matrix::address_text(gateway))
+                                }
+                                (_, None, _) => {
+                                    println!("error gateway needs an IPv6 address and a port")
+                                }
+                                (_, _, None) => println!("error the store is not available"),
+                            }
+                        }
+                        (_, Ok(token)) => {
+                            if !matrix::command(token, line, clock.now()) {
+                                println!("error unknown command {line} (try help)");
+                            }
+                        }
+                        (_, Err(err)) => println!("error the token did not boot: {err}"),
+                    }
+                    device.panel.indicate(false);
+                });
+                let pause = match (token.as_mut(), device.socket.as_mut()) {
+                    (Ok(token), Ok(socket)) => matrix::turn(token, socket, gateway, &clock),
+                    _ => 10,
+                };
+                clock.sleep_ms(pause);
+            }
+        })
     });
+}
+
+/// The Matrix client from what the store holds (a new Olm account on the first boot).
+fn boot_token<'f>(
+    flash: &'f Result<flash::Flash, flash::FlashError>,
+    clock: &clock::MonotonicClock,
+) -> Result<matrix::FirmwareToken<'f>, BootError> {
+    let flash = flash.as_ref().map_err(|err| BootError::Flash(*err))?;
+    let key = identity::storage_key(flash).map_err(BootError::StorageKey)?;
+    let rng = rng::HardwareRng::new().map_err(BootError::Rng)?;
+    let store = store::RecordStore::open(flash).map_err(BootError::Flash)?;
+    let config = jeton_core::matrix::Config::new(*key);
+    jeton_core::matrix::Token::new(config, rng, store, matrix::ConsoleUi::new(), clock.now())
+        .map_err(BootError::Token)
+}
+
+/// Why the Matrix client did not start.
+#[derive(Debug, Clone, Copy)]
+enum BootError {
+    Flash(flash::FlashError),
+    StorageKey(identity::IdentityError),
+    Rng(rng::RngError),
+    Token(jeton_core::matrix::TokenError),
+}
+
+impl core::fmt::Display for BootError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Flash(err) => write!(f, "{err}"),
+            Self::StorageKey(err) => write!(f, "{err}"),
+            Self::Rng(err) => write!(f, "{err}"),
+            Self::Token(err) => write!(f, "{err}"),
+        }
+    }
 }

@@ -64,6 +64,9 @@ impl<'a> TokenSocket<'a> {
         match self.stack.receive(&mut self.socket, buf) {
             Ok(received) => Ok(Some(received)),
             Err(nb::Error::WouldBlock) => Ok(None),
+            // riot-wrappers 0.9.2's stack reports an empty socket as -EAGAIN (its own
+            // `again_is_wouldblock` compares with +EAGAIN and so never matches).
+            Err(nb::Error::Other(err)) if err.number() == -(riot_sys::EAGAIN as isize) => Ok(None),
             Err(nb::Error::Other(err)) => Err(err.into()),
         }
     }

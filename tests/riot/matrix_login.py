@@ -1,0 +1,169 @@
+"""The RIOT tier's Matrix part: jeton-firmware on native64 logs in to a real Synapse through
+the real jeton-gateway over a tap interface, publishes its keys, joins an encrypted room a
+matrix-nio user invites it to, sends a message nio decrypts and decrypts nio's reply.
+
+    tests/.venv/bin/python tests/riot/matrix_login.py <jeton.elf> <tap>
+
+Synapse and the gateway start as tests/e2e starts them (tests/gateway/conftest.py, loaded
+through tests/e2e/e2e_stack.py). The tap's host side gets the address HOST_ADDR (a
+unique-local /64) and the gateway listens there; the firmware gets FIRMWARE_ADDR with
+RIOT's `ifconfig` and the gateway's address with `gateway`. Every process it starts is
+stopped before it exits, and the host address is removed again.
+"""
+
+import asyncio
+import os
+import pathlib
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "e2e"))
+from e2e_stack import NioPeer, free_port, new_user, start_gateway, stop_process, synapse_server  # noqa: E402
+
+HOST_ADDR = "fd00:6a65:746f:6e::1"
+FIRMWARE_ADDR = "fd00:6a65:746f:6e::2"
+
+
+class Firmware:
+    """jeton.elf on the tap, with a fresh flash file; its shell on a pipe."""
+
+    def __init__(self, elf, tap, flash):
+        self.proc = subprocess.Popen(
+            [elf, tap, f"--mtd={flash}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        self.lines = []
+        self._partial = b""
+
+    def _pump(self, timeout):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if ready:
+            data = os.read(self.proc.stdout.fileno(), 65536)
+            if not data:
+                raise RuntimeError("the firmware exited")
+            data = self._partial + data
+            *complete, self._partial = data.split(b"\n")
+            for line in complete:
+                text = line.decode(errors="replace").rstrip("\r")
+                print("firmware:", text, flush=True)
+                self.lines.append(text)
+
+    def command(self, line):
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _match(self, pattern, since, deadline, timeout):
+        """The first line since `since` matching `pattern`, None to wait on; fails after deadline."""
+        for line in self.lines[since:]:
+            if re.search(pattern, line):
+                return line
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no firmware line matching /{pattern}/ within {timeout} s")
+        return None
+
+    def wait_for(self, pattern, timeout=30.0, since=0):
+        deadline = time.monotonic() + timeout
+        while (line := self._match(pattern, since, deadline, timeout)) is None:
+            self._pump(0.2)
+        return line
+
+    async def expect(self, pattern, since, timeout=60.0):
+        """wait_for without blocking the event loop nio's sync task runs on."""
+        deadline = time.monotonic() + timeout
+        while (line := self._match(pattern, since, deadline, timeout)) is None:
+            self._pump(0)
+            await asyncio.sleep(0.1)
+        return line
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+async def exchange(synapse, firmware, user_id, nio_dir):
+    """A nio user invites the firmware's user to an encrypted room; the firmware joins, sends
+    a message nio decrypts, and decrypts nio's reply."""
+    alice = new_user(synapse, "alice")
+    nio = await NioPeer.login(synapse.base, alice, nio_dir, "nio-alice")
+    try:
+        mark = len(firmware.lines)
+        room = await nio.create_encrypted_room(invite=[user_id])
+        await firmware.expect(r"^invited " + re.escape(room), mark)
+        firmware.command(f"join {room}")
+        await firmware.expect(r"^joined " + re.escape(room), mark)
+        await nio.trust_devices_of(user_id)
+        mark = len(firmware.lines)
+        firmware.command("status")
+        await firmware.expect(r"^status logged-in=true", mark, 20)
+        mark = len(firmware.lines)
+        firmware.command(f"send {room} hello from RIOT")
+        await firmware.expect(r"^delivered ", mark)
+        [event] = await nio.wait_for_text(room, user_id, "hello from RIOT")
+        assert event.decrypted, event
+        assert nio.undecrypted_from(room, user_id) == []
+        mark = len(firmware.lines)
+        await nio.send_text(room, "hello RIOT, from nio")
+        line = await firmware.expect(r"^(message|undecryptable) " + re.escape(f"{room} {alice[0]} "), mark)
+        assert line.startswith("message ") and line.endswith(" e2e hello RIOT, from nio"), line
+        print("matrix: the firmware joined an encrypted room, nio decrypted its message, it decrypted nio's reply",
+              flush=True)
+    finally:
+        await nio.close()
+
+
+def main(elf, tap):
+    subprocess.run(["ip", "-6", "addr", "add", f"{HOST_ADDR}/64", "dev", tap, "nodad"], check=True)
+    try:
+        with synapse_server() as synapse:
+            port = free_port(socket.SOCK_DGRAM)
+            gateway = start_gateway(synapse.base, "--listen", f"[{HOST_ADDR}]:{port}")
+            try:
+                user_id, localpart, password = new_user(synapse, "riot")
+                with tempfile.TemporaryDirectory() as work:
+                    firmware = Firmware(elf, tap, pathlib.Path(work) / "flash.bin")
+                    try:
+                        banner = firmware.wait_for(r"^net: interface KernelPID\(\d+\)")
+                        netif = re.search(r"KernelPID\((\d+)\)", banner).group(1)
+                        firmware.wait_for(r"^type `help`")
+                        # One line at a time: each waits for the previous one's answer.
+                        mark = len(firmware.lines)
+                        firmware.command(f"ifconfig {netif} add {FIRMWARE_ADDR}/64")
+                        firmware.wait_for(r"^success: added", 10, mark)
+                        mark = len(firmware.lines)
+                        firmware.command(f"gateway {HOST_ADDR} {port}")
+                        firmware.wait_for(r"^LED_RED_OFF", 10, mark)
+                        mark = len(firmware.lines)
+                        firmware.command("status")
+                        firmware.wait_for(r"^status logged-in=false", 10, mark)
+                        mark = len(firmware.lines)
+                        firmware.command(f"login {localpart} {password}")
+                        line = firmware.wait_for(r"^logged-in ", 60, mark)
+                        assert line.split()[1] == user_id, line
+                        firmware.wait_for(r"^keys-published [1-9]", 60, mark)
+                        firmware.command("status")
+                        firmware.wait_for(r"^status logged-in=true user=" + re.escape(user_id), 10, mark)
+                        asyncio.run(exchange(synapse, firmware, user_id, pathlib.Path(work) / "nio"))
+                        mark = len(firmware.lines)
+                        firmware.command("ps")
+                        firmware.wait_for(r"\| shell ", 10, mark)
+                        time.sleep(0.5)
+                        firmware._pump(0.5)
+                    finally:
+                        firmware.stop()
+            finally:
+                stop_process(gateway.proc)
+    finally:
+        subprocess.run(["ip", "-6", "addr", "del", f"{HOST_ADDR}/64", "dev", tap], check=False)
+    print("matrix: the firmware logged in through the gateway and published its keys")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
