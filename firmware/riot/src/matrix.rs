@@ -10,7 +10,7 @@
 use core::fmt::Write;
 
 use embedded_nal::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use jeton_core::matrix::{Token, Ui, UiEvent};
+use jeton_core::matrix::{EscapedBody, Token, Ui, UiEvent};
 use jeton_core::platform::{Clock, Instant};
 use jeton_core::store::{RecordId, Store};
 use riot_wrappers::mutex::Mutex;
@@ -283,7 +283,7 @@ impl ConsoleUi {
         }
         if let Some(line) = log.lines.get_mut(log.count) {
             *line = Text::EMPTY;
-            let _ = write!(line, "{sender}: {}", Escaped(body));
+            let _ = write!(line, "{sender}: {}", EscapedBody(body));
             log.count += 1;
         }
     }
@@ -301,67 +301,19 @@ impl ConsoleUi {
     }
 }
 
-/// A message body on one line: backslashes and newlines escaped as `jeton-sim` does.
-struct Escaped<'a>(&'a str);
-
-impl core::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Ui for ConsoleUi {
     fn event(&mut self, event: &UiEvent<'_>) {
-        match event {
-            UiEvent::LoggedIn { user_id, device_id } => println!("logged-in {user_id} {device_id}"),
-            UiEvent::KeysPublished { one_time_keys } => println!("keys-published {one_time_keys}"),
-            UiEvent::Synced => {}
-            UiEvent::Message {
-                room_id,
-                sender,
-                event_id,
-                body,
-                encrypted,
-            } => {
-                println!(
-                    "message {room_id} {sender} {event_id} {} {}",
-                    if *encrypted { "e2e" } else { "unencrypted" },
-                    Escaped(body)
-                );
-                self.remember(room_id, sender, body);
-            }
-            UiEvent::Undecryptable {
-                room_id,
-                sender,
-                event_id,
-                reason,
-            } => println!("undecryptable {room_id} {sender} {event_id} {reason}"),
-            UiEvent::RoomKeyRejected { sender, reason } => {
-                println!("room-key-rejected {sender} {reason}")
-            }
-            UiEvent::DeviceRejected {
-                user_id,
-                device_id,
-                reason,
-            } => println!("device-rejected {user_id} {device_id} {reason}"),
-            UiEvent::Queued { local_id, room_id } => println!("queued {local_id} {room_id}"),
-            UiEvent::Delivered {
-                local_id,
-                room_id,
-                event_id,
-            } => println!("delivered {local_id} {room_id} {event_id}"),
-            UiEvent::SendFailed { local_id, error } => println!("send-failed {local_id} {error}"),
-            UiEvent::Invited { room_id, inviter } => println!("invited {room_id} {inviter}"),
-            UiEvent::Joined { room_id } => println!("joined {room_id}"),
-            UiEvent::Error(error) => println!("error {error}"),
-            other => println!("event {other:?}"),
+        if let UiEvent::Message {
+            room_id,
+            sender,
+            body,
+            ..
+        } = event
+        {
+            self.remember(room_id, sender, body);
+        }
+        if let Some(line) = event.line() {
+            println!("{line}");
         }
     }
 }

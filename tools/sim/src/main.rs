@@ -17,7 +17,7 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use jeton_core::matrix::{Config, Token, Ui, UiEvent};
+use jeton_core::matrix::{Config, EscapedBody, Token, Ui, UiEvent};
 use jeton_core::platform::{Instant, Rng};
 
 use file_store::FileStore;
@@ -78,62 +78,24 @@ struct Shell {
 
 const LOG_LINES: usize = 50;
 
-fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
 impl Ui for Shell {
     fn event(&mut self, event: &UiEvent<'_>) {
-        let line = match event {
-            UiEvent::LoggedIn { user_id, device_id } => format!("logged-in {user_id} {device_id}"),
-            UiEvent::KeysPublished { one_time_keys } => format!("keys-published {one_time_keys}"),
-            UiEvent::Synced => return,
-            UiEvent::Message {
-                room_id,
-                sender,
-                event_id,
-                body,
-                encrypted,
-            } => {
-                let line = format!(
-                    "message {room_id} {sender} {event_id} {} {}",
-                    if *encrypted { "e2e" } else { "unencrypted" },
-                    escape(body)
-                );
-                let log = self.log.entry(room_id.to_string()).or_default();
-                log.push_back(format!("{sender}: {}", escape(body)));
-                if log.len() > LOG_LINES {
-                    log.pop_front();
-                }
-                line
+        if let UiEvent::Message {
+            room_id,
+            sender,
+            body,
+            ..
+        } = event
+        {
+            let log = self.log.entry(room_id.to_string()).or_default();
+            log.push_back(format!("{sender}: {}", EscapedBody(body)));
+            if log.len() > LOG_LINES {
+                log.pop_front();
             }
-            UiEvent::Undecryptable {
-                room_id,
-                sender,
-                event_id,
-                reason,
-            } => format!("undecryptable {room_id} {sender} {event_id} {reason}"),
-            UiEvent::RoomKeyRejected { sender, reason } => {
-                format!("room-key-rejected {sender} {reason}")
-            }
-            UiEvent::DeviceRejected {
-                user_id,
-                device_id,
-                reason,
-            } => format!("device-rejected {user_id} {device_id} {reason}"),
-            UiEvent::Queued { local_id, room_id } => format!("queued {local_id} {room_id}"),
-            UiEvent::Delivered {
-                local_id,
-                room_id,
-                event_id,
-            } => format!("delivered {local_id} {room_id} {event_id}"),
-            UiEvent::SendFailed { local_id, error } => format!("send-failed {local_id} {error}"),
-            UiEvent::Invited { room_id, inviter } => format!("invited {room_id} {inviter}"),
-            UiEvent::Joined { room_id } => format!("joined {room_id}"),
-            UiEvent::Error(error) => format!("error {error}"),
-            other => format!("event {other:?}"),
-        };
-        println!("{line}");
+        }
+        if let Some(line) = event.line() {
+            println!("{line}");
+        }
     }
 }
 

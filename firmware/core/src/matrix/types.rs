@@ -387,6 +387,86 @@ pub enum UiEvent<'a> {
     Error(TokenError),
 }
 
+impl<'a> UiEvent<'a> {
+    /// The event as one line of text, the form jeton-sim and the RIOT shell print so that
+    /// people and scripts read the same thing from both: a kind word, then the fields
+    /// separated by spaces, a message body last with `\` and newlines escaped. `None` for
+    /// an event that prints nothing ([`UiEvent::Synced`]).
+    pub fn line(&self) -> Option<EventLine<'_, 'a>> {
+        (!matches!(self, UiEvent::Synced)).then_some(EventLine(self))
+    }
+}
+
+/// One [`UiEvent`] as a line of text; see [`UiEvent::line`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventLine<'e, 'a>(&'e UiEvent<'a>);
+
+impl fmt::Display for EventLine<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            UiEvent::LoggedIn { user_id, device_id } => {
+                write!(f, "logged-in {user_id} {device_id}")
+            }
+            UiEvent::KeysPublished { one_time_keys } => write!(f, "keys-published {one_time_keys}"),
+            UiEvent::Synced => Ok(()),
+            UiEvent::Message {
+                room_id,
+                sender,
+                event_id,
+                body,
+                encrypted,
+            } => write!(
+                f,
+                "message {room_id} {sender} {event_id} {} {}",
+                if *encrypted { "e2e" } else { "unencrypted" },
+                EscapedBody(body)
+            ),
+            UiEvent::Undecryptable {
+                room_id,
+                sender,
+                event_id,
+                reason,
+            } => write!(f, "undecryptable {room_id} {sender} {event_id} {reason}"),
+            UiEvent::RoomKeyRejected { sender, reason } => {
+                write!(f, "room-key-rejected {sender} {reason}")
+            }
+            UiEvent::DeviceRejected {
+                user_id,
+                device_id,
+                reason,
+            } => write!(f, "device-rejected {user_id} {device_id} {reason}"),
+            UiEvent::Queued { local_id, room_id } => write!(f, "queued {local_id} {room_id}"),
+            UiEvent::Delivered {
+                local_id,
+                room_id,
+                event_id,
+            } => write!(f, "delivered {local_id} {room_id} {event_id}"),
+            UiEvent::SendFailed { local_id, error } => write!(f, "send-failed {local_id} {error}"),
+            UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
+            UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
+            UiEvent::Error(error) => write!(f, "error {error}"),
+        }
+    }
+}
+
+/// A message body on one line: `\` becomes `\\` and a newline `\n`, so the body can be
+/// the last field of an event line and still be read back exactly.
+#[derive(Debug, Clone, Copy)]
+pub struct EscapedBody<'a>(pub &'a str);
+
+impl fmt::Display for EscapedBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where UI events go: a display, a log, the simulator's stdout.
 ///
 /// The token calls [`Ui::event`] from inside its input methods; the event borrows the
@@ -490,5 +570,45 @@ mod tests {
         }
         let mut short: String<2> = String::new();
         assert!(push_number(&mut short, 123, 10, 0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod event_line_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_line_ends_with_its_body_escaped_onto_one_line() {
+        let event = UiEvent::Message {
+            room_id: "!r:s",
+            sender: "@a:s",
+            event_id: "$e",
+            body: "two\nlines \\ here",
+            encrypted: true,
+        };
+        let line = event.line().map(|l| l.to_string());
+        assert_eq!(
+            line.as_deref(),
+            Some("message !r:s @a:s $e e2e two\\nlines \\\\ here")
+        );
+    }
+
+    #[test]
+    fn delivery_and_joins_print_their_ids_and_a_sync_prints_nothing() {
+        let delivered = UiEvent::Delivered {
+            local_id: 7,
+            room_id: "!r:s",
+            event_id: "$e",
+        };
+        assert_eq!(
+            delivered.line().map(|l| l.to_string()).as_deref(),
+            Some("delivered 7 !r:s $e")
+        );
+        let joined = UiEvent::Joined { room_id: "!r:s" };
+        assert_eq!(
+            joined.line().map(|l| l.to_string()).as_deref(),
+            Some("joined !r:s")
+        );
+        assert!(UiEvent::Synced.line().is_none());
     }
 }
