@@ -168,38 +168,18 @@ impl Sim {
                 }
             }
             Some("status") => {
-                let identity = self.token.identity();
-                let stats = self.token.transport_stats();
-                println!(
-                    "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={}",
-                    self.token.is_logged_in(),
-                    identity.user_id.as_deref().unwrap_or("-"),
-                    identity.device_id.as_deref().unwrap_or("-"),
-                    self.token.rooms().count(),
-                    self.token.outbox_len(),
-                    stats.datagrams_sent,
-                    stats.retransmissions,
-                );
+                println!("{}", self.token.status());
                 Ok(())
             }
             Some("rooms") => {
                 for room in self.token.rooms() {
-                    println!(
-                        "room {} {} members={}",
-                        room.room_id,
-                        if room.encrypted {
-                            "encrypted"
-                        } else {
-                            "unencrypted"
-                        },
-                        room.members
-                    );
+                    println!("{room}");
                 }
                 Ok(())
             }
             Some("invites") => {
-                for (room, inviter) in self.token.invites() {
-                    println!("invite {room} {inviter}");
+                for invite in self.token.invites() {
+                    println!("{invite}");
                 }
                 Ok(())
             }

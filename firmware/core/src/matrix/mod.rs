@@ -85,6 +85,8 @@ mod send;
 mod state;
 mod types;
 
+use core::fmt;
+
 use heapless::{String, Vec};
 
 use jeton_olm::olm::Account;
@@ -126,7 +128,8 @@ enum SyncLane {
     Polling { id: Option<RequestId> },
 }
 
-/// A summary of one room, for the `rooms` command.
+/// A summary of one room, for the `rooms` command. Its `Display` is the line jeton-sim and
+/// the RIOT shell print: `room <id> encrypted|unencrypted members=<n>`.
 #[derive(Clone, Copy, Debug)]
 pub struct RoomSummary<'a> {
     /// The room id.
@@ -135,6 +138,67 @@ pub struct RoomSummary<'a> {
     pub encrypted: bool,
     /// Joined members known.
     pub members: usize,
+}
+
+impl fmt::Display for RoomSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.encrypted {
+            "encrypted"
+        } else {
+            "unencrypted"
+        };
+        write!(f, "room {} {kind} members={}", self.room_id, self.members)
+    }
+}
+
+/// A pending invite, for the `invites` command. Its `Display` is the line jeton-sim and the
+/// RIOT shell print: `invite <room> <inviter>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invite<'a> {
+    /// The room the token is invited to.
+    pub room_id: &'a str,
+    /// Who invited it.
+    pub inviter: &'a str,
+}
+
+impl fmt::Display for Invite<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invite {} {}", self.room_id, self.inviter)
+    }
+}
+
+/// The token's state at a glance, for the `status` command. Its `Display` is the line
+/// jeton-sim and the RIOT shell print.
+#[derive(Clone, Copy, Debug)]
+pub struct Status<'a> {
+    /// Whether the token is logged in.
+    pub logged_in: bool,
+    /// The user, once logged in.
+    pub user_id: Option<&'a str>,
+    /// The device id, once logged in.
+    pub device_id: Option<&'a str>,
+    /// Rooms the token is in.
+    pub rooms: usize,
+    /// Messages waiting in the outbox.
+    pub outbox: usize,
+    /// The CoAP engine's counters.
+    pub transport: crate::coap::ClientStats,
+}
+
+impl fmt::Display for Status<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={}",
+            self.logged_in,
+            self.user_id.unwrap_or("-"),
+            self.device_id.unwrap_or("-"),
+            self.rooms,
+            self.outbox,
+            self.transport.datagrams_sent,
+            self.transport.retransmissions,
+        )
+    }
 }
 
 /// The device's identity, for the `keys` command.
@@ -455,12 +519,25 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         })
     }
 
-    /// Pending invites: `(room, inviter)`.
-    pub fn invites(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.core
-            .invites
-            .iter()
-            .map(|(room, inviter)| (room.as_str(), inviter.as_str()))
+    /// Pending invites.
+    pub fn invites(&self) -> impl Iterator<Item = Invite<'_>> {
+        self.core.invites.iter().map(|(room, inviter)| Invite {
+            room_id: room.as_str(),
+            inviter: inviter.as_str(),
+        })
+    }
+
+    /// The token's state at a glance (login, rooms, outbox, transport counters).
+    pub fn status(&self) -> Status<'_> {
+        let login = self.core.login.as_ref();
+        Status {
+            logged_in: login.is_some(),
+            user_id: login.map(|l| l.user_id.as_str()),
+            device_id: login.map(|l| l.device_id.as_str()),
+            rooms: self.rooms().count(),
+            outbox: self.outbox_len(),
+            transport: self.coap.stats(),
+        }
     }
 
     /// Messages in the outbox.
@@ -516,6 +593,18 @@ fn code_number(code: Code) -> u16 {
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn key(&self) -> [u8; 32] {
         self.config.storage_key
+    }
+
+    /// Persists the Olm account (after any change to its keys, before anything depends on it).
+    fn save_account(&mut self) -> Result<(), TokenError> {
+        let key = self.key();
+        save_account(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            &self.account,
+        )
     }
 
     fn error(&mut self, error: TokenError) {

@@ -373,13 +373,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             None => {
                 // The session first, then the account without the used one-time key.
                 self.store_new_olm_session(sender_key, &session)?;
-                save_account(
-                    &mut self.store,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &key,
-                    &self.account,
-                )?;
+                self.save_account()?;
             }
         }
         result

@@ -246,14 +246,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.account
                 .generate_fallback_key(&mut CryptoSource(&mut self.rng));
         }
-        let key = self.key();
-        save_account(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            &self.account,
-        )?;
+        self.save_account()?;
 
         let signer = Signer {
             user_id: &login.user_id,
@@ -337,14 +330,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.account.mark_keys_as_published();
         self.server_one_time_keys = u32::try_from(count).unwrap_or(0);
         self.one_time_keys_wanted = (count as usize) < ONE_TIME_KEYS / 2;
-        let key = self.key();
-        save_account(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            &self.account,
-        )?;
+        self.save_account()?;
         if with_device_keys && let Some(login) = &mut self.login {
             login.keys_uploaded = true;
             save_login(&mut self.store, &mut self.scratch, login)?;

@@ -1121,7 +1121,7 @@ fn invites_from_the_allow_list_are_joined_and_others_wait_for_the_user() {
     let invites: Vec<_> = world
         .token()
         .invites()
-        .map(|(r, i)| (r.to_string(), i.to_string()))
+        .map(|i| (i.room_id.to_string(), i.inviter.to_string()))
         .collect();
     assert_eq!(
         invites,
