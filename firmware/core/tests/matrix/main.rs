@@ -3,6 +3,7 @@
 //! checks a room key must pass, replays, a lossy network and power cuts during a send.
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
+mod cortex_m_fixture;
 mod gateway;
 #[path = "../support/mod.rs"]
 mod support;
@@ -374,6 +375,12 @@ impl Peer {
 
     /// Uploads signed device keys and `count` signed one-time keys to the homeserver.
     fn publish(&mut self, hs: &mut Homeserver, count: usize) {
+        self.account.generate_one_time_keys(count);
+        self.publish_generated(hs);
+    }
+
+    /// Uploads signed device keys and the one-time keys generated but not yet published.
+    fn publish_generated(&mut self, hs: &mut Homeserver) {
         let keys = json!({
             "algorithms": [OLM, MEGOLM],
             "device_id": self.device,
@@ -385,7 +392,6 @@ impl Peer {
         });
         hs.device_keys
             .insert((self.user.clone(), self.device.clone()), self.sign(&keys));
-        self.account.generate_one_time_keys(count);
         let list = hs
             .one_time_keys
             .entry((self.user.clone(), self.device.clone()))
