@@ -20,9 +20,13 @@
 //!
 //! The token offers and accepts the key agreement `curve25519-hkdf-sha256`, the hash
 //! `sha256`, the MACs `hkdf-hmac-sha256.v2` (preferred) and `hkdf-hmac-sha256`, and the
-//! short strings `decimal` and `emoji`. For `hkdf-hmac-sha256` it sends libolm's base64
-//! (as vodozemac does) unless the peer's own MAC came first in standard base64
-//! (matrix-nio 0.26), and it accepts both forms.
+//! short strings `decimal` and `emoji`. `hkdf-hmac-sha256` is written in two ways in the
+//! wild: libolm's garbled base64 (vodozemac's `calculate_mac_invalid_base64`, which
+//! matrix-rust-sdk sends under that name) and standard base64 (matrix-nio 0.26, which
+//! computes the v2 MAC under the old name). Under that method the token accepts both, and
+//! sends its own MAC only after the peer's arrived, in the encoding the peer used. The
+//! commitment is read in unpadded base64 or, as matrix-nio 0.26 writes it, in hex; the
+//! token writes base64.
 //!
 //! [specification]: https://spec.matrix.org/latest/client-server-api/#device-verification
 
@@ -458,7 +462,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             Phase::Comparing if !v.confirmed => {
                 v.confirmed = true;
-                v.send(Outgoing::Mac);
+                // Under the legacy MAC the token answers the peer's MAC in its encoding, so
+                // it waits for it (see the module documentation).
+                let hold = v.mac_method == MacMethod::HkdfHmacSha256 && !v.their_mac_ok;
+                if !hold {
+                    v.send(Outgoing::Mac);
+                }
                 if v.their_mac_ok {
                     self.finish_verified()?;
                 }
@@ -699,10 +708,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             ("accept", Phase::StartSent) => {
                 let accepted = choice_of_accept(content).and_then(|choice| {
-                    let mut decoded = [0u8; 33];
                     let commitment = text(content, "commitment")
-                        .and_then(|c| jeton_olm::base64::decode(c.as_bytes(), &mut decoded).ok())
-                        .and_then(|c| <[u8; 32]>::try_from(c).ok())
+                        .and_then(decode_commitment)
                         .ok_or(CancelCode::InvalidMessage)?;
                     Ok((choice, commitment))
                 });
@@ -923,9 +930,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         v.their_mac_ok = true;
-        if !v.confirmed {
-            // Answer in the encoding the peer used (see the module documentation).
+        if v.mac_method == MacMethod::HkdfHmacSha256 {
+            // Answer in the encoding the peer used (see the module documentation); the
+            // person's confirmation may already be waiting for this.
             v.mac_encoding = encoding;
+            if v.confirmed {
+                v.send(Outgoing::Mac);
+            }
         }
         if v.confirmed {
             self.finish_verified()?;
@@ -1116,6 +1127,23 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.verification = None;
         }
     }
+}
+
+/// A commitment in unpadded base64 (the specification), or in hex (matrix-nio 0.26,
+/// <https://github.com/matrix-nio/matrix-nio/issues/570>): 43 and 64 characters cannot be
+/// confused.
+fn decode_commitment(text: &str) -> Option<[u8; 32]> {
+    if text.len() == 64 {
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = core::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        return Some(out);
+    }
+    let mut decoded = [0u8; 33];
+    let bytes = jeton_olm::base64::decode(text.as_bytes(), &mut decoded).ok()?;
+    bytes.try_into().ok()
 }
 
 /// The MAC encoding a method starts with (see the module documentation).

@@ -236,7 +236,7 @@ fn a_request_from_the_peer_ends_with_both_sides_verified_and_done() {
 }
 
 #[test]
-fn the_token_starts_and_the_peer_accepts_and_confirms_first() {
+fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
     let (mut world, peer) = room_with_peer(32);
     let device = world.token_device();
     let now = world.instant();
@@ -246,8 +246,15 @@ fn the_token_starts_and_the_peer_accepts_and_confirms_first() {
     assert_eq!(start["method"], "m.sas.v1");
     let txn = start["transaction_id"].as_str().unwrap().to_string();
 
-    // The peer accepts with the legacy MAC only (as matrix-nio 0.26 does).
+    // The peer accepts with the legacy MAC only and a hex commitment, as matrix-nio 0.26
+    // does (https://github.com/matrix-nio/matrix-nio/issues/570).
     let mut sas = SasPeer::new(&txn, false);
+    let hex_commitment: String = super::B64
+        .decode(commitment(&sas.our_key, &start))
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     to_device(
         &mut world,
         "m.key.verification.accept",
@@ -255,7 +262,7 @@ fn the_token_starts_and_the_peer_accepts_and_confirms_first() {
                "key_agreement_protocol": "curve25519-hkdf-sha256", "hash": "sha256",
                "message_authentication_code": "hkdf-hmac-sha256",
                "short_authentication_string": ["decimal"],
-               "commitment": commitment(&sas.our_key, &start)}),
+               "commitment": hex_commitment}),
     );
     let key = wait_for(&mut world, "m.key.verification.key", 1);
     sas.establish(key["key"].as_str().unwrap());
@@ -270,18 +277,18 @@ fn the_token_starts_and_the_peer_accepts_and_confirms_first() {
         format!("sas {PEER} {PEER_DEVICE} {}", sas.decimals(&device))
     );
 
-    // The peer confirms first, with standard base64 under the legacy name; the token answers
-    // in kind once its person confirms.
+    // The token's person confirms first: under the legacy name the token waits for the
+    // peer's MAC, which comes in standard base64, and answers in kind.
+    let now = world.instant();
+    world.token().confirm_verification(now).unwrap();
+    world.run_for(2_000);
+    assert!(sent(&world, "m.key.verification.mac").is_empty());
+    assert!(!world.token().is_verified(PEER, PEER_DEVICE));
     to_device(
         &mut world,
         "m.key.verification.mac",
         sas.mac_content(&device, &peer),
     );
-    world.run_for(2_000);
-    assert!(!world.token().is_verified(PEER, PEER_DEVICE));
-    assert!(sent(&world, "m.key.verification.mac").is_empty());
-    let now = world.instant();
-    world.token().confirm_verification(now).unwrap();
     let mac = wait_for(&mut world, "m.key.verification.mac", 1);
     let ed = token_ed(&mut world);
     assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
