@@ -38,13 +38,15 @@ USEMODULE += sock_udp
 # --- stacks --------------------------------------------------------------------------------
 # The main thread runs the Rust application: the event loop and jeton-olm's crypto. The
 # Token (jeton-core's Matrix client) is a static built in place (src/lib.rs), not on this
-# stack. Measured with `ps` (DEVELHELP stack painting) on native64, x86-64: 45,960 bytes at the
-# peak of tests/riot/run's Matrix scenario; the sizes give at least 25 % above the measured
-# peak (riot-sys-config/README.md, "Stack sizes").
+# stack. native64 (x86-64): 45,960 bytes measured with `ps` (DEVELHELP stack painting) at the
+# peak of tests/riot/run's Matrix scenario. Cortex-M (Thumb-2): 42,984 bytes worst case from
+# the call graph of the same54-xpro image (nrf52840dk: 42,960; tests/riot/stack_depth.py, no
+# board here to measure on). Each gets at least 25 % more (riot-sys-config/README.md,
+# "Stack sizes").
 ifeq (native64,$(BOARD))
   JETON_MAIN_STACKSIZE ?= 65536
 else
-  JETON_MAIN_STACKSIZE ?= 32768
+  JETON_MAIN_STACKSIZE ?= 57344
 endif
 CFLAGS += -DTHREAD_STACKSIZE_MAIN=$(JETON_MAIN_STACKSIZE)
 # The shell thread (src/lib.rs reads it at compile time).

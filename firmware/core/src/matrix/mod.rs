@@ -239,16 +239,20 @@ unsafe fn write_each<T, const N: usize>(array: *mut [T; N], value: impl Fn() -> 
 }
 
 /// What a boot reads (or makes) before the token's state is laid out: the Olm account,
-/// written to the store first when it is new, and the transaction counter. Both come before
-/// the CoAP engine's seed, in this order, so that a seeded RNG gives the same token.
+/// written to the store first when it is new, the transaction counter and the CoAP engine's
+/// seed, in this order (so that a seeded RNG gives the same token as before).
 struct Boot {
     account: Account<ONE_TIME_KEYS>,
     curve_b64: String<44>,
     txn_prefix: u32,
     txn_next: u64,
+    coap_rng: TransportRng,
 }
 
 impl Boot {
+    /// Not inlined, so that its frame (a record's scratch, the account while it is made) is
+    /// gone before the token's state is laid out.
+    #[inline(never)]
     fn load<R: Rng, S: Store>(
         config: &Config,
         rng: &mut R,
@@ -275,6 +279,7 @@ impl Boot {
             curve_b64,
             txn_prefix,
             txn_next,
+            coap_rng: TransportRng::seeded_from(rng),
         })
     }
 }
@@ -318,64 +323,13 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         ui: U,
         now: Instant,
     ) -> Result<&mut Self, TokenError> {
-        use core::ptr::addr_of_mut;
-
         let boot = Boot::load(&config, &mut rng, &mut store)?;
-        let coap_rng = TransportRng::seeded_from(&mut rng);
-        let token = slot.as_mut_ptr();
-        // SAFETY: `token` points to `slot`, which is valid for writes and aligned for a
-        // `Token`. Each write initialises one field of it without reading or dropping what
-        // was there before; together they initialise every field, as the pattern below
-        // (which lists them all) makes the compiler check. Everything but the account, the
-        // transaction counter and the CoAP engine starts empty; `load` fills it in.
-        unsafe {
-            addr_of_mut!((*token).coap).write(Client::new(config.coap, coap_rng));
-            let core = addr_of_mut!((*token).core);
-            addr_of_mut!((*core).config).write(config);
-            addr_of_mut!((*core).rng).write(rng);
-            addr_of_mut!((*core).store).write(store);
-            addr_of_mut!((*core).ui).write(ui);
-            addr_of_mut!((*core).scratch).write_bytes(0, 1);
-            addr_of_mut!((*core).work).write_bytes(0, 1);
-            addr_of_mut!((*core).account).write(boot.account);
-            addr_of_mut!((*core).curve_b64).write(boot.curve_b64);
-            addr_of_mut!((*core).login).write(None);
-            addr_of_mut!((*core).since).write(String::new());
-            addr_of_mut!((*core).observation_stale).write(false);
-            write_each(addr_of_mut!((*core).rooms), || None);
-            addr_of_mut!((*core).tracked).write(Vec::new());
-            addr_of_mut!((*core).stale).write(0);
-            write_each(addr_of_mut!((*core).devices), || None);
-            write_each(addr_of_mut!((*core).olm), || None);
-            addr_of_mut!((*core).olm_clock).write(0);
-            write_each(addr_of_mut!((*core).inbound), || None);
-            addr_of_mut!((*core).pending_keys).write(Vec::new());
-            addr_of_mut!((*core).retry).write(Vec::new());
-            write_each(addr_of_mut!((*core).outbox), || None);
-            addr_of_mut!((*core).next_local_id).write(1);
-            addr_of_mut!((*core).txn_prefix).write(boot.txn_prefix);
-            addr_of_mut!((*core).txn_next).write(boot.txn_next);
-            addr_of_mut!((*core).txn_ceiling).write(boot.txn_next);
-            addr_of_mut!((*core).invites).write(Vec::new());
-            addr_of_mut!((*core).joins).write(Vec::new());
-            addr_of_mut!((*core).one_time_keys_wanted).write(false);
-            addr_of_mut!((*core).server_one_time_keys).write(0);
-            addr_of_mut!((*core).fallback_wanted).write(false);
-            addr_of_mut!((*core).operation).write(None);
-            addr_of_mut!((*core).token_sticky).write(false);
-            addr_of_mut!((*core).observation_lost).write(false);
-            addr_of_mut!((*core).last_with_token).write(false);
-            addr_of_mut!((*core).operation_with_token).write(false);
-            addr_of_mut!((*core).poll_with_token).write(false);
-            addr_of_mut!((*core).compact_sync).write(false);
-            addr_of_mut!((*core).sync_backoff_until).write(None);
-            addr_of_mut!((*core).backoff_until).write(None);
-            addr_of_mut!((*core).sync).write(SyncLane::Idle);
-        }
-        // SAFETY: every field of `slot` was initialised just above.
+        // SAFETY: `slot` is valid for writes and aligned for a `Token`.
+        unsafe { Self::write_unloaded(slot.as_mut_ptr(), config, rng, store, ui, boot) };
+        // SAFETY: `write_unloaded` initialised every field of `slot`.
         let token = unsafe { slot.assume_init_mut() };
-        // The fields written above, all of them: adding a field to `Core` or `Token` breaks
-        // this pattern until the field is written above too.
+        // The fields `write_unloaded` writes, all of them: adding a field to `Core` or
+        // `Token` breaks this pattern until `write_unloaded` writes it too.
         let Token {
             coap: _,
             core:
@@ -429,11 +383,86 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             return Err(err);
         }
         // SAFETY: `slot` is initialised (above) and `load` kept it so.
-        Ok(unsafe { slot.assume_init_mut() })
+        let token = unsafe { slot.assume_init_mut() };
+        token.drive(now);
+        Ok(token)
+    }
+
+    /// Writes a token with the booted account and everything else empty to `token`, one field
+    /// at a time, so that at most one field passes through the stack. Not inlined, so that
+    /// its frame is gone before `load` and the first `drive`.
+    ///
+    /// # Safety
+    ///
+    /// `token` must be valid for writes and aligned. What it held is overwritten, not
+    /// dropped.
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn write_unloaded(
+        token: *mut Self,
+        config: Config,
+        rng: R,
+        store: S,
+        ui: U,
+        boot: Boot,
+    ) {
+        use core::ptr::addr_of_mut;
+
+        // SAFETY: `token` is valid for writes and aligned (the caller vouches for it). Each
+        // write initialises one field without reading or dropping what was there before;
+        // together they initialise every field, as the pattern in `new_in` (which lists
+        // them all) makes the compiler check. Everything but the account, the transaction
+        // counter and the CoAP engine starts empty; `load` fills it in.
+        unsafe {
+            addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
+            let core = addr_of_mut!((*token).core);
+            addr_of_mut!((*core).config).write(config);
+            addr_of_mut!((*core).rng).write(rng);
+            addr_of_mut!((*core).store).write(store);
+            addr_of_mut!((*core).ui).write(ui);
+            addr_of_mut!((*core).scratch).write_bytes(0, 1);
+            addr_of_mut!((*core).work).write_bytes(0, 1);
+            addr_of_mut!((*core).account).write(boot.account);
+            addr_of_mut!((*core).curve_b64).write(boot.curve_b64);
+            addr_of_mut!((*core).login).write(None);
+            addr_of_mut!((*core).since).write(String::new());
+            addr_of_mut!((*core).observation_stale).write(false);
+            write_each(addr_of_mut!((*core).rooms), || None);
+            addr_of_mut!((*core).tracked).write(Vec::new());
+            addr_of_mut!((*core).stale).write(0);
+            write_each(addr_of_mut!((*core).devices), || None);
+            write_each(addr_of_mut!((*core).olm), || None);
+            addr_of_mut!((*core).olm_clock).write(0);
+            write_each(addr_of_mut!((*core).inbound), || None);
+            addr_of_mut!((*core).pending_keys).write(Vec::new());
+            addr_of_mut!((*core).retry).write(Vec::new());
+            write_each(addr_of_mut!((*core).outbox), || None);
+            addr_of_mut!((*core).next_local_id).write(1);
+            addr_of_mut!((*core).txn_prefix).write(boot.txn_prefix);
+            addr_of_mut!((*core).txn_next).write(boot.txn_next);
+            addr_of_mut!((*core).txn_ceiling).write(boot.txn_next);
+            addr_of_mut!((*core).invites).write(Vec::new());
+            addr_of_mut!((*core).joins).write(Vec::new());
+            addr_of_mut!((*core).one_time_keys_wanted).write(false);
+            addr_of_mut!((*core).server_one_time_keys).write(0);
+            addr_of_mut!((*core).fallback_wanted).write(false);
+            addr_of_mut!((*core).operation).write(None);
+            addr_of_mut!((*core).token_sticky).write(false);
+            addr_of_mut!((*core).observation_lost).write(false);
+            addr_of_mut!((*core).last_with_token).write(false);
+            addr_of_mut!((*core).operation_with_token).write(false);
+            addr_of_mut!((*core).poll_with_token).write(false);
+            addr_of_mut!((*core).compact_sync).write(false);
+            addr_of_mut!((*core).sync_backoff_until).write(None);
+            addr_of_mut!((*core).backoff_until).write(None);
+            addr_of_mut!((*core).sync).write(SyncLane::Idle);
+        }
     }
 
     /// Reads the login, the sync cursor, the devices, rooms, sessions and the outbox from
-    /// the store into the token, in place, and starts it.
+    /// the store into the token, in place. Not inlined, so that its frame is gone before the
+    /// first `drive`.
+    #[inline(never)]
     fn load(&mut self, now: Instant) -> Result<(), TokenError> {
         let core = &mut self.core;
         let key = core.config.storage_key;
@@ -468,7 +497,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 });
             }
         }
-        self.drive(now);
         Ok(())
     }
 
