@@ -71,12 +71,11 @@ const SHELL_STACKSIZE: usize = match option_env!("JETON_SHELL_STACKSIZE") {
 };
 
 const fn parse_usize(text: &str) -> usize {
-    let bytes = text.as_bytes();
+    let mut rest = text.as_bytes();
     let mut value = 0usize;
-    let mut index = 0;
-    while index < bytes.len() {
-        value = value * 10 + (bytes[index] - b'0') as usize;
-        index += 1;
+    while let [digit, tail @ ..] = rest {
+        value = value * 10 + (*digit - b'0') as usize;
+        rest = tail;
     }
     value
 }

@@ -441,10 +441,10 @@ pub(crate) fn turn(
     datagram: &mut [u8; DATAGRAM_BYTES],
 ) -> u32 {
     while let Some(len) = token.poll_transmit(clock.now(), datagram) {
-        if let Some(bytes) = datagram.get(..len) {
-            if let Err(err) = socket.send_to(gateway, bytes) {
-                println!("error udp send to the gateway: {err}");
-            }
+        if let Some(bytes) = datagram.get(..len)
+            && let Err(err) = socket.send_to(gateway, bytes)
+        {
+            println!("error udp send to the gateway: {err}");
         }
     }
     loop {
