@@ -14,6 +14,10 @@
 //! arrived and its due timeout, and runs the shell command waiting in the command slot; it
 //! sleeps 10 ms between turns. RIOT's shell runs in its own thread and hands every token
 //! command to the main thread. Events print one per line as `jeton-sim` prints them.
+//!
+//! The `Token` and the other large buffers are statics, the `Token` built in place by
+//! jeton-core's `Token::new_in`, so that the main thread's stack holds only the event loop
+//! and the crypto (riot-sys-config/README.md, "Stack sizes").
 
 //! # Usage
 //!
