@@ -497,6 +497,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(v) = &mut self.verification else {
             return;
         };
+        if v.phase == Phase::Finished {
+            return;
+        }
         // The message in flight stays at the front; the rest is replaced by the cancel.
         let in_flight = v.outgoing.front().copied().filter(|_| v.sending);
         v.outgoing.clear();
@@ -553,6 +556,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.on_new_event(sender, kind, txn, &content, now)
         };
         if let Err(error) = result {
+            // Something over a capacity (an id, a key id list): the transaction cannot go on.
+            if ours {
+                self.cancel_active(CancelCode::InvalidMessage);
+            }
             self.error(error);
         }
     }
