@@ -58,18 +58,28 @@ impl SasPeer {
         format!("{a} {b} {c}")
     }
 
-    /// The peer's `m.key.verification.mac`, with `hkdf-hmac-sha256.v2`.
-    fn mac_content(&self, token_device: &str, peer: &Peer) -> Value {
+    /// The peer's `m.key.verification.mac`, with `hkdf-hmac-sha256.v2`, over its device key
+    /// and, as Element sends them, more keys (`(key id, key)`: a cross-signing master key).
+    fn mac_content(&self, token_device: &str, peer: &Peer, more: &[(&str, &str)]) -> Value {
         let sas = self.established.as_ref().unwrap();
         let info = format!(
             "MATRIX_KEY_VERIFICATION_MAC{PEER}{PEER_DEVICE}{TOKEN_USER}{token_device}{}",
             self.txn
         );
-        let key_id = format!("ed25519:{PEER_DEVICE}");
+        let device_key_id = format!("ed25519:{PEER_DEVICE}");
+        let mut keys = vec![(device_key_id.as_str(), peer.ed())];
+        keys.extend(more.iter().map(|(id, key)| (*id, key.to_string())));
+        let mut macs = serde_json::Map::new();
+        for (id, key) in &keys {
+            let mac = sas.calculate_mac(key, &format!("{info}{id}")).to_base64();
+            macs.insert(id.to_string(), json!(mac));
+        }
+        let mut ids: Vec<&str> = keys.iter().map(|(id, _)| *id).collect();
+        ids.sort();
         json!({
             "transaction_id": self.txn,
-            "mac": { &key_id: sas.calculate_mac(&peer.ed(), &format!("{info}{key_id}")).to_base64() },
-            "keys": sas.calculate_mac(&key_id, &format!("{info}KEY_IDS")).to_base64(),
+            "mac": macs,
+            "keys": sas.calculate_mac(&ids.join(","), &format!("{info}KEY_IDS")).to_base64(),
         })
     }
 
@@ -215,7 +225,15 @@ fn a_request_from_the_peer_ends_with_both_sides_verified_and_done() {
     to_device(
         &mut world,
         "m.key.verification.mac",
-        sas.mac_content(&device, &peer),
+        // A master key id sorts before the device key id ("ed25519:9..." < "ed25519:P...").
+        sas.mac_content(
+            &device,
+            &peer,
+            &[(
+                "ed25519:9xMasterKeyOfThePeerXXXXXXXXXXXXXXXXXXXXXXX",
+                "9xMasterKeyOfThePeerXXXXXXXXXXXXXXXXXXXXXXX",
+            )],
+        ),
     );
     let done = wait_for(&mut world, "m.key.verification.done", 1);
     assert_eq!(done["transaction_id"], TXN);
@@ -287,7 +305,7 @@ fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
     to_device(
         &mut world,
         "m.key.verification.mac",
-        sas.mac_content(&device, &peer),
+        sas.mac_content(&device, &peer, &[]),
     );
     let mac = wait_for(&mut world, "m.key.verification.mac", 1);
     let ed = token_ed(&mut world);
@@ -333,11 +351,11 @@ fn a_peer_cancelling_is_shown_with_its_code() {
 fn a_tampered_mac_is_refused_with_key_mismatch() {
     let (mut world, peer, sas) = requested_and_keys_exchanged(35);
     let device = world.token_device();
-    let mut mac = sas.mac_content(&device, &peer);
+    let mut mac = sas.mac_content(&device, &peer, &[]);
     // A MAC over another device key: an attacker's key in place of the peer's.
     let other = Peer::new(PEER, PEER_DEVICE);
     mac["mac"][format!("ed25519:{PEER_DEVICE}")] =
-        sas.mac_content(&device, &other)["mac"][format!("ed25519:{PEER_DEVICE}")].clone();
+        sas.mac_content(&device, &other, &[])["mac"][format!("ed25519:{PEER_DEVICE}")].clone();
     to_device(&mut world, "m.key.verification.mac", mac);
     let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
     assert_eq!(cancel["code"], "m.key_mismatch");
