@@ -28,11 +28,30 @@
 //! commitment is read in unpadded base64 or, as matrix-nio 0.26 writes it, in hex; the
 //! token writes base64.
 //!
+//! The cancel codes the token sends: `m.user`, `m.timeout`, `m.unknown_transaction`,
+//! `m.unknown_method`, `m.unexpected_message`, `m.key_mismatch`, `m.user_mismatch`,
+//! `m.invalid_message`, `m.mismatched_commitment` and `m.mismatched_sas`; any code the peer
+//! sends (`m.accepted` among them) is shown as it came.
+//!
+//! # Not spoken
+//!
+//! - The token never sends `m.key.verification.request`: its own verifications begin with
+//!   `start` (a request needs a `timestamp`, and the token has no wall clock). Received
+//!   requests are not checked against their `timestamp` for the same reason.
+//! - In-room verification (`m.relates_to`), QR codes, cross-signing (a master key in the
+//!   peer's MAC is covered by the key-id MAC but neither checked nor trusted), verification
+//!   events that arrive Olm-encrypted, the key agreement `curve25519` (v1).
+//! - One verification at a time: a request or start from another transaction meanwhile is
+//!   left unanswered (its sender times out). The verification lives in RAM; a power cut
+//!   ends it.
+//! - A peer that, like the token, waits for the other side's MAC under `hkdf-hmac-sha256`
+//!   never gets one: the verification times out.
+//!
 //! # Cost
 //!
 //! On a Cortex-M4 (`tests/cortex-m`'s `core` image, opt-level "s", LTO, measured against the
 //! image without verification): 17,004 B of flash and 480 B of static RAM (the state in the
-//! [`Token`](super::Token)); on a 64-bit host the token's state grew by 512 B. The key
+//! [`Token`]); on a 64-bit host the token's state grew by 512 B. The key
 //! agreement reuses jeton-olm's X25519, HKDF and HMAC.
 //!
 //! [specification]: https://spec.matrix.org/latest/client-server-api/#device-verification
