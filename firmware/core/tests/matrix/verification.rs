@@ -473,3 +473,108 @@ fn a_message_from_another_user_cancels_with_user_mismatch() {
     assert_eq!(cancel["code"], "m.user_mismatch");
     let _ = sas;
 }
+
+mod arbitrary_messages {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::{PEER, PEER_DEVICE, ROOM, room_with_peer};
+    use super::{SasPeer, sent, to_device};
+
+    const KINDS: [&str; 9] = [
+        "request", "ready", "start", "accept", "key", "mac", "done", "cancel", "unknown",
+    ];
+    const CODES: [&str; 10] = [
+        "m.user",
+        "m.timeout",
+        "m.unknown_transaction",
+        "m.unknown_method",
+        "m.unexpected_message",
+        "m.key_mismatch",
+        "m.user_mismatch",
+        "m.invalid_message",
+        "m.mismatched_commitment",
+        "m.mismatched_sas",
+    ];
+
+    /// A verification message with some of the fields of every kind, plausible or not.
+    fn message() -> impl Strategy<Value = (usize, Value)> {
+        let text = prop_oneof![
+            Just(json!("m.sas.v1")),
+            Just(json!(["m.sas.v1"])),
+            Just(json!(["curve25519-hkdf-sha256"])),
+            Just(json!(["hkdf-hmac-sha256.v2", "hkdf-hmac-sha256"])),
+            Just(json!(["decimal"])),
+            Just(json!(SasPeer::new("t", true).our_key)),
+            Just(json!({"ed25519:PEERDEV": "AAAA"})),
+            "[ -~]{0,70}".prop_map(Value::from),
+            (-(1i64 << 53) + 1..1i64 << 53).prop_map(Value::from),
+        ];
+        let fields = [
+            "transaction_id",
+            "from_device",
+            "method",
+            "methods",
+            "key_agreement_protocols",
+            "hashes",
+            "message_authentication_codes",
+            "short_authentication_string",
+            "key_agreement_protocol",
+            "hash",
+            "message_authentication_code",
+            "commitment",
+            "key",
+            "mac",
+            "keys",
+            "code",
+        ];
+        (
+            0..KINDS.len(),
+            prop_oneof![Just("t1"), Just("t2")],
+            proptest::collection::vec((0..fields.len(), text), 0..8),
+        )
+            .prop_map(move |(kind, txn, chosen)| {
+                let mut content = json!({"transaction_id": txn, "from_device": PEER_DEVICE});
+                for (field, value) in chosen {
+                    content[fields[field]] = value;
+                }
+                (kind, content)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever the peer sends, the token answers only with verification messages and
+        /// the specification's cancel codes, verifies nothing, and goes on reading messages.
+        #[test]
+        fn arbitrary_messages_are_answered_by_the_book(
+            seed in 100u64..10_000,
+            messages in proptest::collection::vec(message(), 1..8),
+        ) {
+            let (mut world, _peer) = room_with_peer(seed);
+            for (kind, content) in messages {
+                to_device(&mut world, &format!("m.key.verification.{}", KINDS[kind]), content);
+                world.run_for(300);
+            }
+            world.run_for(5_000);
+            for (kind, user, _, content) in &world.gw.hs.plain_to_device {
+                prop_assert!(kind.starts_with("m.key.verification.") && user == PEER);
+                if kind == "m.key.verification.cancel" {
+                    prop_assert!(CODES.contains(&content["code"].as_str().unwrap_or("")), "{content}");
+                }
+            }
+            prop_assert!(sent(&world, "m.key.verification.mac").is_empty());
+            prop_assert!(!world.token().is_verified(PEER, PEER_DEVICE));
+
+            // The token still reads the room.
+            world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+                {"type": "m.room.message", "sender": PEER, "event_id": "$after",
+                 "content": {"msgtype": "m.text", "body": "still here"}},
+            ]}}}}}));
+            world.run_for(5_000);
+            let line = format!("message {ROOM} {PEER} unencrypted still here");
+            prop_assert!(world.saw(&line), "{:?}", world.screen());
+        }
+    }
+}
