@@ -148,6 +148,32 @@ fn sas_line(world: &World) -> Option<String> {
         .find(|l| l.starts_with(&format!("sas {PEER} {PEER_DEVICE} ")))
 }
 
+/// The peer accepts the token's `start` with the v2 MAC and both strings, committing to
+/// `key`.
+fn accept_v2(world: &mut World, key: &str, start: &Value) {
+    to_device(
+        world,
+        "m.key.verification.accept",
+        json!({"transaction_id": start["transaction_id"],
+               "key_agreement_protocol": "curve25519-hkdf-sha256",
+               "hash": "sha256", "message_authentication_code": "hkdf-hmac-sha256.v2",
+               "short_authentication_string": ["decimal", "emoji"],
+               "commitment": commitment(key, start)}),
+    );
+}
+
+/// After the peer's accept: the token's key, then the peer's; the token shows the strings.
+fn exchange_keys(world: &mut World, sas: &mut SasPeer, txn: &str) {
+    let key = wait_for(world, "m.key.verification.key", 1);
+    sas.establish(key["key"].as_str().unwrap());
+    to_device(
+        world,
+        "m.key.verification.key",
+        json!({"transaction_id": txn, "key": sas.our_key}),
+    );
+    assert!(world.run_until(10_000, |w| sas_line(w).is_some()));
+}
+
 fn token_ed(world: &mut World) -> String {
     world.token().identity().ed25519.to_string()
 }
@@ -282,14 +308,7 @@ fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
                "short_authentication_string": ["decimal"],
                "commitment": hex_commitment}),
     );
-    let key = wait_for(&mut world, "m.key.verification.key", 1);
-    sas.establish(key["key"].as_str().unwrap());
-    to_device(
-        &mut world,
-        "m.key.verification.key",
-        json!({"transaction_id": txn, "key": sas.our_key}),
-    );
-    assert!(world.run_until(10_000, |w| sas_line(w).is_some()));
+    exchange_keys(&mut world, &mut sas, &txn);
     assert_eq!(
         sas_line(&world).unwrap(),
         format!("sas {PEER} {PEER_DEVICE} {}", sas.decimals(&device))
@@ -307,6 +326,54 @@ fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
         "m.key.verification.mac",
         sas.mac_content(&device, &peer, &[]),
     );
+    let mac = wait_for(&mut world, "m.key.verification.mac", 1);
+    let ed = token_ed(&mut world);
+    assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
+    wait_for(&mut world, "m.key.verification.done", 1);
+    assert!(world.token().is_verified(PEER, PEER_DEVICE));
+}
+
+#[test]
+fn the_token_requests_and_starts_once_the_peer_is_ready() {
+    let (mut world, peer) = room_with_peer(40);
+    let device = world.token_device();
+    let now = world.instant();
+    world
+        .token()
+        .request_verification(PEER, PEER_DEVICE, 1_700_000_000_000, now)
+        .unwrap();
+    let request = wait_for(&mut world, "m.key.verification.request", 1);
+    assert_eq!(request["from_device"], device);
+    assert_eq!(request["methods"], json!(["m.sas.v1"]));
+    assert_eq!(request["timestamp"], 1_700_000_000_000u64);
+    let txn = request["transaction_id"].as_str().unwrap().to_string();
+    // Waiting for the other person has only the overall limit.
+    world.run_for(90_000);
+    assert!(sent(&world, "m.key.verification.start").is_empty());
+    assert!(sent(&world, "m.key.verification.cancel").is_empty());
+
+    to_device(
+        &mut world,
+        "m.key.verification.ready",
+        json!({"from_device": PEER_DEVICE, "methods": ["m.sas.v1", "m.reciprocate.v1"],
+               "transaction_id": txn}),
+    );
+    let start = wait_for(&mut world, "m.key.verification.start", 1);
+    assert_eq!(start["transaction_id"], txn);
+    let mut sas = SasPeer::new(&txn, false);
+    accept_v2(&mut world, &sas.our_key, &start);
+    exchange_keys(&mut world, &mut sas, &txn);
+    assert!(sas_line(&world).unwrap().starts_with(&format!(
+        "sas {PEER} {PEER_DEVICE} {} emoji ",
+        sas.decimals(&device)
+    )));
+    to_device(
+        &mut world,
+        "m.key.verification.mac",
+        sas.mac_content(&device, &peer, &[]),
+    );
+    let now = world.instant();
+    world.token().confirm_verification(now).unwrap();
     let mac = wait_for(&mut world, "m.key.verification.mac", 1);
     let ed = token_ed(&mut world);
     assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
@@ -373,14 +440,7 @@ fn a_key_that_does_not_match_its_commitment_is_refused() {
     let txn = start["transaction_id"].as_str().unwrap().to_string();
     let committed = SasPeer::new(&txn, false);
     let sent_instead = SasPeer::new(&txn, false);
-    to_device(
-        &mut world,
-        "m.key.verification.accept",
-        json!({"transaction_id": txn, "key_agreement_protocol": "curve25519-hkdf-sha256",
-               "hash": "sha256", "message_authentication_code": "hkdf-hmac-sha256.v2",
-               "short_authentication_string": ["decimal", "emoji"],
-               "commitment": commitment(&committed.our_key, &start)}),
-    );
+    accept_v2(&mut world, &committed.our_key, &start);
     wait_for(&mut world, "m.key.verification.key", 1);
     to_device(
         &mut world,
