@@ -1,5 +1,7 @@
 //! jeton-olm: the [Olm] and [Megolm] ratchets of Matrix end-to-end encryption for `no_std`
-//! targets without a heap, byte-compatible with vodozemac and libolm.
+//! targets without a heap, byte-compatible with vodozemac and libolm, and the cryptography of
+//! SAS device verification ([`sas`]: key agreement, decimal and emoji strings, MACs,
+//! commitment).
 //!
 //! Every state is a fixed-size value whose capacities are consts; running into a capacity is
 //! an error value, never a panic. The caller passes the random number generator (any

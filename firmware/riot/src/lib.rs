@@ -148,6 +148,7 @@ fn main() {
             ) {
                 println!("error the shell thread did not start ({err})");
             }
+            let mut button_was_pressed = false;
             loop {
                 matrix::take_command(|line| {
                     // The indicator is lit while the token works on a command.
@@ -193,6 +194,20 @@ fn main() {
                     }
                     device.panel.indicate(false);
                 });
+                // The button, on its press: accept a verification, or confirm that the numbers
+                // match (the `confirm` command).
+                let pressed = matches!(device.panel.button(), panel::ButtonState::Pressed);
+                if pressed
+                    && !button_was_pressed
+                    && let Ok(token) = token.as_mut()
+                {
+                    match token.confirm_verification(clock.now()) {
+                        Ok(()) => println!("button confirm"),
+                        Err(jeton_core::matrix::CommandError::NoVerification) => {}
+                        Err(err) => println!("error {err}"),
+                    }
+                }
+                button_was_pressed = pressed;
                 let pause = match (token.as_mut(), device.socket.as_mut()) {
                     (Ok(token), Ok(socket)) => {
                         matrix::turn(token, socket, gateway, &clock, datagram)

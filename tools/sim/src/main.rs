@@ -155,7 +155,7 @@ impl Sim {
             None => Ok(()),
             Some("help") => {
                 println!(
-                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | verify <user> <device> | confirm | cancel | quit"
+                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | verify <user> <device> | request <user> <device> | confirm | cancel | quit"
                 );
                 Ok(())
             }
@@ -237,6 +237,18 @@ impl Sim {
                     .verify(user, device, now)
                     .map_err(|e| e.to_string()),
                 _ => Err("verify needs a user id and a device id".into()),
+            },
+            // A request (the flow Element expects) carries the wall-clock time.
+            Some("request") => match (words.next(), words.next()) {
+                (Some(user), Some(device)) => {
+                    let unix_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    self.token
+                        .request_verification(user, device, unix_ms, now)
+                        .map_err(|e| e.to_string())
+                }
+                _ => Err("request needs a user id and a device id".into()),
             },
             // The board's button: accept a verification, or say that the strings match.
             Some("confirm") => self

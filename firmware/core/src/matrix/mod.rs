@@ -11,10 +11,10 @@
 //! [`Token::handle_timeout`], [`Token::poll_transmit`], [`Token::poll_timeout`]) plus the
 //! user's commands ([`Token::login`], [`Token::send_text`], [`Token::join`],
 //! [`Token::rooms`], [`Token::identity`], and device verification by SAS:
-//! [`Token::verify`], [`Token::confirm_verification`], [`Token::cancel_verification`],
-//! see [`verification`]). Its outputs are datagrams, writes to the
-//! [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes happen
-//! inside that input call, before any datagram it queued can leave.
+//! [`Token::verify`], [`Token::request_verification`], [`Token::confirm_verification`],
+//! [`Token::cancel_verification`], see [`verification`]). Its outputs are datagrams,
+//! writes to the [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes
+//! happen inside that input call, before any datagram it queued can leave.
 //!
 //! ```
 //! use jeton_core::matrix::{Config, Token, Ui, UiEvent};
@@ -704,7 +704,24 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         device_id: &str,
         now: Instant,
     ) -> Result<(), CommandError> {
-        self.core.verify_device(user_id, device_id, now)?;
+        self.core.verify_device(user_id, device_id, None, now)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Asks `device_id` of `user_id` to verify by SAS (`m.key.verification.request`, the flow
+    /// Element expects); when it is ready, the token starts. A request carries the
+    /// wall-clock time: `unix_time_ms`, milliseconds since the Unix epoch, from a platform
+    /// that has a real-time clock.
+    pub fn request_verification(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        unix_time_ms: u64,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.core
+            .verify_device(user_id, device_id, Some(unix_time_ms), now)?;
         self.drive(now);
         Ok(())
     }

@@ -705,3 +705,48 @@ pub(crate) fn event_hash(event_id: &str) -> u32 {
 pub(crate) fn curve_key(bytes: &[u8; 32]) -> Curve25519PublicKey {
     Curve25519PublicKey::from_bytes(*bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn a_device_table_written_before_verification_existed_reads_as_unverified() {
+        let mut store: MemoryStore = MemoryStore::new();
+        let mut scratch = [0u8; MAX_RECORD_SIZE];
+        // The four-field device entry the token wrote before SAS verification.
+        put_record(
+            &mut store,
+            &mut scratch,
+            record::DEVICES,
+            |e| {
+                e.array(2)?.array(1)?.str("@a:s")?.array(1)?;
+                e.array(4)?
+                    .str("@a:s")?
+                    .str("DEV")?
+                    .bytes(&[1; 32])?
+                    .bytes(&[2; 32])?;
+                Ok(())
+            },
+            no_pickle,
+        )
+        .unwrap();
+        let mut tracked = Vec::new();
+        let mut devices = [const { None }; MAX_DEVICES];
+        load_devices(&mut store, &mut scratch, &mut tracked, &mut devices).unwrap();
+        let device = devices[0].clone().unwrap();
+        assert_eq!((device.device_id.as_str(), device.verified), ("DEV", false));
+
+        // Verified, written and read back.
+        devices[0] = Some(Device {
+            verified: true,
+            ..device
+        });
+        save_devices(&mut store, &mut scratch, &tracked, &devices).unwrap();
+        let mut again = [const { None }; MAX_DEVICES];
+        load_devices(&mut store, &mut scratch, &mut Vec::new(), &mut again).unwrap();
+        assert!(again[0].as_ref().unwrap().verified);
+        assert!(again[1].is_none());
+    }
+}
