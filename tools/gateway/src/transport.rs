@@ -1006,6 +1006,15 @@ impl Transport {
                     ));
                 };
                 let assembly = peer.block1.get_mut(pos).ok_or_else(|| internal(incoming))?;
+                // The block just taken, sent again under a new message id because every answer
+                // to it was lost: the client gets its 2.31 again instead of starting over.
+                let repeated = b.more
+                    && b.offset() + packet.payload.len() == assembly.body.len()
+                    && assembly.body.get(b.offset()..) == Some(packet.payload.as_slice());
+                if repeated {
+                    assembly.expires = now + self.limits.blockwise_timeout;
+                    return Ok(None);
+                }
                 if b.offset() != assembly.body.len() {
                     peer.block1.remove(pos);
                     return Err(refuse(
@@ -2002,13 +2011,30 @@ mod tests {
         );
         let forwarded = forwards(&actions);
         assert_eq!(forwarded.len(), 1);
-        let request = &forwarded[0].1;
-        assert_eq!(request.json_body.as_deref(), Some(file.as_slice()));
-        assert_eq!(request.content_type.as_deref(), Some("audio/ogg"));
+        let forwarded_upload = &forwarded[0].1;
+        assert_eq!(forwarded_upload.json_body.as_deref(), Some(file.as_slice()));
+        assert_eq!(forwarded_upload.content_type.as_deref(), Some("audio/ogg"));
         assert_eq!(
-            request.path_and_query, "/_matrix/media/v3/upload?filename=a%20b.bin",
+            forwarded_upload.path_and_query, "/_matrix/media/v3/upload?filename=a%20b.bin",
             "the content_type query is the gateway's, not forwarded"
         );
+        // Block 0 again under a new message id (every answer to it lost): 2.31 again, and the
+        // transfer goes on.
+        let mut first = request(MessageType::Confirmable, 2, 150, &[8], &["Mu"]);
+        first.add_option(CoapOption::Unknown(profile::OPTION_TABLE_VERSION), vec![2]);
+        first.add_option(
+            CoapOption::Block1,
+            BlockValue {
+                num: 0,
+                more: true,
+                szx: 6,
+            }
+            .encode(),
+        );
+        first.payload = file[..1024].to_vec();
+        assert_eq!(code_of(&sent(&h.feed(&first))[0]), "2.31");
+        first.header.message_id = 151;
+        assert_eq!(code_of(&sent(&h.feed(&first))[0]), "2.31");
         // The Content-Format names the type when no query does.
         let actions = upload(&mut h, 200, &["Mu"], Some(23), &[], b"png");
         let forwarded = forwards(&actions);
