@@ -87,6 +87,7 @@
 )]
 
 pub mod coap;
+pub mod files;
 pub mod json;
 pub mod matrix;
 pub mod platform;

@@ -1,0 +1,25 @@
+//! Files: end-to-end encrypted attachments, streamed block by block between the CoAP link and
+//! the platform's file storage, never held whole in RAM.
+//!
+//! This module owns what a token needs to share a file the way every Matrix client does
+//! ([Matrix spec, "Sending encrypted attachments"]): the AES-256-CTR and SHA-256 pipeline of
+//! [`attachment`], the `file` object of an `m.file` / `m.image` / `m.audio` / `m.video` event,
+//! the platform trait [`FileStore`] the bytes go through, its limits, and the receiving
+//! pipeline of [`transfer`] that checks the ciphertext's SHA-256 before a single byte is
+//! decrypted, and stores a file only once it is complete.
+//!
+//! # Crash safety
+//!
+//! A received file is written to a temporary file and committed (an atomic rename on a
+//! filesystem) only once its hash checked out and all of it was decrypted, so a power cut
+//! or a lost link leaves no half-written file that looks complete: [`FileStore`] implementers
+//! discard temporary files at boot, and an interrupted transfer is abandoned cleanly (the
+//! sender sends it again, or the user asks again).
+//!
+//! [Matrix spec, "Sending encrypted attachments"]: https://spec.matrix.org/latest/client-server-api/#sending-encrypted-attachments
+
+pub mod attachment;
+mod storage;
+pub mod transfer;
+
+pub use storage::*;
