@@ -73,15 +73,22 @@ impl AttachmentKey {
     }
 }
 
-/// Encrypts a file block by block and hashes the ciphertext on the way.
+/// Encrypts a file block by block and hashes the ciphertext on the way. The AES key schedule
+/// lives on the stack for one block only (positioned by seeking the counter), so a transfer in
+/// progress holds no more than the hash state.
 pub struct Encryptor {
-    cipher: Aes256Ctr,
     hash: Sha256,
     /// The hash before the last block, so that a block can be encrypted again (sent again
     /// after its exchange failed) without hashing it twice.
     before_last: Sha256,
     offset: u64,
     last_len: usize,
+}
+
+impl Default for Encryptor {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl fmt::Debug for Encryptor {
@@ -94,9 +101,8 @@ impl fmt::Debug for Encryptor {
 
 impl Encryptor {
     /// An encryptor at the start of the file.
-    pub fn new(key: &AttachmentKey) -> Self {
+    pub fn new() -> Self {
         Encryptor {
-            cipher: key.cipher_at(0),
             hash: Sha256::new(),
             before_last: Sha256::new(),
             offset: 0,
@@ -104,21 +110,20 @@ impl Encryptor {
         }
     }
 
-    /// Encrypts the next block in place and hashes it.
-    pub fn encrypt(&mut self, block: &mut [u8]) {
+    /// Encrypts the next block in place under `key` and hashes it.
+    pub fn encrypt(&mut self, key: &AttachmentKey, block: &mut [u8]) {
         self.before_last = self.hash.clone();
-        self.cipher.apply_keystream(block);
+        key.cipher_at(self.offset).apply_keystream(block);
         self.hash.update(&*block);
         self.offset += block.len() as u64;
         self.last_len = block.len();
     }
 
     /// Forgets the last block: the next [`Encryptor::encrypt`] takes its plaintext again.
-    pub fn rewind_last(&mut self, key: &AttachmentKey) {
+    pub fn rewind_last(&mut self) {
         self.offset -= self.last_len as u64;
         self.last_len = 0;
         self.hash = self.before_last.clone();
-        self.cipher = key.cipher_at(self.offset);
     }
 
     /// Plaintext bytes encrypted so far.
@@ -337,17 +342,17 @@ mod tests {
     fn encryption_in_blocks_matches_openssl_and_its_hash() {
         let key = vector_key();
         let mut data = plaintext();
-        let mut encryptor = Encryptor::new(&key);
+        let mut encryptor = Encryptor::new();
         // Uneven blocks, and one encrypted twice after a rewind (a block sent again).
         let (a, rest) = data.split_at_mut(17);
-        encryptor.encrypt(a);
+        encryptor.encrypt(&key, a);
         let (b, c) = rest.split_at_mut(40);
         let original_b = b.to_vec();
-        encryptor.encrypt(b);
+        encryptor.encrypt(&key, b);
         b.copy_from_slice(&original_b);
-        encryptor.rewind_last(&key);
-        encryptor.encrypt(b);
-        encryptor.encrypt(c);
+        encryptor.rewind_last();
+        encryptor.encrypt(&key, b);
+        encryptor.encrypt(&key, c);
         assert_eq!(encryptor.offset(), 100);
         let hash = encryptor.finish();
         assert_eq!(hex(&data).as_str(), VECTOR_CIPHERTEXT);
@@ -371,8 +376,8 @@ mod tests {
     fn a_changed_byte_fails_the_hash() {
         let mut data = plaintext();
         let key = vector_key();
-        let mut encryptor = Encryptor::new(&key);
-        encryptor.encrypt(&mut data);
+        let mut encryptor = Encryptor::new();
+        encryptor.encrypt(&key, &mut data);
         let hash = encryptor.finish();
         data[99] ^= 1;
         let mut check = CiphertextHash::default();

@@ -34,7 +34,7 @@ impl Upload {
             return Err(FileError::TooLarge);
         }
         let key = AttachmentKey::generate(rng);
-        let encryptor = Encryptor::new(&key);
+        let encryptor = Encryptor::new();
         Ok(Upload {
             key,
             encryptor,
@@ -80,13 +80,13 @@ impl Upload {
             return Err(FileError::Incomplete);
         }
         self.encryptor
-            .encrypt(out.get_mut(..filled).unwrap_or_default());
+            .encrypt(&self.key, out.get_mut(..filled).unwrap_or_default());
         Ok(filled)
     }
 
     /// The last block's exchange failed: [`Upload::next_block`] produces it again.
     pub fn repeat_last_block(&mut self) {
-        self.encryptor.rewind_last(&self.key);
+        self.encryptor.rewind_last();
     }
 
     /// Closes the source and returns the key and the ciphertext's SHA-256, for the event.

@@ -79,6 +79,7 @@
 //!   key requests or forwarded keys; `m.text` is the only message type shown. The token's
 //!   own messages echoed by sync are skipped, not shown.
 
+mod files;
 mod receive;
 mod rng;
 mod send;
@@ -105,14 +106,37 @@ use state::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Operation {
     Login,
-    Upload { with_device_keys: bool },
+    Upload {
+        with_device_keys: bool,
+    },
     Filter,
     Query,
-    Claim { device: usize },
-    ShareKey { device: usize },
-    Send { slot: usize },
+    Claim {
+        device: usize,
+    },
+    ShareKey {
+        device: usize,
+    },
+    Send {
+        slot: usize,
+    },
     Join,
     FetchEvent,
+    /// A block of a file upload; `last`: the final one, answered with the `content_uri`.
+    FileBlock {
+        last: bool,
+    },
+    FileDownload,
+}
+
+/// How a request's body goes out and its answer comes back, beyond method and path.
+#[derive(Clone, Copy, Debug)]
+struct RequestShape {
+    /// The body's Content-Format (CBOR for Matrix bodies, 42 for a file's bytes).
+    content_format: Option<u8>,
+    /// A block of a body the token sends in blocks itself.
+    block1: Option<crate::coap::option::BlockValue>,
+    delivery: crate::coap::BodyDelivery,
 }
 
 /// How the token learns about new events.
@@ -203,6 +227,8 @@ struct Core<R: Rng, S: Store, U: Ui> {
     /// After a failed operation, the next one waits until then.
     backoff_until: Option<Instant>,
     sync: SyncLane,
+    /// The file being sent or received.
+    transfer: Option<files::Transfer>,
 }
 
 /// The token: its Matrix client and the CoAP engine under it. See the
@@ -246,6 +272,10 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     ) -> Result<Self, TokenError> {
         let mut scratch = [0u8; MAX_RECORD_SIZE];
         let key = config.storage_key;
+        // Transfers live in RAM: what a power cut left half-written goes.
+        if let Some(files) = store.files() {
+            files.discard_temporaries().map_err(TokenError::File)?;
+        }
         let account = match load_account(&mut store, &mut scratch, &key)? {
             Some(account) => account,
             None => {
@@ -347,6 +377,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 sync_backoff_until: None,
                 backoff_until: None,
                 sync: SyncLane::Idle,
+                transfer: None,
             },
         };
         token.drive(now);
@@ -417,6 +448,27 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         let local_id = self.core.enqueue(room_id, text)?;
         self.drive(now);
         Ok(local_id)
+    }
+
+    /// Sends the file at `path` (as the platform's [`crate::files::FileStore`] names it) to
+    /// `room_id`, end-to-end encrypted: [`UiEvent::FileProgress`] while it uploads,
+    /// [`UiEvent::FileUploaded`] then [`UiEvent::Queued`] and [`UiEvent::Delivered`] for its
+    /// event. One transfer at a time.
+    pub fn send_file(
+        &mut self,
+        room_id: &str,
+        path: &str,
+        mimetype: &str,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.core.start_file_upload(room_id, path, mimetype)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Whether a file is being sent or received.
+    pub fn is_transferring(&self) -> bool {
+        self.core.transfer.is_some()
     }
 
     /// Accepts the invite to `room_id` (or joins a room by id).
@@ -531,7 +583,27 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         query: &[&str],
         body_len: usize,
     ) -> Result<RequestId, TokenError> {
+        let shape = RequestShape {
+            content_format: Some(jeton_proto::coap::CONTENT_FORMAT_CBOR as u8),
+            block1: None,
+            delivery: crate::coap::BodyDelivery::Whole,
+        };
+        self.request_shaped(coap, method, path, query, body_len, shape)
+    }
+
+    /// Queues a request with the profile's options, its body the first `body_len` bytes of
+    /// `work`.
+    fn request_shaped(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        method: Code,
+        path: &[&str],
+        query: &[&str],
+        body_len: usize,
+        shape: RequestShape,
+    ) -> Result<RequestId, TokenError> {
         let cbor = [jeton_proto::coap::CONTENT_FORMAT_CBOR as u8];
+        let body_format = [shape.content_format.unwrap_or(cbor[0])];
         let version = [TableVersion::V2.option_value() as u8];
         let mut options: Vec<(u16, &[u8]), 16> = Vec::new();
         let full = TokenError::Request(crate::coap::RequestError::TooLarge);
@@ -540,9 +612,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .push((option::URI_PATH, segment.as_bytes()))
                 .map_err(|_| full)?;
         }
-        if body_len > 0 {
+        if body_len > 0 || shape.block1.is_some() {
             options
-                .push((option::CONTENT_FORMAT, &cbor))
+                .push((option::CONTENT_FORMAT, &body_format))
                 .map_err(|_| full)?;
         }
         for q in query {
@@ -566,7 +638,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .push((option::CBOR_TABLE_VERSION, &version))
             .map_err(|_| full)?;
         let body = self.work.get(..body_len).unwrap_or_default();
-        Ok(coap.request(&Request::new(method, &options, body))?)
+        let request = Request {
+            delivery: shape.delivery,
+            block1: shape.block1,
+            ..Request::new(method, &options, body)
+        };
+        Ok(coap.request(&request)?)
     }
 
     fn start(
@@ -633,6 +710,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                             self.one_time_keys_wanted = true;
                             self.fallback_wanted = true;
                         }
+                        if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
+                            self.on_transfer_failed(None);
+                        }
                         return;
                     }
                     if code.class() != 2 {
@@ -681,13 +761,44 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 {
                     self.sync = SyncLane::Polling { id: None };
                     self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
-                } else if self.operation.is_some_and(|(op, _)| op == id) {
+                } else if let Some((op, operation)) = self.operation
+                    && op == id
+                {
                     self.operation = None;
                     self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
                     self.error(TokenError::Exchange(error));
+                    if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
+                        self.on_transfer_failed(None);
+                    }
                 }
             }
-            Event::ResponseBlock { .. } => {}
+            Event::ResponseBlock {
+                id,
+                code,
+                options,
+                offset,
+                body,
+                last,
+            } => {
+                if self.operation == Some((id, Operation::FileDownload)) {
+                    if last {
+                        self.operation = None;
+                    }
+                    if !self.note_token(code, self.operation_with_token) {
+                        self.on_transfer_failed(None);
+                    } else if code.class() != 2 {
+                        self.on_transfer_failed(Some(code));
+                    } else {
+                        let size2 = options
+                            .clone()
+                            .find(|(number, _)| *number == option::SIZE2)
+                            .and_then(|(_, value)| crate::coap::message::decode_uint(value));
+                        if let Err(error) = self.on_download_block(size2, offset, body, last) {
+                            self.error(error);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -758,6 +869,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
                 self.error(error);
             }
+            Operation::FileBlock { .. } | Operation::FileDownload => {
+                self.error(error);
+                self.on_transfer_failed(Some(code));
+            }
             _ => self.error(error),
         }
     }
@@ -778,6 +893,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Send { slot } => self.on_sent(body, slot),
             Operation::Join => self.on_joined(body, now),
             Operation::FetchEvent => self.on_fetched_event(body),
+            Operation::FileBlock { last } => self.on_file_block(last, body),
+            // A file of one block, not streamed in blocks.
+            Operation::FileDownload => self.on_download_block(None, 0, body, true),
         }
     }
 
@@ -971,7 +1089,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 0,
             );
         }
-        self.plan_send(coap, now)
+        self.plan_send(coap, now)?;
+        if self.operation.is_none() {
+            self.plan_transfer(coap)?;
+        }
+        Ok(())
     }
 
     fn plan_sync(

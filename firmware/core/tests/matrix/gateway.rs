@@ -62,6 +62,8 @@ pub(crate) struct Homeserver {
     pub keys_uploads: u32,
     /// Device id the token logged in with (kept across logins).
     pub device_id: Option<String>,
+    /// The media repository: media id -> bytes, as uploaded.
+    pub media: BTreeMap<String, Vec<u8>>,
 }
 
 pub(crate) struct FakeGateway {
@@ -362,6 +364,33 @@ impl FakeGateway {
             }
         }
         self.processed.push(route.clone());
+        // Media bodies are raw bytes, never CBOR (PROFILE.md section 7).
+        if route == "Mu" {
+            let id = format!("m{}", self.hs.media.len());
+            self.hs.media.insert(id.clone(), body);
+            let content_uri = json!({"content_uri": format!("mxc://localhost/{id}")});
+            options.push((option::CONTENT_FORMAT, vec![60]));
+            let bytes = reply(
+                Code::CHANGED,
+                &options,
+                &json_to_cbor(&content_uri, TableVersion::V2).unwrap(),
+            );
+            self.dedup.insert(header.message_id, bytes.clone());
+            self.outbox.push(bytes);
+            return;
+        }
+        if let ["Md", "localhost", id] = path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            let (code, file) = match self.hs.media.get(id) {
+                Some(file) => (Code::CONTENT, file.clone()),
+                None => (Code::new(4, 4), Vec::new()),
+            };
+            options.push((option::CONTENT_FORMAT, vec![42]));
+            let payload = self.first_block(&key, file, &mut options);
+            let bytes = reply(code, &options, &payload);
+            self.dedup.insert(header.message_id, bytes.clone());
+            self.outbox.push(bytes);
+            return;
+        }
         let (code, response) = if route == "v" {
             let since = query
                 .iter()

@@ -3,6 +3,7 @@
 //! checks a room key must pass, replays, a lossy network and power cuts during a send.
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
+mod files;
 mod gateway;
 #[path = "../support/mod.rs"]
 mod support;
@@ -34,9 +35,10 @@ const OLM: &str = "m.olm.v1.curve25519-aes-sha2";
 
 type Flash = MemoryStore<64, 4096>;
 
-/// The token's flash, shared with the test so that it survives the token (power cuts).
+/// The token's flash, shared with the test so that it survives the token (power cuts), and
+/// its file storage.
 #[derive(Clone)]
-struct SharedStore(Rc<RefCell<Flash>>);
+struct SharedStore(Rc<RefCell<Flash>>, files::CountingFiles);
 
 impl Store for SharedStore {
     fn get(&mut self, id: RecordId, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
@@ -47,6 +49,9 @@ impl Store for SharedStore {
     }
     fn remove(&mut self, id: RecordId) -> Result<(), StoreError> {
         self.0.borrow_mut().remove(id)
+    }
+    fn files(&mut self) -> Option<&mut dyn jeton_core::files::FileStore> {
+        Some(&mut self.1)
     }
 }
 
@@ -97,6 +102,10 @@ impl Ui for Screen {
             UiEvent::Invited { room_id, inviter } => format!("invited {room_id} {inviter}"),
             UiEvent::Joined { room_id } => format!("joined {room_id}"),
             UiEvent::Error(error) => format!("error {error:?}"),
+            UiEvent::FileProgress { .. }
+            | UiEvent::FileUploaded { .. }
+            | UiEvent::FileReceived { .. }
+            | UiEvent::FileFailed { .. } => event.line().map(|l| l.to_string()).unwrap_or_default(),
             _ => format!("{event:?}"),
         };
         self.0.borrow_mut().push(line);
@@ -115,6 +124,7 @@ struct World {
     seed: u64,
     token: Option<Token<TestRng, SharedStore, Screen>>,
     flash: Rc<RefCell<Flash>>,
+    files: files::CountingFiles,
     screen: Rc<RefCell<Vec<String>>>,
     gw: FakeGateway,
     /// `(arrival, sequence) -> (to the gateway?, bytes)`.
@@ -135,6 +145,7 @@ impl World {
             seed,
             token: None,
             flash: Rc::new(RefCell::new(Flash::new())),
+            files: files::CountingFiles::default(),
             screen: Rc::default(),
             gw: FakeGateway::new(),
             in_flight: BTreeMap::new(),
@@ -155,7 +166,7 @@ impl World {
         let token = Token::new(
             config,
             TestRng(self.seed.wrapping_mul(1000).wrapping_add(self.boots)),
-            SharedStore(self.flash.clone()),
+            SharedStore(self.flash.clone(), self.files.clone()),
             Screen(self.screen.clone(), self.flash.clone()),
             Instant::from_millis(self.now),
         )
@@ -470,9 +481,13 @@ impl Peer {
 
     /// A Megolm-encrypted timeline event.
     fn megolm_event(&mut self, event_id: &str, text: &str) -> Value {
+        self.megolm_content_event(event_id, json!({"msgtype": "m.text", "body": text}))
+    }
+
+    fn megolm_content_event(&mut self, event_id: &str, content: Value) -> Value {
         let payload = json!({
             "type": "m.room.message",
-            "content": {"msgtype": "m.text", "body": text},
+            "content": content,
             "room_id": ROOM,
         });
         let message = self.group.encrypt(payload.to_string());
@@ -1093,7 +1108,7 @@ fn invites_from_the_allow_list_are_joined_and_others_wait_for_the_user() {
         Token::new(
             config,
             TestRng(32),
-            SharedStore(world.flash.clone()),
+            SharedStore(world.flash.clone(), world.files.clone()),
             Screen(world.screen.clone(), world.flash.clone()),
             world.instant(),
         )
