@@ -19,16 +19,16 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// Opens `name` and draws a fresh key and IV.
+    /// Opens `path` (as the platform names files) and draws a fresh key and IV.
     pub fn start(
         files: &mut dyn FileStore,
-        name: &str,
+        path: &str,
         rng: &mut impl Rng,
     ) -> Result<Self, FileError> {
-        if name.is_empty() || name.len() > MAX_FILE_NAME {
+        if path.is_empty() {
             return Err(FileError::BadName);
         }
-        let (source, size) = files.open(name)?;
+        let (source, size) = files.open(path)?;
         if size > MAX_FILE_SIZE {
             let _ = files.close(source);
             return Err(FileError::TooLarge);
