@@ -38,6 +38,8 @@ pub enum FileError {
     Incomplete,
     /// A transfer is already under way (one at a time).
     Busy,
+    /// Files go only to end-to-end encrypted rooms (the key travels in the event).
+    UnencryptedRoom,
 }
 
 impl fmt::Display for FileError {
@@ -55,6 +57,7 @@ impl fmt::Display for FileError {
             FileError::BadAttachment => "the event's encrypted file description is not usable",
             FileError::Incomplete => "the file transfer was cut short",
             FileError::Busy => "another file transfer is under way",
+            FileError::UnencryptedRoom => "files are sent only to end-to-end encrypted rooms",
         })
     }
 }

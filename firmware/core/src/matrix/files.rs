@@ -88,8 +88,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if self.login.is_none() {
             return Err(CommandError::NotLoggedIn);
         }
-        if self.room_slot(room_id).is_none() {
+        let Some(slot) = self.room_slot(room_id) else {
             return Err(CommandError::UnknownRoom);
+        };
+        if !self
+            .rooms
+            .get(slot)
+            .is_some_and(|r| r.as_ref().is_some_and(|r| r.encrypted))
+        {
+            return Err(TokenError::File(FileError::UnencryptedRoom).into());
         }
         if self.transfer.is_some() {
             return Err(TokenError::File(FileError::Busy).into());

@@ -367,3 +367,48 @@ fn files_go_through_a_lossy_network() {
     );
     assert_eq!(world.files.state().received["down.bin"], received);
 }
+
+#[test]
+fn send_file_refuses_what_it_cannot_do_with_a_reason() {
+    use jeton_core::matrix::{CommandError, TokenError};
+    let mut fresh = World::new(25);
+    let now = fresh.instant();
+    assert_eq!(
+        fresh.token().send_file(ROOM, "a.bin", "text/plain", now),
+        Err(CommandError::NotLoggedIn)
+    );
+    let (mut world, _peer) = room_with_peer_key(26);
+    let now = world.instant();
+    assert_eq!(
+        world
+            .token()
+            .send_file("!elsewhere:localhost", "a.bin", "text/plain", now),
+        Err(CommandError::UnknownRoom)
+    );
+    assert_eq!(
+        world
+            .token()
+            .send_file(ROOM, "missing.bin", "text/plain", now),
+        Err(CommandError::Failed(TokenError::File(FileError::NotFound)))
+    );
+    world
+        .files
+        .state()
+        .sources
+        .insert("a.bin".into(), vec![1; 10_000]);
+    world
+        .token()
+        .send_file(ROOM, "a.bin", "text/plain", now)
+        .unwrap();
+    assert_eq!(
+        world.token().send_file(ROOM, "a.bin", "text/plain", now),
+        Err(CommandError::Failed(TokenError::File(FileError::Busy)))
+    );
+    // A text cannot pose as a file event.
+    assert_eq!(
+        world
+            .token()
+            .send_text(ROOM, "\u{1}{\"msgtype\":\"m.file\"}", now),
+        Err(CommandError::ReservedText)
+    );
+}
