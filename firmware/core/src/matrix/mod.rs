@@ -76,8 +76,12 @@
 //! - Replay detection remembers the last [`REPLAY_WINDOW`] indexes per inbound session.
 //! - A sync or keys/query response larger than [`RESPONSE_BYTES`] fails.
 //! - No logout, re-login after the access token was revoked, key backup, cross-signing,
-//!   key requests or forwarded keys; `m.text` is the only message type shown. The token's
-//!   own messages echoed by sync are skipped, not shown.
+//!   key requests or forwarded keys; `m.text` is the only message type shown, besides
+//!   encrypted files ([`crate::files`]). The token's own messages echoed by sync are skipped, not shown.
+//! - One file transfer at a time, and it is an operation like the others: a download holds
+//!   back the outbox until it ends. A transfer lives in RAM only: a power cut abandons it (no
+//!   half-written file remains, and no event of a half-uploaded file is sent); a file event
+//!   that arrives while another transfer runs is refused with [`UiEvent::FileFailed`].
 
 mod files;
 mod receive;
