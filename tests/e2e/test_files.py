@@ -6,6 +6,7 @@ store is refused by the token with nothing stored."""
 import asyncio
 import pathlib
 import random
+import time
 import urllib.request
 
 from e2e_stack import setup_room
@@ -62,8 +63,11 @@ async def _files_both_ways(synapse, gateway, tokens, tmp_path):
         sent = random.Random(8).randbytes(FILE_SIZE)
         path = tmp_path / "report.bin"
         path.write_bytes(sent)
+        started = time.monotonic()
         tok1.command(f"sendfile {room} {path}")
         await tok1.expect(f"file-uploaded 1 {FILE_SIZE} report.bin", timeout=120)
+        print(f"\ntoken upload of {FILE_SIZE // 1024} KiB through the gateway on loopback: "
+              f"{FILE_SIZE / 1024 / (time.monotonic() - started):.0f} KiB/s")
         assert tok1.find("file-progress send "), "progress of a transfer of 100 blocks"
         await tok1.expect("delivered 1 ")
         [event] = await nio.wait(lambda: [e for r, e in files if r == room and e.sender == one[0]],
@@ -81,9 +85,12 @@ async def _files_both_ways(synapse, gateway, tokens, tmp_path):
         received = random.Random(9).randbytes(FILE_SIZE + 123)
         mark = tok1.mark()
         await nio_sends_file(nio, room, received, "from nio.pdf")
+        started = time.monotonic()
         await tok1.expect(f"file-received {room} {alice[0]} {len(received)} application/pdf from nio.pdf",
                           since=mark, timeout=120)
         assert (tmp_path / "tok1" / "files" / "from nio.pdf").read_bytes() == received
+        print(f"token download of {len(received) // 1024} KiB through the gateway on loopback (from the "
+              f"event's send, its sync included): {len(received) / 1024 / (time.monotonic() - started):.0f} KiB/s")
 
         # A ciphertext changed in Synapse's media store after the upload: refused, nothing stored.
         def tamper(mxc):
