@@ -698,24 +698,26 @@ impl Transport {
         let mut content_type = None;
         if media == Some(MediaRoute::Upload) {
             incoming.body_limit = self.limits.max_media_body;
-            content_type = content_format
-                .and_then(|cf| u16::try_from(cf).ok())
-                .map_or(Some(crate::media::OCTET_STREAM), Some)
-                .and_then(crate::media::media_type)
-                .map(str::to_owned);
-            if content_format.is_some() && content_type.is_none() {
+            // No Content-Format: octet-stream; one the gateway has no type for: refused below.
+            content_type = match content_format {
+                None => Some(crate::media::OCTET_STREAM),
+                Some(cf) => u16::try_from(cf).ok(),
+            }
+            .and_then(crate::media::media_type)
+            .map(str::to_owned);
+            if let Some(named) = query.iter().find_map(|q| {
+                q.strip_prefix(crate::media::CONTENT_TYPE_QUERY)?
+                    .strip_prefix('=')
+            }) {
+                content_type = Some(named.to_owned());
+            }
+            if content_type.is_none() {
                 return Err(refuse(
                     incoming,
                     code::UNSUPPORTED_CONTENT_FORMAT,
                     "M_UNKNOWN",
                     "The gateway knows no media type for this Content-Format; name it in the content_type query.",
                 ));
-            }
-            if let Some(named) = query.iter().find_map(|q| {
-                q.strip_prefix(crate::media::CONTENT_TYPE_QUERY)?
-                    .strip_prefix('=')
-            }) {
-                content_type = Some(named.to_owned());
             }
             query.retain(|q| !is_param(q, crate::media::CONTENT_TYPE_QUERY));
         }
@@ -2040,6 +2042,18 @@ mod tests {
         let forwarded = forwards(&actions);
         assert_eq!(forwarded[0].1.content_type.as_deref(), Some("image/png"));
         h.upstream(forwarded[0].0, 200, r#"{"content_uri":"mxc://s/m"}"#);
+        // A Content-Format without a media type the gateway knows: 4.15, unless named by query.
+        let actions = upload(&mut h, 250, &["Mu"], Some(9999), &[], b"x");
+        assert_eq!(code_of(&sent(&actions)[0]), "4.15");
+        let actions = upload(
+            &mut h,
+            260,
+            &["Mu"],
+            Some(9999),
+            &["content_type=x/y"],
+            b"x",
+        );
+        assert_eq!(forwards(&actions)[0].1.content_type.as_deref(), Some("x/y"));
         // Beyond the media limit: 4.13 with the media limit as Size1.
         let actions = upload(&mut h, 300, &["Mu"], Some(42), &[], &[0; 9000]);
         assert!(forwards(&actions).is_empty());
