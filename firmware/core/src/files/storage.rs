@@ -47,7 +47,9 @@ impl fmt::Display for FileError {
         f.write_str(match self {
             FileError::Unsupported => "this device has no file storage",
             FileError::NotFound => "the file does not exist",
-            FileError::TooLarge => "the file is larger than the token transfers",
+            FileError::TooLarge => {
+                "the file is larger than the limit of the token, the gateway or the homeserver"
+            }
             FileError::QuotaExceeded => "the file storage quota would be exceeded",
             FileError::BadName => "the file name is not usable",
             FileError::Io => "the file storage reported an error",

@@ -405,10 +405,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 *started = false;
             }
             Some(_) => {
-                let error = if refused.is_some_and(|c| code_number(c) == 404) {
-                    FileError::NotFound
-                } else {
-                    FileError::Incomplete
+                let error = match refused.map(code_number) {
+                    Some(404) => FileError::NotFound,
+                    // The gateway's or the homeserver's media limit.
+                    Some(413) => FileError::TooLarge,
+                    _ => FileError::Incomplete,
                 };
                 let _ = self.abandon_transfer(error);
             }

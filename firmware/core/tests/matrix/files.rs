@@ -412,3 +412,27 @@ fn send_file_refuses_what_it_cannot_do_with_a_reason() {
         Err(CommandError::ReservedText)
     );
 }
+
+#[test]
+fn a_file_over_the_gateways_limit_fails_with_a_reason_and_sends_no_event() {
+    let (mut world, _peer) = room_with_peer_key(27);
+    world.gw.hs.body_limit = Some(8 * 1024);
+    world
+        .files
+        .state()
+        .sources
+        .insert("big.bin".into(), vec![7; 20_000]);
+    let now = world.instant();
+    world
+        .token()
+        .send_file(ROOM, "big.bin", "application/octet-stream", now)
+        .unwrap();
+    let line = "file-failed big.bin (the file is larger than the limit of the token, the gateway or the homeserver)";
+    assert!(
+        world.run_until(600_000, |w| w.saw(line)),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.gw.hs.media.is_empty() && world.gw.hs.sent.is_empty());
+    assert!(!world.token().is_transferring());
+}

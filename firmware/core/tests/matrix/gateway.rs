@@ -64,6 +64,8 @@ pub(crate) struct Homeserver {
     pub device_id: Option<String>,
     /// The media repository: media id -> bytes, as uploaded.
     pub media: BTreeMap<String, Vec<u8>>,
+    /// A request body larger than this gets 4.13, like the real gateway's `--max-media-body`.
+    pub body_limit: Option<usize>,
 }
 
 pub(crate) struct FakeGateway {
@@ -301,6 +303,17 @@ impl FakeGateway {
             }
             assert_eq!(self.upload.len(), block1.offset(), "Block1 in order");
             self.upload.extend_from_slice(message.payload);
+            if self
+                .hs
+                .body_limit
+                .is_some_and(|limit| self.upload.len() > limit)
+            {
+                self.upload.clear();
+                let bytes = reply(Code::new(4, 13), &[], &[]);
+                self.dedup.insert(header.message_id, bytes.clone());
+                self.outbox.push(bytes);
+                return;
+            }
             if block1.more {
                 let bytes = reply(
                     Code::new(2, 31),
