@@ -180,6 +180,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let szx = self.config.coap.block_szx.min(6);
         match &mut self.transfer {
             None => Ok(()),
+            Some(Transfer::Upload { .. }) if self.media_limit.is_none() => {
+                // Learn the largest upload once, before the first.
+                let id = self.request(coap, Code::GET, &["Mc"], &[], 0)?;
+                self.operation = Some((id, Operation::MediaConfig));
+                self.operation_with_token = self.last_with_token;
+                Ok(())
+            }
+            Some(Transfer::Upload { upload, .. })
+                if self.media_limit.is_some_and(|limit| upload.size() > limit) =>
+            {
+                self.abandon_transfer(FileError::TooLarge)
+            }
             Some(Transfer::Upload {
                 upload, next_block, ..
             }) => {
@@ -246,6 +258,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             delivery,
         };
         self.request_shaped(coap, method, path, &[], body_len, shape)
+    }
+
+    /// The media config: `m.upload.size`, the largest upload that goes through.
+    pub(super) fn on_media_config(&mut self, body: &[u8]) -> Result<(), TokenError> {
+        let advertised = match Value::parse(body, TableVersion::V2)? {
+            Value::Map(map) => match map.get("m.upload.size")? {
+                Some(Value::Integer(size)) => u64::try_from(size).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let limit = advertised.unwrap_or(crate::files::MAX_FILE_SIZE);
+        self.media_limit = Some(limit.min(crate::files::MAX_FILE_SIZE));
+        Ok(())
     }
 
     /// The answer to an upload block.

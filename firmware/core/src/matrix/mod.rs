@@ -131,6 +131,7 @@ enum Operation {
         last: bool,
     },
     FileDownload,
+    MediaConfig,
 }
 
 /// How a request's body goes out and its answer comes back, beyond method and path.
@@ -233,6 +234,8 @@ struct Core<R: Rng, S: Store, U: Ui> {
     sync: SyncLane,
     /// The file being sent or received.
     transfer: Option<files::Transfer>,
+    /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
+    media_limit: Option<u64>,
 }
 
 /// The token: its Matrix client and the CoAP engine under it. See the
@@ -382,6 +385,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 backoff_until: None,
                 sync: SyncLane::Idle,
                 transfer: None,
+                media_limit: None,
             },
         };
         token.drive(now);
@@ -877,6 +881,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.error(error);
                 self.on_transfer_failed(Some(code));
             }
+            Operation::MediaConfig if code.class() == 4 && code_number(code) != 429 => {
+                // No media config (an older homeserver): the token's own limit is the one.
+                self.media_limit = Some(crate::files::MAX_FILE_SIZE);
+            }
             _ => self.error(error),
         }
     }
@@ -900,6 +908,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::FileBlock { last } => self.on_file_block(last, body),
             // A file of one block, not streamed in blocks.
             Operation::FileDownload => self.on_download_block(None, 0, body, true),
+            Operation::MediaConfig => self.on_media_config(body),
         }
     }
 

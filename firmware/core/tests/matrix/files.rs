@@ -413,10 +413,8 @@ fn send_file_refuses_what_it_cannot_do_with_a_reason() {
     );
 }
 
-#[test]
-fn a_file_over_the_gateways_limit_fails_with_a_reason_and_sends_no_event() {
-    let (mut world, _peer) = room_with_peer_key(27);
-    world.gw.hs.body_limit = Some(8 * 1024);
+/// The token tries to send a 20,000-byte file that is over a limit: refused with the reason.
+fn big_file_is_refused(world: &mut World) {
     world
         .files
         .state()
@@ -433,6 +431,28 @@ fn a_file_over_the_gateways_limit_fails_with_a_reason_and_sends_no_event() {
         "{:?}",
         world.screen()
     );
-    assert!(world.gw.hs.media.is_empty() && world.gw.hs.sent.is_empty());
     assert!(!world.token().is_transferring());
+}
+
+#[test]
+fn a_file_over_the_advertised_upload_size_is_refused_before_any_upload() {
+    let (mut world, _peer) = room_with_peer_key(28);
+    world.gw.hs.upload_size = Some(8 * 1024);
+    big_file_is_refused(&mut world);
+    assert!(
+        !world.gw.processed.iter().any(|p| p == "Mu"),
+        "nothing uploaded"
+    );
+    // The limit is asked once: a file within it goes without asking again.
+    token_sends_file(&mut world, "small.bin", "text/plain", &[7; 8_000]);
+    assert_eq!(world.gw.hs.media_configs, 1);
+}
+
+#[test]
+fn a_file_over_the_gateways_limit_fails_with_a_reason_and_sends_no_event() {
+    let (mut world, _peer) = room_with_peer_key(27);
+    // The media config does not tell (a homeserver's limit), the gateway's limit refuses it.
+    world.gw.hs.body_limit = Some(8 * 1024);
+    big_file_is_refused(&mut world);
+    assert!(world.gw.hs.media.is_empty() && world.gw.hs.sent.is_empty());
 }

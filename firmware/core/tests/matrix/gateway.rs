@@ -66,6 +66,10 @@ pub(crate) struct Homeserver {
     pub media: BTreeMap<String, Vec<u8>>,
     /// A request body larger than this gets 4.13, like the real gateway's `--max-media-body`.
     pub body_limit: Option<usize>,
+    /// The `m.upload.size` of the media config (50 MiB, Synapse's default, when `None`).
+    pub upload_size: Option<u64>,
+    /// Media config requests answered.
+    pub media_configs: u32,
 }
 
 pub(crate) struct FakeGateway {
@@ -555,6 +559,11 @@ impl FakeGateway {
                 (Code::CHANGED, json!({ "event_id": event_id }))
             }
             ["3K", room] => (Code::CHANGED, json!({ "room_id": room })),
+            ["Mc"] => {
+                hs.media_configs += 1;
+                let size = hs.upload_size.unwrap_or(50 * 1024 * 1024);
+                (Code::CONTENT, json!({ "m.upload.size": size }))
+            }
             ["3A", _room, event_id] => match hs.events.get(*event_id) {
                 Some(event) => (Code::CONTENT, event.clone()),
                 None => (Code::new(4, 4), json!({"errcode": "M_NOT_FOUND"})),
