@@ -462,6 +462,44 @@ fn block2_streamed_delivers_every_block_in_order_under_loss() {
     }
 }
 
+#[test]
+fn a_streamed_response_resumes_at_the_block_the_caller_names() {
+    let big = path(&["big"]);
+    let mut world: World = World::new(7, CLEAN, ClientConfig::default());
+    world.server.big = big_body(5_000);
+    let request = Request {
+        delivery: BodyDelivery::Streamed,
+        block2: Some(BlockValue {
+            num: 2,
+            more: false,
+            szx: 6,
+        }),
+        ..Request::new(Code::GET, &big, &[])
+    };
+    let id = world.client.request(&request).unwrap();
+    world.run_until(60_000, |w| w.client.is_idle());
+    let blocks: Vec<(usize, usize, bool)> = world
+        .outcomes_for(id)
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::Block {
+                offset, body, last, ..
+            } => (*offset, body.len(), *last),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        blocks,
+        vec![(2048, 1024, false), (3072, 1024, false), (4096, 904, true)]
+    );
+    let first = Message::decode(&world.client_sent[0].1).unwrap();
+    let asked = BlockValue::from_option(first.option(option::BLOCK2).unwrap()).unwrap();
+    assert_eq!(
+        asked.num, 2,
+        "the first request asks for block 2 straight away"
+    );
+}
+
 fn observe_config() -> ClientConfig {
     ClientConfig {
         observe_silence_ms: 60_000,

@@ -135,6 +135,9 @@ pub struct Request<'a> {
     /// block at a time): `payload` is that block, sent with this Block1 option, and the
     /// answer, 2.31 Continue included, arrives as [`Event::Response`].
     pub block1: Option<BlockValue>,
+    /// For a [`BodyDelivery::Streamed`] request: the response block to start at (a transfer
+    /// resumed where it stopped); the blocks after it follow as usual.
+    pub block2: Option<BlockValue>,
 }
 
 impl<'a> Request<'a> {
@@ -146,6 +149,7 @@ impl<'a> Request<'a> {
             payload,
             delivery: BodyDelivery::Whole,
             block1: None,
+            block2: None,
         }
     }
 }
@@ -303,7 +307,16 @@ struct Queued {
     options_len: u16,
     payload_len: u16,
     delivery: BodyDelivery,
-    block1: Option<BlockValue>,
+    caller_block: Option<CallerBlock>,
+}
+
+/// A block the caller chose ([`Request::block1`], [`Request::block2`]).
+#[derive(Clone, Copy, Debug)]
+enum CallerBlock {
+    /// The request carries this block of a body the caller sends in blocks.
+    Request(BlockValue),
+    /// The response is fetched from this block on.
+    ResponseFrom(BlockValue),
 }
 
 impl Queued {
@@ -594,7 +607,10 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             options_len,
             payload_len,
             delivery: request.delivery,
-            block1: request.block1,
+            caller_block: request
+                .block1
+                .map(CallerBlock::Request)
+                .or(request.block2.map(CallerBlock::ResponseFrom)),
         };
         if self.queue.push_back(queued).is_err() {
             self.arena.truncate(start);
@@ -964,21 +980,25 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                 )
             } else if let Some(queued) = self.queue.front().copied() {
                 let token = self.fresh_token();
+                let start = match queued.caller_block {
+                    Some(CallerBlock::ResponseFrom(block)) => Some(block),
+                    _ => None,
+                };
                 (
                     queued.id,
                     Purpose::Request,
                     queued.method,
                     queued.delivery,
                     token,
-                    None,
+                    start,
                     usize::from(queued.payload_len),
                 )
             } else {
                 return false;
             };
         let szx = self.config.block_szx.min(option::MAX_SZX);
-        let caller_block1 = match purpose {
-            Purpose::Request => self.queue.front().and_then(|q| q.block1),
+        let caller_block1 = match (purpose, self.queue.front().and_then(|q| q.caller_block)) {
+            (Purpose::Request, Some(CallerBlock::Request(block))) => Some(block),
             _ => None,
         };
         let block1 =
@@ -993,7 +1013,14 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         } else {
             self.body.clear();
             self.body_options_len = 0;
-            0
+            // A streamed response resumed at a later block: the bytes before it are the
+            // caller's already.
+            match (purpose, block2) {
+                (Purpose::Request, Some(start)) if delivery == BodyDelivery::Streamed => {
+                    start.offset()
+                }
+                _ => 0,
+            }
         };
         self.exchange = Some(Exchange {
             id,
@@ -1654,9 +1681,9 @@ mod tests {
         );
         // Pinned on a 64-bit host; a 32-bit target is smaller (usize lengths halve). The
         // observation keeps its registered options and the next registration's; each queued
-        // request may carry a caller's Block1 (files).
-        assert!(bookkeeping <= 848, "bookkeeping grew to {bookkeeping} B");
-        assert!(total <= 3_920, "the engine grew to {total} B");
+        // request may carry a caller's Block1 or starting Block2 (files).
+        assert!(bookkeeping <= 864, "bookkeeping grew to {bookkeeping} B");
+        assert!(total <= 3_936, "the engine grew to {total} B");
     }
 
     #[test]

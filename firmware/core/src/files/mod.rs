@@ -13,8 +13,10 @@
 //! A received file is written to a temporary file and committed (an atomic rename on a
 //! filesystem) only once its hash checked out and all of it was decrypted, so a power cut
 //! or a lost link leaves no half-written file that looks complete: [`FileStore`] implementers
-//! discard temporary files at boot, and an interrupted transfer is abandoned cleanly (the
-//! sender sends it again, or the user asks again).
+//! discard temporary files at boot. A download cut by a lost link resumes at the block where
+//! its stored ciphertext ends (CoAP Block2 from that block on); an upload sends its last block
+//! again. A power cut abandons the transfer cleanly: nothing half-written remains, and no event
+//! of a half-uploaded file is sent.
 //!
 //! [Matrix spec, "Sending encrypted attachments"]: https://spec.matrix.org/latest/client-server-api/#sending-encrypted-attachments
 

@@ -195,8 +195,8 @@ impl Download {
         Self::check_room(files, total)
     }
 
-    /// Stores and hashes the block at `offset`; a block already stored (a duplicate) is
-    /// skipped, a gap is an error.
+    /// Stores and hashes the block at `offset`; what is already stored (a duplicate, or the
+    /// start of a transfer resumed at an earlier block) is skipped, a gap is an error.
     pub fn absorb(
         &mut self,
         files: &mut dyn FileStore,
@@ -207,9 +207,11 @@ impl Download {
         if end <= self.received {
             return Ok(());
         }
-        if offset != self.received {
+        if offset > self.received {
             return Err(FileError::Incomplete);
         }
+        let skip = usize::try_from(self.received - offset).map_err(|_| FileError::Incomplete)?;
+        let block = block.get(skip..).unwrap_or_default();
         if end > MAX_FILE_SIZE {
             return Err(FileError::TooLarge);
         }

@@ -31,7 +31,8 @@ const OCTET_STREAM: u8 = 42;
 const PROGRESS_AFTER_BLOCKS: u64 = 4;
 /// Progress is reported every this many blocks.
 const PROGRESS_EVERY_BLOCKS: u64 = 16;
-/// A download whose exchange failed is started again this many times.
+/// A download whose exchange failed is resumed; after this many failures in a row without a
+/// block arriving, it is abandoned.
 const DOWNLOAD_ATTEMPTS: u8 = 3;
 /// The marker that starts an outbox entry holding a whole event content (a file's) rather
 /// than a text. A control character, which [`Core::enqueue`] refuses in a text.
@@ -225,12 +226,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     .ok_or(FileError::BadAttachment)?;
                 let server: String<MAX_URL_PART> = bounded(server)?;
                 let media_id: String<MAX_URL_PART> = bounded(media_id)?;
+                // After a lost link: on from the block where the stored ciphertext ends.
+                let num = u32::try_from(download.received() / block_size as u64)
+                    .map_err(|_| FileError::TooLarge)?;
+                let resume = (num > 0).then_some(BlockValue {
+                    num,
+                    more: false,
+                    szx,
+                });
                 let id = self.media_request(
                     coap,
                     Code::GET,
                     &["Md", &server, &media_id],
                     0,
-                    None,
+                    resume,
                     BodyDelivery::Streamed,
                 )?;
                 self.operation = Some((id, Operation::FileDownload));
@@ -249,12 +258,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         method: Code,
         path: &[&str],
         body_len: usize,
-        block1: Option<BlockValue>,
+        block: Option<BlockValue>,
         delivery: BodyDelivery,
     ) -> Result<RequestId, TokenError> {
         let shape = RequestShape {
             content_format: (method == Code::POST).then_some(OCTET_STREAM),
-            block1,
+            block1: block.filter(|_| method == Code::POST),
+            block2_start: block.filter(|_| method == Code::GET),
             delivery,
         };
         self.request_shaped(coap, method, path, &[], body_len, shape)
@@ -357,11 +367,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     ) -> Result<(), TokenError> {
         let block_size = self.block_size() as u64;
         let Some(Transfer::Download {
-            download, total, ..
+            download,
+            total,
+            attempts,
+            ..
         }) = &mut self.transfer
         else {
             return Ok(());
         };
+        // A block arrived: the link works again.
+        *attempts = 0;
         let files = self.store.files().ok_or(FileError::Unsupported)?;
         let absorbed = (|| {
             if offset == 0
@@ -426,7 +441,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Some(Transfer::Download {
                 started, attempts, ..
             }) if refused.is_none() && *attempts + 1 < DOWNLOAD_ATTEMPTS => {
-                // Asked again from the start; the blocks already stored are skipped.
+                // Asked again from the block where the stored ciphertext ends.
                 *attempts += 1;
                 *started = false;
             }

@@ -141,6 +141,8 @@ struct RequestShape {
     content_format: Option<u8>,
     /// A block of a body the token sends in blocks itself.
     block1: Option<crate::coap::option::BlockValue>,
+    /// The response block a streamed download resumes at.
+    block2_start: Option<crate::coap::option::BlockValue>,
     delivery: crate::coap::BodyDelivery,
 }
 
@@ -594,6 +596,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let shape = RequestShape {
             content_format: Some(jeton_proto::coap::CONTENT_FORMAT_CBOR as u8),
             block1: None,
+            block2_start: None,
             delivery: crate::coap::BodyDelivery::Whole,
         };
         self.request_shaped(coap, method, path, query, body_len, shape)
@@ -649,6 +652,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let request = Request {
             delivery: shape.delivery,
             block1: shape.block1,
+            block2: shape.block2_start,
             ..Request::new(method, &options, body)
         };
         Ok(coap.request(&request)?)

@@ -456,3 +456,39 @@ fn a_file_over_the_gateways_limit_fails_with_a_reason_and_sends_no_event() {
     big_file_is_refused(&mut world);
     assert!(world.gw.hs.media.is_empty() && world.gw.hs.sent.is_empty());
 }
+
+#[test]
+fn a_download_cut_by_a_lost_link_resumes_where_it_stopped() {
+    let (mut world, mut peer) = room_with_peer_key(29);
+    let data = file_bytes(200 * 1024, 4);
+    peer_sends_file(&mut world, &mut peer, &data, "resumed.bin", false);
+    assert!(
+        world.run_until(600_000, |w| w.files.state().bytes_appended > 100 * 1024),
+        "{:?}",
+        world.screen()
+    );
+    // The link goes silent long enough for the exchange in flight to fail, then comes back.
+    let down_before = world.bytes_down;
+    let stored_before = world.files.state().bytes_appended;
+    world.impairment.loss = 100;
+    world.run_for(120_000);
+    world.impairment.loss = 0;
+    assert!(
+        world.run_until(600_000, |w| w
+            .files
+            .state()
+            .received
+            .contains_key("resumed.bin")),
+        "{:?}",
+        world.screen()
+    );
+    assert_eq!(world.files.state().received["resumed.bin"], data);
+    // Only what was missing came again (plus a block and the datagrams' headers), not the
+    // 100 KiB already stored.
+    let missing = data.len() - stored_before;
+    let downloaded = world.bytes_down - down_before;
+    assert!(
+        downloaded < missing + 20 * 1024,
+        "{downloaded} bytes down for {missing} missing"
+    );
+}
