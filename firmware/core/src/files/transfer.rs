@@ -84,6 +84,12 @@ impl Upload {
         Ok(filled)
     }
 
+    /// The gateway lost the blocks it had (4.08): start again from the first block, with the
+    /// same key, so the same ciphertext.
+    pub fn restart(&mut self) {
+        self.encryptor = Encryptor::new();
+    }
+
     /// The last block's exchange failed: [`Upload::next_block`] produces it again.
     pub fn repeat_last_block(&mut self) {
         self.encryptor.rewind_last();

@@ -34,6 +34,9 @@ const PROGRESS_EVERY_BLOCKS: u64 = 16;
 /// A download whose exchange failed is resumed; after this many failures in a row without a
 /// block arriving, it is abandoned.
 const DOWNLOAD_ATTEMPTS: u8 = 3;
+/// An upload whose blocks the gateway lost (4.08, a restarted gateway) starts over at most
+/// this many times.
+const UPLOAD_RESTARTS: u8 = 2;
 /// The marker that starts an outbox entry holding a whole event content (a file's) rather
 /// than a text. A control character, which [`Core::enqueue`] refuses in a text.
 pub(super) const CONTENT_MARKER: char = '\u{1}';
@@ -49,6 +52,7 @@ pub(super) enum Transfer {
         name: String<MAX_FILE_NAME>,
         mimetype: String<MAX_MIME_TYPE>,
         next_block: u32,
+        restarts: u8,
     },
     Download {
         download: Download,
@@ -114,6 +118,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             name,
             mimetype,
             next_block: 0,
+            restarts: 0,
         });
         Ok(())
     }
@@ -437,6 +442,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Some(Transfer::Upload { upload, .. }) if refused.is_none() => {
                 // Sent again after the back-off, with the same ciphertext.
                 upload.repeat_last_block();
+            }
+            Some(Transfer::Upload {
+                upload,
+                next_block,
+                restarts,
+                ..
+            }) if refused.map(code_number) == Some(408) && *restarts < UPLOAD_RESTARTS => {
+                upload.restart();
+                *next_block = 0;
+                *restarts += 1;
             }
             Some(Transfer::Download {
                 started, attempts, ..

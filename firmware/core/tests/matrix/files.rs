@@ -219,14 +219,29 @@ fn token_sends_file(world: &mut World, path: &str, mimetype: &str, data: &[u8]) 
         .insert(path.into(), data.to_vec());
     let now = world.instant();
     world.token().send_file(ROOM, path, mimetype, now).unwrap();
+    wait_for_delivery(world);
+}
+
+/// Runs until the token's event is delivered.
+fn wait_for_delivery(world: &mut World) {
+    let delivered = |w: &World| w.screen().iter().any(|l| l.starts_with("delivered "));
     assert!(
-        world.run_until(3_600_000, |w| w
-            .screen()
-            .iter()
-            .any(|l| l.starts_with("delivered "))),
+        world.run_until(3_600_000, delivered),
         "{:?}",
         world.screen()
     );
+}
+
+/// The peer reads the token's first event and downloads and decrypts its file: the event's
+/// content and the file's bytes.
+fn peer_reads_file(world: &World, peer: &mut Peer) -> (Value, Vec<u8>) {
+    peer.receive_to_device(&world.gw.hs);
+    let (plaintext, _) = peer.decrypt(&world.gw.hs.sent[0].3).unwrap();
+    let content = plaintext["content"].clone();
+    let url = content["file"]["url"].as_str().unwrap();
+    let stored = &world.gw.hs.media[url.rsplit('/').next().unwrap()];
+    let file = decrypt_attachment(stored, &content["file"]);
+    (content, file)
 }
 
 type AnyToken = Token<TestRng, SharedStore, Screen>;
@@ -251,19 +266,18 @@ fn a_one_mebibyte_file_goes_both_ways_one_block_at_a_time() {
             .any(|l| l.starts_with("file-progress send 16384/1048576 "))
     );
     // The peer reads the event and the file like any client.
-    peer.receive_to_device(&world.gw.hs);
-    let (plaintext, _) = peer.decrypt(&world.gw.hs.sent[0].3).unwrap();
-    let content = &plaintext["content"];
+    let (content, file) = peer_reads_file(&world, &mut peer);
     assert_eq!(content["msgtype"], "m.file");
     assert_eq!(content["body"], "report.pdf");
     assert_eq!(
         content["info"],
         json!({"mimetype": "application/pdf", "size": 1048576})
     );
-    let url = content["file"]["url"].as_str().unwrap();
-    let stored = &world.gw.hs.media[url.rsplit('/').next().unwrap()];
-    assert_ne!(stored, &sent, "the gateway saw ciphertext only");
-    assert_eq!(decrypt_attachment(stored, &content["file"]), sent);
+    assert_eq!(file, sent);
+    assert!(
+        !world.gw.hs.media.values().any(|stored| stored == &sent),
+        "the gateway saw ciphertext only"
+    );
 
     // And back: the peer sends a 1 MiB file, the token stores it.
     let received = file_bytes(1024 * 1024 + 77, 5);
@@ -347,12 +361,9 @@ fn files_go_through_a_lossy_network() {
     };
     let sent = file_bytes(64 * 1024, 7);
     token_sends_file(&mut world, "up.bin", "image/png", &sent);
-    peer.receive_to_device(&world.gw.hs);
-    let (plaintext, _) = peer.decrypt(&world.gw.hs.sent[0].3).unwrap();
-    let file = &plaintext["content"]["file"];
-    assert_eq!(plaintext["content"]["msgtype"], "m.image");
-    let stored = &world.gw.hs.media[file["url"].as_str().unwrap().rsplit('/').next().unwrap()];
-    assert_eq!(decrypt_attachment(stored, file), sent);
+    let (content, file) = peer_reads_file(&world, &mut peer);
+    assert_eq!(content["msgtype"], "m.image");
+    assert_eq!(file, sent);
 
     let received = file_bytes(64 * 1024, 8);
     peer_sends_file(&mut world, &mut peer, &received, "down.bin", false);
@@ -491,4 +502,32 @@ fn a_download_cut_by_a_lost_link_resumes_where_it_stopped() {
         downloaded < missing + 20 * 1024,
         "{downloaded} bytes down for {missing} missing"
     );
+}
+
+#[test]
+fn an_upload_whose_blocks_a_restarted_gateway_lost_starts_over() {
+    let (mut world, mut peer) = room_with_peer_key(30);
+    let data = file_bytes(60 * 1024, 6);
+    world
+        .files
+        .state()
+        .sources
+        .insert("again.bin".into(), data.clone());
+    let now = world.instant();
+    world
+        .token()
+        .send_file(ROOM, "again.bin", "application/octet-stream", now)
+        .unwrap();
+    assert!(world.run_until(600_000, |w| {
+        w.screen()
+            .iter()
+            .any(|l| l.starts_with("file-progress send 32768/"))
+    }));
+    world.gw.restart();
+    wait_for_delivery(&mut world);
+    assert!(
+        world.saw("error Server(408)"),
+        "the gateway lost the blocks"
+    );
+    assert_eq!(peer_reads_file(&world, &mut peer).1, data);
 }
