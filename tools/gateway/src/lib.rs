@@ -28,6 +28,7 @@
 
 pub mod config;
 pub mod limits;
+pub mod media;
 pub mod message;
 pub mod metrics;
 pub mod profile;

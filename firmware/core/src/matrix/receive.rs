@@ -649,6 +649,30 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         let mut text = [0u8; MAX_MESSAGE_LEN * 2];
         let plaintext = self.work.get(..decrypted.plaintext_len).unwrap_or_default();
+        let carries_file = JsonObject::parse(plaintext)
+            .ok()
+            .filter(|p| p.string("room_id").and_then(|r| r.plain()) == Some(room_id))
+            .and_then(|payload| payload.object("content"))
+            .is_some_and(|content| content.object("file").is_some());
+        if carries_file {
+            // A file: its description is read from a copy, as the download needs `work`.
+            let mut copy = [0u8; WORK_BYTES];
+            let len = plaintext.len();
+            if let Some(to) = copy.get_mut(..len) {
+                to.copy_from_slice(plaintext);
+            }
+            self.work.fill(0);
+            let content = JsonObject::parse(copy.get(..len).unwrap_or_default())
+                .ok()
+                .and_then(|payload| payload.object("content"));
+            let is_file = content.is_some_and(|c| self.on_file_event(room_id, sender, &c));
+            copy.fill(0);
+            return if is_file {
+                Ok(())
+            } else {
+                undecryptable(self, UndecryptableReason::Malformed)
+            };
+        }
         let shown = JsonObject::parse(plaintext).ok().and_then(|payload| {
             let room_ok = payload.string("room_id").and_then(|r| r.plain()) == Some(room_id);
             let content = payload.object("content")?;

@@ -483,6 +483,19 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Puts a message in the outbox on flash.
     pub(super) fn enqueue(&mut self, room_id: &str, text: &str) -> Result<u32, CommandError> {
+        if text.starts_with(super::files::CONTENT_MARKER) {
+            return Err(CommandError::ReservedText);
+        }
+        self.enqueue_content(room_id, text)
+    }
+
+    /// Queues an outbox entry: a text, or (after [`super::files::CONTENT_MARKER`]) a whole
+    /// event content.
+    pub(super) fn enqueue_content(
+        &mut self,
+        room_id: &str,
+        text: &str,
+    ) -> Result<u32, CommandError> {
         if self.login.is_none() {
             return Err(CommandError::NotLoggedIn);
         }
@@ -935,9 +948,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 // The event payload as JSON goes into `work`, the text being borrowed from
                 // `scratch`.
                 let mut w = JsonWriter::new(&mut self.work);
-                w.raw(br#"{"content":{"body":"#)?
-                    .string(entry.text)?
-                    .raw(br#","msgtype":"m.text"},"room_id":"#)?
+                match entry.text.strip_prefix(super::files::CONTENT_MARKER) {
+                    // A file's event: its content was written when the upload finished.
+                    Some(content) => w.raw(br#"{"content":"#)?.raw(content.as_bytes())?,
+                    None => w
+                        .raw(br#"{"content":{"body":"#)?
+                        .string(entry.text)?
+                        .raw(br#","msgtype":"m.text"}"#)?,
+                };
+                w.raw(br#","room_id":"#)?
                     .string(&room_id)?
                     .raw(br#","type":"m.room.message"}"#)?;
                 let plaintext_len = w.len();
