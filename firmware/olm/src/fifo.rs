@@ -17,6 +17,12 @@ impl<T: Zeroize + Default, const N: usize> Fifo<T, N> {
         }
     }
 
+    /// An empty list over `items`, which must be the zeroized (default) value each: a
+    /// constant, so that a large list can be made without a temporary copy of it.
+    pub(crate) const fn from_empty(items: [T; N]) -> Self {
+        Self { items, len: 0 }
+    }
+
     pub(crate) const fn len(&self) -> usize {
         self.len
     }

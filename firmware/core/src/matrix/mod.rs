@@ -851,6 +851,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
     }
 
+    // Not inlined into `on_event`: the handlers' locals would sit under every sync.
+    #[inline(never)]
     fn on_operation_done(
         &mut self,
         operation: Operation,
@@ -987,6 +989,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Starts what is due, one operation at a time, and keeps sync running.
+    #[inline(never)]
     fn plan(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,

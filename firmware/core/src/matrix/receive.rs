@@ -281,6 +281,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// An Olm to-device message: decrypted with an existing session or a new inbound one.
+    #[inline(never)]
     fn on_olm_event(
         &mut self,
         sender: &str,
@@ -296,8 +297,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
             return Ok(());
         };
-        let mut buffer = [0u8; MAX_CIPHERTEXT];
-        let Some(bytes) = binary_bytes(body, &mut buffer) else {
+        // The ciphertext stays in the response when it came as bytes; base64 is decoded into
+        // `work` (so at most WORK_BYTES of it). The plaintext goes into `scratch`, which is
+        // free again once a session is loaded. No 3 KB session or 2 KB buffer is copied
+        // around on the stack: one session slot, filled in place.
+        let bytes = match body {
+            Binary::Bytes(bytes) => Some(bytes),
+            Binary::Base64(_) => binary_bytes(body, &mut self.work),
+        };
+        let Some(bytes) = bytes.filter(|bytes| bytes.len() <= MAX_CIPHERTEXT) else {
             return reject(self, RejectionReason::Malformed);
         };
         let message_type = match message_type {
@@ -312,7 +320,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // Decrypt in RAM; the session (and the account, for a new one) is written after the
         // room key it carried, so that a power cut in between lets the redelivered message
         // decrypt again instead of losing the key.
-        let mut decrypted: Option<(usize, Option<usize>, Session)> = None;
+        let mut session: Option<Session> = None;
+        let mut decrypted: Option<(usize, Option<usize>)> = None;
         for slot in 0..MAX_OLM_SESSIONS {
             let matches = self
                 .olm
@@ -322,29 +331,30 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if !matches {
                 continue;
             }
-            let mut session = load_olm(&mut self.store, &mut self.scratch, &key, slot)?;
-            if let Ok(len) = session.decrypt(&message, &mut self.work) {
-                decrypted = Some((len, Some(slot), session));
+            let loaded = load_olm(&mut self.store, &mut self.scratch, &key, slot, &mut session)?;
+            if let Ok(len) = loaded.decrypt(&message, &mut self.scratch) {
+                decrypted = Some((len, Some(slot)));
                 break;
             }
         }
         if decrypted.is_none()
             && let OlmMessage::PreKey(pre_key) = &message
         {
-            match self.account.create_inbound_session(
+            match self.account.create_inbound_session_in(
                 curve_key(&sender_key),
                 pre_key,
-                &mut self.work,
+                &mut self.scratch,
+                &mut session,
             ) {
-                Ok(created) => decrypted = Some((created.plaintext_len, None, created.session)),
+                Ok(len) => decrypted = Some((len, None)),
                 Err(_) => return reject(self, RejectionReason::Olm),
             }
         }
-        let Some((len, slot, session)) = decrypted else {
+        let (Some((len, slot)), Some(session)) = (decrypted, session.as_ref()) else {
             return reject(self, RejectionReason::Olm);
         };
-        let payload = room_key_payload(self.work.get(..len).unwrap_or_default());
-        self.work.fill(0);
+        let payload = room_key_payload(self.scratch.get(..len).unwrap_or_default());
+        self.scratch.fill(0);
         let result = match payload {
             Ok(None) => Ok(()),
             Err(reason) => reject(self, reason),
@@ -364,7 +374,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     &key,
                     slot,
                     &info,
-                    &session,
+                    session,
                 )?;
                 if let Some(entry) = self.olm.get_mut(slot) {
                     *entry = Some(info);
@@ -372,7 +382,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             None => {
                 // The session first, then the account without the used one-time key.
-                self.store_new_olm_session(sender_key, &session)?;
+                self.store_new_olm_session(sender_key, session)?;
                 self.save_account()?;
             }
         }
@@ -596,12 +606,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             return undecryptable(self, UndecryptableReason::UnknownSession);
         };
-        let mut buffer = [0u8; MAX_CIPHERTEXT];
-        let Some(bytes) = content
-            .megolm_ciphertext()
-            .ok()
-            .and_then(|c: Binary<'_>| binary_bytes(c, &mut buffer))
-        else {
+        // As for Olm: bytes stay in the response, base64 is decoded into `scratch`, which
+        // is free again once the message is decrypted.
+        let bytes = match content.megolm_ciphertext() {
+            Ok(Binary::Bytes(bytes)) => Some(bytes),
+            Ok(base64) => binary_bytes(
+                base64,
+                self.scratch.get_mut(..MAX_CIPHERTEXT).unwrap_or_default(),
+            ),
+            Err(_) => None,
+        };
+        let Some(bytes) = bytes.filter(|bytes| bytes.len() <= MAX_CIPHERTEXT) else {
             return undecryptable(self, UndecryptableReason::Malformed);
         };
         let Ok(message) = MegolmMessage::from_bytes(bytes) else {
@@ -640,12 +655,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 )?;
             }
         }
-        let mut text = [0u8; MAX_MESSAGE_LEN * 2];
+        // The shown text is unescaped into `scratch`, free again after the save above.
+        let text = self
+            .scratch
+            .get_mut(..MAX_MESSAGE_LEN * 2)
+            .unwrap_or_default();
         let plaintext = self.work.get(..decrypted.plaintext_len).unwrap_or_default();
         let shown = JsonObject::parse(plaintext).ok().and_then(|payload| {
             let room_ok = payload.string("room_id").and_then(|r| r.plain()) == Some(room_id);
             let content = payload.object("content")?;
-            let body = content.string("body")?.unescape(&mut text).ok()?;
+            let body = content.string("body")?.unescape(text).ok()?;
             Some((room_ok, body))
         });
         let result = match shown {
@@ -663,6 +682,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
         };
         self.work.fill(0);
+        self.scratch.fill(0);
         result
     }
 }

@@ -647,6 +647,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Sends the room key to `device` over Olm, claiming a one-time key first if there is
     /// no Olm session with it.
+    #[inline(never)]
     fn share_with(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
@@ -675,7 +676,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             );
         };
         let key = self.config.storage_key;
-        let mut session = load_olm(&mut self.store, &mut self.scratch, &key, olm_slot)?;
+        let mut slot = None;
+        let session = load_olm(
+            &mut self.store,
+            &mut self.scratch,
+            &key,
+            olm_slot,
+            &mut slot,
+        )?;
         let Some(login) = self.login.clone() else {
             return Ok(());
         };
@@ -748,7 +756,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             &key,
             olm_slot,
             &info,
-            &session,
+            session,
         )?;
         if let Some(entry) = self.olm.get_mut(olm_slot) {
             *entry = Some(info);
@@ -765,6 +773,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         )
     }
 
+    #[inline(never)]
     pub(super) fn on_claimed(&mut self, body: &[u8], device_slot: usize) -> Result<(), TokenError> {
         let Some(device) = self
             .devices
@@ -813,15 +822,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             });
             return Ok(());
         };
+        let mut slot = None;
         let session = self
             .account
-            .create_outbound_session(
+            .create_outbound_session_in(
                 &mut CryptoSource(&mut self.rng),
                 curve_key(&device.curve),
                 curve_key(&one_time_key),
+                &mut slot,
             )
             .map_err(|_| TokenError::Crypto)?;
-        self.store_new_olm_session(device.curve, &session)
+        self.store_new_olm_session(device.curve, session)
     }
 
     /// Writes a new Olm session to a free slot (or over the least recently used one).
