@@ -294,8 +294,52 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(sender_key) = content.sender_key()?.and_then(binary32) else {
             return reject(self, RejectionReason::Malformed);
         };
-        let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
+        // Decrypt in RAM; the session (and the account, for a new one) is written after the
+        // room key it carried, so that a power cut in between lets the redelivered message
+        // decrypt again instead of losing the key.
+        let mut session: Option<Session> = None;
+        let Some((len, slot)) = self.decrypt_olm(sender, sender_key, content, &mut session)? else {
             return Ok(());
+        };
+        let Some(session) = session.as_ref() else {
+            return reject(self, RejectionReason::Olm);
+        };
+        let payload = room_key_payload(self.scratch.get(..len).unwrap_or_default());
+        self.scratch.fill(0);
+        let result = match payload {
+            Ok(None) => Ok(()),
+            Err(reason) => reject(self, reason),
+            Ok(Some(payload)) => self.on_room_key(sender, sender_key, &payload),
+        };
+        match slot {
+            Some(slot) => self.save_olm_session(slot, sender_key, session)?,
+            None => {
+                // The session first, then the account without the used one-time key.
+                self.store_new_olm_session(sender_key, session)?;
+                self.save_account()?;
+            }
+        }
+        result
+    }
+
+    /// Decrypts an Olm message to the token into `scratch`, with a session of the sender's
+    /// or a new inbound one, left in `session`: the plaintext length and the session's slot
+    /// (`None` for a new one). A message it cannot decrypt is reported and gives `None`.
+    /// Out of line, so that its locals are off the stack while the room key is checked.
+    #[inline(never)]
+    fn decrypt_olm(
+        &mut self,
+        sender: &str,
+        sender_key: [u8; 32],
+        content: EncryptedContent<'_>,
+        session: &mut Option<Session>,
+    ) -> Result<Option<(usize, Option<usize>)>, TokenError> {
+        let reject = |core: &mut Self, reason| {
+            core.ui.event(&UiEvent::RoomKeyRejected { sender, reason });
+            Ok(None)
+        };
+        let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
+            return Ok(None);
         };
         // The ciphertext stays in the response when it came as bytes; base64 is decoded into
         // `work` (so at most WORK_BYTES of it). The plaintext goes into `scratch`, which is
@@ -317,10 +361,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return reject(self, RejectionReason::Malformed);
         };
         let key = self.config.storage_key;
-        // Decrypt in RAM; the session (and the account, for a new one) is written after the
-        // room key it carried, so that a power cut in between lets the redelivered message
-        // decrypt again instead of losing the key.
-        let mut session: Option<Session> = None;
         let mut decrypted: Option<(usize, Option<usize>)> = None;
         for slot in 0..MAX_OLM_SESSIONS {
             let matches = self
@@ -331,7 +371,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if !matches {
                 continue;
             }
-            let loaded = load_olm(&mut self.store, &mut self.scratch, &key, slot, &mut session)?;
+            let loaded = load_olm(&mut self.store, &mut self.scratch, &key, slot, session)?;
             if let Ok(len) = loaded.decrypt(&message, &mut self.scratch) {
                 decrypted = Some((len, Some(slot)));
                 break;
@@ -344,57 +384,25 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 curve_key(&sender_key),
                 pre_key,
                 &mut self.scratch,
-                &mut session,
+                session,
             ) {
                 Ok(len) => decrypted = Some((len, None)),
                 Err(_) => return reject(self, RejectionReason::Olm),
             }
         }
-        let (Some((len, slot)), Some(session)) = (decrypted, session.as_ref()) else {
-            return reject(self, RejectionReason::Olm);
-        };
-        let payload = room_key_payload(self.scratch.get(..len).unwrap_or_default());
-        self.scratch.fill(0);
-        let result = match payload {
-            Ok(None) => Ok(()),
-            Err(reason) => reject(self, reason),
-            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
-        };
-        match slot {
-            Some(slot) => {
-                self.olm_clock = self.olm_clock.wrapping_add(1);
-                let info = OlmSlot {
-                    peer_curve: sender_key,
-                    last_used: self.olm_clock,
-                };
-                save_olm(
-                    &mut self.store,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &key,
-                    slot,
-                    &info,
-                    session,
-                )?;
-                if let Some(entry) = self.olm.get_mut(slot) {
-                    *entry = Some(info);
-                }
-            }
-            None => {
-                // The session first, then the account without the used one-time key.
-                self.store_new_olm_session(sender_key, session)?;
-                self.save_account()?;
-            }
+        match decrypted {
+            Some(decrypted) => Ok(Some(decrypted)),
+            None => reject(self, RejectionReason::Olm),
         }
-        result
     }
 
-    /// Checks a room key against the Olm sender and the device table, then keeps it.
+    /// Checks a room key against the Olm sender and the device table, then keeps it. The
+    /// payload is borrowed: passed by value, a second copy of it sat in the caller's frame.
     fn on_room_key(
         &mut self,
         sender: &str,
         sender_key: [u8; 32],
-        payload: RoomKeyPayload,
+        payload: &RoomKeyPayload,
     ) -> Result<(), TokenError> {
         let own_ed = *self.account.ed25519_key().as_bytes();
         let own_user = self
@@ -421,12 +429,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         }
         let pending = PendingKey {
-            sender: payload.sender,
-            sender_device: payload.sender_device,
+            sender: payload.sender.clone(),
+            sender_device: payload.sender_device.clone(),
             sender_curve: sender_key,
             claimed_ed: payload.claimed_ed,
-            room_id: payload.room_id,
-            key: payload.key,
+            room_id: payload.room_id.clone(),
+            key: payload.key.clone(),
         };
         if self
             .find_device(&pending.sender, &pending.sender_device)

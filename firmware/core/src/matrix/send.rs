@@ -744,23 +744,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         };
         let len = write::olm_send_to_device_body(&mut self.work, identity.as_bytes(), &message)?;
         // The advanced chain key is on flash before the message leaves.
-        self.olm_clock = self.olm_clock.wrapping_add(1);
-        let info = OlmSlot {
-            peer_curve: device.curve,
-            last_used: self.olm_clock,
-        };
-        save_olm(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            olm_slot,
-            &info,
-            session,
-        )?;
-        if let Some(entry) = self.olm.get_mut(olm_slot) {
-            *entry = Some(info);
-        }
+        self.save_olm_session(olm_slot, device.curve, session)?;
         let txn = self.next_transaction_id()?;
         self.start(
             coap,
@@ -773,7 +757,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         )
     }
 
-    #[inline(never)]
     pub(super) fn on_claimed(&mut self, body: &[u8], device_slot: usize) -> Result<(), TokenError> {
         let Some(device) = self
             .devices
@@ -822,17 +805,28 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             });
             return Ok(());
         };
+        self.start_olm_session(device.curve, one_time_key)
+    }
+
+    /// Creates and stores an outbound Olm session. Out of line, so that its session slot
+    /// is not on the stack while the claimed key's signature is checked.
+    #[inline(never)]
+    fn start_olm_session(
+        &mut self,
+        peer_curve: [u8; 32],
+        one_time_key: [u8; 32],
+    ) -> Result<(), TokenError> {
         let mut slot = None;
         let session = self
             .account
             .create_outbound_session_in(
                 &mut CryptoSource(&mut self.rng),
-                curve_key(&device.curve),
+                curve_key(&peer_curve),
                 curve_key(&one_time_key),
                 &mut slot,
             )
             .map_err(|_| TokenError::Crypto)?;
-        self.store_new_olm_session(device.curve, session)
+        self.store_new_olm_session(peer_curve, session)
     }
 
     /// Writes a new Olm session to a free slot (or over the least recently used one).
@@ -853,6 +847,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     .map(|(slot, _)| slot)
             })
             .ok_or(TokenError::LimitReached(Limit::OlmSessions))?;
+        self.save_olm_session(slot, peer_curve, session)
+    }
+
+    /// Writes `session` to Olm slot `slot` as the most recently used one.
+    pub(super) fn save_olm_session(
+        &mut self,
+        slot: usize,
+        peer_curve: [u8; 32],
+        session: &jeton_olm::olm::Session,
+    ) -> Result<(), TokenError> {
         self.olm_clock = self.olm_clock.wrapping_add(1);
         let info = OlmSlot {
             peer_curve,
