@@ -95,6 +95,34 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     fn apply_sync(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
+        self.apply_rooms(sync)?;
+
+        for event in sync.to_device_events()? {
+            let event = event?;
+            if let Some(content) = event.encrypted()?
+                && content.algorithm()? == OLM_ALGORITHM
+            {
+                let sender = event.sender()?;
+                self.on_olm_event(sender, content)?;
+            }
+        }
+
+        for room in sync.joined_rooms()? {
+            let (room_id, room) = room?;
+            for event in room.timeline_events()? {
+                self.on_timeline_event(room_id, &event?)?;
+            }
+        }
+
+        // Everything this sync carried is stored: the caller moves the cursor.
+        Ok(())
+    }
+
+    /// Invites, membership and encryption state, device list changes and key counts: what
+    /// has to be in before the sync's room keys and messages. Out of line, so that its
+    /// locals are not under the Olm decryption's stack.
+    #[inline(never)]
+    fn apply_rooms(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
         let own_user = self
             .login
             .as_ref()
@@ -183,25 +211,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.fallback_wanted = true;
             }
         }
-
-        for event in sync.to_device_events()? {
-            let event = event?;
-            if let Some(content) = event.encrypted()?
-                && content.algorithm()? == OLM_ALGORITHM
-            {
-                let sender = event.sender()?;
-                self.on_olm_event(sender, content)?;
-            }
-        }
-
-        for room in sync.joined_rooms()? {
-            let (room_id, room) = room?;
-            for event in room.timeline_events()? {
-                self.on_timeline_event(room_id, &event?)?;
-            }
-        }
-
-        // Everything this sync carried is stored: the caller moves the cursor.
         Ok(())
     }
 
@@ -306,10 +315,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         };
         let payload = room_key_payload(self.scratch.get(..len).unwrap_or_default());
         self.scratch.fill(0);
-        let result = match payload {
+        // Matched by reference: moving the payload out would copy its session key to a
+        // second place in the frame, which would not be zeroized.
+        let result = match &payload {
             Ok(None) => Ok(()),
-            Err(reason) => reject(self, reason),
-            Ok(Some(payload)) => self.on_room_key(sender, sender_key, &payload),
+            Err(reason) => reject(self, *reason),
+            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
         };
         match slot {
             Some(slot) => self.save_olm_session(slot, sender_key, session)?,

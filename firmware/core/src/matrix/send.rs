@@ -344,6 +344,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Reads a keys/query answer: each device's self-signature is checked, and the users'
     /// verified devices replace the old ones. A device id seen before with other keys is
     /// rejected.
+    #[inline(never)]
     pub(super) fn on_keys_query(&mut self, body: &[u8]) -> Result<(), TokenError> {
         let response = KeysQueryResponse::parse(body, TableVersion::V2)?;
         let own_device = self
