@@ -372,6 +372,21 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
                 _ => Err(&"send needs a room id and a text"),
             }
         }
+        Some("verify") => match (words.next(), words.next()) {
+            (Some(user), Some(device)) => token.verify(user, device, now).map_err(|err| {
+                println!("error {err}");
+                &"" as &dyn core::fmt::Display
+            }),
+            _ => Err(&"verify needs a user id and a device id"),
+        },
+        Some("confirm") => token.confirm_verification(now).map_err(|err| {
+            println!("error {err}");
+            &"" as &dyn core::fmt::Display
+        }),
+        Some("cancel") => token.cancel_verification(now).map_err(|err| {
+            println!("error {err}");
+            &"" as &dyn core::fmt::Display
+        }),
         Some("log") => {
             token.ui().print_log(words.next());
             Ok(())

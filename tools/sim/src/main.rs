@@ -57,6 +57,9 @@ struct Args {
     /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
     #[arg(long, default_value_t = 600)]
     observe_silence_secs: u64,
+    /// Share room keys only with devices verified by SAS (`verify`, `confirm`).
+    #[arg(long)]
+    share_keys_only_with_verified: bool,
 }
 
 /// The operating system's generator.
@@ -152,7 +155,7 @@ impl Sim {
             None => Ok(()),
             Some("help") => {
                 println!(
-                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | quit"
+                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | verify <user> <device> | confirm | cancel | quit"
                 );
                 Ok(())
             }
@@ -228,6 +231,22 @@ impl Sim {
                 println!("fingerprint {}", fingerprint(&identity.ed25519));
                 Ok(())
             }
+            Some("verify") => match (words.next(), words.next()) {
+                (Some(user), Some(device)) => self
+                    .token
+                    .verify(user, device, now)
+                    .map_err(|e| e.to_string()),
+                _ => Err("verify needs a user id and a device id".into()),
+            },
+            // The board's button: accept a verification, or say that the strings match.
+            Some("confirm") => self
+                .token
+                .confirm_verification(now)
+                .map_err(|e| e.to_string()),
+            Some("cancel") => self
+                .token
+                .cancel_verification(now)
+                .map_err(|e| e.to_string()),
             Some("quit" | "exit") => return false,
             Some(other) => Err(format!("unknown command {other} (try help)")),
         };
@@ -278,6 +297,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", args.state_dir.display()))?;
     let mut config = Config::new(storage_key(&args.state_dir)?);
     config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
+    config.share_keys_only_with_verified = args.share_keys_only_with_verified;
     config.device_display_name = args
         .device_name
         .as_str()

@@ -22,7 +22,7 @@ use crate::store::record;
 
 type BodyEncoder<'b> = Encoder<Cursor<&'b mut [u8]>>;
 
-fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
+pub(super) fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
     let result = match key_for_name(name, TableVersion::V2) {
         Some(k) => e.u16(k).map(drop),
         None => e.str(name).map(drop),
@@ -30,7 +30,7 @@ fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
     result.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
 }
 
-fn cbor<T>(
+pub(super) fn cbor<T>(
     r: Result<T, minicbor::encode::Error<minicbor::encode::write::EndOfSlice>>,
 ) -> Result<T, TokenError> {
     r.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
@@ -430,6 +430,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                                 device_id: bounded(device_id)?,
                                 curve,
                                 ed,
+                                verified: false,
                             });
                         }
                         seen |= 1 << slot;
@@ -519,7 +520,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// A transaction id never used before, even across power cuts.
-    fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
+    pub(super) fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
         if self.txn_next >= self.txn_ceiling {
             let ceiling = self.txn_next + TXN_BLOCK;
             save_transactions(&mut self.store, &mut self.scratch, self.txn_prefix, ceiling)?;
@@ -629,7 +630,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let device = device.as_ref()?;
             let bit = 1u32 << slot;
             let member = room.members.contains(&device.user_id);
-            (member && (outbound.shared | outbound.unreachable) & bit == 0).then_some(slot)
+            // Optionally, room keys go to verified devices only.
+            let trusted = device.verified || !self.config.share_keys_only_with_verified;
+            (member && trusted && (outbound.shared | outbound.unreachable) & bit == 0)
+                .then_some(slot)
         })
     }
 

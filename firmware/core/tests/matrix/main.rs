@@ -7,6 +7,7 @@ mod cortex_m_fixture;
 mod gateway;
 #[path = "../support/mod.rs"]
 mod support;
+mod verification;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -98,7 +99,10 @@ impl Ui for Screen {
             UiEvent::Invited { room_id, inviter } => format!("invited {room_id} {inviter}"),
             UiEvent::Joined { room_id } => format!("joined {room_id}"),
             UiEvent::Error(error) => format!("error {error:?}"),
-            _ => format!("{event:?}"),
+            // Verification events print as jeton-sim prints them.
+            _ => event
+                .line()
+                .map_or_else(|| format!("{event:?}"), |l| l.to_string()),
         };
         self.0.borrow_mut().push(line);
     }
