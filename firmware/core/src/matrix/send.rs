@@ -680,16 +680,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 len,
             );
         };
-        let key = self.config.storage_key;
-        let mut slot = None;
-        let session = load_olm(
-            &mut self.store,
-            &mut self.scratch,
-            &key,
-            olm_slot,
-            &mut slot,
-        )?;
-        let Some(login) = self.login.clone() else {
+        let Some(login) = &self.login else {
             return Ok(());
         };
         let Some(Some(room)) = self.rooms.get(room_slot) else {
@@ -698,17 +689,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(outbound) = &room.outbound else {
             return Ok(());
         };
-        // The m.room_key payload, as JSON, into scratch.
+        // The m.room_key payload, as JSON, into work (scratch is where the Olm session is
+        // read).
         let mut session_id = [0u8; 43];
         let session_id = outbound.session.session_id().to_base64(&mut session_id);
-        let mut session_key = [0u8; jeton_olm::megolm::SessionKey::BASE64_LENGTH];
+        let mut key_base64 = [0u8; jeton_olm::megolm::SessionKey::BASE64_LENGTH];
         let session_key = outbound
             .session
             .session_key()
-            .to_base64(&mut session_key)
+            .to_base64(&mut key_base64)
             .map_err(|_| TokenError::Crypto)?;
         let own_ed = self.account.ed25519_key();
-        let mut w = JsonWriter::new(&mut self.scratch);
+        let mut w = JsonWriter::new(&mut self.work);
         w.raw(br#"{"content":{"algorithm":"#)?
             .string(jeton_proto::view::MEGOLM_ALGORITHM)?
             .raw(br#","room_id":"#)?
@@ -729,9 +721,52 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .string(&login.device_id)?
             .raw(br#","type":"m.room_key"}"#)?;
         let plaintext_len = w.len();
-        let (plaintext, rest) = self.scratch.split_at_mut(plaintext_len);
+        key_base64.fill(0);
+        let len = self.encrypt_to_device(olm_slot, &device, plaintext_len);
+        if let Some(plaintext) = self.work.get_mut(..plaintext_len)
+            && len.is_err()
+        {
+            plaintext.fill(0);
+        }
+        let len = len?;
+        let txn = self.next_transaction_id()?;
+        self.start(
+            coap,
+            Operation::ShareKey {
+                device: device_slot,
+            },
+            Code::PUT,
+            &["x", "m.room.encrypted", &txn],
+            len,
+        )
+    }
+
+    /// Encrypts the plaintext in `work` for `device` with Olm session `olm_slot` and writes
+    /// the to-device body over it; the session with its advanced chain key is on flash
+    /// before the message leaves. Out of line, so that its session slot is not on the stack
+    /// while the room key is signed.
+    #[inline(never)]
+    fn encrypt_to_device(
+        &mut self,
+        olm_slot: usize,
+        device: &Device,
+        plaintext_len: usize,
+    ) -> Result<usize, TokenError> {
+        let key = self.config.storage_key;
+        let mut slot = None;
+        let session = load_olm(
+            &mut self.store,
+            &mut self.scratch,
+            &key,
+            olm_slot,
+            &mut slot,
+        )?;
+        let plaintext = self
+            .work
+            .get_mut(..plaintext_len)
+            .ok_or(TokenError::Crypto)?;
         let needed = olm_message_len(plaintext_len);
-        let ciphertext = rest.get_mut(..needed).ok_or(TokenError::Crypto)?;
+        let ciphertext = self.scratch.get_mut(..needed).ok_or(TokenError::Crypto)?;
         let sent = session
             .encrypt(&mut CryptoSource(&mut self.rng), plaintext, ciphertext)
             .map_err(|_| TokenError::Crypto)?;
@@ -748,18 +783,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             body: ciphertext.get(..sent.len).unwrap_or_default(),
         };
         let len = write::olm_send_to_device_body(&mut self.work, identity.as_bytes(), &message)?;
-        // The advanced chain key is on flash before the message leaves.
         self.save_olm_session(olm_slot, device.curve, session)?;
-        let txn = self.next_transaction_id()?;
-        self.start(
-            coap,
-            Operation::ShareKey {
-                device: device_slot,
-            },
-            Code::PUT,
-            &["x", "m.room.encrypted", &txn],
-            len,
-        )
+        Ok(len)
     }
 
     pub(super) fn on_claimed(&mut self, body: &[u8], device_slot: usize) -> Result<(), TokenError> {
