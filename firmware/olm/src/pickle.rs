@@ -335,7 +335,7 @@ fn decode_fifo_into<T: Zeroize + Default, const N: usize>(
     fifo: &mut Fifo<T, N>,
     item: impl Fn(&mut Decoder<'_>) -> Result<T, minicbor::decode::Error>,
 ) -> Result<(), minicbor::decode::Error> {
-    fifo.zeroize();
+    fifo.clear();
     let len = d.array()?.ok_or_else(|| invalid("indefinite array"))?;
     if len > N as u64 {
         return Err(invalid("more entries than the capacity"));

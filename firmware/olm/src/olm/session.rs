@@ -174,8 +174,8 @@ impl Session {
         let session = slot.get_or_insert_with(|| Session::BLANK);
         session.session_keys = session_keys;
         session.sending = sending;
-        session.receiving.zeroize();
-        session.skipped.zeroize();
+        session.receiving.clear();
+        session.skipped.clear();
         session.next_serial = 0;
         session
     }
