@@ -317,6 +317,67 @@ impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
     }
 }
 
+/// Writes `value()` into each element of the array at `array`, one element at a time (so that
+/// at most one element passes through the stack).
+///
+/// # Safety
+///
+/// `array` must be valid for writes and aligned. What it held is overwritten, not dropped.
+#[allow(unsafe_code)]
+unsafe fn write_each<T, const N: usize>(array: *mut [T; N], value: impl Fn() -> T) {
+    let first = array.cast::<T>();
+    for index in 0..N {
+        // SAFETY: `index < N`, so the element lies inside the array the caller vouches for.
+        unsafe { first.add(index).write(value()) };
+    }
+}
+
+/// What a boot reads (or makes) before the token's state is laid out: the Olm account,
+/// written to the store first when it is new, the transaction counter and the CoAP engine's
+/// seed, in this order (so that a seeded RNG gives the same token as before).
+struct Boot {
+    account: Account<ONE_TIME_KEYS>,
+    curve_b64: String<44>,
+    txn_prefix: u32,
+    txn_next: u64,
+    coap_rng: TransportRng,
+}
+
+impl Boot {
+    /// Not inlined, so that its frame (a record's scratch, the account while it is made) is
+    /// gone before the token's state is laid out.
+    #[inline(never)]
+    fn load<R: Rng, S: Store>(
+        config: &Config,
+        rng: &mut R,
+        store: &mut S,
+    ) -> Result<Self, TokenError> {
+        let mut scratch = [0u8; MAX_RECORD_SIZE];
+        let key = config.storage_key;
+        let account = match load_account(store, &mut scratch, &key)? {
+            Some(account) => account,
+            None => {
+                let account = Account::new(&mut rng::CryptoSource(&mut *rng));
+                save_account(store, &mut scratch, rng, &key, &account)?;
+                account
+            }
+        };
+        let (txn_prefix, txn_next) = match load_transactions(store, &mut scratch)? {
+            Some(found) => found,
+            None => (rng.next_u32(), 0),
+        };
+        let mut curve = [0u8; 43];
+        let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
+        Ok(Boot {
+            account,
+            curve_b64,
+            txn_prefix,
+            txn_next,
+            coap_rng: TransportRng::seeded_from(rng),
+        })
+    }
+}
+
 /// The inline filter of a catch-up sync, percent-encoded:
 /// `{"room":{"timeline":{"limit":1}}}`.
 const COMPACT_FILTER: &str =
@@ -331,122 +392,210 @@ const TXN_BLOCK: u64 = 16;
 impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// Boots the token from what `store` holds: a fresh device (new Olm account, written
     /// before anything else) or the device as it was before the last power-off.
-    pub fn new(
+    ///
+    /// The token is built on the caller's stack and moved out; a device with little stack
+    /// boots it into a static with [`Token::new_in`] instead.
+    #[allow(unsafe_code)]
+    pub fn new(config: Config, rng: R, store: S, ui: U, now: Instant) -> Result<Self, TokenError> {
+        let mut slot = core::mem::MaybeUninit::uninit();
+        Self::new_in(&mut slot, config, rng, store, ui, now)?;
+        // SAFETY: `new_in` returned Ok, so it initialised `slot`.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`Token::new`] into `slot`, in place: the token's state (about 32 KB) is written
+    /// field by field straight into `slot`, so that a device can keep it in a static and
+    /// give its threads only the stack the crypto needs (the largest field passes through
+    /// the stack, not the whole token). On an error `slot` is left uninitialised (what was
+    /// already written to it is dropped).
+    #[allow(unsafe_code)]
+    pub fn new_in(
+        slot: &mut core::mem::MaybeUninit<Self>,
         config: Config,
         mut rng: R,
         mut store: S,
         ui: U,
         now: Instant,
-    ) -> Result<Self, TokenError> {
-        let mut scratch = [0u8; MAX_RECORD_SIZE];
-        let key = config.storage_key;
-        let account = match load_account(&mut store, &mut scratch, &key)? {
-            Some(account) => account,
-            None => {
-                let account = Account::new(&mut rng::CryptoSource(&mut rng));
-                save_account(&mut store, &mut scratch, &mut rng, &key, &account)?;
-                account
-            }
-        };
-        let (txn_prefix, txn_next) = match load_transactions(&mut store, &mut scratch)? {
-            Some(found) => found,
-            None => (rng.next_u32(), 0),
-        };
-        let txn_ceiling = txn_next;
-        let login = load_login(&mut store, &mut scratch)?;
-        let since = load_cursor(&mut store, &mut scratch)?;
-        let mut tracked = Vec::new();
-        let mut devices = [const { None }; MAX_DEVICES];
-        load_devices(&mut store, &mut scratch, &mut tracked, &mut devices)?;
-        let mut rooms = [const { None }; MAX_ROOMS];
-        for (slot, room) in rooms.iter_mut().enumerate() {
-            *room = load_room(&mut store, &mut scratch, slot)?;
+    ) -> Result<&mut Self, TokenError> {
+        let boot = Boot::load(&config, &mut rng, &mut store)?;
+        // SAFETY: `slot` is valid for writes and aligned for a `Token`.
+        unsafe { Self::write_unloaded(slot.as_mut_ptr(), config, rng, store, ui, boot) };
+        // SAFETY: `write_unloaded` initialised every field of `slot`.
+        let token = unsafe { slot.assume_init_mut() };
+        // The fields `write_unloaded` writes, all of them: adding a field to `Core` or
+        // `Token` breaks this pattern until `write_unloaded` writes it too.
+        let Token {
+            coap: _,
+            core:
+                Core {
+                    config: _,
+                    rng: _,
+                    store: _,
+                    ui: _,
+                    scratch: _,
+                    work: _,
+                    account: _,
+                    curve_b64: _,
+                    login: _,
+                    since: _,
+                    observation_stale: _,
+                    rooms: _,
+                    tracked: _,
+                    stale: _,
+                    devices: _,
+                    olm: _,
+                    olm_clock: _,
+                    inbound: _,
+                    pending_keys: _,
+                    retry: _,
+                    outbox: _,
+                    next_local_id: _,
+                    txn_prefix: _,
+                    txn_next: _,
+                    txn_ceiling: _,
+                    invites: _,
+                    joins: _,
+                    one_time_keys_wanted: _,
+                    server_one_time_keys: _,
+                    fallback_wanted: _,
+                    operation: _,
+                    token_sticky: _,
+                    observation_lost: _,
+                    last_with_token: _,
+                    operation_with_token: _,
+                    poll_with_token: _,
+                    compact_sync: _,
+                    sync_backoff_until: _,
+                    backoff_until: _,
+                    sync: _,
+                    verification: _,
+                    stray_cancel: _,
+                },
+        } = token;
+        token.coap.deliver_every_registration(true);
+        if let Err(err) = token.load(now) {
+            // SAFETY: `slot` is initialised (above), and nothing has moved out of it.
+            unsafe { slot.assume_init_drop() };
+            return Err(err);
+        }
+        // SAFETY: `slot` is initialised (above) and `load` kept it so.
+        let token = unsafe { slot.assume_init_mut() };
+        token.drive(now);
+        Ok(token)
+    }
+
+    /// Writes a token with the booted account and everything else empty to `token`, one field
+    /// at a time, so that at most one field passes through the stack. Not inlined, so that
+    /// its frame is gone before `load` and the first `drive`.
+    ///
+    /// # Safety
+    ///
+    /// `token` must be valid for writes and aligned. What it held is overwritten, not
+    /// dropped.
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn write_unloaded(
+        token: *mut Self,
+        config: Config,
+        rng: R,
+        store: S,
+        ui: U,
+        boot: Boot,
+    ) {
+        use core::ptr::addr_of_mut;
+
+        // SAFETY: `token` is valid for writes and aligned (the caller vouches for it). Each
+        // write initialises one field without reading or dropping what was there before;
+        // together they initialise every field, as the pattern in `new_in` (which lists
+        // them all) makes the compiler check. Everything but the account, the transaction
+        // counter and the CoAP engine starts empty; `load` fills it in.
+        unsafe {
+            addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
+            let core = addr_of_mut!((*token).core);
+            addr_of_mut!((*core).config).write(config);
+            addr_of_mut!((*core).rng).write(rng);
+            addr_of_mut!((*core).store).write(store);
+            addr_of_mut!((*core).ui).write(ui);
+            addr_of_mut!((*core).scratch).write_bytes(0, 1);
+            addr_of_mut!((*core).work).write_bytes(0, 1);
+            addr_of_mut!((*core).account).write(boot.account);
+            addr_of_mut!((*core).curve_b64).write(boot.curve_b64);
+            addr_of_mut!((*core).login).write(None);
+            addr_of_mut!((*core).since).write(String::new());
+            addr_of_mut!((*core).observation_stale).write(false);
+            write_each(addr_of_mut!((*core).rooms), || None);
+            addr_of_mut!((*core).tracked).write(Vec::new());
+            addr_of_mut!((*core).stale).write(0);
+            write_each(addr_of_mut!((*core).devices), || None);
+            write_each(addr_of_mut!((*core).olm), || None);
+            addr_of_mut!((*core).olm_clock).write(0);
+            write_each(addr_of_mut!((*core).inbound), || None);
+            addr_of_mut!((*core).pending_keys).write(Vec::new());
+            addr_of_mut!((*core).retry).write(Vec::new());
+            write_each(addr_of_mut!((*core).outbox), || None);
+            addr_of_mut!((*core).next_local_id).write(1);
+            addr_of_mut!((*core).txn_prefix).write(boot.txn_prefix);
+            addr_of_mut!((*core).txn_next).write(boot.txn_next);
+            addr_of_mut!((*core).txn_ceiling).write(boot.txn_next);
+            addr_of_mut!((*core).invites).write(Vec::new());
+            addr_of_mut!((*core).joins).write(Vec::new());
+            addr_of_mut!((*core).one_time_keys_wanted).write(false);
+            addr_of_mut!((*core).server_one_time_keys).write(0);
+            addr_of_mut!((*core).fallback_wanted).write(false);
+            addr_of_mut!((*core).operation).write(None);
+            addr_of_mut!((*core).token_sticky).write(false);
+            addr_of_mut!((*core).observation_lost).write(false);
+            addr_of_mut!((*core).last_with_token).write(false);
+            addr_of_mut!((*core).operation_with_token).write(false);
+            addr_of_mut!((*core).poll_with_token).write(false);
+            addr_of_mut!((*core).compact_sync).write(false);
+            addr_of_mut!((*core).sync_backoff_until).write(None);
+            addr_of_mut!((*core).backoff_until).write(None);
+            addr_of_mut!((*core).sync).write(SyncLane::Idle);
+            addr_of_mut!((*core).verification).write(None);
+            addr_of_mut!((*core).stray_cancel).write(None);
+        }
+    }
+
+    /// Reads the login, the sync cursor, the devices, rooms, sessions and the outbox from
+    /// the store into the token, in place. Not inlined, so that its frame is gone before the
+    /// first `drive`.
+    #[inline(never)]
+    fn load(&mut self, now: Instant) -> Result<(), TokenError> {
+        let core = &mut self.core;
+        let key = core.config.storage_key;
+        let (store, scratch) = (&mut core.store, &mut core.scratch);
+        core.login = load_login(store, scratch)?;
+        core.since = load_cursor(store, scratch)?;
+        load_devices(store, scratch, &mut core.tracked, &mut core.devices)?;
+        for (slot, room) in core.rooms.iter_mut().enumerate() {
+            *room = load_room(store, scratch, slot)?;
             if let Some(room) = room {
-                room.outbound = load_outbound(&mut store, &mut scratch, &key, slot, now)?;
+                room.outbound = load_outbound(store, scratch, &key, slot, now)?;
             }
         }
-        let mut inbound = [const { None }; MAX_INBOUND_SESSIONS];
-        for (slot, entry) in inbound.iter_mut().enumerate() {
-            *entry = load_inbound(&mut store, &mut scratch, &key, slot)?;
+        for (slot, entry) in core.inbound.iter_mut().enumerate() {
+            *entry = load_inbound(store, scratch, &key, slot)?;
         }
-        let mut olm = [None; MAX_OLM_SESSIONS];
-        let mut olm_clock = 0;
-        for (slot, entry) in olm.iter_mut().enumerate() {
-            *entry = load_olm_info(&mut store, &mut scratch, slot)?;
+        for (slot, entry) in core.olm.iter_mut().enumerate() {
+            *entry = load_olm_info(store, scratch, slot)?;
             if let Some(info) = entry {
-                olm_clock = olm_clock.max(info.last_used);
+                core.olm_clock = core.olm_clock.max(info.last_used);
             }
         }
-        let mut outbox = [const { None }; OUTBOX_DEPTH];
-        let mut next_local_id = 1;
-        for (slot, entry) in outbox.iter_mut().enumerate() {
-            if let Some((meta, _)) = get_record(
-                &mut store,
-                &mut scratch,
-                crate::store::record::OUTBOX + slot as u16,
-            )? {
+        for (slot, entry) in core.outbox.iter_mut().enumerate() {
+            if let Some((meta, _)) =
+                get_record(store, scratch, crate::store::record::OUTBOX + slot as u16)?
+            {
                 let parsed = parse_outbox(meta, slot)?;
-                next_local_id = next_local_id.max(parsed.local_id.wrapping_add(1));
+                core.next_local_id = core.next_local_id.max(parsed.local_id.wrapping_add(1));
                 *entry = Some(OutboxSlot {
                     local_id: parsed.local_id,
                     room_id: bounded(parsed.room_id)?,
                 });
             }
         }
-        let mut curve = [0u8; 43];
-        let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
-        let mut coap = Client::new(config.coap, TransportRng::seeded_from(&mut rng));
-        // A /sync registration answers from the token's cursor: always new data.
-        coap.deliver_every_registration(true);
-        let mut token = Token {
-            coap,
-            core: Core {
-                config,
-                rng,
-                store,
-                ui,
-                scratch,
-                work: [0u8; WORK_BYTES],
-                account,
-                curve_b64,
-                login,
-                since,
-                observation_stale: false,
-                rooms,
-                tracked,
-                stale: 0,
-                devices,
-                olm,
-                olm_clock,
-                inbound,
-                pending_keys: Vec::new(),
-                retry: Vec::new(),
-                outbox,
-                next_local_id,
-                txn_prefix,
-                txn_next,
-                txn_ceiling,
-                invites: Vec::new(),
-                joins: Vec::new(),
-                one_time_keys_wanted: false,
-                server_one_time_keys: 0,
-                fallback_wanted: false,
-                operation: None,
-                token_sticky: false,
-                observation_lost: false,
-                last_with_token: false,
-                operation_with_token: false,
-                poll_with_token: false,
-                compact_sync: false,
-                sync_backoff_until: None,
-                backoff_until: None,
-                sync: SyncLane::Idle,
-                verification: None,
-                stray_cancel: None,
-            },
-        };
-        token.drive(now);
-        Ok(token)
+        Ok(())
     }
 
     /// Feeds a datagram from the gateway.
@@ -1279,5 +1428,86 @@ mod tests {
         let size = core::mem::size_of::<Token<NoRng, crate::store::MemoryStore<1, 1>, NoUi>>();
         println!("Token state: {size} B (target 32768 B)");
         assert!(size <= 32 * 1024, "the token state takes {size} B");
+    }
+
+    /// A counter RNG, so that two boots from the same seed make the same keys.
+    struct CountingRng(u8);
+    impl Rng for CountingRng {
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for byte in dest {
+                self.0 = self.0.wrapping_mul(5).wrapping_add(3);
+                *byte = self.0;
+            }
+        }
+    }
+
+    struct Silent;
+    impl Ui for Silent {
+        fn event(&mut self, _: &UiEvent<'_>) {}
+    }
+
+    type SmallStore = crate::store::MemoryStore<16>;
+    type SmallToken = Token<CountingRng, SmallStore, Silent>;
+
+    fn boot_in(
+        slot: &mut core::mem::MaybeUninit<SmallToken>,
+        seed: u8,
+        flash: SmallStore,
+    ) -> Result<&mut SmallToken, TokenError> {
+        let config = Config::new([3; 32]);
+        Token::new_in(
+            slot,
+            config,
+            CountingRng(seed),
+            flash,
+            Silent,
+            Instant::ZERO,
+        )
+    }
+
+    fn keys(token: &SmallToken) -> (String<44>, String<44>) {
+        let identity = token.identity();
+        (identity.curve25519, identity.ed25519)
+    }
+
+    #[test]
+    fn a_token_booted_in_place_keeps_its_identity_and_logs_in() {
+        let mut slot = Box::new(core::mem::MaybeUninit::uninit());
+        let token = boot_in(&mut slot, 9, SmallStore::new()).unwrap();
+        let identity = keys(token);
+        assert!(token.store().contains(crate::store::record::ACCOUNT));
+        token.login("alice", "secret", Instant::ZERO).unwrap();
+        let mut datagram = [0u8; 1152];
+        assert!(token.poll_transmit(Instant::ZERO, &mut datagram).is_some());
+
+        // Another seed makes another account; a boot from the first one's flash reads its
+        // account back, whatever the RNG.
+        let mut other = Box::new(core::mem::MaybeUninit::uninit());
+        assert_ne!(
+            keys(boot_in(&mut other, 200, SmallStore::new()).unwrap()),
+            identity
+        );
+        let flash = token.store().clone();
+        let mut again = Box::new(core::mem::MaybeUninit::uninit());
+        assert_eq!(keys(boot_in(&mut again, 200, flash).unwrap()), identity);
+    }
+
+    #[test]
+    fn a_token_booted_in_place_reports_records_it_cannot_read() {
+        let mut first = Box::new(core::mem::MaybeUninit::uninit());
+        let flash = boot_in(&mut first, 9, SmallStore::new())
+            .unwrap()
+            .store()
+            .clone();
+        // The account is read before the slot is written, the login after.
+        let mut slot = Box::new(core::mem::MaybeUninit::uninit());
+        for damaged in [crate::store::record::ACCOUNT, crate::store::record::LOGIN] {
+            let mut broken = flash.clone();
+            broken.put(damaged, b"not a record jeton wrote").unwrap();
+            let err = boot_in(&mut slot, 9, broken).map(drop).unwrap_err();
+            assert_eq!(err, TokenError::CorruptRecord(damaged));
+            // The slot stays usable after the error.
+            assert!(boot_in(&mut slot, 9, flash.clone()).is_ok());
+        }
     }
 }
