@@ -319,16 +319,6 @@ fn decode_optional_key(d: &mut Decoder<'_>) -> Result<Option<StoredKey>, minicbo
     }
 }
 
-/// Reads an array of at most `N` items into a [`Fifo`].
-fn decode_fifo<T: Zeroize + Default, const N: usize>(
-    d: &mut Decoder<'_>,
-    item: impl Fn(&mut Decoder<'_>) -> Result<T, minicbor::decode::Error>,
-) -> Result<Fifo<T, N>, minicbor::decode::Error> {
-    let mut fifo = Fifo::new();
-    decode_fifo_into(d, &mut fifo, item)?;
-    Ok(fifo)
-}
-
 /// Reads an array of at most `N` items into `fifo`, which is emptied (zeroized) first.
 fn decode_fifo_into<T: Zeroize + Default, const N: usize>(
     d: &mut Decoder<'_>,
@@ -371,15 +361,22 @@ impl<const N: usize> PickleFormat for Account<N> {
 
     fn decode(d: &mut Decoder<'_>) -> Result<Self, minicbor::decode::Error> {
         schema(d)?;
-        Ok(Self {
+        let mut account = Self {
             signing_key: decode_signing_key(d)?,
             identity_key: decode_keypair(d)?,
-            one_time_keys: decode_fifo(d, decode_stored_key)?,
-            next_key_id: d.u32()?,
-            fallback_key: decode_optional_key(d)?,
-            previous_fallback_key: decode_optional_key(d)?,
-            next_fallback_key_id: d.u32()?,
-        })
+            one_time_keys: Fifo::new(),
+            next_key_id: 0,
+            fallback_key: None,
+            previous_fallback_key: None,
+            next_fallback_key_id: 0,
+        };
+        // Into the account's own list: no list-sized temporary.
+        decode_fifo_into(d, &mut account.one_time_keys, decode_stored_key)?;
+        account.next_key_id = d.u32()?;
+        account.fallback_key = decode_optional_key(d)?;
+        account.previous_fallback_key = decode_optional_key(d)?;
+        account.next_fallback_key_id = d.u32()?;
+        Ok(account)
     }
 }
 
