@@ -56,6 +56,12 @@
 //! # Ok::<(), Box<dyn core::error::Error>>(())
 //! ```
 //!
+//! A [`Session`](olm::Session) is about 3 KB (its skipped message keys). On a small stack,
+//! [`Account::create_outbound_session_in`](olm::Account::create_outbound_session_in),
+//! [`Account::create_inbound_session_in`](olm::Account::create_inbound_session_in) and
+//! [`Pickle::from_pickle_into`] build it in a caller's `Option<Session>` slot, overwriting
+//! (and zeroizing) what it held, instead of returning it by value through several frames.
+//!
 //! # Features
 //!
 //! - `precomputed-tables`: curve25519-dalek's basepoint tables. Key generation and signing get

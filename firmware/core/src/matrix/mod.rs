@@ -635,12 +635,14 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     }
 
     /// Feeds a datagram from the gateway.
+    #[inline(never)]
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
         self.coap.handle_datagram(datagram, now);
         self.drive(now);
     }
 
     /// Wakes the token when [`Token::poll_timeout`]'s instant has come.
+    #[inline(never)]
     pub fn handle_timeout(&mut self, now: Instant) {
         self.coap.handle_timeout(now);
         self.drive(now);
@@ -664,6 +666,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Writes the next datagram to send into `buf` (1152 bytes suffice) and returns its
     /// length, or `None` when there is nothing to send now.
+    #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         match self.coap.poll_transmit(now, buf) {
             Ok(len) => len,
@@ -682,6 +685,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     }
 
     /// Logs in with a password. The password goes into the request and is not kept.
+    #[inline(never)]
     pub fn login(&mut self, user: &str, password: &str, now: Instant) -> Result<(), CommandError> {
         if self.core.login.is_some() || self.core.operation.is_some() {
             return Err(CommandError::AlreadyLoggedIn);
@@ -693,6 +697,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Queues a text for a room. The message is on flash when this returns, and
     /// [`UiEvent::Queued`] was emitted; [`UiEvent::Delivered`] follows.
+    #[inline(never)]
     pub fn send_text(
         &mut self,
         room_id: &str,
@@ -726,6 +731,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     }
 
     /// Accepts the invite to `room_id` (or joins a room by id).
+    #[inline(never)]
     pub fn join(&mut self, room_id: &str, now: Instant) -> Result<(), CommandError> {
         if self.core.login.is_none() {
             return Err(CommandError::NotLoggedIn);
@@ -1224,6 +1230,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
     }
 
+    // Not inlined into `on_event`: the handlers' locals would sit under every sync.
+    #[inline(never)]
     fn on_operation_done(
         &mut self,
         operation: Operation,
@@ -1368,6 +1376,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Starts what is due, one operation at a time, and keeps sync running.
+    #[inline(never)]
     fn plan(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,

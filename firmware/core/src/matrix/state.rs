@@ -629,15 +629,18 @@ pub(crate) fn load_olm_info<S: Store>(
     }))
 }
 
-pub(crate) fn load_olm<S: Store>(
+/// Reads the Olm session of `slot` into `session`, decoded in place (a session is 3 KB: no
+/// copy of it on the stack).
+pub(crate) fn load_olm<'s, S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
     key: &[u8; 32],
     slot: usize,
-) -> Result<Session, TokenError> {
+    session: &'s mut Option<Session>,
+) -> Result<&'s mut Session, TokenError> {
     let id = record::OLM + slot as u16;
     let (_, pickle) = get_record(store, scratch, id)?.ok_or(TokenError::CorruptRecord(id))?;
-    unpickle(pickle, key, id)
+    Session::from_pickle_into(pickle, key, session).map_err(|_| TokenError::CorruptRecord(id))
 }
 
 // --- Outbox --------------------------------------------------------------------------------

@@ -577,6 +577,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// An `m.key.verification.*` to-device event from `sender`. Problems are answered with
     /// a cancel or reported; they never stop the sync that carried the event.
+    // Not inlined into the sync's to-device loop, which also runs the Olm decryption.
+    #[inline(never)]
     pub(super) fn on_verification_event(
         &mut self,
         sender: &str,
