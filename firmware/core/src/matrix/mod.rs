@@ -360,53 +360,108 @@ unsafe fn write_each<T, const N: usize>(array: *mut [T; N], value: impl Fn() -> 
     }
 }
 
-/// What a boot reads (or makes) before the token's state is laid out: the Olm account,
-/// written to the store first when it is new, the transaction counter and the CoAP engine's
-/// seed, in this order (so that a seeded RNG gives the same token as before).
+/// What a boot reads (or makes) besides the Olm account, which it writes in place: the
+/// transaction counter and the CoAP engine's seed, drawn in this order after the account's
+/// (so that a seeded RNG gives the same token as before).
 struct Boot {
-    account: Account<ONE_TIME_KEYS>,
-    curve_b64: String<44>,
     txn_prefix: u32,
     txn_next: u64,
     coap_rng: TransportRng,
 }
 
 impl Boot {
-    /// Not inlined, so that its frame (a record's scratch, the account while it is made) is
-    /// gone before the token's state is laid out.
+    /// Writes `scratch` and `work` (zeroed) and the account (read from `store`, or made and
+    /// written to it first when there is none) with its Curve25519 key into `core`, in place:
+    /// records are read into the token's own `scratch` rather than a buffer on the stack.
+    /// Not inlined, so that its frame (the account while it is made) is gone before the rest
+    /// of the token's state is laid out.
+    ///
+    /// # Safety
+    ///
+    /// `core` must be valid for writes and aligned; what it held is overwritten, not dropped.
+    /// On `Ok`, its `scratch`, `work`, `account` and `curve_b64` are initialised; on `Err`,
+    /// only `scratch` and `work` are (plain bytes: nothing to drop).
+    #[allow(unsafe_code)]
     #[inline(never)]
-    fn load<R: Rng, S: Store>(
+    unsafe fn load_into<R: Rng, S: Store, U: Ui>(
+        core: *mut Core<R, S, U>,
         config: &Config,
         rng: &mut R,
         store: &mut S,
     ) -> Result<Self, TokenError> {
-        let mut scratch = [0u8; MAX_RECORD_SIZE];
-        let key = config.storage_key;
+        use core::ptr::addr_of_mut;
+
+        // SAFETY: `core` is valid for writes and aligned (the caller vouches for it); these
+        // two fields are plain bytes, so writing zeroes initialises them, and the reference
+        // to `scratch` covers that field only, which nothing else refers to while boot runs.
+        let scratch = unsafe {
+            addr_of_mut!((*core).scratch).write_bytes(0, 1);
+            addr_of_mut!((*core).work).write_bytes(0, 1);
+            &mut *addr_of_mut!((*core).scratch)
+        };
         // Transfers live in RAM: what a power cut left half-written goes.
         if let Some(files) = store.files() {
             files.discard_temporaries().map_err(TokenError::File)?;
         }
-        let account = match load_account(store, &mut scratch, &key)? {
-            Some(account) => account,
+        // SAFETY (for the writes below): as above; the account and its key are not
+        // initialised yet, so nothing is dropped.
+        let account = unsafe { addr_of_mut!((*core).account) };
+        let created = match load_account(store, scratch, &config.storage_key)? {
+            Some(loaded) => {
+                // SAFETY: see above.
+                unsafe { account.write(loaded) };
+                false
+            }
             None => {
-                let account = Account::new(&mut rng::CryptoSource(&mut *rng));
-                save_account(store, &mut scratch, rng, &key, &account)?;
-                account
+                // SAFETY: see above.
+                unsafe { account.write(Account::new(&mut rng::CryptoSource(&mut *rng))) };
+                true
             }
         };
-        let (txn_prefix, txn_next) = match load_transactions(store, &mut scratch)? {
+        // SAFETY: the account is initialised (just above) and only read through this.
+        let booted =
+            Self::after_account(config, rng, store, scratch, unsafe { &*account }, created);
+        match booted {
+            Ok((boot, curve_b64)) => {
+                // SAFETY: see above.
+                unsafe { addr_of_mut!((*core).curve_b64).write(curve_b64) };
+                Ok(boot)
+            }
+            Err(err) => {
+                // SAFETY: the account is initialised and nothing else refers to it; dropping
+                // it zeroizes its keys and leaves the field as the caller expects on `Err`.
+                unsafe { core::ptr::drop_in_place(account) };
+                Err(err)
+            }
+        }
+    }
+
+    /// The rest of a boot once the account is in place: a new account is written to the
+    /// store first, then the transaction counter is read (or drawn) and the CoAP engine's
+    /// seed drawn.
+    fn after_account<R: Rng, S: Store>(
+        config: &Config,
+        rng: &mut R,
+        store: &mut S,
+        scratch: &mut [u8; MAX_RECORD_SIZE],
+        account: &Account<ONE_TIME_KEYS>,
+        created: bool,
+    ) -> Result<(Self, String<44>), TokenError> {
+        if created {
+            save_account(store, scratch, rng, &config.storage_key, account)?;
+        }
+        let (txn_prefix, txn_next) = match load_transactions(store, scratch)? {
             Some(found) => found,
             None => (rng.next_u32(), 0),
         };
         let mut curve = [0u8; 43];
         let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
-        Ok(Boot {
-            account,
-            curve_b64,
+        let boot = Boot {
             txn_prefix,
             txn_next,
             coap_rng: TransportRng::seeded_from(rng),
-        })
+        };
+        Ok((boot, curve_b64))
     }
 }
 
@@ -449,13 +504,23 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         ui: U,
         now: Instant,
     ) -> Result<&mut Self, TokenError> {
-        let boot = Boot::load(&config, &mut rng, &mut store)?;
-        // SAFETY: `slot` is valid for writes and aligned for a `Token`.
-        unsafe { Self::write_unloaded(slot.as_mut_ptr(), config, rng, store, ui, boot) };
-        // SAFETY: `write_unloaded` initialised every field of `slot`.
+        let token = slot.as_mut_ptr();
+        // SAFETY: `slot` is valid for writes and aligned for a `Token`, so its `core` is too.
+        // On `Err` only plain bytes were written, and `slot` stays uninitialised.
+        let boot = unsafe {
+            Boot::load_into(
+                core::ptr::addr_of_mut!((*token).core),
+                &config,
+                &mut rng,
+                &mut store,
+            )
+        }?;
+        // SAFETY: as above; `write_unloaded` writes the fields `load_into` left.
+        unsafe { Self::write_unloaded(token, config, rng, store, ui, boot) };
+        // SAFETY: `load_into` and `write_unloaded` initialised every field of `slot`.
         let token = unsafe { slot.assume_init_mut() };
-        // The fields `write_unloaded` writes, all of them: adding a field to `Core` or
-        // `Token` breaks this pattern until `write_unloaded` writes it too.
+        // The fields `Boot::load_into` and `write_unloaded` write, all of them: adding a
+        // field to `Core` or `Token` breaks this pattern until one of them writes it too.
         let Token {
             coap: _,
             core:
@@ -518,14 +583,15 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         Ok(token)
     }
 
-    /// Writes a token with the booted account and everything else empty to `token`, one field
-    /// at a time, so that at most one field passes through the stack. Not inlined, so that
-    /// its frame is gone before `load` and the first `drive`.
+    /// Writes the fields of `token` that [`Boot::load_into`] left: the booted transaction
+    /// counter and CoAP engine, and everything else empty, one field at a time, so that at
+    /// most one field passes through the stack. Not inlined, so that its frame is gone
+    /// before `load` and the first `drive`.
     ///
     /// # Safety
     ///
-    /// `token` must be valid for writes and aligned. What it held is overwritten, not
-    /// dropped.
+    /// `token` must be valid for writes and aligned. What its fields other than those
+    /// `Boot::load_into` wrote held is overwritten, not dropped.
     #[allow(unsafe_code)]
     #[inline(never)]
     unsafe fn write_unloaded(
@@ -540,9 +606,9 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
         // SAFETY: `token` is valid for writes and aligned (the caller vouches for it). Each
         // write initialises one field without reading or dropping what was there before;
-        // together they initialise every field, as the pattern in `new_in` (which lists
-        // them all) makes the compiler check. Everything but the account, the transaction
-        // counter and the CoAP engine starts empty; `load` fills it in.
+        // with `Boot::load_into`'s they initialise every field, as the pattern in `new_in`
+        // (which lists them all) makes the compiler check. Everything but the account, the
+        // transaction counter and the CoAP engine starts empty; `load` fills it in.
         unsafe {
             addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
             let core = addr_of_mut!((*token).core);
@@ -550,10 +616,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).rng).write(rng);
             addr_of_mut!((*core).store).write(store);
             addr_of_mut!((*core).ui).write(ui);
-            addr_of_mut!((*core).scratch).write_bytes(0, 1);
-            addr_of_mut!((*core).work).write_bytes(0, 1);
-            addr_of_mut!((*core).account).write(boot.account);
-            addr_of_mut!((*core).curve_b64).write(boot.curve_b64);
             addr_of_mut!((*core).login).write(None);
             addr_of_mut!((*core).since).write(String::new());
             addr_of_mut!((*core).observation_stale).write(false);
@@ -1654,9 +1716,14 @@ mod tests {
             .unwrap()
             .store()
             .clone();
-        // The account is read before the slot is written, the login after.
+        // The account is read into the slot first, the transaction counter once the account
+        // is in place (which is dropped again), the login after the whole slot is written.
         let mut slot = Box::new(core::mem::MaybeUninit::uninit());
-        for damaged in [crate::store::record::ACCOUNT, crate::store::record::LOGIN] {
+        for damaged in [
+            crate::store::record::ACCOUNT,
+            crate::store::record::TRANSACTIONS,
+            crate::store::record::LOGIN,
+        ] {
             let mut broken = flash.clone();
             broken.put(damaged, b"not a record jeton wrote").unwrap();
             let err = boot_in(&mut slot, 9, broken).map(drop).unwrap_err();
