@@ -10,13 +10,6 @@ pub(crate) struct Fifo<T: Zeroize + Default, const N: usize> {
 }
 
 impl<T: Zeroize + Default, const N: usize> Fifo<T, N> {
-    pub(crate) fn new() -> Self {
-        Self {
-            items: core::array::from_fn(|_| T::default()),
-            len: 0,
-        }
-    }
-
     /// An empty list over `items`, which must be the zeroized (default) value each: a
     /// constant, so that a large list can be made without a temporary copy of it.
     pub(crate) const fn from_empty(items: [T; N]) -> Self {
@@ -135,7 +128,7 @@ mod tests {
 
     #[test]
     fn evicts_oldest_and_zeroizes_freed_slots() {
-        let mut f: Fifo<u32, 3> = Fifo::new();
+        let mut f: Fifo<u32, 3> = Fifo::from_empty([0; 3]);
         assert!(!f.push(1));
         f.push(2);
         f.push(3);

@@ -364,7 +364,7 @@ impl<const N: usize> PickleFormat for Account<N> {
         let mut account = Self {
             signing_key: decode_signing_key(d)?,
             identity_key: decode_keypair(d)?,
-            one_time_keys: Fifo::new(),
+            one_time_keys: Fifo::from_empty([StoredKey::EMPTY; N]),
             next_key_id: 0,
             fallback_key: None,
             previous_fallback_key: None,

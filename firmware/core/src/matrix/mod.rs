@@ -101,6 +101,7 @@ mod types;
 pub mod verification;
 
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use heapless::{String, Vec};
 
@@ -372,9 +373,9 @@ struct Boot {
 impl Boot {
     /// Writes `scratch` and `work` (zeroed) and the account (read from `store`, or made and
     /// written to it first when there is none) with its Curve25519 key into `core`, in place:
-    /// records are read into the token's own `scratch` rather than a buffer on the stack.
-    /// Not inlined, so that its frame (the account while it is made) is gone before the rest
-    /// of the token's state is laid out.
+    /// records are read into the token's own `scratch` rather than a buffer on the stack, and
+    /// the account is made or unpickled into its field. Not inlined, so that its frame (the
+    /// pickle's decoding) is gone before the rest of the token's state is laid out.
     ///
     /// # Safety
     ///
@@ -392,45 +393,35 @@ impl Boot {
         use core::ptr::addr_of_mut;
 
         // SAFETY: `core` is valid for writes and aligned (the caller vouches for it); these
-        // two fields are plain bytes, so writing zeroes initialises them, and the reference
-        // to `scratch` covers that field only, which nothing else refers to while boot runs.
-        let scratch = unsafe {
+        // two fields are plain bytes, so writing zeroes initialises them. The references
+        // cover one field each, which nothing else refers to while boot runs; the account's
+        // is a `MaybeUninit`, so it may (and does) start uninitialised.
+        let (scratch, slot) = unsafe {
             addr_of_mut!((*core).scratch).write_bytes(0, 1);
             addr_of_mut!((*core).work).write_bytes(0, 1);
-            &mut *addr_of_mut!((*core).scratch)
+            let account = addr_of_mut!((*core).account).cast::<MaybeUninit<_>>();
+            (&mut *addr_of_mut!((*core).scratch), &mut *account)
         };
         // Transfers live in RAM: what a power cut left half-written goes.
         if let Some(files) = store.files() {
             files.discard_temporaries().map_err(TokenError::File)?;
         }
-        // SAFETY (for the writes below): as above; the account and its key are not
-        // initialised yet, so nothing is dropped.
-        let account = unsafe { addr_of_mut!((*core).account) };
-        let created = match load_account(store, scratch, &config.storage_key)? {
-            Some(loaded) => {
-                // SAFETY: see above.
-                unsafe { account.write(loaded) };
-                false
-            }
-            None => {
-                // SAFETY: see above.
-                unsafe { account.write(Account::new(&mut rng::CryptoSource(&mut *rng))) };
-                true
-            }
-        };
-        // SAFETY: the account is initialised (just above) and only read through this.
-        let booted =
-            Self::after_account(config, rng, store, scratch, unsafe { &*account }, created);
-        match booted {
+        let (account, created) =
+            match load_account_into(store, scratch, &config.storage_key, &mut *slot)? {
+                Some(account) => (account, false),
+                None => (create_account_in(slot, rng), true),
+            };
+        match Self::after_account(config, rng, store, scratch, account, created) {
             Ok((boot, curve_b64)) => {
-                // SAFETY: see above.
+                // SAFETY: as above; the key is not initialised yet, so nothing is dropped.
                 unsafe { addr_of_mut!((*core).curve_b64).write(curve_b64) };
                 Ok(boot)
             }
             Err(err) => {
-                // SAFETY: the account is initialised and nothing else refers to it; dropping
-                // it zeroizes its keys and leaves the field as the caller expects on `Err`.
-                unsafe { core::ptr::drop_in_place(account) };
+                // SAFETY: the account is initialised (by one of the two arms above) and the
+                // reference to it is gone; dropping it zeroizes its keys and leaves the field
+                // as the caller expects on `Err`.
+                unsafe { addr_of_mut!((*core).account).drop_in_place() };
                 Err(err)
             }
         }
@@ -463,6 +454,16 @@ impl Boot {
         };
         Ok((boot, curve_b64))
     }
+}
+
+/// A new Olm account, made in `slot`. Not inlined: given the slot by reference, the account
+/// is made straight into it (its empty key list a memset there) rather than on the stack.
+#[inline(never)]
+fn create_account_in<'a, R: Rng>(
+    slot: &'a mut MaybeUninit<Account<ONE_TIME_KEYS>>,
+    rng: &mut R,
+) -> &'a mut Account<ONE_TIME_KEYS> {
+    slot.write(Account::new(&mut rng::CryptoSource(rng)))
 }
 
 /// The inline filter of a catch-up sync, percent-encoded:

@@ -5,6 +5,8 @@
 //! pickle`. Ids, cursors and the device table are not secret and are stored in the clear;
 //! the access token is too (see the crate's known gaps).
 
+use core::mem::MaybeUninit;
+
 use heapless::{Deque, String, Vec};
 use minicbor::data::Type;
 use minicbor::encode::write::Cursor;
@@ -230,15 +232,17 @@ pub(crate) fn save_account<S: Store, R: Rng>(
     )
 }
 
-pub(crate) fn load_account<S: Store>(
+/// Reads the account into `slot` (left as it was when there is none or on an error).
+pub(crate) fn load_account_into<'a, S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
     key: &[u8; 32],
-) -> Result<Option<Account<ONE_TIME_KEYS>>, TokenError> {
+    slot: &'a mut MaybeUninit<Account<ONE_TIME_KEYS>>,
+) -> Result<Option<&'a mut Account<ONE_TIME_KEYS>>, TokenError> {
     let Some((_, pickle)) = get_record(store, scratch, record::ACCOUNT)? else {
         return Ok(None);
     };
-    unpickle(pickle, key, record::ACCOUNT).map(Some)
+    Ok(Some(slot.write(unpickle(pickle, key, record::ACCOUNT)?)))
 }
 
 // --- Login, cursor, transactions ------------------------------------------------------

@@ -52,6 +52,16 @@ pub(crate) struct StoredKey {
     pub(crate) keypair: Curve25519Keypair,
 }
 
+impl StoredKey {
+    /// An unused slot, as a constant: an empty list of keys is then a memset where it is
+    /// made, not a list-sized temporary on the stack.
+    pub(crate) const EMPTY: Self = Self {
+        key_id: 0,
+        published: false,
+        keypair: Curve25519Keypair::EMPTY,
+    };
+}
+
 impl Default for Curve25519Keypair {
     fn default() -> Self {
         Self::from_parts(&[0; 32], Curve25519PublicKey([0; 32]))
@@ -95,7 +105,7 @@ impl<const N: usize> Account<N> {
         Self {
             signing_key: Ed25519Keypair::generate(rng),
             identity_key: Curve25519Keypair::generate(rng),
-            one_time_keys: Fifo::new(),
+            one_time_keys: Fifo::from_empty([StoredKey::EMPTY; N]),
             next_key_id: 0,
             fallback_key: None,
             previous_fallback_key: None,
