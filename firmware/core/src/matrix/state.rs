@@ -269,6 +269,9 @@ pub(crate) fn save_login<S: Store>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_login<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
@@ -451,6 +454,9 @@ pub(crate) fn save_room<S: Store>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_room<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
@@ -504,6 +510,9 @@ pub(crate) fn save_outbound<S: Store, R: Rng>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_outbound<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
@@ -558,6 +567,9 @@ pub(crate) fn save_inbound<S: Store, R: Rng>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_inbound<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
