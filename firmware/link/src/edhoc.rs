@@ -292,7 +292,9 @@ pub struct Responder {
 impl Responder {
     /// Answers message_1 (without the CBOR `true` prefix of the CoAP transport) with
     /// message_2, using `c_r` as the responder's connection id (the gateway's OSCORE
-    /// recipient id for this token; unique among its contexts and open handshakes).
+    /// recipient id for this token; unique among its contexts and open handshakes). If
+    /// `c_r` equals the initiator's C_I this fails with
+    /// [`HandshakeError::InvalidConnectionId`]; call again with another `c_r`.
     pub fn respond(
         seed: [u8; 32],
         identity: &Identity,
@@ -311,6 +313,10 @@ impl Responder {
         }
         let message_1 = buffer(message_1)?;
         let (processed, c_i, ead_1) = responder.process_message_1(&message_1)?;
+        if c_i == c_r {
+            // RFC 9528 §3.3.2: C_R differs from C_I, as the OSCORE ids derived from them must.
+            return Err(HandshakeError::InvalidConnectionId);
+        }
         if ead_1.is_some_and(|ead| ead.is_critical) {
             return Err(HandshakeError::Malformed);
         }
@@ -572,6 +578,17 @@ mod tests {
             HandshakeError::MalformedCredential
         );
         assert!(!format!("{token:?}").contains(&format!("{:?}", token.private_key())));
+    }
+
+    #[test]
+    fn a_connection_id_equal_to_c_i_is_refused() {
+        let (token, gateway) = identities();
+        let (_, m1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+        let c_i = *m1.as_bytes().last().unwrap();
+        assert_eq!(
+            Responder::respond([4; 32], &gateway, m1.as_bytes(), &[c_i]).unwrap_err(),
+            HandshakeError::InvalidConnectionId
+        );
     }
 
     #[test]
