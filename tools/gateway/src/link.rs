@@ -41,6 +41,10 @@ const MAX_HANDSHAKES: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests and responses remembered for CoAP deduplication below OSCORE.
 const MAX_REMEMBERED: usize = 8192;
+/// Requests whose responses the link can still protect (the latest per CoAP token). An
+/// observation outlived by this many newer requests loses its notifications; the token
+/// registers again.
+const MAX_BINDINGS: usize = 16_384;
 /// Bytes a decrypted or protected message may take.
 const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -99,7 +103,11 @@ pub struct Link {
     handshakes: HashMap<Vec<u8>, Handshake>,
     contexts: HashMap<Vec<u8>, PeerContext>,
     /// Response bindings by (virtual peer, CoAP token).
-    bindings: HashMap<(SocketAddr, Vec<u8>), ResponseBinding>,
+    bindings: HashMap<(SocketAddr, Vec<u8>), (u64, ResponseBinding)>,
+    /// Bindings in the order they were made, with the generation that made them, so the
+    /// oldest go first beyond [`MAX_BINDINGS`].
+    binding_order: VecDeque<(u64, SocketAddr, Vec<u8>)>,
+    binding_generation: u64,
     /// Virtual peer address -> recipient id of its context.
     virtual_peers: HashMap<SocketAddr, Vec<u8>>,
     received: HashMap<(SocketAddr, u16), (u64, Remembered)>,
@@ -175,6 +183,8 @@ impl Link {
             handshakes: HashMap::new(),
             contexts: HashMap::new(),
             bindings: HashMap::new(),
+            binding_order: VecDeque::new(),
+            binding_generation: 0,
             virtual_peers: HashMap::new(),
             received: HashMap::new(),
             sent: HashMap::new(),
@@ -218,7 +228,6 @@ impl Link {
         } else if protected && self.credentials.is_some() {
             self.on_protected(peer, &packet)
         } else {
-            self.bindings.remove(&(peer, packet.get_token().to_vec()));
             if packet.get_option(CoapOption::from(ACCESS_TOKEN)).is_some()
                 && !self.compat_plain_msc3079
             {
@@ -263,7 +272,7 @@ impl Link {
             self.order.push_back((Instant::now(), real, mid, true));
             return Some((real, datagram));
         }
-        let Some(binding) = self.bindings.get_mut(&(to, packet.get_token().to_vec())) else {
+        let Some((_, binding)) = self.bindings.get_mut(&(to, packet.get_token().to_vec())) else {
             tracing::debug!(%real, "dropped a message that answers no protected request");
             return None;
         };
@@ -299,6 +308,26 @@ impl Link {
             .insert((real, mid), (fingerprint, protected.clone()));
         self.order.push_back((Instant::now(), real, mid, true));
         Some((real, protected))
+    }
+
+    /// Records what the responses to a request must be bound to, forgetting the oldest
+    /// binding beyond [`MAX_BINDINGS`].
+    fn bind(&mut self, virtual_peer: SocketAddr, token: &[u8], binding: ResponseBinding) {
+        self.binding_generation += 1;
+        let generation = self.binding_generation;
+        self.bindings
+            .insert((virtual_peer, token.to_vec()), (generation, binding));
+        self.binding_order
+            .push_back((generation, virtual_peer, token.to_vec()));
+        while self.binding_order.len() > MAX_BINDINGS {
+            let Some((old, peer, token)) = self.binding_order.pop_front() else {
+                break;
+            };
+            let key = (peer, token);
+            if self.bindings.get(&key).is_some_and(|(g, _)| *g == old) {
+                self.bindings.remove(&key);
+            }
+        }
     }
 
     fn remember_received(
@@ -477,10 +506,12 @@ impl Link {
             .map_or_else(String::new, |t| t.name.clone());
         // One context per token: a new handshake replaces the old context.
         let virtual_peers = &mut self.virtual_peers;
+        let bindings = &mut self.bindings;
         self.contexts.retain(|_, c| {
             let keep = c.peer_kid != peer_kid;
             if !keep {
                 virtual_peers.remove(&c.virtual_peer);
+                bindings.retain(|(peer, _), _| *peer != c.virtual_peer);
             }
             keep
         });
@@ -588,8 +619,7 @@ impl Link {
         };
         let echo_required = inner.freshness == Freshness::EchoRequired;
         let delivered = repack(packet, &message);
-        self.bindings
-            .insert((virtual_peer, packet.get_token().to_vec()), binding);
+        self.bind(virtual_peer, packet.get_token(), binding);
         if conflict || echo_required {
             // Contexts here live in RAM and start with a fresh replay window, so the Echo
             // case does not arise; both answers go out protected.
