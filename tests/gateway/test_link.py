@@ -342,3 +342,65 @@ def test_link_figures_are_printed(link_gateway, parties):
           f"OSCORE overhead of a request {overhead} B")
     assert total <= 250
     assert overhead <= 16
+
+
+def test_observe_notifications_come_protected(link_gateway, parties, synapse):
+    """Observe on /sync inside OSCORE: each notification (the first reusing the request's
+    nonce, the later ones with the gateway's own Partial IV, a large one as Block2) verifies
+    in aiocoap and carries the event sent meanwhile."""
+    import uuid
+
+    from matrix_users import make_room
+
+    user = make_user(synapse, "observe")
+    token = user["access_token"]
+    room = make_room(synapse, token)
+    _, initial = synapse.request("GET", "/_matrix/client/v3/sync?timeout=0", token=token)
+    relay = Relay(link_gateway.address)
+
+    async def go():
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            ctx.client_credentials.load_from_dict(
+                client_credentials(relay.port, parties["token"], parties["gateway"]))
+            msg = Message(code=Code.GET, uri=f"coap://127.0.0.1:{relay.port}", observe=0)
+            msg.opt.uri_path = segments("/_matrix/client/v3/sync")
+            msg.opt.uri_query = (f"since={initial['next_batch']}",)
+            msg.opt.add_option(OpaqueOption(OPTION_ACCESS_TOKEN, token.encode()))
+            request = ctx.request(msg)
+            first = await asyncio.wait_for(request.response, 15)
+            assert first.code.dotted == "2.05", first.payload
+            notifications = request.observation.__aiter__()
+            seen = []
+            for i, body in enumerate(["small", "large " + "y" * 2500]):
+                status, r = synapse.request(
+                    "PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/link{i}-{uuid.uuid4()}",
+                    {"msgtype": "m.text", "body": body}, token=token)
+                assert status == 200, r
+                while True:
+                    notification = await asyncio.wait_for(notifications.__anext__(), 20)
+                    if r["event_id"].encode() in notification.payload:
+                        seen.append(len(notification.payload))
+                        break
+            request.observation.cancel()
+            return seen
+        finally:
+            await ctx.shutdown()
+
+    try:
+        sizes = asyncio.run(go())
+    except BaseException:
+        for d in relay.to_client:
+            m = decode(d)
+            print("<-", m.mtype, m.code, m.mid, m.token.hex(), m.opt, len(m.payload))
+        for d in relay.to_gateway:
+            m = decode(d)
+            print("->", m.mtype, m.code, m.mid, m.token.hex(), m.opt, len(m.payload))
+        print(gateway_log(link_gateway)[-3000:])
+        raise
+    finally:
+        relay.close()
+    assert len(sizes) == 2 and sizes[1] > 2500, sizes
+    protected = [decode(d) for d in relay.to_client if decode(d).opt.get_option(OSCORE_OPTION)]
+    assert len(protected) >= 3
+    assert b"yyyyyyyy" not in b"".join(relay.to_client), "a notification went out in clear"

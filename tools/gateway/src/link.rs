@@ -111,7 +111,10 @@ pub struct Link {
     /// Virtual peer address -> recipient id of its context.
     virtual_peers: HashMap<SocketAddr, Vec<u8>>,
     received: HashMap<(SocketAddr, u16), (u64, Remembered)>,
-    sent: HashMap<(SocketAddr, u16), (u64, Vec<u8>)>,
+    /// What went out to a context's token, by (its address, message id): the fingerprint
+    /// of the plain datagram, the protected bytes, and the context's virtual peer (where an
+    /// ACK or RST for it belongs).
+    sent: HashMap<(SocketAddr, u16), (u64, Vec<u8>, SocketAddr)>,
     order: VecDeque<(Instant, SocketAddr, u16, bool)>,
     next_connection_id: u32,
 }
@@ -204,10 +207,13 @@ impl Link {
         let Ok(packet) = message::parse(datagram) else {
             return Inbound::Deliver(peer, datagram.to_vec());
         };
-        let MessageClass::Request(_) = packet.header.code else {
-            return Inbound::Deliver(peer, datagram.to_vec());
-        };
         let mid = packet.header.message_id;
+        let MessageClass::Request(_) = packet.header.code else {
+            // An ACK or RST for a message the transport sent to a context's virtual peer
+            // goes back to that peer, or the transport would retransmit it forever.
+            let from = self.sent.get(&(peer, mid)).map_or(peer, |(_, _, v)| *v);
+            return Inbound::Deliver(from, datagram.to_vec());
+        };
         let fingerprint = hash(datagram);
         if let Some((seen, remembered)) = self.received.get(&(peer, mid))
             && *seen == fingerprint
@@ -217,7 +223,7 @@ impl Link {
                 Remembered::Delivered => self
                     .sent
                     .get(&(peer, mid))
-                    .map_or(Inbound::Drop, |(_, sent)| Inbound::Reply(sent.clone())),
+                    .map_or(Inbound::Drop, |(_, sent, _)| Inbound::Reply(sent.clone())),
                 Remembered::Reply(reply) => Inbound::Reply(reply.clone()),
             };
         }
@@ -268,7 +274,7 @@ impl Link {
         let mid = packet.header.message_id;
         if packet.header.code == MessageClass::Empty {
             // An empty ACK or RST: never protected; kept for retransmitted requests.
-            self.sent.insert((real, mid), (0, datagram.clone()));
+            self.sent.insert((real, mid), (0, datagram.clone(), to));
             self.order.push_back((Instant::now(), real, mid, true));
             return Some((real, datagram));
         }
@@ -277,7 +283,7 @@ impl Link {
             return None;
         };
         let fingerprint = hash(&datagram);
-        if let Some((seen, protected)) = self.sent.get(&(real, mid))
+        if let Some((seen, protected, _)) = self.sent.get(&(real, mid))
             && *seen == fingerprint
         {
             // A retransmission: the same protected bytes, not a second encryption.
@@ -305,7 +311,7 @@ impl Link {
             }
         };
         self.sent
-            .insert((real, mid), (fingerprint, protected.clone()));
+            .insert((real, mid), (fingerprint, protected.clone(), to));
         self.order.push_back((Instant::now(), real, mid, true));
         Some((real, protected))
     }
@@ -861,6 +867,24 @@ mod tests {
             .unwrap();
         assert_eq!(inner.code, code::CONTENT);
         assert_eq!(inner.payload, b"{\"versions\":[]}");
+
+        // A notification (CON) goes out protected with the gateway's own Partial IV, and the
+        // token's ACK for it finds its way back to the context's virtual peer.
+        let mut notification =
+            message::build(MessageType::Confirmable, code::CONTENT, 0x7777, b"tk");
+        notification.add_option(CoapOption::Observe, vec![3]);
+        let (_, out) = pair
+            .link
+            .on_send(virtual_peer, message::to_datagram(&notification))
+            .unwrap();
+        let out = message::parse(&out).unwrap();
+        let option = out.get_option(CoapOption::from(OSCORE_OPTION)).unwrap();
+        assert_eq!(option.front().unwrap(), &[0x01, 0x00], "own Partial IV 0");
+        let ack = message::empty(MessageType::Acknowledgement, 0x7777);
+        assert_eq!(
+            pair.link.on_datagram(peer, &ack, now),
+            Inbound::Deliver(virtual_peer, ack)
+        );
 
         // The next request carries no access token; the gateway adds the bound one.
         let (wire, _) = protected_get(&mut client, 11, b"tl", &[(11, b"sync")]);
