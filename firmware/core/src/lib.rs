@@ -8,14 +8,15 @@
 //! - [`matrix`]: the Matrix client ([`matrix::Token`]): login, device and one-time keys
 //!   signed over canonical JSON, sync by Observe (long-poll fallback), room keys over Olm,
 //!   messages over Megolm with replay detection, device tracking, an outbox that survives
-//!   power cuts, and [`matrix::UiEvent`]s for the user.
+//!   power cuts, SAS device verification ([`matrix::verification`]), and
+//!   [`matrix::UiEvent`]s for the user.
 //! - [`coap`]: the CoAP client engine under it (RFC 7252 with Block-wise transfers of
 //!   RFC 7959 and Observe of RFC 7641).
 //! - [`store`]: the [`store::Store`] trait (atomic, durable, ordered records) and an
 //!   in-memory store that simulates power cuts; [`platform`]: clock and RNG traits.
 //! - [`json`]: canonical JSON for signatures and a bounded reader of decrypted payloads.
 //!
-//! The token's whole state with the default capacities takes 31,760 B on a 64-bit host (the test
+//! The token's whole state with the default capacities takes 32,272 B on a 64-bit host (the test
 //! `state_size_with_default_capacities_is_pinned` prints and pins it).
 //!
 //! # Usage

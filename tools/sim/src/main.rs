@@ -57,6 +57,9 @@ struct Args {
     /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
     #[arg(long, default_value_t = 600)]
     observe_silence_secs: u64,
+    /// Share room keys only with devices verified by SAS (`verify`, `confirm`).
+    #[arg(long)]
+    share_keys_only_with_verified: bool,
 }
 
 /// The operating system's generator.
@@ -152,7 +155,7 @@ impl Sim {
             None => Ok(()),
             Some("help") => {
                 println!(
-                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | quit"
+                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | verify <user> <device> | confirm | cancel | quit"
                 );
                 Ok(())
             }
@@ -168,38 +171,18 @@ impl Sim {
                 }
             }
             Some("status") => {
-                let identity = self.token.identity();
-                let stats = self.token.transport_stats();
-                println!(
-                    "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={}",
-                    self.token.is_logged_in(),
-                    identity.user_id.as_deref().unwrap_or("-"),
-                    identity.device_id.as_deref().unwrap_or("-"),
-                    self.token.rooms().count(),
-                    self.token.outbox_len(),
-                    stats.datagrams_sent,
-                    stats.retransmissions,
-                );
+                println!("{}", self.token.status());
                 Ok(())
             }
             Some("rooms") => {
                 for room in self.token.rooms() {
-                    println!(
-                        "room {} {} members={}",
-                        room.room_id,
-                        if room.encrypted {
-                            "encrypted"
-                        } else {
-                            "unencrypted"
-                        },
-                        room.members
-                    );
+                    println!("{room}");
                 }
                 Ok(())
             }
             Some("invites") => {
-                for (room, inviter) in self.token.invites() {
-                    println!("invite {room} {inviter}");
+                for invite in self.token.invites() {
+                    println!("{invite}");
                 }
                 Ok(())
             }
@@ -248,6 +231,22 @@ impl Sim {
                 println!("fingerprint {}", fingerprint(&identity.ed25519));
                 Ok(())
             }
+            Some("verify") => match (words.next(), words.next()) {
+                (Some(user), Some(device)) => self
+                    .token
+                    .verify(user, device, now)
+                    .map_err(|e| e.to_string()),
+                _ => Err("verify needs a user id and a device id".into()),
+            },
+            // The board's button: accept a verification, or say that the strings match.
+            Some("confirm") => self
+                .token
+                .confirm_verification(now)
+                .map_err(|e| e.to_string()),
+            Some("cancel") => self
+                .token
+                .cancel_verification(now)
+                .map_err(|e| e.to_string()),
             Some("quit" | "exit") => return false,
             Some(other) => Err(format!("unknown command {other} (try help)")),
         };
@@ -298,6 +297,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", args.state_dir.display()))?;
     let mut config = Config::new(storage_key(&args.state_dir)?);
     config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
+    config.share_keys_only_with_verified = args.share_keys_only_with_verified;
     config.device_display_name = args
         .device_name
         .as_str()
