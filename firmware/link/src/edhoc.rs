@@ -97,7 +97,8 @@ fn message_2_key(message_2: &[u8]) -> Option<&[u8]> {
 /// The content of a message that is exactly one CBOR byte string (message_2, message_3).
 ///
 /// lakers 0.8 trusts the length in message_3's header and slices past its buffer when the
-/// header claims more than the message holds; the link refuses such a message first.
+/// header claims more than the message holds, and underflows on a ciphertext shorter than
+/// its tag; the link refuses such messages first.
 fn single_byte_string(message: &[u8]) -> Option<&[u8]> {
     let (len, content) = match message {
         [head @ 0x40..=0x57, rest @ ..] => (usize::from(head - 0x40), rest),
@@ -341,7 +342,8 @@ impl Responder {
         message_3: &[u8],
         authorised: impl FnOnce(&[u8]) -> Option<Credential>,
     ) -> Result<(OscoreMaterial, EdhocMessage), HandshakeError> {
-        if single_byte_string(message_3).is_none() {
+        // At least the 8-byte AEAD tag: lakers 0.8 subtracts it from the length unchecked.
+        if single_byte_string(message_3).is_none_or(|ciphertext| ciphertext.len() < 8) {
             return Err(HandshakeError::Malformed);
         }
         let message_3 = buffer(message_3)?;
