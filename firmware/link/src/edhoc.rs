@@ -18,6 +18,10 @@ use crate::oscore::{Id, SecurityContext};
 use crate::seeded_rng::SeededRng;
 use crate::{HandshakeError, OscoreError};
 
+/// The EDHOC option of RFC 9668: a request that carries EDHOC message_3 ahead of its OSCORE
+/// ciphertext (payload `message_3 || ciphertext`, the OSCORE kid being C_R).
+pub const EDHOC_OPTION: u16 = 21;
+
 /// The longest EDHOC message lakers handles.
 pub const MAX_EDHOC_MESSAGE_LEN: usize = lakers::MAX_MESSAGE_SIZE_LEN;
 /// Bytes of the OSCORE Master Secret EDHOC exports (the key length of AES-CCM-16-64-128).

@@ -28,8 +28,7 @@ use jeton_link::{
 use crate::link_credentials::LinkCredentials;
 use crate::message::{self, code};
 
-/// The EDHOC option of RFC 9668: the request also carries message_3.
-pub const EDHOC_OPTION: u16 = 21;
+pub use jeton_link::edhoc::EDHOC_OPTION;
 /// The MSC3079 access-token option.
 const ACCESS_TOKEN: u16 = 256;
 /// application/edhoc+cbor-seq (RFC 9528 §10.9).
