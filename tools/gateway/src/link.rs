@@ -246,10 +246,14 @@ impl Link {
                 return Inbound::Deliver(peer, datagram.to_vec());
             }
         };
+        // Refusals of protected requests are not remembered: a forged datagram with a
+        // token's address and message id must not displace that token's own exchange.
         let remembered = match &outcome {
             Inbound::Deliver(..) => Some(Remembered::Delivered),
-            Inbound::Reply(reply) => Some(Remembered::Reply(reply.clone())),
-            Inbound::Drop => None,
+            Inbound::Reply(reply) if is_edhoc || !protected => {
+                Some(Remembered::Reply(reply.clone()))
+            }
+            Inbound::Reply(_) | Inbound::Drop => None,
         };
         if let Some(remembered) = remembered {
             self.remember_received(peer, mid, fingerprint, remembered, now);
@@ -918,7 +922,23 @@ mod tests {
             pair.link.on_send(virtual_peer, ack.clone()),
             Some((peer, ack.clone()))
         );
-        assert_eq!(pair.link.on_datagram(peer, &wire, now), Inbound::Reply(ack));
+        assert_eq!(
+            pair.link.on_datagram(peer, &wire, now),
+            Inbound::Reply(ack.clone())
+        );
+        // A forgery with the token's address and message id is refused and forgotten: the
+        // token's own retransmission still gets its answer.
+        let mut forged = wire.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(matches!(
+            pair.link.on_datagram(peer, &forged, now),
+            Inbound::Reply(_)
+        ));
+        assert_eq!(
+            pair.link.on_datagram(peer, &wire, now),
+            Inbound::Reply(ack.clone())
+        );
         // From another address, or with another message id: the replay window refuses it.
         let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
         let refused = reply_of(pair.link.on_datagram(other, &wire, now));
