@@ -118,7 +118,7 @@ fn buffer(bytes: &[u8]) -> Result<EdhocMessageBuffer, HandshakeError> {
 
 /// What a completed handshake yields: the OSCORE input parameters (RFC 9528 appendix A.1)
 /// and the peer's credential id.
-#[derive(Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct OscoreMaterial {
     master_secret: [u8; MASTER_SECRET_LEN],
     master_salt: [u8; MASTER_SALT_LEN],

@@ -17,8 +17,16 @@ pub const LINK_SEPARATOR: &[u8] = b"\xfe\xfe";
 /// since only a verified OSCORE request could, and no key material is in these inputs.
 /// Whatever the transport might send back to those peers passes `on_send` without panic.
 pub fn check_link_datagrams(data: &[u8]) {
-    let token = Identity::generate([1; 32], b"\x0a", "token").expect("an identity");
-    let gateway = Identity::generate([2; 32], b"\x0b", "gateway").expect("an identity");
+    // Made once per process, so the fuzzer spends its time on the link's decoders.
+    static IDENTITIES: std::sync::OnceLock<(Identity, Identity)> = std::sync::OnceLock::new();
+    let (token, gateway) = IDENTITIES
+        .get_or_init(|| {
+            (
+                Identity::generate([1; 32], b"\x0a", "token").expect("an identity"),
+                Identity::generate([2; 32], b"\x0b", "gateway").expect("an identity"),
+            )
+        })
+        .clone();
     let mut tokens = HashMap::new();
     tokens.insert(
         token.credential().kid().to_vec(),

@@ -10,16 +10,29 @@ use jeton_link::{
     SecurityContext,
 };
 
-/// The fixed identities and handshake the checks run against (deterministic seeds).
+/// The fixed identities and handshake the checks run against (deterministic seeds), made
+/// once per process so the fuzzer spends its time on the decoders.
 pub fn identities() -> (Identity, Identity) {
-    (
-        Identity::generate([1; 32], b"\x0a", "token").expect("an identity"),
-        Identity::generate([2; 32], b"\x0b", "gateway").expect("an identity"),
-    )
+    static IDENTITIES: std::sync::OnceLock<(Identity, Identity)> = std::sync::OnceLock::new();
+    IDENTITIES
+        .get_or_init(|| {
+            (
+                Identity::generate([1; 32], b"\x0a", "token").expect("an identity"),
+                Identity::generate([2; 32], b"\x0b", "gateway").expect("an identity"),
+            )
+        })
+        .clone()
 }
 
+type Handshake = (Vec<u8>, Vec<u8>, Vec<u8>, OscoreMaterial, OscoreMaterial);
+
 /// A completed handshake: (message_1, message_2, message_3, token side, gateway side).
-pub fn handshake() -> (Vec<u8>, Vec<u8>, Vec<u8>, OscoreMaterial, OscoreMaterial) {
+pub fn handshake() -> Handshake {
+    static HANDSHAKE: std::sync::OnceLock<Handshake> = std::sync::OnceLock::new();
+    HANDSHAKE.get_or_init(run_handshake).clone()
+}
+
+fn run_handshake() -> Handshake {
     let (token, gateway) = identities();
     let (initiator, m1) = Initiator::start([3; 32], &token, gateway.credential()).expect("message_1");
     let (responder, m2) = Responder::respond([4; 32], &gateway, m1.as_bytes(), &[0x05]).expect("message_2");
