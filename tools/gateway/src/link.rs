@@ -632,11 +632,12 @@ impl Link {
         if conflict || echo_required {
             // Contexts here live in RAM and start with a fresh replay window, so the Echo
             // case does not arise; both answers go out protected.
-            let refusal = error_reply(
-                packet,
-                code::UNAUTHORIZED,
-                b"another access token is bound to this OSCORE context: run EDHOC again",
-            );
+            let why: &[u8] = if conflict {
+                b"another access token is bound to this OSCORE context: run EDHOC again"
+            } else {
+                b"the replay window of this context was lost: run EDHOC again"
+            };
+            let refusal = error_reply(packet, code::UNAUTHORIZED, why);
             return self
                 .on_send(virtual_peer, refusal)
                 .map_or(Inbound::Drop, |(_, datagram)| Inbound::Reply(datagram));
