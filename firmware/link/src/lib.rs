@@ -88,6 +88,9 @@
 //! 6. A 4.01 without an OSCORE option ("Security context not found": the gateway restarted)
 //!    or [`OscoreError::SequenceExhausted`] means: run EDHOC again. The first protected request
 //!    of a context carries option 256 (the access token); later ones need not.
+//! 7. Observe notifications after the first carry the gateway's own Partial IV: order them
+//!    by it (`OscoreOption::parse` of the outer OSCORE option, [`PartialIv::sequence`]), not
+//!    by the outer Observe value, which travels unprotected (RFC 8613 §4.1.3.5.2).
 //!
 //! # Features
 //!
