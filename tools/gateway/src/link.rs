@@ -1005,6 +1005,21 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_context_is_reported_so_the_token_runs_edhoc_again() {
+        // The token's context from before a gateway restart: the new gateway has none.
+        let mut before = pair(true);
+        let now = Instant::now();
+        let mut client = handshake(&mut before, now);
+        let mut after = pair(true);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let (wire, _) = protected_get(&mut client, 40, b"tk", &[(11, b"versions")]);
+        let reply = reply_of(after.link.on_datagram(peer, &wire, now));
+        assert_eq!(u8::from(reply.header.code), code::UNAUTHORIZED);
+        assert_eq!(reply.payload, b"Security context not found");
+        assert!(reply.get_option(CoapOption::from(OSCORE_OPTION)).is_none());
+    }
+
+    #[test]
     fn an_unknown_token_is_refused_with_a_clear_error() {
         let mut pair = pair(false);
         let peer: SocketAddr = PEER.parse().unwrap();
