@@ -404,7 +404,8 @@ impl SecurityContext {
     /// A context restored from its record and the last persisted high-water mark: sending
     /// resumes at the mark (never below it), and, as a server, the first request must
     /// pass the Echo round trip with `echo_challenge` (fresh random bytes) before the replay
-    /// window starts again (RFC 8613 appendix B.1.2).
+    /// window starts again (RFC 8613 appendix B.1.2). A client (the token), which receives
+    /// no requests, may pass any bytes.
     pub fn restore(
         record: &ContextRecord,
         persisted_mark: u64,
