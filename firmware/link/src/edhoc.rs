@@ -48,9 +48,9 @@ impl core::fmt::Debug for EdhocMessage {
 
 /// Whether 32 bytes are the x-coordinate of a point on P-256.
 ///
-/// lakers-crypto-rustcrypto 0.8 panics in its ECDH on a peer's ephemeral key that is not on
-/// the curve (lakers issue 93); one flipped bit on the air would reset the token or stop the
-/// gateway. The link checks G_X and G_Y here before lakers sees them.
+/// lakers' ECDH has no way to fail (its reference backend panics on a point off the curve,
+/// lakers issue 93; this crate's backend returns a secret no MAC verifies with). The link
+/// checks G_X and G_Y here, so such a message is refused as malformed before lakers sees it.
 fn is_p256_x(x: &[u8]) -> bool {
     use p256::elliptic_curve::point::DecompressPoint;
     let Ok(x) = <&[u8; 32]>::try_from(x) else {
