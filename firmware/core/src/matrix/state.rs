@@ -629,15 +629,18 @@ pub(crate) fn load_olm_info<S: Store>(
     }))
 }
 
-pub(crate) fn load_olm<S: Store>(
+/// Reads the Olm session of `slot` into `session`, decoded in place (a session is 3 KB: no
+/// copy of it on the stack).
+pub(crate) fn load_olm<'s, S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
     key: &[u8; 32],
     slot: usize,
-) -> Result<Session, TokenError> {
+    session: &'s mut Option<Session>,
+) -> Result<&'s mut Session, TokenError> {
     let id = record::OLM + slot as u16;
     let (_, pickle) = get_record(store, scratch, id)?.ok_or(TokenError::CorruptRecord(id))?;
-    unpickle(pickle, key, id)
+    Session::from_pickle_into(pickle, key, session).map_err(|_| TokenError::CorruptRecord(id))
 }
 
 // --- Outbox --------------------------------------------------------------------------------
@@ -704,4 +707,49 @@ pub(crate) fn event_hash(event_id: &str) -> u32 {
 /// A Curve25519 key from raw bytes.
 pub(crate) fn curve_key(bytes: &[u8; 32]) -> Curve25519PublicKey {
     Curve25519PublicKey::from_bytes(*bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn a_device_table_written_before_verification_existed_reads_as_unverified() {
+        let mut store: MemoryStore = MemoryStore::new();
+        let mut scratch = [0u8; MAX_RECORD_SIZE];
+        // The four-field device entry the token wrote before SAS verification.
+        put_record(
+            &mut store,
+            &mut scratch,
+            record::DEVICES,
+            |e| {
+                e.array(2)?.array(1)?.str("@a:s")?.array(1)?;
+                e.array(4)?
+                    .str("@a:s")?
+                    .str("DEV")?
+                    .bytes(&[1; 32])?
+                    .bytes(&[2; 32])?;
+                Ok(())
+            },
+            no_pickle,
+        )
+        .unwrap();
+        let mut tracked = Vec::new();
+        let mut devices = [const { None }; MAX_DEVICES];
+        load_devices(&mut store, &mut scratch, &mut tracked, &mut devices).unwrap();
+        let device = devices[0].clone().unwrap();
+        assert_eq!((device.device_id.as_str(), device.verified), ("DEV", false));
+
+        // Verified, written and read back.
+        devices[0] = Some(Device {
+            verified: true,
+            ..device
+        });
+        save_devices(&mut store, &mut scratch, &tracked, &devices).unwrap();
+        let mut again = [const { None }; MAX_DEVICES];
+        load_devices(&mut store, &mut scratch, &mut Vec::new(), &mut again).unwrap();
+        assert!(again[0].as_ref().unwrap().verified);
+        assert!(again[1].is_none());
+    }
 }

@@ -4,6 +4,7 @@
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
 mod cortex_m_fixture;
+mod files;
 mod gateway;
 #[path = "../support/mod.rs"]
 mod support;
@@ -36,9 +37,10 @@ const OLM: &str = "m.olm.v1.curve25519-aes-sha2";
 
 type Flash = MemoryStore<64, 4096>;
 
-/// The token's flash, shared with the test so that it survives the token (power cuts).
+/// The token's flash, shared with the test so that it survives the token (power cuts), and
+/// its file storage.
 #[derive(Clone)]
-struct SharedStore(Rc<RefCell<Flash>>);
+struct SharedStore(Rc<RefCell<Flash>>, files::CountingFiles);
 
 impl Store for SharedStore {
     fn get(&mut self, id: RecordId, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
@@ -49,6 +51,9 @@ impl Store for SharedStore {
     }
     fn remove(&mut self, id: RecordId) -> Result<(), StoreError> {
         self.0.borrow_mut().remove(id)
+    }
+    fn files(&mut self) -> Option<&mut dyn jeton_core::files::FileStore> {
+        Some(&mut self.1)
     }
 }
 
@@ -120,6 +125,7 @@ struct World {
     seed: u64,
     token: Option<Token<TestRng, SharedStore, Screen>>,
     flash: Rc<RefCell<Flash>>,
+    files: files::CountingFiles,
     screen: Rc<RefCell<Vec<String>>>,
     gw: FakeGateway,
     /// `(arrival, sequence) -> (to the gateway?, bytes)`.
@@ -140,6 +146,7 @@ impl World {
             seed,
             token: None,
             flash: Rc::new(RefCell::new(Flash::new())),
+            files: files::CountingFiles::default(),
             screen: Rc::default(),
             gw: FakeGateway::new(),
             in_flight: BTreeMap::new(),
@@ -160,7 +167,7 @@ impl World {
         let token = Token::new(
             config,
             TestRng(self.seed.wrapping_mul(1000).wrapping_add(self.boots)),
-            SharedStore(self.flash.clone()),
+            SharedStore(self.flash.clone(), self.files.clone()),
             Screen(self.screen.clone(), self.flash.clone()),
             Instant::from_millis(self.now),
         )
@@ -480,9 +487,13 @@ impl Peer {
 
     /// A Megolm-encrypted timeline event.
     fn megolm_event(&mut self, event_id: &str, text: &str) -> Value {
+        self.megolm_content_event(event_id, json!({"msgtype": "m.text", "body": text}))
+    }
+
+    fn megolm_content_event(&mut self, event_id: &str, content: Value) -> Value {
         let payload = json!({
             "type": "m.room.message",
-            "content": {"msgtype": "m.text", "body": text},
+            "content": content,
             "room_id": ROOM,
         });
         let message = self.group.encrypt(payload.to_string());
@@ -1103,7 +1114,7 @@ fn invites_from_the_allow_list_are_joined_and_others_wait_for_the_user() {
         Token::new(
             config,
             TestRng(32),
-            SharedStore(world.flash.clone()),
+            SharedStore(world.flash.clone(), world.files.clone()),
             Screen(world.screen.clone(), world.flash.clone()),
             world.instant(),
         )
