@@ -147,6 +147,15 @@ pub fn stack_peak_since_paint() -> usize {
     core::ptr::addr_of!(_stack_start) as usize - lowest_unwritten(sp)
 }
 
+/// Runs `f` on a painted stack, prints its row (instructions, peak stack) and hands back its
+/// result.
+pub fn measured<R>(counter: &mut InstructionCounter, name: &str, f: impl FnOnce() -> R) -> R {
+    paint_stack();
+    let (result, instructions) = counter.measure(f);
+    report(name, instructions, stack_used_since_paint());
+    result
+}
+
 /// One line of a report table, printed through semihosting.
 pub fn report(name: &str, instructions: Option<u64>, stack: usize) {
     match instructions {

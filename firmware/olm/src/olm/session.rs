@@ -78,16 +78,19 @@ fn kdf(salt: &[u8], ikm: &[u8], info: &[u8]) -> (Zeroizing<[u8; 32]>, ChainKey) 
 }
 
 /// Our half of the double ratchet.
+// `Inactive` comes first so that it is the variant of tag zero: [`Session::BLANK`] is then
+// all zeros, which the compiler writes into a slot with a memset, where a non-zero tag made
+// it copy a 3 KB constant kept in flash.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) enum SendingRatchet {
+    Inactive {
+        root_key: [u8; 32],
+        remote_ratchet_key: [u8; 32],
+    },
     Active {
         root_key: [u8; 32],
         ratchet_key: Curve25519Keypair,
         chain: ChainKey,
-    },
-    Inactive {
-        root_key: [u8; 32],
-        remote_ratchet_key: [u8; 32],
     },
 }
 
