@@ -165,7 +165,9 @@ class CoapClient:
         m.opt.uri_query = tuple(query)
         if payload:
             m.opt.content_format = 60
-        m.opt.accept = 60
+        else:
+            # As jeton-core: a CBOR body already gets a CBOR response (PROFILE.md section 1).
+            m.opt.accept = 60
         if observe is not None:
             m.opt.observe = observe
         m.opt.add_option(UintOption(257, VERSION))

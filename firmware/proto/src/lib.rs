@@ -55,6 +55,7 @@ extern crate alloc;
 
 pub mod binary;
 pub mod coap;
+pub mod ids;
 pub mod keys;
 pub mod path;
 #[cfg(feature = "json")]

@@ -862,7 +862,9 @@ impl Transport {
             route: if path == "/_matrix/client/versions" {
                 translate::Route::Versions
             } else if is_sync {
-                translate::Route::Sync
+                translate::Route::Sync {
+                    since: query_value(&query, "since"),
+                }
             } else {
                 translate::Route::Other
             },
@@ -1138,7 +1140,7 @@ impl Transport {
         };
         peer.in_flight = peer.in_flight.saturating_sub(1);
         let confirmable = peer.exchanges.get(&ctx.mid).is_none_or(|e| e.confirmable);
-        let content = translate::translate_response(outcome, &ctx.method, ctx.encoding, ctx.route);
+        let content = translate::translate_response(outcome, &ctx.method, ctx.encoding, &ctx.route);
         let incoming = Incoming {
             peer: addr,
             mid: ctx.mid,
@@ -1272,7 +1274,10 @@ impl Transport {
             outcome,
             &http::Method::GET,
             template.encoding,
-            translate::Route::Sync,
+            // The poll's since: a prev_batch equal to it is left out (the observer knows it).
+            &translate::Route::Sync {
+                since: observer.since.clone(),
+            },
         );
         let ok = content.code == code::CONTENT;
         let batch = if ok { next_batch(outcome) } else { None };
@@ -1526,6 +1531,15 @@ fn next_batch(outcome: &UpstreamOutcome) -> Option<String> {
 
 fn is_param(pair: &str, name: &str) -> bool {
     pair.split_once('=').map_or(pair, |(n, _)| n) == name
+}
+
+/// The value of query parameter `name`, if the query has it.
+fn query_value(query: &[String], name: &str) -> Option<String> {
+    query
+        .iter()
+        .find(|pair| is_param(pair, name))
+        .and_then(|pair| pair.split_once('='))
+        .map(|(_, value)| value.to_owned())
 }
 
 fn with_query<'a>(path: &str, pairs: impl Iterator<Item = &'a str>) -> String {

@@ -550,7 +550,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .push((option::URI_QUERY, q.as_bytes()))
                 .map_err(|_| full)?;
         }
-        options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
+        // A CBOR body already gets a CBOR response (PROFILE.md section 1): Accept only
+        // on requests without one.
+        if body_len == 0 {
+            options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
+        }
         // The gateway keeps the access token per peer (option 256 is sticky): it goes
         // out until a request carrying it succeeded, and again after a 4.01.
         self.last_with_token = false;

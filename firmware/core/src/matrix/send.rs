@@ -1000,7 +1000,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     pub(super) fn on_sent(&mut self, body: &[u8], slot: usize) -> Result<(), TokenError> {
         let response = jeton_proto::view::SendEventResponse::parse(body, TableVersion::V2)?;
-        let event_id = response.event_id()?;
+        let mut text = [0; jeton_proto::ids::TEXT_LEN];
+        let event_id = response.event_id()?.as_text(&mut text);
         let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) else {
             return Ok(());
         };
