@@ -633,9 +633,18 @@ impl<'a> Event<'a> {
             .transpose()
     }
 
-    /// `content`.
+    /// `content`; an absent one reads as empty (a sync filter's `event_fields` that selects
+    /// fields inside `content` makes Synapse leave `content` out of an event that has none of them).
     pub fn content(&self) -> Result<Map<'a>, ViewError> {
-        self.0.required("content")?.map()
+        match self.0.located("content")? {
+            Some(content) => content.map(),
+            None => Ok(Map {
+                input: &[0xa0],
+                first: 1,
+                len: 0,
+                version: self.0.version,
+            }),
+        }
     }
 
     /// The content as `m.room.encrypted`, if the event is of that type.
@@ -1204,6 +1213,23 @@ mod tests {
                 .unwrap(),
             Id::Text("$abc")
         );
+    }
+
+    #[test]
+    fn an_event_without_content_reads_as_empty_content() {
+        // Synapse's answer to event_fields ["type", "content.body"] for an m.room.create event.
+        let cbor = json_to_cbor(
+            &json!({"type": "m.room.create", "event_id": "$e"}),
+            TableVersion::V2,
+        )
+        .unwrap();
+        let Value::Map(map) = Value::parse(&cbor, TableVersion::V2).unwrap() else {
+            panic!("not a map");
+        };
+        let content = Event(map).content().unwrap();
+        assert!(content.is_empty());
+        assert_eq!(content.get("body").unwrap(), None);
+        assert_eq!(content.entries().count(), 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::limits::Limits;
 use crate::message::{self, BlockValue, code};
 use crate::metrics::Metrics;
 use crate::profile::{self, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
+use crate::sticky::{STICKY_STATE_MISSING, StickyState};
 use crate::translate::{
     self, AccessToken, Encoding, ResponseContent, UpstreamOutcome, UpstreamRequest,
 };
@@ -143,6 +144,8 @@ struct TokenBucket {
 #[derive(Debug)]
 struct Peer {
     access_token: Option<AccessToken>,
+    /// Room ids and Megolm sender fields the peer sent in full (v2), kept with its access token.
+    sticky: StickyState,
     exchanges: HashMap<u16, Exchange>,
     exchange_order: VecDeque<u16>,
     block1: Vec<Block1Assembly>,
@@ -159,6 +162,7 @@ impl Peer {
     fn new(now: Instant, burst: u32, first_mid: u16) -> Self {
         Self {
             access_token: None,
+            sticky: StickyState::default(),
             exchanges: HashMap::new(),
             exchange_order: VecDeque::new(),
             block1: Vec::new(),
@@ -656,7 +660,13 @@ impl Transport {
             packet.get_first_option(CoapOption::Unknown(profile::OPTION_ACCESS_TOKEN))
         {
             match AccessToken::from_option(value) {
-                Some(token) => peer.access_token = Some(token),
+                Some(token) => {
+                    // The sticky profile state belongs to the access token it came with.
+                    if peer.access_token.as_ref().map(AccessToken::expose) != Some(token.expose()) {
+                        peer.sticky.clear();
+                    }
+                    peer.access_token = Some(token);
+                }
                 None => {
                     return Err(bad(
                         incoming,
@@ -686,8 +696,13 @@ impl Transport {
                     .to_owned(),
             );
         }
-        let path = profile::expand_segments(segments.iter().copied(), incoming.encoding.version)
-            .map_err(|e| refuse(incoming, code::NOT_FOUND, "M_UNRECOGNIZED", &e.to_string()))?;
+        let segments = peer
+            .sticky
+            .resolve_rooms(&segments, incoming.encoding.version)
+            .map_err(|e| refuse(incoming, STICKY_STATE_MISSING, "M_UNKNOWN", &e.to_string()))?;
+        let path =
+            profile::expand_segments(segments.iter().map(|s| &**s), incoming.encoding.version)
+                .map_err(|e| refuse(incoming, code::NOT_FOUND, "M_UNRECOGNIZED", &e.to_string()))?;
         let route = translate::route_label(&path);
         let key = format!(
             "{http_method} {path}?{} a={} v={}",
@@ -797,6 +812,20 @@ impl Transport {
                 actions,
             );
             return Ok(());
+        };
+        // v2: the Megolm sender fields an encrypted send left out are the ones the peer sent last.
+        let body = match body {
+            Some(json) => {
+                let peer = self
+                    .peers
+                    .get_mut(&addr)
+                    .ok_or_else(|| internal(incoming))?;
+                Some(
+                    peer.sticky
+                        .megolm_send_json(&path, json, incoming.encoding.version),
+                )
+            }
+            None => None,
         };
 
         if self.draining {
@@ -1662,6 +1691,61 @@ mod tests {
     fn block2(p: &Packet) -> Option<BlockValue> {
         p.get_first_option(CoapOption::Block2)
             .and_then(|v| BlockValue::decode(v))
+    }
+
+    #[test]
+    fn v2_room_handles_and_megolm_sender_fields_are_kept_with_the_access_token() {
+        let mut h = Harness::new(Limits::default());
+        let room = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
+        let handle = format!("~{}", &room[1..12]);
+        let megolm = serde_json::json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "session_id": "c2Vz"});
+        let send = |mid: u16, room: &str, body: &Value, token: Option<&str>| {
+            let mut p = request(
+                MessageType::Confirmable,
+                3,
+                mid,
+                &[mid as u8],
+                &["we", room, "t"],
+            );
+            if let Some(token) = token {
+                p.add_option(CoapOption::Unknown(256), token.as_bytes().to_vec());
+            }
+            p.add_option(CoapOption::ContentFormat, vec![60]);
+            p.add_option(CoapOption::Unknown(257), vec![2]);
+            p.payload = profile::json_to_cbor(body, TableVersion::V2).unwrap();
+            p
+        };
+        let forwarded_body = |f: &(ForwardId, UpstreamRequest)| -> Value {
+            serde_json::from_slice(f.1.json_body.as_ref().unwrap()).unwrap()
+        };
+        // The room is not known yet: 4.12, nothing forwarded.
+        let actions = h.feed(&send(1, &handle, &megolm, Some("tok1")));
+        assert!(forwards(&actions).is_empty());
+        assert_eq!(code_of(&sent(&actions)[0]), "4.12");
+        // No sender fields kept yet: the body goes as the client wrote it.
+        let f = forwards(&h.feed(&send(2, room, &megolm, None)));
+        assert_eq!(forwarded_body(&f[0]), megolm);
+        // In full once...
+        let mut full = megolm.clone();
+        full["sender_key"] = "a2V5".into();
+        full["device_id"] = "DEV".into();
+        let f = forwards(&h.feed(&send(3, room, &full, None)));
+        assert_eq!(f.len(), 1);
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.encrypted/t",
+            "%21Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI"
+        );
+        assert_eq!(f[0].1.path_and_query, path);
+        assert_eq!(forwarded_body(&f[0]), full);
+        // ...then by handle, without sender fields: forwarded as the full request.
+        let f = forwards(&h.feed(&send(4, &handle, &megolm, None)));
+        assert_eq!(f[0].1.path_and_query, path);
+        assert_eq!(forwarded_body(&f[0]), full);
+        // The same access token again keeps the state; another one drops it.
+        let f = forwards(&h.feed(&send(5, &handle, &megolm, Some("tok1"))));
+        assert_eq!(forwarded_body(&f[0]), full);
+        let actions = h.feed(&send(6, &handle, &megolm, Some("tok2")));
+        assert_eq!(code_of(&sent(&actions)[0]), "4.12");
     }
 
     const SYNC: &[&str] = &["_matrix", "client", "v3", "sync"];

@@ -188,6 +188,11 @@ struct Core<R: Rng, S: Store, U: Ui> {
     operation: Option<(RequestId, Operation)>,
     /// Whether the gateway holds the access token (option 256 is sticky per peer).
     token_sticky: bool,
+    /// Room slots whose room id the gateway holds with the access token (PROFILE.md section
+    /// 1.1): a send that named the room in full succeeded since the token last went out.
+    sticky_rooms: u32,
+    /// Whether the gateway holds this device's Megolm sender fields with the access token.
+    sticky_sender: bool,
     /// The gateway lost the observation: register it again.
     observation_lost: bool,
     /// Whether the last request built carried the token.
@@ -339,6 +344,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 fallback_wanted: false,
                 operation: None,
                 token_sticky: false,
+                sticky_rooms: 0,
+                sticky_sender: false,
                 observation_lost: false,
                 last_with_token: false,
                 operation_with_token: false,
@@ -703,6 +710,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             // The gateway lost its state for this peer (it restarted): the token again, and
             // the observation, which it lost too, at once.
             self.token_sticky = false;
+            self.forget_sticky();
             self.observation_lost = true;
             return false;
         }
@@ -726,6 +734,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn on_operation_refused(&mut self, operation: Operation, code: Code) {
         let error = TokenError::Server(code_number(code));
         match operation {
+            // 4.12: the gateway lacks the room id or sender fields the send left out (it
+            // restarted, or forgot the room): the next attempt sends them in full.
+            Operation::Send { .. } if code_number(code) == 412 => {
+                self.forget_sticky();
+                self.error(error);
+            }
             Operation::Send { slot } => {
                 // 4.xx but 4.01 and 4.29: the homeserver will never take this message.
                 if code.class() == 4
@@ -820,6 +834,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let own = login.user_id.clone();
         self.login = Some(login);
         self.token_sticky = false;
+        self.forget_sticky();
         self.track(&own);
         Ok(())
     }
@@ -895,6 +910,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .ok_or(TokenError::LimitReached(Limit::Rooms))?;
         let room = Room::new(bounded(room_id)?);
         save_room(&mut self.store, &mut self.scratch, slot, &room)?;
+        self.sticky_rooms &= !(1 << slot);
         if let Some(entry) = self.rooms.get_mut(slot) {
             *entry = Some(room);
         }
