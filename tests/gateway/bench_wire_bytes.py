@@ -8,7 +8,8 @@ Run: tests/.venv/bin/python tests/gateway/bench_wire_bytes.py   (VERSION=1 for M
 What is sent (the same Matrix content on both sides unless a row says otherwise):
 - HTTP: what an aiohttp-based client such as matrix-nio sends (Host, Accept, Accept-Encoding,
   User-Agent, Content-Length, Content-Type, Authorization), on a kept-alive connection.
-- CoAP: a token's requests: 2-byte CoAP token, option 257 = 2 (jeton v2: integer keys, binary fields
+- CoAP: a token's requests as jeton-core makes them: 4-byte CoAP token, no Content-Format or
+  Accept with a body (v2's default), option 257 = 2 (jeton v2: integer keys, binary fields
   as byte strings, well-known values as simple values, sync responses without empty members) and the
   paths jeton-core uses (`v` for sync, `we` for an encrypted send, the event type implied); with
   VERSION=1 the MSC3079 v1 tables and paths (`7`, `9`). Access token sticky (sent once, at login).
@@ -185,11 +186,14 @@ class CoapClient:
     def request(self, code, path, payload=b"", token=None, query=(), observe=None):
         self.mid += 1
         m = Message(code=code, payload=payload)
-        m.mtype, m.mid, m.token = aiocoap.CON, self.mid, b"\x4a\x01"
+        # jeton-core's CoAP tokens are 4 random bytes (firmware/core/src/coap/client.rs TOKEN_LEN).
+        m.mtype, m.mid, m.token = aiocoap.CON, self.mid, b"\x4a\x01\x02\x03"
         m.opt.uri_path = tuple(s for s in path.split("/") if s)
         m.opt.uri_query = tuple(query)
         if payload:
-            m.opt.content_format = 60
+            # As jeton-core: under v2 a body without Content-Format is CBOR (PROFILE.md section 1).
+            if VERSION == 1:
+                m.opt.content_format = 60
         else:
             # As jeton-core: a CBOR body already gets a CBOR response (PROFILE.md section 1).
             m.opt.accept = 60

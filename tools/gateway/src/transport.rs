@@ -608,6 +608,17 @@ impl Transport {
                 ));
             }
         }
+        // v2: a body without Content-Format is CBOR (PROFILE.md section 1), and so is the answer.
+        let v2_cbor_body = incoming.encoding.version == TableVersion::V2
+            && content_format.is_none()
+            && !packet.payload.is_empty();
+        let content_format = if v2_cbor_body {
+            Some(u64::from(CONTENT_FORMAT_CBOR))
+        } else {
+            content_format
+        };
+        incoming.encoding.cbor = content_format == Some(u64::from(CONTENT_FORMAT_CBOR))
+            || accept == Some(u64::from(CONTENT_FORMAT_CBOR));
         // Proxy-Uri / Proxy-Scheme: this is a gateway to one homeserver, not a forward proxy.
         if packet.get_option(CoapOption::ProxyUri).is_some()
             || packet.get_option(CoapOption::ProxyScheme).is_some()
@@ -1694,6 +1705,40 @@ mod tests {
     }
 
     #[test]
+    fn a_v2_body_without_content_format_is_cbor_and_so_is_the_answer() {
+        let mut h = Harness::new(Limits::default());
+        let body = serde_json::json!({"filter_id": "x", "limit": 3});
+        let post = |mid: u16, version: Option<u8>, payload: Vec<u8>| {
+            let mut p = request(MessageType::Confirmable, 2, mid, &[mid as u8], &["3w"]);
+            if let Some(v) = version {
+                p.add_option(CoapOption::Unknown(257), vec![v]);
+            }
+            p.payload = payload;
+            p
+        };
+        let f = forwards(&h.feed(&post(
+            1,
+            Some(2),
+            profile::json_to_cbor(&body, TableVersion::V2).unwrap(),
+        )));
+        let forwarded: Value = serde_json::from_slice(f[0].1.json_body.as_ref().unwrap()).unwrap();
+        assert_eq!(forwarded, body);
+        let reply = &sent(&h.upstream(f[0].0, 200, r#"{"user_id":"@u:s"}"#))[0];
+        assert_eq!(
+            reply.get_first_option(CoapOption::ContentFormat),
+            Some(&vec![CONTENT_FORMAT_CBOR as u8])
+        );
+        assert_eq!(
+            profile::cbor_to_json(&reply.payload, TableVersion::V2).unwrap()["user_id"],
+            "@u:s"
+        );
+        // Without option 257 (v1), a body without Content-Format is forwarded as it is (JSON).
+        let json = br#"{"a":1}"#.to_vec();
+        let f = forwards(&h.feed(&post(2, None, json.clone())));
+        assert_eq!(f[0].1.json_body.as_deref(), Some(json.as_slice()));
+    }
+
+    #[test]
     fn v2_room_handles_and_megolm_sender_fields_are_kept_with_the_access_token() {
         let mut h = Harness::new(Limits::default());
         let room = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
@@ -1710,7 +1755,7 @@ mod tests {
             if let Some(token) = token {
                 p.add_option(CoapOption::Unknown(256), token.as_bytes().to_vec());
             }
-            p.add_option(CoapOption::ContentFormat, vec![60]);
+            // No Content-Format: under v2 a body is CBOR by default.
             p.add_option(CoapOption::Unknown(257), vec![2]);
             p.payload = profile::json_to_cbor(body, TableVersion::V2).unwrap();
             p

@@ -547,18 +547,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .push((option::URI_PATH, segment.as_bytes()))
                 .map_err(|_| full)?;
         }
-        if body_len > 0 {
-            options
-                .push((option::CONTENT_FORMAT, &cbor))
-                .map_err(|_| full)?;
-        }
+        // Under v2 a body without Content-Format is CBOR, and so is the answer (PROFILE.md
+        // section 1): neither Content-Format nor Accept on a request with a body.
         for q in query {
             options
                 .push((option::URI_QUERY, q.as_bytes()))
                 .map_err(|_| full)?;
         }
-        // A CBOR body already gets a CBOR response (PROFILE.md section 1): Accept only
-        // on requests without one.
         if body_len == 0 {
             options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
         }
