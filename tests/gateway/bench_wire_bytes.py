@@ -17,9 +17,10 @@ What is sent (the same Matrix content on both sides unless a row says otherwise)
   sender_key and device_id (matrix-nio rejects Megolm events without them), txn ids as jeton-core
   makes them: 6 radix-64 digits of a random prefix and a radix-64 counter, here 2 digits (a
   token's transactions 64 to 4095; key shares to other devices use them up too). Under v2 the gateway keeps the room id and the sender fields with the
-  access token (PROFILE.md section 1.1): jeton-core's first send to a room after the access token
-  went out names them in full, every later one names the room by its handle ("~" + 11 characters)
-  and leaves the sender fields out; the homeserver receives the same event either way. Both rows
+  access token, and the Megolm session id per room (PROFILE.md section 1.1): jeton-core's first send
+  to a room (and the first of each new Megolm session) after the access token went out names them
+  in full, every later one names the room by its handle ("~" + 11 characters) and leaves the sender
+  fields and the session id out; the homeserver receives the same event either way. Both rows
   are printed; HTTP has no such state, so its row is the full request each time. The
   ciphertext has the exact length a Megolm message of the lean plaintext
   {"type":"m.room.message","content":{"msgtype":"m.text","body":"hello world"},"room_id":...}
@@ -298,8 +299,10 @@ def run(synapse, gw):
     coap.ack(n)
     # The sync position after the first event: the one-event syncs below start here.
     since = decode_cbor(n.payload, VERSION)["next_batch"]
-    # Every later send: by handle, without the sender fields the gateway holds (v2 only).
-    steady_room, steady_content = (f"~{room[1:12]}", content) if VERSION == 2 else (room, token_content)
+    # Every later send in the same Megolm session: by handle, without the sender fields and the
+    # session id the gateway holds (v2 only).
+    lean_content = {"algorithm": content["algorithm"], "ciphertext": content["ciphertext"]}
+    steady_room, steady_content = (f"~{room[1:12]}", lean_content) if VERSION == 2 else (room, token_content)
     _, sent, coap_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=steady_room, txn=txn_prefix + "11"),
                                        encode_cbor(steady_content, VERSION))
     assert "event_id" in sent, sent
@@ -338,13 +341,20 @@ def run(synapse, gw):
     per_hour = (round(per_keepalive[0] * 4), round(per_keepalive[1] * 4))
     rows.append(("idle per hour with Observe (4 keepalives)", None, per_hour))
 
+    # The first send of a new Megolm session to a room the gateway knows: its session id in full.
+    new_session = dict(lean_content, session_id=base64.b64encode(os.urandom(32)).decode().rstrip("="))
+    new_session_room, new_session_content = (steady_room, new_session) if VERSION == 2 else (room, token_content)
+    _, _, rotated_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=new_session_room, txn=txn_prefix + "13"),
+                                       encode_cbor(new_session_content, VERSION))
+
     # The HTTP send of the same event (its own txn id, a token-shaped one), after the idle rows
     # (its notification would count as a keepalive).
     _, http_bytes = http.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn_prefix}12",
                                  token_content, token=http_token)
     rows.insert(1, (f"send m.room.encrypted (ciphertext {raw_len} B raw),", None, None))
-    rows.insert(2, ("  every send after a room's first one", http_bytes, coap_bytes))
-    rows.insert(3, ("  the first send to a room (ids in full)", http_bytes, first_bytes))
+    rows.insert(2, ("  every later send of a Megolm session", http_bytes, coap_bytes))
+    rows.insert(3, ("  the first of a new session (session id)", http_bytes, rotated_bytes))
+    rows.insert(4, ("  the first send to a room (all in full)", http_bytes, first_bytes))
     return rows
 
 

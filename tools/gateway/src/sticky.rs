@@ -62,6 +62,9 @@ pub struct StickyState {
     /// Room ids the peer named in full, least recently named first.
     rooms: VecDeque<String>,
     megolm_sender: Option<MegolmSender>,
+    /// The Megolm session id of the last encrypted send to each room that carried one, least
+    /// recently sent first.
+    megolm_sessions: VecDeque<(String, Value)>,
 }
 
 impl StickyState {
@@ -69,6 +72,7 @@ impl StickyState {
     pub fn clear(&mut self) {
         self.rooms.clear();
         self.megolm_sender = None;
+        self.megolm_sessions.clear();
     }
 
     /// The Uri-Path segments with every room handle replaced by its room id, recording the room
@@ -133,10 +137,14 @@ impl StickyState {
     /// For a v2 encrypted send (`path` expanded) with a Megolm body: keeps the sender fields
     /// it carries, or fills in the kept ones (if any) when it carries neither. A body without
     /// them and nothing kept goes as it is: a client may leave the deprecated fields out for good.
+    /// The same for the room's `session_id`, kept per room.
     pub fn megolm_send(&mut self, path: &str, body: &mut Value, version: TableVersion) {
-        if version != TableVersion::V2 || !is_encrypted_send(path) {
+        if version != TableVersion::V2 {
             return;
         }
+        let Some(room) = encrypted_send_room(path) else {
+            return;
+        };
         let Value::Object(content) = body else {
             return;
         };
@@ -159,6 +167,27 @@ impl StickyState {
             // One without the other: forwarded as the client wrote it.
             _ => {}
         }
+        let kept = self.megolm_sessions.iter().position(|(r, _)| r == room);
+        let kept = kept.and_then(|i| self.megolm_sessions.remove(i));
+        match (content.get("session_id"), kept) {
+            (Some(session_id), _) => {
+                let session_id = session_id.clone();
+                self.remember_session(room, session_id);
+            }
+            (None, Some((_, session_id))) => {
+                content.insert("session_id".into(), session_id.clone());
+                self.remember_session(room, session_id);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn remember_session(&mut self, room: &str, session_id: Value) {
+        if self.megolm_sessions.len() >= MAX_ROOMS_PER_PEER {
+            self.megolm_sessions.pop_front();
+        }
+        self.megolm_sessions
+            .push_back((room.to_owned(), session_id));
     }
 }
 
@@ -197,11 +226,20 @@ fn room_param_segment(enum_segment: &str, version: TableVersion) -> Option<usize
         .map(|position| position + 1)
 }
 
-/// Whether `path` is `/_matrix/client/v3/rooms/{roomId}/send/m.room.encrypted/{txnId}`.
-fn is_encrypted_send(path: &str) -> bool {
+/// The (percent-encoded) room id of `path` if it is
+/// `/_matrix/client/v3/rooms/{roomId}/send/m.room.encrypted/{txnId}`.
+fn encrypted_send_room(path: &str) -> Option<&str> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    matches!(parts.as_slice(),
-        [a, b, c, d, _, "send", "m.room.encrypted", _] if [*a, *b, *c, *d] == ENCRYPTED_SEND)
+    match parts.as_slice() {
+        [a, b, c, d, room, "send", "m.room.encrypted", _] if [*a, *b, *c, *d] == ENCRYPTED_SEND => {
+            Some(room)
+        }
+        _ => None,
+    }
+}
+
+fn is_encrypted_send(path: &str) -> bool {
+    encrypted_send_room(path).is_some()
 }
 
 #[cfg(test)]
@@ -282,6 +320,34 @@ mod tests {
         }
         assert!(resolved(&mut state, &["we", &format!("~{}", &twin_b[1..]), "t"]).is_err());
         assert!(resolved(&mut state, &["we", "~room31xxxxxxxx", "t"]).is_ok());
+    }
+
+    #[test]
+    fn megolm_session_ids_are_kept_per_room() {
+        let mut state = StickyState::default();
+        let other = "/_matrix/client/v3/rooms/!other/send/m.room.encrypted/t1";
+        let with = |session: &str| json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "session_id": session});
+        let without = json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA"});
+        // Nothing kept: as written.
+        let mut body = without.clone();
+        state.megolm_send(SEND, &mut body, V2);
+        assert_eq!(body, without);
+        state.megolm_send(SEND, &mut with("c2Vz"), V2);
+        state.megolm_send(other, &mut with("b3Ro"), V2);
+        let mut body = without.clone();
+        state.megolm_send(SEND, &mut body, V2);
+        assert_eq!(body, with("c2Vz"));
+        // A new session replaces the old one for that room only.
+        state.megolm_send(SEND, &mut with("bmV3"), V2);
+        for (path, session) in [(SEND, "bmV3"), (other, "b3Ro")] {
+            let mut body = without.clone();
+            state.megolm_send(path, &mut body, V2);
+            assert_eq!(body, with(session));
+        }
+        state.clear();
+        let mut body = without.clone();
+        state.megolm_send(SEND, &mut body, V2);
+        assert_eq!(body, without);
     }
 
     #[test]

@@ -193,6 +193,12 @@ struct Core<R: Rng, S: Store, U: Ui> {
     sticky_rooms: u32,
     /// Whether the gateway holds this device's Megolm sender fields with the access token.
     sticky_sender: bool,
+    /// The Megolm session id the gateway holds for each room slot, as far as the token knows
+    /// for sure: set when a send carrying it succeeded, cleared when one that carried another
+    /// went out (the gateway keeps it whether the send succeeds or not).
+    gateway_sessions: [Option<[u8; 32]>; MAX_ROOMS],
+    /// The room slot and session id of the encrypted send in flight.
+    send_session: Option<(usize, [u8; 32])>,
     /// The gateway lost the observation: register it again.
     observation_lost: bool,
     /// Whether the last request built carried the token.
@@ -346,6 +352,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 token_sticky: false,
                 sticky_rooms: 0,
                 sticky_sender: false,
+                gateway_sessions: [None; MAX_ROOMS],
+                send_session: None,
                 observation_lost: false,
                 last_with_token: false,
                 operation_with_token: false,
@@ -906,6 +914,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let room = Room::new(bounded(room_id)?);
         save_room(&mut self.store, &mut self.scratch, slot, &room)?;
         self.sticky_rooms &= !(1 << slot);
+        if let Some(session) = self.gateway_sessions.get_mut(slot) {
+            *session = None;
+        }
         if let Some(entry) = self.rooms.get_mut(slot) {
             *entry = Some(room);
         }

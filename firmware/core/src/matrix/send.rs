@@ -920,6 +920,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         room_slot: usize,
         encrypted_room: bool,
     ) -> Result<(), TokenError> {
+        // Only the send started now may teach the token what the gateway holds.
+        self.send_session = None;
         // The room by its handle once the gateway holds its id (PROFILE.md section 1.1).
         let handle = self
             .rooms
@@ -955,9 +957,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let own_curve = *self.account.curve25519_key().as_bytes();
         let sender = (!(self.token_sticky && self.sticky_sender))
             .then_some((&own_curve[..], own_device.as_str()));
-        let len = match entry.encrypted {
+        // The session id too, once the gateway holds it for this room (PROFILE.md 1.1).
+        let held = self
+            .gateway_sessions
+            .get(room_slot)
+            .copied()
+            .flatten()
+            .filter(|_| self.token_sticky);
+        let omitted = |session_id: &[u8]| held.is_some_and(|h| h[..] == *session_id);
+        let (len, session_id, omit) = match entry.encrypted {
             Some((session_id, message)) => {
-                write::megolm_send_body(&mut self.work, session_id, message, sender)?
+                let omit = omitted(session_id);
+                let sent = (!omit).then_some(session_id);
+                let len = write::megolm_send_body(&mut self.work, sent, message, sender)?;
+                (len, session_id.try_into().unwrap_or([0; 32]), omit)
             }
             None => {
                 let local_id = entry.local_id;
@@ -1004,9 +1017,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     encrypted: Some((&session_id, message)),
                 };
                 save_outbox(&mut self.store, &mut self.scratch, slot, &entry)?;
-                write::megolm_send_body(&mut self.work, &session_id, message, sender)?
+                let omit = omitted(&session_id);
+                let sent = (!omit).then_some(&session_id[..]);
+                let len = write::megolm_send_body(&mut self.work, sent, message, sender)?;
+                (len, session_id, omit)
             }
         };
+        if !omit && let Some(held) = self.gateway_sessions.get_mut(room_slot) {
+            // The gateway keeps what this send carries, whatever its outcome.
+            *held = None;
+        }
+        self.send_session = Some((room_slot, session_id));
         self.start(
             coap,
             Operation::Send { slot },
@@ -1027,6 +1048,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.store.remove(record::OUTBOX + slot as u16)?;
         // The send named the room and (encrypted) the sender fields, in full or as the
         // gateway already held them: it holds them now.
+        if let Some((room_slot, session_id)) = self.send_session.take()
+            && let Some(held) = self.gateway_sessions.get_mut(room_slot)
+        {
+            *held = Some(session_id);
+        }
         if let Some(room_slot) = self.room_slot(&entry.room_id) {
             self.sticky_rooms |= 1 << room_slot;
             self.sticky_sender |= self
@@ -1080,6 +1106,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     pub(super) fn forget_sticky(&mut self) {
         self.sticky_rooms = 0;
         self.sticky_sender = false;
+        self.gateway_sessions = [None; MAX_ROOMS];
     }
 }
 

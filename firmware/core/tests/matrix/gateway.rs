@@ -86,8 +86,12 @@ pub(crate) struct FakeGateway {
     /// sticky state, kept with the access token as the real gateway keeps it).
     sticky_rooms: Vec<String>,
     sticky_sender: Option<(Value, Value)>,
+    /// The Megolm session id kept per room.
+    sticky_sessions: HashMap<String, Value>,
     /// Encrypted sends whose body left the sender fields out (the gateway filled them in).
     pub sends_without_sender: u32,
+    /// Encrypted sends whose body left the session id out.
+    pub sends_without_session: u32,
     /// Sends that named their room by a handle.
     pub sends_by_handle: u32,
 }
@@ -112,7 +116,9 @@ impl FakeGateway {
             token_carried: 0,
             sticky_rooms: Vec::new(),
             sticky_sender: None,
+            sticky_sessions: HashMap::new(),
             sends_without_sender: 0,
+            sends_without_session: 0,
             sends_by_handle: 0,
         }
     }
@@ -127,6 +133,7 @@ impl FakeGateway {
         self.sticky_token = None;
         self.sticky_rooms.clear();
         self.sticky_sender = None;
+        self.sticky_sessions.clear();
     }
 
     /// Forgets the sticky room ids and sender fields but keeps the access token, as a gateway
@@ -134,6 +141,7 @@ impl FakeGateway {
     pub(crate) fn forget_sticky_state(&mut self) {
         self.sticky_rooms.clear();
         self.sticky_sender = None;
+        self.sticky_sessions.clear();
     }
 
     /// The real gateway's v2 sticky rules for a send (PROFILE.md section 1.1): the room handle
@@ -166,6 +174,17 @@ impl FakeGateway {
                         request["device_id"] = device;
                     }
                     self.sends_without_sender += 1;
+                }
+            }
+            match request.get("session_id") {
+                Some(session) => {
+                    self.sticky_sessions.insert(room.clone(), session.clone());
+                }
+                None => {
+                    if let Some(session) = self.sticky_sessions.get(room.as_str()) {
+                        request["session_id"] = session.clone();
+                    }
+                    self.sends_without_session += 1;
                 }
             }
         }
@@ -401,6 +420,7 @@ impl FakeGateway {
             if self.sticky_token.as_deref() != Some(token) {
                 self.sticky_rooms.clear();
                 self.sticky_sender = None;
+                self.sticky_sessions.clear();
             }
             self.sticky_token = Some(token.to_vec());
         }

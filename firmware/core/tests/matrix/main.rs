@@ -877,6 +877,9 @@ fn a_message_from_the_token_is_decrypted_by_the_peer() {
     // the air, and the homeserver got them all the same.
     assert_eq!(world.gw.sends_without_sender, 1);
     assert_eq!(world.gw.hs.sent[1].3["sender_key"], content["sender_key"]);
+    // The same session: its id stayed home too.
+    assert_eq!(world.gw.sends_without_session, 1);
+    assert_eq!(world.gw.hs.sent[1].3["session_id"], content["session_id"]);
     assert_eq!(world.gw.hs.sent[1].3["device_id"], device.as_str());
     // ...and named the room by its handle.
     assert_eq!(world.gw.sends_by_handle, 1);

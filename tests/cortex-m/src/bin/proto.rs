@@ -107,7 +107,7 @@ fn write_requests(out: &mut [u8]) -> usize {
         body: b,
     };
     let mut n = 0;
-    n += write::megolm_send_body(out, b, b, None).unwrap_or(0);
+    n += write::megolm_send_body(out, Some(b), b, None).unwrap_or(0);
     n += write::olm_send_to_device_body(out, b, &olm).unwrap_or(0);
     n += write::keys_upload_body(out, &signer, Some(&device), &[key], Some(&key)).unwrap_or(0);
     n += write::keys_claim_body(out, "@u:s", "D", 10_000).unwrap_or(0);
