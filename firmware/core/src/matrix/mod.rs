@@ -737,12 +737,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn on_operation_refused(&mut self, operation: Operation, code: Code) {
         let error = TokenError::Server(code_number(code));
         match operation {
-            // 4.12: the gateway lacks the room id or sender fields the send left out (it
-            // restarted, or forgot the room): the next attempt sends them in full.
-            Operation::Send { .. } if code_number(code) == 412 => {
-                self.forget_sticky();
-                self.error(error);
-            }
+            // 4.12: the gateway cannot resolve the room handle (it restarted, or forgot the
+            // room): not a failure, the next attempt sends everything in full.
+            Operation::Send { .. } if code_number(code) == 412 => self.forget_sticky(),
             Operation::Send { slot } => {
                 // 4.xx but 4.01 and 4.29: the homeserver will never take this message.
                 if code.class() == 4
