@@ -8,17 +8,26 @@ Run: tests/.venv/bin/python tests/gateway/bench_wire_bytes.py   (VERSION=1 for M
 What is sent (the same Matrix content on both sides unless a row says otherwise):
 - HTTP: what an aiohttp-based client such as matrix-nio sends (Host, Accept, Accept-Encoding,
   User-Agent, Content-Length, Content-Type, Authorization), on a kept-alive connection.
-- CoAP: a token's requests: 2-byte CoAP token, option 257 = 2 (jeton v2: integer keys, binary fields
+- CoAP: a token's requests as jeton-core makes them: 4-byte CoAP token, no Content-Format or
+  Accept with a body (v2's default), option 257 = 2 (jeton v2: integer keys, binary fields
   as byte strings, well-known values as simple values, sync responses without empty members) and the
   paths jeton-core uses (`v` for sync, `we` for an encrypted send, the event type implied); with
   VERSION=1 the MSC3079 v1 tables and paths (`7`, `9`). Access token sticky (sent once, at login).
-- The Megolm event: {algorithm, ciphertext, session_id} (sender_key/device_id are deprecated; a
-  last row adds them and a token-shaped txn id, as jeton-core sends today),
-  ciphertext of the exact length a Megolm message of the lean plaintext
+- The Megolm send as jeton-core makes it: {algorithm, ciphertext, session_id} plus the deprecated
+  sender_key and device_id (matrix-nio rejects Megolm events without them), txn ids as jeton-core
+  makes them: 6 radix-64 digits of a random prefix and a radix-64 counter, here 2 digits (a
+  token's transactions 64 to 4095; key shares to other devices use them up too). Under v2 the gateway keeps the room id and the sender fields with the
+  access token, and the Megolm session id per room (PROFILE.md section 1.1): jeton-core's first send
+  to a room (and the first of each new Megolm session) after the access token went out names them
+  in full, every later one names the room by its handle ("~" + 11 characters) and leaves the sender
+  fields and the session id out; the homeserver receives the same event either way. Both rows
+  are printed; HTTP has no such state, so its row is the full request each time. The
+  ciphertext has the exact length a Megolm message of the lean plaintext
   {"type":"m.room.message","content":{"msgtype":"m.text","body":"hello world"},"room_id":...}
   has (version, index, AES-CBC ciphertext, 8-byte MAC, 64-byte signature); random bytes.
 - Sync via Observe: the CON notification carrying the event plus the client's empty ACK. The
-  sync uses a filter (uploaded once) that keeps what a token reads.
+  sync uses jeton-core's filter (uploaded once): the event types and fields a token reads, inside
+  `content` too, so the deprecated Megolm sender fields stay on the homeserver.
 - Idle: the gateway's keepalive notification + ACK (nothing else crosses the air), measured at a
   short keepalive and scaled to the default of one per 900 s.
 """
@@ -32,7 +41,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
@@ -144,6 +152,7 @@ class CoapClient:
         self.gateway = gateway.address
         self.mid = 0x100
         self.up = self.down = 0
+        self.early = []
 
     def reset(self):
         self.up = self.down = 0
@@ -153,19 +162,42 @@ class CoapClient:
         self.sock.sendto(data, self.gateway)
 
     def recv(self):
+        """The next datagram; a notification that came in during a request is handed out here
+        (and counted here, not in the request's bytes)."""
+        if self.early:
+            size, message = self.early.pop(0)
+            self.down += size
+            return message
         data, _ = self.sock.recvfrom(65535)
         self.down += len(data)
         return Message.decode(data)
 
+    def _response(self):
+        """The response to the request just sent: a notification that overtakes it (the
+        observer's next batch can be faster than the send's answer) is kept for recv()."""
+        while True:
+            data, _ = self.sock.recvfrom(65535)
+            message = Message.decode(data)
+            if message.mtype == aiocoap.CON and message.opt.observe is not None:
+                self.early.append((len(data), message))
+                continue
+            self.down += len(data)
+            return message
+
     def request(self, code, path, payload=b"", token=None, query=(), observe=None):
         self.mid += 1
         m = Message(code=code, payload=payload)
-        m.mtype, m.mid, m.token = aiocoap.CON, self.mid, b"\x4a\x01"
+        # jeton-core's CoAP tokens are 4 random bytes (firmware/core/src/coap/client.rs TOKEN_LEN).
+        m.mtype, m.mid, m.token = aiocoap.CON, self.mid, b"\x4a\x01\x02\x03"
         m.opt.uri_path = tuple(s for s in path.split("/") if s)
         m.opt.uri_query = tuple(query)
         if payload:
-            m.opt.content_format = 60
-        m.opt.accept = 60
+            # As jeton-core: under v2 a body without Content-Format is CBOR (PROFILE.md section 1).
+            if VERSION == 1:
+                m.opt.content_format = 60
+        else:
+            # As jeton-core: a CBOR body already gets a CBOR response (PROFILE.md section 1).
+            m.opt.accept = 60
         if observe is not None:
             m.opt.observe = observe
         m.opt.add_option(UintOption(257, VERSION))
@@ -173,7 +205,13 @@ class CoapClient:
             m.opt.add_option(OpaqueOption(256, token.encode()))
         self.reset()
         self.send(m.encode())
-        response = self.recv()
+        response = self._response()
+        if response.code == Code.EMPTY:
+            # The homeserver was slow (login hashes the password): an empty ACK, then the
+            # response as a CON of its own, which the client acknowledges. All of it counts.
+            response = self._response()
+            if response.mtype == aiocoap.CON:
+                self.ack(response)
         complete = response.opt.block2 is None or not response.opt.block2.more
         body = decode_cbor(response.payload, VERSION) if response.payload and complete else None
         return response, body, (self.up, self.down)
@@ -230,11 +268,15 @@ def run(synapse, gw):
     content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": ciphertext,
                "session_id": base64.b64encode(os.urandom(32)).decode().rstrip("=")}
 
-    # Observe the room's sync with a lean filter, so the next event arrives as a notification.
-    lean_filter = {"event_fields": ["type", "content", "sender", "event_id", "origin_server_ts"],
-                   "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]},
-                   "room": {"ephemeral": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]},
-                            "state": {"lazy_load_members": True}, "timeline": {"limit": 10}}}
+    # Observe the room's sync with jeton-core's own filter (firmware/core/src/matrix/send.rs
+    # filter_body), so the next event arrives as a notification shaped as the token gets it.
+    room_types = ["m.room.encrypted", "m.room.encryption", "m.room.member", "m.room.message"]
+    lean_filter = {"event_fields": ["type", "sender", "state_key", "event_id", "room_id", "content.membership",
+                                    "content.algorithm", "content.rotation_period_ms", "content.rotation_period_msgs",
+                                    "content.ciphertext", "content.session_id", "content.msgtype", "content.body"],
+                   "presence": {"types": []}, "account_data": {"types": []},
+                   "room": {"ephemeral": {"types": []}, "account_data": {"types": []},
+                            "state": {"types": room_types}, "timeline": {"limit": 10, "types": room_types}}}
     _, f = synapse.request("POST", f"/_matrix/client/v3/user/{alice['user_id']}/filter", lean_filter, token=token)
     _, first = synapse.request("GET", f"/_matrix/client/v3/sync?timeout=0&filter={f['filter_id']}", token=token)
     # The access token travels once (it is sticky); the rows below do not carry it.
@@ -242,17 +284,28 @@ def run(synapse, gw):
     registration, _, _ = coap.request(Code.GET, SYNC, query=(f"since={first['next_batch']}", f"filter={f['filter_id']}"), observe=0)
     assert registration.opt.observe is not None
 
-    txn = str(uuid.uuid4())
-    _, http_bytes = http.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn}", content, token=http_token)
-    # Drain the notification this first event caused before measuring the CoAP send.
+    # The send as jeton-core makes it (see the docstring): the first one to the room names the
+    # room and the sender fields in full.
+    token_content = dict(content, sender_key=base64.b64encode(os.urandom(32)).decode().rstrip("="),
+                         device_id="JETONDEV01")
+    txn_prefix = base64.urlsafe_b64encode(os.urandom(6)).decode()[:6]
+    _, first_sent, first_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=room, txn=txn_prefix + "10"),
+                                              encode_cbor(token_content, VERSION))
+    # Drain the notification this first event caused before measuring the next send.
     n = coap.recv()
+    while first_sent["event_id"] not in json.dumps(decode_cbor(n.payload, VERSION)):
+        coap.ack(n)
+        n = coap.recv()
     coap.ack(n)
     # The sync position after the first event: the one-event syncs below start here.
     since = decode_cbor(n.payload, VERSION)["next_batch"]
-    # A token's txn id is short.
-    _, sent, coap_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=room, txn="a1"),
-                                       encode_cbor(content, VERSION))
-    rows.append((f"send m.room.encrypted (ciphertext {raw_len} B raw)", http_bytes, coap_bytes))
+    # Every later send in the same Megolm session: by handle, without the sender fields and the
+    # session id the gateway holds (v2 only).
+    lean_content = {"algorithm": content["algorithm"], "ciphertext": content["ciphertext"]}
+    steady_room, steady_content = (f"~{room[1:12]}", lean_content) if VERSION == 2 else (room, token_content)
+    _, sent, coap_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=steady_room, txn=txn_prefix + "11"),
+                                       encode_cbor(steady_content, VERSION))
+    assert "event_id" in sent, sent
 
     # The notification for the CoAP-sent event: what a one-event incremental sync costs the token.
     coap.reset()
@@ -267,13 +320,13 @@ def run(synapse, gw):
         print(json.dumps(decode_cbor(notification.payload, VERSION), indent=1))
 
     # The same incremental sync over HTTP (straight, with the same filter).
-    _, http_bytes = http.request("GET", f"/_matrix/client/v3/sync?since={since}&timeout=0&filter={f['filter_id']}", token=http_token)
+    _, http_sync_bytes = http.request("GET", f"/_matrix/client/v3/sync?since={since}&timeout=0&filter={f['filter_id']}", token=http_token)
     # From a second client: a GET without Observe from the observer's own address would end
     # its observation (RFC 7641).
     other = CoapClient(gw)
     other.request(Code.GET, "/_matrix/client/v3/account/whoami", token=token)
     _, _, poll_bytes = other.request(Code.GET, SYNC, query=(f"since={since}", "timeout=0", f"filter={f['filter_id']}"))
-    rows.append(("incremental sync, one event (HTTP vs CoAP GET)", http_bytes, poll_bytes))
+    rows.append(("incremental sync, one event (HTTP vs CoAP GET)", http_sync_bytes, poll_bytes))
     rows.append(("incremental sync, one event (Observe push + ACK)", None, observe_bytes))
 
     # Idle: keepalive notifications only (every 3 s here, every 900 s by default).
@@ -288,18 +341,20 @@ def run(synapse, gw):
     per_hour = (round(per_keepalive[0] * 4), round(per_keepalive[1] * 4))
     rows.append(("idle per hour with Observe (4 keepalives)", None, per_hour))
 
-    # The send as jeton-core really makes it: the deprecated sender_key and device_id go along
-    # (matrix-nio rejects Megolm events without sender_key) and its txn ids are "j" + 8 hex digits
-    # + a counter. From the client without an observation, so no notification meets the response.
-    token_content = dict(content, sender_key=base64.b64encode(os.urandom(32)).decode().rstrip("="),
-                         device_id="JETONDEV01")
-    txn = "j" + os.urandom(4).hex() + "0"
-    _, http_bytes = http.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn}",
+    # The first send of a new Megolm session to a room the gateway knows: its session id in full.
+    new_session = dict(lean_content, session_id=base64.b64encode(os.urandom(32)).decode().rstrip("="))
+    new_session_room, new_session_content = (steady_room, new_session) if VERSION == 2 else (room, token_content)
+    _, _, rotated_bytes = coap.request(Code.PUT, SEND_ENCRYPTED.format(room=new_session_room, txn=txn_prefix + "13"),
+                                       encode_cbor(new_session_content, VERSION))
+
+    # The HTTP send of the same event (its own txn id, a token-shaped one), after the idle rows
+    # (its notification would count as a keepalive).
+    _, http_bytes = http.request("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/{txn_prefix}12",
                                  token_content, token=http_token)
-    _, _, coap_bytes = other.request(Code.PUT, SEND_ENCRYPTED.format(room=room, txn=txn),
-                                     encode_cbor(token_content, VERSION))
-    rows.append(("  the same as jeton-core sends it (+sender_key,", None, None))
-    rows.append(("  device_id, 10-character txn id)", http_bytes, coap_bytes))
+    rows.insert(1, (f"send m.room.encrypted (ciphertext {raw_len} B raw),", None, None))
+    rows.insert(2, ("  every later send of a Megolm session", http_bytes, coap_bytes))
+    rows.insert(3, ("  the first of a new session (session id)", http_bytes, rotated_bytes))
+    rows.insert(4, ("  the first send to a room (all in full)", http_bytes, first_bytes))
     return rows
 
 

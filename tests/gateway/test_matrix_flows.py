@@ -227,3 +227,34 @@ def test_v2_token_paths_well_known_values_and_lean_sync(gateway, synapse, proxy)
     timeline, full_timeline = lean["rooms"]["join"][room]["timeline"], full["rooms"]["join"][room]["timeline"]
     assert timeline.get("limited", False) == full_timeline["limited"]
     assert full_timeline["limited"] or "limited" not in timeline
+
+
+def test_v2_room_handles_and_kept_megolm_sender_fields_reach_synapse_in_full(gateway, synapse):
+    """PROFILE.md section 1.1: after one send naming the room and the deprecated Megolm sender
+    fields in full, a send naming the room by its handle and leaving the fields out reaches
+    Synapse as the same full event; an unknown handle is 4.12 and reaches nothing."""
+    from coap_client import encode_cbor
+    from matrix_users import make_room, make_user
+
+    user = make_user(synapse)
+    token = user["access_token"]
+    room = make_room(synapse, token)
+    bare = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": b64(238), "session_id": b64(32)}
+    full = dict(bare, sender_key=b64(32), device_id="JETONDEV01")
+    handle = "~" + room[1:12]
+
+    async def go():
+        async with Client(gateway) as c:
+            unknown = await c.request(PUT, f"/we/{handle}/h0", encode_cbor(bare, 2), token=token, version=2)
+            first = await c.request(PUT, f"/we/{room}/h1", encode_cbor(full, 2), version=2)
+            later = await c.request(PUT, f"/we/{handle}/h2", encode_cbor(bare, 2), version=2)
+            return unknown, first, later
+
+    (code0, _), (code1, first), (code2, later) = run(go())
+    assert code0 == "4.12"
+    assert (code1, code2) == ("2.04", "2.04"), (first, later)
+    for sent in (first, later):
+        status, stored = synapse.request("GET", f"/_matrix/client/v3/rooms/{room}/event/{sent['event_id']}", token=token)
+        assert status == 200 and stored["content"] == full, stored
+    status, messages = synapse.request("GET", f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=20", token=token)
+    assert sum(e["type"] == "m.room.encrypted" for e in messages["chunk"]) == 2

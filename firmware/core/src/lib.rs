@@ -19,7 +19,7 @@
 //!   in-memory store that simulates power cuts; [`platform`]: clock and RNG traits.
 //! - [`json`]: canonical JSON for signatures and a bounded reader of decrypted payloads.
 //!
-//! The token's whole state with the default capacities takes 33,152 B on a 64-bit host (the test
+//! The token's whole state with the default capacities takes 33,336 B on a 64-bit host (the test
 //! `state_size_with_default_capacities_is_pinned` prints and pins it).
 //!
 //! # Usage

@@ -8,6 +8,7 @@
 //!   percent-encoding that round-trips Matrix identifiers (`!room:server`, `$event`).
 //! - [`binary`]: which JSON fields travel as CBOR byte strings under v2 (ciphertexts, keys, signatures,
 //!   session ids), as a table of field paths.
+//! - [`ids`]: event ids and room ids that are SHA-256 hashes, which v2 carries as their 32 bytes.
 //! - [`values`]: the v2 table of well-known text values (algorithm names, event types, membership states)
 //!   that travel as one-byte CBOR simple values.
 //! - [`coap`]: the CoAP option numbers and the Content-Format.
@@ -55,6 +56,7 @@ extern crate alloc;
 
 pub mod binary;
 pub mod coap;
+pub mod ids;
 pub mod keys;
 pub mod path;
 #[cfg(feature = "json")]

@@ -15,18 +15,20 @@
 //! duplicate keys, and byte strings outside the binary fields. If a map holds the same key as text and as
 //! integer, the text one wins (MSC3079). Every error says at which byte of the input it was found.
 
+use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
 use serde_json::{Map, Value};
 
 use crate::TableVersion;
 use crate::binary::is_binary_field;
+use crate::ids::{EVENT_SIGIL, HASH_LEN, ROOM_SECTIONS, ROOM_SIGIL, TEXT_LEN, hash_text};
 use crate::keys::{key_for_name, name_for_key};
 use crate::values::{simple_for_value, value_for_simple};
 
@@ -168,13 +170,43 @@ fn canonical_base64(value: &str) -> Option<Vec<u8>> {
     (STANDARD_NO_PAD.encode(&bytes) == value).then_some(bytes)
 }
 
-/// The canonical CBOR encoding of a map key under `version`, which is also its sort key.
-fn encoded_key(name: &str, version: TableVersion) -> Vec<u8> {
+/// The hash of `value` if it is a canonical hashed identifier with `sigil` (section 3.5 of
+/// PROFILE.md): the sigil and 43 characters of unpadded URL-safe base64 that encode 32 bytes and
+/// that those bytes encode again.
+fn canonical_hashed_id(value: &str, sigil: u8) -> Option<[u8; HASH_LEN]> {
+    let encoded = value.strip_prefix(char::from(sigil))?;
+    let hash: [u8; HASH_LEN] = URL_SAFE_NO_PAD.decode(encoded).ok()?.try_into().ok()?;
+    (URL_SAFE_NO_PAD.encode(hash) == encoded).then_some(hash)
+}
+
+/// Whether the object at `path` is a sync response's membership section, whose keys are room ids.
+fn is_room_section<S: AsRef<str>>(path: &[S]) -> bool {
+    matches!(path, [rooms, section] if rooms.as_ref() == "rooms"
+        && ROOM_SECTIONS.contains(&section.as_ref()))
+}
+
+/// Whether a value at `path` is an event id.
+fn is_event_id_field<S: AsRef<str>>(path: &[S]) -> bool {
+    path.last().is_some_and(|name| name.as_ref() == "event_id")
+}
+
+/// The text form of a hashed identifier's hash.
+fn hashed_id_text(sigil: u8, hash: &[u8; HASH_LEN]) -> String {
+    hash_text(sigil, hash, &mut [0; TEXT_LEN]).into()
+}
+
+/// The canonical CBOR encoding of a map key under `version`, which is also its sort key. Under v2
+/// a room id key of a sync membership section (`room_keys`) that is a hashed id is a byte string.
+fn encoded_key(name: &str, version: TableVersion, room_keys: bool) -> Vec<u8> {
     let mut key = Encoder::new(Vec::with_capacity(name.len() + 2));
+    let room_hash = (room_keys && version == TableVersion::V2)
+        .then(|| canonical_hashed_id(name, ROOM_SIGIL))
+        .flatten();
     // Writing into a Vec cannot fail.
-    let _ = match key_for_name(name, version) {
-        Some(integer) => key.u16(integer),
-        None => key.str(name),
+    let _ = match (key_for_name(name, version), room_hash) {
+        (Some(integer), _) => key.u16(integer),
+        (None, Some(hash)) => key.bytes(&hash),
+        (None, None) => key.str(name),
     };
     key.into_writer()
 }
@@ -217,6 +249,9 @@ impl<'v> JsonEncoder<'v> {
             Value::String(text) => {
                 let binary = match self.version {
                     TableVersion::V2 if is_binary_field(&self.path) => canonical_base64(text),
+                    TableVersion::V2 if is_event_id_field(&self.path) => {
+                        canonical_hashed_id(text, EVENT_SIGIL).map(Vec::from)
+                    }
                     _ => None,
                 };
                 let well_known = match self.version {
@@ -249,9 +284,10 @@ impl<'v> JsonEncoder<'v> {
                     return Err(self.error(TranscodeErrorKind::TooDeep, index));
                 }
                 let _ = out.map(members.len() as u64);
+                let room_keys = is_room_section(&self.path);
                 let mut sorted: Vec<(Vec<u8>, &'v String, &'v Value)> = members
                     .iter()
-                    .map(|(name, value)| (encoded_key(name, self.version), name, value))
+                    .map(|(name, value)| (encoded_key(name, self.version, room_keys), name, value))
                     .collect();
                 sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 for (key, name, value) in sorted {
@@ -288,7 +324,7 @@ pub fn cbor_to_json(bytes: &[u8], version: TableVersion) -> Result<Value, Transc
 
 struct CborDecoder<'b> {
     version: TableVersion,
-    path: Vec<&'b str>,
+    path: Vec<Cow<'b, str>>,
     input: Decoder<'b>,
 }
 
@@ -401,6 +437,14 @@ impl<'b> CborDecoder<'b> {
                     .map_err(|error| decoder_failure(error, Kind::InvalidUtf8, at))?;
                 Ok(Value::String(text.into()))
             }
+            Type::Bytes if self.version == TableVersion::V2 && is_event_id_field(&self.path) => {
+                self.checked_length(1)?;
+                let bytes = self.input.bytes().map_err(failed)?;
+                match <&[u8; HASH_LEN]>::try_from(bytes) {
+                    Ok(hash) => Ok(Value::String(hashed_id_text(EVENT_SIGIL, hash))),
+                    Err(_) => fail(Kind::UnexpectedByteString),
+                }
+            }
             Type::Bytes => {
                 if self.version != TableVersion::V2 || !is_binary_field(&self.path) {
                     return fail(Kind::UnexpectedByteString);
@@ -432,19 +476,28 @@ impl<'b> CborDecoder<'b> {
         }
     }
 
-    fn map_key(&mut self) -> Result<(&'b str, bool), TranscodeError> {
+    fn map_key(&mut self, room_keys: bool) -> Result<(Cow<'b, str>, bool), TranscodeError> {
         use TranscodeErrorKind as Kind;
         let at = self.input.position();
         let failed = |error| decoder_failure(error, Kind::InvalidUtf8, at);
         match self.input.datatype().map_err(failed)? {
             Type::String => {
                 self.checked_length(1)?;
-                Ok((self.input.str().map_err(failed)?, true))
+                Ok((self.input.str().map_err(failed)?.into(), true))
+            }
+            // A room id of a sync membership section, as its hash (v2): it counts as text.
+            Type::Bytes if room_keys && self.version == TableVersion::V2 => {
+                self.checked_length(1)?;
+                let bytes = self.input.bytes().map_err(failed)?;
+                match <&[u8; HASH_LEN]>::try_from(bytes) {
+                    Ok(hash) => Ok((hashed_id_text(ROOM_SIGIL, hash).into(), true)),
+                    Err(_) => Err(TranscodeError::at_byte(Kind::InvalidMapKey, at)),
+                }
             }
             Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
                 let key = self.input.u64().map_err(failed)?;
                 match name_for_key(key, self.version) {
-                    Some(name) => Ok((name, false)),
+                    Some(name) => Ok((name.into(), false)),
                     None => Err(TranscodeError::at_byte(Kind::UnknownIntegerKey, at)),
                 }
             }
@@ -456,15 +509,16 @@ impl<'b> CborDecoder<'b> {
     fn map_entries(&mut self, length: u64, depth: usize) -> Result<Value, TranscodeError> {
         let mut members = Map::new();
         // Whether each key so far was written as text (true) or as an integer (false).
-        let mut key_was_text: BTreeMap<&'b str, bool> = BTreeMap::new();
+        let mut key_was_text: BTreeMap<Cow<'b, str>, bool> = BTreeMap::new();
+        let room_keys = is_room_section(&self.path);
         for _ in 0..length {
             let at = self.input.position();
-            let (name, is_text) = self.map_key()?;
-            self.path.push(name);
+            let (name, is_text) = self.map_key(room_keys)?;
+            self.path.push(name.clone());
             let value = self.value(depth + 1);
             self.path.pop();
             let value = value?;
-            match key_was_text.insert(name, is_text) {
+            match key_was_text.insert(name.clone(), is_text) {
                 None => {}
                 Some(earlier) if earlier == is_text => {
                     return Err(TranscodeError::at_byte(
@@ -497,13 +551,15 @@ const SYNC_MEMBERS_KEPT_WHEN_EMPTY: [&str; 3] = [
 /// The v2 rule for `/sync` responses (PROFILE.md section 3.3): drops what carries nothing, because
 /// Matrix sync treats an absent member as empty. Removed, bottom-up: members whose value is an empty
 /// object or array, zero `notification_count` / `highlight_count` under `unread_notifications`, and a
-/// timeline's `limited: false`.
+/// timeline's `limited: false`, and a timeline's `prev_batch` when it equals `since`, the `since` of
+/// the request this response answers (a client that knows its `since` reads an absent `prev_batch` as
+/// it; a gap, `limited: true`, gets a `prev_batch` of its own, which stays).
 /// Never touched: anything inside an array (the events travel exactly as the homeserver sent them), a
 /// room's entry under `rooms.join` / `invite` / `leave` / `knock` (its presence is the membership) and the
 /// members of [`SYNC_MEMBERS_KEPT_WHEN_EMPTY`].
-pub fn prune_sync_response(response: &mut Value) {
+pub fn prune_sync_response(response: &mut Value, since: Option<&str>) {
     if let Value::Object(members) = response {
-        prune_members(members, SyncLevel::Root);
+        prune_members(members, SyncLevel::Root, since);
     }
 }
 
@@ -519,7 +575,7 @@ enum SyncLevel {
     Other,
 }
 
-fn prune_members(members: &mut Map<String, Value>, level: SyncLevel) {
+fn prune_members(members: &mut Map<String, Value>, level: SyncLevel, since: Option<&str>) {
     for (name, value) in members.iter_mut() {
         let inner = match (level, name.as_str()) {
             (SyncLevel::Root, "rooms") => SyncLevel::Rooms,
@@ -530,7 +586,7 @@ fn prune_members(members: &mut Map<String, Value>, level: SyncLevel) {
             _ => SyncLevel::Other,
         };
         if let Value::Object(children) = value {
-            prune_members(children, inner);
+            prune_members(children, inner, since);
         }
     }
     members.retain(|name, value| {
@@ -541,12 +597,16 @@ fn prune_members(members: &mut Map<String, Value>, level: SyncLevel) {
             && value.as_u64() == Some(0);
         let not_limited =
             level == SyncLevel::Timeline && name == "limited" && value.as_bool() == Some(false);
+        let known_prev_batch = level == SyncLevel::Timeline
+            && name == "prev_batch"
+            && since.is_some()
+            && value.as_str() == since;
         let empty = match value {
             Value::Object(children) => children.is_empty(),
             Value::Array(items) => items.is_empty(),
             _ => false,
         };
-        kept_anyway || !(zero_count || not_limited || empty)
+        kept_anyway || !(zero_count || not_limited || known_prev_batch || empty)
     });
 }
 
@@ -588,7 +648,7 @@ mod tests {
                 "!gap:s": {"timeline": {"events": [], "limited": true}}
             }, "invite": {}, "leave": {}, "knock": {}}
         });
-        prune_sync_response(&mut sync);
+        prune_sync_response(&mut sync, None);
         assert_eq!(
             sync,
             json!({
@@ -607,8 +667,122 @@ mod tests {
         );
         // Not a sync response object: untouched.
         let mut other = json!([{}, []]);
-        prune_sync_response(&mut other);
+        prune_sync_response(&mut other, Some("s1"));
         assert_eq!(other, json!([{}, []]));
+    }
+
+    #[test]
+    fn a_prev_batch_equal_to_the_requests_since_is_left_out() {
+        // Synapse answers an incremental sync without a gap with prev_batch = since.
+        let mut sync = json!({"next_batch": "s9_1", "rooms": {"join": {
+            "!a:s": {"timeline": {"events": [{"type": "x"}], "prev_batch": "s8_1"}},
+            "!gap:s": {"timeline": {"events": [{"type": "x"}], "limited": true, "prev_batch": "s5_1"}}
+        }}});
+        let mut initial = sync.clone();
+        prune_sync_response(&mut sync, Some("s8_1"));
+        assert_eq!(
+            sync,
+            json!({"next_batch": "s9_1", "rooms": {"join": {
+                "!a:s": {"timeline": {"events": [{"type": "x"}]}},
+                "!gap:s": {"timeline": {"events": [{"type": "x"}], "limited": true, "prev_batch": "s5_1"}}
+            }}})
+        );
+        // Without a since (an initial sync) every prev_batch stays.
+        let before = initial.clone();
+        prune_sync_response(&mut initial, None);
+        assert_eq!(initial, before);
+    }
+
+    #[test]
+    fn hashed_event_and_room_ids_are_32_bytes_under_v2_and_come_back_as_the_same_text() {
+        // Ids as Synapse made them (room version 12 room id, event id of the bench's send).
+        let room = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
+        let event = "$Lf6iibq6wE7s0drH8O2GJhPS1EQUCsN_OOgASJZaB5c";
+        let sync = json!({"rooms": {"join": {room: {"timeline": {"events": [
+            {"event_id": event, "content": {"m.relates_to": {"event_id": event}}}
+        ]}}, "!old:server": {}}}});
+        let v2 = json_to_cbor(&sync, V2).unwrap();
+        let hash = URL_SAFE_NO_PAD.decode(&room[1..]).unwrap();
+        let event_hash = URL_SAFE_NO_PAD.decode(&event[1..]).unwrap();
+        let as_bytes = |h: &[u8]| format!("5820{}", hex::encode(h));
+        let hex_v2 = hex::encode(&v2);
+        // The room id key is a byte string (sorted before the text key), the event ids too.
+        assert!(hex_v2.starts_with(&format!("a117a11818a2{}", as_bytes(&hash))));
+        assert_eq!(hex_v2.matches(&as_bytes(&event_hash)).count(), 2);
+        assert_eq!(cbor_to_json(&v2, V2).unwrap(), sync);
+        // v1 keeps the text.
+        assert!(!hex::encode(json_to_cbor(&sync, V1).unwrap()).contains(&as_bytes(&hash)));
+        // The send response: 34 bytes of id instead of 46.
+        let response = json!({"event_id": event});
+        assert_eq!(json_to_cbor(&response, V2).unwrap().len(), 1 + 1 + 34);
+        assert_eq!(json_to_cbor(&response, V1).unwrap().len(), 1 + 1 + 46);
+    }
+
+    #[test]
+    fn ids_that_are_not_canonical_hashes_stay_text() {
+        for id in [
+            "$Lf6iibq6wE7s0drH8O2GJhPS1EQUCsN_OOgASJZaB5d", // non-zero trailing bits
+            "$Lf6iibq6wE7s0drH8O2GJhPS1EQUCsN/OOgASJZaB5c", // standard, not URL-safe, base64
+            "$Lf6iibq6wE7s0drH8O2GJhPS1EQUCsN_OOgASJZaB5c=", // padded
+            "$tooshort",
+            "!Lf6iibq6wE7s0drH8O2GJhPS1EQUCsN_OOgASJZaB5c", // a room id where an event id goes
+            "$abc:example.org",                             // room version 1-2 event id
+        ] {
+            let json = json!({"event_id": id});
+            let v2 = json_to_cbor(&json, V2).unwrap();
+            assert_eq!(v2, json_to_cbor(&json, V1).unwrap(), "{id}");
+            assert_eq!(cbor_to_json(&v2, V2).unwrap(), json);
+        }
+        let sync = json!({"rooms": {"join": {"$Lf6iibq6wE7s0drH8O2GJhPS1EQUCsN_OOgASJZaB5c": {}}}});
+        assert_eq!(
+            json_to_cbor(&sync, V2).unwrap(),
+            json_to_cbor(&sync, V1).unwrap()
+        );
+    }
+
+    #[test]
+    fn byte_string_ids_are_accepted_only_where_ids_go_and_only_as_32_bytes() {
+        let hash = format!("5820{}", "ab".repeat(32));
+        // {1: h'..'} is an event id; under v1 it is an error.
+        let event = hex::decode(format!("a101{hash}")).unwrap();
+        assert!(
+            cbor_to_json(&event, V2).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .starts_with('$')
+        );
+        assert_eq!(
+            cbor_to_json(&event, V1).unwrap_err().kind(),
+            Kind::UnexpectedByteString
+        );
+        // 31 bytes is not a hash.
+        assert_eq!(
+            decode_error(&format!("a101581f{}", "ab".repeat(31)), V2),
+            at(Kind::UnexpectedByteString, 2)
+        );
+        // A byte string key outside rooms.<membership>, or of the wrong length, is an error.
+        assert_eq!(
+            decode_error(&format!("a1{hash}00"), V2),
+            at(Kind::InvalidMapKey, 1)
+        );
+        assert_eq!(
+            decode_error(&format!("a117a11818a1581f{}a0", "ab".repeat(31)), V2),
+            at(Kind::InvalidMapKey, 6)
+        );
+        let room = hex::decode(format!("a117a11818a1{hash}a0")).unwrap();
+        let json = cbor_to_json(&room, V2).unwrap();
+        let (id, _) = json["rooms"]["join"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap();
+        assert_eq!(id.len(), 44);
+        assert!(id.starts_with('!'));
+        assert_eq!(
+            cbor_to_json(&room, V1).unwrap_err().kind(),
+            Kind::InvalidMapKey
+        );
     }
 
     fn decode_error(hex_input: &str, version: TableVersion) -> TranscodeError {

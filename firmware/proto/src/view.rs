@@ -15,6 +15,8 @@ use minicbor::Decoder;
 use minicbor::data::Type;
 
 use crate::TableVersion;
+pub use crate::ids::Id;
+use crate::ids::{EVENT_SIGIL, HASH_LEN, ROOM_SIGIL};
 use crate::keys::{key_for_name, name_for_key};
 use crate::values::value_for_simple;
 
@@ -311,6 +313,17 @@ impl<'a> Located<'a> {
         }
     }
 
+    /// A hashed identifier with `sigil` (v2: its 32 bytes, [`crate::ids`]) or an identifier's text.
+    fn id(self, sigil: u8) -> Result<Id<'a>, ViewError> {
+        match self.value {
+            Value::Text(text) => Ok(Id::Text(text)),
+            Value::Bytes(bytes) => <&[u8; HASH_LEN]>::try_from(bytes)
+                .map(|hash| Id::Hash { sigil, hash })
+                .map_err(|_| self.wrong()),
+            _ => Err(self.wrong()),
+        }
+    }
+
     fn binary(self) -> Result<Binary<'a>, ViewError> {
         match self.value {
             Value::Bytes(bytes) => Ok(Binary::Bytes(bytes)),
@@ -390,12 +403,16 @@ pub struct Entries<'a> {
     map: Map<'a>,
     next: usize,
     left: u64,
+    /// Whether the keys are room ids, which v2 may send as 32-byte hashes ([`crate::ids`]).
+    room_keys: bool,
 }
 
 /// One map entry: the key's JSON name, whether it was written as text, the value and where it is.
+/// A room id key sent as its hash has the name `""` and the hash in `hash`.
 #[derive(Debug, Clone, Copy)]
 struct Entry<'a> {
     name: &'a str,
+    hash: Option<&'a [u8; HASH_LEN]>,
     text_key: bool,
     value: Located<'a>,
 }
@@ -425,6 +442,7 @@ impl<'a> Entries<'a> {
             return Err(malformed(at));
         }
         let (key, after_key) = read(self.map.input, at, self.map.version)?;
+        let mut hash = None;
         let (name, text_key) = match key {
             Value::Text(name) => (name, true),
             Value::Integer(n) => {
@@ -434,12 +452,17 @@ impl<'a> Entries<'a> {
                     .ok_or(malformed(at))?;
                 (name, false)
             }
+            Value::Bytes(bytes) if self.room_keys && self.map.version == TableVersion::V2 => {
+                hash = Some(<&[u8; HASH_LEN]>::try_from(bytes).map_err(|_| malformed(at))?);
+                ("", true)
+            }
             _ => return Err(malformed(at)),
         };
         let (value, end) = read(self.map.input, after_key, self.map.version)?;
         self.next = end;
         Ok(Entry {
             name,
+            hash,
             text_key,
             value: Located {
                 value,
@@ -475,6 +498,7 @@ impl<'a> Map<'a> {
             map: *self,
             next: self.first,
             left: self.len,
+            room_keys: false,
         }
     }
 
@@ -588,9 +612,12 @@ impl<'a> Event<'a> {
         self.0.required("sender")?.text()
     }
 
-    /// `event_id` (absent in to-device and stripped state events).
-    pub fn event_id(&self) -> Result<Option<&'a str>, ViewError> {
-        self.0.optional_text("event_id")
+    /// `event_id` (absent in to-device and stripped state events); [`Id::as_text`] gives its text.
+    pub fn event_id(&self) -> Result<Option<Id<'a>>, ViewError> {
+        self.0
+            .located("event_id")?
+            .map(|id| id.id(EVENT_SIGIL))
+            .transpose()
     }
 
     /// `state_key`, present only in state events.
@@ -606,9 +633,18 @@ impl<'a> Event<'a> {
             .transpose()
     }
 
-    /// `content`.
+    /// `content`; an absent one reads as empty (a sync filter's `event_fields` that selects
+    /// fields inside `content` makes Synapse leave `content` out of an event that has none of them).
     pub fn content(&self) -> Result<Map<'a>, ViewError> {
-        self.0.required("content")?.map()
+        match self.0.located("content")? {
+            Some(content) => content.map(),
+            None => Ok(Map {
+                input: &[0xa0],
+                first: 1,
+                len: 0,
+                version: self.0.version,
+            }),
+        }
     }
 
     /// The content as `m.room.encrypted`, if the event is of that type.
@@ -674,12 +710,31 @@ impl<'a> EncryptedContent<'a> {
 pub struct Rooms<'a>(Option<Entries<'a>>);
 
 impl<'a> Iterator for Rooms<'a> {
-    type Item = Result<(&'a str, Room<'a>), ViewError>;
+    /// The room id ([`Id::as_text`] gives its text) and the room.
+    type Item = Result<(Id<'a>, Room<'a>), ViewError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let entry = self.0.as_mut()?.entry()?;
-        Some(entry.and_then(|entry| Ok((entry.name, Room(entry.value.map()?)))))
+        Some(entry.and_then(|entry| {
+            let id = match entry.hash {
+                Some(hash) => Id::Hash {
+                    sigil: ROOM_SIGIL,
+                    hash,
+                },
+                None => Id::Text(entry.name),
+            };
+            Ok((id, Room(entry.value.map()?)))
+        }))
     }
+}
+
+/// The rooms of a membership section, whose keys are room ids.
+fn rooms(section: Option<Map<'_>>) -> Result<Rooms<'_>, ViewError> {
+    let entries = section.map(|s| s.bounded(MAX_ROOMS)).transpose()?;
+    Ok(Rooms(entries.map(|entries| Entries {
+        room_keys: true,
+        ..entries
+    })))
 }
 
 /// One room of a sync response (joined or invited).
@@ -789,14 +844,12 @@ impl<'a> SyncResponse<'a> {
 
     /// `rooms.join`, at most [`MAX_ROOMS`].
     pub fn joined_rooms(&self) -> Result<Rooms<'a>, ViewError> {
-        let join = self.0.path_map(&["rooms", "join"])?;
-        Ok(Rooms(join.map(|j| j.bounded(MAX_ROOMS)).transpose()?))
+        rooms(self.0.path_map(&["rooms", "join"])?)
     }
 
     /// `rooms.invite`, at most [`MAX_ROOMS`].
     pub fn invited_rooms(&self) -> Result<Rooms<'a>, ViewError> {
-        let invite = self.0.path_map(&["rooms", "invite"])?;
-        Ok(Rooms(invite.map(|i| i.bounded(MAX_ROOMS)).transpose()?))
+        rooms(self.0.path_map(&["rooms", "invite"])?)
     }
 }
 
@@ -810,9 +863,9 @@ impl<'a> SendEventResponse<'a> {
         root_map(input, version).map(Self)
     }
 
-    /// The id the server gave the event.
-    pub fn event_id(&self) -> Result<&'a str, ViewError> {
-        self.0.required("event_id")?.text()
+    /// The id the server gave the event; [`Id::as_text`] gives its text.
+    pub fn event_id(&self) -> Result<Id<'a>, ViewError> {
+        self.0.required("event_id")?.id(EVENT_SIGIL)
     }
 }
 
@@ -1049,6 +1102,8 @@ mod tests {
             let rooms: Vec<_> = sync.joined_rooms().unwrap().map(Result::unwrap).collect();
             assert_eq!(rooms.len(), 1);
             let (room_id, room) = rooms[0];
+            let mut room_text = [0; crate::ids::TEXT_LEN];
+            let room_id = room_id.as_text(&mut room_text);
             let room_json = &json["rooms"]["join"][room_id];
             assert!(!room.timeline_limited().unwrap());
             let timeline: Vec<_> = room
@@ -1058,8 +1113,12 @@ mod tests {
                 .collect();
             assert_eq!(timeline.len(), 1);
             let event = timeline[0];
+            let mut event_text = [0; crate::ids::TEXT_LEN];
             assert_eq!(
-                event.event_id().unwrap(),
+                event
+                    .event_id()
+                    .unwrap()
+                    .map(|id| id.as_text(&mut event_text)),
                 room_json["timeline"]["events"][0]["event_id"].as_str()
             );
             assert_eq!(event.sender().unwrap(), "@alice:localhost");
@@ -1152,7 +1211,72 @@ mod tests {
                 .unwrap()
                 .event_id()
                 .unwrap(),
-            "$abc"
+            Id::Text("$abc")
+        );
+    }
+
+    #[test]
+    fn an_event_without_content_reads_as_empty_content() {
+        // Synapse's answer to event_fields ["type", "content.body"] for an m.room.create event.
+        let cbor = json_to_cbor(
+            &json!({"type": "m.room.create", "event_id": "$e"}),
+            TableVersion::V2,
+        )
+        .unwrap();
+        let Value::Map(map) = Value::parse(&cbor, TableVersion::V2).unwrap() else {
+            panic!("not a map");
+        };
+        let content = Event(map).content().unwrap();
+        assert!(content.is_empty());
+        assert_eq!(content.get("body").unwrap(), None);
+        assert_eq!(content.entries().count(), 0);
+    }
+
+    #[test]
+    fn hashed_room_and_event_ids_read_as_their_text_in_both_versions() {
+        // A room version 12 room id and an event id, as Synapse made them.
+        let room = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
+        let event = "$Lf6iibq6wE7s0drH8O2GJhPS1EQUCsN_OOgASJZaB5c";
+        let json = json!({"next_batch": "s1", "rooms": {"join": {room: {"timeline": {"events": [
+            {"type": "m.room.encrypted", "sender": "@a:s", "event_id": event, "content": {}}
+        ]}}, "!old:s": {}}, "invite": {room: {}}}});
+        for version in [TableVersion::V1, TableVersion::V2] {
+            let cbor = json_to_cbor(&json, version).unwrap();
+            let sync = SyncResponse::parse(&cbor, version).unwrap();
+            let mut texts = Vec::new();
+            for entry in sync.joined_rooms().unwrap() {
+                let (id, joined) = entry.unwrap();
+                let text = id.as_text(&mut [0; crate::ids::TEXT_LEN]).to_owned();
+                let hashed = version == TableVersion::V2 && text == room;
+                assert_eq!(matches!(id, Id::Hash { .. }), hashed);
+                texts.push(text);
+                for e in joined.timeline_events().unwrap() {
+                    let id = e.unwrap().event_id().unwrap().unwrap();
+                    assert_eq!(id.as_text(&mut [0; crate::ids::TEXT_LEN]), event);
+                }
+            }
+            texts.sort();
+            assert_eq!(
+                texts,
+                ["!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI", "!old:s"]
+            );
+            let (invited, _) = sync.invited_rooms().unwrap().next().unwrap().unwrap();
+            assert_eq!(invited.as_text(&mut [0; crate::ids::TEXT_LEN]), room);
+            let sent = json_to_cbor(&json!({"event_id": event}), version).unwrap();
+            let id = SendEventResponse::parse(&sent, version)
+                .unwrap()
+                .event_id()
+                .unwrap();
+            assert_eq!(id.as_text(&mut [0; crate::ids::TEXT_LEN]), event);
+        }
+        // A byte-string key anywhere else stays an error for the views.
+        let bad = hex::decode(format!("a15820{}00", "ab".repeat(32))).unwrap();
+        assert!(
+            SyncResponse::parse(&bad, TableVersion::V2)
+                .unwrap()
+                .0
+                .get("x")
+                .is_err()
         );
     }
 

@@ -225,16 +225,19 @@ pub struct SignedKeyUpload<'a> {
 
 /// A Megolm `m.room.encrypted` send body (`PUT /rooms/{roomId}/send/m.room.encrypted/{txnId}`):
 /// `{algorithm, ciphertext, session_id}`, plus the deprecated `sender_key` and `device_id` when
-/// `deprecated_sender` is given. Returns the number of bytes written.
+/// `deprecated_sender` is given. `session_id` is left out when `None` (the gateway fills in the one
+/// it keeps for the room, PROFILE.md section 1.1). Returns the number of bytes written.
 pub fn megolm_send_body(
     out: &mut [u8],
-    session_id: &[u8],
+    session_id: Option<&[u8]>,
     ciphertext: &[u8],
     deprecated_sender: Option<(&[u8], &str)>,
 ) -> Result<usize, WriteError> {
     let mut w = BodyWriter::new(out);
     // Key order: device_id 71, algorithm 84, sender_key 85, session_id 86, ciphertext 87.
-    w.map(if deprecated_sender.is_some() { 5 } else { 3 })?;
+    let fields =
+        2 + usize::from(session_id.is_some()) + 2 * usize::from(deprecated_sender.is_some());
+    w.map(fields)?;
     if let Some((_, device_id)) = deprecated_sender {
         w.key("device_id")?.value(device_id)?;
     }
@@ -242,7 +245,9 @@ pub fn megolm_send_body(
     if let Some((sender_key, _)) = deprecated_sender {
         w.key("sender_key")?.bytes(sender_key)?;
     }
-    w.key("session_id")?.bytes(session_id)?;
+    if let Some(session_id) = session_id {
+        w.key("session_id")?.bytes(session_id)?;
+    }
     w.key("ciphertext")?.bytes(ciphertext)?;
     Ok(w.finish())
 }
@@ -448,12 +453,23 @@ mod tests {
         let (session, ciphertext, sender) = ([7u8; 32], [9u8; 238], [5u8; 32]);
         assert_writes(
             json!({"algorithm": MEGOLM_ALGORITHM, "ciphertext": b64(&ciphertext), "session_id": b64(&session)}),
-            |out| megolm_send_body(out, &session, &ciphertext, None),
+            |out| megolm_send_body(out, Some(&session), &ciphertext, None),
+        );
+        assert_writes(
+            json!({"algorithm": MEGOLM_ALGORITHM, "ciphertext": b64(&ciphertext)}),
+            |out| megolm_send_body(out, None, &ciphertext, None),
         );
         assert_writes(
             json!({"algorithm": MEGOLM_ALGORITHM, "ciphertext": b64(&ciphertext),
                    "session_id": b64(&session), "sender_key": b64(&sender), "device_id": "ALICEDEVIC"}),
-            |out| megolm_send_body(out, &session, &ciphertext, Some((&sender, "ALICEDEVIC"))),
+            |out| {
+                megolm_send_body(
+                    out,
+                    Some(&session),
+                    &ciphertext,
+                    Some((&sender, "ALICEDEVIC")),
+                )
+            },
         );
     }
 

@@ -135,6 +135,7 @@ fn hex_examples_are_what_the_transcoder_produces() {
         "hello-world",
         "megolm-send",
         "olm-send-to-device",
+        "send-response",
         "sync-subset",
     ];
     for name in names {

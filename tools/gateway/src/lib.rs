@@ -38,6 +38,7 @@ pub mod message;
 pub mod metrics;
 pub mod profile;
 pub mod server;
+pub mod sticky;
 pub mod translate;
 pub mod transport;
 pub mod upstream;

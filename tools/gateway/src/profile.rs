@@ -70,9 +70,10 @@ pub fn json_to_cbor(value: &Value, version: TableVersion) -> Result<Vec<u8>, Pro
     jeton_proto::transcode::json_to_cbor(value, version).map_err(ProfileError::Transcode)
 }
 
-/// The v2 rule for `/sync` responses: leaves out members that carry nothing (absent == empty).
-pub fn prune_sync_response(response: &mut Value) {
-    jeton_proto::transcode::prune_sync_response(response);
+/// The v2 rule for `/sync` responses: leaves out members that carry nothing (absent == empty), and
+/// a `prev_batch` equal to the request's `since`.
+pub fn prune_sync_response(response: &mut Value, since: Option<&str>) {
+    jeton_proto::transcode::prune_sync_response(response, since);
 }
 
 /// CBOR with the integer keys of `version` -> JSON.

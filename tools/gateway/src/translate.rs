@@ -182,12 +182,16 @@ pub fn low_bandwidth_advertisement() -> Value {
 }
 
 /// Which responses the gateway treats specially.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `/_matrix/client/versions`: gains MSC3079's advertisement.
     Versions,
-    /// A `/sync` response: under v2 CBOR, what carries nothing is left out (PROFILE.md section 3.3).
-    Sync,
+    /// A `/sync` response: under v2 CBOR, what carries nothing is left out (PROFILE.md section 3.4),
+    /// including a `prev_batch` equal to the `since` the request carried.
+    Sync {
+        /// The request's `since`, if it had one.
+        since: Option<String>,
+    },
     /// A media download: a success body is the file, passed through as bytes.
     MediaDownload,
     /// The media configuration: `m.upload.size` lowered to the gateway's media limit.
@@ -204,7 +208,7 @@ pub fn translate_response(
     outcome: &UpstreamOutcome,
     method: &http::Method,
     encoding: Encoding,
-    route: Route,
+    route: &Route,
 ) -> ResponseContent {
     let response = match outcome {
         UpstreamOutcome::Response(r) => r,
@@ -234,7 +238,7 @@ pub fn translate_response(
         }
     };
     let coap_code = status_to_code(response.status, method);
-    if route == Route::MediaDownload && (200..300).contains(&response.status) {
+    if *route == Route::MediaDownload && (200..300).contains(&response.status) {
         return ResponseContent {
             code: coap_code,
             max_age: None,
@@ -249,25 +253,25 @@ pub fn translate_response(
     } else {
         serde_json::from_slice(&response.body).ok()
     };
-    if route == Route::Versions
+    if *route == Route::Versions
         && coap_code == code::CONTENT
         && let Some(Value::Object(map)) = value.as_mut()
     {
         map.insert("m.low_bandwidth".to_owned(), low_bandwidth_advertisement());
     }
-    if route == Route::Sync
+    if let Route::Sync { since } = route
         && coap_code == code::CONTENT
         && encoding.cbor
         && encoding.version == TableVersion::V2
         && let Some(value) = value.as_mut()
     {
-        profile::prune_sync_response(value);
+        profile::prune_sync_response(value, since.as_deref());
     }
     if let Route::MediaConfig { upload_limit } = route
         && coap_code == code::CONTENT
         && let Some(value) = value.as_mut()
     {
-        crate::media::clamp_upload_size(value, upload_limit);
+        crate::media::clamp_upload_size(value, *upload_limit);
     }
     let max_age =
         (coap_code == code::TOO_MANY_REQUESTS).then(|| retry_after_secs(response, value.as_ref()));
@@ -398,13 +402,13 @@ mod tests {
         }
         assert_eq!(
             code::dotted(
-                translate_response(&UpstreamOutcome::Timeout, &get, JSON, Route::Other).code
+                translate_response(&UpstreamOutcome::Timeout, &get, JSON, &Route::Other).code
             ),
             "5.04"
         );
         assert_eq!(
             code::dotted(
-                translate_response(&UpstreamOutcome::Unreachable, &get, JSON, Route::Other).code
+                translate_response(&UpstreamOutcome::Unreachable, &get, JSON, &Route::Other).code
             ),
             "5.02"
         );
@@ -418,7 +422,7 @@ mod tests {
             &response(429, body),
             &http::Method::POST,
             JSON,
-            Route::Other,
+            &Route::Other,
         );
         assert_eq!(r.max_age, Some(3));
         let with_header = UpstreamOutcome::Response(UpstreamResponse {
@@ -428,7 +432,7 @@ mod tests {
             content_type: None,
         });
         assert_eq!(
-            translate_response(&with_header, &http::Method::POST, JSON, Route::Other).max_age,
+            translate_response(&with_header, &http::Method::POST, JSON, &Route::Other).max_age,
             Some(7)
         );
     }
@@ -440,7 +444,12 @@ mod tests {
             cbor: true,
             version: TableVersion::V1,
         };
-        let r = translate_response(&response(403, body), &http::Method::POST, enc, Route::Other);
+        let r = translate_response(
+            &response(403, body),
+            &http::Method::POST,
+            enc,
+            &Route::Other,
+        );
         assert_eq!(r.content_format, Some(CONTENT_FORMAT_CBOR));
         let back = profile::cbor_to_json(&r.payload, TableVersion::V1).unwrap();
         assert_eq!(back["errcode"], "M_FORBIDDEN");
@@ -453,7 +462,7 @@ mod tests {
             &response(200, r#"{"versions":["v1.11"]}"#),
             &http::Method::GET,
             JSON,
-            Route::Versions,
+            &Route::Versions,
         );
         let v: Value = serde_json::from_slice(&r.payload).unwrap();
         assert_eq!(v["m.low_bandwidth"]["cbor_enum_version"], 2);
@@ -469,16 +478,16 @@ mod tests {
                 cbor: true,
                 version,
             };
-            let r = translate_response(&response(200, body), &http::Method::GET, enc, route);
+            let r = translate_response(&response(200, body), &http::Method::GET, enc, &route);
             profile::cbor_to_json(&r.payload, version).unwrap()
         };
-        let pruned = sync(TableVersion::V2, Route::Sync);
+        let pruned = sync(TableVersion::V2, Route::Sync { since: None });
         assert_eq!(
             pruned,
             json!({"next_batch": "s2", "rooms": {"join": {"!r:s": {"timeline": {"events": [{"type": "m.room.message", "content": {}}]}}}}})
         );
         let full: Value = serde_json::from_str(body).unwrap();
-        assert_eq!(sync(TableVersion::V1, Route::Sync), full);
+        assert_eq!(sync(TableVersion::V1, Route::Sync { since: None }), full);
         assert_eq!(sync(TableVersion::V2, Route::Other), full);
     }
 
@@ -495,7 +504,7 @@ mod tests {
             body: br#"{"a": 1}"#.to_vec(),
             content_type: Some("application/json".into()),
         });
-        let r = translate_response(&file, &http::Method::GET, cbor, Route::MediaDownload);
+        let r = translate_response(&file, &http::Method::GET, cbor, &Route::MediaDownload);
         assert_eq!(r.payload, br#"{"a": 1}"#);
         assert_eq!(r.content_format, Some(CONTENT_FORMAT_JSON));
         let missing = r#"{"errcode":"M_NOT_FOUND","error":"Not found"}"#;
@@ -503,7 +512,7 @@ mod tests {
             &response(404, missing),
             &http::Method::GET,
             cbor,
-            Route::MediaDownload,
+            &Route::MediaDownload,
         );
         assert_eq!(code::dotted(r.code), "4.04");
         let back = profile::cbor_to_json(&r.payload, TableVersion::V2).unwrap();
@@ -512,10 +521,44 @@ mod tests {
             &response(200, r#"{"m.upload.size":52428800}"#),
             &http::Method::GET,
             cbor,
-            Route::MediaConfig { upload_limit: 4096 },
+            &Route::MediaConfig { upload_limit: 4096 },
         );
         let back = profile::cbor_to_json(&config.payload, TableVersion::V2).unwrap();
         assert_eq!(back["m.upload.size"], 4096);
+    }
+
+    #[test]
+    fn v2_sync_responses_leave_out_a_prev_batch_equal_to_the_requests_since() {
+        // Synapse's shape for an incremental sync without a gap: prev_batch is the since.
+        let body = r#"{"next_batch":"s9_1","rooms":{"join":{"!r:s":{"timeline":{"events":[{"type":"m.room.message","content":{}}],"limited":false,"prev_batch":"s8_1"}}}}}"#;
+        let sync = |version, since: Option<&str>| {
+            let enc = Encoding {
+                cbor: true,
+                version,
+            };
+            let route = Route::Sync {
+                since: since.map(str::to_owned),
+            };
+            let r = translate_response(&response(200, body), &http::Method::GET, enc, &route);
+            profile::cbor_to_json(&r.payload, version).unwrap()
+        };
+        let timeline = |sync: &Value| sync["rooms"]["join"]["!r:s"]["timeline"].clone();
+        assert_eq!(
+            timeline(&sync(TableVersion::V2, Some("s8_1"))).get("prev_batch"),
+            None
+        );
+        assert_eq!(
+            timeline(&sync(TableVersion::V2, Some("s7_1")))["prev_batch"],
+            "s8_1"
+        );
+        assert_eq!(
+            timeline(&sync(TableVersion::V2, None))["prev_batch"],
+            "s8_1"
+        );
+        assert_eq!(
+            timeline(&sync(TableVersion::V1, Some("s8_1")))["prev_batch"],
+            "s8_1"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::media::MediaRoute;
 use crate::message::{self, BlockValue, code};
 use crate::metrics::Metrics;
 use crate::profile::{self, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
+use crate::sticky::{STICKY_STATE_MISSING, StickyState};
 use crate::translate::{
     self, AccessToken, Encoding, ResponseContent, UpstreamOutcome, UpstreamRequest,
 };
@@ -145,6 +146,8 @@ struct TokenBucket {
 #[derive(Debug)]
 struct Peer {
     access_token: Option<AccessToken>,
+    /// Room ids and Megolm sender fields the peer sent in full (v2), kept with its access token.
+    sticky: StickyState,
     exchanges: HashMap<u16, Exchange>,
     exchange_order: VecDeque<u16>,
     block1: Vec<Block1Assembly>,
@@ -161,6 +164,7 @@ impl Peer {
     fn new(now: Instant, burst: u32, first_mid: u16) -> Self {
         Self {
             access_token: None,
+            sticky: StickyState::default(),
             exchanges: HashMap::new(),
             exchange_order: VecDeque::new(),
             block1: Vec::new(),
@@ -610,6 +614,17 @@ impl Transport {
                 ));
             }
         }
+        // v2: a body without Content-Format is CBOR (PROFILE.md section 1), and so is the answer.
+        let v2_cbor_body = incoming.encoding.version == TableVersion::V2
+            && content_format.is_none()
+            && !packet.payload.is_empty();
+        let content_format = if v2_cbor_body {
+            Some(u64::from(CONTENT_FORMAT_CBOR))
+        } else {
+            content_format
+        };
+        incoming.encoding.cbor = content_format == Some(u64::from(CONTENT_FORMAT_CBOR))
+            || accept == Some(u64::from(CONTENT_FORMAT_CBOR));
         // Proxy-Uri / Proxy-Scheme: this is a gateway to one homeserver, not a forward proxy.
         if packet.get_option(CoapOption::ProxyUri).is_some()
             || packet.get_option(CoapOption::ProxyScheme).is_some()
@@ -662,7 +677,13 @@ impl Transport {
             packet.get_first_option(CoapOption::Unknown(profile::OPTION_ACCESS_TOKEN))
         {
             match AccessToken::from_option(value) {
-                Some(token) => peer.access_token = Some(token),
+                Some(token) => {
+                    // The sticky profile state belongs to the access token it came with.
+                    if peer.access_token.as_ref().map(AccessToken::expose) != Some(token.expose()) {
+                        peer.sticky.clear();
+                    }
+                    peer.access_token = Some(token);
+                }
                 None => {
                     return Err(bad(
                         incoming,
@@ -692,8 +713,13 @@ impl Transport {
                     .to_owned(),
             );
         }
-        let path = profile::expand_segments(segments.iter().copied(), incoming.encoding.version)
-            .map_err(|e| refuse(incoming, code::NOT_FOUND, "M_UNRECOGNIZED", &e.to_string()))?;
+        let segments = peer
+            .sticky
+            .resolve_rooms(&segments, incoming.encoding.version)
+            .map_err(|e| refuse(incoming, STICKY_STATE_MISSING, "M_UNKNOWN", &e.to_string()))?;
+        let path =
+            profile::expand_segments(segments.iter().map(|s| &**s), incoming.encoding.version)
+                .map_err(|e| refuse(incoming, code::NOT_FOUND, "M_UNRECOGNIZED", &e.to_string()))?;
         let media = MediaRoute::of_path(&path);
         let mut content_type = None;
         if media == Some(MediaRoute::Upload) {
@@ -839,6 +865,20 @@ impl Transport {
             );
             return Ok(());
         };
+        // v2: the Megolm sender fields an encrypted send left out are the ones the peer sent last.
+        let body = match body {
+            Some(json) => {
+                let peer = self
+                    .peers
+                    .get_mut(&addr)
+                    .ok_or_else(|| internal(incoming))?;
+                Some(
+                    peer.sticky
+                        .megolm_send_json(&path, json, incoming.encoding.version),
+                )
+            }
+            None => None,
+        };
 
         if self.draining {
             return Err(refuse(
@@ -906,7 +946,9 @@ impl Transport {
             route: if path == "/_matrix/client/versions" {
                 translate::Route::Versions
             } else if is_sync {
-                translate::Route::Sync
+                translate::Route::Sync {
+                    since: query_value(&query, "since"),
+                }
             } else if media == Some(MediaRoute::Download) {
                 translate::Route::MediaDownload
             } else if media == Some(MediaRoute::Config) {
@@ -1196,7 +1238,7 @@ impl Transport {
         };
         peer.in_flight = peer.in_flight.saturating_sub(1);
         let confirmable = peer.exchanges.get(&ctx.mid).is_none_or(|e| e.confirmable);
-        let content = translate::translate_response(outcome, &ctx.method, ctx.encoding, ctx.route);
+        let content = translate::translate_response(outcome, &ctx.method, ctx.encoding, &ctx.route);
         let incoming = Incoming {
             peer: addr,
             mid: ctx.mid,
@@ -1333,7 +1375,10 @@ impl Transport {
             outcome,
             &http::Method::GET,
             template.encoding,
-            translate::Route::Sync,
+            // The poll's since: a prev_batch equal to it is left out (the observer knows it).
+            &translate::Route::Sync {
+                since: observer.since.clone(),
+            },
         );
         let ok = content.code == code::CONTENT;
         let batch = if ok { next_batch(outcome) } else { None };
@@ -1589,6 +1634,15 @@ fn is_param(pair: &str, name: &str) -> bool {
     pair.split_once('=').map_or(pair, |(n, _)| n) == name
 }
 
+/// The value of query parameter `name`, if the query has it.
+fn query_value(query: &[String], name: &str) -> Option<String> {
+    query
+        .iter()
+        .find(|pair| is_param(pair, name))
+        .and_then(|pair| pair.split_once('='))
+        .map(|(_, value)| value.to_owned())
+}
+
 fn with_query<'a>(path: &str, pairs: impl Iterator<Item = &'a str>) -> String {
     let mut out = path.to_owned();
     for (i, pair) in pairs.enumerate() {
@@ -1710,6 +1764,95 @@ mod tests {
     fn block2(p: &Packet) -> Option<BlockValue> {
         p.get_first_option(CoapOption::Block2)
             .and_then(|v| BlockValue::decode(v))
+    }
+
+    #[test]
+    fn a_v2_body_without_content_format_is_cbor_and_so_is_the_answer() {
+        let mut h = Harness::new(Limits::default());
+        let body = serde_json::json!({"filter_id": "x", "limit": 3});
+        let post = |mid: u16, version: Option<u8>, payload: Vec<u8>| {
+            let mut p = request(MessageType::Confirmable, 2, mid, &[mid as u8], &["3w"]);
+            if let Some(v) = version {
+                p.add_option(CoapOption::Unknown(257), vec![v]);
+            }
+            p.payload = payload;
+            p
+        };
+        let f = forwards(&h.feed(&post(
+            1,
+            Some(2),
+            profile::json_to_cbor(&body, TableVersion::V2).unwrap(),
+        )));
+        let forwarded: Value = serde_json::from_slice(f[0].1.json_body.as_ref().unwrap()).unwrap();
+        assert_eq!(forwarded, body);
+        let reply = &sent(&h.upstream(f[0].0, 200, r#"{"user_id":"@u:s"}"#))[0];
+        assert_eq!(
+            reply.get_first_option(CoapOption::ContentFormat),
+            Some(&vec![CONTENT_FORMAT_CBOR as u8])
+        );
+        assert_eq!(
+            profile::cbor_to_json(&reply.payload, TableVersion::V2).unwrap()["user_id"],
+            "@u:s"
+        );
+        // Without option 257 (v1), a body without Content-Format is forwarded as it is (JSON).
+        let json = br#"{"a":1}"#.to_vec();
+        let f = forwards(&h.feed(&post(2, None, json.clone())));
+        assert_eq!(f[0].1.json_body.as_deref(), Some(json.as_slice()));
+    }
+
+    #[test]
+    fn v2_room_handles_and_megolm_sender_fields_are_kept_with_the_access_token() {
+        let mut h = Harness::new(Limits::default());
+        let room = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
+        let handle = format!("~{}", &room[1..12]);
+        let megolm = serde_json::json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "session_id": "c2Vz"});
+        let send = |mid: u16, room: &str, body: &Value, token: Option<&str>| {
+            let mut p = request(
+                MessageType::Confirmable,
+                3,
+                mid,
+                &[mid as u8],
+                &["we", room, "t"],
+            );
+            if let Some(token) = token {
+                p.add_option(CoapOption::Unknown(256), token.as_bytes().to_vec());
+            }
+            // No Content-Format: under v2 a body is CBOR by default.
+            p.add_option(CoapOption::Unknown(257), vec![2]);
+            p.payload = profile::json_to_cbor(body, TableVersion::V2).unwrap();
+            p
+        };
+        let forwarded_body = |f: &(ForwardId, UpstreamRequest)| -> Value {
+            serde_json::from_slice(f.1.json_body.as_ref().unwrap()).unwrap()
+        };
+        // The room is not known yet: 4.12, nothing forwarded.
+        let actions = h.feed(&send(1, &handle, &megolm, Some("tok1")));
+        assert!(forwards(&actions).is_empty());
+        assert_eq!(code_of(&sent(&actions)[0]), "4.12");
+        // No sender fields kept yet: the body goes as the client wrote it.
+        let f = forwards(&h.feed(&send(2, room, &megolm, None)));
+        assert_eq!(forwarded_body(&f[0]), megolm);
+        // In full once...
+        let mut full = megolm.clone();
+        full["sender_key"] = "a2V5".into();
+        full["device_id"] = "DEV".into();
+        let f = forwards(&h.feed(&send(3, room, &full, None)));
+        assert_eq!(f.len(), 1);
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.encrypted/t",
+            "%21Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI"
+        );
+        assert_eq!(f[0].1.path_and_query, path);
+        assert_eq!(forwarded_body(&f[0]), full);
+        // ...then by handle, without sender fields: forwarded as the full request.
+        let f = forwards(&h.feed(&send(4, &handle, &megolm, None)));
+        assert_eq!(f[0].1.path_and_query, path);
+        assert_eq!(forwarded_body(&f[0]), full);
+        // The same access token again keeps the state; another one drops it.
+        let f = forwards(&h.feed(&send(5, &handle, &megolm, Some("tok1"))));
+        assert_eq!(forwarded_body(&f[0]), full);
+        let actions = h.feed(&send(6, &handle, &megolm, Some("tok2")));
+        assert_eq!(code_of(&sent(&actions)[0]), "4.12");
     }
 
     const SYNC: &[&str] = &["_matrix", "client", "v3", "sync"];

@@ -4,6 +4,7 @@
 use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
 use jeton_olm::olm::{MessageType, OlmMessage, Session};
 use jeton_proto::TableVersion;
+use jeton_proto::ids::{Id, TEXT_LEN};
 use jeton_proto::view::{
     Binary, EncryptedContent, Event, MEGOLM_ALGORITHM, OLM_ALGORITHM, SyncResponse, Value,
 };
@@ -115,6 +116,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
         for room in sync.joined_rooms()? {
             let (room_id, room) = room?;
+            let mut text = [0; TEXT_LEN];
+            let room_id = room_id.as_text(&mut text);
             for event in room.timeline_events()? {
                 self.on_timeline_event(room_id, &event?)?;
             }
@@ -138,6 +141,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // Invites.
         for room in sync.invited_rooms()? {
             let (room_id, room) = room?;
+            let mut text = [0; TEXT_LEN];
+            let room_id = room_id.as_text(&mut text);
             let mut inviter: Option<&str> = None;
             for event in room.invite_state_events()? {
                 let event = event?;
@@ -180,6 +185,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // in this sync find their senders tracked.
         for room in sync.joined_rooms()? {
             let (room_id, room) = room?;
+            let mut text = [0; TEXT_LEN];
+            let room_id = room_id.as_text(&mut text);
             let known = self.room_slot(room_id).is_some();
             let slot = match self.add_room(room_id) {
                 Ok(slot) => slot,
@@ -557,10 +564,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 if let (Some(Value::Text("m.text")), Some(Value::Text(body))) =
                     (content.get("msgtype")?, content.get("body")?)
                 {
+                    let mut text = [0; TEXT_LEN];
                     self.ui.event(&UiEvent::Message {
                         room_id,
                         sender: event.sender()?,
-                        event_id: event.event_id()?.unwrap_or(""),
+                        event_id: id_text(event.event_id()?, &mut text),
                         body,
                         encrypted: false,
                         sender_verified: false,
@@ -586,7 +594,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     fn on_megolm_event(&mut self, room_id: &str, event: &Event<'_>) -> Result<(), TokenError> {
         let sender = event.sender()?;
-        let event_id = event.event_id()?.unwrap_or("");
+        let mut text = [0; TEXT_LEN];
+        let event_id = id_text(event.event_id()?, &mut text);
         let undecryptable = |core: &mut Self, reason| {
             core.ui.event(&UiEvent::Undecryptable {
                 room_id,
@@ -747,5 +756,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.work.fill(0);
         self.scratch.fill(0);
         result
+    }
+}
+
+/// An event id's text (v2 may send it as its hash), or `""` for an event without one.
+pub(super) fn id_text<'t>(id: Option<Id<'t>>, out: &'t mut [u8; TEXT_LEN]) -> &'t str {
+    match id {
+        Some(id) => id.as_text(out),
+        None => "",
     }
 }

@@ -91,13 +91,22 @@ pub(super) fn filter_body(out: &mut [u8]) -> Result<usize, TokenError> {
     };
     cbor(e.map(4))?;
     key(&mut e, "event_fields")?;
+    // Inside `content`, only what the token reads: the homeserver leaves out the rest (the
+    // deprecated Megolm sender_key and device_id, 49 bytes an event, formatting, relations).
     let fields = [
         "type",
-        "content",
         "sender",
         "state_key",
         "event_id",
         "room_id",
+        "content.membership",
+        "content.algorithm",
+        "content.rotation_period_ms",
+        "content.rotation_period_msgs",
+        "content.ciphertext",
+        "content.session_id",
+        "content.msgtype",
+        "content.body",
     ];
     cbor(e.array(fields.len() as u64))?;
     for field in fields {
@@ -534,7 +543,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(local_id)
     }
 
-    /// A transaction id never used before, even across power cuts.
+    /// A transaction id never used before, even across power cuts: the random prefix of this
+    /// flash's life (6 URL-safe radix-64 digits for 32 bits) and the counter (radix 64), 7 to 9
+    /// characters (every byte of it crosses the air with each send).
     pub(super) fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
         if self.txn_next >= self.txn_ceiling {
             let ceiling = self.txn_next + TXN_BLOCK;
@@ -544,9 +555,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let n = self.txn_next;
         self.txn_next += 1;
         let mut id = String::new();
-        let _ = id.push('j');
-        push_number(&mut id, u64::from(self.txn_prefix), 16, 8)?;
-        push_number(&mut id, n, 16, 0)?;
+        push_number(&mut id, u64::from(self.txn_prefix), 64, 6)?;
+        push_number(&mut id, n, 64, 0)?;
         Ok(id)
     }
 
@@ -958,6 +968,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         room_slot: usize,
         encrypted_room: bool,
     ) -> Result<(), TokenError> {
+        // Only the send started now may teach the token what the gateway holds.
+        self.send_session = None;
+        // The room by its handle once the gateway holds its id (PROFILE.md section 1.1).
+        let handle = self
+            .rooms
+            .get(room_slot)
+            .and_then(Option::as_ref)
+            .and_then(|room| self.room_handle(room_slot, &room.id));
         let id = record::OUTBOX + slot as u16;
         let Some((meta, _)) = get_record(&mut self.store, &mut self.scratch, id)? else {
             return Err(TokenError::CorruptRecord(id));
@@ -965,28 +983,42 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let entry = parse_outbox(meta, slot)?;
         let txn: String<24> = bounded(entry.txn_id)?;
         let room_id: RoomId = bounded(entry.room_id)?;
+        let room_segment = handle.as_deref().unwrap_or(&room_id);
         if !encrypted_room {
             let len = plaintext_body(&mut self.work, entry.text)?;
             return self.start(
                 coap,
                 Operation::Send { slot },
                 Code::PUT,
-                &["w", &room_id, "m.room.message", &txn],
+                &["w", room_segment, "m.room.message", &txn],
                 len,
             );
         }
-        // The deprecated sender_key and device_id still go along: matrix-nio rejects Megolm
-        // events without sender_key.
+        // The deprecated sender_key and device_id must reach the homeserver (matrix-nio
+        // rejects Megolm events without sender_key), but the gateway keeps them with the
+        // access token: they go along until it holds them.
         let own_device: DeviceId = self
             .login
             .as_ref()
             .map(|l| l.device_id.clone())
             .unwrap_or_default();
         let own_curve = *self.account.curve25519_key().as_bytes();
-        let sender = Some((&own_curve[..], own_device.as_str()));
-        let len = match entry.encrypted {
+        let sender = (!(self.token_sticky && self.sticky_sender))
+            .then_some((&own_curve[..], own_device.as_str()));
+        // The session id too, once the gateway holds it for this room (PROFILE.md 1.1).
+        let held = self
+            .gateway_sessions
+            .get(room_slot)
+            .copied()
+            .flatten()
+            .filter(|_| self.token_sticky);
+        let omitted = |session_id: &[u8]| held.is_some_and(|h| h[..] == *session_id);
+        let (len, session_id, omit) = match entry.encrypted {
             Some((session_id, message)) => {
-                write::megolm_send_body(&mut self.work, session_id, message, sender)?
+                let omit = omitted(session_id);
+                let sent = (!omit).then_some(session_id);
+                let len = write::megolm_send_body(&mut self.work, sent, message, sender)?;
+                (len, session_id.try_into().unwrap_or([0; 32]), omit)
             }
             None => {
                 let local_id = entry.local_id;
@@ -1039,26 +1071,50 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     encrypted: Some((&session_id, message)),
                 };
                 save_outbox(&mut self.store, &mut self.scratch, slot, &entry)?;
-                write::megolm_send_body(&mut self.work, &session_id, message, sender)?
+                let omit = omitted(&session_id);
+                let sent = (!omit).then_some(&session_id[..]);
+                let len = write::megolm_send_body(&mut self.work, sent, message, sender)?;
+                (len, session_id, omit)
             }
         };
+        if !omit && let Some(held) = self.gateway_sessions.get_mut(room_slot) {
+            // The gateway keeps what this send carries, whatever its outcome.
+            *held = None;
+        }
+        self.send_session = Some((room_slot, session_id));
         self.start(
             coap,
             Operation::Send { slot },
             Code::PUT,
             // `we`: the v2 send enum with `m.room.encrypted` implied (17 bytes fewer per send).
-            &["we", &room_id, &txn],
+            &["we", room_segment, &txn],
             len,
         )
     }
 
     pub(super) fn on_sent(&mut self, body: &[u8], slot: usize) -> Result<(), TokenError> {
         let response = jeton_proto::view::SendEventResponse::parse(body, TableVersion::V2)?;
-        let event_id = response.event_id()?;
+        let mut text = [0; jeton_proto::ids::TEXT_LEN];
+        let event_id = response.event_id()?.as_text(&mut text);
         let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) else {
             return Ok(());
         };
         self.store.remove(record::OUTBOX + slot as u16)?;
+        // The send named the room and (encrypted) the sender fields, in full or as the
+        // gateway already held them: it holds them now.
+        if let Some((room_slot, session_id)) = self.send_session.take()
+            && let Some(held) = self.gateway_sessions.get_mut(room_slot)
+        {
+            *held = Some(session_id);
+        }
+        if let Some(room_slot) = self.room_slot(&entry.room_id) {
+            self.sticky_rooms |= 1 << room_slot;
+            self.sticky_sender |= self
+                .rooms
+                .get(room_slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.encrypted);
+        }
         self.ui.event(&UiEvent::Delivered {
             local_id: entry.local_id,
             room_id: &entry.room_id,
@@ -1067,6 +1123,50 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 }
+
+impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// The short handle of the room in `room_slot` (PROFILE.md section 1.1): `~` and the first
+    /// [`ROOM_HANDLE_CHARS`] characters after the `!`, if the gateway holds the room's id and no
+    /// other known room's id starts the same.
+    fn room_handle(
+        &self,
+        room_slot: usize,
+        room_id: &str,
+    ) -> Option<String<{ ROOM_HANDLE_CHARS + 1 }>> {
+        if !self.token_sticky || self.sticky_rooms & (1 << room_slot) == 0 {
+            return None;
+        }
+        let prefix = room_id.get(1..=ROOM_HANDLE_CHARS)?;
+        // A short id is cheap already; and the handle must name one room only.
+        if room_id.len() < 2 * ROOM_HANDLE_CHARS {
+            return None;
+        }
+        let shared = self
+            .rooms
+            .iter()
+            .flatten()
+            .filter(|r| r.id.get(1..=ROOM_HANDLE_CHARS) == Some(prefix))
+            .count();
+        if shared != 1 {
+            return None;
+        }
+        let mut handle = String::new();
+        handle.push('~').ok()?;
+        handle.push_str(prefix).ok()?;
+        Some(handle)
+    }
+
+    /// The gateway's sticky state is gone, or may be: everything goes in full again.
+    pub(super) fn forget_sticky(&mut self) {
+        self.sticky_rooms = 0;
+        self.sticky_sender = false;
+        self.gateway_sessions = [None; MAX_ROOMS];
+    }
+}
+
+/// Room id characters (after the `!`) in a room handle: 66 bits, more than anyone can grind a
+/// colliding room id for (the gateway's `MIN_HANDLE_CHARS`).
+const ROOM_HANDLE_CHARS: usize = 11;
 
 /// Clears device slot `slot` from what every outbound session recorded about it.
 fn forget_slot(rooms: &mut [Option<Room>; MAX_ROOMS], slot: usize) {

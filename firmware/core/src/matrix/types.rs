@@ -694,7 +694,8 @@ pub(crate) fn bounded<const N: usize>(text: &str) -> Result<String<N>, TokenErro
     String::try_from(text).map_err(|_| TokenError::LimitReached(Limit::IdLength))
 }
 
-/// Appends `value` in `radix` (10 or 16, lower-case), at least `width` digits, without
+/// Appends `value` in `radix` (2 to 64; up to 16 the digits are `core::fmt`'s lower-case ones,
+/// then `g`-`z`, `A`-`Z`, `-`, `_`: all URL-safe), at least `width` digits, without
 /// `core::fmt` (which costs kilobytes of flash on the device).
 pub(crate) fn push_number<const N: usize>(
     out: &mut String<N>,
@@ -702,7 +703,7 @@ pub(crate) fn push_number<const N: usize>(
     radix: u64,
     width: usize,
 ) -> Result<(), TokenError> {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const DIGITS: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
     let mut digits = [b'0'; 20];
     let mut n = value;
     let mut len = 0;
@@ -746,6 +747,17 @@ mod tests {
         }
         let mut short: String<2> = String::new();
         assert!(push_number(&mut short, 123, 10, 0).is_err());
+    }
+
+    #[test]
+    fn radix_64_uses_url_safe_digits() {
+        let mut out: String<24> = String::new();
+        push_number(&mut out, u64::from(u32::MAX), 64, 6).unwrap();
+        // 2^32 - 1 = 3 * 64^5 + 63 * (64^4 + 64^3 + 64^2 + 64 + 1)
+        assert_eq!(out.as_str(), "3_____");
+        out.clear();
+        push_number(&mut out, 64 + 36, 64, 0).unwrap();
+        assert_eq!(out.as_str(), "1A");
     }
 }
 

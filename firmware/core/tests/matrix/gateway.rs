@@ -93,6 +93,18 @@ pub(crate) struct FakeGateway {
     sticky_token: Option<Vec<u8>>,
     /// Requests that carried the access token.
     pub token_carried: u32,
+    /// Room ids the peer named in full, and the Megolm sender fields it sent last (jeton v2
+    /// sticky state, kept with the access token as the real gateway keeps it).
+    sticky_rooms: Vec<String>,
+    sticky_sender: Option<(Value, Value)>,
+    /// The Megolm session id kept per room.
+    sticky_sessions: HashMap<String, Value>,
+    /// Encrypted sends whose body left the sender fields out (the gateway filled them in).
+    pub sends_without_sender: u32,
+    /// Encrypted sends whose body left the session id out.
+    pub sends_without_session: u32,
+    /// Sends that named their room by a handle.
+    pub sends_by_handle: u32,
 }
 
 const BLOCK: usize = 1024;
@@ -113,6 +125,12 @@ impl FakeGateway {
             observe_supported: true,
             sticky_token: None,
             token_carried: 0,
+            sticky_rooms: Vec::new(),
+            sticky_sender: None,
+            sticky_sessions: HashMap::new(),
+            sends_without_sender: 0,
+            sends_without_session: 0,
+            sends_by_handle: 0,
         }
     }
 
@@ -124,6 +142,64 @@ impl FakeGateway {
         self.observer = None;
         self.outstanding.clear();
         self.sticky_token = None;
+        self.sticky_rooms.clear();
+        self.sticky_sender = None;
+        self.sticky_sessions.clear();
+    }
+
+    /// Forgets the sticky room ids and sender fields but keeps the access token, as a gateway
+    /// that had to drop them would.
+    pub(crate) fn forget_sticky_state(&mut self) {
+        self.sticky_rooms.clear();
+        self.sticky_sender = None;
+        self.sticky_sessions.clear();
+    }
+
+    /// The real gateway's v2 sticky rules for a send (PROFILE.md section 1.1): the room handle
+    /// resolved (4.12 if it cannot be), the kept Megolm sender fields filled in.
+    fn sticky_send(&mut self, room: &mut String, request: &mut Value) -> Result<(), Code> {
+        let missing = Code::new(4, 12);
+        if let Some(handle) = room.strip_prefix('~') {
+            let found: Vec<&String> = self
+                .sticky_rooms
+                .iter()
+                .filter(|r| r[1..].starts_with(handle))
+                .collect();
+            let [found] = found.as_slice() else {
+                return Err(missing);
+            };
+            *room = (*found).clone();
+            self.sends_by_handle += 1;
+        } else if !self.sticky_rooms.contains(room) {
+            self.sticky_rooms.push(room.clone());
+        }
+        if request["algorithm"] == "m.megolm.v1.aes-sha2" {
+            match (request.get("sender_key"), request.get("device_id")) {
+                (Some(key), Some(device)) => {
+                    self.sticky_sender = Some((key.clone(), device.clone()));
+                }
+                _ => {
+                    // Nothing kept: the body goes as it is (the homeserver gets no sender fields).
+                    if let Some((key, device)) = self.sticky_sender.clone() {
+                        request["sender_key"] = key;
+                        request["device_id"] = device;
+                    }
+                    self.sends_without_sender += 1;
+                }
+            }
+            match request.get("session_id") {
+                Some(session) => {
+                    self.sticky_sessions.insert(room.clone(), session.clone());
+                }
+                None => {
+                    if let Some(session) = self.sticky_sessions.get(room.as_str()) {
+                        request["session_id"] = session.clone();
+                    }
+                    self.sends_without_session += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn next_timer(&self) -> Option<u64> {
@@ -370,6 +446,11 @@ impl FakeGateway {
         let observe = message.uint_option(option::OBSERVE);
         if let Some(token) = message.option(option::ACCESS_TOKEN) {
             self.token_carried += 1;
+            if self.sticky_token.as_deref() != Some(token) {
+                self.sticky_rooms.clear();
+                self.sticky_sender = None;
+                self.sticky_sessions.clear();
+            }
             self.sticky_token = Some(token.to_vec());
         }
         if route != "31" {
@@ -456,7 +537,14 @@ impl FakeGateway {
         self.outbox.push(bytes);
     }
 
-    fn route(&mut self, path: &[String], request: Value) -> (Code, Value) {
+    fn route(&mut self, path: &[String], mut request: Value) -> (Code, Value) {
+        let mut path = path.to_vec();
+        if matches!(path.first().map(String::as_str), Some("w" | "we"))
+            && let Some(room) = path.get_mut(1)
+            && let Err(code) = self.sticky_send(room, &mut request)
+        {
+            return (code, json!({"errcode": "M_UNKNOWN"}));
+        }
         let hs = &mut self.hs;
         let mut segments: Vec<&str> = path.iter().map(String::as_str).collect();
         // `we` is `w` with the event type implied (jeton v2): serve both forms the same way.

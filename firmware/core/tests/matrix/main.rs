@@ -29,7 +29,9 @@ use jeton_core::platform::Instant;
 use jeton_core::store::{MemoryStore, RecordId, Store, StoreError};
 use support::TestRng;
 
-const ROOM: &str = "!room:localhost";
+// A room version 12 room id (the hash of its create event), as Synapse makes them: sync sends
+// it as bytes under v2, and sends name it by a handle once the gateway holds it.
+const ROOM: &str = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
 const PEER: &str = "@peer:localhost";
 const PEER_DEVICE: &str = "PEERDEV";
 const MEGOLM: &str = "m.megolm.v1.aes-sha2";
@@ -663,12 +665,19 @@ fn login_publishes_device_keys_and_one_time_keys_signed_over_canonical_json() {
             .unwrap()
             .contains(&json!("m.room.member"))
     );
-    assert!(
-        filter["event_fields"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("content"))
-    );
+    // Inside content only what the token reads: the Megolm ciphertext and session id, not the
+    // deprecated sender fields.
+    let fields = filter["event_fields"].as_array().unwrap();
+    for wanted in [
+        "content.ciphertext",
+        "content.session_id",
+        "content.membership",
+        "content.body",
+    ] {
+        assert!(fields.contains(&json!(wanted)), "{wanted}");
+    }
+    assert!(!fields.contains(&json!("content")));
+    assert!(!fields.contains(&json!("content.sender_key")));
 
     // A reboot keeps the device: logging in again asks for the same device id and does not
     // upload the device keys again.
@@ -885,6 +894,37 @@ fn a_message_from_the_token_is_decrypted_by_the_peer() {
     assert_eq!(read[1].1, read[0].1);
     assert_eq!(read[1].2, read[0].2 + 1);
     assert_eq!(world.gw.hs.to_device.len(), 1);
+    // The gateway held the sender fields after the first send: the second left them out on
+    // the air, and the homeserver got them all the same.
+    assert_eq!(world.gw.sends_without_sender, 1);
+    assert_eq!(world.gw.hs.sent[1].3["sender_key"], content["sender_key"]);
+    // The same session: its id stayed home too.
+    assert_eq!(world.gw.sends_without_session, 1);
+    assert_eq!(world.gw.hs.sent[1].3["session_id"], content["session_id"]);
+    assert_eq!(world.gw.hs.sent[1].3["device_id"], device.as_str());
+    // ...and named the room by its handle.
+    assert_eq!(world.gw.sends_by_handle, 1);
+    assert_eq!(world.gw.hs.sent[1].0, ROOM);
+
+    // A gateway that lost both answers 4.12 to the room handle; the token sends the room id and
+    // the sender fields in full again.
+    world.gw.forget_sticky_state();
+    let now = world.instant();
+    world.token().send_text(ROOM, "Third", now).unwrap();
+    world.run_until(60_000, |w| w.gw.hs.sent.len() == 3);
+    assert_eq!(world.gw.hs.sent.len(), 3);
+    assert_eq!(world.gw.hs.sent[2].0, ROOM);
+    assert_eq!(world.gw.hs.sent[2].3["sender_key"], content["sender_key"]);
+    assert_eq!(world.gw.sends_without_sender, 1);
+    assert_eq!(peer_reads(&world, &mut peer)[2].0, "Third");
+    // A 4.12 is the gateway asking for the room id, not a failure to show.
+    assert!(
+        !world.saw("error the server answered 4.12"),
+        "{:?}",
+        world.screen()
+    );
+    world.run_for(2_000);
+    assert_eq!(world.token().outbox_len(), 0);
 }
 
 #[test]

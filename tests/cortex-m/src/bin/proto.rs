@@ -42,7 +42,7 @@ fn read_sync(input: &[u8], version: TableVersion) -> usize {
         .count();
     for rooms in [sync.joined_rooms(), sync.invited_rooms()] {
         for (room_id, room) in rooms.into_iter().flatten().flatten() {
-            seen += room_id.len();
+            seen += room_id.as_text(&mut [0; jeton_proto::ids::TEXT_LEN]).len();
             for event in room.timeline_events().into_iter().flatten().flatten() {
                 seen += event.sender().map_or(0, str::len);
                 if let Ok(Some(enc)) = event.encrypted() {
@@ -65,7 +65,9 @@ fn read_sync(input: &[u8], version: TableVersion) -> usize {
 fn read_responses(input: &[u8], version: TableVersion) -> usize {
     let mut seen = 0;
     if let Ok(r) = SendEventResponse::parse(input, version) {
-        seen += r.event_id().map_or(0, str::len);
+        seen += r.event_id().map_or(0, |id| {
+            id.as_text(&mut [0; jeton_proto::ids::TEXT_LEN]).len()
+        });
     }
     if let Ok(r) = KeysUploadResponse::parse(input, version) {
         seen += r.one_time_key_count("signed_curve25519").unwrap_or(0) as usize;
@@ -105,7 +107,7 @@ fn write_requests(out: &mut [u8]) -> usize {
         body: b,
     };
     let mut n = 0;
-    n += write::megolm_send_body(out, b, b, None).unwrap_or(0);
+    n += write::megolm_send_body(out, Some(b), b, None).unwrap_or(0);
     n += write::olm_send_to_device_body(out, b, &olm).unwrap_or(0);
     n += write::keys_upload_body(out, &signer, Some(&device), &[key], Some(&key)).unwrap_or(0);
     n += write::keys_claim_body(out, "@u:s", "D", 10_000).unwrap_or(0);

@@ -45,7 +45,8 @@ static FIXTURE: &[u8] = include_bytes!("../../fixtures/core-scenario.bin");
 /// What the peer wrote and what the token sends, as a user of either device reads them.
 const RECEIVED_TEXT: &str = "Hello token";
 const SENT_TEXT: &str = "Hello peer";
-const ROOM: &str = "!room:localhost";
+/// The room of the recorded scenario (firmware/core/tests/matrix: a room version 12 id).
+const ROOM: &str = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
 const PEER: &str = "@peer:localhost";
 
 /// The fixture's record kinds, as `cortex_m_fixture.rs` writes them.
