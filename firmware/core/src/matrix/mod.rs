@@ -1048,7 +1048,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .push((option::URI_QUERY, q.as_bytes()))
                 .map_err(|_| full)?;
         }
-        if body_len == 0 {
+        // A request without a body, or with a body that is not CBOR (a file's bytes), asks for
+        // a CBOR answer.
+        if body_len == 0 || body_format != cbor {
             options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
         }
         // The gateway keeps the access token per peer (option 256 is sticky): it goes

@@ -477,12 +477,16 @@ impl FakeGateway {
             let id = format!("m{}", self.hs.media.len());
             self.hs.media.insert(id.clone(), body);
             let content_uri = json!({"content_uri": format!("mxc://localhost/{id}")});
-            options.push((option::CONTENT_FORMAT, vec![60]));
-            let bytes = reply(
-                Code::CHANGED,
-                &options,
-                &json_to_cbor(&content_uri, TableVersion::V2).unwrap(),
-            );
+            // As the real gateway: the body was not CBOR, so the answer is CBOR only if the
+            // request asked for it with Accept (PROFILE.md section 1), JSON otherwise.
+            let answer = if message.uint_option(option::ACCEPT) == Some(60) {
+                options.push((option::CONTENT_FORMAT, vec![60]));
+                json_to_cbor(&content_uri, TableVersion::V2).unwrap()
+            } else {
+                options.push((option::CONTENT_FORMAT, vec![50]));
+                content_uri.to_string().into_bytes()
+            };
+            let bytes = reply(Code::CHANGED, &options, &answer);
             self.dedup.insert(header.message_id, bytes.clone());
             self.outbox.push(bytes);
             return;
