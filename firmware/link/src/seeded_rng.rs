@@ -1,0 +1,63 @@
+//! The randomness EDHOC consumes (ephemeral keys, connection ids), drawn from a 32-byte seed
+//! the caller takes from its CSPRNG, so that the link needs no RNG trait of its own.
+//!
+//! Output block `i` is SHA-256(seed || i): a hash DRBG without reseeding, which is enough
+//! for the few hundred bytes one handshake uses.
+
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct SeededRng {
+    seed: [u8; 32],
+    counter: u64,
+    block: [u8; 32],
+    used: usize,
+}
+
+impl SeededRng {
+    pub(crate) fn new(seed: [u8; 32]) -> Self {
+        SeededRng {
+            seed,
+            counter: 0,
+            block: [0; 32],
+            used: 32,
+        }
+    }
+}
+
+impl rand_core_06::RngCore for SeededRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for byte in dest {
+            if self.used == self.block.len() {
+                let mut hash = Sha256::new();
+                hash.update(self.seed);
+                hash.update(self.counter.to_be_bytes());
+                self.block = hash.finalize().into();
+                self.counter += 1;
+                self.used = 0;
+            }
+            *byte = self.block.get(self.used).copied().unwrap_or(0);
+            self.used += 1;
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core_06::CryptoRng for SeededRng {}
