@@ -7,14 +7,18 @@
 //! jeton cbor decode --hex < event.hex                    # CBOR (or hex) -> JSON
 //! jeton path compress /_matrix/client/v3/sync            # -> /v
 //! jeton path expand /w/%21room%3Aserver/m.room.encrypted/txn1
+//! jeton pair --token-out token-link.cbor --gateway-key gateway-key.cbor \
+//!     --gateway-credentials authorised-tokens.txt --subject kitchen-token
 //! ```
 //!
 //! Bad input gives one line on stderr saying what is wrong and where (a byte offset), exit status 2, and
 //! nothing on stdout. The profile is described in `firmware/proto/PROFILE.md`.
 
 mod input_check;
+mod pair;
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +41,26 @@ enum Command {
     /// Translate between full Matrix paths and MSC3079 short paths.
     #[command(subcommand)]
     Path(PathCommand),
+    /// Pair a token with a gateway: a fresh key pair for the token, its provisioning file,
+    /// the gateway's key pair if it has none, and the token's credential appended to the
+    /// gateway's authorised credentials file.
+    Pair {
+        /// Where to write the token's provisioning file (jeton-sim --link-material).
+        #[arg(long)]
+        token_out: PathBuf,
+        /// The gateway's key file; made when it does not exist.
+        #[arg(long)]
+        gateway_key: PathBuf,
+        /// The gateway's authorised credentials file; the token's credential is appended.
+        #[arg(long)]
+        gateway_credentials: PathBuf,
+        /// The name in the token's credential (and in the comment of its line).
+        #[arg(long, default_value = "jeton-token")]
+        subject: String,
+        /// The name in the gateway's credential, when its key is made.
+        #[arg(long, default_value = "jeton-gateway")]
+        gateway_subject: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,5 +197,19 @@ fn run(command: Command) -> Result<Vec<u8>, BadInput> {
             out.push('\n');
             Ok(out.into_bytes())
         }
+        Command::Pair {
+            token_out,
+            gateway_key,
+            gateway_credentials,
+            subject,
+            gateway_subject,
+        } => pair::pair(&pair::PairRequest {
+            token_out,
+            gateway_key,
+            gateway_credentials,
+            subject,
+            gateway_subject,
+        })
+        .map(String::into_bytes),
     }
 }

@@ -176,3 +176,92 @@ fn bad_input_is_one_line_on_stderr_with_exit_status_2() {
     wrong_count.args(["path", "expand", "/9/room"]);
     fails_with_one_line(wrong_count, "takes 3 parameter(s) but the short path has 1");
 }
+
+/// A fresh temporary directory for one test's files.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("jeton-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn pair_writes_both_sides_and_a_second_token_shares_the_gateway_key() {
+    use jeton_link::pairing::{KeyFile, parse_authorised_line};
+
+    let dir = scratch_dir("pair");
+    let (gateway_key, credentials) = (dir.join("gateway.key"), dir.join("authorised.txt"));
+    let mut tokens = Vec::new();
+    for name in ["kitchen", "hall"] {
+        let token_out = dir.join(format!("{name}.cbor"));
+        let output = jeton()
+            .arg("pair")
+            .arg("--token-out")
+            .arg(&token_out)
+            .arg("--gateway-key")
+            .arg(&gateway_key)
+            .arg("--gateway-credentials")
+            .arg(&credentials)
+            .args(["--subject", name])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let summary = String::from_utf8(output).unwrap();
+        assert!(
+            summary.starts_with(&format!("paired {name} (kid ")),
+            "{summary}"
+        );
+        assert_eq!(
+            summary.contains("(new gateway key)"),
+            name == "kitchen",
+            "{summary}"
+        );
+        tokens.push(KeyFile::decode(&std::fs::read(&token_out).unwrap()).unwrap());
+    }
+    let gateway = KeyFile::decode(&std::fs::read(&gateway_key).unwrap()).unwrap();
+    assert!(gateway.peer.is_none());
+    let authorised: Vec<_> = std::fs::read_to_string(&credentials)
+        .unwrap()
+        .lines()
+        .filter_map(|line| parse_authorised_line(line).unwrap())
+        .collect();
+    assert_eq!(authorised.len(), 2);
+    for (token, listed) in tokens.iter().zip(&authorised) {
+        // Each token pins the one gateway key, and the gateway lists each token.
+        assert_eq!(token.peer.as_ref(), Some(gateway.identity.credential()));
+        assert_eq!(token.identity.credential(), listed);
+    }
+    assert_ne!(authorised[0].kid(), authorised[1].kid());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("kitchen.cbor"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the token's private key is readable by others"
+        );
+    }
+    // Pairing the same token file again is refused rather than overwriting its key.
+    fails_with_one_line(
+        {
+            let mut again = jeton();
+            again
+                .arg("pair")
+                .arg("--token-out")
+                .arg(dir.join("kitchen.cbor"))
+                .arg("--gateway-key")
+                .arg(&gateway_key)
+                .arg("--gateway-credentials")
+                .arg(&credentials);
+            again
+        },
+        "a token is paired once",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -137,6 +137,8 @@ pub enum TokenError {
     LimitReached(Limit),
     /// Encryption failed.
     Crypto,
+    /// The protected link to the gateway failed.
+    Link(crate::link::LinkError),
 }
 
 impl fmt::Display for TokenError {
@@ -154,6 +156,7 @@ impl fmt::Display for TokenError {
             TokenError::Json(e) => write!(f, "JSON failed: {e}"),
             TokenError::LimitReached(limit) => write!(f, "the limit of {limit} is reached"),
             TokenError::Crypto => f.write_str("encryption failed"),
+            TokenError::Link(e) => write!(f, "{e}"),
         }
     }
 }
@@ -385,6 +388,11 @@ pub enum UiEvent<'a> {
     },
     /// Something failed; the token carries on.
     Error(TokenError),
+    /// The protected link to the gateway has a new security context (EDHOC completed).
+    LinkEstablished {
+        /// The token's OSCORE sender id (the kid of its requests).
+        sender_id: &'a [u8],
+    },
 }
 
 impl<'a> UiEvent<'a> {
@@ -445,6 +453,13 @@ impl fmt::Display for EventLine<'_, '_> {
             UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
             UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
             UiEvent::Error(error) => write!(f, "error {error}"),
+            UiEvent::LinkEstablished { sender_id } => {
+                f.write_str("link-established kid=")?;
+                for byte in *sender_id {
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
