@@ -4,6 +4,8 @@
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
 mod gateway;
+mod link;
+mod link_gateway;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -126,6 +128,9 @@ struct World {
     /// UDP payload bytes sent by the token and by the gateway.
     bytes_up: usize,
     bytes_down: usize,
+    /// The protected link: the gateway's end, and the token's pairing material.
+    link: Option<link_gateway::LinkGateway>,
+    material: Option<jeton_core::link::KeyFile>,
 }
 
 impl World {
@@ -144,6 +149,8 @@ impl World {
             boots: 0,
             bytes_up: 0,
             bytes_down: 0,
+            link: None,
+            material: None,
         };
         world.boot();
         world
@@ -152,8 +159,9 @@ impl World {
     fn boot(&mut self) {
         self.boots += 1;
         let config = Config::new([7u8; 32]);
-        let token = Token::new(
+        let token = Token::with_link(
             config,
+            self.material.clone(),
             TestRng(self.seed.wrapping_mul(1000).wrapping_add(self.boots)),
             SharedStore(self.flash.clone()),
             Screen(self.screen.clone(), self.flash.clone()),
@@ -216,9 +224,16 @@ impl World {
             if !self.dead() {
                 let now = self.instant();
                 while let Some(len) = self.token().poll_transmit(now, &mut buf) {
+                    if self.dead() {
+                        // The power went during that call: nothing it wrote leaves.
+                        break;
+                    }
                     self.send(true, buf[..len].to_vec());
                     progressed = true;
                 }
+            }
+            if let Some(link) = &mut self.link {
+                link.wrap_outbox(&mut self.gw);
             }
             for bytes in std::mem::take(&mut self.gw.outbox) {
                 self.send(false, bytes);
@@ -255,7 +270,10 @@ impl World {
             }
             let (to_gateway, bytes) = entry.remove();
             if to_gateway {
-                self.gw.handle_datagram(self.now, &bytes);
+                match &mut self.link {
+                    Some(link) => link.handle_datagram(&mut self.gw, self.now, &bytes),
+                    None => self.gw.handle_datagram(self.now, &bytes),
+                }
             } else if !self.dead() {
                 let now = self.instant();
                 self.token().handle_datagram(&bytes, now);
