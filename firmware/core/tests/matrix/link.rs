@@ -6,9 +6,8 @@
 use jeton_core::link::KeyFile;
 use jeton_link::{Credential, Identity};
 
-use crate::gateway::TOKEN_USER;
 use crate::link_gateway::LinkGateway;
-use crate::{PEER, PEER_DEVICE, Peer, ROOM, World, encrypted_room_batch, peer_reads};
+use crate::{Peer, ROOM, World, join_room_with_peer, peer_reads};
 
 fn gateway_identity() -> Identity {
     Identity::generate([0x61; 32], b"\x01", "test-gateway").unwrap()
@@ -42,31 +41,11 @@ fn link(world: &World) -> &LinkGateway {
     world.link.as_ref().unwrap()
 }
 
-fn log_in(world: &mut World) {
-    let now = world.instant();
-    world.token().login("token", "secret", now).unwrap();
-    assert!(
-        world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "v")),
-        "the token logs in, uploads its keys and starts syncing: {:?}",
-        world.screen()
-    );
-    world.run_for(1_000);
-}
-
 /// A paired, logged-in token and a peer in an encrypted room.
 fn paired_room_with_peer(seed: u64) -> (World, Peer) {
     let mut world = paired(seed);
-    log_in(&mut world);
-    let mut peer = Peer::new(PEER, PEER_DEVICE);
-    peer.publish(&mut world.gw.hs, 5);
-    world.push_sync(encrypted_room_batch(&[TOKEN_USER, PEER]));
-    assert!(
-        world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "3h")),
-        "the token queries the peer's devices: {:?}",
-        world.screen()
-    );
-    world.run_for(5_000);
-    (world, peer)
+    world.log_in();
+    join_room_with_peer(world)
 }
 
 fn handshakes(world: &World) -> usize {

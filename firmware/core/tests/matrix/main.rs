@@ -320,15 +320,19 @@ impl World {
 
     fn logged_in(seed: u64) -> World {
         let mut world = World::new(seed);
-        let now = world.instant();
-        world.token().login("token", "secret", now).unwrap();
-        assert!(
-            world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "v")),
-            "the token logs in, uploads its keys and starts syncing: {:?}",
-            world.screen()
-        );
-        world.run_for(1_000);
+        world.log_in();
         world
+    }
+
+    fn log_in(&mut self) {
+        let now = self.instant();
+        self.token().login("token", "secret", now).unwrap();
+        assert!(
+            self.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "v")),
+            "the token logs in, uploads its keys and starts syncing: {:?}",
+            self.screen()
+        );
+        self.run_for(1_000);
     }
 
     fn token_device(&self) -> String {
@@ -583,7 +587,11 @@ fn encrypted_room_batch(members: &[&str]) -> Value {
 
 /// A logged-in token and a peer in an encrypted room, device lists exchanged.
 fn room_with_peer(seed: u64) -> (World, Peer) {
-    let mut world = World::logged_in(seed);
+    join_room_with_peer(World::logged_in(seed))
+}
+
+/// A logged-in token and a peer in an encrypted room, device lists exchanged.
+fn join_room_with_peer(mut world: World) -> (World, Peer) {
     let mut peer = Peer::new(PEER, PEER_DEVICE);
     peer.publish(&mut world.gw.hs, 5);
     world.push_sync(encrypted_room_batch(&[TOKEN_USER, PEER]));
