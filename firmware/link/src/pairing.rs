@@ -1,18 +1,13 @@
-//! Pairing material: the files `jeton pair` writes for the two ends of a link.
+//! Pairing material: the token's provisioning file, which `jeton pair` writes.
 //!
-//! This module owns two formats (credentials themselves are [`Credential`]s, CCS):
-//!
-//! - **A key file** ([`KeyFile`]): what one end keeps secret, a CBOR map
-//!   `{1: private key (32-byte bstr), 2: own credential (bstr), ? 3: the peer's credential
-//!   (bstr)}`. The token's provisioning file carries the gateway's credential under 3 (the
-//!   pin); the gateway's own key file has no 3.
-//! - **The authorised credentials file** of the gateway ([`parse_authorised_line`]): text,
-//!   one credential per line as hex, `#` starting a comment line, blank lines ignored, so an
-//!   operator can read, annotate and revoke (delete a line) with an editor.
+//! A [`KeyFile`] is what a token keeps secret, a CBOR map `{1: private key (32-byte bstr),
+//! 2: own credential (bstr), 3: the gateway's credential (bstr)}`: its static key pair and
+//! the gateway credential it pins. CBOR rather than text because a board stores it as it is,
+//! in a flash record. (The gateway's side, its identity and the tokens it accepts, are TOML
+//! files the gateway reads, see the gateway's `link_credentials`.)
 
 use core::fmt;
 
-use heapless::Vec;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::credential::MAX_CREDENTIAL_LEN;
@@ -22,9 +17,6 @@ use crate::{Credential, HandshakeError, Identity};
 pub const PRIVATE_KEY_LEN: usize = 32;
 /// The largest encoded [`KeyFile`].
 pub const MAX_KEY_FILE_LEN: usize = 8 + PRIVATE_KEY_LEN + 2 * (3 + MAX_CREDENTIAL_LEN);
-
-/// The bytes of a credential (a CCS).
-pub type CredentialBytes = Vec<u8, MAX_CREDENTIAL_LEN>;
 
 /// Why pairing material could not be written or read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +29,6 @@ pub enum PairingError {
     /// A credential in it is not a CCS with a P-256 key and a kid, or does not match the
     /// private key.
     Credential(HandshakeError),
-    /// A line of the authorised credentials file is not hex.
-    NotHex,
 }
 
 impl fmt::Display for PairingError {
@@ -49,7 +39,6 @@ impl fmt::Display for PairingError {
             }
             PairingError::Malformed => f.write_str("the key file is malformed"),
             PairingError::Credential(error) => write!(f, "a credential is unusable: {error}"),
-            PairingError::NotHex => f.write_str("a credential line is not hex"),
         }
     }
 }
@@ -136,40 +125,6 @@ impl KeyFile {
 #[derive(Zeroize, ZeroizeOnDrop)]
 struct Zeroizing([u8; PRIVATE_KEY_LEN]);
 
-/// Reads one line of the authorised credentials file: `None` for a blank or comment line.
-pub fn parse_authorised_line(line: &str) -> Result<Option<Credential>, PairingError> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
-    let digits = line.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        return Err(PairingError::NotHex);
-    }
-    let mut bytes = CredentialBytes::new();
-    for pair in digits.chunks_exact(2) {
-        let (Some(high), Some(low)) = (
-            pair.first().and_then(|c| hex_value(*c)),
-            pair.get(1).and_then(|c| hex_value(*c)),
-        ) else {
-            return Err(PairingError::NotHex);
-        };
-        bytes
-            .push(high << 4 | low)
-            .map_err(|_| PairingError::Credential(HandshakeError::MalformedCredential))?;
-    }
-    Ok(Some(Credential::parse(&bytes)?))
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,19 +176,6 @@ mod tests {
         });
         assert!(matches!(
             KeyFile::decode(&tampered),
-            Err(PairingError::Credential(_))
-        ));
-    }
-
-    #[test]
-    fn authorised_lines_skip_comments_and_reject_bad_hex() {
-        assert_eq!(parse_authorised_line("  # token one"), Ok(None));
-        assert_eq!(parse_authorised_line(""), Ok(None));
-        let line = parse_authorised_line(RFC9529_CRED_R).unwrap().unwrap();
-        assert_eq!(line.kid(), &[0x32]);
-        assert_eq!(parse_authorised_line("a2zz"), Err(PairingError::NotHex));
-        assert!(matches!(
-            parse_authorised_line("a202"),
             Err(PairingError::Credential(_))
         ));
     }

@@ -7,8 +7,8 @@
 //! jeton cbor decode --hex < event.hex                    # CBOR (or hex) -> JSON
 //! jeton path compress /_matrix/client/v3/sync            # -> /v
 //! jeton path expand /w/%21room%3Aserver/m.room.encrypted/txn1
-//! jeton pair --token-out token-link.cbor --gateway-key gateway-key.cbor \
-//!     --gateway-credentials authorised-tokens.txt --subject kitchen-token
+//! jeton pair --token-out kitchen.link --gateway-identity gateway-identity.toml \
+//!     --gateway-tokens gateway-tokens.toml --name kitchen
 //! ```
 //!
 //! Bad input gives one line on stderr saying what is wrong and where (a byte offset), exit status 2, and
@@ -42,24 +42,24 @@ enum Command {
     #[command(subcommand)]
     Path(PathCommand),
     /// Pair a token with a gateway: a fresh key pair for the token, its provisioning file,
-    /// the gateway's key pair if it has none, and the token's credential appended to the
-    /// gateway's authorised credentials file.
+    /// the gateway's identity if it has none, and the token added to the gateway's
+    /// authorised tokens.
     Pair {
-        /// Where to write the token's provisioning file (jeton-sim --link-material).
+        /// Where to write the token's provisioning file (jeton-sim --link FILE).
         #[arg(long)]
         token_out: PathBuf,
-        /// The gateway's key file; made when it does not exist.
+        /// The gateway's identity file (its --link-identity); made when it does not exist.
         #[arg(long)]
-        gateway_key: PathBuf,
-        /// The gateway's authorised credentials file; the token's credential is appended.
+        gateway_identity: PathBuf,
+        /// The gateway's authorised tokens file (its --link-tokens); the token is appended.
         #[arg(long)]
-        gateway_credentials: PathBuf,
-        /// The name in the token's credential (and in the comment of its line).
+        gateway_tokens: PathBuf,
+        /// The token's name: its credential's subject and its name in the gateway's logs.
         #[arg(long, default_value = "jeton-token")]
-        subject: String,
-        /// The name in the gateway's credential, when its key is made.
+        name: String,
+        /// The gateway's name, when its identity is made.
         #[arg(long, default_value = "jeton-gateway")]
-        gateway_subject: String,
+        gateway_name: String,
     },
 }
 
@@ -199,16 +199,16 @@ fn run(command: Command) -> Result<Vec<u8>, BadInput> {
         }
         Command::Pair {
             token_out,
-            gateway_key,
-            gateway_credentials,
-            subject,
-            gateway_subject,
+            gateway_identity,
+            gateway_tokens,
+            name,
+            gateway_name,
         } => pair::pair(&pair::PairRequest {
             token_out,
-            gateway_key,
-            gateway_credentials,
-            subject,
-            gateway_subject,
+            gateway_identity,
+            gateway_tokens,
+            name,
+            gateway_name,
         })
         .map(String::into_bytes),
     }

@@ -1,16 +1,29 @@
 //! `jeton pair`: provisions a token for a gateway.
 //!
-//! Makes a fresh static P-256 key pair for the token, the gateway's key pair when its key file
+//! Makes a fresh static P-256 key pair for the token, the gateway's identity when its file
 //! does not exist yet, writes the token's provisioning file (its private key, its credential,
-//! the gateway's credential it pins) and appends the token's credential to the gateway's
-//! authorised credentials file. The formats are those of `jeton_link::pairing`.
+//! the gateway's credential it pins; `jeton_link::pairing::KeyFile`) and appends the token to
+//! the gateway's authorised tokens. The gateway's two files are the TOML files its
+//! `--link-identity` and `--link-tokens` read:
+//!
+//! ```toml
+//! # identity (mode 0600)
+//! private_key = "…64 hex digits…"
+//! credential = "a202…"
+//!
+//! # tokens
+//! [[token]]
+//! name = "kitchen"
+//! credential = "a202…"
+//! ```
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jeton_link::Identity;
-use jeton_link::pairing::{KeyFile, MAX_KEY_FILE_LEN, parse_authorised_line};
+use jeton_link::pairing::{KeyFile, MAX_KEY_FILE_LEN};
+use serde::Deserialize;
 
 use crate::BadInput;
 
@@ -18,10 +31,28 @@ use crate::BadInput;
 #[derive(Debug)]
 pub(crate) struct PairRequest {
     pub(crate) token_out: PathBuf,
-    pub(crate) gateway_key: PathBuf,
-    pub(crate) gateway_credentials: PathBuf,
-    pub(crate) subject: String,
-    pub(crate) gateway_subject: String,
+    pub(crate) gateway_identity: PathBuf,
+    pub(crate) gateway_tokens: PathBuf,
+    pub(crate) name: String,
+    pub(crate) gateway_name: String,
+}
+
+#[derive(Deserialize)]
+struct IdentityFile {
+    private_key: String,
+    credential: String,
+}
+
+#[derive(Deserialize, Default)]
+struct TokensFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+#[derive(Deserialize)]
+struct TokenEntry {
+    name: String,
+    credential: String,
 }
 
 /// Runs the pairing and returns the summary line printed on stdout.
@@ -32,88 +63,109 @@ pub(crate) fn pair(request: &PairRequest) -> Result<String, BadInput> {
             request.token_out.display()
         )));
     }
-    let (gateway, gateway_made) = gateway_key(request)?;
-    let taken = authorised_kids(&request.gateway_credentials)?;
-    let kid = fresh_kid(&taken)?;
+    let tokens = authorised_tokens(&request.gateway_tokens)?;
+    if tokens.iter().any(|(name, _)| *name == request.name) {
+        return Err(BadInput(format!(
+            "{} already lists a token named {:?}",
+            request.gateway_tokens.display(),
+            request.name
+        )));
+    }
+    let (gateway, gateway_made) = gateway_identity(request)?;
+    let kids: Vec<Vec<u8>> = tokens.into_iter().map(|(_, kid)| kid).collect();
+    let kid = fresh_kid(&kids)?;
     let token = KeyFile {
-        identity: identity(&request.subject, &kid)?,
-        peer: Some(*gateway.identity.credential()),
+        identity: identity(&request.name, &kid)?,
+        peer: Some(*gateway.credential()),
     };
     write_secret(&request.token_out, &encoded(&token)?)?;
-    let mut line = format!("# {} kid {}\n", request.subject, hex::encode(&kid));
-    line.push_str(&hex::encode(token.identity.credential().as_bytes()));
-    line.push('\n');
+    let entry = format!(
+        "\n[[token]]\nname = {}\ncredential = \"{}\"\n",
+        toml_string(&request.name),
+        hex::encode(token.identity.credential().as_bytes())
+    );
     OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&request.gateway_credentials)
+        .open(&request.gateway_tokens)
         .and_then(|mut file| {
-            file.write_all(line.as_bytes())?;
+            file.write_all(entry.as_bytes())?;
             file.sync_all()
         })
         .map_err(|error| {
             BadInput(format!(
                 "cannot append to {}: {error}",
-                request.gateway_credentials.display()
+                request.gateway_tokens.display()
             ))
         })?;
-    let gateway_kid = hex::encode(gateway.identity.credential().kid());
     Ok(format!(
-        "paired {} (kid {}) with gateway kid {gateway_kid}{}: token material in {}, credential added to {}\n",
-        request.subject,
+        "paired {} (kid {}) with gateway kid {}{}: token material in {}, token added to {}\n",
+        request.name,
         hex::encode(&kid),
+        hex::encode(gateway.credential().kid()),
         if gateway_made {
-            " (new gateway key)"
+            " (new gateway identity)"
         } else {
             ""
         },
         request.token_out.display(),
-        request.gateway_credentials.display(),
+        request.gateway_tokens.display(),
     ))
 }
 
-/// The gateway's key file, made first when it does not exist; true when it was made.
-fn gateway_key(request: &PairRequest) -> Result<(KeyFile, bool), BadInput> {
-    let path = &request.gateway_key;
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let file = KeyFile::decode(&bytes).map_err(|error| {
+/// The gateway's identity, made first when its file does not exist; true when it was made.
+fn gateway_identity(request: &PairRequest) -> Result<(Identity, bool), BadInput> {
+    let path = &request.gateway_identity;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bad = |why: String| {
                 BadInput(format!(
-                    "{} is not a gateway key file: {error}",
+                    "{} is not a gateway identity: {why}",
                     path.display()
                 ))
-            })?;
-            Ok((file, false))
+            };
+            let file: IdentityFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            let key: [u8; 32] = hex::decode(file.private_key.trim())
+                .map_err(|e| bad(e.to_string()))?
+                .try_into()
+                .map_err(|_| bad("the private key is not 32 bytes".into()))?;
+            let credential = hex::decode(file.credential.trim()).map_err(|e| bad(e.to_string()))?;
+            let identity = Identity::new(key, &credential).map_err(|e| bad(e.to_string()))?;
+            Ok((identity, false))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let file = KeyFile {
-                identity: identity(&request.gateway_subject, &[random_byte()?])?,
-                peer: None,
-            };
-            write_secret(path, &encoded(&file)?)?;
-            Ok((file, true))
+            let identity = identity(&request.gateway_name, &[random_byte()?])?;
+            let text = format!(
+                "# jeton gateway link identity (jeton pair): keep it private\nprivate_key = \"{}\"\ncredential = \"{}\"\n",
+                hex::encode(identity.private_key()),
+                hex::encode(identity.credential().as_bytes())
+            );
+            write_secret(path, text.as_bytes())?;
+            Ok((identity, true))
         }
         Err(error) => Err(BadInput(format!("cannot read {}: {error}", path.display()))),
     }
 }
 
-/// The key ids already in the authorised credentials file (none when it does not exist).
-fn authorised_kids(path: &Path) -> Result<Vec<Vec<u8>>, BadInput> {
+/// The names and key ids of the tokens already authorised (none when the file does not
+/// exist).
+fn authorised_tokens(path: &Path) -> Result<Vec<(String, Vec<u8>)>, BadInput> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => return Err(BadInput(format!("cannot read {}: {error}", path.display()))),
     };
-    let mut kids = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let credential = parse_authorised_line(line).map_err(|error| {
-            BadInput(format!("{} line {}: {error}", path.display(), number + 1))
-        })?;
-        if let Some(credential) = credential {
-            kids.push(credential.kid().to_vec());
-        }
-    }
-    Ok(kids)
+    let bad = |why: String| BadInput(format!("{}: {why}", path.display()));
+    let file: TokensFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    file.token
+        .into_iter()
+        .map(|entry| {
+            let bytes = hex::decode(entry.credential.trim()).map_err(|e| bad(e.to_string()))?;
+            let credential = jeton_link::Credential::parse(&bytes)
+                .map_err(|e| bad(format!("token {:?}: {e}", entry.name)))?;
+            Ok((entry.name, credential.kid().to_vec()))
+        })
+        .collect()
 }
 
 /// A random one-byte key id no authorised token has (two bytes once 256 are taken).
@@ -137,7 +189,12 @@ fn identity(subject: &str, kid: &[u8]) -> Result<Identity, BadInput> {
     let mut seed = [0u8; 32];
     fill_random(&mut seed)?;
     Identity::generate(seed, kid, subject)
-        .map_err(|error| BadInput(format!("the subject {subject:?}: {error}")))
+        .map_err(|error| BadInput(format!("the name {subject:?}: {error}")))
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 fn encoded(file: &KeyFile) -> Result<Vec<u8>, BadInput> {

@@ -186,82 +186,79 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn pair_writes_both_sides_and_a_second_token_shares_the_gateway_key() {
-    use jeton_link::pairing::{KeyFile, parse_authorised_line};
+fn pair_writes_both_sides_and_a_second_token_shares_the_gateway_identity() {
+    use jeton_link::pairing::KeyFile;
+    use jeton_link::{Credential, Identity};
 
     let dir = scratch_dir("pair");
-    let (gateway_key, credentials) = (dir.join("gateway.key"), dir.join("authorised.txt"));
-    let mut tokens = Vec::new();
-    for name in ["kitchen", "hall"] {
-        let token_out = dir.join(format!("{name}.cbor"));
-        let output = jeton()
+    let (identity, tokens_file) = (dir.join("identity.toml"), dir.join("tokens.toml"));
+    let pair = |name: &str| {
+        let mut command = jeton();
+        command
             .arg("pair")
             .arg("--token-out")
-            .arg(&token_out)
-            .arg("--gateway-key")
-            .arg(&gateway_key)
-            .arg("--gateway-credentials")
-            .arg(&credentials)
-            .args(["--subject", name])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
+            .arg(dir.join(format!("{name}.link")))
+            .arg("--gateway-identity")
+            .arg(&identity)
+            .arg("--gateway-tokens")
+            .arg(&tokens_file)
+            .args(["--name", name]);
+        command
+    };
+    let mut tokens = Vec::new();
+    for name in ["kitchen", "hall"] {
+        let output = pair(name).assert().success().get_output().stdout.clone();
         let summary = String::from_utf8(output).unwrap();
         assert!(
             summary.starts_with(&format!("paired {name} (kid ")),
             "{summary}"
         );
         assert_eq!(
-            summary.contains("(new gateway key)"),
+            summary.contains("(new gateway identity)"),
             name == "kitchen",
             "{summary}"
         );
-        tokens.push(KeyFile::decode(&std::fs::read(&token_out).unwrap()).unwrap());
+        let bytes = std::fs::read(dir.join(format!("{name}.link"))).unwrap();
+        tokens.push(KeyFile::decode(&bytes).unwrap());
     }
-    let gateway = KeyFile::decode(&std::fs::read(&gateway_key).unwrap()).unwrap();
-    assert!(gateway.peer.is_none());
-    let authorised: Vec<_> = std::fs::read_to_string(&credentials)
+    // The gateway's files, read the way the gateway reads them.
+    let identity_toml: toml::Table = std::fs::read_to_string(&identity).unwrap().parse().unwrap();
+    let field = |table: &toml::Table, key: &str| hex::decode(table[key].as_str().unwrap()).unwrap();
+    let gateway = Identity::new(
+        field(&identity_toml, "private_key").try_into().unwrap(),
+        &field(&identity_toml, "credential"),
+    )
+    .unwrap();
+    let tokens_toml: toml::Table = std::fs::read_to_string(&tokens_file)
         .unwrap()
-        .lines()
-        .filter_map(|line| parse_authorised_line(line).unwrap())
-        .collect();
-    assert_eq!(authorised.len(), 2);
-    for (token, listed) in tokens.iter().zip(&authorised) {
-        // Each token pins the one gateway key, and the gateway lists each token.
-        assert_eq!(token.peer.as_ref(), Some(gateway.identity.credential()));
-        assert_eq!(token.identity.credential(), listed);
+        .parse()
+        .unwrap();
+    let listed = tokens_toml["token"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    for ((token, entry), name) in tokens.iter().zip(listed).zip(["kitchen", "hall"]) {
+        let entry = entry.as_table().unwrap();
+        assert_eq!(entry["name"].as_str(), Some(name));
+        let credential = Credential::parse(&field(entry, "credential")).unwrap();
+        // Each token pins the one gateway identity, and the gateway lists each token.
+        assert_eq!(token.peer.as_ref(), Some(gateway.credential()));
+        assert_eq!(token.identity.credential(), &credential);
     }
-    assert_ne!(authorised[0].kid(), authorised[1].kid());
+    assert_ne!(
+        tokens[0].identity.credential().kid(),
+        tokens[1].identity.credential().kid()
+    );
     #[cfg(unix)]
-    {
+    for secret in [dir.join("kitchen.link"), identity.clone()] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("kitchen.cbor"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
         assert_eq!(
             mode & 0o077,
             0,
-            "the token's private key is readable by others"
+            "{} is readable by others",
+            secret.display()
         );
     }
     // Pairing the same token file again is refused rather than overwriting its key.
-    fails_with_one_line(
-        {
-            let mut again = jeton();
-            again
-                .arg("pair")
-                .arg("--token-out")
-                .arg(dir.join("kitchen.cbor"))
-                .arg("--gateway-key")
-                .arg(&gateway_key)
-                .arg("--gateway-credentials")
-                .arg(&credentials);
-            again
-        },
-        "a token is paired once",
-    );
+    fails_with_one_line(pair("kitchen"), "a token is paired once");
     std::fs::remove_dir_all(&dir).unwrap();
 }
