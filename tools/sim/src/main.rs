@@ -17,6 +17,7 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use jeton_core::link::KeyFile;
 use jeton_core::matrix::{Config, EscapedBody, Token, Ui, UiEvent};
 use jeton_core::platform::{Instant, Rng};
 
@@ -57,6 +58,39 @@ struct Args {
     /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
     #[arg(long, default_value_t = 600)]
     observe_silence_secs: u64,
+    /// The token's link provisioning file (`jeton pair --token-out`): EDHOC and OSCORE to
+    /// the gateway. Without it, `link.cbor` in the state directory is used if present.
+    #[arg(long, value_name = "FILE")]
+    link: Option<PathBuf>,
+    /// Speak plain CoAP even if provisioning material is present (a gateway in its
+    /// plain-MSC3079 compatibility mode).
+    #[arg(long, conflicts_with = "link")]
+    no_link: bool,
+}
+
+/// The link provisioning material the flags or the state directory name, if any.
+fn link_material(args: &Args) -> anyhow::Result<Option<KeyFile>> {
+    if args.no_link {
+        return Ok(None);
+    }
+    let path = match &args.link {
+        Some(path) => path.clone(),
+        None => {
+            let path = args.state_dir.join("link.cbor");
+            if !path.exists() {
+                return Ok(None);
+            }
+            path
+        }
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let material = KeyFile::decode(&bytes).map_err(|e| {
+        anyhow::anyhow!("{} is not link provisioning material: {e}", path.display())
+    })?;
+    if material.peer.is_none() {
+        bail!("{} holds no gateway credential to pin", path.display());
+    }
+    Ok(Some(material))
 }
 
 /// The operating system's generator.
@@ -170,8 +204,14 @@ impl Sim {
             Some("status") => {
                 let identity = self.token.identity();
                 let stats = self.token.transport_stats();
+                let link = match self.token.link_state() {
+                    (false, _) => "off",
+                    (true, false) => "handshaking",
+                    (true, true) => "ready",
+                };
+                let link_stats = self.token.link_stats();
                 println!(
-                    "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={}",
+                    "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={} link={link} link-handshake-bytes={} link-rejected={}",
                     self.token.is_logged_in(),
                     identity.user_id.as_deref().unwrap_or("-"),
                     identity.device_id.as_deref().unwrap_or("-"),
@@ -179,6 +219,8 @@ impl Sim {
                     self.token.outbox_len(),
                     stats.datagrams_sent,
                     stats.retransmissions,
+                    link_stats.handshake_bytes,
+                    link_stats.rejected,
                 );
                 Ok(())
             }
@@ -313,8 +355,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let start = StdInstant::now();
-    let token = Token::new(config, OsRng, store, Shell::default(), Instant::ZERO)
-        .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
+    let material = link_material(&args)?;
+    let token = Token::with_link(
+        config,
+        material,
+        OsRng,
+        store,
+        Shell::default(),
+        Instant::ZERO,
+    )
+    .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
     let mut sim = Sim {
         token,
         socket,
