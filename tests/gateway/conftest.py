@@ -242,6 +242,9 @@ def start_gateway(homeserver, *extra):
         # Tests send faster than a token would, and use short timers to finish in seconds.
         "--peer-rate": "1000", "--peer-burst": "1000", "--max-in-flight-per-peer": "64",
         "--observe-poll-timeout-ms": "2000", "--ack-timeout-ms": "500", "--log": "warn",
+        # These suites speak plain MSC3079 (no EDHOC/OSCORE); tests/gateway/test_link.py turns
+        # this off and pairs instead.
+        "--compat-plain-msc3079": "true",
     }
     settings.update(zip(extra[::2], extra[1::2]))  # the caller's flags win
     args = [str(binary)] + [x for pair in settings.items() for x in pair]

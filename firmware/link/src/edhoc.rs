@@ -326,12 +326,15 @@ impl Responder {
 
     /// Verifies message_3 (without the C_R prefix of the CoAP transport). `authorised`
     /// returns the credential for a kid if that token may connect; an unknown kid fails
-    /// with [`HandshakeError::UnknownPeer`].
+    /// with [`HandshakeError::UnknownPeer`]. Returns the OSCORE material and a message_4,
+    /// which the gateway sends in reply to a stand-alone message_3 (peers that wait for it,
+    /// such as aiocoap, get key confirmation) and drops after a combined EDHOC + OSCORE
+    /// request, whose protected response confirms the keys.
     pub fn process_message_3(
         self,
         message_3: &[u8],
         authorised: impl FnOnce(&[u8]) -> Option<Credential>,
-    ) -> Result<OscoreMaterial, HandshakeError> {
+    ) -> Result<(OscoreMaterial, EdhocMessage), HandshakeError> {
         if single_byte_string(message_3).is_none() {
             return Err(HandshakeError::Malformed);
         }
@@ -348,13 +351,14 @@ impl Responder {
         let peer_kid = Kid::new(kid)?;
         let credential = authorised(kid).ok_or(HandshakeError::UnknownPeer)?;
         let (processed, _prk_out) = processing.verify_message_3(credential.inner)?;
-        let mut done = processed.completed_without_message_4()?;
-        material(
+        let (mut done, message_4) = processed.prepare_message_4(&None)?;
+        let material = material(
             |label, len| done.edhoc_exporter(label, &[], len),
             &self.c_r,
             &self.c_i,
             peer_kid,
-        )
+        )?;
+        Ok((material, EdhocMessage(message_4)))
     }
 }
 
@@ -403,7 +407,7 @@ mod tests {
         let (initiator, m1) = Initiator::start([3; 32], token, pinned)?;
         let (responder, m2) = Responder::respond([4; 32], gateway, m1.as_bytes(), &[0x05])?;
         let (m3, token_side) = initiator.process_message_2(m2.as_bytes())?;
-        let gateway_side =
+        let (gateway_side, _m4) =
             responder.process_message_3(m3.as_bytes(), |kid| known.filter(|c| c.kid() == kid))?;
         let sizes = [
             m1.as_bytes().len(),

@@ -35,7 +35,7 @@
 //! let (responder, message_2) =
 //!     Responder::respond([4; 32], &gateway, message_1.as_bytes(), &[0x05]).unwrap();
 //! let (message_3, token_side) = initiator.process_message_2(message_2.as_bytes()).unwrap();
-//! let gateway_side = responder
+//! let (gateway_side, _message_4) = responder
 //!     .process_message_3(message_3.as_bytes(), |kid| {
 //!         (kid == token.credential().kid()).then(|| *token.credential())
 //!     })

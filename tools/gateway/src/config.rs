@@ -121,6 +121,24 @@ pub struct Cli {
     /// Log format: "text" or "json". [default: text]
     #[arg(long, env = "JETON_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// The gateway's EDHOC identity: a TOML file with `private_key` and `credential` (hex).
+    /// With --link-tokens it turns on the protected link (EDHOC + OSCORE, see README
+    /// "Pairing"). Keep it private.
+    #[arg(long, env = "JETON_GATEWAY_LINK_IDENTITY", value_name = "FILE")]
+    pub link_identity: Option<PathBuf>,
+    /// The tokens allowed to run EDHOC: a TOML file of `[[token]]` tables with `name` and
+    /// `credential` (the token's CCS, hex). An unknown token is refused and logged.
+    #[arg(long, env = "JETON_GATEWAY_LINK_TOKENS", value_name = "FILE")]
+    pub link_tokens: Option<PathBuf>,
+    /// Accept plain (unprotected) CoAP requests that carry the Matrix access token (option
+    /// 256), as stock MSC3079 clients send them. The token then crosses the air in clear;
+    /// a warning is logged at start when on. [default: false]
+    #[arg(
+        long,
+        env = "JETON_GATEWAY_COMPAT_PLAIN_MSC3079",
+        value_name = "true|false"
+    )]
+    pub compat_plain_msc3079: Option<bool>,
 }
 
 /// Settings that cannot be used.
@@ -135,6 +153,8 @@ pub enum ConfigError {
     MissingHomeserver,
     /// A value is out of range.
     Invalid(&'static str),
+    /// The link's identity or token file is unusable.
+    Link(String),
 }
 
 impl core::fmt::Display for ConfigError {
@@ -146,6 +166,7 @@ impl core::fmt::Display for ConfigError {
                 f.write_str("no homeserver URL was given (--homeserver, JETON_GATEWAY_HOMESERVER or `homeserver` in the config file)")
             }
             Self::Invalid(what) => write!(f, "the setting {what} is out of range"),
+            Self::Link(why) => f.write_str(why),
         }
     }
 }
@@ -178,6 +199,10 @@ pub struct Config {
     pub log: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// EDHOC/OSCORE credentials; `None`: the protected link is off.
+    pub link: Option<crate::link_credentials::LinkCredentials>,
+    /// Plain requests may carry the access token.
+    pub compat_plain_msc3079: bool,
 }
 
 impl Config {
@@ -275,7 +300,27 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(_) => return Err(ConfigError::Invalid("log_format (\"text\" or \"json\")")),
         };
+        let link = match (
+            cli.link_identity.or(file.link_identity),
+            cli.link_tokens.or(file.link_tokens),
+        ) {
+            (Some(identity), Some(tokens)) => Some(
+                crate::link_credentials::LinkCredentials::load(&identity, &tokens)
+                    .map_err(|e| ConfigError::Link(e.to_string()))?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "link_identity / link_tokens (give both or neither)",
+                ));
+            }
+        };
         Ok(Self {
+            link,
+            compat_plain_msc3079: cli
+                .compat_plain_msc3079
+                .or(file.compat_plain_msc3079)
+                .unwrap_or(false),
             listen: cli
                 .listen
                 .or(file.listen)

@@ -28,6 +28,8 @@
 
 pub mod config;
 pub mod limits;
+pub mod link;
+pub mod link_credentials;
 pub mod message;
 pub mod metrics;
 pub mod profile;

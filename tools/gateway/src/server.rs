@@ -13,6 +13,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::link::{Inbound, Link};
 use crate::metrics::Metrics;
 use crate::translate::UpstreamOutcome;
 use crate::transport::{Action, ForwardId, Transport};
@@ -69,6 +70,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_or(1, |d| d.as_nanos() as u64);
     let mut core =
         Transport::new(config.limits.clone(), metrics, Instant::now().into_std()).with_seed(seed);
+    let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
     let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
@@ -82,7 +84,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
         let actions = tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
-                Ok((n, peer)) => core.on_datagram(peer, buf.get(..n).unwrap_or_default(), std::time::Instant::now()),
+                Ok((n, peer)) => match link.on_datagram(peer, buf.get(..n).unwrap_or_default(), std::time::Instant::now()) {
+                    Inbound::Deliver(plain) => core.on_datagram(peer, &plain, std::time::Instant::now()),
+                    Inbound::Reply(datagram) => {
+                        // The link's own answers (EDHOC, refusals) bypass its protection step.
+                        if let Err(e) = socket.send_to(&datagram, peer).await {
+                            tracing::debug!(%peer, error = %e, "udp send failed");
+                        }
+                        Vec::new()
+                    }
+                    Inbound::Drop => Vec::new(),
+                },
                 Err(e) => {
                     // ICMP port unreachable from a vanished peer shows up here on some systems.
                     tracing::debug!(error = %e, "udp receive error");
@@ -103,6 +115,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         for action in actions {
             match action {
                 Action::Send { peer, datagram } => {
+                    let Some(datagram) = link.on_send(peer, datagram) else {
+                        continue;
+                    };
                     if let Err(e) = socket.send_to(&datagram, peer).await {
                         tracing::debug!(%peer, error = %e, "udp send failed");
                     }

@@ -102,6 +102,9 @@ pub fn config(listen: SocketAddr, homeserver: String) -> jeton_gateway::config::
         shutdown_grace: Duration::from_secs(1),
         log: "error".into(),
         log_format: jeton_gateway::config::LogFormat::Text,
+        // The benchmarks measure the plain MSC3079 path.
+        link: None,
+        compat_plain_msc3079: true,
     }
 }
 

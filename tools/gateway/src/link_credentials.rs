@@ -1,0 +1,134 @@
+//! The gateway's side of pairing: its own EDHOC identity and the file of authorised token
+//! credentials, both TOML with hex-encoded CBOR.
+//!
+//! Identity file (`--link-identity`, keep it private, mode 0600):
+//!
+//! ```toml
+//! private_key = "…64 hex digits…"      # P-256 scalar
+//! credential = "a202…"                  # its CCS, hex; tokens pin this
+//! ```
+//!
+//! Authorised tokens (`--link-tokens`), one table per token, named for the logs:
+//!
+//! ```toml
+//! [[token]]
+//! name = "alice-token"
+//! credential = "a202…"                  # the token's CCS, hex (its kid must be unique)
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use jeton_link::{Credential, Identity};
+use serde::Deserialize;
+
+/// Why the link's files cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkFileError {
+    /// A file could not be read.
+    Read(String),
+    /// A file is not valid TOML of the documented shape.
+    Parse(String),
+    /// A key or credential in a file is malformed.
+    Credential(String),
+}
+
+impl core::fmt::Display for LinkFileError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Read(why) => write!(f, "a link file could not be read: {why}"),
+            Self::Parse(why) => write!(f, "a link file is not valid: {why}"),
+            Self::Credential(why) => write!(f, "a link credential is unusable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for LinkFileError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    private_key: String,
+    credential: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    credential: String,
+}
+
+/// A token the gateway accepts: its credential and the name the logs use.
+#[derive(Debug, Clone)]
+pub struct AuthorisedToken {
+    /// The operator's name for the token.
+    pub name: String,
+    /// Its credential.
+    pub credential: Credential,
+}
+
+/// The link settings: the gateway's identity and the tokens it accepts, by kid.
+#[derive(Debug, Clone)]
+pub struct LinkCredentials {
+    /// The gateway's own key pair and credential.
+    pub identity: Identity,
+    /// Authorised tokens by kid.
+    pub tokens: HashMap<Vec<u8>, AuthorisedToken>,
+}
+
+fn read(path: &Path) -> Result<String, LinkFileError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| LinkFileError::Read(format!("{}: {e}", path.display())))
+}
+
+fn unhex(what: &str, text: &str) -> Result<Vec<u8>, LinkFileError> {
+    hex::decode(text.trim()).map_err(|e| LinkFileError::Credential(format!("{what}: {e}")))
+}
+
+impl LinkCredentials {
+    /// Reads the identity file and the authorised-tokens file.
+    pub fn load(identity: &Path, tokens: &Path) -> Result<Self, LinkFileError> {
+        let file: IdentityFile = toml::from_str(&read(identity)?)
+            .map_err(|e| LinkFileError::Parse(format!("{}: {e}", identity.display())))?;
+        let key: [u8; 32] = unhex("private_key", &file.private_key)?
+            .try_into()
+            .map_err(|_| LinkFileError::Credential("private_key: not 32 bytes".into()))?;
+        let identity = Identity::new(key, &unhex("credential", &file.credential)?)
+            .map_err(|e| LinkFileError::Credential(format!("the gateway identity: {e}")))?;
+        let file: TokensFile = toml::from_str(&read(tokens)?)
+            .map_err(|e| LinkFileError::Parse(format!("{}: {e}", tokens.display())))?;
+        let mut by_kid = HashMap::new();
+        for entry in file.token {
+            let credential = Credential::parse(&unhex(&entry.name, &entry.credential)?)
+                .map_err(|e| LinkFileError::Credential(format!("token {:?}: {e}", entry.name)))?;
+            let kid = credential.kid().to_vec();
+            if let Some(other) = by_kid.insert(
+                kid.clone(),
+                AuthorisedToken {
+                    name: entry.name.clone(),
+                    credential,
+                },
+            ) {
+                return Err(LinkFileError::Credential(format!(
+                    "tokens {:?} and {:?} share the kid {}",
+                    other.name,
+                    entry.name,
+                    hex::encode(kid)
+                )));
+            }
+        }
+        Ok(LinkCredentials {
+            identity,
+            tokens: by_kid,
+        })
+    }
+}
