@@ -65,8 +65,11 @@ const CONTENT_FORMAT_CID_EDHOC: u8 = 65;
 const EDHOC_PATH: [&[u8]; 2] = [b".well-known", b"edhoc"];
 /// The CBOR `true` that marks message_1 on CoAP (no connection id ahead of it).
 const CBOR_TRUE: u8 = 0xF5;
-/// 4.01 Unauthorized: the gateway's OSCORE layer has no context for the request.
-const UNAUTHORIZED: Code = Code::new(4, 1);
+/// What a gateway's OSCORE layer answers, unprotected, to a request it cannot verify
+/// (RFC 8613 §8.2): 4.01 for an unknown kid or a replay, 4.00 when decryption fails (its
+/// context under that kid is another token's, made after it lost this one's), 4.02 for a
+/// malformed OSCORE option.
+const OSCORE_ERRORS: [Code; 3] = [Code::new(4, 0), Code::new(4, 1), Code::new(4, 2)];
 
 /// Why the link could not be (or stay) established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -500,10 +503,10 @@ impl Link {
 
     /// Checks a datagram from the gateway: a protected response is verified and decrypted
     /// into `scratch[..n]` ([`Incoming::Rewritten`]); an unprotected one passes only if it
-    /// is empty (ACK, RST) or answers an EDHOC request. An unprotected 4.01 to a protected
-    /// request means the gateway lost the context: the link starts a new handshake and
-    /// asks the engine to fail the exchange ([`Incoming::Fail`]), so the layer above
-    /// retries it under the new context.
+    /// is empty (ACK, RST) or answers an EDHOC request. An unprotected 4.00, 4.01 or 4.02 to
+    /// a protected request means the gateway lost the context: the link starts a new
+    /// handshake and asks the engine to fail the exchange ([`Incoming::Fail`]), so the layer
+    /// above retries it under the new context.
     pub(crate) fn incoming(
         &mut self,
         datagram: &[u8],
@@ -530,7 +533,9 @@ impl Link {
             return self.reject();
         };
         let Some(oscore) = oscore else {
-            if header.code == UNAUTHORIZED && header.message_type == MessageType::Acknowledgement {
+            if OSCORE_ERRORS.contains(&header.code)
+                && header.message_type == MessageType::Acknowledgement
+            {
                 self.context = None;
                 self.exchanges.clear();
                 self.state = State::Due { not_before: now };
@@ -547,9 +552,11 @@ impl Link {
         };
         if let (true, Some(number), Some(last)) =
             (exchange.observe, notification, exchange.last_notification)
-            && number <= last
+            && number < last
         {
-            // A replayed or reordered older notification.
+            // An older notification, replayed or reordered. The last one again is a
+            // retransmission (its ACK was lost, or the engine deferred it): it passes, and the
+            // engine recognises the duplicate by its message id.
             return self.reject();
         }
         let mut options = OptionList::new();

@@ -6,8 +6,9 @@
 use jeton_core::link::KeyFile;
 use jeton_link::{Credential, Identity};
 
+use crate::gateway::TOKEN_USER;
 use crate::link_gateway::LinkGateway;
-use crate::{Peer, ROOM, World, join_room_with_peer, peer_reads};
+use crate::{PEER, Peer, ROOM, World, encrypted_room_batch, join_room_with_peer, peer_reads};
 
 fn gateway_identity() -> Identity {
     Identity::generate([0x61; 32], b"\x01", "test-gateway").unwrap()
@@ -46,6 +47,19 @@ fn paired_room_with_peer(seed: u64) -> (World, Peer) {
     let mut world = paired(seed);
     world.log_in();
     join_room_with_peer(world)
+}
+
+/// The token sends `text` and the peer reads it (within two minutes of simulated time).
+fn sends_and_the_peer_reads(world: &mut World, peer: &mut Peer, text: &str) {
+    let now = world.instant();
+    world.token().send_text(ROOM, text, now).unwrap();
+    assert!(
+        world.run_until(120_000, |w| w.token.as_ref().unwrap().outbox_len() == 0),
+        "{:?}",
+        world.screen()
+    );
+    let read = peer_reads(world, peer);
+    assert!(read.iter().any(|(t, _, _)| t == text), "{read:?}");
 }
 
 fn handshakes(world: &World) -> usize {
@@ -168,24 +182,22 @@ fn a_gateway_that_lost_its_contexts_gets_a_new_handshake_and_the_token_carries_o
     let (mut world, mut peer) = paired_room_with_peer(4);
     world.link.as_mut().unwrap().forget_contexts();
     world.gw.restart();
-    let now = world.instant();
-    world
-        .token()
-        .send_text(ROOM, "after the restart", now)
-        .unwrap();
-    assert!(
-        world.run_until(120_000, |w| w.token.as_ref().unwrap().outbox_len() == 0),
-        "{:?}",
-        world.screen()
-    );
-    let read = peer_reads(&world, &mut peer);
-    assert!(
-        read.iter().any(|(text, _, _)| text == "after the restart"),
-        "{read:?}"
-    );
+    sends_and_the_peer_reads(&mut world, &mut peer, "after the restart");
     assert_eq!(link(&world).handshakes, 2);
     assert_eq!(handshakes(&world), 2);
     assert_eq!(link(&world).access_token_in_clear, 0);
+}
+
+#[test]
+fn a_gateway_whose_context_under_the_kid_is_another_tokens_gets_a_new_handshake() {
+    let (mut world, mut peer) = paired_room_with_peer(7);
+    world.link.as_mut().unwrap().give_kids_to_strangers();
+    sends_and_the_peer_reads(&mut world, &mut peer, "after the mix-up");
+    assert!(
+        link(&world).rejected >= 1,
+        "the gateway answered 4.00 first"
+    );
+    assert_eq!(handshakes(&world), 2);
 }
 
 #[test]
@@ -230,5 +242,59 @@ fn a_token_cut_off_twenty_times_mid_conversation_never_reuses_a_sequence_number(
     println!(
         "{total} protected requests over 20 power cuts; highest sequence number {}",
         seen.iter().map(|(_, piv)| piv).max().unwrap()
+    );
+}
+
+#[test]
+fn every_flipped_bit_in_a_protected_notification_is_rejected_and_the_original_still_counts() {
+    use jeton_core::coap::message::Message;
+    use jeton_link::oscore::OSCORE_OPTION;
+
+    let mut world = paired(6);
+    world.log_in();
+    world.push_sync(encrypted_room_batch(&[TOKEN_USER, PEER]));
+    world.flush();
+    let notification = world
+        .in_flight
+        .values()
+        .filter(|(to_gateway, _)| !to_gateway)
+        .map(|(_, bytes)| bytes.clone())
+        .find(|bytes| Message::decode(bytes).is_ok_and(|m| m.option(OSCORE_OPTION).is_some()))
+        .expect("a protected notification is on its way");
+    let message = Message::decode(&notification).unwrap();
+    let offset = |part: &[u8]| part.as_ptr() as usize - notification.as_ptr() as usize;
+    let option = message.option(OSCORE_OPTION).unwrap();
+    let protected: Vec<usize> = (offset(option)..offset(option) + option.len())
+        .chain(offset(message.payload)..notification.len())
+        .collect();
+    let screen_before = world.screen().len();
+    let now = world.instant();
+    let token = world.token.as_mut().unwrap();
+    let mut rejected = token.link_stats().rejected;
+    for &byte in &protected {
+        for bit in 0..8 {
+            let mut flipped = notification.clone();
+            flipped[byte] ^= 1 << bit;
+            token.handle_datagram(&flipped, now);
+            let stats = token.link_stats();
+            assert_eq!(
+                stats.rejected,
+                rejected + 1,
+                "byte {byte} bit {bit} was not rejected"
+            );
+            rejected = stats.rejected;
+        }
+    }
+    assert_eq!(world.screen().len(), screen_before, "{:?}", world.screen());
+    // The original, delivered as the network would, is taken: the token learns of the room.
+    assert!(
+        world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "3h")),
+        "{:?}",
+        world.screen()
+    );
+    println!(
+        "{} flipped bits of a {} B protected notification rejected",
+        protected.len() * 8,
+        notification.len()
     );
 }

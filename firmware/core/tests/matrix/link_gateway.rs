@@ -72,6 +72,16 @@ impl LinkGateway {
         self.bindings.clear();
     }
 
+    /// Puts a stranger's context under every kid, as a restarted gateway that handed the
+    /// token's old kid to another token's handshake has: the token's requests no longer
+    /// decrypt.
+    pub(crate) fn give_kids_to_strangers(&mut self) {
+        for (kid, context) in self.contexts.iter_mut() {
+            *context = SecurityContext::derive(&[0x99; 16], &[0x98; 8], &[0x42], kid).unwrap();
+        }
+        self.bindings.clear();
+    }
+
     fn reply(&mut self, request: &Header, code: Code, payload: &[u8]) {
         let header = Header {
             message_type: MessageType::Acknowledgement,
@@ -126,6 +136,7 @@ impl LinkGateway {
         let request = match context.unprotect_request(&outer, &mut plain) {
             Ok(request) => request,
             Err(error) => {
+                // As the real gateway: 4.00 unprotected (RFC 8613 §8.2).
                 eprintln!("link gateway: rejected {kid:?} {oscore:02x?}: {error:?}");
                 self.rejected += 1;
                 self.reply(&header, Code::new(4, 0), b"");
@@ -178,12 +189,14 @@ impl LinkGateway {
         match responder.process_message_3(message_3, |kid| {
             authorised.iter().find(|c| c.kid() == kid).copied()
         }) {
-            Ok(material) => {
+            Ok((material, message_4)) => {
                 let context = material.security_context().unwrap();
                 self.contexts
                     .insert(material.recipient_id().as_bytes().to_vec(), context);
                 self.handshakes += 1;
-                self.reply(header, Code::CHANGED, b"");
+                // Key confirmation for the token, as the real gateway sends it.
+                let message_4 = message_4.as_bytes().to_vec();
+                self.reply(header, Code::CHANGED, &message_4);
             }
             Err(_) => {
                 self.refused += 1;
