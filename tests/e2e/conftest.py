@@ -35,7 +35,10 @@ def tokens(tmp_path, link_pairing):
 
     def make(gateway_address, user, name, auto_join_from=(), extra_args=(), link=True):
         user_id, _, password = user
-        material = link_pairing.take() if link is True and link_pairing else (link or None)
+        if link is True:
+            material = link_pairing.take() if link_pairing else None
+        else:
+            material = link or None
         token = SimToken(gateway_address, user_id, password, tmp_path / name, name, auto_join_from, extra_args,
                          material)
         started.append(token)
