@@ -132,9 +132,10 @@ def synapse():
 
 
 class RecordingProxy:
-    """HTTP proxy between the gateway and Synapse that records every request it forwards."""
+    """HTTP (or, with `tls`, https) proxy between the gateway and Synapse that records every
+    request it forwards."""
 
-    def __init__(self, upstream_port):
+    def __init__(self, upstream_port, tls=None):
         self.requests = []
         self.lock = threading.Lock()
         proxy = self
@@ -175,6 +176,8 @@ class RecordingProxy:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:  # an ssl.SSLContext: the proxy then speaks https, as a real deployment's front does
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

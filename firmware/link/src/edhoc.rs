@@ -18,6 +18,10 @@ use crate::oscore::{Id, SecurityContext};
 use crate::seeded_rng::SeededRng;
 use crate::{HandshakeError, OscoreError};
 
+/// The EDHOC option of RFC 9668: a request that carries EDHOC message_3 ahead of its OSCORE
+/// ciphertext (payload `message_3 || ciphertext`, the OSCORE kid being C_R).
+pub const EDHOC_OPTION: u16 = 21;
+
 /// The longest EDHOC message lakers handles.
 pub const MAX_EDHOC_MESSAGE_LEN: usize = lakers::MAX_MESSAGE_SIZE_LEN;
 /// Bytes of the OSCORE Master Secret EDHOC exports (the key length of AES-CCM-16-64-128).
@@ -97,7 +101,8 @@ fn message_2_key(message_2: &[u8]) -> Option<&[u8]> {
 /// The content of a message that is exactly one CBOR byte string (message_2, message_3).
 ///
 /// lakers 0.8 trusts the length in message_3's header and slices past its buffer when the
-/// header claims more than the message holds; the link refuses such a message first.
+/// header claims more than the message holds, and underflows on a ciphertext shorter than
+/// its tag; the link refuses such messages first.
 fn single_byte_string(message: &[u8]) -> Option<&[u8]> {
     let (len, content) = match message {
         [head @ 0x40..=0x57, rest @ ..] => (usize::from(head - 0x40), rest),
@@ -113,7 +118,7 @@ fn buffer(bytes: &[u8]) -> Result<EdhocMessageBuffer, HandshakeError> {
 
 /// What a completed handshake yields: the OSCORE input parameters (RFC 9528 appendix A.1)
 /// and the peer's credential id.
-#[derive(Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct OscoreMaterial {
     master_secret: [u8; MASTER_SECRET_LEN],
     master_salt: [u8; MASTER_SALT_LEN],
@@ -292,7 +297,9 @@ pub struct Responder {
 impl Responder {
     /// Answers message_1 (without the CBOR `true` prefix of the CoAP transport) with
     /// message_2, using `c_r` as the responder's connection id (the gateway's OSCORE
-    /// recipient id for this token; unique among its contexts and open handshakes).
+    /// recipient id for this token; unique among its contexts and open handshakes). If
+    /// `c_r` equals the initiator's C_I this fails with
+    /// [`HandshakeError::InvalidConnectionId`]; call again with another `c_r`.
     pub fn respond(
         seed: [u8; 32],
         identity: &Identity,
@@ -311,6 +318,10 @@ impl Responder {
         }
         let message_1 = buffer(message_1)?;
         let (processed, c_i, ead_1) = responder.process_message_1(&message_1)?;
+        if c_i == c_r {
+            // RFC 9528 §3.3.2: C_R differs from C_I, as the OSCORE ids derived from them must.
+            return Err(HandshakeError::InvalidConnectionId);
+        }
         if ead_1.is_some_and(|ead| ead.is_critical) {
             return Err(HandshakeError::Malformed);
         }
@@ -335,7 +346,8 @@ impl Responder {
         message_3: &[u8],
         authorised: impl FnOnce(&[u8]) -> Option<Credential>,
     ) -> Result<(OscoreMaterial, EdhocMessage), HandshakeError> {
-        if single_byte_string(message_3).is_none() {
+        // At least the 8-byte AEAD tag: lakers 0.8 subtracts it from the length unchecked.
+        if single_byte_string(message_3).is_none_or(|ciphertext| ciphertext.len() < 8) {
             return Err(HandshakeError::Malformed);
         }
         let message_3 = buffer(message_3)?;
@@ -403,16 +415,17 @@ mod tests {
         gateway: &Identity,
         pinned: &Credential,
         known: Option<Credential>,
-    ) -> Result<(OscoreMaterial, OscoreMaterial, [usize; 3]), HandshakeError> {
+    ) -> Result<(OscoreMaterial, OscoreMaterial, [usize; 4]), HandshakeError> {
         let (initiator, m1) = Initiator::start([3; 32], token, pinned)?;
         let (responder, m2) = Responder::respond([4; 32], gateway, m1.as_bytes(), &[0x05])?;
         let (m3, token_side) = initiator.process_message_2(m2.as_bytes())?;
-        let (gateway_side, _m4) =
+        let (gateway_side, m4) =
             responder.process_message_3(m3.as_bytes(), |kid| known.filter(|c| c.kid() == kid))?;
         let sizes = [
             m1.as_bytes().len(),
             m2.as_bytes().len(),
             m3.as_bytes().len(),
+            m4.as_bytes().len(),
         ];
         Ok((token_side, gateway_side, sizes))
     }
@@ -575,6 +588,17 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_id_equal_to_c_i_is_refused() {
+        let (token, gateway) = identities();
+        let (_, m1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+        let c_i = *m1.as_bytes().last().unwrap();
+        assert_eq!(
+            Responder::respond([4; 32], &gateway, m1.as_bytes(), &[c_i]).unwrap_err(),
+            HandshakeError::InvalidConnectionId
+        );
+    }
+
+    #[test]
     fn connection_ids_split_and_encode() {
         let mut out = [0u8; 9];
         for id in [&[0x05][..], &[0x37], &[0x18], &[0xAB, 0xCD]] {
@@ -593,7 +617,7 @@ mod tests {
     #[test]
     fn handshake_bytes_on_the_air_are_printed_and_within_250() {
         let (token, gateway) = identities();
-        let (_, _, [m1, m2, m3]) = run(
+        let (_, _, [m1, m2, m3, m4]) = run(
             &token,
             &gateway,
             gateway.credential(),
@@ -605,16 +629,22 @@ mod tests {
         // 65 (1 + 1), payload marker.
         let post = 4 + token_len + 12 + 6 + 2 + 1;
         let ack_with_payload = 4 + token_len + 2 + 1; // 2.04 with Content-Format, marker
-        let empty_ack = 4 + token_len;
         let request_1 = post + 1 + m1; // CBOR true
         let response_2 = ack_with_payload + m2;
-        let request_3 = post + 1 + m3; // C_R (one byte)
-        let response_4 = empty_ack;
-        let total = request_1 + response_2 + request_3 + response_4;
+        // RFC 9668: message_3 rides in the first OSCORE request, plus the empty EDHOC option.
+        let combined = m3 + 1;
+        let total = request_1 + response_2 + combined;
+        // Stand-alone message_3 (C_R prefix) and its 2.04 with message_4.
+        let request_3 = post + 1 + m3;
+        let response_4 = ack_with_payload + m4;
+        let stand_alone = request_1 + response_2 + request_3 + response_4;
         println!(
-            "EDHOC: message_1 {m1} B, message_2 {m2} B, message_3 {m3} B; on the air with CoAP \
-             headers {request_1} + {response_2} + {request_3} + {response_4} = {total} B"
+            "EDHOC: message_1 {m1} B, message_2 {m2} B, message_3 {m3} B, message_4 {m4} B; on the \
+             air with CoAP headers: {request_1} + {response_2} + {combined} (message_3 inside the \
+             first OSCORE request) = {total} B; with a stand-alone message_3 and message_4 \
+             {stand_alone} B"
         );
+        assert!(stand_alone <= 250, "{stand_alone}");
         assert!(total <= 250, "{total}");
     }
 }

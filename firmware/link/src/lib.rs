@@ -66,8 +66,28 @@
 //!
 //! On CoAP (RFC 9528 appendix A.2): message_1 travels as POST `/.well-known/edhoc` with
 //! the payload `0xF5 || message_1` (CBOR `true`), message_2 in its 2.04 response, and
-//! message_3 as a second POST with the payload `C_R || message_3`
-//! ([`split_connection_id`], [`encode_connection_id`]).
+//! message_3 either as a second POST with the payload `C_R || message_3`
+//! ([`split_connection_id`], [`encode_connection_id`]; the gateway answers with message_4),
+//! or, saving that round trip (RFC 9668), inside the token's first protected request: add
+//! the empty option [`edhoc::EDHOC_OPTION`] to the outer message and send the payload
+//! `message_3 || outer.payload`.
+//!
+//! # The token's side, step by step
+//!
+//! 1. Provisioning stores the token's private key and CCS and the gateway's CCS
+//!    ([`Identity::new`], [`Credential::parse`]).
+//! 2. [`Initiator::start`] with 32 fresh random bytes; send message_1; feed message_2 to
+//!    [`Initiator::process_message_2`], which checks the gateway against the pinned
+//!    credential and yields message_3 and the [`OscoreMaterial`].
+//! 3. [`OscoreMaterial::security_context`], then
+//!    [`SecurityContext::with_persisted_sequence`]; store [`SecurityContext::to_record`] once.
+//! 4. Before each request: if [`SecurityContext::sequence_to_persist`] gives a mark, write it
+//!    to flash, then [`SecurityContext::sequence_persisted`]. [`SecurityContext::protect_request`]
+//!    fails with [`OscoreError::SequenceNotPersisted`] rather than reuse a number.
+//! 5. After a power cut: [`SecurityContext::restore`] from the record and the stored mark.
+//! 6. A 4.01 without an OSCORE option ("Security context not found": the gateway restarted)
+//!    or [`OscoreError::SequenceExhausted`] means: run EDHOC again. The first protected request
+//!    of a context carries option 256 (the access token); later ones need not.
 //!
 //! # Features
 //!

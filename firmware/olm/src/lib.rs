@@ -137,7 +137,7 @@
 //! - Encrypting needs the caller's RNG and buffers, so the API takes `&mut R` and `&mut [u8]`
 //!   where vodozemac allocates; Olm decryption needs no RNG.
 //! - Pickles are this crate's own format; vodozemac's and libolm's pickles are not read.
-//! - Not implemented: libolm pickle import, dehydrated devices, SAS, ECIES/HPKE, PK
+//! - Not implemented: libolm pickle import, dehydrated devices, ECIES/HPKE, PK
 //!   encryption, `InboundGroupSession::{compare, merge, connected}`, session config version 2.
 //!
 //! [Olm]: https://spec.matrix.org/latest/olm-megolm/olm/
@@ -166,6 +166,7 @@ pub mod pickle;
 #[doc(hidden)]
 pub mod primitives;
 mod protobuf;
+pub mod sas;
 
 pub use error::{
     DecodeError, DecryptionError, EncodeError, EncryptionError, PickleError, SessionCreationError,

@@ -268,6 +268,9 @@ jeton token commands:
   refuse <room>        refuse an invite
   send <room> <text>   send an encrypted message
   log [room]           recent messages
+  verify <user> <device> verify a device by SAS (the token starts)
+  confirm              accept a verification, or confirm that the numbers match
+  cancel               cancel the verification (m.mismatched_sas once numbers are shown)
   help                 this list
 RIOT's own commands (ps, ifconfig, ping, ...) are available too.";
 
@@ -303,6 +306,17 @@ pub(crate) fn run_shell() -> ! {
             post,
         )
         .and(cstr!("keys"), cstr!("the device's identity keys"), post)
+        .and(
+            cstr!("verify"),
+            cstr!("verify a device by SAS: <user> <device>"),
+            post,
+        )
+        .and(
+            cstr!("confirm"),
+            cstr!("accept a verification, or confirm matching numbers"),
+            post,
+        )
+        .and(cstr!("cancel"), cstr!("cancel the verification"), post)
         .and(cstr!("status"), cstr!("device state"), post)
         .and(cstr!("help"), cstr!("the token's commands"), help)
         .run_forever()

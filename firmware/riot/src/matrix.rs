@@ -331,22 +331,13 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
         },
         Some("rooms") => {
             for room in token.rooms() {
-                println!(
-                    "room {} {} members={}",
-                    room.room_id,
-                    if room.encrypted {
-                        "encrypted"
-                    } else {
-                        "unencrypted"
-                    },
-                    room.members
-                );
+                println!("{room}");
             }
             Ok(())
         }
         Some("invites") => {
-            for (room, inviter) in token.invites() {
-                println!("invite {room} {inviter}");
+            for invite in token.invites() {
+                println!("{invite}");
             }
             Ok(())
         }
@@ -381,6 +372,21 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
                 _ => Err(&"send needs a room id and a text"),
             }
         }
+        Some("verify") => match (words.next(), words.next()) {
+            (Some(user), Some(device)) => token.verify(user, device, now).map_err(|err| {
+                println!("error {err}");
+                &"" as &dyn core::fmt::Display
+            }),
+            _ => Err(&"verify needs a user id and a device id"),
+        },
+        Some("confirm") => token.confirm_verification(now).map_err(|err| {
+            println!("error {err}");
+            &"" as &dyn core::fmt::Display
+        }),
+        Some("cancel") => token.cancel_verification(now).map_err(|err| {
+            println!("error {err}");
+            &"" as &dyn core::fmt::Display
+        }),
         Some("log") => {
             token.ui().print_log(words.next());
             Ok(())
@@ -417,18 +423,7 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
 
 /// `status`' Matrix line, as `jeton-sim` prints it.
 pub(crate) fn print_status(token: &FirmwareToken<'_>) {
-    let identity = token.identity();
-    let stats = token.transport_stats();
-    println!(
-        "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={}",
-        token.is_logged_in(),
-        identity.user_id.as_deref().unwrap_or("-"),
-        identity.device_id.as_deref().unwrap_or("-"),
-        token.rooms().count(),
-        token.outbox_len(),
-        stats.datagrams_sent,
-        stats.retransmissions
-    );
+    println!("{}", token.status());
 }
 
 /// One turn of the event loop: sends what the token wants sent, feeds it what arrived and

@@ -38,6 +38,16 @@ impl rand_core::TryRng for FixedSeedRng {
 
 impl rand_core::TryCryptoRng for FixedSeedRng {}
 
+/// The same stream for jeton-core's platform trait: the bytes of successive outputs in
+/// little-endian order, eight per output, as the host tests' `TestRng` draws them.
+impl jeton_core::platform::Rng for FixedSeedRng {
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        if let Err(never) = rand_core::TryRng::try_fill_bytes(self, dest) {
+            match never {}
+        }
+    }
+}
+
 /// Instructions per SysTick tick under `-icount shift=0` on mps2-an386.
 pub const INSTRUCTIONS_PER_TICK: u64 = 40;
 
@@ -104,19 +114,46 @@ pub fn paint_stack() {
     }
 }
 
+/// The lowest address below the caller's stack pointer (to within this module's frames) that
+/// still holds the paint of [`paint_stack`]: everything above it has been written since.
+#[inline(always)]
+fn lowest_unwritten(sp: usize) -> usize {
+    let top = (sp - 64) & !3;
+    let mut p = heap_start();
+    // SAFETY: reads of the same region `paint_stack` wrote.
+    while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    p
+}
+
 /// Bytes of stack below the caller's stack pointer that have been written since
 /// [`paint_stack`] was called from the same frame (to within this function's own frame).
 #[inline(never)]
 pub fn stack_used_since_paint() -> usize {
     let sp = cortex_m::register::msp::read() as usize;
-    let top = (sp - 64) & !3;
-    let bottom = heap_start();
-    let mut p = bottom;
-    // SAFETY: reads of the same region `paint_stack` wrote.
-    while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
-        p += 4;
-    }
-    sp - p
+    sp - lowest_unwritten(sp)
+}
+
+unsafe extern "C" {
+    static _stack_start: u32;
+}
+
+/// Bytes of stack in use at the deepest point since [`paint_stack`], counted from the top
+/// of the stack (the initial stack pointer), so everything the image put there counts.
+#[inline(never)]
+pub fn stack_peak_since_paint() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    core::ptr::addr_of!(_stack_start) as usize - lowest_unwritten(sp)
+}
+
+/// Runs `f` on a painted stack, prints its row (instructions, peak stack) and hands back its
+/// result.
+pub fn measured<R>(counter: &mut InstructionCounter, name: &str, f: impl FnOnce() -> R) -> R {
+    paint_stack();
+    let (result, instructions) = counter.measure(f);
+    report(name, instructions, stack_used_since_paint());
+    result
 }
 
 /// One line of a report table, printed through semihosting.

@@ -16,7 +16,9 @@
 //!
 //! [`transport::Transport`] is a sans-I/O state machine holding all per-peer state (the only
 //! state the gateway has: it keeps no Matrix state); [`server`] moves datagrams and HTTP
-//! requests for it. See [`limits::Limits`] for what bounds that state.
+//! requests for it. See [`limits::Limits`] for what bounds that state. Between the socket and
+//! the transport, [`link::Link`] runs EDHOC and OSCORE with paired tokens
+//! ([`link_credentials`] reads who they are).
 //!
 //! # Features
 //!
@@ -24,7 +26,8 @@
 //!
 //! # Specification
 //!
-//! RFC 7252 (CoAP), RFC 7959 (blockwise), RFC 7641 (observe), MSC3079 (low-bandwidth CS API).
+//! RFC 7252 (CoAP), RFC 7959 (blockwise), RFC 7641 (observe), MSC3079 (low-bandwidth CS API),
+//! RFC 9528 (EDHOC), RFC 8613 (OSCORE), RFC 9668 (EDHOC + OSCORE request).
 
 pub mod config;
 pub mod limits;

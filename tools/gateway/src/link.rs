@@ -28,8 +28,7 @@ use jeton_link::{
 use crate::link_credentials::LinkCredentials;
 use crate::message::{self, code};
 
-/// The EDHOC option of RFC 9668: the request also carries message_3.
-pub const EDHOC_OPTION: u16 = 21;
+pub use jeton_link::edhoc::EDHOC_OPTION;
 /// The MSC3079 access-token option.
 const ACCESS_TOKEN: u16 = 256;
 /// application/edhoc+cbor-seq (RFC 9528 §10.9).
@@ -41,14 +40,19 @@ const MAX_HANDSHAKES: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests and responses remembered for CoAP deduplication below OSCORE.
 const MAX_REMEMBERED: usize = 8192;
+/// Requests whose responses the link can still protect (the latest per CoAP token). An
+/// observation outlived by this many newer requests loses its notifications; the token
+/// registers again.
+const MAX_BINDINGS: usize = 16_384;
 /// Bytes a decrypted or protected message may take.
 const MAX_MESSAGE: usize = 64 * 1024;
 
 /// What to do with a received datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// Hand this (plain) datagram to the transport.
-    Deliver(Vec<u8>),
+    /// Hand this (plain) datagram to the transport as coming from this address: the
+    /// sender's own for a plain request, the context's virtual peer for a protected one.
+    Deliver(SocketAddr, Vec<u8>),
     /// Send this datagram back to the peer; the transport is not involved.
     Reply(Vec<u8>),
     /// Drop it.
@@ -62,6 +66,11 @@ struct Handshake {
 
 struct PeerContext {
     context: SecurityContext,
+    /// Where the token's latest verified request came from: responses and notifications
+    /// go there (the token may change address, e.g. behind a NAT).
+    real_peer: SocketAddr,
+    /// The address the transport knows this context by (see [`virtual_peer`]).
+    virtual_peer: SocketAddr,
     token_name: String,
     peer_kid: Vec<u8>,
     access_token: Option<Vec<u8>>,
@@ -69,7 +78,6 @@ struct PeerContext {
 
 #[derive(Clone, Copy)]
 struct ResponseBinding {
-    recipient_id: jeton_link::Id,
     binding: RequestBinding,
     /// The first response may reuse the request's nonce; every later one takes its own
     /// Partial IV.
@@ -93,9 +101,19 @@ pub struct Link {
     compat_plain_msc3079: bool,
     handshakes: HashMap<Vec<u8>, Handshake>,
     contexts: HashMap<Vec<u8>, PeerContext>,
-    bindings: HashMap<(SocketAddr, Vec<u8>), ResponseBinding>,
+    /// Response bindings by (virtual peer, CoAP token).
+    bindings: HashMap<(SocketAddr, Vec<u8>), (u64, ResponseBinding)>,
+    /// Bindings in the order they were made, with the generation that made them, so the
+    /// oldest go first beyond [`MAX_BINDINGS`].
+    binding_order: VecDeque<(u64, SocketAddr, Vec<u8>)>,
+    binding_generation: u64,
+    /// Virtual peer address -> recipient id of its context.
+    virtual_peers: HashMap<SocketAddr, Vec<u8>>,
     received: HashMap<(SocketAddr, u16), (u64, Remembered)>,
-    sent: HashMap<(SocketAddr, u16), (u64, Vec<u8>)>,
+    /// What went out to a context's token, by (its address, message id): the fingerprint
+    /// of the plain datagram, the protected bytes, and the context's virtual peer (where an
+    /// ACK or RST for it belongs).
+    sent: HashMap<(SocketAddr, u16), (u64, Vec<u8>, SocketAddr)>,
     order: VecDeque<(Instant, SocketAddr, u16, bool)>,
     next_connection_id: u32,
 }
@@ -167,6 +185,9 @@ impl Link {
             handshakes: HashMap::new(),
             contexts: HashMap::new(),
             bindings: HashMap::new(),
+            binding_order: VecDeque::new(),
+            binding_generation: 0,
+            virtual_peers: HashMap::new(),
             received: HashMap::new(),
             sent: HashMap::new(),
             order: VecDeque::new(),
@@ -183,12 +204,15 @@ impl Link {
     pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Inbound {
         self.sweep(now);
         let Ok(packet) = message::parse(datagram) else {
-            return Inbound::Deliver(datagram.to_vec());
-        };
-        let MessageClass::Request(_) = packet.header.code else {
-            return Inbound::Deliver(datagram.to_vec());
+            return Inbound::Deliver(peer, datagram.to_vec());
         };
         let mid = packet.header.message_id;
+        let MessageClass::Request(_) = packet.header.code else {
+            // An ACK or RST for a message the transport sent to a context's virtual peer
+            // goes back to that peer, or the transport would retransmit it forever.
+            let from = self.sent.get(&(peer, mid)).map_or(peer, |(_, _, v)| *v);
+            return Inbound::Deliver(from, datagram.to_vec());
+        };
         let fingerprint = hash(datagram);
         if let Some((seen, remembered)) = self.received.get(&(peer, mid))
             && *seen == fingerprint
@@ -198,7 +222,7 @@ impl Link {
                 Remembered::Delivered => self
                     .sent
                     .get(&(peer, mid))
-                    .map_or(Inbound::Drop, |(_, sent)| Inbound::Reply(sent.clone())),
+                    .map_or(Inbound::Drop, |(_, sent, _)| Inbound::Reply(sent.clone())),
                 Remembered::Reply(reply) => Inbound::Reply(reply.clone()),
             };
         }
@@ -209,7 +233,6 @@ impl Link {
         } else if protected && self.credentials.is_some() {
             self.on_protected(peer, &packet)
         } else {
-            self.bindings.remove(&(peer, packet.get_token().to_vec()));
             if packet.get_option(CoapOption::from(ACCESS_TOKEN)).is_some()
                 && !self.compat_plain_msc3079
             {
@@ -220,13 +243,17 @@ impl Link {
                     b"this gateway requires the access token inside OSCORE (pair the token, run EDHOC)",
                 ))
             } else {
-                return Inbound::Deliver(datagram.to_vec());
+                return Inbound::Deliver(peer, datagram.to_vec());
             }
         };
+        // Refusals of protected requests are not remembered: a forged datagram with a
+        // token's address and message id must not displace that token's own exchange.
         let remembered = match &outcome {
-            Inbound::Deliver(_) => Some(Remembered::Delivered),
-            Inbound::Reply(reply) => Some(Remembered::Reply(reply.clone())),
-            Inbound::Drop => None,
+            Inbound::Deliver(..) => Some(Remembered::Delivered),
+            Inbound::Reply(reply) if is_edhoc || !protected => {
+                Some(Remembered::Reply(reply.clone()))
+            }
+            Inbound::Reply(_) | Inbound::Drop => None,
         };
         if let Some(remembered) = remembered {
             self.remember_received(peer, mid, fingerprint, remembered, now);
@@ -234,65 +261,82 @@ impl Link {
         outcome
     }
 
-    /// Protects a datagram the transport sends, if it answers a protected request.
-    /// `None`: drop it (its context is gone, and it must not go out in clear).
-    pub fn on_send(&mut self, peer: SocketAddr, datagram: Vec<u8>) -> Option<Vec<u8>> {
-        let Ok(packet) = message::parse(&datagram) else {
-            return Some(datagram);
+    /// Protects a datagram the transport sends to a context's peer and says where it goes.
+    /// `None`: drop it (its context is gone, or it answers no protected request, and it
+    /// must not go out in clear).
+    pub fn on_send(&mut self, to: SocketAddr, datagram: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
+        let Some(rid) = self.virtual_peers.get(&to) else {
+            return Some((to, datagram));
         };
-        let mid = packet.header.message_id;
-        if packet.header.code == MessageClass::Empty {
-            if self.received.contains_key(&(peer, mid)) {
-                // The empty ACK of a protected request, for its retransmissions.
-                self.sent.insert((peer, mid), (0, datagram.clone()));
-                self.order.push_back((Instant::now(), peer, mid, true));
-            }
-            return Some(datagram);
-        }
-        let key = (peer, packet.get_token().to_vec());
-        let Some(binding) = self.bindings.get_mut(&key) else {
-            return Some(datagram);
-        };
-        let fingerprint = hash(&datagram);
-        if let Some((seen, protected)) = self.sent.get(&(peer, mid))
-            && *seen == fingerprint
-        {
-            return Some(protected.clone());
-        }
-        let Some(peer_context) = self.contexts.get_mut(binding.recipient_id.as_bytes()) else {
-            tracing::debug!(%peer, "dropped a response whose OSCORE context is gone");
+        let Some(peer_context) = self.contexts.get_mut(rid) else {
+            tracing::debug!(%to, "dropped a message whose OSCORE context is gone");
             return None;
         };
+        let real = peer_context.real_peer;
+        let packet = message::parse(&datagram).ok()?;
+        let mid = packet.header.message_id;
+        if packet.header.code == MessageClass::Empty {
+            // An empty ACK or RST: never protected; kept for retransmitted requests.
+            self.sent.insert((real, mid), (0, datagram.clone(), to));
+            self.order.push_back((Instant::now(), real, mid, true));
+            return Some((real, datagram));
+        }
+        let Some((_, binding)) = self.bindings.get_mut(&(to, packet.get_token().to_vec())) else {
+            tracing::debug!(%real, "dropped a message that answers no protected request");
+            return None;
+        };
+        let fingerprint = hash(&datagram);
+        if let Some((seen, protected, _)) = self.sent.get(&(real, mid))
+            && *seen == fingerprint
+        {
+            // A retransmission: the same protected bytes, not a second encryption.
+            return Some((real, protected.clone()));
+        }
         let own_partial_iv = binding.request_nonce_used;
         binding.request_nonce_used = true;
-        let request_binding = binding.binding;
-        let protected = {
-            let Ok(options) = options_of(&packet) else {
+        let options = options_of(&packet).ok()?;
+        let inner = Message {
+            code: u8::from(packet.header.code),
+            options,
+            payload: &packet.payload,
+        };
+        let mut buf = vec![0u8; packet.payload.len() + 1024];
+        let protected = match peer_context.context.protect_response(
+            &binding.binding,
+            &inner,
+            own_partial_iv,
+            &mut buf,
+        ) {
+            Ok(outer) => repack(&packet, &outer),
+            Err(e) => {
+                tracing::warn!(%real, error = %e, "could not protect a response; dropped");
                 return None;
-            };
-            let inner = Message {
-                code: u8::from(packet.header.code),
-                options,
-                payload: &packet.payload,
-            };
-            let mut buf = vec![0u8; packet.payload.len() + 1024];
-            match peer_context.context.protect_response(
-                &request_binding,
-                &inner,
-                own_partial_iv,
-                &mut buf,
-            ) {
-                Ok(outer) => repack(&packet, &outer),
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "could not protect a response; dropped");
-                    return None;
-                }
             }
         };
         self.sent
-            .insert((peer, mid), (fingerprint, protected.clone()));
-        self.order.push_back((Instant::now(), peer, mid, true));
-        Some(protected)
+            .insert((real, mid), (fingerprint, protected.clone(), to));
+        self.order.push_back((Instant::now(), real, mid, true));
+        Some((real, protected))
+    }
+
+    /// Records what the responses to a request must be bound to, forgetting the oldest
+    /// binding beyond [`MAX_BINDINGS`].
+    fn bind(&mut self, virtual_peer: SocketAddr, token: &[u8], binding: ResponseBinding) {
+        self.binding_generation += 1;
+        let generation = self.binding_generation;
+        self.bindings
+            .insert((virtual_peer, token.to_vec()), (generation, binding));
+        self.binding_order
+            .push_back((generation, virtual_peer, token.to_vec()));
+        while self.binding_order.len() > MAX_BINDINGS {
+            let Some((old, peer, token)) = self.binding_order.pop_front() else {
+                break;
+            };
+            let key = (peer, token);
+            if self.bindings.get(&key).is_some_and(|(g, _)| *g == old) {
+                self.bindings.remove(&key);
+            }
+        }
     }
 
     fn remember_received(
@@ -366,15 +410,27 @@ impl Link {
                 ));
             }
             let identity = credentials.identity.clone();
-            let Some(c_r) = self.connection_id() else {
-                return Inbound::Reply(error_reply(
-                    packet,
-                    code::SERVICE_UNAVAILABLE,
-                    b"no connection identifier free",
-                ));
-            };
-            return match Responder::respond(seed(), &identity, message_1, &c_r) {
-                Ok((responder, message_2)) => {
+            // Two tries: a C_R that happens to equal the token's C_I is refused once.
+            let mut outcome = Err(jeton_link::HandshakeError::InvalidConnectionId);
+            for _ in 0..2 {
+                let Some(c_r) = self.connection_id() else {
+                    return Inbound::Reply(error_reply(
+                        packet,
+                        code::SERVICE_UNAVAILABLE,
+                        b"no connection identifier free",
+                    ));
+                };
+                outcome = Responder::respond(seed(), &identity, message_1, &c_r)
+                    .map(|(responder, message_2)| (c_r, responder, message_2));
+                if !matches!(
+                    outcome,
+                    Err(jeton_link::HandshakeError::InvalidConnectionId)
+                ) {
+                    break;
+                }
+            }
+            return match outcome {
+                Ok((c_r, responder, message_2)) => {
                     self.handshakes.insert(
                         c_r,
                         Handshake {
@@ -458,12 +514,25 @@ impl Link {
             .get(&peer_kid)
             .map_or_else(String::new, |t| t.name.clone());
         // One context per token: a new handshake replaces the old context.
-        self.contexts.retain(|_, c| c.peer_kid != peer_kid);
+        let virtual_peers = &mut self.virtual_peers;
+        let bindings = &mut self.bindings;
+        self.contexts.retain(|_, c| {
+            let keep = c.peer_kid != peer_kid;
+            if !keep {
+                virtual_peers.remove(&c.virtual_peer);
+                bindings.retain(|(peer, _), _| *peer != c.virtual_peer);
+            }
+            keep
+        });
+        let virtual_peer = virtual_peer(c_r);
+        self.virtual_peers.insert(virtual_peer, c_r.to_vec());
         tracing::info!(%peer, token = %token_name, kid = %hex::encode(&peer_kid), "EDHOC complete: OSCORE context established");
         self.contexts.insert(
             c_r.to_vec(),
             PeerContext {
                 context,
+                real_peer: peer,
+                virtual_peer,
                 token_name,
                 peer_kid,
                 access_token: None,
@@ -540,8 +609,9 @@ impl Link {
                 ));
             }
         };
+        peer_context.real_peer = peer;
+        let virtual_peer = peer_context.virtual_peer;
         let binding = ResponseBinding {
-            recipient_id: *peer_context.context.recipient_id(),
             binding: inner.binding,
             request_nonce_used: false,
         };
@@ -558,8 +628,7 @@ impl Link {
         };
         let echo_required = inner.freshness == Freshness::EchoRequired;
         let delivered = repack(packet, &message);
-        self.bindings
-            .insert((peer, packet.get_token().to_vec()), binding);
+        self.bind(virtual_peer, packet.get_token(), binding);
         if conflict || echo_required {
             // Contexts here live in RAM and start with a fresh replay window, so the Echo
             // case does not arise; both answers go out protected.
@@ -569,11 +638,25 @@ impl Link {
                 b"another access token is bound to this OSCORE context: run EDHOC again",
             );
             return self
-                .on_send(peer, refusal)
-                .map_or(Inbound::Drop, Inbound::Reply);
+                .on_send(virtual_peer, refusal)
+                .map_or(Inbound::Drop, |(_, datagram)| Inbound::Reply(datagram));
         }
-        Inbound::Deliver(delivered)
+        Inbound::Deliver(virtual_peer, delivered)
     }
+}
+
+/// The address the transport knows a context by: the recipient id inside 100::/64, the
+/// discard-only prefix of RFC 6666, which no real peer can send from. The transport's
+/// per-peer state (sticky access token, duplicate cache, observers, rate limits) is thus
+/// per OSCORE context, never shared with plain requests from the same UDP address.
+fn virtual_peer(recipient_id: &[u8]) -> SocketAddr {
+    let mut octets = [0u8; 16];
+    octets[0] = 0x01;
+    octets[8] = recipient_id.len() as u8;
+    for (slot, byte) in octets[9..].iter_mut().zip(recipient_id) {
+        *slot = *byte;
+    }
+    SocketAddr::from((std::net::Ipv6Addr::from(octets), 5683))
 }
 
 /// The length of the CBOR byte string at the start of `bytes` (header included).
@@ -710,7 +793,7 @@ mod tests {
 
     fn delivered(inbound: Inbound) -> Packet {
         match inbound {
-            Inbound::Deliver(d) => message::parse(&d).unwrap(),
+            Inbound::Deliver(_, d) => message::parse(&d).unwrap(),
             other => panic!("expected delivery, got {other:?}"),
         }
     }
@@ -753,17 +836,27 @@ mod tests {
             !wire.windows(10).any(|w| w == b"syt_secret"),
             "access token in clear"
         );
-        let plain = delivered(pair.link.on_datagram(peer, &wire, now));
+        let inbound = pair.link.on_datagram(peer, &wire, now);
+        let Inbound::Deliver(virtual_peer, _) = &inbound else {
+            panic!("not delivered: {inbound:?}");
+        };
+        let virtual_peer = *virtual_peer;
+        assert_ne!(
+            virtual_peer, peer,
+            "the transport sees the context, not the address"
+        );
+        let plain = delivered(inbound);
         assert_eq!(plain.header.message_id, 10);
         assert_eq!(access_token(&plain), b"syt_secret");
 
         // The transport's piggybacked response is protected on the way out.
         let mut response = message::build(MessageType::Acknowledgement, code::CONTENT, 10, b"tk");
         response.payload = b"{\"versions\":[]}".to_vec();
-        let out = pair
+        let (to, out) = pair
             .link
-            .on_send(peer, message::to_datagram(&response))
+            .on_send(virtual_peer, message::to_datagram(&response))
             .unwrap();
+        assert_eq!(to, peer);
         assert!(!out.windows(8).any(|w| w == b"versions"));
         let out = message::parse(&out).unwrap();
         let outer = Message {
@@ -777,6 +870,24 @@ mod tests {
             .unwrap();
         assert_eq!(inner.code, code::CONTENT);
         assert_eq!(inner.payload, b"{\"versions\":[]}");
+
+        // A notification (CON) goes out protected with the gateway's own Partial IV, and the
+        // token's ACK for it finds its way back to the context's virtual peer.
+        let mut notification =
+            message::build(MessageType::Confirmable, code::CONTENT, 0x7777, b"tk");
+        notification.add_option(CoapOption::Observe, vec![3]);
+        let (_, out) = pair
+            .link
+            .on_send(virtual_peer, message::to_datagram(&notification))
+            .unwrap();
+        let out = message::parse(&out).unwrap();
+        let option = out.get_option(CoapOption::from(OSCORE_OPTION)).unwrap();
+        assert_eq!(option.front().unwrap(), &[0x01, 0x00], "own Partial IV 0");
+        let ack = message::empty(MessageType::Acknowledgement, 0x7777);
+        assert_eq!(
+            pair.link.on_datagram(peer, &ack, now),
+            Inbound::Deliver(virtual_peer, ack)
+        );
 
         // The next request carries no access token; the gateway adds the bound one.
         let (wire, _) = protected_get(&mut client, 11, b"tl", &[(11, b"sync")]);
@@ -801,13 +912,33 @@ mod tests {
         let (wire, _) = protected_get(&mut client, 20, b"tk", &[(11, b"versions")]);
         assert!(matches!(
             pair.link.on_datagram(peer, &wire, now),
-            Inbound::Deliver(_)
+            Inbound::Deliver(..)
         ));
         // The same datagram again: a retransmission, answered from the link's memory.
         assert_eq!(pair.link.on_datagram(peer, &wire, now), Inbound::Drop);
         let ack = message::empty(MessageType::Acknowledgement, 20);
-        pair.link.on_send(peer, ack.clone());
-        assert_eq!(pair.link.on_datagram(peer, &wire, now), Inbound::Reply(ack));
+        let virtual_peer = *pair.link.virtual_peers.keys().next().unwrap();
+        assert_eq!(
+            pair.link.on_send(virtual_peer, ack.clone()),
+            Some((peer, ack.clone()))
+        );
+        assert_eq!(
+            pair.link.on_datagram(peer, &wire, now),
+            Inbound::Reply(ack.clone())
+        );
+        // A forgery with the token's address and message id is refused and forgotten: the
+        // token's own retransmission still gets its answer.
+        let mut forged = wire.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(matches!(
+            pair.link.on_datagram(peer, &forged, now),
+            Inbound::Reply(_)
+        ));
+        assert_eq!(
+            pair.link.on_datagram(peer, &wire, now),
+            Inbound::Reply(ack.clone())
+        );
         // From another address, or with another message id: the replay window refuses it.
         let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
         let refused = reply_of(pair.link.on_datagram(other, &wire, now));
@@ -837,7 +968,7 @@ mod tests {
             bad[3] = bit as u8;
             let outcome = pair.link.on_datagram(peer, &bad, now);
             assert!(
-                !matches!(outcome, Inbound::Deliver(_)),
+                !matches!(outcome, Inbound::Deliver(..)),
                 "bit {bit} delivered"
             );
         }
@@ -849,7 +980,7 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             bad[2] = 0x7E;
             bad[3] = bit as u8;
-            if let Inbound::Deliver(plain) = pair.link.on_datagram(peer, &bad, now)
+            if let Inbound::Deliver(_, plain) = pair.link.on_datagram(peer, &bad, now)
                 && let Ok(plain) = message::parse(&plain)
             {
                 {
@@ -868,7 +999,7 @@ mod tests {
         // The untouched request still goes through: nothing above advanced the window.
         assert!(matches!(
             pair.link.on_datagram(peer, &wire, now),
-            Inbound::Deliver(_)
+            Inbound::Deliver(..)
         ));
     }
 
@@ -907,14 +1038,14 @@ mod tests {
         let mut link = Link::new(None, false);
         assert_eq!(
             link.on_datagram(peer, &without, Instant::now()),
-            Inbound::Deliver(without.clone())
+            Inbound::Deliver(peer, without.clone())
         );
         let refused = reply_of(link.on_datagram(peer, &with, Instant::now()));
         assert_eq!(u8::from(refused.header.code), code::UNAUTHORIZED);
         let mut compat = Link::new(None, true);
         assert_eq!(
             compat.on_datagram(peer, &with, Instant::now()),
-            Inbound::Deliver(with.clone())
+            Inbound::Deliver(peer, with.clone())
         );
     }
 

@@ -132,3 +132,79 @@ impl LinkCredentials {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn files_load_and_bad_ones_are_refused_with_a_sentence() {
+        let dir = std::env::temp_dir().join(format!("jeton-link-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gateway = Identity::generate([2; 32], b"\x0b", "gateway").unwrap();
+        let token = Identity::generate([1; 32], b"\x0a", "token").unwrap();
+        let identity = write(
+            &dir,
+            "identity.toml",
+            &format!(
+                "private_key = \"{}\"\ncredential = \"{}\"\n",
+                hex::encode(gateway.private_key()),
+                hex::encode(gateway.credential().as_bytes())
+            ),
+        );
+        let entry = |name: &str| {
+            format!(
+                "[[token]]\nname = \"{name}\"\ncredential = \"{}\"\n",
+                hex::encode(token.credential().as_bytes())
+            )
+        };
+        let tokens = write(&dir, "tokens.toml", &entry("alice"));
+        let loaded = LinkCredentials::load(&identity, &tokens).unwrap();
+        assert_eq!(loaded.identity.credential(), gateway.credential());
+        assert_eq!(loaded.tokens[&b"\x0a".to_vec()].name, "alice");
+        assert!(
+            !format!("{loaded:?}").contains(&hex::encode(gateway.private_key())),
+            "Debug shows no private key"
+        );
+
+        let twice = write(&dir, "twice.toml", &(entry("alice") + &entry("bob")));
+        let err = LinkCredentials::load(&identity, &twice).unwrap_err();
+        assert!(err.to_string().contains("share the kid 0a"), "{err}");
+
+        let bad_hex = write(
+            &dir,
+            "bad.toml",
+            "[[token]]\nname = \"x\"\ncredential = \"zz\"\n",
+        );
+        assert!(matches!(
+            LinkCredentials::load(&identity, &bad_hex),
+            Err(LinkFileError::Credential(_))
+        ));
+        let wrong_key = write(
+            &dir,
+            "wrong.toml",
+            &format!(
+                "private_key = \"{}\"\ncredential = \"{}\"\n",
+                hex::encode(token.private_key()),
+                hex::encode(gateway.credential().as_bytes())
+            ),
+        );
+        assert!(
+            LinkCredentials::load(&wrong_key, &tokens)
+                .unwrap_err()
+                .to_string()
+                .contains("gateway identity")
+        );
+        assert!(matches!(
+            LinkCredentials::load(&dir.join("missing.toml"), &tokens),
+            Err(LinkFileError::Read(_))
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

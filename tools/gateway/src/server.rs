@@ -85,7 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let actions = tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, peer)) => match link.on_datagram(peer, buf.get(..n).unwrap_or_default(), std::time::Instant::now()) {
-                    Inbound::Deliver(plain) => core.on_datagram(peer, &plain, std::time::Instant::now()),
+                    Inbound::Deliver(from, plain) => core.on_datagram(from, &plain, std::time::Instant::now()),
                     Inbound::Reply(datagram) => {
                         // The link's own answers (EDHOC, refusals) bypass its protection step.
                         if let Err(e) = socket.send_to(&datagram, peer).await {
@@ -115,7 +115,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         for action in actions {
             match action {
                 Action::Send { peer, datagram } => {
-                    let Some(datagram) = link.on_send(peer, datagram) else {
+                    let Some((peer, datagram)) = link.on_send(peer, datagram) else {
                         continue;
                     };
                     if let Err(e) = socket.send_to(&datagram, peer).await {

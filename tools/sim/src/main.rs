@@ -58,6 +58,9 @@ struct Args {
     /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
     #[arg(long, default_value_t = 600)]
     observe_silence_secs: u64,
+    /// Share room keys only with devices verified by SAS (`verify`, `confirm`).
+    #[arg(long)]
+    share_keys_only_with_verified: bool,
     /// The token's link provisioning file (`jeton pair --token-out`): EDHOC and OSCORE to
     /// the gateway. Without it, `link.cbor` in the state directory is used if present.
     #[arg(long, value_name = "FILE")]
@@ -186,7 +189,7 @@ impl Sim {
             None => Ok(()),
             Some("help") => {
                 println!(
-                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | quit"
+                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | verify <user> <device> | confirm | cancel | quit"
                 );
                 Ok(())
             }
@@ -202,8 +205,6 @@ impl Sim {
                 }
             }
             Some("status") => {
-                let identity = self.token.identity();
-                let stats = self.token.transport_stats();
                 let link = match self.token.link_state() {
                     (false, _) => "off",
                     (true, false) => "handshaking",
@@ -211,14 +212,8 @@ impl Sim {
                 };
                 let link_stats = self.token.link_stats();
                 println!(
-                    "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={} link={link} link-handshake-bytes={} link-rejected={}",
-                    self.token.is_logged_in(),
-                    identity.user_id.as_deref().unwrap_or("-"),
-                    identity.device_id.as_deref().unwrap_or("-"),
-                    self.token.rooms().count(),
-                    self.token.outbox_len(),
-                    stats.datagrams_sent,
-                    stats.retransmissions,
+                    "{} link={link} link-handshake-bytes={} link-rejected={}",
+                    self.token.status(),
                     link_stats.handshake_bytes,
                     link_stats.rejected,
                 );
@@ -226,22 +221,13 @@ impl Sim {
             }
             Some("rooms") => {
                 for room in self.token.rooms() {
-                    println!(
-                        "room {} {} members={}",
-                        room.room_id,
-                        if room.encrypted {
-                            "encrypted"
-                        } else {
-                            "unencrypted"
-                        },
-                        room.members
-                    );
+                    println!("{room}");
                 }
                 Ok(())
             }
             Some("invites") => {
-                for (room, inviter) in self.token.invites() {
-                    println!("invite {room} {inviter}");
+                for invite in self.token.invites() {
+                    println!("{invite}");
                 }
                 Ok(())
             }
@@ -290,6 +276,22 @@ impl Sim {
                 println!("fingerprint {}", fingerprint(&identity.ed25519));
                 Ok(())
             }
+            Some("verify") => match (words.next(), words.next()) {
+                (Some(user), Some(device)) => self
+                    .token
+                    .verify(user, device, now)
+                    .map_err(|e| e.to_string()),
+                _ => Err("verify needs a user id and a device id".into()),
+            },
+            // The board's button: accept a verification, or say that the strings match.
+            Some("confirm") => self
+                .token
+                .confirm_verification(now)
+                .map_err(|e| e.to_string()),
+            Some("cancel") => self
+                .token
+                .cancel_verification(now)
+                .map_err(|e| e.to_string()),
             Some("quit" | "exit") => return false,
             Some(other) => Err(format!("unknown command {other} (try help)")),
         };
@@ -340,6 +342,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", args.state_dir.display()))?;
     let mut config = Config::new(storage_key(&args.state_dir)?);
     config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
+    config.share_keys_only_with_verified = args.share_keys_only_with_verified;
     config.device_display_name = args
         .device_name
         .as_str()

@@ -10,7 +10,9 @@
 //! [`Token`] takes the same inputs as the CoAP engine ([`Token::handle_datagram`],
 //! [`Token::handle_timeout`], [`Token::poll_transmit`], [`Token::poll_timeout`]) plus the
 //! user's commands ([`Token::login`], [`Token::send_text`], [`Token::join`],
-//! [`Token::rooms`], [`Token::identity`]). Its outputs are datagrams, writes to the
+//! [`Token::rooms`], [`Token::identity`], and device verification by SAS:
+//! [`Token::verify`], [`Token::confirm_verification`], [`Token::cancel_verification`],
+//! see [`verification`]). Its outputs are datagrams, writes to the
 //! [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes happen
 //! inside that input call, before any datagram it queued can leave.
 //!
@@ -78,12 +80,21 @@
 //! - No logout, re-login after the access token was revoked, key backup, cross-signing,
 //!   key requests or forwarded keys; `m.text` is the only message type shown. The token's
 //!   own messages echoed by sync are skipped, not shown.
+//! - Device verification: one at a time, in RAM (a power cut ends it; the peer times
+//!   out); to-device only (no in-room verification, no QR codes, no cross-signing: the
+//!   peer's master key in its MAC is covered by the key-id MAC but not checked or
+//!   trusted); verification messages that arrive Olm-encrypted are not read; the
+//!   request's `timestamp` is not checked (the token has no wall clock). A verified device
+//!   stays verified while the homeserver lists it with the same keys.
 
 mod receive;
 mod rng;
 mod send;
 mod state;
 mod types;
+pub mod verification;
+
+use core::fmt;
 
 use heapless::{String, Vec};
 
@@ -99,6 +110,10 @@ use crate::store::{MAX_RECORD_SIZE, Store};
 pub use rng::TransportRng;
 pub use send::{device_keys_json, one_time_key_json};
 pub use types::*;
+pub use verification::{
+    CancelCode, MAX_MAC_KEYS, MAX_TRANSACTION_ID_LEN, TransactionId, VERIFICATION_STEP_TIMEOUT_MS,
+    VERIFICATION_TIMEOUT_MS,
+};
 
 use state::*;
 
@@ -106,14 +121,27 @@ use state::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Operation {
     Login,
-    Upload { with_device_keys: bool },
+    Upload {
+        with_device_keys: bool,
+    },
     Filter,
     Query,
-    Claim { device: usize },
-    ShareKey { device: usize },
-    Send { slot: usize },
+    Claim {
+        device: usize,
+    },
+    ShareKey {
+        device: usize,
+    },
+    Send {
+        slot: usize,
+    },
     Join,
     FetchEvent,
+    /// An `m.key.verification.*` to-device message (`stray`: a cancel for an unknown
+    /// transaction).
+    Verification {
+        stray: bool,
+    },
 }
 
 /// How the token learns about new events.
@@ -127,7 +155,8 @@ enum SyncLane {
     Polling { id: Option<RequestId> },
 }
 
-/// A summary of one room, for the `rooms` command.
+/// A summary of one room, for the `rooms` command. Its `Display` is the line jeton-sim and
+/// the RIOT shell print: `room <id> encrypted|unencrypted members=<n>`.
 #[derive(Clone, Copy, Debug)]
 pub struct RoomSummary<'a> {
     /// The room id.
@@ -136,6 +165,67 @@ pub struct RoomSummary<'a> {
     pub encrypted: bool,
     /// Joined members known.
     pub members: usize,
+}
+
+impl fmt::Display for RoomSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.encrypted {
+            "encrypted"
+        } else {
+            "unencrypted"
+        };
+        write!(f, "room {} {kind} members={}", self.room_id, self.members)
+    }
+}
+
+/// A pending invite, for the `invites` command. Its `Display` is the line jeton-sim and the
+/// RIOT shell print: `invite <room> <inviter>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invite<'a> {
+    /// The room the token is invited to.
+    pub room_id: &'a str,
+    /// Who invited it.
+    pub inviter: &'a str,
+}
+
+impl fmt::Display for Invite<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invite {} {}", self.room_id, self.inviter)
+    }
+}
+
+/// The token's state at a glance, for the `status` command. Its `Display` is the line
+/// jeton-sim and the RIOT shell print.
+#[derive(Clone, Copy, Debug)]
+pub struct Status<'a> {
+    /// Whether the token is logged in.
+    pub logged_in: bool,
+    /// The user, once logged in.
+    pub user_id: Option<&'a str>,
+    /// The device id, once logged in.
+    pub device_id: Option<&'a str>,
+    /// Rooms the token is in.
+    pub rooms: usize,
+    /// Messages waiting in the outbox.
+    pub outbox: usize,
+    /// The CoAP engine's counters.
+    pub transport: crate::coap::ClientStats,
+}
+
+impl fmt::Display for Status<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "status logged-in={} user={} device={} rooms={} outbox={} datagrams-sent={} retransmissions={}",
+            self.logged_in,
+            self.user_id.unwrap_or("-"),
+            self.device_id.unwrap_or("-"),
+            self.rooms,
+            self.outbox,
+            self.transport.datagrams_sent,
+            self.transport.retransmissions,
+        )
+    }
 }
 
 /// The device's identity, for the `keys` command.
@@ -204,6 +294,10 @@ struct Core<R: Rng, S: Store, U: Ui> {
     /// After a failed operation, the next one waits until then.
     backoff_until: Option<Instant>,
     sync: SyncLane,
+    /// The device verification in progress.
+    verification: Option<verification::Verification>,
+    /// A cancel owed for a verification message of an unknown transaction.
+    stray_cancel: Option<verification::StrayCancel>,
 }
 
 /// The token: its Matrix client and the CoAP engine under it. See the
@@ -360,6 +454,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 sync_backoff_until: None,
                 backoff_until: None,
                 sync: SyncLane::Idle,
+                verification: None,
+                stray_cancel: None,
             },
         };
         token.drive(now);
@@ -396,10 +492,15 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             .core
             .backoff_until
             .filter(|_| self.core.login.is_some());
-        [self.coap.poll_timeout(), backoff, self.link.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.coap.poll_timeout(),
+            backoff,
+            self.core.verification_deadline(),
+            self.link.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Writes the next datagram to send into `buf` (1152 bytes suffice) and returns its
@@ -493,6 +594,43 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         Ok(())
     }
 
+    /// Starts verifying `device_id` of `user_id` by SAS: the token sends
+    /// `m.key.verification.start`; [`UiEvent::ShortAuthString`] follows when the other
+    /// device accepted. See [the verification module](verification).
+    pub fn verify(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.core.verify_device(user_id, device_id, now)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// The person's button: accepts a verification request, or confirms that the short
+    /// authentication strings on both screens match.
+    pub fn confirm_verification(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.core.confirm_verification(now)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// The person's cancel: `m.mismatched_sas` after the strings were shown, `m.user`
+    /// before.
+    pub fn cancel_verification(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.core.cancel_verification()?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Whether the device `device_id` of `user_id` was verified.
+    pub fn is_verified(&self, user_id: &str, device_id: &str) -> bool {
+        self.core
+            .find_device(user_id, device_id)
+            .is_some_and(|d| d.verified)
+    }
+
     /// The rooms the token is in.
     pub fn rooms(&self) -> impl Iterator<Item = RoomSummary<'_>> {
         self.core.rooms.iter().flatten().map(|room| RoomSummary {
@@ -502,12 +640,25 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         })
     }
 
-    /// Pending invites: `(room, inviter)`.
-    pub fn invites(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.core
-            .invites
-            .iter()
-            .map(|(room, inviter)| (room.as_str(), inviter.as_str()))
+    /// Pending invites.
+    pub fn invites(&self) -> impl Iterator<Item = Invite<'_>> {
+        self.core.invites.iter().map(|(room, inviter)| Invite {
+            room_id: room.as_str(),
+            inviter: inviter.as_str(),
+        })
+    }
+
+    /// The token's state at a glance (login, rooms, outbox, transport counters).
+    pub fn status(&self) -> Status<'_> {
+        let login = self.core.login.as_ref();
+        Status {
+            logged_in: login.is_some(),
+            user_id: login.map(|l| l.user_id.as_str()),
+            device_id: login.map(|l| l.device_id.as_str()),
+            rooms: self.rooms().count(),
+            outbox: self.outbox_len(),
+            transport: self.coap.stats(),
+        }
     }
 
     /// Messages in the outbox.
@@ -571,6 +722,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             // Matrix requests wait for the link's context.
             return;
         }
+        self.core.check_verification_timeout(now);
         if let Err(error) = self.core.plan(&mut self.coap, now) {
             self.core.ui.event(&UiEvent::Error(error));
         }
@@ -585,6 +737,18 @@ fn code_number(code: Code) -> u16 {
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn key(&self) -> [u8; 32] {
         self.config.storage_key
+    }
+
+    /// Persists the Olm account (after any change to its keys, before anything depends on it).
+    fn save_account(&mut self) -> Result<(), TokenError> {
+        let key = self.key();
+        save_account(
+            &mut self.store,
+            &mut self.scratch,
+            &mut self.rng,
+            &key,
+            &self.account,
+        )
     }
 
     fn error(&mut self, error: TokenError) {
@@ -827,6 +991,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
                 self.error(error);
             }
+            Operation::Verification { stray }
+                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
+            {
+                // The homeserver will never take this message: drop it.
+                self.on_verification_sent(stray);
+                self.error(error);
+            }
             _ => self.error(error),
         }
     }
@@ -847,6 +1018,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Send { slot } => self.on_sent(body, slot),
             Operation::Join => self.on_joined(body, now),
             Operation::FetchEvent => self.on_fetched_event(body),
+            Operation::Verification { stray } => {
+                self.on_verification_sent(stray);
+                Ok(())
+            }
         }
     }
 
@@ -1006,6 +1181,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let user = login.user_id.clone();
             let len = send::filter_body(&mut self.work)?;
             return self.start(coap, Operation::Filter, Code::POST, &["35", &user], len);
+        }
+        if let Some((len, event_type, stray)) = self.next_verification_message()? {
+            let txn = self.next_transaction_id()?;
+            return self.start(
+                coap,
+                Operation::Verification { stray },
+                Code::PUT,
+                &["x", event_type, &txn],
+                len,
+            );
         }
         if self.stale != 0 {
             let stale = self.stale;

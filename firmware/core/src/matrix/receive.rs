@@ -78,10 +78,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// capacity, a malformed event) is reported, and the cursor still moves past it:
     /// otherwise the same response would come back forever.
     pub(super) fn on_sync(&mut self, body: &[u8], now: Instant) -> Result<(), TokenError> {
-        let _ = now;
         let sync = SyncResponse::parse(body, TableVersion::V2)?;
         let next_batch: String<MAX_CURSOR_LEN> = bounded(sync.next_batch()?)?;
-        let result = self.apply_sync(&sync);
+        let result = self.apply_sync(&sync, now);
         if matches!(
             result,
             Err(TokenError::Malformed(_) | TokenError::LimitReached(_) | TokenError::Json(_))
@@ -94,7 +93,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         result
     }
 
-    fn apply_sync(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
+    fn apply_sync(&mut self, sync: &SyncResponse<'_>, now: Instant) -> Result<(), TokenError> {
         let own_user = self
             .login
             .as_ref()
@@ -191,6 +190,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             {
                 let sender = event.sender()?;
                 self.on_olm_event(sender, content)?;
+            } else if event.event_type()?.starts_with("m.key.verification.") {
+                self.on_verification_event(
+                    event.sender()?,
+                    event.event_type()?,
+                    event.content()?,
+                    now,
+                );
             }
         }
 
@@ -373,13 +379,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             None => {
                 // The session first, then the account without the used one-time key.
                 self.store_new_olm_session(sender_key, &session)?;
-                save_account(
-                    &mut self.store,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &key,
-                    &self.account,
-                )?;
+                self.save_account()?;
             }
         }
         result
@@ -439,7 +439,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    fn find_device(&self, user: &str, device_id: &str) -> Option<&Device> {
+    pub(super) fn find_device(&self, user: &str, device_id: &str) -> Option<&Device> {
         self.devices
             .iter()
             .flatten()
@@ -534,6 +534,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                         event_id: event.event_id()?.unwrap_or(""),
                         body,
                         encrypted: false,
+                        sender_verified: false,
                     });
                 }
                 Ok(())
@@ -654,6 +655,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let body = content.string("body")?.unescape(&mut text).ok()?;
             Some((room_ok, body))
         });
+        // The session's sender key names the sending device; verified by SAS or not.
+        let sender_verified =
+            self.inbound
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|inbound| {
+                    self.devices.iter().flatten().any(|d| {
+                        d.verified
+                            && d.user_id.as_str() == sender
+                            && d.curve == inbound.sender_curve
+                    })
+                });
         let result = match shown {
             None => undecryptable(self, UndecryptableReason::Malformed),
             Some((false, _)) => undecryptable(self, UndecryptableReason::WrongRoom),
@@ -664,6 +677,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     event_id,
                     body,
                     encrypted: true,
+                    sender_verified,
                 });
                 Ok(())
             }

@@ -22,7 +22,7 @@ use crate::store::record;
 
 type BodyEncoder<'b> = Encoder<Cursor<&'b mut [u8]>>;
 
-fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
+pub(super) fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
     let result = match key_for_name(name, TableVersion::V2) {
         Some(k) => e.u16(k).map(drop),
         None => e.str(name).map(drop),
@@ -30,7 +30,7 @@ fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
     result.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
 }
 
-fn cbor<T>(
+pub(super) fn cbor<T>(
     r: Result<T, minicbor::encode::Error<minicbor::encode::write::EndOfSlice>>,
 ) -> Result<T, TokenError> {
     r.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
@@ -246,14 +246,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.account
                 .generate_fallback_key(&mut CryptoSource(&mut self.rng));
         }
-        let key = self.key();
-        save_account(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            &self.account,
-        )?;
+        self.save_account()?;
 
         let signer = Signer {
             user_id: &login.user_id,
@@ -337,14 +330,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.account.mark_keys_as_published();
         self.server_one_time_keys = u32::try_from(count).unwrap_or(0);
         self.one_time_keys_wanted = (count as usize) < ONE_TIME_KEYS / 2;
-        let key = self.key();
-        save_account(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            &self.account,
-        )?;
+        self.save_account()?;
         if with_device_keys && let Some(login) = &mut self.login {
             login.keys_uploaded = true;
             save_login(&mut self.store, &mut self.scratch, login)?;
@@ -443,6 +429,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                                 device_id: bounded(device_id)?,
                                 curve,
                                 ed,
+                                verified: false,
                             });
                         }
                         seen |= 1 << slot;
@@ -532,7 +519,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// A transaction id never used before, even across power cuts.
-    fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
+    pub(super) fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
         if self.txn_next >= self.txn_ceiling {
             let ceiling = self.txn_next + TXN_BLOCK;
             save_transactions(&mut self.store, &mut self.scratch, self.txn_prefix, ceiling)?;
@@ -642,7 +629,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let device = device.as_ref()?;
             let bit = 1u32 << slot;
             let member = room.members.contains(&device.user_id);
-            (member && (outbound.shared | outbound.unreachable) & bit == 0).then_some(slot)
+            // Optionally, room keys go to verified devices only.
+            let trusted = device.verified || !self.config.share_keys_only_with_verified;
+            (member && trusted && (outbound.shared | outbound.unreachable) & bit == 0)
+                .then_some(slot)
         })
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct Device {
     pub(crate) device_id: DeviceId,
     pub(crate) curve: [u8; 32],
     pub(crate) ed: [u8; 32],
+    /// Verified by SAS with these keys (a device whose keys change is rejected).
+    pub(crate) verified: bool,
 }
 
 /// A room's outbound Megolm session and whom it was shared with.
@@ -364,11 +366,12 @@ pub(crate) fn save_devices<S: Store>(
                         e.null()?;
                     }
                     Some(d) => {
-                        e.array(4)?
+                        e.array(5)?
                             .str(&d.user_id)?
                             .str(&d.device_id)?
                             .bytes(&d.curve)?
-                            .bytes(&d.ed)?;
+                            .bytes(&d.ed)?
+                            .bool(d.verified)?;
                     }
                 }
             }
@@ -403,12 +406,14 @@ pub(crate) fn load_devices<S: Store>(
             d.null().map_err(&c)?;
             continue;
         }
-        d.array().map_err(&c)?;
+        // Four fields before verification existed, five since.
+        let fields = d.array().map_err(&c)?.unwrap_or(0);
         *slot = Some(Device {
             user_id: text(&mut d, id)?,
             device_id: text(&mut d, id)?,
             curve: bytes32(&mut d, id)?,
             ed: bytes32(&mut d, id)?,
+            verified: fields > 4 && d.bool().map_err(&c)?,
         });
     }
     Ok(())

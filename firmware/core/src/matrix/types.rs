@@ -201,6 +201,10 @@ pub enum CommandError {
     UnknownRoom,
     /// There is no invite to that room.
     NoSuchInvite,
+    /// A verification is already under way.
+    VerificationInProgress,
+    /// No verification waits for the person.
+    NoVerification,
     /// Something could not be done; the error says what.
     Failed(TokenError),
 }
@@ -212,6 +216,10 @@ impl fmt::Display for CommandError {
             CommandError::AlreadyLoggedIn => f.write_str("the token is already logged in"),
             CommandError::UnknownRoom => f.write_str("the token is not in that room"),
             CommandError::NoSuchInvite => f.write_str("there is no invite to that room"),
+            CommandError::VerificationInProgress => {
+                f.write_str("a verification is already under way")
+            }
+            CommandError::NoVerification => f.write_str("no verification waits for confirmation"),
             CommandError::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -323,6 +331,8 @@ pub enum UiEvent<'a> {
         body: &'a str,
         /// Whether it was end-to-end encrypted (false: shown as unencrypted).
         encrypted: bool,
+        /// Whether the sending device was verified by SAS (encrypted messages only).
+        sender_verified: bool,
     },
     /// An encrypted message could not be shown.
     Undecryptable {
@@ -388,6 +398,45 @@ pub enum UiEvent<'a> {
     },
     /// Something failed; the token carries on.
     Error(TokenError),
+    /// A device asks to verify the token (a request, or a start without one):
+    /// [`Token::confirm_verification`](super::Token::confirm_verification) accepts.
+    VerificationRequested {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+    },
+    /// The short authentication string to compare with the other device's screen:
+    /// [`Token::confirm_verification`](super::Token::confirm_verification) if they match,
+    /// [`Token::cancel_verification`](super::Token::cancel_verification) if not.
+    ShortAuthString {
+        /// The other device's user.
+        user_id: &'a str,
+        /// The other device.
+        device_id: &'a str,
+        /// Three numbers from 1000 to 9191.
+        decimals: [u16; 3],
+        /// Seven indices into [`jeton_olm::sas::EMOJI`], when both sides offered emoji.
+        emoji: Option<[u8; 7]>,
+    },
+    /// The device is verified and remembered as such.
+    DeviceVerified {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+    },
+    /// A verification ended without verifying.
+    VerificationCancelled {
+        /// The other device's user.
+        user_id: &'a str,
+        /// The other device.
+        device_id: &'a str,
+        /// The cancel code (`m.mismatched_sas`, `m.timeout`, ...).
+        code: &'a str,
+        /// Whether the other device cancelled (false: the token did).
+        by_peer: bool,
+    },
     /// The protected link to the gateway has a new security context (EDHOC completed).
     LinkEstablished {
         /// The token's OSCORE sender id (the kid of its requests).
@@ -423,10 +472,15 @@ impl fmt::Display for EventLine<'_, '_> {
                 event_id,
                 body,
                 encrypted,
+                sender_verified,
             } => write!(
                 f,
                 "message {room_id} {sender} {event_id} {} {}",
-                if *encrypted { "e2e" } else { "unencrypted" },
+                match (encrypted, sender_verified) {
+                    (true, true) => "e2e-verified",
+                    (true, false) => "e2e",
+                    (false, _) => "unencrypted",
+                },
                 EscapedBody(body)
             ),
             UiEvent::Undecryptable {
@@ -453,6 +507,41 @@ impl fmt::Display for EventLine<'_, '_> {
             UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
             UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
             UiEvent::Error(error) => write!(f, "error {error}"),
+            UiEvent::VerificationRequested { user_id, device_id } => {
+                write!(f, "verification-request {user_id} {device_id}")
+            }
+            UiEvent::ShortAuthString {
+                user_id,
+                device_id,
+                decimals: [a, b, c],
+                emoji,
+            } => {
+                write!(f, "sas {user_id} {device_id} {a} {b} {c}")?;
+                if let Some(emoji) = emoji {
+                    f.write_str(" emoji")?;
+                    for (at, index) in emoji.iter().enumerate() {
+                        let name = jeton_olm::sas::EMOJI
+                            .get(usize::from(*index))
+                            .map_or("?", |(_, name)| name);
+                        f.write_str(if at == 0 { " " } else { "," })?;
+                        f.write_str(name)?;
+                    }
+                }
+                Ok(())
+            }
+            UiEvent::DeviceVerified { user_id, device_id } => {
+                write!(f, "verified {user_id} {device_id}")
+            }
+            UiEvent::VerificationCancelled {
+                user_id,
+                device_id,
+                code,
+                by_peer,
+            } => write!(
+                f,
+                "verification-cancelled {user_id} {device_id} {code} {}",
+                if *by_peer { "by-peer" } else { "by-token" }
+            ),
             UiEvent::LinkEstablished { sender_id } => {
                 f.write_str("link-established kid=")?;
                 for byte in *sender_id {
@@ -511,6 +600,9 @@ pub struct Config {
     pub coap: ClientConfig,
     /// The `timeout` of a long-poll sync, in milliseconds.
     pub long_poll_timeout_ms: u32,
+    /// Share room keys only with devices verified by SAS (off by default: every device of
+    /// every member gets them, as in most Matrix clients).
+    pub share_keys_only_with_verified: bool,
 }
 
 impl Config {
@@ -524,6 +616,7 @@ impl Config {
             auto_join_from: heapless::Vec::new(),
             coap: ClientConfig::default(),
             long_poll_timeout_ms: 30_000,
+            share_keys_only_with_verified: false,
         }
     }
 }
@@ -600,6 +693,7 @@ mod event_line_tests {
             event_id: "$e",
             body: "two\nlines \\ here",
             encrypted: true,
+            sender_verified: false,
         };
         let line = event.line().map(|l| l.to_string());
         assert_eq!(

@@ -45,6 +45,9 @@ pub(crate) struct Homeserver {
     pub one_time_keys: BTreeMap<(String, String), Vec<(String, Value)>>,
     /// To-device messages sent by the token: `(user, device, content)`.
     pub to_device: Vec<(String, String, Value)>,
+    /// Unencrypted to-device messages sent by the token (verification):
+    /// `(type, user, device, content)`.
+    pub plain_to_device: Vec<(String, String, String, Value)>,
     /// Room events sent by the token: `(room, event id, type, content)`.
     pub sent: Vec<(String, String, String, Value)>,
     /// Events by id, for `/rooms/{room}/event/{id}`.
@@ -485,11 +488,19 @@ impl FakeGateway {
                 (Code::CHANGED, json!({"one_time_keys": out}))
             }
             ["x", event_type, _txn] => {
-                assert_eq!(*event_type, "m.room.encrypted");
                 for (user, devices) in request["messages"].as_object().unwrap() {
                     for (device, content) in devices.as_object().unwrap() {
-                        hs.to_device
-                            .push((user.clone(), device.clone(), content.clone()));
+                        if *event_type == "m.room.encrypted" {
+                            hs.to_device
+                                .push((user.clone(), device.clone(), content.clone()));
+                        } else {
+                            hs.plain_to_device.push((
+                                event_type.to_string(),
+                                user.clone(),
+                                device.clone(),
+                                content.clone(),
+                            ));
+                        }
                     }
                 }
                 (Code::CHANGED, json!({}))

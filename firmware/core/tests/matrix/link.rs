@@ -66,7 +66,7 @@ fn handshakes(world: &World) -> usize {
     world
         .screen()
         .iter()
-        .filter(|line| line.starts_with("LinkEstablished"))
+        .filter(|line| line.starts_with("link-established"))
         .count()
 }
 

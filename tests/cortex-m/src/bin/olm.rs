@@ -13,9 +13,7 @@
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
-use jeton_cortex_m::{
-    FixedSeedRng, InstructionCounter, fail, keep, paint_stack, pass, report, stack_used_since_paint,
-};
+use jeton_cortex_m::{FixedSeedRng, InstructionCounter, fail, keep, measured, pass};
 use jeton_olm::Pickle;
 use jeton_olm::megolm::{GroupSession, InboundGroupSession, MegolmMessage, megolm_message_len};
 use jeton_olm::olm::{Account, OlmMessage, PreKeyMessage, olm_message_len};
@@ -25,13 +23,6 @@ jeton_cortex_m::panic_handler!(report);
 const PLAINTEXT: &[u8; 100] = b"jeton: a hundred bytes of plaintext, about the size of a short chat message with its JSON envelope!.";
 
 /// Measures `f`, prints its row and hands back its result.
-fn run<R>(counter: &mut InstructionCounter, name: &str, f: impl FnOnce() -> R) -> R {
-    paint_stack();
-    let (result, instructions) = counter.measure(f);
-    report(name, instructions, stack_used_since_paint());
-    result
-}
-
 #[entry]
 fn main() -> ! {
     let Some(p) = cortex_m::Peripherals::take() else {
@@ -46,16 +37,16 @@ fn main() -> ! {
         "stack B"
     );
 
-    let mut alice: Account = run(&mut c, "account creation", || Account::new(&mut rng));
+    let mut alice: Account = measured(&mut c, "account creation", || Account::new(&mut rng));
     let mut bob: Account = Account::new(&mut rng);
-    run(&mut c, "generate 1 one-time key", || {
+    measured(&mut c, "generate 1 one-time key", || {
         bob.generate_one_time_keys(&mut rng, 1)
     });
     let Some((_, bob_otk)) = bob.one_time_keys().next() else {
         fail("no one-time key")
     };
-    let signature = run(&mut c, "Ed25519 sign 100 B", || alice.sign(PLAINTEXT));
-    let verified = run(&mut c, "Ed25519 verify 100 B", || {
+    let signature = measured(&mut c, "Ed25519 sign 100 B", || alice.sign(PLAINTEXT));
+    let verified = measured(&mut c, "Ed25519 verify 100 B", || {
         alice.ed25519_key().verify(PLAINTEXT, &signature)
     });
     if verified.is_err() {
@@ -63,14 +54,14 @@ fn main() -> ! {
     }
 
     // Olm: Alice starts a session to Bob, Bob accepts it from the pre-key message.
-    let outbound = run(&mut c, "Olm outbound session creation (3 DH)", || {
+    let outbound = measured(&mut c, "Olm outbound session creation (3 DH)", || {
         alice.create_outbound_session(&mut rng, bob.curve25519_key(), bob_otk)
     });
     let Ok(mut alice_session) = outbound else {
         fail("outbound session")
     };
     let mut wire = [0u8; olm_message_len(100) + 200];
-    let sent = run(&mut c, "Olm encrypt 100 B (pre-key)", || {
+    let sent = measured(&mut c, "Olm encrypt 100 B (pre-key)", || {
         alice_session.encrypt(&mut rng, PLAINTEXT, &mut wire)
     });
     let Ok(sent) = sent else { fail("Olm encrypt") };
@@ -78,7 +69,7 @@ fn main() -> ! {
         fail("pre-key message decode")
     };
     let mut plain = [0u8; 128];
-    let inbound = run(&mut c, "Olm inbound session + decrypt 100 B", || {
+    let inbound = measured(&mut c, "Olm inbound session + decrypt 100 B", || {
         bob.create_inbound_session(alice.curve25519_key(), &pre_key, &mut plain)
     });
     let Ok(inbound) = inbound else {
@@ -89,7 +80,7 @@ fn main() -> ! {
     }
     let mut bob_session = inbound.session;
     // Bob's reply makes a new ratchet key: the encrypt that follows a receive does a DH.
-    let reply = run(&mut c, "Olm encrypt 100 B (ratchet step)", || {
+    let reply = measured(&mut c, "Olm encrypt 100 B (ratchet step)", || {
         bob_session.encrypt(&mut rng, PLAINTEXT, &mut wire)
     });
     let Ok(reply) = reply else {
@@ -98,13 +89,13 @@ fn main() -> ! {
     let Ok(message) = OlmMessage::from_parts(reply.message_type, &wire[..reply.len]) else {
         fail("Olm message decode")
     };
-    let got = run(&mut c, "Olm decrypt 100 B (ratchet step)", || {
+    let got = measured(&mut c, "Olm decrypt 100 B (ratchet step)", || {
         alice_session.decrypt(&message, &mut plain)
     });
     if got.ok().and_then(|n| plain.get(..n)) != Some(&PLAINTEXT[..]) {
         fail("Olm reply decrypted to something else");
     }
-    let again = run(&mut c, "Olm encrypt 100 B (same chain)", || {
+    let again = measured(&mut c, "Olm encrypt 100 B (same chain)", || {
         bob_session.encrypt(&mut rng, PLAINTEXT, &mut wire)
     });
     let Ok(again) = again else {
@@ -113,7 +104,7 @@ fn main() -> ! {
     let Ok(message) = OlmMessage::from_parts(again.message_type, &wire[..again.len]) else {
         fail("Olm message decode")
     };
-    let got = run(&mut c, "Olm decrypt 100 B (same chain)", || {
+    let got = measured(&mut c, "Olm decrypt 100 B (same chain)", || {
         alice_session.decrypt(&message, &mut plain)
     });
     if got.ok().and_then(|n| plain.get(..n)) != Some(&PLAINTEXT[..]) {
@@ -121,22 +112,22 @@ fn main() -> ! {
     }
 
     // Megolm: a room session, its key shared, a message both ways.
-    let mut group = run(&mut c, "Megolm outbound session creation", || {
+    let mut group = measured(&mut c, "Megolm outbound session creation", || {
         GroupSession::new(&mut rng)
     });
     let key = group.session_key();
-    let mut inbound_group = run(&mut c, "Megolm inbound session from a checked key", || {
+    let mut inbound_group = measured(&mut c, "Megolm inbound session from a checked key", || {
         InboundGroupSession::new(&key)
     });
     let mut megolm_wire = [0u8; megolm_message_len(100)];
-    let n = run(&mut c, "Megolm encrypt 100 B (incl. Ed25519 sign)", || {
+    let n = measured(&mut c, "Megolm encrypt 100 B (incl. Ed25519 sign)", || {
         group.encrypt(PLAINTEXT, &mut megolm_wire)
     });
     let Ok(n) = n else { fail("Megolm encrypt") };
     let Ok(message) = MegolmMessage::from_bytes(&megolm_wire[..n]) else {
         fail("Megolm message decode")
     };
-    let got = run(
+    let got = measured(
         &mut c,
         "Megolm decrypt 100 B (incl. Ed25519 verify)",
         || inbound_group.decrypt(&message, &mut plain),
@@ -145,7 +136,7 @@ fn main() -> ! {
     if plain.get(..got.plaintext_len) != Some(&PLAINTEXT[..]) {
         fail("Megolm message decrypted to something else");
     }
-    let advanced = run(&mut c, "Megolm ratchet advance by 2^16", || {
+    let advanced = measured(&mut c, "Megolm ratchet advance by 2^16", || {
         inbound_group.advance_to(1 << 16)
     });
     keep(advanced);
@@ -153,11 +144,11 @@ fn main() -> ! {
     // Pickles: what the token writes to flash and reads back at boot.
     let pickle_key = [7u8; 32];
     let mut pickle = [0u8; <Account as Pickle>::MAX_PICKLE_SIZE];
-    let len = run(&mut c, "Account pickle (encrypt)", || {
+    let len = measured(&mut c, "Account pickle (encrypt)", || {
         alice.pickle(&mut rng, &pickle_key, &mut pickle)
     });
     let Ok(len) = len else { fail("Account pickle") };
-    let restored: Result<Account, _> = run(&mut c, "Account unpickle (decrypt)", || {
+    let restored: Result<Account, _> = measured(&mut c, "Account unpickle (decrypt)", || {
         Account::from_pickle(&mut pickle[..len], &pickle_key)
     });
     match restored {

@@ -1,0 +1,457 @@
+//! SAS device verification between the token and a peer whose side is written here from
+//! the specification with vodozemac's SAS: both flows (a request from the peer, a start
+//! from the token), the person's confirm and cancel, tampered keys and MACs, unknown
+//! transactions and the timeouts, on the virtual clock.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::Digest;
+use vodozemac::Curve25519PublicKey;
+use vodozemac::sas::{EstablishedSas, Mac, Sas};
+
+use super::gateway::TOKEN_USER;
+use super::{PEER, PEER_DEVICE, Peer, World, canonical, room_with_peer};
+
+const TXN: &str = "peer-txn-1";
+
+/// The peer's side of one verification.
+struct SasPeer {
+    sas: Option<Sas>,
+    established: Option<EstablishedSas>,
+    our_key: String,
+    their_key: String,
+    txn: String,
+    /// Whether the peer sent `m.key.verification.start`.
+    started: bool,
+}
+
+impl SasPeer {
+    fn new(txn: &str, started: bool) -> Self {
+        let sas = Sas::new();
+        SasPeer {
+            our_key: sas.public_key().to_base64(),
+            sas: Some(sas),
+            established: None,
+            their_key: String::new(),
+            txn: txn.into(),
+            started,
+        }
+    }
+
+    fn establish(&mut self, their_key: &str) {
+        self.their_key = their_key.into();
+        let key = Curve25519PublicKey::from_base64(their_key).unwrap();
+        self.established = Some(self.sas.take().unwrap().diffie_hellman(key).unwrap());
+    }
+
+    /// The decimals the peer shows, from the specification's info string.
+    fn decimals(&self, token_device: &str) -> String {
+        let peer = format!("{PEER}|{PEER_DEVICE}|{}", self.our_key);
+        let token = format!("{TOKEN_USER}|{token_device}|{}", self.their_key);
+        let (first, second) = if self.started {
+            (peer, token)
+        } else {
+            (token, peer)
+        };
+        let info = format!("MATRIX_KEY_VERIFICATION_SAS|{first}|{second}|{}", self.txn);
+        let (a, b, c) = self.established.as_ref().unwrap().bytes(&info).decimals();
+        format!("{a} {b} {c}")
+    }
+
+    /// The peer's `m.key.verification.mac`, with `hkdf-hmac-sha256.v2`.
+    fn mac_content(&self, token_device: &str, peer: &Peer) -> Value {
+        let sas = self.established.as_ref().unwrap();
+        let info = format!(
+            "MATRIX_KEY_VERIFICATION_MAC{PEER}{PEER_DEVICE}{TOKEN_USER}{token_device}{}",
+            self.txn
+        );
+        let key_id = format!("ed25519:{PEER_DEVICE}");
+        json!({
+            "transaction_id": self.txn,
+            "mac": { &key_id: sas.calculate_mac(&peer.ed(), &format!("{info}{key_id}")).to_base64() },
+            "keys": sas.calculate_mac(&key_id, &format!("{info}KEY_IDS")).to_base64(),
+        })
+    }
+
+    /// Checks the token's MAC content as the specification says a receiver does.
+    fn check_token_mac(&self, content: &Value, token_device: &str, token_ed: &str) -> bool {
+        let sas = self.established.as_ref().unwrap();
+        let info = format!(
+            "MATRIX_KEY_VERIFICATION_MAC{TOKEN_USER}{token_device}{PEER}{PEER_DEVICE}{}",
+            self.txn
+        );
+        let key_id = format!("ed25519:{token_device}");
+        let mac = |text: &Value| Mac::from_base64(text.as_str().unwrap()).unwrap();
+        sas.verify_mac(&key_id, &format!("{info}KEY_IDS"), &mac(&content["keys"]))
+            .is_ok()
+            && sas
+                .verify_mac(
+                    token_ed,
+                    &format!("{info}{key_id}"),
+                    &mac(&content["mac"][&key_id]),
+                )
+                .is_ok()
+    }
+}
+
+/// The commitment of `m.key.verification.accept`: SHA-256 over the accepting side's key
+/// (base64) and the canonical JSON of the start content.
+fn commitment(key: &str, start: &Value) -> String {
+    let hash = sha2::Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update(canonical(start).as_bytes())
+        .finalize();
+    super::B64.encode(hash)
+}
+
+fn to_device(world: &mut World, event_type: &str, content: Value) {
+    world.push_sync(json!({"to_device": {"events": [
+        {"type": event_type, "sender": PEER, "content": content}
+    ]}}));
+}
+
+/// The token's unencrypted to-device messages of `event_type` to the peer.
+fn sent(world: &World, event_type: &str) -> Vec<Value> {
+    world
+        .gw
+        .hs
+        .plain_to_device
+        .iter()
+        .filter(|(t, user, _, _)| t == event_type && user == PEER)
+        .map(|(_, _, _, content)| content.clone())
+        .collect()
+}
+
+fn wait_for(world: &mut World, event_type: &str, count: usize) -> Value {
+    assert!(
+        world.run_until(10_000, |w| sent(w, event_type).len() >= count),
+        "the token sends {event_type}: {:?}",
+        world.screen()
+    );
+    sent(world, event_type)[count - 1].clone()
+}
+
+fn sas_line(world: &World) -> Option<String> {
+    world
+        .screen()
+        .into_iter()
+        .find(|l| l.starts_with(&format!("sas {PEER} {PEER_DEVICE} ")))
+}
+
+fn token_ed(world: &mut World) -> String {
+    world.token().identity().ed25519.to_string()
+}
+
+/// The peer requests, the token's person accepts, the peer starts, keys are exchanged:
+/// both sides show their strings.
+fn requested_and_keys_exchanged(seed: u64) -> (World, Peer, SasPeer) {
+    let (mut world, peer) = room_with_peer(seed);
+    let device = world.token_device();
+    to_device(
+        &mut world,
+        "m.key.verification.request",
+        json!({"from_device": PEER_DEVICE, "methods": ["m.sas.v1", "m.qr_code.show.v1"],
+               "timestamp": 1_700_000_000_000u64, "transaction_id": TXN}),
+    );
+    assert!(
+        world.run_until(10_000, |w| w
+            .saw(&format!("verification-request {PEER} {PEER_DEVICE}"))),
+        "{:?}",
+        world.screen()
+    );
+    let now = world.instant();
+    world.token().confirm_verification(now).unwrap();
+    let ready = wait_for(&mut world, "m.key.verification.ready", 1);
+    assert_eq!(ready["from_device"], device);
+    assert_eq!(ready["methods"], json!(["m.sas.v1"]));
+
+    let mut sas = SasPeer::new(TXN, true);
+    let start = json!({"from_device": PEER_DEVICE, "method": "m.sas.v1", "transaction_id": TXN,
+        "key_agreement_protocols": ["curve25519-hkdf-sha256", "curve25519"],
+        "hashes": ["sha256"],
+        "message_authentication_codes": ["hkdf-hmac-sha256.v2", "org.matrix.msc3783.hkdf-hmac-sha256", "hkdf-hmac-sha256"],
+        "short_authentication_string": ["decimal", "emoji"]});
+    to_device(&mut world, "m.key.verification.start", start.clone());
+    let accept = wait_for(&mut world, "m.key.verification.accept", 1);
+    assert_eq!(accept["message_authentication_code"], "hkdf-hmac-sha256.v2");
+    assert_eq!(accept["key_agreement_protocol"], "curve25519-hkdf-sha256");
+    let commitment = accept["commitment"].as_str().unwrap().to_string();
+
+    to_device(
+        &mut world,
+        "m.key.verification.key",
+        json!({"transaction_id": TXN, "key": sas.our_key}),
+    );
+    let key = wait_for(&mut world, "m.key.verification.key", 1);
+    let token_key = key["key"].as_str().unwrap();
+    // The token committed to this key over the canonical JSON of the peer's start.
+    assert_eq!(commitment, self::commitment(token_key, &start));
+    sas.establish(token_key);
+    (world, peer, sas)
+}
+
+#[test]
+fn a_request_from_the_peer_ends_with_both_sides_verified_and_done() {
+    let (mut world, mut peer, sas) = requested_and_keys_exchanged(31);
+    let device = world.token_device();
+    let line = sas_line(&world).expect("the token shows the strings");
+    assert!(
+        line.starts_with(&format!(
+            "sas {PEER} {PEER_DEVICE} {} emoji ",
+            sas.decimals(&device)
+        )),
+        "{line} vs {}",
+        sas.decimals(&device)
+    );
+    assert!(!world.token().is_verified(PEER, PEER_DEVICE));
+
+    // The person confirms on the token first; its MAC goes out, the peer's follows.
+    let now = world.instant();
+    world.token().confirm_verification(now).unwrap();
+    let mac = wait_for(&mut world, "m.key.verification.mac", 1);
+    let ed = token_ed(&mut world);
+    assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
+    assert!(sent(&world, "m.key.verification.done").is_empty());
+    to_device(
+        &mut world,
+        "m.key.verification.mac",
+        sas.mac_content(&device, &peer),
+    );
+    let done = wait_for(&mut world, "m.key.verification.done", 1);
+    assert_eq!(done["transaction_id"], TXN);
+    assert!(world.saw(&format!("verified {PEER} {PEER_DEVICE}")));
+    assert!(world.token().is_verified(PEER, PEER_DEVICE));
+    to_device(
+        &mut world,
+        "m.key.verification.done",
+        json!({"transaction_id": TXN}),
+    );
+    world.run_for(2_000);
+    assert!(sent(&world, "m.key.verification.cancel").is_empty());
+
+    // Remembered on flash: still verified after a power cut, and its messages say so.
+    world.power_cycle();
+    assert!(world.token().is_verified(PEER, PEER_DEVICE));
+    let _ = &mut peer;
+}
+
+#[test]
+fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
+    let (mut world, peer) = room_with_peer(32);
+    let device = world.token_device();
+    let now = world.instant();
+    world.token().verify(PEER, PEER_DEVICE, now).unwrap();
+    let start = wait_for(&mut world, "m.key.verification.start", 1);
+    assert_eq!(start["from_device"], device);
+    assert_eq!(start["method"], "m.sas.v1");
+    let txn = start["transaction_id"].as_str().unwrap().to_string();
+
+    // The peer accepts with the legacy MAC only and a hex commitment, as matrix-nio 0.26
+    // does (https://github.com/matrix-nio/matrix-nio/issues/570).
+    let mut sas = SasPeer::new(&txn, false);
+    let hex_commitment: String = super::B64
+        .decode(commitment(&sas.our_key, &start))
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    to_device(
+        &mut world,
+        "m.key.verification.accept",
+        json!({"transaction_id": txn, "method": "m.sas.v1",
+               "key_agreement_protocol": "curve25519-hkdf-sha256", "hash": "sha256",
+               "message_authentication_code": "hkdf-hmac-sha256",
+               "short_authentication_string": ["decimal"],
+               "commitment": hex_commitment}),
+    );
+    let key = wait_for(&mut world, "m.key.verification.key", 1);
+    sas.establish(key["key"].as_str().unwrap());
+    to_device(
+        &mut world,
+        "m.key.verification.key",
+        json!({"transaction_id": txn, "key": sas.our_key}),
+    );
+    assert!(world.run_until(10_000, |w| sas_line(w).is_some()));
+    assert_eq!(
+        sas_line(&world).unwrap(),
+        format!("sas {PEER} {PEER_DEVICE} {}", sas.decimals(&device))
+    );
+
+    // The token's person confirms first: under the legacy name the token waits for the
+    // peer's MAC, which comes in standard base64, and answers in kind.
+    let now = world.instant();
+    world.token().confirm_verification(now).unwrap();
+    world.run_for(2_000);
+    assert!(sent(&world, "m.key.verification.mac").is_empty());
+    assert!(!world.token().is_verified(PEER, PEER_DEVICE));
+    to_device(
+        &mut world,
+        "m.key.verification.mac",
+        sas.mac_content(&device, &peer),
+    );
+    let mac = wait_for(&mut world, "m.key.verification.mac", 1);
+    let ed = token_ed(&mut world);
+    assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
+    wait_for(&mut world, "m.key.verification.done", 1);
+    assert!(world.token().is_verified(PEER, PEER_DEVICE));
+}
+
+#[test]
+fn a_person_who_sees_different_numbers_cancels_with_mismatched_sas() {
+    let (mut world, _peer, _sas) = requested_and_keys_exchanged(33);
+    let now = world.instant();
+    world.token().cancel_verification(now).unwrap();
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
+    assert_eq!(cancel["code"], "m.mismatched_sas");
+    assert_eq!(cancel["transaction_id"], TXN);
+    assert!(world.saw(&format!(
+        "verification-cancelled {PEER} {PEER_DEVICE} m.mismatched_sas by-token"
+    )));
+    assert!(sent(&world, "m.key.verification.mac").is_empty());
+    assert!(!world.token().is_verified(PEER, PEER_DEVICE));
+    let now = world.instant();
+    assert!(world.token().confirm_verification(now).is_err());
+}
+
+#[test]
+fn a_peer_cancelling_is_shown_with_its_code() {
+    let (mut world, _peer, _sas) = requested_and_keys_exchanged(34);
+    to_device(
+        &mut world,
+        "m.key.verification.cancel",
+        json!({"transaction_id": TXN, "code": "m.mismatched_sas", "reason": "no match"}),
+    );
+    assert!(world.run_until(10_000, |w| w.saw(&format!(
+        "verification-cancelled {PEER} {PEER_DEVICE} m.mismatched_sas by-peer"
+    ))));
+    let now = world.instant();
+    assert!(world.token().confirm_verification(now).is_err());
+    assert!(!world.token().is_verified(PEER, PEER_DEVICE));
+}
+
+#[test]
+fn a_tampered_mac_is_refused_with_key_mismatch() {
+    let (mut world, peer, sas) = requested_and_keys_exchanged(35);
+    let device = world.token_device();
+    let mut mac = sas.mac_content(&device, &peer);
+    // A MAC over another device key: an attacker's key in place of the peer's.
+    let other = Peer::new(PEER, PEER_DEVICE);
+    mac["mac"][format!("ed25519:{PEER_DEVICE}")] =
+        sas.mac_content(&device, &other)["mac"][format!("ed25519:{PEER_DEVICE}")].clone();
+    to_device(&mut world, "m.key.verification.mac", mac);
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
+    assert_eq!(cancel["code"], "m.key_mismatch");
+    let now = world.instant();
+    assert!(world.token().confirm_verification(now).is_err());
+    assert!(!world.token().is_verified(PEER, PEER_DEVICE));
+}
+
+#[test]
+fn a_key_that_does_not_match_its_commitment_is_refused() {
+    let (mut world, _peer) = room_with_peer(36);
+    let now = world.instant();
+    world.token().verify(PEER, PEER_DEVICE, now).unwrap();
+    let start = wait_for(&mut world, "m.key.verification.start", 1);
+    let txn = start["transaction_id"].as_str().unwrap().to_string();
+    let committed = SasPeer::new(&txn, false);
+    let sent_instead = SasPeer::new(&txn, false);
+    to_device(
+        &mut world,
+        "m.key.verification.accept",
+        json!({"transaction_id": txn, "key_agreement_protocol": "curve25519-hkdf-sha256",
+               "hash": "sha256", "message_authentication_code": "hkdf-hmac-sha256.v2",
+               "short_authentication_string": ["decimal", "emoji"],
+               "commitment": commitment(&committed.our_key, &start)}),
+    );
+    wait_for(&mut world, "m.key.verification.key", 1);
+    to_device(
+        &mut world,
+        "m.key.verification.key",
+        json!({"transaction_id": txn, "key": sent_instead.our_key}),
+    );
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
+    assert_eq!(cancel["code"], "m.mismatched_commitment");
+    assert!(sas_line(&world).is_none(), "no strings are shown");
+}
+
+#[test]
+fn methods_in_common_and_order_are_enforced() {
+    let (mut world, _peer) = room_with_peer(37);
+    // A start without a MAC method the token speaks.
+    to_device(
+        &mut world,
+        "m.key.verification.start",
+        json!({"from_device": PEER_DEVICE, "method": "m.sas.v1", "transaction_id": "t-a",
+               "key_agreement_protocols": ["curve25519-hkdf-sha256"], "hashes": ["sha256"],
+               "message_authentication_codes": ["hmac-sha256"],
+               "short_authentication_string": ["decimal"]}),
+    );
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
+    assert_eq!(cancel["code"], "m.unknown_method");
+    assert_eq!(cancel["transaction_id"], "t-a");
+
+    // A key for a transaction the token does not run: answered to all the user's devices.
+    to_device(
+        &mut world,
+        "m.key.verification.key",
+        json!({"transaction_id": "t-b", "key": SasPeer::new("t-b", true).our_key}),
+    );
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 2);
+    assert_eq!(cancel["code"], "m.unknown_transaction");
+    let (_, _, device, _) = world.gw.hs.plain_to_device.last().unwrap().clone();
+    assert_eq!(device, "*");
+
+    // A MAC before the keys: out of order.
+    let now = world.instant();
+    world.token().verify(PEER, PEER_DEVICE, now).unwrap();
+    let start = wait_for(&mut world, "m.key.verification.start", 1);
+    let txn = start["transaction_id"].as_str().unwrap().to_string();
+    to_device(
+        &mut world,
+        "m.key.verification.mac",
+        json!({"transaction_id": txn, "mac": {}, "keys": "x"}),
+    );
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 3);
+    assert_eq!(cancel["code"], "m.unexpected_message");
+}
+
+#[test]
+fn a_silent_peer_times_out_after_a_minute_and_a_waiting_person_after_ten() {
+    let (mut world, _peer) = room_with_peer(38);
+    let now = world.instant();
+    world.token().verify(PEER, PEER_DEVICE, now).unwrap();
+    wait_for(&mut world, "m.key.verification.start", 1);
+    world.run_for(55_000);
+    assert!(sent(&world, "m.key.verification.cancel").is_empty());
+    world.run_for(10_000);
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
+    assert_eq!(cancel["code"], "m.timeout");
+    assert!(world.saw(&format!(
+        "verification-cancelled {PEER} {PEER_DEVICE} m.timeout by-token"
+    )));
+
+    // A request the person does not answer: only the ten-minute limit applies.
+    to_device(
+        &mut world,
+        "m.key.verification.request",
+        json!({"from_device": PEER_DEVICE, "methods": ["m.sas.v1"], "transaction_id": "t-2"}),
+    );
+    world.run_for(5 * 60_000);
+    assert_eq!(sent(&world, "m.key.verification.cancel").len(), 1);
+    world.run_for(5 * 60_000 + 1_000);
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 2);
+    assert_eq!(cancel["code"], "m.timeout");
+    assert_eq!(cancel["transaction_id"], "t-2");
+}
+
+#[test]
+fn a_message_from_another_user_cancels_with_user_mismatch() {
+    let (mut world, _peer, sas) = requested_and_keys_exchanged(39);
+    world.push_sync(json!({"to_device": {"events": [{
+        "type": "m.key.verification.mac", "sender": "@mallory:localhost",
+        "content": {"transaction_id": TXN, "mac": {}, "keys": "x"},
+    }]}}));
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
+    assert_eq!(cancel["code"], "m.user_mismatch");
+    let _ = sas;
+}
