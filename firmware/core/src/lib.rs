@@ -15,8 +15,8 @@
 //! - [`store`]: the [`store::Store`] trait (atomic, durable, ordered records) and an
 //!   in-memory store that simulates power cuts; [`platform`]: clock and RNG traits.
 //! - [`json`]: canonical JSON for signatures and a bounded reader of decrypted payloads.
-//! - [`link`]: the protected link to the gateway under the Matrix client: EDHOC, then
-//!   OSCORE on every exchange, the context kept on flash across power cuts.
+//! - [`link`] (feature `link`): the protected link to the gateway under the Matrix client:
+//!   EDHOC, then OSCORE on every exchange, the context kept on flash across power cuts.
 //!
 //! The token's whole state with the default capacities takes 34,472 B on a 64-bit host (the test
 //! `state_size_with_default_capacities_is_pinned` prints and pins it).
@@ -69,8 +69,12 @@
 //!
 //! # Features
 //!
-//! None yet. The crate is `no_std` and never allocates; every capacity is a constant or a
-//! const generic parameter, and running into one is an error value.
+//! - `link` (default): the protected link to the gateway ([`link`]: EDHOC and OSCORE, on
+//!   `jeton-link`), used by [`matrix::Token::with_link`]. Without it the token speaks plain
+//!   CoAP and its image carries none of that code (about 50 KB of flash on Cortex-M4).
+//!
+//! The crate is `no_std` and never allocates; every capacity is a constant or a const
+//! generic parameter, and running into one is an error value.
 //!
 //! # Specifications
 //!
@@ -93,7 +97,13 @@
 
 pub mod coap;
 pub mod json;
+#[cfg(feature = "link")]
 pub mod link;
+/// The plain link of a build without the `link` feature.
+#[cfg(not(feature = "link"))]
+#[path = "link_off.rs"]
+pub mod link;
+mod link_types;
 pub mod matrix;
 pub mod platform;
 pub mod store;

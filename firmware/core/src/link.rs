@@ -43,6 +43,9 @@ use zeroize::Zeroize;
 
 pub use jeton_link::pairing::KeyFile;
 
+pub use crate::link_types::LinkStats;
+pub(crate) use crate::link_types::{Incoming, Outgoing};
+
 use crate::coap::message::{Code, Header, Message, MessageType, MessageWriter, Token};
 use crate::coap::{Client, Event, Request, RequestId, option};
 use crate::platform::{Instant, Rng};
@@ -120,23 +123,6 @@ impl fmt::Display for LinkError {
 
 impl core::error::Error for LinkError {}
 
-/// Counters of the link, for diagnostics and the benchmark.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Handshakes completed.
-    pub handshakes: u32,
-    /// Bytes of EDHOC datagrams sent and received (CoAP headers included).
-    pub handshake_bytes: u32,
-    /// Requests protected (transmissions, retransmissions included).
-    pub protected: u32,
-    /// Responses verified.
-    pub verified: u32,
-    /// Datagrams dropped: unprotected or failing verification, or a stale notification.
-    pub rejected: u32,
-    /// Requests held back because no context was ready (the engine retransmits them).
-    pub held: u32,
-}
-
 /// Where the handshake stands.
 // No heap to box into: the EDHOC state is as large as lakers makes it, and it takes the
 // place of the others rather than adding to them.
@@ -184,28 +170,6 @@ struct Exchange {
     sequences: Vec<u64, MAX_TRANSMISSIONS>,
     /// The Partial IV of the last notification accepted (they must increase).
     last_notification: Option<u64>,
-}
-
-/// What [`Link::outgoing`] did with a datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outgoing {
-    /// Send this many bytes of the buffer.
-    Send(usize),
-    /// Do not send it: no context yet (the engine will retransmit it).
-    Hold,
-}
-
-/// What [`Link::incoming`] made of a datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Incoming {
-    /// Give the datagram to the engine as it is.
-    Pass,
-    /// Give the engine the first this many bytes of the scratch buffer instead.
-    Rewritten(usize),
-    /// Drop it.
-    Drop,
-    /// Fail the exchange of the ACK with this message id (the engine gets a RST for it).
-    Fail(u16),
 }
 
 /// The link: see the [module documentation](self).
@@ -769,5 +733,46 @@ mod tests {
         writer.option(option::URI_PATH, b"more").unwrap();
         let len = writer.finish();
         assert!(!is_edhoc(&Message::decode(&buf[..len]).unwrap()));
+    }
+
+    /// A link with a ready context that has sent one request with CoAP token `[7, 7]`.
+    fn ready_link() -> Link {
+        let material = KeyFile {
+            identity: Identity::generate([1; 32], b"\x01", "token").unwrap(),
+            peer: Some(
+                *Identity::generate([2; 32], b"\x02", "gw")
+                    .unwrap()
+                    .credential(),
+            ),
+        };
+        let mut store: crate::store::MemoryStore<4, 256> = crate::store::MemoryStore::new();
+        let mut link =
+            Link::new(Some(material), &mut store, &mut [0u8; 256], Instant::ZERO).unwrap();
+        link.context = Some(SecurityContext::derive(&[3; 16], &[4; 8], &[5], &[6]).unwrap());
+        link.state = State::Ready;
+        link.remember(Token::new(&[7, 7]).unwrap_or_default(), true, 0);
+        link
+    }
+
+    proptest::proptest! {
+        /// Nothing without the key reaches the engine: arbitrary bytes, and arbitrary options
+        /// and payload behind the header of a response to the outstanding request.
+        #[test]
+        fn forged_datagrams_never_pass_as_verified(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            raw in proptest::prelude::any::<bool>(),
+        ) {
+            let mut link = ready_link();
+            let mut datagram = if raw {
+                Vec::<u8, 320>::new()
+            } else {
+                // ACK 2.04, message id 1, token [7, 7], then an OSCORE option (delta 9).
+                Vec::from_slice(&[0x62, 0x44, 0x00, 0x01, 7, 7, 0x90]).unwrap_or_default()
+            };
+            let _ = datagram.extend_from_slice(&body);
+            let mut scratch = [0u8; 2 * MAX_DATAGRAM];
+            let verdict = link.incoming(&datagram, &mut scratch, Instant::ZERO);
+            proptest::prop_assert!(!matches!(verdict, Incoming::Rewritten(_)), "{verdict:?}");
+        }
     }
 }
