@@ -279,6 +279,9 @@ struct Core<R: Rng, S: Store, U: Ui> {
     operation: Option<(RequestId, Operation)>,
     /// Whether the gateway holds the access token (option 256 is sticky per peer).
     token_sticky: bool,
+    /// Whether the gateway binds the access token to the link's security context: then
+    /// the /sync registration leaves it out too once the gateway holds it.
+    token_bound_to_link: bool,
     /// The gateway lost the observation: register it again.
     observation_lost: bool,
     /// Whether the last request built carried the token.
@@ -407,6 +410,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         let mut curve = [0u8; 43];
         let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
         let link = Link::new(material, &mut store, &mut scratch, now).map_err(TokenError::Link)?;
+        let token_bound_to_link = link.is_enabled();
         let mut coap = Client::new(config.coap, TransportRng::seeded_from(&mut rng));
         // A /sync registration answers from the token's cursor: always new data.
         coap.deliver_every_registration(true);
@@ -446,6 +450,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 fallback_wanted: false,
                 operation: None,
                 token_sticky: false,
+                token_bound_to_link,
                 observation_lost: false,
                 last_with_token: false,
                 operation_with_token: false,
@@ -715,6 +720,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             // observation of an earlier one.
             self.core.token_sticky = false;
             self.core.observation_lost = true;
+            // Its next registration carries the token again.
+            self.core.observation_stale = true;
             let sender_id = self.link.sender_id().unwrap_or_default();
             self.core.ui.event(&UiEvent::LinkEstablished { sender_id });
         }
@@ -1313,7 +1320,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         let _ = options.push((option::URI_QUERY, filter.as_bytes()));
         let _ = options.push((option::ACCEPT, &[60]));
-        if let Some(login) = &self.login {
+        if let Some(login) = &self.login
+            && !(self.token_bound_to_link && self.token_sticky)
+        {
             let _ = options.push((option::ACCESS_TOKEN, login.access_token.as_bytes()));
         }
         let _ = options.push((option::CBOR_TABLE_VERSION, &[2]));

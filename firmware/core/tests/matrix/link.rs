@@ -93,6 +93,10 @@ fn the_token_runs_edhoc_first_then_every_exchange_is_protected() {
         "every request but EDHOC's is protected"
     );
     assert_eq!(link.access_token_in_clear, 0);
+    assert_eq!(
+        link.access_token_sent, 1,
+        "the access token goes once per security context"
+    );
     assert!(
         link.seen.len() >= 6,
         "{} protected requests",
@@ -186,6 +190,7 @@ fn a_gateway_that_lost_its_contexts_gets_a_new_handshake_and_the_token_carries_o
     assert_eq!(link(&world).handshakes, 2);
     assert_eq!(handshakes(&world), 2);
     assert_eq!(link(&world).access_token_in_clear, 0);
+    assert_eq!(link(&world).access_token_sent, 2, "once per context");
 }
 
 #[test]

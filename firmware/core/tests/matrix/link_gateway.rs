@@ -35,6 +35,8 @@ pub(crate) struct LinkGateway {
     /// Requests without OSCORE outside EDHOC, and those among them carrying option 256.
     pub unprotected: u32,
     pub access_token_in_clear: u32,
+    /// Requests that carried the access token (inside OSCORE).
+    pub access_token_sent: u32,
     /// Handshakes completed and refused.
     pub handshakes: u32,
     pub refused: u32,
@@ -58,6 +60,7 @@ impl LinkGateway {
             seen: Vec::new(),
             unprotected: 0,
             access_token_in_clear: 0,
+            access_token_sent: 0,
             handshakes: 0,
             refused: 0,
             rejected: 0,
@@ -146,6 +149,14 @@ impl LinkGateway {
         self.seen
             .push((kid.clone(), request.binding.piv.sequence()));
         let inner = request.message;
+        // Counted per request: the later blocks of a Block1 upload repeat its options.
+        let later_block = inner
+            .options
+            .get(option::BLOCK1)
+            .is_some_and(|v| v.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)) >> 4 != 0);
+        if inner.options.get(option::ACCESS_TOKEN).is_some() && !later_block {
+            self.access_token_sent += 1;
+        }
         let options: Vec<(u16, Vec<u8>)> =
             inner.options.iter().map(|(n, v)| (n, v.to_vec())).collect();
         let plain_datagram = encode(
