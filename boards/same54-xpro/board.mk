@@ -7,6 +7,6 @@
 # Flash: MTD_0 is the board's external QSPI NOR flash (mtd_spi_nor over periph_spi_on_qspi);
 # jeton uses its first JETON_FLASH_SECTORS 4 KiB sectors.
 
-# Cortex-M builds use Debian's rustc with its library sources: core and alloc are built for
-# thumbv7em-none-eabihf as part of the build (see riot-sys-config/README.md).
-CARGO_OPTIONS ?= -Zbuild-std=core,alloc
+# Cortex-M4F: jeton-olm's assembly backend, sha2's compact backend, core and alloc built
+# from source (see the fragment).
+include $(JETON_ROOT)/riot-sys-config/cortex-m4f.mk

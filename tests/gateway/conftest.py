@@ -118,7 +118,9 @@ def synapse_server():
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(base + "/_matrix/client/versions", proc=proc)
-        yield Synapse(base, secret)
+        server = Synapse(base, secret)
+        server.media_store = workdir / "media_store"  # where tests reach the stored files
+        yield server
     finally:
         stop(proc)
         log.close()

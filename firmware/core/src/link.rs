@@ -205,16 +205,7 @@ impl Link {
         scratch: &mut [u8],
         now: Instant,
     ) -> Result<Link, LinkError> {
-        let mut link = Link {
-            identity: None,
-            gateway: None,
-            state: State::Plain,
-            context: None,
-            exchanges: Vec::new(),
-            edhoc_token: None,
-            established: false,
-            stats: LinkStats::default(),
-        };
+        let mut link = Link::plain();
         let Some(material) = material else {
             return Ok(link);
         };
@@ -230,6 +221,20 @@ impl Link {
             State::Due { not_before: now }
         };
         Ok(link)
+    }
+
+    /// A link that protects nothing (no pairing material).
+    pub(crate) const fn plain() -> Link {
+        Link {
+            identity: None,
+            gateway: None,
+            state: State::Plain,
+            context: None,
+            exchanges: Vec::new(),
+            edhoc_token: None,
+            established: false,
+            stats: LinkStats::new(),
+        }
     }
 
     /// Whether requests can go out: a context is ready, or the link is off.

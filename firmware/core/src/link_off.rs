@@ -33,6 +33,10 @@ impl core::error::Error for LinkError {}
 pub(crate) struct Link;
 
 impl Link {
+    pub(crate) const fn plain() -> Link {
+        Link
+    }
+
     pub(crate) fn new<S: Store>(
         _material: Option<KeyFile>,
         _store: &mut S,

@@ -18,6 +18,20 @@ pub struct LinkStats {
     pub held: u32,
 }
 
+impl LinkStats {
+    /// All zero.
+    pub const fn new() -> LinkStats {
+        LinkStats {
+            handshakes: 0,
+            handshake_bytes: 0,
+            protected: 0,
+            verified: 0,
+            rejected: 0,
+            held: 0,
+        }
+    }
+}
+
 /// What `Link::outgoing` did with a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Without the `link` feature only the pass-through variants are made.

@@ -99,6 +99,12 @@ pub trait Store {
 
     /// Removes record `id` (no error if there is none), atomically and durably.
     fn remove(&mut self, id: RecordId) -> Result<(), StoreError>;
+
+    /// The platform's file storage, if it has one (for sending and receiving files); a
+    /// store without files keeps this default.
+    fn files(&mut self) -> Option<&mut dyn crate::files::FileStore> {
+        None
+    }
 }
 
 impl<S: Store + ?Sized> Store for &mut S {
@@ -110,6 +116,9 @@ impl<S: Store + ?Sized> Store for &mut S {
     }
     fn remove(&mut self, id: RecordId) -> Result<(), StoreError> {
         (**self).remove(id)
+    }
+    fn files(&mut self) -> Option<&mut dyn crate::files::FileStore> {
+        (**self).files()
     }
 }
 

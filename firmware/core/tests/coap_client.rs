@@ -287,6 +287,49 @@ fn block1_upload_follows_the_servers_smaller_block_size() {
 }
 
 #[test]
+fn a_body_sent_in_blocks_by_the_caller_gets_each_answer_continue_included() {
+    // A file read from storage one block at a time: the caller queues block n only after the
+    // answer to block n - 1, and the engine sends each as it is, with the caller's Block1.
+    let echo = path(&["echo"]);
+    let body: Vec<u8> = (0..2_500u32).map(|i| (i % 253) as u8).collect();
+    for seed in 0..5 {
+        let mut world: World<2048, 2048> =
+            World::new(seed, impaired(20, 10, 200), ClientConfig::default());
+        let blocks: Vec<&[u8]> = body.chunks(1024).collect();
+        let mut codes = Vec::new();
+        for (num, block) in blocks.iter().enumerate() {
+            let block1 = BlockValue {
+                num: num as u32,
+                more: num + 1 < blocks.len(),
+                szx: 6,
+            };
+            let request = Request {
+                block1: Some(block1),
+                ..Request::new(Code::POST, &echo, block)
+            };
+            let id = world.client.request(&request).unwrap();
+            world.run_until(3_600_000, |w| !w.outcomes_for(id).is_empty());
+            match world.outcomes_for(id)[..] {
+                [Outcome::Response { code, .. }] => codes.push(*code),
+                ref other => panic!("seed {seed} block {num}: {other:?}"),
+            }
+        }
+        assert_eq!(codes, vec![Code::CONTINUE, Code::CONTINUE, Code::CHANGED]);
+        assert_eq!(world.server.processed, vec![("echo".into(), body.clone())]);
+        let sizes: Vec<Option<u32>> = world
+            .client_sent
+            .iter()
+            .filter_map(|(_, bytes)| Message::decode(bytes).ok())
+            .map(|message| message.uint_option(option::SIZE1))
+            .collect();
+        assert!(
+            sizes.iter().all(Option::is_none),
+            "no Size1: the caller knows the total"
+        );
+    }
+}
+
+#[test]
 fn block1_upload_completes_under_loss() {
     let echo = path(&["echo"]);
     let body: Vec<u8> = (0..2_500u32).map(|i| (i % 256) as u8).collect();
@@ -417,6 +460,44 @@ fn block2_streamed_delivers_every_block_in_order_under_loss() {
             assert_eq!(body, big_body(10_000));
         }
     }
+}
+
+#[test]
+fn a_streamed_response_resumes_at_the_block_the_caller_names() {
+    let big = path(&["big"]);
+    let mut world: World = World::new(7, CLEAN, ClientConfig::default());
+    world.server.big = big_body(5_000);
+    let request = Request {
+        delivery: BodyDelivery::Streamed,
+        block2: Some(BlockValue {
+            num: 2,
+            more: false,
+            szx: 6,
+        }),
+        ..Request::new(Code::GET, &big, &[])
+    };
+    let id = world.client.request(&request).unwrap();
+    world.run_until(60_000, |w| w.client.is_idle());
+    let blocks: Vec<(usize, usize, bool)> = world
+        .outcomes_for(id)
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::Block {
+                offset, body, last, ..
+            } => (*offset, body.len(), *last),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        blocks,
+        vec![(2048, 1024, false), (3072, 1024, false), (4096, 904, true)]
+    );
+    let first = Message::decode(&world.client_sent[0].1).unwrap();
+    let asked = BlockValue::from_option(first.option(option::BLOCK2).unwrap()).unwrap();
+    assert_eq!(
+        asked.num, 2,
+        "the first request asks for block 2 straight away"
+    );
 }
 
 fn observe_config() -> ClientConfig {

@@ -107,8 +107,12 @@ impl Identity {
         let credential = Credential::parse(ccs)?;
         let secret = p256::SecretKey::from_bytes(&private_key.into())
             .map_err(|_| HandshakeError::MalformedCredential)?;
-        let x = secret.public_key().to_encoded_point(false);
-        if x.x().map(|x| x.as_slice()) != credential.inner.public_key().as_ref().map(|k| &k[..]) {
+        let point = secret.public_key().to_encoded_point(false);
+        let matches = match (point.x(), credential.inner.public_key()) {
+            (Some(x), Some(key)) => x.iter().eq(key.iter()),
+            _ => false,
+        };
+        if !matches {
             return Err(HandshakeError::MalformedCredential);
         }
         Ok(Identity {

@@ -10,10 +10,10 @@ use lakers::{
     ConnId, CredentialTransfer, EDHOCMethod, EDHOCSuite, EdhocInitiator, EdhocInitiatorWaitM2,
     EdhocMessageBuffer, EdhocResponder, EdhocResponderWaitM3,
 };
-use lakers_crypto_rustcrypto::Crypto;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::credential::{Credential, Identity, Kid};
+use crate::crypto_backend::LinkCrypto;
 use crate::oscore::{Id, SecurityContext};
 use crate::seeded_rng::SeededRng;
 use crate::{HandshakeError, OscoreError};
@@ -28,8 +28,6 @@ pub const MAX_EDHOC_MESSAGE_LEN: usize = lakers::MAX_MESSAGE_SIZE_LEN;
 pub const MASTER_SECRET_LEN: usize = 16;
 /// Bytes of the OSCORE Master Salt EDHOC exports (RFC 9528 appendix A.1).
 pub const MASTER_SALT_LEN: usize = 8;
-
-type LinkCrypto = Crypto<SeededRng>;
 
 /// An EDHOC message to send.
 #[derive(Clone)]
@@ -50,9 +48,9 @@ impl core::fmt::Debug for EdhocMessage {
 
 /// Whether 32 bytes are the x-coordinate of a point on P-256.
 ///
-/// lakers-crypto-rustcrypto 0.8 panics in its ECDH on a peer's ephemeral key that is not on
-/// the curve (lakers issue 93); one flipped bit on the air would reset the token or stop the
-/// gateway. The link checks G_X and G_Y here before lakers sees them.
+/// lakers' ECDH has no way to fail (its reference backend panics on a point off the curve,
+/// lakers issue 93; this crate's backend returns a secret no MAC verifies with). The link
+/// checks G_X and G_Y here, so such a message is refused as malformed before lakers sees it.
 fn is_p256_x(x: &[u8]) -> bool {
     use p256::elliptic_curve::point::DecompressPoint;
     let Ok(x) = <&[u8; 32]>::try_from(x) else {
@@ -223,7 +221,7 @@ impl Initiator {
         gateway: &Credential,
     ) -> Result<(Initiator, EdhocMessage), HandshakeError> {
         let initiator = EdhocInitiator::new(
-            Crypto::new(SeededRng::new(seed)),
+            LinkCrypto::new(SeededRng::new(seed)),
             EDHOCMethod::StatStat,
             EDHOCSuite::CipherSuite2,
         );
@@ -308,7 +306,7 @@ impl Responder {
     ) -> Result<(Responder, EdhocMessage), HandshakeError> {
         let c_r = ConnId::from_slice(c_r).ok_or(HandshakeError::InvalidConnectionId)?;
         let responder = EdhocResponder::new(
-            Crypto::new(SeededRng::new(seed)),
+            LinkCrypto::new(SeededRng::new(seed)),
             EDHOCMethod::StatStat,
             identity.private_key_array(),
             identity.credential().inner,

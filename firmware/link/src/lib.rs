@@ -18,8 +18,9 @@
 //! On crates.io, `liboscore` binds a C library (a C toolchain for every target, its own
 //! CoAP message traits) and `oscore` is a new single-author crate bundling unrelated
 //! schemes. What jeton needs is one AEAD and one KDF on RustCrypto's `ccm`, `aes` and `hkdf`
-//! (the versions lakers already links, so the image carries one AES) and ~600 lines,
-//! checked against every vector of RFC 8613 appendix C.
+//! (the workspace's versions, which also serve lakers through the crate's own crypto
+//! backend, so the image carries one AES) and ~600 lines, checked against every vector of
+//! RFC 8613 appendix C.
 //!
 //! # Usage
 //!
@@ -88,6 +89,9 @@
 //! 6. A 4.01 without an OSCORE option ("Security context not found": the gateway restarted)
 //!    or [`OscoreError::SequenceExhausted`] means: run EDHOC again. The first protected request
 //!    of a context carries option 256 (the access token); later ones need not.
+//! 7. Observe notifications after the first carry the gateway's own Partial IV: order them
+//!    by it (`OscoreOption::parse` of the outer OSCORE option, [`PartialIv::sequence`]), not
+//!    by the outer Observe value, which travels unprotected (RFC 8613 §4.1.3.5.2).
 //!
 //! # Features
 //!
@@ -109,6 +113,7 @@
 )]
 
 pub mod credential;
+mod crypto_backend;
 pub mod edhoc;
 mod error;
 pub mod message;

@@ -10,11 +10,10 @@ pub(crate) struct Fifo<T: Zeroize + Default, const N: usize> {
 }
 
 impl<T: Zeroize + Default, const N: usize> Fifo<T, N> {
-    pub(crate) fn new() -> Self {
-        Self {
-            items: core::array::from_fn(|_| T::default()),
-            len: 0,
-        }
+    /// An empty list over `items`, which must be the zeroized (default) value each: a
+    /// constant, so that a large list can be made without a temporary copy of it.
+    pub(crate) const fn from_empty(items: [T; N]) -> Self {
+        Self { items, len: 0 }
     }
 
     pub(crate) const fn len(&self) -> usize {
@@ -39,6 +38,12 @@ impl<T: Zeroize + Default, const N: usize> Fifo<T, N> {
 
     pub(crate) fn iter(&self) -> core::slice::Iter<'_, T> {
         self.as_slice().iter()
+    }
+
+    /// Removes every entry, zeroizing the slots they held (the others are zeroized already).
+    pub(crate) fn clear(&mut self) {
+        self.as_mut_slice().iter_mut().for_each(Zeroize::zeroize);
+        self.len = 0;
     }
 
     /// Appends `item`; when full, the oldest entry is dropped first and `true` is returned.
@@ -110,7 +115,10 @@ impl<T: Zeroize + Default + Clone, const N: usize> Clone for Fifo<T, N> {
 
 impl<T: Zeroize + Default, const N: usize> Drop for Fifo<T, N> {
     fn drop(&mut self) {
-        self.zeroize();
+        // The slots past `len` are zeroized already (every way out of the list zeroizes
+        // the slot it frees), so only the live entries are wiped: a session's skipped-key
+        // list is 64 entries, mostly free.
+        self.clear();
     }
 }
 
@@ -120,7 +128,7 @@ mod tests {
 
     #[test]
     fn evicts_oldest_and_zeroizes_freed_slots() {
-        let mut f: Fifo<u32, 3> = Fifo::new();
+        let mut f: Fifo<u32, 3> = Fifo::from_empty([0; 3]);
         assert!(!f.push(1));
         f.push(2);
         f.push(3);
@@ -131,6 +139,11 @@ mod tests {
         assert_eq!(f.items[2], 0);
         f.retain(|&x| x != 3);
         assert_eq!(f.as_slice(), &[4]);
+        f.push(5);
+        f.clear();
+        assert!(f.is_empty());
+        assert_eq!(f.items, [0, 0, 0]);
+        f.push(4);
         assert!(f.remove_first(|&x| x == 4));
         assert!(f.is_empty());
         assert_eq!(f.items, [0, 0, 0]);

@@ -149,6 +149,12 @@ pub(crate) struct Curve25519Keypair {
 }
 
 impl Curve25519Keypair {
+    /// All zeros: the value of an unused slot in a list of keys (never used as a key).
+    pub(crate) const EMPTY: Self = Self {
+        secret: [0; 32],
+        public: Curve25519PublicKey([0; 32]),
+    };
+
     pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);

@@ -1,5 +1,7 @@
 //! jeton-olm: the [Olm] and [Megolm] ratchets of Matrix end-to-end encryption for `no_std`
-//! targets without a heap, byte-compatible with vodozemac and libolm.
+//! targets without a heap, byte-compatible with vodozemac and libolm, and the cryptography of
+//! SAS device verification ([`sas`]: key agreement, decimal and emoji strings, MACs,
+//! commitment).
 //!
 //! Every state is a fixed-size value whose capacities are consts; running into a capacity is
 //! an error value, never a panic. The caller passes the random number generator (any
@@ -53,6 +55,12 @@
 //! assert_eq!(&plaintext[..len], b"Hi!");
 //! # Ok::<(), Box<dyn core::error::Error>>(())
 //! ```
+//!
+//! A [`Session`](olm::Session) is about 3 KB (its skipped message keys). On a small stack,
+//! [`Account::create_outbound_session_in`](olm::Account::create_outbound_session_in),
+//! [`Account::create_inbound_session_in`](olm::Account::create_inbound_session_in) and
+//! [`Pickle::from_pickle_into`] build it in a caller's `Option<Session>` slot, overwriting
+//! (and zeroizing) what it held, instead of returning it by value through several frames.
 //!
 //! # Features
 //!

@@ -246,6 +246,24 @@ pub trait Pickle: format::PickleFormat {
     fn from_pickle(pickle: &mut [u8], pickle_key: &[u8; 32]) -> Result<Self, PickleError> {
         open(pickle, pickle_key, Self::TYPE_NAME, Self::decode)
     }
+
+    /// [`Pickle::from_pickle`] into `slot`, reusing its memory where the type allows (an Olm
+    /// [`Session`] is decoded in place, without a session-sized temporary: for small stacks).
+    /// On failure `slot` is emptied, and what it held zeroized.
+    fn from_pickle_into<'s>(
+        pickle: &mut [u8],
+        pickle_key: &[u8; 32],
+        slot: &'s mut Option<Self>,
+    ) -> Result<&'s mut Self, PickleError> {
+        let result = open(pickle, pickle_key, Self::TYPE_NAME, |d| {
+            Self::decode_into(d, slot)
+        });
+        if result.is_err() {
+            *slot = None;
+        }
+        result?;
+        slot.as_mut().ok_or(PickleError::InvalidContent)
+    }
 }
 
 pub(crate) mod format {
@@ -257,6 +275,15 @@ pub(crate) mod format {
         fn encode(&self, e: &mut super::Enc<'_>) -> super::EncResult;
 
         fn decode(d: &mut minicbor::Decoder<'_>) -> Result<Self, minicbor::decode::Error>;
+
+        /// Decodes into `slot`; a type whose temporaries would be large decodes in place.
+        fn decode_into(
+            d: &mut minicbor::Decoder<'_>,
+            slot: &mut Option<Self>,
+        ) -> Result<(), minicbor::decode::Error> {
+            *slot = Some(Self::decode(d)?);
+            Ok(())
+        }
     }
 }
 
@@ -292,20 +319,21 @@ fn decode_optional_key(d: &mut Decoder<'_>) -> Result<Option<StoredKey>, minicbo
     }
 }
 
-/// Reads an array of at most `N` items into a [`Fifo`].
-fn decode_fifo<T: Zeroize + Default, const N: usize>(
+/// Reads an array of at most `N` items into `fifo`, which is emptied (zeroized) first.
+fn decode_fifo_into<T: Zeroize + Default, const N: usize>(
     d: &mut Decoder<'_>,
+    fifo: &mut Fifo<T, N>,
     item: impl Fn(&mut Decoder<'_>) -> Result<T, minicbor::decode::Error>,
-) -> Result<Fifo<T, N>, minicbor::decode::Error> {
+) -> Result<(), minicbor::decode::Error> {
+    fifo.clear();
     let len = d.array()?.ok_or_else(|| invalid("indefinite array"))?;
     if len > N as u64 {
         return Err(invalid("more entries than the capacity"));
     }
-    let mut fifo = Fifo::new();
     for _ in 0..len {
         fifo.push(item(d)?);
     }
-    Ok(fifo)
+    Ok(())
 }
 
 impl<const N: usize> Pickle for Account<N> {
@@ -333,15 +361,22 @@ impl<const N: usize> PickleFormat for Account<N> {
 
     fn decode(d: &mut Decoder<'_>) -> Result<Self, minicbor::decode::Error> {
         schema(d)?;
-        Ok(Self {
+        let mut account = Self {
             signing_key: decode_signing_key(d)?,
             identity_key: decode_keypair(d)?,
-            one_time_keys: decode_fifo(d, decode_stored_key)?,
-            next_key_id: d.u32()?,
-            fallback_key: decode_optional_key(d)?,
-            previous_fallback_key: decode_optional_key(d)?,
-            next_fallback_key_id: d.u32()?,
-        })
+            one_time_keys: Fifo::from_empty([StoredKey::EMPTY; N]),
+            next_key_id: 0,
+            fallback_key: None,
+            previous_fallback_key: None,
+            next_fallback_key_id: 0,
+        };
+        // Into the account's own list: no list-sized temporary.
+        decode_fifo_into(d, &mut account.one_time_keys, decode_stored_key)?;
+        account.next_key_id = d.u32()?;
+        account.fallback_key = decode_optional_key(d)?;
+        account.previous_fallback_key = decode_optional_key(d)?;
+        account.next_fallback_key_id = d.u32()?;
+        Ok(account)
     }
 }
 
@@ -411,6 +446,15 @@ impl PickleFormat for Session {
     }
 
     fn decode(d: &mut Decoder<'_>) -> Result<Self, minicbor::decode::Error> {
+        let mut slot = None;
+        Self::decode_into(d, &mut slot)?;
+        slot.ok_or_else(|| invalid("no session"))
+    }
+
+    fn decode_into(
+        d: &mut Decoder<'_>,
+        slot: &mut Option<Self>,
+    ) -> Result<(), minicbor::decode::Error> {
         schema(d)?;
         let session_keys = SessionKeys {
             identity_key: Curve25519PublicKey(*bytes32(d)?),
@@ -430,7 +474,8 @@ impl PickleFormat for Session {
             },
             _ => return Err(invalid("unknown sending ratchet state")),
         };
-        let receiving = decode_fifo(d, |d| {
+        let session = Session::fill_slot(slot, session_keys, sending);
+        decode_fifo_into(d, &mut session.receiving, |d| {
             d.array()?;
             Ok(ReceiverChain {
                 ratchet_key: *bytes32(d)?,
@@ -438,7 +483,7 @@ impl PickleFormat for Session {
                 serial: d.u32()?,
             })
         })?;
-        let skipped = decode_fifo(d, |d| {
+        decode_fifo_into(d, &mut session.skipped, |d| {
             d.array()?;
             Ok(SkippedKey {
                 key: *bytes32(d)?,
@@ -446,13 +491,8 @@ impl PickleFormat for Session {
                 chain_serial: d.u32()?,
             })
         })?;
-        Ok(Session {
-            session_keys,
-            sending,
-            receiving,
-            skipped,
-            next_serial: d.u32()?,
-        })
+        session.next_serial = d.u32()?;
+        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@
 //! other `r0` path is `3` followed by its v1 enum, and five `/v3/` paths that v1 lacks take `3v`-`3z`.
 //! One v2 template has a literal where `w` has a parameter: `we` is `w` with the event type
 //! `m.room.encrypted` implied. Compression picks the matching template with the fewest parameters, so
-//! such a path always gets the shorter form.
+//! such a path always gets the shorter form. The media paths (upload, authenticated download, config) take
+//! `M` + a letter: `Mu`, `Md`, `Mc`.
 //!
 //! Paths are percent-encoded (RFC 3986). Parameters are decoded and re-encoded canonically: every byte
 //! except the unreserved characters `A-Z a-z 0-9 - . _ ~` becomes `%XX` (upper-case hex), so
@@ -22,7 +23,7 @@ use crate::TableVersion;
 pub const V1_PATH_COUNT: usize = 57;
 
 /// Every path enum with its template, in table order: the first [`V1_PATH_COUNT`] are MSC3079 v1.
-pub static COAP_PATHS: [(&str, &str); 119] = [
+pub static COAP_PATHS: [(&str, &str); 122] = [
     // MSC3079 v1, Appendix B (57 enums). Never change these.
     ("0", "/_matrix/client/versions"),
     ("1", "/_matrix/client/r0/login"),
@@ -187,6 +188,14 @@ pub static COAP_PATHS: [(&str, &str); 119] = [
         "we",
         "/_matrix/client/v3/rooms/{roomId}/send/m.room.encrypted/{txnId}",
     ),
+    // Media (encrypted attachments): `M` + a letter, so the media family stays together. Their bodies are
+    // raw bytes, never CBOR (PROFILE.md section 7).
+    ("Mu", "/_matrix/media/v3/upload"),
+    (
+        "Md",
+        "/_matrix/client/v1/media/download/{serverName}/{mediaId}",
+    ),
+    ("Mc", "/_matrix/client/v1/media/config"),
 ];
 
 /// Why a path could not be translated.
@@ -590,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn enums_and_templates_are_unique_and_v2_paths_are_v3_or_unversioned() {
+    fn enums_and_templates_are_unique_and_v2_paths_are_v3_or_media() {
         for (index, (code, template)) in COAP_PATHS.iter().enumerate() {
             assert_eq!(
                 COAP_PATHS.iter().filter(|(c, _)| c == code).count(),
@@ -600,7 +609,17 @@ mod tests {
             assert_eq!(COAP_PATHS.iter().filter(|(_, t)| t == template).count(), 1);
             assert!(code.bytes().all(is_unreserved), "{code} needs no escaping");
             if index >= V1_PATH_COUNT {
-                assert!(template.starts_with("/_matrix/client/v3/"), "{template}");
+                let media = code.starts_with('M');
+                assert_eq!(
+                    media,
+                    template.starts_with("/_matrix/media/v3/")
+                        || template.starts_with("/_matrix/client/v1/media/"),
+                    "{code} {template}"
+                );
+                assert!(
+                    media || template.starts_with("/_matrix/client/v3/"),
+                    "{template}"
+                );
                 assert!(code.len() <= 2);
             }
         }
@@ -631,6 +650,25 @@ mod tests {
                 found: 1
             })
         );
+    }
+
+    #[test]
+    fn media_paths_take_the_m_enums() {
+        assert_eq!(
+            compressed("/_matrix/media/v3/upload?filename=a%20b.txt", V2).unwrap(),
+            "/Mu?filename=a%20b.txt"
+        );
+        assert_eq!(
+            expanded_segments(&["Md", "example.org", "AbC123"], V2).unwrap(),
+            "/_matrix/client/v1/media/download/example.org/AbC123"
+        );
+        assert_eq!(
+            compressed("/_matrix/client/v1/media/config", V2).unwrap(),
+            "/Mc"
+        );
+        // The unauthenticated v3 download is deprecated: no enum, forwarded as it is.
+        let legacy = "/_matrix/media/v3/download/example.org/AbC123";
+        assert_eq!(compressed(legacy, V2).unwrap(), legacy);
     }
 
     #[test]
@@ -709,6 +747,7 @@ mod tests {
         for path in [
             "/_matrix/client/v3/rooms/!r:s/unknown_thing",
             "/_matrix/media/v3/config",
+            "/_matrix/client/v1/media/thumbnail/s/m",
             "/",
             "/_matrix/client/r0/sync/extra",
             "/%zz",
@@ -719,6 +758,11 @@ mod tests {
         assert_eq!(
             expanded_segments(&["_matrix", "client", "v1", "media", "config"], V2).unwrap(),
             "/_matrix/client/v1/media/config"
+        );
+        assert_eq!(
+            expanded_segments(&["Mc"], V1).unwrap(),
+            "/Mc",
+            "media enums are v2 only"
         );
         assert_eq!(expanded_segments(&[], V2).unwrap(), "/");
     }

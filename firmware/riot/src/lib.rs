@@ -14,6 +14,10 @@
 //! arrived and its due timeout, and runs the shell command waiting in the command slot; it
 //! sleeps 10 ms between turns. RIOT's shell runs in its own thread and hands every token
 //! command to the main thread. Events print one per line as `jeton-sim` prints them.
+//!
+//! The `Token` and the other large buffers are statics, the `Token` built in place by
+//! jeton-core's `Token::new_in`, so that the main thread's stack holds only the event loop
+//! and the crypto (riot-sys-config/README.md, "Stack sizes").
 
 //! # Usage
 //!
@@ -55,9 +59,12 @@ mod rng;
 mod store;
 mod udp;
 
+use core::mem::MaybeUninit;
+
 use jeton_core::platform::Clock;
 use riot_wrappers::socket_embedded_nal::Stack;
 use riot_wrappers::{println, riot_main};
+use static_cell::StaticCell;
 
 riot_main!(main);
 
@@ -68,21 +75,28 @@ const SHELL_STACKSIZE: usize = match option_env!("JETON_SHELL_STACKSIZE") {
 };
 
 const fn parse_usize(text: &str) -> usize {
-    let bytes = text.as_bytes();
+    let mut rest = text.as_bytes();
     let mut value = 0usize;
-    let mut index = 0;
-    while index < bytes.len() {
-        value = value * 10 + (bytes[index] - b'0') as usize;
-        index += 1;
+    while let [digit, tail @ ..] = rest {
+        value = value * 10 + (*digit - b'0') as usize;
+        rest = tail;
     }
     value
 }
 
+// The token's state, the shell thread's stack and the datagram buffer are statics, so that
+// the main thread's stack holds only what the event loop and the crypto need (see "Stack
+// sizes" in riot-sys-config/README.md). Each is taken once, by `main`.
+static FLASH: StaticCell<Result<flash::Flash, flash::FlashError>> = StaticCell::new();
+static TOKEN: StaticCell<matrix::FirmwareToken<'static>> = StaticCell::new();
+static SHELL_STACK: StaticCell<[u8; SHELL_STACKSIZE]> = StaticCell::new();
+static DATAGRAM: StaticCell<[u8; matrix::DATAGRAM_BYTES]> = StaticCell::new();
+
 fn main() {
     board::init_main_msg_queue();
     let clock = clock::MonotonicClock::new();
-    let flash = flash::Flash::open();
-    let boot = match &flash {
+    let flash: &'static _ = FLASH.init(flash::Flash::open());
+    let boot = match flash {
         Ok(flash) => store::count_boot(flash),
         Err(err) => Err(store::BootCountError::Flash(*err)),
     };
@@ -92,14 +106,14 @@ fn main() {
     stack.run(|accessor| {
         let mut device = commands::Device {
             clock: clock::MonotonicClock::new(),
-            flash: &flash,
+            flash,
             socket: udp::TokenSocket::bind(accessor),
             panel: panel::Panel::open(),
             boot,
         };
         println!("jeton token booting");
         device.print_status();
-        let mut token = boot_token(&flash, &clock);
+        let mut token = boot_token(TOKEN.uninit(), flash, &clock);
         let mut gateway_store = flash
             .as_ref()
             .ok()
@@ -116,7 +130,8 @@ fn main() {
             Err(err) => println!("matrix: unavailable: {err}"),
         }
         println!("type `help` for the token's commands");
-        let mut shell_stack = [0u8; SHELL_STACKSIZE];
+        let shell_stack = SHELL_STACK.init_with(|| [0; SHELL_STACKSIZE]);
+        let datagram = DATAGRAM.init_with(|| [0; matrix::DATAGRAM_BYTES]);
         let mut shell = || commands::run_shell();
         // The shell runs one priority below the event loop, which sleeps between its turns.
         let priority = riot_wrappers::thread::get_pid()
@@ -125,7 +140,7 @@ fn main() {
             .saturating_add(1);
         riot_wrappers::thread::scope(|threads| {
             if let Err(err) = threads.spawn(
-                &mut shell_stack,
+                shell_stack,
                 &mut shell,
                 riot_wrappers::cstr::cstr!("shell"),
                 priority,
@@ -133,6 +148,7 @@ fn main() {
             ) {
                 println!("error the shell thread did not start ({err})");
             }
+            let mut button_was_pressed = false;
             loop {
                 matrix::take_command(|line| {
                     // The indicator is lit while the token works on a command.
@@ -178,8 +194,24 @@ fn main() {
                     }
                     device.panel.indicate(false);
                 });
+                // The button, on its press: accept a verification, or confirm that the numbers
+                // match (the `confirm` command).
+                let pressed = matches!(device.panel.button(), panel::ButtonState::Pressed);
+                if pressed
+                    && !button_was_pressed
+                    && let Ok(token) = token.as_mut()
+                {
+                    match token.confirm_verification(clock.now()) {
+                        Ok(()) => println!("button confirm"),
+                        Err(jeton_core::matrix::CommandError::NoVerification) => {}
+                        Err(err) => println!("error {err}"),
+                    }
+                }
+                button_was_pressed = pressed;
                 let pause = match (token.as_mut(), device.socket.as_mut()) {
-                    (Ok(token), Ok(socket)) => matrix::turn(token, socket, gateway, &clock),
+                    (Ok(token), Ok(socket)) => {
+                        matrix::turn(token, socket, gateway, &clock, datagram)
+                    }
                     _ => 10,
                 };
                 clock.sleep_ms(pause);
@@ -188,17 +220,23 @@ fn main() {
     });
 }
 
-/// The Matrix client from what the store holds (a new Olm account on the first boot).
+/// The Matrix client from what the store holds (a new Olm account on the first boot), built
+/// in `slot`. Not inlined: what the boot needs on the stack (the storage key, the account
+/// while it is made or read, the largest field on its way into `slot`) is gone before the
+/// event loop runs.
+#[inline(never)]
 fn boot_token<'f>(
+    slot: &'f mut MaybeUninit<matrix::FirmwareToken<'f>>,
     flash: &'f Result<flash::Flash, flash::FlashError>,
     clock: &clock::MonotonicClock,
-) -> Result<matrix::FirmwareToken<'f>, BootError> {
+) -> Result<&'f mut matrix::FirmwareToken<'f>, BootError> {
     let flash = flash.as_ref().map_err(|err| BootError::Flash(*err))?;
     let key = identity::storage_key(flash).map_err(BootError::StorageKey)?;
     let rng = rng::HardwareRng::new().map_err(BootError::Rng)?;
     let store = store::RecordStore::open(flash).map_err(BootError::Flash)?;
     let config = jeton_core::matrix::Config::new(*key);
-    jeton_core::matrix::Token::new(config, rng, store, matrix::ConsoleUi::new(), clock.now())
+    let ui = matrix::ConsoleUi;
+    jeton_core::matrix::Token::new_in(slot, config, rng, store, ui, clock.now())
         .map_err(BootError::Token)
 }
 

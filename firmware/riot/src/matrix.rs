@@ -30,6 +30,9 @@ pub(crate) const GATEWAY: RecordId = 0xF002;
 /// riot-sys-config/jeton.mk): link-local addresses go out on the first interface.
 const DEFAULT_GATEWAY_PORT: u16 = 5683;
 
+/// The largest datagram the token sends or receives (IPv6's minimum MTU).
+pub(crate) const DATAGRAM_BYTES: usize = 1280;
+
 /// Longest shell line the command slot carries.
 pub(crate) const LINE_CAPACITY: usize = 512;
 
@@ -245,27 +248,23 @@ struct RoomLog {
     count: usize,
 }
 
+/// The recent messages `log` shows: a static rather than part of [`ConsoleUi`], so that the
+/// UI that moves into the token at boot is small (only the main thread uses it).
+static LOGS: Mutex<[Option<RoomLog>; LOG_ROOMS]> = Mutex::new([None; LOG_ROOMS]);
+
 /// Prints UI events one per line, as `jeton-sim` does, and keeps the recent messages of the
-/// first [`LOG_ROOMS`] rooms for `log`.
+/// first [`LOG_ROOMS`] rooms for `log` (in [`LOGS`]).
 #[derive(Debug)]
-pub(crate) struct ConsoleUi {
-    logs: [Option<RoomLog>; LOG_ROOMS],
-}
+pub(crate) struct ConsoleUi;
 
 impl ConsoleUi {
-    pub(crate) const fn new() -> Self {
-        Self {
-            logs: [None; LOG_ROOMS],
-        }
-    }
-
     fn remember(&mut self, room_id: &str, sender: &str, body: &str) {
-        let index = self
-            .logs
+        let mut logs = LOGS.lock();
+        let index = logs
             .iter()
             .position(|log| log.is_some_and(|log| log.room_id.as_str() == room_id))
-            .or_else(|| self.logs.iter().position(Option::is_none));
-        let Some(log) = index.and_then(|index| self.logs.get_mut(index)) else {
+            .or_else(|| logs.iter().position(Option::is_none));
+        let Some(log) = index.and_then(|index| logs.get_mut(index)) else {
             return;
         };
         let log = log.get_or_insert_with(|| {
@@ -290,7 +289,7 @@ impl ConsoleUi {
 
     /// `log [room]`: `log <room> <sender>: <body>` lines, oldest first.
     pub(crate) fn print_log(&self, room: Option<&str>) {
-        for log in self.logs.iter().flatten() {
+        for log in LOGS.lock().iter().flatten() {
             let id = log.room_id.as_str();
             if room.is_none_or(|room| room == id) {
                 for line in log.lines.iter().take(log.count) {
@@ -427,27 +426,26 @@ pub(crate) fn print_status(token: &FirmwareToken<'_>) {
 }
 
 /// One turn of the event loop: sends what the token wants sent, feeds it what arrived and
-/// its timeout. Returns how long the loop may sleep before the next turn (at most 10 ms,
+/// its timeout (`datagram` holds each datagram in turn, either way). Returns how long the loop may sleep before the next turn (at most 10 ms,
 /// since commands and datagrams are polled).
 pub(crate) fn turn(
     token: &mut FirmwareToken<'_>,
     socket: &mut crate::udp::TokenSocket<'_>,
     gateway: SocketAddr,
     clock: &MonotonicClock,
+    datagram: &mut [u8; DATAGRAM_BYTES],
 ) -> u32 {
-    let mut datagram = [0u8; 1280];
-    while let Some(len) = token.poll_transmit(clock.now(), &mut datagram) {
-        if let Some(bytes) = datagram.get(..len) {
-            if let Err(err) = socket.send_to(gateway, bytes) {
-                println!("error udp send to the gateway: {err}");
-            }
+    while let Some(len) = token.poll_transmit(clock.now(), datagram) {
+        if let Some(bytes) = datagram.get(..len)
+            && let Err(err) = socket.send_to(gateway, bytes)
+        {
+            println!("error udp send to the gateway: {err}");
         }
     }
-    let mut received = [0u8; 1280];
     loop {
-        match socket.try_receive(&mut received) {
+        match socket.try_receive(datagram) {
             Ok(Some((len, from))) if is_from(gateway, from) => {
-                if let Some(bytes) = received.get(..len) {
+                if let Some(bytes) = datagram.get(..len) {
                     token.handle_datagram(bytes, clock.now());
                 }
             }

@@ -23,6 +23,7 @@ use embedded_storage_async::nor_flash::{
     ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
 use jeton_core::store::{MAX_RECORD_SIZE, RecordId, Store, StoreError};
+use riot_wrappers::mutex::Mutex;
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage};
 
@@ -39,6 +40,12 @@ const SECTOR_SIZE: u32 = 4096;
 const PAGE_SIZE: u32 = 2 * SECTOR_SIZE;
 /// A key (2 bytes) and the largest record, rounded up to the write size.
 const ITEM_BUFFER: usize = MAX_RECORD_SIZE + 8;
+
+/// The buffer sequential-storage reads and writes an item through, shared by every
+/// [`RecordStore`]: a static rather than 4 KiB more on the stack of each store operation,
+/// which sits at the deepest point of the token's calls. Only the main thread uses the store,
+/// so the lock is never contended.
+static ITEM: Mutex<[u8; ITEM_BUFFER]> = Mutex::new([0; ITEM_BUFFER]);
 
 impl NorFlashError for FlashError {
     fn kind(&self) -> NorFlashErrorKind {
@@ -149,9 +156,9 @@ impl<'f> RecordStore<'f> {
 
 impl Store for RecordStore<'_> {
     fn get(&mut self, id: RecordId, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
-        let mut buffer = [0u8; ITEM_BUFFER];
+        let mut buffer = ITEM.lock();
         let found =
-            block_on(self.map.fetch_item::<&[u8]>(&mut buffer, &id)).map_err(store_error)?;
+            block_on(self.map.fetch_item::<&[u8]>(&mut *buffer, &id)).map_err(store_error)?;
         let Some(value) = found else {
             return Ok(None);
         };
@@ -166,13 +173,13 @@ impl Store for RecordStore<'_> {
         if data.len() > MAX_RECORD_SIZE {
             return Err(StoreError::TooLarge);
         }
-        let mut buffer = [0u8; ITEM_BUFFER];
-        block_on(self.map.store_item(&mut buffer, &id, &data)).map_err(store_error)
+        let mut buffer = ITEM.lock();
+        block_on(self.map.store_item(&mut *buffer, &id, &data)).map_err(store_error)
     }
 
     fn remove(&mut self, id: RecordId) -> Result<(), StoreError> {
-        let mut buffer = [0u8; ITEM_BUFFER];
-        block_on(self.map.remove_item(&mut buffer, &id)).map_err(store_error)
+        let mut buffer = ITEM.lock();
+        block_on(self.map.remove_item(&mut *buffer, &id)).map_err(store_error)
     }
 }
 

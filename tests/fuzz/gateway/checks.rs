@@ -72,7 +72,7 @@ fn respond(core: &mut Transport, actions: Vec<Action>, variant: usize, now: Inst
 
 fn outcome(variant: usize) -> UpstreamOutcome {
     let response = |status: u16, body: &str| {
-        UpstreamOutcome::Response(UpstreamResponse { status, retry_after: None, body: body.as_bytes().to_vec() })
+        UpstreamOutcome::Response(UpstreamResponse { status, retry_after: None, body: body.as_bytes().to_vec(), content_type: None })
     };
     match variant % 6 {
         0 => response(200, r#"{"next_batch":"s2","rooms":{"join":{}},"pad":"0123456789012345678901234567890123456789012345678901234567890123456789"}"#),

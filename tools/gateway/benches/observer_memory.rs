@@ -40,6 +40,7 @@ fn core_only(observers: usize) {
         status: 200,
         retry_after: None,
         body: br#"{"next_batch":"s1","rooms":{}}"#.to_vec(),
+        content_type: None,
     });
     for i in 0..observers {
         let token = (i as u32).to_be_bytes();

@@ -111,6 +111,12 @@ pub struct Cli {
     /// [default: 2]
     #[arg(long, env = "JETON_GATEWAY_BLOCKWISE_PER_PEER", value_name = "N")]
     pub blockwise_per_peer: Option<usize>,
+    /// Largest media upload (after Block1 assembly) and media download relayed; a media upload
+    /// beyond it gets 4.13 with Size1, a download 5.02. The media config a client reads
+    /// (m.upload.size) is lowered to it. Each transfer in progress holds its file in memory, at
+    /// most blockwise-per-peer of them per peer. [default: 16777216]
+    #[arg(long, env = "JETON_GATEWAY_MAX_MEDIA_BODY", value_name = "BYTES")]
+    pub max_media_body: Option<usize>,
     /// On SIGINT/SIGTERM, wait at most this long for in-flight requests. [default: 10]
     #[arg(long, env = "JETON_GATEWAY_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
     pub shutdown_grace_secs: Option<u64>,
@@ -268,6 +274,10 @@ impl Config {
                 .blockwise_per_peer
                 .or(file.blockwise_per_peer)
                 .unwrap_or(d.blockwise_per_peer),
+            max_media_body: cli
+                .max_media_body
+                .or(file.max_media_body)
+                .unwrap_or(d.max_media_body),
         };
         if crate::message::szx_for_size(limits.block_size).is_none() {
             return Err(ConfigError::Invalid(
@@ -360,7 +370,7 @@ mod tests {
         let path = dir.join("gateway.toml");
         std::fs::write(
             &path,
-            "homeserver = \"http://file:8008\"\nmax_observers = 7\nblock_size = 256\n",
+            "homeserver = \"http://file:8008\"\nmax_observers = 7\nblock_size = 256\nmax_media_body = 1048576\n",
         )
         .unwrap();
         let cli = Cli::try_parse_from([
@@ -375,6 +385,7 @@ mod tests {
         assert_eq!(config.homeserver, "http://file:8008");
         assert_eq!(config.limits.max_observers, 7);
         assert_eq!(config.limits.block_size, 512, "the flag wins over the file");
+        assert_eq!(config.limits.max_media_body, 1024 * 1024);
         assert_eq!(
             config.limits.dedup_per_peer,
             Limits::default().dedup_per_peer

@@ -33,6 +33,7 @@ pub mod config;
 pub mod limits;
 pub mod link;
 pub mod link_credentials;
+pub mod media;
 pub mod message;
 pub mod metrics;
 pub mod profile;

@@ -42,6 +42,8 @@ pub struct Limits {
     pub dedup_per_peer: usize,
     /// Blockwise transfers (Block1 assemblies plus stored Block2 bodies) per peer.
     pub blockwise_per_peer: usize,
+    /// Largest media upload (after Block1 assembly) and media download the gateway relays.
+    pub max_media_body: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +66,7 @@ impl Default for Limits {
             blockwise_timeout: Duration::from_secs(60),
             dedup_per_peer: 32,
             blockwise_per_peer: 2,
+            max_media_body: 16 * 1024 * 1024,
         }
     }
 }

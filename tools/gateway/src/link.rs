@@ -632,11 +632,12 @@ impl Link {
         if conflict || echo_required {
             // Contexts here live in RAM and start with a fresh replay window, so the Echo
             // case does not arise; both answers go out protected.
-            let refusal = error_reply(
-                packet,
-                code::UNAUTHORIZED,
-                b"another access token is bound to this OSCORE context: run EDHOC again",
-            );
+            let why: &[u8] = if conflict {
+                b"another access token is bound to this OSCORE context: run EDHOC again"
+            } else {
+                b"the replay window of this context was lost: run EDHOC again"
+            };
+            let refusal = error_reply(packet, code::UNAUTHORIZED, why);
             return self
                 .on_send(virtual_peer, refusal)
                 .map_or(Inbound::Drop, |(_, datagram)| Inbound::Reply(datagram));
@@ -1001,6 +1002,21 @@ mod tests {
             pair.link.on_datagram(peer, &wire, now),
             Inbound::Deliver(..)
         ));
+    }
+
+    #[test]
+    fn a_lost_context_is_reported_so_the_token_runs_edhoc_again() {
+        // The token's context from before a gateway restart: the new gateway has none.
+        let mut before = pair(true);
+        let now = Instant::now();
+        let mut client = handshake(&mut before, now);
+        let mut after = pair(true);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let (wire, _) = protected_get(&mut client, 40, b"tk", &[(11, b"versions")]);
+        let reply = reply_of(after.link.on_datagram(peer, &wire, now));
+        assert_eq!(u8::from(reply.header.code), code::UNAUTHORIZED);
+        assert_eq!(reply.payload, b"Security context not found");
+        assert!(reply.get_option(CoapOption::from(OSCORE_OPTION)).is_none());
     }
 
     #[test]

@@ -45,8 +45,13 @@ pub struct UpstreamRequest {
     pub path_and_query: String,
     /// Sent as `Authorization: Bearer`.
     pub access_token: Option<AccessToken>,
-    /// JSON body, sent with `Content-Type: application/json`.
+    /// The body: JSON, sent with `Content-Type: application/json`, unless `content_type` says
+    /// otherwise (a media upload's file bytes).
     pub json_body: Option<Vec<u8>>,
+    /// The `Content-Type` of a body that is not JSON (media uploads).
+    pub content_type: Option<String>,
+    /// A response limit other than the configured `max_response_body` (media downloads).
+    pub max_response_body: Option<usize>,
     /// Give up (and answer 5.04) after this long.
     pub timeout: Duration,
 }
@@ -61,6 +66,7 @@ impl core::fmt::Debug for UpstreamRequest {
             )
             .field("access_token", &self.access_token)
             .field("json_body_len", &self.json_body.as_ref().map(Vec::len))
+            .field("content_type", &self.content_type)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -86,8 +92,10 @@ pub struct UpstreamResponse {
     pub status: u16,
     /// From the `Retry-After` header.
     pub retry_after: Option<Duration>,
-    /// The body (JSON for every Matrix endpoint).
+    /// The body (JSON for every Matrix endpoint, the file for a media download).
     pub body: Vec<u8>,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
 }
 
 /// A CoAP response before it gets a header: code, options that depend on content, payload.
@@ -180,6 +188,13 @@ pub enum Route {
     Versions,
     /// A `/sync` response: under v2 CBOR, what carries nothing is left out (PROFILE.md section 3.3).
     Sync,
+    /// A media download: a success body is the file, passed through as bytes.
+    MediaDownload,
+    /// The media configuration: `m.upload.size` lowered to the gateway's media limit.
+    MediaConfig {
+        /// The gateway's media body limit.
+        upload_limit: usize,
+    },
     /// Anything else: transcoded as it is.
     Other,
 }
@@ -219,6 +234,16 @@ pub fn translate_response(
         }
     };
     let coap_code = status_to_code(response.status, method);
+    if route == Route::MediaDownload && (200..300).contains(&response.status) {
+        return ResponseContent {
+            code: coap_code,
+            max_age: None,
+            content_format: Some(crate::media::content_format(
+                response.content_type.as_deref().unwrap_or_default(),
+            )),
+            payload: response.body.clone(),
+        };
+    }
     let mut value: Option<Value> = if response.body.is_empty() {
         None
     } else {
@@ -237,6 +262,12 @@ pub fn translate_response(
         && let Some(value) = value.as_mut()
     {
         profile::prune_sync_response(value);
+    }
+    if let Route::MediaConfig { upload_limit } = route
+        && coap_code == code::CONTENT
+        && let Some(value) = value.as_mut()
+    {
+        crate::media::clamp_upload_size(value, upload_limit);
     }
     let max_age =
         (coap_code == code::TOO_MANY_REQUESTS).then(|| retry_after_secs(response, value.as_ref()));
@@ -335,6 +366,7 @@ mod tests {
             status,
             retry_after: None,
             body: body.as_bytes().to_vec(),
+            content_type: None,
         })
     }
 
@@ -393,6 +425,7 @@ mod tests {
             status: 429,
             retry_after: Some(Duration::from_secs(7)),
             body: body.as_bytes().to_vec(),
+            content_type: None,
         });
         assert_eq!(
             translate_response(&with_header, &http::Method::POST, JSON, Route::Other).max_age,
@@ -450,6 +483,42 @@ mod tests {
     }
 
     #[test]
+    fn media_downloads_pass_bytes_through_and_errors_are_transcoded() {
+        let cbor = Encoding {
+            cbor: true,
+            version: TableVersion::V2,
+        };
+        // A file that happens to be JSON stays the same bytes.
+        let file = UpstreamOutcome::Response(UpstreamResponse {
+            status: 200,
+            retry_after: None,
+            body: br#"{"a": 1}"#.to_vec(),
+            content_type: Some("application/json".into()),
+        });
+        let r = translate_response(&file, &http::Method::GET, cbor, Route::MediaDownload);
+        assert_eq!(r.payload, br#"{"a": 1}"#);
+        assert_eq!(r.content_format, Some(CONTENT_FORMAT_JSON));
+        let missing = r#"{"errcode":"M_NOT_FOUND","error":"Not found"}"#;
+        let r = translate_response(
+            &response(404, missing),
+            &http::Method::GET,
+            cbor,
+            Route::MediaDownload,
+        );
+        assert_eq!(code::dotted(r.code), "4.04");
+        let back = profile::cbor_to_json(&r.payload, TableVersion::V2).unwrap();
+        assert_eq!(back["errcode"], "M_NOT_FOUND");
+        let config = translate_response(
+            &response(200, r#"{"m.upload.size":52428800}"#),
+            &http::Method::GET,
+            cbor,
+            Route::MediaConfig { upload_limit: 4096 },
+        );
+        let back = profile::cbor_to_json(&config.payload, TableVersion::V2).unwrap();
+        assert_eq!(back["m.upload.size"], 4096);
+    }
+
+    #[test]
     fn bearer_prefix_is_optional_and_debug_redacts() {
         let a = AccessToken::from_option(b"Bearer syt_abc").unwrap();
         let b = AccessToken::from_option(b"syt_abc").unwrap();
@@ -466,6 +535,8 @@ mod tests {
             path_and_query: "/_matrix/client/v3/login?access_token=syt_q".into(),
             access_token: AccessToken::from_option(b"syt_secret"),
             json_body: Some(br#"{"password":"hunter2"}"#.to_vec()),
+            content_type: None,
+            max_response_body: None,
             timeout: Duration::from_secs(1),
         };
         let shown = format!("{request:?}");

@@ -18,6 +18,7 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use serde_json::Value;
 
 use crate::limits::Limits;
+use crate::media::MediaRoute;
 use crate::message::{self, BlockValue, code};
 use crate::metrics::Metrics;
 use crate::profile::{self, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
@@ -104,7 +105,8 @@ struct StoredBody {
     /// For a notification body: the observed path, so that block follow-ups find it even if
     /// their query differs from the registration's (for example an updated `since`).
     notification_path: Option<String>,
-    content: ResponseContent,
+    /// Shared, so that serving one block of a large file does not copy the whole file.
+    content: std::sync::Arc<ResponseContent>,
     expires: Instant,
 }
 
@@ -251,6 +253,9 @@ struct Incoming {
     token: Vec<u8>,
     confirmable: bool,
     encoding: Encoding,
+    /// The body limit that applies to this request (the Size1 of a 4.13): `max_body`, or
+    /// `max_media_body` for a media upload.
+    body_limit: usize,
 }
 
 impl Transport {
@@ -568,6 +573,7 @@ impl Transport {
                 cbor: false,
                 version: TableVersion::V1,
             },
+            body_limit: self.limits.max_body,
         };
         if let Err(content) = self.handle_request(&mut incoming, packet, method, now, actions) {
             let label = "-".to_owned();
@@ -674,7 +680,7 @@ impl Transport {
                     .map_err(|_| bad(incoming, "A Uri-Path segment is not UTF-8."))?,
             );
         }
-        let mut query = Vec::new();
+        let mut query: Vec<String> = Vec::new();
         for q in packet
             .get_option(CoapOption::UriQuery)
             .into_iter()
@@ -688,6 +694,33 @@ impl Transport {
         }
         let path = profile::expand_segments(segments.iter().copied(), incoming.encoding.version)
             .map_err(|e| refuse(incoming, code::NOT_FOUND, "M_UNRECOGNIZED", &e.to_string()))?;
+        let media = MediaRoute::of_path(&path);
+        let mut content_type = None;
+        if media == Some(MediaRoute::Upload) {
+            incoming.body_limit = self.limits.max_media_body;
+            // No Content-Format: octet-stream; one the gateway has no type for: refused below.
+            content_type = match content_format {
+                None => Some(crate::media::OCTET_STREAM),
+                Some(cf) => u16::try_from(cf).ok(),
+            }
+            .and_then(crate::media::media_type)
+            .map(str::to_owned);
+            if let Some(named) = query.iter().find_map(|q| {
+                q.strip_prefix(crate::media::CONTENT_TYPE_QUERY)?
+                    .strip_prefix('=')
+            }) {
+                content_type = Some(named.to_owned());
+            }
+            if content_type.is_none() {
+                return Err(refuse(
+                    incoming,
+                    code::UNSUPPORTED_CONTENT_FORMAT,
+                    "M_UNKNOWN",
+                    "The gateway knows no media type for this Content-Format; name it in the content_type query.",
+                ));
+            }
+            query.retain(|q| !is_param(q, crate::media::CONTENT_TYPE_QUERY));
+        }
         let route = translate::route_label(&path);
         let key = format!(
             "{http_method} {path}?{} a={} v={}",
@@ -734,7 +767,7 @@ impl Transport {
             };
             if let Some(stored) = stored.and_then(|i| peer.block2.get_mut(i)) {
                 stored.expires = now + self.limits.blockwise_timeout;
-                let content = stored.content.clone();
+                let content = std::sync::Arc::clone(&stored.content);
                 self.metrics
                     .blockwise
                     .get_or_create(&crate::metrics::BlockLabels { kind: "block2" })
@@ -772,7 +805,15 @@ impl Transport {
             );
         }
 
-        let body = self.request_body(incoming, &packet, block1, &key, content_format, now)?;
+        let body = self.request_body(
+            incoming,
+            &packet,
+            block1,
+            &key,
+            // A media upload is the file's bytes: never transcoded, whatever its format.
+            content_format.filter(|_| media != Some(MediaRoute::Upload)),
+            now,
+        )?;
         let Some(body) = body else {
             // A Block1 block that is not the last one: 2.31 Continue.
             let echo = block1.map(|b| BlockValue {
@@ -852,6 +893,9 @@ impl Transport {
             path_and_query,
             access_token,
             json_body: body,
+            content_type,
+            max_response_body: (media == Some(MediaRoute::Download))
+                .then_some(self.limits.max_media_body),
             timeout: self.limits.upstream_timeout,
         };
         let context = ClientContext {
@@ -863,6 +907,12 @@ impl Transport {
                 translate::Route::Versions
             } else if is_sync {
                 translate::Route::Sync
+            } else if media == Some(MediaRoute::Download) {
+                translate::Route::MediaDownload
+            } else if media == Some(MediaRoute::Config) {
+                translate::Route::MediaConfig {
+                    upload_limit: self.limits.max_media_body,
+                }
             } else {
                 translate::Route::Other
             },
@@ -912,10 +962,9 @@ impl Transport {
                 "The request body is larger than the gateway accepts.",
             )
         };
+        let limit = incoming.body_limit;
         let announced = uint(packet, 60).ok().flatten();
-        if announced.is_some_and(|n| n > self.limits.max_body as u64)
-            || packet.payload.len() > self.limits.max_body
-        {
+        if announced.is_some_and(|n| n > limit as u64) || packet.payload.len() > limit {
             return Err(too_large(incoming));
         }
         let peer = self
@@ -959,6 +1008,15 @@ impl Transport {
                     ));
                 };
                 let assembly = peer.block1.get_mut(pos).ok_or_else(|| internal(incoming))?;
+                // The block just taken, sent again under a new message id because every answer
+                // to it was lost: the client gets its 2.31 again instead of starting over.
+                let repeated = b.more
+                    && b.offset() + packet.payload.len() == assembly.body.len()
+                    && assembly.body.get(b.offset()..) == Some(packet.payload.as_slice());
+                if repeated {
+                    assembly.expires = now + self.limits.blockwise_timeout;
+                    return Ok(None);
+                }
                 if b.offset() != assembly.body.len() {
                     peer.block1.remove(pos);
                     return Err(refuse(
@@ -968,7 +1026,7 @@ impl Transport {
                         "Block1 block out of order; start again at block 0.",
                     ));
                 }
-                if assembly.body.len() + packet.payload.len() > self.limits.max_body {
+                if assembly.body.len() + packet.payload.len() > limit {
                     peer.block1.remove(pos);
                     return Err(too_large(incoming));
                 }
@@ -1030,7 +1088,7 @@ impl Transport {
         tracing::debug!(peer = %addr, route, code = %code::dotted(content.code), bytes = content.payload.len(), "answered");
         let (num, szx) = reply.block2.unwrap_or((0, self.own_szx));
         let blockwise_timeout = self.limits.blockwise_timeout;
-        let max_body = self.limits.max_body;
+        let max_body = incoming.body_limit;
         let blockwise_per_peer = self.limits.blockwise_per_peer;
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
@@ -1145,6 +1203,7 @@ impl Transport {
             token: ctx.token.clone(),
             confirmable,
             encoding: ctx.encoding,
+            body_limit: self.limits.max_body,
         };
         let mut observe = None;
         if let (Some(template), true) = (ctx.register, content.code == code::CONTENT) {
@@ -1226,6 +1285,8 @@ impl Transport {
             path_and_query: with_query(&t.path, params),
             access_token: t.access_token.clone(),
             json_body: None,
+            content_type: None,
+            max_response_body: None,
             timeout: upstream_timeout,
         };
         let route = translate::route_label(&t.path);
@@ -1508,7 +1569,7 @@ fn store_body(
     peer.block2.push(StoredBody {
         key: key.to_owned(),
         notification_path: notification_path.map(str::to_owned),
-        content: content.clone(),
+        content: std::sync::Arc::new(content.clone()),
         expires,
     });
 }
@@ -1604,6 +1665,7 @@ mod tests {
                 status,
                 retry_after: None,
                 body: body.as_bytes().to_vec(),
+                content_type: Some("application/json".into()),
             });
             self.core.on_upstream(id, outcome, self.now)
         }
@@ -1886,6 +1948,173 @@ mod tests {
         assert_eq!(code_of(&sent(&h.feed(&p))[0]), "4.08");
     }
 
+    /// A Block1 upload of `file` to `path` with the given Content-Format and queries, with message
+    /// ids from `first_mid` on; the actions of the last block.
+    fn upload(
+        h: &mut Harness,
+        first_mid: u16,
+        path: &[&str],
+        content_format: Option<u16>,
+        queries: &[&str],
+        file: &[u8],
+    ) -> Vec<Action> {
+        let chunks: Vec<&[u8]> = file.chunks(1024).collect();
+        let mut last = Vec::new();
+        for (num, chunk) in chunks.iter().enumerate() {
+            let mut p = request(
+                MessageType::Confirmable,
+                2,
+                first_mid + num as u16,
+                &[7],
+                path,
+            );
+            p.add_option(CoapOption::Unknown(profile::OPTION_TABLE_VERSION), vec![2]);
+            if let Some(cf) = content_format {
+                p.add_option(
+                    CoapOption::ContentFormat,
+                    message::encode_uint(u64::from(cf)),
+                );
+            }
+            for query in queries {
+                p.add_option(CoapOption::UriQuery, query.as_bytes().to_vec());
+            }
+            let more = num + 1 < chunks.len();
+            let block = BlockValue {
+                num: num as u32,
+                more,
+                szx: 6,
+            };
+            p.add_option(CoapOption::Block1, block.encode());
+            p.payload = chunk.to_vec();
+            last = h.feed(&p);
+            if more && code_of(&sent(&last)[0]) != "2.31" {
+                break;
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn media_uploads_are_raw_bytes_with_their_type_and_their_own_limit() {
+        let mut h = Harness::new(Limits {
+            max_body: 1000,
+            max_media_body: 8192,
+            ..Limits::default()
+        });
+        // Bytes that are not CBOR, announced as CBOR: a media body is never transcoded.
+        let file: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let actions = upload(
+            &mut h,
+            100,
+            &["Mu"],
+            Some(60),
+            &["filename=a b.bin", "content_type=audio/ogg"],
+            &file,
+        );
+        let forwarded = forwards(&actions);
+        assert_eq!(forwarded.len(), 1);
+        let forwarded_upload = &forwarded[0].1;
+        assert_eq!(forwarded_upload.json_body.as_deref(), Some(file.as_slice()));
+        assert_eq!(forwarded_upload.content_type.as_deref(), Some("audio/ogg"));
+        assert_eq!(
+            forwarded_upload.path_and_query, "/_matrix/media/v3/upload?filename=a%20b.bin",
+            "the content_type query is the gateway's, not forwarded"
+        );
+        // Block 0 again under a new message id (every answer to it lost): 2.31 again, and the
+        // transfer goes on.
+        let mut first = request(MessageType::Confirmable, 2, 150, &[8], &["Mu"]);
+        first.add_option(CoapOption::Unknown(profile::OPTION_TABLE_VERSION), vec![2]);
+        first.add_option(
+            CoapOption::Block1,
+            BlockValue {
+                num: 0,
+                more: true,
+                szx: 6,
+            }
+            .encode(),
+        );
+        first.payload = file[..1024].to_vec();
+        assert_eq!(code_of(&sent(&h.feed(&first))[0]), "2.31");
+        first.header.message_id = 151;
+        assert_eq!(code_of(&sent(&h.feed(&first))[0]), "2.31");
+        // The Content-Format names the type when no query does.
+        let actions = upload(&mut h, 200, &["Mu"], Some(23), &[], b"png");
+        let forwarded = forwards(&actions);
+        assert_eq!(forwarded[0].1.content_type.as_deref(), Some("image/png"));
+        h.upstream(forwarded[0].0, 200, r#"{"content_uri":"mxc://s/m"}"#);
+        // A Content-Format without a media type the gateway knows: 4.15, unless named by query.
+        let actions = upload(&mut h, 250, &["Mu"], Some(9999), &[], b"x");
+        assert_eq!(code_of(&sent(&actions)[0]), "4.15");
+        let actions = upload(
+            &mut h,
+            260,
+            &["Mu"],
+            Some(9999),
+            &["content_type=x/y"],
+            b"x",
+        );
+        assert_eq!(forwards(&actions)[0].1.content_type.as_deref(), Some("x/y"));
+        // Beyond the media limit: 4.13 with the media limit as Size1.
+        let actions = upload(&mut h, 300, &["Mu"], Some(42), &[], &[0; 9000]);
+        assert!(forwards(&actions).is_empty());
+        let reply = &sent(&actions)[0];
+        assert_eq!(code_of(reply), "4.13");
+        assert_eq!(
+            reply.get_first_option(CoapOption::Size1),
+            Some(&message::encode_uint(8192))
+        );
+    }
+
+    /// `p` asking for block `num` of 1024 bytes.
+    fn with_block2(mut p: Packet, num: u32) -> Packet {
+        let block = BlockValue {
+            num,
+            more: false,
+            szx: 6,
+        };
+        p.add_option(CoapOption::Block2, block.encode());
+        p
+    }
+
+    #[test]
+    fn media_downloads_are_fetched_once_and_served_raw_in_blocks() {
+        let mut h = Harness::new(Limits::default());
+        let path = ["Md", "example.org", "AbC"];
+        let file: Vec<u8> = (0..2500u32).map(|i| (i % 256) as u8).collect();
+        let v2 = |mut p: Packet| {
+            p.add_option(CoapOption::Unknown(profile::OPTION_TABLE_VERSION), vec![2]);
+            p
+        };
+        let actions = h.feed(&v2(get(1, &path)));
+        let forwarded = forwards(&actions);
+        assert_eq!(
+            forwarded[0].1.path_and_query,
+            "/_matrix/client/v1/media/download/example.org/AbC"
+        );
+        assert_eq!(
+            forwarded[0].1.max_response_body,
+            Some(Limits::default().max_media_body)
+        );
+        let outcome = UpstreamOutcome::Response(UpstreamResponse {
+            status: 200,
+            retry_after: None,
+            body: file.clone(),
+            content_type: Some("application/octet-stream".into()),
+        });
+        let first = sent(&h.core.on_upstream(forwarded[0].0, outcome, h.now));
+        assert_eq!(
+            first[0].get_first_option(CoapOption::ContentFormat),
+            Some(&message::encode_uint(42))
+        );
+        let mut received = first[0].payload.clone();
+        for num in 1..3u32 {
+            let actions = h.feed(&with_block2(v2(get(10 + num as u16, &path)), num));
+            assert!(forwards(&actions).is_empty(), "served from the one fetch");
+            received.extend_from_slice(&sent(&actions)[0].payload);
+        }
+        assert_eq!(received, file);
+    }
+
     #[test]
     fn oversized_body_is_4_13_with_size1() {
         let mut h = Harness::new(Limits {
@@ -1916,17 +2145,7 @@ mod tests {
         );
         let mut assembled = first[0].payload.clone();
         for num in 1..3 {
-            let mut p = get(10 + num as u16, SYNC);
-            p.add_option(
-                CoapOption::Block2,
-                BlockValue {
-                    num,
-                    more: false,
-                    szx: 6,
-                }
-                .encode(),
-            );
-            let actions = h.feed(&p);
+            let actions = h.feed(&with_block2(get(10 + num as u16, SYNC), num));
             assert!(
                 forwards(&actions).is_empty(),
                 "later blocks come from the stored body"

@@ -102,7 +102,11 @@ impl Upstream {
         }
         let body = match request.json_body {
             Some(body) => {
-                builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+                let content_type = request
+                    .content_type
+                    .as_deref()
+                    .unwrap_or("application/json");
+                builder = builder.header(http::header::CONTENT_TYPE, content_type);
                 self.metrics.http_bytes_out.inc_by(body.len() as u64);
                 Bytes::from(body)
             }
@@ -125,10 +129,13 @@ impl Upstream {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = match Limited::new(response.into_body(), self.max_response_body)
-            .collect()
-            .await
-        {
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let limit = request.max_response_body.unwrap_or(self.max_response_body);
+        let body = match Limited::new(response.into_body(), limit).collect().await {
             Ok(collected) => collected.to_bytes().to_vec(),
             Err(e)
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -143,6 +150,7 @@ impl Upstream {
             status,
             retry_after,
             body,
+            content_type,
         })
     }
 }
@@ -169,6 +177,8 @@ mod tests {
             path_and_query: "/_matrix/client/versions".into(),
             access_token: None,
             json_body: None,
+            content_type: None,
+            max_response_body: None,
             timeout,
         };
         // A port nobody listens on.

@@ -14,6 +14,7 @@ use jeton_core::store::{MAX_RECORD_SIZE, RecordId, Store, StoreError};
 #[derive(Debug)]
 pub(crate) struct FileStore {
     dir: PathBuf,
+    files: Option<crate::host_files::HostFiles>,
 }
 
 impl FileStore {
@@ -22,7 +23,14 @@ impl FileStore {
         fs::create_dir_all(dir)?;
         Ok(FileStore {
             dir: dir.to_path_buf(),
+            files: None,
         })
+    }
+
+    /// The store with file storage for sending and receiving files.
+    pub(crate) fn with_files(mut self, files: crate::host_files::HostFiles) -> Self {
+        self.files = Some(files);
+        self
     }
 
     fn path(&self, id: RecordId) -> PathBuf {
@@ -71,6 +79,12 @@ impl Store for FileStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(_) => Err(StoreError::Io),
         }
+    }
+
+    fn files(&mut self) -> Option<&mut dyn jeton_core::files::FileStore> {
+        self.files
+            .as_mut()
+            .map(|files| files as &mut dyn jeton_core::files::FileStore)
     }
 }
 

@@ -6,6 +6,7 @@
 //! reads one command per line and prints one event per line, for scripts and tests.
 
 mod file_store;
+mod host_files;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, IsTerminal, Write};
@@ -26,7 +27,8 @@ use file_store::FileStore;
 /// A simulated jeton token: a Matrix E2EE device speaking CoAP to a jeton gateway.
 ///
 /// Commands (one per line): login [user] [password], status, rooms, invites,
-/// join <room>, refuse <room>, send <room> <text>, log [room], keys, help, quit.
+/// join <room>, refuse <room>, send <room> <text>, sendfile <room> <path>, log [room], keys,
+/// help, quit. Received files are saved under <state-dir>/files/.
 #[derive(Parser, Debug)]
 #[command(name = "jeton-sim", version)]
 struct Args {
@@ -61,6 +63,9 @@ struct Args {
     /// Share room keys only with devices verified by SAS (`verify`, `confirm`).
     #[arg(long)]
     share_keys_only_with_verified: bool,
+    /// Bytes of received files the token may keep under <state-dir>/files/.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    files_quota: u64,
     /// The token's link provisioning file (`jeton pair --token-out`): EDHOC and OSCORE to
     /// the gateway. Without it, `link.cbor` in the state directory is used if present.
     #[arg(long, value_name = "FILE")]
@@ -189,7 +194,7 @@ impl Sim {
             None => Ok(()),
             Some("help") => {
                 println!(
-                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | log [room] | keys | verify <user> <device> | confirm | cancel | quit"
+                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | sendfile <room> <path> | log [room] | keys | verify <user> <device> | request <user> <device> | confirm | cancel | quit"
                 );
                 Ok(())
             }
@@ -255,6 +260,21 @@ impl Sim {
                     _ => Err("send needs a room id and a text".into()),
                 }
             }
+            Some("sendfile") => {
+                let room = words.next();
+                let path = line
+                    .trim_start()
+                    .splitn(3, char::is_whitespace)
+                    .nth(2)
+                    .map(str::trim);
+                match (room, path) {
+                    (Some(room), Some(path)) if !path.is_empty() => self
+                        .token
+                        .send_file(room, path, host_files::mime_type(path), now)
+                        .map_err(|e| e.to_string()),
+                    _ => Err("sendfile needs a room id and a path".into()),
+                }
+            }
             Some("log") => {
                 let room = words.next();
                 let shell = self.token.ui();
@@ -282,6 +302,18 @@ impl Sim {
                     .verify(user, device, now)
                     .map_err(|e| e.to_string()),
                 _ => Err("verify needs a user id and a device id".into()),
+            },
+            // A request (the flow Element expects) carries the wall-clock time.
+            Some("request") => match (words.next(), words.next()) {
+                (Some(user), Some(device)) => {
+                    let unix_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    self.token
+                        .request_verification(user, device, unix_ms, now)
+                        .map_err(|e| e.to_string())
+                }
+                _ => Err("request needs a user id and a device id".into()),
             },
             // The board's button: accept a verification, or say that the strings match.
             Some("confirm") => self
@@ -338,8 +370,11 @@ fn main() -> anyhow::Result<()> {
         "[::]:0".parse()?
     };
     let socket = UdpSocket::bind(bind)?;
+    let files = host_files::HostFiles::new(&args.state_dir, args.files_quota)
+        .with_context(|| format!("opening {}/files", args.state_dir.display()))?;
     let store = FileStore::open(&args.state_dir)
-        .with_context(|| format!("opening {}", args.state_dir.display()))?;
+        .with_context(|| format!("opening {}", args.state_dir.display()))?
+        .with_files(files);
     let mut config = Config::new(storage_key(&args.state_dir)?);
     config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
     config.share_keys_only_with_verified = args.share_keys_only_with_verified;
@@ -439,7 +474,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        if !stdin_open && !interactive && sim.token.outbox_len() == 0 {
+        if !stdin_open
+            && !interactive
+            && sim.token.outbox_len() == 0
+            && !sim.token.is_transferring()
+        {
             sim.transmit()?;
             return Ok(());
         }

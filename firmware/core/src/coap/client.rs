@@ -131,6 +131,13 @@ pub struct Request<'a> {
     pub payload: &'a [u8],
     /// How the response body is delivered.
     pub delivery: BodyDelivery,
+    /// A block of a body the caller sends in blocks itself (a file read from storage one
+    /// block at a time): `payload` is that block, sent with this Block1 option, and the
+    /// answer, 2.31 Continue included, arrives as [`Event::Response`].
+    pub block1: Option<BlockValue>,
+    /// For a [`BodyDelivery::Streamed`] request: the response block to start at (a transfer
+    /// resumed where it stopped); the blocks after it follow as usual.
+    pub block2: Option<BlockValue>,
 }
 
 impl<'a> Request<'a> {
@@ -141,6 +148,8 @@ impl<'a> Request<'a> {
             options,
             payload,
             delivery: BodyDelivery::Whole,
+            block1: None,
+            block2: None,
         }
     }
 }
@@ -298,6 +307,16 @@ struct Queued {
     options_len: u16,
     payload_len: u16,
     delivery: BodyDelivery,
+    caller_block: Option<CallerBlock>,
+}
+
+/// A block the caller chose ([`Request::block1`], [`Request::block2`]).
+#[derive(Clone, Copy, Debug)]
+enum CallerBlock {
+    /// The request carries this block of a body the caller sends in blocks.
+    Request(BlockValue),
+    /// The response is fetched from this block on.
+    ResponseFrom(BlockValue),
 }
 
 impl Queued {
@@ -345,6 +364,8 @@ struct Exchange {
     phase: Phase,
     /// The request block this message carries.
     block1: Option<BlockValue>,
+    /// Whether the caller sends the body in blocks itself ([`Request::block1`]).
+    caller_block1: bool,
     /// The response block this message asks for.
     block2: Option<BlockValue>,
     /// Body bytes received so far.
@@ -586,6 +607,10 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             options_len,
             payload_len,
             delivery: request.delivery,
+            caller_block: request
+                .block1
+                .map(CallerBlock::Request)
+                .or(request.block2.map(CallerBlock::ResponseFrom)),
         };
         if self.queue.push_back(queued).is_err() {
             self.arena.truncate(start);
@@ -986,31 +1011,47 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                 )
             } else if let Some(queued) = self.queue.front().copied() {
                 let token = self.fresh_token();
+                let start = match queued.caller_block {
+                    Some(CallerBlock::ResponseFrom(block)) => Some(block),
+                    _ => None,
+                };
                 (
                     queued.id,
                     Purpose::Request,
                     queued.method,
                     queued.delivery,
                     token,
-                    None,
+                    start,
                     usize::from(queued.payload_len),
                 )
             } else {
                 return false;
             };
         let szx = self.config.block_szx.min(option::MAX_SZX);
-        let block1 = (payload_len > (1usize << (szx + 4))).then_some(BlockValue {
-            num: 0,
-            more: true,
-            szx,
-        });
+        let caller_block1 = match (purpose, self.queue.front().and_then(|q| q.caller_block)) {
+            (Purpose::Request, Some(CallerBlock::Request(block))) => Some(block),
+            _ => None,
+        };
+        let block1 =
+            caller_block1.or((payload_len > (1usize << (szx + 4))).then_some(BlockValue {
+                num: 0,
+                more: true,
+                szx,
+            }));
         let message_id = self.fresh_message_id();
         let received = if fetch_due {
             self.body.len().saturating_sub(self.body_options_len)
         } else {
             self.body.clear();
             self.body_options_len = 0;
-            0
+            // A streamed response resumed at a later block: the bytes before it are the
+            // caller's already.
+            match (purpose, block2) {
+                (Purpose::Request, Some(start)) if delivery == BodyDelivery::Streamed => {
+                    start.offset()
+                }
+                _ => 0,
+            }
         };
         self.exchange = Some(Exchange {
             id,
@@ -1021,6 +1062,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             message_id,
             phase: Phase::Unsent,
             block1,
+            caller_block1: caller_block1.is_some(),
             block2,
             received,
             etag: None,
@@ -1078,7 +1120,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                 option::SIZE1,
                 exchange
                     .block1
-                    .filter(|block| block.num == 0)
+                    .filter(|block| block.num == 0 && !exchange.caller_block1)
                     .map(|_| payload.len() as u32),
             ),
         ];
@@ -1100,6 +1142,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             }
         }
         let body = match (exchange.block1, exchange.block2) {
+            (Some(_), _) if exchange.caller_block1 => payload,
             (Some(block), _) => {
                 let end = (block.offset() + block.size()).min(payload.len());
                 payload.get(block.offset()..end).unwrap_or(&[])
@@ -1229,7 +1272,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             return Disposition::Processed;
         };
         let code = message.header.code;
-        if let Some(sent) = exchange.block1 {
+        if let Some(sent) = exchange.block1.filter(|_| !exchange.caller_block1) {
             let acknowledged = message
                 .option(option::BLOCK1)
                 .and_then(BlockValue::from_option);
@@ -1668,9 +1711,10 @@ mod tests {
             core::mem::size_of::<Observation>(),
         );
         // Pinned on a 64-bit host; a 32-bit target is smaller (usize lengths halve). The
-        // observation keeps its registered options and the next registration's.
-        assert!(bookkeeping <= 816, "bookkeeping grew to {bookkeeping} B");
-        assert!(total <= 3_888, "the engine grew to {total} B");
+        // observation keeps its registered options and the next registration's; each queued
+        // request may carry a caller's Block1 or starting Block2 (files).
+        assert!(bookkeeping <= 864, "bookkeeping grew to {bookkeeping} B");
+        assert!(total <= 3_936, "the engine grew to {total} B");
     }
 
     #[test]

@@ -11,10 +11,10 @@
 //! [`Token::handle_timeout`], [`Token::poll_transmit`], [`Token::poll_timeout`]) plus the
 //! user's commands ([`Token::login`], [`Token::send_text`], [`Token::join`],
 //! [`Token::rooms`], [`Token::identity`], and device verification by SAS:
-//! [`Token::verify`], [`Token::confirm_verification`], [`Token::cancel_verification`],
-//! see [`verification`]). Its outputs are datagrams, writes to the
-//! [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes happen
-//! inside that input call, before any datagram it queued can leave.
+//! [`Token::verify`], [`Token::request_verification`], [`Token::confirm_verification`],
+//! [`Token::cancel_verification`], see [`verification`]). Its outputs are datagrams,
+//! writes to the [`Store`] and [`UiEvent`]s through the [`Ui`]; all writes an input causes
+//! happen inside that input call, before any datagram it queued can leave.
 //!
 //! ```
 //! use jeton_core::matrix::{Config, Token, Ui, UiEvent};
@@ -78,15 +78,21 @@
 //! - Replay detection remembers the last [`REPLAY_WINDOW`] indexes per inbound session.
 //! - A sync or keys/query response larger than [`RESPONSE_BYTES`] fails.
 //! - No logout, re-login after the access token was revoked, key backup, cross-signing,
-//!   key requests or forwarded keys; `m.text` is the only message type shown. The token's
-//!   own messages echoed by sync are skipped, not shown.
+//!   key requests or forwarded keys; `m.text` is the only message type shown, besides
+//!   encrypted files ([`crate::files`]). The token's own messages echoed by sync are
+//!   skipped, not shown.
 //! - Device verification: one at a time, in RAM (a power cut ends it; the peer times
 //!   out); to-device only (no in-room verification, no QR codes, no cross-signing: the
 //!   peer's master key in its MAC is covered by the key-id MAC but not checked or
 //!   trusted); verification messages that arrive Olm-encrypted are not read; the
 //!   request's `timestamp` is not checked (the token has no wall clock). A verified device
 //!   stays verified while the homeserver lists it with the same keys.
+//! - One file transfer at a time, and it is an operation like the others: a download holds
+//!   back the outbox until it ends. A transfer lives in RAM only: a power cut abandons it (no
+//!   half-written file remains, and no event of a half-uploaded file is sent); a file event
+//!   that arrives while another transfer runs is refused with [`UiEvent::FileFailed`].
 
+mod files;
 mod receive;
 mod rng;
 mod send;
@@ -95,6 +101,7 @@ mod types;
 pub mod verification;
 
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use heapless::{String, Vec};
 
@@ -142,6 +149,24 @@ enum Operation {
     Verification {
         stray: bool,
     },
+    /// A block of a file upload; `last`: the final one, answered with the `content_uri`.
+    FileBlock {
+        last: bool,
+    },
+    FileDownload,
+    MediaConfig,
+}
+
+/// How a request's body goes out and its answer comes back, beyond method and path.
+#[derive(Clone, Copy, Debug)]
+struct RequestShape {
+    /// The body's Content-Format (CBOR for Matrix bodies, 42 for a file's bytes).
+    content_format: Option<u8>,
+    /// A block of a body the token sends in blocks itself.
+    block1: Option<crate::coap::option::BlockValue>,
+    /// The response block a streamed download resumes at.
+    block2_start: Option<crate::coap::option::BlockValue>,
+    delivery: crate::coap::BodyDelivery,
 }
 
 /// How the token learns about new events.
@@ -301,6 +326,10 @@ struct Core<R: Rng, S: Store, U: Ui> {
     verification: Option<verification::Verification>,
     /// A cancel owed for a verification message of an unknown transaction.
     stray_cancel: Option<verification::StrayCancel>,
+    /// The file being sent or received.
+    transfer: Option<files::Transfer>,
+    /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
+    media_limit: Option<u64>,
 }
 
 /// The token: its Matrix client and the CoAP engine under it. See the
@@ -323,6 +352,126 @@ impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
     }
 }
 
+/// Writes `value()` into each element of the array at `array`, one element at a time (so that
+/// at most one element passes through the stack).
+///
+/// # Safety
+///
+/// `array` must be valid for writes and aligned. What it held is overwritten, not dropped.
+#[allow(unsafe_code)]
+unsafe fn write_each<T, const N: usize>(array: *mut [T; N], value: impl Fn() -> T) {
+    let first = array.cast::<T>();
+    for index in 0..N {
+        // SAFETY: `index < N`, so the element lies inside the array the caller vouches for.
+        unsafe { first.add(index).write(value()) };
+    }
+}
+
+/// What a boot reads (or makes) besides the Olm account, which it writes in place: the
+/// transaction counter and the CoAP engine's seed, drawn in this order after the account's
+/// (so that a seeded RNG gives the same token as before).
+struct Boot {
+    txn_prefix: u32,
+    txn_next: u64,
+    coap_rng: TransportRng,
+}
+
+impl Boot {
+    /// Writes `scratch` and `work` (zeroed) and the account (read from `store`, or made and
+    /// written to it first when there is none) with its Curve25519 key into `core`, in place:
+    /// records are read into the token's own `scratch` rather than a buffer on the stack, and
+    /// the account is made or unpickled into its field. Not inlined, so that its frame (the
+    /// pickle's decoding) is gone before the rest of the token's state is laid out.
+    ///
+    /// # Safety
+    ///
+    /// `core` must be valid for writes and aligned; what it held is overwritten, not dropped.
+    /// On `Ok`, its `scratch`, `work`, `account` and `curve_b64` are initialised; on `Err`,
+    /// only `scratch` and `work` are (plain bytes: nothing to drop).
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn load_into<R: Rng, S: Store, U: Ui>(
+        core: *mut Core<R, S, U>,
+        config: &Config,
+        rng: &mut R,
+        store: &mut S,
+    ) -> Result<Self, TokenError> {
+        use core::ptr::addr_of_mut;
+
+        // SAFETY: `core` is valid for writes and aligned (the caller vouches for it); these
+        // two fields are plain bytes, so writing zeroes initialises them. The references
+        // cover one field each, which nothing else refers to while boot runs; the account's
+        // is a `MaybeUninit`, so it may (and does) start uninitialised.
+        let (scratch, slot) = unsafe {
+            addr_of_mut!((*core).scratch).write_bytes(0, 1);
+            addr_of_mut!((*core).work).write_bytes(0, 1);
+            let account = addr_of_mut!((*core).account).cast::<MaybeUninit<_>>();
+            (&mut *addr_of_mut!((*core).scratch), &mut *account)
+        };
+        // Transfers live in RAM: what a power cut left half-written goes.
+        if let Some(files) = store.files() {
+            files.discard_temporaries().map_err(TokenError::File)?;
+        }
+        let (account, created) =
+            match load_account_into(store, scratch, &config.storage_key, &mut *slot)? {
+                Some(account) => (account, false),
+                None => (create_account_in(slot, rng), true),
+            };
+        match Self::after_account(config, rng, store, scratch, account, created) {
+            Ok((boot, curve_b64)) => {
+                // SAFETY: as above; the key is not initialised yet, so nothing is dropped.
+                unsafe { addr_of_mut!((*core).curve_b64).write(curve_b64) };
+                Ok(boot)
+            }
+            Err(err) => {
+                // SAFETY: the account is initialised (by one of the two arms above) and the
+                // reference to it is gone; dropping it zeroizes its keys and leaves the field
+                // as the caller expects on `Err`.
+                unsafe { addr_of_mut!((*core).account).drop_in_place() };
+                Err(err)
+            }
+        }
+    }
+
+    /// The rest of a boot once the account is in place: a new account is written to the
+    /// store first, then the transaction counter is read (or drawn) and the CoAP engine's
+    /// seed drawn.
+    fn after_account<R: Rng, S: Store>(
+        config: &Config,
+        rng: &mut R,
+        store: &mut S,
+        scratch: &mut [u8; MAX_RECORD_SIZE],
+        account: &Account<ONE_TIME_KEYS>,
+        created: bool,
+    ) -> Result<(Self, String<44>), TokenError> {
+        if created {
+            save_account(store, scratch, rng, &config.storage_key, account)?;
+        }
+        let (txn_prefix, txn_next) = match load_transactions(store, scratch)? {
+            Some(found) => found,
+            None => (rng.next_u32(), 0),
+        };
+        let mut curve = [0u8; 43];
+        let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
+        let boot = Boot {
+            txn_prefix,
+            txn_next,
+            coap_rng: TransportRng::seeded_from(rng),
+        };
+        Ok((boot, curve_b64))
+    }
+}
+
+/// A new Olm account, made in `slot`. Not inlined: given the slot by reference, the account
+/// is made straight into it (its empty key list a memset there) rather than on the stack.
+#[inline(never)]
+fn create_account_in<'a, R: Rng>(
+    slot: &'a mut MaybeUninit<Account<ONE_TIME_KEYS>>,
+    rng: &mut R,
+) -> &'a mut Account<ONE_TIME_KEYS> {
+    slot.write(Account::new(&mut rng::CryptoSource(rng)))
+}
+
 /// The inline filter of a catch-up sync, percent-encoded:
 /// `{"room":{"timeline":{"limit":1}}}`.
 const COMPACT_FILTER: &str =
@@ -337,137 +486,268 @@ const TXN_BLOCK: u64 = 16;
 impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// Boots the token from what `store` holds: a fresh device (new Olm account, written
     /// before anything else) or the device as it was before the last power-off.
+    ///
+    /// The token is built on the caller's stack and moved out; a device with little stack
+    /// boots it into a static with [`Token::new_in`] instead.
+    #[allow(unsafe_code)]
     pub fn new(config: Config, rng: R, store: S, ui: U, now: Instant) -> Result<Self, TokenError> {
-        Self::with_link(config, None, rng, store, ui, now)
+        let mut slot = core::mem::MaybeUninit::uninit();
+        Self::new_in(&mut slot, config, rng, store, ui, now)?;
+        // SAFETY: `new_in` returned Ok, so it initialised `slot`.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`Token::new`] into `slot`, in place: the token's state (about 32 KB) is written
+    /// field by field straight into `slot`, so that a device can keep it in a static and
+    /// give its threads only the stack the crypto needs (the largest field passes through
+    /// the stack, not the whole token). On an error `slot` is left uninitialised (what was
+    /// already written to it is dropped).
+    pub fn new_in(
+        slot: &mut core::mem::MaybeUninit<Self>,
+        config: Config,
+        rng: R,
+        store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<&mut Self, TokenError> {
+        Self::with_link_in(slot, config, None, rng, store, ui, now)
     }
 
     /// Boots a token whose exchanges with the gateway are protected ([`crate::link`]):
     /// `material` is its pairing material (its key pair and the gateway's credential, from
     /// `jeton pair`). It resumes the security context on flash, or runs EDHOC first.
+    #[allow(unsafe_code)]
     pub fn with_link(
+        config: Config,
+        material: Option<crate::link::KeyFile>,
+        rng: R,
+        store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<Self, TokenError> {
+        let mut slot = core::mem::MaybeUninit::uninit();
+        Self::with_link_in(&mut slot, config, material, rng, store, ui, now)?;
+        // SAFETY: `with_link_in` returned Ok, so it initialised `slot`.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`Token::with_link`] into `slot`, in place (see [`Token::new_in`]).
+    #[allow(unsafe_code)]
+    pub fn with_link_in(
+        slot: &mut core::mem::MaybeUninit<Self>,
         config: Config,
         material: Option<crate::link::KeyFile>,
         mut rng: R,
         mut store: S,
         ui: U,
         now: Instant,
-    ) -> Result<Self, TokenError> {
-        let mut scratch = [0u8; MAX_RECORD_SIZE];
-        let key = config.storage_key;
-        let account = match load_account(&mut store, &mut scratch, &key)? {
-            Some(account) => account,
-            None => {
-                let account = Account::new(&mut rng::CryptoSource(&mut rng));
-                save_account(&mut store, &mut scratch, &mut rng, &key, &account)?;
-                account
-            }
-        };
-        let (txn_prefix, txn_next) = match load_transactions(&mut store, &mut scratch)? {
-            Some(found) => found,
-            None => (rng.next_u32(), 0),
-        };
-        let txn_ceiling = txn_next;
-        let login = load_login(&mut store, &mut scratch)?;
-        let since = load_cursor(&mut store, &mut scratch)?;
-        let mut tracked = Vec::new();
-        let mut devices = [const { None }; MAX_DEVICES];
-        load_devices(&mut store, &mut scratch, &mut tracked, &mut devices)?;
-        let mut rooms = [const { None }; MAX_ROOMS];
-        for (slot, room) in rooms.iter_mut().enumerate() {
-            *room = load_room(&mut store, &mut scratch, slot)?;
-            if let Some(room) = room {
-                room.outbound = load_outbound(&mut store, &mut scratch, &key, slot, now)?;
-            }
-        }
-        let mut inbound = [const { None }; MAX_INBOUND_SESSIONS];
-        for (slot, entry) in inbound.iter_mut().enumerate() {
-            *entry = load_inbound(&mut store, &mut scratch, &key, slot)?;
-        }
-        let mut olm = [None; MAX_OLM_SESSIONS];
-        let mut olm_clock = 0;
-        for (slot, entry) in olm.iter_mut().enumerate() {
-            *entry = load_olm_info(&mut store, &mut scratch, slot)?;
-            if let Some(info) = entry {
-                olm_clock = olm_clock.max(info.last_used);
-            }
-        }
-        let mut outbox = [const { None }; OUTBOX_DEPTH];
-        let mut next_local_id = 1;
-        for (slot, entry) in outbox.iter_mut().enumerate() {
-            if let Some((meta, _)) = get_record(
+    ) -> Result<&mut Self, TokenError> {
+        let token = slot.as_mut_ptr();
+        // SAFETY: `slot` is valid for writes and aligned for a `Token`, so its `core` is too.
+        // On `Err` only plain bytes were written, and `slot` stays uninitialised.
+        let boot = unsafe {
+            Boot::load_into(
+                core::ptr::addr_of_mut!((*token).core),
+                &config,
+                &mut rng,
                 &mut store,
-                &mut scratch,
-                crate::store::record::OUTBOX + slot as u16,
-            )? {
+            )
+        }?;
+        // SAFETY: as above; `write_unloaded` writes the fields `load_into` left.
+        unsafe { Self::write_unloaded(token, config, rng, store, ui, boot) };
+        // SAFETY: `load_into` and `write_unloaded` initialised every field of `slot`.
+        let token = unsafe { slot.assume_init_mut() };
+        // The fields `Boot::load_into` and `write_unloaded` write, all of them: adding a
+        // field to `Core` or `Token` breaks this pattern until one of them writes it too.
+        let Token {
+            coap: _,
+            link: _,
+            core:
+                Core {
+                    config: _,
+                    rng: _,
+                    store: _,
+                    ui: _,
+                    scratch: _,
+                    work: _,
+                    account: _,
+                    curve_b64: _,
+                    login: _,
+                    since: _,
+                    observation_stale: _,
+                    rooms: _,
+                    tracked: _,
+                    stale: _,
+                    devices: _,
+                    olm: _,
+                    olm_clock: _,
+                    inbound: _,
+                    pending_keys: _,
+                    retry: _,
+                    outbox: _,
+                    next_local_id: _,
+                    txn_prefix: _,
+                    txn_next: _,
+                    txn_ceiling: _,
+                    invites: _,
+                    joins: _,
+                    one_time_keys_wanted: _,
+                    server_one_time_keys: _,
+                    fallback_wanted: _,
+                    operation: _,
+                    token_sticky: _,
+                    token_bound_to_link: _,
+                    observation_lost: _,
+                    last_with_token: _,
+                    operation_with_token: _,
+                    poll_with_token: _,
+                    compact_sync: _,
+                    sync_backoff_until: _,
+                    backoff_until: _,
+                    sync: _,
+                    verification: _,
+                    stray_cancel: _,
+                    transfer: _,
+                    media_limit: _,
+                },
+        } = token;
+        token.coap.deliver_every_registration(true);
+        if let Err(err) = token.load(material, now) {
+            // SAFETY: `slot` is initialised (above), and nothing has moved out of it.
+            unsafe { slot.assume_init_drop() };
+            return Err(err);
+        }
+        // SAFETY: `slot` is initialised (above) and `load` kept it so.
+        let token = unsafe { slot.assume_init_mut() };
+        token.drive(now);
+        Ok(token)
+    }
+
+    /// Writes the fields of `token` that [`Boot::load_into`] left: the booted transaction
+    /// counter and CoAP engine, and everything else empty, one field at a time, so that at
+    /// most one field passes through the stack. Not inlined, so that its frame is gone
+    /// before `load` and the first `drive`.
+    ///
+    /// # Safety
+    ///
+    /// `token` must be valid for writes and aligned. What its fields other than those
+    /// `Boot::load_into` wrote held is overwritten, not dropped.
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn write_unloaded(
+        token: *mut Self,
+        config: Config,
+        rng: R,
+        store: S,
+        ui: U,
+        boot: Boot,
+    ) {
+        use core::ptr::addr_of_mut;
+
+        // SAFETY: `token` is valid for writes and aligned (the caller vouches for it). Each
+        // write initialises one field without reading or dropping what was there before;
+        // with `Boot::load_into`'s they initialise every field, as the pattern in `new_in`
+        // (which lists them all) makes the compiler check. Everything but the account, the
+        // transaction counter and the CoAP engine starts empty; `load` fills it in.
+        unsafe {
+            addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
+            // Plain until `load` reads the link's material and context.
+            addr_of_mut!((*token).link).write(Link::plain());
+            let core = addr_of_mut!((*token).core);
+            addr_of_mut!((*core).config).write(config);
+            addr_of_mut!((*core).rng).write(rng);
+            addr_of_mut!((*core).store).write(store);
+            addr_of_mut!((*core).ui).write(ui);
+            addr_of_mut!((*core).login).write(None);
+            addr_of_mut!((*core).since).write(String::new());
+            addr_of_mut!((*core).observation_stale).write(false);
+            write_each(addr_of_mut!((*core).rooms), || None);
+            addr_of_mut!((*core).tracked).write(Vec::new());
+            addr_of_mut!((*core).stale).write(0);
+            write_each(addr_of_mut!((*core).devices), || None);
+            write_each(addr_of_mut!((*core).olm), || None);
+            addr_of_mut!((*core).olm_clock).write(0);
+            write_each(addr_of_mut!((*core).inbound), || None);
+            addr_of_mut!((*core).pending_keys).write(Vec::new());
+            addr_of_mut!((*core).retry).write(Vec::new());
+            write_each(addr_of_mut!((*core).outbox), || None);
+            addr_of_mut!((*core).next_local_id).write(1);
+            addr_of_mut!((*core).txn_prefix).write(boot.txn_prefix);
+            addr_of_mut!((*core).txn_next).write(boot.txn_next);
+            addr_of_mut!((*core).txn_ceiling).write(boot.txn_next);
+            addr_of_mut!((*core).invites).write(Vec::new());
+            addr_of_mut!((*core).joins).write(Vec::new());
+            addr_of_mut!((*core).one_time_keys_wanted).write(false);
+            addr_of_mut!((*core).server_one_time_keys).write(0);
+            addr_of_mut!((*core).fallback_wanted).write(false);
+            addr_of_mut!((*core).operation).write(None);
+            addr_of_mut!((*core).token_sticky).write(false);
+            addr_of_mut!((*core).token_bound_to_link).write(false);
+            addr_of_mut!((*core).observation_lost).write(false);
+            addr_of_mut!((*core).last_with_token).write(false);
+            addr_of_mut!((*core).operation_with_token).write(false);
+            addr_of_mut!((*core).poll_with_token).write(false);
+            addr_of_mut!((*core).compact_sync).write(false);
+            addr_of_mut!((*core).sync_backoff_until).write(None);
+            addr_of_mut!((*core).backoff_until).write(None);
+            addr_of_mut!((*core).sync).write(SyncLane::Idle);
+            addr_of_mut!((*core).verification).write(None);
+            addr_of_mut!((*core).stray_cancel).write(None);
+            addr_of_mut!((*core).transfer).write(None);
+            addr_of_mut!((*core).media_limit).write(None);
+        }
+    }
+
+    /// Reads the login, the sync cursor, the devices, rooms, sessions and the outbox from
+    /// the store into the token, in place. Not inlined, so that its frame is gone before the
+    /// first `drive`.
+    #[inline(never)]
+    fn load(
+        &mut self,
+        material: Option<crate::link::KeyFile>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        let core = &mut self.core;
+        self.link = Link::new(material, &mut core.store, &mut core.scratch, now)
+            .map_err(TokenError::Link)?;
+        core.token_bound_to_link = self.link.is_enabled();
+        let key = core.config.storage_key;
+        let (store, scratch) = (&mut core.store, &mut core.scratch);
+        core.login = load_login(store, scratch)?;
+        core.since = load_cursor(store, scratch)?;
+        load_devices(store, scratch, &mut core.tracked, &mut core.devices)?;
+        for (slot, room) in core.rooms.iter_mut().enumerate() {
+            *room = load_room(store, scratch, slot)?;
+            if let Some(room) = room {
+                room.outbound = load_outbound(store, scratch, &key, slot, now)?;
+            }
+        }
+        for (slot, entry) in core.inbound.iter_mut().enumerate() {
+            *entry = load_inbound(store, scratch, &key, slot)?;
+        }
+        for (slot, entry) in core.olm.iter_mut().enumerate() {
+            *entry = load_olm_info(store, scratch, slot)?;
+            if let Some(info) = entry {
+                core.olm_clock = core.olm_clock.max(info.last_used);
+            }
+        }
+        for (slot, entry) in core.outbox.iter_mut().enumerate() {
+            if let Some((meta, _)) =
+                get_record(store, scratch, crate::store::record::OUTBOX + slot as u16)?
+            {
                 let parsed = parse_outbox(meta, slot)?;
-                next_local_id = next_local_id.max(parsed.local_id.wrapping_add(1));
+                core.next_local_id = core.next_local_id.max(parsed.local_id.wrapping_add(1));
                 *entry = Some(OutboxSlot {
                     local_id: parsed.local_id,
                     room_id: bounded(parsed.room_id)?,
                 });
             }
         }
-        let mut curve = [0u8; 43];
-        let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
-        let link = Link::new(material, &mut store, &mut scratch, now).map_err(TokenError::Link)?;
-        let token_bound_to_link = link.is_enabled();
-        let mut coap = Client::new(config.coap, TransportRng::seeded_from(&mut rng));
-        // A /sync registration answers from the token's cursor: always new data.
-        coap.deliver_every_registration(true);
-        let mut token = Token {
-            coap,
-            link,
-            core: Core {
-                config,
-                rng,
-                store,
-                ui,
-                scratch,
-                work: [0u8; WORK_BYTES],
-                account,
-                curve_b64,
-                login,
-                since,
-                observation_stale: false,
-                rooms,
-                tracked,
-                stale: 0,
-                devices,
-                olm,
-                olm_clock,
-                inbound,
-                pending_keys: Vec::new(),
-                retry: Vec::new(),
-                outbox,
-                next_local_id,
-                txn_prefix,
-                txn_next,
-                txn_ceiling,
-                invites: Vec::new(),
-                joins: Vec::new(),
-                one_time_keys_wanted: false,
-                server_one_time_keys: 0,
-                fallback_wanted: false,
-                operation: None,
-                token_sticky: false,
-                token_bound_to_link,
-                observation_lost: false,
-                last_with_token: false,
-                operation_with_token: false,
-                poll_with_token: false,
-                compact_sync: false,
-                sync_backoff_until: None,
-                backoff_until: None,
-                sync: SyncLane::Idle,
-                verification: None,
-                stray_cancel: None,
-            },
-        };
-        token.drive(now);
-        Ok(token)
+        Ok(())
     }
 
     /// Feeds a datagram from the gateway.
+    #[inline(never)]
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
         match self.link.incoming(datagram, &mut self.core.scratch, now) {
             Incoming::Pass => self.coap.handle_datagram(datagram, now),
@@ -486,6 +766,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     }
 
     /// Wakes the token when [`Token::poll_timeout`]'s instant has come.
+    #[inline(never)]
     pub fn handle_timeout(&mut self, now: Instant) {
         self.coap.handle_timeout(now);
         self.drive(now);
@@ -510,6 +791,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Writes the next datagram to send into `buf` (1152 bytes suffice) and returns its
     /// length, or `None` when there is nothing to send now.
+    #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         loop {
             let len = match self.coap.poll_transmit(now, buf) {
@@ -550,6 +832,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     }
 
     /// Logs in with a password. The password goes into the request and is not kept.
+    #[inline(never)]
     pub fn login(&mut self, user: &str, password: &str, now: Instant) -> Result<(), CommandError> {
         if self.core.login.is_some() || self.core.operation.is_some() {
             return Err(CommandError::AlreadyLoggedIn);
@@ -561,6 +844,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Queues a text for a room. The message is on flash when this returns, and
     /// [`UiEvent::Queued`] was emitted; [`UiEvent::Delivered`] follows.
+    #[inline(never)]
     pub fn send_text(
         &mut self,
         room_id: &str,
@@ -572,7 +856,29 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         Ok(local_id)
     }
 
+    /// Sends the file at `path` (as the platform's [`crate::files::FileStore`] names it) to
+    /// `room_id`, end-to-end encrypted: [`UiEvent::FileProgress`] while it uploads,
+    /// [`UiEvent::FileUploaded`] then [`UiEvent::Queued`] and [`UiEvent::Delivered`] for its
+    /// event. One transfer at a time.
+    pub fn send_file(
+        &mut self,
+        room_id: &str,
+        path: &str,
+        mimetype: &str,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.core.start_file_upload(room_id, path, mimetype)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Whether a file is being sent or received.
+    pub fn is_transferring(&self) -> bool {
+        self.core.transfer.is_some()
+    }
+
     /// Accepts the invite to `room_id` (or joins a room by id).
+    #[inline(never)]
     pub fn join(&mut self, room_id: &str, now: Instant) -> Result<(), CommandError> {
         if self.core.login.is_none() {
             return Err(CommandError::NotLoggedIn);
@@ -608,7 +914,24 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         device_id: &str,
         now: Instant,
     ) -> Result<(), CommandError> {
-        self.core.verify_device(user_id, device_id, now)?;
+        self.core.verify_device(user_id, device_id, None, now)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Asks `device_id` of `user_id` to verify by SAS (`m.key.verification.request`, the flow
+    /// Element expects); when it is ready, the token starts. A request carries the
+    /// wall-clock time: `unix_time_ms`, milliseconds since the Unix epoch, from a platform
+    /// that has a real-time clock.
+    pub fn request_verification(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        unix_time_ms: u64,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.core
+            .verify_device(user_id, device_id, Some(unix_time_ms), now)?;
         self.drive(now);
         Ok(())
     }
@@ -771,7 +1094,28 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         query: &[&str],
         body_len: usize,
     ) -> Result<RequestId, TokenError> {
+        let shape = RequestShape {
+            content_format: Some(jeton_proto::coap::CONTENT_FORMAT_CBOR as u8),
+            block1: None,
+            block2_start: None,
+            delivery: crate::coap::BodyDelivery::Whole,
+        };
+        self.request_shaped(coap, method, path, query, body_len, shape)
+    }
+
+    /// Queues a request with the profile's options, its body the first `body_len` bytes of
+    /// `work`.
+    fn request_shaped(
+        &mut self,
+        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        method: Code,
+        path: &[&str],
+        query: &[&str],
+        body_len: usize,
+        shape: RequestShape,
+    ) -> Result<RequestId, TokenError> {
         let cbor = [jeton_proto::coap::CONTENT_FORMAT_CBOR as u8];
+        let body_format = [shape.content_format.unwrap_or(cbor[0])];
         let version = [TableVersion::V2.option_value() as u8];
         let mut options: Vec<(u16, &[u8]), 16> = Vec::new();
         let full = TokenError::Request(crate::coap::RequestError::TooLarge);
@@ -780,9 +1124,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .push((option::URI_PATH, segment.as_bytes()))
                 .map_err(|_| full)?;
         }
-        if body_len > 0 {
+        if body_len > 0 || shape.block1.is_some() {
             options
-                .push((option::CONTENT_FORMAT, &cbor))
+                .push((option::CONTENT_FORMAT, &body_format))
                 .map_err(|_| full)?;
         }
         for q in query {
@@ -806,7 +1150,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .push((option::CBOR_TABLE_VERSION, &version))
             .map_err(|_| full)?;
         let body = self.work.get(..body_len).unwrap_or_default();
-        Ok(coap.request(&Request::new(method, &options, body))?)
+        let request = Request {
+            delivery: shape.delivery,
+            block1: shape.block1,
+            block2: shape.block2_start,
+            ..Request::new(method, &options, body)
+        };
+        Ok(coap.request(&request)?)
     }
 
     fn start(
@@ -873,6 +1223,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                             self.one_time_keys_wanted = true;
                             self.fallback_wanted = true;
                         }
+                        if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
+                            self.on_transfer_failed(None);
+                        }
                         return;
                     }
                     if code.class() != 2 {
@@ -921,13 +1274,44 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 {
                     self.sync = SyncLane::Polling { id: None };
                     self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
-                } else if self.operation.is_some_and(|(op, _)| op == id) {
+                } else if let Some((op, operation)) = self.operation
+                    && op == id
+                {
                     self.operation = None;
                     self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
                     self.error(TokenError::Exchange(error));
+                    if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
+                        self.on_transfer_failed(None);
+                    }
                 }
             }
-            Event::ResponseBlock { .. } => {}
+            Event::ResponseBlock {
+                id,
+                code,
+                options,
+                offset,
+                body,
+                last,
+            } => {
+                if self.operation == Some((id, Operation::FileDownload)) {
+                    if last {
+                        self.operation = None;
+                    }
+                    if !self.note_token(code, self.operation_with_token) {
+                        self.on_transfer_failed(None);
+                    } else if code.class() != 2 {
+                        self.on_transfer_failed(Some(code));
+                    } else {
+                        let size2 = options
+                            .clone()
+                            .find(|(number, _)| *number == option::SIZE2)
+                            .and_then(|(_, value)| crate::coap::message::decode_uint(value));
+                        if let Err(error) = self.on_download_block(size2, offset, body, last) {
+                            self.error(error);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -1005,10 +1389,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.on_verification_sent(stray);
                 self.error(error);
             }
+            Operation::FileBlock { .. } | Operation::FileDownload => {
+                self.error(error);
+                self.on_transfer_failed(Some(code));
+            }
+            Operation::MediaConfig if code.class() == 4 && code_number(code) != 429 => {
+                // No media config (an older homeserver): the token's own limit is the one.
+                self.media_limit = Some(crate::files::MAX_FILE_SIZE);
+            }
             _ => self.error(error),
         }
     }
 
+    // Not inlined into `on_event`: the handlers' locals would sit under every sync.
+    #[inline(never)]
     fn on_operation_done(
         &mut self,
         operation: Operation,
@@ -1029,6 +1423,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.on_verification_sent(stray);
                 Ok(())
             }
+            Operation::FileBlock { last } => self.on_file_block(last, body),
+            // A file of one block, not streamed in blocks.
+            Operation::FileDownload => self.on_download_block(None, 0, body, true),
+            Operation::MediaConfig => self.on_media_config(body),
         }
     }
 
@@ -1149,6 +1547,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Starts what is due, one operation at a time, and keeps sync running.
+    #[inline(never)]
     fn plan(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
@@ -1232,7 +1631,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 0,
             );
         }
-        self.plan_send(coap, now)
+        self.plan_send(coap, now)?;
+        if self.operation.is_none() {
+            self.plan_transfer(coap)?;
+        }
+        Ok(())
     }
 
     fn plan_sync(
@@ -1347,9 +1750,104 @@ mod tests {
             }
         }
         let size = core::mem::size_of::<Token<NoRng, crate::store::MemoryStore<1, 1>, NoUi>>();
-        // 32 KiB for the Matrix client and the CoAP engine, 2 KiB for the protected link
-        // (its pairing material, the EDHOC state during a handshake, the OSCORE context).
-        println!("Token state: {size} B (target 34816 B)");
-        assert!(size <= 34 * 1024, "the token state takes {size} B");
+        // The target was 32 KiB (32,768 B) with messaging alone (31,760 B); SAS verification
+        // (+528 B) and a file transfer's state (+864 B) took it over, and the protected link
+        // (feature `link`: pairing material, the EDHOC state during a handshake, the OSCORE
+        // context) adds 2,192 B. The pin holds the state where it is so that growth is a
+        // decision; on the device (thumbv7em) the Cortex-M tier enforces the RAM budget that
+        // counts (tests/cortex-m/build).
+        let pinned = if cfg!(feature = "link") {
+            35_344
+        } else {
+            33_152
+        };
+        println!("Token state: {size} B (pinned at {pinned} B; the first target was 32,768 B)");
+        assert!(size <= pinned, "the token state takes {size} B");
+    }
+
+    /// A counter RNG, so that two boots from the same seed make the same keys.
+    struct CountingRng(u8);
+    impl Rng for CountingRng {
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for byte in dest {
+                self.0 = self.0.wrapping_mul(5).wrapping_add(3);
+                *byte = self.0;
+            }
+        }
+    }
+
+    struct Silent;
+    impl Ui for Silent {
+        fn event(&mut self, _: &UiEvent<'_>) {}
+    }
+
+    type SmallStore = crate::store::MemoryStore<16>;
+    type SmallToken = Token<CountingRng, SmallStore, Silent>;
+
+    fn boot_in(
+        slot: &mut core::mem::MaybeUninit<SmallToken>,
+        seed: u8,
+        flash: SmallStore,
+    ) -> Result<&mut SmallToken, TokenError> {
+        let config = Config::new([3; 32]);
+        Token::new_in(
+            slot,
+            config,
+            CountingRng(seed),
+            flash,
+            Silent,
+            Instant::ZERO,
+        )
+    }
+
+    fn keys(token: &SmallToken) -> (String<44>, String<44>) {
+        let identity = token.identity();
+        (identity.curve25519, identity.ed25519)
+    }
+
+    #[test]
+    fn a_token_booted_in_place_keeps_its_identity_and_logs_in() {
+        let mut slot = Box::new(core::mem::MaybeUninit::uninit());
+        let token = boot_in(&mut slot, 9, SmallStore::new()).unwrap();
+        let identity = keys(token);
+        assert!(token.store().contains(crate::store::record::ACCOUNT));
+        token.login("alice", "secret", Instant::ZERO).unwrap();
+        let mut datagram = [0u8; 1152];
+        assert!(token.poll_transmit(Instant::ZERO, &mut datagram).is_some());
+
+        // Another seed makes another account; a boot from the first one's flash reads its
+        // account back, whatever the RNG.
+        let mut other = Box::new(core::mem::MaybeUninit::uninit());
+        assert_ne!(
+            keys(boot_in(&mut other, 200, SmallStore::new()).unwrap()),
+            identity
+        );
+        let flash = token.store().clone();
+        let mut again = Box::new(core::mem::MaybeUninit::uninit());
+        assert_eq!(keys(boot_in(&mut again, 200, flash).unwrap()), identity);
+    }
+
+    #[test]
+    fn a_token_booted_in_place_reports_records_it_cannot_read() {
+        let mut first = Box::new(core::mem::MaybeUninit::uninit());
+        let flash = boot_in(&mut first, 9, SmallStore::new())
+            .unwrap()
+            .store()
+            .clone();
+        // The account is read into the slot first, the transaction counter once the account
+        // is in place (which is dropped again), the login after the whole slot is written.
+        let mut slot = Box::new(core::mem::MaybeUninit::uninit());
+        for damaged in [
+            crate::store::record::ACCOUNT,
+            crate::store::record::TRANSACTIONS,
+            crate::store::record::LOGIN,
+        ] {
+            let mut broken = flash.clone();
+            broken.put(damaged, b"not a record jeton wrote").unwrap();
+            let err = boot_in(&mut slot, 9, broken).map(drop).unwrap_err();
+            assert_eq!(err, TokenError::CorruptRecord(damaged));
+            // The slot stays usable after the error.
+            assert!(boot_in(&mut slot, 9, flash.clone()).is_ok());
+        }
     }
 }

@@ -94,6 +94,41 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     fn apply_sync(&mut self, sync: &SyncResponse<'_>, now: Instant) -> Result<(), TokenError> {
+        self.apply_rooms(sync)?;
+
+        for event in sync.to_device_events()? {
+            let event = event?;
+            if let Some(content) = event.encrypted()?
+                && content.algorithm()? == OLM_ALGORITHM
+            {
+                let sender = event.sender()?;
+                self.on_olm_event(sender, content)?;
+            } else if event.event_type()?.starts_with("m.key.verification.") {
+                self.on_verification_event(
+                    event.sender()?,
+                    event.event_type()?,
+                    event.content()?,
+                    now,
+                );
+            }
+        }
+
+        for room in sync.joined_rooms()? {
+            let (room_id, room) = room?;
+            for event in room.timeline_events()? {
+                self.on_timeline_event(room_id, &event?)?;
+            }
+        }
+
+        // Everything this sync carried is stored: the caller moves the cursor.
+        Ok(())
+    }
+
+    /// Invites, membership and encryption state, device list changes and key counts: what
+    /// has to be in before the sync's room keys and messages. Out of line, so that its
+    /// locals are not under the Olm decryption's stack.
+    #[inline(never)]
+    fn apply_rooms(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
         let own_user = self
             .login
             .as_ref()
@@ -182,32 +217,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.fallback_wanted = true;
             }
         }
-
-        for event in sync.to_device_events()? {
-            let event = event?;
-            if let Some(content) = event.encrypted()?
-                && content.algorithm()? == OLM_ALGORITHM
-            {
-                let sender = event.sender()?;
-                self.on_olm_event(sender, content)?;
-            } else if event.event_type()?.starts_with("m.key.verification.") {
-                self.on_verification_event(
-                    event.sender()?,
-                    event.event_type()?,
-                    event.content()?,
-                    now,
-                );
-            }
-        }
-
-        for room in sync.joined_rooms()? {
-            let (room_id, room) = room?;
-            for event in room.timeline_events()? {
-                self.on_timeline_event(room_id, &event?)?;
-            }
-        }
-
-        // Everything this sync carried is stored: the caller moves the cursor.
         Ok(())
     }
 
@@ -287,6 +296,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// An Olm to-device message: decrypted with an existing session or a new inbound one.
+    #[inline(never)]
     fn on_olm_event(
         &mut self,
         sender: &str,
@@ -299,11 +309,64 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(sender_key) = content.sender_key()?.and_then(binary32) else {
             return reject(self, RejectionReason::Malformed);
         };
-        let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
+        // Decrypt in RAM; the session (and the account, for a new one) is written after the
+        // room key it carried, so that a power cut in between lets the redelivered message
+        // decrypt again instead of losing the key.
+        let mut session: Option<Session> = None;
+        let Some((len, slot)) = self.decrypt_olm(sender, sender_key, content, &mut session)? else {
             return Ok(());
         };
-        let mut buffer = [0u8; MAX_CIPHERTEXT];
-        let Some(bytes) = binary_bytes(body, &mut buffer) else {
+        let Some(session) = session.as_ref() else {
+            return reject(self, RejectionReason::Olm);
+        };
+        let payload = room_key_payload(self.scratch.get(..len).unwrap_or_default());
+        self.scratch.fill(0);
+        // Matched by reference: moving the payload out would copy its session key to a
+        // second place in the frame, which would not be zeroized.
+        let result = match &payload {
+            Ok(None) => Ok(()),
+            Err(reason) => reject(self, *reason),
+            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
+        };
+        match slot {
+            Some(slot) => self.save_olm_session(slot, sender_key, session)?,
+            None => {
+                // The session first, then the account without the used one-time key.
+                self.store_new_olm_session(sender_key, session)?;
+                self.save_account()?;
+            }
+        }
+        result
+    }
+
+    /// Decrypts an Olm message to the token into `scratch`, with a session of the sender's
+    /// or a new inbound one, left in `session`: the plaintext length and the session's slot
+    /// (`None` for a new one). A message it cannot decrypt is reported and gives `None`.
+    /// Out of line, so that its locals are off the stack while the room key is checked.
+    #[inline(never)]
+    fn decrypt_olm(
+        &mut self,
+        sender: &str,
+        sender_key: [u8; 32],
+        content: EncryptedContent<'_>,
+        session: &mut Option<Session>,
+    ) -> Result<Option<(usize, Option<usize>)>, TokenError> {
+        let reject = |core: &mut Self, reason| {
+            core.ui.event(&UiEvent::RoomKeyRejected { sender, reason });
+            Ok(None)
+        };
+        let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
+            return Ok(None);
+        };
+        // The ciphertext stays in the response when it came as bytes; base64 is decoded into
+        // `work` (so at most WORK_BYTES of it). The plaintext goes into `scratch`, which is
+        // free again once a session is loaded. No 3 KB session or 2 KB buffer is copied
+        // around on the stack: one session slot, filled in place.
+        let bytes = match body {
+            Binary::Bytes(bytes) => Some(bytes),
+            Binary::Base64(_) => binary_bytes(body, &mut self.work),
+        };
+        let Some(bytes) = bytes.filter(|bytes| bytes.len() <= MAX_CIPHERTEXT) else {
             return reject(self, RejectionReason::Malformed);
         };
         let message_type = match message_type {
@@ -315,10 +378,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return reject(self, RejectionReason::Malformed);
         };
         let key = self.config.storage_key;
-        // Decrypt in RAM; the session (and the account, for a new one) is written after the
-        // room key it carried, so that a power cut in between lets the redelivered message
-        // decrypt again instead of losing the key.
-        let mut decrypted: Option<(usize, Option<usize>, Session)> = None;
+        let mut decrypted: Option<(usize, Option<usize>)> = None;
         for slot in 0..MAX_OLM_SESSIONS {
             let matches = self
                 .olm
@@ -328,69 +388,38 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if !matches {
                 continue;
             }
-            let mut session = load_olm(&mut self.store, &mut self.scratch, &key, slot)?;
-            if let Ok(len) = session.decrypt(&message, &mut self.work) {
-                decrypted = Some((len, Some(slot), session));
+            let loaded = load_olm(&mut self.store, &mut self.scratch, &key, slot, session)?;
+            if let Ok(len) = loaded.decrypt(&message, &mut self.scratch) {
+                decrypted = Some((len, Some(slot)));
                 break;
             }
         }
         if decrypted.is_none()
             && let OlmMessage::PreKey(pre_key) = &message
         {
-            match self.account.create_inbound_session(
+            match self.account.create_inbound_session_in(
                 curve_key(&sender_key),
                 pre_key,
-                &mut self.work,
+                &mut self.scratch,
+                session,
             ) {
-                Ok(created) => decrypted = Some((created.plaintext_len, None, created.session)),
+                Ok(len) => decrypted = Some((len, None)),
                 Err(_) => return reject(self, RejectionReason::Olm),
             }
         }
-        let Some((len, slot, session)) = decrypted else {
-            return reject(self, RejectionReason::Olm);
-        };
-        let payload = room_key_payload(self.work.get(..len).unwrap_or_default());
-        self.work.fill(0);
-        let result = match payload {
-            Ok(None) => Ok(()),
-            Err(reason) => reject(self, reason),
-            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
-        };
-        match slot {
-            Some(slot) => {
-                self.olm_clock = self.olm_clock.wrapping_add(1);
-                let info = OlmSlot {
-                    peer_curve: sender_key,
-                    last_used: self.olm_clock,
-                };
-                save_olm(
-                    &mut self.store,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &key,
-                    slot,
-                    &info,
-                    &session,
-                )?;
-                if let Some(entry) = self.olm.get_mut(slot) {
-                    *entry = Some(info);
-                }
-            }
-            None => {
-                // The session first, then the account without the used one-time key.
-                self.store_new_olm_session(sender_key, &session)?;
-                self.save_account()?;
-            }
+        match decrypted {
+            Some(decrypted) => Ok(Some(decrypted)),
+            None => reject(self, RejectionReason::Olm),
         }
-        result
     }
 
-    /// Checks a room key against the Olm sender and the device table, then keeps it.
+    /// Checks a room key against the Olm sender and the device table, then keeps it. The
+    /// payload is borrowed: passed by value, a second copy of it sat in the caller's frame.
     fn on_room_key(
         &mut self,
         sender: &str,
         sender_key: [u8; 32],
-        payload: RoomKeyPayload,
+        payload: &RoomKeyPayload,
     ) -> Result<(), TokenError> {
         let own_ed = *self.account.ed25519_key().as_bytes();
         let own_user = self
@@ -417,12 +446,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         }
         let pending = PendingKey {
-            sender: payload.sender,
-            sender_device: payload.sender_device,
+            sender: payload.sender.clone(),
+            sender_device: payload.sender_device.clone(),
             sender_curve: sender_key,
             claimed_ed: payload.claimed_ed,
-            room_id: payload.room_id,
-            key: payload.key,
+            room_id: payload.room_id.clone(),
+            key: payload.key.clone(),
         };
         if self
             .find_device(&pending.sender, &pending.sender_device)
@@ -603,12 +632,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             return undecryptable(self, UndecryptableReason::UnknownSession);
         };
-        let mut buffer = [0u8; MAX_CIPHERTEXT];
-        let Some(bytes) = content
-            .megolm_ciphertext()
-            .ok()
-            .and_then(|c: Binary<'_>| binary_bytes(c, &mut buffer))
-        else {
+        // As for Olm: bytes stay in the response, base64 is decoded into `scratch`, which
+        // is free again once the message is decrypted.
+        let bytes = match content.megolm_ciphertext() {
+            Ok(Binary::Bytes(bytes)) => Some(bytes),
+            Ok(base64) => binary_bytes(
+                base64,
+                self.scratch.get_mut(..MAX_CIPHERTEXT).unwrap_or_default(),
+            ),
+            Err(_) => None,
+        };
+        let Some(bytes) = bytes.filter(|bytes| bytes.len() <= MAX_CIPHERTEXT) else {
             return undecryptable(self, UndecryptableReason::Malformed);
         };
         let Ok(message) = MegolmMessage::from_bytes(bytes) else {
@@ -647,12 +681,40 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 )?;
             }
         }
-        let mut text = [0u8; MAX_MESSAGE_LEN * 2];
+        // The shown text is unescaped into `scratch`, free again after the save above.
+        let text = self
+            .scratch
+            .get_mut(..MAX_MESSAGE_LEN * 2)
+            .unwrap_or_default();
         let plaintext = self.work.get(..decrypted.plaintext_len).unwrap_or_default();
+        let carries_file = JsonObject::parse(plaintext)
+            .ok()
+            .filter(|p| p.string("room_id").and_then(|r| r.plain()) == Some(room_id))
+            .and_then(|payload| payload.object("content"))
+            .is_some_and(|content| content.object("file").is_some());
+        if carries_file {
+            // A file: its description is read from a copy, as the download needs `work`.
+            let mut copy = [0u8; WORK_BYTES];
+            let len = plaintext.len();
+            if let Some(to) = copy.get_mut(..len) {
+                to.copy_from_slice(plaintext);
+            }
+            self.work.fill(0);
+            let content = JsonObject::parse(copy.get(..len).unwrap_or_default())
+                .ok()
+                .and_then(|payload| payload.object("content"));
+            let is_file = content.is_some_and(|c| self.on_file_event(room_id, sender, &c));
+            copy.fill(0);
+            return if is_file {
+                Ok(())
+            } else {
+                undecryptable(self, UndecryptableReason::Malformed)
+            };
+        }
         let shown = JsonObject::parse(plaintext).ok().and_then(|payload| {
             let room_ok = payload.string("room_id").and_then(|r| r.plain()) == Some(room_id);
             let content = payload.object("content")?;
-            let body = content.string("body")?.unescape(&mut text).ok()?;
+            let body = content.string("body")?.unescape(text).ok()?;
             Some((room_ok, body))
         });
         // The session's sender key names the sending device; verified by SAS or not.
@@ -683,6 +745,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
         };
         self.work.fill(0);
+        self.scratch.fill(0);
         result
     }
 }

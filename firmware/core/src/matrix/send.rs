@@ -344,6 +344,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Reads a keys/query answer: each device's self-signature is checked, and the users'
     /// verified devices replace the old ones. A device id seen before with other keys is
     /// rejected.
+    #[inline(never)]
     pub(super) fn on_keys_query(&mut self, body: &[u8]) -> Result<(), TokenError> {
         let response = KeysQueryResponse::parse(body, TableVersion::V2)?;
         let own_device = self
@@ -358,8 +359,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .unwrap_or_default();
         let stale: heapless::Vec<UserId, MAX_TRACKED_USERS> = self.stale_users().cloned().collect();
         self.stale = 0;
-        let mut rotate_users: heapless::Vec<UserId, MAX_TRACKED_USERS> = heapless::Vec::new();
-        for user in &stale {
+        // Bit `i`: `stale[i]` has a new device (a bit mask rather than a second list of ids:
+        // 820 B less stack under the signature checks).
+        let mut rotate: u32 = 0;
+        for (index, user) in stale.iter().enumerate() {
             let mut seen: u32 = 0;
             for entry in response.devices(user)? {
                 let (device_id, keys) = entry?;
@@ -433,9 +436,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                             });
                         }
                         seen |= 1 << slot;
-                        if !rotate_users.contains(user) {
-                            let _ = rotate_users.push(user.clone());
-                        }
+                        rotate |= 1 << index;
                     }
                 }
             }
@@ -454,8 +455,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             &self.devices,
         )?;
         // A new device in a room: its outbound session is replaced before the next message.
-        for user in &rotate_users {
-            self.rotate_rooms_of(user)?;
+        for (index, user) in stale.iter().enumerate() {
+            if rotate & (1 << index) != 0 {
+                self.rotate_rooms_of(user)?;
+            }
         }
         self.retry_pending_keys()
     }
@@ -483,6 +486,19 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Puts a message in the outbox on flash.
     pub(super) fn enqueue(&mut self, room_id: &str, text: &str) -> Result<u32, CommandError> {
+        if text.starts_with(super::files::CONTENT_MARKER) {
+            return Err(CommandError::ReservedText);
+        }
+        self.enqueue_content(room_id, text)
+    }
+
+    /// Queues an outbox entry: a text, or (after [`super::files::CONTENT_MARKER`]) a whole
+    /// event content.
+    pub(super) fn enqueue_content(
+        &mut self,
+        room_id: &str,
+        text: &str,
+    ) -> Result<u32, CommandError> {
         if self.login.is_none() {
             return Err(CommandError::NotLoggedIn);
         }
@@ -651,6 +667,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Sends the room key to `device` over Olm, claiming a one-time key first if there is
     /// no Olm session with it.
+    #[inline(never)]
     fn share_with(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
@@ -678,9 +695,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 len,
             );
         };
-        let key = self.config.storage_key;
-        let mut session = load_olm(&mut self.store, &mut self.scratch, &key, olm_slot)?;
-        let Some(login) = self.login.clone() else {
+        let Some(login) = &self.login else {
             return Ok(());
         };
         let Some(Some(room)) = self.rooms.get(room_slot) else {
@@ -689,17 +704,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(outbound) = &room.outbound else {
             return Ok(());
         };
-        // The m.room_key payload, as JSON, into scratch.
+        // The m.room_key payload, as JSON, into work (scratch is where the Olm session is
+        // read).
         let mut session_id = [0u8; 43];
         let session_id = outbound.session.session_id().to_base64(&mut session_id);
-        let mut session_key = [0u8; jeton_olm::megolm::SessionKey::BASE64_LENGTH];
+        let mut key_base64 = [0u8; jeton_olm::megolm::SessionKey::BASE64_LENGTH];
         let session_key = outbound
             .session
             .session_key()
-            .to_base64(&mut session_key)
+            .to_base64(&mut key_base64)
             .map_err(|_| TokenError::Crypto)?;
         let own_ed = self.account.ed25519_key();
-        let mut w = JsonWriter::new(&mut self.scratch);
+        let mut w = JsonWriter::new(&mut self.work);
         w.raw(br#"{"content":{"algorithm":"#)?
             .string(jeton_proto::view::MEGOLM_ALGORITHM)?
             .raw(br#","room_id":"#)?
@@ -720,9 +736,52 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .string(&login.device_id)?
             .raw(br#","type":"m.room_key"}"#)?;
         let plaintext_len = w.len();
-        let (plaintext, rest) = self.scratch.split_at_mut(plaintext_len);
+        key_base64.fill(0);
+        let len = self.encrypt_to_device(olm_slot, &device, plaintext_len);
+        if let Some(plaintext) = self.work.get_mut(..plaintext_len)
+            && len.is_err()
+        {
+            plaintext.fill(0);
+        }
+        let len = len?;
+        let txn = self.next_transaction_id()?;
+        self.start(
+            coap,
+            Operation::ShareKey {
+                device: device_slot,
+            },
+            Code::PUT,
+            &["x", "m.room.encrypted", &txn],
+            len,
+        )
+    }
+
+    /// Encrypts the plaintext in `work` for `device` with Olm session `olm_slot` and writes
+    /// the to-device body over it; the session with its advanced chain key is on flash
+    /// before the message leaves. Out of line, so that its session slot is not on the stack
+    /// while the room key is signed.
+    #[inline(never)]
+    fn encrypt_to_device(
+        &mut self,
+        olm_slot: usize,
+        device: &Device,
+        plaintext_len: usize,
+    ) -> Result<usize, TokenError> {
+        let key = self.config.storage_key;
+        let mut slot = None;
+        let session = load_olm(
+            &mut self.store,
+            &mut self.scratch,
+            &key,
+            olm_slot,
+            &mut slot,
+        )?;
+        let plaintext = self
+            .work
+            .get_mut(..plaintext_len)
+            .ok_or(TokenError::Crypto)?;
         let needed = olm_message_len(plaintext_len);
-        let ciphertext = rest.get_mut(..needed).ok_or(TokenError::Crypto)?;
+        let ciphertext = self.scratch.get_mut(..needed).ok_or(TokenError::Crypto)?;
         let sent = session
             .encrypt(&mut CryptoSource(&mut self.rng), plaintext, ciphertext)
             .map_err(|_| TokenError::Crypto)?;
@@ -739,34 +798,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             body: ciphertext.get(..sent.len).unwrap_or_default(),
         };
         let len = write::olm_send_to_device_body(&mut self.work, identity.as_bytes(), &message)?;
-        // The advanced chain key is on flash before the message leaves.
-        self.olm_clock = self.olm_clock.wrapping_add(1);
-        let info = OlmSlot {
-            peer_curve: device.curve,
-            last_used: self.olm_clock,
-        };
-        save_olm(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            olm_slot,
-            &info,
-            &session,
-        )?;
-        if let Some(entry) = self.olm.get_mut(olm_slot) {
-            *entry = Some(info);
-        }
-        let txn = self.next_transaction_id()?;
-        self.start(
-            coap,
-            Operation::ShareKey {
-                device: device_slot,
-            },
-            Code::PUT,
-            &["x", "m.room.encrypted", &txn],
-            len,
-        )
+        self.save_olm_session(olm_slot, device.curve, session)?;
+        Ok(len)
     }
 
     pub(super) fn on_claimed(&mut self, body: &[u8], device_slot: usize) -> Result<(), TokenError> {
@@ -817,15 +850,28 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             });
             return Ok(());
         };
+        self.start_olm_session(device.curve, one_time_key)
+    }
+
+    /// Creates and stores an outbound Olm session. Out of line, so that its session slot
+    /// is not on the stack while the claimed key's signature is checked.
+    #[inline(never)]
+    fn start_olm_session(
+        &mut self,
+        peer_curve: [u8; 32],
+        one_time_key: [u8; 32],
+    ) -> Result<(), TokenError> {
+        let mut slot = None;
         let session = self
             .account
-            .create_outbound_session(
+            .create_outbound_session_in(
                 &mut CryptoSource(&mut self.rng),
-                curve_key(&device.curve),
+                curve_key(&peer_curve),
                 curve_key(&one_time_key),
+                &mut slot,
             )
             .map_err(|_| TokenError::Crypto)?;
-        self.store_new_olm_session(device.curve, &session)
+        self.store_new_olm_session(peer_curve, session)
     }
 
     /// Writes a new Olm session to a free slot (or over the least recently used one).
@@ -846,6 +892,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     .map(|(slot, _)| slot)
             })
             .ok_or(TokenError::LimitReached(Limit::OlmSessions))?;
+        self.save_olm_session(slot, peer_curve, session)
+    }
+
+    /// Writes `session` to Olm slot `slot` as the most recently used one.
+    pub(super) fn save_olm_session(
+        &mut self,
+        slot: usize,
+        peer_curve: [u8; 32],
+        session: &jeton_olm::olm::Session,
+    ) -> Result<(), TokenError> {
         self.olm_clock = self.olm_clock.wrapping_add(1);
         let info = OlmSlot {
             peer_curve,
@@ -892,7 +948,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Encrypts the outbox entry if it is still plaintext (session written with its advanced
-    /// index first, then the ciphertext into the entry), then sends it.
+    /// index first, then the ciphertext into the entry), then sends it. Out of line: its
+    /// ciphertext buffer would otherwise sit under every room key share.
+    #[inline(never)]
     fn send_entry(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
@@ -935,9 +993,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 // The event payload as JSON goes into `work`, the text being borrowed from
                 // `scratch`.
                 let mut w = JsonWriter::new(&mut self.work);
-                w.raw(br#"{"content":{"body":"#)?
-                    .string(entry.text)?
-                    .raw(br#","msgtype":"m.text"},"room_id":"#)?
+                match entry.text.strip_prefix(super::files::CONTENT_MARKER) {
+                    // A file's event: its content was written when the upload finished.
+                    Some(content) => w.raw(br#"{"content":"#)?.raw(content.as_bytes())?,
+                    None => w
+                        .raw(br#"{"content":{"body":"#)?
+                        .string(entry.text)?
+                        .raw(br#","msgtype":"m.text"}"#)?,
+                };
+                w.raw(br#","room_id":"#)?
                     .string(&room_id)?
                     .raw(br#","type":"m.room.message"}"#)?;
                 let plaintext_len = w.len();

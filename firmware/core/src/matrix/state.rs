@@ -5,6 +5,8 @@
 //! pickle`. Ids, cursors and the device table are not secret and are stored in the clear;
 //! the access token is too (see the crate's known gaps).
 
+use core::mem::MaybeUninit;
+
 use heapless::{Deque, String, Vec};
 use minicbor::data::Type;
 use minicbor::encode::write::Cursor;
@@ -230,15 +232,17 @@ pub(crate) fn save_account<S: Store, R: Rng>(
     )
 }
 
-pub(crate) fn load_account<S: Store>(
+/// Reads the account into `slot` (left as it was when there is none or on an error).
+pub(crate) fn load_account_into<'a, S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
     key: &[u8; 32],
-) -> Result<Option<Account<ONE_TIME_KEYS>>, TokenError> {
+    slot: &'a mut MaybeUninit<Account<ONE_TIME_KEYS>>,
+) -> Result<Option<&'a mut Account<ONE_TIME_KEYS>>, TokenError> {
     let Some((_, pickle)) = get_record(store, scratch, record::ACCOUNT)? else {
         return Ok(None);
     };
-    unpickle(pickle, key, record::ACCOUNT).map(Some)
+    Ok(Some(slot.write(unpickle(pickle, key, record::ACCOUNT)?)))
 }
 
 // --- Login, cursor, transactions ------------------------------------------------------
@@ -265,6 +269,9 @@ pub(crate) fn save_login<S: Store>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_login<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
@@ -447,6 +454,9 @@ pub(crate) fn save_room<S: Store>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_room<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
@@ -500,6 +510,9 @@ pub(crate) fn save_outbound<S: Store, R: Rng>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_outbound<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
@@ -554,6 +567,9 @@ pub(crate) fn save_inbound<S: Store, R: Rng>(
     )
 }
 
+// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
+// other load of a boot runs.
+#[inline(never)]
 pub(crate) fn load_inbound<S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
@@ -629,15 +645,18 @@ pub(crate) fn load_olm_info<S: Store>(
     }))
 }
 
-pub(crate) fn load_olm<S: Store>(
+/// Reads the Olm session of `slot` into `session`, decoded in place (a session is 3 KB: no
+/// copy of it on the stack).
+pub(crate) fn load_olm<'s, S: Store>(
     store: &mut S,
     scratch: &mut [u8; MAX_RECORD_SIZE],
     key: &[u8; 32],
     slot: usize,
-) -> Result<Session, TokenError> {
+    session: &'s mut Option<Session>,
+) -> Result<&'s mut Session, TokenError> {
     let id = record::OLM + slot as u16;
     let (_, pickle) = get_record(store, scratch, id)?.ok_or(TokenError::CorruptRecord(id))?;
-    unpickle(pickle, key, id)
+    Session::from_pickle_into(pickle, key, session).map_err(|_| TokenError::CorruptRecord(id))
 }
 
 // --- Outbox --------------------------------------------------------------------------------
@@ -704,4 +723,49 @@ pub(crate) fn event_hash(event_id: &str) -> u32 {
 /// A Curve25519 key from raw bytes.
 pub(crate) fn curve_key(bytes: &[u8; 32]) -> Curve25519PublicKey {
     Curve25519PublicKey::from_bytes(*bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn a_device_table_written_before_verification_existed_reads_as_unverified() {
+        let mut store: MemoryStore = MemoryStore::new();
+        let mut scratch = [0u8; MAX_RECORD_SIZE];
+        // The four-field device entry the token wrote before SAS verification.
+        put_record(
+            &mut store,
+            &mut scratch,
+            record::DEVICES,
+            |e| {
+                e.array(2)?.array(1)?.str("@a:s")?.array(1)?;
+                e.array(4)?
+                    .str("@a:s")?
+                    .str("DEV")?
+                    .bytes(&[1; 32])?
+                    .bytes(&[2; 32])?;
+                Ok(())
+            },
+            no_pickle,
+        )
+        .unwrap();
+        let mut tracked = Vec::new();
+        let mut devices = [const { None }; MAX_DEVICES];
+        load_devices(&mut store, &mut scratch, &mut tracked, &mut devices).unwrap();
+        let device = devices[0].clone().unwrap();
+        assert_eq!((device.device_id.as_str(), device.verified), ("DEV", false));
+
+        // Verified, written and read back.
+        devices[0] = Some(Device {
+            verified: true,
+            ..device
+        });
+        save_devices(&mut store, &mut scratch, &tracked, &devices).unwrap();
+        let mut again = [const { None }; MAX_DEVICES];
+        load_devices(&mut store, &mut scratch, &mut Vec::new(), &mut again).unwrap();
+        assert!(again[0].as_ref().unwrap().verified);
+        assert!(again[1].is_none());
+    }
 }

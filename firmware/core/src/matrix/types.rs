@@ -137,6 +137,8 @@ pub enum TokenError {
     LimitReached(Limit),
     /// Encryption failed.
     Crypto,
+    /// A file transfer failed.
+    File(crate::files::FileError),
     /// The protected link to the gateway failed.
     Link(crate::link::LinkError),
 }
@@ -156,6 +158,7 @@ impl fmt::Display for TokenError {
             TokenError::Json(e) => write!(f, "JSON failed: {e}"),
             TokenError::LimitReached(limit) => write!(f, "the limit of {limit} is reached"),
             TokenError::Crypto => f.write_str("encryption failed"),
+            TokenError::File(e) => write!(f, "a file transfer failed: {e}"),
             TokenError::Link(e) => write!(f, "{e}"),
         }
     }
@@ -183,6 +186,11 @@ impl From<WriteError> for TokenError {
         TokenError::Write(e)
     }
 }
+impl From<crate::files::FileError> for TokenError {
+    fn from(e: crate::files::FileError) -> Self {
+        TokenError::File(e)
+    }
+}
 impl From<JsonError> for TokenError {
     fn from(e: JsonError) -> Self {
         TokenError::Json(e)
@@ -205,6 +213,8 @@ pub enum CommandError {
     VerificationInProgress,
     /// No verification waits for the person.
     NoVerification,
+    /// The text starts with the control character the token reserves for file events.
+    ReservedText,
     /// Something could not be done; the error says what.
     Failed(TokenError),
 }
@@ -220,6 +230,9 @@ impl fmt::Display for CommandError {
                 f.write_str("a verification is already under way")
             }
             CommandError::NoVerification => f.write_str("no verification waits for confirmation"),
+            CommandError::ReservedText => {
+                f.write_str("the message starts with a control character the token reserves")
+            }
             CommandError::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -396,6 +409,46 @@ pub enum UiEvent<'a> {
         /// The room.
         room_id: &'a str,
     },
+    /// A file transfer of more than a few blocks advanced.
+    FileProgress {
+        /// Whether the token is sending (else receiving) the file.
+        sending: bool,
+        /// Bytes transferred.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+        /// The file's name.
+        name: &'a str,
+    },
+    /// A file is uploaded, and its event is queued as message `local_id`.
+    FileUploaded {
+        /// The number of the event's message ([`UiEvent::Queued`], [`UiEvent::Delivered`]).
+        local_id: u32,
+        /// The file's size.
+        size: u64,
+        /// The file's name.
+        name: &'a str,
+    },
+    /// A file arrived, its hash checked, and it is stored under `name`.
+    FileReceived {
+        /// The room.
+        room_id: &'a str,
+        /// The sender.
+        sender: &'a str,
+        /// Its size.
+        size: u64,
+        /// Its MIME type.
+        mimetype: &'a str,
+        /// The name it is stored under.
+        name: &'a str,
+    },
+    /// A file transfer failed; nothing was stored (receiving) or sent (sending).
+    FileFailed {
+        /// Why.
+        error: crate::files::FileError,
+        /// The file's name.
+        name: &'a str,
+    },
     /// Something failed; the token carries on.
     Error(TokenError),
     /// A device asks to verify the token (a request, or a start without one):
@@ -506,6 +559,36 @@ impl fmt::Display for EventLine<'_, '_> {
             UiEvent::SendFailed { local_id, error } => write!(f, "send-failed {local_id} {error}"),
             UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
             UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
+            UiEvent::FileProgress {
+                sending,
+                done,
+                total,
+                name,
+            } => write!(
+                f,
+                "file-progress {} {done}/{total} {}",
+                if *sending { "send" } else { "receive" },
+                EscapedBody(name)
+            ),
+            UiEvent::FileUploaded {
+                local_id,
+                size,
+                name,
+            } => write!(f, "file-uploaded {local_id} {size} {}", EscapedBody(name)),
+            UiEvent::FileReceived {
+                room_id,
+                sender,
+                size,
+                mimetype,
+                name,
+            } => write!(
+                f,
+                "file-received {room_id} {sender} {size} {mimetype} {}",
+                EscapedBody(name)
+            ),
+            UiEvent::FileFailed { error, name } => {
+                write!(f, "file-failed {} ({error})", EscapedBody(name))
+            }
             UiEvent::Error(error) => write!(f, "error {error}"),
             UiEvent::VerificationRequested { user_id, device_id } => {
                 write!(f, "verification-request {user_id} {device_id}")

@@ -122,7 +122,10 @@ impl Recording {
         let token = Token::new(
             Config::new([7u8; 32]),
             TestRng(SEED),
-            SharedStore(Rc::new(RefCell::new(Flash::new()))),
+            SharedStore(
+                Rc::new(RefCell::new(Flash::new())),
+                crate::files::CountingFiles::default(),
+            ),
             RecordingUi {
                 log: log.clone(),
                 lines: Rc::clone(&lines),

@@ -65,6 +65,14 @@ pub(crate) struct Homeserver {
     pub keys_uploads: u32,
     /// Device id the token logged in with (kept across logins).
     pub device_id: Option<String>,
+    /// The media repository: media id -> bytes, as uploaded.
+    pub media: BTreeMap<String, Vec<u8>>,
+    /// A request body larger than this gets 4.13, like the real gateway's `--max-media-body`.
+    pub body_limit: Option<usize>,
+    /// The `m.upload.size` of the media config (50 MiB, Synapse's default, when `None`).
+    pub upload_size: Option<u64>,
+    /// Media config requests answered.
+    pub media_configs: u32,
 }
 
 pub(crate) struct FakeGateway {
@@ -300,8 +308,26 @@ impl FakeGateway {
             if block1.num == 0 {
                 self.upload.clear();
             }
-            assert_eq!(self.upload.len(), block1.offset(), "Block1 in order");
+            if self.upload.len() != block1.offset() {
+                // The assembly is gone (a restarted gateway): start again, like the real one.
+                self.upload.clear();
+                let bytes = reply(Code::new(4, 8), &[], &[]);
+                self.dedup.insert(header.message_id, bytes.clone());
+                self.outbox.push(bytes);
+                return;
+            }
             self.upload.extend_from_slice(message.payload);
+            if self
+                .hs
+                .body_limit
+                .is_some_and(|limit| self.upload.len() > limit)
+            {
+                self.upload.clear();
+                let bytes = reply(Code::new(4, 13), &[], &[]);
+                self.dedup.insert(header.message_id, bytes.clone());
+                self.outbox.push(bytes);
+                return;
+            }
             if block1.more {
                 let bytes = reply(
                     Code::new(2, 31),
@@ -365,6 +391,33 @@ impl FakeGateway {
             }
         }
         self.processed.push(route.clone());
+        // Media bodies are raw bytes, never CBOR (PROFILE.md section 7).
+        if route == "Mu" {
+            let id = format!("m{}", self.hs.media.len());
+            self.hs.media.insert(id.clone(), body);
+            let content_uri = json!({"content_uri": format!("mxc://localhost/{id}")});
+            options.push((option::CONTENT_FORMAT, vec![60]));
+            let bytes = reply(
+                Code::CHANGED,
+                &options,
+                &json_to_cbor(&content_uri, TableVersion::V2).unwrap(),
+            );
+            self.dedup.insert(header.message_id, bytes.clone());
+            self.outbox.push(bytes);
+            return;
+        }
+        if let ["Md", "localhost", id] = path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            let (code, file) = match self.hs.media.get(id) {
+                Some(file) => (Code::CONTENT, file.clone()),
+                None => (Code::new(4, 4), Vec::new()),
+            };
+            options.push((option::CONTENT_FORMAT, vec![42]));
+            let payload = self.first_block(&key, file, &mut options);
+            let bytes = reply(code, &options, &payload);
+            self.dedup.insert(header.message_id, bytes.clone());
+            self.outbox.push(bytes);
+            return;
+        }
         let (code, response) = if route == "v" {
             let since = query
                 .iter()
@@ -524,6 +577,11 @@ impl FakeGateway {
                 (Code::CHANGED, json!({ "event_id": event_id }))
             }
             ["3K", room] => (Code::CHANGED, json!({ "room_id": room })),
+            ["Mc"] => {
+                hs.media_configs += 1;
+                let size = hs.upload_size.unwrap_or(50 * 1024 * 1024);
+                (Code::CONTENT, json!({ "m.upload.size": size }))
+            }
             ["3A", _room, event_id] => match hs.events.get(*event_id) {
                 Some(event) => (Code::CONTENT, event.clone()),
                 None => (Code::new(4, 4), json!({"errcode": "M_NOT_FOUND"})),

@@ -4,6 +4,7 @@
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
 mod cortex_m_fixture;
+mod files;
 mod gateway;
 mod link;
 mod link_gateway;
@@ -38,9 +39,10 @@ const OLM: &str = "m.olm.v1.curve25519-aes-sha2";
 
 type Flash = MemoryStore<64, 4096>;
 
-/// The token's flash, shared with the test so that it survives the token (power cuts).
+/// The token's flash, shared with the test so that it survives the token (power cuts), and
+/// its file storage.
 #[derive(Clone)]
-struct SharedStore(Rc<RefCell<Flash>>);
+struct SharedStore(Rc<RefCell<Flash>>, files::CountingFiles);
 
 impl Store for SharedStore {
     fn get(&mut self, id: RecordId, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
@@ -51,6 +53,9 @@ impl Store for SharedStore {
     }
     fn remove(&mut self, id: RecordId) -> Result<(), StoreError> {
         self.0.borrow_mut().remove(id)
+    }
+    fn files(&mut self) -> Option<&mut dyn jeton_core::files::FileStore> {
+        Some(&mut self.1)
     }
 }
 
@@ -122,6 +127,7 @@ struct World {
     seed: u64,
     token: Option<Token<TestRng, SharedStore, Screen>>,
     flash: Rc<RefCell<Flash>>,
+    files: files::CountingFiles,
     screen: Rc<RefCell<Vec<String>>>,
     gw: FakeGateway,
     /// `(arrival, sequence) -> (to the gateway?, bytes)`.
@@ -145,6 +151,7 @@ impl World {
             seed,
             token: None,
             flash: Rc::new(RefCell::new(Flash::new())),
+            files: files::CountingFiles::default(),
             screen: Rc::default(),
             gw: FakeGateway::new(),
             in_flight: BTreeMap::new(),
@@ -168,7 +175,7 @@ impl World {
             config,
             self.material.clone(),
             TestRng(self.seed.wrapping_mul(1000).wrapping_add(self.boots)),
-            SharedStore(self.flash.clone()),
+            SharedStore(self.flash.clone(), self.files.clone()),
             Screen(self.screen.clone(), self.flash.clone()),
             Instant::from_millis(self.now),
         )
@@ -502,9 +509,13 @@ impl Peer {
 
     /// A Megolm-encrypted timeline event.
     fn megolm_event(&mut self, event_id: &str, text: &str) -> Value {
+        self.megolm_content_event(event_id, json!({"msgtype": "m.text", "body": text}))
+    }
+
+    fn megolm_content_event(&mut self, event_id: &str, content: Value) -> Value {
         let payload = json!({
             "type": "m.room.message",
-            "content": {"msgtype": "m.text", "body": text},
+            "content": content,
             "room_id": ROOM,
         });
         let message = self.group.encrypt(payload.to_string());
@@ -1129,7 +1140,7 @@ fn invites_from_the_allow_list_are_joined_and_others_wait_for_the_user() {
         Token::new(
             config,
             TestRng(32),
-            SharedStore(world.flash.clone()),
+            SharedStore(world.flash.clone(), world.files.clone()),
             Screen(world.screen.clone(), world.flash.clone()),
             world.instant(),
         )

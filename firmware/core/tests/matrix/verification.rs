@@ -58,18 +58,28 @@ impl SasPeer {
         format!("{a} {b} {c}")
     }
 
-    /// The peer's `m.key.verification.mac`, with `hkdf-hmac-sha256.v2`.
-    fn mac_content(&self, token_device: &str, peer: &Peer) -> Value {
+    /// The peer's `m.key.verification.mac`, with `hkdf-hmac-sha256.v2`, over its device key
+    /// and, as Element sends them, more keys (`(key id, key)`: a cross-signing master key).
+    fn mac_content(&self, token_device: &str, peer: &Peer, more: &[(&str, &str)]) -> Value {
         let sas = self.established.as_ref().unwrap();
         let info = format!(
             "MATRIX_KEY_VERIFICATION_MAC{PEER}{PEER_DEVICE}{TOKEN_USER}{token_device}{}",
             self.txn
         );
-        let key_id = format!("ed25519:{PEER_DEVICE}");
+        let device_key_id = format!("ed25519:{PEER_DEVICE}");
+        let mut keys = vec![(device_key_id.as_str(), peer.ed())];
+        keys.extend(more.iter().map(|(id, key)| (*id, key.to_string())));
+        let mut macs = serde_json::Map::new();
+        for (id, key) in &keys {
+            let mac = sas.calculate_mac(key, &format!("{info}{id}")).to_base64();
+            macs.insert(id.to_string(), json!(mac));
+        }
+        let mut ids: Vec<&str> = keys.iter().map(|(id, _)| *id).collect();
+        ids.sort();
         json!({
             "transaction_id": self.txn,
-            "mac": { &key_id: sas.calculate_mac(&peer.ed(), &format!("{info}{key_id}")).to_base64() },
-            "keys": sas.calculate_mac(&key_id, &format!("{info}KEY_IDS")).to_base64(),
+            "mac": macs,
+            "keys": sas.calculate_mac(&ids.join(","), &format!("{info}KEY_IDS")).to_base64(),
         })
     }
 
@@ -136,6 +146,32 @@ fn sas_line(world: &World) -> Option<String> {
         .screen()
         .into_iter()
         .find(|l| l.starts_with(&format!("sas {PEER} {PEER_DEVICE} ")))
+}
+
+/// The peer accepts the token's `start` with the v2 MAC and both strings, committing to
+/// `key`.
+fn accept_v2(world: &mut World, key: &str, start: &Value) {
+    to_device(
+        world,
+        "m.key.verification.accept",
+        json!({"transaction_id": start["transaction_id"],
+               "key_agreement_protocol": "curve25519-hkdf-sha256",
+               "hash": "sha256", "message_authentication_code": "hkdf-hmac-sha256.v2",
+               "short_authentication_string": ["decimal", "emoji"],
+               "commitment": commitment(key, start)}),
+    );
+}
+
+/// After the peer's accept: the token's key, then the peer's; the token shows the strings.
+fn exchange_keys(world: &mut World, sas: &mut SasPeer, txn: &str) {
+    let key = wait_for(world, "m.key.verification.key", 1);
+    sas.establish(key["key"].as_str().unwrap());
+    to_device(
+        world,
+        "m.key.verification.key",
+        json!({"transaction_id": txn, "key": sas.our_key}),
+    );
+    assert!(world.run_until(10_000, |w| sas_line(w).is_some()));
 }
 
 fn token_ed(world: &mut World) -> String {
@@ -215,7 +251,15 @@ fn a_request_from_the_peer_ends_with_both_sides_verified_and_done() {
     to_device(
         &mut world,
         "m.key.verification.mac",
-        sas.mac_content(&device, &peer),
+        // A master key id sorts before the device key id ("ed25519:9..." < "ed25519:P...").
+        sas.mac_content(
+            &device,
+            &peer,
+            &[(
+                "ed25519:9xMasterKeyOfThePeerXXXXXXXXXXXXXXXXXXXXXXX",
+                "9xMasterKeyOfThePeerXXXXXXXXXXXXXXXXXXXXXXX",
+            )],
+        ),
     );
     let done = wait_for(&mut world, "m.key.verification.done", 1);
     assert_eq!(done["transaction_id"], TXN);
@@ -264,14 +308,7 @@ fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
                "short_authentication_string": ["decimal"],
                "commitment": hex_commitment}),
     );
-    let key = wait_for(&mut world, "m.key.verification.key", 1);
-    sas.establish(key["key"].as_str().unwrap());
-    to_device(
-        &mut world,
-        "m.key.verification.key",
-        json!({"transaction_id": txn, "key": sas.our_key}),
-    );
-    assert!(world.run_until(10_000, |w| sas_line(w).is_some()));
+    exchange_keys(&mut world, &mut sas, &txn);
     assert_eq!(
         sas_line(&world).unwrap(),
         format!("sas {PEER} {PEER_DEVICE} {}", sas.decimals(&device))
@@ -287,8 +324,56 @@ fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
     to_device(
         &mut world,
         "m.key.verification.mac",
-        sas.mac_content(&device, &peer),
+        sas.mac_content(&device, &peer, &[]),
     );
+    let mac = wait_for(&mut world, "m.key.verification.mac", 1);
+    let ed = token_ed(&mut world);
+    assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
+    wait_for(&mut world, "m.key.verification.done", 1);
+    assert!(world.token().is_verified(PEER, PEER_DEVICE));
+}
+
+#[test]
+fn the_token_requests_and_starts_once_the_peer_is_ready() {
+    let (mut world, peer) = room_with_peer(40);
+    let device = world.token_device();
+    let now = world.instant();
+    world
+        .token()
+        .request_verification(PEER, PEER_DEVICE, 1_700_000_000_000, now)
+        .unwrap();
+    let request = wait_for(&mut world, "m.key.verification.request", 1);
+    assert_eq!(request["from_device"], device);
+    assert_eq!(request["methods"], json!(["m.sas.v1"]));
+    assert_eq!(request["timestamp"], 1_700_000_000_000u64);
+    let txn = request["transaction_id"].as_str().unwrap().to_string();
+    // Waiting for the other person has only the overall limit.
+    world.run_for(90_000);
+    assert!(sent(&world, "m.key.verification.start").is_empty());
+    assert!(sent(&world, "m.key.verification.cancel").is_empty());
+
+    to_device(
+        &mut world,
+        "m.key.verification.ready",
+        json!({"from_device": PEER_DEVICE, "methods": ["m.sas.v1", "m.reciprocate.v1"],
+               "transaction_id": txn}),
+    );
+    let start = wait_for(&mut world, "m.key.verification.start", 1);
+    assert_eq!(start["transaction_id"], txn);
+    let mut sas = SasPeer::new(&txn, false);
+    accept_v2(&mut world, &sas.our_key, &start);
+    exchange_keys(&mut world, &mut sas, &txn);
+    assert!(sas_line(&world).unwrap().starts_with(&format!(
+        "sas {PEER} {PEER_DEVICE} {} emoji ",
+        sas.decimals(&device)
+    )));
+    to_device(
+        &mut world,
+        "m.key.verification.mac",
+        sas.mac_content(&device, &peer, &[]),
+    );
+    let now = world.instant();
+    world.token().confirm_verification(now).unwrap();
     let mac = wait_for(&mut world, "m.key.verification.mac", 1);
     let ed = token_ed(&mut world);
     assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
@@ -333,11 +418,11 @@ fn a_peer_cancelling_is_shown_with_its_code() {
 fn a_tampered_mac_is_refused_with_key_mismatch() {
     let (mut world, peer, sas) = requested_and_keys_exchanged(35);
     let device = world.token_device();
-    let mut mac = sas.mac_content(&device, &peer);
+    let mut mac = sas.mac_content(&device, &peer, &[]);
     // A MAC over another device key: an attacker's key in place of the peer's.
     let other = Peer::new(PEER, PEER_DEVICE);
     mac["mac"][format!("ed25519:{PEER_DEVICE}")] =
-        sas.mac_content(&device, &other)["mac"][format!("ed25519:{PEER_DEVICE}")].clone();
+        sas.mac_content(&device, &other, &[])["mac"][format!("ed25519:{PEER_DEVICE}")].clone();
     to_device(&mut world, "m.key.verification.mac", mac);
     let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
     assert_eq!(cancel["code"], "m.key_mismatch");
@@ -355,14 +440,7 @@ fn a_key_that_does_not_match_its_commitment_is_refused() {
     let txn = start["transaction_id"].as_str().unwrap().to_string();
     let committed = SasPeer::new(&txn, false);
     let sent_instead = SasPeer::new(&txn, false);
-    to_device(
-        &mut world,
-        "m.key.verification.accept",
-        json!({"transaction_id": txn, "key_agreement_protocol": "curve25519-hkdf-sha256",
-               "hash": "sha256", "message_authentication_code": "hkdf-hmac-sha256.v2",
-               "short_authentication_string": ["decimal", "emoji"],
-               "commitment": commitment(&committed.our_key, &start)}),
-    );
+    accept_v2(&mut world, &committed.our_key, &start);
     wait_for(&mut world, "m.key.verification.key", 1);
     to_device(
         &mut world,
@@ -454,4 +532,109 @@ fn a_message_from_another_user_cancels_with_user_mismatch() {
     let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
     assert_eq!(cancel["code"], "m.user_mismatch");
     let _ = sas;
+}
+
+mod arbitrary_messages {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::{PEER, PEER_DEVICE, ROOM, room_with_peer};
+    use super::{SasPeer, sent, to_device};
+
+    const KINDS: [&str; 9] = [
+        "request", "ready", "start", "accept", "key", "mac", "done", "cancel", "unknown",
+    ];
+    const CODES: [&str; 10] = [
+        "m.user",
+        "m.timeout",
+        "m.unknown_transaction",
+        "m.unknown_method",
+        "m.unexpected_message",
+        "m.key_mismatch",
+        "m.user_mismatch",
+        "m.invalid_message",
+        "m.mismatched_commitment",
+        "m.mismatched_sas",
+    ];
+
+    /// A verification message with some of the fields of every kind, plausible or not.
+    fn message() -> impl Strategy<Value = (usize, Value)> {
+        let text = prop_oneof![
+            Just(json!("m.sas.v1")),
+            Just(json!(["m.sas.v1"])),
+            Just(json!(["curve25519-hkdf-sha256"])),
+            Just(json!(["hkdf-hmac-sha256.v2", "hkdf-hmac-sha256"])),
+            Just(json!(["decimal"])),
+            Just(json!(SasPeer::new("t", true).our_key)),
+            Just(json!({"ed25519:PEERDEV": "AAAA"})),
+            "[ -~]{0,70}".prop_map(Value::from),
+            (-(1i64 << 53) + 1..1i64 << 53).prop_map(Value::from),
+        ];
+        let fields = [
+            "transaction_id",
+            "from_device",
+            "method",
+            "methods",
+            "key_agreement_protocols",
+            "hashes",
+            "message_authentication_codes",
+            "short_authentication_string",
+            "key_agreement_protocol",
+            "hash",
+            "message_authentication_code",
+            "commitment",
+            "key",
+            "mac",
+            "keys",
+            "code",
+        ];
+        (
+            0..KINDS.len(),
+            prop_oneof![Just("t1"), Just("t2")],
+            proptest::collection::vec((0..fields.len(), text), 0..8),
+        )
+            .prop_map(move |(kind, txn, chosen)| {
+                let mut content = json!({"transaction_id": txn, "from_device": PEER_DEVICE});
+                for (field, value) in chosen {
+                    content[fields[field]] = value;
+                }
+                (kind, content)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever the peer sends, the token answers only with verification messages and
+        /// the specification's cancel codes, verifies nothing, and goes on reading messages.
+        #[test]
+        fn arbitrary_messages_are_answered_by_the_book(
+            seed in 100u64..10_000,
+            messages in proptest::collection::vec(message(), 1..8),
+        ) {
+            let (mut world, _peer) = room_with_peer(seed);
+            for (kind, content) in messages {
+                to_device(&mut world, &format!("m.key.verification.{}", KINDS[kind]), content);
+                world.run_for(300);
+            }
+            world.run_for(5_000);
+            for (kind, user, _, content) in &world.gw.hs.plain_to_device {
+                prop_assert!(kind.starts_with("m.key.verification.") && user == PEER);
+                if kind == "m.key.verification.cancel" {
+                    prop_assert!(CODES.contains(&content["code"].as_str().unwrap_or("")), "{content}");
+                }
+            }
+            prop_assert!(sent(&world, "m.key.verification.mac").is_empty());
+            prop_assert!(!world.token().is_verified(PEER, PEER_DEVICE));
+
+            // The token still reads the room.
+            world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+                {"type": "m.room.message", "sender": PEER, "event_id": "$after",
+                 "content": {"msgtype": "m.text", "body": "still here"}},
+            ]}}}}}));
+            world.run_for(5_000);
+            let line = format!("message {ROOM} {PEER} unencrypted still here");
+            prop_assert!(world.saw(&line), "{:?}", world.screen());
+        }
+    }
 }

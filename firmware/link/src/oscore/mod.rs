@@ -8,7 +8,7 @@ mod replay;
 mod sequence;
 
 use aes::Aes128;
-use ccm::aead::{AeadInPlace, KeyInit};
+use ccm::aead::{AeadInOut, KeyInit};
 use ccm::consts::{U8, U13};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -404,7 +404,8 @@ impl SecurityContext {
     /// A context restored from its record and the last persisted high-water mark: sending
     /// resumes at the mark (never below it), and, as a server, the first request must
     /// pass the Echo round trip with `echo_challenge` (fresh random bytes) before the replay
-    /// window starts again (RFC 8613 appendix B.1.2).
+    /// window starts again (RFC 8613 appendix B.1.2). A client (the token), which receives
+    /// no requests, may pass any bytes.
     pub fn restore(
         record: &ContextRecord,
         persisted_mark: u64,
@@ -710,10 +711,10 @@ fn seal<'a>(
     let cipher = Aead::new(key.into());
     let (plaintext, rest) = body.split_at_mut(at);
     let tag = cipher
-        .encrypt_in_place_detached(
+        .encrypt_inout_detached(
             nonce.into(),
             aad_buf.get(..aad_len).unwrap_or(&[]),
-            plaintext,
+            plaintext.into(),
         )
         .map_err(|_| OscoreError::BufferTooSmall)?;
     rest.get_mut(..TAG_LEN)
@@ -757,12 +758,15 @@ fn open<'a>(
     let mut aad_buf = [0u8; 40];
     let aad_len = aad(binding, &mut aad_buf)?;
     let cipher = Aead::new(key.into());
+    let tag = tag
+        .try_into()
+        .map_err(|_| OscoreError::AuthenticationFailed)?;
     if cipher
-        .decrypt_in_place_detached(
+        .decrypt_inout_detached(
             nonce.into(),
             aad_buf.get(..aad_len).unwrap_or(&[]),
-            buffer,
-            tag.into(),
+            (&mut *buffer).into(),
+            tag,
         )
         .is_err()
     {

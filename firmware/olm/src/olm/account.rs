@@ -52,6 +52,16 @@ pub(crate) struct StoredKey {
     pub(crate) keypair: Curve25519Keypair,
 }
 
+impl StoredKey {
+    /// An unused slot, as a constant: an empty list of keys is then a memset where it is
+    /// made, not a list-sized temporary on the stack.
+    pub(crate) const EMPTY: Self = Self {
+        key_id: 0,
+        published: false,
+        keypair: Curve25519Keypair::EMPTY,
+    };
+}
+
 impl Default for Curve25519Keypair {
     fn default() -> Self {
         Self::from_parts(&[0; 32], Curve25519PublicKey([0; 32]))
@@ -95,7 +105,7 @@ impl<const N: usize> Account<N> {
         Self {
             signing_key: Ed25519Keypair::generate(rng),
             identity_key: Curve25519Keypair::generate(rng),
-            one_time_keys: Fifo::new(),
+            one_time_keys: Fifo::from_empty([StoredKey::EMPTY; N]),
             next_key_id: 0,
             fallback_key: None,
             previous_fallback_key: None,
@@ -230,6 +240,20 @@ impl<const N: usize> Account<N> {
         identity_key: Curve25519PublicKey,
         one_time_key: Curve25519PublicKey,
     ) -> Result<Session, SessionCreationError> {
+        let mut slot = None;
+        self.create_outbound_session_in(rng, identity_key, one_time_key, &mut slot)?;
+        slot.ok_or(SessionCreationError::NonContributoryKey)
+    }
+
+    /// [`Account::create_outbound_session`] building the session in `slot` (what it held is
+    /// zeroized), so that no session-sized temporary is needed: for small stacks.
+    pub fn create_outbound_session_in<'s, R: CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        identity_key: Curve25519PublicKey,
+        one_time_key: Curve25519PublicKey,
+        slot: &'s mut Option<Session>,
+    ) -> Result<&'s mut Session, SessionCreationError> {
         let base_key = Curve25519Keypair::generate(rng);
         // Initiator: DH(I_A, E_B) || DH(B_A, I_B) || DH(B_A, E_B).
         let secret = triple_diffie_hellman([
@@ -242,8 +266,7 @@ impl<const N: usize> Account<N> {
             base_key: base_key.public_key(),
             one_time_key,
         };
-        let session = Session::new_outbound(rng, &secret, keys);
-        Ok(session)
+        Ok(Session::new_outbound_in(slot, rng, &secret, keys))
     }
 
     fn find_one_time_key(
@@ -279,6 +302,28 @@ impl<const N: usize> Account<N> {
         message: &PreKeyMessage<'_>,
         out: &mut [u8],
     ) -> Result<InboundCreationResult, SessionCreationError> {
+        let mut slot = None;
+        let plaintext_len =
+            self.create_inbound_session_in(their_identity_key, message, out, &mut slot)?;
+        let session = slot.ok_or(SessionCreationError::MismatchedSessionConfig)?;
+        Ok(InboundCreationResult {
+            session,
+            plaintext_len,
+        })
+    }
+
+    /// [`Account::create_inbound_session`] building the session in `slot`, so that no
+    /// session-sized temporary is needed: for small stacks. Returns the plaintext length;
+    /// on success `slot` holds the new session, on failure it is emptied (and what it held
+    /// zeroized).
+    pub fn create_inbound_session_in(
+        &mut self,
+        their_identity_key: Curve25519PublicKey,
+        message: &PreKeyMessage<'_>,
+        out: &mut [u8],
+        slot: &mut Option<Session>,
+    ) -> Result<usize, SessionCreationError> {
+        *slot = None;
         if their_identity_key != message.identity_key() {
             return Err(SessionCreationError::MismatchedIdentityKey);
         }
@@ -295,12 +340,19 @@ impl<const N: usize> Account<N> {
             self.identity_key.diffie_hellman(&message.base_key()),
             private.diffie_hellman(&message.base_key()),
         ])?;
-        let mut session = Session::new_inbound(
+        let session = Session::new_inbound_in(
+            slot,
             &secret,
             message.message().ratchet_key(),
             message.session_keys(),
         );
-        let plaintext_len = session.decrypt_message(message.message(), out)?;
+        let plaintext_len = match session.decrypt_message(message.message(), out) {
+            Ok(len) => len,
+            Err(error) => {
+                *slot = None;
+                return Err(error.into());
+            }
+        };
         match source {
             KeySource::OneTime => {
                 self.remove_one_time_key(&one_time_key);
@@ -310,10 +362,7 @@ impl<const N: usize> Account<N> {
             }
             KeySource::PreviousFallback => {}
         }
-        Ok(InboundCreationResult {
-            session,
-            plaintext_len,
-        })
+        Ok(plaintext_len)
     }
 }
 

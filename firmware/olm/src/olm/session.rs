@@ -49,6 +49,11 @@ pub(crate) struct ChainKey {
 }
 
 impl ChainKey {
+    const EMPTY: Self = Self {
+        key: [0; 32],
+        index: 0,
+    };
+
     fn message_key(&self) -> [u8; 32] {
         hmac_sha256(&self.key, MESSAGE_KEY_SEED)
     }
@@ -73,16 +78,19 @@ fn kdf(salt: &[u8], ikm: &[u8], info: &[u8]) -> (Zeroizing<[u8; 32]>, ChainKey) 
 }
 
 /// Our half of the double ratchet.
+// `Inactive` comes first so that it is the variant of tag zero: [`Session::BLANK`] is then
+// all zeros, which the compiler writes into a slot with a memset, where a non-zero tag made
+// it copy a 3 KB constant kept in flash.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) enum SendingRatchet {
+    Inactive {
+        root_key: [u8; 32],
+        remote_ratchet_key: [u8; 32],
+    },
     Active {
         root_key: [u8; 32],
         ratchet_key: Curve25519Keypair,
         chain: ChainKey,
-    },
-    Inactive {
-        root_key: [u8; 32],
-        remote_ratchet_key: [u8; 32],
     },
 }
 
@@ -95,12 +103,28 @@ pub(crate) struct ReceiverChain {
     pub(crate) serial: u32,
 }
 
+impl ReceiverChain {
+    const EMPTY: Self = Self {
+        ratchet_key: [0; 32],
+        chain: ChainKey::EMPTY,
+        serial: 0,
+    };
+}
+
 /// A message key kept for a message that has not arrived yet.
 #[derive(Clone, Default, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct SkippedKey {
     pub(crate) key: [u8; 32],
     pub(crate) chain_index: u32,
     pub(crate) chain_serial: u32,
+}
+
+impl SkippedKey {
+    const EMPTY: Self = Self {
+        key: [0; 32],
+        chain_index: 0,
+        chain_serial: 0,
+    };
 }
 
 /// An Olm session with one peer device.
@@ -124,44 +148,71 @@ pub struct EncryptedMessage {
 }
 
 impl Session {
-    /// The initiator's side, from the 3DH secret.
-    pub(crate) fn new_outbound<R: CryptoRng + ?Sized>(
+    /// A placeholder that only ever sits in a slot until [`Session::fill_slot`] overwrites
+    /// every field; it never leaves the crate. A constant of zeros, so that putting it into
+    /// a slot is a memset there rather than a 3 KB temporary on the stack.
+    const BLANK: Session = Session {
+        session_keys: SessionKeys {
+            identity_key: Curve25519PublicKey([0; 32]),
+            base_key: Curve25519PublicKey([0; 32]),
+            one_time_key: Curve25519PublicKey([0; 32]),
+        },
+        sending: SendingRatchet::Inactive {
+            root_key: [0; 32],
+            remote_ratchet_key: [0; 32],
+        },
+        receiving: Fifo::from_empty([ReceiverChain::EMPTY; MAX_RECEIVING_CHAINS]),
+        skipped: Fifo::from_empty([SkippedKey::EMPTY; MAX_SKIPPED_KEYS]),
+        next_serial: 0,
+    };
+
+    /// Makes `slot` a session with these keys and sending ratchet and no receiving chains,
+    /// in place: a session is 3 KB, too much for a Cortex-M stack to hold several copies of
+    /// while it is built and moved. What the slot held before is zeroized.
+    pub(crate) fn fill_slot(
+        slot: &mut Option<Session>,
+        session_keys: SessionKeys,
+        sending: SendingRatchet,
+    ) -> &mut Session {
+        let session = slot.get_or_insert_with(|| Session::BLANK);
+        session.session_keys = session_keys;
+        session.sending = sending;
+        session.receiving.clear();
+        session.skipped.clear();
+        session.next_serial = 0;
+        session
+    }
+
+    /// The initiator's side, from the 3DH secret, built in `slot`.
+    pub(crate) fn new_outbound_in<'s, R: CryptoRng + ?Sized>(
+        slot: &'s mut Option<Session>,
         rng: &mut R,
         shared_secret: &[u8; 96],
         session_keys: SessionKeys,
-    ) -> Self {
+    ) -> &'s mut Session {
         let (root_key, chain) = kdf(&[0], shared_secret, ROOT_INFO);
         let sending = SendingRatchet::Active {
             root_key: *root_key,
             ratchet_key: Curve25519Keypair::generate(rng),
             chain,
         };
-        Self {
-            session_keys,
-            sending,
-            receiving: Fifo::new(),
-            skipped: Fifo::new(),
-            next_serial: 0,
-        }
+        Self::fill_slot(slot, session_keys, sending)
     }
 
-    /// The receiver's side, from the 3DH secret and the initiator's first ratchet key.
-    pub(crate) fn new_inbound(
+    /// The receiver's side, from the 3DH secret and the initiator's first ratchet key, built
+    /// in `slot`.
+    pub(crate) fn new_inbound_in<'s>(
+        slot: &'s mut Option<Session>,
         shared_secret: &[u8; 96],
         remote_ratchet_key: Curve25519PublicKey,
         session_keys: SessionKeys,
-    ) -> Self {
+    ) -> &'s mut Session {
         let (root_key, chain) = kdf(&[0], shared_secret, ROOT_INFO);
-        let mut session = Self {
-            session_keys,
-            sending: SendingRatchet::Inactive {
-                root_key: *root_key,
-                remote_ratchet_key: remote_ratchet_key.0,
-            },
-            receiving: Fifo::new(),
-            skipped: Fifo::new(),
-            next_serial: 0,
+        let sending = SendingRatchet::Inactive {
+            root_key: *root_key,
+            remote_ratchet_key: remote_ratchet_key.0,
         };
+        let session = Self::fill_slot(slot, session_keys, sending);
         session.add_receiving_chain(remote_ratchet_key.0, chain);
         session
     }

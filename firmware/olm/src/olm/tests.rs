@@ -463,6 +463,58 @@ fn one_time_keys_are_consumed_and_fallback_keys_are_not() {
 }
 
 #[test]
+fn sessions_made_in_a_slot_replace_what_it_held_and_a_failure_empties_it() {
+    let mut rng = rand::rng();
+    let mut bob = Account::<DEFAULT_ONE_TIME_KEYS>::new(&mut rng);
+    bob.generate_one_time_keys(&mut rng, 2);
+    let otks: Vec<_> = bob.one_time_keys().map(|(_, key)| key).collect();
+    let alice = Account::<DEFAULT_ONE_TIME_KEYS>::new(&mut rng);
+    let mut to_bob = None;
+    let mut bob_slot = None;
+    let mut out = [0u8; 64];
+    for (round, otk) in otks.iter().enumerate() {
+        // The second round builds over the first round's sessions in the same slots.
+        let session = alice
+            .create_outbound_session_in(&mut rng, bob.curve25519_key(), *otk, &mut to_bob)
+            .unwrap();
+        assert_eq!(session.session_keys().one_time_key, *otk);
+        let text = [b'0' + round as u8; 5];
+        let mut wire = [0u8; olm_message_len(5)];
+        let sent = session.encrypt(&mut rng, &text, &mut wire).unwrap();
+        let OlmMessage::PreKey(message) =
+            OlmMessage::from_parts(sent.message_type, &wire[..sent.len]).unwrap()
+        else {
+            panic!("the first message is a pre-key message");
+        };
+        let len = bob
+            .create_inbound_session_in(alice.curve25519_key(), &message, &mut out, &mut bob_slot)
+            .unwrap();
+        assert_eq!(&out[..len], &text);
+        let theirs = bob_slot.as_mut().unwrap();
+        assert_eq!(theirs.session_id(), to_bob.as_ref().unwrap().session_id());
+        // The reply makes Alice's session leave the pre-key stage, as any session does.
+        let reply = theirs.encrypt(&mut rng, b"ok", &mut wire).unwrap();
+        let reply = OlmMessage::from_parts(reply.message_type, &wire[..reply.len]).unwrap();
+        let mine = to_bob.as_mut().unwrap();
+        assert_eq!(mine.decrypt(&reply, &mut out), Ok(2));
+        assert!(mine.has_received_message());
+    }
+    assert_eq!(bob.stored_one_time_key_count(), 0);
+    // A refused pre-key message (its one-time key is used up) leaves the slot empty.
+    let mut wire = [0u8; olm_message_len(1)];
+    let session = alice
+        .create_outbound_session_in(&mut rng, bob.curve25519_key(), otks[0], &mut to_bob)
+        .unwrap();
+    let sent = session.encrypt(&mut rng, b"x", &mut wire).unwrap();
+    let message = PreKeyMessage::from_bytes(&wire[..sent.len]).unwrap();
+    assert_eq!(
+        bob.create_inbound_session_in(alice.curve25519_key(), &message, &mut out, &mut bob_slot),
+        Err(SessionCreationError::MissingOneTimeKey)
+    );
+    assert!(bob_slot.is_none());
+}
+
+#[test]
 fn previous_fallback_key_works_until_the_new_one_is_used() {
     let mut rng = rand::rng();
     let mut bob = Account::<DEFAULT_ONE_TIME_KEYS>::new(&mut rng);

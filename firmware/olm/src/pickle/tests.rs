@@ -108,6 +108,33 @@ fn session_round_trips_at_full_capacity_and_keeps_talking() {
 }
 
 #[test]
+fn session_unpickles_in_place_over_another_and_a_bad_pickle_empties_the_slot() {
+    let (mut alice, bob) = full_sessions();
+    let (_, other) = full_sessions();
+    let mut slot = Some(other);
+    let mut bytes = pickled(&bob);
+    let restored = Session::from_pickle_into(&mut bytes, &KEY, &mut slot).unwrap();
+    assert_eq!(restored.session_id(), bob.session_id());
+    assert_eq!(restored.skipped.len(), crate::olm::MAX_SKIPPED_KEYS);
+    olm_send(restored, &mut alice, b"from the slot", true);
+    olm_send(&mut alice, slot.as_mut().unwrap(), b"and back", true);
+    // A session with fewer chains and skipped keys in place of a full one keeps only its own.
+    let mut bytes = pickled(&alice);
+    let restored = Session::from_pickle_into(&mut bytes, &KEY, &mut slot).unwrap();
+    assert_eq!(restored.session_id(), alice.session_id());
+    assert_eq!(restored.receiving.len(), alice.receiving.len());
+    assert_eq!(restored.skipped.len(), alice.skipped.len());
+
+    let mut tampered = pickled(&bob);
+    tampered[HEADER_LEN] ^= 1;
+    assert_eq!(
+        Session::from_pickle_into(&mut tampered, &KEY, &mut slot).err(),
+        Some(PickleError::InvalidMac)
+    );
+    assert!(slot.is_none(), "a failed unpickle leaves no session behind");
+}
+
+#[test]
 fn megolm_sessions_round_trip() {
     let mut rng = rand::rng();
     let mut outbound = GroupSession::new(&mut rng);

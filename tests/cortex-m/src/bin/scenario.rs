@@ -1,7 +1,8 @@
 //! The token's core scenario on a Cortex-M4, against canned gateway responses: a
 //! `jeton-core` [`Token`] logs in and uploads its keys, accepts an invite and joins the
 //! room, receives a room key over Olm and a Megolm message it decrypts and shows, and sends
-//! a Megolm message.
+//! a Megolm message. Then the power is cycled: the token boots again from its store and
+//! must be the same logged-in device.
 //!
 //! The gateway's datagrams come from `fixtures/core-scenario.bin`, recorded on the host by
 //! `firmware/core/tests/matrix/cortex_m_fixture.rs` against the fake gateway and a vodozemac
@@ -13,7 +14,8 @@
 //!
 //! It reports the instructions of each step (all the token's work in it, datagrams,
 //! timeouts and commands) and the peak stack, measured by painting the stack at each step's
-//! start. The token lives in a static, so `.bss` holds its RAM; its store lives in a
+//! start (boots included: the token is built in place, as on a device). The token lives in
+//! a static, so `.bss` holds its RAM; its store lives in a
 //! static named `JETON_FLASH_STAND_IN`, which `build` leaves out of the RAM figure because
 //! a device keeps those records on flash.
 #![no_std]
@@ -265,8 +267,9 @@ fn check_room_send(datagram: &[u8]) -> bool {
     true
 }
 
-/// Boots the token into its static. Out of line, so that the token's value on its way
-/// there is on the stack only during boot (and counted in boot's peak).
+/// Boots the token in place into its static, as the RIOT firmware does
+/// (`Token::new_in`): only what the boot path needs passes through the stack, and boot's
+/// peak counts it. Out of line, so that its frame is measured as boot's.
 #[inline(never)]
 fn boot(
     slot: &'static mut MaybeUninit<ScenarioToken>,
@@ -275,16 +278,65 @@ fn boot(
     screen: Screen,
     now: Instant,
 ) -> Option<&'static mut ScenarioToken> {
-    match Token::new(
+    Token::new_in(
+        slot,
         Config::new([7u8; 32]),
         FixedSeedRng(seed),
         store,
         screen,
         now,
-    ) {
-        Ok(token) => Some(slot.write(token)),
-        Err(_) => None,
+    )
+    .ok()
+}
+
+/// A power cycle: the token boots again, in the same static, from what its store holds
+/// (account, login, room, Olm and Megolm sessions), as a device does at every power-up, and
+/// must be the same logged-in device. That boot's stack counts in the budget too. Out of
+/// line, so that what it compares stays out of `main`'s frame (which every step's figure
+/// includes).
+#[inline(never)]
+fn power_cycle(
+    token: &'static mut ScenarioToken,
+    counter: &mut InstructionCounter,
+    now: Instant,
+) -> (&'static mut ScenarioToken, Step) {
+    let identity = token.identity();
+    // SAFETY: `token`, the only reference into the two statics, is not used after this. The
+    // token in TOKEN was booted by `main` and is dropped once, here, to make room for the
+    // rebooted one; the records stay in their own static.
+    let (slot, store) = unsafe {
+        let slot = &mut *core::ptr::addr_of_mut!(TOKEN);
+        slot.assume_init_drop();
+        let store = (*core::ptr::addr_of_mut!(JETON_FLASH_STAND_IN)).assume_init_mut();
+        (slot, store)
+    };
+    // The reboot shows nothing: any line fails the run.
+    let screen = Screen {
+        expected: Records(&[]),
+        received_shown: false,
+        delivered: false,
+    };
+    paint_stack();
+    let (rebooted, instructions) = counter.measure(|| boot(slot, REBOOT_SEED, store, screen, now));
+    let peak_stack = stack_peak_since_paint();
+    let Some(token) = rebooted else {
+        fail("the token did not boot again from its store")
+    };
+    let again = token.identity();
+    if again.curve25519 != identity.curve25519
+        || again.ed25519 != identity.ed25519
+        || again.user_id.is_none()
+        || again.device_id != identity.device_id
+    {
+        fail("the rebooted token is not the same logged-in device");
     }
+    let step = Step {
+        name: "reboot (account, login, sessions read back)",
+        instructions,
+        peak_stack,
+        boot: true,
+    };
+    (token, step)
 }
 
 /// Runs a command of the user's and returns its instructions; a refusal fails the run.
@@ -300,14 +352,19 @@ fn command<E>(
     instructions
 }
 
-/// A step of the scenario: its name, the instructions the token spent in it, its peak stack.
+/// A step of the scenario: its name, the instructions the token spent in it, its peak stack,
+/// and whether it is a boot.
 struct Step {
     name: &'static str,
     instructions: Option<u64>,
     peak_stack: usize,
+    boot: bool,
 }
 
-const STEPS: usize = 5;
+const STEPS: usize = 6;
+
+/// The RNG seed of the reboot, which draws only the CoAP engine's seed.
+const REBOOT_SEED: u64 = 0x5eed;
 
 #[entry]
 fn main() -> ! {
@@ -327,12 +384,14 @@ fn main() -> ! {
         name: "boot (new device: Olm account created)",
         instructions: Some(0),
         peak_stack: 0,
+        boot: true,
     };
     let mut records = Records(FIXTURE);
     let mut token: Option<&mut ScenarioToken> = None;
     let mut store = Some(store);
     let mut sends = 0;
     let mut buf = [0u8; 1152];
+    let mut last = Instant::ZERO;
     paint_stack();
     for record in records.by_ref() {
         if record.kind == kind::PHASE {
@@ -344,6 +403,7 @@ fn main() -> ! {
                 name: record.text(),
                 instructions: Some(0),
                 peak_stack: 0,
+                boot: false,
             };
             paint_stack();
             continue;
@@ -352,6 +412,7 @@ fn main() -> ! {
             continue;
         }
         let now = record.now;
+        last = now;
         let (transmitted, instructions) = match (record.kind, token.as_deref_mut()) {
             (kind::BOOT, None) => {
                 let seed = record
@@ -444,6 +505,10 @@ fn main() -> ! {
     if sends != 1 || !screen.delivered || outbox != 0 {
         fail("the token's message was not sent once and delivered");
     }
+    let (token, reboot) = power_cycle(token, &mut counter, last);
+    if steps.push(reboot).is_err() {
+        fail("more steps than STEPS");
+    }
     let store = token.store();
 
     hprintln!(
@@ -458,7 +523,7 @@ fn main() -> ! {
     let peak = steps.iter().map(|s| s.peak_stack).max().unwrap_or(0);
     let after_boot = steps
         .iter()
-        .skip(1)
+        .filter(|s| !s.boot)
         .map(|s| s.peak_stack)
         .max()
         .unwrap_or(0);
