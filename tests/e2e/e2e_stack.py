@@ -88,7 +88,7 @@ class LinkPairing:
     ahead of time for the tokens the tests start: the gateway reads its tokens file once,
     when it starts."""
 
-    def __init__(self, directory, count=24):
+    def __init__(self, directory, count=32):
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
