@@ -5,7 +5,7 @@ the same fixture.
 
 import pytest
 
-from e2e_stack import SimToken, start_gateway, stop_process, synapse_server
+from e2e_stack import LinkPairing, SimToken, plain_link, start_gateway, stop_process, synapse_server
 
 
 @pytest.fixture(scope="session")
@@ -15,20 +15,32 @@ def synapse():
 
 
 @pytest.fixture(scope="session")
-def gateway(synapse):
-    gw = start_gateway(synapse.base)
+def link_pairing(tmp_path_factory):
+    """The gateway's link identity and tokens paired with it (None: the suite runs plain)."""
+    return None if plain_link() else LinkPairing(tmp_path_factory.mktemp("link"))
+
+
+@pytest.fixture(scope="session")
+def gateway(synapse, link_pairing):
+    gw = start_gateway(synapse.base, *(link_pairing.gateway_args() if link_pairing else ()))
     yield gw
     stop_process(gw.proc)
 
 
 @pytest.fixture
-def tokens(tmp_path):
-    """Starts tokens on demand; stops every one at the end of the test."""
+def tokens(tmp_path, link_pairing):
+    """Starts tokens on demand, paired with the gateway unless the suite runs plain or
+    `link=False`; stops every one at the end of the test."""
     started = []
 
-    def make(gateway_address, user, name, auto_join_from=(), extra_args=()):
+    def make(gateway_address, user, name, auto_join_from=(), extra_args=(), link=True):
         user_id, _, password = user
-        token = SimToken(gateway_address, user_id, password, tmp_path / name, name, auto_join_from, extra_args)
+        if link is True:
+            material = link_pairing.take() if link_pairing else None
+        else:
+            material = link or None
+        token = SimToken(gateway_address, user_id, password, tmp_path / name, name, auto_join_from, extra_args,
+                         material)
         started.append(token)
         return token.start()
 

@@ -24,6 +24,7 @@ import urllib.parse
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SIM_BIN = REPO / "target" / "debug" / "jeton-sim"
+CLI_BIN = REPO / "target" / "debug" / "jeton"
 
 
 def _load(name, path):
@@ -52,6 +53,62 @@ def build_sim():
     return SIM_BIN
 
 
+def build_cli():
+    """Builds the jeton CLI once per session."""
+    if not _built_cli:
+        subprocess.run(["cargo", "build", "-q", "-p", "jeton"], cwd=REPO, check=True)
+        _built_cli.append(True)
+    return CLI_BIN
+
+
+_built_cli = []
+
+
+# ---------------------------------------------------------------------------------------
+# The protected link: pairing tokens with the gateway (EDHOC + OSCORE)
+
+
+def plain_link():
+    """Whether the suite runs with the link unprotected (JETON_E2E_PLAIN_LINK=1), for
+    comparing with plain MSC3079 CoAP."""
+    return os.environ.get("JETON_E2E_PLAIN_LINK") == "1"
+
+
+def pair(out, identity, tokens_file, name):
+    """`jeton pair`: the token's provisioning file at `out`, the token added to the
+    gateway's tokens file (and the gateway's identity made if it does not exist)."""
+    subprocess.run([str(build_cli()), "pair", "--token-out", str(out), "--gateway-identity", str(identity),
+                    "--gateway-tokens", str(tokens_file), "--name", name],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+class LinkPairing:
+    """A gateway's link identity and its authorised tokens, with provisioning files paired
+    ahead of time for the tokens the tests start: the gateway reads its tokens file once,
+    when it starts."""
+
+    def __init__(self, directory, count=32):
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.identity = directory / "gateway-identity.toml"
+        self.tokens_file = directory / "gateway-tokens.toml"
+        self.free = [pair(directory / f"token-{i}.link", self.identity, self.tokens_file, f"e2e-token-{i}")
+                     for i in range(count)]
+
+    def gateway_args(self):
+        # The gateway suite's launcher turns the plain-MSC3079 compatibility mode on for its
+        # aiocoap clients; a linked gateway runs with its default, off.
+        return ["--link-identity", str(self.identity), "--link-tokens", str(self.tokens_file),
+                "--compat-plain-msc3079", "false"]
+
+    def take(self):
+        """The provisioning file of a paired token nobody uses yet."""
+        assert self.free, "all pre-paired tokens are in use: raise LinkPairing's count"
+        return self.free.pop(0)
+
+
 def new_user(synapse, prefix):
     """A registered account: (user_id, localpart, password)."""
     body = make_user(synapse, prefix)
@@ -69,8 +126,11 @@ class UdpRelay:
     gateway from a socket of its own, and the answers back. Counts datagrams and payload
     bytes both ways. The target can change (a restarted gateway on another port)."""
 
-    def __init__(self, target):
+    def __init__(self, target, record=False):
         self.target = target
+        # (True for token -> gateway, datagram) of everything relayed, when recording.
+        self.record = record
+        self.datagrams = []
         self.listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.listen.bind(("127.0.0.1", 0))
         self.address = "127.0.0.1:%d" % self.listen.getsockname()[1]
@@ -105,11 +165,15 @@ class UdpRelay:
                     with self.lock:
                         self.up_bytes += len(data)
                         self.up_datagrams += 1
+                        if self.record:
+                            self.datagrams.append((True, data))
                     up.sendto(data, self.target)
                 else:
                     with self.lock:
                         self.down_bytes += len(data)
                         self.down_datagrams += 1
+                        if self.record:
+                            self.datagrams.append((False, data))
                     self.listen.sendto(data, self.token_of[s])
 
     def close(self):
@@ -127,8 +191,11 @@ class SimToken:
     """A jeton-sim process driven through its shell: one command per line in, one event per
     line out. `lines` keeps every line printed since the first start, across restarts."""
 
-    def __init__(self, gateway_address, user_id, password, state_dir, name, auto_join_from=(), extra_args=()):
+    def __init__(self, gateway_address, user_id, password, state_dir, name, auto_join_from=(), extra_args=(),
+                 link=None):
         self.gateway_address = gateway_address
+        # The provisioning file of the protected link; None speaks plain CoAP.
+        self.link = link
         self.user_id = user_id
         self.password = password
         self.state_dir = pathlib.Path(state_dir)
@@ -146,6 +213,7 @@ class SimToken:
                 "--device-name", self.name, "--login"]
         for user in self.auto_join_from:
             args += ["--auto-join-from", user]
+        args += ["--link", str(self.link)] if self.link else ["--no-link"]
         args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, bufsize=1)

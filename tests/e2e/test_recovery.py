@@ -88,16 +88,19 @@ KEEPALIVE = ("--observe-keepalive-secs", "5")
 SILENCE = ("--observe-silence-secs", "15")
 
 
-def test_tokens_recover_when_their_gateway_restarts_mid_conversation(synapse, tokens, tmp_path):
-    gateways = [start_gateway(synapse.base, *KEEPALIVE)]
+def test_tokens_recover_when_their_gateway_restarts_mid_conversation(synapse, tokens, tmp_path, link_pairing):
+    # With the link on, the restarted gateway has lost every OSCORE context: the tokens run
+    # EDHOC again by themselves.
+    link = link_pairing.gateway_args() if link_pairing else []
+    gateways = [start_gateway(synapse.base, *KEEPALIVE, *link)]
     try:
-        asyncio.run(_gateway_restart(synapse, gateways, tokens, tmp_path))
+        asyncio.run(_gateway_restart(synapse, gateways, tokens, tmp_path, link))
     finally:
         for gw in gateways:
             stop_process(gw.proc)
 
 
-async def _gateway_restart(synapse, gateways, tokens, tmp_path):
+async def _gateway_restart(synapse, gateways, tokens, tmp_path, link):
     nio = None
     try:
         alice, one, two, tok1, tok2, nio, room = await setup_room(synapse, gateways[0], tokens, tmp_path,
@@ -112,7 +115,8 @@ async def _gateway_restart(synapse, gateways, tokens, tmp_path):
         tok1.command(f"send {room} while the gateway was down")
         await tok1.expect("queued ", since=mark1)
         await asyncio.sleep(3)
-        gateways.append(start_gateway(synapse.base, *KEEPALIVE, "--listen", f"127.0.0.1:{gateways[0].port}"))
+        gateways.append(start_gateway(synapse.base, *KEEPALIVE, *link, "--listen",
+                                      f"127.0.0.1:{gateways[0].port}"))
 
         # Token one (sending) and token two (idle) both read what follows, nobody typing a
         # command. Bounds: CoAP back-off for the first, the silence bound for the second.

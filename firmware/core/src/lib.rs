@@ -18,9 +18,12 @@
 //! - [`store`]: the [`store::Store`] trait (atomic, durable, ordered records) and an
 //!   in-memory store that simulates power cuts; [`platform`]: clock and RNG traits.
 //! - [`json`]: canonical JSON for signatures and a bounded reader of decrypted payloads.
+//! - [`link`] (feature `link`): the protected link to the gateway under the Matrix client:
+//!   EDHOC, then OSCORE on every exchange, the context kept on flash across power cuts.
 //!
-//! The token's whole state with the default capacities takes 33,336 B on a 64-bit host (the test
-//! `state_size_with_default_capacities_is_pinned` prints and pins it).
+//! The token's whole state with the default capacities takes 35,528 B on a 64-bit host, 33,336 B
+//! without the `link` feature (the test `state_size_with_default_capacities_is_pinned` prints
+//! and pins it).
 //!
 //! # Usage
 //!
@@ -70,14 +73,20 @@
 //!
 //! # Features
 //!
-//! None yet. The crate is `no_std` and never allocates; every capacity is a constant or a
-//! const generic parameter, and running into one is an error value.
+//! - `link` (default): the protected link to the gateway ([`link`]: EDHOC and OSCORE, on
+//!   `jeton-link`), used by [`matrix::Token::with_link`]. Without it the token speaks plain
+//!   CoAP and its image carries none of that code (about 50 KB of flash on Cortex-M4).
+//!
+//! The crate is `no_std` and never allocates; every capacity is a constant or a const
+//! generic parameter, and running into one is an error value.
 //!
 //! # Specifications
 //!
 //! - CoAP: <https://www.rfc-editor.org/rfc/rfc7252>
 //! - Block-wise transfers: <https://www.rfc-editor.org/rfc/rfc7959>
 //! - Observe: <https://www.rfc-editor.org/rfc/rfc7641>
+//! - EDHOC: <https://www.rfc-editor.org/rfc/rfc9528>; OSCORE:
+//!   <https://www.rfc-editor.org/rfc/rfc8613>
 //! - The Matrix profile: MSC3079, <https://github.com/matrix-org/matrix-spec-proposals/pull/3079>
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(
@@ -93,6 +102,13 @@
 pub mod coap;
 pub mod files;
 pub mod json;
+#[cfg(feature = "link")]
+pub mod link;
+/// The plain link of a build without the `link` feature.
+#[cfg(not(feature = "link"))]
+#[path = "link_off.rs"]
+pub mod link;
+mod link_types;
 pub mod matrix;
 pub mod platform;
 pub mod store;

@@ -56,6 +56,9 @@ pub mod record {
     pub const OLM: RecordId = 0x0400;
     /// Outbox entries: `OUTBOX + i`.
     pub const OUTBOX: RecordId = 0x0500;
+    /// The link's OSCORE security context and its sequence number high-water mark
+    /// ([`crate::link`]).
+    pub const LINK: RecordId = 0x0010;
 }
 
 /// Why a store operation failed.

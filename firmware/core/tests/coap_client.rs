@@ -942,3 +942,47 @@ fn an_untaken_response_holds_back_the_next_exchange() {
         .count();
     assert_eq!(registrations, 2);
 }
+
+#[test]
+fn a_request_queued_first_goes_out_after_the_one_in_flight_and_before_the_waiting_ones() {
+    let echo = path(&["echo"]);
+    let mut world: World = World::new(11, CLEAN, ClientConfig::default());
+    let waiting: Vec<Vec<u8>> = (0..3).map(echo_body).collect();
+    let ids: Vec<_> = waiting
+        .iter()
+        .map(|body| world.request(Code::POST, &echo, body))
+        .collect();
+    // The first request is in flight once it was transmitted.
+    world.flush();
+    let urgent = b"handshake first".to_vec();
+    let first = world
+        .client
+        .request_first(&Request::new(Code::POST, &echo, &urgent))
+        .unwrap();
+    world.run_until(600_000, |w| w.client.is_idle());
+    let order: Vec<Vec<u8>> = world
+        .server
+        .processed
+        .iter()
+        .map(|(_, body)| body.clone())
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            waiting[0].clone(),
+            urgent.clone(),
+            waiting[1].clone(),
+            waiting[2].clone()
+        ]
+    );
+    for (id, body) in ids
+        .iter()
+        .chain([&first])
+        .zip(waiting.iter().chain([&urgent]))
+    {
+        match world.outcomes_for(*id).as_slice() {
+            [Outcome::Response { body: echoed, .. }] => assert_eq!(echoed, body),
+            other => panic!("{id:?}: {other:?}"),
+        }
+    }
+}

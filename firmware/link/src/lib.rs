@@ -118,6 +118,7 @@ pub mod edhoc;
 mod error;
 pub mod message;
 pub mod oscore;
+pub mod pairing;
 mod seeded_rng;
 
 pub use credential::{Credential, Identity, Kid};

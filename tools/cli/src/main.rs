@@ -7,14 +7,18 @@
 //! jeton cbor decode --hex < event.hex                    # CBOR (or hex) -> JSON
 //! jeton path compress /_matrix/client/v3/sync            # -> /v
 //! jeton path expand /w/%21room%3Aserver/m.room.encrypted/txn1
+//! jeton pair --token-out kitchen.link --gateway-identity gateway-identity.toml \
+//!     --gateway-tokens gateway-tokens.toml --name kitchen
 //! ```
 //!
 //! Bad input gives one line on stderr saying what is wrong and where (a byte offset), exit status 2, and
 //! nothing on stdout. The profile is described in `firmware/proto/PROFILE.md`.
 
 mod input_check;
+mod pair;
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +41,26 @@ enum Command {
     /// Translate between full Matrix paths and MSC3079 short paths.
     #[command(subcommand)]
     Path(PathCommand),
+    /// Pair a token with a gateway: a fresh key pair for the token, its provisioning file,
+    /// the gateway's identity if it has none, and the token added to the gateway's
+    /// authorised tokens.
+    Pair {
+        /// Where to write the token's provisioning file (jeton-sim --link FILE).
+        #[arg(long)]
+        token_out: PathBuf,
+        /// The gateway's identity file (its --link-identity); made when it does not exist.
+        #[arg(long)]
+        gateway_identity: PathBuf,
+        /// The gateway's authorised tokens file (its --link-tokens); the token is appended.
+        #[arg(long)]
+        gateway_tokens: PathBuf,
+        /// The token's name: its credential's subject and its name in the gateway's logs.
+        #[arg(long, default_value = "jeton-token")]
+        name: String,
+        /// The gateway's name, when its identity is made.
+        #[arg(long, default_value = "jeton-gateway")]
+        gateway_name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,5 +197,19 @@ fn run(command: Command) -> Result<Vec<u8>, BadInput> {
             out.push('\n');
             Ok(out.into_bytes())
         }
+        Command::Pair {
+            token_out,
+            gateway_identity,
+            gateway_tokens,
+            name,
+            gateway_name,
+        } => pair::pair(&pair::PairRequest {
+            token_out,
+            gateway_identity,
+            gateway_tokens,
+            name,
+            gateway_name,
+        })
+        .map(String::into_bytes),
     }
 }

@@ -176,3 +176,89 @@ fn bad_input_is_one_line_on_stderr_with_exit_status_2() {
     wrong_count.args(["path", "expand", "/9/room"]);
     fails_with_one_line(wrong_count, "takes 3 parameter(s) but the short path has 1");
 }
+
+/// A fresh temporary directory for one test's files.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("jeton-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn pair_writes_both_sides_and_a_second_token_shares_the_gateway_identity() {
+    use jeton_link::pairing::KeyFile;
+    use jeton_link::{Credential, Identity};
+
+    let dir = scratch_dir("pair");
+    let (identity, tokens_file) = (dir.join("identity.toml"), dir.join("tokens.toml"));
+    let pair = |name: &str| {
+        let mut command = jeton();
+        command
+            .arg("pair")
+            .arg("--token-out")
+            .arg(dir.join(format!("{name}.link")))
+            .arg("--gateway-identity")
+            .arg(&identity)
+            .arg("--gateway-tokens")
+            .arg(&tokens_file)
+            .args(["--name", name]);
+        command
+    };
+    let mut tokens = Vec::new();
+    for name in ["kitchen", "hall"] {
+        let output = pair(name).assert().success().get_output().stdout.clone();
+        let summary = String::from_utf8(output).unwrap();
+        assert!(
+            summary.starts_with(&format!("paired {name} (kid ")),
+            "{summary}"
+        );
+        assert_eq!(
+            summary.contains("(new gateway identity)"),
+            name == "kitchen",
+            "{summary}"
+        );
+        let bytes = std::fs::read(dir.join(format!("{name}.link"))).unwrap();
+        tokens.push(KeyFile::decode(&bytes).unwrap());
+    }
+    // The gateway's files, read the way the gateway reads them.
+    let identity_toml: toml::Table = std::fs::read_to_string(&identity).unwrap().parse().unwrap();
+    let field = |table: &toml::Table, key: &str| hex::decode(table[key].as_str().unwrap()).unwrap();
+    let gateway = Identity::new(
+        field(&identity_toml, "private_key").try_into().unwrap(),
+        &field(&identity_toml, "credential"),
+    )
+    .unwrap();
+    let tokens_toml: toml::Table = std::fs::read_to_string(&tokens_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed = tokens_toml["token"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    for ((token, entry), name) in tokens.iter().zip(listed).zip(["kitchen", "hall"]) {
+        let entry = entry.as_table().unwrap();
+        assert_eq!(entry["name"].as_str(), Some(name));
+        let credential = Credential::parse(&field(entry, "credential")).unwrap();
+        // Each token pins the one gateway identity, and the gateway lists each token.
+        assert_eq!(token.peer.as_ref(), Some(gateway.credential()));
+        assert_eq!(token.identity.credential(), &credential);
+    }
+    assert_ne!(
+        tokens[0].identity.credential().kid(),
+        tokens[1].identity.credential().kid()
+    );
+    #[cfg(unix)]
+    for secret in [dir.join("kitchen.link"), identity.clone()] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is readable by others",
+            secret.display()
+        );
+    }
+    // Pairing the same token file again is refused rather than overwriting its key.
+    fails_with_one_line(pair("kitchen"), "a token is paired once");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

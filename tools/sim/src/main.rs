@@ -18,6 +18,7 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use jeton_core::link::KeyFile;
 use jeton_core::matrix::{Config, EscapedBody, Token, Ui, UiEvent};
 use jeton_core::platform::{Instant, Rng};
 
@@ -65,6 +66,39 @@ struct Args {
     /// Bytes of received files the token may keep under <state-dir>/files/.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     files_quota: u64,
+    /// The token's link provisioning file (`jeton pair --token-out`): EDHOC and OSCORE to
+    /// the gateway. Without it, `link.cbor` in the state directory is used if present.
+    #[arg(long, value_name = "FILE")]
+    link: Option<PathBuf>,
+    /// Speak plain CoAP even if provisioning material is present (a gateway in its
+    /// plain-MSC3079 compatibility mode).
+    #[arg(long, conflicts_with = "link")]
+    no_link: bool,
+}
+
+/// The link provisioning material the flags or the state directory name, if any.
+fn link_material(args: &Args) -> anyhow::Result<Option<KeyFile>> {
+    if args.no_link {
+        return Ok(None);
+    }
+    let path = match &args.link {
+        Some(path) => path.clone(),
+        None => {
+            let path = args.state_dir.join("link.cbor");
+            if !path.exists() {
+                return Ok(None);
+            }
+            path
+        }
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let material = KeyFile::decode(&bytes).map_err(|e| {
+        anyhow::anyhow!("{} is not link provisioning material: {e}", path.display())
+    })?;
+    if material.peer.is_none() {
+        bail!("{} holds no gateway credential to pin", path.display());
+    }
+    Ok(Some(material))
 }
 
 /// The operating system's generator.
@@ -176,7 +210,18 @@ impl Sim {
                 }
             }
             Some("status") => {
-                println!("{}", self.token.status());
+                let link = match self.token.link_state() {
+                    (false, _) => "off",
+                    (true, false) => "handshaking",
+                    (true, true) => "ready",
+                };
+                let link_stats = self.token.link_stats();
+                println!(
+                    "{} link={link} link-handshake-bytes={} link-rejected={}",
+                    self.token.status(),
+                    link_stats.handshake_bytes,
+                    link_stats.rejected,
+                );
                 Ok(())
             }
             Some("rooms") => {
@@ -348,8 +393,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let start = StdInstant::now();
-    let token = Token::new(config, OsRng, store, Shell::default(), Instant::ZERO)
-        .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
+    let material = link_material(&args)?;
+    let token = Token::with_link(
+        config,
+        material,
+        OsRng,
+        store,
+        Shell::default(),
+        Instant::ZERO,
+    )
+    .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
     let mut sim = Sim {
         token,
         socket,

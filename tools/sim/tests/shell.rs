@@ -31,6 +31,8 @@ fn help_documents_the_flags() {
         "--password-file",
         "--state-dir",
         "--device-name",
+        "--link",
+        "--no-link",
     ] {
         assert!(text.contains(flag), "{flag} in {text}");
     }

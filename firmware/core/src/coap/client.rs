@@ -619,6 +619,37 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         Ok(id)
     }
 
+    /// Queues a request ahead of every waiting one (never ahead of the one in flight), for a
+    /// layer under the caller's requests that they wait for: the link's key exchange.
+    pub fn request_first(&mut self, request: &Request<'_>) -> Result<RequestId, RequestError> {
+        let waiting = self.queue.len();
+        let id = self.request(request)?;
+        let in_flight = self
+            .exchange
+            .is_some_and(|exchange| exchange.purpose == Purpose::Request);
+        let keep = usize::from(in_flight).min(waiting);
+        let Some(first) = self.queue.pop_back() else {
+            return Ok(id);
+        };
+        // Its bytes were appended at the end of the arena: move them in front of the
+        // waiting requests' bytes, then the entry in front of theirs.
+        let kept_bytes: usize = self.queue.iter().take(keep).map(Queued::len).sum();
+        if let Some(tail) = self.arena.get_mut(kept_bytes..) {
+            tail.rotate_right(first.len());
+        }
+        let mut behind: Deque<Queued, QUEUE_DEPTH> = Deque::new();
+        while self.queue.len() > keep {
+            if let Some(queued) = self.queue.pop_back() {
+                let _ = behind.push_front(queued);
+            }
+        }
+        let _ = self.queue.push_back(first);
+        while let Some(queued) = behind.pop_front() {
+            let _ = self.queue.push_back(queued);
+        }
+        Ok(id)
+    }
+
     /// Registers an observation of the resource the options name (a GET with Observe 0).
     /// Its notifications arrive as [`Event::Notification`], always whole.
     pub fn observe(&mut self, options: &[(u16, &[u8])]) -> Result<RequestId, RequestError> {

@@ -110,6 +110,7 @@ use jeton_proto::TableVersion;
 use jeton_proto::view::Value;
 
 use crate::coap::{Client, Code, Event, Request, RequestId, option};
+use crate::link::{Incoming, Link, LinkStats, Outgoing};
 use crate::platform::{Instant, Rng};
 use crate::store::{MAX_RECORD_SIZE, Store};
 
@@ -314,6 +315,9 @@ struct Core<R: Rng, S: Store, U: Ui> {
     gateway_sessions: [Option<[u8; 32]>; MAX_ROOMS],
     /// The room slot and session id of the encrypted send in flight.
     send_session: Option<(usize, [u8; 32])>,
+    /// Whether the gateway binds the access token to the link's security context: then
+    /// the /sync registration leaves it out too once the gateway holds it.
+    token_bound_to_link: bool,
     /// The gateway lost the observation: register it again.
     observation_lost: bool,
     /// Whether the last request built carried the token.
@@ -343,6 +347,7 @@ struct Core<R: Rng, S: Store, U: Ui> {
 /// [module documentation](self).
 pub struct Token<R: Rng, S: Store, U: Ui> {
     coap: Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+    link: Link,
     core: Core<R, S, U>,
 }
 
@@ -353,6 +358,7 @@ impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
             .field("sync", &self.core.sync)
             .field("operation", &self.core.operation)
             .field("coap", &self.coap)
+            .field("link", &self.link)
             .finish_non_exhaustive()
     }
 }
@@ -507,10 +513,41 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// give its threads only the stack the crypto needs (the largest field passes through
     /// the stack, not the whole token). On an error `slot` is left uninitialised (what was
     /// already written to it is dropped).
-    #[allow(unsafe_code)]
     pub fn new_in(
         slot: &mut core::mem::MaybeUninit<Self>,
         config: Config,
+        rng: R,
+        store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<&mut Self, TokenError> {
+        Self::with_link_in(slot, config, None, rng, store, ui, now)
+    }
+
+    /// Boots a token whose exchanges with the gateway are protected ([`crate::link`]):
+    /// `material` is its pairing material (its key pair and the gateway's credential, from
+    /// `jeton pair`). It resumes the security context on flash, or runs EDHOC first.
+    #[allow(unsafe_code)]
+    pub fn with_link(
+        config: Config,
+        material: Option<crate::link::KeyFile>,
+        rng: R,
+        store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<Self, TokenError> {
+        let mut slot = core::mem::MaybeUninit::uninit();
+        Self::with_link_in(&mut slot, config, material, rng, store, ui, now)?;
+        // SAFETY: `with_link_in` returned Ok, so it initialised `slot`.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`Token::with_link`] into `slot`, in place (see [`Token::new_in`]).
+    #[allow(unsafe_code)]
+    pub fn with_link_in(
+        slot: &mut core::mem::MaybeUninit<Self>,
+        config: Config,
+        material: Option<crate::link::KeyFile>,
         mut rng: R,
         mut store: S,
         ui: U,
@@ -535,6 +572,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         // field to `Core` or `Token` breaks this pattern until one of them writes it too.
         let Token {
             coap: _,
+            link: _,
             core:
                 Core {
                     config: _,
@@ -569,6 +607,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     fallback_wanted: _,
                     operation: _,
                     token_sticky: _,
+                    token_bound_to_link: _,
                     observation_lost: _,
                     last_with_token: _,
                     operation_with_token: _,
@@ -588,7 +627,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 },
         } = token;
         token.coap.deliver_every_registration(true);
-        if let Err(err) = token.load(now) {
+        if let Err(err) = token.load(material, now) {
             // SAFETY: `slot` is initialised (above), and nothing has moved out of it.
             unsafe { slot.assume_init_drop() };
             return Err(err);
@@ -627,6 +666,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         // transaction counter and the CoAP engine starts empty; `load` fills it in.
         unsafe {
             addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
+            // Plain until `load` reads the link's material and context.
+            addr_of_mut!((*token).link).write(Link::plain());
             let core = addr_of_mut!((*token).core);
             addr_of_mut!((*core).config).write(config);
             addr_of_mut!((*core).rng).write(rng);
@@ -656,6 +697,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).fallback_wanted).write(false);
             addr_of_mut!((*core).operation).write(None);
             addr_of_mut!((*core).token_sticky).write(false);
+            addr_of_mut!((*core).token_bound_to_link).write(false);
             addr_of_mut!((*core).observation_lost).write(false);
             addr_of_mut!((*core).last_with_token).write(false);
             addr_of_mut!((*core).operation_with_token).write(false);
@@ -679,8 +721,15 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// the store into the token, in place. Not inlined, so that its frame is gone before the
     /// first `drive`.
     #[inline(never)]
-    fn load(&mut self, now: Instant) -> Result<(), TokenError> {
+    fn load(
+        &mut self,
+        material: Option<crate::link::KeyFile>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
         let core = &mut self.core;
+        self.link = Link::new(material, &mut core.store, &mut core.scratch, now)
+            .map_err(TokenError::Link)?;
+        core.token_bound_to_link = self.link.is_enabled();
         let key = core.config.storage_key;
         let (store, scratch) = (&mut core.store, &mut core.scratch);
         core.login = load_login(store, scratch)?;
@@ -719,7 +768,19 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// Feeds a datagram from the gateway.
     #[inline(never)]
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
-        self.coap.handle_datagram(datagram, now);
+        match self.link.incoming(datagram, &mut self.core.scratch, now) {
+            Incoming::Pass => self.coap.handle_datagram(datagram, now),
+            Incoming::Rewritten(len) => {
+                let plain = self.core.scratch.get(..len).unwrap_or_default();
+                self.coap.handle_datagram(plain, now);
+            }
+            Incoming::Drop => {}
+            Incoming::Fail(message_id) => {
+                // A RST for the ACK's id fails its exchange as if the gateway refused it.
+                let [high, low] = message_id.to_be_bytes();
+                self.coap.handle_datagram(&[0x70, 0x00, high, low], now);
+            }
+        }
         self.drive(now);
     }
 
@@ -740,6 +801,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             self.coap.poll_timeout(),
             backoff,
             self.core.verification_deadline(),
+            self.link.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -750,15 +812,37 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// length, or `None` when there is nothing to send now.
     #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        match self.coap.poll_transmit(now, buf) {
-            Ok(len) => len,
-            Err(_) => {
-                self.core.ui.event(&UiEvent::Error(TokenError::Exchange(
-                    crate::coap::ExchangeError::TransmitBufferTooSmall,
-                )));
-                None
+        loop {
+            let len = match self.coap.poll_transmit(now, buf) {
+                Ok(len) => len?,
+                Err(_) => {
+                    self.core.ui.event(&UiEvent::Error(TokenError::Exchange(
+                        crate::coap::ExchangeError::TransmitBufferTooSmall,
+                    )));
+                    return None;
+                }
+            };
+            // A datagram the link holds back is retransmitted by the engine later.
+            match self
+                .link
+                .outgoing(buf, len, &mut self.core.store, &mut self.core.scratch)
+            {
+                Ok(Outgoing::Send(len)) => return Some(len),
+                Ok(Outgoing::Hold) => {}
+                Err(error) => self.core.error(TokenError::Link(error)),
             }
         }
+    }
+
+    /// The protected link's counters.
+    pub fn link_stats(&self) -> LinkStats {
+        self.link.stats()
+    }
+
+    /// Whether the link to the gateway is protected (pairing material was given), and
+    /// whether its security context is ready.
+    pub fn link_state(&self) -> (bool, bool) {
+        (self.link.is_enabled(), self.link.is_ready())
     }
 
     /// The CoAP engine's counters.
@@ -961,7 +1045,31 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         // The engine queues events only from datagrams and timeouts, never from a request,
         // so one pass takes them all.
         while let Some(event) = self.coap.poll_event() {
-            self.core.on_event(event, now);
+            if self.link.owns(&event) {
+                let done = self.link.on_event(event, &mut self.core.store, now);
+                if let Err(error) = done {
+                    self.core.error(TokenError::Link(error));
+                }
+            } else {
+                self.core.on_event(event, now);
+            }
+        }
+        if let Err(error) = self.link.plan(&mut self.coap, &mut self.core.rng, now) {
+            self.core.error(TokenError::Link(error));
+        }
+        if self.link.take_established() {
+            // A new context: the gateway holds neither the access token nor the
+            // observation of an earlier one.
+            self.core.token_sticky = false;
+            self.core.observation_lost = true;
+            // Its next registration carries the token again.
+            self.core.observation_stale = true;
+            let sender_id = self.link.sender_id().unwrap_or_default();
+            self.core.ui.event(&UiEvent::LinkEstablished { sender_id });
+        }
+        if !self.link.is_ready() {
+            // Matrix requests wait for the link's context.
+            return;
         }
         self.core.check_verification_timeout(now);
         if let Err(error) = self.core.plan(&mut self.coap, now) {
@@ -1650,7 +1758,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         let _ = options.push((option::URI_QUERY, filter.as_bytes()));
         let _ = options.push((option::ACCEPT, &[60]));
-        if let Some(login) = &self.login {
+        if let Some(login) = &self.login
+            && !(self.token_bound_to_link && self.token_sticky)
+        {
             let _ = options.push((option::ACCESS_TOKEN, login.access_token.as_bytes()));
         }
         let _ = options.push((option::CBOR_TABLE_VERSION, &[2]));
@@ -1677,11 +1787,18 @@ mod tests {
         let size = core::mem::size_of::<Token<NoRng, crate::store::MemoryStore<1, 1>, NoUi>>();
         // The target was 32 KiB (32,768 B) with messaging alone (31,760 B); SAS verification
         // (+528 B), a file transfer's state (+864 B) and what the gateway holds for the token
-        // (room handles, Megolm session ids: +184 B) took it over. The pin holds the state where
-        // it is so that growth is a decision; on the device (thumbv7em) the Cortex-M tier
-        // enforces the RAM budget that counts (tests/cortex-m/build).
-        println!("Token state: {size} B (pinned at 33,336 B; the first target was 32,768 B)");
-        assert!(size <= 33_336, "the token state takes {size} B");
+        // (room handles, Megolm session ids: +184 B) took it over, and the protected link
+        // (feature `link`: pairing material, the EDHOC state during a handshake, the OSCORE
+        // context) adds 2,192 B. The pin holds the state where it is so that growth is a
+        // decision; on the device (thumbv7em) the Cortex-M tier enforces the RAM budget that
+        // counts (tests/cortex-m/build).
+        let pinned = if cfg!(feature = "link") {
+            35_528
+        } else {
+            33_336
+        };
+        println!("Token state: {size} B (pinned at {pinned} B; the first target was 32,768 B)");
+        assert!(size <= pinned, "the token state takes {size} B");
     }
 
     /// A counter RNG, so that two boots from the same seed make the same keys.

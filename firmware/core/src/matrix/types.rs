@@ -139,6 +139,8 @@ pub enum TokenError {
     Crypto,
     /// A file transfer failed.
     File(crate::files::FileError),
+    /// The protected link to the gateway failed.
+    Link(crate::link::LinkError),
 }
 
 impl fmt::Display for TokenError {
@@ -157,6 +159,7 @@ impl fmt::Display for TokenError {
             TokenError::LimitReached(limit) => write!(f, "the limit of {limit} is reached"),
             TokenError::Crypto => f.write_str("encryption failed"),
             TokenError::File(e) => write!(f, "a file transfer failed: {e}"),
+            TokenError::Link(e) => write!(f, "{e}"),
         }
     }
 }
@@ -487,6 +490,11 @@ pub enum UiEvent<'a> {
         /// Whether the other device cancelled (false: the token did).
         by_peer: bool,
     },
+    /// The protected link to the gateway has a new security context (EDHOC completed).
+    LinkEstablished {
+        /// The token's OSCORE sender id (the kid of its requests).
+        sender_id: &'a [u8],
+    },
 }
 
 impl<'a> UiEvent<'a> {
@@ -617,6 +625,13 @@ impl fmt::Display for EventLine<'_, '_> {
                 "verification-cancelled {user_id} {device_id} {code} {}",
                 if *by_peer { "by-peer" } else { "by-token" }
             ),
+            UiEvent::LinkEstablished { sender_id } => {
+                f.write_str("link-established kid=")?;
+                for byte in *sender_id {
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

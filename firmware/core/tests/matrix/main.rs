@@ -6,6 +6,8 @@
 mod cortex_m_fixture;
 mod files;
 mod gateway;
+mod link;
+mod link_gateway;
 #[path = "../support/mod.rs"]
 mod support;
 mod verification;
@@ -139,6 +141,9 @@ struct World {
     /// UDP payload bytes sent by the token and by the gateway.
     bytes_up: usize,
     bytes_down: usize,
+    /// The protected link: the gateway's end, and the token's pairing material.
+    link: Option<link_gateway::LinkGateway>,
+    material: Option<jeton_core::link::KeyFile>,
 }
 
 impl World {
@@ -158,6 +163,8 @@ impl World {
             boots: 0,
             bytes_up: 0,
             bytes_down: 0,
+            link: None,
+            material: None,
         };
         world.boot();
         world
@@ -166,8 +173,9 @@ impl World {
     fn boot(&mut self) {
         self.boots += 1;
         let config = Config::new([7u8; 32]);
-        let token = Token::new(
+        let token = Token::with_link(
             config,
+            self.material.clone(),
             TestRng(self.seed.wrapping_mul(1000).wrapping_add(self.boots)),
             SharedStore(self.flash.clone(), self.files.clone()),
             Screen(self.screen.clone(), self.flash.clone()),
@@ -230,9 +238,16 @@ impl World {
             if !self.dead() {
                 let now = self.instant();
                 while let Some(len) = self.token().poll_transmit(now, &mut buf) {
+                    if self.dead() {
+                        // The power went during that call: nothing it wrote leaves.
+                        break;
+                    }
                     self.send(true, buf[..len].to_vec());
                     progressed = true;
                 }
+            }
+            if let Some(link) = &mut self.link {
+                link.wrap_outbox(&mut self.gw);
             }
             for bytes in std::mem::take(&mut self.gw.outbox) {
                 self.send(false, bytes);
@@ -269,7 +284,10 @@ impl World {
             }
             let (to_gateway, bytes) = entry.remove();
             if to_gateway {
-                self.gw.handle_datagram(self.now, &bytes);
+                match &mut self.link {
+                    Some(link) => link.handle_datagram(&mut self.gw, self.now, &bytes),
+                    None => self.gw.handle_datagram(self.now, &bytes),
+                }
             } else if !self.dead() {
                 let now = self.instant();
                 self.token().handle_datagram(&bytes, now);
@@ -316,15 +334,19 @@ impl World {
 
     fn logged_in(seed: u64) -> World {
         let mut world = World::new(seed);
-        let now = world.instant();
-        world.token().login("token", "secret", now).unwrap();
-        assert!(
-            world.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "v")),
-            "the token logs in, uploads its keys and starts syncing: {:?}",
-            world.screen()
-        );
-        world.run_for(1_000);
+        world.log_in();
         world
+    }
+
+    fn log_in(&mut self) {
+        let now = self.instant();
+        self.token().login("token", "secret", now).unwrap();
+        assert!(
+            self.run_until(60_000, |w| w.gw.processed.iter().any(|p| p == "v")),
+            "the token logs in, uploads its keys and starts syncing: {:?}",
+            self.screen()
+        );
+        self.run_for(1_000);
     }
 
     fn token_device(&self) -> String {
@@ -588,7 +610,11 @@ fn encrypted_room_batch(members: &[&str]) -> Value {
 
 /// A logged-in token and a peer in an encrypted room, device lists exchanged.
 fn room_with_peer(seed: u64) -> (World, Peer) {
-    let mut world = World::logged_in(seed);
+    join_room_with_peer(World::logged_in(seed))
+}
+
+/// A logged-in token and a peer in an encrypted room, device lists exchanged.
+fn join_room_with_peer(mut world: World) -> (World, Peer) {
     let mut peer = Peer::new(PEER, PEER_DEVICE);
     peer.publish(&mut world.gw.hs, 5);
     world.push_sync(encrypted_room_batch(&[TOKEN_USER, PEER]));
