@@ -1,6 +1,8 @@
 """The RIOT tier's Matrix part: jeton-firmware on native64 logs in to a real Synapse through
 the real jeton-gateway over a tap interface, publishes its keys, joins an encrypted room a
-matrix-nio user invites it to, sends a message nio decrypts and decrypts nio's reply.
+matrix-nio user invites it to, sends a message nio decrypts and decrypts nio's reply, all over
+the protected link (EDHOC + OSCORE): the token is paired with `jeton pair`, its key file goes
+to the firmware with the shell's `pair <hex>`, and the gateway refuses plain requests.
 
     tests/.venv/bin/python tests/riot/matrix_login.py <jeton.elf> <tap>
 
@@ -24,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_stack import NioPeer, free_port, new_user, start_gateway, stop_process, synapse_server  # noqa: E402
+from e2e_stack import NioPeer, free_port, new_user, pair, start_gateway, stop_process, synapse_server  # noqa: E402
 
 HOST_ADDR = "fd00:6a65:746f:6e::1"
 FIRMWARE_ADDR = "fd00:6a65:746f:6e::2"
@@ -119,50 +121,90 @@ async def exchange(synapse, firmware, user_id, nio_dir):
         await nio.close()
 
 
+def boot(elf, tap, flash):
+    """Starts the firmware on `flash` and gives it FIRMWARE_ADDR; the running Firmware."""
+    firmware = Firmware(elf, tap, flash)
+    try:
+        banner = firmware.wait_for(r"^net: interface KernelPID\(\d+\)")
+        netif = re.search(r"KernelPID\((\d+)\)", banner).group(1)
+        firmware.wait_for(r"^type `help`")
+        mark = len(firmware.lines)
+        firmware.command(f"ifconfig {netif} add {FIRMWARE_ADDR}/64")
+        firmware.wait_for(r"^success: added", 10, mark)
+    except BaseException:
+        firmware.stop()
+        raise
+    return firmware
+
+
 def main(elf, tap):
     subprocess.run(["ip", "-6", "addr", "add", f"{HOST_ADDR}/64", "dev", tap, "nodad"], check=True)
     try:
-        with synapse_server() as synapse:
+        with synapse_server() as synapse, tempfile.TemporaryDirectory() as work:
+            work = pathlib.Path(work)
+            # `jeton pair`: the token's key file, the gateway's identity and tokens files.
+            identity, tokens = work / "gateway-identity.toml", work / "gateway-tokens.toml"
+            key_file = pair(work / "token.link", identity, tokens, "riot-native64")
             port = free_port(socket.SOCK_DGRAM)
-            gateway = start_gateway(synapse.base, "--listen", f"[{HOST_ADDR}]:{port}")
+            gateway = start_gateway(synapse.base, "--listen", f"[{HOST_ADDR}]:{port}",
+                                    "--link-identity", str(identity), "--link-tokens", str(tokens),
+                                    "--compat-plain-msc3079", "false")
             try:
                 user_id, localpart, password = new_user(synapse, "riot")
-                with tempfile.TemporaryDirectory() as work:
-                    firmware = Firmware(elf, tap, pathlib.Path(work) / "flash.bin")
-                    try:
-                        banner = firmware.wait_for(r"^net: interface KernelPID\(\d+\)")
-                        netif = re.search(r"KernelPID\((\d+)\)", banner).group(1)
-                        firmware.wait_for(r"^type `help`")
-                        # One line at a time: each waits for the previous one's answer.
-                        mark = len(firmware.lines)
-                        firmware.command(f"ifconfig {netif} add {FIRMWARE_ADDR}/64")
-                        firmware.wait_for(r"^success: added", 10, mark)
-                        mark = len(firmware.lines)
-                        firmware.command(f"gateway {HOST_ADDR} {port}")
-                        firmware.wait_for(r"^LED_RED_OFF", 10, mark)
-                        mark = len(firmware.lines)
-                        firmware.command("status")
-                        firmware.wait_for(r"^status logged-in=false", 10, mark)
-                        mark = len(firmware.lines)
-                        firmware.command(f"login {localpart} {password}")
-                        line = firmware.wait_for(r"^logged-in ", 60, mark)
-                        assert line.split()[1] == user_id, line
-                        firmware.wait_for(r"^keys-published [1-9]", 60, mark)
-                        firmware.command("status")
-                        firmware.wait_for(r"^status logged-in=true user=" + re.escape(user_id), 10, mark)
-                        asyncio.run(exchange(synapse, firmware, user_id, pathlib.Path(work) / "nio"))
-                        mark = len(firmware.lines)
-                        firmware.command("ps")
-                        firmware.wait_for(r"\| shell ", 10, mark)
-                        time.sleep(0.5)
-                        firmware._pump(0.5)
-                    finally:
-                        firmware.stop()
+                flash = work / "flash.bin"
+                firmware = boot(elf, tap, flash)
+                try:
+                    # One line at a time: each waits for the previous one's answer.
+                    mark = len(firmware.lines)
+                    firmware.command(f"gateway {HOST_ADDR} {port}")
+                    firmware.wait_for(r"^LED_RED_OFF", 10, mark)
+                    mark = len(firmware.lines)
+                    firmware.command(f"pair {key_file.read_bytes().hex()}")
+                    line = firmware.wait_for(r"^(paired: |error )", 10, mark)
+                    assert line.startswith("paired: "), line
+                finally:
+                    firmware.stop()
+                # The key file is used from the next boot: the token boots with the link.
+                firmware = boot(elf, tap, flash)
+                try:
+                    mark = len(firmware.lines)
+                    firmware.command("status")
+                    line = firmware.wait_for(r"^status logged-in=false", 10, mark)
+                    assert " link=handshaking" in line or " link=ready" in line, line
+                    mark = len(firmware.lines)
+                    firmware.command(f"login {localpart} {password}")
+                    firmware.wait_for(r"^link-established kid=", 60, mark)
+                    line = firmware.wait_for(r"^logged-in ", 60, mark)
+                    assert line.split()[1] == user_id, line
+                    firmware.wait_for(r"^keys-published [1-9]", 60, mark)
+                    firmware.command("status")
+                    firmware.wait_for(r"^status logged-in=true user=" + re.escape(user_id), 10, mark)
+                    asyncio.run(exchange(synapse, firmware, user_id, work / "nio"))
+                    mark = len(firmware.lines)
+                    firmware.command("status")
+                    line = firmware.wait_for(r"^status logged-in=true", 10, mark)
+                    assert " link=ready " in line and " link-rejected=0" in line, line
+                    handshake = re.search(r"link-handshake-bytes=(\d+)", line).group(1)
+                    print(f"link: EDHOC handshake {handshake} bytes on the air, CoAP headers included",
+                          flush=True)
+                    mark = len(firmware.lines)
+                    firmware.command("ps")
+                    firmware.wait_for(r"\| shell ", 10, mark)
+                    time.sleep(0.5)
+                    firmware._pump(0.5)
+                finally:
+                    firmware.stop()
             finally:
                 stop_process(gateway.proc)
+            gateway.proc.log.seek(0)
+            gateway_log = gateway.proc.log.read().decode(errors="replace")
+            # Neither a plain request carrying option 256 nor any EDHOC or OSCORE message.
+            assert "refused" not in gateway_log, gateway_log
+            print("link: the gateway refused no request (no plain request carried an access token)",
+                  flush=True)
     finally:
         subprocess.run(["ip", "-6", "addr", "del", f"{HOST_ADDR}/64", "dev", tap], check=False)
-    print("matrix: the firmware logged in through the gateway and published its keys")
+    print("matrix: the firmware logged in through the gateway over the protected link and published its keys")
 
 
 if __name__ == "__main__":

@@ -261,6 +261,7 @@ jeton token commands:
   keys                 the device's identity keys
   selftest             exercise the RNG, clock, flash, record store and UDP adapters
   gateway <addr> <port> the gateway's IPv6 address and UDP port (kept in the store)
+  pair <hex>           the link's key file (jeton pair --token-out), used from the next boot
   login <user> <password> log in to the homeserver through the gateway
   rooms                list joined rooms
   invites              list pending invites
@@ -293,6 +294,11 @@ pub(crate) fn run_shell() -> ! {
             cstr!("the gateway's address and port"),
             post,
         )
+        .and(
+            cstr!("pair"),
+            cstr!("the link's key file (hex), from the next boot"),
+            post,
+        )
         .and(cstr!("log"), cstr!("recent messages"), post)
         .and(cstr!("send"), cstr!("send an encrypted message"), post)
         .and(cstr!("refuse"), cstr!("refuse an invite"), post)
@@ -319,5 +325,6 @@ pub(crate) fn run_shell() -> ! {
         .and(cstr!("cancel"), cstr!("cancel the verification"), post)
         .and(cstr!("status"), cstr!("device state"), post)
         .and(cstr!("help"), cstr!("the token's commands"), help)
-        .run_forever()
+        // A `pair` line carries a key file in hex: longer than RIOT's 128-byte default.
+        .run_forever_with_buf(&mut [0; crate::matrix::LINE_CAPACITY])
 }

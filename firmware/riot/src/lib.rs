@@ -27,13 +27,18 @@
 //! make -C firmware/riot BOARD=nrf52840dk flash term
 //! ```
 //!
-//! The shell then offers `help`, `status`, `keys`, `selftest`, `gateway <addr> <port>` and
+//! The shell then offers `help`, `status`, `keys`, `selftest`, `gateway <addr> <port>`,
+//! `pair <hex>` (the link's key file from `jeton pair --token-out`) and
 //! jeton-sim's Matrix commands (`login <user> <password>`, `rooms`, `invites`, `join`,
 //! `refuse`, `send`, `log`) with jeton-sim's output.
 //!
 //! # Features
 //!
-//! None. What the firmware can do is decided by the RIOT modules of the build
+//! - `link`: the protected link to the gateway (EDHOC + OSCORE, jeton-core's `link`
+//!   feature); boards/native64/board.mk turns it on.
+//! - `cortex-m4-asm`: jeton-olm's Cortex-M4 backend (riot-sys-config/cortex-m4f.mk).
+//!
+//! Otherwise what the firmware can do is decided by the RIOT modules of the build
 //! (`riot-sys-config/jeton.mk`) and the board fragment (`boards/<board>/board.mk`).
 //!
 //! # Specification
@@ -53,6 +58,7 @@ mod clock;
 mod commands;
 mod flash;
 mod identity;
+mod link;
 mod matrix;
 mod panel;
 mod rng;
@@ -165,6 +171,10 @@ fn main() {
                         (Some("selftest"), _) => {
                             device.selftest(&mut riot_wrappers::stdio::Stdio {});
                         }
+                        (Some("pair"), _) => match gateway_store.as_mut() {
+                            Some(store) => link::pair(store, words.next()),
+                            None => println!("error the store is not available"),
+                        },
                         (Some("gateway"), _) => {
                             match (words.next(), words.next(), gateway_store.as_mut()) {
                                 (Some(addr), Some(port), Some(store)) => {
@@ -236,6 +246,14 @@ fn boot_token<'f>(
     let store = store::RecordStore::open(flash).map_err(BootError::Flash)?;
     let config = jeton_core::matrix::Config::new(*key);
     let ui = matrix::ConsoleUi;
+    #[cfg(feature = "link")]
+    {
+        let mut store = store;
+        let material = link::stored(&mut store);
+        jeton_core::matrix::Token::with_link_in(slot, config, material, rng, store, ui, clock.now())
+            .map_err(BootError::Token)
+    }
+    #[cfg(not(feature = "link"))]
     jeton_core::matrix::Token::new_in(slot, config, rng, store, ui, clock.now())
         .map_err(BootError::Token)
 }

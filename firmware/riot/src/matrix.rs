@@ -422,6 +422,18 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
 
 /// `status`' Matrix line, as `jeton-sim` prints it.
 pub(crate) fn print_status(token: &FirmwareToken<'_>) {
+    #[cfg(feature = "link")]
+    {
+        let link = match token.link_state() {
+            (false, _) => "off",
+            (true, false) => "handshaking",
+            (true, true) => "ready",
+        };
+        let stats = token.link_stats();
+        let (status, bytes, rejected) = (token.status(), stats.handshake_bytes, stats.rejected);
+        println!("{status} link={link} link-handshake-bytes={bytes} link-rejected={rejected}");
+    }
+    #[cfg(not(feature = "link"))]
     println!("{}", token.status());
 }
 
