@@ -360,6 +360,31 @@ impl Transport {
         self.limits.ack_timeout + self.limits.ack_timeout * fraction / 2000
     }
 
+    /// Keeps a confirmable message `mid` to `addr` in the peer's outbox and arms its first
+    /// retransmission after a jittered ACK_TIMEOUT; the caller sends it.
+    fn retransmit_until_acked(
+        &mut self,
+        addr: SocketAddr,
+        mid: u16,
+        datagram: Vec<u8>,
+        purpose: OutPurpose,
+        now: Instant,
+    ) {
+        let timeout = self.jittered_ack_timeout();
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.outbox.insert(
+                mid,
+                Outgoing {
+                    datagram,
+                    attempts: 0,
+                    timeout,
+                    purpose,
+                },
+            );
+        }
+        self.arm(now + timeout, TimerKind::Retransmit(addr, mid));
+    }
+
     /// A datagram arrived from `peer`.
     pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Vec<Action> {
         self.metrics.coap_bytes_in.inc_by(datagram.len() as u64);
@@ -1176,19 +1201,13 @@ impl Transport {
             });
         }
         if separate {
-            let timeout = self.jittered_ack_timeout();
-            if let Some(peer) = self.peers.get_mut(&addr) {
-                peer.outbox.insert(
-                    mid,
-                    Outgoing {
-                        datagram: datagram.clone(),
-                        attempts: 0,
-                        timeout,
-                        purpose: OutPurpose::SeparateResponse,
-                    },
-                );
-            }
-            self.arm(now + timeout, TimerKind::Retransmit(addr, mid));
+            self.retransmit_until_acked(
+                addr,
+                mid,
+                datagram.clone(),
+                OutPurpose::SeparateResponse,
+                now,
+            );
         }
         self.send(actions, addr, datagram);
     }
@@ -1421,21 +1440,15 @@ impl Transport {
                 .inc();
         }
         let datagram = message::to_datagram(&packet);
-        let timeout = self.jittered_ack_timeout();
-        if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.outbox.insert(
-                mid,
-                Outgoing {
-                    datagram: datagram.clone(),
-                    attempts: 0,
-                    timeout,
-                    purpose: OutPurpose::Notification {
-                        token: token.to_vec(),
-                    },
-                },
-            );
-        }
-        self.arm(now + timeout, TimerKind::Retransmit(addr, mid));
+        self.retransmit_until_acked(
+            addr,
+            mid,
+            datagram.clone(),
+            OutPurpose::Notification {
+                token: token.to_vec(),
+            },
+            now,
+        );
         self.metrics.notifications.inc();
         if final_notification {
             // An error notification ends the observation (RFC 7641 section 3.2).
