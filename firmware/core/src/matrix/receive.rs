@@ -18,16 +18,50 @@ use crate::json::{JsonObject, JsonStr};
 /// Longest Olm or Megolm message the token decrypts.
 const MAX_CIPHERTEXT: usize = 2048;
 
-/// A room key payload read out of an Olm plaintext.
+/// A room key payload read out of an Olm plaintext: the fields the spec's Olm payload carries
+/// (`sender`, `recipient`, `recipient_keys`, `keys`) and the `m.room_key` content. The sending
+/// device is found by the sender and the Olm session's Curve25519 key, not by a device id: the
+/// spec's payload names none.
 struct RoomKeyPayload {
     sender: UserId,
-    sender_device: DeviceId,
     claimed_ed: [u8; 32],
+    /// The keys of `sender_device_keys` (MSC4147), when the sender included them.
+    sender_device_keys: Option<SenderDeviceKeys>,
     recipient: UserId,
     recipient_ed: [u8; 32],
     room_id: RoomId,
     session_id: [u8; 32],
     key: SessionKey,
+}
+
+/// The Curve25519 and Ed25519 keys a sender states for its own device in the Olm payload
+/// (`sender_device_keys`, MSC4147).
+struct SenderDeviceKeys {
+    user_id: UserId,
+    curve: [u8; 32],
+    ed: [u8; 32],
+}
+
+/// Reads `sender_device_keys`: `None` when absent, an error when present but unreadable.
+fn sender_device_keys(
+    object: &JsonObject<'_>,
+) -> Result<Option<SenderDeviceKeys>, RejectionReason> {
+    let Some(keys) = object.object("sender_device_keys") else {
+        return Ok(None);
+    };
+    let mismatch = RejectionReason::Mismatch("sender_device_keys");
+    let device: DeviceId = plain(keys.string("device_id")).ok_or(mismatch)?;
+    let key_of = |algorithm: &str| {
+        let mut name: String<{ MAX_ID_LEN + 12 }> = String::new();
+        name.push_str(algorithm).ok()?;
+        name.push_str(&device).ok()?;
+        base64_32(keys.object("keys")?.string(&name))
+    };
+    Ok(Some(SenderDeviceKeys {
+        user_id: plain(keys.string("user_id")).ok_or(mismatch)?,
+        curve: key_of("curve25519:").ok_or(mismatch)?,
+        ed: key_of("ed25519:").ok_or(mismatch)?,
+    }))
 }
 
 fn plain<const N: usize>(value: Option<JsonStr<'_>>) -> Option<String<N>> {
@@ -58,7 +92,7 @@ fn room_key_payload(plaintext: &[u8]) -> Result<Option<RoomKeyPayload>, Rejectio
     let field = |name: &'static str| RejectionReason::Mismatch(name);
     Ok(Some(RoomKeyPayload {
         sender: plain(object.string("sender")).ok_or(field("sender"))?,
-        sender_device: plain(object.string("sender_device")).ok_or(field("sender_device"))?,
+        sender_device_keys: sender_device_keys(&object)?,
         claimed_ed: base64_32(object.object("keys").and_then(|k| k.string("ed25519")))
             .ok_or(field("keys"))?,
         recipient: plain(object.string("recipient")).ok_or(field("recipient"))?,
@@ -442,6 +476,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Some("recipient_keys")
         } else if payload.session_id != *payload.key.signing_key().as_bytes() {
             Some("session_id")
+        } else if payload.sender_device_keys.as_ref().is_some_and(|keys| {
+            keys.user_id != payload.sender
+                || keys.curve != sender_key
+                || keys.ed != payload.claimed_ed
+        }) {
+            Some("sender_device_keys")
         } else {
             None
         };
@@ -454,14 +494,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         let pending = PendingKey {
             sender: payload.sender.clone(),
-            sender_device: payload.sender_device.clone(),
             sender_curve: sender_key,
             claimed_ed: payload.claimed_ed,
             room_id: payload.room_id.clone(),
             key: payload.key.clone(),
         };
         if self
-            .find_device(&pending.sender, &pending.sender_device)
+            .find_device_by_curve(&pending.sender, &pending.sender_curve)
             .is_some()
         {
             return self.accept_room_key(pending, false);
@@ -482,6 +521,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .find(|d| d.user_id.as_str() == user && d.device_id.as_str() == device_id)
     }
 
+    /// The device of `user` whose Curve25519 identity key is `curve`: how an Olm message's
+    /// sender is found (the spec's Olm payload carries no device id).
+    fn find_device_by_curve(&self, user: &str, curve: &[u8; 32]) -> Option<&Device> {
+        self.devices
+            .iter()
+            .flatten()
+            .find(|d| d.user_id.as_str() == user && d.curve == *curve)
+    }
+
     /// Decides the room keys that waited for a device query.
     pub(super) fn retry_pending_keys(&mut self) -> Result<(), TokenError> {
         while let Some(pending) = self.pending_keys.pop() {
@@ -491,11 +539,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     fn accept_room_key(&mut self, pending: PendingKey, queried: bool) -> Result<(), TokenError> {
-        let verdict = match self.find_device(&pending.sender, &pending.sender_device) {
+        let verdict = match self.find_device_by_curve(&pending.sender, &pending.sender_curve) {
             None => Err(RejectionReason::UnknownDevice),
-            Some(device) if device.curve != pending.sender_curve => {
-                Err(RejectionReason::Mismatch("sender_key"))
-            }
             Some(device) if device.ed != pending.claimed_ed => {
                 Err(RejectionReason::Mismatch("keys"))
             }

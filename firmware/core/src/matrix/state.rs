@@ -88,7 +88,6 @@ pub(crate) struct Inbound {
 /// A decrypted room key waiting for its sender's device keys.
 pub(crate) struct PendingKey {
     pub(crate) sender: UserId,
-    pub(crate) sender_device: DeviceId,
     pub(crate) sender_curve: [u8; 32],
     pub(crate) claimed_ed: [u8; 32],
     pub(crate) room_id: RoomId,

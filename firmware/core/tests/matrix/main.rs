@@ -509,6 +509,18 @@ impl Peer {
         })
     }
 
+    /// The `m.room_key` payload as the spec and matrix-sdk-crypto shape it: no `sender_device`
+    /// (the receiver finds the device by the sender and the Olm session's key) and, per
+    /// MSC4147, the sender's signed device keys in `sender_device_keys`.
+    fn spec_room_key_payload(&self, hs: &Homeserver, device: &str) -> Value {
+        let mut payload = self.room_key_payload(hs, device);
+        let object = payload.as_object_mut().unwrap();
+        object.remove("sender_device");
+        let own_keys = hs.device_keys[&(self.user.clone(), self.device.clone())].clone();
+        object.insert("sender_device_keys".into(), own_keys);
+        payload
+    }
+
     /// A Megolm-encrypted timeline event.
     fn megolm_event(&mut self, event_id: &str, text: &str) -> Value {
         self.megolm_content_event(event_id, json!({"msgtype": "m.text", "body": text}))
@@ -778,6 +790,84 @@ fn a_message_from_the_peer_is_decrypted_and_shown() {
         "{:?}",
         world.screen()
     );
+}
+
+/// Sends the peer's room key in `payload`, then a message of its session; the token's screen.
+fn room_key_then_message(world: &mut World, peer: &mut Peer, payload: &Value, id: &str) -> bool {
+    let device = world.token_device();
+    let to_device = peer.olm_event(&mut world.gw.hs, &device, payload);
+    let event = peer.megolm_event(id, "Hello from a spec client");
+    world.push_sync(json!({
+        "to_device": {"events": [to_device]},
+        "rooms": {"join": {ROOM: {"timeline": {"events": [event]}}}},
+    }));
+    let line = format!("message {ROOM} {PEER} encrypted Hello from a spec client");
+    world.run_until(60_000, |w| w.saw(&line))
+}
+
+#[test]
+fn room_keys_in_the_spec_shape_are_accepted_with_or_without_sender_device_keys() {
+    let (mut world, mut peer) = room_with_peer(5);
+    let device = world.token_device();
+    // As matrix-sdk-crypto sends it: `sender_device_keys` (MSC4147), no `sender_device`.
+    let payload = peer.spec_room_key_payload(&world.gw.hs, &device);
+    assert!(
+        room_key_then_message(&mut world, &mut peer, &payload, "$sdk"),
+        "{:?}",
+        world.screen()
+    );
+    // The bare payload of the spec: neither field.
+    peer.group = GroupSession::new(SessionConfig::version_1());
+    let mut payload = peer.spec_room_key_payload(&world.gw.hs, &device);
+    payload
+        .as_object_mut()
+        .unwrap()
+        .remove("sender_device_keys");
+    world.gw.hs.batches.clear();
+    assert!(
+        room_key_then_message(&mut world, &mut peer, &payload, "$bare"),
+        "{:?}",
+        world.screen()
+    );
+    assert!(
+        !world
+            .screen()
+            .iter()
+            .any(|l| l.starts_with("room key rejected"))
+    );
+}
+
+#[test]
+fn sender_device_keys_that_contradict_the_olm_sender_are_rejected() {
+    let (mut world, mut peer) = room_with_peer(6);
+    let device = world.token_device();
+    let mallory = Peer::new("@mallory:localhost", "MALLORY");
+    let key_name = format!("curve25519:{}", peer.device);
+    for (field, value) in [
+        ("user_id", json!("@mallory:localhost")),
+        (
+            "keys",
+            json!({ key_name.clone(): mallory.curve(), format!("ed25519:{}", peer.device): peer.ed() }),
+        ),
+    ] {
+        peer.group = GroupSession::new(SessionConfig::version_1());
+        let mut payload = peer.spec_room_key_payload(&world.gw.hs, &device);
+        payload["sender_device_keys"][field] = value;
+        let to_device = peer.olm_event(&mut world.gw.hs, &device, &payload);
+        let event_id = format!("$contradicted-{field}");
+        let event = peer.megolm_event(&event_id, "must not show");
+        world.push_sync(json!({
+            "to_device": {"events": [to_device]},
+            "rooms": {"join": {ROOM: {"timeline": {"events": [event]}}}},
+        }));
+        let rejected = format!("room key rejected {PEER} Mismatch(\"sender_device_keys\")");
+        assert!(
+            world.run_until(60_000, |w| w.saw(&rejected)),
+            "{field}: {:?}",
+            world.screen()
+        );
+    }
+    assert!(!world.screen().iter().any(|l| l.contains("must not show")));
 }
 
 /// The last pushed batch's event `from`, with another event id.
