@@ -371,19 +371,25 @@ class NioPeer:
         await self.client.close()
 
 
-def raw_encrypted_events(synapse, access_token, room_id, sender):
-    """Every m.room.encrypted event `sender` put into the room, as the homeserver stores it
-    (the ciphertext nio was given), oldest first."""
+def room_events(synapse, access_token, room_id, keep=lambda event: True):
+    """Every event of the room that `keep` accepts, as the homeserver stores it, oldest first."""
     events, start = [], None
     path = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=f&limit=100"
     while True:
         status, body = synapse.request("GET", path + (f"&from={urllib.parse.quote(start)}" if start else ""),
                                        token=access_token)
         assert status == 200, body
-        events += [e for e in body.get("chunk", []) if e["type"] == "m.room.encrypted" and e["sender"] == sender]
+        events += [e for e in body.get("chunk", []) if keep(e)]
         if not body.get("chunk") or "end" not in body:
             return events
         start = body["end"]
+
+
+def raw_encrypted_events(synapse, access_token, room_id, sender):
+    """Every m.room.encrypted event `sender` put into the room, as the homeserver stores it
+    (the ciphertext nio was given), oldest first."""
+    return room_events(synapse, access_token, room_id,
+                       lambda e: e["type"] == "m.room.encrypted" and e["sender"] == sender)
 
 
 def megolm_message_index(ciphertext_b64):
