@@ -19,12 +19,20 @@ class Room:
     seen_at: float  # time.monotonic() when Element saw the token join (or, not joining, invited)
 
 
-def token_joins_element_room(synapse, gateway, tokens, element, join=True, sim_args=()):
+GREETING = "hello, the token is here"
+
+
+def token_joins_element_room(synapse, gateway, tokens, element, join=True, greet=True, sim_args=()):
     """alice on Element (cross-signing set up, as Element does at a new account's first login)
     creates an encrypted room and invites bob's token. With `join`, the token joins by itself
-    (--auto-join-from alice) and this returns once Element's sync shows the join, so that the
-    next message is what a person types right after seeing the token arrive; else it returns
-    once Element shows the token invited, and the token's person joins later (`join <room>`)."""
+    (--auto-join-from alice) and this returns once Element's sync shows the join; else it
+    returns once Element shows the token invited, and the token's person joins later
+    (`join <room>`).
+
+    With `greet` (and `join`), the token writes GREETING first and Element reads it: the token
+    has then looked up alice's devices, and what Element sends next does not meet issue 13's
+    lost-notification race (see test_messages_both_ways_right_after_the_token_joins, which
+    does not greet: Element writes the moment it sees the join)."""
     alice, bob = new_user(synapse, "alice"), new_user(synapse, "bob")
     token = tokens(gateway_address(gateway), bob, "tok", [alice[0]] if join else [], sim_args)
     [logged_in] = token.wait_for("logged-in ")
@@ -34,7 +42,11 @@ def token_joins_element_room(synapse, gateway, tokens, element, join=True, sim_a
     room_id = device.create_encrypted_room(invite=[bob[0]])
     token.wait_for(f"joined {room_id}" if join else f"invited {room_id}")
     device.wait_member(room_id, bob[0], "join" if join else "invite")
-    return Room(alice, bob, device, token, logged_in.split()[2], room_id, time.monotonic())
+    seen_at = time.monotonic()
+    if join and greet:
+        token.command(f"send {room_id} {GREETING}")
+        device.wait_texts(room_id, bob[0], [GREETING])
+    return Room(alice, bob, device, token, logged_in.split()[2], room_id, seen_at)
 
 
 def token_says(token, room, sender, body, since=0, timeout=60.0):
