@@ -22,7 +22,7 @@ class Room:
 GREETING = "hello, the token is here"
 
 
-def token_joins_element_room(synapse, gateway, tokens, element, join=True, greet=True, sim_args=()):
+def token_joins_element_room(synapse, gateway, tokens, element, join=True, greet=True, via=None, sim_args=()):
     """alice on Element (cross-signing set up, as Element does at a new account's first login)
     creates an encrypted room and invites bob's token. With `join`, the token joins by itself
     (--auto-join-from alice) and this returns once Element's sync shows the join; else it
@@ -32,9 +32,10 @@ def token_joins_element_room(synapse, gateway, tokens, element, join=True, greet
     With `greet` (and `join`), the token writes GREETING first and Element reads it: the token
     has then looked up alice's devices, and what Element sends next does not meet issue 13's
     lost-notification race (see test_messages_both_ways_right_after_the_token_joins, which
-    does not greet: Element writes the moment it sees the join)."""
+    does not greet: Element writes the moment it sees the join). `via`: a UdpRelay between the
+    token and the gateway."""
     alice, bob = new_user(synapse, "alice"), new_user(synapse, "bob")
-    token = tokens(gateway_address(gateway), bob, "tok", [alice[0]] if join else [], sim_args)
+    token = tokens(via.address if via else gateway_address(gateway), bob, "tok", [alice[0]] if join else [], sim_args)
     [logged_in] = token.wait_for("logged-in ")
     token.wait_for("keys-published")
     device = element(alice, "element-alice")
