@@ -39,7 +39,9 @@ impl Waveform {
 pub(crate) struct WaveformBuilder {
     buckets: [u16; BUCKETS],
     len: usize,
-    marks_per_bucket: u32,
+    /// How often the buckets merged: each holds 2^merges marks. (A count rather than the
+    /// span keeps the idle recorder all zeros, so a static one takes no flash.)
+    merges: u32,
     marks_in_bucket: u32,
     bucket_peak: u16,
     mark_samples: u32,
@@ -52,7 +54,7 @@ impl WaveformBuilder {
         Self {
             buckets: [0; BUCKETS],
             len: 0,
-            marks_per_bucket: 1,
+            merges: 0,
             marks_in_bucket: 0,
             bucket_peak: 0,
             mark_samples: 0,
@@ -102,7 +104,7 @@ impl WaveformBuilder {
         self.mark_samples = 0;
         self.min = 0;
         self.max = 0;
-        if self.marks_in_bucket == self.marks_per_bucket {
+        if self.marks_in_bucket == 1 << self.merges {
             self.end_bucket();
         }
     }
@@ -117,7 +119,7 @@ impl WaveformBuilder {
                 self.buckets[i] = self.buckets[2 * i].max(self.buckets[2 * i + 1]);
             }
             self.len = BUCKETS / 2;
-            self.marks_per_bucket *= 2;
+            self.merges += 1;
         }
     }
 }

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{SENTENCE, element_like, run, scratch, speech};
+use common::{SENTENCE, element_like, opusinfo, run, scratch, speech};
 
 use jeton_voice::decode::{DecodeError, decode_ogg_opus};
 use jeton_voice::{Error, Recording, Sink, VoiceRecorder, WAVEFORM_LEN};
@@ -99,13 +99,7 @@ fn speech_plays_in_opus_tools_and_in_the_crate_decoder() {
         ogg.len() as f64 * 8.0 / seconds
     );
 
-    let file = scratch("plays.opus");
-    std::fs::write(&file, &ogg).unwrap();
-    let info = run(Command::new("opusinfo").arg(&file));
-    assert!(
-        !info.contains("WARNING") && !info.contains("ERROR"),
-        "opusinfo complains:\n{info}"
-    );
+    let (file, info) = opusinfo(&ogg, "plays");
     let length = info
         .lines()
         .find_map(|l| l.trim().strip_prefix("Playback length: "))

@@ -38,10 +38,11 @@ pub(crate) fn speech(text: &str, name: &str) -> Vec<i16> {
         .args(["-v", "en-us", "-w"])
         .arg(&wav)
         .arg(text));
+    // -D: no dither, whose noise would make every run's input differ.
     run(Command::new("sox")
         .arg(&wav)
         .args([
-            "-r", "16000", "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",
+            "-D", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",
         ])
         .arg(&raw));
     let bytes = std::fs::read(&raw).unwrap();
@@ -63,7 +64,7 @@ pub(crate) fn element_like(pcm: &[i16], name: &str) -> PathBuf {
     std::fs::write(&raw, bytes).unwrap();
     run(Command::new("sox")
         .args([
-            "-t", "raw", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed",
+            "-D", "-t", "raw", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed",
         ])
         .arg(&raw)
         .args(["-r", "48000"])
@@ -82,4 +83,17 @@ pub(crate) fn element_like(pcm: &[i16], name: &str) -> PathBuf {
         .arg(&wav48)
         .arg(&file));
     file
+}
+
+/// Writes `ogg` to a file and has opus-tools' `opusinfo` check it: it must run without a
+/// warning or an error. Returns the file and what opusinfo printed.
+pub(crate) fn opusinfo(ogg: &[u8], name: &str) -> (PathBuf, String) {
+    let file = scratch(&format!("{name}.opus"));
+    std::fs::write(&file, ogg).unwrap();
+    let info = run(Command::new("opusinfo").arg(&file));
+    assert!(
+        !info.contains("WARNING") && !info.contains("ERROR"),
+        "opusinfo complains:\n{info}"
+    );
+    (file, info)
 }
