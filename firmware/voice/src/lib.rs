@@ -16,10 +16,10 @@
 //! Opus in SILK mode (VoIP application, wideband, variable bitrate around [`BITRATE`]) from
 //! libopus 1.6 in its fixed-point configuration, compiled from the source that `opusic-sys`
 //! bundles, with the encoder state inside the recorder (`opus_encoder_init`, no allocation).
-//! It was chosen over the pure-Rust `opus-rs` by measurement on the Cortex-M4 (see the
-//! README's voice section): fewer instructions per second of speech, a sixth of the state,
-//! half the flash. libopus is encoded at complexity [`COMPLEXITY`], the setting that keeps
-//! encoding within half of a 64 MHz Cortex-M4F.
+//! It was chosen over the pure-Rust `opus-rs` by measurement on the Cortex-M4 (the crate's
+//! README has the figures): fewer instructions per second of speech, a sixth of the state,
+//! half the flash. libopus encodes at complexity [`COMPLEXITY`], which keeps encoding within
+//! half of a 64 MHz Cortex-M4F with room to spare.
 //!
 //! # Usage
 //!
