@@ -15,8 +15,11 @@ const MAX_PACKET_SAMPLES: usize = 5760;
 /// Decoded PCM, channels interleaved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decoded {
+    /// Samples per second per channel: the rate asked for.
     pub sample_rate: u32,
+    /// 1 or 2, as the stream's OpusHead says.
     pub channels: u16,
+    /// The PCM, channels interleaved, pre-skip and end padding removed.
     pub samples: Vec<i16>,
 }
 

@@ -11,7 +11,8 @@ use opusic_sys as ffi;
 use crate::{BITRATE, COMPLEXITY, FRAME_SAMPLES, SAMPLE_RATE};
 
 /// Bytes set aside for libopus's encoder state, which must hold `opus_encoder_get_size(1)`
-/// of the fixed-point build (on the Cortex-M4 and on 64-bit hosts alike).
+/// of the fixed-point build without the float API, on the Cortex-M4 and on 64-bit hosts
+/// alike (a little under 15 KiB); `init` refuses to run in less.
 pub(crate) const ENCODER_STATE_BYTES: usize = 16 * 1024;
 
 /// The longest encoder delay the stream's pre-skip can announce (16 bits of 48 kHz samples),
