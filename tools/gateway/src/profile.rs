@@ -7,7 +7,8 @@
 use serde_json::Value;
 
 pub use jeton_proto::TableVersion;
-pub use jeton_proto::coap::{CONTENT_FORMAT_CBOR, OPTION_ACCESS_TOKEN, OPTION_TABLE_VERSION};
+pub use jeton_proto::coap::CONTENT_FORMAT_CBOR;
+pub use jeton_proto::coap::option::{ACCESS_TOKEN, CBOR_TABLE_VERSION};
 
 /// Content-Format `application/json` (RFC 7252 section 12.3).
 pub const CONTENT_FORMAT_JSON: u16 = 50;

@@ -625,7 +625,7 @@ impl Transport {
             .map_err(|_| bad(incoming, "The Content-Format option is not a uint."))?;
         let accept =
             uint(&packet, 17).map_err(|_| bad(incoming, "The Accept option is not a uint."))?;
-        let version_value = uint(&packet, profile::OPTION_TABLE_VERSION)
+        let version_value = uint(&packet, profile::CBOR_TABLE_VERSION)
             .map_err(|_| bad(incoming, "Option 257 (table version) is not a uint."))?;
         incoming.encoding.cbor = content_format == Some(u64::from(CONTENT_FORMAT_CBOR))
             || accept == Some(u64::from(CONTENT_FORMAT_CBOR));
@@ -698,9 +698,7 @@ impl Transport {
             .peers
             .get_mut(&addr)
             .ok_or_else(|| internal(incoming))?;
-        if let Some(value) =
-            packet.get_first_option(CoapOption::Unknown(profile::OPTION_ACCESS_TOKEN))
-        {
+        if let Some(value) = packet.get_first_option(CoapOption::Unknown(profile::ACCESS_TOKEN)) {
             match AccessToken::from_option(value) {
                 Some(token) => {
                     // The sticky profile state belongs to the access token it came with.
@@ -2124,7 +2122,7 @@ mod tests {
                 &[7],
                 path,
             );
-            p.add_option(CoapOption::Unknown(profile::OPTION_TABLE_VERSION), vec![2]);
+            p.add_option(CoapOption::Unknown(profile::CBOR_TABLE_VERSION), vec![2]);
             if let Some(cf) = content_format {
                 p.add_option(
                     CoapOption::ContentFormat,
@@ -2179,7 +2177,7 @@ mod tests {
         // Block 0 again under a new message id (every answer to it lost): 2.31 again, and the
         // transfer goes on.
         let mut first = request(MessageType::Confirmable, 2, 150, &[8], &["Mu"]);
-        first.add_option(CoapOption::Unknown(profile::OPTION_TABLE_VERSION), vec![2]);
+        first.add_option(CoapOption::Unknown(profile::CBOR_TABLE_VERSION), vec![2]);
         first.add_option(
             CoapOption::Block1,
             BlockValue {
@@ -2238,7 +2236,7 @@ mod tests {
         let path = ["Md", "example.org", "AbC"];
         let file: Vec<u8> = (0..2500u32).map(|i| (i % 256) as u8).collect();
         let v2 = |mut p: Packet| {
-            p.add_option(CoapOption::Unknown(profile::OPTION_TABLE_VERSION), vec![2]);
+            p.add_option(CoapOption::Unknown(profile::CBOR_TABLE_VERSION), vec![2]);
             p
         };
         let actions = h.feed(&v2(get(1, &path)));
