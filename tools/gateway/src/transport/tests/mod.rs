@@ -7,8 +7,16 @@ mod exchanges;
 mod observe;
 mod requests;
 
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageType, Packet};
+use serde_json::Value;
+
 use super::*;
-use crate::translate::UpstreamResponse;
+use crate::message::{BlockValue, code};
+use crate::profile::{self, CONTENT_FORMAT_CBOR, TableVersion};
+use crate::translate::{UpstreamOutcome, UpstreamRequest, UpstreamResponse};
 
 const PEER: &str = "127.0.0.1:40000";
 
