@@ -27,13 +27,10 @@ use jeton_link::{
 
 use crate::link_credentials::LinkCredentials;
 use crate::message::{self, code};
+use crate::profile::option::ACCESS_TOKEN;
+use crate::profile::{CONTENT_FORMAT_EDHOC, CONTENT_FORMAT_TEXT};
 
 pub use jeton_link::edhoc::EDHOC_OPTION;
-/// The MSC3079 access-token option.
-const ACCESS_TOKEN: u16 = 256;
-/// application/edhoc+cbor-seq (RFC 9528 §10.9).
-const CONTENT_FORMAT_EDHOC: u8 = 64;
-const CONTENT_FORMAT_TEXT: u8 = 0;
 /// EDHOC handshakes waiting for message_3; more are refused until one completes or expires.
 const MAX_HANDSHAKES: usize = 256;
 /// A handshake without message_3 after this is dropped.
@@ -681,7 +678,7 @@ fn is_edhoc_resource(packet: &Packet) -> bool {
 }
 
 /// A response to `request`: piggybacked on the ACK of a CON, a NON otherwise.
-fn reply(request: &Packet, status: u8, content_format: Option<u8>, payload: &[u8]) -> Vec<u8> {
+fn reply(request: &Packet, status: u8, content_format: Option<u16>, payload: &[u8]) -> Vec<u8> {
     let (kind, mid) = match request.header.get_type() {
         MessageType::Confirmable => (MessageType::Acknowledgement, request.header.message_id),
         _ => (

@@ -12,8 +12,9 @@ use coap_lite::{CoapOption, Packet};
 use super::reply::{Reply, bad, internal, refuse, too_large};
 use super::request::{Blocks, Incoming, Target};
 use super::{Action, Transport};
-use crate::message::{self, BlockValue, code};
+use crate::message::{self, code};
 use crate::metrics::{BlockLabels, Metrics};
+use crate::profile::BlockValue;
 use crate::translate::ResponseContent;
 
 /// One peer's transfers in progress.
@@ -330,7 +331,8 @@ pub(super) fn fill_payload(
         .map(<[u8]>::to_vec)
         .unwrap_or_default();
     let more = end < content.payload.len();
-    packet.add_option(CoapOption::Block2, BlockValue { more, ..block }.encode());
+    let block = BlockValue { more, ..block };
+    packet.add_option(CoapOption::Block2, message::block_option(block));
     if num == 0 {
         packet.add_option(
             CoapOption::Size2,

@@ -13,7 +13,8 @@ use super::request::{Blocks, Incoming, Target, query_value, with_query};
 use super::timers::TimerKind;
 use super::{Action, Transport};
 use crate::media::MediaRoute;
-use crate::message::{BlockValue, code};
+use crate::message::code;
+use crate::profile::BlockValue;
 use crate::translate::{self, Encoding, UpstreamOutcome, UpstreamRequest};
 
 /// What the answer to a client's request needs once the homeserver has answered.

@@ -42,6 +42,7 @@ use coap_lite::{MessageClass, MessageType};
 use crate::limits::Limits;
 use crate::message;
 use crate::metrics::Metrics;
+use crate::profile;
 use crate::translate::{UpstreamOutcome, UpstreamRequest};
 use forward::{ForwardPurpose, Forwards};
 use observe::ObserverState;
@@ -109,7 +110,7 @@ impl core::fmt::Debug for Transport {
 impl Transport {
     /// A core with the given limits, reporting to `metrics`.
     pub fn new(limits: Limits, metrics: Metrics, now: Instant) -> Self {
-        let own_szx = message::szx_for_size(limits.block_size).unwrap_or(6);
+        let own_szx = limits.block_szx().unwrap_or(profile::MAX_SZX);
         let mut t = Self {
             limits,
             metrics,

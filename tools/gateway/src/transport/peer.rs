@@ -19,7 +19,7 @@ use super::reply::{bad, internal, refuse, retry_later};
 use super::request::Incoming;
 use super::{Action, Transport};
 use crate::message::{self, code};
-use crate::profile;
+use crate::profile::option;
 use crate::sticky::StickyState;
 use crate::translate::{AccessToken, ResponseContent};
 
@@ -156,7 +156,7 @@ impl Transport {
             .peers
             .get_mut(&incoming.peer)
             .ok_or_else(|| internal(incoming))?;
-        if let Some(value) = packet.get_first_option(CoapOption::Unknown(profile::ACCESS_TOKEN)) {
+        if let Some(value) = packet.get_first_option(CoapOption::Unknown(option::ACCESS_TOKEN)) {
             let Some(token) = AccessToken::from_option(value) else {
                 return Err(bad(
                     incoming,

@@ -10,8 +10,9 @@ use super::outbox::OutPurpose;
 use super::peer::Peer;
 use super::request::Incoming;
 use super::{Action, Transport};
-use crate::message::{self, BlockValue, code};
+use crate::message::{self, code};
 use crate::metrics::RequestLabels;
+use crate::profile::BlockValue;
 use crate::translate::{self, ResponseContent};
 
 /// What to send back for one client request.
@@ -115,7 +116,7 @@ fn add_reply_options(packet: &mut Packet, reply: &Reply<'_>, body_limit: usize) 
         packet.add_option(CoapOption::Observe, message::encode_uint(u64::from(seq)));
     }
     if let Some(echo) = reply.block1_echo {
-        packet.add_option(CoapOption::Block1, echo.encode());
+        packet.add_option(CoapOption::Block1, message::block_option(echo));
     }
     if reply.content.code == code::REQUEST_ENTITY_TOO_LARGE {
         packet.add_option(CoapOption::Size1, message::encode_uint(body_limit as u64));

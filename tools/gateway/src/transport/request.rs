@@ -20,8 +20,9 @@ use coap_lite::{CoapOption, Packet, RequestType};
 use super::reply::{Reply, bad, internal, refuse, too_large};
 use super::{Action, Transport};
 use crate::media::{self, MediaRoute};
-use crate::message::{self, BlockValue, code};
-use crate::profile::{self, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
+use crate::message::{self, code};
+use crate::profile::option::{self, ACCEPT, CBOR_TABLE_VERSION, CONTENT_FORMAT, OBSERVE, SIZE1};
+use crate::profile::{self, BlockValue, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, TableVersion};
 use crate::sticky::STICKY_STATE_MISSING;
 use crate::translate::{self, AccessToken, Encoding, ResponseContent};
 
@@ -258,7 +259,7 @@ impl Transport {
         now: Instant,
     ) -> Result<RequestBody, ResponseContent> {
         let limit = incoming.body_limit;
-        let announced = uint(packet, 60).ok().flatten();
+        let announced = uint(packet, SIZE1).ok().flatten();
         if announced.is_some_and(|n| n > limit as u64) || packet.payload.len() > limit {
             return Err(too_large(incoming));
         }
@@ -282,10 +283,11 @@ fn negotiate(
     incoming: &mut Incoming,
     packet: &Packet,
 ) -> Result<(Option<u64>, Option<u64>), ResponseContent> {
-    let content_format =
-        uint(packet, 12).map_err(|_| bad(incoming, "The Content-Format option is not a uint."))?;
-    let accept = uint(packet, 17).map_err(|_| bad(incoming, "The Accept option is not a uint."))?;
-    let version_value = uint(packet, profile::CBOR_TABLE_VERSION)
+    let content_format = uint(packet, CONTENT_FORMAT)
+        .map_err(|_| bad(incoming, "The Content-Format option is not a uint."))?;
+    let accept =
+        uint(packet, ACCEPT).map_err(|_| bad(incoming, "The Accept option is not a uint."))?;
+    let version_value = uint(packet, CBOR_TABLE_VERSION)
         .map_err(|_| bad(incoming, "Option 257 (table version) is not a uint."))?;
     incoming.encoding.cbor = is_cbor(content_format, accept);
     match version_value.map(TableVersion::from_option) {
@@ -336,7 +338,7 @@ fn check_options(
     }
     if let Some((number, _)) = packet
         .options()
-        .find(|(n, _)| message::is_critical(**n) && !message::is_known_option(**n))
+        .find(|(n, _)| option::is_critical(**n) && !message::is_known_option(**n))
     {
         let msg = format!("Critical option {number} is not supported.");
         return Err(refuse(incoming, code::BAD_OPTION, "M_UNRECOGNIZED", &msg));
@@ -403,9 +405,9 @@ fn read_blocks(
     own_szx: u8,
 ) -> Result<Blocks, ResponseContent> {
     let observe =
-        uint(packet, 6).map_err(|_| bad(incoming, "The Observe option is not a uint."))?;
+        uint(packet, OBSERVE).map_err(|_| bad(incoming, "The Observe option is not a uint."))?;
     let block = |option: CoapOption, what: &str| match packet.get_first_option(option) {
-        Some(v) => BlockValue::decode(v)
+        Some(v) => BlockValue::from_option(v)
             .map(Some)
             .ok_or_else(|| bad(incoming, what)),
         None => Ok(None),

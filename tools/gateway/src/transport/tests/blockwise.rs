@@ -22,12 +22,11 @@ fn block1_upload_is_assembled_before_forwarding() {
         let more = num + 1 < chunks.len();
         p.add_option(
             CoapOption::Block1,
-            BlockValue {
+            message::block_option(BlockValue {
                 num: num as u32,
                 more,
                 szx: 6,
-            }
-            .encode(),
+            }),
         );
         p.payload = chunk.to_vec();
         let actions = h.feed(&p);
@@ -35,7 +34,7 @@ fn block1_upload_is_assembled_before_forwarding() {
             let reply = &sent(&actions)[0];
             assert_eq!(code_of(reply), "2.31");
             assert_eq!(
-                BlockValue::decode(reply.get_first_option(CoapOption::Block1).unwrap())
+                BlockValue::from_option(reply.get_first_option(CoapOption::Block1).unwrap())
                     .unwrap()
                     .num,
                 num as u32
@@ -55,12 +54,11 @@ fn block1_upload_is_assembled_before_forwarding() {
     let mut p = request(MessageType::Confirmable, 2, 200, &[9], &path);
     p.add_option(
         CoapOption::Block1,
-        BlockValue {
+        message::block_option(BlockValue {
             num: 1,
             more: true,
             szx: 6,
-        }
-        .encode(),
+        }),
     );
     p.payload = vec![b' '; 1024];
     assert_eq!(code_of(&sent(&h.feed(&p))[0]), "4.08");
@@ -86,7 +84,10 @@ fn upload(
             &[7],
             path,
         );
-        p.add_option(CoapOption::Unknown(profile::CBOR_TABLE_VERSION), vec![2]);
+        p.add_option(
+            CoapOption::Unknown(profile::option::CBOR_TABLE_VERSION),
+            vec![2],
+        );
         if let Some(cf) = content_format {
             p.add_option(
                 CoapOption::ContentFormat,
@@ -102,7 +103,7 @@ fn upload(
             more,
             szx: 6,
         };
-        p.add_option(CoapOption::Block1, block.encode());
+        p.add_option(CoapOption::Block1, message::block_option(block));
         p.payload = chunk.to_vec();
         last = h.feed(&p);
         if more && code_of(&sent(&last)[0]) != "2.31" {
@@ -141,15 +142,17 @@ fn media_uploads_are_raw_bytes_with_their_type_and_their_own_limit() {
     // Block 0 again under a new message id (every answer to it lost): 2.31 again, and the
     // transfer goes on.
     let mut first = request(MessageType::Confirmable, 2, 150, &[8], &["Mu"]);
-    first.add_option(CoapOption::Unknown(profile::CBOR_TABLE_VERSION), vec![2]);
+    first.add_option(
+        CoapOption::Unknown(profile::option::CBOR_TABLE_VERSION),
+        vec![2],
+    );
     first.add_option(
         CoapOption::Block1,
-        BlockValue {
+        message::block_option(BlockValue {
             num: 0,
             more: true,
             szx: 6,
-        }
-        .encode(),
+        }),
     );
     first.payload = file[..1024].to_vec();
     assert_eq!(code_of(&sent(&h.feed(&first))[0]), "2.31");
@@ -190,7 +193,7 @@ fn with_block2(mut p: Packet, num: u32) -> Packet {
         more: false,
         szx: 6,
     };
-    p.add_option(CoapOption::Block2, block.encode());
+    p.add_option(CoapOption::Block2, message::block_option(block));
     p
 }
 
@@ -200,7 +203,10 @@ fn media_downloads_are_fetched_once_and_served_raw_in_blocks() {
     let path = ["Md", "example.org", "AbC"];
     let file: Vec<u8> = (0..2500u32).map(|i| (i % 256) as u8).collect();
     let v2 = |mut p: Packet| {
-        p.add_option(CoapOption::Unknown(profile::CBOR_TABLE_VERSION), vec![2]);
+        p.add_option(
+            CoapOption::Unknown(profile::option::CBOR_TABLE_VERSION),
+            vec![2],
+        );
         p
     };
     let actions = h.feed(&v2(get(1, &path)));

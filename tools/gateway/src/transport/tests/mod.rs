@@ -14,8 +14,8 @@ use coap_lite::{CoapOption, MessageType, Packet};
 use serde_json::Value;
 
 use super::*;
-use crate::message::{BlockValue, code};
-use crate::profile::{self, CONTENT_FORMAT_CBOR, TableVersion};
+use crate::message::{self, code};
+use crate::profile::{self, BlockValue, CONTENT_FORMAT_CBOR, TableVersion};
 use crate::translate::{UpstreamOutcome, UpstreamRequest, UpstreamResponse};
 
 const PEER: &str = "127.0.0.1:40000";
@@ -95,7 +95,7 @@ fn code_of(p: &Packet) -> String {
 
 fn block2(p: &Packet) -> Option<BlockValue> {
     p.get_first_option(CoapOption::Block2)
-        .and_then(|v| BlockValue::decode(v))
+        .and_then(|v| BlockValue::from_option(v))
 }
 
 const SYNC: &[&str] = &["_matrix", "client", "v3", "sync"];

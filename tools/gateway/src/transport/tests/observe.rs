@@ -99,12 +99,11 @@ fn large_notification_is_fetched_by_block2_as_pushed() {
     p.add_option(CoapOption::UriQuery, b"since=s0".to_vec());
     p.add_option(
         CoapOption::Block2,
-        BlockValue {
+        message::block_option(BlockValue {
             num: 1,
             more: false,
             szx: 6,
-        }
-        .encode(),
+        }),
     );
     let actions = h.feed(&p);
     assert!(forwards(&actions).is_empty());
