@@ -1,8 +1,14 @@
 //! The link driven with a real token-side EDHOC initiator and OSCORE context.
 
+use coap_lite::MessageType;
+use jeton_link::oscore::OSCORE_OPTION;
+use jeton_link::{
+    Credential, Identity, Initiator, Message, OptionList, RequestBinding, SecurityContext,
+};
+
+use super::wire::{options_of, repack};
 use super::*;
 use crate::link_credentials::AuthorisedToken;
-use jeton_link::{Credential, Identity, Initiator};
 
 const PEER: &str = "127.0.0.1:40000";
 
@@ -197,7 +203,7 @@ fn replays_never_reach_the_transport_twice() {
     // The same datagram again: a retransmission, answered from the link's memory.
     assert_eq!(pair.link.on_datagram(peer, &wire, now), Inbound::Drop);
     let ack = message::empty(MessageType::Acknowledgement, 20);
-    let virtual_peer = *pair.link.virtual_peers.keys().next().unwrap();
+    let virtual_peer = *pair.link.contexts.virtual_peers.keys().next().unwrap();
     assert_eq!(
         pair.link.on_send(virtual_peer, ack.clone()),
         Some((peer, ack.clone()))
