@@ -101,20 +101,25 @@ impl Exchanges {
 }
 
 impl Transport {
-    /// Answers a duplicate of request `mid` (the cached response, or an empty ACK while it is
-    /// pending); `false` when `mid` is new.
-    pub(super) fn on_duplicate(
+    /// Records request `mid` from `addr`, seen `now`; `false` for a duplicate (RFC 7252
+    /// section 4.5: same peer and message id), which gets the cached response, or an empty
+    /// ACK while it is pending.
+    pub(super) fn receive(
         &mut self,
         addr: SocketAddr,
         mid: u16,
+        confirmable: bool,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) -> bool {
-        let Some(exchange) = self
-            .peers
-            .get_mut(&addr)
-            .and_then(|peer| peer.exchanges.get_mut(mid))
-        else {
+        let capacity = self.limits.dedup_per_peer;
+        let Some(peer) = self.peers.get_mut(&addr) else {
             return false;
+        };
+        peer.last_seen = now;
+        let Some(exchange) = peer.exchanges.get_mut(mid) else {
+            peer.exchanges.begin(mid, confirmable, now, capacity);
+            return true;
         };
         self.metrics.duplicates.inc();
         match &mut exchange.state {
@@ -133,7 +138,7 @@ impl Transport {
                 }
             }
         }
-        true
+        false
     }
 
     /// The homeserver did not answer CON request `mid` in time for a piggybacked response:

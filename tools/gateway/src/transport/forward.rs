@@ -147,9 +147,6 @@ impl Transport {
             block1_echo: blocks.block1,
             register,
         };
-        if let Some(peer) = self.peers.get_mut(&incoming.peer) {
-            peer.in_flight += 1;
-        }
         let purpose = ForwardPurpose::Client(Box::new(context));
         self.start_forward(incoming.peer, target.route, purpose, request, now, actions);
         if incoming.confirmable {

@@ -191,7 +191,8 @@ impl Transport {
     }
 
     /// Whether the gateway takes the request now: not while draining, not beyond the peer's
-    /// in-flight limit or rate. A refusal tells the client when to retry.
+    /// in-flight limit or rate. A refusal tells the client when to retry; a request taken
+    /// counts as in flight until its answer.
     pub(super) fn admit(
         &mut self,
         incoming: &Incoming,
@@ -226,6 +227,7 @@ impl Transport {
                 "This peer sends requests faster than the gateway allows.",
             ));
         }
+        peer.in_flight += 1;
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The request pipeline: a CoAP request read in short steps, each either passing what it read
 //! on or answering at once (`Err` is the answer, in the encoding negotiated so far).
 //!
-//! 1. Peer state and duplicate detection ([`Transport::on_request`]).
+//! 1. Peer state (`peer.rs`) and duplicate detection (`exchanges.rs`).
 //! 2. Negotiation: Content-Format, Accept and option 257 set the encoding.
 //! 3. Options: no proxying, no unknown critical option, an Accept the gateway serves.
 //! 4. Method, then the sticky access token (`peer.rs`).
@@ -92,17 +92,8 @@ impl Transport {
             return;
         }
         let mid = packet.header.message_id;
-        let Some(peer) = self.peers.get_mut(&addr) else {
+        if !self.receive(addr, mid, confirmable, now, actions) {
             return;
-        };
-        peer.last_seen = now;
-        // Duplicate detection (RFC 7252 section 4.5): same peer and message id.
-        if self.on_duplicate(addr, mid, actions) {
-            return;
-        }
-        let capacity = self.limits.dedup_per_peer;
-        if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.exchanges.begin(mid, confirmable, now, capacity);
         }
         let mut incoming = Incoming {
             peer: addr,
