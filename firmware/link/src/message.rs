@@ -1,15 +1,15 @@
 //! The CoAP message as the link sees it: a code, a sorted option list and a payload, with no
 //! UDP framing (type, message id and token stay with the caller's codec, as OSCORE leaves
-//! them outside the protection). This module also owns the option encoding of RFC 7252
-//! §3.1 that the OSCORE plaintext reuses.
+//! them outside the protection). The OSCORE plaintext's options use the encoding of RFC 7252
+//! §3.1, jeton-proto's [`codec`](jeton_proto::coap::codec), which the token's CoAP engine
+//! shares.
+
+use jeton_proto::coap::codec::{MAX_OPTION_LEN, OptionReader, option_head};
 
 use crate::OscoreError;
 
 /// The most options one message may carry, inner and outer together.
 pub const MAX_OPTIONS: usize = 24;
-
-/// CoAP's largest option length (13-bit extension + 269).
-const MAX_OPTION_LEN: usize = 65_804;
 
 /// A message's options, sorted by number (repeated numbers keep their order).
 #[derive(Clone, Copy)]
@@ -129,29 +129,11 @@ pub(crate) fn encode_options<'a>(
             .checked_sub(previous)
             .ok_or(OscoreError::OptionsOutOfOrder)?;
         previous = number;
-        let (delta_nibble, delta_ext, delta_ext_len) = nibble(usize::from(delta));
-        let (len_nibble, len_ext, len_ext_len) = nibble(value.len());
-        if value.len() > MAX_OPTION_LEN {
-            return Err(OscoreError::OptionTooLong);
-        }
-        put(out, at, &[(delta_nibble << 4) | len_nibble])?;
-        put(out, at, delta_ext.get(..delta_ext_len).unwrap_or(&[]))?;
-        put(out, at, len_ext.get(..len_ext_len).unwrap_or(&[]))?;
+        let (head, head_len) = option_head(delta, value.len()).ok_or(OscoreError::OptionTooLong)?;
+        put(out, at, head.get(..head_len).unwrap_or(&[]))?;
         put(out, at, value)?;
     }
     Ok(())
-}
-
-/// The nibble and extension bytes for a delta or length.
-fn nibble(value: usize) -> (u8, [u8; 2], usize) {
-    match value {
-        0..=12 => (value as u8, [0, 0], 0),
-        13..=268 => (13, [(value - 13) as u8, 0], 1),
-        _ => {
-            let ext = (value.saturating_sub(269) as u16).to_be_bytes();
-            (14, ext, 2)
-        }
-    }
 }
 
 /// Copies `bytes` to `out[*at..]`, advancing `at`.
@@ -172,42 +154,16 @@ pub(crate) fn decode_options<'a>(
     bytes: &'a [u8],
     options: &mut OptionList<'a>,
 ) -> Result<&'a [u8], OscoreError> {
-    let mut rest = bytes;
-    let mut number = 0u32;
-    while let Some((&first, tail)) = rest.split_first() {
-        if first == 0xFF {
-            if tail.is_empty() {
-                return Err(OscoreError::MalformedPlaintext);
-            }
-            return Ok(tail);
-        }
-        rest = tail;
-        let delta = extended(first >> 4, &mut rest)?;
-        let len = extended(first & 0x0F, &mut rest)?;
-        number += delta;
-        let number16 = u16::try_from(number).map_err(|_| OscoreError::MalformedPlaintext)?;
-        if rest.len() < len as usize {
-            return Err(OscoreError::MalformedPlaintext);
-        }
-        let (value, tail) = rest.split_at(len as usize);
-        rest = tail;
-        options.insert(number16, value)?;
+    let mut reader = OptionReader::new(bytes);
+    while let Some((number, value)) = reader
+        .next_option()
+        .map_err(|_| OscoreError::MalformedPlaintext)?
+    {
+        options.insert(number, value)?;
     }
-    Ok(&[])
-}
-
-fn extended(nibble: u8, rest: &mut &[u8]) -> Result<u32, OscoreError> {
-    let take = |rest: &mut &[u8], n: usize| -> Result<u32, OscoreError> {
-        let bytes = rest.get(..n).ok_or(OscoreError::MalformedPlaintext)?;
-        *rest = rest.get(n..).unwrap_or(&[]);
-        Ok(bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)))
-    };
-    match nibble {
-        0..=12 => Ok(u32::from(nibble)),
-        13 => Ok(take(rest, 1)? + 13),
-        14 => Ok(take(rest, 2)? + 269),
-        _ => Err(OscoreError::MalformedPlaintext),
-    }
+    reader
+        .payload()
+        .map_err(|_| OscoreError::MalformedPlaintext)
 }
 
 #[cfg(test)]

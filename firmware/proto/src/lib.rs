@@ -11,7 +11,8 @@
 //! - [`ids`]: event ids and room ids that are SHA-256 hashes, which v2 carries as their 32 bytes.
 //! - [`values`]: the v2 table of well-known text values (algorithm names, event types, membership states)
 //!   that travel as one-byte CBOR simple values.
-//! - [`coap`]: the CoAP option numbers and the Content-Format.
+//! - [`coap`]: the CoAP vocabulary: option numbers, Content-Formats, the Block1/Block2 value and the
+//!   RFC 7252 option encoding, shared by the token, the link and the gateway.
 //! - [`view`] and [`write`](mod@write): zero-copy, bounded readers and writers of the v2 CBOR a token exchanges
 //!   (sync subset, send event, keys upload/claim/query, sendToDevice). No allocator needed.
 //! - `transcode` (feature `json`): JSON <-> canonical CBOR for any Matrix JSON, used by the gateway and the CLI.
@@ -65,7 +66,7 @@ pub mod values;
 pub mod view;
 pub mod write;
 
-/// The CBOR table version a peer negotiated with CoAP option 257 ([`coap::OPTION_TABLE_VERSION`]).
+/// The CBOR table version a peer negotiated with CoAP option 257 ([`coap::option::CBOR_TABLE_VERSION`]).
 ///
 /// Version 2 is a superset of version 1: every v1 key and path enum keeps its meaning under v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

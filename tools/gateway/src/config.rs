@@ -279,7 +279,7 @@ impl Config {
                 .or(file.max_media_body)
                 .unwrap_or(d.max_media_body),
         };
-        if crate::message::szx_for_size(limits.block_size).is_none() {
+        if limits.block_szx().is_none() {
             return Err(ConfigError::Invalid(
                 "block_size (16, 32, 64, 128, 256, 512 or 1024)",
             ));

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::profile::{BlockValue, szx_for_size};
+
 /// Bounds and timings of the transport core. See `jeton-gateway --help` for each one.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -68,5 +70,19 @@ impl Default for Limits {
             blockwise_per_peer: 2,
             max_media_body: 16 * 1024 * 1024,
         }
+    }
+}
+
+impl Limits {
+    /// The size exponent (RFC 7959) of `block_size`; `None` unless it is a power of two from 16
+    /// to 1024.
+    pub fn block_szx(&self) -> Option<u8> {
+        let szx = szx_for_size(self.block_size);
+        let block = BlockValue {
+            num: 0,
+            more: false,
+            szx,
+        };
+        (block.size() == self.block_size).then_some(szx)
     }
 }

@@ -7,6 +7,8 @@
 
 use serde_json::Value;
 
+use crate::profile::{CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, CONTENT_FORMAT_TEXT};
+
 /// The media endpoints the gateway treats specially.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaRoute {
@@ -40,14 +42,14 @@ pub const CONTENT_TYPE_QUERY: &str = "content_type";
 
 /// Content-Formats (RFC 7252 section 12.3 registry) whose media type a file may have.
 const CONTENT_FORMATS: [(u16, &str); 8] = [
-    (0, "text/plain; charset=utf-8"),
+    (CONTENT_FORMAT_TEXT, "text/plain; charset=utf-8"),
     (21, "image/gif"),
     (22, "image/jpeg"),
     (23, "image/png"),
     (41, "application/xml"),
     (42, "application/octet-stream"),
-    (50, "application/json"),
-    (60, "application/cbor"),
+    (CONTENT_FORMAT_JSON, "application/json"),
+    (CONTENT_FORMAT_CBOR, "application/cbor"),
 ];
 
 /// Content-Format of a file whose type has no entry.

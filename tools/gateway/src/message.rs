@@ -1,8 +1,15 @@
 //! CoAP message details the gateway needs on top of `coap-lite`: stricter parsing (RFC 7252
-//! section 3 format errors coap-lite lets through), uint option values, Block1/Block2 values
-//! (RFC 7959) and the response codes the gateway emits.
+//! section 3 format errors coap-lite lets through), uint option values as coap-lite holds them,
+//! the options the gateway knows and the response codes it emits. The option numbers and the
+//! Block1/Block2 value are jeton-proto's (see [`crate::profile`]).
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
+
+use crate::profile::BlockValue;
+use crate::profile::option::{
+    ACCEPT, ACCESS_TOKEN, BLOCK1, BLOCK2, CBOR_TABLE_VERSION, CONTENT_FORMAT, ETAG, MAX_AGE,
+    OBSERVE, SIZE1, SIZE2, URI_HOST, URI_PATH, URI_PORT, URI_QUERY,
+};
 
 /// Default EXCHANGE_LIFETIME (RFC 7252 section 4.8.2).
 pub const EXCHANGE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(247);
@@ -106,7 +113,8 @@ fn ends_with_bare_payload_marker(datagram: &[u8]) -> bool {
     false
 }
 
-/// A uint option value (RFC 7252 section 3.2), at most 8 bytes.
+/// A uint option value (RFC 7252 section 3.2), at most 8 bytes (the gateway reads any uint
+/// option that wide; jeton-proto's codec stops at the 4 bytes of every option it names).
 pub fn decode_uint(bytes: &[u8]) -> Option<u64> {
     if bytes.len() > 8 {
         return None;
@@ -128,64 +136,31 @@ pub fn uint_option(packet: &Packet, number: u16) -> Option<Result<u64, ()>> {
         .map(|v| decode_uint(v).ok_or(()))
 }
 
-/// A Block1 or Block2 option value (RFC 7959 section 2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockValue {
-    /// Block number.
-    pub num: u32,
-    /// More blocks follow.
-    pub more: bool,
-    /// Size exponent: the block holds `16 << szx` bytes.
-    pub szx: u8,
-}
-
-impl BlockValue {
-    /// Decodes an option value; `None` for the reserved SZX 7 or an over-long value.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() > 3 {
-            return None;
-        }
-        let v = decode_uint(bytes)?;
-        let szx = (v & 0x7) as u8;
-        (szx < 7).then_some(Self {
-            num: (v >> 4) as u32,
-            more: v & 0x8 != 0,
-            szx,
-        })
-    }
-
-    /// The option value.
-    pub fn encode(self) -> Vec<u8> {
-        encode_uint((u64::from(self.num) << 4) | (u64::from(self.more) << 3) | u64::from(self.szx))
-    }
-
-    /// Bytes per block.
-    pub fn size(self) -> usize {
-        16usize << self.szx
-    }
-
-    /// Byte offset of this block.
-    pub fn offset(self) -> usize {
-        (self.num as usize).saturating_mul(self.size())
-    }
-}
-
-/// The SZX for a block size (a power of two from 16 to 1024).
-pub fn szx_for_size(size: usize) -> Option<u8> {
-    (0u8..7).find(|szx| 16usize << szx == size)
+/// A Block1 or Block2 option value as coap-lite holds it.
+pub fn block_option(block: BlockValue) -> Vec<u8> {
+    encode_uint(u64::from(block.to_uint()))
 }
 
 /// Options the gateway understands; any other critical (odd) option gets 4.02.
 pub fn is_known_option(number: u16) -> bool {
     matches!(
         number,
-        3 | 4 | 6 | 7 | 11 | 12 | 14 | 15 | 17 | 23 | 27 | 28 | 60 | 256 | 257 | 258
+        URI_HOST
+            | ETAG
+            | OBSERVE
+            | URI_PORT
+            | URI_PATH
+            | CONTENT_FORMAT
+            | MAX_AGE
+            | URI_QUERY
+            | ACCEPT
+            | BLOCK2
+            | BLOCK1
+            | SIZE2
+            | SIZE1
+            | ACCESS_TOKEN
+            | CBOR_TABLE_VERSION
     )
-}
-
-/// A CoAP option number is critical when odd (RFC 7252 section 5.4.6).
-pub fn is_critical(number: u16) -> bool {
-    number & 1 == 1
 }
 
 /// Response codes as their byte value (class << 5 | detail).
@@ -274,32 +249,6 @@ pub fn empty(kind: MessageType, message_id: u16) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn block_values_round_trip_per_rfc7959_examples() {
-        // RFC 7959 figure 2: Block2 num 2, more, szx 6 (1024 bytes) is 0x2e.
-        let v = BlockValue::decode(&[0x2e]).unwrap();
-        assert_eq!(
-            v,
-            BlockValue {
-                num: 2,
-                more: true,
-                szx: 6
-            }
-        );
-        assert_eq!(v.encode(), vec![0x2e]);
-        assert_eq!(v.offset(), 2048);
-        assert_eq!(
-            BlockValue {
-                num: 0,
-                more: false,
-                szx: 0
-            }
-            .encode(),
-            Vec::<u8>::new()
-        );
-        assert!(BlockValue::decode(&[0x07]).is_none(), "SZX 7 is reserved");
-    }
 
     #[test]
     fn parse_rejects_format_errors() {

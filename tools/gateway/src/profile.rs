@@ -1,5 +1,5 @@
-//! The wire profile as the gateway sees it: option numbers, table versions, path expansion and
-//! JSON <-> CBOR transcoding, all from `jeton-proto`.
+//! The wire profile as the gateway sees it: option numbers, Content-Formats, the Block1/Block2
+//! value, table versions, path expansion and JSON <-> CBOR transcoding, all from `jeton-proto`.
 //!
 //! This module is the only place that names `jeton-proto`, so the rest of the gateway reads as
 //! CoAP and HTTP.
@@ -7,10 +7,11 @@
 use serde_json::Value;
 
 pub use jeton_proto::TableVersion;
-pub use jeton_proto::coap::{CONTENT_FORMAT_CBOR, OPTION_ACCESS_TOKEN, OPTION_TABLE_VERSION};
-
-/// Content-Format `application/json` (RFC 7252 section 12.3).
-pub const CONTENT_FORMAT_JSON: u16 = 50;
+pub use jeton_proto::coap::block::{BlockValue, MAX_SZX, szx_for_size};
+pub use jeton_proto::coap::option;
+pub use jeton_proto::coap::{
+    CONTENT_FORMAT_CBOR, CONTENT_FORMAT_EDHOC, CONTENT_FORMAT_JSON, CONTENT_FORMAT_TEXT,
+};
 
 /// A path or body could not be translated by the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,9 +40,10 @@
 use core::fmt;
 
 use heapless::{Deque, Vec};
+use jeton_proto::coap::codec::option_head;
 
 use super::message::{
-    Code, EncodeError, Header, Message, MessageType, MessageWriter, Options, Token, option_head,
+    Code, EncodeError, Header, Message, MessageType, MessageWriter, Options, Token,
 };
 use super::option::{self, BlockValue};
 use crate::platform::{Instant, Rng};

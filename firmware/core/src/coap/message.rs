@@ -1,9 +1,10 @@
 //! The RFC 7252 message format over UDP: encoding into a caller's buffer and zero-copy
 //! decoding of a received datagram.
 //!
-//! This module owns the bytes on the wire: the 4-byte header, the token, the option
-//! sequence with its delta and length extensions, and the payload marker. It knows option
-//! numbers only as integers; their meaning lives in [`super::option`].
+//! This module owns the bytes on the wire around the options: the 4-byte header, the token
+//! and the payload. The option sequence itself (delta and length extensions, the payload
+//! marker, `uint` values) is jeton-proto's codec, shared with the link; numbers are integers
+//! here, their meaning lives in [`super::option`].
 //!
 //! # Why not a crate
 //!
@@ -16,6 +17,9 @@
 
 use core::fmt;
 
+use jeton_proto::coap::codec::{OptionError, PAYLOAD_MARKER, option_head, split_options};
+pub use jeton_proto::coap::codec::{Options, decode_uint, encode_uint};
+
 /// The largest token RFC 7252 allows.
 pub const MAX_TOKEN_LEN: usize = 8;
 
@@ -23,7 +27,6 @@ pub const MAX_TOKEN_LEN: usize = 8;
 pub const HEADER_LEN: usize = 4;
 
 const VERSION: u8 = 1;
-const PAYLOAD_MARKER: u8 = 0xFF;
 
 /// The four message types of RFC 7252 §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -222,6 +225,16 @@ impl fmt::Display for DecodeError {
 
 impl core::error::Error for DecodeError {}
 
+impl From<OptionError> for DecodeError {
+    fn from(error: OptionError) -> Self {
+        match error {
+            OptionError::Truncated => DecodeError::OptionTruncated,
+            OptionError::EmptyPayload => DecodeError::EmptyPayload,
+            _ => DecodeError::InvalidOption,
+        }
+    }
+}
+
 /// Why a message could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -280,13 +293,7 @@ impl<'a> Message<'a> {
         if code.is_empty() && (token_len != 0 || !after_token.is_empty()) {
             return Err(DecodeError::NonEmptyEmptyMessage);
         }
-        let options_len = validate_options(after_token)?;
-        let (options, tail) = after_token.split_at(options_len);
-        let payload = match tail.split_first() {
-            None => &[][..],
-            Some((_marker, [])) => return Err(DecodeError::EmptyPayload),
-            Some((_marker, payload)) => payload,
-        };
+        let (options, payload) = split_options(after_token).map_err(DecodeError::from)?;
         Ok(Message {
             header: Header {
                 message_type: MessageType::from_bits(first >> 4),
@@ -319,137 +326,6 @@ impl<'a> Message<'a> {
     pub fn uint_option(&self, number: u16) -> Option<u32> {
         self.option(number).and_then(decode_uint)
     }
-}
-
-/// Checks an option sequence and returns its length in bytes (up to the payload marker
-/// or the end).
-fn validate_options(bytes: &[u8]) -> Result<usize, DecodeError> {
-    let mut reader = OptionReader {
-        rest: bytes,
-        number: 0,
-    };
-    loop {
-        match reader.next_option() {
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(bytes.len() - reader.rest.len()),
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-struct OptionReader<'a> {
-    rest: &'a [u8],
-    number: u16,
-}
-
-impl<'a> OptionReader<'a> {
-    /// The next option, `None` at the end or at the payload marker (left in `rest`).
-    fn next_option(&mut self) -> Result<Option<(u16, &'a [u8])>, DecodeError> {
-        let Some((&first, after_first)) = self.rest.split_first() else {
-            return Ok(None);
-        };
-        if first == PAYLOAD_MARKER {
-            return Ok(None);
-        }
-        let mut cursor = after_first;
-        let delta = read_extended(first >> 4, &mut cursor)?;
-        let len = read_extended(first & 0x0F, &mut cursor)?;
-        let number = u32::from(self.number) + delta;
-        let number = u16::try_from(number).map_err(|_| DecodeError::InvalidOption)?;
-        let (value, rest) = usize::try_from(len)
-            .ok()
-            .and_then(|len| cursor.split_at_checked(len))
-            .ok_or(DecodeError::OptionTruncated)?;
-        self.rest = rest;
-        self.number = number;
-        Ok(Some((number, value)))
-    }
-}
-
-/// Reads an option delta or length whose 4-bit field is `nibble`, taking the 1- or
-/// 2-byte extension from `cursor`.
-fn read_extended(nibble: u8, cursor: &mut &[u8]) -> Result<u32, DecodeError> {
-    match nibble {
-        0..=12 => Ok(u32::from(nibble)),
-        13 => {
-            let (&byte, rest) = cursor.split_first().ok_or(DecodeError::OptionTruncated)?;
-            *cursor = rest;
-            Ok(u32::from(byte) + 13)
-        }
-        14 => {
-            let (bytes, rest) = cursor
-                .split_first_chunk::<2>()
-                .ok_or(DecodeError::OptionTruncated)?;
-            *cursor = rest;
-            Ok(u32::from(u16::from_be_bytes(*bytes)) + 269)
-        }
-        _ => Err(DecodeError::InvalidOption),
-    }
-}
-
-/// Iterator over `(number, value)` pairs of an encoded option sequence.
-///
-/// On a sequence that [`Message::decode`] validated it yields every option; on anything
-/// else it stops at the first malformed option.
-#[derive(Clone, Debug)]
-pub struct Options<'a> {
-    rest: &'a [u8],
-    number: u16,
-}
-
-impl<'a> Options<'a> {
-    /// Reads an option sequence encoded from option number 0, such as
-    /// [`Message::raw_options`] returns.
-    pub fn new(bytes: &'a [u8]) -> Options<'a> {
-        Options {
-            rest: bytes,
-            number: 0,
-        }
-    }
-}
-
-impl<'a> Iterator for Options<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<(u16, &'a [u8])> {
-        let mut reader = OptionReader {
-            rest: self.rest,
-            number: self.number,
-        };
-        let item = reader.next_option().ok().flatten();
-        self.rest = if item.is_some() { reader.rest } else { &[] };
-        self.number = reader.number;
-        item
-    }
-}
-
-impl fmt::Debug for OptionReader<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OptionReader")
-            .field("number", &self.number)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Reads a CoAP `uint` option value (big-endian, leading zeros allowed, at most 4 bytes).
-pub fn decode_uint(value: &[u8]) -> Option<u32> {
-    if value.len() > 4 {
-        return None;
-    }
-    Some(
-        value
-            .iter()
-            .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte)),
-    )
-}
-
-/// Encodes `value` as the shortest CoAP `uint` (0 is the empty string): the value is the
-/// last `len` bytes of the returned array.
-pub fn encode_uint(value: u32) -> ([u8; 4], usize) {
-    (
-        value.to_be_bytes(),
-        4 - (value.leading_zeros() / 8) as usize,
-    )
 }
 
 /// Writes one message into a caller's buffer: header first, then options in ascending
@@ -547,34 +423,6 @@ impl<'b> MessageWriter<'b> {
     /// Ends the message; returns its length.
     pub fn finish(self) -> usize {
         self.len
-    }
-}
-
-/// The bytes that introduce an option: the delta and length nibbles and their
-/// extensions, and how many of the five are used. `None` for a value longer than the
-/// format can express.
-pub(crate) fn option_head(delta: u16, value_len: usize) -> Option<([u8; 5], usize)> {
-    let value_len = u32::try_from(value_len)
-        .ok()
-        .filter(|len| *len <= 65_535 + 269)?;
-    let (delta_nibble, delta_ext, delta_ext_len) = split_extended(u32::from(delta));
-    let (len_nibble, len_ext, len_ext_len) = split_extended(value_len);
-    let bytes = core::iter::once((delta_nibble << 4) | len_nibble)
-        .chain(delta_ext.into_iter().take(delta_ext_len))
-        .chain(len_ext.into_iter().take(len_ext_len));
-    let mut head = [0u8; 5];
-    for (slot, byte) in head.iter_mut().zip(bytes) {
-        *slot = byte;
-    }
-    Some((head, 1 + delta_ext_len + len_ext_len))
-}
-
-/// Splits an option delta or length into its nibble and big-endian extension bytes.
-fn split_extended(value: u32) -> (u8, [u8; 2], usize) {
-    match value {
-        0..=12 => (value as u8, [0, 0], 0),
-        13..=268 => (13, [(value - 13) as u8, 0], 1),
-        _ => (14, ((value - 269) as u16).to_be_bytes(), 2),
     }
 }
 
@@ -739,23 +587,6 @@ mod tests {
             .err(),
             Some(EncodeError::BufferTooSmall)
         );
-    }
-
-    #[test]
-    fn uint_encoding_is_minimal() {
-        for (value, expected) in [
-            (0u32, &[][..]),
-            (1, &[1][..]),
-            (255, &[255][..]),
-            (256, &[1, 0][..]),
-            (0x0102_0304, &[1, 2, 3, 4][..]),
-        ] {
-            let (bytes, len) = encode_uint(value);
-            assert_eq!(&bytes[4 - len..], expected);
-            assert_eq!(decode_uint(expected), Some(value));
-        }
-        assert_eq!(decode_uint(&[0, 0, 0, 1]), Some(1));
-        assert_eq!(decode_uint(&[1, 2, 3, 4, 5]), None);
     }
 
     proptest! {

@@ -1,7 +1,9 @@
 //! The token's CoAP client: message codec and client engine.
 //!
-//! - [`message`] owns the RFC 7252 bytes: header, token, options, payload.
-//! - [`option`] names the option numbers and decodes the structured values (Block, Observe).
+//! - [`message`] owns the RFC 7252 bytes: header, token, options, payload (the option
+//!   encoding itself is jeton-proto's [`codec`](jeton_proto::coap::codec)).
+//! - [`option`] says which options the engine manages and understands, and re-exports the
+//!   option numbers and [`BlockValue`](option::BlockValue) of [`jeton_proto::coap`].
 //! - [`client`] owns the exchanges: retransmission, block-wise transfers, the observation.
 pub mod client;
 pub mod message;

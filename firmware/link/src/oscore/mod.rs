@@ -20,6 +20,9 @@ pub use replay::{ECHO_LEN, REPLAY_WINDOW};
 use sequence::SenderSequence;
 pub use sequence::{MAX_SEQUENCE, SEQUENCE_CHUNK};
 
+use jeton_proto::coap::codec::PAYLOAD_MARKER;
+use jeton_proto::coap::option::{OBSERVE, PROXY_SCHEME, PROXY_URI, URI_HOST, URI_PORT};
+
 use crate::OscoreError;
 use crate::message::{Message, OptionList, decode_options, encode_options, put};
 
@@ -27,8 +30,6 @@ use crate::message::{Message, OptionList, decode_options, encode_options, put};
 pub const OSCORE_OPTION: u16 = 9;
 /// The Echo option number (RFC 9175).
 pub const ECHO_OPTION: u16 = 252;
-/// The Observe option number (RFC 7641): both inner and outer.
-pub const OBSERVE_OPTION: u16 = 6;
 /// The longest sender or recipient id: nonce length 13 minus 6 (RFC 8613 §3.3).
 pub const MAX_ID_LEN: usize = 7;
 /// Bytes the AEAD tag adds to every protected message.
@@ -49,7 +50,10 @@ type Aead = ccm::Ccm<Aes128, U8, U13>;
 /// Uri-Port, Proxy-Uri, Proxy-Scheme. The OSCORE option itself is outer only; Observe is
 /// both inner and outer.
 const fn is_outer_only(number: u16) -> bool {
-    matches!(number, 3 | 7 | 35 | 39 | OSCORE_OPTION)
+    matches!(
+        number,
+        URI_HOST | URI_PORT | PROXY_URI | PROXY_SCHEME | OSCORE_OPTION
+    )
 }
 
 /// A sender or recipient id (a kid): 0 to [`MAX_ID_LEN`] bytes.
@@ -486,7 +490,7 @@ impl SecurityContext {
             kid: self.sender_id,
             piv,
         };
-        let outer_code = if request.options.get(OBSERVE_OPTION).is_some() {
+        let outer_code = if request.options.get(OBSERVE).is_some() {
             0x05 // FETCH
         } else {
             0x02 // POST
@@ -572,7 +576,7 @@ impl SecurityContext {
         own_partial_iv: bool,
         out: &'a mut [u8],
     ) -> Result<Message<'a>, OscoreError> {
-        let outer_code = if response.options.get(OBSERVE_OPTION).is_some() {
+        let outer_code = if response.options.get(OBSERVE).is_some() {
             0x45 // 2.05 Content
         } else {
             0x44 // 2.04 Changed
@@ -703,7 +707,7 @@ fn seal<'a>(
         &mut at,
     )?;
     if !inner.payload.is_empty() {
-        put(body, &mut at, &[0xFF])?;
+        put(body, &mut at, &[PAYLOAD_MARKER])?;
         put(body, &mut at, inner.payload)?;
     }
     let mut aad_buf = [0u8; 40];
@@ -726,7 +730,7 @@ fn seal<'a>(
 
     let mut options = OptionList::new();
     for (number, value) in inner.options.iter() {
-        if is_outer_only(number) || number == OBSERVE_OPTION {
+        if is_outer_only(number) || number == OBSERVE {
             options.insert(number, value)?;
         }
     }

@@ -1,0 +1,308 @@
+//! The OSCORE contexts, one per paired token that ran EDHOC, by the recipient id the gateway
+//! chose (its C_R) and by the virtual peer address the transport knows the context by; and
+//! the protected requests and responses that go through them. A new handshake of a token
+//! replaces its context (and forgets the old one's response bindings).
+//!
+//! The Matrix access token (option 256) is bound to the context: the first protected request
+//! carrying it sets it, later requests of the context get it added, a different one is
+//! refused.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use coap_lite::{CoapOption, Packet};
+use jeton_link::oscore::OSCORE_OPTION;
+use jeton_link::{Freshness, Message, OptionList, OscoreError, OscoreOption, SecurityContext};
+
+use super::bindings::{Bindings, ResponseBinding};
+use super::handshake::{cbor_bstr_len, edhoc_error};
+use super::wire::{error_reply, options_of, repack};
+use super::{EDHOC_OPTION, Inbound, Link};
+use crate::message::code;
+use crate::profile::option::ACCESS_TOKEN;
+
+/// Bytes a decrypted or protected message may take.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The outer (unprotected) part of a protected request.
+struct Outer<'p> {
+    /// The recipient id the request names: which context decrypts it.
+    kid: Vec<u8>,
+    options: OptionList<'p>,
+    payload: &'p [u8],
+}
+
+/// One token's OSCORE context.
+pub(super) struct PeerContext {
+    context: SecurityContext,
+    /// Where the token's latest verified request came from: responses and notifications
+    /// go there (the token may change address, e.g. behind a NAT).
+    pub(super) real_peer: SocketAddr,
+    /// The address the transport knows this context by (see [`virtual_peer`]).
+    virtual_peer: SocketAddr,
+    token_name: String,
+    peer_kid: Vec<u8>,
+    access_token: Option<Vec<u8>>,
+}
+
+impl PeerContext {
+    /// The context a handshake under `c_r` made with the token `peer_kid`, from `real_peer`.
+    pub(super) fn new(
+        context: SecurityContext,
+        real_peer: SocketAddr,
+        c_r: &[u8],
+        token_name: String,
+        peer_kid: Vec<u8>,
+    ) -> Self {
+        Self {
+            context,
+            real_peer,
+            virtual_peer: virtual_peer(c_r),
+            token_name,
+            peer_kid,
+            access_token: None,
+        }
+    }
+
+    /// Binds the access token of a request to the context, or adds the bound one to a
+    /// request without; `true` when the request carries another one (or it cannot be added).
+    fn bind_access_token<'a>(
+        &mut self,
+        options: &mut OptionList<'a>,
+        bound: &'a Option<Vec<u8>>,
+    ) -> bool {
+        match (options.get(ACCESS_TOKEN), bound) {
+            (Some(sent), None) => {
+                self.access_token = Some(sent.to_vec());
+                false
+            }
+            (Some(sent), Some(bound)) => sent != bound.as_slice(),
+            (None, Some(bound)) => options.insert(ACCESS_TOKEN, bound).is_err(),
+            (None, None) => false,
+        }
+    }
+}
+
+/// The contexts by recipient id, and the recipient id of each virtual peer.
+#[derive(Default)]
+pub(super) struct Contexts {
+    by_rid: HashMap<Vec<u8>, PeerContext>,
+    pub(super) virtual_peers: HashMap<SocketAddr, Vec<u8>>,
+}
+
+impl Contexts {
+    pub(super) fn len(&self) -> usize {
+        self.by_rid.len()
+    }
+
+    /// Whether a context uses `rid` as its recipient id.
+    pub(super) fn contains(&self, rid: &[u8]) -> bool {
+        self.by_rid.contains_key(rid)
+    }
+
+    /// Whether `addr` is a context's virtual peer (its context may be gone since).
+    pub(super) fn is_virtual_peer(&self, addr: SocketAddr) -> bool {
+        self.virtual_peers.contains_key(&addr)
+    }
+
+    /// The context of a virtual peer.
+    pub(super) fn by_virtual_peer_mut(&mut self, addr: SocketAddr) -> Option<&mut PeerContext> {
+        let rid = self.virtual_peers.get(&addr)?;
+        self.by_rid.get_mut(rid)
+    }
+
+    /// Puts a new context in place under `rid`; the token's older one goes, with its
+    /// response bindings.
+    pub(super) fn install(&mut self, rid: &[u8], context: PeerContext, bindings: &mut Bindings) {
+        let virtual_peers = &mut self.virtual_peers;
+        self.by_rid.retain(|_, c| {
+            let keep = c.peer_kid != context.peer_kid;
+            if !keep {
+                virtual_peers.remove(&c.virtual_peer);
+                bindings.forget(c.virtual_peer);
+            }
+            keep
+        });
+        self.virtual_peers
+            .insert(context.virtual_peer, rid.to_vec());
+        self.by_rid.insert(rid.to_vec(), context);
+    }
+}
+
+impl Link {
+    /// A request with the OSCORE option: verified and decrypted, it reaches the transport in
+    /// clear from the context's virtual peer, its responses bound for protection.
+    pub(super) fn on_protected(&mut self, peer: SocketAddr, packet: &Packet) -> Inbound {
+        let Outer {
+            kid,
+            options,
+            payload,
+        } = match self.open_outer(peer, packet) {
+            Ok(outer) => outer,
+            Err(refusal) => return Inbound::Reply(refusal),
+        };
+        let Some(peer_context) = self.contexts.by_rid.get_mut(&kid) else {
+            tracing::info!(%peer, kid = %hex::encode(&kid), "OSCORE request for an unknown context");
+            return Inbound::Reply(error_reply(
+                packet,
+                code::UNAUTHORIZED,
+                b"Security context not found",
+            ));
+        };
+        let outer = Message {
+            code: u8::from(packet.header.code),
+            options,
+            payload,
+        };
+        let mut plain = vec![0u8; payload.len().min(MAX_MESSAGE)];
+        let inner = match peer_context.context.unprotect_request(&outer, &mut plain) {
+            Ok(inner) => inner,
+            Err(e) => return Inbound::Reply(refuse_unprotect(peer, peer_context, packet, e)),
+        };
+        peer_context.real_peer = peer;
+        let virtual_peer = peer_context.virtual_peer;
+        let binding = ResponseBinding {
+            binding: inner.binding,
+            request_nonce_used: false,
+        };
+        let mut message = inner.message;
+        let bound = peer_context.access_token.clone();
+        let conflict = peer_context.bind_access_token(&mut message.options, &bound);
+        let echo_required = inner.freshness == Freshness::EchoRequired;
+        let delivered = repack(packet, &message);
+        self.bindings
+            .bind(virtual_peer, packet.get_token(), binding);
+        if conflict || echo_required {
+            // Contexts here live in RAM and start with a fresh replay window, so the Echo
+            // case does not arise; both answers go out protected.
+            let why: &[u8] = if conflict {
+                b"another access token is bound to this OSCORE context: run EDHOC again"
+            } else {
+                b"the replay window of this context was lost: run EDHOC again"
+            };
+            let refusal = error_reply(packet, code::UNAUTHORIZED, why);
+            return self
+                .on_send(virtual_peer, refusal)
+                .map_or(Inbound::Drop, |(_, datagram)| Inbound::Reply(datagram));
+        }
+        Inbound::Deliver(virtual_peer, delivered)
+    }
+
+    /// The kid, outer options and payload of a protected request; for an EDHOC + OSCORE
+    /// request (RFC 9668) the handshake is completed first and its part taken off. `Err` is
+    /// the answer.
+    fn open_outer<'p>(
+        &mut self,
+        peer: SocketAddr,
+        packet: &'p Packet,
+    ) -> Result<Outer<'p>, Vec<u8>> {
+        let Ok(outer_options) = options_of(packet) else {
+            return Err(error_reply(packet, code::BAD_REQUEST, b"too many options"));
+        };
+        let kid = match OscoreOption::kid_of(&Message {
+            code: 0,
+            options: outer_options,
+            payload: &[],
+        }) {
+            Ok(Some(kid)) => kid.to_vec(),
+            _ => {
+                return Err(error_reply(
+                    packet,
+                    code::BAD_REQUEST,
+                    b"OSCORE option without kid",
+                ));
+            }
+        };
+        let payload = packet.payload.as_slice();
+        if packet.get_option(CoapOption::from(EDHOC_OPTION)).is_none() {
+            return Ok(Outer {
+                kid,
+                options: outer_options,
+                payload,
+            });
+        }
+        // RFC 9668: the payload starts with message_3 (a CBOR byte string); the kid is C_R.
+        let Some(split) = cbor_bstr_len(payload) else {
+            return Err(edhoc_error(
+                packet,
+                code::BAD_REQUEST,
+                "malformed EDHOC + OSCORE request",
+            ));
+        };
+        let (message_3, rest) = payload.split_at(split);
+        if let Err((status, why)) = self.complete_handshake(peer, &kid, message_3) {
+            return Err(edhoc_error(packet, status, why));
+        }
+        let mut without = OptionList::new();
+        for (n, v) in outer_options.iter().filter(|(n, _)| *n != EDHOC_OPTION) {
+            let _ = without.push(n, v);
+        }
+        Ok(Outer {
+            kid,
+            options: without,
+            payload: rest,
+        })
+    }
+}
+
+/// The answer to a protected request that did not verify: 4.01 for a replay, 4.00 else.
+fn refuse_unprotect(
+    peer: SocketAddr,
+    peer_context: &PeerContext,
+    packet: &Packet,
+    error: OscoreError,
+) -> Vec<u8> {
+    let token = &peer_context.token_name;
+    if matches!(error, OscoreError::Replay) {
+        tracing::warn!(%peer, %token, "OSCORE replay refused");
+        return error_reply(packet, code::UNAUTHORIZED, b"Replay detected");
+    }
+    tracing::info!(%peer, %token, %error, "OSCORE request refused");
+    error_reply(packet, code::BAD_REQUEST, b"Decryption failed")
+}
+
+/// Protects a response (or notification) to a request of this context; `None` when it
+/// cannot be, and must not go out in clear.
+pub(super) fn protect_response(
+    peer_context: &mut PeerContext,
+    binding: &mut ResponseBinding,
+    packet: &Packet,
+) -> Option<Vec<u8>> {
+    let own_partial_iv = binding.request_nonce_used;
+    binding.request_nonce_used = true;
+    let options = options_of(packet).ok()?;
+    let inner = Message {
+        code: u8::from(packet.header.code),
+        options,
+        payload: &packet.payload,
+    };
+    let mut buf = vec![0u8; packet.payload.len() + 1024];
+    let context = &mut peer_context.context;
+    match context.protect_response(&binding.binding, &inner, own_partial_iv, &mut buf) {
+        Ok(outer) => Some(repack(packet, &outer)),
+        Err(e) => {
+            let real = peer_context.real_peer;
+            tracing::warn!(%real, error = %e, "could not protect a response; dropped");
+            None
+        }
+    }
+}
+
+/// Whether a request carries the OSCORE option.
+pub(super) fn is_protected(packet: &Packet) -> bool {
+    packet.get_option(CoapOption::from(OSCORE_OPTION)).is_some()
+}
+
+/// The address the transport knows a context by: the recipient id inside 100::/64, the
+/// discard-only prefix of RFC 6666, which no real peer can send from. The transport's
+/// per-peer state (sticky access token, duplicate cache, observers, rate limits) is thus
+/// per OSCORE context, never shared with plain requests from the same UDP address.
+fn virtual_peer(recipient_id: &[u8]) -> SocketAddr {
+    let mut octets = [0u8; 16];
+    octets[0] = 0x01;
+    octets[8] = recipient_id.len() as u8;
+    for (slot, byte) in octets[9..].iter_mut().zip(recipient_id) {
+        *slot = *byte;
+    }
+    SocketAddr::from((std::net::Ipv6Addr::from(octets), 5683))
+}

@@ -1,0 +1,204 @@
+//! The protected link to tokens: EDHOC over CoAP (RFC 9528 appendix A.2, and the combined
+//! EDHOC + OSCORE request of RFC 9668) and OSCORE on every request and response, as a
+//! sans-I/O layer between the UDP socket and [`crate::transport::Transport`].
+//!
+//! Inbound, [`Link::on_datagram`] answers EDHOC itself, verifies and decrypts protected
+//! requests and hands the inner request to the transport as a plain datagram; outbound,
+//! [`Link::on_send`] protects every response (piggybacked, separate, Block2, Observe
+//! notifications) to a request that came in protected. The transport never sees a
+//! ciphertext and never needs to know about the link.
+//!
+//! Plain requests carrying option 256 (the Matrix access token) are refused unless the
+//! operator turned on `compat_plain_msc3079`; in protected ones it is bound to the context.
+//!
+//! The state, by the file that owns it:
+//!
+//! - `handshake.rs`: EDHOC handshakes waiting for message_3, and their completion.
+//! - `contexts.rs`: the OSCORE contexts and the access token bound to each; protected
+//!   requests in, protected responses out.
+//! - `bindings.rs`: what the responses to each protected request are bound to.
+//! - `memory.rs`: the deduplication memory below OSCORE.
+//! - `wire.rs`: between coap-lite packets and jeton-link messages.
+
+mod bindings;
+mod contexts;
+mod handshake;
+mod memory;
+mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use coap_lite::{CoapOption, MessageClass, Packet};
+
+use crate::link_credentials::LinkCredentials;
+use crate::message::{self, code};
+use crate::profile::option::ACCESS_TOKEN;
+use bindings::Bindings;
+use contexts::{Contexts, is_protected, protect_response};
+use handshake::{Handshake, is_edhoc_resource};
+use memory::{Memory, Remembered};
+use wire::{error_reply, hash};
+
+pub use jeton_link::edhoc::EDHOC_OPTION;
+
+/// What to do with a received datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// Hand this (plain) datagram to the transport as coming from this address: the
+    /// sender's own for a plain request, the context's virtual peer for a protected one.
+    Deliver(SocketAddr, Vec<u8>),
+    /// Send this datagram back to the peer; the transport is not involved.
+    Reply(Vec<u8>),
+    /// Drop it.
+    Drop,
+}
+
+/// The link layer's state: open handshakes, OSCORE contexts by recipient id, response
+/// bindings, and the deduplication memory.
+pub struct Link {
+    credentials: Option<LinkCredentials>,
+    compat_plain_msc3079: bool,
+    /// Handshakes waiting for message_3, by the C_R the gateway chose.
+    handshakes: HashMap<Vec<u8>, Handshake>,
+    next_connection_id: u32,
+    contexts: Contexts,
+    bindings: Bindings,
+    memory: Memory,
+}
+
+impl core::fmt::Debug for Link {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Link")
+            .field("enabled", &self.credentials.is_some())
+            .field("compat_plain_msc3079", &self.compat_plain_msc3079)
+            .field("handshakes", &self.handshakes.len())
+            .field("contexts", &self.contexts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// A link with these credentials (`None`: no EDHOC/OSCORE configured).
+    pub fn new(credentials: Option<LinkCredentials>, compat_plain_msc3079: bool) -> Self {
+        if compat_plain_msc3079 {
+            tracing::warn!(
+                "compat_plain_msc3079 is on: plain CoAP requests may carry the Matrix access token, \
+                 which then crosses the air unprotected"
+            );
+        }
+        Link {
+            credentials,
+            compat_plain_msc3079,
+            handshakes: HashMap::new(),
+            next_connection_id: 0,
+            contexts: Contexts::default(),
+            bindings: Bindings::default(),
+            memory: Memory::default(),
+        }
+    }
+
+    /// OSCORE contexts held (one per paired token that ran EDHOC).
+    pub fn context_count(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// Handles a received datagram.
+    pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Inbound {
+        self.memory.sweep(now);
+        self.expire_handshakes(now);
+        let Ok(packet) = message::parse(datagram) else {
+            return Inbound::Deliver(peer, datagram.to_vec());
+        };
+        let mid = packet.header.message_id;
+        let MessageClass::Request(_) = packet.header.code else {
+            // An ACK or RST for a message the transport sent to a context's virtual peer
+            // goes back to that peer, or the transport would retransmit it forever.
+            let from = self.memory.sent_for(peer, mid).unwrap_or(peer);
+            return Inbound::Deliver(from, datagram.to_vec());
+        };
+        let fingerprint = hash(datagram);
+        // A retransmission: CoAP deduplication comes before OSCORE's replay check.
+        if let Some(again) = self.memory.answer_again(peer, mid, fingerprint) {
+            return again;
+        }
+        let is_edhoc = self.credentials.is_some() && is_edhoc_resource(&packet);
+        let protected = is_protected(&packet);
+        let outcome = if is_edhoc {
+            self.on_edhoc(peer, &packet)
+        } else if protected && self.credentials.is_some() {
+            self.on_protected(peer, &packet)
+        } else if let Some(refusal) = self.refuse_plain_access_token(peer, &packet) {
+            refusal
+        } else {
+            return Inbound::Deliver(peer, datagram.to_vec());
+        };
+        // Refusals of protected requests are not remembered: a forged datagram with a
+        // token's address and message id must not displace that token's own exchange.
+        let remembered = match &outcome {
+            Inbound::Deliver(..) => Some(Remembered::Delivered),
+            Inbound::Reply(reply) if is_edhoc || !protected => {
+                Some(Remembered::Reply(reply.clone()))
+            }
+            Inbound::Reply(_) | Inbound::Drop => None,
+        };
+        if let Some(remembered) = remembered {
+            self.memory
+                .remember_received(peer, mid, fingerprint, remembered, now);
+        }
+        outcome
+    }
+
+    /// A plain request carrying an access token is refused unless `compat_plain_msc3079`.
+    fn refuse_plain_access_token(&self, peer: SocketAddr, packet: &Packet) -> Option<Inbound> {
+        if packet.get_option(CoapOption::from(ACCESS_TOKEN)).is_none() || self.compat_plain_msc3079
+        {
+            return None;
+        }
+        tracing::warn!(%peer, "refused a plain request carrying an access token (OSCORE required)");
+        Some(Inbound::Reply(error_reply(
+            packet,
+            code::UNAUTHORIZED,
+            b"this gateway requires the access token inside OSCORE (pair the token, run EDHOC)",
+        )))
+    }
+
+    /// Protects a datagram the transport sends to a context's peer and says where it goes.
+    /// `None`: drop it (its context is gone, or it answers no protected request, and it
+    /// must not go out in clear).
+    pub fn on_send(&mut self, to: SocketAddr, datagram: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
+        if !self.contexts.is_virtual_peer(to) {
+            return Some((to, datagram));
+        }
+        let Some(peer_context) = self.contexts.by_virtual_peer_mut(to) else {
+            tracing::debug!(%to, "dropped a message whose OSCORE context is gone");
+            return None;
+        };
+        let real = peer_context.real_peer;
+        let packet = message::parse(&datagram).ok()?;
+        let mid = packet.header.message_id;
+        if packet.header.code == MessageClass::Empty {
+            // An empty ACK or RST: never protected; kept for retransmitted requests.
+            self.memory
+                .remember_sent(real, mid, 0, datagram.clone(), to);
+            return Some((real, datagram));
+        }
+        let Some(binding) = self.bindings.get_mut(to, packet.get_token()) else {
+            tracing::debug!(%real, "dropped a message that answers no protected request");
+            return None;
+        };
+        let fingerprint = hash(&datagram);
+        if let Some(protected) = self.memory.sent_again(real, mid, fingerprint) {
+            // A retransmission: the same protected bytes, not a second encryption.
+            return Some((real, protected));
+        }
+        let protected = protect_response(peer_context, binding, &packet)?;
+        self.memory
+            .remember_sent(real, mid, fingerprint, protected.clone(), to);
+        Some((real, protected))
+    }
+}
+
+#[cfg(test)]
+mod tests;

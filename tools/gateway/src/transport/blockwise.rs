@@ -1,0 +1,343 @@
+//! Block-wise transfers (RFC 7959) of one peer: request bodies arriving in Block1 blocks, and
+//! response bodies larger than one block, fetched from the homeserver once and served block by
+//! block with Block2. Both kinds share the peer's `blockwise_per_peer` slots (the oldest
+//! stored body, else the oldest upload, makes room) and expire `blockwise_timeout` after
+//! their last block.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use coap_lite::{CoapOption, Packet};
+
+use super::reply::{Reply, bad, internal, refuse, too_large};
+use super::request::{Blocks, Incoming, Target};
+use super::{Action, Transport};
+use crate::message::{self, code};
+use crate::metrics::{BlockLabels, Metrics};
+use crate::profile::BlockValue;
+use crate::translate::ResponseContent;
+
+/// One peer's transfers in progress.
+#[derive(Debug, Default)]
+pub(super) struct Blockwise {
+    uploads: Vec<Block1Assembly>,
+    stored: Vec<StoredBody>,
+}
+
+/// A request body being assembled from Block1 blocks.
+#[derive(Debug)]
+struct Block1Assembly {
+    /// The request's method, path, query and encoding (see [`Target::key`]).
+    key: String,
+    body: Vec<u8>,
+    expires: Instant,
+}
+
+/// A response body larger than one block, kept for the client's Block2 follow-ups.
+#[derive(Debug)]
+pub(super) struct StoredBody {
+    key: String,
+    /// For a notification body: the observed path, so that block follow-ups find it even if
+    /// their query differs from the registration's (for example an updated `since`).
+    notification_path: Option<String>,
+    /// Shared, so that serving one block of a large file does not copy the whole file.
+    content: Arc<ResponseContent>,
+    expires: Instant,
+}
+
+/// Why a Block1 block was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UploadFault {
+    /// No upload under this key: it never started or expired.
+    Unknown,
+    /// The block does not continue the body.
+    OutOfOrder,
+    /// The body would exceed the request's limit.
+    TooLarge,
+}
+
+impl Blockwise {
+    /// Whether no transfer is in progress.
+    pub(super) fn is_empty(&self) -> bool {
+        self.uploads.is_empty() && self.stored.is_empty()
+    }
+
+    /// Forgets the transfers whose last block is older than their timeout.
+    pub(super) fn expire(&mut self, now: Instant) {
+        self.uploads.retain(|a| a.expires > now);
+        self.stored.retain(|s| s.expires > now);
+    }
+
+    /// The body stored under `key`, or else the notification body of `notification_path`.
+    fn stored_body(
+        &mut self,
+        key: &str,
+        notification_path: Option<&str>,
+    ) -> Option<&mut StoredBody> {
+        let position = match self.stored.iter().position(|s| s.key == key) {
+            Some(i) => Some(i),
+            None if notification_path.is_some() => self
+                .stored
+                .iter()
+                .position(|s| s.notification_path.as_deref() == notification_path),
+            None => None,
+        };
+        position.and_then(|i| self.stored.get_mut(i))
+    }
+
+    /// Keeps `content` for Block2 follow-ups under `key` (and `notification_path`),
+    /// replacing what was stored under either and making room within `capacity`.
+    pub(super) fn store(
+        &mut self,
+        key: &str,
+        notification_path: Option<&str>,
+        content: &ResponseContent,
+        expires: Instant,
+        capacity: usize,
+    ) {
+        self.stored.retain(|s| {
+            s.key != key
+                && (notification_path.is_none()
+                    || s.notification_path.as_deref() != notification_path)
+        });
+        while !self.stored.is_empty() && self.stored.len() + self.uploads.len() >= capacity {
+            self.stored.remove(0);
+        }
+        self.stored.push(StoredBody {
+            key: key.to_owned(),
+            notification_path: notification_path.map(str::to_owned),
+            content: Arc::new(content.clone()),
+            expires,
+        });
+    }
+
+    /// Starts the upload under `key` afresh, making room within `capacity`.
+    fn start_upload(&mut self, key: &str, now: Instant, capacity: usize) {
+        self.uploads.retain(|a| a.key != key);
+        if self.uploads.len() + self.stored.len() >= capacity {
+            if !self.stored.is_empty() {
+                self.stored.remove(0);
+            } else if !self.uploads.is_empty() {
+                self.uploads.remove(0);
+            }
+        }
+        self.uploads.push(Block1Assembly {
+            key: key.to_owned(),
+            body: Vec::new(),
+            expires: now,
+        });
+    }
+
+    /// Adds a block to the upload under `key`: `Ok(None)` while more are to come (or for the
+    /// block just taken, sent again because its answer was lost), the whole body after the
+    /// last. A fault ends the upload.
+    fn add_block(
+        &mut self,
+        key: &str,
+        block: BlockValue,
+        payload: &[u8],
+        limit: usize,
+        expires: Instant,
+    ) -> Result<Option<Vec<u8>>, UploadFault> {
+        let Some((pos, assembly)) = self
+            .uploads
+            .iter_mut()
+            .enumerate()
+            .find(|(_, a)| a.key == key)
+        else {
+            return Err(UploadFault::Unknown);
+        };
+        // The block just taken, sent again under a new message id because every answer to it
+        // was lost: the client gets its 2.31 again instead of starting over.
+        let repeated = block.more
+            && block.offset() + payload.len() == assembly.body.len()
+            && assembly.body.get(block.offset()..) == Some(payload);
+        if repeated {
+            assembly.expires = expires;
+            return Ok(None);
+        }
+        let fault = if block.offset() != assembly.body.len() {
+            Some(UploadFault::OutOfOrder)
+        } else if assembly.body.len() + payload.len() > limit {
+            Some(UploadFault::TooLarge)
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            self.uploads.remove(pos);
+            return Err(fault);
+        }
+        assembly.body.extend_from_slice(payload);
+        assembly.expires = expires;
+        if block.more {
+            return Ok(None);
+        }
+        Ok(Some(self.uploads.remove(pos).body))
+    }
+}
+
+/// Counts a block-wise transfer started (`block1`) or a body served in blocks (`block2`).
+pub(super) fn count_blockwise(metrics: &Metrics, kind: &'static str) {
+    metrics.blockwise.get_or_create(&BlockLabels { kind }).inc();
+}
+
+impl Transport {
+    /// Serves a later block of a body the gateway holds (a large response or a
+    /// notification); `Ok(false)` when it holds none for this GET, which then goes upstream
+    /// again. Other methods cannot be repeated: they get 4.08.
+    pub(super) fn serve_stored_block(
+        &mut self,
+        incoming: &Incoming,
+        target: &Target,
+        blocks: &Blocks,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> Result<bool, ResponseContent> {
+        let is_get = target.method == http::Method::GET;
+        let peer = self
+            .peers
+            .get_mut(&incoming.peer)
+            .ok_or_else(|| internal(incoming))?;
+        let notification_path = is_get.then_some(target.path.as_str());
+        if let Some(stored) = peer.blockwise.stored_body(&target.key, notification_path) {
+            stored.expires = now + self.limits.blockwise_timeout;
+            let content = Arc::clone(&stored.content);
+            count_blockwise(&self.metrics, "block2");
+            let reply = Reply {
+                block2: Some((blocks.block2_num, blocks.szx)),
+                ..Reply::plain(&content)
+            };
+            self.finish(incoming, &target.route, reply, now, actions);
+            return Ok(true);
+        }
+        if !is_get {
+            return Err(refuse(
+                incoming,
+                code::REQUEST_ENTITY_INCOMPLETE,
+                "M_UNKNOWN",
+                "The earlier blocks of this response have expired; request block 0 again.",
+            ));
+        }
+        Ok(false)
+    }
+
+    /// Takes one Block1 block of the request under `key`: `Ok(None)` while more are to come,
+    /// the whole body after the last.
+    pub(super) fn take_block1(
+        &mut self,
+        incoming: &Incoming,
+        block: BlockValue,
+        payload: &[u8],
+        key: &str,
+        now: Instant,
+    ) -> Result<Option<Vec<u8>>, ResponseContent> {
+        let peer = self
+            .peers
+            .get_mut(&incoming.peer)
+            .ok_or_else(|| internal(incoming))?;
+        if block.more && payload.len() != block.size() {
+            return Err(bad(
+                incoming,
+                "A Block1 block other than the last must fill the block size.",
+            ));
+        }
+        if block.num == 0 {
+            peer.blockwise
+                .start_upload(key, now, self.limits.blockwise_per_peer);
+            count_blockwise(&self.metrics, "block1");
+        }
+        let expires = now + self.limits.blockwise_timeout;
+        let taken = peer
+            .blockwise
+            .add_block(key, block, payload, incoming.body_limit, expires);
+        taken.map_err(|fault| match fault {
+            UploadFault::Unknown => refuse(
+                incoming,
+                code::REQUEST_ENTITY_INCOMPLETE,
+                "M_UNKNOWN",
+                "Block1 transfer unknown or expired; start again at block 0.",
+            ),
+            UploadFault::OutOfOrder => refuse(
+                incoming,
+                code::REQUEST_ENTITY_INCOMPLETE,
+                "M_UNKNOWN",
+                "Block1 block out of order; start again at block 0.",
+            ),
+            UploadFault::TooLarge => too_large(incoming),
+        })
+    }
+
+    /// Answers a Block1 block other than the last: 2.31 Continue, echoing the block at the
+    /// size the gateway takes.
+    pub(super) fn continue_upload(
+        &mut self,
+        incoming: &Incoming,
+        blocks: &Blocks,
+        route: &str,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let echo = blocks.block1.map(|b| BlockValue {
+            num: b.num,
+            more: true,
+            szx: b.szx.min(self.own_szx),
+        });
+        let content = ResponseContent {
+            code: code::CONTINUE,
+            max_age: None,
+            content_format: None,
+            payload: Vec::new(),
+        };
+        let reply = Reply {
+            block1_echo: echo,
+            ..Reply::plain(&content)
+        };
+        self.finish(incoming, route, reply, now, actions);
+    }
+}
+
+/// Puts block `num` of the content into the packet (with Block2 and Size2 when the body is
+/// larger than one block); returns whether the body was split.
+pub(super) fn fill_payload(
+    packet: &mut Packet,
+    content: &ResponseContent,
+    num: u32,
+    szx: u8,
+) -> bool {
+    if let Some(cf) = content.content_format {
+        packet.add_option(
+            CoapOption::ContentFormat,
+            message::encode_uint(u64::from(cf)),
+        );
+    }
+    if let Some(age) = content.max_age {
+        packet.add_option(CoapOption::MaxAge, message::encode_uint(u64::from(age)));
+    }
+    let block = BlockValue {
+        num,
+        more: false,
+        szx,
+    };
+    let size = block.size();
+    if content.payload.len() <= size && num == 0 {
+        packet.payload = content.payload.clone();
+        return false;
+    }
+    let start = block.offset().min(content.payload.len());
+    let end = start.saturating_add(size).min(content.payload.len());
+    packet.payload = content
+        .payload
+        .get(start..end)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    let more = end < content.payload.len();
+    let block = BlockValue { more, ..block };
+    packet.add_option(CoapOption::Block2, message::block_option(block));
+    if num == 0 {
+        packet.add_option(
+            CoapOption::Size2,
+            message::encode_uint(content.payload.len() as u64),
+        );
+    }
+    true
+}
