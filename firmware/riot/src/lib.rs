@@ -74,11 +74,9 @@ use static_cell::StaticCell;
 
 riot_main!(main);
 
-/// The shell thread's stack in bytes (`JETON_SHELL_STACKSIZE`, see riot-sys-config/README.md).
-const SHELL_STACKSIZE: usize = match option_env!("JETON_SHELL_STACKSIZE") {
-    Some(size) => parse_usize(size),
-    None => 8192,
-};
+/// The shell thread's stack in bytes: `JETON_SHELL_STACKSIZE`, which riot-sys-config/jeton.mk
+/// sets for every build (see riot-sys-config/README.md, "Stack sizes").
+const SHELL_STACKSIZE: usize = parse_usize(env!("JETON_SHELL_STACKSIZE"));
 
 const fn parse_usize(text: &str) -> usize {
     let mut rest = text.as_bytes();
