@@ -23,6 +23,10 @@ USEMODULE += mtd
 # pickle, 1 storage key, 2 to N-2 the record store (pages of two sectors), N-1 self-test.
 JETON_FLASH_SECTORS ?= 33
 CFLAGS += -DJETON_FLASH_SECTORS=$(JETON_FLASH_SECTORS)
+# The next sectors hold the token's files (src/files.rs: littlefs), fewer where MTD_0 ends
+# sooner.
+JETON_FILES_SECTORS ?= 1024
+export JETON_FILES_SECTORS
 
 # --- panel: LED0 and BTN0 (src/panel.rs) ---------------------------------------------------
 USEMODULE += periph_gpio
