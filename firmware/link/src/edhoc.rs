@@ -52,11 +52,7 @@ impl core::fmt::Debug for EdhocMessage {
 /// lakers issue 93; this crate's backend returns a secret no MAC verifies with). The link
 /// checks G_X and G_Y here, so such a message is refused as malformed before lakers sees it.
 fn is_p256_x(x: &[u8]) -> bool {
-    use p256::elliptic_curve::point::DecompressPoint;
-    let Ok(x) = <&[u8; 32]>::try_from(x) else {
-        return false;
-    };
-    bool::from(p256::AffinePoint::decompress(x.into(), 1.into()).is_some())
+    <&[u8; 32]>::try_from(x).is_ok_and(crate::p256::is_x_coordinate)
 }
 
 /// G_X in message_1 = (METHOD, SUITES_I, G_X, C_I, ...): skips the method (a small

@@ -95,7 +95,10 @@
 //!
 //! # Features
 //!
-//! None.
+//! - `cortex-m4-asm`: P-256 on `p256-cortex-m4` (P256-Cortex-M4's assembly) when built for a
+//!   Cortex-M4 or M33 (`thumbv7em`, `thumbv8m.main`), RustCrypto's `p256` otherwise. Both give
+//!   the same keys, secrets and messages; the Cortex-M4 tier checks the device's against
+//!   RFC 9529 and the host's.
 //!
 //! # Specification
 //!
@@ -118,8 +121,11 @@ pub mod edhoc;
 mod error;
 pub mod message;
 pub mod oscore;
+mod p256;
 pub mod pairing;
 mod seeded_rng;
+
+pub use p256::device_check;
 
 pub use credential::{Credential, Identity, Kid};
 pub use edhoc::{
