@@ -4,9 +4,7 @@
 //! on a point off the curve or a ciphertext shorter than its tag (they become errors or an
 //! all-zero secret that no MAC verifies with).
 
-use aes::Aes128;
 use ccm::aead::{AeadInOut, KeyInit};
-use ccm::consts::{U8, U13};
 use lakers_shared::{
     AES_CCM_TAG_LEN, BufferCiphertext3, BufferPlaintext3, BytesCcmIvLen, BytesCcmKeyLen,
     BytesHashLen, BytesMaxBuffer, BytesMaxInfoBuffer, BytesP256ElemLen, Crypto, EDHOCError,
@@ -16,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::seeded_rng::SeededRng;
 
-type AesCcm16_64_128 = ccm::Ccm<Aes128, U8, U13>;
+use crate::aead::AesCcm16_64_128;
 
 /// lakers' crypto backend for the link, drawing randomness from a [`SeededRng`].
 pub(crate) struct LinkCrypto {

@@ -115,6 +115,7 @@
     )
 )]
 
+mod aead;
 pub mod credential;
 mod crypto_backend;
 pub mod edhoc;
