@@ -32,10 +32,12 @@
 //! let gateway = Identity::generate([2; 32], b"\x02", "gateway").unwrap();
 //!
 //! // EDHOC: message_1 (token) -> message_2 (gateway) -> message_3 (token).
-//! let (initiator, message_1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+//! let (initiator, message_1) = Initiator::start([3; 32]).unwrap();
 //! let (responder, message_2) =
 //!     Responder::respond([4; 32], &gateway, message_1.as_bytes(), &[0x05]).unwrap();
-//! let (message_3, token_side) = initiator.process_message_2(message_2.as_bytes()).unwrap();
+//! let (message_3, token_side) = initiator
+//!     .process_message_2(&token, gateway.credential(), message_2.as_bytes())
+//!     .unwrap();
 //! let (gateway_side, _message_4) = responder
 //!     .process_message_3(message_3.as_bytes(), |kid| {
 //!         (kid == token.credential().kid()).then(|| *token.credential())

@@ -105,7 +105,7 @@ fn main() -> ! {
         fail("gateway credential")
     };
     let started = measured(&mut c, "EDHOC message_1 (ephemeral key)", || {
-        Initiator::start(keep([3; 32]), &token, &gateway)
+        Initiator::start(keep([3; 32]))
     });
     let Ok((initiator, message_1)) = started else {
         fail("message_1")
@@ -115,7 +115,7 @@ fn main() -> ! {
     }
     let message_2 = unhex::<64>(MESSAGE_2);
     let done = measured(&mut c, "EDHOC message_2 -> message_3 + OSCORE keys", || {
-        initiator.process_message_2(&message_2)
+        initiator.process_message_2(&token, &gateway, &message_2)
     });
     let Ok((message_3, material)) = done else {
         fail("message_2 did not verify")
