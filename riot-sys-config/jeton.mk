@@ -69,6 +69,15 @@ CFLAGS += -DCONFIG_SHELL_NO_PROMPT=1
 # drop the end of a `send` line (a room id alone is ~45 bytes), newline included.
 CFLAGS += -DSTDIO_RX_BUFSIZE=512
 
+# --- the protected link to the gateway (EDHOC + OSCORE) -----------------------------------------
+# The firmware's `link` feature on every board, provisioned with the shell's `pair <hex>`
+# (boards/native64/README.md). On the Cortex-M4F boards it runs on P256-Cortex-M4's assembly
+# (cortex-m4f.mk's `cortex-m4-asm`); JETON_LINK=0 builds a token that speaks plain CoAP.
+JETON_LINK ?= 1
+ifeq (1,$(JETON_LINK))
+  CARGO_OPTIONS += --features link
+endif
+
 # --- Rust ----------------------------------------------------------------------------------
 # Size matters on the Cortex-M boards; the profile itself (LTO, opt-level "s") is in
 # firmware/riot/Cargo.toml.

@@ -37,8 +37,9 @@
 //! # Features
 //!
 //! - `link`: the protected link to the gateway (EDHOC + OSCORE, jeton-core's `link`
-//!   feature); boards/native64/board.mk turns it on.
-//! - `cortex-m4-asm`: jeton-olm's Cortex-M4 backend (riot-sys-config/cortex-m4f.mk).
+//!   feature); riot-sys-config/jeton.mk turns it on for every board (`JETON_LINK`).
+//! - `cortex-m4-asm`: the Cortex-M4 backends of jeton-olm and, with `link`, jeton-link
+//!   (riot-sys-config/cortex-m4f.mk).
 //!
 //! Otherwise what the firmware can do is decided by the RIOT modules of the build
 //! (`riot-sys-config/jeton.mk`) and the board fragment (`boards/<board>/board.mk`).

@@ -727,7 +727,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         now: Instant,
     ) -> Result<(), TokenError> {
         let core = &mut self.core;
-        self.link = Link::new(material, &mut core.store, &mut core.scratch, now)
+        self.link
+            .load(material, &mut core.store, &mut core.scratch, now)
             .map_err(TokenError::Link)?;
         core.token_bound_to_link = self.link.is_enabled();
         let key = core.config.storage_key;
@@ -1789,11 +1790,11 @@ mod tests {
         // (+528 B), a file transfer's state (+864 B) and what the gateway holds for the token
         // (room handles, Megolm session ids: +184 B) took it over, and the protected link
         // (feature `link`: pairing material, the EDHOC state during a handshake, the OSCORE
-        // context) adds 2,192 B. The pin holds the state where it is so that growth is a
+        // context) adds 1,600 B. The pin holds the state where it is so that growth is a
         // decision; on the device (thumbv7em) the Cortex-M tier enforces the RAM budget that
         // counts (tests/cortex-m/build).
         let pinned = if cfg!(feature = "link") {
-            35_528
+            34_936
         } else {
             33_336
         };
