@@ -92,12 +92,15 @@
 //!   half-written file remains, and no event of a half-uploaded file is sent); a file event
 //!   that arrives while another transfer runs is refused with [`UiEvent::FileFailed`].
 
+mod config;
+mod errors;
+mod events;
 mod files;
+mod limits;
 mod receive;
 mod rng;
 mod send;
 mod state;
-mod types;
 pub mod verification;
 
 use core::fmt;
@@ -114,9 +117,12 @@ use crate::link::{Incoming, Link, LinkStats, Outgoing};
 use crate::platform::{Instant, Rng};
 use crate::store::{MAX_RECORD_SIZE, Store};
 
+pub use config::Config;
+pub use errors::{CommandError, RejectionReason, TokenError, UndecryptableReason};
+pub use events::{EscapedBody, EventLine, Ui, UiEvent};
+pub use limits::*;
 pub use rng::TransportRng;
 pub use send::{device_keys_json, one_time_key_json};
-pub use types::*;
 pub use verification::{
     CancelCode, MAX_MAC_KEYS, MAX_TRANSACTION_ID_LEN, TransactionId, VERIFICATION_STEP_TIMEOUT_MS,
     VERIFICATION_TIMEOUT_MS,

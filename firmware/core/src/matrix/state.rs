@@ -17,7 +17,7 @@ use jeton_olm::olm::{Account, Session};
 use jeton_olm::{Curve25519PublicKey, Pickle};
 
 use super::rng::CryptoSource;
-use super::types::*;
+use super::*;
 use crate::platform::{Instant, Rng};
 use crate::store::{MAX_RECORD_SIZE, RecordId, Store, record};
 
