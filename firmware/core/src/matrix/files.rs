@@ -15,6 +15,7 @@
 use heapless::String;
 
 use jeton_proto::TableVersion;
+use jeton_proto::path::endpoint;
 use jeton_proto::view::Value;
 
 use super::*;
@@ -188,7 +189,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             None => Ok(()),
             Some(Transfer::Upload { .. }) if self.media_limit.is_none() => {
                 // Learn the largest upload once, before the first.
-                let id = self.request(coap, Code::GET, &["Mc"], &[], 0)?;
+                let id = self.request(coap, Code::GET, &[endpoint::MEDIA_CONFIG], &[], 0)?;
                 self.operation = Some((id, Operation::MediaConfig));
                 self.operation_with_token = self.last_with_token;
                 Ok(())
@@ -211,7 +212,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let id = self.media_request(
                     coap,
                     Code::POST,
-                    &["Mu"],
+                    &[endpoint::MEDIA_UPLOAD],
                     len,
                     block1,
                     BodyDelivery::Whole,
@@ -242,7 +243,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let id = self.media_request(
                     coap,
                     Code::GET,
-                    &["Md", &server, &media_id],
+                    &[endpoint::MEDIA_DOWNLOAD, &server, &media_id],
                     0,
                     resume,
                     BodyDelivery::Streamed,

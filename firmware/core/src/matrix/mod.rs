@@ -110,6 +110,7 @@ use heapless::{String, Vec};
 
 use jeton_olm::olm::Account;
 use jeton_proto::TableVersion;
+use jeton_proto::path::endpoint;
 use jeton_proto::view::Value;
 
 use crate::coap::{Client, Code, Event, Request, RequestId, option};
@@ -1220,7 +1221,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             device_id.as_deref(),
             &self.config.device_display_name,
         )?;
-        self.start(coap, Operation::Login, Code::POST, &["31"], len)
+        self.start(coap, Operation::Login, Code::POST, &[endpoint::LOGIN], len)
     }
 
     fn on_event(&mut self, event: Event<'_>, now: Instant) {
@@ -1627,7 +1628,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if login.filter_id.is_empty() {
             let user = login.user_id.clone();
             let len = send::filter_body(&mut self.work)?;
-            return self.start(coap, Operation::Filter, Code::POST, &["35", &user], len);
+            return self.start(
+                coap,
+                Operation::Filter,
+                Code::POST,
+                &[endpoint::FILTER, &user],
+                len,
+            );
         }
         if let Some((len, event_type, stray)) = self.next_verification_message()? {
             let txn = self.next_transaction_id()?;
@@ -1635,7 +1642,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 coap,
                 Operation::Verification { stray },
                 Code::PUT,
-                &["x", event_type, &txn],
+                &[endpoint::SEND_TO_DEVICE, event_type, &txn],
                 len,
             );
         }
@@ -1651,14 +1658,26 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     .collect();
                 jeton_proto::write::keys_query_body(&mut self.work, &users, 10_000)?
             };
-            return self.start(coap, Operation::Query, Code::POST, &["3h"], len);
+            return self.start(
+                coap,
+                Operation::Query,
+                Code::POST,
+                &[endpoint::KEYS_QUERY],
+                len,
+            );
         }
         if let Some(room) = self.joins.first().cloned() {
             if let Some(first) = self.work.first_mut() {
                 // An empty CBOR map.
                 *first = 0xa0;
             }
-            return self.start(coap, Operation::Join, Code::POST, &["3K", &room], 1);
+            return self.start(
+                coap,
+                Operation::Join,
+                Code::POST,
+                &[endpoint::JOIN, &room],
+                1,
+            );
         }
         if let Some((room, event)) = self.retry.first().cloned()
             && self.pending_keys.is_empty()
@@ -1668,7 +1687,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 coap,
                 Operation::FetchEvent,
                 Code::GET,
-                &["3A", &room, &event],
+                &[endpoint::ROOM_EVENT, &room, &event],
                 0,
             );
         }
@@ -1742,7 +1761,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
                 let _ = query.push(&filter);
                 let _ = query.push(&timeout);
-                let id = self.request(coap, Code::GET, &["v"], &query, 0)?;
+                let id = self.request(coap, Code::GET, &[endpoint::SYNC], &query, 0)?;
                 self.poll_with_token = self.last_with_token;
                 self.sync = SyncLane::Polling { id: Some(id) };
             }
@@ -1758,7 +1777,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         _timeout: Option<&'o str>,
     ) -> Vec<(u16, &'o [u8]), 8> {
         let mut options: Vec<(u16, &[u8]), 8> = Vec::new();
-        let _ = options.push((option::URI_PATH, b"v"));
+        let _ = options.push((option::URI_PATH, endpoint::SYNC.as_bytes()));
         if !since.is_empty() {
             let _ = options.push((option::URI_QUERY, since.as_bytes()));
         }

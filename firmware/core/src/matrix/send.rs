@@ -324,7 +324,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             coap,
             Operation::Upload { with_device_keys },
             Code::POST,
-            &["z"],
+            &[endpoint::KEYS_UPLOAD],
             len,
         )
     }
@@ -701,7 +701,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     device: device_slot,
                 },
                 Code::POST,
-                &["y"],
+                &[endpoint::KEYS_CLAIM],
                 len,
             );
         };
@@ -761,7 +761,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 device: device_slot,
             },
             Code::PUT,
-            &["x", "m.room.encrypted", &txn],
+            &[endpoint::SEND_TO_DEVICE, "m.room.encrypted", &txn],
             len,
         )
     }
@@ -990,7 +990,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 coap,
                 Operation::Send { slot },
                 Code::PUT,
-                &["w", room_segment, "m.room.message", &txn],
+                &[endpoint::SEND, room_segment, "m.room.message", &txn],
                 len,
             );
         }
@@ -1086,8 +1086,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             coap,
             Operation::Send { slot },
             Code::PUT,
-            // `we`: the v2 send enum with `m.room.encrypted` implied (17 bytes fewer per send).
-            &["we", room_segment, &txn],
+            &[endpoint::SEND_ENCRYPTED, room_segment, &txn],
             len,
         )
     }
