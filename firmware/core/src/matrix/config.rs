@@ -39,3 +39,40 @@ impl Config {
         }
     }
 }
+
+/// What the token keeps of its [`Config`]: everything but the storage key, which the flash
+/// handle holds alone.
+#[derive(Debug)]
+pub(super) struct Settings {
+    /// [`Config::device_display_name`].
+    pub(super) device_display_name: String<MAX_ID_LEN>,
+    /// [`Config::auto_join_from`].
+    pub(super) auto_join_from: heapless::Vec<UserId, MAX_ALLOWED_INVITERS>,
+    /// [`Config::coap`].
+    pub(super) coap: ClientConfig,
+    /// [`Config::long_poll_timeout_ms`].
+    pub(super) long_poll_timeout_ms: u32,
+    /// [`Config::share_keys_only_with_verified`].
+    pub(super) share_keys_only_with_verified: bool,
+}
+
+impl Config {
+    /// Everything but the storage key.
+    pub(super) fn settings(self) -> Settings {
+        let Config {
+            storage_key: _,
+            device_display_name,
+            auto_join_from,
+            coap,
+            long_poll_timeout_ms,
+            share_keys_only_with_verified,
+        } = self;
+        Settings {
+            device_display_name,
+            auto_join_from,
+            coap,
+            long_poll_timeout_ms,
+            share_keys_only_with_verified,
+        }
+    }
+}

@@ -81,7 +81,7 @@ fn base_name(path: &str) -> &str {
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn block_size(&self) -> usize {
-        1usize << (self.config.coap.block_szx.min(6) + 4)
+        1usize << (self.env.settings.coap.block_szx.min(6) + 4)
     }
 
     /// Starts sending the file at `path` to `room_id`.
@@ -111,8 +111,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             String::try_from(base_name(path)).map_err(|_| TokenError::File(FileError::BadName))?;
         let mimetype: String<MAX_MIME_TYPE> =
             String::try_from(mimetype).map_err(|_| TokenError::File(FileError::BadName))?;
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
-        let upload = Upload::start(files, path, &mut self.rng)?;
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
+        let upload = Upload::start(files, path, &mut self.env.rng)?;
         self.transfer = Some(Transfer::Upload {
             upload,
             room_id: bounded(room_id)?,
@@ -160,7 +160,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 return Err(FileError::Busy);
             }
             let file = EncryptedFile::parse(&file)?;
-            let files = self.store.files().ok_or(FileError::Unsupported)?;
+            let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
             let download = Download::start(files, file, name, mimetype, size)?;
             Ok(Transfer::Download {
                 download,
@@ -173,7 +173,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         })();
         match started {
             Ok(transfer) => self.transfer = Some(transfer),
-            Err(error) => self.ui.event(&UiEvent::FileFailed { error, name }),
+            Err(error) => self.env.ui.event(&UiEvent::FileFailed { error, name }),
         }
         true
     }
@@ -184,7 +184,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
     ) -> Result<(), TokenError> {
         let block_size = self.block_size();
-        let szx = self.config.coap.block_szx.min(6);
+        let szx = self.env.settings.coap.block_szx.min(6);
         match &mut self.transfer {
             None => Ok(()),
             Some(Transfer::Upload { .. }) if self.media_limit.is_none() => {
@@ -203,8 +203,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 upload, next_block, ..
             }) => {
                 let num = *next_block;
-                let files = self.store.files().ok_or(FileError::Unsupported)?;
-                let block = self.work.get_mut(..block_size).unwrap_or_default();
+                let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
+                let block = self.env.work.get_mut(..block_size).unwrap_or_default();
                 let len = upload.next_block(files, block)?;
                 let more = !upload.is_complete();
                 let only = num == 0 && !more;
@@ -308,7 +308,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if total > PROGRESS_AFTER_BLOCKS * block_size
                 && u64::from(*next_block) % PROGRESS_EVERY_BLOCKS == 0
             {
-                self.ui.event(&UiEvent::FileProgress {
+                self.env.ui.event(&UiEvent::FileProgress {
                     sending: true,
                     done,
                     total,
@@ -328,7 +328,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let size = upload.size();
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
         let (key, sha256) = upload.finish(files);
         let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
             return Err(FileError::Incomplete.into());
@@ -355,7 +355,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             CommandError::Failed(error) => error,
             _ => TokenError::File(FileError::Incomplete),
         })?;
-        self.ui.event(&UiEvent::FileUploaded {
+        self.env.ui.event(&UiEvent::FileUploaded {
             local_id,
             size,
             name: &name,
@@ -383,7 +383,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         };
         // A block arrived: the link works again.
         *attempts = 0;
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
         let absorbed = (|| {
             if offset == 0
                 && let Some(size) = size2
@@ -403,7 +403,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 && (done / block_size).is_multiple_of(PROGRESS_EVERY_BLOCKS)
             {
                 let name = &download.name;
-                self.ui.event(&UiEvent::FileProgress {
+                self.env.ui.event(&UiEvent::FileProgress {
                     sending: false,
                     done,
                     total,
@@ -423,16 +423,19 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let name = download.name.clone();
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
-        match download.finish(files, &mut self.work) {
-            Ok(file) => self.ui.event(&UiEvent::FileReceived {
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
+        match download.finish(files, &mut self.env.work) {
+            Ok(file) => self.env.ui.event(&UiEvent::FileReceived {
                 room_id: &room_id,
                 sender: &sender,
                 size: file.size,
                 mimetype: &file.mimetype,
                 name: &file.name,
             }),
-            Err(error) => self.ui.event(&UiEvent::FileFailed { error, name: &name }),
+            Err(error) => self
+                .env
+                .ui
+                .event(&UiEvent::FileFailed { error, name: &name }),
         }
         Ok(())
     }
@@ -481,13 +484,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let name: String<MAX_FILE_NAME> = String::try_from(transfer.name()).unwrap_or_default();
-        if let Some(files) = self.store.files() {
+        if let Some(files) = self.env.flash.store.files() {
             match transfer {
                 Transfer::Upload { upload, .. } => upload.abandon(files),
                 Transfer::Download { download, .. } => download.abandon(files),
             }
         }
-        self.ui.event(&UiEvent::FileFailed { error, name: &name });
+        self.env
+            .ui
+            .event(&UiEvent::FileFailed { error, name: &name });
         Ok(())
     }
 }

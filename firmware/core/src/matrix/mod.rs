@@ -96,6 +96,7 @@ mod config;
 mod errors;
 mod events;
 mod files;
+mod flash;
 mod limits;
 mod receive;
 mod rng;
@@ -116,7 +117,7 @@ use jeton_proto::view::Value;
 use crate::coap::{Client, Code, Event, Request, RequestId, option};
 use crate::link::{Incoming, Link, LinkStats, Outgoing};
 use crate::platform::{Instant, Rng};
-use crate::store::{MAX_RECORD_SIZE, Store};
+use crate::store::Store;
 
 pub use config::Config;
 pub use errors::{CommandError, RejectionReason, TokenError, UndecryptableReason};
@@ -129,6 +130,8 @@ pub use verification::{
     VERIFICATION_TIMEOUT_MS,
 };
 
+use config::Settings;
+use flash::Flash;
 use state::*;
 
 /// What the request in flight is for.
@@ -273,15 +276,29 @@ pub struct Identity {
     pub ed25519: String<44>,
 }
 
+/// What every part of the client works with: the platform's generator, flash and display,
+/// the settings, and the buffer request bodies and decrypted plaintexts are built in.
+struct Env<R, S, U> {
+    settings: Settings,
+    rng: R,
+    ui: U,
+    flash: Flash<S>,
+    /// Request bodies are written here, and plaintexts decrypted; nothing in it outlives the
+    /// input call that wrote it.
+    work: [u8; WORK_BYTES],
+}
+
+impl<R, S, U: Ui> Env<R, S, U> {
+    /// Shows `error` to the person; the token carries on.
+    fn error(&mut self, error: TokenError) {
+        self.ui.event(&UiEvent::Error(error));
+    }
+}
+
 /// The token's state apart from the CoAP engine, so that a response body borrowed from the
 /// engine can be processed while the rest of the state changes.
 struct Core<R: Rng, S: Store, U: Ui> {
-    config: Config,
-    rng: R,
-    store: S,
-    ui: U,
-    scratch: [u8; MAX_RECORD_SIZE],
-    work: [u8; WORK_BYTES],
+    env: Env<R, S, U>,
     account: Account<ONE_TIME_KEYS>,
     curve_b64: String<44>,
     login: Option<Login>,
@@ -395,77 +412,95 @@ struct Boot {
 }
 
 impl Boot {
-    /// Writes `scratch` and `work` (zeroed) and the account (read from `store`, or made and
-    /// written to it first when there is none) with its Curve25519 key into `core`, in place:
-    /// records are read into the token's own `scratch` rather than a buffer on the stack, and
-    /// the account is made or unpickled into its field. Not inlined, so that its frame (the
-    /// pickle's decoding) is gone before the rest of the token's state is laid out.
+    /// Writes the flash handle (over `store`, its record buffer zeroed), `work` (zeroed) and the
+    /// account (read from the store, or made and written to it first when there is none) with
+    /// its Curve25519 key into `core`, in place: records are read into the token's own record
+    /// buffer rather than a buffer on the stack, and the account is made or unpickled into its
+    /// field. Not inlined, so that its frame (the pickle's decoding) is gone before the rest of
+    /// the token's state is laid out.
     ///
     /// # Safety
     ///
     /// `core` must be valid for writes and aligned; what it held is overwritten, not dropped.
-    /// On `Ok`, its `scratch`, `work`, `account` and `curve_b64` are initialised; on `Err`,
-    /// only `scratch` and `work` are (plain bytes: nothing to drop).
+    /// On `Ok`, its flash handle, `work`, `account` and `curve_b64` are initialised; on `Err`,
+    /// only `work` is (plain bytes: nothing to drop).
     #[allow(unsafe_code)]
     #[inline(never)]
     unsafe fn load_into<R: Rng, S: Store, U: Ui>(
         core: *mut Core<R, S, U>,
-        config: &Config,
+        key: [u8; 32],
         rng: &mut R,
-        store: &mut S,
+        store: S,
     ) -> Result<Self, TokenError> {
         use core::ptr::addr_of_mut;
 
-        // SAFETY: `core` is valid for writes and aligned (the caller vouches for it); these
-        // two fields are plain bytes, so writing zeroes initialises them. The references
-        // cover one field each, which nothing else refers to while boot runs; the account's
-        // is a `MaybeUninit`, so it may (and does) start uninitialised.
-        let (scratch, slot) = unsafe {
-            addr_of_mut!((*core).scratch).write_bytes(0, 1);
-            addr_of_mut!((*core).work).write_bytes(0, 1);
+        // SAFETY: `core` is valid for writes and aligned (the caller vouches for it); writing
+        // the handle and zeroes initialises these fields. The references cover one field
+        // each, which nothing else refers to while boot runs; the account's is a
+        // `MaybeUninit`, so it may (and does) start uninitialised.
+        let (flash, slot) = unsafe {
+            let flash = addr_of_mut!((*core).env.flash);
+            flash.write(Flash::new(store, key));
+            addr_of_mut!((*core).env.work).write_bytes(0, 1);
             let account = addr_of_mut!((*core).account).cast::<MaybeUninit<_>>();
-            (&mut *addr_of_mut!((*core).scratch), &mut *account)
+            (&mut *flash, &mut *account)
         };
-        // Transfers live in RAM: what a power cut left half-written goes.
-        if let Some(files) = store.files() {
-            files.discard_temporaries().map_err(TokenError::File)?;
-        }
-        let (account, created) =
-            match load_account_into(store, scratch, &config.storage_key, &mut *slot)? {
-                Some(account) => (account, false),
-                None => (create_account_in(slot, rng), true),
-            };
-        match Self::after_account(config, rng, store, scratch, account, created) {
+        match Self::load_account(flash, slot, rng) {
             Ok((boot, curve_b64)) => {
                 // SAFETY: as above; the key is not initialised yet, so nothing is dropped.
                 unsafe { addr_of_mut!((*core).curve_b64).write(curve_b64) };
                 Ok(boot)
             }
             Err(err) => {
-                // SAFETY: the account is initialised (by one of the two arms above) and the
-                // reference to it is gone; dropping it zeroizes its keys and leaves the field
-                // as the caller expects on `Err`.
-                unsafe { addr_of_mut!((*core).account).drop_in_place() };
+                // SAFETY: the handle is initialised (above) and the reference to it is gone;
+                // dropping it drops the store, as the caller expects on `Err`.
+                unsafe { addr_of_mut!((*core).env.flash).drop_in_place() };
                 Err(err)
             }
         }
+    }
+
+    /// Reads the account into `slot`, or makes one there, and the rest of a boot. On `Err`,
+    /// `slot` is left uninitialised.
+    fn load_account<R: Rng, S: Store>(
+        flash: &mut Flash<S>,
+        slot: &mut MaybeUninit<Account<ONE_TIME_KEYS>>,
+        rng: &mut R,
+    ) -> Result<(Self, String<44>), TokenError> {
+        // Transfers live in RAM: what a power cut left half-written goes.
+        if let Some(files) = flash.store.files() {
+            files.discard_temporaries().map_err(TokenError::File)?;
+        }
+        let (account, created) = match load_account_into(flash, slot)? {
+            Some(account) => (account, false),
+            None => (create_account_in(slot, rng), true),
+        };
+        let booted = Self::after_account(flash, rng, account, created);
+        if booted.is_err() {
+            // SAFETY: the account is initialised (by one of the two arms above) and the
+            // reference to it is gone; dropping it zeroizes its keys and leaves the slot as
+            // the caller expects on `Err`.
+            #[allow(unsafe_code)]
+            unsafe {
+                slot.assume_init_drop()
+            };
+        }
+        booted
     }
 
     /// The rest of a boot once the account is in place: a new account is written to the
     /// store first, then the transaction counter is read (or drawn) and the CoAP engine's
     /// seed drawn.
     fn after_account<R: Rng, S: Store>(
-        config: &Config,
+        flash: &mut Flash<S>,
         rng: &mut R,
-        store: &mut S,
-        scratch: &mut [u8; MAX_RECORD_SIZE],
         account: &Account<ONE_TIME_KEYS>,
         created: bool,
     ) -> Result<(Self, String<44>), TokenError> {
         if created {
-            save_account(store, scratch, rng, &config.storage_key, account)?;
+            save_account(flash, rng, account)?;
         }
-        let (txn_prefix, txn_next) = match load_transactions(store, scratch)? {
+        let (txn_prefix, txn_next) = match load_transactions(flash)? {
             Some(found) => found,
             None => (rng.next_u32(), 0),
         };
@@ -556,7 +591,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         config: Config,
         material: Option<crate::link::KeyFile>,
         mut rng: R,
-        mut store: S,
+        store: S,
         ui: U,
         now: Instant,
     ) -> Result<&mut Self, TokenError> {
@@ -566,13 +601,13 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         let boot = unsafe {
             Boot::load_into(
                 core::ptr::addr_of_mut!((*token).core),
-                &config,
+                config.storage_key,
                 &mut rng,
-                &mut store,
+                store,
             )
         }?;
         // SAFETY: as above; `write_unloaded` writes the fields `load_into` left.
-        unsafe { Self::write_unloaded(token, config, rng, store, ui, boot) };
+        unsafe { Self::write_unloaded(token, config, rng, ui, boot) };
         // SAFETY: `load_into` and `write_unloaded` initialised every field of `slot`.
         let token = unsafe { slot.assume_init_mut() };
         // The fields `Boot::load_into` and `write_unloaded` write, all of them: adding a
@@ -582,12 +617,14 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             link: _,
             core:
                 Core {
-                    config: _,
-                    rng: _,
-                    store: _,
-                    ui: _,
-                    scratch: _,
-                    work: _,
+                    env:
+                        Env {
+                            settings: _,
+                            rng: _,
+                            ui: _,
+                            flash: _,
+                            work: _,
+                        },
                     account: _,
                     curve_b64: _,
                     login: _,
@@ -656,14 +693,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// `Boot::load_into` wrote held is overwritten, not dropped.
     #[allow(unsafe_code)]
     #[inline(never)]
-    unsafe fn write_unloaded(
-        token: *mut Self,
-        config: Config,
-        rng: R,
-        store: S,
-        ui: U,
-        boot: Boot,
-    ) {
+    unsafe fn write_unloaded(token: *mut Self, config: Config, rng: R, ui: U, boot: Boot) {
         use core::ptr::addr_of_mut;
 
         // SAFETY: `token` is valid for writes and aligned (the caller vouches for it). Each
@@ -676,10 +706,10 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             // Plain until `load` reads the link's material and context.
             addr_of_mut!((*token).link).write(Link::plain());
             let core = addr_of_mut!((*token).core);
-            addr_of_mut!((*core).config).write(config);
-            addr_of_mut!((*core).rng).write(rng);
-            addr_of_mut!((*core).store).write(store);
-            addr_of_mut!((*core).ui).write(ui);
+            // The storage key stays with the flash handle alone.
+            addr_of_mut!((*core).env.settings).write(config.settings());
+            addr_of_mut!((*core).env.rng).write(rng);
+            addr_of_mut!((*core).env.ui).write(ui);
             addr_of_mut!((*core).login).write(None);
             addr_of_mut!((*core).since).write(String::new());
             addr_of_mut!((*core).observation_stale).write(false);
@@ -734,33 +764,30 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         now: Instant,
     ) -> Result<(), TokenError> {
         let core = &mut self.core;
-        self.link = Link::new(material, &mut core.store, &mut core.scratch, now)
+        let flash = &mut core.env.flash;
+        self.link = Link::new(material, &mut flash.store, &mut flash.scratch, now)
             .map_err(TokenError::Link)?;
         core.token_bound_to_link = self.link.is_enabled();
-        let key = core.config.storage_key;
-        let (store, scratch) = (&mut core.store, &mut core.scratch);
-        core.login = load_login(store, scratch)?;
-        core.since = load_cursor(store, scratch)?;
-        load_devices(store, scratch, &mut core.tracked, &mut core.devices)?;
+        core.login = load_login(flash)?;
+        core.since = load_cursor(flash)?;
+        load_devices(flash, &mut core.tracked, &mut core.devices)?;
         for (slot, room) in core.rooms.iter_mut().enumerate() {
-            *room = load_room(store, scratch, slot)?;
+            *room = load_room(flash, slot)?;
             if let Some(room) = room {
-                room.outbound = load_outbound(store, scratch, &key, slot, now)?;
+                room.outbound = load_outbound(flash, slot, now)?;
             }
         }
         for (slot, entry) in core.inbound.iter_mut().enumerate() {
-            *entry = load_inbound(store, scratch, &key, slot)?;
+            *entry = load_inbound(flash, slot)?;
         }
         for (slot, entry) in core.olm.iter_mut().enumerate() {
-            *entry = load_olm_info(store, scratch, slot)?;
+            *entry = load_olm_info(flash, slot)?;
             if let Some(info) = entry {
                 core.olm_clock = core.olm_clock.max(info.last_used);
             }
         }
         for (slot, entry) in core.outbox.iter_mut().enumerate() {
-            if let Some((meta, _)) =
-                get_record(store, scratch, crate::store::record::OUTBOX + slot as u16)?
-            {
+            if let Some((meta, _)) = flash.get(crate::store::record::OUTBOX + slot as u16)? {
                 let parsed = parse_outbox(meta, slot)?;
                 core.next_local_id = core.next_local_id.max(parsed.local_id.wrapping_add(1));
                 *entry = Some(OutboxSlot {
@@ -775,10 +802,13 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// Feeds a datagram from the gateway.
     #[inline(never)]
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
-        match self.link.incoming(datagram, &mut self.core.scratch, now) {
+        match self
+            .link
+            .incoming(datagram, &mut self.core.env.flash.scratch, now)
+        {
             Incoming::Pass => self.coap.handle_datagram(datagram, now),
             Incoming::Rewritten(len) => {
-                let plain = self.core.scratch.get(..len).unwrap_or_default();
+                let plain = self.core.env.flash.scratch.get(..len).unwrap_or_default();
                 self.coap.handle_datagram(plain, now);
             }
             Incoming::Drop => {}
@@ -823,17 +853,19 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             let len = match self.coap.poll_transmit(now, buf) {
                 Ok(len) => len?,
                 Err(_) => {
-                    self.core.ui.event(&UiEvent::Error(TokenError::Exchange(
+                    self.core.env.ui.event(&UiEvent::Error(TokenError::Exchange(
                         crate::coap::ExchangeError::TransmitBufferTooSmall,
                     )));
                     return None;
                 }
             };
             // A datagram the link holds back is retransmitted by the engine later.
-            match self
-                .link
-                .outgoing(buf, len, &mut self.core.store, &mut self.core.scratch)
-            {
+            match self.link.outgoing(
+                buf,
+                len,
+                &mut self.core.env.flash.store,
+                &mut self.core.env.flash.scratch,
+            ) {
                 Ok(Outgoing::Send(len)) => return Some(len),
                 Ok(Outgoing::Hold) => {}
                 Err(error) => self.core.error(TokenError::Link(error)),
@@ -1039,12 +1071,12 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// The store, for a platform that inspects it (the simulator, tests).
     pub fn store(&self) -> &S {
-        &self.core.store
+        &self.core.env.flash.store
     }
 
     /// The UI, for a platform that inspects it.
     pub fn ui(&mut self) -> &mut U {
-        &mut self.core.ui
+        &mut self.core.env.ui
     }
 
     /// Processes the engine's events, then starts what is due.
@@ -1053,7 +1085,9 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         // so one pass takes them all.
         while let Some(event) = self.coap.poll_event() {
             if self.link.owns(&event) {
-                let done = self.link.on_event(event, &mut self.core.store, now);
+                let done = self
+                    .link
+                    .on_event(event, &mut self.core.env.flash.store, now);
                 if let Err(error) = done {
                     self.core.error(TokenError::Link(error));
                 }
@@ -1061,7 +1095,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 self.core.on_event(event, now);
             }
         }
-        if let Err(error) = self.link.plan(&mut self.coap, &mut self.core.rng, now) {
+        if let Err(error) = self.link.plan(&mut self.coap, &mut self.core.env.rng, now) {
             self.core.error(TokenError::Link(error));
         }
         if self.link.take_established() {
@@ -1072,7 +1106,10 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             // Its next registration carries the token again.
             self.core.observation_stale = true;
             let sender_id = self.link.sender_id().unwrap_or_default();
-            self.core.ui.event(&UiEvent::LinkEstablished { sender_id });
+            self.core
+                .env
+                .ui
+                .event(&UiEvent::LinkEstablished { sender_id });
         }
         if !self.link.is_ready() {
             // Matrix requests wait for the link's context.
@@ -1080,7 +1117,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         }
         self.core.check_verification_timeout(now);
         if let Err(error) = self.core.plan(&mut self.coap, now) {
-            self.core.ui.event(&UiEvent::Error(error));
+            self.core.env.ui.event(&UiEvent::Error(error));
         }
     }
 }
@@ -1091,24 +1128,13 @@ fn code_number(code: Code) -> u16 {
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
-    fn key(&self) -> [u8; 32] {
-        self.config.storage_key
-    }
-
     /// Persists the Olm account (after any change to its keys, before anything depends on it).
     fn save_account(&mut self) -> Result<(), TokenError> {
-        let key = self.key();
-        save_account(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            &self.account,
-        )
+        save_account(&mut self.env.flash, &mut self.env.rng, &self.account)
     }
 
     fn error(&mut self, error: TokenError) {
-        self.ui.event(&UiEvent::Error(error));
+        self.env.error(error);
     }
 
     /// Queues a request with the profile's options.
@@ -1182,7 +1208,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         options
             .push((option::CBOR_TABLE_VERSION, &version))
             .map_err(|_| full)?;
-        let body = self.work.get(..body_len).unwrap_or_default();
+        let body = self.env.work.get(..body_len).unwrap_or_default();
         let request = Request {
             delivery: shape.delivery,
             block1: shape.block1,
@@ -1212,14 +1238,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         user: &str,
         password: &str,
     ) -> Result<(), TokenError> {
-        let device_id =
-            load_login(&mut self.store, &mut self.scratch)?.map(|login| login.device_id);
+        let device_id = load_login(&mut self.env.flash)?.map(|login| login.device_id);
         let len = send::login_body(
-            &mut self.work,
+            &mut self.env.work,
             user,
             password,
             device_id.as_deref(),
-            &self.config.device_display_name,
+            &self.env.settings.device_display_name,
         )?;
         self.start(coap, Operation::Login, Code::POST, &[endpoint::LOGIN], len)
     }
@@ -1372,7 +1397,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return;
         }
         match self.on_sync(body, now) {
-            Ok(()) => self.ui.event(&UiEvent::Synced),
+            Ok(()) => self.env.ui.event(&UiEvent::Synced),
             Err(error) => self.error(error),
         }
     }
@@ -1391,9 +1416,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 {
                     {
                         let _ = self
+                            .env
+                            .flash
                             .store
                             .remove(crate::store::record::OUTBOX + slot as u16);
-                        self.ui.event(&UiEvent::SendFailed {
+                        self.env.ui.event(&UiEvent::SendFailed {
                             local_id: entry.local_id,
                             error,
                         });
@@ -1481,7 +1508,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 )),
             }
         };
-        let previous = load_login(&mut self.store, &mut self.scratch)?;
+        let previous = load_login(&mut self.env.flash)?;
         let device_id: DeviceId = bounded(text("device_id")?)?;
         let keys_uploaded = previous
             .as_ref()
@@ -1493,8 +1520,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             filter_id: previous.map(|p| p.filter_id).unwrap_or_default(),
             keys_uploaded,
         };
-        save_login(&mut self.store, &mut self.scratch, &login)?;
-        self.ui.event(&UiEvent::LoggedIn {
+        save_login(&mut self.env.flash, &login)?;
+        self.env.ui.event(&UiEvent::LoggedIn {
             user_id: &login.user_id,
             device_id: &login.device_id,
         });
@@ -1521,7 +1548,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let filter_id = bounded(filter_id)?;
         if let Some(login) = &mut self.login {
             login.filter_id = filter_id;
-            save_login(&mut self.store, &mut self.scratch, login)?;
+            save_login(&mut self.env.flash, login)?;
         }
         Ok(())
     }
@@ -1531,7 +1558,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if !self.joins.is_empty() {
             let room = self.joins.remove(0);
             self.add_room(&room)?;
-            self.ui.event(&UiEvent::Joined { room_id: &room });
+            self.env.ui.event(&UiEvent::Joined { room_id: &room });
         }
         Ok(())
     }
@@ -1577,7 +1604,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .position(Option::is_none)
             .ok_or(TokenError::LimitReached(Limit::Rooms))?;
         let room = Room::new(bounded(room_id)?);
-        save_room(&mut self.store, &mut self.scratch, slot, &room)?;
+        save_room(&mut self.env.flash, slot, &room)?;
         self.sticky_rooms &= !(1 << slot);
         if let Some(session) = self.gateway_sessions.get_mut(slot) {
             *session = None;
@@ -1627,7 +1654,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         if login.filter_id.is_empty() {
             let user = login.user_id.clone();
-            let len = send::filter_body(&mut self.work)?;
+            let len = send::filter_body(&mut self.env.work)?;
             return self.start(
                 coap,
                 Operation::Filter,
@@ -1656,7 +1683,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     .filter(|(index, _)| stale & (1 << index) != 0)
                     .map(|(_, user)| user.as_str())
                     .collect();
-                jeton_proto::write::keys_query_body(&mut self.work, &users, 10_000)?
+                jeton_proto::write::keys_query_body(&mut self.env.work, &users, 10_000)?
             };
             return self.start(
                 coap,
@@ -1667,7 +1694,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             );
         }
         if let Some(room) = self.joins.first().cloned() {
-            if let Some(first) = self.work.first_mut() {
+            if let Some(first) = self.env.work.first_mut() {
                 // An empty CBOR map.
                 *first = 0xa0;
             }
@@ -1751,7 +1778,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let _ = timeout.push_str("timeout=");
                 push_number(
                     &mut timeout,
-                    u64::from(self.config.long_poll_timeout_ms),
+                    u64::from(self.env.settings.long_poll_timeout_ms),
                     10,
                     0,
                 )?;

@@ -121,7 +121,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Err(TokenError::Malformed(_) | TokenError::LimitReached(_) | TokenError::Json(_))
         ) || result.is_ok()
         {
-            save_cursor(&mut self.store, &mut self.scratch, &next_batch)?;
+            save_cursor(&mut self.env.flash, &next_batch)?;
             self.since = next_batch;
             self.observation_stale = true;
         }
@@ -195,7 +195,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 continue;
             }
             if self
-                .config
+                .env
+                .settings
                 .auto_join_from
                 .iter()
                 .any(|u| u.as_str() == inviter)
@@ -206,7 +207,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .push((room_id.clone(), bounded(inviter)?))
                 .is_ok()
             {
-                self.ui.event(&UiEvent::Invited {
+                self.env.ui.event(&UiEvent::Invited {
                     room_id: &room_id,
                     inviter,
                 });
@@ -231,7 +232,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             };
             if !known {
                 self.joins.retain(|r| r.as_str() != room_id);
-                self.ui.event(&UiEvent::Joined { room_id });
+                self.env.ui.event(&UiEvent::Joined { room_id });
             }
             for event in room.state_events()?.chain(room.timeline_events()?) {
                 self.apply_state(slot, &event?)?;
@@ -315,18 +316,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
         }
         if rotate {
-            let key = self.config.storage_key;
-            save_outbound(
-                &mut self.store,
-                &mut self.scratch,
-                &mut self.rng,
-                &key,
-                slot,
-                None,
-            )?;
+            save_outbound(&mut self.env.flash, &mut self.env.rng, slot, None)?;
         }
         if changed && let Some(Some(room)) = self.rooms.get(slot) {
-            save_room(&mut self.store, &mut self.scratch, slot, room)?;
+            save_room(&mut self.env.flash, slot, room)?;
         }
         if let Some(user) = track
             && !self.tracked.contains(&user)
@@ -344,7 +337,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         content: EncryptedContent<'_>,
     ) -> Result<(), TokenError> {
         let reject = |core: &mut Self, reason| {
-            core.ui.event(&UiEvent::RoomKeyRejected { sender, reason });
+            core.env
+                .ui
+                .event(&UiEvent::RoomKeyRejected { sender, reason });
             Ok(())
         };
         let Some(sender_key) = content.sender_key()?.and_then(binary32) else {
@@ -360,8 +355,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(session) = session.as_ref() else {
             return reject(self, RejectionReason::Olm);
         };
-        let payload = room_key_payload(self.scratch.get(..len).unwrap_or_default());
-        self.scratch.fill(0);
+        let payload = room_key_payload(self.env.flash.scratch.get(..len).unwrap_or_default());
+        self.env.flash.scratch.fill(0);
         // Matched by reference: moving the payload out would copy its session key to a
         // second place in the frame, which would not be zeroized.
         let result = match &payload {
@@ -393,7 +388,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         session: &mut Option<Session>,
     ) -> Result<Option<(usize, Option<usize>)>, TokenError> {
         let reject = |core: &mut Self, reason| {
-            core.ui.event(&UiEvent::RoomKeyRejected { sender, reason });
+            core.env
+                .ui
+                .event(&UiEvent::RoomKeyRejected { sender, reason });
             Ok(None)
         };
         let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
@@ -405,7 +402,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // around on the stack: one session slot, filled in place.
         let bytes = match body {
             Binary::Bytes(bytes) => Some(bytes),
-            Binary::Base64(_) => binary_bytes(body, &mut self.work),
+            Binary::Base64(_) => binary_bytes(body, &mut self.env.work),
         };
         let Some(bytes) = bytes.filter(|bytes| bytes.len() <= MAX_CIPHERTEXT) else {
             return reject(self, RejectionReason::Malformed);
@@ -418,7 +415,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Ok(message) = OlmMessage::from_parts(message_type, bytes) else {
             return reject(self, RejectionReason::Malformed);
         };
-        let key = self.config.storage_key;
         let mut decrypted: Option<(usize, Option<usize>)> = None;
         for slot in 0..MAX_OLM_SESSIONS {
             let matches = self
@@ -429,8 +425,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if !matches {
                 continue;
             }
-            let loaded = load_olm(&mut self.store, &mut self.scratch, &key, slot, session)?;
-            if let Ok(len) = loaded.decrypt(&message, &mut self.scratch) {
+            let loaded = load_olm(&mut self.env.flash, slot, session)?;
+            if let Ok(len) = loaded.decrypt(&message, &mut self.env.flash.scratch) {
                 decrypted = Some((len, Some(slot)));
                 break;
             }
@@ -441,7 +437,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             match self.account.create_inbound_session_in(
                 curve_key(&sender_key),
                 pre_key,
-                &mut self.scratch,
+                &mut self.env.flash.scratch,
                 session,
             ) {
                 Ok(len) => decrypted = Some((len, None)),
@@ -486,7 +482,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             None
         };
         if let Some(field) = mismatch {
-            self.ui.event(&UiEvent::RoomKeyRejected {
+            self.env.ui.event(&UiEvent::RoomKeyRejected {
                 sender,
                 reason: RejectionReason::Mismatch(field),
             });
@@ -548,7 +544,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         };
         let _ = queried;
         if let Err(reason) = verdict {
-            self.ui.event(&UiEvent::RoomKeyRejected {
+            self.env.ui.event(&UiEvent::RoomKeyRejected {
                 sender: &pending.sender,
                 reason,
             });
@@ -586,15 +582,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             session,
             seen: heapless::Deque::new(),
         };
-        let key = self.config.storage_key;
-        save_inbound(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            slot,
-            &inbound,
-        )?;
+        save_inbound(&mut self.env.flash, &mut self.env.rng, slot, &inbound)?;
         if let Some(entry) = self.inbound.get_mut(slot) {
             *entry = Some(inbound);
         }
@@ -610,7 +598,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     (content.get("msgtype")?, content.get("body")?)
                 {
                     let mut text = [0; TEXT_LEN];
-                    self.ui.event(&UiEvent::Message {
+                    self.env.ui.event(&UiEvent::Message {
                         room_id,
                         sender: event.sender()?,
                         event_id: id_text(event.event_id()?, &mut text),
@@ -642,7 +630,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let mut text = [0; TEXT_LEN];
         let event_id = id_text(event.event_id()?, &mut text);
         let undecryptable = |core: &mut Self, reason| {
-            core.ui.event(&UiEvent::Undecryptable {
+            core.env.ui.event(&UiEvent::Undecryptable {
                 room_id,
                 sender,
                 event_id,
@@ -692,7 +680,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Ok(Binary::Bytes(bytes)) => Some(bytes),
             Ok(base64) => binary_bytes(
                 base64,
-                self.scratch.get_mut(..MAX_CIPHERTEXT).unwrap_or_default(),
+                self.env
+                    .flash
+                    .scratch
+                    .get_mut(..MAX_CIPHERTEXT)
+                    .unwrap_or_default(),
             ),
             Err(_) => None,
         };
@@ -708,14 +700,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if inbound.sender.as_str() != sender {
             return undecryptable(self, UndecryptableReason::SenderMismatch);
         }
-        let decrypted = match inbound.session.decrypt(&message, &mut self.work) {
+        let decrypted = match inbound.session.decrypt(&message, &mut self.env.work) {
             Ok(decrypted) => decrypted,
             Err(error) => return undecryptable(self, UndecryptableReason::Decryption(error)),
         };
         let hash = event_hash(event_id);
         let index = decrypted.message_index;
         if inbound.seen.iter().any(|(i, h)| *i == index && *h != hash) {
-            self.work.fill(0);
+            self.env.work.fill(0);
             return undecryptable(self, UndecryptableReason::Replay);
         }
         if !inbound.seen.iter().any(|(i, _)| *i == index) {
@@ -723,24 +715,22 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 inbound.seen.pop_front();
             }
             let _ = inbound.seen.push_back((index, hash));
-            let key = self.config.storage_key;
             if let Some(Some(inbound)) = self.inbound.get(slot) {
-                save_inbound(
-                    &mut self.store,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &key,
-                    slot,
-                    inbound,
-                )?;
+                save_inbound(&mut self.env.flash, &mut self.env.rng, slot, inbound)?;
             }
         }
         // The shown text is unescaped into `scratch`, free again after the save above.
         let text = self
+            .env
+            .flash
             .scratch
             .get_mut(..MAX_MESSAGE_LEN * 2)
             .unwrap_or_default();
-        let plaintext = self.work.get(..decrypted.plaintext_len).unwrap_or_default();
+        let plaintext = self
+            .env
+            .work
+            .get(..decrypted.plaintext_len)
+            .unwrap_or_default();
         let carries_file = JsonObject::parse(plaintext)
             .ok()
             .filter(|p| p.string("room_id").and_then(|r| r.plain()) == Some(room_id))
@@ -753,7 +743,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if let Some(to) = copy.get_mut(..len) {
                 to.copy_from_slice(plaintext);
             }
-            self.work.fill(0);
+            self.env.work.fill(0);
             let content = JsonObject::parse(copy.get(..len).unwrap_or_default())
                 .ok()
                 .and_then(|payload| payload.object("content"));
@@ -787,7 +777,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             None => undecryptable(self, UndecryptableReason::Malformed),
             Some((false, _)) => undecryptable(self, UndecryptableReason::WrongRoom),
             Some((true, body)) => {
-                self.ui.event(&UiEvent::Message {
+                self.env.ui.event(&UiEvent::Message {
                     room_id,
                     sender,
                     event_id,
@@ -798,8 +788,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 Ok(())
             }
         };
-        self.work.fill(0);
-        self.scratch.fill(0);
+        self.env.work.fill(0);
+        self.env.flash.scratch.fill(0);
         result
     }
 }

@@ -247,13 +247,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let missing = target.saturating_sub(self.server_one_time_keys as usize + unpublished);
             let count = missing.min(UPLOAD_BATCH.saturating_sub(unpublished));
             if count > 0 {
-                let mut source = CryptoSource(&mut self.rng);
+                let mut source = CryptoSource(&mut self.env.rng);
                 self.account.generate_one_time_keys(&mut source, count);
             }
         }
         if (self.fallback_wanted || with_device_keys) && self.account.fallback_key().is_none() {
             self.account
-                .generate_fallback_key(&mut CryptoSource(&mut self.rng));
+                .generate_fallback_key(&mut CryptoSource(&mut self.env.rng));
         }
         self.save_account()?;
 
@@ -264,7 +264,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let identity = self.account.identity_keys();
         let device_signature = {
             let json = device_keys_json(
-                &mut self.scratch,
+                &mut self.env.flash.scratch,
                 &login.user_id,
                 &login.device_id,
                 identity.curve25519.as_bytes(),
@@ -280,7 +280,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         type KeyEntry = ([u8; 11], [u8; 32], [u8; 64]);
         let mut keys: heapless::Vec<KeyEntry, UPLOAD_BATCH> = heapless::Vec::new();
         for (id, public) in self.account.one_time_keys() {
-            let json = one_time_key_json(&mut self.scratch, public.as_bytes(), false)?;
+            let json = one_time_key_json(&mut self.env.flash.scratch, public.as_bytes(), false)?;
             let signature = self.account.sign(json).to_bytes();
             let mut name = [0u8; 11];
             id.to_base64(&mut name);
@@ -288,7 +288,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         let fallback = match self.account.fallback_key() {
             Some((id, public)) => {
-                let json = one_time_key_json(&mut self.scratch, public.as_bytes(), true)?;
+                let json = one_time_key_json(&mut self.env.flash.scratch, public.as_bytes(), true)?;
                 let signature = self.account.sign(json).to_bytes();
                 let mut name = [0u8; 11];
                 id.to_base64(&mut name);
@@ -312,7 +312,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 signature,
             });
         let len = write::keys_upload_body(
-            &mut self.work,
+            &mut self.env.work,
             &signer,
             with_device_keys.then_some(&device),
             &uploads,
@@ -342,9 +342,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.save_account()?;
         if with_device_keys && let Some(login) = &mut self.login {
             login.keys_uploaded = true;
-            save_login(&mut self.store, &mut self.scratch, login)?;
+            save_login(&mut self.env.flash, login)?;
         }
-        self.ui.event(&UiEvent::KeysPublished {
+        self.env.ui.event(&UiEvent::KeysPublished {
             one_time_keys: u32::try_from(count).unwrap_or(0),
         });
         Ok(())
@@ -388,7 +388,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let curve = keys.key(&name)?.and_then(binary32);
                 let ids_match = keys.user_id()? == user.as_str() && keys.device_id()? == device_id;
                 let (Some(ed), Some(curve), true) = (ed, curve, ids_match) else {
-                    self.ui.event(&UiEvent::DeviceRejected {
+                    self.env.ui.event(&UiEvent::DeviceRejected {
                         user_id: user,
                         device_id,
                         reason: RejectionReason::Malformed,
@@ -399,8 +399,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let _ = name.push_str("ed25519:");
                 let _ = name.push_str(device_id);
                 let signature = keys.signature(user, &name)?;
-                if !verify_object(keys.0, signature, &ed, &mut self.scratch) {
-                    self.ui.event(&UiEvent::DeviceRejected {
+                if !verify_object(keys.0, signature, &ed, &mut self.env.flash.scratch) {
+                    self.env.ui.event(&UiEvent::DeviceRejected {
                         user_id: user,
                         device_id,
                         reason: RejectionReason::BadSignature,
@@ -419,7 +419,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                             .and_then(Option::as_ref)
                             .is_some_and(|d| d.ed == ed && d.curve == curve);
                         if !same {
-                            self.ui.event(&UiEvent::DeviceRejected {
+                            self.env.ui.event(&UiEvent::DeviceRejected {
                                 user_id: user,
                                 device_id,
                                 reason: RejectionReason::KeysChanged,
@@ -457,12 +457,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
             }
         }
-        save_devices(
-            &mut self.store,
-            &mut self.scratch,
-            &self.tracked,
-            &self.devices,
-        )?;
+        save_devices(&mut self.env.flash, &self.tracked, &self.devices)?;
         // A new device in a room: its outbound session is replaced before the next message.
         for (index, user) in stale.iter().enumerate() {
             if rotate & (1 << index) != 0 {
@@ -480,14 +475,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             };
             if room.outbound.is_some() && room.members.iter().any(|m| m.as_str() == user) {
                 room.outbound = None;
-                save_outbound(
-                    &mut self.store,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &self.config.storage_key,
-                    slot,
-                    None,
-                )?;
+                save_outbound(&mut self.env.flash, &mut self.env.rng, slot, None)?;
             }
         }
         Ok(())
@@ -531,7 +519,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             text,
             encrypted: None,
         };
-        save_outbox(&mut self.store, &mut self.scratch, slot, &entry)?;
+        save_outbox(&mut self.env.flash, slot, &entry)?;
         self.next_local_id = local_id.wrapping_add(1);
         if let Some(entry) = self.outbox.get_mut(slot) {
             *entry = Some(OutboxSlot {
@@ -539,7 +527,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 room_id: bounded(room_id)?,
             });
         }
-        self.ui.event(&UiEvent::Queued { local_id, room_id });
+        self.env.ui.event(&UiEvent::Queued { local_id, room_id });
         Ok(local_id)
     }
 
@@ -549,7 +537,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     pub(super) fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
         if self.txn_next >= self.txn_ceiling {
             let ceiling = self.txn_next + TXN_BLOCK;
-            save_transactions(&mut self.store, &mut self.scratch, self.txn_prefix, ceiling)?;
+            save_transactions(&mut self.env.flash, self.txn_prefix, ceiling)?;
             self.txn_ceiling = ceiling;
         }
         let n = self.txn_next;
@@ -589,8 +577,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(room_slot) = self.room_slot(&room_id) else {
             // Left the room: the message cannot go.
             if let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) {
-                self.store.remove(record::OUTBOX + slot as u16)?;
-                self.ui.event(&UiEvent::SendFailed {
+                self.env.flash.store.remove(record::OUTBOX + slot as u16)?;
+                self.env.ui.event(&UiEvent::SendFailed {
                     local_id: entry.local_id,
                     error: TokenError::LimitReached(Limit::Rooms),
                 });
@@ -627,19 +615,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if !due {
             return Ok(());
         }
-        let session = GroupSession::new(&mut CryptoSource(&mut self.rng));
+        let session = GroupSession::new(&mut CryptoSource(&mut self.env.rng));
         let outbound = Outbound {
             session,
             created: now,
             shared: 0,
             unreachable: 0,
         };
-        let key = self.config.storage_key;
         save_outbound(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
+            &mut self.env.flash,
+            &mut self.env.rng,
             room_slot,
             Some(&outbound),
         )?;
@@ -656,7 +641,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let bit = 1u32 << slot;
             let member = room.members.contains(&device.user_id);
             // Optionally, room keys go to verified devices only.
-            let trusted = device.verified || !self.config.share_keys_only_with_verified;
+            let trusted = device.verified || !self.env.settings.share_keys_only_with_verified;
             (member && trusted && (outbound.shared | outbound.unreachable) & bit == 0)
                 .then_some(slot)
         })
@@ -693,8 +678,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let Some(olm_slot) = self.olm_slot_for(&device.curve) else {
-            let len =
-                write::keys_claim_body(&mut self.work, &device.user_id, &device.device_id, 10_000)?;
+            let len = write::keys_claim_body(
+                &mut self.env.work,
+                &device.user_id,
+                &device.device_id,
+                10_000,
+            )?;
             return self.start(
                 coap,
                 Operation::Claim {
@@ -725,7 +714,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .to_base64(&mut key_base64)
             .map_err(|_| TokenError::Crypto)?;
         let own_ed = self.account.ed25519_key();
-        let mut w = JsonWriter::new(&mut self.work);
+        let mut w = JsonWriter::new(&mut self.env.work);
         w.raw(br#"{"content":{"algorithm":"#)?
             .string(jeton_proto::view::MEGOLM_ALGORITHM)?
             .raw(br#","room_id":"#)?
@@ -748,7 +737,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let plaintext_len = w.len();
         key_base64.fill(0);
         let len = self.encrypt_to_device(olm_slot, &device, plaintext_len);
-        if let Some(plaintext) = self.work.get_mut(..plaintext_len)
+        if let Some(plaintext) = self.env.work.get_mut(..plaintext_len)
             && len.is_err()
         {
             plaintext.fill(0);
@@ -777,23 +766,22 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         device: &Device,
         plaintext_len: usize,
     ) -> Result<usize, TokenError> {
-        let key = self.config.storage_key;
         let mut slot = None;
-        let session = load_olm(
-            &mut self.store,
-            &mut self.scratch,
-            &key,
-            olm_slot,
-            &mut slot,
-        )?;
+        let session = load_olm(&mut self.env.flash, olm_slot, &mut slot)?;
         let plaintext = self
+            .env
             .work
             .get_mut(..plaintext_len)
             .ok_or(TokenError::Crypto)?;
         let needed = olm_message_len(plaintext_len);
-        let ciphertext = self.scratch.get_mut(..needed).ok_or(TokenError::Crypto)?;
+        let ciphertext = self
+            .env
+            .flash
+            .scratch
+            .get_mut(..needed)
+            .ok_or(TokenError::Crypto)?;
         let sent = session
-            .encrypt(&mut CryptoSource(&mut self.rng), plaintext, ciphertext)
+            .encrypt(&mut CryptoSource(&mut self.env.rng), plaintext, ciphertext)
             .map_err(|_| TokenError::Crypto)?;
         plaintext.fill(0);
         let mut recipient_key = [0u8; 43];
@@ -807,7 +795,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             message_type: sent.message_type as u8,
             body: ciphertext.get(..sent.len).unwrap_or_default(),
         };
-        let len = write::olm_send_to_device_body(&mut self.work, identity.as_bytes(), &message)?;
+        let len =
+            write::olm_send_to_device_body(&mut self.env.work, identity.as_bytes(), &message)?;
         self.save_olm_session(olm_slot, device.curve, session)?;
         Ok(len)
     }
@@ -836,7 +825,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                             signed.object,
                             signature,
                             &device.ed,
-                            &mut self.scratch,
+                            &mut self.env.flash.scratch,
                         ) =>
                     {
                         Some(key)
@@ -853,7 +842,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     outbound.unreachable |= 1 << device_slot;
                 }
             }
-            self.ui.event(&UiEvent::DeviceRejected {
+            self.env.ui.event(&UiEvent::DeviceRejected {
                 user_id: &device.user_id,
                 device_id: &device.device_id,
                 reason: RejectionReason::UnknownDevice,
@@ -875,7 +864,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let session = self
             .account
             .create_outbound_session_in(
-                &mut CryptoSource(&mut self.rng),
+                &mut CryptoSource(&mut self.env.rng),
                 curve_key(&peer_curve),
                 curve_key(&one_time_key),
                 &mut slot,
@@ -917,16 +906,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             peer_curve,
             last_used: self.olm_clock,
         };
-        let key = self.config.storage_key;
-        save_olm(
-            &mut self.store,
-            &mut self.scratch,
-            &mut self.rng,
-            &key,
-            slot,
-            &info,
-            session,
-        )?;
+        save_olm(&mut self.env.flash, &mut self.env.rng, slot, &info, session)?;
         if let Some(entry) = self.olm.get_mut(slot) {
             *entry = Some(info);
         }
@@ -940,16 +920,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(room_slot) = self.room_slot(&room_id) else {
             return Ok(());
         };
-        let key = self.config.storage_key;
         if let Some(Some(room)) = self.rooms.get_mut(room_slot)
             && let Some(outbound) = &mut room.outbound
         {
             outbound.shared |= 1 << device_slot;
             save_outbound(
-                &mut self.store,
-                &mut self.scratch,
-                &mut self.rng,
-                &key,
+                &mut self.env.flash,
+                &mut self.env.rng,
                 room_slot,
                 Some(outbound),
             )?;
@@ -977,7 +954,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .and_then(Option::as_ref)
             .and_then(|room| self.room_handle(room_slot, &room.id));
         let id = record::OUTBOX + slot as u16;
-        let Some((meta, _)) = get_record(&mut self.store, &mut self.scratch, id)? else {
+        let Some((meta, _)) = self.env.flash.get(id)? else {
             return Err(TokenError::CorruptRecord(id));
         };
         let entry = parse_outbox(meta, slot)?;
@@ -985,7 +962,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let room_id: RoomId = bounded(entry.room_id)?;
         let room_segment = handle.as_deref().unwrap_or(&room_id);
         if !encrypted_room {
-            let len = plaintext_body(&mut self.work, entry.text)?;
+            let len = plaintext_body(&mut self.env.work, entry.text)?;
             return self.start(
                 coap,
                 Operation::Send { slot },
@@ -1017,14 +994,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Some((session_id, message)) => {
                 let omit = omitted(session_id);
                 let sent = (!omit).then_some(session_id);
-                let len = write::megolm_send_body(&mut self.work, sent, message, sender)?;
+                let len = write::megolm_send_body(&mut self.env.work, sent, message, sender)?;
                 (len, session_id.try_into().unwrap_or([0; 32]), omit)
             }
             None => {
                 let local_id = entry.local_id;
                 // The event payload as JSON goes into `work`, the text being borrowed from
                 // `scratch`.
-                let mut w = JsonWriter::new(&mut self.work);
+                let mut w = JsonWriter::new(&mut self.env.work);
                 match entry.text.strip_prefix(super::files::CONTENT_MARKER) {
                     // A file's event: its content was written when the upload finished.
                     Some(content) => w.raw(br#"{"content":"#)?.raw(content.as_bytes())?,
@@ -1045,19 +1022,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     return Ok(());
                 };
                 let mut message = [0u8; megolm_message_len(MAX_MESSAGE_LEN * 2 + 160)];
-                let plaintext = self.work.get(..plaintext_len).unwrap_or_default();
+                let plaintext = self.env.work.get(..plaintext_len).unwrap_or_default();
                 let message_len = outbound
                     .session
                     .encrypt(plaintext, &mut message)
                     .map_err(|_| TokenError::Crypto)?;
                 let session_id = *outbound.session.session_id().as_bytes();
-                let key = self.config.storage_key;
                 // 1. The next index is on flash before the ciphertext exists anywhere else.
                 save_outbound(
-                    &mut self.store,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &key,
+                    &mut self.env.flash,
+                    &mut self.env.rng,
                     room_slot,
                     Some(outbound),
                 )?;
@@ -1070,10 +1044,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     text: &text,
                     encrypted: Some((&session_id, message)),
                 };
-                save_outbox(&mut self.store, &mut self.scratch, slot, &entry)?;
+                save_outbox(&mut self.env.flash, slot, &entry)?;
                 let omit = omitted(&session_id);
                 let sent = (!omit).then_some(&session_id[..]);
-                let len = write::megolm_send_body(&mut self.work, sent, message, sender)?;
+                let len = write::megolm_send_body(&mut self.env.work, sent, message, sender)?;
                 (len, session_id, omit)
             }
         };
@@ -1098,7 +1072,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) else {
             return Ok(());
         };
-        self.store.remove(record::OUTBOX + slot as u16)?;
+        self.env.flash.store.remove(record::OUTBOX + slot as u16)?;
         // The send named the room and (encrypted) the sender fields, in full or as the
         // gateway already held them: it holds them now.
         if let Some((room_slot, session_id)) = self.send_session.take()
@@ -1114,7 +1088,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .and_then(Option::as_ref)
                 .is_some_and(|r| r.encrypted);
         }
-        self.ui.event(&UiEvent::Delivered {
+        self.env.ui.event(&UiEvent::Delivered {
             local_id: entry.local_id,
             room_id: &entry.room_id,
             event_id,

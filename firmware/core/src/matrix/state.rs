@@ -8,18 +8,17 @@
 use core::mem::MaybeUninit;
 
 use heapless::{Deque, String, Vec};
+use minicbor::Decoder;
 use minicbor::data::Type;
-use minicbor::encode::write::Cursor;
-use minicbor::{Decoder, Encoder};
 
+use jeton_olm::Curve25519PublicKey;
 use jeton_olm::megolm::{GroupSession, InboundGroupSession, SessionKey};
 use jeton_olm::olm::{Account, Session};
-use jeton_olm::{Curve25519PublicKey, Pickle};
 
-use super::rng::CryptoSource;
+use super::flash::{Flash, bytes32, corrupt, text};
 use super::*;
 use crate::platform::{Instant, Rng};
-use crate::store::{MAX_RECORD_SIZE, RecordId, Store, record};
+use crate::store::{Store, record};
 
 /// Login state kept in [`record::LOGIN`].
 #[derive(Clone, Debug, Default)]
@@ -118,165 +117,44 @@ pub(crate) struct OutboxEntry<'a> {
     pub(crate) encrypted: Option<(&'a [u8], &'a [u8])>,
 }
 
-pub(crate) type Enc<'b> = Encoder<Cursor<&'b mut [u8]>>;
-
-fn corrupt(id: RecordId) -> impl Fn(minicbor::decode::Error) -> TokenError {
-    move |_| TokenError::CorruptRecord(id)
-}
-
-fn enc_err<E>(_: minicbor::encode::Error<E>) -> TokenError {
-    TokenError::Store(crate::store::StoreError::TooLarge)
-}
-
-/// Encodes `meta` (and appends a pickle when `pickle` writes one) into `scratch` and stores
-/// it as record `id`.
-pub(crate) fn put_record<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-    id: RecordId,
-    meta: impl FnOnce(
-        &mut Enc<'_>,
-    ) -> Result<(), minicbor::encode::Error<minicbor::encode::write::EndOfSlice>>,
-    pickle: impl FnOnce(&mut [u8]) -> Result<usize, TokenError>,
-) -> Result<(), TokenError> {
-    let (head, rest) = scratch.split_at_mut(2);
-    let meta_len = {
-        let mut e = Encoder::new(Cursor::new(&mut *rest));
-        meta(&mut e).map_err(enc_err)?;
-        e.writer().position()
-    };
-    let tail = rest.get_mut(meta_len..).ok_or(TokenError::Crypto)?;
-    let pickle_len = pickle(tail)?;
-    head.copy_from_slice(&(meta_len as u16).to_be_bytes());
-    let total = 2 + meta_len + pickle_len;
-    store.put(id, scratch.get(..total).unwrap_or_default())?;
-    Ok(())
-}
-
-/// Reads record `id` into `scratch`: `(meta, pickle)`, or `None` if absent.
-/// A record's meta CBOR and its pickle, borrowed from the scratch buffer.
-pub(crate) type RecordParts<'s> = (&'s [u8], &'s mut [u8]);
-
-pub(crate) fn get_record<'s, S: Store>(
-    store: &mut S,
-    scratch: &'s mut [u8; MAX_RECORD_SIZE],
-    id: RecordId,
-) -> Result<Option<RecordParts<'s>>, TokenError> {
-    let Some(len) = store.get(id, scratch)? else {
-        return Ok(None);
-    };
-    let record = scratch
-        .get_mut(..len)
-        .ok_or(TokenError::CorruptRecord(id))?;
-    let (head, rest) = record
-        .split_at_mut_checked(2)
-        .ok_or(TokenError::CorruptRecord(id))?;
-    let meta_len = usize::from(u16::from_be_bytes([
-        head.first().copied().unwrap_or(0),
-        head.get(1).copied().unwrap_or(0),
-    ]));
-    let (meta, pickle) = rest
-        .split_at_mut_checked(meta_len)
-        .ok_or(TokenError::CorruptRecord(id))?;
-    Ok(Some((meta, pickle)))
-}
-
-fn no_pickle(_: &mut [u8]) -> Result<usize, TokenError> {
-    Ok(0)
-}
-
-fn pickled<P: Pickle, R: Rng>(
-    value: &P,
-    rng: &mut R,
-    key: &[u8; 32],
-) -> impl FnOnce(&mut [u8]) -> Result<usize, TokenError> {
-    move |out| {
-        value
-            .pickle(&mut CryptoSource(rng), key, out)
-            .map_err(|_| TokenError::Store(crate::store::StoreError::TooLarge))
-    }
-}
-
-fn unpickle<P: Pickle>(bytes: &mut [u8], key: &[u8; 32], id: RecordId) -> Result<P, TokenError> {
-    P::from_pickle(bytes, key).map_err(|_| TokenError::CorruptRecord(id))
-}
-
-fn text<'a, const N: usize>(d: &mut Decoder<'a>, id: RecordId) -> Result<String<N>, TokenError> {
-    let t = d.str().map_err(corrupt(id))?;
-    String::try_from(t).map_err(|_| TokenError::CorruptRecord(id))
-}
-
-fn bytes32(d: &mut Decoder<'_>, id: RecordId) -> Result<[u8; 32], TokenError> {
-    d.bytes()
-        .map_err(corrupt(id))?
-        .try_into()
-        .map_err(|_| TokenError::CorruptRecord(id))
-}
-
 // --- Account -------------------------------------------------------------------------
 
 pub(crate) fn save_account<S: Store, R: Rng>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     rng: &mut R,
-    key: &[u8; 32],
     account: &Account<ONE_TIME_KEYS>,
 ) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
-        record::ACCOUNT,
-        |_| Ok(()),
-        pickled(account, rng, key),
-    )
+    flash.put_pickled(record::ACCOUNT, |_| Ok(()), account, rng)
 }
 
 /// Reads the account into `slot` (left as it was when there is none or on an error).
 pub(crate) fn load_account_into<'a, S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-    key: &[u8; 32],
+    flash: &mut Flash<S>,
     slot: &'a mut MaybeUninit<Account<ONE_TIME_KEYS>>,
 ) -> Result<Option<&'a mut Account<ONE_TIME_KEYS>>, TokenError> {
-    let Some((_, pickle)) = get_record(store, scratch, record::ACCOUNT)? else {
-        return Ok(None);
-    };
-    Ok(Some(slot.write(unpickle(pickle, key, record::ACCOUNT)?)))
+    flash.read(record::ACCOUNT, |_, pickle| Ok(slot.write(pickle.open()?)))
 }
 
 // --- Login, cursor, transactions ------------------------------------------------------
 
-pub(crate) fn save_login<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-    login: &Login,
-) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
-        record::LOGIN,
-        |e| {
-            e.array(5)?
-                .str(&login.user_id)?
-                .str(&login.device_id)?
-                .str(&login.access_token)?
-                .str(&login.filter_id)?
-                .bool(login.keys_uploaded)?;
-            Ok(())
-        },
-        no_pickle,
-    )
+pub(crate) fn save_login<S: Store>(flash: &mut Flash<S>, login: &Login) -> Result<(), TokenError> {
+    flash.put(record::LOGIN, |e| {
+        e.array(5)?
+            .str(&login.user_id)?
+            .str(&login.device_id)?
+            .str(&login.access_token)?
+            .str(&login.filter_id)?
+            .bool(login.keys_uploaded)?;
+        Ok(())
+    })
 }
 
 // Out of line: its temporaries stay out of `Token::load`'s frame, under which every
 // other load of a boot runs.
 #[inline(never)]
-pub(crate) fn load_login<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-) -> Result<Option<Login>, TokenError> {
+pub(crate) fn load_login<S: Store>(flash: &mut Flash<S>) -> Result<Option<Login>, TokenError> {
     let id = record::LOGIN;
-    let Some((meta, _)) = get_record(store, scratch, id)? else {
+    let Some((meta, _)) = flash.get(id)? else {
         return Ok(None);
     };
     let mut d = Decoder::new(meta);
@@ -290,26 +168,15 @@ pub(crate) fn load_login<S: Store>(
     }))
 }
 
-pub(crate) fn save_cursor<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-    since: &str,
-) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
-        record::SYNC_CURSOR,
-        |e| e.str(since).map(drop),
-        no_pickle,
-    )
+pub(crate) fn save_cursor<S: Store>(flash: &mut Flash<S>, since: &str) -> Result<(), TokenError> {
+    flash.put(record::SYNC_CURSOR, |e| e.str(since).map(drop))
 }
 
 pub(crate) fn load_cursor<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
 ) -> Result<String<MAX_CURSOR_LEN>, TokenError> {
     let id = record::SYNC_CURSOR;
-    match get_record(store, scratch, id)? {
+    match flash.get(id)? {
         None => Ok(String::new()),
         Some((meta, _)) => text(&mut Decoder::new(meta), id),
     }
@@ -318,26 +185,20 @@ pub(crate) fn load_cursor<S: Store>(
 /// Transaction ids: a random prefix chosen at first boot and a counter whose reserved
 /// ceiling is on flash before any id below it is used.
 pub(crate) fn save_transactions<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     prefix: u32,
     ceiling: u64,
 ) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
-        record::TRANSACTIONS,
-        |e| e.array(2)?.u32(prefix)?.u64(ceiling).map(drop),
-        no_pickle,
-    )
+    flash.put(record::TRANSACTIONS, |e| {
+        e.array(2)?.u32(prefix)?.u64(ceiling).map(drop)
+    })
 }
 
 pub(crate) fn load_transactions<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
 ) -> Result<Option<(u32, u64)>, TokenError> {
     let id = record::TRANSACTIONS;
-    let Some((meta, _)) = get_record(store, scratch, id)? else {
+    let Some((meta, _)) = flash.get(id)? else {
         return Ok(None);
     };
     let mut d = Decoder::new(meta);
@@ -351,50 +212,42 @@ pub(crate) fn load_transactions<S: Store>(
 // --- Devices ---------------------------------------------------------------------------
 
 pub(crate) fn save_devices<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     tracked: &[UserId],
     devices: &[Option<Device>; MAX_DEVICES],
 ) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
-        record::DEVICES,
-        |e| {
-            e.array(2)?.array(tracked.len() as u64)?;
-            for user in tracked {
-                e.str(user)?;
-            }
-            e.array(MAX_DEVICES as u64)?;
-            for slot in devices {
-                match slot {
-                    None => {
-                        e.null()?;
-                    }
-                    Some(d) => {
-                        e.array(5)?
-                            .str(&d.user_id)?
-                            .str(&d.device_id)?
-                            .bytes(&d.curve)?
-                            .bytes(&d.ed)?
-                            .bool(d.verified)?;
-                    }
+    flash.put(record::DEVICES, |e| {
+        e.array(2)?.array(tracked.len() as u64)?;
+        for user in tracked {
+            e.str(user)?;
+        }
+        e.array(MAX_DEVICES as u64)?;
+        for slot in devices {
+            match slot {
+                None => {
+                    e.null()?;
+                }
+                Some(d) => {
+                    e.array(5)?
+                        .str(&d.user_id)?
+                        .str(&d.device_id)?
+                        .bytes(&d.curve)?
+                        .bytes(&d.ed)?
+                        .bool(d.verified)?;
                 }
             }
-            Ok(())
-        },
-        no_pickle,
-    )
+        }
+        Ok(())
+    })
 }
 
 pub(crate) fn load_devices<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     tracked: &mut Vec<UserId, MAX_TRACKED_USERS>,
     devices: &mut [Option<Device>; MAX_DEVICES],
 ) -> Result<(), TokenError> {
     let id = record::DEVICES;
-    let Some((meta, _)) = get_record(store, scratch, id)? else {
+    let Some((meta, _)) = flash.get(id)? else {
         return Ok(());
     };
     let c = corrupt(id);
@@ -428,41 +281,33 @@ pub(crate) fn load_devices<S: Store>(
 // --- Rooms and their outbound sessions --------------------------------------------------
 
 pub(crate) fn save_room<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     slot: usize,
     room: &Room,
 ) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
-        record::ROOMS + slot as u16,
-        |e| {
-            e.array(5)?
-                .str(&room.id)?
-                .bool(room.encrypted)?
-                .u64(room.rotation_ms)?
-                .u32(room.rotation_msgs)?
-                .array(room.members.len() as u64)?;
-            for member in &room.members {
-                e.str(member)?;
-            }
-            Ok(())
-        },
-        no_pickle,
-    )
+    flash.put(record::ROOMS + slot as u16, |e| {
+        e.array(5)?
+            .str(&room.id)?
+            .bool(room.encrypted)?
+            .u64(room.rotation_ms)?
+            .u32(room.rotation_msgs)?
+            .array(room.members.len() as u64)?;
+        for member in &room.members {
+            e.str(member)?;
+        }
+        Ok(())
+    })
 }
 
 // Out of line: its temporaries stay out of `Token::load`'s frame, under which every
 // other load of a boot runs.
 #[inline(never)]
 pub(crate) fn load_room<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     slot: usize,
 ) -> Result<Option<Room>, TokenError> {
     let id = record::ROOMS + slot as u16;
-    let Some((meta, _)) = get_record(store, scratch, id)? else {
+    let Some((meta, _)) = flash.get(id)? else {
         return Ok(None);
     };
     let c = corrupt(id);
@@ -481,23 +326,17 @@ pub(crate) fn load_room<S: Store>(
     Ok(Some(room))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn save_outbound<S: Store, R: Rng>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     rng: &mut R,
-    key: &[u8; 32],
     slot: usize,
     outbound: Option<&Outbound>,
 ) -> Result<(), TokenError> {
     let id = record::OUTBOUND + slot as u16;
     let Some(outbound) = outbound else {
-        store.remove(id)?;
-        return Ok(());
+        return flash.remove(id);
     };
-    put_record(
-        store,
-        scratch,
+    flash.put_pickled(
         id,
         |e| {
             e.array(2)?
@@ -505,7 +344,8 @@ pub(crate) fn save_outbound<S: Store, R: Rng>(
                 .u32(outbound.unreachable)
                 .map(drop)
         },
-        pickled(&outbound.session, rng, key),
+        &outbound.session,
+        rng,
     )
 }
 
@@ -513,43 +353,36 @@ pub(crate) fn save_outbound<S: Store, R: Rng>(
 // other load of a boot runs.
 #[inline(never)]
 pub(crate) fn load_outbound<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-    key: &[u8; 32],
+    flash: &mut Flash<S>,
     slot: usize,
     now: Instant,
 ) -> Result<Option<Outbound>, TokenError> {
     let id = record::OUTBOUND + slot as u16;
-    let Some((meta, pickle)) = get_record(store, scratch, id)? else {
-        return Ok(None);
-    };
-    let c = corrupt(id);
-    let mut d = Decoder::new(meta);
-    d.array().map_err(&c)?;
-    let shared = d.u32().map_err(&c)?;
-    let unreachable = d.u32().map_err(&c)?;
-    Ok(Some(Outbound {
-        session: unpickle(pickle, key, id)?,
-        // The clock restarts at boot; the session's age restarts with it.
-        created: now,
-        shared,
-        unreachable,
-    }))
+    flash.read(id, |meta, pickle| {
+        let c = corrupt(id);
+        let mut d = Decoder::new(meta);
+        d.array().map_err(&c)?;
+        let shared = d.u32().map_err(&c)?;
+        let unreachable = d.u32().map_err(&c)?;
+        Ok(Outbound {
+            session: pickle.open()?,
+            // The clock restarts at boot; the session's age restarts with it.
+            created: now,
+            shared,
+            unreachable,
+        })
+    })
 }
 
 // --- Inbound sessions ------------------------------------------------------------------
 
 pub(crate) fn save_inbound<S: Store, R: Rng>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     rng: &mut R,
-    key: &[u8; 32],
     slot: usize,
     inbound: &Inbound,
 ) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
+    flash.put_pickled(
         record::INBOUND + slot as u16,
         |e| {
             e.array(4)?
@@ -562,7 +395,8 @@ pub(crate) fn save_inbound<S: Store, R: Rng>(
             }
             Ok(())
         },
-        pickled(&inbound.session, rng, key),
+        &inbound.session,
+        rng,
     )
 }
 
@@ -570,52 +404,45 @@ pub(crate) fn save_inbound<S: Store, R: Rng>(
 // other load of a boot runs.
 #[inline(never)]
 pub(crate) fn load_inbound<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-    key: &[u8; 32],
+    flash: &mut Flash<S>,
     slot: usize,
 ) -> Result<Option<Inbound>, TokenError> {
     let id = record::INBOUND + slot as u16;
-    let Some((meta, pickle)) = get_record(store, scratch, id)? else {
-        return Ok(None);
-    };
-    let c = corrupt(id);
-    let mut d = Decoder::new(meta);
-    d.array().map_err(&c)?;
-    let room_id = text(&mut d, id)?;
-    let sender = text(&mut d, id)?;
-    let sender_curve = bytes32(&mut d, id)?;
-    let mut seen = Deque::new();
-    let entries = d.array().map_err(&c)?.unwrap_or(0);
-    for _ in 0..entries {
+    flash.read(id, |meta, pickle| {
+        let c = corrupt(id);
+        let mut d = Decoder::new(meta);
         d.array().map_err(&c)?;
-        let entry = (d.u32().map_err(&c)?, d.u32().map_err(&c)?);
-        seen.push_back(entry)
-            .map_err(|_| TokenError::CorruptRecord(id))?;
-    }
-    Ok(Some(Inbound {
-        room_id,
-        sender,
-        sender_curve,
-        session: unpickle(pickle, key, id)?,
-        seen,
-    }))
+        let room_id = text(&mut d, id)?;
+        let sender = text(&mut d, id)?;
+        let sender_curve = bytes32(&mut d, id)?;
+        let mut seen = Deque::new();
+        let entries = d.array().map_err(&c)?.unwrap_or(0);
+        for _ in 0..entries {
+            d.array().map_err(&c)?;
+            let entry = (d.u32().map_err(&c)?, d.u32().map_err(&c)?);
+            seen.push_back(entry)
+                .map_err(|_| TokenError::CorruptRecord(id))?;
+        }
+        Ok(Inbound {
+            room_id,
+            sender,
+            sender_curve,
+            session: pickle.open()?,
+            seen,
+        })
+    })
 }
 
 // --- Olm sessions ------------------------------------------------------------------------
 
 pub(crate) fn save_olm<S: Store, R: Rng>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     rng: &mut R,
-    key: &[u8; 32],
     slot: usize,
     info: &OlmSlot,
     session: &Session,
 ) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
+    flash.put_pickled(
         record::OLM + slot as u16,
         |e| {
             e.array(2)?
@@ -623,17 +450,17 @@ pub(crate) fn save_olm<S: Store, R: Rng>(
                 .u32(info.last_used)
                 .map(drop)
         },
-        pickled(session, rng, key),
+        session,
+        rng,
     )
 }
 
 pub(crate) fn load_olm_info<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     slot: usize,
 ) -> Result<Option<OlmSlot>, TokenError> {
     let id = record::OLM + slot as u16;
-    let Some((meta, _)) = get_record(store, scratch, id)? else {
+    let Some((meta, _)) = flash.get(id)? else {
         return Ok(None);
     };
     let mut d = Decoder::new(meta);
@@ -647,44 +474,34 @@ pub(crate) fn load_olm_info<S: Store>(
 /// Reads the Olm session of `slot` into `session`, decoded in place (a session is 3 KB: no
 /// copy of it on the stack).
 pub(crate) fn load_olm<'s, S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
-    key: &[u8; 32],
+    flash: &mut Flash<S>,
     slot: usize,
     session: &'s mut Option<Session>,
 ) -> Result<&'s mut Session, TokenError> {
     let id = record::OLM + slot as u16;
-    let (_, pickle) = get_record(store, scratch, id)?.ok_or(TokenError::CorruptRecord(id))?;
-    Session::from_pickle_into(pickle, key, session).map_err(|_| TokenError::CorruptRecord(id))
+    flash
+        .read(id, |_, pickle| pickle.open_session_into(session))?
+        .ok_or(TokenError::CorruptRecord(id))
 }
 
 // --- Outbox --------------------------------------------------------------------------------
 
 pub(crate) fn save_outbox<S: Store>(
-    store: &mut S,
-    scratch: &mut [u8; MAX_RECORD_SIZE],
+    flash: &mut Flash<S>,
     slot: usize,
     entry: &OutboxEntry<'_>,
 ) -> Result<(), TokenError> {
-    put_record(
-        store,
-        scratch,
-        record::OUTBOX + slot as u16,
-        |e| {
-            e.array(5)?
-                .u32(entry.local_id)?
-                .str(entry.room_id)?
-                .str(entry.txn_id)?
-                .str(entry.text)?;
-            match entry.encrypted {
-                None => e.null().map(drop),
-                Some((session_id, message)) => {
-                    e.array(2)?.bytes(session_id)?.bytes(message).map(drop)
-                }
-            }
-        },
-        no_pickle,
-    )
+    flash.put(record::OUTBOX + slot as u16, |e| {
+        e.array(5)?
+            .u32(entry.local_id)?
+            .str(entry.room_id)?
+            .str(entry.txn_id)?
+            .str(entry.text)?;
+        match entry.encrypted {
+            None => e.null().map(drop),
+            Some((session_id, message)) => e.array(2)?.bytes(session_id)?.bytes(message).map(drop),
+        }
+    })
 }
 
 /// Reads outbox slot `slot` from a record already in `meta`.
@@ -731,14 +548,10 @@ mod tests {
 
     #[test]
     fn a_device_table_written_before_verification_existed_reads_as_unverified() {
-        let mut store: MemoryStore = MemoryStore::new();
-        let mut scratch = [0u8; MAX_RECORD_SIZE];
+        let mut flash = Flash::new(MemoryStore::<16>::new(), [0; 32]);
         // The four-field device entry the token wrote before SAS verification.
-        put_record(
-            &mut store,
-            &mut scratch,
-            record::DEVICES,
-            |e| {
+        flash
+            .put(record::DEVICES, |e| {
                 e.array(2)?.array(1)?.str("@a:s")?.array(1)?;
                 e.array(4)?
                     .str("@a:s")?
@@ -746,13 +559,11 @@ mod tests {
                     .bytes(&[1; 32])?
                     .bytes(&[2; 32])?;
                 Ok(())
-            },
-            no_pickle,
-        )
-        .unwrap();
+            })
+            .unwrap();
         let mut tracked = Vec::new();
         let mut devices = [const { None }; MAX_DEVICES];
-        load_devices(&mut store, &mut scratch, &mut tracked, &mut devices).unwrap();
+        load_devices(&mut flash, &mut tracked, &mut devices).unwrap();
         let device = devices[0].clone().unwrap();
         assert_eq!((device.device_id.as_str(), device.verified), ("DEV", false));
 
@@ -761,9 +572,9 @@ mod tests {
             verified: true,
             ..device
         });
-        save_devices(&mut store, &mut scratch, &tracked, &devices).unwrap();
+        save_devices(&mut flash, &tracked, &devices).unwrap();
         let mut again = [const { None }; MAX_DEVICES];
-        load_devices(&mut store, &mut scratch, &mut Vec::new(), &mut again).unwrap();
+        load_devices(&mut flash, &mut Vec::new(), &mut again).unwrap();
         assert!(again[0].as_ref().unwrap().verified);
         assert!(again[1].is_none());
     }

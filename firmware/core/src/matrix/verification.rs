@@ -440,7 +440,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn new_transaction_id(&mut self) -> Result<TransactionId, TokenError> {
         let mut txn = TransactionId::new();
         for _ in 0..4 {
-            push_number(&mut txn, u64::from(self.rng.next_u32()), 16, 8)?;
+            push_number(&mut txn, u64::from(self.env.rng.next_u32()), 16, 8)?;
         }
         Ok(txn)
     }
@@ -475,7 +475,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 verification.send(Outgoing::Request);
             }
             None => {
-                verification.keys = Keys::Ephemeral(Sas::new(&mut CryptoSource(&mut self.rng)));
+                verification.keys = Keys::Ephemeral(Sas::new(&mut CryptoSource(&mut self.env.rng)));
                 verification.send(Outgoing::Start);
             }
         }
@@ -555,7 +555,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         v.send(Outgoing::Cancel(code));
         v.phase = Phase::Finished;
         v.keys = Keys::None;
-        self.ui.event(&UiEvent::VerificationCancelled {
+        self.env.ui.event(&UiEvent::VerificationCancelled {
             user_id: &v.peer_user,
             device_id: &v.peer_device,
             code: code.as_str(),
@@ -667,7 +667,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         self.track_for_verification(sender, device);
         if let Some(v) = &self.verification {
-            self.ui.event(&UiEvent::VerificationRequested {
+            self.env.ui.event(&UiEvent::VerificationRequested {
                 user_id: &v.peer_user,
                 device_id: &v.peer_device,
             });
@@ -679,13 +679,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// it over the canonical JSON of the start.
     fn take_start(&mut self, content: &Map<'_>) -> Result<(), CancelCode> {
         let choice = choose_from_start(content)?;
-        let sas = Sas::new(&mut CryptoSource(&mut self.rng));
+        let sas = Sas::new(&mut CryptoSource(&mut self.env.rng));
         let canonical = {
-            let mut w = JsonWriter::new(&mut self.scratch);
+            let mut w = JsonWriter::new(&mut self.env.flash.scratch);
             write_canonical(&mut w, *content, &[]).map_err(|_| CancelCode::InvalidMessage)?;
             w.len()
         };
-        let json = self.scratch.get(..canonical).unwrap_or_default();
+        let json = self.env.flash.scratch.get(..canonical).unwrap_or_default();
         let ours = commitment(&sas.public_key(), json);
         let Some(v) = &mut self.verification else {
             return Ok(());
@@ -728,7 +728,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         match (kind, phase) {
             ("cancel", _) => {
                 let code = text(content, "code").unwrap_or("m.unknown");
-                self.ui.event(&UiEvent::VerificationCancelled {
+                self.env.ui.event(&UiEvent::VerificationCancelled {
                     user_id: &v.peer_user,
                     device_id: &v.peer_device,
                     code,
@@ -752,7 +752,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 } else if !texts(content, "methods").any(|m| m == SAS_METHOD) {
                     self.cancel_active(CancelCode::UnknownMethod);
                 } else {
-                    v.keys = Keys::Ephemeral(Sas::new(&mut CryptoSource(&mut self.rng)));
+                    v.keys = Keys::Ephemeral(Sas::new(&mut CryptoSource(&mut self.env.rng)));
                     v.send(Outgoing::Start);
                     v.phase = Phase::StartSent;
                 }
@@ -867,7 +867,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let bytes = established.bytes(info.as_bytes());
-        self.ui.event(&UiEvent::ShortAuthString {
+        self.env.ui.event(&UiEvent::ShortAuthString {
             user_id: &v.peer_user,
             device_id: &v.peer_device,
             decimals: bytes.decimals(),
@@ -888,15 +888,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .map(|v| v.txn.clone())
             .unwrap_or_default();
         let len = {
-            let mut e = Encoder::new(Cursor::new(&mut self.work[..]));
+            let mut e = Encoder::new(Cursor::new(&mut self.env.work[..]));
             write_start_content(&mut e, &own_device, &txn)?;
             e.writer().position()
         };
-        let start = Value::parse(self.work.get(..len).unwrap_or_default(), TableVersion::V2)?;
+        let start = Value::parse(
+            self.env.work.get(..len).unwrap_or_default(),
+            TableVersion::V2,
+        )?;
         let Value::Map(start) = start else {
             return Err(TokenError::Json(crate::json::JsonError::Malformed));
         };
-        let mut w = JsonWriter::new(&mut self.scratch);
+        let mut w = JsonWriter::new(&mut self.env.flash.scratch);
         write_canonical(&mut w, start, &[])?;
         Ok(commitment(their_key, w.as_bytes()))
     }
@@ -1029,14 +1032,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if let Some(Some(device)) = slot.and_then(|s| self.devices.get_mut(s)) {
             device.verified = true;
         }
-        save_devices(
-            &mut self.store,
-            &mut self.scratch,
-            &self.tracked,
-            &self.devices,
-        )?;
+        save_devices(&mut self.env.flash, &self.tracked, &self.devices)?;
         if let Some(v) = &self.verification {
-            self.ui.event(&UiEvent::DeviceVerified {
+            self.env.ui.event(&UiEvent::DeviceVerified {
                 user_id: &v.peer_user,
                 device_id: &v.peer_device,
             });
@@ -1050,7 +1048,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         &mut self,
     ) -> Result<Option<(usize, &'static str, bool)>, TokenError> {
         if let Some(stray) = &self.stray_cancel {
-            let len = to_device_body(&mut self.work, &stray.user, "*", |e| {
+            let len = to_device_body(&mut self.env.work, &stray.user, "*", |e| {
                 write_cancel(e, &stray.txn, stray.code)
             })?;
             return Ok(Some((len, Outgoing::Cancel(stray.code).event_type(), true)));
@@ -1064,7 +1062,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(None);
         };
         let txn = v.txn.as_str();
-        let len = to_device_body(&mut self.work, &v.peer_user, &v.peer_device, |e| {
+        let len = to_device_body(&mut self.env.work, &v.peer_user, &v.peer_device, |e| {
             match message {
                 Outgoing::Request => {
                     cbor(e.map(4))?;
