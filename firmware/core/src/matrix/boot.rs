@@ -1,0 +1,511 @@
+//! Boot: the token's state laid out in place, read back from flash or made new.
+//!
+//! The only module with `unsafe` code. A device keeps the token (tens of kilobytes) in a
+//! static and boots it with [`Token::new_in`] into that static, field by field, so that no
+//! thread needs a stack as large as the token: the account is made or unpickled in its field,
+//! records are read into the token's own record buffer, tables start empty where they are.
+//! [`Token::with_link_in`] destructures the whole token in a pattern that names every field, so
+//! that a field added to the token breaks the build until boot writes it.
+
+use core::mem::MaybeUninit;
+
+use heapless::String;
+
+use jeton_olm::olm::Account;
+
+use super::*;
+use crate::coap::Client;
+use crate::link::Link;
+
+/// Writes `value()` into each element of the array at `array`, one element at a time (so that
+/// at most one element passes through the stack).
+///
+/// # Safety
+///
+/// `array` must be valid for writes and aligned. What it held is overwritten, not dropped.
+#[allow(unsafe_code)]
+unsafe fn write_each<T, const N: usize>(array: *mut [T; N], value: impl Fn() -> T) {
+    let first = array.cast::<T>();
+    for index in 0..N {
+        // SAFETY: `index < N`, so the element lies inside the array the caller vouches for.
+        unsafe { first.add(index).write(value()) };
+    }
+}
+
+/// What a boot reads (or makes) besides the Olm account, which it writes in place: the
+/// transaction counter and the CoAP engine's seed, drawn in this order after the account's
+/// (so that a seeded RNG gives the same token as before).
+struct Boot {
+    txn_prefix: u32,
+    txn_next: u64,
+    coap_rng: TransportRng,
+}
+
+impl Boot {
+    /// Writes the flash handle (over `store`, its record buffer zeroed), `work` (zeroed) and the
+    /// account (read from the store, or made and written to it first when there is none) with
+    /// its Curve25519 key into `core`, in place: records are read into the token's own record
+    /// buffer rather than a buffer on the stack, and the account is made or unpickled into its
+    /// field. Not inlined, so that its frame (the pickle's decoding) is gone before the rest of
+    /// the token's state is laid out.
+    ///
+    /// # Safety
+    ///
+    /// `core` must be valid for writes and aligned; what it held is overwritten, not dropped.
+    /// On `Ok`, its flash handle, `work`, `account` and `curve_b64` are initialised; on `Err`,
+    /// only `work` is (plain bytes: nothing to drop).
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn load_into<R: Rng, S: Store, U: Ui>(
+        core: *mut Core<R, S, U>,
+        key: [u8; 32],
+        rng: &mut R,
+        store: S,
+    ) -> Result<Self, TokenError> {
+        use core::ptr::addr_of_mut;
+
+        // SAFETY: `core` is valid for writes and aligned (the caller vouches for it); writing
+        // the handle and zeroes initialises these fields. The references cover one field
+        // each, which nothing else refers to while boot runs; the account's is a
+        // `MaybeUninit`, so it may (and does) start uninitialised.
+        let (flash, slot) = unsafe {
+            let flash = addr_of_mut!((*core).env.flash);
+            flash.write(Flash::new(store, key));
+            addr_of_mut!((*core).env.work).write_bytes(0, 1);
+            let account = addr_of_mut!((*core).account).cast::<MaybeUninit<_>>();
+            (&mut *flash, &mut *account)
+        };
+        match Self::load_account(flash, slot, rng) {
+            Ok((boot, curve_b64)) => {
+                // SAFETY: as above; the key is not initialised yet, so nothing is dropped.
+                unsafe { addr_of_mut!((*core).curve_b64).write(curve_b64) };
+                Ok(boot)
+            }
+            Err(err) => {
+                // SAFETY: the handle is initialised (above) and the reference to it is gone;
+                // dropping it drops the store, as the caller expects on `Err`.
+                unsafe { addr_of_mut!((*core).env.flash).drop_in_place() };
+                Err(err)
+            }
+        }
+    }
+
+    /// Reads the account into `slot`, or makes one there, and the rest of a boot. On `Err`,
+    /// `slot` is left uninitialised.
+    fn load_account<R: Rng, S: Store>(
+        flash: &mut Flash<S>,
+        slot: &mut MaybeUninit<Account<ONE_TIME_KEYS>>,
+        rng: &mut R,
+    ) -> Result<(Self, String<44>), TokenError> {
+        // Transfers live in RAM: what a power cut left half-written goes.
+        if let Some(files) = flash.store.files() {
+            files.discard_temporaries().map_err(TokenError::File)?;
+        }
+        let (account, created) = match load_account_into(flash, slot)? {
+            Some(account) => (account, false),
+            None => (create_account_in(slot, rng), true),
+        };
+        let booted = Self::after_account(flash, rng, account, created);
+        if booted.is_err() {
+            // SAFETY: the account is initialised (by one of the two arms above) and the
+            // reference to it is gone; dropping it zeroizes its keys and leaves the slot as
+            // the caller expects on `Err`.
+            #[allow(unsafe_code)]
+            unsafe {
+                slot.assume_init_drop()
+            };
+        }
+        booted
+    }
+
+    /// The rest of a boot once the account is in place: a new account is written to the
+    /// store first, then the transaction counter is read (or drawn) and the CoAP engine's
+    /// seed drawn.
+    fn after_account<R: Rng, S: Store>(
+        flash: &mut Flash<S>,
+        rng: &mut R,
+        account: &Account<ONE_TIME_KEYS>,
+        created: bool,
+    ) -> Result<(Self, String<44>), TokenError> {
+        if created {
+            save_account(flash, rng, account)?;
+        }
+        let (txn_prefix, txn_next) = match load_transactions(flash)? {
+            Some(found) => found,
+            None => (rng.next_u32(), 0),
+        };
+        let mut curve = [0u8; 43];
+        let curve_b64 = bounded(account.curve25519_key().to_base64(&mut curve))?;
+        let boot = Boot {
+            txn_prefix,
+            txn_next,
+            coap_rng: TransportRng::seeded_from(rng),
+        };
+        Ok((boot, curve_b64))
+    }
+}
+
+/// A new Olm account, made in `slot`. Not inlined: given the slot by reference, the account
+/// is made straight into it (its empty key list a memset there) rather than on the stack.
+#[inline(never)]
+fn create_account_in<'a, R: Rng>(
+    slot: &'a mut MaybeUninit<Account<ONE_TIME_KEYS>>,
+    rng: &mut R,
+) -> &'a mut Account<ONE_TIME_KEYS> {
+    slot.write(Account::new(&mut rng::CryptoSource(rng)))
+}
+
+impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
+    /// Boots the token from what `store` holds: a fresh device (new Olm account, written
+    /// before anything else) or the device as it was before the last power-off.
+    ///
+    /// The token is built on the caller's stack and moved out; a device with little stack
+    /// boots it into a static with [`Token::new_in`] instead.
+    #[allow(unsafe_code)]
+    pub fn new(config: Config, rng: R, store: S, ui: U, now: Instant) -> Result<Self, TokenError> {
+        let mut slot = core::mem::MaybeUninit::uninit();
+        Self::new_in(&mut slot, config, rng, store, ui, now)?;
+        // SAFETY: `new_in` returned Ok, so it initialised `slot`.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`Token::new`] into `slot`, in place: the token's state (about 32 KB) is written
+    /// field by field straight into `slot`, so that a device can keep it in a static and
+    /// give its threads only the stack the crypto needs (the largest field passes through
+    /// the stack, not the whole token). On an error `slot` is left uninitialised (what was
+    /// already written to it is dropped).
+    pub fn new_in(
+        slot: &mut core::mem::MaybeUninit<Self>,
+        config: Config,
+        rng: R,
+        store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<&mut Self, TokenError> {
+        Self::with_link_in(slot, config, None, rng, store, ui, now)
+    }
+
+    /// Boots a token whose exchanges with the gateway are protected ([`crate::link`]):
+    /// `material` is its pairing material (its key pair and the gateway's credential, from
+    /// `jeton pair`). It resumes the security context on flash, or runs EDHOC first.
+    #[allow(unsafe_code)]
+    pub fn with_link(
+        config: Config,
+        material: Option<crate::link::KeyFile>,
+        rng: R,
+        store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<Self, TokenError> {
+        let mut slot = core::mem::MaybeUninit::uninit();
+        Self::with_link_in(&mut slot, config, material, rng, store, ui, now)?;
+        // SAFETY: `with_link_in` returned Ok, so it initialised `slot`.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`Token::with_link`] into `slot`, in place (see [`Token::new_in`]).
+    #[allow(unsafe_code)]
+    pub fn with_link_in(
+        slot: &mut core::mem::MaybeUninit<Self>,
+        config: Config,
+        material: Option<crate::link::KeyFile>,
+        mut rng: R,
+        store: S,
+        ui: U,
+        now: Instant,
+    ) -> Result<&mut Self, TokenError> {
+        let token = slot.as_mut_ptr();
+        // SAFETY: `slot` is valid for writes and aligned for a `Token`, so its `core` is too.
+        // On `Err` only plain bytes were written, and `slot` stays uninitialised.
+        let boot = unsafe {
+            Boot::load_into(
+                core::ptr::addr_of_mut!((*token).core),
+                config.storage_key,
+                &mut rng,
+                store,
+            )
+        }?;
+        // SAFETY: as above; `write_unloaded` writes the fields `load_into` left.
+        unsafe { Self::write_unloaded(token, config, rng, ui, boot) };
+        // SAFETY: `load_into` and `write_unloaded` initialised every field of `slot`.
+        let token = unsafe { slot.assume_init_mut() };
+        // The fields `Boot::load_into` and `write_unloaded` write, all of them: adding a
+        // field to `Core` or `Token` breaks this pattern until one of them writes it too.
+        let Token {
+            coap: _,
+            link: _,
+            core:
+                Core {
+                    env:
+                        Env {
+                            settings: _,
+                            rng: _,
+                            ui: _,
+                            flash: _,
+                            work: _,
+                        },
+                    account: _,
+                    curve_b64: _,
+                    login: _,
+                    since: _,
+                    observation_stale: _,
+                    rooms: _,
+                    tracked: _,
+                    stale: _,
+                    devices: _,
+                    olm: _,
+                    olm_clock: _,
+                    inbound: _,
+                    pending_keys: _,
+                    retry: _,
+                    outbox: _,
+                    next_local_id: _,
+                    txn_prefix: _,
+                    txn_next: _,
+                    txn_ceiling: _,
+                    invites: _,
+                    joins: _,
+                    one_time_keys_wanted: _,
+                    server_one_time_keys: _,
+                    fallback_wanted: _,
+                    operation: _,
+                    token_sticky: _,
+                    token_bound_to_link: _,
+                    observation_lost: _,
+                    last_with_token: _,
+                    operation_with_token: _,
+                    poll_with_token: _,
+                    compact_sync: _,
+                    sync_backoff_until: _,
+                    backoff_until: _,
+                    sync: _,
+                    verification: _,
+                    stray_cancel: _,
+                    transfer: _,
+                    media_limit: _,
+                    sticky_rooms: _,
+                    sticky_sender: _,
+                    gateway_sessions: _,
+                    send_session: _,
+                },
+        } = token;
+        token.coap.deliver_every_registration(true);
+        if let Err(err) = token.load(material, now) {
+            // SAFETY: `slot` is initialised (above), and nothing has moved out of it.
+            unsafe { slot.assume_init_drop() };
+            return Err(err);
+        }
+        // SAFETY: `slot` is initialised (above) and `load` kept it so.
+        let token = unsafe { slot.assume_init_mut() };
+        token.drive(now);
+        Ok(token)
+    }
+
+    /// Writes the fields of `token` that [`Boot::load_into`] left: the booted transaction
+    /// counter and CoAP engine, and everything else empty, one field at a time, so that at
+    /// most one field passes through the stack. Not inlined, so that its frame is gone
+    /// before `load` and the first `drive`.
+    ///
+    /// # Safety
+    ///
+    /// `token` must be valid for writes and aligned. What its fields other than those
+    /// `Boot::load_into` wrote held is overwritten, not dropped.
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn write_unloaded(token: *mut Self, config: Config, rng: R, ui: U, boot: Boot) {
+        use core::ptr::addr_of_mut;
+
+        // SAFETY: `token` is valid for writes and aligned (the caller vouches for it). Each
+        // write initialises one field without reading or dropping what was there before;
+        // with `Boot::load_into`'s they initialise every field, as the pattern in `new_in`
+        // (which lists them all) makes the compiler check. Everything but the account, the
+        // transaction counter and the CoAP engine starts empty; `load` fills it in.
+        unsafe {
+            addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
+            // Plain until `load` reads the link's material and context.
+            addr_of_mut!((*token).link).write(Link::plain());
+            let core = addr_of_mut!((*token).core);
+            // The storage key stays with the flash handle alone.
+            addr_of_mut!((*core).env.settings).write(config.settings());
+            addr_of_mut!((*core).env.rng).write(rng);
+            addr_of_mut!((*core).env.ui).write(ui);
+            addr_of_mut!((*core).login).write(None);
+            addr_of_mut!((*core).since).write(String::new());
+            addr_of_mut!((*core).observation_stale).write(false);
+            write_each(addr_of_mut!((*core).rooms), || None);
+            addr_of_mut!((*core).tracked).write(Vec::new());
+            addr_of_mut!((*core).stale).write(0);
+            write_each(addr_of_mut!((*core).devices), || None);
+            write_each(addr_of_mut!((*core).olm), || None);
+            addr_of_mut!((*core).olm_clock).write(0);
+            write_each(addr_of_mut!((*core).inbound), || None);
+            addr_of_mut!((*core).pending_keys).write(Vec::new());
+            addr_of_mut!((*core).retry).write(Vec::new());
+            write_each(addr_of_mut!((*core).outbox), || None);
+            addr_of_mut!((*core).next_local_id).write(1);
+            addr_of_mut!((*core).txn_prefix).write(boot.txn_prefix);
+            addr_of_mut!((*core).txn_next).write(boot.txn_next);
+            addr_of_mut!((*core).txn_ceiling).write(boot.txn_next);
+            addr_of_mut!((*core).invites).write(Vec::new());
+            addr_of_mut!((*core).joins).write(Vec::new());
+            addr_of_mut!((*core).one_time_keys_wanted).write(false);
+            addr_of_mut!((*core).server_one_time_keys).write(0);
+            addr_of_mut!((*core).fallback_wanted).write(false);
+            addr_of_mut!((*core).operation).write(None);
+            addr_of_mut!((*core).token_sticky).write(false);
+            addr_of_mut!((*core).token_bound_to_link).write(false);
+            addr_of_mut!((*core).observation_lost).write(false);
+            addr_of_mut!((*core).last_with_token).write(false);
+            addr_of_mut!((*core).operation_with_token).write(false);
+            addr_of_mut!((*core).poll_with_token).write(false);
+            addr_of_mut!((*core).compact_sync).write(false);
+            addr_of_mut!((*core).sync_backoff_until).write(None);
+            addr_of_mut!((*core).backoff_until).write(None);
+            addr_of_mut!((*core).sync).write(SyncLane::Idle);
+            addr_of_mut!((*core).verification).write(None);
+            addr_of_mut!((*core).stray_cancel).write(None);
+            addr_of_mut!((*core).transfer).write(None);
+            addr_of_mut!((*core).media_limit).write(None);
+            addr_of_mut!((*core).sticky_rooms).write(0);
+            addr_of_mut!((*core).sticky_sender).write(false);
+            write_each(addr_of_mut!((*core).gateway_sessions), || None);
+            addr_of_mut!((*core).send_session).write(None);
+        }
+    }
+
+    /// Reads the login, the sync cursor, the devices, rooms, sessions and the outbox from
+    /// the store into the token, in place. Not inlined, so that its frame is gone before the
+    /// first `drive`.
+    #[inline(never)]
+    fn load(
+        &mut self,
+        material: Option<crate::link::KeyFile>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        let core = &mut self.core;
+        let flash = &mut core.env.flash;
+        self.link = Link::new(material, &mut flash.store, &mut flash.scratch, now)
+            .map_err(TokenError::Link)?;
+        core.token_bound_to_link = self.link.is_enabled();
+        core.login = load_login(flash)?;
+        core.since = load_cursor(flash)?;
+        load_devices(flash, &mut core.tracked, &mut core.devices)?;
+        for (slot, room) in core.rooms.iter_mut().enumerate() {
+            *room = load_room(flash, slot)?;
+            if let Some(room) = room {
+                room.outbound = load_outbound(flash, slot, now)?;
+            }
+        }
+        for (slot, entry) in core.inbound.iter_mut().enumerate() {
+            *entry = load_inbound(flash, slot)?;
+        }
+        for (slot, entry) in core.olm.iter_mut().enumerate() {
+            *entry = load_olm_info(flash, slot)?;
+            if let Some(info) = entry {
+                core.olm_clock = core.olm_clock.max(info.last_used);
+            }
+        }
+        for (slot, entry) in core.outbox.iter_mut().enumerate() {
+            if let Some((meta, _)) = flash.get(crate::store::record::OUTBOX + slot as u16)? {
+                let parsed = parse_outbox(meta, slot)?;
+                core.next_local_id = core.next_local_id.max(parsed.local_id.wrapping_add(1));
+                *entry = Some(OutboxSlot {
+                    local_id: parsed.local_id,
+                    room_id: bounded(parsed.room_id)?,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter RNG, so that two boots from the same seed make the same keys.
+    struct CountingRng(u8);
+    impl Rng for CountingRng {
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for byte in dest {
+                self.0 = self.0.wrapping_mul(5).wrapping_add(3);
+                *byte = self.0;
+            }
+        }
+    }
+
+    struct Silent;
+    impl Ui for Silent {
+        fn event(&mut self, _: &UiEvent<'_>) {}
+    }
+
+    type SmallStore = crate::store::MemoryStore<16>;
+    type SmallToken = Token<CountingRng, SmallStore, Silent>;
+
+    fn boot_in(
+        slot: &mut core::mem::MaybeUninit<SmallToken>,
+        seed: u8,
+        flash: SmallStore,
+    ) -> Result<&mut SmallToken, TokenError> {
+        let config = Config::new([3; 32]);
+        Token::new_in(
+            slot,
+            config,
+            CountingRng(seed),
+            flash,
+            Silent,
+            Instant::ZERO,
+        )
+    }
+
+    fn keys(token: &SmallToken) -> (String<44>, String<44>) {
+        let identity = token.identity();
+        (identity.curve25519, identity.ed25519)
+    }
+
+    #[test]
+    fn a_token_booted_in_place_keeps_its_identity_and_logs_in() {
+        let mut slot = Box::new(core::mem::MaybeUninit::uninit());
+        let token = boot_in(&mut slot, 9, SmallStore::new()).unwrap();
+        let identity = keys(token);
+        assert!(token.store().contains(crate::store::record::ACCOUNT));
+        token.login("alice", "secret", Instant::ZERO).unwrap();
+        let mut datagram = [0u8; 1152];
+        assert!(token.poll_transmit(Instant::ZERO, &mut datagram).is_some());
+
+        // Another seed makes another account; a boot from the first one's flash reads its
+        // account back, whatever the RNG.
+        let mut other = Box::new(core::mem::MaybeUninit::uninit());
+        assert_ne!(
+            keys(boot_in(&mut other, 200, SmallStore::new()).unwrap()),
+            identity
+        );
+        let flash = token.store().clone();
+        let mut again = Box::new(core::mem::MaybeUninit::uninit());
+        assert_eq!(keys(boot_in(&mut again, 200, flash).unwrap()), identity);
+    }
+
+    #[test]
+    fn a_token_booted_in_place_reports_records_it_cannot_read() {
+        let mut first = Box::new(core::mem::MaybeUninit::uninit());
+        let flash = boot_in(&mut first, 9, SmallStore::new())
+            .unwrap()
+            .store()
+            .clone();
+        // The account is read into the slot first, the transaction counter once the account
+        // is in place (which is dropped again), the login after the whole slot is written.
+        let mut slot = Box::new(core::mem::MaybeUninit::uninit());
+        for damaged in [
+            crate::store::record::ACCOUNT,
+            crate::store::record::TRANSACTIONS,
+            crate::store::record::LOGIN,
+        ] {
+            let mut broken = flash.clone();
+            broken.put(damaged, b"not a record jeton wrote").unwrap();
+            let err = boot_in(&mut slot, 9, broken).map(drop).unwrap_err();
+            assert_eq!(err, TokenError::CorruptRecord(damaged));
+            // The slot stays usable after the error.
+            assert!(boot_in(&mut slot, 9, flash.clone()).is_ok());
+        }
+    }
+}
