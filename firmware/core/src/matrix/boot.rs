@@ -269,10 +269,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     server_one_time_keys: _,
                     fallback_wanted: _,
                     operation: _,
-                    token_sticky: _,
-                    token_bound_to_link: _,
+                    gateway: _,
                     observation_lost: _,
-                    last_with_token: _,
                     operation_with_token: _,
                     poll_with_token: _,
                     compact_sync: _,
@@ -283,10 +281,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     stray_cancel: _,
                     transfer: _,
                     media_limit: _,
-                    sticky_rooms: _,
-                    sticky_sender: _,
-                    gateway_sessions: _,
-                    send_session: _,
                 },
         } = token;
         token.coap.deliver_every_registration(true);
@@ -352,10 +346,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).server_one_time_keys).write(0);
             addr_of_mut!((*core).fallback_wanted).write(false);
             addr_of_mut!((*core).operation).write(None);
-            addr_of_mut!((*core).token_sticky).write(false);
-            addr_of_mut!((*core).token_bound_to_link).write(false);
+            addr_of_mut!((*core).gateway).write(Gateway::new());
             addr_of_mut!((*core).observation_lost).write(false);
-            addr_of_mut!((*core).last_with_token).write(false);
             addr_of_mut!((*core).operation_with_token).write(false);
             addr_of_mut!((*core).poll_with_token).write(false);
             addr_of_mut!((*core).compact_sync).write(false);
@@ -366,10 +358,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).stray_cancel).write(None);
             addr_of_mut!((*core).transfer).write(None);
             addr_of_mut!((*core).media_limit).write(None);
-            addr_of_mut!((*core).sticky_rooms).write(0);
-            addr_of_mut!((*core).sticky_sender).write(false);
-            write_each(addr_of_mut!((*core).gateway_sessions), || None);
-            addr_of_mut!((*core).send_session).write(None);
         }
     }
 
@@ -386,7 +374,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         let flash = &mut core.env.flash;
         self.link = Link::new(material, &mut flash.store, &mut flash.scratch, now)
             .map_err(TokenError::Link)?;
-        core.token_bound_to_link = self.link.is_enabled();
+        core.gateway.set_bound_to_link(self.link.is_enabled());
         core.login = load_login(flash)?;
         core.since = load_cursor(flash)?;
         load_devices(flash, &mut core.tracked, &mut core.devices)?;

@@ -18,6 +18,7 @@ use jeton_proto::TableVersion;
 use jeton_proto::path::endpoint;
 use jeton_proto::view::Value;
 
+use super::requests::Sent;
 use super::*;
 use crate::coap::BodyDelivery;
 use crate::coap::option::BlockValue;
@@ -189,9 +190,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             None => Ok(()),
             Some(Transfer::Upload { .. }) if self.media_limit.is_none() => {
                 // Learn the largest upload once, before the first.
-                let id = self.request(coap, Code::GET, &[endpoint::MEDIA_CONFIG], &[], 0)?;
-                self.operation = Some((id, Operation::MediaConfig));
-                self.operation_with_token = self.last_with_token;
+                let sent = self.request(coap, Code::GET, &[endpoint::MEDIA_CONFIG], &[], 0)?;
+                self.operation = Some((sent.id, Operation::MediaConfig));
+                self.operation_with_token = sent.with_token;
                 Ok(())
             }
             Some(Transfer::Upload { upload, .. })
@@ -209,7 +210,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let more = !upload.is_complete();
                 let only = num == 0 && !more;
                 let block1 = (!only).then_some(BlockValue { num, more, szx });
-                let id = self.media_request(
+                let sent = self.media_request(
                     coap,
                     Code::POST,
                     &[endpoint::MEDIA_UPLOAD],
@@ -217,8 +218,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     block1,
                     BodyDelivery::Whole,
                 )?;
-                self.operation = Some((id, Operation::FileBlock { last: !more }));
-                self.operation_with_token = self.last_with_token;
+                self.operation = Some((sent.id, Operation::FileBlock { last: !more }));
+                self.operation_with_token = sent.with_token;
                 Ok(())
             }
             Some(Transfer::Download {
@@ -240,7 +241,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     more: false,
                     szx,
                 });
-                let id = self.media_request(
+                let sent = self.media_request(
                     coap,
                     Code::GET,
                     &[endpoint::MEDIA_DOWNLOAD, &server, &media_id],
@@ -248,8 +249,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     resume,
                     BodyDelivery::Streamed,
                 )?;
-                self.operation = Some((id, Operation::FileDownload));
-                self.operation_with_token = self.last_with_token;
+                self.operation = Some((sent.id, Operation::FileDownload));
+                self.operation_with_token = sent.with_token;
                 Ok(())
             }
             Some(Transfer::Download { .. }) => Ok(()),
@@ -266,7 +267,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         body_len: usize,
         block: Option<BlockValue>,
         delivery: BodyDelivery,
-    ) -> Result<RequestId, TokenError> {
+    ) -> Result<Sent, TokenError> {
         let shape = RequestShape {
             content_format: (method == Code::POST).then_some(OCTET_STREAM),
             block1: block.filter(|_| method == Code::POST),

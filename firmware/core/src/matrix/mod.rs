@@ -98,8 +98,10 @@ mod errors;
 mod events;
 mod files;
 mod flash;
+mod gateway;
 mod limits;
 mod receive;
+mod requests;
 mod rng;
 mod send;
 mod state;
@@ -115,7 +117,7 @@ use jeton_proto::TableVersion;
 use jeton_proto::path::endpoint;
 use jeton_proto::view::Value;
 
-use crate::coap::{Client, Code, Event, Request, RequestId, option};
+use crate::coap::{Client, Code, Event, RequestId, option};
 use crate::platform::{Instant, Rng};
 use crate::store::Store;
 
@@ -133,6 +135,8 @@ pub use verification::{
 
 use config::Settings;
 use flash::Flash;
+use gateway::Gateway;
+use requests::{RequestShape, code_number};
 use state::*;
 
 /// What the request in flight is for.
@@ -166,18 +170,6 @@ enum Operation {
     },
     FileDownload,
     MediaConfig,
-}
-
-/// How a request's body goes out and its answer comes back, beyond method and path.
-#[derive(Clone, Copy, Debug)]
-struct RequestShape {
-    /// The body's Content-Format (CBOR for Matrix bodies, 42 for a file's bytes).
-    content_format: Option<u8>,
-    /// A block of a body the token sends in blocks itself.
-    block1: Option<crate::coap::option::BlockValue>,
-    /// The response block a streamed download resumes at.
-    block2_start: Option<crate::coap::option::BlockValue>,
-    delivery: crate::coap::BodyDelivery,
 }
 
 /// How the token learns about new events.
@@ -293,26 +285,9 @@ struct Core<R: Rng, S: Store, U: Ui> {
     server_one_time_keys: u32,
     fallback_wanted: bool,
     operation: Option<(RequestId, Operation)>,
-    /// Whether the gateway holds the access token (option 256 is sticky per peer).
-    token_sticky: bool,
-    /// Room slots whose room id the gateway holds with the access token (PROFILE.md section
-    /// 1.1): a send that named the room in full succeeded since the token last went out.
-    sticky_rooms: u32,
-    /// Whether the gateway holds this device's Megolm sender fields with the access token.
-    sticky_sender: bool,
-    /// The Megolm session id the gateway holds for each room slot, as far as the token knows
-    /// for sure: set when a send carrying it succeeded, cleared when one that carried another
-    /// went out (the gateway keeps it whether the send succeeds or not).
-    gateway_sessions: [Option<[u8; 32]>; MAX_ROOMS],
-    /// The room slot and session id of the encrypted send in flight.
-    send_session: Option<(usize, [u8; 32])>,
-    /// Whether the gateway binds the access token to the link's security context: then
-    /// the /sync registration leaves it out too once the gateway holds it.
-    token_bound_to_link: bool,
+    gateway: Gateway,
     /// The gateway lost the observation: register it again.
     observation_lost: bool,
-    /// Whether the last request built carried the token.
-    last_with_token: bool,
     /// Whether the operation in flight carries the token.
     operation_with_token: bool,
     /// Whether the long-poll in flight carries the token.
@@ -345,11 +320,6 @@ const BACKOFF_MS: u64 = 5_000;
 /// Reserve transaction ids in blocks, so that the counter is written once per block.
 const TXN_BLOCK: u64 = 16;
 
-/// The class and detail of a CoAP code as a number (`4.01` is 401).
-fn code_number(code: Code) -> u16 {
-    u16::from(code.class()) * 100 + u16::from(code.detail())
-}
-
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Persists the Olm account (after any change to its keys, before anything depends on it).
     fn save_account(&mut self) -> Result<(), TokenError> {
@@ -360,87 +330,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.env.error(error);
     }
 
-    /// Queues a request with the profile's options.
-    fn request(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        method: Code,
-        path: &[&str],
-        query: &[&str],
-        body_len: usize,
-    ) -> Result<RequestId, TokenError> {
-        let shape = RequestShape {
-            content_format: Some(jeton_proto::coap::CONTENT_FORMAT_CBOR as u8),
-            block1: None,
-            block2_start: None,
-            delivery: crate::coap::BodyDelivery::Whole,
-        };
-        self.request_shaped(coap, method, path, query, body_len, shape)
-    }
-
-    /// Queues a request with the profile's options, its body the first `body_len` bytes of
-    /// `work`.
-    fn request_shaped(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        method: Code,
-        path: &[&str],
-        query: &[&str],
-        body_len: usize,
-        shape: RequestShape,
-    ) -> Result<RequestId, TokenError> {
-        let cbor = [jeton_proto::coap::CONTENT_FORMAT_CBOR as u8];
-        let body_format = [shape.content_format.unwrap_or(cbor[0])];
-        let version = [TableVersion::V2.option_value() as u8];
-        let mut options: Vec<(u16, &[u8]), 16> = Vec::new();
-        let full = TokenError::Request(crate::coap::RequestError::TooLarge);
-        for segment in path {
-            options
-                .push((option::URI_PATH, segment.as_bytes()))
-                .map_err(|_| full)?;
-        }
-        // Under v2 a body without Content-Format is CBOR, and so is the answer (PROFILE.md
-        // section 1): a CBOR body goes without Content-Format or Accept; only a body of other
-        // bytes (a file's ciphertext) names its format.
-        if (body_len > 0 || shape.block1.is_some()) && body_format != cbor {
-            options
-                .push((option::CONTENT_FORMAT, &body_format))
-                .map_err(|_| full)?;
-        }
-        for q in query {
-            options
-                .push((option::URI_QUERY, q.as_bytes()))
-                .map_err(|_| full)?;
-        }
-        // A request without a body, or with a body that is not CBOR (a file's bytes), asks for
-        // a CBOR answer.
-        if body_len == 0 || body_format != cbor {
-            options.push((option::ACCEPT, &cbor)).map_err(|_| full)?;
-        }
-        // The gateway keeps the access token per peer (option 256 is sticky): it goes
-        // out until a request carrying it succeeded, and again after a 4.01.
-        self.last_with_token = false;
-        if let Some(login) = &self.login
-            && !self.token_sticky
-        {
-            options
-                .push((option::ACCESS_TOKEN, login.access_token.as_bytes()))
-                .map_err(|_| full)?;
-            self.last_with_token = true;
-        }
-        options
-            .push((option::CBOR_TABLE_VERSION, &version))
-            .map_err(|_| full)?;
-        let body = self.env.work.get(..body_len).unwrap_or_default();
-        let request = Request {
-            delivery: shape.delivery,
-            block1: shape.block1,
-            block2: shape.block2_start,
-            ..Request::new(method, &options, body)
-        };
-        Ok(coap.request(&request)?)
-    }
-
     fn start(
         &mut self,
         coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
@@ -449,9 +338,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         path: &[&str],
         body_len: usize,
     ) -> Result<(), TokenError> {
-        let id = self.request(coap, method, path, &[], body_len)?;
-        self.operation = Some((id, operation));
-        self.operation_with_token = self.last_with_token;
+        let sent = self.request(coap, method, path, &[], body_len)?;
+        self.operation = Some((sent.id, operation));
+        self.operation_with_token = sent.with_token;
         Ok(())
     }
 
@@ -523,7 +412,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             Event::Notification { code, body, .. } => {
                 // The registration carried the token, so the gateway has it.
-                self.token_sticky = true;
+                self.gateway.note_notification();
                 if let SyncLane::Observing { id, .. } = self.sync {
                     self.sync = SyncLane::Observing { id, failures: 0 };
                 }
@@ -599,19 +488,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Tracks whether the gateway holds the access token; false when a request without
     /// it was refused for the lack of it (and must be made again).
     fn note_token(&mut self, code: Code, with_token: bool) -> bool {
-        let unauthorized = code_number(code) == 401;
-        if unauthorized && !with_token {
-            // The gateway lost its state for this peer (it restarted): the token again, and
-            // the observation, which it lost too, at once.
-            self.token_sticky = false;
-            self.forget_sticky();
+        let held = self.gateway.note_answer(code, with_token);
+        if !held {
+            // The gateway lost its state for this peer (it restarted): the observation too,
+            // which goes again at once.
             self.observation_lost = true;
-            return false;
         }
-        if code.class() == 2 && with_token {
-            self.token_sticky = true;
-        }
-        true
+        held
     }
 
     fn on_sync_response(&mut self, code: Code, body: &[u8], now: Instant) {
@@ -630,7 +513,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         match operation {
             // 4.12: the gateway cannot resolve the room handle (it restarted, or forgot the
             // room): not a failure, the next attempt sends everything in full.
-            Operation::Send { .. } if code_number(code) == 412 => self.forget_sticky(),
+            Operation::Send { .. } if code_number(code) == 412 => self.gateway.forget(),
             Operation::Send { slot } => {
                 // 4.xx but 4.01 and 4.29: the homeserver will never take this message.
                 if code.class() == 4
@@ -751,8 +634,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // Track the own user, for the user's other devices.
         let own = login.user_id.clone();
         self.login = Some(login);
-        self.token_sticky = false;
-        self.forget_sticky();
+        self.gateway.forget_all();
         self.track(&own);
         Ok(())
     }
@@ -828,10 +710,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .ok_or(TokenError::LimitReached(Limit::Rooms))?;
         let room = Room::new(bounded(room_id)?);
         save_room(&mut self.env.flash, slot, &room)?;
-        self.sticky_rooms &= !(1 << slot);
-        if let Some(session) = self.gateway_sessions.get_mut(slot) {
-            *session = None;
-        }
+        self.gateway.on_room_added(slot);
         if let Some(entry) = self.rooms.get_mut(slot) {
             *entry = Some(room);
         }
@@ -1011,9 +890,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
                 let _ = query.push(&filter);
                 let _ = query.push(&timeout);
-                let id = self.request(coap, Code::GET, &[endpoint::SYNC], &query, 0)?;
-                self.poll_with_token = self.last_with_token;
-                self.sync = SyncLane::Polling { id: Some(id) };
+                let sent = self.request(coap, Code::GET, &[endpoint::SYNC], &query, 0)?;
+                self.poll_with_token = sent.with_token;
+                self.sync = SyncLane::Polling { id: Some(sent.id) };
             }
             SyncLane::Polling { id: Some(_) } => {}
         }
@@ -1034,7 +913,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let _ = options.push((option::URI_QUERY, filter.as_bytes()));
         let _ = options.push((option::ACCEPT, &[60]));
         if let Some(login) = &self.login
-            && !(self.token_bound_to_link && self.token_sticky)
+            && self.gateway.registration_wants_token()
         {
             let _ = options.push((option::ACCESS_TOKEN, login.access_token.as_bytes()));
         }

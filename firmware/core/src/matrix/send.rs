@@ -946,13 +946,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         encrypted_room: bool,
     ) -> Result<(), TokenError> {
         // Only the send started now may teach the token what the gateway holds.
-        self.send_session = None;
+        self.gateway.begin_send();
         // The room by its handle once the gateway holds its id (PROFILE.md section 1.1).
         let handle = self
             .rooms
             .get(room_slot)
             .and_then(Option::as_ref)
-            .and_then(|room| self.room_handle(room_slot, &room.id));
+            .and_then(|room| {
+                let ids = self.rooms.iter().flatten().map(|r| r.id.as_str());
+                self.gateway.room_handle(room_slot, &room.id, ids)
+            });
         let id = record::OUTBOX + slot as u16;
         let Some((meta, _)) = self.env.flash.get(id)? else {
             return Err(TokenError::CorruptRecord(id));
@@ -980,15 +983,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .map(|l| l.device_id.clone())
             .unwrap_or_default();
         let own_curve = *self.account.curve25519_key().as_bytes();
-        let sender = (!(self.token_sticky && self.sticky_sender))
-            .then_some((&own_curve[..], own_device.as_str()));
+        let sender =
+            (!self.gateway.holds_sender()).then_some((&own_curve[..], own_device.as_str()));
         // The session id too, once the gateway holds it for this room (PROFILE.md 1.1).
-        let held = self
-            .gateway_sessions
-            .get(room_slot)
-            .copied()
-            .flatten()
-            .filter(|_| self.token_sticky);
+        let held = self.gateway.session(room_slot);
         let omitted = |session_id: &[u8]| held.is_some_and(|h| h[..] == *session_id);
         let (len, session_id, omit) = match entry.encrypted {
             Some((session_id, message)) => {
@@ -1051,11 +1049,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 (len, session_id, omit)
             }
         };
-        if !omit && let Some(held) = self.gateway_sessions.get_mut(room_slot) {
-            // The gateway keeps what this send carries, whatever its outcome.
-            *held = None;
-        }
-        self.send_session = Some((room_slot, session_id));
+        self.gateway.sending_session(room_slot, session_id, omit);
         self.start(
             coap,
             Operation::Send { slot },
@@ -1075,19 +1069,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.env.flash.store.remove(record::OUTBOX + slot as u16)?;
         // The send named the room and (encrypted) the sender fields, in full or as the
         // gateway already held them: it holds them now.
-        if let Some((room_slot, session_id)) = self.send_session.take()
-            && let Some(held) = self.gateway_sessions.get_mut(room_slot)
-        {
-            *held = Some(session_id);
-        }
-        if let Some(room_slot) = self.room_slot(&entry.room_id) {
-            self.sticky_rooms |= 1 << room_slot;
-            self.sticky_sender |= self
-                .rooms
-                .get(room_slot)
-                .and_then(Option::as_ref)
-                .is_some_and(|r| r.encrypted);
-        }
+        let room_slot = self.room_slot(&entry.room_id);
+        let encrypted = room_slot
+            .and_then(|slot| self.rooms.get(slot))
+            .and_then(Option::as_ref)
+            .is_some_and(|r| r.encrypted);
+        self.gateway.on_sent(room_slot, encrypted);
         self.env.ui.event(&UiEvent::Delivered {
             local_id: entry.local_id,
             room_id: &entry.room_id,
@@ -1096,50 +1083,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 }
-
-impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
-    /// The short handle of the room in `room_slot` (PROFILE.md section 1.1): `~` and the first
-    /// [`ROOM_HANDLE_CHARS`] characters after the `!`, if the gateway holds the room's id and no
-    /// other known room's id starts the same.
-    fn room_handle(
-        &self,
-        room_slot: usize,
-        room_id: &str,
-    ) -> Option<String<{ ROOM_HANDLE_CHARS + 1 }>> {
-        if !self.token_sticky || self.sticky_rooms & (1 << room_slot) == 0 {
-            return None;
-        }
-        let prefix = room_id.get(1..=ROOM_HANDLE_CHARS)?;
-        // A short id is cheap already; and the handle must name one room only.
-        if room_id.len() < 2 * ROOM_HANDLE_CHARS {
-            return None;
-        }
-        let shared = self
-            .rooms
-            .iter()
-            .flatten()
-            .filter(|r| r.id.get(1..=ROOM_HANDLE_CHARS) == Some(prefix))
-            .count();
-        if shared != 1 {
-            return None;
-        }
-        let mut handle = String::new();
-        handle.push('~').ok()?;
-        handle.push_str(prefix).ok()?;
-        Some(handle)
-    }
-
-    /// The gateway's sticky state is gone, or may be: everything goes in full again.
-    pub(super) fn forget_sticky(&mut self) {
-        self.sticky_rooms = 0;
-        self.sticky_sender = false;
-        self.gateway_sessions = [None; MAX_ROOMS];
-    }
-}
-
-/// Room id characters (after the `!`) in a room handle: 66 bits, more than anyone can grind a
-/// colliding room id for (the gateway's `MIN_HANDLE_CHARS`).
-const ROOM_HANDLE_CHARS: usize = 11;
 
 /// Clears device slot `slot` from what every outbound session recorded about it.
 fn forget_slot(rooms: &mut [Option<Room>; MAX_ROOMS], slot: usize) {

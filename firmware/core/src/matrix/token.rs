@@ -367,7 +367,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         if self.link.take_established() {
             // A new context: the gateway holds neither the access token nor the
             // observation of an earlier one.
-            self.core.token_sticky = false;
+            self.core.gateway.token_lost();
             self.core.observation_lost = true;
             // Its next registration carries the token again.
             self.core.observation_stale = true;
