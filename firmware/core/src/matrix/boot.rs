@@ -247,8 +247,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     account: _,
                     curve_b64: _,
                     login: _,
-                    since: _,
-                    observation_stale: _,
+                    sync: _,
+                    operation: _,
                     rooms: _,
                     tracked: _,
                     stale: _,
@@ -268,15 +268,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     one_time_keys_wanted: _,
                     server_one_time_keys: _,
                     fallback_wanted: _,
-                    operation: _,
                     gateway: _,
-                    observation_lost: _,
-                    operation_with_token: _,
-                    poll_with_token: _,
-                    compact_sync: _,
-                    sync_backoff_until: _,
-                    backoff_until: _,
-                    sync: _,
                     verification: _,
                     stray_cancel: _,
                     transfer: _,
@@ -324,8 +316,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).env.rng).write(rng);
             addr_of_mut!((*core).env.ui).write(ui);
             addr_of_mut!((*core).login).write(None);
-            addr_of_mut!((*core).since).write(String::new());
-            addr_of_mut!((*core).observation_stale).write(false);
+            addr_of_mut!((*core).sync).write(SyncLane::new());
+            addr_of_mut!((*core).operation).write(OperationLane::new());
             write_each(addr_of_mut!((*core).rooms), || None);
             addr_of_mut!((*core).tracked).write(Vec::new());
             addr_of_mut!((*core).stale).write(0);
@@ -345,15 +337,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).one_time_keys_wanted).write(false);
             addr_of_mut!((*core).server_one_time_keys).write(0);
             addr_of_mut!((*core).fallback_wanted).write(false);
-            addr_of_mut!((*core).operation).write(None);
             addr_of_mut!((*core).gateway).write(Gateway::new());
-            addr_of_mut!((*core).observation_lost).write(false);
-            addr_of_mut!((*core).operation_with_token).write(false);
-            addr_of_mut!((*core).poll_with_token).write(false);
-            addr_of_mut!((*core).compact_sync).write(false);
-            addr_of_mut!((*core).sync_backoff_until).write(None);
-            addr_of_mut!((*core).backoff_until).write(None);
-            addr_of_mut!((*core).sync).write(SyncLane::Idle);
             addr_of_mut!((*core).verification).write(None);
             addr_of_mut!((*core).stray_cancel).write(None);
             addr_of_mut!((*core).transfer).write(None);
@@ -376,7 +360,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             .map_err(TokenError::Link)?;
         core.gateway.set_bound_to_link(self.link.is_enabled());
         core.login = load_login(flash)?;
-        core.since = load_cursor(flash)?;
+        core.sync.load(flash)?;
         load_devices(flash, &mut core.tracked, &mut core.devices)?;
         for (slot, room) in core.rooms.iter_mut().enumerate() {
             *room = load_room(flash, slot)?;

@@ -191,8 +191,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Some(Transfer::Upload { .. }) if self.media_limit.is_none() => {
                 // Learn the largest upload once, before the first.
                 let sent = self.request(coap, Code::GET, &[endpoint::MEDIA_CONFIG], &[], 0)?;
-                self.operation = Some((sent.id, Operation::MediaConfig));
-                self.operation_with_token = sent.with_token;
+                self.operation.begin(sent, Operation::MediaConfig);
                 Ok(())
             }
             Some(Transfer::Upload { upload, .. })
@@ -218,8 +217,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     block1,
                     BodyDelivery::Whole,
                 )?;
-                self.operation = Some((sent.id, Operation::FileBlock { last: !more }));
-                self.operation_with_token = sent.with_token;
+                self.operation
+                    .begin(sent, Operation::FileBlock { last: !more });
                 Ok(())
             }
             Some(Transfer::Download {
@@ -249,8 +248,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     resume,
                     BodyDelivery::Streamed,
                 )?;
-                self.operation = Some((sent.id, Operation::FileDownload));
-                self.operation_with_token = sent.with_token;
+                self.operation.begin(sent, Operation::FileDownload);
                 Ok(())
             }
             Some(Transfer::Download { .. }) => Ok(()),
@@ -413,7 +411,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             return Ok(());
         }
-        self.operation = None;
+        self.operation.end();
         let Some(Transfer::Download {
             download,
             room_id,
@@ -480,7 +478,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Ends the transfer, deleting what it stored, and tells the user why.
     fn abandon_transfer(&mut self, error: FileError) -> Result<(), TokenError> {
-        self.operation = None;
+        self.operation.end();
         let Some(transfer) = self.transfer.take() else {
             return Ok(());
         };

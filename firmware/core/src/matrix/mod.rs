@@ -100,11 +100,13 @@ mod files;
 mod flash;
 mod gateway;
 mod limits;
+mod operations;
 mod receive;
 mod requests;
 mod rng;
 mod send;
 mod state;
+mod sync;
 mod token;
 pub mod verification;
 
@@ -117,7 +119,7 @@ use jeton_proto::TableVersion;
 use jeton_proto::path::endpoint;
 use jeton_proto::view::Value;
 
-use crate::coap::{Client, Code, Event, RequestId, option};
+use crate::coap::{Client, Code, Event, option};
 use crate::platform::{Instant, Rng};
 use crate::store::Store;
 
@@ -136,52 +138,10 @@ pub use verification::{
 use config::Settings;
 use flash::Flash;
 use gateway::Gateway;
+use operations::{BACKOFF_MS, Operation, OperationLane};
 use requests::{RequestShape, code_number};
 use state::*;
-
-/// What the request in flight is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Operation {
-    Login,
-    Upload {
-        with_device_keys: bool,
-    },
-    Filter,
-    Query,
-    Claim {
-        device: usize,
-    },
-    ShareKey {
-        device: usize,
-    },
-    Send {
-        slot: usize,
-    },
-    Join,
-    FetchEvent,
-    /// An `m.key.verification.*` to-device message (`stray`: a cancel for an unknown
-    /// transaction).
-    Verification {
-        stray: bool,
-    },
-    /// A block of a file upload; `last`: the final one, answered with the `content_uri`.
-    FileBlock {
-        last: bool,
-    },
-    FileDownload,
-    MediaConfig,
-}
-
-/// How the token learns about new events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SyncLane {
-    /// Not started (not logged in, or keys not yet uploaded).
-    Idle,
-    /// An Observe registration on `/sync`.
-    Observing { id: RequestId, failures: u8 },
-    /// Long-poll requests, one at a time.
-    Polling { id: Option<RequestId> },
-}
+use sync::SyncLane;
 
 /// A summary of one room, for the `rooms` command. Its `Display` is the line jeton-sim and
 /// the RIOT shell print: `room <id> encrypted|unencrypted members=<n>`.
@@ -261,8 +221,8 @@ struct Core<R: Rng, S: Store, U: Ui> {
     account: Account<ONE_TIME_KEYS>,
     curve_b64: String<44>,
     login: Option<Login>,
-    since: String<MAX_CURSOR_LEN>,
-    observation_stale: bool,
+    sync: SyncLane,
+    operation: OperationLane,
     rooms: [Option<Room>; MAX_ROOMS],
     tracked: Vec<UserId, MAX_TRACKED_USERS>,
     /// Bit `i`: the devices of `tracked[i]` need a keys/query.
@@ -284,21 +244,7 @@ struct Core<R: Rng, S: Store, U: Ui> {
     /// One-time keys the server holds, as last reported.
     server_one_time_keys: u32,
     fallback_wanted: bool,
-    operation: Option<(RequestId, Operation)>,
     gateway: Gateway,
-    /// The gateway lost the observation: register it again.
-    observation_lost: bool,
-    /// Whether the operation in flight carries the token.
-    operation_with_token: bool,
-    /// Whether the long-poll in flight carries the token.
-    poll_with_token: bool,
-    /// After a sync too large for the response buffer: sync with [`COMPACT_FILTER`].
-    compact_sync: bool,
-    /// After a failed long-poll, the next one waits until then.
-    sync_backoff_until: Option<Instant>,
-    /// After a failed operation, the next one waits until then.
-    backoff_until: Option<Instant>,
-    sync: SyncLane,
     /// The device verification in progress.
     verification: Option<verification::Verification>,
     /// A cancel owed for a verification message of an unknown transaction.
@@ -308,14 +254,6 @@ struct Core<R: Rng, S: Store, U: Ui> {
     /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
     media_limit: Option<u64>,
 }
-
-/// The inline filter of a catch-up sync, percent-encoded:
-/// `{"room":{"timeline":{"limit":1}}}`.
-const COMPACT_FILTER: &str =
-    "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
-
-/// How long the token waits after a failed operation before the next one.
-const BACKOFF_MS: u64 = 5_000;
 
 /// Reserve transaction ids in blocks, so that the counter is written once per block.
 const TXN_BLOCK: u64 = 16;
@@ -330,18 +268,49 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.env.error(error);
     }
 
-    fn start(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        operation: Operation,
-        method: Code,
-        path: &[&str],
-        body_len: usize,
-    ) -> Result<(), TokenError> {
-        let sent = self.request(coap, method, path, &[], body_len)?;
-        self.operation = Some((sent.id, operation));
-        self.operation_with_token = sent.with_token;
-        Ok(())
+    /// An event of the CoAP engine: an answer to the sync lane or the operation lane.
+    fn on_event(&mut self, event: Event<'_>, now: Instant) {
+        match event {
+            Event::Response { id, code, body, .. } => {
+                if !self.on_sync_answer(id, code, body, now) {
+                    self.on_operation_answer(id, code, body, now);
+                }
+            }
+            Event::Notification { code, body, .. } => self.on_sync_notification(code, body, now),
+            Event::Failed { id, error } => {
+                if !self.on_sync_failed(id, error, now) {
+                    self.on_operation_failed(id, error, now);
+                }
+            }
+            Event::ResponseBlock {
+                id,
+                code,
+                options,
+                offset,
+                body,
+                last,
+            } => {
+                let size2 = || {
+                    options
+                        .clone()
+                        .find(|(number, _)| *number == option::SIZE2)
+                        .and_then(|(_, value)| crate::coap::message::decode_uint(value))
+                };
+                self.on_download_answer(id, code, size2, offset, body, last);
+            }
+        }
+    }
+
+    /// Tracks whether the gateway holds the access token; false when a request without
+    /// it was refused for the lack of it (and must be made again).
+    fn note_token(&mut self, code: Code, with_token: bool) -> bool {
+        let held = self.gateway.note_answer(code, with_token);
+        if !held {
+            // The gateway lost its state for this peer (it restarted): the observation too,
+            // which goes again at once.
+            self.sync.observation_lost();
+        }
+        held
     }
 
     fn start_login(
@@ -359,245 +328,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             &self.env.settings.device_display_name,
         )?;
         self.start(coap, Operation::Login, Code::POST, &[endpoint::LOGIN], len)
-    }
-
-    fn on_event(&mut self, event: Event<'_>, now: Instant) {
-        match event {
-            Event::Response { id, code, body, .. } => {
-                if let SyncLane::Observing { id: obs, .. } = self.sync
-                    && obs == id
-                {
-                    // Answered without Observe: the gateway does not observe /sync.
-                    self.sync = SyncLane::Polling { id: None };
-                    self.on_sync_response(code, body, now);
-                } else if let SyncLane::Polling { id: Some(poll) } = self.sync
-                    && poll == id
-                {
-                    self.sync = SyncLane::Polling { id: None };
-                    let with_token = self.poll_with_token;
-                    if self.note_token(code, with_token) {
-                        if code.class() == 2 {
-                            self.compact_sync = false;
-                        } else {
-                            self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
-                        }
-                        self.on_sync_response(code, body, now);
-                    }
-                } else if let Some((op_id, operation)) = self.operation
-                    && op_id == id
-                {
-                    self.operation = None;
-                    if !self.note_token(code, self.operation_with_token) {
-                        // The gateway lost the token (it restarted): do it again with it.
-                        if let Operation::Upload { .. } = operation {
-                            self.one_time_keys_wanted = true;
-                            self.fallback_wanted = true;
-                        }
-                        if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
-                            self.on_transfer_failed(None);
-                        }
-                        return;
-                    }
-                    if code.class() != 2 {
-                        if code.class() == 5 || matches!(code_number(code), 401 | 429) {
-                            self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
-                        }
-                        self.on_operation_refused(operation, code);
-                        return;
-                    }
-                    if let Err(error) = self.on_operation_done(operation, body, now) {
-                        self.error(error);
-                    }
-                }
-            }
-            Event::Notification { code, body, .. } => {
-                // The registration carried the token, so the gateway has it.
-                self.gateway.note_notification();
-                if let SyncLane::Observing { id, .. } = self.sync {
-                    self.sync = SyncLane::Observing { id, failures: 0 };
-                }
-                self.on_sync_response(code, body, now);
-            }
-            Event::Failed { id, error } => {
-                let too_large = error == crate::coap::ExchangeError::ResponseTooLarge;
-                if too_large {
-                    // A sync larger than the response buffer: catch up with a compact
-                    // filter (the newest event of each room) by long polling.
-                    self.compact_sync = true;
-                    self.error(TokenError::Exchange(error));
-                }
-                if let SyncLane::Observing { id: obs, failures } = self.sync
-                    && obs == id
-                {
-                    // The engine retries the registration; after two failures in a row,
-                    // fall back to long polling.
-                    self.sync = SyncLane::Observing {
-                        id,
-                        failures: if too_large {
-                            2
-                        } else {
-                            failures.saturating_add(1)
-                        },
-                    };
-                } else if let SyncLane::Polling { id: Some(poll) } = self.sync
-                    && poll == id
-                {
-                    self.sync = SyncLane::Polling { id: None };
-                    self.sync_backoff_until = Some(now.plus_millis(BACKOFF_MS));
-                } else if let Some((op, operation)) = self.operation
-                    && op == id
-                {
-                    self.operation = None;
-                    self.backoff_until = Some(now.plus_millis(BACKOFF_MS));
-                    self.error(TokenError::Exchange(error));
-                    if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
-                        self.on_transfer_failed(None);
-                    }
-                }
-            }
-            Event::ResponseBlock {
-                id,
-                code,
-                options,
-                offset,
-                body,
-                last,
-            } => {
-                if self.operation == Some((id, Operation::FileDownload)) {
-                    if last {
-                        self.operation = None;
-                    }
-                    if !self.note_token(code, self.operation_with_token) {
-                        self.on_transfer_failed(None);
-                    } else if code.class() != 2 {
-                        self.on_transfer_failed(Some(code));
-                    } else {
-                        let size2 = options
-                            .clone()
-                            .find(|(number, _)| *number == option::SIZE2)
-                            .and_then(|(_, value)| crate::coap::message::decode_uint(value));
-                        if let Err(error) = self.on_download_block(size2, offset, body, last) {
-                            self.error(error);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Tracks whether the gateway holds the access token; false when a request without
-    /// it was refused for the lack of it (and must be made again).
-    fn note_token(&mut self, code: Code, with_token: bool) -> bool {
-        let held = self.gateway.note_answer(code, with_token);
-        if !held {
-            // The gateway lost its state for this peer (it restarted): the observation too,
-            // which goes again at once.
-            self.observation_lost = true;
-        }
-        held
-    }
-
-    fn on_sync_response(&mut self, code: Code, body: &[u8], now: Instant) {
-        if code.class() != 2 {
-            self.error(TokenError::Server(code_number(code)));
-            return;
-        }
-        match self.on_sync(body, now) {
-            Ok(()) => self.env.ui.event(&UiEvent::Synced),
-            Err(error) => self.error(error),
-        }
-    }
-
-    fn on_operation_refused(&mut self, operation: Operation, code: Code) {
-        let error = TokenError::Server(code_number(code));
-        match operation {
-            // 4.12: the gateway cannot resolve the room handle (it restarted, or forgot the
-            // room): not a failure, the next attempt sends everything in full.
-            Operation::Send { .. } if code_number(code) == 412 => self.gateway.forget(),
-            Operation::Send { slot } => {
-                // 4.xx but 4.01 and 4.29: the homeserver will never take this message.
-                if code.class() == 4
-                    && !matches!(code_number(code), 401 | 429)
-                    && let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take)
-                {
-                    {
-                        let _ = self
-                            .env
-                            .flash
-                            .store
-                            .remove(crate::store::record::OUTBOX + slot as u16);
-                        self.env.ui.event(&UiEvent::SendFailed {
-                            local_id: entry.local_id,
-                            error,
-                        });
-                        return;
-                    }
-                }
-                self.error(error);
-            }
-            Operation::Join => {
-                if !self.joins.is_empty() {
-                    self.joins.remove(0);
-                }
-                self.error(error);
-            }
-            Operation::ShareKey { device }
-                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
-            {
-                // The homeserver refuses this device: skip it for the current sessions.
-                for room in self.rooms.iter_mut().flatten() {
-                    if let Some(outbound) = &mut room.outbound {
-                        outbound.unreachable |= 1 << device;
-                    }
-                }
-                self.error(error);
-            }
-            Operation::Verification { stray }
-                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
-            {
-                // The homeserver will never take this message: drop it.
-                self.on_verification_sent(stray);
-                self.error(error);
-            }
-            Operation::FileBlock { .. } | Operation::FileDownload => {
-                self.error(error);
-                self.on_transfer_failed(Some(code));
-            }
-            Operation::MediaConfig if code.class() == 4 && code_number(code) != 429 => {
-                // No media config (an older homeserver): the token's own limit is the one.
-                self.media_limit = Some(crate::files::MAX_FILE_SIZE);
-            }
-            _ => self.error(error),
-        }
-    }
-
-    // Not inlined into `on_event`: the handlers' locals would sit under every sync.
-    #[inline(never)]
-    fn on_operation_done(
-        &mut self,
-        operation: Operation,
-        body: &[u8],
-        now: Instant,
-    ) -> Result<(), TokenError> {
-        match operation {
-            Operation::Login => self.on_login(body),
-            Operation::Upload { with_device_keys } => self.on_uploaded(body, with_device_keys),
-            Operation::Filter => self.on_filter(body),
-            Operation::Query => self.on_keys_query(body),
-            Operation::Claim { device } => self.on_claimed(body, device),
-            Operation::ShareKey { device } => self.on_key_shared(device),
-            Operation::Send { slot } => self.on_sent(body, slot),
-            Operation::Join => self.on_joined(body, now),
-            Operation::FetchEvent => self.on_fetched_event(body),
-            Operation::Verification { stray } => {
-                self.on_verification_sent(stray);
-                Ok(())
-            }
-            Operation::FileBlock { last } => self.on_file_block(last, body),
-            // A file of one block, not streamed in blocks.
-            Operation::FileDownload => self.on_download_block(None, 0, body, true),
-            Operation::MediaConfig => self.on_media_config(body),
-        }
     }
 
     fn on_login(&mut self, body: &[u8]) -> Result<(), TokenError> {
@@ -715,210 +445,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             *entry = Some(room);
         }
         Ok(slot)
-    }
-
-    /// Starts what is due, one operation at a time, and keeps sync running.
-    #[inline(never)]
-    fn plan(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        now: Instant,
-    ) -> Result<(), TokenError> {
-        let Some(login) = &self.login else {
-            return Ok(());
-        };
-        let ready = login.keys_uploaded && !login.filter_id.is_empty();
-        if self.backoff_until.is_some_and(|until| now < until) {
-            // Waiting after a failure.
-        } else if self.operation.is_none() {
-            self.backoff_until = None;
-            self.plan_operation(coap, now)?;
-        }
-        if ready {
-            self.plan_sync(coap, now)?;
-        }
-        Ok(())
-    }
-
-    fn plan_operation(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        now: Instant,
-    ) -> Result<(), TokenError> {
-        let Some(login) = &self.login else {
-            return Ok(());
-        };
-        if !login.keys_uploaded {
-            return self.start_upload(coap, true);
-        }
-        if self.one_time_keys_wanted || self.fallback_wanted {
-            return self.start_upload(coap, false);
-        }
-        if login.filter_id.is_empty() {
-            let user = login.user_id.clone();
-            let len = send::filter_body(&mut self.env.work)?;
-            return self.start(
-                coap,
-                Operation::Filter,
-                Code::POST,
-                &[endpoint::FILTER, &user],
-                len,
-            );
-        }
-        if let Some((len, event_type, stray)) = self.next_verification_message()? {
-            let txn = self.next_transaction_id()?;
-            return self.start(
-                coap,
-                Operation::Verification { stray },
-                Code::PUT,
-                &[endpoint::SEND_TO_DEVICE, event_type, &txn],
-                len,
-            );
-        }
-        if self.stale != 0 {
-            let stale = self.stale;
-            let len = {
-                let users: Vec<&str, MAX_TRACKED_USERS> = self
-                    .tracked
-                    .iter()
-                    .enumerate()
-                    .filter(|(index, _)| stale & (1 << index) != 0)
-                    .map(|(_, user)| user.as_str())
-                    .collect();
-                jeton_proto::write::keys_query_body(&mut self.env.work, &users, 10_000)?
-            };
-            return self.start(
-                coap,
-                Operation::Query,
-                Code::POST,
-                &[endpoint::KEYS_QUERY],
-                len,
-            );
-        }
-        if let Some(room) = self.joins.first().cloned() {
-            if let Some(first) = self.env.work.first_mut() {
-                // An empty CBOR map.
-                *first = 0xa0;
-            }
-            return self.start(
-                coap,
-                Operation::Join,
-                Code::POST,
-                &[endpoint::JOIN, &room],
-                1,
-            );
-        }
-        if let Some((room, event)) = self.retry.first().cloned()
-            && self.pending_keys.is_empty()
-        {
-            self.retry.remove(0);
-            return self.start(
-                coap,
-                Operation::FetchEvent,
-                Code::GET,
-                &[endpoint::ROOM_EVENT, &room, &event],
-                0,
-            );
-        }
-        self.plan_send(coap, now)?;
-        if self.operation.is_none() {
-            self.plan_transfer(coap)?;
-        }
-        Ok(())
-    }
-
-    fn plan_sync(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        now: Instant,
-    ) -> Result<(), TokenError> {
-        let Some(login) = &self.login else {
-            return Ok(());
-        };
-        let mut since: String<{ MAX_CURSOR_LEN + 6 }> = String::new();
-        if !self.since.is_empty() {
-            let _ = since.push_str("since=");
-            let _ = since.push_str(&self.since);
-        }
-        let mut filter: String<{ MAX_CURSOR_LEN + 7 }> = String::new();
-        if self.compact_sync {
-            let _ = filter.push_str(COMPACT_FILTER);
-        } else {
-            let _ = filter.push_str("filter=");
-            let _ = filter.push_str(&login.filter_id);
-        }
-        match self.sync {
-            SyncLane::Idle => {
-                let id = {
-                    let options = self.sync_options(&since, &filter, None);
-                    coap.observe(options.as_slice())?
-                };
-                self.sync = SyncLane::Observing { id, failures: 0 };
-                self.observation_stale = false;
-            }
-            SyncLane::Observing { failures, .. } if failures >= 2 => {
-                let _ = coap.cancel_observation();
-                self.sync = SyncLane::Polling { id: None };
-            }
-            SyncLane::Observing { .. } => {
-                if core::mem::take(&mut self.observation_lost) {
-                    let _ = coap.reregister_observation();
-                }
-                if self.observation_stale {
-                    {
-                        let options = self.sync_options(&since, &filter, None);
-                        coap.set_observation_options(options.as_slice())?;
-                    }
-                    self.observation_stale = false;
-                }
-            }
-            SyncLane::Polling { id: None }
-                if self.sync_backoff_until.is_some_and(|until| now < until) => {}
-            SyncLane::Polling { id: None } => {
-                self.sync_backoff_until = None;
-                let mut timeout: String<24> = String::new();
-                let _ = timeout.push_str("timeout=");
-                push_number(
-                    &mut timeout,
-                    u64::from(self.env.settings.long_poll_timeout_ms),
-                    10,
-                    0,
-                )?;
-                let mut query: Vec<&str, 3> = Vec::new();
-                if !since.is_empty() {
-                    let _ = query.push(&since);
-                }
-                let _ = query.push(&filter);
-                let _ = query.push(&timeout);
-                let sent = self.request(coap, Code::GET, &[endpoint::SYNC], &query, 0)?;
-                self.poll_with_token = sent.with_token;
-                self.sync = SyncLane::Polling { id: Some(sent.id) };
-            }
-            SyncLane::Polling { id: Some(_) } => {}
-        }
-        Ok(())
-    }
-
-    fn sync_options<'o>(
-        &'o self,
-        since: &'o str,
-        filter: &'o str,
-        _timeout: Option<&'o str>,
-    ) -> Vec<(u16, &'o [u8]), 8> {
-        let mut options: Vec<(u16, &[u8]), 8> = Vec::new();
-        let _ = options.push((option::URI_PATH, endpoint::SYNC.as_bytes()));
-        if !since.is_empty() {
-            let _ = options.push((option::URI_QUERY, since.as_bytes()));
-        }
-        let _ = options.push((option::URI_QUERY, filter.as_bytes()));
-        let _ = options.push((option::ACCEPT, &[60]));
-        if let Some(login) = &self.login
-            && self.gateway.registration_wants_token()
-        {
-            let _ = options.push((option::ACCESS_TOKEN, login.access_token.as_bytes()));
-        }
-        let _ = options.push((option::CBOR_TABLE_VERSION, &[2]));
-        options
     }
 }
 

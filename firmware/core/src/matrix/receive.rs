@@ -5,9 +5,7 @@ use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
 use jeton_olm::olm::{MessageType, OlmMessage, Session};
 use jeton_proto::TableVersion;
 use jeton_proto::ids::{Id, TEXT_LEN};
-use jeton_proto::view::{
-    Binary, EncryptedContent, Event, MEGOLM_ALGORITHM, OLM_ALGORITHM, SyncResponse, Value,
-};
+use jeton_proto::view::{Binary, EncryptedContent, Event, MEGOLM_ALGORITHM, SyncResponse, Value};
 use jeton_proto::write::SIGNED_CURVE25519;
 
 use super::send::{binary_bytes, binary32};
@@ -109,63 +107,11 @@ fn room_key_payload(plaintext: &[u8]) -> Result<Option<RoomKeyPayload>, Rejectio
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
-    /// Processes a sync response. A response the token cannot read in full (a list over a
-    /// capacity, a malformed event) is reported, and the cursor still moves past it:
-    /// otherwise the same response would come back forever.
-    pub(super) fn on_sync(&mut self, body: &[u8], now: Instant) -> Result<(), TokenError> {
-        let sync = SyncResponse::parse(body, TableVersion::V2)?;
-        let next_batch: String<MAX_CURSOR_LEN> = bounded(sync.next_batch()?)?;
-        let result = self.apply_sync(&sync, now);
-        if matches!(
-            result,
-            Err(TokenError::Malformed(_) | TokenError::LimitReached(_) | TokenError::Json(_))
-        ) || result.is_ok()
-        {
-            save_cursor(&mut self.env.flash, &next_batch)?;
-            self.since = next_batch;
-            self.observation_stale = true;
-        }
-        result
-    }
-
-    fn apply_sync(&mut self, sync: &SyncResponse<'_>, now: Instant) -> Result<(), TokenError> {
-        self.apply_rooms(sync)?;
-
-        for event in sync.to_device_events()? {
-            let event = event?;
-            if let Some(content) = event.encrypted()?
-                && content.algorithm()? == OLM_ALGORITHM
-            {
-                let sender = event.sender()?;
-                self.on_olm_event(sender, content)?;
-            } else if event.event_type()?.starts_with("m.key.verification.") {
-                self.on_verification_event(
-                    event.sender()?,
-                    event.event_type()?,
-                    event.content()?,
-                    now,
-                );
-            }
-        }
-
-        for room in sync.joined_rooms()? {
-            let (room_id, room) = room?;
-            let mut text = [0; TEXT_LEN];
-            let room_id = room_id.as_text(&mut text);
-            for event in room.timeline_events()? {
-                self.on_timeline_event(room_id, &event?)?;
-            }
-        }
-
-        // Everything this sync carried is stored: the caller moves the cursor.
-        Ok(())
-    }
-
     /// Invites, membership and encryption state, device list changes and key counts: what
     /// has to be in before the sync's room keys and messages. Out of line, so that its
     /// locals are not under the Olm decryption's stack.
     #[inline(never)]
-    fn apply_rooms(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
+    pub(super) fn apply_rooms(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
         let own_user = self
             .login
             .as_ref()
@@ -331,7 +277,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// An Olm to-device message: decrypted with an existing session or a new inbound one.
     #[inline(never)]
-    fn on_olm_event(
+    pub(super) fn on_olm_event(
         &mut self,
         sender: &str,
         content: EncryptedContent<'_>,
@@ -589,7 +535,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    fn on_timeline_event(&mut self, room_id: &str, event: &Event<'_>) -> Result<(), TokenError> {
+    pub(super) fn on_timeline_event(
+        &mut self,
+        room_id: &str,
+        event: &Event<'_>,
+    ) -> Result<(), TokenError> {
         match event.event_type()? {
             "m.room.encrypted" => self.on_megolm_event(room_id, event),
             "m.room.message" if event.state_key()?.is_none() => {

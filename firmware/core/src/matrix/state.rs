@@ -168,20 +168,6 @@ pub(crate) fn load_login<S: Store>(flash: &mut Flash<S>) -> Result<Option<Login>
     }))
 }
 
-pub(crate) fn save_cursor<S: Store>(flash: &mut Flash<S>, since: &str) -> Result<(), TokenError> {
-    flash.put(record::SYNC_CURSOR, |e| e.str(since).map(drop))
-}
-
-pub(crate) fn load_cursor<S: Store>(
-    flash: &mut Flash<S>,
-) -> Result<String<MAX_CURSOR_LEN>, TokenError> {
-    let id = record::SYNC_CURSOR;
-    match flash.get(id)? {
-        None => Ok(String::new()),
-        Some((meta, _)) => text(&mut Decoder::new(meta), id),
-    }
-}
-
 /// Transaction ids: a random prefix chosen at first boot and a counter whose reserved
 /// ceiling is on flash before any id below it is used.
 pub(crate) fn save_transactions<S: Store>(

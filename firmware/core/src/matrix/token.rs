@@ -98,7 +98,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let backoff = self
             .core
-            .backoff_until
+            .operation
+            .deadline()
             .filter(|_| self.core.login.is_some());
         [
             self.coap.poll_timeout(),
@@ -158,7 +159,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// Logs in with a password. The password goes into the request and is not kept.
     #[inline(never)]
     pub fn login(&mut self, user: &str, password: &str, now: Instant) -> Result<(), CommandError> {
-        if self.core.login.is_some() || self.core.operation.is_some() {
+        if self.core.login.is_some() || !self.core.operation.is_idle() {
             return Err(CommandError::AlreadyLoggedIn);
         }
         self.core.start_login(&mut self.coap, user, password)?;
@@ -368,9 +369,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             // A new context: the gateway holds neither the access token nor the
             // observation of an earlier one.
             self.core.gateway.token_lost();
-            self.core.observation_lost = true;
             // Its next registration carries the token again.
-            self.core.observation_stale = true;
+            self.core.sync.on_new_link_context();
             let sender_id = self.link.sender_id().unwrap_or_default();
             self.core
                 .env
