@@ -130,7 +130,7 @@ impl Boot {
         if created {
             save_account(flash, rng, account)?;
         }
-        let (txn_prefix, txn_next) = match load_transactions(flash)? {
+        let (txn_prefix, txn_next) = match Numbering::load(flash)? {
             Some(found) => found,
             None => (rng.next_u32(), 0),
         };
@@ -259,10 +259,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     pending_keys: _,
                     retry: _,
                     outbox: _,
-                    next_local_id: _,
-                    txn_prefix: _,
-                    txn_next: _,
-                    txn_ceiling: _,
                     invites: _,
                     joins: _,
                     one_time_keys_wanted: _,
@@ -327,11 +323,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             write_each(addr_of_mut!((*core).inbound), || None);
             addr_of_mut!((*core).pending_keys).write(Vec::new());
             addr_of_mut!((*core).retry).write(Vec::new());
-            write_each(addr_of_mut!((*core).outbox), || None);
-            addr_of_mut!((*core).next_local_id).write(1);
-            addr_of_mut!((*core).txn_prefix).write(boot.txn_prefix);
-            addr_of_mut!((*core).txn_next).write(boot.txn_next);
-            addr_of_mut!((*core).txn_ceiling).write(boot.txn_next);
+            let txn = Numbering::booted(boot.txn_prefix, boot.txn_next);
+            addr_of_mut!((*core).outbox).write(Outbox::new(txn));
             addr_of_mut!((*core).invites).write(Vec::new());
             addr_of_mut!((*core).joins).write(Vec::new());
             addr_of_mut!((*core).one_time_keys_wanted).write(false);
@@ -377,16 +370,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 core.olm_clock = core.olm_clock.max(info.last_used);
             }
         }
-        for (slot, entry) in core.outbox.iter_mut().enumerate() {
-            if let Some((meta, _)) = flash.get(crate::store::record::OUTBOX + slot as u16)? {
-                let parsed = parse_outbox(meta, slot)?;
-                core.next_local_id = core.next_local_id.max(parsed.local_id.wrapping_add(1));
-                *entry = Some(OutboxSlot {
-                    local_id: parsed.local_id,
-                    room_id: bounded(parsed.room_id)?,
-                });
-            }
-        }
+        core.outbox.load(flash)?;
         Ok(())
     }
 }

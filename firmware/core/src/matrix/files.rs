@@ -180,10 +180,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Queues the transfer's next request, if it has one.
-    pub(super) fn plan_transfer(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-    ) -> Result<(), TokenError> {
+    pub(super) fn plan_transfer(&mut self, coap: &mut Coap) -> Result<(), TokenError> {
         let block_size = self.block_size();
         let szx = self.env.settings.coap.block_szx.min(6);
         match &mut self.transfer {
@@ -259,7 +256,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// answer's Matrix body comes back as CBOR.
     fn media_request(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         method: Code,
         path: &[&str],
         body_len: usize,

@@ -28,16 +28,18 @@ pub(super) type EncError = minicbor::encode::Error<EndOfSlice>;
 /// A record's meta CBOR and its pickle, borrowed from the record buffer.
 pub(super) type RecordParts<'s> = (&'s [u8], &'s mut [u8]);
 
-/// The token's flash: the store, the record buffer and the storage key.
+/// The token's flash: the store, the record buffer and the storage key. Laid out in the order
+/// written (`repr(C)`), the buffer last: see `Core`.
+#[repr(C)]
 pub(super) struct Flash<S> {
     /// The platform's records (and its files, [`Store::files`]).
     pub(super) store: S,
+    /// The key jeton-olm pickles are encrypted with; it never leaves this handle.
+    key: [u8; 32],
     /// Records are encoded into and read back from here. Between record operations, steps
     /// that need a large buffer for a moment (a decrypted Olm plaintext, canonical JSON, a
     /// datagram the link rewrites) borrow it; nothing in it outlives the step.
     pub(super) scratch: [u8; MAX_RECORD_SIZE],
-    /// The key jeton-olm pickles are encrypted with; it never leaves this handle.
-    key: [u8; 32],
 }
 
 impl<S> Flash<S> {

@@ -101,6 +101,7 @@ mod flash;
 mod gateway;
 mod limits;
 mod operations;
+mod outbox;
 mod receive;
 mod requests;
 mod rng;
@@ -139,8 +140,12 @@ use config::Settings;
 use flash::Flash;
 use gateway::Gateway;
 use operations::{BACKOFF_MS, Operation, OperationLane};
+use outbox::{Numbering, Outbox};
 use requests::{RequestShape, code_number};
 use state::*;
+
+/// The CoAP engine the token drives.
+type Coap = Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>;
 use sync::SyncLane;
 
 /// A summary of one room, for the `rooms` command. Its `Display` is the line jeton-sim and
@@ -197,10 +202,13 @@ pub struct Identity {
 
 /// What every part of the client works with: the platform's generator, flash and display,
 /// the settings, and the buffer request bodies and decrypted plaintexts are built in.
+///
+/// Laid out in the order written (`repr(C)`), its buffers last (see [`Core`]).
+#[repr(C)]
 struct Env<R, S, U> {
-    settings: Settings,
     rng: R,
     ui: U,
+    settings: Settings,
     flash: Flash<S>,
     /// Request bodies are written here, and plaintexts decrypted; nothing in it outlives the
     /// input call that wrote it.
@@ -216,47 +224,47 @@ impl<R, S, U: Ui> Env<R, S, U> {
 
 /// The token's state apart from the CoAP engine, so that a response body borrowed from the
 /// engine can be processed while the rest of the state changes.
+///
+/// Laid out in the order written (`repr(C)`): the small sub-states that every step reads
+/// first, the platform's side next (its buffers last), the large tables at the end. On a
+/// 32-bit device a field within the first 4 KB of the state is one load away; further out
+/// each access costs an address computation, which over the whole client is kilobytes of
+/// flash.
+#[repr(C)]
 struct Core<R: Rng, S: Store, U: Ui> {
-    env: Env<R, S, U>,
-    account: Account<ONE_TIME_KEYS>,
-    curve_b64: String<44>,
-    login: Option<Login>,
     sync: SyncLane,
     operation: OperationLane,
-    rooms: [Option<Room>; MAX_ROOMS],
-    tracked: Vec<UserId, MAX_TRACKED_USERS>,
-    /// Bit `i`: the devices of `tracked[i]` need a keys/query.
-    stale: u32,
-    devices: [Option<Device>; MAX_DEVICES],
-    olm: [Option<OlmSlot>; MAX_OLM_SESSIONS],
-    olm_clock: u32,
-    inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
-    pending_keys: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
-    retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
-    outbox: [Option<OutboxSlot>; OUTBOX_DEPTH],
-    next_local_id: u32,
-    txn_prefix: u32,
-    txn_next: u64,
-    txn_ceiling: u64,
-    invites: Vec<(RoomId, UserId), MAX_INVITES>,
-    joins: Vec<RoomId, MAX_INVITES>,
-    one_time_keys_wanted: bool,
-    /// One-time keys the server holds, as last reported.
-    server_one_time_keys: u32,
-    fallback_wanted: bool,
-    gateway: Gateway,
-    /// The device verification in progress.
-    verification: Option<verification::Verification>,
-    /// A cancel owed for a verification message of an unknown transaction.
-    stray_cancel: Option<verification::StrayCancel>,
-    /// The file being sent or received.
-    transfer: Option<files::Transfer>,
+    outbox: Outbox,
     /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
     media_limit: Option<u64>,
+    /// The device verification in progress.
+    verification: Option<verification::Verification>,
+    gateway: Gateway,
+    login: Option<Login>,
+    /// A cancel owed for a verification message of an unknown transaction.
+    stray_cancel: Option<verification::StrayCancel>,
+    joins: Vec<RoomId, MAX_INVITES>,
+    invites: Vec<(RoomId, UserId), MAX_INVITES>,
+    curve_b64: String<44>,
+    /// Bit `i`: the devices of `tracked[i]` need a keys/query.
+    stale: u32,
+    olm_clock: u32,
+    /// One-time keys the server holds, as last reported.
+    server_one_time_keys: u32,
+    one_time_keys_wanted: bool,
+    fallback_wanted: bool,
+    env: Env<R, S, U>,
+    /// The file being sent or received.
+    transfer: Option<files::Transfer>,
+    retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
+    pending_keys: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
+    tracked: Vec<UserId, MAX_TRACKED_USERS>,
+    olm: [Option<OlmSlot>; MAX_OLM_SESSIONS],
+    devices: [Option<Device>; MAX_DEVICES],
+    rooms: [Option<Room>; MAX_ROOMS],
+    inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
+    account: Account<ONE_TIME_KEYS>,
 }
-
-/// Reserve transaction ids in blocks, so that the counter is written once per block.
-const TXN_BLOCK: u64 = 16;
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Persists the Olm account (after any change to its keys, before anything depends on it).
@@ -315,7 +323,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     fn start_login(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         user: &str,
         password: &str,
     ) -> Result<(), TokenError> {

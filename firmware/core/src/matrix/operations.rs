@@ -110,11 +110,7 @@ impl OperationLane {
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Starts what is due, one operation at a time, and keeps sync running.
     #[inline(never)]
-    pub(super) fn plan(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        now: Instant,
-    ) -> Result<(), TokenError> {
+    pub(super) fn plan(&mut self, coap: &mut Coap, now: Instant) -> Result<(), TokenError> {
         let Some(login) = &self.login else {
             return Ok(());
         };
@@ -128,11 +124,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    fn plan_operation(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        now: Instant,
-    ) -> Result<(), TokenError> {
+    fn plan_operation(&mut self, coap: &mut Coap, now: Instant) -> Result<(), TokenError> {
         let Some(login) = &self.login else {
             return Ok(());
         };
@@ -218,7 +210,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Starts `operation`: its request, its body the first `body_len` bytes of `work`.
     pub(super) fn start(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         operation: Operation,
         method: Code,
         path: &[&str],
@@ -315,27 +307,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             // 4.12: the gateway cannot resolve the room handle (it restarted, or forgot the
             // room): not a failure, the next attempt sends everything in full.
             Operation::Send { .. } if code_number(code) == 412 => self.gateway.forget(),
-            Operation::Send { slot } => {
-                // 4.xx but 4.01 and 4.29: the homeserver will never take this message.
-                if code.class() == 4
-                    && !matches!(code_number(code), 401 | 429)
-                    && let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take)
-                {
-                    {
-                        let _ = self
-                            .env
-                            .flash
-                            .store
-                            .remove(crate::store::record::OUTBOX + slot as u16);
-                        self.env.ui.event(&UiEvent::SendFailed {
-                            local_id: entry.local_id,
-                            error,
-                        });
-                        return;
-                    }
-                }
-                self.error(error);
-            }
+            Operation::Send { slot } => self.on_send_refused(slot, code),
             Operation::Join => {
                 if !self.joins.is_empty() {
                     self.joins.remove(0);

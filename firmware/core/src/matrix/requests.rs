@@ -40,7 +40,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// of `work`.
     pub(super) fn request(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         method: Code,
         path: &[&str],
         query: &[&str],
@@ -59,7 +59,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// `work`.
     pub(super) fn request_shaped(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         method: Code,
         path: &[&str],
         query: &[&str],

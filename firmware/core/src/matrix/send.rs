@@ -4,7 +4,7 @@
 use minicbor::Encoder;
 use minicbor::encode::write::Cursor;
 
-use jeton_olm::megolm::{GroupSession, megolm_message_len};
+use jeton_olm::megolm::GroupSession;
 use jeton_olm::olm::olm_message_len;
 use jeton_olm::{Ed25519PublicKey, Ed25519Signature};
 use jeton_proto::TableVersion;
@@ -18,7 +18,6 @@ use super::rng::CryptoSource;
 use super::state::*;
 use super::*;
 use crate::json::{JsonWriter, write_canonical};
-use crate::store::record;
 
 type BodyEncoder<'b> = Encoder<Cursor<&'b mut [u8]>>;
 
@@ -233,7 +232,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// account with the new keys is on flash before the upload leaves.
     pub(super) fn start_upload(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         with_device_keys: bool,
     ) -> Result<(), TokenError> {
         let Some(login) = self.login.clone() else {
@@ -481,127 +480,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    /// Puts a message in the outbox on flash.
-    pub(super) fn enqueue(&mut self, room_id: &str, text: &str) -> Result<u32, CommandError> {
-        if text.starts_with(super::files::CONTENT_MARKER) {
-            return Err(CommandError::ReservedText);
-        }
-        self.enqueue_content(room_id, text)
-    }
-
-    /// Queues an outbox entry: a text, or (after [`super::files::CONTENT_MARKER`]) a whole
-    /// event content.
-    pub(super) fn enqueue_content(
+    /// Creates the room's outbound session if it has none or it is due for rotation.
+    pub(super) fn ensure_outbound(
         &mut self,
-        room_id: &str,
-        text: &str,
-    ) -> Result<u32, CommandError> {
-        if self.login.is_none() {
-            return Err(CommandError::NotLoggedIn);
-        }
-        if self.room_slot(room_id).is_none() {
-            return Err(CommandError::UnknownRoom);
-        }
-        if text.len() > MAX_MESSAGE_LEN {
-            return Err(TokenError::LimitReached(Limit::MessageLength).into());
-        }
-        let slot = self
-            .outbox
-            .iter()
-            .position(Option::is_none)
-            .ok_or(TokenError::LimitReached(Limit::Outbox))?;
-        let txn = self.next_transaction_id()?;
-        let local_id = self.next_local_id;
-        let entry = OutboxEntry {
-            local_id,
-            room_id,
-            txn_id: &txn,
-            text,
-            encrypted: None,
-        };
-        save_outbox(&mut self.env.flash, slot, &entry)?;
-        self.next_local_id = local_id.wrapping_add(1);
-        if let Some(entry) = self.outbox.get_mut(slot) {
-            *entry = Some(OutboxSlot {
-                local_id,
-                room_id: bounded(room_id)?,
-            });
-        }
-        self.env.ui.event(&UiEvent::Queued { local_id, room_id });
-        Ok(local_id)
-    }
-
-    /// A transaction id never used before, even across power cuts: the random prefix of this
-    /// flash's life (6 URL-safe radix-64 digits for 32 bits) and the counter (radix 64), 7 to 9
-    /// characters (every byte of it crosses the air with each send).
-    pub(super) fn next_transaction_id(&mut self) -> Result<String<24>, TokenError> {
-        if self.txn_next >= self.txn_ceiling {
-            let ceiling = self.txn_next + TXN_BLOCK;
-            save_transactions(&mut self.env.flash, self.txn_prefix, ceiling)?;
-            self.txn_ceiling = ceiling;
-        }
-        let n = self.txn_next;
-        self.txn_next += 1;
-        let mut id = String::new();
-        push_number(&mut id, u64::from(self.txn_prefix), 64, 6)?;
-        push_number(&mut id, n, 64, 0)?;
-        Ok(id)
-    }
-
-    /// The oldest outbox slot.
-    fn outbox_head(&self) -> Option<usize> {
-        self.outbox
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, entry)| entry.as_ref().map(|e| (slot, e.local_id)))
-            .min_by_key(|(_, id)| *id)
-            .map(|(slot, _)| slot)
-    }
-
-    /// The outbox head's slot and the room its message is for.
-    fn outbox_head_room(&self) -> Option<(usize, RoomId)> {
-        let slot = self.outbox_head()?;
-        let entry = self.outbox.get(slot)?.as_ref()?;
-        Some((slot, entry.room_id.clone()))
-    }
-
-    /// Advances the outbox head by one step: the room key to one device, or the message.
-    pub(super) fn plan_send(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        room_slot: usize,
         now: Instant,
     ) -> Result<(), TokenError> {
-        let Some((slot, room_id)) = self.outbox_head_room() else {
-            return Ok(());
-        };
-        let Some(room_slot) = self.room_slot(&room_id) else {
-            // Left the room: the message cannot go.
-            if let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) {
-                self.env.flash.store.remove(record::OUTBOX + slot as u16)?;
-                self.env.ui.event(&UiEvent::SendFailed {
-                    local_id: entry.local_id,
-                    error: TokenError::LimitReached(Limit::Rooms),
-                });
-            }
-            return Ok(());
-        };
-        let encrypted = self
-            .rooms
-            .get(room_slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|r| r.encrypted);
-        if encrypted {
-            // The room key must reach every device of every member first.
-            self.ensure_outbound(room_slot, now)?;
-            if let Some(device) = self.next_recipient(room_slot) {
-                return self.share_with(coap, room_slot, device);
-            }
-        }
-        self.send_entry(coap, slot, room_slot, encrypted)
-    }
-
-    /// Creates the room's outbound session if it has none or it is due for rotation.
-    fn ensure_outbound(&mut self, room_slot: usize, now: Instant) -> Result<(), TokenError> {
         let Some(Some(room)) = self.rooms.get_mut(room_slot) else {
             return Ok(());
         };
@@ -633,7 +517,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// A device of a member of the room that does not have the room key yet.
-    fn next_recipient(&self, room_slot: usize) -> Option<usize> {
+    pub(super) fn next_recipient(&self, room_slot: usize) -> Option<usize> {
         let room = self.rooms.get(room_slot)?.as_ref()?;
         let outbound = room.outbound.as_ref()?;
         self.devices.iter().enumerate().find_map(|(slot, device)| {
@@ -663,9 +547,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Sends the room key to `device` over Olm, claiming a one-time key first if there is
     /// no Olm session with it.
     #[inline(never)]
-    fn share_with(
+    pub(super) fn share_with(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         room_slot: usize,
         device_slot: usize,
     ) -> Result<(), TokenError> {
@@ -914,10 +798,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     pub(super) fn on_key_shared(&mut self, device_slot: usize) -> Result<(), TokenError> {
-        let Some((_, room_id)) = self.outbox_head_room() else {
+        let Some(room_id) = self.outbox.head_room() else {
             return Ok(());
         };
-        let Some(room_slot) = self.room_slot(&room_id) else {
+        let Some(room_slot) = self.room_slot(room_id) else {
             return Ok(());
         };
         if let Some(Some(room)) = self.rooms.get_mut(room_slot)
@@ -933,155 +817,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         Ok(())
     }
-
-    /// Encrypts the outbox entry if it is still plaintext (session written with its advanced
-    /// index first, then the ciphertext into the entry), then sends it. Out of line: its
-    /// ciphertext buffer would otherwise sit under every room key share.
-    #[inline(never)]
-    fn send_entry(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        slot: usize,
-        room_slot: usize,
-        encrypted_room: bool,
-    ) -> Result<(), TokenError> {
-        // Only the send started now may teach the token what the gateway holds.
-        self.gateway.begin_send();
-        // The room by its handle once the gateway holds its id (PROFILE.md section 1.1).
-        let handle = self
-            .rooms
-            .get(room_slot)
-            .and_then(Option::as_ref)
-            .and_then(|room| {
-                let ids = self.rooms.iter().flatten().map(|r| r.id.as_str());
-                self.gateway.room_handle(room_slot, &room.id, ids)
-            });
-        let id = record::OUTBOX + slot as u16;
-        let Some((meta, _)) = self.env.flash.get(id)? else {
-            return Err(TokenError::CorruptRecord(id));
-        };
-        let entry = parse_outbox(meta, slot)?;
-        let txn: String<24> = bounded(entry.txn_id)?;
-        let room_id: RoomId = bounded(entry.room_id)?;
-        let room_segment = handle.as_deref().unwrap_or(&room_id);
-        if !encrypted_room {
-            let len = plaintext_body(&mut self.env.work, entry.text)?;
-            return self.start(
-                coap,
-                Operation::Send { slot },
-                Code::PUT,
-                &[endpoint::SEND, room_segment, "m.room.message", &txn],
-                len,
-            );
-        }
-        // The deprecated sender_key and device_id must reach the homeserver (matrix-nio
-        // rejects Megolm events without sender_key), but the gateway keeps them with the
-        // access token: they go along until it holds them.
-        let own_device: DeviceId = self
-            .login
-            .as_ref()
-            .map(|l| l.device_id.clone())
-            .unwrap_or_default();
-        let own_curve = *self.account.curve25519_key().as_bytes();
-        let sender =
-            (!self.gateway.holds_sender()).then_some((&own_curve[..], own_device.as_str()));
-        // The session id too, once the gateway holds it for this room (PROFILE.md 1.1).
-        let held = self.gateway.session(room_slot);
-        let omitted = |session_id: &[u8]| held.is_some_and(|h| h[..] == *session_id);
-        let (len, session_id, omit) = match entry.encrypted {
-            Some((session_id, message)) => {
-                let omit = omitted(session_id);
-                let sent = (!omit).then_some(session_id);
-                let len = write::megolm_send_body(&mut self.env.work, sent, message, sender)?;
-                (len, session_id.try_into().unwrap_or([0; 32]), omit)
-            }
-            None => {
-                let local_id = entry.local_id;
-                // The event payload as JSON goes into `work`, the text being borrowed from
-                // `scratch`.
-                let mut w = JsonWriter::new(&mut self.env.work);
-                match entry.text.strip_prefix(super::files::CONTENT_MARKER) {
-                    // A file's event: its content was written when the upload finished.
-                    Some(content) => w.raw(br#"{"content":"#)?.raw(content.as_bytes())?,
-                    None => w
-                        .raw(br#"{"content":{"body":"#)?
-                        .string(entry.text)?
-                        .raw(br#","msgtype":"m.text"}"#)?,
-                };
-                w.raw(br#","room_id":"#)?
-                    .string(&room_id)?
-                    .raw(br#","type":"m.room.message"}"#)?;
-                let plaintext_len = w.len();
-                let text: String<MAX_MESSAGE_LEN> = bounded(entry.text)?;
-                let Some(Some(room)) = self.rooms.get_mut(room_slot) else {
-                    return Ok(());
-                };
-                let Some(outbound) = &mut room.outbound else {
-                    return Ok(());
-                };
-                let mut message = [0u8; megolm_message_len(MAX_MESSAGE_LEN * 2 + 160)];
-                let plaintext = self.env.work.get(..plaintext_len).unwrap_or_default();
-                let message_len = outbound
-                    .session
-                    .encrypt(plaintext, &mut message)
-                    .map_err(|_| TokenError::Crypto)?;
-                let session_id = *outbound.session.session_id().as_bytes();
-                // 1. The next index is on flash before the ciphertext exists anywhere else.
-                save_outbound(
-                    &mut self.env.flash,
-                    &mut self.env.rng,
-                    room_slot,
-                    Some(outbound),
-                )?;
-                // 2. The ciphertext replaces the plaintext in the outbox entry.
-                let message = message.get(..message_len).unwrap_or_default();
-                let entry = OutboxEntry {
-                    local_id,
-                    room_id: &room_id,
-                    txn_id: &txn,
-                    text: &text,
-                    encrypted: Some((&session_id, message)),
-                };
-                save_outbox(&mut self.env.flash, slot, &entry)?;
-                let omit = omitted(&session_id);
-                let sent = (!omit).then_some(&session_id[..]);
-                let len = write::megolm_send_body(&mut self.env.work, sent, message, sender)?;
-                (len, session_id, omit)
-            }
-        };
-        self.gateway.sending_session(room_slot, session_id, omit);
-        self.start(
-            coap,
-            Operation::Send { slot },
-            Code::PUT,
-            &[endpoint::SEND_ENCRYPTED, room_segment, &txn],
-            len,
-        )
-    }
-
-    pub(super) fn on_sent(&mut self, body: &[u8], slot: usize) -> Result<(), TokenError> {
-        let response = jeton_proto::view::SendEventResponse::parse(body, TableVersion::V2)?;
-        let mut text = [0; jeton_proto::ids::TEXT_LEN];
-        let event_id = response.event_id()?.as_text(&mut text);
-        let Some(entry) = self.outbox.get_mut(slot).and_then(Option::take) else {
-            return Ok(());
-        };
-        self.env.flash.store.remove(record::OUTBOX + slot as u16)?;
-        // The send named the room and (encrypted) the sender fields, in full or as the
-        // gateway already held them: it holds them now.
-        let room_slot = self.room_slot(&entry.room_id);
-        let encrypted = room_slot
-            .and_then(|slot| self.rooms.get(slot))
-            .and_then(Option::as_ref)
-            .is_some_and(|r| r.encrypted);
-        self.gateway.on_sent(room_slot, encrypted);
-        self.env.ui.event(&UiEvent::Delivered {
-            local_id: entry.local_id,
-            room_id: &entry.room_id,
-            event_id,
-        });
-        Ok(())
-    }
 }
 
 /// Clears device slot `slot` from what every outbound session recorded about it.
@@ -1092,15 +827,4 @@ fn forget_slot(rooms: &mut [Option<Room>; MAX_ROOMS], slot: usize) {
             outbound.unreachable &= !(1 << slot);
         }
     }
-}
-
-/// An unencrypted `m.room.message` body.
-fn plaintext_body(out: &mut [u8], text: &str) -> Result<usize, TokenError> {
-    let mut e = Encoder::new(Cursor::new(out));
-    cbor(e.map(2))?;
-    key(&mut e, "body")?;
-    cbor(e.str(text))?;
-    key(&mut e, "msgtype")?;
-    cbor(e.str("m.text"))?;
-    Ok(e.writer().position())
 }

@@ -100,23 +100,6 @@ pub(crate) struct OlmSlot {
     pub(crate) last_used: u32,
 }
 
-/// A message in the outbox; the text and ciphertext stay on flash.
-#[derive(Clone, Debug)]
-pub(crate) struct OutboxSlot {
-    pub(crate) local_id: u32,
-    pub(crate) room_id: RoomId,
-}
-
-/// An outbox record as read from flash.
-pub(crate) struct OutboxEntry<'a> {
-    pub(crate) local_id: u32,
-    pub(crate) room_id: &'a str,
-    pub(crate) txn_id: &'a str,
-    pub(crate) text: &'a str,
-    /// `(session id, Megolm message)` once encrypted.
-    pub(crate) encrypted: Option<(&'a [u8], &'a [u8])>,
-}
-
 // --- Account -------------------------------------------------------------------------
 
 pub(crate) fn save_account<S: Store, R: Rng>(
@@ -166,33 +149,6 @@ pub(crate) fn load_login<S: Store>(flash: &mut Flash<S>) -> Result<Option<Login>
         filter_id: text(&mut d, id)?,
         keys_uploaded: d.bool().map_err(corrupt(id))?,
     }))
-}
-
-/// Transaction ids: a random prefix chosen at first boot and a counter whose reserved
-/// ceiling is on flash before any id below it is used.
-pub(crate) fn save_transactions<S: Store>(
-    flash: &mut Flash<S>,
-    prefix: u32,
-    ceiling: u64,
-) -> Result<(), TokenError> {
-    flash.put(record::TRANSACTIONS, |e| {
-        e.array(2)?.u32(prefix)?.u64(ceiling).map(drop)
-    })
-}
-
-pub(crate) fn load_transactions<S: Store>(
-    flash: &mut Flash<S>,
-) -> Result<Option<(u32, u64)>, TokenError> {
-    let id = record::TRANSACTIONS;
-    let Some((meta, _)) = flash.get(id)? else {
-        return Ok(None);
-    };
-    let mut d = Decoder::new(meta);
-    d.array().map_err(corrupt(id))?;
-    Ok(Some((
-        d.u32().map_err(corrupt(id))?,
-        d.u64().map_err(corrupt(id))?,
-    )))
 }
 
 // --- Devices ---------------------------------------------------------------------------
@@ -468,51 +424,6 @@ pub(crate) fn load_olm<'s, S: Store>(
     flash
         .read(id, |_, pickle| pickle.open_session_into(session))?
         .ok_or(TokenError::CorruptRecord(id))
-}
-
-// --- Outbox --------------------------------------------------------------------------------
-
-pub(crate) fn save_outbox<S: Store>(
-    flash: &mut Flash<S>,
-    slot: usize,
-    entry: &OutboxEntry<'_>,
-) -> Result<(), TokenError> {
-    flash.put(record::OUTBOX + slot as u16, |e| {
-        e.array(5)?
-            .u32(entry.local_id)?
-            .str(entry.room_id)?
-            .str(entry.txn_id)?
-            .str(entry.text)?;
-        match entry.encrypted {
-            None => e.null().map(drop),
-            Some((session_id, message)) => e.array(2)?.bytes(session_id)?.bytes(message).map(drop),
-        }
-    })
-}
-
-/// Reads outbox slot `slot` from a record already in `meta`.
-pub(crate) fn parse_outbox(meta: &[u8], slot: usize) -> Result<OutboxEntry<'_>, TokenError> {
-    let id = record::OUTBOX + slot as u16;
-    let c = corrupt(id);
-    let mut d = Decoder::new(meta);
-    d.array().map_err(&c)?;
-    let local_id = d.u32().map_err(&c)?;
-    let room_id = d.str().map_err(&c)?;
-    let txn_id = d.str().map_err(&c)?;
-    let text = d.str().map_err(&c)?;
-    let encrypted = if d.datatype().map_err(&c)? == Type::Null {
-        None
-    } else {
-        d.array().map_err(&c)?;
-        Some((d.bytes().map_err(&c)?, d.bytes().map_err(&c)?))
-    };
-    Ok(OutboxEntry {
-        local_id,
-        room_id,
-        txn_id,
-        text,
-        encrypted,
-    })
 }
 
 /// A 32-bit FNV-1a hash of an event id, for the replay window.

@@ -88,10 +88,10 @@ impl SyncLane {
     fn advance<S: Store>(
         &mut self,
         flash: &mut Flash<S>,
-        next_batch: String<MAX_CURSOR_LEN>,
+        next_batch: &String<MAX_CURSOR_LEN>,
     ) -> Result<(), TokenError> {
-        flash.put(record::SYNC_CURSOR, |e| e.str(&next_batch).map(drop))?;
-        self.since = next_batch;
+        flash.put(record::SYNC_CURSOR, |e| e.str(next_batch).map(drop))?;
+        self.since.clone_from(next_batch);
         self.observation_stale = true;
         Ok(())
     }
@@ -136,11 +136,7 @@ impl SyncLane {
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Keeps sync running: registers the observation, re-registers or updates it, or falls
     /// back to long polls.
-    pub(super) fn plan_sync(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        now: Instant,
-    ) -> Result<(), TokenError> {
+    pub(super) fn plan_sync(&mut self, coap: &mut Coap, now: Instant) -> Result<(), TokenError> {
         let Some(login) = &self.login else {
             return Ok(());
         };
@@ -182,12 +178,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Sends a long-poll sync.
-    fn start_poll(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-        since: &str,
-        filter: &str,
-    ) -> Result<(), TokenError> {
+    fn start_poll(&mut self, coap: &mut Coap, since: &str, filter: &str) -> Result<(), TokenError> {
         let mut timeout: String<24> = String::new();
         let _ = timeout.push_str("timeout=");
         push_number(
@@ -325,7 +316,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Err(TokenError::Malformed(_) | TokenError::LimitReached(_) | TokenError::Json(_))
         ) || result.is_ok()
         {
-            self.sync.advance(&mut self.env.flash, next_batch)?;
+            self.sync.advance(&mut self.env.flash, &next_batch)?;
         }
         result
     }

@@ -316,7 +316,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Messages in the outbox.
     pub fn outbox_len(&self) -> usize {
-        self.core.outbox.iter().flatten().count()
+        self.core.outbox.len()
     }
 
     /// Whether the token is logged in.
