@@ -250,8 +250,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     sync: _,
                     operation: _,
                     rooms: _,
-                    tracked: _,
-                    stale: _,
                     devices: _,
                     olm: _,
                     olm_clock: _,
@@ -315,9 +313,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).sync).write(SyncLane::new());
             addr_of_mut!((*core).operation).write(OperationLane::new());
             write_each(addr_of_mut!((*core).rooms), || None);
-            addr_of_mut!((*core).tracked).write(Vec::new());
-            addr_of_mut!((*core).stale).write(0);
-            write_each(addr_of_mut!((*core).devices), || None);
+            addr_of_mut!((*core).devices).write(Devices::new());
             write_each(addr_of_mut!((*core).olm), || None);
             addr_of_mut!((*core).olm_clock).write(0);
             write_each(addr_of_mut!((*core).inbound), || None);
@@ -354,7 +350,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         core.gateway.set_bound_to_link(self.link.is_enabled());
         core.login = load_login(flash)?;
         core.sync.load(flash)?;
-        load_devices(flash, &mut core.tracked, &mut core.devices)?;
+        core.devices.load(flash)?;
         for (slot, room) in core.rooms.iter_mut().enumerate() {
             *room = load_room(flash, slot)?;
             if let Some(room) = room {

@@ -94,6 +94,7 @@
 
 mod boot;
 mod config;
+mod devices;
 mod errors;
 mod events;
 mod files;
@@ -137,6 +138,7 @@ pub use verification::{
 };
 
 use config::Settings;
+use devices::{Device, Devices};
 use flash::Flash;
 use gateway::Gateway;
 use operations::{BACKOFF_MS, Operation, OperationLane};
@@ -246,8 +248,6 @@ struct Core<R: Rng, S: Store, U: Ui> {
     joins: Vec<RoomId, MAX_INVITES>,
     invites: Vec<(RoomId, UserId), MAX_INVITES>,
     curve_b64: String<44>,
-    /// Bit `i`: the devices of `tracked[i]` need a keys/query.
-    stale: u32,
     olm_clock: u32,
     /// One-time keys the server holds, as last reported.
     server_one_time_keys: u32,
@@ -258,9 +258,8 @@ struct Core<R: Rng, S: Store, U: Ui> {
     transfer: Option<files::Transfer>,
     retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
     pending_keys: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
-    tracked: Vec<UserId, MAX_TRACKED_USERS>,
     olm: [Option<OlmSlot>; MAX_OLM_SESSIONS],
-    devices: [Option<Device>; MAX_DEVICES],
+    devices: Devices,
     rooms: [Option<Room>; MAX_ROOMS],
     inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
     account: Account<ONE_TIME_KEYS>,
@@ -404,30 +403,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.env.ui.event(&UiEvent::Joined { room_id: &room });
         }
         Ok(())
-    }
-
-    /// Adds user `user` to the tracked users, marking its devices for a query.
-    fn track(&mut self, user: &str) {
-        let Ok(user) = bounded::<MAX_ID_LEN>(user) else {
-            return;
-        };
-        if !self.tracked.contains(&user) && self.tracked.push(user.clone()).is_err() {
-            self.error(TokenError::LimitReached(Limit::TrackedUsers));
-            return;
-        }
-        if let Some(index) = self.tracked.iter().position(|t| *t == user) {
-            self.stale |= 1 << index;
-        }
-    }
-
-    /// The tracked users whose devices need a query.
-    fn stale_users(&self) -> impl Iterator<Item = &UserId> {
-        let stale = self.stale;
-        self.tracked
-            .iter()
-            .enumerate()
-            .filter(move |(index, _)| stale & (1 << index) != 0)
-            .map(|(_, user)| user)
     }
 
     /// The room slot of `room_id`.

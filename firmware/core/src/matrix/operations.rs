@@ -2,8 +2,6 @@
 //! (keys, the filter, verification messages, device queries, joins, events fetched again, the
 //! outbox, a file transfer), with a back-off after a failure; and what its answers mean.
 
-use heapless::Vec;
-
 use jeton_proto::path::endpoint;
 
 use super::requests::Sent;
@@ -155,18 +153,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 len,
             );
         }
-        if self.stale != 0 {
-            let stale = self.stale;
-            let len = {
-                let users: Vec<&str, MAX_TRACKED_USERS> = self
-                    .tracked
-                    .iter()
-                    .enumerate()
-                    .filter(|(index, _)| stale & (1 << index) != 0)
-                    .map(|(_, user)| user.as_str())
-                    .collect();
-                jeton_proto::write::keys_query_body(&mut self.env.work, &users, 10_000)?
-            };
+        if self.devices.needs_query() {
+            let len = self.devices.query_body(&mut self.env.work)?;
             return self.start(
                 coap,
                 Operation::Query,

@@ -187,7 +187,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
         for user in sync.device_lists_changed()? {
             let user = user?;
-            if self.tracked.iter().any(|t| t.as_str() == user) {
+            if self.devices.is_tracked(user) {
                 self.track(user);
             }
         }
@@ -268,7 +268,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             save_room(&mut self.env.flash, slot, room)?;
         }
         if let Some(user) = track
-            && !self.tracked.contains(&user)
+            && !self.devices.is_tracked(&user)
         {
             self.track(&user);
         }
@@ -442,7 +442,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             key: payload.key.clone(),
         };
         if self
-            .find_device_by_curve(&pending.sender, &pending.sender_curve)
+            .devices
+            .find_by_curve(&pending.sender, &pending.sender_curve)
             .is_some()
         {
             return self.accept_room_key(pending, false);
@@ -456,22 +457,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    pub(super) fn find_device(&self, user: &str, device_id: &str) -> Option<&Device> {
-        self.devices
-            .iter()
-            .flatten()
-            .find(|d| d.user_id.as_str() == user && d.device_id.as_str() == device_id)
-    }
-
-    /// The device of `user` whose Curve25519 identity key is `curve`: how an Olm message's
-    /// sender is found (the spec's Olm payload carries no device id).
-    fn find_device_by_curve(&self, user: &str, curve: &[u8; 32]) -> Option<&Device> {
-        self.devices
-            .iter()
-            .flatten()
-            .find(|d| d.user_id.as_str() == user && d.curve == *curve)
-    }
-
     /// Decides the room keys that waited for a device query.
     pub(super) fn retry_pending_keys(&mut self) -> Result<(), TokenError> {
         while let Some(pending) = self.pending_keys.pop() {
@@ -481,7 +466,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     fn accept_room_key(&mut self, pending: PendingKey, queried: bool) -> Result<(), TokenError> {
-        let verdict = match self.find_device_by_curve(&pending.sender, &pending.sender_curve) {
+        let verdict = match self
+            .devices
+            .find_by_curve(&pending.sender, &pending.sender_curve)
+        {
             None => Err(RejectionReason::UnknownDevice),
             Some(device) if device.ed != pending.claimed_ed => {
                 Err(RejectionReason::Mismatch("keys"))
@@ -717,11 +705,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .get(slot)
                 .and_then(Option::as_ref)
                 .is_some_and(|inbound| {
-                    self.devices.iter().flatten().any(|d| {
-                        d.verified
-                            && d.user_id.as_str() == sender
-                            && d.curve == inbound.sender_curve
-                    })
+                    self.devices
+                        .is_verified_by_curve(sender, &inbound.sender_curve)
                 });
         let result = match shown {
             None => undecryptable(self, UndecryptableReason::Malformed),

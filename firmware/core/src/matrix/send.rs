@@ -9,7 +9,7 @@ use jeton_olm::olm::olm_message_len;
 use jeton_olm::{Ed25519PublicKey, Ed25519Signature};
 use jeton_proto::TableVersion;
 use jeton_proto::keys::key_for_name;
-use jeton_proto::view::{Binary, KeysClaimResponse, KeysQueryResponse, KeysUploadResponse};
+use jeton_proto::view::{Binary, KeysClaimResponse, KeysUploadResponse};
 use jeton_proto::write::{
     self, DeviceKeysUpload, OlmToDevice, SIGNED_CURVE25519, SignedKeyUpload, Signer,
 };
@@ -349,123 +349,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    /// Reads a keys/query answer: each device's self-signature is checked, and the users'
-    /// verified devices replace the old ones. A device id seen before with other keys is
-    /// rejected.
-    #[inline(never)]
-    pub(super) fn on_keys_query(&mut self, body: &[u8]) -> Result<(), TokenError> {
-        let response = KeysQueryResponse::parse(body, TableVersion::V2)?;
-        let own_device = self
-            .login
-            .as_ref()
-            .map(|l| l.device_id.clone())
-            .unwrap_or_default();
-        let own_user = self
-            .login
-            .as_ref()
-            .map(|l| l.user_id.clone())
-            .unwrap_or_default();
-        let stale: heapless::Vec<UserId, MAX_TRACKED_USERS> = self.stale_users().cloned().collect();
-        self.stale = 0;
-        // Bit `i`: `stale[i]` has a new device (a bit mask rather than a second list of ids:
-        // 820 B less stack under the signature checks).
-        let mut rotate: u32 = 0;
-        for (index, user) in stale.iter().enumerate() {
-            let mut seen: u32 = 0;
-            for entry in response.devices(user)? {
-                let (device_id, keys) = entry?;
-                if *user == own_user && device_id == own_device.as_str() {
-                    continue;
-                }
-                let mut name: String<{ MAX_DEVICE_ID_LEN + 11 }> = String::new();
-                let _ = name.push_str("ed25519:");
-                let _ = name.push_str(device_id);
-                let ed = keys.key(&name)?.and_then(binary32);
-                name.clear();
-                let _ = name.push_str("curve25519:");
-                let _ = name.push_str(device_id);
-                let curve = keys.key(&name)?.and_then(binary32);
-                let ids_match = keys.user_id()? == user.as_str() && keys.device_id()? == device_id;
-                let (Some(ed), Some(curve), true) = (ed, curve, ids_match) else {
-                    self.env.ui.event(&UiEvent::DeviceRejected {
-                        user_id: user,
-                        device_id,
-                        reason: RejectionReason::Malformed,
-                    });
-                    continue;
-                };
-                name.clear();
-                let _ = name.push_str("ed25519:");
-                let _ = name.push_str(device_id);
-                let signature = keys.signature(user, &name)?;
-                if !verify_object(keys.0, signature, &ed, &mut self.env.flash.scratch) {
-                    self.env.ui.event(&UiEvent::DeviceRejected {
-                        user_id: user,
-                        device_id,
-                        reason: RejectionReason::BadSignature,
-                    });
-                    continue;
-                }
-                let existing = self.devices.iter().position(|d| {
-                    d.as_ref()
-                        .is_some_and(|d| d.user_id == *user && d.device_id.as_str() == device_id)
-                });
-                match existing {
-                    Some(slot) => {
-                        let same = self
-                            .devices
-                            .get(slot)
-                            .and_then(Option::as_ref)
-                            .is_some_and(|d| d.ed == ed && d.curve == curve);
-                        if !same {
-                            self.env.ui.event(&UiEvent::DeviceRejected {
-                                user_id: user,
-                                device_id,
-                                reason: RejectionReason::KeysChanged,
-                            });
-                            continue;
-                        }
-                        seen |= 1 << slot;
-                    }
-                    None => {
-                        let Some(slot) = self.devices.iter().position(Option::is_none) else {
-                            self.error(TokenError::LimitReached(Limit::Devices));
-                            continue;
-                        };
-                        // A slot reused for another device: no session has its key yet.
-                        forget_slot(&mut self.rooms, slot);
-                        if let Some(entry) = self.devices.get_mut(slot) {
-                            *entry = Some(Device {
-                                user_id: user.clone(),
-                                device_id: bounded(device_id)?,
-                                curve,
-                                ed,
-                                verified: false,
-                            });
-                        }
-                        seen |= 1 << slot;
-                        rotate |= 1 << index;
-                    }
-                }
-            }
-            // Devices the server no longer lists are gone.
-            for (slot, device) in self.devices.iter_mut().enumerate() {
-                if device.as_ref().is_some_and(|d| d.user_id == *user) && seen & (1 << slot) == 0 {
-                    *device = None;
-                    forget_slot(&mut self.rooms, slot);
-                }
-            }
-        }
-        save_devices(&mut self.env.flash, &self.tracked, &self.devices)?;
-        // A new device in a room: its outbound session is replaced before the next message.
-        for (index, user) in stale.iter().enumerate() {
-            if rotate & (1 << index) != 0 {
-                self.rotate_rooms_of(user)?;
-            }
-        }
-        self.retry_pending_keys()
-    }
-
     /// Drops the outbound sessions of the rooms `user` is in.
     pub(super) fn rotate_rooms_of(&mut self, user: &str) -> Result<(), TokenError> {
         for slot in 0..MAX_ROOMS {
@@ -520,8 +403,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     pub(super) fn next_recipient(&self, room_slot: usize) -> Option<usize> {
         let room = self.rooms.get(room_slot)?.as_ref()?;
         let outbound = room.outbound.as_ref()?;
-        self.devices.iter().enumerate().find_map(|(slot, device)| {
-            let device = device.as_ref()?;
+        self.devices.iter().find_map(|(slot, device)| {
             let bit = 1u32 << slot;
             let member = room.members.contains(&device.user_id);
             // Optionally, room keys go to verified devices only.
@@ -553,12 +435,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         room_slot: usize,
         device_slot: usize,
     ) -> Result<(), TokenError> {
-        let Some(device) = self
-            .devices
-            .get(device_slot)
-            .and_then(Option::as_ref)
-            .cloned()
-        else {
+        let Some(device) = self.devices.get(device_slot).cloned() else {
             return Ok(());
         };
         let Some(olm_slot) = self.olm_slot_for(&device.curve) else {
@@ -686,12 +563,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     pub(super) fn on_claimed(&mut self, body: &[u8], device_slot: usize) -> Result<(), TokenError> {
-        let Some(device) = self
-            .devices
-            .get(device_slot)
-            .and_then(Option::as_ref)
-            .cloned()
-        else {
+        let Some(device) = self.devices.get(device_slot).cloned() else {
             return Ok(());
         };
         let response = KeysClaimResponse::parse(body, TableVersion::V2)?;
@@ -820,7 +692,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 }
 
 /// Clears device slot `slot` from what every outbound session recorded about it.
-fn forget_slot(rooms: &mut [Option<Room>; MAX_ROOMS], slot: usize) {
+pub(super) fn forget_slot(rooms: &mut [Option<Room>; MAX_ROOMS], slot: usize) {
     for room in rooms.iter_mut().flatten() {
         if let Some(outbound) = &mut room.outbound {
             outbound.shared &= !(1 << slot);

@@ -9,7 +9,6 @@ use core::mem::MaybeUninit;
 
 use heapless::{Deque, String, Vec};
 use minicbor::Decoder;
-use minicbor::data::Type;
 
 use jeton_olm::Curve25519PublicKey;
 use jeton_olm::megolm::{GroupSession, InboundGroupSession, SessionKey};
@@ -28,17 +27,6 @@ pub(crate) struct Login {
     pub(crate) access_token: String<MAX_ACCESS_TOKEN_LEN>,
     pub(crate) filter_id: String<MAX_CURSOR_LEN>,
     pub(crate) keys_uploaded: bool,
-}
-
-/// A device of a tracked user whose self-signature verified.
-#[derive(Clone, Debug)]
-pub(crate) struct Device {
-    pub(crate) user_id: UserId,
-    pub(crate) device_id: DeviceId,
-    pub(crate) curve: [u8; 32],
-    pub(crate) ed: [u8; 32],
-    /// Verified by SAS with these keys (a device whose keys change is rejected).
-    pub(crate) verified: bool,
 }
 
 /// A room's outbound Megolm session and whom it was shared with.
@@ -149,75 +137,6 @@ pub(crate) fn load_login<S: Store>(flash: &mut Flash<S>) -> Result<Option<Login>
         filter_id: text(&mut d, id)?,
         keys_uploaded: d.bool().map_err(corrupt(id))?,
     }))
-}
-
-// --- Devices ---------------------------------------------------------------------------
-
-pub(crate) fn save_devices<S: Store>(
-    flash: &mut Flash<S>,
-    tracked: &[UserId],
-    devices: &[Option<Device>; MAX_DEVICES],
-) -> Result<(), TokenError> {
-    flash.put(record::DEVICES, |e| {
-        e.array(2)?.array(tracked.len() as u64)?;
-        for user in tracked {
-            e.str(user)?;
-        }
-        e.array(MAX_DEVICES as u64)?;
-        for slot in devices {
-            match slot {
-                None => {
-                    e.null()?;
-                }
-                Some(d) => {
-                    e.array(5)?
-                        .str(&d.user_id)?
-                        .str(&d.device_id)?
-                        .bytes(&d.curve)?
-                        .bytes(&d.ed)?
-                        .bool(d.verified)?;
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
-pub(crate) fn load_devices<S: Store>(
-    flash: &mut Flash<S>,
-    tracked: &mut Vec<UserId, MAX_TRACKED_USERS>,
-    devices: &mut [Option<Device>; MAX_DEVICES],
-) -> Result<(), TokenError> {
-    let id = record::DEVICES;
-    let Some((meta, _)) = flash.get(id)? else {
-        return Ok(());
-    };
-    let c = corrupt(id);
-    let mut d = Decoder::new(meta);
-    d.array().map_err(&c)?;
-    let users = d.array().map_err(&c)?.unwrap_or(0);
-    for _ in 0..users {
-        tracked
-            .push(text(&mut d, id)?)
-            .map_err(|_| TokenError::CorruptRecord(id))?;
-    }
-    let slots = d.array().map_err(&c)?.unwrap_or(0);
-    for slot in devices.iter_mut().take(slots as usize) {
-        if d.datatype().map_err(&c)? == Type::Null {
-            d.null().map_err(&c)?;
-            continue;
-        }
-        // Four fields before verification existed, five since.
-        let fields = d.array().map_err(&c)?.unwrap_or(0);
-        *slot = Some(Device {
-            user_id: text(&mut d, id)?,
-            device_id: text(&mut d, id)?,
-            curve: bytes32(&mut d, id)?,
-            ed: bytes32(&mut d, id)?,
-            verified: fields > 4 && d.bool().map_err(&c)?,
-        });
-    }
-    Ok(())
 }
 
 // --- Rooms and their outbound sessions --------------------------------------------------
@@ -436,43 +355,4 @@ pub(crate) fn event_hash(event_id: &str) -> u32 {
 /// A Curve25519 key from raw bytes.
 pub(crate) fn curve_key(bytes: &[u8; 32]) -> Curve25519PublicKey {
     Curve25519PublicKey::from_bytes(*bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::MemoryStore;
-
-    #[test]
-    fn a_device_table_written_before_verification_existed_reads_as_unverified() {
-        let mut flash = Flash::new(MemoryStore::<16>::new(), [0; 32]);
-        // The four-field device entry the token wrote before SAS verification.
-        flash
-            .put(record::DEVICES, |e| {
-                e.array(2)?.array(1)?.str("@a:s")?.array(1)?;
-                e.array(4)?
-                    .str("@a:s")?
-                    .str("DEV")?
-                    .bytes(&[1; 32])?
-                    .bytes(&[2; 32])?;
-                Ok(())
-            })
-            .unwrap();
-        let mut tracked = Vec::new();
-        let mut devices = [const { None }; MAX_DEVICES];
-        load_devices(&mut flash, &mut tracked, &mut devices).unwrap();
-        let device = devices[0].clone().unwrap();
-        assert_eq!((device.device_id.as_str(), device.verified), ("DEV", false));
-
-        // Verified, written and read back.
-        devices[0] = Some(Device {
-            verified: true,
-            ..device
-        });
-        save_devices(&mut flash, &tracked, &devices).unwrap();
-        let mut again = [const { None }; MAX_DEVICES];
-        load_devices(&mut flash, &mut Vec::new(), &mut again).unwrap();
-        assert!(again[0].as_ref().unwrap().verified);
-        assert!(again[1].is_none());
-    }
 }

@@ -280,7 +280,8 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// Whether the device `device_id` of `user_id` was verified.
     pub fn is_verified(&self, user_id: &str, device_id: &str) -> bool {
         self.core
-            .find_device(user_id, device_id)
+            .devices
+            .find(user_id, device_id)
             .is_some_and(|d| d.verified)
     }
 

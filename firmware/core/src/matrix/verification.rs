@@ -70,7 +70,6 @@ use jeton_proto::view::{Map, Value};
 
 use super::rng::CryptoSource;
 use super::send::{cbor, key};
-use super::state::*;
 use super::*;
 use crate::json::{JsonWriter, write_canonical};
 
@@ -486,7 +485,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Makes sure the peer's device keys will be known when its MAC arrives.
     fn track_for_verification(&mut self, user: &str, device: &str) {
-        if self.find_device(user, device).is_none() {
+        if self.devices.find(user, device).is_none() {
             self.track(user);
         }
     }
@@ -931,7 +930,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(v) = &self.verification else {
             return Ok(());
         };
-        let Some(device) = self.find_device(&v.peer_user, &v.peer_device) else {
+        let Some(device) = self.devices.find(&v.peer_user, &v.peer_device) else {
             // The device keys never arrived: nothing to check the MAC against.
             self.cancel_active(CancelCode::KeyMismatch);
             return Ok(());
@@ -1025,14 +1024,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // The keys stay until the MAC is out (`on_verification_sent`).
         v.phase = Phase::Finished;
         v.send(Outgoing::Done);
-        let slot = self.devices.iter().position(|d| {
-            d.as_ref()
-                .is_some_and(|d| d.user_id == v.peer_user && d.device_id == v.peer_device)
-        });
-        if let Some(Some(device)) = slot.and_then(|s| self.devices.get_mut(s)) {
-            device.verified = true;
-        }
-        save_devices(&mut self.env.flash, &self.tracked, &self.devices)?;
+        self.devices.set_verified(&v.peer_user, &v.peer_device);
+        self.devices.save(&mut self.env.flash)?;
         if let Some(v) = &self.verification {
             self.env.ui.event(&UiEvent::DeviceVerified {
                 user_id: &v.peer_user,
