@@ -13,6 +13,7 @@ use heapless::String;
 
 use jeton_olm::olm::Account;
 
+use super::account::{load_account_into, save_account};
 use super::*;
 use crate::coap::Client;
 use crate::link::Link;
@@ -72,13 +73,13 @@ impl Boot {
             let flash = addr_of_mut!((*core).env.flash);
             flash.write(Flash::new(store, key));
             addr_of_mut!((*core).env.work).write_bytes(0, 1);
-            let account = addr_of_mut!((*core).account).cast::<MaybeUninit<_>>();
+            let account = addr_of_mut!((*core).account.olm).cast::<MaybeUninit<_>>();
             (&mut *flash, &mut *account)
         };
         match Self::load_account(flash, slot, rng) {
             Ok((boot, curve_b64)) => {
                 // SAFETY: as above; the key is not initialised yet, so nothing is dropped.
-                unsafe { addr_of_mut!((*core).curve_b64).write(curve_b64) };
+                unsafe { addr_of_mut!((*core).account.curve_b64).write(curve_b64) };
                 Ok(boot)
             }
             Err(err) => {
@@ -244,24 +245,26 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                             flash: _,
                             work: _,
                         },
-                    account: _,
-                    curve_b64: _,
+                    account:
+                        OwnAccount {
+                            curve_b64: _,
+                            server_one_time_keys: _,
+                            one_time_keys_wanted: _,
+                            fallback_wanted: _,
+                            olm: _,
+                        },
                     login: _,
                     sync: _,
                     operation: _,
                     rooms: _,
                     devices: _,
-                    olm: _,
-                    olm_clock: _,
+                    sessions: _,
                     inbound: _,
                     pending_keys: _,
                     retry: _,
                     outbox: _,
                     invites: _,
                     joins: _,
-                    one_time_keys_wanted: _,
-                    server_one_time_keys: _,
-                    fallback_wanted: _,
                     gateway: _,
                     verification: _,
                     stray_cancel: _,
@@ -314,8 +317,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).operation).write(OperationLane::new());
             write_each(addr_of_mut!((*core).rooms), || None);
             addr_of_mut!((*core).devices).write(Devices::new());
-            write_each(addr_of_mut!((*core).olm), || None);
-            addr_of_mut!((*core).olm_clock).write(0);
+            addr_of_mut!((*core).sessions).write(OlmSessions::new());
             write_each(addr_of_mut!((*core).inbound), || None);
             addr_of_mut!((*core).pending_keys).write(Vec::new());
             addr_of_mut!((*core).retry).write(Vec::new());
@@ -323,9 +325,10 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).outbox).write(Outbox::new(txn));
             addr_of_mut!((*core).invites).write(Vec::new());
             addr_of_mut!((*core).joins).write(Vec::new());
-            addr_of_mut!((*core).one_time_keys_wanted).write(false);
-            addr_of_mut!((*core).server_one_time_keys).write(0);
-            addr_of_mut!((*core).fallback_wanted).write(false);
+            let account = addr_of_mut!((*core).account);
+            addr_of_mut!((*account).one_time_keys_wanted).write(false);
+            addr_of_mut!((*account).server_one_time_keys).write(0);
+            addr_of_mut!((*account).fallback_wanted).write(false);
             addr_of_mut!((*core).gateway).write(Gateway::new());
             addr_of_mut!((*core).verification).write(None);
             addr_of_mut!((*core).stray_cancel).write(None);
@@ -348,7 +351,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         self.link = Link::new(material, &mut flash.store, &mut flash.scratch, now)
             .map_err(TokenError::Link)?;
         core.gateway.set_bound_to_link(self.link.is_enabled());
-        core.login = load_login(flash)?;
+        core.login = Login::load(flash)?;
         core.sync.load(flash)?;
         core.devices.load(flash)?;
         for (slot, room) in core.rooms.iter_mut().enumerate() {
@@ -360,12 +363,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         for (slot, entry) in core.inbound.iter_mut().enumerate() {
             *entry = load_inbound(flash, slot)?;
         }
-        for (slot, entry) in core.olm.iter_mut().enumerate() {
-            *entry = load_olm_info(flash, slot)?;
-            if let Some(info) = entry {
-                core.olm_clock = core.olm_clock.max(info.last_used);
-            }
-        }
+        core.sessions.load(flash)?;
         core.outbox.load(flash)?;
         Ok(())
     }

@@ -92,6 +92,7 @@
 //!   half-written file remains, and no event of a half-uploaded file is sent); a file event
 //!   that arrives while another transfer runs is refused with [`UiEvent::FileFailed`].
 
+mod account;
 mod boot;
 mod config;
 mod devices;
@@ -101,6 +102,8 @@ mod files;
 mod flash;
 mod gateway;
 mod limits;
+mod login;
+mod olm_sessions;
 mod operations;
 mod outbox;
 mod receive;
@@ -116,31 +119,31 @@ use core::fmt;
 
 use heapless::{String, Vec};
 
-use jeton_olm::olm::Account;
-use jeton_proto::TableVersion;
 use jeton_proto::path::endpoint;
-use jeton_proto::view::Value;
 
 use crate::coap::{Client, Code, Event, option};
 use crate::platform::{Instant, Rng};
 use crate::store::Store;
 
+pub use account::{Identity, device_keys_json, one_time_key_json};
 pub use config::Config;
 pub use errors::{CommandError, RejectionReason, TokenError, UndecryptableReason};
 pub use events::{EscapedBody, EventLine, Ui, UiEvent};
 pub use limits::*;
 pub use rng::TransportRng;
-pub use send::{device_keys_json, one_time_key_json};
 pub use token::{Status, Token};
 pub use verification::{
     CancelCode, MAX_MAC_KEYS, MAX_TRANSACTION_ID_LEN, TransactionId, VERIFICATION_STEP_TIMEOUT_MS,
     VERIFICATION_TIMEOUT_MS,
 };
 
+use account::OwnAccount;
 use config::Settings;
-use devices::{Device, Devices};
+use devices::Devices;
 use flash::Flash;
 use gateway::Gateway;
+use login::Login;
+use olm_sessions::OlmSessions;
 use operations::{BACKOFF_MS, Operation, OperationLane};
 use outbox::{Numbering, Outbox};
 use requests::{RequestShape, code_number};
@@ -189,19 +192,6 @@ impl fmt::Display for Invite<'_> {
     }
 }
 
-/// The device's identity, for the `keys` command.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    /// The user, once logged in.
-    pub user_id: Option<UserId>,
-    /// The device id, once logged in.
-    pub device_id: Option<DeviceId>,
-    /// The Curve25519 identity key (base64).
-    pub curve25519: String<44>,
-    /// The Ed25519 fingerprint key (base64).
-    pub ed25519: String<44>,
-}
-
 /// What every part of the client works with: the platform's generator, flash and display,
 /// the settings, and the buffer request bodies and decrypted plaintexts are built in.
 ///
@@ -247,30 +237,19 @@ struct Core<R: Rng, S: Store, U: Ui> {
     stray_cancel: Option<verification::StrayCancel>,
     joins: Vec<RoomId, MAX_INVITES>,
     invites: Vec<(RoomId, UserId), MAX_INVITES>,
-    curve_b64: String<44>,
-    olm_clock: u32,
-    /// One-time keys the server holds, as last reported.
-    server_one_time_keys: u32,
-    one_time_keys_wanted: bool,
-    fallback_wanted: bool,
     env: Env<R, S, U>,
     /// The file being sent or received.
     transfer: Option<files::Transfer>,
     retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
     pending_keys: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
-    olm: [Option<OlmSlot>; MAX_OLM_SESSIONS],
+    sessions: OlmSessions,
     devices: Devices,
     rooms: [Option<Room>; MAX_ROOMS],
     inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
-    account: Account<ONE_TIME_KEYS>,
+    account: OwnAccount,
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
-    /// Persists the Olm account (after any change to its keys, before anything depends on it).
-    fn save_account(&mut self) -> Result<(), TokenError> {
-        save_account(&mut self.env.flash, &mut self.env.rng, &self.account)
-    }
-
     fn error(&mut self, error: TokenError) {
         self.env.error(error);
     }
@@ -318,81 +297,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.sync.observation_lost();
         }
         held
-    }
-
-    fn start_login(
-        &mut self,
-        coap: &mut Coap,
-        user: &str,
-        password: &str,
-    ) -> Result<(), TokenError> {
-        let device_id = load_login(&mut self.env.flash)?.map(|login| login.device_id);
-        let len = send::login_body(
-            &mut self.env.work,
-            user,
-            password,
-            device_id.as_deref(),
-            &self.env.settings.device_display_name,
-        )?;
-        self.start(coap, Operation::Login, Code::POST, &[endpoint::LOGIN], len)
-    }
-
-    fn on_login(&mut self, body: &[u8]) -> Result<(), TokenError> {
-        let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
-            return Err(TokenError::Malformed(
-                jeton_proto::view::ViewError::WrongType { offset: 0 },
-            ));
-        };
-        let text = |name: &'static str| -> Result<&str, TokenError> {
-            match map.get(name)? {
-                Some(Value::Text(t)) => Ok(t),
-                _ => Err(TokenError::Malformed(
-                    jeton_proto::view::ViewError::Missing { field: name },
-                )),
-            }
-        };
-        let previous = load_login(&mut self.env.flash)?;
-        let device_id: DeviceId = bounded(text("device_id")?)?;
-        let keys_uploaded = previous
-            .as_ref()
-            .is_some_and(|p| p.keys_uploaded && p.device_id == device_id);
-        let login = Login {
-            user_id: bounded(text("user_id")?)?,
-            device_id,
-            access_token: bounded(text("access_token")?)?,
-            filter_id: previous.map(|p| p.filter_id).unwrap_or_default(),
-            keys_uploaded,
-        };
-        save_login(&mut self.env.flash, &login)?;
-        self.env.ui.event(&UiEvent::LoggedIn {
-            user_id: &login.user_id,
-            device_id: &login.device_id,
-        });
-        // Track the own user, for the user's other devices.
-        let own = login.user_id.clone();
-        self.login = Some(login);
-        self.gateway.forget_all();
-        self.track(&own);
-        Ok(())
-    }
-
-    fn on_filter(&mut self, body: &[u8]) -> Result<(), TokenError> {
-        let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
-            return Err(TokenError::Malformed(
-                jeton_proto::view::ViewError::WrongType { offset: 0 },
-            ));
-        };
-        let Some(Value::Text(filter_id)) = map.get("filter_id")? else {
-            return Err(TokenError::Malformed(
-                jeton_proto::view::ViewError::Missing { field: "filter_id" },
-            ));
-        };
-        let filter_id = bounded(filter_id)?;
-        if let Some(login) = &mut self.login {
-            login.filter_id = filter_id;
-            save_login(&mut self.env.flash, login)?;
-        }
-        Ok(())
     }
 
     fn on_joined(&mut self, body: &[u8], _now: Instant) -> Result<(), TokenError> {

@@ -129,19 +129,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if !login.keys_uploaded {
             return self.start_upload(coap, true);
         }
-        if self.one_time_keys_wanted || self.fallback_wanted {
+        if self.account.wants_upload() {
             return self.start_upload(coap, false);
         }
         if login.filter_id.is_empty() {
             let user = login.user_id.clone();
-            let len = send::filter_body(&mut self.env.work)?;
-            return self.start(
-                coap,
-                Operation::Filter,
-                Code::POST,
-                &[endpoint::FILTER, &user],
-                len,
-            );
+            return self.start_filter(coap, &user);
         }
         if let Some((len, event_type, stray)) = self.next_verification_message()? {
             let txn = self.next_transaction_id()?;
@@ -223,8 +216,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if !self.note_token(code, sent.with_token) {
             // The gateway lost the token (it restarted): do it again with it.
             if let Operation::Upload { .. } = operation {
-                self.one_time_keys_wanted = true;
-                self.fallback_wanted = true;
+                self.upload_again();
             }
             if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
                 self.on_transfer_failed(None);

@@ -327,7 +327,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .as_ref()
             .map(|l| l.device_id.clone())
             .unwrap_or_default();
-        let own_curve = *self.account.curve25519_key().as_bytes();
+        let own_curve = *self.account.olm.curve25519_key().as_bytes();
         let sender =
             (!self.gateway.holds_sender()).then_some((&own_curve[..], own_device.as_str()));
         // The session id too, once the gateway holds it for this room (PROFILE.md 1.1).

@@ -2,25 +2,22 @@
 //! counts), to-device Olm messages carrying room keys, and Megolm-encrypted messages.
 
 use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
-use jeton_olm::olm::{MessageType, OlmMessage, Session};
 use jeton_proto::TableVersion;
 use jeton_proto::ids::{Id, TEXT_LEN};
-use jeton_proto::view::{Binary, EncryptedContent, Event, MEGOLM_ALGORITHM, SyncResponse, Value};
-use jeton_proto::write::SIGNED_CURVE25519;
+use jeton_proto::view::{Binary, Event, MEGOLM_ALGORITHM, SyncResponse, Value};
 
 use super::send::{binary_bytes, binary32};
 use super::state::*;
 use super::*;
 use crate::json::{JsonObject, JsonStr};
 
-/// Longest Olm or Megolm message the token decrypts.
-const MAX_CIPHERTEXT: usize = 2048;
+use super::olm_sessions::MAX_CIPHERTEXT;
 
 /// A room key payload read out of an Olm plaintext: the fields the spec's Olm payload carries
 /// (`sender`, `recipient`, `recipient_keys`, `keys`) and the `m.room_key` content. The sending
 /// device is found by the sender and the Olm session's Curve25519 key, not by a device id: the
 /// spec's payload names none.
-struct RoomKeyPayload {
+pub(super) struct RoomKeyPayload {
     sender: UserId,
     claimed_ed: [u8; 32],
     /// The keys of `sender_device_keys` (MSC4147), when the sender included them.
@@ -73,7 +70,9 @@ fn base64_32(value: Option<JsonStr<'_>>) -> Option<[u8; 32]> {
 }
 
 /// Reads an `m.room_key` Olm payload; `Ok(None)` for other to-device types.
-fn room_key_payload(plaintext: &[u8]) -> Result<Option<RoomKeyPayload>, RejectionReason> {
+pub(super) fn room_key_payload(
+    plaintext: &[u8],
+) -> Result<Option<RoomKeyPayload>, RejectionReason> {
     let object = JsonObject::parse(plaintext).map_err(|_| RejectionReason::Malformed)?;
     if object.string("type").and_then(|t| t.plain()) != Some("m.room_key") {
         return Ok(None);
@@ -193,17 +192,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
 
         if self.login.as_ref().is_some_and(|l| l.keys_uploaded) {
-            let count = sync.one_time_keys_count(SIGNED_CURVE25519)?;
-            self.server_one_time_keys = u32::try_from(count).unwrap_or(0);
-            // Replenish when half the server's share was claimed.
-            if count < (ONE_TIME_KEYS / 4) as i64 {
-                self.one_time_keys_wanted = true;
-            }
-            if let Some(mut types) = sync.unused_fallback_key_types()?
-                && !types.any(|t| t == Ok(SIGNED_CURVE25519))
-            {
-                self.fallback_wanted = true;
-            }
+            self.account.on_key_counts(sync)?;
         }
         Ok(())
     }
@@ -275,136 +264,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    /// An Olm to-device message: decrypted with an existing session or a new inbound one.
-    #[inline(never)]
-    pub(super) fn on_olm_event(
-        &mut self,
-        sender: &str,
-        content: EncryptedContent<'_>,
-    ) -> Result<(), TokenError> {
-        let reject = |core: &mut Self, reason| {
-            core.env
-                .ui
-                .event(&UiEvent::RoomKeyRejected { sender, reason });
-            Ok(())
-        };
-        let Some(sender_key) = content.sender_key()?.and_then(binary32) else {
-            return reject(self, RejectionReason::Malformed);
-        };
-        // Decrypt in RAM; the session (and the account, for a new one) is written after the
-        // room key it carried, so that a power cut in between lets the redelivered message
-        // decrypt again instead of losing the key.
-        let mut session: Option<Session> = None;
-        let Some((len, slot)) = self.decrypt_olm(sender, sender_key, content, &mut session)? else {
-            return Ok(());
-        };
-        let Some(session) = session.as_ref() else {
-            return reject(self, RejectionReason::Olm);
-        };
-        let payload = room_key_payload(self.env.flash.scratch.get(..len).unwrap_or_default());
-        self.env.flash.scratch.fill(0);
-        // Matched by reference: moving the payload out would copy its session key to a
-        // second place in the frame, which would not be zeroized.
-        let result = match &payload {
-            Ok(None) => Ok(()),
-            Err(reason) => reject(self, *reason),
-            Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
-        };
-        match slot {
-            Some(slot) => self.save_olm_session(slot, sender_key, session)?,
-            None => {
-                // The session first, then the account without the used one-time key.
-                self.store_new_olm_session(sender_key, session)?;
-                self.save_account()?;
-            }
-        }
-        result
-    }
-
-    /// Decrypts an Olm message to the token into `scratch`, with a session of the sender's
-    /// or a new inbound one, left in `session`: the plaintext length and the session's slot
-    /// (`None` for a new one). A message it cannot decrypt is reported and gives `None`.
-    /// Out of line, so that its locals are off the stack while the room key is checked.
-    #[inline(never)]
-    fn decrypt_olm(
-        &mut self,
-        sender: &str,
-        sender_key: [u8; 32],
-        content: EncryptedContent<'_>,
-        session: &mut Option<Session>,
-    ) -> Result<Option<(usize, Option<usize>)>, TokenError> {
-        let reject = |core: &mut Self, reason| {
-            core.env
-                .ui
-                .event(&UiEvent::RoomKeyRejected { sender, reason });
-            Ok(None)
-        };
-        let Some((message_type, body)) = content.olm_message_for(&self.curve_b64)? else {
-            return Ok(None);
-        };
-        // The ciphertext stays in the response when it came as bytes; base64 is decoded into
-        // `work` (so at most WORK_BYTES of it). The plaintext goes into `scratch`, which is
-        // free again once a session is loaded. No 3 KB session or 2 KB buffer is copied
-        // around on the stack: one session slot, filled in place.
-        let bytes = match body {
-            Binary::Bytes(bytes) => Some(bytes),
-            Binary::Base64(_) => binary_bytes(body, &mut self.env.work),
-        };
-        let Some(bytes) = bytes.filter(|bytes| bytes.len() <= MAX_CIPHERTEXT) else {
-            return reject(self, RejectionReason::Malformed);
-        };
-        let message_type = match message_type {
-            0 => MessageType::PreKey,
-            1 => MessageType::Normal,
-            _ => return reject(self, RejectionReason::Malformed),
-        };
-        let Ok(message) = OlmMessage::from_parts(message_type, bytes) else {
-            return reject(self, RejectionReason::Malformed);
-        };
-        let mut decrypted: Option<(usize, Option<usize>)> = None;
-        for slot in 0..MAX_OLM_SESSIONS {
-            let matches = self
-                .olm
-                .get(slot)
-                .and_then(Option::as_ref)
-                .is_some_and(|info| info.peer_curve == sender_key);
-            if !matches {
-                continue;
-            }
-            let loaded = load_olm(&mut self.env.flash, slot, session)?;
-            if let Ok(len) = loaded.decrypt(&message, &mut self.env.flash.scratch) {
-                decrypted = Some((len, Some(slot)));
-                break;
-            }
-        }
-        if decrypted.is_none()
-            && let OlmMessage::PreKey(pre_key) = &message
-        {
-            match self.account.create_inbound_session_in(
-                curve_key(&sender_key),
-                pre_key,
-                &mut self.env.flash.scratch,
-                session,
-            ) {
-                Ok(len) => decrypted = Some((len, None)),
-                Err(_) => return reject(self, RejectionReason::Olm),
-            }
-        }
-        match decrypted {
-            Some(decrypted) => Ok(Some(decrypted)),
-            None => reject(self, RejectionReason::Olm),
-        }
-    }
-
     /// Checks a room key against the Olm sender and the device table, then keeps it. The
     /// payload is borrowed: passed by value, a second copy of it sat in the caller's frame.
-    fn on_room_key(
+    pub(super) fn on_room_key(
         &mut self,
         sender: &str,
         sender_key: [u8; 32],
         payload: &RoomKeyPayload,
     ) -> Result<(), TokenError> {
-        let own_ed = *self.account.ed25519_key().as_bytes();
+        let own_ed = *self.account.olm.ed25519_key().as_bytes();
         let own_user = self
             .login
             .as_ref()

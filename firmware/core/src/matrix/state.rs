@@ -5,29 +5,15 @@
 //! pickle`. Ids, cursors and the device table are not secret and are stored in the clear;
 //! the access token is too (see the crate's known gaps).
 
-use core::mem::MaybeUninit;
-
-use heapless::{Deque, String, Vec};
+use heapless::{Deque, Vec};
 use minicbor::Decoder;
 
-use jeton_olm::Curve25519PublicKey;
 use jeton_olm::megolm::{GroupSession, InboundGroupSession, SessionKey};
-use jeton_olm::olm::{Account, Session};
 
 use super::flash::{Flash, bytes32, corrupt, text};
 use super::*;
 use crate::platform::{Instant, Rng};
 use crate::store::{Store, record};
-
-/// Login state kept in [`record::LOGIN`].
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Login {
-    pub(crate) user_id: UserId,
-    pub(crate) device_id: DeviceId,
-    pub(crate) access_token: String<MAX_ACCESS_TOKEN_LEN>,
-    pub(crate) filter_id: String<MAX_CURSOR_LEN>,
-    pub(crate) keys_uploaded: bool,
-}
 
 /// A room's outbound Megolm session and whom it was shared with.
 pub(crate) struct Outbound {
@@ -79,64 +65,6 @@ pub(crate) struct PendingKey {
     pub(crate) claimed_ed: [u8; 32],
     pub(crate) room_id: RoomId,
     pub(crate) key: SessionKey,
-}
-
-/// Where an Olm session lives on flash: its peer and when it was last used.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct OlmSlot {
-    pub(crate) peer_curve: [u8; 32],
-    pub(crate) last_used: u32,
-}
-
-// --- Account -------------------------------------------------------------------------
-
-pub(crate) fn save_account<S: Store, R: Rng>(
-    flash: &mut Flash<S>,
-    rng: &mut R,
-    account: &Account<ONE_TIME_KEYS>,
-) -> Result<(), TokenError> {
-    flash.put_pickled(record::ACCOUNT, |_| Ok(()), account, rng)
-}
-
-/// Reads the account into `slot` (left as it was when there is none or on an error).
-pub(crate) fn load_account_into<'a, S: Store>(
-    flash: &mut Flash<S>,
-    slot: &'a mut MaybeUninit<Account<ONE_TIME_KEYS>>,
-) -> Result<Option<&'a mut Account<ONE_TIME_KEYS>>, TokenError> {
-    flash.read(record::ACCOUNT, |_, pickle| Ok(slot.write(pickle.open()?)))
-}
-
-// --- Login, cursor, transactions ------------------------------------------------------
-
-pub(crate) fn save_login<S: Store>(flash: &mut Flash<S>, login: &Login) -> Result<(), TokenError> {
-    flash.put(record::LOGIN, |e| {
-        e.array(5)?
-            .str(&login.user_id)?
-            .str(&login.device_id)?
-            .str(&login.access_token)?
-            .str(&login.filter_id)?
-            .bool(login.keys_uploaded)?;
-        Ok(())
-    })
-}
-
-// Out of line: its temporaries stay out of `Token::load`'s frame, under which every
-// other load of a boot runs.
-#[inline(never)]
-pub(crate) fn load_login<S: Store>(flash: &mut Flash<S>) -> Result<Option<Login>, TokenError> {
-    let id = record::LOGIN;
-    let Some((meta, _)) = flash.get(id)? else {
-        return Ok(None);
-    };
-    let mut d = Decoder::new(meta);
-    d.array().map_err(corrupt(id))?;
-    Ok(Some(Login {
-        user_id: text(&mut d, id)?,
-        device_id: text(&mut d, id)?,
-        access_token: text(&mut d, id)?,
-        filter_id: text(&mut d, id)?,
-        keys_uploaded: d.bool().map_err(corrupt(id))?,
-    }))
 }
 
 // --- Rooms and their outbound sessions --------------------------------------------------
@@ -294,65 +222,9 @@ pub(crate) fn load_inbound<S: Store>(
     })
 }
 
-// --- Olm sessions ------------------------------------------------------------------------
-
-pub(crate) fn save_olm<S: Store, R: Rng>(
-    flash: &mut Flash<S>,
-    rng: &mut R,
-    slot: usize,
-    info: &OlmSlot,
-    session: &Session,
-) -> Result<(), TokenError> {
-    flash.put_pickled(
-        record::OLM + slot as u16,
-        |e| {
-            e.array(2)?
-                .bytes(&info.peer_curve)?
-                .u32(info.last_used)
-                .map(drop)
-        },
-        session,
-        rng,
-    )
-}
-
-pub(crate) fn load_olm_info<S: Store>(
-    flash: &mut Flash<S>,
-    slot: usize,
-) -> Result<Option<OlmSlot>, TokenError> {
-    let id = record::OLM + slot as u16;
-    let Some((meta, _)) = flash.get(id)? else {
-        return Ok(None);
-    };
-    let mut d = Decoder::new(meta);
-    d.array().map_err(corrupt(id))?;
-    Ok(Some(OlmSlot {
-        peer_curve: bytes32(&mut d, id)?,
-        last_used: d.u32().map_err(corrupt(id))?,
-    }))
-}
-
-/// Reads the Olm session of `slot` into `session`, decoded in place (a session is 3 KB: no
-/// copy of it on the stack).
-pub(crate) fn load_olm<'s, S: Store>(
-    flash: &mut Flash<S>,
-    slot: usize,
-    session: &'s mut Option<Session>,
-) -> Result<&'s mut Session, TokenError> {
-    let id = record::OLM + slot as u16;
-    flash
-        .read(id, |_, pickle| pickle.open_session_into(session))?
-        .ok_or(TokenError::CorruptRecord(id))
-}
-
 /// A 32-bit FNV-1a hash of an event id, for the replay window.
 pub(crate) fn event_hash(event_id: &str) -> u32 {
     event_id.bytes().fold(0x811c_9dc5u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     })
-}
-
-/// A Curve25519 key from raw bytes.
-pub(crate) fn curve_key(bytes: &[u8; 32]) -> Curve25519PublicKey {
-    Curve25519PublicKey::from_bytes(*bytes)
 }

@@ -327,12 +327,12 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// The device's identity keys; the Ed25519 key is its fingerprint.
     pub fn identity(&self) -> Identity {
-        let keys = self.core.account.identity_keys();
+        let keys = self.core.account.olm.identity_keys();
         let mut ed = [0u8; 43];
         Identity {
             user_id: self.core.login.as_ref().map(|l| l.user_id.clone()),
             device_id: self.core.login.as_ref().map(|l| l.device_id.clone()),
-            curve25519: self.core.curve_b64.clone(),
+            curve25519: self.core.account.curve_b64.clone(),
             ed25519: String::try_from(keys.ed25519.to_base64(&mut ed)).unwrap_or_default(),
         }
     }

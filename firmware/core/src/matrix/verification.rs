@@ -1047,7 +1047,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(Some((len, Outgoing::Cancel(stray.code).event_type(), true)));
         }
         let (own_user, own_device) = self.own_ids();
-        let own_ed = *self.account.ed25519_key().as_bytes();
+        let own_ed = *self.account.olm.ed25519_key().as_bytes();
         let Some(v) = &self.verification else {
             return Ok(None);
         };
