@@ -9,7 +9,7 @@
 
 use core::mem::MaybeUninit;
 
-use heapless::String;
+use heapless::{String, Vec};
 
 use jeton_olm::olm::Account;
 
@@ -256,15 +256,23 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     login: _,
                     sync: _,
                     operation: _,
-                    rooms: _,
-                    devices: _,
+                    rooms:
+                        Rooms {
+                            invites: _,
+                            joins: _,
+                            slots: _,
+                        },
+                    devices:
+                        Devices {
+                            stale: _,
+                            tracked: _,
+                            slots: _,
+                        },
                     sessions: _,
                     inbound: _,
                     pending_keys: _,
                     retry: _,
                     outbox: _,
-                    invites: _,
-                    joins: _,
                     gateway: _,
                     verification: _,
                     stray_cancel: _,
@@ -315,16 +323,21 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*core).login).write(None);
             addr_of_mut!((*core).sync).write(SyncLane::new());
             addr_of_mut!((*core).operation).write(OperationLane::new());
-            write_each(addr_of_mut!((*core).rooms), || None);
-            addr_of_mut!((*core).devices).write(Devices::new());
+            // The large tables one element at a time (see `write_each`).
+            let rooms = addr_of_mut!((*core).rooms);
+            addr_of_mut!((*rooms).invites).write(Vec::new());
+            addr_of_mut!((*rooms).joins).write(Vec::new());
+            write_each(addr_of_mut!((*rooms).slots), || None);
+            let devices = addr_of_mut!((*core).devices);
+            addr_of_mut!((*devices).stale).write(0);
+            addr_of_mut!((*devices).tracked).write(Vec::new());
+            write_each(addr_of_mut!((*devices).slots), || None);
             addr_of_mut!((*core).sessions).write(OlmSessions::new());
             write_each(addr_of_mut!((*core).inbound), || None);
             addr_of_mut!((*core).pending_keys).write(Vec::new());
             addr_of_mut!((*core).retry).write(Vec::new());
             let txn = Numbering::booted(boot.txn_prefix, boot.txn_next);
             addr_of_mut!((*core).outbox).write(Outbox::new(txn));
-            addr_of_mut!((*core).invites).write(Vec::new());
-            addr_of_mut!((*core).joins).write(Vec::new());
             let account = addr_of_mut!((*core).account);
             addr_of_mut!((*account).one_time_keys_wanted).write(false);
             addr_of_mut!((*account).server_one_time_keys).write(0);
@@ -354,12 +367,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         core.login = Login::load(flash)?;
         core.sync.load(flash)?;
         core.devices.load(flash)?;
-        for (slot, room) in core.rooms.iter_mut().enumerate() {
-            *room = load_room(flash, slot)?;
-            if let Some(room) = room {
-                room.outbound = load_outbound(flash, slot, now)?;
-            }
-        }
+        core.rooms.load(flash, now)?;
         for (slot, entry) in core.inbound.iter_mut().enumerate() {
             *entry = load_inbound(flash, slot)?;
         }

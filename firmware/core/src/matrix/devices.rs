@@ -28,7 +28,7 @@ use jeton_proto::TableVersion;
 use jeton_proto::view::{DeviceKeys, KeysQueryResponse};
 
 use super::flash::{Flash, bytes32, corrupt, text};
-use super::send::{binary32, forget_slot, verify_object};
+use super::send::{binary32, verify_object};
 use super::*;
 use crate::store::record;
 
@@ -43,13 +43,15 @@ pub(super) struct Device {
     pub(super) verified: bool,
 }
 
-/// The tracked users and their devices.
+/// The tracked users and their devices. Boot lays the table out in place
+/// ([`super::boot`]), so its fields are visible there; everything else goes through the
+/// methods.
 #[derive(Debug)]
 pub(super) struct Devices {
     /// Bit `i`: the devices of `tracked[i]` need a keys/query.
-    stale: u32,
-    tracked: Vec<UserId, MAX_TRACKED_USERS>,
-    slots: [Option<Device>; MAX_DEVICES],
+    pub(super) stale: u32,
+    pub(super) tracked: Vec<UserId, MAX_TRACKED_USERS>,
+    pub(super) slots: [Option<Device>; MAX_DEVICES],
 }
 
 /// What a device of a keys/query answer does to the table.
@@ -75,8 +77,9 @@ enum Checked {
 }
 
 impl Devices {
-    /// No users, no devices.
-    pub(super) fn new() -> Self {
+    /// No users, no devices (boot lays the table out in place instead).
+    #[cfg(test)]
+    fn new() -> Self {
         Devices {
             stale: 0,
             tracked: Vec::new(),
@@ -395,7 +398,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 Merged::Known(slot) => seen |= 1 << slot,
                 Merged::New(slot) => {
                     // A slot reused for another device: no session has its key yet.
-                    forget_slot(&mut self.rooms, slot);
+                    self.rooms.forget_device(slot);
                     seen |= 1 << slot;
                     new = true;
                 }
@@ -409,7 +412,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let dropped = self.devices.drop_unseen(user, seen);
         for slot in 0..MAX_DEVICES {
             if dropped & (1 << slot) != 0 {
-                forget_slot(&mut self.rooms, slot);
+                self.rooms.forget_device(slot);
             }
         }
         Ok(new)

@@ -98,11 +98,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(slot) = self.room_slot(room_id) else {
             return Err(CommandError::UnknownRoom);
         };
-        if !self
-            .rooms
-            .get(slot)
-            .is_some_and(|r| r.as_ref().is_some_and(|r| r.encrypted))
-        {
+        if !self.rooms.is_encrypted(slot) {
             return Err(TokenError::File(FileError::UnencryptedRoom).into());
         }
         if self.transfer.is_some() {

@@ -105,21 +105,19 @@ mod limits;
 mod login;
 mod olm_sessions;
 mod operations;
+mod outbound;
 mod outbox;
 mod receive;
 mod requests;
 mod rng;
+mod rooms;
 mod send;
 mod state;
 mod sync;
 mod token;
 pub mod verification;
 
-use core::fmt;
-
 use heapless::{String, Vec};
-
-use jeton_proto::path::endpoint;
 
 use crate::coap::{Client, Code, Event, option};
 use crate::platform::{Instant, Rng};
@@ -131,6 +129,7 @@ pub use errors::{CommandError, RejectionReason, TokenError, UndecryptableReason}
 pub use events::{EscapedBody, EventLine, Ui, UiEvent};
 pub use limits::*;
 pub use rng::TransportRng;
+pub use rooms::{Invite, RoomSummary};
 pub use token::{Status, Token};
 pub use verification::{
     CancelCode, MAX_MAC_KEYS, MAX_TRANSACTION_ID_LEN, TransactionId, VERIFICATION_STEP_TIMEOUT_MS,
@@ -147,50 +146,12 @@ use olm_sessions::OlmSessions;
 use operations::{BACKOFF_MS, Operation, OperationLane};
 use outbox::{Numbering, Outbox};
 use requests::{RequestShape, code_number};
+use rooms::Rooms;
 use state::*;
 
 /// The CoAP engine the token drives.
 type Coap = Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>;
 use sync::SyncLane;
-
-/// A summary of one room, for the `rooms` command. Its `Display` is the line jeton-sim and
-/// the RIOT shell print: `room <id> encrypted|unencrypted members=<n>`.
-#[derive(Clone, Copy, Debug)]
-pub struct RoomSummary<'a> {
-    /// The room id.
-    pub room_id: &'a str,
-    /// Whether the room is end-to-end encrypted.
-    pub encrypted: bool,
-    /// Joined members known.
-    pub members: usize,
-}
-
-impl fmt::Display for RoomSummary<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.encrypted {
-            "encrypted"
-        } else {
-            "unencrypted"
-        };
-        write!(f, "room {} {kind} members={}", self.room_id, self.members)
-    }
-}
-
-/// A pending invite, for the `invites` command. Its `Display` is the line jeton-sim and the
-/// RIOT shell print: `invite <room> <inviter>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Invite<'a> {
-    /// The room the token is invited to.
-    pub room_id: &'a str,
-    /// Who invited it.
-    pub inviter: &'a str,
-}
-
-impl fmt::Display for Invite<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invite {} {}", self.room_id, self.inviter)
-    }
-}
 
 /// What every part of the client works with: the platform's generator, flash and display,
 /// the settings, and the buffer request bodies and decrypted plaintexts are built in.
@@ -235,8 +196,6 @@ struct Core<R: Rng, S: Store, U: Ui> {
     login: Option<Login>,
     /// A cancel owed for a verification message of an unknown transaction.
     stray_cancel: Option<verification::StrayCancel>,
-    joins: Vec<RoomId, MAX_INVITES>,
-    invites: Vec<(RoomId, UserId), MAX_INVITES>,
     env: Env<R, S, U>,
     /// The file being sent or received.
     transfer: Option<files::Transfer>,
@@ -244,7 +203,7 @@ struct Core<R: Rng, S: Store, U: Ui> {
     pending_keys: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
     sessions: OlmSessions,
     devices: Devices,
-    rooms: [Option<Room>; MAX_ROOMS],
+    rooms: Rooms,
     inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
     account: OwnAccount,
 }
@@ -297,41 +256,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.sync.observation_lost();
         }
         held
-    }
-
-    fn on_joined(&mut self, body: &[u8], _now: Instant) -> Result<(), TokenError> {
-        let _ = body;
-        if !self.joins.is_empty() {
-            let room = self.joins.remove(0);
-            self.add_room(&room)?;
-            self.env.ui.event(&UiEvent::Joined { room_id: &room });
-        }
-        Ok(())
-    }
-
-    /// The room slot of `room_id`.
-    fn room_slot(&self, room_id: &str) -> Option<usize> {
-        self.rooms
-            .iter()
-            .position(|room| room.as_ref().is_some_and(|r| r.id.as_str() == room_id))
-    }
-
-    fn add_room(&mut self, room_id: &str) -> Result<usize, TokenError> {
-        if let Some(slot) = self.room_slot(room_id) {
-            return Ok(slot);
-        }
-        let slot = self
-            .rooms
-            .iter()
-            .position(Option::is_none)
-            .ok_or(TokenError::LimitReached(Limit::Rooms))?;
-        let room = Room::new(bounded(room_id)?);
-        save_room(&mut self.env.flash, slot, &room)?;
-        self.gateway.on_room_added(slot);
-        if let Some(entry) = self.rooms.get_mut(slot) {
-            *entry = Some(room);
-        }
-        Ok(slot)
     }
 }
 

@@ -156,18 +156,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 len,
             );
         }
-        if let Some(room) = self.joins.first().cloned() {
-            if let Some(first) = self.env.work.first_mut() {
-                // An empty CBOR map.
-                *first = 0xa0;
-            }
-            return self.start(
-                coap,
-                Operation::Join,
-                Code::POST,
-                &[endpoint::JOIN, &room],
-                1,
-            );
+        if let Some(room) = self.rooms.next_join().cloned() {
+            return self.start_join(coap, &room);
         }
         if let Some((room, event)) = self.retry.first().cloned()
             && self.pending_keys.is_empty()
@@ -230,7 +220,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.on_operation_refused(operation, code);
             return;
         }
-        if let Err(error) = self.on_operation_done(operation, body, now) {
+        if let Err(error) = self.on_operation_done(operation, body) {
             self.error(error);
         }
     }
@@ -288,22 +278,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             // room): not a failure, the next attempt sends everything in full.
             Operation::Send { .. } if code_number(code) == 412 => self.gateway.forget(),
             Operation::Send { slot } => self.on_send_refused(slot, code),
-            Operation::Join => {
-                if !self.joins.is_empty() {
-                    self.joins.remove(0);
-                }
-                self.error(error);
-            }
+            Operation::Join => self.on_join_refused(error),
             Operation::ShareKey { device }
                 if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
             {
-                // The homeserver refuses this device: skip it for the current sessions.
-                for room in self.rooms.iter_mut().flatten() {
-                    if let Some(outbound) = &mut room.outbound {
-                        outbound.unreachable |= 1 << device;
-                    }
-                }
-                self.error(error);
+                self.on_share_refused(device, error);
             }
             Operation::Verification { stray }
                 if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
@@ -326,12 +305,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     // Not inlined into `on_event`: the handlers' locals would sit under every sync.
     #[inline(never)]
-    fn on_operation_done(
-        &mut self,
-        operation: Operation,
-        body: &[u8],
-        now: Instant,
-    ) -> Result<(), TokenError> {
+    fn on_operation_done(&mut self, operation: Operation, body: &[u8]) -> Result<(), TokenError> {
         match operation {
             Operation::Login => self.on_login(body),
             Operation::Upload { with_device_keys } => self.on_uploaded(body, with_device_keys),
@@ -340,7 +314,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Claim { device } => self.on_claimed(body, device),
             Operation::ShareKey { device } => self.on_key_shared(device),
             Operation::Send { slot } => self.on_sent(body, slot),
-            Operation::Join => self.on_joined(body, now),
+            Operation::Join => self.on_joined(),
             Operation::FetchEvent => self.on_fetched_event(body),
             Operation::Verification { stray } => {
                 self.on_verification_sent(stray);

@@ -264,11 +264,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 .outbox
                 .fail(&mut self.env.flash, &mut self.env.ui, slot, error);
         };
-        let encrypted = self
-            .rooms
-            .get(room_slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|r| r.encrypted);
+        let encrypted = self.rooms.is_encrypted(room_slot);
         if encrypted {
             // The room key must reach every device of every member first.
             self.ensure_outbound(room_slot, now)?;
@@ -282,8 +278,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// The short handle of the room in `room_slot`, once the gateway holds its id (PROFILE.md
     /// section 1.1).
     fn room_handle(&self, room_slot: usize) -> Option<gateway::RoomHandle> {
-        let room = self.rooms.get(room_slot)?.as_ref()?;
-        let ids = self.rooms.iter().flatten().map(|r| r.id.as_str());
+        let room = self.rooms.get(room_slot)?;
+        let ids = self.rooms.iter().map(|r| r.id.as_str());
         self.gateway.room_handle(room_slot, &room.id, ids)
     }
 
@@ -386,7 +382,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         plaintext_len: usize,
         message: &'m mut [u8],
     ) -> Result<Option<Encrypted<'m>>, TokenError> {
-        let Some(Some(room)) = self.rooms.get_mut(room_slot) else {
+        let Some(room) = self.rooms.get_mut(room_slot) else {
             return Ok(None);
         };
         let Some(outbound) = &mut room.outbound else {
@@ -399,12 +395,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .map_err(|_| TokenError::Crypto)?;
         let session_id = *outbound.session.session_id().as_bytes();
         // 1. The next index is on flash before the ciphertext exists anywhere else.
-        save_outbound(
-            &mut self.env.flash,
-            &mut self.env.rng,
-            room_slot,
-            Some(outbound),
-        )?;
+        outbound.save(&mut self.env.flash, &mut self.env.rng, room_slot)?;
         // 2. The ciphertext replaces the plaintext in the outbox entry.
         let message = message.get(..message_len).unwrap_or_default();
         let entry = OutboxEntry {
@@ -429,10 +420,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // The send named the room and (encrypted) the sender fields, in full or as the
         // gateway already held them: it holds them now.
         let room_slot = self.room_slot(&entry.room_id);
-        let encrypted = room_slot
-            .and_then(|slot| self.rooms.get(slot))
-            .and_then(Option::as_ref)
-            .is_some_and(|r| r.encrypted);
+        let encrypted = room_slot.is_some_and(|slot| self.rooms.is_encrypted(slot));
         self.gateway.on_sent(room_slot, encrypted);
         self.env.ui.event(&UiEvent::Delivered {
             local_id: entry.local_id,

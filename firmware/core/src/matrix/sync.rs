@@ -321,6 +321,32 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         result
     }
 
+    /// Invites, membership and encryption state, device list changes and key counts: what
+    /// has to be in before the sync's room keys and messages. Out of line, so that its
+    /// locals are not under the Olm decryption's stack.
+    #[inline(never)]
+    fn apply_rooms(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
+        let own_user = self
+            .login
+            .as_ref()
+            .map(|l| l.user_id.clone())
+            .unwrap_or_default();
+        self.apply_invites(sync, &own_user)?;
+        // Joined rooms: membership and encryption state first, so that room keys arriving
+        // in this sync find their senders tracked.
+        self.apply_joined_rooms(sync, &own_user)?;
+        for user in sync.device_lists_changed()? {
+            let user = user?;
+            if self.devices.is_tracked(user) {
+                self.track(user);
+            }
+        }
+        if self.login.as_ref().is_some_and(|l| l.keys_uploaded) {
+            self.account.on_key_counts(sync)?;
+        }
+        Ok(())
+    }
+
     /// What a sync carries, in the order it must be taken in.
     fn apply_sync(&mut self, sync: &SyncResponse<'_>, now: Instant) -> Result<(), TokenError> {
         self.apply_rooms(sync)?;

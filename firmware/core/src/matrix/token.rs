@@ -208,23 +208,14 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         if self.core.login.is_none() {
             return Err(CommandError::NotLoggedIn);
         }
-        let room: RoomId = bounded(room_id)?;
-        self.core.invites.retain(|(id, _)| *id != room);
-        if !self.core.joins.contains(&room) {
-            self.core
-                .joins
-                .push(room)
-                .map_err(|_| TokenError::LimitReached(Limit::Invites))?;
-        }
+        self.core.rooms.join(room_id)?;
         self.drive(now);
         Ok(())
     }
 
     /// Forgets the invite to `room_id` without joining.
     pub fn refuse(&mut self, room_id: &str) -> Result<(), CommandError> {
-        let before = self.core.invites.len();
-        self.core.invites.retain(|(id, _)| id.as_str() != room_id);
-        if self.core.invites.len() == before {
+        if !self.core.rooms.refuse(room_id) {
             return Err(CommandError::NoSuchInvite);
         }
         Ok(())
@@ -287,7 +278,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// The rooms the token is in.
     pub fn rooms(&self) -> impl Iterator<Item = RoomSummary<'_>> {
-        self.core.rooms.iter().flatten().map(|room| RoomSummary {
+        self.core.rooms.iter().map(|room| RoomSummary {
             room_id: &room.id,
             encrypted: room.encrypted,
             members: room.members.len(),
@@ -296,7 +287,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Pending invites.
     pub fn invites(&self) -> impl Iterator<Item = Invite<'_>> {
-        self.core.invites.iter().map(|(room, inviter)| Invite {
+        self.core.rooms.invites().map(|(room, inviter)| Invite {
             room_id: room.as_str(),
             inviter: inviter.as_str(),
         })
