@@ -269,9 +269,12 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                             slots: _,
                         },
                     sessions: _,
-                    inbound: _,
-                    pending_keys: _,
-                    retry: _,
+                    room_keys:
+                        RoomKeys {
+                            pending: _,
+                            retry: _,
+                            inbound: _,
+                        },
                     outbox: _,
                     gateway: _,
                     verification: _,
@@ -333,9 +336,10 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*devices).tracked).write(Vec::new());
             write_each(addr_of_mut!((*devices).slots), || None);
             addr_of_mut!((*core).sessions).write(OlmSessions::new());
-            write_each(addr_of_mut!((*core).inbound), || None);
-            addr_of_mut!((*core).pending_keys).write(Vec::new());
-            addr_of_mut!((*core).retry).write(Vec::new());
+            let room_keys = addr_of_mut!((*core).room_keys);
+            addr_of_mut!((*room_keys).pending).write(Vec::new());
+            addr_of_mut!((*room_keys).retry).write(Vec::new());
+            write_each(addr_of_mut!((*room_keys).inbound), || None);
             let txn = Numbering::booted(boot.txn_prefix, boot.txn_next);
             addr_of_mut!((*core).outbox).write(Outbox::new(txn));
             let account = addr_of_mut!((*core).account);
@@ -368,9 +372,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         core.sync.load(flash)?;
         core.devices.load(flash)?;
         core.rooms.load(flash, now)?;
-        for (slot, entry) in core.inbound.iter_mut().enumerate() {
-            *entry = load_inbound(flash, slot)?;
-        }
+        core.room_keys.load(flash)?;
         core.sessions.load(flash)?;
         core.outbox.load(flash)?;
         Ok(())

@@ -107,17 +107,17 @@ mod olm_sessions;
 mod operations;
 mod outbound;
 mod outbox;
-mod receive;
 mod requests;
 mod rng;
+mod room_keys;
 mod rooms;
 mod send;
-mod state;
 mod sync;
+mod timeline;
 mod token;
 pub mod verification;
 
-use heapless::{String, Vec};
+use heapless::String;
 
 use crate::coap::{Client, Code, Event, option};
 use crate::platform::{Instant, Rng};
@@ -146,8 +146,8 @@ use olm_sessions::OlmSessions;
 use operations::{BACKOFF_MS, Operation, OperationLane};
 use outbox::{Numbering, Outbox};
 use requests::{RequestShape, code_number};
+use room_keys::RoomKeys;
 use rooms::Rooms;
-use state::*;
 
 /// The CoAP engine the token drives.
 type Coap = Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>;
@@ -199,12 +199,10 @@ struct Core<R: Rng, S: Store, U: Ui> {
     env: Env<R, S, U>,
     /// The file being sent or received.
     transfer: Option<files::Transfer>,
-    retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
-    pending_keys: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
     sessions: OlmSessions,
     devices: Devices,
     rooms: Rooms,
-    inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
+    room_keys: RoomKeys,
     account: OwnAccount,
 }
 

@@ -27,8 +27,8 @@ use jeton_proto::write::{self, OlmToDevice};
 
 use super::devices::Device;
 use super::flash::{Flash, bytes32, corrupt};
-use super::receive::room_key_payload;
 use super::rng::CryptoSource;
+use super::room_keys::room_key_payload;
 use super::send::{binary_bytes, binary32};
 use super::*;
 use crate::store::record;

@@ -159,17 +159,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if let Some(room) = self.rooms.next_join().cloned() {
             return self.start_join(coap, &room);
         }
-        if let Some((room, event)) = self.retry.first().cloned()
-            && self.pending_keys.is_empty()
-        {
-            self.retry.remove(0);
-            return self.start(
-                coap,
-                Operation::FetchEvent,
-                Code::GET,
-                &[endpoint::ROOM_EVENT, &room, &event],
-                0,
-            );
+        if let Some((room, event)) = self.room_keys.next_retry() {
+            return self.start_fetch(coap, &room, &event);
         }
         self.plan_send(coap, now)?;
         if self.operation.is_idle() {
