@@ -278,7 +278,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     outbox: _,
                     gateway: _,
                     verification: _,
-                    stray_cancel: _,
                     transfer: _,
                     media_limit: _,
                 },
@@ -347,8 +346,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*account).server_one_time_keys).write(0);
             addr_of_mut!((*account).fallback_wanted).write(false);
             addr_of_mut!((*core).gateway).write(Gateway::new());
-            addr_of_mut!((*core).verification).write(None);
-            addr_of_mut!((*core).stray_cancel).write(None);
+            addr_of_mut!((*core).verification).write(Verifications::new());
             addr_of_mut!((*core).transfer).write(None);
             addr_of_mut!((*core).media_limit).write(None);
         }

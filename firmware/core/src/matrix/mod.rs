@@ -148,6 +148,7 @@ use outbox::{Numbering, Outbox};
 use requests::{RequestShape, code_number};
 use room_keys::RoomKeys;
 use rooms::Rooms;
+use verification::Verifications;
 
 /// The CoAP engine the token drives.
 type Coap = Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>;
@@ -190,12 +191,9 @@ struct Core<R: Rng, S: Store, U: Ui> {
     outbox: Outbox,
     /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
     media_limit: Option<u64>,
-    /// The device verification in progress.
-    verification: Option<verification::Verification>,
+    verification: verification::Verifications,
     gateway: Gateway,
     login: Option<Login>,
-    /// A cancel owed for a verification message of an unknown transaction.
-    stray_cancel: Option<verification::StrayCancel>,
     env: Env<R, S, U>,
     /// The file being sent or received.
     transfer: Option<files::Transfer>,
