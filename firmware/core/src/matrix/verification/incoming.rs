@@ -150,7 +150,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         content: &Map<'_>,
         now: Instant,
     ) -> Result<(), TokenError> {
-        let (own_user, own_device) = self.own_ids();
         let Some(v) = &mut self.verification.active else {
             return Ok(());
         };
@@ -170,75 +169,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         v.step = now;
         let phase = v.phase;
         match (kind, phase) {
-            ("cancel", _) => {
-                let code = text(content, "code").unwrap_or("m.unknown");
-                self.env.ui.event(&UiEvent::VerificationCancelled {
-                    user_id: &v.peer_user,
-                    device_id: &v.peer_device,
-                    code,
-                    by_peer: true,
-                });
-                self.verification.active = None;
-            }
-            ("start", Phase::ReadySent) => {
-                if text(content, "from_device") != Some(v.peer_device.as_str()) {
-                    self.cancel_active(CancelCode::UserMismatch);
-                } else if let Err(code) = self.take_start(content) {
-                    self.cancel_active(code);
-                } else if let Some(v) = &mut self.verification.active {
-                    v.send(Outgoing::Accept);
-                    v.phase = Phase::AcceptSent;
-                }
-            }
-            ("ready", Phase::RequestSent) => {
-                if text(content, "from_device") != Some(v.peer_device.as_str()) {
-                    self.cancel_active(CancelCode::UserMismatch);
-                } else if !texts(content, "methods").any(|m| m == SAS_METHOD) {
-                    self.cancel_active(CancelCode::UnknownMethod);
-                } else {
-                    v.keys = Keys::Ephemeral(Sas::new(&mut CryptoSource(&mut self.env.rng)));
-                    v.send(Outgoing::Start);
-                    v.phase = Phase::StartSent;
-                }
-            }
-            ("start", Phase::StartSent) => {
-                // Both sides started: the start of the smaller user id (device id for the
-                // same user) stands.
-                let theirs_wins = (v.peer_user.as_str(), v.peer_device.as_str())
-                    < (own_user.as_str(), own_device.as_str());
-                if theirs_wins {
-                    // A start on its way still leaves; the peer drops it by the same rule.
-                    let in_flight = v.sending && v.outgoing.front() == Some(&Outgoing::Start);
-                    if !in_flight {
-                        v.outgoing.retain(|m| *m != Outgoing::Start);
-                    }
-                    if let Err(code) = self.take_start(content) {
-                        self.cancel_active(code);
-                    } else if let Some(v) = &mut self.verification.active {
-                        v.send(Outgoing::Accept);
-                        v.phase = Phase::AcceptSent;
-                    }
-                }
-            }
-            ("accept", Phase::StartSent) => {
-                let accepted = choice_of_accept(content).and_then(|choice| {
-                    let commitment = text(content, "commitment")
-                        .and_then(decode_commitment)
-                        .ok_or(CancelCode::InvalidMessage)?;
-                    Ok((choice, commitment))
-                });
-                match accepted {
-                    Err(code) => self.cancel_active(code),
-                    Ok((choice, commitment)) => {
-                        v.mac_method = choice.mac_method;
-                        v.mac_encoding = default_encoding(choice.mac_method);
-                        v.emoji = choice.emoji;
-                        v.commitment = commitment;
-                        v.send(Outgoing::Key);
-                        v.phase = Phase::KeySent;
-                    }
-                }
-            }
+            ("cancel", _) => self.on_peer_cancel(content),
+            ("start", Phase::ReadySent) => self.on_start_after_ready(content),
+            ("ready", Phase::RequestSent) => self.on_ready(content),
+            ("start", Phase::StartSent) => self.on_concurrent_start(content),
+            ("accept", Phase::StartSent) => self.on_accept(content),
             ("key", Phase::KeySent | Phase::AcceptSent) => self.on_key(content)?,
             ("mac", Phase::Comparing) if !v.their_mac_ok => self.on_mac(content)?,
             // `ready` answers a request, which the token never sends; `done` before the MACs
@@ -246,6 +181,104 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             _ => self.cancel_active(CancelCode::UnexpectedMessage),
         }
         Ok(())
+    }
+
+    /// The peer cancelled.
+    fn on_peer_cancel(&mut self, content: &Map<'_>) {
+        let Some(v) = &self.verification.active else {
+            return;
+        };
+        let code = text(content, "code").unwrap_or("m.unknown");
+        self.env.ui.event(&UiEvent::VerificationCancelled {
+            user_id: &v.peer_user,
+            device_id: &v.peer_device,
+            code,
+            by_peer: true,
+        });
+        self.verification.active = None;
+    }
+
+    /// The peer's `start` after the token's `ready`: the token accepts.
+    fn on_start_after_ready(&mut self, content: &Map<'_>) {
+        let Some(v) = &self.verification.active else {
+            return;
+        };
+        if text(content, "from_device") != Some(v.peer_device.as_str()) {
+            self.cancel_active(CancelCode::UserMismatch);
+        } else {
+            self.accept_start(content);
+        }
+    }
+
+    /// Takes the peer's `start` and accepts it, or cancels.
+    fn accept_start(&mut self, content: &Map<'_>) {
+        if let Err(code) = self.take_start(content) {
+            self.cancel_active(code);
+        } else if let Some(v) = &mut self.verification.active {
+            v.send(Outgoing::Accept);
+            v.phase = Phase::AcceptSent;
+        }
+    }
+
+    /// The peer's `ready` to the token's request: the token starts.
+    fn on_ready(&mut self, content: &Map<'_>) {
+        let Some(v) = &mut self.verification.active else {
+            return;
+        };
+        if text(content, "from_device") != Some(v.peer_device.as_str()) {
+            self.cancel_active(CancelCode::UserMismatch);
+        } else if !texts(content, "methods").any(|m| m == SAS_METHOD) {
+            self.cancel_active(CancelCode::UnknownMethod);
+        } else {
+            v.keys = Keys::Ephemeral(Sas::new(&mut CryptoSource(&mut self.env.rng)));
+            v.send(Outgoing::Start);
+            v.phase = Phase::StartSent;
+        }
+    }
+
+    /// Both sides started: the start of the smaller user id (device id for the same user)
+    /// stands.
+    fn on_concurrent_start(&mut self, content: &Map<'_>) {
+        let (own_user, own_device) = self.own_ids();
+        let Some(v) = &mut self.verification.active else {
+            return;
+        };
+        let theirs_wins = (v.peer_user.as_str(), v.peer_device.as_str())
+            < (own_user.as_str(), own_device.as_str());
+        if !theirs_wins {
+            return;
+        }
+        // A start on its way still leaves; the peer drops it by the same rule.
+        let in_flight = v.sending && v.outgoing.front() == Some(&Outgoing::Start);
+        if !in_flight {
+            v.outgoing.retain(|m| *m != Outgoing::Start);
+        }
+        self.accept_start(content);
+    }
+
+    /// The peer's `accept` of the token's `start`: the methods it chose and its commitment;
+    /// the token sends its key.
+    fn on_accept(&mut self, content: &Map<'_>) {
+        let accepted = choice_of_accept(content).and_then(|choice| {
+            let commitment = text(content, "commitment")
+                .and_then(decode_commitment)
+                .ok_or(CancelCode::InvalidMessage)?;
+            Ok((choice, commitment))
+        });
+        let Some(v) = &mut self.verification.active else {
+            return;
+        };
+        match accepted {
+            Err(code) => self.cancel_active(code),
+            Ok((choice, commitment)) => {
+                v.mac_method = choice.mac_method;
+                v.mac_encoding = default_encoding(choice.mac_method);
+                v.emoji = choice.emoji;
+                v.commitment = commitment;
+                v.send(Outgoing::Key);
+                v.phase = Phase::KeySent;
+            }
+        }
     }
 
     /// The peer's ephemeral key: checked against its commitment (the token started), the
@@ -355,77 +388,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// The peer's MAC over its device key and the list of key ids.
     fn on_mac(&mut self, content: &Map<'_>) -> Result<(), TokenError> {
-        let (own_user, own_device) = self.own_ids();
-        let Some(v) = &self.verification.active else {
-            return Ok(());
-        };
-        let Some(device) = self.devices.find(&v.peer_user, &v.peer_device) else {
-            // The device keys never arrived: nothing to check the MAC against.
-            self.cancel_active(CancelCode::KeyMismatch);
-            return Ok(());
-        };
-        let their_ed = device.ed;
-        let Keys::Established(established) = &v.keys else {
-            return Ok(());
-        };
-        let info = Self::mac_info(
-            (&v.peer_user, &v.peer_device),
-            (&own_user, &own_device),
-            &v.txn,
-        )?;
-        let (Ok(Some(Value::Map(macs))), Some(keys_mac)) =
-            (content.get("mac"), content.get("keys").ok().flatten())
-        else {
-            self.cancel_active(CancelCode::InvalidMessage);
-            return Ok(());
-        };
-        let mut ids: Vec<&str, MAX_MAC_KEYS> = Vec::new();
-        for entry in macs.entries() {
-            let Ok((id, _)) = entry else {
-                self.cancel_active(CancelCode::InvalidMessage);
-                return Ok(());
-            };
-            if ids.push(id).is_err() {
-                self.cancel_active(CancelCode::InvalidMessage);
+        let encoding = match self.check_peer_mac(content)? {
+            MacVerdict::Valid(encoding) => encoding,
+            MacVerdict::Cancel(code) => {
+                self.cancel_active(code);
                 return Ok(());
             }
-        }
-        sort_ids(&mut ids);
-        let mut key_ids: String<{ MAX_MAC_KEYS * (MAX_ID_LEN + 1) }> = String::new();
-        for (at, id) in ids.iter().enumerate() {
-            concat(&mut key_ids, &[if at > 0 { "," } else { "" }, id])?;
-        }
-        let mut device_key_id: String<{ MAX_DEVICE_ID_LEN + 8 }> = String::new();
-        concat(&mut device_key_id, &["ed25519:", &v.peer_device])?;
-        let method = v.mac_method;
-        let check = |input: &str, suffix: &str, tag: Value<'_>| -> Option<MacEncoding> {
-            let mut full: String<400> = String::new();
-            concat(&mut full, &[&info, suffix]).ok()?;
-            let mut text = [0u8; 88];
-            let tag = base64_text(tag, &mut text)?;
-            established
-                .verify_mac(input.as_bytes(), full.as_bytes(), method, tag)
-                .ok()
-        };
-        let mut verdict = check(&key_ids, "KEY_IDS", keys_mac);
-        let mut device_key_seen = false;
-        let mut ed_text = [0u8; 43];
-        let ed_text = jeton_olm::base64::encode(&their_ed, &mut ed_text).unwrap_or_default();
-        for entry in macs.entries().flatten() {
-            let (id, tag) = entry;
-            if id == device_key_id.as_str() {
-                device_key_seen = true;
-                let encoding = check(ed_text, id, tag);
-                if encoding.is_none() {
-                    verdict = None;
-                }
-            }
-            // Other keys (a cross-signing master key) are not known to the token: covered
-            // by the key-id MAC, not checked one by one.
-        }
-        let Some(encoding) = verdict.filter(|_| device_key_seen) else {
-            self.cancel_active(CancelCode::KeyMismatch);
-            return Ok(());
+            MacVerdict::Ignore => return Ok(()),
         };
         let Some(v) = &mut self.verification.active else {
             return Ok(());
@@ -444,6 +413,99 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         Ok(())
     }
+
+    /// Checks the peer's MACs (`content`): the one over the sorted list of key ids, and the
+    /// one over its device key, the Ed25519 key the device table holds for it.
+    fn check_peer_mac(&self, content: &Map<'_>) -> Result<MacVerdict, TokenError> {
+        let (own_user, own_device) = self.own_ids();
+        let Some(v) = &self.verification.active else {
+            return Ok(MacVerdict::Ignore);
+        };
+        let Some(device) = self.devices.find(&v.peer_user, &v.peer_device) else {
+            // The device keys never arrived: nothing to check the MAC against.
+            return Ok(MacVerdict::Cancel(CancelCode::KeyMismatch));
+        };
+        let Keys::Established(established) = &v.keys else {
+            return Ok(MacVerdict::Ignore);
+        };
+        let info = mac_info(
+            (&v.peer_user, &v.peer_device),
+            (&own_user, &own_device),
+            &v.txn,
+        )?;
+        let (Ok(Some(Value::Map(macs))), Some(keys_mac)) =
+            (content.get("mac"), content.get("keys").ok().flatten())
+        else {
+            return Ok(MacVerdict::Cancel(CancelCode::InvalidMessage));
+        };
+        let Some(key_ids) = key_id_list(&macs)? else {
+            return Ok(MacVerdict::Cancel(CancelCode::InvalidMessage));
+        };
+        let mut device_key_id: String<{ MAX_DEVICE_ID_LEN + 8 }> = String::new();
+        concat(&mut device_key_id, &["ed25519:", &v.peer_device])?;
+        let method = v.mac_method;
+        let check = |input: &str, suffix: &str, tag: Value<'_>| -> Option<MacEncoding> {
+            let mut full: String<400> = String::new();
+            concat(&mut full, &[&info, suffix]).ok()?;
+            let mut text = [0u8; 88];
+            let tag = base64_text(tag, &mut text)?;
+            established
+                .verify_mac(input.as_bytes(), full.as_bytes(), method, tag)
+                .ok()
+        };
+        let mut verdict = check(&key_ids, "KEY_IDS", keys_mac);
+        let mut device_key_seen = false;
+        let mut ed_text = [0u8; 43];
+        let ed_text = jeton_olm::base64::encode(&device.ed, &mut ed_text).unwrap_or_default();
+        for entry in macs.entries().flatten() {
+            let (id, tag) = entry;
+            if id == device_key_id.as_str() {
+                device_key_seen = true;
+                let encoding = check(ed_text, id, tag);
+                if encoding.is_none() {
+                    verdict = None;
+                }
+            }
+            // Other keys (a cross-signing master key) are not known to the token: covered
+            // by the key-id MAC, not checked one by one.
+        }
+        Ok(match verdict.filter(|_| device_key_seen) {
+            Some(encoding) => MacVerdict::Valid(encoding),
+            None => MacVerdict::Cancel(CancelCode::KeyMismatch),
+        })
+    }
+}
+
+/// What the peer's MACs say.
+enum MacVerdict {
+    /// Both verify, in this encoding.
+    Valid(MacEncoding),
+    /// The verification ends with this code.
+    Cancel(CancelCode),
+    /// Nothing to check (no verification, or no shared secret yet).
+    Ignore,
+}
+
+/// The key ids a `mac` message lists, sorted and joined with commas (what the key-id MAC
+/// covers), or `None` for a malformed or too long list.
+fn key_id_list(
+    macs: &Map<'_>,
+) -> Result<Option<String<{ MAX_MAC_KEYS * (MAX_ID_LEN + 1) }>>, TokenError> {
+    let mut ids: Vec<&str, MAX_MAC_KEYS> = Vec::new();
+    for entry in macs.entries() {
+        let Ok((id, _)) = entry else {
+            return Ok(None);
+        };
+        if ids.push(id).is_err() {
+            return Ok(None);
+        }
+    }
+    sort_ids(&mut ids);
+    let mut key_ids = String::new();
+    for (at, id) in ids.iter().enumerate() {
+        concat(&mut key_ids, &[if at > 0 { "," } else { "" }, id])?;
+    }
+    Ok(Some(key_ids))
 }
 
 /// What a peer's `start` or `accept` chose.

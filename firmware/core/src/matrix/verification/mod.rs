@@ -263,6 +263,8 @@ impl Verification {
         }
     }
 
+    /// Queues `message` for the peer. Out of line: it is called from every step.
+    #[inline(never)]
     fn send(&mut self, message: Outgoing) {
         // The queue holds every sequence the protocol produces; a full queue can only mean
         // a cancel is already waiting, which ends the verification anyway.
@@ -315,6 +317,23 @@ pub(super) struct StrayCancel {
     code: CancelCode,
 }
 
+/// The `MATRIX_KEY_VERIFICATION_MAC` info prefix for MACs sent by `from` to `to`.
+fn mac_info(from: (&str, &str), to: (&str, &str), txn: &str) -> Result<String<320>, TokenError> {
+    let mut info = String::new();
+    concat(
+        &mut info,
+        &[
+            "MATRIX_KEY_VERIFICATION_MAC",
+            from.0,
+            from.1,
+            to.0,
+            to.1,
+            txn,
+        ],
+    )?;
+    Ok(info)
+}
+
 /// Appends `parts` to a bounded text.
 fn concat<const N: usize>(out: &mut String<N>, parts: &[&str]) -> Result<(), TokenError> {
     for part in parts {
@@ -325,27 +344,6 @@ fn concat<const N: usize>(out: &mut String<N>, parts: &[&str]) -> Result<(), Tok
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
-    /// The `MATRIX_KEY_VERIFICATION_MAC` info prefix for MACs sent by `from` to `to`.
-    fn mac_info(
-        from: (&str, &str),
-        to: (&str, &str),
-        txn: &str,
-    ) -> Result<String<320>, TokenError> {
-        let mut info = String::new();
-        concat(
-            &mut info,
-            &[
-                "MATRIX_KEY_VERIFICATION_MAC",
-                from.0,
-                from.1,
-                to.0,
-                to.1,
-                txn,
-            ],
-        )?;
-        Ok(info)
-    }
-
     fn own_ids(&self) -> (UserId, DeviceId) {
         self.login
             .as_ref()
@@ -496,6 +494,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Both MACs agree and the person confirmed: the device is verified, on flash first.
+    #[inline(never)]
     fn finish_verified(&mut self) -> Result<(), TokenError> {
         let Some(v) = &mut self.verification.active else {
             return Ok(());
