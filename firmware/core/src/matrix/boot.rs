@@ -279,7 +279,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     gateway: _,
                     verification: _,
                     transfer: _,
-                    media_limit: _,
                 },
         } = token;
         token.coap.deliver_every_registration(true);
@@ -347,8 +346,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             addr_of_mut!((*account).fallback_wanted).write(false);
             addr_of_mut!((*core).gateway).write(Gateway::new());
             addr_of_mut!((*core).verification).write(Verifications::new());
-            addr_of_mut!((*core).transfer).write(None);
-            addr_of_mut!((*core).media_limit).write(None);
+            addr_of_mut!((*core).transfer).write(Transfers::new());
         }
     }
 

@@ -27,8 +27,8 @@ use minicbor::data::Type;
 use jeton_proto::TableVersion;
 use jeton_proto::view::{DeviceKeys, KeysQueryResponse};
 
+use super::bodies::{binary32, verify_object};
 use super::flash::{Flash, bytes32, corrupt, text};
-use super::send::{binary32, verify_object};
 use super::*;
 use crate::store::record;
 

@@ -13,8 +13,8 @@ use jeton_proto::TableVersion;
 use jeton_proto::path::endpoint;
 use jeton_proto::view::{Value, ViewError};
 
+use super::bodies::{cbor, key};
 use super::flash::{Flash, corrupt, text};
-use super::send::{cbor, key};
 use super::*;
 use crate::store::record;
 

@@ -93,12 +93,12 @@
 //!   that arrives while another transfer runs is refused with [`UiEvent::FileFailed`].
 
 mod account;
+mod bodies;
 mod boot;
 mod config;
 mod devices;
 mod errors;
 mod events;
-mod files;
 mod flash;
 mod gateway;
 mod limits;
@@ -111,10 +111,10 @@ mod requests;
 mod rng;
 mod room_keys;
 mod rooms;
-mod send;
 mod sync;
 mod timeline;
 mod token;
+mod transfer;
 pub mod verification;
 
 use heapless::String;
@@ -153,6 +153,7 @@ use verification::Verifications;
 /// The CoAP engine the token drives.
 type Coap = Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>;
 use sync::SyncLane;
+use transfer::Transfers;
 
 /// What every part of the client works with: the platform's generator, flash and display,
 /// the settings, and the buffer request bodies and decrypted plaintexts are built in.
@@ -189,14 +190,11 @@ struct Core<R: Rng, S: Store, U: Ui> {
     sync: SyncLane,
     operation: OperationLane,
     outbox: Outbox,
-    /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
-    media_limit: Option<u64>,
+    transfer: Transfers,
     verification: verification::Verifications,
     gateway: Gateway,
     login: Option<Login>,
     env: Env<R, S, U>,
-    /// The file being sent or received.
-    transfer: Option<files::Transfer>,
     sessions: OlmSessions,
     devices: Devices,
     rooms: Rooms,

@@ -25,11 +25,11 @@ use jeton_olm::olm::{MessageType, OlmMessage, Session, olm_message_len};
 use jeton_proto::view::{Binary, EncryptedContent};
 use jeton_proto::write::{self, OlmToDevice};
 
+use super::bodies::{binary_bytes, binary32};
 use super::devices::Device;
 use super::flash::{Flash, bytes32, corrupt};
 use super::rng::CryptoSource;
 use super::room_keys::room_key_payload;
-use super::send::{binary_bytes, binary32};
 use super::*;
 use crate::store::record;
 

@@ -287,8 +287,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.on_transfer_failed(Some(code));
             }
             Operation::MediaConfig if code.class() == 4 && code_number(code) != 429 => {
-                // No media config (an older homeserver): the token's own limit is the one.
-                self.media_limit = Some(crate::files::MAX_FILE_SIZE);
+                self.transfer.no_media_config();
             }
             _ => self.error(error),
         }

@@ -27,10 +27,10 @@ use jeton_proto::path::endpoint;
 use jeton_proto::view::KeysClaimResponse;
 use jeton_proto::write;
 
+use super::bodies::{binary32, verify_object};
 use super::devices::Device;
 use super::flash::{Flash, corrupt};
 use super::rng::CryptoSource;
-use super::send::{binary32, verify_object};
 use super::*;
 use crate::json::JsonWriter;
 use crate::store::record;

@@ -25,8 +25,8 @@ use jeton_proto::TableVersion;
 use jeton_proto::path::endpoint;
 use jeton_proto::write;
 
+use super::bodies::{cbor, key};
 use super::flash::{Flash, corrupt};
-use super::send::{cbor, key};
 use super::*;
 use crate::json::JsonWriter;
 use crate::store::record;
@@ -203,13 +203,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Puts a message in the outbox on flash.
     pub(super) fn enqueue(&mut self, room_id: &str, text: &str) -> Result<u32, CommandError> {
-        if text.starts_with(super::files::CONTENT_MARKER) {
+        if text.starts_with(super::transfer::CONTENT_MARKER) {
             return Err(CommandError::ReservedText);
         }
         self.enqueue_content(room_id, text)
     }
 
-    /// Queues an outbox entry: a text, or (after [`super::files::CONTENT_MARKER`]) a whole
+    /// Queues an outbox entry: a text, or (after [`super::transfer::CONTENT_MARKER`]) a whole
     /// event content.
     pub(super) fn enqueue_content(
         &mut self,
@@ -505,11 +505,11 @@ fn parse_entry(meta: &[u8], slot: usize) -> Result<OutboxEntry<'_>, TokenError> 
     })
 }
 
-/// The Megolm event payload of an entry's `text` (or, after [`super::files::CONTENT_MARKER`],
+/// The Megolm event payload of an entry's `text` (or, after [`super::transfer::CONTENT_MARKER`],
 /// a file's event content) for `room_id`, as JSON into `out`: its length.
 fn event_json(out: &mut [u8], text: &str, room_id: &str) -> Result<usize, TokenError> {
     let mut w = JsonWriter::new(out);
-    match text.strip_prefix(super::files::CONTENT_MARKER) {
+    match text.strip_prefix(super::transfer::CONTENT_MARKER) {
         // A file's event: its content was written when the upload finished.
         Some(content) => w.raw(br#"{"content":"#)?.raw(content.as_bytes())?,
         None => w

@@ -31,9 +31,9 @@ use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
 use jeton_proto::path::endpoint;
 use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM};
 
+use super::bodies::{binary_bytes, binary32};
 use super::flash::{Flash, bytes32, corrupt, text};
 use super::olm_sessions::MAX_CIPHERTEXT;
-use super::send::{binary_bytes, binary32};
 use super::*;
 use crate::json::{JsonObject, JsonStr};
 use crate::store::record;

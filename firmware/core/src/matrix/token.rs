@@ -199,7 +199,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
 
     /// Whether a file is being sent or received.
     pub fn is_transferring(&self) -> bool {
-        self.core.transfer.is_some()
+        self.core.transfer.is_busy()
     }
 
     /// Accepts the invite to `room_id` (or joins a room by id).

@@ -8,7 +8,7 @@ use minicbor::encode::write::Cursor;
 use jeton_olm::sas::{MAC_BASE64_LEN, MacMethod};
 
 use super::*;
-use crate::matrix::send::{cbor, key};
+use crate::matrix::bodies::{cbor, key};
 
 /// The token's ids and Ed25519 key, which its messages name.
 struct Own<'a> {

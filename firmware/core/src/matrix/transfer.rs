@@ -66,6 +66,34 @@ pub(super) enum Transfer {
     },
 }
 
+/// The file transfer and what the token learned about media.
+pub(super) struct Transfers {
+    /// The file being sent or received.
+    current: Option<Transfer>,
+    /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
+    media_limit: Option<u64>,
+}
+
+impl Transfers {
+    /// No transfer; the media limit not asked yet.
+    pub(super) const fn new() -> Self {
+        Transfers {
+            current: None,
+            media_limit: None,
+        }
+    }
+
+    /// Whether a file is being sent or received.
+    pub(super) fn is_busy(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// The homeserver has no media config (an older one): the token's own limit is the one.
+    pub(super) fn no_media_config(&mut self) {
+        self.media_limit = Some(crate::files::MAX_FILE_SIZE);
+    }
+}
+
 impl Transfer {
     fn name(&self) -> &str {
         match self {
@@ -101,7 +129,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if !self.rooms.is_encrypted(slot) {
             return Err(TokenError::File(FileError::UnencryptedRoom).into());
         }
-        if self.transfer.is_some() {
+        if self.transfer.current.is_some() {
             return Err(TokenError::File(FileError::Busy).into());
         }
         let name: String<MAX_FILE_NAME> =
@@ -110,7 +138,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             String::try_from(mimetype).map_err(|_| TokenError::File(FileError::BadName))?;
         let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
         let upload = Upload::start(files, path, &mut self.env.rng)?;
-        self.transfer = Some(Transfer::Upload {
+        self.transfer.current = Some(Transfer::Upload {
             upload,
             room_id: bounded(room_id)?,
             name,
@@ -153,7 +181,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             _ => None,
         });
         let started = (|| {
-            if self.transfer.is_some() {
+            if self.transfer.current.is_some() {
                 return Err(FileError::Busy);
             }
             let file = EncryptedFile::parse(&file)?;
@@ -169,7 +197,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             })
         })();
         match started {
-            Ok(transfer) => self.transfer = Some(transfer),
+            Ok(transfer) => self.transfer.current = Some(transfer),
             Err(error) => self.env.ui.event(&UiEvent::FileFailed { error, name }),
         }
         true
@@ -179,16 +207,19 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     pub(super) fn plan_transfer(&mut self, coap: &mut Coap) -> Result<(), TokenError> {
         let block_size = self.block_size();
         let szx = self.env.settings.coap.block_szx.min(6);
-        match &mut self.transfer {
+        match &mut self.transfer.current {
             None => Ok(()),
-            Some(Transfer::Upload { .. }) if self.media_limit.is_none() => {
+            Some(Transfer::Upload { .. }) if self.transfer.media_limit.is_none() => {
                 // Learn the largest upload once, before the first.
                 let sent = self.request(coap, Code::GET, &[endpoint::MEDIA_CONFIG], &[], 0)?;
                 self.operation.begin(sent, Operation::MediaConfig);
                 Ok(())
             }
             Some(Transfer::Upload { upload, .. })
-                if self.media_limit.is_some_and(|limit| upload.size() > limit) =>
+                if self
+                    .transfer
+                    .media_limit
+                    .is_some_and(|limit| upload.size() > limit) =>
             {
                 self.abandon_transfer(FileError::TooLarge)
             }
@@ -278,7 +309,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             _ => None,
         };
         let limit = advertised.unwrap_or(crate::files::MAX_FILE_SIZE);
-        self.media_limit = Some(limit.min(crate::files::MAX_FILE_SIZE));
+        self.transfer.media_limit = Some(limit.min(crate::files::MAX_FILE_SIZE));
         Ok(())
     }
 
@@ -290,7 +321,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             next_block,
             name,
             ..
-        }) = &mut self.transfer
+        }) = &mut self.transfer.current
         else {
             return Ok(());
         };
@@ -315,7 +346,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             name,
             mimetype,
             ..
-        }) = self.transfer.take()
+        }) = self.transfer.current.take()
         else {
             return Ok(());
         };
@@ -369,7 +400,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             total,
             attempts,
             ..
-        }) = &mut self.transfer
+        }) = &mut self.transfer.current
         else {
             return Ok(());
         };
@@ -410,7 +441,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             room_id,
             sender,
             ..
-        }) = self.transfer.take()
+        }) = self.transfer.current.take()
         else {
             return Ok(());
         };
@@ -434,7 +465,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// The transfer's exchange failed or was refused.
     pub(super) fn on_transfer_failed(&mut self, refused: Option<Code>) {
-        match &mut self.transfer {
+        match &mut self.transfer.current {
             Some(Transfer::Upload { upload, .. }) if refused.is_none() => {
                 // Sent again after the back-off, with the same ciphertext.
                 upload.repeat_last_block();
@@ -472,7 +503,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// Ends the transfer, deleting what it stored, and tells the user why.
     fn abandon_transfer(&mut self, error: FileError) -> Result<(), TokenError> {
         self.operation.end();
-        let Some(transfer) = self.transfer.take() else {
+        let Some(transfer) = self.transfer.current.take() else {
             return Ok(());
         };
         let name: String<MAX_FILE_NAME> = String::try_from(transfer.name()).unwrap_or_default();
