@@ -230,8 +230,24 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         unsafe { Self::write_unloaded(token, config, rng, ui, boot) };
         // SAFETY: `load_into` and `write_unloaded` initialised every field of `slot`.
         let token = unsafe { slot.assume_init_mut() };
-        // The fields `Boot::load_into` and `write_unloaded` write, all of them: adding a
-        // field to `Core` or `Token` breaks this pattern until one of them writes it too.
+        Self::names_every_field(token);
+        token.coap.deliver_every_registration(true);
+        if let Err(err) = token.load(material, now) {
+            // SAFETY: `slot` is initialised (above), and nothing has moved out of it.
+            unsafe { slot.assume_init_drop() };
+            return Err(err);
+        }
+        // SAFETY: `slot` is initialised (above) and `load` kept it so.
+        let token = unsafe { slot.assume_init_mut() };
+        token.drive(now);
+        Ok(token)
+    }
+
+    /// Names the fields `Boot::load_into` and `write_unloaded` write, all of them, with the
+    /// sub-states they lay out field by field: adding a field to the token breaks this
+    /// pattern until boot writes it too. (Sub-states written whole are written by a struct
+    /// expression, which the compiler checks in its own way.)
+    fn names_every_field(token: &Self) {
         let Token {
             coap: _,
             link: _,
@@ -281,16 +297,6 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                     transfer: _,
                 },
         } = token;
-        token.coap.deliver_every_registration(true);
-        if let Err(err) = token.load(material, now) {
-            // SAFETY: `slot` is initialised (above), and nothing has moved out of it.
-            unsafe { slot.assume_init_drop() };
-            return Err(err);
-        }
-        // SAFETY: `slot` is initialised (above) and `load` kept it so.
-        let token = unsafe { slot.assume_init_mut() };
-        token.drive(now);
-        Ok(token)
     }
 
     /// Writes the fields of `token` that [`Boot::load_into`] left: the booted transaction

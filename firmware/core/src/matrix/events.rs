@@ -205,125 +205,156 @@ pub struct EventLine<'e, 'a>(&'e UiEvent<'a>);
 impl fmt::Display for EventLine<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            UiEvent::LoggedIn { user_id, device_id } => {
-                write!(f, "logged-in {user_id} {device_id}")
-            }
-            UiEvent::KeysPublished { one_time_keys } => write!(f, "keys-published {one_time_keys}"),
-            UiEvent::Synced => Ok(()),
-            UiEvent::Message {
-                room_id,
-                sender,
-                event_id,
-                body,
-                encrypted,
-                sender_verified,
-            } => write!(
-                f,
-                "message {room_id} {sender} {event_id} {} {}",
-                match (encrypted, sender_verified) {
-                    (true, true) => "e2e-verified",
-                    (true, false) => "e2e",
-                    (false, _) => "unencrypted",
-                },
-                EscapedBody(body)
-            ),
-            UiEvent::Undecryptable {
-                room_id,
-                sender,
-                event_id,
-                reason,
-            } => write!(f, "undecryptable {room_id} {sender} {event_id} {reason}"),
-            UiEvent::RoomKeyRejected { sender, reason } => {
-                write!(f, "room-key-rejected {sender} {reason}")
-            }
-            UiEvent::DeviceRejected {
-                user_id,
-                device_id,
-                reason,
-            } => write!(f, "device-rejected {user_id} {device_id} {reason}"),
-            UiEvent::Queued { local_id, room_id } => write!(f, "queued {local_id} {room_id}"),
-            UiEvent::Delivered {
-                local_id,
-                room_id,
-                event_id,
-            } => write!(f, "delivered {local_id} {room_id} {event_id}"),
-            UiEvent::SendFailed { local_id, error } => write!(f, "send-failed {local_id} {error}"),
-            UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
-            UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
-            UiEvent::FileProgress {
-                sending,
-                done,
-                total,
-                name,
-            } => write!(
-                f,
-                "file-progress {} {done}/{total} {}",
-                if *sending { "send" } else { "receive" },
-                EscapedBody(name)
-            ),
-            UiEvent::FileUploaded {
-                local_id,
-                size,
-                name,
-            } => write!(f, "file-uploaded {local_id} {size} {}", EscapedBody(name)),
-            UiEvent::FileReceived {
-                room_id,
-                sender,
-                size,
-                mimetype,
-                name,
-            } => write!(
-                f,
-                "file-received {room_id} {sender} {size} {mimetype} {}",
-                EscapedBody(name)
-            ),
-            UiEvent::FileFailed { error, name } => {
-                write!(f, "file-failed {} ({error})", EscapedBody(name))
-            }
-            UiEvent::Error(error) => write!(f, "error {error}"),
-            UiEvent::VerificationRequested { user_id, device_id } => {
-                write!(f, "verification-request {user_id} {device_id}")
-            }
-            UiEvent::ShortAuthString {
-                user_id,
-                device_id,
-                decimals: [a, b, c],
-                emoji,
-            } => {
-                write!(f, "sas {user_id} {device_id} {a} {b} {c}")?;
-                if let Some(emoji) = emoji {
-                    f.write_str(" emoji")?;
-                    for (at, index) in emoji.iter().enumerate() {
-                        let name = jeton_olm::sas::EMOJI
-                            .get(usize::from(*index))
-                            .map_or("?", |(_, name)| name);
-                        f.write_str(if at == 0 { " " } else { "," })?;
-                        f.write_str(name)?;
-                    }
-                }
-                Ok(())
-            }
-            UiEvent::DeviceVerified { user_id, device_id } => {
-                write!(f, "verified {user_id} {device_id}")
-            }
-            UiEvent::VerificationCancelled {
-                user_id,
-                device_id,
-                code,
-                by_peer,
-            } => write!(
-                f,
-                "verification-cancelled {user_id} {device_id} {code} {}",
-                if *by_peer { "by-peer" } else { "by-token" }
-            ),
-            UiEvent::LinkEstablished { sender_id } => {
-                f.write_str("link-established kid=")?;
-                for byte in *sender_id {
-                    write!(f, "{byte:02x}")?;
-                }
-                Ok(())
-            }
+            UiEvent::FileProgress { .. }
+            | UiEvent::FileUploaded { .. }
+            | UiEvent::FileReceived { .. }
+            | UiEvent::FileFailed { .. } => file_line(self.0, f),
+            UiEvent::VerificationRequested { .. }
+            | UiEvent::ShortAuthString { .. }
+            | UiEvent::DeviceVerified { .. }
+            | UiEvent::VerificationCancelled { .. }
+            | UiEvent::LinkEstablished { .. } => device_line(self.0, f),
+            event => message_line(event, f),
         }
+    }
+}
+
+/// The line of an event of the login, keys, rooms and messages.
+fn message_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        UiEvent::LoggedIn { user_id, device_id } => {
+            write!(f, "logged-in {user_id} {device_id}")
+        }
+        UiEvent::KeysPublished { one_time_keys } => write!(f, "keys-published {one_time_keys}"),
+        UiEvent::Synced => Ok(()),
+        UiEvent::Message {
+            room_id,
+            sender,
+            event_id,
+            body,
+            encrypted,
+            sender_verified,
+        } => write!(
+            f,
+            "message {room_id} {sender} {event_id} {} {}",
+            match (encrypted, sender_verified) {
+                (true, true) => "e2e-verified",
+                (true, false) => "e2e",
+                (false, _) => "unencrypted",
+            },
+            EscapedBody(body)
+        ),
+        UiEvent::Undecryptable {
+            room_id,
+            sender,
+            event_id,
+            reason,
+        } => write!(f, "undecryptable {room_id} {sender} {event_id} {reason}"),
+        UiEvent::RoomKeyRejected { sender, reason } => {
+            write!(f, "room-key-rejected {sender} {reason}")
+        }
+        UiEvent::DeviceRejected {
+            user_id,
+            device_id,
+            reason,
+        } => write!(f, "device-rejected {user_id} {device_id} {reason}"),
+        UiEvent::Queued { local_id, room_id } => write!(f, "queued {local_id} {room_id}"),
+        UiEvent::Delivered {
+            local_id,
+            room_id,
+            event_id,
+        } => write!(f, "delivered {local_id} {room_id} {event_id}"),
+        UiEvent::SendFailed { local_id, error } => write!(f, "send-failed {local_id} {error}"),
+        UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
+        UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
+        UiEvent::Error(error) => write!(f, "error {error}"),
+        _ => Ok(()),
+    }
+}
+
+/// The line of a file transfer's event.
+fn file_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        UiEvent::FileProgress {
+            sending,
+            done,
+            total,
+            name,
+        } => write!(
+            f,
+            "file-progress {} {done}/{total} {}",
+            if *sending { "send" } else { "receive" },
+            EscapedBody(name)
+        ),
+        UiEvent::FileUploaded {
+            local_id,
+            size,
+            name,
+        } => write!(f, "file-uploaded {local_id} {size} {}", EscapedBody(name)),
+        UiEvent::FileReceived {
+            room_id,
+            sender,
+            size,
+            mimetype,
+            name,
+        } => write!(
+            f,
+            "file-received {room_id} {sender} {size} {mimetype} {}",
+            EscapedBody(name)
+        ),
+        UiEvent::FileFailed { error, name } => {
+            write!(f, "file-failed {} ({error})", EscapedBody(name))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The line of a verification's or the link's event.
+fn device_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        UiEvent::VerificationRequested { user_id, device_id } => {
+            write!(f, "verification-request {user_id} {device_id}")
+        }
+        UiEvent::ShortAuthString {
+            user_id,
+            device_id,
+            decimals: [a, b, c],
+            emoji,
+        } => {
+            write!(f, "sas {user_id} {device_id} {a} {b} {c}")?;
+            if let Some(emoji) = emoji {
+                f.write_str(" emoji")?;
+                for (at, index) in emoji.iter().enumerate() {
+                    let name = jeton_olm::sas::EMOJI
+                        .get(usize::from(*index))
+                        .map_or("?", |(_, name)| name);
+                    f.write_str(if at == 0 { " " } else { "," })?;
+                    f.write_str(name)?;
+                }
+            }
+            Ok(())
+        }
+        UiEvent::DeviceVerified { user_id, device_id } => {
+            write!(f, "verified {user_id} {device_id}")
+        }
+        UiEvent::VerificationCancelled {
+            user_id,
+            device_id,
+            code,
+            by_peer,
+        } => write!(
+            f,
+            "verification-cancelled {user_id} {device_id} {code} {}",
+            if *by_peer { "by-peer" } else { "by-token" }
+        ),
+        UiEvent::LinkEstablished { sender_id } => {
+            f.write_str("link-established kid=")?;
+            for byte in *sender_id {
+                write!(f, "{byte:02x}")?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -318,12 +318,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // The deprecated sender_key and device_id must reach the homeserver (matrix-nio
         // rejects Megolm events without sender_key), but the gateway keeps them with the
         // access token: they go along until it holds them.
-        let own_device: DeviceId = self
-            .login
-            .as_ref()
-            .map(|l| l.device_id.clone())
-            .unwrap_or_default();
-        let own_curve = *self.account.olm.curve25519_key().as_bytes();
+        let (own_curve, own_device) = sender_fields(&self.login, &self.account);
         let sender =
             (!self.gateway.holds_sender()).then_some((&own_curve[..], own_device.as_str()));
         // The session id too, once the gateway holds it for this room (PROFILE.md 1.1).
@@ -447,6 +442,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         self.error(error);
     }
+}
+
+/// The Megolm sender fields: the device's Curve25519 key and its id.
+fn sender_fields(login: &Option<Login>, account: &account::OwnAccount) -> ([u8; 32], DeviceId) {
+    let own_device = login
+        .as_ref()
+        .map(|l| l.device_id.clone())
+        .unwrap_or_default();
+    (*account.olm.curve25519_key().as_bytes(), own_device)
 }
 
 /// An entry's session id and Megolm ciphertext.
