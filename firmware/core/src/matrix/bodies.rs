@@ -1,5 +1,6 @@
-//! What the token sends: login, filter, key uploads, device queries and claims, room keys
-//! over Olm, and messages over Megolm through the outbox.
+//! What request and response bodies share: CBOR map keys written by the profile's table,
+//! binary fields (v2 byte strings, or base64 text), and objects signed over their canonical
+//! JSON.
 
 use minicbor::Encoder;
 use minicbor::encode::write::Cursor;
@@ -15,6 +16,7 @@ use crate::json::{JsonWriter, write_canonical};
 
 type BodyEncoder<'b> = Encoder<Cursor<&'b mut [u8]>>;
 
+/// Writes map key `name`: its integer under table v2 when it has one, else its text.
 pub(super) fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
     let result = match key_for_name(name, TableVersion::V2) {
         Some(k) => e.u16(k).map(drop),
@@ -23,6 +25,7 @@ pub(super) fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError>
     result.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
 }
 
+/// A CBOR write's result, a full buffer as [`TokenError::Write`].
 pub(super) fn cbor<T>(
     r: Result<T, minicbor::encode::Error<minicbor::encode::write::EndOfSlice>>,
 ) -> Result<T, TokenError> {
@@ -72,6 +75,7 @@ pub(super) fn binary_bytes<'o>(binary: Binary<'_>, out: &'o mut [u8]) -> Option<
     }
 }
 
+/// A 32-byte binary field (a key or session id).
 pub(super) fn binary32(binary: Binary<'_>) -> Option<[u8; 32]> {
     let mut out = [0u8; 48];
     binary_bytes(binary, &mut out)?.try_into().ok()

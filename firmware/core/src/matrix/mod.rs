@@ -65,7 +65,36 @@
 //!   sent again with the same transaction id, which the homeserver deduplicates.
 //! - [`UiEvent::Delivered`] follows the homeserver's answer and the removal of the entry.
 //! - The sync cursor is written after everything the sync carried was stored.
-
+//!
+//! # Where things live
+//!
+//! The client's state is a handful of sub-states, each in a module named after what it
+//! owns, with its fields, its rules and its record on flash; a step that spans several of
+//! them is written in the module of the one that drives it. The next change to a table goes
+//! to its module.
+//!
+//! - `token`: the [`Token`] the platform drives (inputs, commands, what it shows) and
+//!   `drive`, which hands the CoAP engine's events to the link or the client.
+//! - `boot`: the token laid out in place and read back from flash; the only `unsafe` code.
+//! - `Env` (here): the platform's side every step works with: the RNG, the [`Ui`], the
+//!   settings (`config`), the flash handle (`flash`: store, record buffer, storage key,
+//!   the record framing) and the buffer bodies are written in.
+//! - `sync`: the sync lane (Observe or long polls), the cursor, and the order a sync's
+//!   content is taken in. `operations`: the other requests, one at a time, in the order
+//!   they are due, and what their answers mean. `requests`: how a request goes out under
+//!   the profile. `gateway`: what the gateway holds for the token.
+//! - `login`: user, device, access token, filter. `account`: the token's Olm account and
+//!   its key uploads.
+//! - `devices`: the tracked users and their checked devices. `olm_sessions`: the Olm
+//!   sessions with them and the to-device messages they carry.
+//! - `rooms`: rooms, members, invites, joins. `outbound`: the room keys the token sends.
+//!   `room_keys`: the room keys it received, and Megolm decryption. `timeline`: what a
+//!   room's events show. `outbox`: the messages queued, and transaction ids.
+//! - [`verification`]: SAS device verification. `transfer`: the file being sent or
+//!   received.
+//! - `limits`, `errors`, `events`: the capacities, the errors, and what the person
+//!   sees; `bodies`: what request and response bodies share; `rng`: the two random
+//!   sources.
 //!
 //! # Known gaps
 //!
@@ -187,18 +216,31 @@ impl<R, S, U: Ui> Env<R, S, U> {
 /// flash.
 #[repr(C)]
 struct Core<R: Rng, S: Store, U: Ui> {
+    /// How the token learns about new events, and where it stands.
     sync: SyncLane,
+    /// The request in flight besides sync.
     operation: OperationLane,
+    /// The messages queued, and the numbers they are sent with.
     outbox: Outbox,
+    /// The file being sent or received.
     transfer: Transfers,
+    /// The device verification in progress.
     verification: verification::Verifications,
+    /// What the gateway holds for the token.
     gateway: Gateway,
+    /// The login, once there is one.
     login: Option<Login>,
+    /// The platform's side: RNG, display, settings, flash, the work buffer.
     env: Env<R, S, U>,
+    /// The Olm sessions with other devices.
     sessions: OlmSessions,
+    /// The tracked users and their devices.
     devices: Devices,
+    /// The rooms, invites and joins, with the rooms' outbound sessions.
     rooms: Rooms,
+    /// The room keys received.
     room_keys: RoomKeys,
+    /// The token's own Olm account.
     account: OwnAccount,
 }
 

@@ -12,7 +12,7 @@
 //!
 //! Where the lane's rules go next (issue 14): confirmed positions (the gateway moves only
 //! past what the token confirmed), an item that cannot be read skipped on its own instead of
-//! the batch, and a retry time of every failed poll in [`SyncLane::deadline`].
+//! the batch, and a retry time of every failed poll the platform is woken for.
 
 use heapless::{String, Vec};
 

@@ -3,7 +3,7 @@
 //! An `m.room.message` of type `m.text` is shown as it is; an `m.room.encrypted` one is
 //! decrypted with its room key ([`super::room_keys`]) and shown with whether its sending
 //! device was verified, or reported as [`UiEvent::Undecryptable`] with the reason; a
-//! decrypted event that carries an encrypted file starts its download ([`super::files`]).
+//! decrypted event that carries an encrypted file starts its download ([`super::transfer`]).
 //! An event whose key was pending comes back through `GET /rooms/{roomId}/event/{eventId}`
 //! once the key is decided. The token's own messages echoed by sync are skipped, not shown.
 //!

@@ -11,7 +11,7 @@ use crate::coap::Client;
 use crate::link::{Incoming, Link, LinkStats, Outgoing};
 
 /// The token: its Matrix client and the CoAP engine under it. See the
-/// [module documentation](self).
+/// [module documentation](super).
 pub struct Token<R: Rng, S: Store, U: Ui> {
     pub(super) coap: Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
     pub(super) link: Link,

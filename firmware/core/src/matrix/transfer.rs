@@ -1,7 +1,7 @@
 //! File transfers of the Matrix client: the one file being sent or received, driven block by
 //! block as an operation of the token ([`crate::files`] does the cryptography and storage).
 //!
-//! Sending: the file is encrypted block by block from the platform's [`FileStore`] and
+//! Sending: the file is encrypted block by block from the platform's [`FileStore`](crate::files::FileStore) and
 //! uploaded with Block1 (`POST /Mu`, Content-Format 42), each block produced only when the
 //! previous one was taken; then its `m.file` (or `m.image`, `m.audio`, `m.video`) content goes
 //! into the outbox like a text and is sent Megolm-encrypted. Receiving: an encrypted event
@@ -10,7 +10,9 @@
 //!
 //! One transfer at a time; a second file received meanwhile is refused with
 //! [`FileError::Busy`] (the user sees [`UiEvent::FileFailed`]). Transfers live in RAM: a power
-//! cut abandons them, and the platform discards their temporary files at boot.
+//! cut abandons them, and the platform discards their temporary files at boot. This module
+//! owns the transfer in progress and the largest upload the homeserver takes
+//! (`m.upload.size`, asked once before the first upload).
 
 use heapless::String;
 
