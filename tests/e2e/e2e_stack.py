@@ -10,6 +10,7 @@ each has a conftest.py, so `from conftest import ...` would find whichever was l
 
 import asyncio
 import base64
+import heapq
 import importlib.util
 import os
 import pathlib
@@ -124,12 +125,16 @@ def new_user(synapse, prefix):
 class UdpRelay:
     """Listens on a loopback port for tokens and forwards each token's datagrams to the
     gateway from a socket of its own, and the answers back. Counts datagrams and payload
-    bytes both ways. The target can change (a restarted gateway on another port)."""
+    bytes both ways. The target can change (a restarted gateway on another port). With
+    `delay` (seconds), every datagram is held that long each way, as on a slow radio link."""
 
-    def __init__(self, target, record=False):
+    def __init__(self, target, record=False, delay=0.0):
         self.target = target
         # (True for token -> gateway, datagram) of everything relayed, when recording.
         self.record = record
+        self.delay = delay
+        self.held = []  # (due, sequence, socket, datagram, address), a heap
+        self.sequence = 0
         self.datagrams = []
         self.listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.listen.bind(("127.0.0.1", 0))
@@ -146,10 +151,24 @@ class UdpRelay:
         with self.lock:
             return self.up_bytes, self.down_bytes, self.up_datagrams, self.down_datagrams
 
+    def _send(self, sock, data, address):
+        if not self.delay:
+            sock.sendto(data, address)
+            return
+        self.sequence += 1
+        heapq.heappush(self.held, (time.monotonic() + self.delay, self.sequence, sock, data, address))
+
+    def _release(self):
+        """Sends the held datagrams that are due; returns how long until the next one."""
+        while self.held and self.held[0][0] <= time.monotonic():
+            _, _, sock, data, address = heapq.heappop(self.held)
+            sock.sendto(data, address)
+        return min(0.1, max(0.0, self.held[0][0] - time.monotonic())) if self.held else 0.1
+
     def _run(self):
         while self.running:
             sockets = [self.listen, *self.upstream.values()]
-            ready, _, _ = select.select(sockets, [], [], 0.1)
+            ready, _, _ = select.select(sockets, [], [], self._release())
             for s in ready:
                 try:
                     data, sender = s.recvfrom(65535)
@@ -167,14 +186,14 @@ class UdpRelay:
                         self.up_datagrams += 1
                         if self.record:
                             self.datagrams.append((True, data))
-                    up.sendto(data, self.target)
+                    self._send(up, data, self.target)
                 else:
                     with self.lock:
                         self.down_bytes += len(data)
                         self.down_datagrams += 1
                         if self.record:
                             self.datagrams.append((False, data))
-                    self.listen.sendto(data, self.token_of[s])
+                    self._send(self.listen, data, self.token_of[s])
 
     def close(self):
         self.running = False
@@ -371,19 +390,25 @@ class NioPeer:
         await self.client.close()
 
 
-def raw_encrypted_events(synapse, access_token, room_id, sender):
-    """Every m.room.encrypted event `sender` put into the room, as the homeserver stores it
-    (the ciphertext nio was given), oldest first."""
+def room_events(synapse, access_token, room_id, keep=lambda event: True):
+    """Every event of the room that `keep` accepts, as the homeserver stores it, oldest first."""
     events, start = [], None
     path = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=f&limit=100"
     while True:
         status, body = synapse.request("GET", path + (f"&from={urllib.parse.quote(start)}" if start else ""),
                                        token=access_token)
         assert status == 200, body
-        events += [e for e in body.get("chunk", []) if e["type"] == "m.room.encrypted" and e["sender"] == sender]
+        events += [e for e in body.get("chunk", []) if keep(e)]
         if not body.get("chunk") or "end" not in body:
             return events
         start = body["end"]
+
+
+def raw_encrypted_events(synapse, access_token, room_id, sender):
+    """Every m.room.encrypted event `sender` put into the room, as the homeserver stores it
+    (the ciphertext nio was given), oldest first."""
+    return room_events(synapse, access_token, room_id,
+                       lambda e: e["type"] == "m.room.encrypted" and e["sender"] == sender)
 
 
 def megolm_message_index(ciphertext_b64):
