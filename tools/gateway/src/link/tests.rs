@@ -60,8 +60,7 @@ fn reply_of(inbound: Inbound) -> Packet {
 /// Runs EDHOC (stand-alone message_3) and returns the token's OSCORE context.
 fn handshake(pair: &mut Pair, now: Instant) -> SecurityContext {
     let peer: SocketAddr = PEER.parse().unwrap();
-    let (initiator, m1) =
-        Initiator::start([3; 32]).unwrap();
+    let (initiator, m1) = Initiator::start([3; 32]).unwrap();
     let mut payload = vec![0xF5];
     payload.extend_from_slice(m1.as_bytes());
     let r2 = reply_of(pair.link.on_datagram(peer, &post_edhoc(1, payload), now));
@@ -309,8 +308,7 @@ fn a_lost_context_is_reported_so_the_token_runs_edhoc_again() {
 fn an_unknown_token_is_refused_with_a_clear_error() {
     let mut pair = pair(false);
     let peer: SocketAddr = PEER.parse().unwrap();
-    let (initiator, m1) =
-        Initiator::start([3; 32]).unwrap();
+    let (initiator, m1) = Initiator::start([3; 32]).unwrap();
     let mut payload = vec![0xF5];
     payload.extend_from_slice(m1.as_bytes());
     let r2 = reply_of(
