@@ -31,7 +31,7 @@
 //!     &mut short,
 //! )
 //! .unwrap();
-//! assert_eq!(short, "/9/%21room%3Aserver/m.room.message/txn1");
+//! assert_eq!(short, "/9/!room:server/m.room.message/txn1");
 //! ```
 //!
 //! # Features
