@@ -48,7 +48,6 @@ def test_element_excluding_insecure_devices_still_reaches_the_token(synapse, gat
     assert token_message_shield(r, "a signed device answers") == ("NONE", None)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: m.room_key.withheld is not read by the token")
 def test_a_withheld_room_key_is_shown_with_its_reason(synapse, gateway, tokens, element):
     r = token_joins_element_room(synapse, gateway, tokens, element)
     # The token is not cross-signed: in this mode Element withholds the room key from it.

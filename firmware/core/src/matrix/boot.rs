@@ -289,6 +289,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                         RoomKeys {
                             pending: _,
                             retry: _,
+                            withheld: _,
                             inbound: _,
                         },
                     outbox: _,
@@ -343,6 +344,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             let room_keys = addr_of_mut!((*core).room_keys);
             addr_of_mut!((*room_keys).pending).write(Vec::new());
             addr_of_mut!((*room_keys).retry).write(Vec::new());
+            addr_of_mut!((*room_keys).withheld).write(Vec::new());
             write_each(addr_of_mut!((*room_keys).inbound), || None);
             let txn = Numbering::booted(boot.txn_prefix, boot.txn_next);
             addr_of_mut!((*core).outbox).write(Outbox::new(txn));

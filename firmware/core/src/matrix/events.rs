@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::{RejectionReason, TokenError, UndecryptableReason};
+use super::{RejectionReason, TokenError, UndecryptableReason, WithheldCode};
 
 /// What the user sees: every UI event the token emits through [`Ui`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,16 @@ pub enum UiEvent<'a> {
         sender: &'a str,
         /// Why.
         reason: RejectionReason,
+    },
+    /// A sender's device keeps a room key from this device (`m.room_key.withheld`); the
+    /// messages of that session show [`UndecryptableReason::Withheld`].
+    RoomKeyWithheld {
+        /// Who sent the notice.
+        sender: &'a str,
+        /// The room of the key (`None` for a notice about the device as a whole).
+        room_id: Option<&'a str>,
+        /// Why.
+        code: WithheldCode,
     },
     /// A device was not added to the device table.
     DeviceRejected {
@@ -253,6 +263,15 @@ fn message_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result 
         UiEvent::RoomKeyRejected { sender, reason } => {
             write!(f, "room-key-rejected {sender} {reason}")
         }
+        UiEvent::RoomKeyWithheld {
+            sender,
+            room_id,
+            code,
+        } => write!(
+            f,
+            "room-key-withheld {} {sender} {code}",
+            room_id.unwrap_or("*")
+        ),
         UiEvent::DeviceRejected {
             user_id,
             device_id,
@@ -409,6 +428,34 @@ mod event_line_tests {
         assert_eq!(
             line.as_deref(),
             Some("message !r:s @a:s $e e2e two\\nlines \\\\ here")
+        );
+    }
+
+    #[test]
+    fn a_withheld_key_is_shown_with_its_reason_in_words() {
+        let code = WithheldCode::from_code("m.unverified");
+        let notice = UiEvent::RoomKeyWithheld {
+            sender: "@a:s",
+            room_id: Some("!r:s"),
+            code,
+        };
+        assert_eq!(
+            notice.line().map(|l| l.to_string()).as_deref(),
+            Some(
+                "room-key-withheld !r:s @a:s the sender's device does not trust this device yet (unverified)"
+            )
+        );
+        let message = UiEvent::Undecryptable {
+            room_id: "!r:s",
+            sender: "@a:s",
+            event_id: "$e",
+            reason: UndecryptableReason::Withheld(WithheldCode::from_code("m.blacklisted")),
+        };
+        assert_eq!(
+            message.line().map(|l| l.to_string()).as_deref(),
+            Some(
+                "undecryptable !r:s @a:s $e the room key was withheld: the sender's device has blocked this device (blacklisted)"
+            )
         );
     }
 

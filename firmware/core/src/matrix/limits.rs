@@ -26,6 +26,8 @@ pub const MAX_INBOUND_SESSIONS: usize = 8;
 pub const MAX_PENDING_ROOM_KEYS: usize = 2;
 /// Encrypted events waiting for a room key that is being verified, fetched again once it is.
 pub const MAX_RETRY_EVENTS: usize = 4;
+/// `m.room_key.withheld` notices remembered; a new one pushes out the oldest.
+pub const MAX_WITHHELD_NOTICES: usize = 4;
 /// Message indexes remembered per inbound session for replay detection.
 pub const REPLAY_WINDOW: usize = 16;
 /// Longest message text, in bytes of UTF-8.

@@ -154,7 +154,7 @@ use crate::store::Store;
 
 pub use account::{Identity, device_keys_json, one_time_key_json};
 pub use config::Config;
-pub use errors::{CommandError, RejectionReason, TokenError, UndecryptableReason};
+pub use errors::{CommandError, RejectionReason, TokenError, UndecryptableReason, WithheldCode};
 pub use events::{EscapedBody, EventLine, Ui, UiEvent};
 pub use limits::*;
 pub use rng::TransportRng;

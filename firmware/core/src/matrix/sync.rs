@@ -365,6 +365,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     event.content()?,
                     now,
                 );
+            } else if event.event_type()? == room_keys::WITHHELD_EVENT {
+                self.on_room_key_withheld(event.sender()?, event.content()?);
             }
         }
 

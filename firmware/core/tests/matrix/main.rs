@@ -792,17 +792,27 @@ fn a_message_from_the_peer_is_decrypted_and_shown() {
     );
 }
 
+/// Syncs `to_device` events and one timeline `event`: whether the token then shows `line`.
+fn to_device_then_event(
+    world: &mut World,
+    to_device: Vec<Value>,
+    event: Value,
+    line: &str,
+) -> bool {
+    world.push_sync(json!({
+        "to_device": {"events": to_device},
+        "rooms": {"join": {ROOM: {"timeline": {"events": [event]}}}},
+    }));
+    world.run_until(60_000, |w| w.saw(line))
+}
+
 /// Sends the peer's room key in `payload`, then a message of its session; the token's screen.
 fn room_key_then_message(world: &mut World, peer: &mut Peer, payload: &Value, id: &str) -> bool {
     let device = world.token_device();
     let to_device = peer.olm_event(&mut world.gw.hs, &device, payload);
     let event = peer.megolm_event(id, "Hello from a spec client");
-    world.push_sync(json!({
-        "to_device": {"events": [to_device]},
-        "rooms": {"join": {ROOM: {"timeline": {"events": [event]}}}},
-    }));
     let line = format!("message {ROOM} {PEER} encrypted Hello from a spec client");
-    world.run_until(60_000, |w| w.saw(&line))
+    to_device_then_event(world, vec![to_device], event, &line)
 }
 
 #[test]
@@ -835,6 +845,88 @@ fn room_keys_in_the_spec_shape_are_accepted_with_or_without_sender_device_keys()
             .iter()
             .any(|l| l.starts_with("room key rejected"))
     );
+}
+
+/// The `m.room_key.withheld` to-device event matrix-sdk-crypto sent (captured fixture), made
+/// the peer's about `session_id` (`None`: about its device as a whole) with `code`.
+fn sdk_withheld(peer: &Peer, code: &str, session_id: Option<String>) -> Value {
+    let captured = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/matrix-sdk-crypto/m.room_key.withheld.to-device.json"
+    );
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string(captured).unwrap()).unwrap();
+    event["sender"] = json!(PEER);
+    let content = event["content"].as_object_mut().unwrap();
+    content.insert("code".into(), json!(code));
+    content.insert("from_device".into(), json!(peer.device));
+    content.insert("sender_key".into(), json!(peer.curve()));
+    match session_id {
+        Some(id) => {
+            content.insert("room_id".into(), json!(ROOM));
+            content.insert("session_id".into(), json!(id));
+        }
+        None => {
+            content.remove("room_id");
+            content.remove("session_id");
+        }
+    }
+    event
+}
+
+#[test]
+fn a_withheld_room_key_says_why_its_messages_cannot_be_read() {
+    let (mut world, mut peer) = room_with_peer(8);
+    let device = world.token_device();
+    // Element in "exclude insecure devices" mode: a notice instead of the key, then the message.
+    let withheld = sdk_withheld(&peer, "m.unverified", Some(peer.group.session_id()));
+    let event = peer.megolm_event("$held", "not for unverified devices");
+    let line = "undecryptable $held Withheld(Unverified)";
+    assert!(
+        to_device_then_event(&mut world, vec![withheld], event, line),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw(&format!(
+        "room-key-withheld {ROOM} {PEER} the sender's device does not trust this device yet (unverified)"
+    )));
+
+    // The key comes after all (the token was verified): the session's messages show.
+    let payload = peer.spec_room_key_payload(&world.gw.hs, &device);
+    assert!(
+        room_key_then_message(&mut world, &mut peer, &payload, "$shared"),
+        "{:?}",
+        world.screen()
+    );
+
+    // `m.no_olm` names no session: it answers for every session of the sender the token lacks.
+    peer.group = GroupSession::new(SessionConfig::version_1());
+    let withheld = sdk_withheld(&peer, "m.no_olm", None);
+    let event = peer.megolm_event("$no-olm", "no channel");
+    let line = "undecryptable $no-olm Withheld(NoOlm)";
+    assert!(
+        to_device_then_event(&mut world, vec![withheld], event, line),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw(&format!(
+        "room-key-withheld * {PEER} the sender's device could not open an encrypted channel to this device (no_olm)"
+    )));
+
+    // A code the spec does not define is shown as such; a notice without a code is malformed.
+    peer.group = GroupSession::new(SessionConfig::version_1());
+    let unknown = sdk_withheld(&peer, "org.example.busy", Some(peer.group.session_id()));
+    let mut codeless = sdk_withheld(&peer, "m.unverified", Some(peer.group.session_id()));
+    codeless["content"].as_object_mut().unwrap().remove("code");
+    let event = peer.megolm_event("$other", "for another reason");
+    let line = "undecryptable $other Withheld(Other)";
+    assert!(
+        to_device_then_event(&mut world, vec![unknown, codeless], event, line),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw(&format!("room key rejected {PEER} Malformed")));
+    assert!(!world.screen().iter().any(|l| l.starts_with("error")));
 }
 
 #[test]
