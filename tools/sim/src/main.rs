@@ -61,7 +61,8 @@ struct Args {
     /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
     #[arg(long, default_value_t = 600)]
     observe_silence_secs: u64,
-    /// Share room keys only with devices verified by SAS (`verify`, `confirm`).
+    /// Share room keys only with devices verified by SAS (`verify`, `confirm`); the others are
+    /// told the key is withheld (`m.room_key.withheld`, `m.unverified`).
     #[arg(long)]
     share_keys_only_with_verified: bool,
     /// Bytes of received files the token may keep under <state-dir>/files/.

@@ -144,6 +144,8 @@ struct World {
     /// The protected link: the gateway's end, and the token's pairing material.
     link: Option<link_gateway::LinkGateway>,
     material: Option<jeton_core::link::KeyFile>,
+    /// [`Config::share_keys_only_with_verified`] at the next boot.
+    verified_only: bool,
 }
 
 impl World {
@@ -165,6 +167,7 @@ impl World {
             bytes_down: 0,
             link: None,
             material: None,
+            verified_only: false,
         };
         world.boot();
         world
@@ -172,7 +175,8 @@ impl World {
 
     fn boot(&mut self) {
         self.boots += 1;
-        let config = Config::new([7u8; 32]);
+        let mut config = Config::new([7u8; 32]);
+        config.share_keys_only_with_verified = self.verified_only;
         let token = Token::with_link(
             config,
             self.material.clone(),
@@ -1030,6 +1034,62 @@ fn room_keys_that_do_not_match_their_sender_or_recipient_are_rejected() {
     assert!(!world.screen().iter().any(|l| l.contains("must not show")));
 }
 
+/// The token sends `text` to the room; its local id, once the homeserver has it.
+fn send_delivered(world: &mut World, text: &str) -> u32 {
+    let now = world.instant();
+    let id = world.token().send_text(ROOM, text, now).unwrap();
+    assert!(
+        world.run_until(60_000, |w| w
+            .screen()
+            .iter()
+            .any(|l| l.starts_with(&format!("delivered {id} ")))),
+        "{:?}",
+        world.screen()
+    );
+    id
+}
+
+/// A logged-in token that shares room keys with verified devices only, in a room with a peer.
+fn verified_only_room_with_peer(seed: u64) -> (World, Peer) {
+    let mut world = World::new(seed);
+    world.verified_only = true;
+    world.boot();
+    world.log_in();
+    join_room_with_peer(world)
+}
+
+#[test]
+fn a_device_the_token_keeps_its_room_key_from_is_told_why_once_per_session() {
+    let (mut world, mut peer) = verified_only_room_with_peer(9);
+    for text in ["Only for verified devices", "Still not for you"] {
+        send_delivered(&mut world, text);
+    }
+    // No key, and one notice for the session the two messages share, shaped as the spec says.
+    assert!(peer.receive_to_device(&world.gw.hs).is_empty());
+    let notices: Vec<_> = world.gw.hs.plain_to_device.clone();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let (event_type, user, device, content) = &notices[0];
+    assert_eq!(
+        (event_type.as_str(), user.as_str(), device.as_str()),
+        ("m.room_key.withheld", PEER, PEER_DEVICE)
+    );
+    let sent = world.gw.hs.sent.clone();
+    assert_eq!(sent[0].3["session_id"], sent[1].3["session_id"]);
+    let identity = world.token().identity();
+    assert_eq!(
+        content,
+        &json!({
+            "algorithm": MEGOLM,
+            "code": "m.unverified",
+            "reason": "This device shares room keys only with devices its person verified.",
+            "room_id": ROOM,
+            "session_id": sent[0].3["session_id"],
+            "sender_key": identity.curve25519.as_str(),
+            "from_device": world.token_device(),
+        })
+    );
+}
+
 /// The token's sent messages as the peer reads them: `(text, session id, index)`.
 fn peer_reads(world: &World, peer: &mut Peer) -> Vec<(String, String, u32)> {
     peer.receive_to_device(&world.gw.hs);
@@ -1057,17 +1117,8 @@ fn peer_reads(world: &World, peer: &mut Peer) -> Vec<(String, String, u32)> {
 #[test]
 fn a_message_from_the_token_is_decrypted_by_the_peer() {
     let (mut world, mut peer) = room_with_peer(5);
-    let now = world.instant();
-    let id = world.token().send_text(ROOM, "Hello peer", now).unwrap();
+    let id = send_delivered(&mut world, "Hello peer");
     assert!(world.saw(&format!("queued {id}")));
-    assert!(
-        world.run_until(60_000, |w| w
-            .screen()
-            .iter()
-            .any(|l| l.starts_with(&format!("delivered {id} ")))),
-        "{:?}",
-        world.screen()
-    );
     // The room key went to the peer over Olm with every field the spec asks for.
     let payloads = peer.receive_to_device(&world.gw.hs);
     let device = world.token_device();
