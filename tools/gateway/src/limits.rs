@@ -26,8 +26,10 @@ pub struct Limits {
     pub max_observers: usize,
     /// Observers per peer.
     pub max_observers_per_peer: usize,
-    /// Peers with state.
+    /// Plain peers (proven source addresses) with state.
     pub max_peers: usize,
+    /// Plain peers with state per source prefix.
+    pub max_peers_per_prefix: usize,
     /// Upstream requests in flight per peer.
     pub max_in_flight_per_peer: usize,
     /// Sustained requests per second per peer (token bucket rate).
@@ -60,6 +62,7 @@ impl Default for Limits {
             max_observers: 20_000,
             max_observers_per_peer: 4,
             max_peers: 50_000,
+            max_peers_per_prefix: 1024,
             max_in_flight_per_peer: 8,
             peer_rate: 20.0,
             peer_burst: 50,

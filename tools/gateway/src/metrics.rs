@@ -51,6 +51,8 @@ pub struct Metrics {
     pub blockwise: Family<BlockLabels, Counter>,
     /// Datagrams that were not valid CoAP.
     pub malformed: Counter,
+    /// 4.01 Echo challenges sent to addresses that had not proven themselves.
+    pub echo_challenges: Counter,
 }
 
 impl Default for Metrics {
@@ -68,6 +70,7 @@ impl Default for Metrics {
             retransmissions: Counter::default(),
             blockwise: Family::default(),
             malformed: Counter::default(),
+            echo_challenges: Counter::default(),
         }
     }
 }
@@ -135,6 +138,11 @@ impl Metrics {
             "malformed_datagrams",
             "Datagrams that were not valid CoAP",
             self.malformed.clone(),
+        );
+        r.register(
+            "echo_challenges",
+            "4.01 Echo challenges sent to addresses that had not proven they receive",
+            self.echo_challenges.clone(),
         );
         r
     }

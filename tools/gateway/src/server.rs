@@ -68,9 +68,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
-    let mut core =
-        Transport::new(config.limits.clone(), metrics, Instant::now().into_std()).with_seed(seed);
     let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079);
+    let mut core = Transport::new(config.limits.clone(), metrics, Instant::now().into_std())
+        .with_seed(seed)
+        .with_sources(config.sources.clone());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
     let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
     let mut buf = vec![0u8; 65_535];

@@ -22,7 +22,10 @@
 //! `reply.rs` sends the answer, piggybacked, separate or NON.
 //!
 //! Memory is bounded per peer by [`Limits`] (exchanges, blockwise transfers, observers,
-//! in-flight requests) and globally by `max_peers` and `max_observers`.
+//! in-flight requests) and globally by `max_peers`, `max_peers_per_prefix` and
+//! `max_observers`. A plain peer gets state only once it proved it receives at its address
+//! (an RFC 9175 Echo round trip, `echo.rs`); until then each request gets a 4.01 with an
+//! Echo value at most three times its size, and nothing is kept.
 
 mod blockwise;
 mod exchanges;
@@ -39,16 +42,18 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{MessageClass, MessageType};
 
+use crate::echo::EchoKey;
 use crate::limits::Limits;
 use crate::message;
 use crate::metrics::Metrics;
 use crate::profile;
+use crate::source::Sources;
 use crate::translate::{UpstreamOutcome, UpstreamRequest};
 use forward::{ForwardPurpose, Forwards};
 use observe::ObserverState;
 use outbox::OutPurpose;
-use peer::Peer;
 pub use peer::PeerId;
+use peer::{Census, Peer};
 use timers::{TimerKind, Timers};
 
 /// Identifies one upstream request the core asked for.
@@ -86,6 +91,12 @@ pub struct Transport {
     limits: Limits,
     metrics: Metrics,
     peers: HashMap<PeerId, Peer>,
+    /// Plain peers in all and per source prefix.
+    census: Census,
+    /// Which source addresses need no proof.
+    sources: Sources,
+    /// Makes and checks the Echo values plain peers prove their address with.
+    echo: EchoKey,
     forwards: Forwards,
     timers: Timers,
     /// Observers of all peers together, against `max_observers`.
@@ -116,6 +127,9 @@ impl Transport {
             limits,
             metrics,
             peers: HashMap::new(),
+            census: Census::default(),
+            sources: Sources::default(),
+            echo: EchoKey::random(now),
             forwards: Forwards::default(),
             timers: Timers::default(),
             observers: 0,
@@ -131,6 +145,12 @@ impl Transport {
     /// something time-based; tests keep the default for reproducibility).
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.jitter = seed | 1;
+        self
+    }
+
+    /// Which source addresses count as proven without an Echo round trip.
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.sources = sources;
         self
     }
 
@@ -202,9 +222,9 @@ impl Transport {
             (MessageType::Confirmable, MessageClass::Empty) => {
                 self.send(&mut actions, peer, message::empty(MessageType::Reset, mid));
             }
-            (kind, MessageClass::Request(method)) => {
-                let confirmable = kind == MessageType::Confirmable;
-                self.on_request(peer, packet, method, confirmable, now, &mut actions);
+            (_, MessageClass::Request(method)) => {
+                let size = datagram.len();
+                self.on_request(peer, packet, method, size, now, &mut actions);
             }
             (MessageType::Confirmable, _) => {
                 self.metrics.malformed.inc();
@@ -252,7 +272,14 @@ impl Transport {
                 }
                 TimerKind::Retransmit(addr, mid) => self.retransmit(addr, mid, now, &mut actions),
                 TimerKind::Sweep => {
-                    self.peers.retain(|_, peer| peer.sweep(now));
+                    let census = &mut self.census;
+                    self.peers.retain(|id, peer| {
+                        let keep = peer.sweep(now);
+                        if !keep {
+                            census.leave(*id);
+                        }
+                        keep
+                    });
                     self.timers.arm(now + SWEEP_EVERY, TimerKind::Sweep);
                 }
             }
