@@ -68,7 +68,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
-    let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079);
+    let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079)
+        .with_sources(config.sources.clone())
+        .with_metrics(metrics.clone());
     let mut core = Transport::new(config.limits.clone(), metrics, Instant::now().into_std())
         .with_seed(seed)
         .with_sources(config.sources.clone());

@@ -11,6 +11,11 @@
 //! Plain requests carrying option 256 (the Matrix access token) are refused unless the
 //! operator turned on `compat_plain_msc3079`; in protected ones it is bound to the context.
 //!
+//! Nothing from an address that has not proven it receives there costs more than a stateless
+//! answer at most three times its size: a message_1 must carry an Echo value made for its
+//! address (RFC 9175; the first one gets a 4.01 with that value) before a handshake starts, and
+//! only answers to proven senders are remembered.
+//!
 //! The state, by the file that owns it:
 //!
 //! - `handshake.rs`: EDHOC handshakes waiting for message_3, and their completion.
@@ -32,15 +37,18 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, Packet};
 
+use crate::echo::{self, EchoKey};
 use crate::link_credentials::LinkCredentials;
 use crate::message::{self, code};
+use crate::metrics::Metrics;
 use crate::profile::option::ACCESS_TOKEN;
+use crate::source::Sources;
 use crate::transport::PeerId;
 use bindings::Bindings;
 use contexts::{Contexts, is_protected, protect_response};
 use handshake::{Handshake, is_edhoc_resource};
 use memory::{Memory, Remembered};
-use wire::{error_reply, hash};
+use wire::{error_reply, hash, is_success};
 
 pub use jeton_link::edhoc::EDHOC_OPTION;
 
@@ -68,6 +76,11 @@ pub struct Link {
     contexts: Contexts,
     bindings: Bindings,
     memory: Memory,
+    /// Which source addresses need no Echo round trip before a handshake.
+    sources: Sources,
+    /// Makes and checks the Echo values a message_1 must carry.
+    echo: EchoKey,
+    metrics: Metrics,
 }
 
 impl core::fmt::Debug for Link {
@@ -98,7 +111,22 @@ impl Link {
             contexts: Contexts::default(),
             bindings: Bindings::default(),
             memory: Memory::default(),
+            sources: Sources::default(),
+            echo: EchoKey::random(Instant::now()),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Which source addresses count as proven without an Echo round trip.
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Reports to `metrics` (the gateway's registry) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// OSCORE contexts held (one per paired token that ran EDHOC).
@@ -108,6 +136,29 @@ impl Link {
 
     /// Handles a received datagram.
     pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Inbound {
+        let outcome = self.receive(peer, datagram, now);
+        self.within_amplification(peer, datagram.len(), outcome)
+    }
+
+    /// An error the link answers itself goes to an address that has not proven it receives
+    /// there only if it is at most three times the request's `size`. Its successes go to
+    /// proven addresses only: message_2 answers a message_1 that carried an Echo value,
+    /// message_4 a message_3 that needed message_2, a protected response a request that
+    /// verified.
+    fn within_amplification(&self, peer: SocketAddr, size: usize, outcome: Inbound) -> Inbound {
+        match outcome {
+            Inbound::Reply(reply)
+                if !is_success(&reply)
+                    && !self.sources.is_validated(peer)
+                    && !echo::within_amplification(&reply, size) =>
+            {
+                Inbound::Drop
+            }
+            other => other,
+        }
+    }
+
+    fn receive(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Inbound {
         self.memory.sweep(now);
         self.expire_handshakes(now);
         let plain = PeerId::Address(peer);
@@ -132,7 +183,7 @@ impl Link {
         let is_edhoc = self.credentials.is_some() && is_edhoc_resource(&packet);
         let protected = is_protected(&packet);
         let outcome = if is_edhoc {
-            self.on_edhoc(peer, &packet)
+            self.on_edhoc(peer, &packet, now)
         } else if protected && self.credentials.is_some() {
             self.on_protected(peer, &packet)
         } else if let Some(refusal) = self.refuse_plain_access_token(peer, &packet) {
@@ -140,11 +191,12 @@ impl Link {
         } else {
             return Inbound::Deliver(plain, datagram.to_vec());
         };
-        // Refusals of protected requests are not remembered: a forged datagram with a
-        // token's address and message id must not displace that token's own exchange.
+        // Only what answers a proven sender is remembered (a verified request, an EDHOC
+        // step that succeeded): refusals are cheap to make again, and a flood of forged
+        // datagrams must not push a token's own exchanges out of the memory.
         let remembered = match &outcome {
             Inbound::Deliver(..) => Some(Remembered::Delivered),
-            Inbound::Reply(reply) if is_edhoc || !protected => {
+            Inbound::Reply(reply) if is_edhoc && is_success(reply) => {
                 Some(Remembered::Reply(reply.clone()))
             }
             Inbound::Reply(_) | Inbound::Drop => None,

@@ -8,6 +8,7 @@ use jeton_link::{
 
 use super::wire::{options_of, repack};
 use super::*;
+use crate::echo::ECHO_OPTION;
 use crate::link_credentials::AuthorisedToken;
 
 const PEER: &str = "127.0.0.1:40000";
@@ -57,14 +58,28 @@ fn reply_of(inbound: Inbound) -> Packet {
     }
 }
 
+/// Sends message_1 from `peer` as a token does: the first time it gets a 4.01 with an Echo
+/// value (RFC 9175), which it repeats with a new message id. Returns the answer to that.
+fn message_1(link: &mut Link, peer: SocketAddr, m1: &[u8], mid: u16, now: Instant) -> Packet {
+    let mut payload = vec![0xF5];
+    payload.extend_from_slice(m1);
+    let challenge = reply_of(link.on_datagram(peer, &post_edhoc(mid, payload.clone()), now));
+    assert_eq!(u8::from(challenge.header.code), code::UNAUTHORIZED);
+    let echo = challenge
+        .get_first_option(CoapOption::Unknown(ECHO_OPTION))
+        .expect("an Echo value")
+        .clone();
+    let mut again = message::parse(&post_edhoc(mid.wrapping_add(1), payload)).unwrap();
+    again.add_option(CoapOption::Unknown(ECHO_OPTION), echo);
+    reply_of(link.on_datagram(peer, &message::to_datagram(&again), now))
+}
+
 /// Runs EDHOC (stand-alone message_3) and returns the token's OSCORE context.
 fn handshake(pair: &mut Pair, now: Instant) -> SecurityContext {
     let peer: SocketAddr = PEER.parse().unwrap();
     let (initiator, m1) =
         Initiator::start([3; 32], &pair.token, pair.gateway.credential()).unwrap();
-    let mut payload = vec![0xF5];
-    payload.extend_from_slice(m1.as_bytes());
-    let r2 = reply_of(pair.link.on_datagram(peer, &post_edhoc(1, payload), now));
+    let r2 = message_1(&mut pair.link, peer, m1.as_bytes(), 1, now);
     assert_eq!(u8::from(r2.header.code), code::CHANGED);
     let (m3, material) = initiator.process_message_2(&r2.payload).unwrap();
     let mut payload = Vec::new();
@@ -72,7 +87,7 @@ fn handshake(pair: &mut Pair, now: Instant) -> SecurityContext {
     let n = jeton_link::encode_connection_id(material.sender_id().as_bytes(), &mut cr).unwrap();
     payload.extend_from_slice(&cr[..n]);
     payload.extend_from_slice(m3.as_bytes());
-    let r4 = reply_of(pair.link.on_datagram(peer, &post_edhoc(2, payload), now));
+    let r4 = reply_of(pair.link.on_datagram(peer, &post_edhoc(3, payload), now));
     assert_eq!(u8::from(r4.header.code), code::CHANGED, "{:?}", r4.payload);
     assert_eq!(pair.link.context_count(), 1);
     material.security_context().unwrap()
@@ -309,18 +324,13 @@ fn an_unknown_token_is_refused_with_a_clear_error() {
     let peer: SocketAddr = PEER.parse().unwrap();
     let (initiator, m1) =
         Initiator::start([3; 32], &pair.token, pair.gateway.credential()).unwrap();
-    let mut payload = vec![0xF5];
-    payload.extend_from_slice(m1.as_bytes());
-    let r2 = reply_of(
-        pair.link
-            .on_datagram(peer, &post_edhoc(1, payload), Instant::now()),
-    );
+    let r2 = message_1(&mut pair.link, peer, m1.as_bytes(), 1, Instant::now());
     let (m3, material) = initiator.process_message_2(&r2.payload).unwrap();
     let mut payload = material.sender_id().as_bytes().to_vec();
     payload.extend_from_slice(m3.as_bytes());
     let r = reply_of(
         pair.link
-            .on_datagram(peer, &post_edhoc(2, payload), Instant::now()),
+            .on_datagram(peer, &post_edhoc(3, payload), Instant::now()),
     );
     assert_eq!(u8::from(r.header.code), code::UNAUTHORIZED);
     assert!(String::from_utf8_lossy(&r.payload).contains("not authorised"));
@@ -333,7 +343,10 @@ fn plain_access_tokens_are_refused_unless_compat_is_on() {
     let mut request = message::build(MessageType::Confirmable, 0x01, 5, b"t");
     request.add_option(CoapOption::UriPath, b"sync".to_vec());
     let without = message::to_datagram(&request);
-    request.add_option(CoapOption::from(ACCESS_TOKEN), b"syt".to_vec());
+    request.add_option(
+        CoapOption::from(ACCESS_TOKEN),
+        b"syt_YWxpY2U_dQmzVrVYhXcDFqHENkNz_1ZoZ7x".to_vec(),
+    );
     let with = message::to_datagram(&request);
     let mut link = Link::new(None, false);
     assert_eq!(
@@ -445,4 +458,60 @@ fn no_plain_datagram_reaches_a_contexts_state() {
             "a plain datagram from {from} went upstream with the token's access token"
         );
     }
+}
+
+/// Issue 15: 256 message_1 a minute from anywhere filled every handshake slot for 60 s and
+/// paired tokens got 5.03. A message_1 from an address that has not proven itself gets a bare
+/// 4.01 with an Echo value, within three times its size, and takes no slot; a token that
+/// repeats it with the value links as always.
+#[test]
+fn a_message_1_flood_from_forged_addresses_takes_no_handshake_slot() {
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let (_, m1) = Initiator::start([4; 32], &pair.token, pair.gateway.credential()).unwrap();
+    let mut payload = vec![0xF5];
+    payload.extend_from_slice(m1.as_bytes());
+    let (mut received, mut sent) = (0, 0);
+    for i in 0..1000u32 {
+        let from = SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 40000));
+        let datagram = post_edhoc(i as u16, payload.clone());
+        received += datagram.len();
+        let reply = reply_of(pair.link.on_datagram(from, &datagram, now));
+        assert_eq!(u8::from(reply.header.code), code::UNAUTHORIZED);
+        sent += message::to_datagram(&reply).len();
+    }
+    println!(
+        "message_1 flood: {received} B in, {sent} B out, {} handshakes held",
+        pair.link.handshakes.len()
+    );
+    assert!(sent <= 3 * received);
+    assert!(pair.link.handshakes.is_empty());
+    handshake(&mut pair, now);
+}
+
+/// One source prefix holds at most 16 open handshakes; beyond, 5.03 with Max-Age, while
+/// another prefix still gets message_2.
+#[test]
+fn one_source_prefix_holds_at_most_its_share_of_handshakes() {
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let mut code_from = |host: [u8; 4], seed: u8| {
+        let (_, m1) = Initiator::start([seed; 32], &pair.token, pair.gateway.credential()).unwrap();
+        let from = SocketAddr::from((host, 40000));
+        let reply = message_1(
+            &mut pair.link,
+            from,
+            m1.as_bytes(),
+            u16::from(seed) * 2,
+            now,
+        );
+        (code::dotted(u8::from(reply.header.code)), reply)
+    };
+    for n in 0..16 {
+        assert_eq!(code_from([203, 0, 113, n], n).0, "2.04");
+    }
+    let (refused, reply) = code_from([203, 0, 113, 200], 100);
+    assert_eq!(refused, "5.03");
+    assert!(reply.get_first_option(CoapOption::MaxAge).is_some());
+    assert_eq!(code_from([203, 0, 114, 1], 101).0, "2.04");
 }
