@@ -11,8 +11,9 @@ use prometheus_client::registry::Registry;
 /// Labels of `jeton_gateway_requests`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// Route with identifiers replaced by `{}`.
-    pub route: String,
+    /// The profile's path template (identifiers as `{roomId}` and the like), `other` for a
+    /// path outside the profile's table, `-` for a request answered before its path was read.
+    pub route: &'static str,
     /// CoAP response code, "c.dd".
     pub code: String,
 }

@@ -207,7 +207,7 @@ impl Transport {
                 block2: Some((blocks.block2_num, blocks.szx)),
                 ..Reply::plain(&content)
             };
-            self.finish(incoming, &target.route, reply, now, actions);
+            self.finish(incoming, target.route, reply, now, actions);
             return Ok(true);
         }
         if !is_get {
@@ -273,7 +273,7 @@ impl Transport {
         &mut self,
         incoming: &Incoming,
         blocks: &Blocks,
-        route: &str,
+        route: &'static str,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {

@@ -47,7 +47,7 @@ pub(super) struct Forward {
     pub(super) peer: PeerId,
     pub(super) started: Instant,
     /// The metric label of the request's path.
-    pub(super) route: String,
+    pub(super) route: &'static str,
     pub(super) purpose: ForwardPurpose,
 }
 
@@ -93,7 +93,7 @@ impl Transport {
     pub(super) fn start_forward(
         &mut self,
         addr: PeerId,
-        route: String,
+        route: &'static str,
         purpose: ForwardPurpose,
         request: UpstreamRequest,
         now: Instant,
@@ -180,7 +180,7 @@ impl Transport {
     pub(super) fn on_client_response(
         &mut self,
         addr: PeerId,
-        route: &str,
+        route: &'static str,
         ctx: ClientContext,
         outcome: &UpstreamOutcome,
         now: Instant,

@@ -252,7 +252,7 @@ impl Transport {
         match forward.purpose {
             ForwardPurpose::Client(ctx) => {
                 self.metrics.upstream_latency.observe(latency.as_secs_f64());
-                let (addr, route) = (forward.peer, &forward.route);
+                let (addr, route) = (forward.peer, forward.route);
                 self.on_client_response(addr, route, *ctx, &outcome, now, &mut actions);
             }
             ForwardPurpose::Observe { token } => {

@@ -55,7 +55,7 @@ pub(super) struct Target {
     /// The access token the request goes upstream with (the peer's sticky one).
     pub(super) access_token: Option<AccessToken>,
     /// The path's metric label (no identifiers).
-    pub(super) route: String,
+    pub(super) route: &'static str,
     /// Method, path, query and encoding: what identifies a blockwise transfer of this request.
     pub(super) key: String,
     pub(super) is_sync: bool,
@@ -159,7 +159,7 @@ impl Transport {
             now,
         )?;
         let RequestBody::Complete(body) = body else {
-            self.continue_upload(incoming, &blocks, &target.route, now, actions);
+            self.continue_upload(incoming, &blocks, target.route, now, actions);
             return Ok(());
         };
         let body = self.with_sticky_sender(incoming, &target.path, body)?;
