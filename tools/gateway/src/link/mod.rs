@@ -100,7 +100,8 @@ impl Link {
         if compat_plain_msc3079 {
             tracing::warn!(
                 "compat_plain_msc3079 is on: plain CoAP requests may carry the Matrix access token, \
-                 which then crosses the air unprotected"
+                 which then crosses the air unprotected, and anyone who can forge a plain peer's \
+                 source address can send requests under that peer's access token"
             );
         }
         Link {
