@@ -25,6 +25,48 @@ pub struct BlockLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `jeton_gateway_link_refusals`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why the link refused a datagram, one of [`LinkRefusal`]'s names.
+    pub reason: &'static str,
+}
+
+/// Why the link (EDHOC/OSCORE) refused a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkRefusal {
+    /// Every handshake slot (or its source prefix's share) was taken.
+    HandshakesBusy,
+    /// An EDHOC message did not verify or named no open handshake.
+    EdhocFailed,
+    /// message_3 came from a token the tokens file does not list.
+    UnknownToken,
+    /// A protected request named no context the gateway holds.
+    UnknownContext,
+    /// A protected request the context had already taken.
+    Replay,
+    /// A protected request that did not decrypt.
+    DecryptionFailed,
+    /// A plain request carried an access token (compat mode off).
+    PlainAccessToken,
+}
+
+impl LinkRefusal {
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HandshakesBusy => "handshakes_busy",
+            Self::EdhocFailed => "edhoc_failed",
+            Self::UnknownToken => "unknown_token",
+            Self::UnknownContext => "unknown_context",
+            Self::Replay => "replay",
+            Self::DecryptionFailed => "decryption_failed",
+            Self::PlainAccessToken => "plain_access_token",
+        }
+    }
+}
+
 /// Every metric the gateway updates. Cloning shares the underlying values.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -54,6 +96,14 @@ pub struct Metrics {
     pub malformed: Counter,
     /// 4.01 Echo challenges sent to addresses that had not proven themselves.
     pub echo_challenges: Counter,
+    /// EDHOC handshakes completed.
+    pub handshakes: Counter,
+    /// Datagrams the link refused, by reason.
+    pub link_refusals: Family<RefusalLabels, Counter>,
+    /// OSCORE contexts held.
+    pub contexts: Gauge,
+    /// 1 while the gateway takes requests, 0 once it drains.
+    pub ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -72,6 +122,10 @@ impl Default for Metrics {
             blockwise: Family::default(),
             malformed: Counter::default(),
             echo_challenges: Counter::default(),
+            handshakes: Counter::default(),
+            link_refusals: Family::default(),
+            contexts: Gauge::default(),
+            ready: Gauge::default(),
         }
     }
 }
@@ -145,7 +199,34 @@ impl Metrics {
             "4.01 Echo challenges sent to addresses that had not proven they receive",
             self.echo_challenges.clone(),
         );
+        r.register(
+            "edhoc_handshakes",
+            "EDHOC handshakes completed (an OSCORE context established)",
+            self.handshakes.clone(),
+        );
+        r.register(
+            "link_refusals",
+            "Datagrams the EDHOC/OSCORE link refused, by reason",
+            self.link_refusals.clone(),
+        );
+        r.register(
+            "oscore_contexts",
+            "OSCORE contexts held (paired tokens linked)",
+            self.contexts.clone(),
+        );
+        r.register(
+            "ready",
+            "1 while the gateway takes requests, 0 once it drains",
+            self.ready.clone(),
+        );
         r
+    }
+
+    /// Counts a datagram the link refused.
+    pub fn link_refused(&self, why: LinkRefusal) {
+        self.link_refusals
+            .get_or_create(&RefusalLabels { reason: why.name() })
+            .inc();
     }
 
     /// The text exposition of `registry`.

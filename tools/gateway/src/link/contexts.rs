@@ -19,6 +19,7 @@ use super::handshake::{cbor_bstr_len, edhoc_error};
 use super::wire::{error_reply, options_of, repack};
 use super::{EDHOC_OPTION, Inbound, Link};
 use crate::message::code;
+use crate::metrics::LinkRefusal;
 use crate::profile::option::ACCESS_TOKEN;
 use crate::transport::PeerId;
 
@@ -148,6 +149,7 @@ impl Link {
         };
         let Some(peer_context) = self.contexts.by_rid.get_mut(&kid) else {
             tracing::info!(%peer, kid = %hex::encode(&kid), "OSCORE request for an unknown context");
+            self.metrics.link_refused(LinkRefusal::UnknownContext);
             return Inbound::Reply(error_reply(
                 packet,
                 code::UNAUTHORIZED,
@@ -162,7 +164,13 @@ impl Link {
         let mut plain = vec![0u8; payload.len().min(MAX_MESSAGE)];
         let inner = match peer_context.context.unprotect_request(&outer, &mut plain) {
             Ok(inner) => inner,
-            Err(e) => return Inbound::Reply(refuse_unprotect(peer, peer_context, packet, e)),
+            Err(e) => {
+                self.metrics.link_refused(match e {
+                    OscoreError::Replay => LinkRefusal::Replay,
+                    _ => LinkRefusal::DecryptionFailed,
+                });
+                return Inbound::Reply(refuse_unprotect(peer, peer_context, packet, e));
+            }
         };
         peer_context.real_peer = peer;
         let id = peer_context.id;
@@ -227,6 +235,7 @@ impl Link {
         }
         // RFC 9668: the payload starts with message_3 (a CBOR byte string); the kid is C_R.
         let Some(split) = cbor_bstr_len(payload) else {
+            self.metrics.link_refused(LinkRefusal::EdhocFailed);
             return Err(edhoc_error(
                 packet,
                 code::BAD_REQUEST,

@@ -15,6 +15,7 @@ use super::contexts::PeerContext;
 use super::wire::{error_reply, reply};
 use super::{Inbound, Link};
 use crate::message::code;
+use crate::metrics::LinkRefusal;
 use crate::profile::CONTENT_FORMAT_EDHOC;
 use crate::source::{Prefix, prefix_of};
 
@@ -61,6 +62,7 @@ impl Link {
             return self.on_message_1(peer, packet, message_1, now);
         }
         let Ok((c_r, message_3)) = split_connection_id(payload) else {
+            self.metrics.link_refused(LinkRefusal::EdhocFailed);
             return Inbound::Reply(edhoc_error(
                 packet,
                 code::BAD_REQUEST,
@@ -102,6 +104,7 @@ impl Link {
                 b"too many EDHOC handshakes in progress",
             );
             with_max_age(&mut busy, HANDSHAKE_TIMEOUT);
+            self.metrics.link_refused(LinkRefusal::HandshakesBusy);
             return Inbound::Reply(busy);
         }
         let Some(identity) = self.credentials.as_ref().map(|c| c.identity.clone()) else {
@@ -140,6 +143,7 @@ impl Link {
             }
             Err(e) => {
                 tracing::info!(%peer, error = %e, "EDHOC message_1 refused");
+                self.metrics.link_refused(LinkRefusal::EdhocFailed);
                 Inbound::Reply(edhoc_error(packet, code::BAD_REQUEST, &e.to_string()))
             }
         }
@@ -168,6 +172,25 @@ impl Link {
     /// Runs message_3 for the handshake `c_r`; on success the OSCORE context is in place
     /// (replacing an older one of the same token) and message_4 is returned.
     pub(super) fn complete_handshake(
+        &mut self,
+        peer: SocketAddr,
+        c_r: &[u8],
+        message_3: &[u8],
+    ) -> Result<Vec<u8>, Refusal> {
+        let outcome = self.run_message_3(peer, c_r, message_3);
+        match &outcome {
+            Ok(_) => {
+                self.metrics.handshakes.inc();
+                self.metrics.contexts.set(self.contexts.len() as i64);
+            }
+            // Only an unlisted token is refused with 4.01.
+            Err((code::UNAUTHORIZED, _)) => self.metrics.link_refused(LinkRefusal::UnknownToken),
+            Err(_) => self.metrics.link_refused(LinkRefusal::EdhocFailed),
+        }
+        outcome
+    }
+
+    fn run_message_3(
         &mut self,
         peer: SocketAddr,
         c_r: &[u8],

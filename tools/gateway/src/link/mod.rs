@@ -40,7 +40,7 @@ use coap_lite::{CoapOption, MessageClass, Packet};
 use crate::echo::{self, EchoKey};
 use crate::link_credentials::LinkCredentials;
 use crate::message::{self, code};
-use crate::metrics::Metrics;
+use crate::metrics::{LinkRefusal, Metrics};
 use crate::profile::option::ACCESS_TOKEN;
 use crate::source::Sources;
 use crate::transport::PeerId;
@@ -216,6 +216,7 @@ impl Link {
             return None;
         }
         tracing::warn!(%peer, "refused a plain request carrying an access token (OSCORE required)");
+        self.metrics.link_refused(LinkRefusal::PlainAccessToken);
         Some(Inbound::Reply(error_reply(
             packet,
             code::UNAUTHORIZED,

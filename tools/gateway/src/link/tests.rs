@@ -515,3 +515,48 @@ fn one_source_prefix_holds_at_most_its_share_of_handshakes() {
     assert!(reply.get_first_option(CoapOption::MaxAge).is_some());
     assert_eq!(code_from([203, 0, 114, 1], 101).0, "2.04");
 }
+
+/// Issue 15: operators see the link in `/metrics`: handshakes, contexts, and refusals by a
+/// reason from a fixed set.
+#[test]
+fn the_link_reports_handshakes_contexts_and_refusals_by_reason() {
+    use crate::metrics::{LinkRefusal, RefusalLabels};
+    let refusals = |link: &Link, why: LinkRefusal| {
+        let labels = RefusalLabels { reason: why.name() };
+        link.metrics.link_refusals.get_or_create(&labels).get()
+    };
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let mut client = handshake(&mut pair, now);
+    let (wire, _) = protected_get(&mut client, 20, b"tk", &[(11, b"versions")]);
+    pair.link.on_datagram(peer, &wire, now);
+    let mut moved = wire.clone();
+    moved[3] ^= 0x55;
+    pair.link.on_datagram(peer, &moved, now);
+    let mut plain = message::build(MessageType::Confirmable, 0x01, 5, b"t");
+    plain.add_option(CoapOption::from(ACCESS_TOKEN), b"syt_x".to_vec());
+    pair.link
+        .on_datagram(peer, &message::to_datagram(&plain), now);
+    let mut after_restart = self::pair(true);
+    after_restart.link.on_datagram(peer, &wire, now);
+
+    assert_eq!(pair.link.metrics.handshakes.get(), 1);
+    assert_eq!(pair.link.metrics.contexts.get(), 1);
+    assert_eq!(pair.link.metrics.echo_challenges.get(), 1);
+    assert_eq!(refusals(&pair.link, LinkRefusal::Replay), 1);
+    assert_eq!(refusals(&pair.link, LinkRefusal::PlainAccessToken), 1);
+    assert_eq!(refusals(&pair.link, LinkRefusal::DecryptionFailed), 0);
+    assert_eq!(
+        refusals(&after_restart.link, LinkRefusal::UnknownContext),
+        1
+    );
+    let text = Metrics::render(&pair.link.metrics.registry());
+    for line in [
+        "jeton_gateway_edhoc_handshakes_total 1",
+        "jeton_gateway_oscore_contexts 1",
+        r#"jeton_gateway_link_refusals_total{reason="replay"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+}
