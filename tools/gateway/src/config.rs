@@ -129,6 +129,11 @@ pub struct Cli {
     /// [default: 2]
     #[arg(long, env = "JETON_GATEWAY_BLOCKWISE_PER_PEER", value_name = "N")]
     pub blockwise_per_peer: Option<usize>,
+    /// Bytes of all peers' blockwise transfers together (uploads being assembled, bodies
+    /// stored for Block2); a block beyond it gets 5.03 with Max-Age, a body beyond it is not
+    /// stored (its later blocks are fetched again). [default: 134217728 (128 MiB)]
+    #[arg(long, env = "JETON_GATEWAY_MAX_BLOCKWISE_BYTES", value_name = "BYTES")]
+    pub max_blockwise_bytes: Option<usize>,
     /// Largest media upload (after Block1 assembly) and media download relayed; a media upload
     /// beyond it gets 4.13 with Size1, a download 5.02. The media config a client reads
     /// (m.upload.size) is lowered to it. Each transfer in progress holds its file in memory, at
@@ -301,6 +306,10 @@ impl Config {
                 .blockwise_per_peer
                 .or(file.blockwise_per_peer)
                 .unwrap_or(d.blockwise_per_peer),
+            max_blockwise_bytes: cli
+                .max_blockwise_bytes
+                .or(file.max_blockwise_bytes)
+                .unwrap_or(d.max_blockwise_bytes),
             max_media_body: cli
                 .max_media_body
                 .or(file.max_media_body)

@@ -46,6 +46,8 @@ pub struct Limits {
     pub dedup_per_peer: usize,
     /// Blockwise transfers (Block1 assemblies plus stored Block2 bodies) per peer.
     pub blockwise_per_peer: usize,
+    /// Bytes of all peers' blockwise transfers together.
+    pub max_blockwise_bytes: usize,
     /// Largest media upload (after Block1 assembly) and media download the gateway relays.
     pub max_media_body: usize,
 }
@@ -71,6 +73,7 @@ impl Default for Limits {
             blockwise_timeout: Duration::from_secs(60),
             dedup_per_peer: 32,
             blockwise_per_peer: 2,
+            max_blockwise_bytes: 128 * 1024 * 1024,
             max_media_body: 16 * 1024 * 1024,
         }
     }

@@ -49,6 +49,7 @@ use crate::metrics::Metrics;
 use crate::profile;
 use crate::source::Sources;
 use crate::translate::{UpstreamOutcome, UpstreamRequest};
+use blockwise::BlockBudget;
 use forward::{ForwardPurpose, Forwards};
 use observe::ObserverState;
 use outbox::OutPurpose;
@@ -93,6 +94,8 @@ pub struct Transport {
     peers: HashMap<PeerId, Peer>,
     /// Plain peers in all and per source prefix.
     census: Census,
+    /// Bytes of all peers' blockwise transfers, against `max_blockwise_bytes`.
+    block_budget: BlockBudget,
     /// Which source addresses need no proof.
     sources: Sources,
     /// Makes and checks the Echo values plain peers prove their address with.
@@ -123,11 +126,13 @@ impl Transport {
     /// A core with the given limits, reporting to `metrics`.
     pub fn new(limits: Limits, metrics: Metrics, now: Instant) -> Self {
         let own_szx = limits.block_szx().unwrap_or(profile::MAX_SZX);
+        let block_budget = BlockBudget::new(limits.max_blockwise_bytes);
         let mut t = Self {
             limits,
             metrics,
             peers: HashMap::new(),
             census: Census::default(),
+            block_budget,
             sources: Sources::default(),
             echo: EchoKey::random(now),
             forwards: Forwards::default(),
@@ -157,6 +162,11 @@ impl Transport {
     /// Active observers.
     pub fn observer_count(&self) -> usize {
         self.observers
+    }
+
+    /// Bytes held by all peers' blockwise transfers (uploads and stored bodies).
+    pub fn blockwise_bytes(&self) -> usize {
+        self.block_budget.held()
     }
 
     /// Peers with state.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet};
 
-use super::blockwise::Blockwise;
+use super::blockwise::{BlockBudget, Blockwise};
 use super::exchanges::Exchanges;
 use super::observe::Observer;
 use super::outbox::Outgoing;
@@ -88,12 +88,12 @@ impl TokenBucket {
 }
 
 impl Peer {
-    fn new(now: Instant, burst: u32, first_mid: u16) -> Self {
+    fn new(now: Instant, burst: u32, first_mid: u16, budget: BlockBudget) -> Self {
         Self {
             access_token: None,
             sticky: StickyState::default(),
             exchanges: Exchanges::default(),
-            blockwise: Blockwise::default(),
+            blockwise: Blockwise::new(budget),
             observers: Vec::new(),
             outbox: HashMap::new(),
             next_mid: first_mid,
@@ -203,8 +203,11 @@ impl Transport {
         // reuse the ids a peer still remembers (it would take a new CON for a duplicate).
         let first_mid = self.next_random() as u16;
         self.census.enter(id);
-        self.peers
-            .insert(id, Peer::new(now, self.limits.peer_burst, first_mid));
+        let budget = self.block_budget.clone();
+        self.peers.insert(
+            id,
+            Peer::new(now, self.limits.peer_burst, first_mid, budget),
+        );
         true
     }
 
