@@ -26,8 +26,10 @@ pub struct Limits {
     pub max_observers: usize,
     /// Observers per peer.
     pub max_observers_per_peer: usize,
-    /// Peers with state.
+    /// Plain peers (proven source addresses) with state.
     pub max_peers: usize,
+    /// Plain peers with state per source prefix.
+    pub max_peers_per_prefix: usize,
     /// Upstream requests in flight per peer.
     pub max_in_flight_per_peer: usize,
     /// Sustained requests per second per peer (token bucket rate).
@@ -44,6 +46,8 @@ pub struct Limits {
     pub dedup_per_peer: usize,
     /// Blockwise transfers (Block1 assemblies plus stored Block2 bodies) per peer.
     pub blockwise_per_peer: usize,
+    /// Bytes of all peers' blockwise transfers together.
+    pub max_blockwise_bytes: usize,
     /// Largest media upload (after Block1 assembly) and media download the gateway relays.
     pub max_media_body: usize,
 }
@@ -60,6 +64,7 @@ impl Default for Limits {
             max_observers: 20_000,
             max_observers_per_peer: 4,
             max_peers: 50_000,
+            max_peers_per_prefix: 1024,
             max_in_flight_per_peer: 8,
             peer_rate: 20.0,
             peer_burst: 50,
@@ -68,6 +73,7 @@ impl Default for Limits {
             blockwise_timeout: Duration::from_secs(60),
             dedup_per_peer: 32,
             blockwise_per_peer: 2,
+            max_blockwise_bytes: 128 * 1024 * 1024,
             max_media_body: 16 * 1024 * 1024,
         }
     }

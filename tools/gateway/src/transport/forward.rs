@@ -2,8 +2,8 @@
 //! client's request with what its answer needs, or an observer's long-poll. Both start in
 //! [`Transport::start_forward`].
 
+use super::PeerId;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::ForwardId;
@@ -44,10 +44,10 @@ pub(super) enum ForwardPurpose {
 /// One upstream request in flight.
 #[derive(Debug)]
 pub(super) struct Forward {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: PeerId,
     pub(super) started: Instant,
     /// The metric label of the request's path.
-    pub(super) route: String,
+    pub(super) route: &'static str,
     pub(super) purpose: ForwardPurpose,
 }
 
@@ -92,8 +92,8 @@ impl Transport {
     /// [`Transport::on_upstream`] with the id returned.
     pub(super) fn start_forward(
         &mut self,
-        addr: SocketAddr,
-        route: String,
+        addr: PeerId,
+        route: &'static str,
         purpose: ForwardPurpose,
         request: UpstreamRequest,
         now: Instant,
@@ -179,8 +179,8 @@ impl Transport {
     /// successful sync with Observe 0 asked for.
     pub(super) fn on_client_response(
         &mut self,
-        addr: SocketAddr,
-        route: &str,
+        addr: PeerId,
+        route: &'static str,
         ctx: ClientContext,
         outcome: &UpstreamOutcome,
         now: Instant,

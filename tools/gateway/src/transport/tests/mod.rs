@@ -6,6 +6,7 @@ mod blockwise;
 mod exchanges;
 mod observe;
 mod requests;
+mod routability;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use serde_json::Value;
 use super::*;
 use crate::message::{self, code};
 use crate::profile::{self, BlockValue, CONTENT_FORMAT_CBOR, TableVersion};
+use crate::source::Sources;
 use crate::translate::{UpstreamOutcome, UpstreamRequest, UpstreamResponse};
 
 const PEER: &str = "127.0.0.1:40000";
@@ -23,16 +25,18 @@ const PEER: &str = "127.0.0.1:40000";
 struct Harness {
     core: Transport,
     now: Instant,
-    peer: SocketAddr,
+    peer: PeerId,
 }
 
 impl Harness {
     fn new(limits: Limits) -> Self {
         let now = Instant::now();
         Self {
-            core: Transport::new(limits, Metrics::default(), now),
+            // The tests' peer is on loopback, which needs no Echo round trip.
+            core: Transport::new(limits, Metrics::default(), now)
+                .with_sources(Sources::parse("127.0.0.0/8").unwrap()),
             now,
-            peer: PEER.parse().unwrap(),
+            peer: PeerId::Address(PEER.parse::<SocketAddr>().unwrap()),
         }
     }
 
