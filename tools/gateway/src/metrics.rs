@@ -51,6 +51,12 @@ pub struct Metrics {
     pub blockwise: Family<BlockLabels, Counter>,
     /// Datagrams that were not valid CoAP.
     pub malformed: Counter,
+    /// Parts of sync answers cut to a client's Response-Capacity.
+    pub sync_parts: Counter,
+    /// Events replaced by a stub, larger than a client's Response-Capacity on their own.
+    pub sync_stubs: Counter,
+    /// Observer long-polls tried again after the homeserver failed.
+    pub poll_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -68,6 +74,9 @@ impl Default for Metrics {
             retransmissions: Counter::default(),
             blockwise: Family::default(),
             malformed: Counter::default(),
+            sync_parts: Counter::default(),
+            sync_stubs: Counter::default(),
+            poll_retries: Counter::default(),
         }
     }
 }
@@ -135,6 +144,21 @@ impl Metrics {
             "malformed_datagrams",
             "Datagrams that were not valid CoAP",
             self.malformed.clone(),
+        );
+        r.register(
+            "sync_parts",
+            "Parts of sync answers cut to a client's Response-Capacity (option 258)",
+            self.sync_parts.clone(),
+        );
+        r.register(
+            "sync_stubs",
+            "Events sent as a stub, larger than a client's Response-Capacity on their own",
+            self.sync_stubs.clone(),
+        );
+        r.register(
+            "poll_retries",
+            "Observer long-polls tried again after the homeserver failed",
+            self.poll_retries.clone(),
         );
         r
     }

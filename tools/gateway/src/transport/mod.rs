@@ -12,13 +12,17 @@
 //! - `exchanges.rs`: the duplicate-detection memory of received requests (RFC 7252 §4.5).
 //! - `outbox.rs`: CON messages sent and retransmitted until acknowledged (RFC 7252 §4.2).
 //! - `blockwise.rs`: Block1 uploads and stored Block2 bodies (RFC 7959).
-//! - `observe.rs`: observers and their long-polls (RFC 7641).
+//! - `observe.rs`: observers, their long-polls (RFC 7641) and the positions their clients
+//!   confirmed.
+//! - `splits.rs`: sync answers cut to the client's Response-Capacity, the later parts kept
+//!   until the part before is confirmed.
 //! - `forward.rs`: upstream requests in flight, for clients and observers alike.
 //! - `timers.rs`: the deadlines (piggyback wait, retransmission, sweep).
 //!
 //! The request pipeline owns no state: `request.rs` reads a request in short steps
-//! (negotiation, options, access token, path, blocks, body) and hands it to the state above;
-//! `reply.rs` sends the answer, piggybacked, separate or NON.
+//! (negotiation, options, access token, path, blocks, body) and hands it to the state above,
+//! `sync.rs` has the steps of a `/sync` request; `reply.rs` sends the answer, piggybacked,
+//! separate or NON.
 //!
 //! Memory is bounded per peer by [`Limits`] (exchanges, blockwise transfers, observers,
 //! in-flight requests) and globally by `max_peers` and `max_observers`.
@@ -31,6 +35,8 @@ mod outbox;
 mod peer;
 mod reply;
 mod request;
+mod splits;
+mod sync;
 mod timers;
 
 use std::collections::HashMap;
@@ -94,6 +100,8 @@ pub struct Transport {
     jitter: u64,
     /// The size exponent of `block_size`, the largest block the gateway sends.
     own_szx: u8,
+    /// The id of the last observer registered.
+    next_observer_id: u64,
 }
 
 impl core::fmt::Debug for Transport {
@@ -121,6 +129,7 @@ impl Transport {
             draining: false,
             jitter: 0x9e37_79b9_7f4a_7c15,
             own_szx,
+            next_observer_id: 0,
         };
         t.timers.arm(now + SWEEP_EVERY, TimerKind::Sweep);
         t
@@ -250,6 +259,9 @@ impl Transport {
                     self.on_piggyback_timeout(addr, mid, &mut actions);
                 }
                 TimerKind::Retransmit(addr, mid) => self.retransmit(addr, mid, now, &mut actions),
+                TimerKind::Observer(addr, id) => {
+                    self.on_observer_timer(addr, id, now, &mut actions);
+                }
                 TimerKind::Sweep => {
                     self.peers.retain(|_, peer| peer.sweep(now));
                     self.timers.arm(now + SWEEP_EVERY, TimerKind::Sweep);
