@@ -227,6 +227,67 @@ fn a_5_kb_to_device_event_becomes_a_stub_and_the_rest_of_the_batch_arrives() {
 }
 
 #[test]
+fn a_70_kb_to_device_event_is_a_stub_and_the_token_is_not_wedged() {
+    let mut h = Harness::new(Limits::default());
+    let mut seen = Seen::default();
+    let poll = register_quietly(&mut h, &mut seen, "s0");
+    let to_device = vec![
+        to_device_event("@stranger:s", 70_000),
+        to_device_event("@b:s", 100),
+    ];
+    let n = sent(&h.upstream(poll, 200, &sync_body("s1", to_device, vec![]))).remove(0);
+    let mut mid = 100;
+    let body = whole_body(&mut h, &n, Some("s0"), &mut mid);
+    let events = body["to_device"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "one notification carries both");
+    assert_eq!(events[0]["sender"], "@stranger:s");
+    assert!(events[0]["jeton.too_large"].as_u64().unwrap() > 70_000);
+    assert_eq!(events[1]["sender"], "@b:s");
+    assert_eq!(body["next_batch"], "s1");
+    // The token stored it and moves on: the long-poll goes on from s1.
+    mid += 1;
+    let actions = h.feed(&sync_request(
+        mid,
+        Some("s1"),
+        Some(0),
+        Some(CAPACITY),
+        None,
+    ));
+    assert_eq!(
+        forwards(&actions)[0].1.path_and_query,
+        "/_matrix/client/v3/sync?since=s1&timeout=30000"
+    );
+}
+
+#[test]
+fn a_notification_that_never_arrives_is_fetched_again_from_the_confirmed_position() {
+    let mut h = Harness::new(Limits::default());
+    let mut seen = Seen::default();
+    let poll = register_quietly(&mut h, &mut seen, "s0");
+    let to_device = vec![to_device_event("@b:s", 100)];
+    let n = sent(&h.upstream(poll, 200, &sync_body("s1", to_device, vec![]))).remove(0);
+    assert!(block2(&n).is_none(), "one datagram, confirmed by its ACK");
+    // Every transmission is lost: the observation ends without moving past s0.
+    for _ in 0..60 {
+        let actions = h.advance(Duration::from_secs(2));
+        seen.note(&actions);
+    }
+    assert_eq!(h.core.observer_count(), 0);
+    // The token, silent too long, registers again from its own position: s0, and gets s1.
+    let actions = h.feed(&sync_request(7, Some("s0"), Some(0), Some(CAPACITY), None));
+    seen.note(&actions);
+    assert_eq!(
+        forwards(&actions)[0].1.path_and_query,
+        "/_matrix/client/v3/sync?since=s0"
+    );
+    assert!(
+        seen.upstream.iter().all(|p| !p.contains("since=s1")),
+        "the homeserver never heard of the lost s1: {:?}",
+        seen.upstream
+    );
+}
+
+#[test]
 fn a_12_kb_sync_arrives_in_parts_each_only_after_the_one_before_is_confirmed() {
     let mut h = Harness::new(Limits::default());
     let mut seen = Seen::default();
