@@ -89,10 +89,12 @@ impl Token {
             .checked_sub(limits.observe_keepalive)
             .expect("the machine has been up longer than one keepalive interval");
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let (initiator, m1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+        let (initiator, m1) = Initiator::start([3; 32]).unwrap();
         let r2 =
             reply(link.on_datagram(peer, &edhoc(1, [&[0xF5][..], m1.as_bytes()].concat()), now));
-        let (m3, material) = initiator.process_message_2(&r2.payload).unwrap();
+        let (m3, material) = initiator
+            .process_message_2(&token, gateway.credential(), &r2.payload)
+            .unwrap();
         let mut c_r = [0u8; 9];
         let n =
             jeton_link::encode_connection_id(material.sender_id().as_bytes(), &mut c_r).unwrap();
