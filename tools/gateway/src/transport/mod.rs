@@ -96,7 +96,7 @@ pub struct Transport {
     /// Observers of all peers together, against `max_observers`.
     observers: usize,
     draining: bool,
-    /// The xorshift state behind retransmission jitter and first message ids.
+    /// The xorshift state behind retransmission jitter, first message ids and split ids.
     jitter: u64,
     /// The size exponent of `block_size`, the largest block the gateway sends.
     own_szx: u8,
@@ -135,8 +135,9 @@ impl Transport {
         t
     }
 
-    /// Seeds the generator behind retransmission jitter and message ids (the I/O layer passes
-    /// something time-based; tests keep the default for reproducibility).
+    /// Seeds the generator behind retransmission jitter, message ids and split ids (the I/O
+    /// layer passes something time-based, so a restarted gateway names its splits anew; tests
+    /// keep the default for reproducibility).
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.jitter = seed | 1;
         self
@@ -277,7 +278,7 @@ impl Transport {
     }
 
     fn next_random(&mut self) -> u64 {
-        // xorshift: jitter and message ids only, nothing security relevant.
+        // xorshift: jitter, message ids and split ids, nothing security relevant.
         self.jitter ^= self.jitter << 13;
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;
