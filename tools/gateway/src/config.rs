@@ -65,7 +65,7 @@ pub struct Cli {
     #[arg(long, env = "JETON_GATEWAY_OBSERVE_POLL_TIMEOUT_MS", value_name = "MS")]
     pub observe_poll_timeout_ms: Option<u64>,
     /// An observer with nothing new still gets a notification this often, so dead clients are
-    /// found and NAT bindings stay open. [default: 900]
+    /// found and NAT bindings stay open. [default: 1200]
     #[arg(
         long,
         env = "JETON_GATEWAY_OBSERVE_KEEPALIVE_SECS",

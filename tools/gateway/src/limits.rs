@@ -21,6 +21,8 @@ pub struct Limits {
     /// `timeout` the gateway asks for when it long-polls `/sync` for an observer.
     pub observe_poll_timeout: Duration,
     /// An observer with nothing new still gets a notification this often (proves liveness).
+    /// The default keeps an idle token within 256 B an hour on the protected link (`cargo bench
+    /// --bench sync_bytes`); a token's silence interval must be longer.
     pub observe_keepalive: Duration,
     /// Observers across all peers.
     pub max_observers: usize,
@@ -60,7 +62,7 @@ impl Default for Limits {
             ack_timeout: crate::message::ACK_TIMEOUT,
             upstream_timeout: Duration::from_secs(60),
             observe_poll_timeout: Duration::from_secs(30),
-            observe_keepalive: Duration::from_secs(900),
+            observe_keepalive: Duration::from_secs(1200),
             max_observers: 20_000,
             max_observers_per_peer: 4,
             max_peers: 50_000,

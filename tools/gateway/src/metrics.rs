@@ -104,6 +104,12 @@ pub struct Metrics {
     pub contexts: Gauge,
     /// 1 while the gateway takes requests, 0 once it drains.
     pub ready: Gauge,
+    /// Parts of sync answers cut to a client's Response-Capacity.
+    pub sync_parts: Counter,
+    /// Events replaced by a stub, larger than a client's Response-Capacity on their own.
+    pub sync_stubs: Counter,
+    /// Observer long-polls tried again after the homeserver failed.
+    pub poll_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -126,6 +132,9 @@ impl Default for Metrics {
             link_refusals: Family::default(),
             contexts: Gauge::default(),
             ready: Gauge::default(),
+            sync_parts: Counter::default(),
+            sync_stubs: Counter::default(),
+            poll_retries: Counter::default(),
         }
     }
 }
@@ -218,6 +227,21 @@ impl Metrics {
             "ready",
             "1 while the gateway takes requests, 0 once it drains",
             self.ready.clone(),
+        );
+        r.register(
+            "sync_parts",
+            "Parts of sync answers cut to a client's Response-Capacity (option 258)",
+            self.sync_parts.clone(),
+        );
+        r.register(
+            "sync_stubs",
+            "Events sent as a stub, larger than a client's Response-Capacity on their own",
+            self.sync_stubs.clone(),
+        );
+        r.register(
+            "poll_retries",
+            "Observer long-polls tried again after the homeserver failed",
+            self.poll_retries.clone(),
         );
         r
     }

@@ -157,7 +157,9 @@ pub fn gateway_error(
     )
 }
 
-fn encode_body(code: u8, value: &Value, encoding: Encoding) -> ResponseContent {
+/// `value` as the body of a `code` response in the client's encoding (JSON if it does not
+/// transcode).
+pub fn encode_body(code: u8, value: &Value, encoding: Encoding) -> ResponseContent {
     if encoding.cbor
         && let Ok(payload) = profile::json_to_cbor(value, encoding.version)
     {
@@ -287,6 +289,35 @@ pub fn translate_response(
     };
     content.max_age = max_age;
     content
+}
+
+/// The body of a successful sync response: a JSON object with a `next_batch` text.
+pub fn sync_success(outcome: &UpstreamOutcome) -> Option<Value> {
+    let UpstreamOutcome::Response(r) = outcome else {
+        return None;
+    };
+    if !(200..300).contains(&r.status) {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(&r.body).ok()?;
+    value.get("next_batch")?.as_str()?;
+    Some(value)
+}
+
+/// For an outcome the homeserver may well answer differently soon (no answer, 5xx, 429): how
+/// long it asked to wait (zero when it did not say).
+pub fn transient(outcome: &UpstreamOutcome) -> Option<Duration> {
+    match outcome {
+        UpstreamOutcome::Timeout | UpstreamOutcome::Unreachable => Some(Duration::ZERO),
+        UpstreamOutcome::Response(r) if r.status == 429 => {
+            let body = serde_json::from_slice::<Value>(&r.body).ok();
+            Some(Duration::from_secs(
+                retry_after_secs(r, body.as_ref()).into(),
+            ))
+        }
+        UpstreamOutcome::Response(r) if (500..600).contains(&r.status) => Some(Duration::ZERO),
+        UpstreamOutcome::Response(_) | UpstreamOutcome::TooLarge => None,
+    }
 }
 
 /// Seconds to wait: the Retry-After header, else the body's `retry_after_ms`, rounded up.

@@ -255,7 +255,8 @@ pub(super) fn count_blockwise(metrics: &Metrics, kind: &'static str) {
 impl Transport {
     /// Serves a later block of a body the gateway holds (a large response or a
     /// notification); `Ok(false)` when it holds none for this GET, which then goes upstream
-    /// again. Other methods cannot be repeated: they get 4.08.
+    /// again. Other methods cannot be repeated, and a sync asked again answers with another
+    /// body: they get 4.08.
     pub(super) fn serve_stored_block(
         &mut self,
         incoming: &Incoming,
@@ -287,6 +288,15 @@ impl Transport {
                 code::REQUEST_ENTITY_INCOMPLETE,
                 "M_UNKNOWN",
                 "The earlier blocks of this response have expired; request block 0 again.",
+            ));
+        }
+        if target.is_sync {
+            // A sync asked again is another body: its later blocks would not continue this one.
+            return Err(refuse(
+                incoming,
+                code::REQUEST_ENTITY_INCOMPLETE,
+                "M_UNKNOWN",
+                "The earlier blocks of this sync response are gone; sync again from your position.",
             ));
         }
         Ok(false)

@@ -4,16 +4,17 @@
 
 use super::PeerId;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::ForwardId;
-use super::observe::ObserverTemplate;
+use super::observe::{ObserverTemplate, Start};
 use super::reply::Reply;
 use super::request::{Blocks, Incoming, Target, query_value, with_query};
+use super::splits::SyncShape;
 use super::timers::TimerKind;
 use super::{Action, Transport};
 use crate::media::MediaRoute;
-use crate::message::code;
 use crate::profile::BlockValue;
 use crate::translate::{self, Encoding, UpstreamOutcome, UpstreamRequest};
 
@@ -32,6 +33,8 @@ pub(super) struct ClientContext {
     block1_echo: Option<BlockValue>,
     /// For a sync with Observe 0: the observer to register once the response is a success.
     register: Option<ObserverTemplate>,
+    /// A sync's Response-Capacity (option 258).
+    capacity: Option<usize>,
 }
 
 /// Whom an upstream request is for.
@@ -146,6 +149,7 @@ impl Transport {
             block2_num: blocks.block2_num,
             block1_echo: blocks.block1,
             register,
+            capacity: target.capacity,
         };
         let purpose = ForwardPurpose::Client(Box::new(context));
         self.start_forward(incoming.peer, target.route, purpose, request, now, actions);
@@ -191,7 +195,23 @@ impl Transport {
         };
         peer.in_flight = peer.in_flight.saturating_sub(1);
         let confirmable = peer.exchanges.get(ctx.mid).is_none_or(|e| e.confirmable);
-        let content = translate::translate_response(outcome, &ctx.method, ctx.encoding, &ctx.route);
+        let (content, position) = match &ctx.route {
+            translate::Route::Sync { since } if ctx.method == http::Method::GET => {
+                let shape = SyncShape {
+                    encoding: ctx.encoding,
+                    since: since.as_deref(),
+                    capacity: ctx.capacity,
+                    hold_position: true,
+                };
+                let answer = self.sync_answer(addr, outcome, shape, now);
+                (answer.content, answer.position)
+            }
+            route => {
+                let content =
+                    translate::translate_response(outcome, &ctx.method, ctx.encoding, route);
+                (Arc::new(content), None)
+            }
+        };
         let incoming = Incoming {
             peer: addr,
             mid: ctx.mid,
@@ -201,8 +221,13 @@ impl Transport {
             body_limit: self.limits.max_body,
         };
         let mut observe = None;
-        if let (Some(template), true) = (ctx.register, content.code == code::CONTENT) {
-            observe = self.register(addr, &ctx.token, template, outcome, now, actions);
+        if let (Some(template), Some(position)) = (ctx.register, position) {
+            let since = match &ctx.route {
+                translate::Route::Sync { since } => since.clone(),
+                _ => None,
+            };
+            let start = Start::after_answer(template.confirms(), since, position);
+            observe = self.register(addr, &ctx.token, template, start, now, actions);
         }
         let reply = Reply {
             content: &content,

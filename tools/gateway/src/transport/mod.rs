@@ -13,13 +13,17 @@
 //! - `exchanges.rs`: the duplicate-detection memory of received requests (RFC 7252 §4.5).
 //! - `outbox.rs`: CON messages sent and retransmitted until acknowledged (RFC 7252 §4.2).
 //! - `blockwise.rs`: Block1 uploads and stored Block2 bodies (RFC 7959).
-//! - `observe.rs`: observers and their long-polls (RFC 7641).
+//! - `observe.rs`: observers, their long-polls (RFC 7641) and the positions their clients
+//!   confirmed.
+//! - `splits.rs`: sync answers cut to the client's Response-Capacity, the later parts kept
+//!   until the part before is confirmed.
 //! - `forward.rs`: upstream requests in flight, for clients and observers alike.
 //! - `timers.rs`: the deadlines (piggyback wait, retransmission, sweep).
 //!
 //! The request pipeline owns no state: `request.rs` reads a request in short steps
-//! (negotiation, options, access token, path, blocks, body) and hands it to the state above;
-//! `reply.rs` sends the answer, piggybacked, separate or NON.
+//! (negotiation, options, access token, path, blocks, body) and hands it to the state above,
+//! `sync.rs` has the steps of a `/sync` request; `reply.rs` sends the answer, piggybacked,
+//! separate or NON.
 //!
 //! Memory is bounded per peer by [`Limits`] (exchanges, blockwise transfers, observers,
 //! in-flight requests) and globally by `max_peers`, `max_peers_per_prefix` and
@@ -35,6 +39,8 @@ mod outbox;
 mod peer;
 mod reply;
 mod request;
+mod splits;
+mod sync;
 mod timers;
 
 use std::collections::HashMap;
@@ -105,10 +111,12 @@ pub struct Transport {
     /// Observers of all peers together, against `max_observers`.
     observers: usize,
     draining: bool,
-    /// The xorshift state behind retransmission jitter and first message ids.
+    /// The xorshift state behind retransmission jitter, first message ids and split ids.
     jitter: u64,
     /// The size exponent of `block_size`, the largest block the gateway sends.
     own_szx: u8,
+    /// The id of the last observer registered.
+    next_observer_id: u64,
 }
 
 impl core::fmt::Debug for Transport {
@@ -141,13 +149,15 @@ impl Transport {
             draining: false,
             jitter: 0x9e37_79b9_7f4a_7c15,
             own_szx,
+            next_observer_id: 0,
         };
         t.timers.arm(now + SWEEP_EVERY, TimerKind::Sweep);
         t
     }
 
-    /// Seeds the generator behind retransmission jitter and message ids (the I/O layer passes
-    /// something time-based; tests keep the default for reproducibility).
+    /// Seeds the generator behind retransmission jitter, message ids and split ids (the I/O
+    /// layer passes something time-based, so a restarted gateway names its splits anew; tests
+    /// keep the default for reproducibility).
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.jitter = seed | 1;
         self
@@ -281,6 +291,9 @@ impl Transport {
                     self.on_piggyback_timeout(addr, mid, &mut actions);
                 }
                 TimerKind::Retransmit(addr, mid) => self.retransmit(addr, mid, now, &mut actions),
+                TimerKind::Observer(addr, id) => {
+                    self.on_observer_timer(addr, id, now, &mut actions);
+                }
                 TimerKind::Sweep => {
                     let census = &mut self.census;
                     self.peers.retain(|id, peer| {
@@ -303,7 +316,7 @@ impl Transport {
     }
 
     fn next_random(&mut self) -> u64 {
-        // xorshift: jitter and message ids only, nothing security relevant.
+        // xorshift: jitter, message ids and split ids, nothing security relevant.
         self.jitter ^= self.jitter << 13;
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;

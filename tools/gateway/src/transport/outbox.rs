@@ -5,7 +5,6 @@
 use super::PeerId;
 use std::time::{Duration, Instant};
 
-use super::observe::ObserverState;
 use super::timers::TimerKind;
 use super::{Action, Transport};
 use crate::message;
@@ -61,7 +60,8 @@ impl Transport {
             .arm(now + timeout, TimerKind::Retransmit(addr, mid));
     }
 
-    /// An ACK settles a message; for a notification it lets the observer's next poll start.
+    /// An ACK settles a message; for a notification it may confirm the position it carries
+    /// (`observe.rs`).
     pub(super) fn on_ack(
         &mut self,
         addr: PeerId,
@@ -69,16 +69,8 @@ impl Transport {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        let Some(OutPurpose::Notification { token }) = self.settle(addr, mid) else {
-            return;
-        };
-        let awaiting = self
-            .peers
-            .get(&addr)
-            .and_then(|peer| peer.observers.iter().find(|o| o.token == token))
-            .is_some_and(|observer| observer.state == ObserverState::AwaitingAck(mid));
-        if awaiting {
-            self.poll(addr, &token, now, actions);
+        if let Some(OutPurpose::Notification { token }) = self.settle(addr, mid) {
+            self.on_notification_ack(addr, &token, mid, now, actions);
         }
     }
 

@@ -17,6 +17,7 @@ use super::observe::Observer;
 use super::outbox::Outgoing;
 use super::reply::{Reply, bad, internal, refuse, retry_later};
 use super::request::Incoming;
+use super::splits::Splits;
 use super::{Action, Transport};
 use crate::echo::within_amplification;
 use crate::limits::Limits;
@@ -56,6 +57,8 @@ pub(super) struct Peer {
     pub(super) sticky: StickyState,
     pub(super) exchanges: Exchanges,
     pub(super) blockwise: Blockwise,
+    /// The later parts of sync answers cut to the peer's Response-Capacity.
+    pub(super) splits: Splits,
     pub(super) observers: Vec<Observer>,
     /// CON messages waiting for their ACK, by message id.
     pub(super) outbox: HashMap<u16, Outgoing>,
@@ -94,6 +97,7 @@ impl Peer {
             sticky: StickyState::default(),
             exchanges: Exchanges::default(),
             blockwise: Blockwise::new(budget),
+            splits: Splits::default(),
             observers: Vec::new(),
             outbox: HashMap::new(),
             next_mid: first_mid,
@@ -118,6 +122,7 @@ impl Peer {
     pub(super) fn sweep(&mut self, now: Instant) -> bool {
         self.exchanges.expire(now);
         self.blockwise.expire(now);
+        self.splits.expire(now);
         !(self.is_idle()
             && now.saturating_duration_since(self.last_seen) > message::EXCHANGE_LIFETIME)
     }
@@ -128,6 +133,7 @@ impl Peer {
             && self.outbox.is_empty()
             && self.in_flight == 0
             && self.blockwise.is_empty()
+            && self.splits.is_empty()
     }
 }
 

@@ -11,7 +11,8 @@
 //! 7. Path: Uri-Path and Uri-Query, the sticky room handles, the short-path table; a media
 //!    upload's type and limit.
 //! 8. Blocks: Observe, Block1, Block2; a later Block2 block of a stored body is served here
-//!    (`blockwise.rs`), and a sync without Observe 0 ends the observation of its path.
+//!    (`blockwise.rs`); a sync's own steps (`sync.rs`): its Response-Capacity, the end of the
+//!    observation of its path without Observe 0, the answers the gateway gives itself.
 //! 9. Body: Block1 assembly (`blockwise.rs`), CBOR to JSON, the sticky Megolm sender fields.
 //! 10. Admission (`peer.rs`: draining, requests in flight), then forwarding (`forward.rs`).
 
@@ -59,6 +60,8 @@ pub(super) struct Target {
     /// Method, path, query and encoding: what identifies a blockwise transfer of this request.
     pub(super) key: String,
     pub(super) is_sync: bool,
+    /// A sync's Response-Capacity (option 258).
+    pub(super) capacity: Option<usize>,
 }
 
 /// The request's Observe and block options.
@@ -132,7 +135,8 @@ impl Transport {
         check_options(incoming, &packet, accept)?;
         let method = http_method(incoming, method)?;
         let access_token = self.take_access_token(incoming, &packet)?;
-        let target = self.read_target(incoming, &packet, method, access_token, content_format)?;
+        let mut target =
+            self.read_target(incoming, &packet, method, access_token, content_format)?;
         let blocks = read_blocks(incoming, &packet, self.own_szx)?;
         // A later block of a body the gateway already holds (a large response or a notification).
         if blocks.block2_num > 0
@@ -140,13 +144,11 @@ impl Transport {
         {
             return Ok(());
         }
-        // Deregistration: a GET for the resource without Observe (block fetches excepted), or Observe=1.
-        if target.is_sync && blocks.block2_num == 0 && blocks.observe != Some(0) {
-            let token = incoming.token.clone();
-            let path = target.path.clone();
-            let which =
-                move |o: &super::observe::Observer| o.token == token || o.template.path == path;
-            self.deregister(incoming.peer, which, actions);
+        // Capacity, deregistration, positions (`sync.rs`).
+        if target.is_sync
+            && self.sync_request(incoming, &packet, &mut target, &blocks, now, actions)?
+        {
+            return Ok(());
         }
         // A media upload is the file's bytes: never transcoded, whatever its format.
         let body_format = content_format.filter(|_| target.media != Some(MediaRoute::Upload));
@@ -206,6 +208,7 @@ impl Transport {
             route,
             key,
             is_sync,
+            capacity: None,
         })
     }
 

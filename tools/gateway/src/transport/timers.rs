@@ -13,6 +13,9 @@ pub(super) enum TimerKind {
     Piggyback(PeerId, u16),
     /// The CON message with this message id may need sending again.
     Retransmit(PeerId, u16),
+    /// The observer with this id may have a long-poll to try again, or a confirmation that
+    /// did not come.
+    Observer(PeerId, u64),
     /// Time to forget expired state.
     Sweep,
 }

@@ -7,6 +7,7 @@ mod exchanges;
 mod observe;
 mod requests;
 mod routability;
+mod sync;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -104,6 +105,11 @@ fn block2(p: &Packet) -> Option<BlockValue> {
 
 const SYNC: &[&str] = &["_matrix", "client", "v3", "sync"];
 
+/// A sync response at `next_batch` that carries something (a room's entry).
+fn batch(next_batch: &str) -> String {
+    serde_json::json!({"next_batch": next_batch, "rooms": {"join": {"!r:s": {}}}}).to_string()
+}
+
 const PLAIN: &[&str] = &["_matrix", "client", "v3", "capabilities"];
 
 fn register(h: &mut Harness, mid: u16, token: &[u8]) -> (Packet, ForwardId) {
@@ -112,7 +118,7 @@ fn register(h: &mut Harness, mid: u16, token: &[u8]) -> (Packet, ForwardId) {
     p.add_option(CoapOption::UriQuery, b"since=s0".to_vec());
     let f = forwards(&h.feed(&p));
     assert_eq!(f[0].1.path_and_query, "/_matrix/client/v3/sync?since=s0");
-    let actions = h.upstream(f[0].0, 200, r#"{"next_batch":"s1"}"#);
+    let actions = h.upstream(f[0].0, 200, &batch("s1"));
     let reply = sent(&actions).remove(0);
     let poll = forwards(&actions);
     assert_eq!(poll.len(), 1);
