@@ -205,3 +205,41 @@ fn a_failed_sync_is_retried_on_its_own_within_ten_seconds_of_the_homeserver_comi
         );
     }
 }
+
+/// Whether a `/sync` request after the first `from` names `since=s<position>`.
+fn asked_from(world: &World, from: usize, position: usize) -> bool {
+    let since = format!("since=s{position}");
+    world.gw.sync_requests[from..]
+        .iter()
+        .any(|(_, queries)| queries.contains(&since))
+}
+
+#[test]
+fn a_notification_fetched_in_blocks_is_confirmed_by_a_registration_from_its_position() {
+    let mut world = World::logged_in(66);
+    // One that comes whole is confirmed by its acknowledgement: no request follows.
+    let before = world.gw.sync_requests.len();
+    world.push_sync(timeline(vec![text("$whole", "whole")]));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("whole"))));
+    world.run_for(5_000);
+    assert_eq!(world.gw.sync_requests.len(), before, "no request after it");
+
+    // One larger than a block: the token registers again from its position at once.
+    let long = "y".repeat(300);
+    let events = (0..6)
+        .map(|n| text(&format!("$b{n}"), &format!("{n} {long}")))
+        .collect();
+    world.push_sync(timeline(events));
+    let last = message_line(&format!("5 {long}"));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&last)),
+        "{:?}",
+        world.screen()
+    );
+    let position = world.gw.hs.batches.len();
+    assert!(
+        world.run_until(5_000, |w| asked_from(w, before, position)),
+        "{:?}",
+        world.gw.sync_requests
+    );
+}
