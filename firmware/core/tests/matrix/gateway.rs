@@ -109,6 +109,8 @@ pub(crate) struct FakeGateway {
     pub sync_requests: Vec<(Option<u32>, Vec<String>)>,
     /// `/sync` is answered 5.03 until then (the homeserver is down).
     pub sync_down_until: u64,
+    /// Notifications sent again for want of an acknowledgement.
+    pub notifications_resent: u32,
 }
 
 const BLOCK: usize = 1024;
@@ -137,6 +139,7 @@ impl FakeGateway {
             sends_by_handle: 0,
             sync_requests: Vec::new(),
             sync_down_until: 0,
+            notifications_resent: 0,
         }
     }
 
@@ -224,6 +227,7 @@ impl FakeGateway {
             o.tries += 1;
             o.next_at = now + (2_000 << o.tries);
             resend.push(o.bytes.clone());
+            self.notifications_resent += 1;
             true
         });
         self.outbox.extend(resend);

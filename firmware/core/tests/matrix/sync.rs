@@ -243,3 +243,33 @@ fn a_notification_fetched_in_blocks_is_confirmed_by_a_registration_from_its_posi
         world.gw.sync_requests
     );
 }
+
+#[test]
+fn a_notification_whose_sync_could_not_be_stored_is_not_acknowledged_and_comes_again() {
+    let mut world = World::logged_in(67);
+    world.push_sync(timeline(vec![text("$first", "first")]));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("first"))));
+    world.run_for(10_000);
+    assert_eq!(world.gw.notifications_resent, 0, "acknowledged once stored");
+
+    // The cursor cannot be written once: the notification goes unacknowledged, the gateway
+    // sends it again, and the message is shown once.
+    super::fail_puts(jeton_core::store::record::SYNC_CURSOR, 1);
+    world.push_sync(timeline(vec![text("$stored", "stored late")]));
+    assert!(world.run_until(60_000, |w| w.gw.notifications_resent > 0));
+    world.run_for(10_000);
+    let shown = world
+        .screen()
+        .iter()
+        .filter(|l| **l == message_line("stored late"))
+        .count();
+    assert_eq!(shown, 1, "{:?}", world.screen());
+    assert!(world.saw("error Store(Io)"), "{:?}", world.screen());
+    // Stored the second time: the next sync follows on.
+    world.push_sync(timeline(vec![text("$next", "next")]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("next"))),
+        "{:?}",
+        world.screen()
+    );
+}
