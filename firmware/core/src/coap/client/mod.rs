@@ -36,7 +36,11 @@
 //!
 //! One response buffer means one undelivered body at a time. The engine starts no exchange
 //! while a body waits in [`Client::poll_event`], and a response or a notification that finds
-//! the buffer taken is not acknowledged, so the gateway retransmits it later.
+//! the buffer taken is not acknowledged, so the gateway retransmits it later. For a
+//! notification the engine also registers the observation again once the buffer is free:
+//! a server may end an observation whose notification goes unacknowledged, and the
+//! registration's answer is the resource's current state, which is all an observer is
+//! promised.
 //!
 //! # Acknowledging a notification
 //!
@@ -230,7 +234,7 @@ pub struct ClientStats {
     /// Notifications dropped as older than the last one delivered.
     pub stale_notifications: u32,
     /// Notifications left unacknowledged because the response buffer was taken (the server
-    /// sends them again).
+    /// sends them again, and the engine registers the observation again).
     pub missed_notifications: u32,
     /// Empty ACKs or RSTs not sent because [`CONTROL_CAPACITY`] were already waiting.
     pub control_dropped: u32,

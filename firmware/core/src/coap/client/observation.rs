@@ -32,6 +32,9 @@ pub(super) struct Observation {
     /// The last delivered notification's number and arrival time.
     pub(super) last: Option<(u32, Instant)>,
     pub(super) cancelled: bool,
+    /// A notification was left unacknowledged while a fetch was under way: re-register after
+    /// it.
+    pub(super) missed: bool,
 }
 
 impl fmt::Debug for Observation {
@@ -47,6 +50,7 @@ impl fmt::Debug for Observation {
             .field("state", &self.state)
             .field("last", &self.last)
             .field("cancelled", &self.cancelled)
+            .field("missed", &self.missed)
             .finish_non_exhaustive()
     }
 }
@@ -56,6 +60,8 @@ impl Observation {
     pub(super) fn settle(&mut self, now: Instant, silence_ms: u64) {
         self.state = if self.cancelled {
             ObservationState::DeregistrationDue
+        } else if core::mem::take(&mut self.missed) {
+            ObservationState::RegistrationDue
         } else {
             ObservationState::Waiting {
                 deadline: now.plus_millis(silence_ms),
@@ -86,6 +92,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             state: ObservationState::RegistrationDue,
             last: None,
             cancelled: false,
+            missed: false,
         });
         Ok(id)
     }
@@ -196,8 +203,10 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
     }
 
     /// A message carrying the observation's token outside an exchange for it. A notification
-    /// the engine has no room for is left unacknowledged, so that the server sends it again
-    /// (a server may take the acknowledgement as the client's word that it holds the body).
+    /// the engine has no room for is left unacknowledged (a server may take the acknowledgement
+    /// as the client's word that it holds the body), and the observation is registered again
+    /// once the engine has room: the server may give up on an unacknowledged notification and
+    /// end the observation.
     pub(super) fn handle_notification(
         &mut self,
         message: &Message<'_>,
@@ -240,6 +249,13 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             && !(more && self.exchange.is_some());
         if busy || !room || !self.store_body(message.raw_options(), message.payload) {
             self.stats.missed_notifications += 1;
+            if busy {
+                if let Some(observation) = self.observation.as_mut() {
+                    observation.missed = true;
+                }
+            } else {
+                self.set_observation_state(ObservationState::RegistrationDue);
+            }
             return Disposition::Deferred;
         }
         let (next_state, disposition) = match block {
