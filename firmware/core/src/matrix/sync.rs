@@ -2,10 +2,10 @@
 //! stream, and how it tells the gateway what it holds (PROFILE.md section 9).
 //!
 //! This module owns the cursor (`next_batch` of the last sync taken in, on flash in
-//! [`record::SYNC_CURSOR`]), the lane (an Observe
-//! registration on `/sync`, or long-polls one at a time once the gateway answered a
-//! registration without Observe), the back-off of a failed sync request, the compact filter a
-//! gateway that cannot split a sync is asked for, and the ring of what was taken in recently.
+//! [`record::SYNC_CURSOR`]), the lane (an Observe registration on `/sync`, or long-polls one at
+//! a time once the gateway answered a registration without Observe), the back-off of a failed
+//! sync request, the compact filter a gateway that cannot split a sync is asked for, and the
+//! ring of what was taken in recently.
 //!
 //! Every sync request carries the token's capacity (option 258), so the gateway never sends a
 //! larger body: it splits a large sync into parts, each with a position of its own, and replaces
