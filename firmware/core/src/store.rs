@@ -40,7 +40,7 @@ pub mod record {
     pub const ACCOUNT: RecordId = 0x0001;
     /// Login: user id, device id, access token, filter id, whether keys are uploaded.
     pub const LOGIN: RecordId = 0x0002;
-    /// The sync cursor (`next_batch` of the last sync fully processed).
+    /// The sync cursor (`next_batch` of the last sync taken in).
     pub const SYNC_CURSOR: RecordId = 0x0003;
     /// The device table (tracked users' devices with their verified keys).
     pub const DEVICES: RecordId = 0x0004;

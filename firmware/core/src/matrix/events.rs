@@ -196,6 +196,40 @@ pub enum UiEvent<'a> {
         /// The token's OSCORE sender id (the kid of its requests).
         sender_id: &'a [u8],
     },
+    /// Something a sync carried could not be taken in and was skipped; the rest of the sync
+    /// was taken in.
+    Skipped {
+        /// What it was: `to-device`, `timeline`, `state`, `invite`, `room`, `device-list`, ...
+        item: &'a str,
+        /// The room it belongs to (empty for none).
+        room_id: &'a str,
+        /// Who sent it (empty if unknown).
+        sender: &'a str,
+        /// Its event id, or its type for an event without one (empty if unknown).
+        id: &'a str,
+        /// Why.
+        error: TokenError,
+    },
+    /// An event too large for the token: the gateway sent a stub in its place, and the token
+    /// skipped it.
+    EventTooLarge {
+        /// The room (empty for a to-device message).
+        room_id: &'a str,
+        /// The event's type.
+        event_type: &'a str,
+        /// Its sender.
+        sender: &'a str,
+        /// Its event id (empty for a to-device message).
+        event_id: &'a str,
+        /// Its size in bytes, as the gateway encoded it.
+        size: u64,
+    },
+    /// The homeserver left messages of a room out of a sync (a `limited` timeline): earlier
+    /// messages were not fetched, and the token does not show them.
+    Gap {
+        /// The room.
+        room_id: &'a str,
+    },
 }
 
 impl<'a> UiEvent<'a> {
@@ -224,6 +258,9 @@ impl fmt::Display for EventLine<'_, '_> {
             | UiEvent::DeviceVerified { .. }
             | UiEvent::VerificationCancelled { .. }
             | UiEvent::LinkEstablished { .. } => device_line(self.0, f),
+            UiEvent::Skipped { .. } | UiEvent::EventTooLarge { .. } | UiEvent::Gap { .. } => {
+                sync_line(self.0, f)
+            }
             event => message_line(event, f),
         }
     }
@@ -287,6 +324,49 @@ fn message_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result 
         UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
         UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
         UiEvent::Error(error) => write!(f, "error {error}"),
+        _ => Ok(()),
+    }
+}
+
+/// The line of what a sync could not bring: an item skipped, an event too large, a gap. An
+/// empty field prints as `-`.
+fn sync_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn or_dash(text: &str) -> &str {
+        if text.is_empty() { "-" } else { text }
+    }
+    match event {
+        UiEvent::Skipped {
+            item,
+            room_id,
+            sender,
+            id,
+            error,
+        } => write!(
+            f,
+            "skipped {item} {} {} {} ({error})",
+            or_dash(room_id),
+            or_dash(sender),
+            or_dash(id)
+        ),
+        UiEvent::EventTooLarge {
+            room_id,
+            event_type,
+            sender,
+            event_id,
+            size,
+        } => write!(
+            f,
+            "event-too-large {} {event_type} {sender} {} {size} skipped",
+            if room_id.is_empty() {
+                "to-device"
+            } else {
+                room_id
+            },
+            or_dash(event_id)
+        ),
+        UiEvent::Gap { room_id } => {
+            write!(f, "gap {room_id} earlier messages were not fetched")
+        }
         _ => Ok(()),
     }
 }
@@ -476,5 +556,34 @@ mod event_line_tests {
             Some("joined !r:s")
         );
         assert!(UiEvent::Synced.line().is_none());
+    }
+
+    #[test]
+    fn what_a_sync_could_not_bring_is_named_on_one_line() {
+        let line = |event: UiEvent<'_>| event.line().map(|l| l.to_string()).unwrap();
+        assert_eq!(
+            line(UiEvent::EventTooLarge {
+                room_id: "",
+                event_type: "m.room.encrypted",
+                sender: "@eve:s",
+                event_id: "",
+                size: 5_120,
+            }),
+            "event-too-large to-device m.room.encrypted @eve:s - 5120 skipped"
+        );
+        assert_eq!(
+            line(UiEvent::Skipped {
+                item: "state",
+                room_id: "!r:s",
+                sender: "@ninth:s",
+                id: "$m9",
+                error: TokenError::LimitReached(crate::matrix::Limit::Members),
+            }),
+            "skipped state !r:s @ninth:s $m9 (the limit of members per room is reached)"
+        );
+        assert_eq!(
+            line(UiEvent::Gap { room_id: "!r:s" }),
+            "gap !r:s earlier messages were not fetched"
+        );
     }
 }

@@ -56,6 +56,9 @@ pub const REQUEST_BYTES: usize = 2048;
 pub const WORK_BYTES: usize = 1536;
 /// The CoAP response buffer: the largest sync or keys/query response the token reads.
 pub const RESPONSE_BYTES: usize = 4096;
+/// Events and to-device messages remembered as taken in, so that a copy delivered again (a
+/// gateway that restarted in the middle of a split sync) is skipped.
+pub const RECENT_ITEMS: usize = 32;
 
 /// A user id (`@user:server`).
 pub type UserId = String<MAX_ID_LEN>;

@@ -64,7 +64,10 @@
 //!   plaintext (and is encrypted again at a fresh index) or holds the ciphertext that is
 //!   sent again with the same transaction id, which the homeserver deduplicates.
 //! - [`UiEvent::Delivered`] follows the homeserver's answer and the removal of the entry.
-//! - The sync cursor is written after everything the sync carried was stored.
+//! - The sync cursor is written after everything the sync carried that could be stored was
+//!   stored, and a sync is confirmed to the gateway (the acknowledgement of its notification,
+//!   or a request from its position) only after that; a sync whose storing failed is neither,
+//!   so it comes again (PROFILE.md section 9).
 //!
 //! # Where things live
 //!
@@ -105,7 +108,11 @@
 //! - Room keys awaiting their sender's device keys, invites and joins in progress live in
 //!   RAM only; a power cut drops them (an invite comes back with the next initial sync).
 //! - Replay detection remembers the last [`REPLAY_WINDOW`] indexes per inbound session.
-//! - A sync or keys/query response larger than [`RESPONSE_BYTES`] fails.
+//! - A keys/query response larger than [`RESPONSE_BYTES`] fails. A sync is split by the
+//!   gateway to the token's capacity; a gateway that does not split gets a catch-up with a
+//!   compact filter, and a timeline the homeserver left messages out of (`limited`) is not
+//!   back-filled: the person is told ([`UiEvent::Gap`]). More than 16 joined rooms in one
+//!   sync are skipped together, not room by room.
 //! - No logout, re-login after the access token was revoked, key backup, cross-signing,
 //!   key requests or forwarded keys; `m.text` is the only message type shown, besides
 //!   encrypted files ([`crate::files`]). The token's own messages echoed by sync are
@@ -172,7 +179,7 @@ use flash::Flash;
 use gateway::Gateway;
 use login::Login;
 use olm_sessions::OlmSessions;
-use operations::{BACKOFF_MS, Operation, OperationLane};
+use operations::{Operation, OperationLane};
 use outbox::{Numbering, Outbox};
 use requests::{RequestShape, code_number};
 use room_keys::RoomKeys;
@@ -257,7 +264,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     self.on_operation_answer(id, code, body, now);
                 }
             }
-            Event::Notification { code, body, .. } => self.on_sync_notification(code, body, now),
+            Event::Notification {
+                code,
+                body,
+                acknowledged,
+                ..
+            } => self.on_sync_notification(code, body, acknowledged, now),
             Event::Failed { id, error } => {
                 if !self.on_sync_failed(id, error, now) {
                     self.on_operation_failed(id, error, now);
@@ -316,13 +328,14 @@ mod tests {
         // (+528 B), a file transfer's state (+864 B) and what the gateway holds for the token
         // (room handles, Megolm session ids: +184 B) took it over, and the protected link
         // (feature `link`: pairing material, the EDHOC state during a handshake, the OSCORE
-        // context) adds 1,600 B. The pin holds the state where it is so that growth is a
-        // decision; on the device (thumbv7em) the Cortex-M tier enforces the RAM budget that
+        // context) adds 1,600 B; the sync lane's ring of what it took in recently (dropping
+        // what a gateway delivers twice) and its retry state add 104 B, the withheld-key notices 48 B. The pin holds the state where
+        // it is so that growth is a decision; on the device (thumbv7em) the Cortex-M tier enforces the RAM budget that
         // counts (tests/cortex-m/build).
         let pinned = if cfg!(feature = "link") {
-            34_936
+            35_088
         } else {
-            33_336
+            33_488
         };
         println!("Token state: {size} B (pinned at {pinned} B; the first target was 32,768 B)");
         assert!(size <= pinned, "the token state takes {size} B");

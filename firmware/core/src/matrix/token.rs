@@ -101,9 +101,15 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             .operation
             .deadline()
             .filter(|_| self.core.login.is_some());
+        let sync_retry = self
+            .core
+            .sync
+            .deadline()
+            .filter(|_| self.core.login.is_some());
         [
             self.coap.poll_timeout(),
             backoff,
+            sync_retry,
             self.core.verification_deadline(),
             self.link.poll_timeout(),
         ]
@@ -352,6 +358,10 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 }
             } else {
                 self.core.on_event(event, now);
+                // What a notification carried could not be stored: it comes again.
+                if self.core.sync.take_decline() {
+                    self.coap.decline_notification();
+                }
             }
         }
         if let Err(error) = self.link.plan(&mut self.coap, &mut self.core.env.rng, now) {
