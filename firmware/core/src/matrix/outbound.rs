@@ -226,7 +226,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         };
         let session_id = outbound.session.session_id();
         let sender_key = self.account.olm.curve25519_key();
-        let notice = Withheld {
+        let notice = WithheldContent {
             room_id: &room.id,
             session_id: session_id.as_bytes(),
             sender_key: sender_key.as_bytes(),
@@ -434,7 +434,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 }
 
 /// The token's `m.room_key.withheld` content for a device its room key is kept from.
-struct Withheld<'a> {
+struct WithheldContent<'a> {
     room_id: &'a str,
     session_id: &'a [u8; 32],
     /// The token's Curve25519 key.
@@ -442,7 +442,7 @@ struct Withheld<'a> {
     from_device: &'a str,
 }
 
-impl Withheld<'_> {
+impl WithheldContent<'_> {
     /// Writes the content; the binary fields as v2 byte strings.
     fn write(&self, e: &mut BodyEncoder<'_>) -> Result<(), TokenError> {
         cbor(e.map(7))?;
