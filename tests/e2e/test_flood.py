@@ -6,14 +6,14 @@ the flood, the flood gets back at most 3x its bytes, and the gateway's RSS grows
 blockwise budget (the default, 128 MiB)."""
 
 import asyncio
-import os
 import time
 
 import pytest
 
 from e2e_stack import REPO, _load, setup_room
 
-Flood = _load("jeton_gateway_suite_flood", REPO / "tests" / "gateway" / "flood.py").Flood
+_flood = _load("jeton_gateway_suite_flood", REPO / "tests" / "gateway" / "flood.py")
+Flood, p99, rss_bytes = _flood.Flood, _flood.p99, _flood.rss_bytes
 
 QUIET_MESSAGES = 10
 FLOOD_SECONDS = 60
@@ -24,16 +24,6 @@ BLOCKWISE_BUDGET = 128 * 2**20
 def _linked(link_pairing):
     if link_pairing is None:
         pytest.skip("the suite runs with the link unprotected (JETON_E2E_PLAIN_LINK=1)")
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def p99(times):
-    times = sorted(times)
-    return times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
 async def send_round_trip(tok, nio, room, sender, text):

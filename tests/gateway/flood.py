@@ -4,6 +4,7 @@ Block1 starts and garbage at a fixed rate; it counts the bytes it sent and got b
 tests/gateway/test_adversarial.py and tests/e2e (loaded by path there)."""
 
 import multiprocessing
+import os
 import random
 import select
 import socket
@@ -121,3 +122,15 @@ def _drain(sockets, timeout):
                     received += len(s.recv(65535))
             except BlockingIOError:
                 pass
+
+
+def p99(times):
+    """The 99th percentile of `times`."""
+    times = sorted(times)
+    return times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+def rss_bytes(pid):
+    """The resident set size of process `pid` (Linux)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -24,7 +24,7 @@ from aiocoap.edhoc import CoseKeyForEdhoc
 from coap_client import GET, encode, message
 from conftest import start_gateway, stop
 from fake_homeserver import FakeHomeserver
-from flood import FLOOD_SOURCES, Flood
+from flood import FLOOD_SOURCES, Flood, p99, rss_bytes
 
 FLOOD_SECONDS = 60
 CLIENT_INTERVAL = 0.1
@@ -70,15 +70,6 @@ def round_trips(gateway, seconds):
     finally:
         sock.close()
     return sorted(times), lost
-
-
-def p99(times):
-    return times[min(len(times) - 1, int(len(times) * 0.99))]
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def test_a_flood_from_unproven_addresses_neither_amplifies_nor_slows_a_real_client():
