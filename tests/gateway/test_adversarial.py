@@ -11,26 +11,22 @@ flood addresses get back at most three times the bytes they sent.
 
 import os
 import random
-import select
 import socket
 import stat
 import tempfile
-import threading
 import time
 
 import aiocoap
 import cbor2
 from aiocoap import Message
 from aiocoap.edhoc import CoseKeyForEdhoc
-from aiocoap.optiontypes import BlockOption
 
-from coap_client import GET, POST, encode, message
+from coap_client import GET, encode, message
 from conftest import start_gateway, stop
 from fake_homeserver import FakeHomeserver
+from flood import FLOOD_SOURCES, Flood, p99, rss_bytes
 
 FLOOD_SECONDS = 60
-FLOOD_RATE = 1000  # datagrams per second, all sources together
-FLOOD_SOURCES = 200
 CLIENT_INTERVAL = 0.1
 BLOCKWISE_BUDGET = 8 * 1024 * 1024
 
@@ -49,78 +45,6 @@ def write_link_files(workdir):
     with open(tokens, "w") as f:
         f.write(f'[[token]]\nname = "t"\ncredential = "{ccs_hex(token.as_ccs(b"T", "t")[14])}"\n')
     return identity, tokens
-
-
-DUPLICATE = encode(message(GET, "/0", mtype=aiocoap.CON), mid=77, token=b"")
-
-
-def flood_datagram(rng, kind):
-    """A datagram of one of five kinds: a duplicate (the same 6 bytes every time), EDHOC
-    message_1, a random path, a Block1 start, garbage; each but the first made afresh."""
-    mid = rng.randrange(1 << 16)
-    if kind == 0:
-        return DUPLICATE
-    if kind == 1:
-        m1 = message(POST, "/.well-known/edhoc", mtype=aiocoap.CON)
-        m1.payload = b"\xf5" + rng.randbytes(37)
-        return encode(m1, mid=mid, token=b"\x01")
-    if kind == 2:
-        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
-        return encode(message(GET, f"/_matrix/client/v3/{word}", mtype=aiocoap.CON), mid=mid, token=b"\x02")
-    if kind == 3:
-        block1 = message(POST, "/_matrix/client/v3/keys/upload", mtype=aiocoap.CON)
-        block1.opt.block1 = BlockOption.BlockwiseTuple(0, True, 6)
-        block1.payload = rng.randbytes(1024)
-        return encode(block1, mid=mid, token=b"\x03")
-    return rng.randbytes(rng.randrange(1, 64))
-
-
-class Flood:
-    """Sends FLOOD_RATE datagrams a second from FLOOD_SOURCES loopback addresses, and counts
-    the bytes it sent and got back."""
-
-    def __init__(self, gateway_address):
-        self.gateway = gateway_address
-        self.sockets = []
-        for i in range(FLOOD_SOURCES):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((f"127.0.{1 + i // 250}.{1 + i % 250}", 0))
-            s.setblocking(False)
-            self.sockets.append(s)
-        self.sent = self.received = self.datagrams = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        rng = random.Random(15)
-        start = time.monotonic()
-        while not self.stop.is_set():
-            due = int((time.monotonic() - start) * FLOOD_RATE)
-            while self.datagrams < due:
-                s = self.sockets[self.datagrams % len(self.sockets)]
-                datagram = flood_datagram(rng, self.datagrams % 5)
-                s.sendto(datagram, self.gateway)
-                self.sent += len(datagram)
-                self.datagrams += 1
-            self.drain(0.002)
-        self.drain(1.0)
-
-    def drain(self, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            readable, _, _ = select.select(self.sockets, [], [], max(0.0, deadline - time.monotonic()))
-            if not readable:
-                return
-            for s in readable:
-                try:
-                    while True:
-                        self.received += len(s.recv(65535))
-                except BlockingIOError:
-                    pass
-
-    def close(self):
-        for s in self.sockets:
-            s.close()
 
 
 def round_trips(gateway, seconds):
@@ -148,15 +72,6 @@ def round_trips(gateway, seconds):
     return sorted(times), lost
 
 
-def p99(times):
-    return times[min(len(times) - 1, int(len(times) * 0.99))]
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def test_a_flood_from_unproven_addresses_neither_amplifies_nor_slows_a_real_client():
     upstream = FakeHomeserver(body={"versions": ["v1.11"]})
     workdir = tempfile.mkdtemp(prefix="jeton-flood-")
@@ -171,22 +86,19 @@ def test_a_flood_from_unproven_addresses_neither_amplifies_nor_slows_a_real_clie
         quiet, quiet_lost = round_trips(gw, 10)
         rss_before = rss_bytes(gw.proc.pid)
         flood = Flood(gw.address)
-        flood.thread.start()
+        flood.start()
         loud, loud_lost = round_trips(gw, FLOOD_SECONDS)
         rss_flood = rss_bytes(gw.proc.pid)
-        flood.stop.set()
-        flood.thread.join(timeout=30)
+        flood.finish()
         challenges = gw.metric("jeton_gateway_echo_challenges")
         alive = gw.proc.poll() is None
     finally:
         stop(gw.proc)
         upstream.close()
         if flood:
-            flood.close()
+            flood.finish()
 
-    factor = flood.received / flood.sent
-    print(f"\nflood: {flood.datagrams} datagrams from {FLOOD_SOURCES} addresses in {FLOOD_SECONDS} s, "
-          f"{flood.sent} B in, {flood.received} B back ({factor:.2f}x), {challenges:.0f} Echo challenges")
+    print(f"\nflood: {flood.report(FLOOD_SECONDS)}, {challenges:.0f} Echo challenges")
     print(f"client p99: {p99(quiet) * 1000:.1f} ms without the flood ({len(quiet)} requests), "
           f"{p99(loud) * 1000:.1f} ms with it ({len(loud)} requests, {loud_lost} unanswered)")
     print(f"gateway RSS: {rss_before / 2**20:.1f} MiB before, {rss_flood / 2**20:.1f} MiB under the flood "
