@@ -9,7 +9,8 @@
 //! ACK of a notification's first block, and at once for a registration's answer.
 //!
 //! A batch that carries nothing new is not pushed, unless `observe_keepalive` passed since the
-//! last notification (the keepalive, whose ACK moves the position as any other). The homeserver
+//! last notification (the keepalive, whose ACK moves the position as any other); the next
+//! long-poll starts from its position, past which the client has nothing to lose. The homeserver
 //! failing (no answer, 5xx, 429) does not end an observation: its long-poll is tried again after
 //! a back-off of at most `POLL_RETRY_MAX`. An observation ends on deregistration, an RST, a
 //! notification left unacknowledged, a body left unconfirmed for `observe_keepalive`, an error
@@ -126,8 +127,10 @@ pub(super) struct Observer {
     /// The CoAP token of the registration, which every notification carries.
     pub(super) token: Vec<u8>,
     pub(super) template: ObserverTemplate,
-    /// The position the client confirmed: every long-poll starts here (through
-    /// [`upstream_since`] for an intermediate one). `None`: a sync from the start.
+    /// The position every long-poll starts from (through [`upstream_since`] for an intermediate
+    /// one): the last the client confirmed, or past it the position of a batch that carried
+    /// nothing for the client (it loses nothing there, and a homeserver may answer a poll from
+    /// an older position at once). `None`: a sync from the start.
     confirmed: Option<String>,
     /// The position of the last body sent, until it is confirmed.
     pub(super) pending: Option<String>,
@@ -206,8 +209,9 @@ impl Start {
 enum PollVerdict {
     /// The homeserver failed for now: try again after this long.
     Retry(Duration),
-    /// Nothing to push yet: poll again.
-    Repoll,
+    /// Nothing to push yet: poll again from this position, past a batch that carried nothing
+    /// for the client.
+    Repoll(String),
     /// Push this body carrying this position.
     Push(Arc<ResponseContent>, String),
     /// An error or a body that is not a sync: the last notification.
@@ -421,7 +425,12 @@ impl Transport {
         }
         match self.poll_verdict(addr, token, outcome, now) {
             Some(PollVerdict::Retry(hint)) => self.retry_poll(addr, token, hint, now, actions),
-            Some(PollVerdict::Repoll) => self.poll(addr, token, now, actions),
+            Some(PollVerdict::Repoll(position)) => {
+                if let Some(observer) = self.observer_mut(addr, token) {
+                    observer.confirmed = Some(position);
+                }
+                self.poll(addr, token, now, actions);
+            }
             Some(PollVerdict::Push(content, position)) => {
                 self.push(addr, token, &content, position, now, actions);
             }
@@ -457,7 +466,7 @@ impl Transport {
         let answer = self.sync_answer(addr, outcome, shape, now);
         Some(match answer.position {
             None => PollVerdict::End(answer.content),
-            Some(_) if answer.nothing_new && !keepalive_due => PollVerdict::Repoll,
+            Some(position) if answer.nothing_new && !keepalive_due => PollVerdict::Repoll(position),
             Some(position) => PollVerdict::Push(answer.content, position),
         })
     }

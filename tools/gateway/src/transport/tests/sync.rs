@@ -465,7 +465,7 @@ fn status(code: u16) -> UpstreamOutcome {
 }
 
 #[test]
-fn quiet_polls_are_not_pushed_until_the_keepalive_whose_ack_moves_the_position() {
+fn quiet_polls_are_not_pushed_and_polled_past_until_the_keepalive_whose_ack_moves_the_position() {
     let mut h = Harness::new(Limits {
         observe_keepalive: Duration::from_secs(60),
         ..Limits::default()
@@ -480,10 +480,12 @@ fn quiet_polls_are_not_pushed_until_the_keepalive_whose_ack_moves_the_position()
         r#"{"next_batch":"s1","device_one_time_keys_count":{"signed_curve25519":50}}"#,
     );
     assert!(sent(&actions).is_empty(), "nothing new is not pushed");
+    // The client loses nothing between s0 and s1: the next poll waits from s1, or a homeserver
+    // that answers a poll from s0 at once would be asked again and again.
     let poll = forwards(&actions);
     assert_eq!(
         poll[0].1.path_and_query,
-        "/_matrix/client/v3/sync?since=s0&timeout=30000"
+        "/_matrix/client/v3/sync?since=s1&timeout=30000"
     );
     h.advance(Duration::from_secs(31));
     let actions = h.upstream(poll[0].0, 200, r#"{"next_batch":"s2"}"#);
