@@ -57,9 +57,10 @@ struct Args {
     /// Log in at start with --user and the password.
     #[arg(long)]
     login: bool,
-    /// Register the /sync observation again after this long without a notification (the
-    /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
-    #[arg(long, default_value_t = 600)]
+    /// Register the /sync observation again after this long without a notification. Longer
+    /// than the gateway's --observe-keepalive-secs (1200 s by default), so an idle token
+    /// stays with the keepalives and does not pay for registrations.
+    #[arg(long, default_value_t = 1500)]
     observe_silence_secs: u64,
     /// Share room keys only with devices verified by SAS (`verify`, `confirm`); the others are
     /// told the key is withheld (`m.room_key.withheld`, `m.unverified`).

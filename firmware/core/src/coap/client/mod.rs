@@ -128,7 +128,7 @@ impl Default for ClientConfig {
             max_retransmit: 4,
             response_timeout_ms: 120_000,
             block_szx: 6,
-            observe_silence_ms: 600_000,
+            observe_silence_ms: 1_500_000,
         }
     }
 }
