@@ -1548,7 +1548,8 @@ fn without_observe_the_token_long_polls_and_a_restarted_gateway_is_recovered_fro
     );
 
     // Observe: the gateway restarts and forgets the observation; the token registers again
-    // when notifications stop, and resumes from its cursor.
+    // when notifications stop (its silence period outlasts the gateway's keepalive), and
+    // resumes from its cursor.
     let mut world = World::logged_in(35);
     world.gw.restart();
     world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
@@ -1556,7 +1557,7 @@ fn without_observe_the_token_long_polls_and_a_restarted_gateway_is_recovered_fro
     ]}}}}}));
     let line = format!("message {ROOM} {PEER} unencrypted after restart");
     assert!(
-        world.run_until(1_200_000, |w| w.saw(&line)),
+        world.run_until(1_600_000, |w| w.saw(&line)),
         "{:?}",
         world.screen()
     );
