@@ -12,7 +12,7 @@ use core::fmt::Write;
 use embedded_nal::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use jeton_core::files::attachment::mime_type_of;
 use jeton_core::matrix::{EscapedBody, Token, Ui, UiEvent};
-use jeton_core::platform::{Clock, Instant};
+use jeton_core::platform::{Clock, Instant, Platform};
 use jeton_core::store::{RecordId, Store};
 use riot_wrappers::mutex::Mutex;
 use riot_wrappers::println;
@@ -21,8 +21,24 @@ use crate::clock::MonotonicClock;
 use crate::rng::HardwareRng;
 use crate::store::RecordStore;
 
+/// The board as jeton-core sees it: the hardware RNG, jeton's region of the flash, the shell.
+#[derive(Debug)]
+pub(crate) struct Board<'f>(core::marker::PhantomData<&'f ()>);
+
+impl<'f> Platform for Board<'f> {
+    type Rng = HardwareRng;
+    type Store = RecordStore<'f>;
+    type Ui = ConsoleUi;
+}
+
+/// The link to the gateway: EDHOC and OSCORE with the feature `link`, else plain CoAP.
+#[cfg(feature = "link")]
+pub(crate) type FirmwareLink = jeton_core::link::ProtectedLink;
+#[cfg(not(feature = "link"))]
+pub(crate) type FirmwareLink = jeton_core::link::PlainLink;
+
 /// The token as the firmware runs it.
-pub(crate) type FirmwareToken<'f> = Token<HardwareRng, RecordStore<'f>, ConsoleUi>;
+pub(crate) type FirmwareToken<'f> = Token<Board<'f>, FirmwareLink>;
 
 /// The record holding the gateway address: 16 address bytes, port (u16 big-endian).
 pub(crate) const GATEWAY: RecordId = 0xF002;

@@ -19,9 +19,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use jeton_core::files::attachment::mime_type_of;
-use jeton_core::link::KeyFile;
+use jeton_core::link::{KeyFile, ProtectedLink};
 use jeton_core::matrix::{Config, EscapedBody, Token, Ui, UiEvent};
-use jeton_core::platform::{Instant, Rng};
+use jeton_core::platform::{Instant, Platform, Rng};
 
 use file_store::FileStore;
 
@@ -164,8 +164,17 @@ fn storage_key(state_dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
+/// The host: the OS's generator, a directory as flash, the shell.
+struct Host;
+
+impl Platform for Host {
+    type Rng = OsRng;
+    type Store = FileStore;
+    type Ui = Shell;
+}
+
 struct Sim {
-    token: Token<OsRng, FileStore, Shell>,
+    token: Token<Host, ProtectedLink>,
     socket: UdpSocket,
     gateway: SocketAddr,
     start: StdInstant,
