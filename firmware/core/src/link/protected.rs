@@ -34,7 +34,7 @@
 use core::fmt;
 
 use heapless::Vec;
-use jeton_link::oscore::{OSCORE_OPTION, RECORD_LEN};
+use jeton_link::oscore::{ECHO_OPTION, OSCORE_OPTION, RECORD_LEN};
 use jeton_link::{
     ContextRecord, Credential, HandshakeError, Identity, Initiator, OptionList, OscoreError,
     PartialIv, RequestBinding, SecurityContext, encode_connection_id,
@@ -131,8 +131,15 @@ enum State {
     Plain,
     /// A handshake is to start (at `not_before`, after a failure).
     Due { not_before: Instant },
-    /// message_1 is out.
-    AwaitingMessage2 { id: RequestId, initiator: Initiator },
+    /// The gateway answered message_1 with a 4.01 and an Echo value (RFC 9175, the return
+    /// routability check of RFC 9528 §9.7): message_1 is to go again at once, with it.
+    Challenged { echo: Vec<u8, MAX_ECHO> },
+    /// message_1 is out (`echoed`: with the gateway's Echo value).
+    AwaitingMessage2 {
+        id: RequestId,
+        initiator: Initiator,
+        echoed: bool,
+    },
     /// message_2 verified; `C_R || message_3` is to be queued.
     Message3Due {
         payload: Vec<u8, EDHOC_PAYLOAD_BYTES>,
@@ -152,6 +159,7 @@ impl fmt::Debug for State {
         f.write_str(match self {
             State::Plain => "Plain",
             State::Due { .. } => "Due",
+            State::Challenged { .. } => "Challenged",
             State::AwaitingMessage2 { .. } => "AwaitingMessage2",
             State::Message3Due { .. } => "Message3Due",
             State::AwaitingConfirmation { .. } => "AwaitingConfirmation",
@@ -287,10 +295,12 @@ impl Link for ProtectedLink {
             }
             return Ok(());
         }
-        let State::Due { not_before } = self.state else {
-            return Ok(());
+        let echo = match &self.state {
+            State::Due { not_before } if now >= *not_before => None,
+            State::Challenged { echo } => Some(echo.clone()),
+            _ => return Ok(()),
         };
-        if now < not_before || self.identity.is_none() {
+        if self.identity.is_none() {
             return Ok(());
         }
         let mut seed = [0u8; 32];
@@ -312,9 +322,25 @@ impl Link for ProtectedLink {
             .push(CBOR_TRUE)
             .ok()
             .and_then(|()| payload.extend_from_slice(message_1.as_bytes()).ok())
-            .and_then(|()| coap.request_first(&edhoc_request(&payload)).ok());
+            .and_then(|()| {
+                let mut options = EDHOC_OPTIONS;
+                let len = match echo.as_deref() {
+                    Some(value) => {
+                        options[3] = (ECHO_OPTION, value);
+                        4
+                    }
+                    None => 3,
+                };
+                let options = options.get(..len).unwrap_or_default();
+                let request = Request::new(Code::POST, options, &payload);
+                coap.request_first(&request).ok()
+            });
         self.state = match queued {
-            Some(id) => State::AwaitingMessage2 { id, initiator },
+            Some(id) => State::AwaitingMessage2 {
+                id,
+                initiator,
+                echoed: echo.is_some(),
+            },
             // The queue is full: try again later.
             None => retry,
         };
@@ -353,12 +379,30 @@ impl Link for ProtectedLink {
             },
         );
         self.edhoc_token = None;
-        let Event::Response { code, body, .. } = event else {
+        let Event::Response {
+            code,
+            body,
+            options,
+            ..
+        } = event
+        else {
             // Timed out or reset: try again after the pause.
             return Ok(());
         };
         match state {
-            State::AwaitingMessage2 { initiator, .. } => {
+            State::AwaitingMessage2 {
+                initiator, echoed, ..
+            } => {
+                // Asked to prove its address: once, at once (a second challenge means the
+                // value did not help, so the pause above applies).
+                let mut options = options;
+                let echo = options.find(|(number, _)| *number == ECHO_OPTION);
+                if let (Code::UNAUTHORIZED, false, Some((_, echo))) = (code, echoed, echo)
+                    && let Ok(echo) = Vec::from_slice(echo)
+                {
+                    self.state = State::Challenged { echo };
+                    return Ok(());
+                }
                 if code != Code::CHANGED {
                     return Err(LinkError::Unavailable(code_number(code)));
                 }
@@ -635,14 +679,20 @@ fn piv_number(piv: &[u8]) -> u64 {
     piv.iter().fold(0, |n, byte| n << 8 | u64::from(*byte))
 }
 
+/// The largest Echo value (RFC 9175 §2.2.1).
+const MAX_ECHO: usize = 40;
+
+/// The options of a POST to the gateway's EDHOC resource, the last a place for an Echo value.
+const EDHOC_OPTIONS: [(u16, &[u8]); 4] = [
+    (option::URI_PATH, EDHOC_PATH[0]),
+    (option::URI_PATH, EDHOC_PATH[1]),
+    (option::CONTENT_FORMAT, &[CONTENT_FORMAT_CID_EDHOC]),
+    (ECHO_OPTION, &[]),
+];
+
 /// A POST of an EDHOC message to the gateway's EDHOC resource.
 fn edhoc_request(payload: &[u8]) -> Request<'_> {
-    const OPTIONS: [(u16, &[u8]); 3] = [
-        (option::URI_PATH, EDHOC_PATH[0]),
-        (option::URI_PATH, EDHOC_PATH[1]),
-        (option::CONTENT_FORMAT, &[CONTENT_FORMAT_CID_EDHOC]),
-    ];
-    Request::new(Code::POST, &OPTIONS, payload)
+    Request::new(Code::POST, &EDHOC_OPTIONS[..3], payload)
 }
 
 /// Whether a request goes to the EDHOC resource (and so stays unprotected).

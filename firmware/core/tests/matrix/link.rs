@@ -125,6 +125,45 @@ fn the_token_runs_edhoc_first_then_every_exchange_is_protected() {
 }
 
 #[test]
+fn a_gateway_that_asks_message_1_for_an_echo_value_gets_it_and_the_token_links() {
+    let mut world = World::new(9);
+    let mut gateway = LinkGateway::new(gateway_identity(), vec![*token_identity().credential()]);
+    gateway.echo = Some(b"\x00\x2a proof".to_vec());
+    world.link = Some(gateway);
+    world.material = Some(KeyFile {
+        identity: token_identity(),
+        peer: Some(*gateway_identity().credential()),
+    });
+    world.power_cycle();
+    world.log_in();
+    assert_eq!(handshakes(&world), 1, "{:?}", world.screen());
+    assert_eq!(link(&world).challenges, 1);
+    assert_eq!(link(&world).handshakes, 1);
+    assert!(
+        !world.screen().iter().any(|line| line.starts_with("error")),
+        "{:?}",
+        world.screen()
+    );
+}
+
+#[test]
+fn a_gateway_whose_echo_challenge_never_ends_gets_message_1_twice_per_retry_pause() {
+    let mut world = paired(10);
+    let gateway = world.link.as_mut().unwrap();
+    gateway.echo = Some(b"again".to_vec());
+    gateway.echo_every_time = true;
+    world.power_cycle();
+    world.run_until(60_000, |_| false);
+    let challenges = link(&world).challenges;
+    // Once at once with the value, then a pause of HANDSHAKE_RETRY_MS (10 s).
+    assert!(
+        (6..=14).contains(&challenges),
+        "{challenges} challenges in a minute"
+    );
+    assert_eq!(handshakes(&world), 0);
+}
+
+#[test]
 fn a_token_whose_credential_the_gateway_does_not_list_is_refused_with_a_clear_error() {
     let mut world = paired_with(2, Vec::new(), *gateway_identity().credential());
     let now = world.instant();

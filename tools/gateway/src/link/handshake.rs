@@ -163,7 +163,7 @@ impl Link {
                 .map_or_else(String::new, |t| t.name.clone())
         });
         tracing::info!(%peer, token = %token_name, kid = %hex::encode(&peer_kid), "EDHOC complete: OSCORE context established");
-        let peer_context = PeerContext::new(context, peer, c_r, token_name, peer_kid);
+        let peer_context = PeerContext::new(context, peer, token_name, peer_kid);
         self.contexts.install(c_r, peer_context, &mut self.bindings);
         Ok(message_4.as_bytes().to_vec())
     }

@@ -35,6 +35,7 @@ use coap_lite::{CoapOption, MessageClass, Packet};
 use crate::link_credentials::LinkCredentials;
 use crate::message::{self, code};
 use crate::profile::option::ACCESS_TOKEN;
+use crate::transport::PeerId;
 use bindings::Bindings;
 use contexts::{Contexts, is_protected, protect_response};
 use handshake::{Handshake, is_edhoc_resource};
@@ -46,9 +47,10 @@ pub use jeton_link::edhoc::EDHOC_OPTION;
 /// What to do with a received datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// Hand this (plain) datagram to the transport as coming from this address: the
-    /// sender's own for a plain request, the context's virtual peer for a protected one.
-    Deliver(SocketAddr, Vec<u8>),
+    /// Hand this (plain) datagram to the transport as coming from this peer: the sender's
+    /// address for a plain message, the OSCORE context for a protected request (and for the
+    /// ACK or RST of a message that went out under a context).
+    Deliver(PeerId, Vec<u8>),
     /// Send this datagram back to the peer; the transport is not involved.
     Reply(Vec<u8>),
     /// Drop it.
@@ -108,14 +110,18 @@ impl Link {
     pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Inbound {
         self.memory.sweep(now);
         self.expire_handshakes(now);
+        let plain = PeerId::Address(peer);
         let Ok(packet) = message::parse(datagram) else {
-            return Inbound::Deliver(peer, datagram.to_vec());
+            return Inbound::Deliver(plain, datagram.to_vec());
         };
         let mid = packet.header.message_id;
         let MessageClass::Request(_) = packet.header.code else {
-            // An ACK or RST for a message the transport sent to a context's virtual peer
-            // goes back to that peer, or the transport would retransmit it forever.
-            let from = self.memory.sent_for(peer, mid).unwrap_or(peer);
+            // An ACK or RST for a message the transport sent under a context goes back to
+            // that context, or the transport would retransmit it forever.
+            let from = self
+                .memory
+                .sent_for(peer, mid)
+                .map_or(plain, PeerId::Context);
             return Inbound::Deliver(from, datagram.to_vec());
         };
         let fingerprint = hash(datagram);
@@ -132,7 +138,7 @@ impl Link {
         } else if let Some(refusal) = self.refuse_plain_access_token(peer, &packet) {
             refusal
         } else {
-            return Inbound::Deliver(peer, datagram.to_vec());
+            return Inbound::Deliver(plain, datagram.to_vec());
         };
         // Refusals of protected requests are not remembered: a forged datagram with a
         // token's address and message id must not displace that token's own exchange.
@@ -164,14 +170,15 @@ impl Link {
         )))
     }
 
-    /// Protects a datagram the transport sends to a context's peer and says where it goes.
-    /// `None`: drop it (its context is gone, or it answers no protected request, and it
-    /// must not go out in clear).
-    pub fn on_send(&mut self, to: SocketAddr, datagram: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
-        if !self.contexts.is_virtual_peer(to) {
-            return Some((to, datagram));
-        }
-        let Some(peer_context) = self.contexts.by_virtual_peer_mut(to) else {
+    /// Says where a datagram the transport sends goes, protecting it when it goes to a
+    /// context's token. `None`: drop it (its context is gone, or it answers no protected
+    /// request, and it must not go out in clear).
+    pub fn on_send(&mut self, to: PeerId, datagram: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
+        let id = match to {
+            PeerId::Address(addr) => return Some((addr, datagram)),
+            PeerId::Context(id) => id,
+        };
+        let Some(peer_context) = self.contexts.by_id_mut(id) else {
             tracing::debug!(%to, "dropped a message whose OSCORE context is gone");
             return None;
         };
@@ -181,10 +188,10 @@ impl Link {
         if packet.header.code == MessageClass::Empty {
             // An empty ACK or RST: never protected; kept for retransmitted requests.
             self.memory
-                .remember_sent(real, mid, 0, datagram.clone(), to);
+                .remember_sent(real, mid, 0, datagram.clone(), id);
             return Some((real, datagram));
         }
-        let Some(binding) = self.bindings.get_mut(to, packet.get_token()) else {
+        let Some(binding) = self.bindings.get_mut(id, packet.get_token()) else {
             tracing::debug!(%real, "dropped a message that answers no protected request");
             return None;
         };
@@ -195,7 +202,7 @@ impl Link {
         }
         let protected = protect_response(peer_context, binding, &packet)?;
         self.memory
-            .remember_sent(real, mid, fingerprint, protected.clone(), to);
+            .remember_sent(real, mid, fingerprint, protected.clone(), id);
         Some((real, protected))
     }
 }

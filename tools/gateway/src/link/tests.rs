@@ -125,12 +125,12 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
         "access token in clear"
     );
     let inbound = pair.link.on_datagram(peer, &wire, now);
-    let Inbound::Deliver(virtual_peer, _) = &inbound else {
+    let Inbound::Deliver(context, _) = &inbound else {
         panic!("not delivered: {inbound:?}");
     };
-    let virtual_peer = *virtual_peer;
-    assert_ne!(
-        virtual_peer, peer,
+    let context = *context;
+    assert!(
+        matches!(context, PeerId::Context(_)),
         "the transport sees the context, not the address"
     );
     let plain = delivered(inbound);
@@ -142,7 +142,7 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
     response.payload = b"{\"versions\":[]}".to_vec();
     let (to, out) = pair
         .link
-        .on_send(virtual_peer, message::to_datagram(&response))
+        .on_send(context, message::to_datagram(&response))
         .unwrap();
     assert_eq!(to, peer);
     assert!(!out.windows(8).any(|w| w == b"versions"));
@@ -160,12 +160,12 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
     assert_eq!(inner.payload, b"{\"versions\":[]}");
 
     // A notification (CON) goes out protected with the gateway's own Partial IV, and the
-    // token's ACK for it finds its way back to the context's virtual peer.
+    // token's ACK for it finds its way back to the context.
     let mut notification = message::build(MessageType::Confirmable, code::CONTENT, 0x7777, b"tk");
     notification.add_option(CoapOption::Observe, vec![3]);
     let (_, out) = pair
         .link
-        .on_send(virtual_peer, message::to_datagram(&notification))
+        .on_send(context, message::to_datagram(&notification))
         .unwrap();
     let out = message::parse(&out).unwrap();
     let option = out.get_option(CoapOption::from(OSCORE_OPTION)).unwrap();
@@ -173,7 +173,7 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
     let ack = message::empty(MessageType::Acknowledgement, 0x7777);
     assert_eq!(
         pair.link.on_datagram(peer, &ack, now),
-        Inbound::Deliver(virtual_peer, ack)
+        Inbound::Deliver(context, ack)
     );
 
     // The next request carries no access token; the gateway adds the bound one.
@@ -204,9 +204,9 @@ fn replays_never_reach_the_transport_twice() {
     // The same datagram again: a retransmission, answered from the link's memory.
     assert_eq!(pair.link.on_datagram(peer, &wire, now), Inbound::Drop);
     let ack = message::empty(MessageType::Acknowledgement, 20);
-    let virtual_peer = *pair.link.contexts.virtual_peers.keys().next().unwrap();
+    let context = PeerId::Context(*pair.link.contexts.rid_of.keys().next().unwrap());
     assert_eq!(
-        pair.link.on_send(virtual_peer, ack.clone()),
+        pair.link.on_send(context, ack.clone()),
         Some((peer, ack.clone()))
     );
     assert_eq!(
@@ -340,14 +340,14 @@ fn plain_access_tokens_are_refused_unless_compat_is_on() {
     let mut link = Link::new(None, false);
     assert_eq!(
         link.on_datagram(peer, &without, Instant::now()),
-        Inbound::Deliver(peer, without.clone())
+        Inbound::Deliver(PeerId::Address(peer), without.clone())
     );
     let refused = reply_of(link.on_datagram(peer, &with, Instant::now()));
     assert_eq!(u8::from(refused.header.code), code::UNAUTHORIZED);
     let mut compat = Link::new(None, true);
     assert_eq!(
         compat.on_datagram(peer, &with, Instant::now()),
-        Inbound::Deliver(peer, with.clone())
+        Inbound::Deliver(PeerId::Address(peer), with.clone())
     );
 }
 
@@ -384,4 +384,67 @@ fn garbage_never_panics_the_link() {
         let _ = pair.link.on_datagram(peer, &datagram, now);
     }
     let _ = Credential::parse(&[0xA2]);
+}
+
+/// Issue 15: one spoofed datagram acted as a paired token. A plain request (no option 256)
+/// from the address the transport knew a context by (made up inside 100::/64) reached the
+/// context's transport state and went upstream with its bound access token.
+#[test]
+fn no_plain_datagram_reaches_a_contexts_state() {
+    use crate::limits::Limits;
+    use crate::metrics::Metrics;
+    use crate::transport::{Action, Transport};
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let mut client = handshake(&mut pair, now);
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let mut core = Transport::new(Limits::default(), Metrics::default(), now);
+    let carries_token = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Forward { request, .. } if request.access_token.is_some()))
+    };
+    let path: &[(u16, &[u8])] = &[
+        (11, b"_matrix"),
+        (11, b"client"),
+        (11, b"v3"),
+        (11, b"capabilities"),
+        (256, b"syt_secret"),
+    ];
+    let (wire, _) = protected_get(&mut client, 10, b"tk", path);
+    let Inbound::Deliver(context, plain) = pair.link.on_datagram(peer, &wire, now) else {
+        panic!("not delivered");
+    };
+    assert!(carries_token(&core.on_datagram(context, &plain, now)));
+
+    // A raw PUT of the display name from every address a forger might try: the token's own,
+    // and the ones the context's state used to live under (its C_R inside 100::/64).
+    let mut spoof = message::build(MessageType::Confirmable, 0x03, 99, b"sp");
+    for s in ["_matrix", "client", "v3", "profile", "@a:b", "displayname"] {
+        spoof.add_option(CoapOption::UriPath, s.as_bytes().to_vec());
+    }
+    spoof.payload = br#"{"displayname":"pwned"}"#.to_vec();
+    let spoof = message::to_datagram(&spoof);
+    let former = |c_r: &[u8]| {
+        let mut octets = [0u8; 16];
+        octets[0] = 0x01;
+        octets[8] = c_r.len() as u8;
+        octets[9..9 + c_r.len()].copy_from_slice(c_r);
+        SocketAddr::from((std::net::Ipv6Addr::from(octets), 5683))
+    };
+    let rid = pair.link.contexts.rid_of.values().next().unwrap().clone();
+    for from in [peer, former(&rid), former(&[0x00]), former(&[0x01])] {
+        let Inbound::Deliver(to, plain) = pair.link.on_datagram(from, &spoof, now) else {
+            continue;
+        };
+        assert_eq!(
+            to,
+            PeerId::Address(from),
+            "a plain datagram stays its address's"
+        );
+        assert!(
+            !carries_token(&core.on_datagram(to, &plain, now)),
+            "a plain datagram from {from} went upstream with the token's access token"
+        );
+    }
 }

@@ -2,8 +2,8 @@
 //! client's request with what its answer needs, or an observer's long-poll. Both start in
 //! [`Transport::start_forward`].
 
+use super::PeerId;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::ForwardId;
@@ -44,7 +44,7 @@ pub(super) enum ForwardPurpose {
 /// One upstream request in flight.
 #[derive(Debug)]
 pub(super) struct Forward {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: PeerId,
     pub(super) started: Instant,
     /// The metric label of the request's path.
     pub(super) route: String,
@@ -92,7 +92,7 @@ impl Transport {
     /// [`Transport::on_upstream`] with the id returned.
     pub(super) fn start_forward(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         route: String,
         purpose: ForwardPurpose,
         request: UpstreamRequest,
@@ -179,7 +179,7 @@ impl Transport {
     /// successful sync with Observe 0 asked for.
     pub(super) fn on_client_response(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         route: &str,
         ctx: ClientContext,
         outcome: &UpstreamOutcome,

@@ -7,8 +7,9 @@
 //!
 //! The state, by the file that owns it:
 //!
-//! - `peer.rs`: what is kept per peer address (sticky access token and profile state, message
-//!   ids, requests in flight, the rate bucket), and admission of a request.
+//! - `peer.rs`: what is kept per peer (sticky access token and profile state, message ids,
+//!   requests in flight, the rate bucket), by what the peer proved ([`PeerId`]: its address,
+//!   or its OSCORE context), and admission of a request.
 //! - `exchanges.rs`: the duplicate-detection memory of received requests (RFC 7252 §4.5).
 //! - `outbox.rs`: CON messages sent and retransmitted until acknowledged (RFC 7252 §4.2).
 //! - `blockwise.rs`: Block1 uploads and stored Block2 bodies (RFC 7959).
@@ -34,7 +35,6 @@ mod request;
 mod timers;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use coap_lite::{MessageClass, MessageType};
@@ -48,6 +48,7 @@ use forward::{ForwardPurpose, Forwards};
 use observe::ObserverState;
 use outbox::OutPurpose;
 use peer::Peer;
+pub use peer::PeerId;
 use timers::{TimerKind, Timers};
 
 /// Identifies one upstream request the core asked for.
@@ -59,7 +60,7 @@ pub enum Action {
     /// Send a datagram.
     Send {
         /// Destination.
-        peer: SocketAddr,
+        peer: PeerId,
         /// CoAP message.
         datagram: Vec<u8>,
     },
@@ -84,7 +85,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct Transport {
     limits: Limits,
     metrics: Metrics,
-    peers: HashMap<SocketAddr, Peer>,
+    peers: HashMap<PeerId, Peer>,
     forwards: Forwards,
     timers: Timers,
     /// Observers of all peers together, against `max_observers`.
@@ -180,7 +181,7 @@ impl Transport {
     }
 
     /// A datagram arrived from `peer`.
-    pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Vec<Action> {
+    pub fn on_datagram(&mut self, peer: PeerId, datagram: &[u8], now: Instant) -> Vec<Action> {
         self.metrics.coap_bytes_in.inc_by(datagram.len() as u64);
         let mut actions = Vec::new();
         let Ok(packet) = message::parse(datagram) else {
@@ -259,7 +260,7 @@ impl Transport {
         actions
     }
 
-    fn send(&self, actions: &mut Vec<Action>, peer: SocketAddr, datagram: Vec<u8>) {
+    fn send(&self, actions: &mut Vec<Action>, peer: PeerId, datagram: Vec<u8>) {
         self.metrics.coap_bytes_out.inc_by(datagram.len() as u64);
         actions.push(Action::Send { peer, datagram });
     }

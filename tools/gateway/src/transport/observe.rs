@@ -4,7 +4,7 @@
 //! unacknowledged, an error from the homeserver, or draining; `max_observers` bounds them all,
 //! `max_observers_per_peer` each peer.
 
-use std::net::SocketAddr;
+use super::PeerId;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageType, Packet};
@@ -140,7 +140,7 @@ impl Transport {
     /// Ends the observations of `addr` that `which` picks, cancelling their polls.
     pub(super) fn deregister(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         which: impl Fn(&Observer) -> bool,
         actions: &mut Vec<Action>,
     ) {
@@ -174,7 +174,7 @@ impl Transport {
     /// Adds an observer after a successful registration response; returns its Observe number.
     pub(super) fn register(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         token: &[u8],
         template: ObserverTemplate,
         outcome: &UpstreamOutcome,
@@ -211,7 +211,7 @@ impl Transport {
     /// Starts the next long-poll for an observer.
     pub(super) fn poll(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         token: &[u8],
         now: Instant,
         actions: &mut Vec<Action>,
@@ -239,7 +239,7 @@ impl Transport {
     /// nothing new and the last notification is recent.
     pub(super) fn on_poll_response(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         token: &[u8],
         id: super::ForwardId,
         outcome: &UpstreamOutcome,
@@ -283,7 +283,7 @@ impl Transport {
     /// one pushed), kept for retransmission until acknowledged; the caller sends it.
     fn notification_datagram(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         template: &ObserverTemplate,
         content: &ResponseContent,
         mut packet: Packet,
@@ -308,7 +308,7 @@ impl Transport {
         datagram
     }
 
-    fn observer_mut(&mut self, addr: SocketAddr, token: &[u8]) -> Option<&mut Observer> {
+    fn observer_mut(&mut self, addr: PeerId, token: &[u8]) -> Option<&mut Observer> {
         let peer = self.peers.get_mut(&addr)?;
         peer.observers.iter_mut().find(|o| o.token == token)
     }

@@ -2,7 +2,7 @@
 //! message id and retransmitted with exponential back-off until an ACK or RST settles them
 //! (RFC 7252 §4.2).
 
-use std::net::SocketAddr;
+use super::PeerId;
 use std::time::{Duration, Instant};
 
 use super::observe::ObserverState;
@@ -39,7 +39,7 @@ impl Transport {
     /// retransmission after a jittered ACK_TIMEOUT; the caller sends it.
     pub(super) fn retransmit_until_acked(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         datagram: Vec<u8>,
         purpose: OutPurpose,
@@ -64,7 +64,7 @@ impl Transport {
     /// An ACK settles a message; for a notification it lets the observer's next poll start.
     pub(super) fn on_ack(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         now: Instant,
         actions: &mut Vec<Action>,
@@ -83,14 +83,14 @@ impl Transport {
     }
 
     /// An RST settles a message; for a notification it ends the observation (RFC 7641 §3.6).
-    pub(super) fn on_reset(&mut self, addr: SocketAddr, mid: u16, actions: &mut Vec<Action>) {
+    pub(super) fn on_reset(&mut self, addr: PeerId, mid: u16, actions: &mut Vec<Action>) {
         if let Some(OutPurpose::Notification { token }) = self.settle(addr, mid) {
             self.deregister(addr, |o| o.token == token, actions);
         }
     }
 
     /// Takes message `mid` to `addr` out of the outbox: why it was sent, if it was waiting.
-    fn settle(&mut self, addr: SocketAddr, mid: u16) -> Option<OutPurpose> {
+    fn settle(&mut self, addr: PeerId, mid: u16) -> Option<OutPurpose> {
         let out = self.peers.get_mut(&addr)?.outbox.remove(&mid)?;
         Some(out.purpose)
     }
@@ -98,7 +98,7 @@ impl Transport {
     /// Sends message `mid` again with twice the timeout, or gives it up after MAX_RETRANSMIT.
     pub(super) fn retransmit(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         now: Instant,
         actions: &mut Vec<Action>,

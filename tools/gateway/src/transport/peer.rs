@@ -1,6 +1,6 @@
-//! Everything the transport keeps per peer address, and the steps of the request pipeline that
-//! read or change it as a whole: making room for a new peer, the sticky access token, and
-//! admission (draining, the in-flight limit and the rate bucket).
+//! Everything the transport keeps per peer, by what the peer proved ([`PeerId`]), and the
+//! steps of the request pipeline that read or change it as a whole: making room for a new peer,
+//! the sticky access token, and admission (draining, the in-flight limit and the rate bucket).
 //!
 //! A peer's state lives as long as it has work (exchanges, observers, unacknowledged messages,
 //! requests in flight, blockwise transfers) and for EXCHANGE_LIFETIME after it was last seen.
@@ -22,6 +22,27 @@ use crate::message::{self, code};
 use crate::profile::option;
 use crate::sticky::StickyState;
 use crate::translate::{AccessToken, ResponseContent};
+
+/// Who a peer is, by what it proved. A plain peer is its UDP source address; a token on the
+/// protected link is its OSCORE context, which only a request that verified under that context
+/// reaches. The two are separate namespaces: nothing a datagram says makes it a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerId {
+    /// A plain CoAP peer, by its source address.
+    Address(SocketAddr),
+    /// A token on the protected link, by the number the link gave its OSCORE context (never
+    /// given to another context).
+    Context(u64),
+}
+
+impl core::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Address(addr) => addr.fmt(f),
+            Self::Context(n) => write!(f, "OSCORE context {n}"),
+        }
+    }
+}
 
 /// One peer's state.
 #[derive(Debug)]
@@ -112,7 +133,7 @@ impl Transport {
     /// holds `max_peers` others, after answering the request 5.03 statelessly.
     pub(super) fn admit_peer(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         packet: &Packet,
         confirmable: bool,
         now: Instant,

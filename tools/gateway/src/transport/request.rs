@@ -12,7 +12,7 @@
 //! 7. Body: Block1 assembly (`blockwise.rs`), CBOR to JSON, the sticky Megolm sender fields.
 //! 8. Admission (`peer.rs`), then forwarding (`forward.rs`).
 
-use std::net::SocketAddr;
+use super::PeerId;
 use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet, RequestType};
@@ -28,7 +28,7 @@ use crate::translate::{self, AccessToken, Encoding, ResponseContent};
 
 /// The request being answered: where the answer goes and how it is encoded.
 pub(super) struct Incoming {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: PeerId,
     pub(super) mid: u16,
     pub(super) token: Vec<u8>,
     pub(super) confirmable: bool,
@@ -81,7 +81,7 @@ impl Transport {
     /// Step 1: a request from `addr`, after its peer state and duplicate detection.
     pub(super) fn on_request(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         packet: Packet,
         method: RequestType,
         confirmable: bool,

@@ -23,7 +23,7 @@ const PEER: &str = "127.0.0.1:40000";
 struct Harness {
     core: Transport,
     now: Instant,
-    peer: SocketAddr,
+    peer: PeerId,
 }
 
 impl Harness {
@@ -32,7 +32,7 @@ impl Harness {
         Self {
             core: Transport::new(limits, Metrics::default(), now),
             now,
-            peer: PEER.parse().unwrap(),
+            peer: PeerId::Address(PEER.parse::<SocketAddr>().unwrap()),
         }
     }
 
