@@ -10,6 +10,8 @@
 //!   messages over Megolm with replay detection, device tracking, an outbox that survives
 //!   power cuts, SAS device verification ([`matrix::verification`]), and
 //!   [`matrix::UiEvent`]s for the user.
+//! - [`console`]: the shell commands over a token, their help and the room log, one home for
+//!   jeton-sim's shell and the RIOT firmware's.
 //! - [`files`]: end-to-end encrypted attachments (AES-256-CTR, SHA-256 checked before use),
 //!   streamed block by block through the platform's [`files::FileStore`]; the token sends and
 //!   receives them with [`matrix::Token::send_file`] and [`matrix::UiEvent::FileReceived`].
@@ -103,6 +105,7 @@
 )]
 
 pub mod coap;
+pub mod console;
 pub mod files;
 pub mod json;
 pub mod link;

@@ -168,7 +168,9 @@ fn main() {
                         (Some("status"), token) => {
                             device.print_status();
                             match token {
-                                Ok(token) => matrix::print_status(token),
+                                Ok(token) => {
+                                    matrix::command(token, line, clock.now());
+                                }
                                 Err(err) => println!("matrix: unavailable: {err}"),
                             }
                         }

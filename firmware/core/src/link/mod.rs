@@ -41,6 +41,9 @@ pub trait Link: Sized {
     type Error: Into<TokenError>;
     /// The link a boot starts from, before [`Link::load`].
     const UNLOADED: Self;
+    /// Whether this kind of link can protect the exchanges at all (its state and counters
+    /// are then worth showing).
+    const PROTECTS: bool;
 
     /// Takes the pairing material a token boots with and resumes what `store` holds, in
     /// place.

@@ -16,6 +16,7 @@ impl Link for PlainLink {
     type Material = ();
     type Error = Infallible;
     const UNLOADED: Self = PlainLink;
+    const PROTECTS: bool = false;
 
     fn load<S: Store>(
         &mut self,

@@ -211,6 +211,7 @@ impl Link for ProtectedLink {
     type Error = LinkError;
     /// A link that protects nothing until [`Link::load`] gives it pairing material.
     const UNLOADED: Self = ProtectedLink::plain();
+    const PROTECTS: bool = true;
 
     /// Gives the [unloaded](Link::UNLOADED) link a token boots with this pairing material (`None`:
     /// it stays plain CoAP), resuming the context stored in `store` if there is one. In place,
