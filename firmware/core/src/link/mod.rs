@@ -39,8 +39,9 @@ pub trait Link: Sized {
     type Material: Default;
     /// Why the link failed; the token shows it as a [`TokenError`].
     type Error: Into<TokenError>;
-    /// The link a boot starts from, before [`Link::load`].
-    const UNLOADED: Self;
+    /// The link a boot starts from, before [`Link::load`]. A function rather than a
+    /// constant: a constant of a large link would be kept in flash whole, to be copied.
+    fn unloaded() -> Self;
     /// Whether this kind of link can protect the exchanges at all (its state and counters
     /// are then worth showing).
     const PROTECTS: bool;

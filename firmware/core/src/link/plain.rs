@@ -15,8 +15,11 @@ pub struct PlainLink;
 impl Link for PlainLink {
     type Material = ();
     type Error = Infallible;
-    const UNLOADED: Self = PlainLink;
     const PROTECTS: bool = false;
+
+    fn unloaded() -> Self {
+        PlainLink
+    }
 
     fn load<S: Store>(
         &mut self,

@@ -209,11 +209,14 @@ impl fmt::Debug for ProtectedLink {
 impl Link for ProtectedLink {
     type Material = Option<KeyFile>;
     type Error = LinkError;
-    /// A link that protects nothing until [`Link::load`] gives it pairing material.
-    const UNLOADED: Self = ProtectedLink::plain();
     const PROTECTS: bool = true;
 
-    /// Gives the [unloaded](Link::UNLOADED) link a token boots with this pairing material (`None`:
+    /// A link that protects nothing until [`Link::load`] gives it pairing material.
+    fn unloaded() -> Self {
+        ProtectedLink::plain()
+    }
+
+    /// Gives the [unloaded](Link::unloaded) link a token boots with this pairing material (`None`:
     /// it stays plain CoAP), resuming the context stored in `store` if there is one. In place,
     /// so that no second link passes through the boot's stack.
     #[inline(never)]

@@ -160,7 +160,8 @@ fn create_account_in<'a, R: Rng>(
 impl<P: Platform, L: Link> Token<P, L> {
     /// Boots the token from what `store` holds: a fresh device (new Olm account, written
     /// before anything else) or the device as it was before the last power-off. A link that
-    /// takes pairing material starts without any (plain CoAP); see `Token::with_link` (feature `link`).
+    /// takes pairing material starts without any (plain CoAP); `Token::with_link` (feature
+    /// `link`) gives it some.
     ///
     /// The token is built on the caller's stack and moved out; a device with little stack
     /// boots it into a static with [`Token::new_in`] instead.
@@ -324,7 +325,7 @@ impl<P: Platform, L: Link> Token<P, L> {
         unsafe {
             addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
             // Plain until `load` reads the link's material and context.
-            addr_of_mut!((*token).link).write(L::UNLOADED);
+            addr_of_mut!((*token).link).write(L::unloaded());
             let core = addr_of_mut!((*token).core);
             // The storage key stays with the flash handle alone.
             addr_of_mut!((*core).env.settings).write(config.settings());

@@ -345,9 +345,8 @@ fn pairing(key_file: &[u8]) {
 
 /// Boots the token in place into its static, as the RIOT firmware does
 /// (`Token::with_link_in` after reading its pairing material from flash, `Token::new_in`
-/// without the link): only what the boot
-/// path needs passes through the stack, and boot's peak counts it. Out of line, so that its
-/// frame is measured as boot's.
+/// without the link): only what the boot path needs passes through the stack, and boot's peak
+/// counts it. Out of line, so that its frame is measured as boot's.
 #[inline(never)]
 fn boot(
     slot: &'static mut MaybeUninit<ScenarioToken>,
