@@ -39,6 +39,7 @@ pub enum TokenError {
     /// A file transfer failed.
     File(crate::files::FileError),
     /// The protected link to the gateway failed.
+    #[cfg(feature = "link")]
     Link(crate::link::LinkError),
 }
 
@@ -58,12 +59,27 @@ impl fmt::Display for TokenError {
             TokenError::LimitReached(limit) => write!(f, "the limit of {limit} is reached"),
             TokenError::Crypto => f.write_str("encryption failed"),
             TokenError::File(e) => write!(f, "a file transfer failed: {e}"),
+            #[cfg(feature = "link")]
             TokenError::Link(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl core::error::Error for TokenError {}
+
+#[cfg(feature = "link")]
+impl From<crate::link::LinkError> for TokenError {
+    fn from(e: crate::link::LinkError) -> Self {
+        TokenError::Link(e)
+    }
+}
+
+/// What a link that cannot fail ([`crate::link::PlainLink`]) reports.
+impl From<core::convert::Infallible> for TokenError {
+    fn from(never: core::convert::Infallible) -> Self {
+        match never {}
+    }
+}
 
 impl From<StoreError> for TokenError {
     fn from(e: StoreError) -> Self {

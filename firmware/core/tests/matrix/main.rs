@@ -27,8 +27,9 @@ use vodozemac::olm::{Account, OlmMessage, Session};
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 
 use gateway::{FakeGateway, Homeserver, TOKEN_USER};
+use jeton_core::link::ProtectedLink;
 use jeton_core::matrix::{Config, Token, Ui, UiEvent};
-use jeton_core::platform::Instant;
+use jeton_core::platform::{Instant, Platform};
 use jeton_core::store::{MemoryStore, RecordId, Store, StoreError};
 use support::TestRng;
 
@@ -86,6 +87,17 @@ fn failing_put(id: RecordId) -> bool {
         fails
     })
 }
+/// The test's platform: a seeded RNG, the flash that simulates power cuts, the screen.
+struct TestPlatform;
+
+impl Platform for TestPlatform {
+    type Rng = TestRng;
+    type Store = SharedStore;
+    type Ui = Screen;
+}
+
+/// The token under test, with the protected link (plain CoAP without pairing material).
+type TestToken = Token<TestPlatform, ProtectedLink>;
 
 /// UI events as lines of text, as a display would show them. A token whose power was cut
 /// shows nothing more.
@@ -153,7 +165,7 @@ struct Impairment {
 struct World {
     now: u64,
     seed: u64,
-    token: Option<Token<TestRng, SharedStore, Screen>>,
+    token: Option<TestToken>,
     flash: Rc<RefCell<Flash>>,
     files: files::CountingFiles,
     screen: Rc<RefCell<Vec<String>>>,
@@ -225,7 +237,7 @@ impl World {
         self.boot();
     }
 
-    fn token(&mut self) -> &mut Token<TestRng, SharedStore, Screen> {
+    fn token(&mut self) -> &mut TestToken {
         self.token.as_mut().unwrap()
     }
 

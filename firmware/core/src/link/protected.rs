@@ -1,6 +1,6 @@
-//! The token's end of the protected link to its gateway: EDHOC (RFC 9528) to agree on keys,
-//! then OSCORE (RFC 8613) on every CoAP request and response, between the Matrix client
-//! ([`crate::matrix::Token`]) and the CoAP engine ([`crate::coap::Client`]).
+//! The token's end of the protected link to its gateway ([`ProtectedLink`]): EDHOC (RFC 9528)
+//! to agree on keys, then OSCORE (RFC 8613) on every CoAP request and response, between the
+//! Matrix client ([`crate::matrix::Token`]) and the CoAP engine ([`crate::coap::Client`]).
 //!
 //! This module owns the token's pairing material (its identity and the gateway credential it
 //! pins), the handshake, the OSCORE security context and its record on flash, and what ties
@@ -17,7 +17,7 @@
 //!
 //! # Crash safety (RFC 8613 appendix B.1.1)
 //!
-//! The context lives on flash in one record ([`record::LINK`](crate::store::record::LINK)):
+//! The context lives on flash in one record ([`record::LINK`]):
 //! the derived keys and ids, and a high-water mark of the sender sequence number. No number
 //! at or above the stored mark is used before a higher mark is on flash, and after a power
 //! cut numbering resumes at the mark, so a nonce is never used twice. A token that boots with
@@ -43,8 +43,7 @@ use zeroize::Zeroize;
 
 pub use jeton_link::pairing::KeyFile;
 
-pub use crate::link_types::LinkStats;
-pub(crate) use crate::link_types::{Incoming, Outgoing};
+use super::{Incoming, Link, LinkStats, Outgoing};
 
 use crate::coap::message::{Code, Header, Message, MessageType, MessageWriter, Token};
 use crate::coap::{Client, Event, Request, RequestId, option};
@@ -180,8 +179,8 @@ struct Exchange {
     last_notification: Option<u64>,
 }
 
-/// The link: see the [module documentation](self).
-pub(crate) struct Link {
+/// The protected link: see the [module documentation](self).
+pub struct ProtectedLink {
     identity: Option<Identity>,
     gateway: Option<Credential>,
     state: State,
@@ -194,9 +193,9 @@ pub(crate) struct Link {
     stats: LinkStats,
 }
 
-impl fmt::Debug for Link {
+impl fmt::Debug for ProtectedLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link")
+        f.debug_struct("ProtectedLink")
             .field("state", &self.state)
             .field("context", &self.context)
             .field("stats", &self.stats)
@@ -207,12 +206,21 @@ impl fmt::Debug for Link {
 // The entry points the token calls are out of line (`#[inline(never)]`): the handshake's and
 // OSCORE's buffers then take stack only while they run, not in every frame of the Matrix code
 // that calls them, and a token's stack is sized by its deepest path.
-impl Link {
-    /// Gives the [plain](Link::plain) link a token boots with this pairing material (`None`:
+impl Link for ProtectedLink {
+    type Material = Option<KeyFile>;
+    type Error = LinkError;
+    const PROTECTS: bool = true;
+
+    /// A link that protects nothing until [`Link::load`] gives it pairing material.
+    fn unloaded() -> Self {
+        ProtectedLink::plain()
+    }
+
+    /// Gives the [unloaded](Link::unloaded) link a token boots with this pairing material (`None`:
     /// it stays plain CoAP), resuming the context stored in `store` if there is one. In place,
     /// so that no second link passes through the boot's stack.
     #[inline(never)]
-    pub(crate) fn load<S: Store>(
+    fn load<S: Store>(
         &mut self,
         material: Option<KeyFile>,
         store: &mut S,
@@ -236,50 +244,36 @@ impl Link {
         Ok(())
     }
 
-    /// A link that protects nothing (no pairing material).
-    pub(crate) const fn plain() -> Link {
-        Link {
-            identity: None,
-            gateway: None,
-            state: State::Plain,
-            context: None,
-            exchanges: Vec::new(),
-            edhoc_token: None,
-            established: false,
-            stats: LinkStats::new(),
-        }
-    }
-
     /// Whether requests can go out: a context is ready, or the link is off.
-    pub(crate) fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         matches!(self.state, State::Plain | State::Ready)
     }
 
     /// Whether the link protects the exchanges (false: plain CoAP).
-    pub(crate) fn is_enabled(&self) -> bool {
+    fn is_enabled(&self) -> bool {
         !matches!(self.state, State::Plain)
     }
 
     /// True once after each new context: the gateway holds none of the token's earlier
     /// per-context state (its access token, its observation).
-    pub(crate) fn take_established(&mut self) -> bool {
+    fn take_established(&mut self) -> bool {
         core::mem::take(&mut self.established)
     }
 
     /// The counters.
-    pub(crate) fn stats(&self) -> LinkStats {
+    fn stats(&self) -> LinkStats {
         self.stats
     }
 
     /// The OSCORE sender id (the kid of the token's requests), once a context exists.
-    pub(crate) fn sender_id(&self) -> Option<&[u8]> {
+    fn sender_id(&self) -> Option<&[u8]> {
         self.context
             .as_ref()
             .map(|context| context.sender_id().as_bytes())
     }
 
     /// When [`Link::plan`] next has something to do.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Due { not_before } => Some(not_before),
             _ => None,
@@ -288,7 +282,7 @@ impl Link {
 
     /// Queues the handshake's next request when one is due.
     #[inline(never)]
-    pub(crate) fn plan<R: Rng, C: Rng, const Q: usize, const P: usize>(
+    fn plan<R: Rng, C: Rng, const Q: usize, const P: usize>(
         &mut self,
         coap: &mut Client<C, Q, P>,
         rng: &mut R,
@@ -358,7 +352,7 @@ impl Link {
     }
 
     /// Whether `event` answers one of the link's own requests.
-    pub(crate) fn owns(&self, event: &Event<'_>) -> bool {
+    fn owns(&self, event: &Event<'_>) -> bool {
         let id = match event {
             Event::Response { id, .. }
             | Event::ResponseBlock { id, .. }
@@ -375,7 +369,7 @@ impl Link {
     /// Takes the answer to one of the link's requests ([`Link::owns`]); what it asks to
     /// send next goes out from [`Link::plan`].
     #[inline(never)]
-    pub(crate) fn on_event<S: Store>(
+    fn on_event<S: Store>(
         &mut self,
         event: Event<'_>,
         store: &mut S,
@@ -460,7 +454,7 @@ impl Link {
     /// becomes its OSCORE form (in place). EDHOC requests, empty ACKs and RSTs go as they
     /// are. `scratch` must hold two datagrams ([`MAX_DATAGRAM`] each).
     #[inline(never)]
-    pub(crate) fn outgoing<S: Store>(
+    fn outgoing<S: Store>(
         &mut self,
         datagram: &mut [u8],
         len: usize,
@@ -529,12 +523,7 @@ impl Link {
     /// handshake and asks the engine to fail the exchange ([`Incoming::Fail`]), so the layer
     /// above retries it under the new context.
     #[inline(never)]
-    pub(crate) fn incoming(
-        &mut self,
-        datagram: &[u8],
-        scratch: &mut [u8],
-        now: Instant,
-    ) -> Incoming {
+    fn incoming(&mut self, datagram: &[u8], scratch: &mut [u8], now: Instant) -> Incoming {
         if !self.is_enabled() {
             return Incoming::Pass;
         }
@@ -627,6 +616,22 @@ impl Link {
         }
         self.stats.verified = self.stats.verified.saturating_add(1);
         Incoming::Rewritten(len)
+    }
+}
+
+impl ProtectedLink {
+    /// A link that protects nothing (no pairing material).
+    pub const fn plain() -> ProtectedLink {
+        ProtectedLink {
+            identity: None,
+            gateway: None,
+            state: State::Plain,
+            context: None,
+            exchanges: Vec::new(),
+            edhoc_token: None,
+            established: false,
+            stats: LinkStats::new(),
+        }
     }
 
     fn reject(&mut self) -> Incoming {
@@ -800,7 +805,7 @@ mod tests {
     }
 
     /// A link with a ready context that has sent one request with CoAP token `[7, 7]`.
-    fn ready_link() -> Link {
+    fn ready_link() -> ProtectedLink {
         let material = KeyFile {
             identity: Identity::generate([1; 32], b"\x01", "token").unwrap(),
             peer: Some(
@@ -810,7 +815,7 @@ mod tests {
             ),
         };
         let mut store: crate::store::MemoryStore<4, 256> = crate::store::MemoryStore::new();
-        let mut link = Link::plain();
+        let mut link = ProtectedLink::plain();
         link.load(Some(material), &mut store, &mut [0u8; 256], Instant::ZERO)
             .unwrap();
         link.context = Some(SecurityContext::derive(&[3; 16], &[4; 8], &[5], &[6]).unwrap());
