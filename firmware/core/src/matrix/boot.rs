@@ -367,8 +367,9 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     ) -> Result<(), TokenError> {
         let core = &mut self.core;
         let flash = &mut core.env.flash;
+        let (mut store, scratch) = flash.sealed_store();
         self.link
-            .load(material, &mut flash.store, &mut flash.scratch, now)
+            .load(material, &mut store, scratch, now)
             .map_err(TokenError::Link)?;
         core.gateway.set_bound_to_link(self.link.is_enabled());
         core.login = Login::load(flash)?;
