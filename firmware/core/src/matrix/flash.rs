@@ -121,9 +121,7 @@ impl<S: Store> Flash<S> {
         self.store.remove(id)?;
         Ok(())
     }
-}
 
-impl<S: Store> Flash<S> {
     /// The store as a record kept outside this module's framing sees it, each record sealed
     /// whole ([`SealedStore`]), and the record buffer but for the room sealing takes.
     pub(super) fn sealed_store(&mut self) -> (SealedStore<'_, S>, &mut [u8]) {
@@ -159,7 +157,8 @@ impl<S: Store> Store for SealedStore<'_, S> {
             return Ok(None);
         };
         let sealed = out.get_mut(..len).ok_or(StoreError::BufferTooSmall)?;
-        let opened = open_in_place(sealed, self.key, &label(id, &[])).map(|plain| plain.len());
+        let opened =
+            open_in_place(sealed, self.key, &label(WHOLE_LABEL, id, &[])).map(|plain| plain.len());
         let Ok(plaintext_len) = opened else {
             sealed.zeroize();
             return Err(StoreError::Unreadable);
@@ -179,7 +178,7 @@ impl<S: Store> Store for SealedStore<'_, S> {
         if let Some(plaintext) = room.get_mut(SEAL_HEADER_LEN..SEAL_HEADER_LEN + data.len()) {
             plaintext.copy_from_slice(data);
         }
-        let result = seal_in_place(self.key, &label(id, &[]), room, data.len())
+        let result = seal_in_place(self.key, &label(WHOLE_LABEL, id, &[]), room, data.len())
             .map_err(|_| StoreError::TooLarge)
             .and_then(|len| self.store.put(id, room.get(..len).unwrap_or_default()));
         room.zeroize();
@@ -237,7 +236,7 @@ fn put_record<S: Store>(
         .split_at_mut_checked(sealed_len(meta_len))
         .ok_or(too_large)?;
     let pickle_len = pickle(tail)?;
-    let label = label(id, tail.get(..pickle_len).unwrap_or_default());
+    let label = label(META_LABEL, id, tail.get(..pickle_len).unwrap_or_default());
     let sealed_meta_len =
         seal_in_place(key, &label, sealed_meta, meta_len).map_err(|_| too_large)?;
     head.copy_from_slice(&(sealed_meta_len as u16).to_be_bytes());
@@ -269,29 +268,32 @@ fn get_record<'s, S: Store>(
     let (sealed_meta, pickle) = rest
         .split_at_mut_checked(meta_len)
         .ok_or(TokenError::CorruptRecord(id))?;
-    let meta = open_in_place(sealed_meta, key, &label(id, pickle))
+    let meta = open_in_place(sealed_meta, key, &label(META_LABEL, id, pickle))
         .map_err(|_| TokenError::CorruptRecord(id))?;
     Ok(Some((meta, pickle)))
 }
 
-/// The label a record's meta is sealed under: its id, and the tag of its pickle if it has one
-/// (which authenticates the pickle), so that neither the meta nor the pickle opens elsewhere.
-fn label(id: RecordId, pickle: &[u8]) -> heapless::Vec<u8, LABEL_LEN> {
+/// The label a record is sealed under: what is sealed (`prefix`), the record's id, and the tag
+/// of its pickle if it has one (which authenticates the pickle), so that neither the meta nor
+/// the pickle opens elsewhere.
+fn label(prefix: &[u8; 6], id: RecordId, pickle: &[u8]) -> heapless::Vec<u8, LABEL_LEN> {
     let mut label = heapless::Vec::new();
     let tag = pickle
         .len()
         .checked_sub(SEAL_TAG_LEN)
         .and_then(|start| pickle.get(start..))
         .unwrap_or_default();
-    for part in [LABEL_PREFIX, &id.to_be_bytes(), tag] {
+    for part in [prefix.as_slice(), &id.to_be_bytes(), tag] {
         // The parts fit by construction (LABEL_LEN).
         let _ = label.extend_from_slice(part);
     }
     label
 }
 
-const LABEL_PREFIX: &[u8] = b"RECORD";
-const LABEL_LEN: usize = LABEL_PREFIX.len() + 2 + SEAL_TAG_LEN;
+/// The label prefix of a record's meta, and of a record sealed whole ([`SealedStore`]).
+const META_LABEL: &[u8; 6] = b"RECORD";
+const WHOLE_LABEL: &[u8; 6] = b"SEALED";
+const LABEL_LEN: usize = META_LABEL.len() + 2 + SEAL_TAG_LEN;
 const _: () = assert!(LABEL_LEN <= jeton_olm::pickle::MAX_LABEL_LEN);
 
 /// Maps a meta decoding error to [`TokenError::CorruptRecord`] of record `id`.
