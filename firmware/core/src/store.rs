@@ -73,6 +73,9 @@ pub enum StoreError {
     Io,
     /// The buffer given to [`Store::get`] is smaller than the record.
     BufferTooSmall,
+    /// The record does not open with this token's storage key: written by another token,
+    /// moved from another record, or damaged.
+    Unreadable,
 }
 
 impl fmt::Display for StoreError {
@@ -82,6 +85,7 @@ impl fmt::Display for StoreError {
             StoreError::Full => "the store is full",
             StoreError::Io => "the storage medium reported an error",
             StoreError::BufferTooSmall => "the buffer is smaller than the stored record",
+            StoreError::Unreadable => "the stored record does not open with this token's key",
         })
     }
 }
@@ -198,6 +202,13 @@ impl<const RECORDS: usize, const SIZE: usize> MemoryStore<RECORDS, SIZE> {
     /// Whether record `id` exists.
     pub fn contains(&self, id: RecordId) -> bool {
         self.slots.iter().any(|slot| slot.id == id)
+    }
+
+    /// Every record, as a dump of the flash would show it.
+    pub fn records(&self) -> impl Iterator<Item = (RecordId, &[u8])> {
+        self.slots
+            .iter()
+            .map(|slot| (slot.id, slot.data.as_slice()))
     }
 
     /// Counts a change; false if it falls after the power cut.

@@ -17,8 +17,9 @@
 //!
 //! # Crash safety (RFC 8613 appendix B.1.1)
 //!
-//! The context lives on flash in one record ([`record::LINK`]):
-//! the derived keys and ids, and a high-water mark of the sender sequence number. No number
+//! The context lives on flash in one record ([`record::LINK`](crate::store::record::LINK)):
+//! the derived keys and ids, and a high-water mark of the sender sequence number, sealed with
+//! the storage key (the token hands the link a sealing store). No number
 //! at or above the stored mark is used before a higher mark is on flash, and after a power
 //! cut numbering resumes at the mark, so a nonce is never used twice. A token that boots with
 //! a stored context uses it without a new handshake; a gateway that lost it answers 4.01
@@ -759,7 +760,10 @@ fn load_context<S: Store>(
     store: &mut S,
     scratch: &mut [u8],
 ) -> Result<Option<SecurityContext>, LinkError> {
-    let Some(len) = store.get(record::LINK, scratch).map_err(LinkError::Store)? else {
+    let Some(len) = (match store.get(record::LINK, scratch) {
+        Err(StoreError::Unreadable) => None,
+        stored => stored.map_err(LinkError::Store)?,
+    }) else {
         return Ok(None);
     };
     let context = scratch

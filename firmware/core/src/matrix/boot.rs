@@ -369,8 +369,9 @@ impl<P: Platform, L: Link> Token<P, L> {
     fn load(&mut self, material: L::Material, now: Instant) -> Result<(), TokenError> {
         let core = &mut self.core;
         let flash = &mut core.env.flash;
+        let (mut store, scratch) = flash.sealed_store();
         self.link
-            .load(material, &mut flash.store, &mut flash.scratch, now)
+            .load(material, &mut store, scratch, now)
             .map_err(Into::into)?;
         core.gateway.set_bound_to_link(self.link.is_enabled());
         core.login = Login::load(flash)?;

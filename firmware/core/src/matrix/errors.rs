@@ -18,7 +18,7 @@ use super::Limit;
 pub enum TokenError {
     /// The store failed.
     Store(StoreError),
-    /// A stored record could not be read (corrupt, or pickled with another storage key).
+    /// A stored record could not be read (damaged, or sealed with another storage key).
     CorruptRecord(u16),
     /// A CoAP request could not be queued.
     Request(RequestError),
@@ -47,7 +47,10 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenError::Store(e) => write!(f, "storage failed: {e}"),
-            TokenError::CorruptRecord(id) => write!(f, "stored record {id:#06x} is unreadable"),
+            TokenError::CorruptRecord(id) => write!(
+                f,
+                "stored record {id:#06x} is unreadable (damaged, or sealed with another storage key)"
+            ),
             TokenError::Request(e) => write!(f, "a request could not be queued: {e}"),
             TokenError::Exchange(e) => write!(f, "a request failed: {e}"),
             TokenError::Server(code) => {

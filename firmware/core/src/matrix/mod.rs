@@ -109,8 +109,9 @@
 //!
 //! # Known gaps
 //!
-//! - Only the jeton-olm states are encrypted on flash; the access token, ids, the device
-//!   table and the sync cursor are stored in the clear.
+//! - Every record on flash is sealed with the storage key (`flash`), but the key itself is
+//!   the platform's to keep: on a board it sits in the same flash, so a dump of the whole
+//!   flash opens everything. Received files ([`crate::files`]) are stored as they arrived.
 //! - The age of an outbound session restarts at boot (`rotation_period_ms` counts from
 //!   boot); its message count survives.
 //! - Room keys awaiting their sender's device keys, invites and joins in progress live in

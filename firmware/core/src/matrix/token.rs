@@ -136,12 +136,8 @@ impl<P: Platform, L: Link> Token<P, L> {
                 }
             };
             // A datagram the link holds back is retransmitted by the engine later.
-            match self.link.outgoing(
-                buf,
-                len,
-                &mut self.core.env.flash.store,
-                &mut self.core.env.flash.scratch,
-            ) {
+            let (mut store, scratch) = self.core.env.flash.sealed_store();
+            match self.link.outgoing(buf, len, &mut store, scratch) {
                 Ok(Outgoing::Send(len)) => return Some(len),
                 Ok(Outgoing::Hold) => {}
                 Err(error) => self.core.error(error.into()),
@@ -353,9 +349,8 @@ impl<P: Platform, L: Link> Token<P, L> {
         // so one pass takes them all.
         while let Some(event) = self.coap.poll_event() {
             if self.link.owns(&event) {
-                let done = self
-                    .link
-                    .on_event(event, &mut self.core.env.flash.store, now);
+                let (mut store, _) = self.core.env.flash.sealed_store();
+                let done = self.link.on_event(event, &mut store, now);
                 if let Err(error) = done {
                     self.core.error(error.into());
                 }

@@ -6,9 +6,16 @@
 use jeton_core::link::KeyFile;
 use jeton_link::{Credential, Identity};
 
-use crate::gateway::TOKEN_USER;
+use jeton_core::matrix::Config;
+use jeton_core::platform::Instant;
+
+use crate::gateway::{ACCESS_TOKEN, TOKEN_USER};
 use crate::link_gateway::LinkGateway;
-use crate::{PEER, Peer, ROOM, World, encrypted_room_batch, join_room_with_peer, peer_reads};
+use crate::support::TestRng;
+use crate::{
+    PEER, Peer, ROOM, Screen, SharedStore, World, encrypted_room_batch, join_room_with_peer,
+    peer_reads,
+};
 
 fn gateway_identity() -> Identity {
     Identity::generate([0x61; 32], b"\x01", "test-gateway").unwrap()
@@ -341,4 +348,37 @@ fn every_flipped_bit_in_a_protected_notification_is_rejected_and_the_original_st
         protected.len() * 8,
         notification.len()
     );
+}
+
+#[test]
+fn the_stored_access_token_oscore_context_and_room_do_not_show_in_the_flash_image() {
+    let (mut world, mut peer) = paired_room_with_peer(8);
+    sends_and_the_peer_reads(&mut world, &mut peer, "at rest");
+    let mut secrets = link(&world).context_secrets();
+    assert!(!secrets.is_empty());
+    secrets.push(ACCESS_TOKEN.as_bytes().to_vec());
+    secrets.push(ROOM.as_bytes().to_vec());
+    secrets.push(PEER.as_bytes().to_vec());
+    let flash = world.flash.borrow();
+    assert!(flash.contains(jeton_core::store::record::LINK));
+    for (id, bytes) in flash.records() {
+        for secret in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "record {id:#06x} shows {secret:?}"
+            );
+        }
+    }
+    drop(flash);
+
+    // The same flash under another storage key opens nothing.
+    let stranger = crate::TestToken::with_link(
+        Config::new([8u8; 32]),
+        world.material.clone(),
+        TestRng(9),
+        SharedStore(world.flash.clone(), world.files.clone()),
+        Screen(world.screen.clone(), world.flash.clone()),
+        Instant::from_millis(world.now),
+    );
+    assert!(stranger.is_err());
 }

@@ -78,6 +78,23 @@ impl LinkGateway {
         }
     }
 
+    /// The keys and common IVs of the contexts it holds (the token's too, swapped).
+    pub(crate) fn context_secrets(&self) -> Vec<Vec<u8>> {
+        // A context record: version, sender key, recipient key, common IV, then the ids.
+        let (key, iv) = (16, 13);
+        self.contexts
+            .values()
+            .flat_map(|context| {
+                let record = context.to_record().as_bytes().to_vec();
+                [
+                    record[1..1 + key].to_vec(),
+                    record[1 + key..1 + 2 * key].to_vec(),
+                    record[1 + 2 * key..1 + 2 * key + iv].to_vec(),
+                ]
+            })
+            .collect()
+    }
+
     /// Forgets every context, as a restarted gateway does.
     pub(crate) fn forget_contexts(&mut self) {
         self.contexts.clear();
