@@ -565,7 +565,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.env.ui.event(&UiEvent::Synced);
             }
             Err(error) => {
-                self.sync.decline = is_storage_failure(&error);
+                if is_storage_failure(&error) {
+                    // Neither acknowledged nor confirmed: it comes again, as the gateway's
+                    // retransmission or as the answer to a request after the back-off.
+                    self.sync.decline = true;
+                    self.sync.failed(now);
+                }
                 self.error(error);
             }
         }

@@ -273,3 +273,39 @@ fn a_notification_whose_sync_could_not_be_stored_is_not_acknowledged_and_comes_a
         world.screen()
     );
 }
+
+#[test]
+fn a_registration_answer_that_could_not_be_stored_is_asked_for_again() {
+    let mut world = World::new(68);
+    world.push_sync(timeline(vec![text("$early", "early")]));
+    super::fail_puts(jeton_core::store::record::SYNC_CURSOR, 1);
+    let now = world.instant();
+    world.token().login("token", "secret", now).unwrap();
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("early"))),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw("error Store(Io)"), "{:?}", world.screen());
+    // Asked again from the stored cursor (none yet) after the back-off, and stored then.
+    let from_start = |w: &World| {
+        w.gw.sync_requests
+            .iter()
+            .filter(|(_, queries)| !queries.iter().any(|q| q.starts_with("since=")))
+            .count()
+    };
+    let asked = from_start(&world);
+    assert!(world.run_until(10_000, |w| from_start(w) > asked));
+    world.push_sync(timeline(vec![text("$later", "later")]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("later"))),
+        "{:?}",
+        world.screen()
+    );
+    let early = world
+        .screen()
+        .iter()
+        .filter(|l| **l == message_line("early"))
+        .count();
+    assert_eq!(early, 1, "{:?}", world.screen());
+}
