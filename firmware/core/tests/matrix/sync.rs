@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::gateway::TOKEN_USER;
 use super::{PEER, ROOM, World};
 
 fn text(event_id: &str, body: &str) -> Value {
@@ -159,6 +160,13 @@ fn a_limited_timeline_tells_the_person_that_earlier_messages_were_not_fetched() 
         "events": [text("$first", "first")], "limited": true, "prev_batch": "p0"}}}}}));
     assert!(world.run_until(60_000, |w| w.saw(&message_line("first"))));
     let gap = format!("gap {ROOM} earlier messages were not fetched");
+    assert!(!world.saw(&gap), "{:?}", world.screen());
+    // Nor is the sync of the token's own join of a room it knew already (it asked to join).
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.member", "sender": TOKEN_USER, "state_key": TOKEN_USER,
+            "event_id": "$join", "content": {"membership": "join"}},
+        text("$second", "second")], "limited": true, "prev_batch": "p0"}}}}}));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("second"))));
     assert!(!world.saw(&gap), "{:?}", world.screen());
     world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {
         "events": [text("$later", "later")], "limited": true, "prev_batch": "p1"}}}}}));
