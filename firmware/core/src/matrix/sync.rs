@@ -20,7 +20,8 @@
 //! device lists and key counts first ([`super::rooms`], [`super::devices`],
 //! [`super::account`]), then to-device messages (room keys over Olm, verification), then
 //! timelines ([`super::timeline`]). A `limited` timeline of a room the token already followed
-//! is a gap: the homeserver left messages out, and the person is told with [`UiEvent::Gap`]. An
+//! (other than the sync of its own join) is a gap: the homeserver left messages out, and the
+//! person is told with [`UiEvent::Gap`]. An
 //! item that cannot be taken in (malformed, over a capacity) is skipped with
 //! [`UiEvent::Skipped`] and the rest is taken in; only a failing store stops a sync, which is
 //! then neither confirmed nor acknowledged. An item taken in recently (a gateway that restarted
