@@ -463,6 +463,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.env.ui.event(&UiEvent::Joined { room_id });
         }
         // A stub of the state is shown here, one of the timeline with the timeline.
+        let mut own_join = false;
         for (section, show_stub) in [("state", true), ("timeline", false)] {
             for event in events_of(Some(room.0), section)? {
                 let event = match event {
@@ -483,6 +484,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     Ok(Some(id)) => id.as_text(&mut text),
                     _ => "",
                 };
+                own_join |= is_own_join(&event, own_user);
                 let applied = match stub_size(&event) {
                     Ok(Some(size)) => {
                         if show_stub {
@@ -496,7 +498,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.item(Item::event("state", room_id, &event, id), applied)?;
             }
         }
-        if !new {
+        // The sync of the token's own join: the history before it is no gap.
+        if !new && !own_join {
             let gap = self.note_gap(room_id, room);
             self.item(
                 Item {
@@ -548,4 +551,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         Ok(())
     }
+}
+
+/// Whether `event` is `own_user`'s join of the room.
+fn is_own_join(event: &Event<'_>, own_user: &str) -> bool {
+    let member = matches!(event.event_type(), Ok("m.room.member"))
+        && matches!(event.state_key(), Ok(Some(key)) if key == own_user);
+    member
+        && event
+            .content()
+            .is_ok_and(|c| matches!(c.get("membership"), Ok(Some(Value::Text("join")))))
 }

@@ -20,7 +20,8 @@
 //! device lists and key counts first ([`super::rooms`], [`super::devices`],
 //! [`super::account`]), then to-device messages (room keys over Olm, verification), then
 //! timelines ([`super::timeline`]). A `limited` timeline of a room the token already followed
-//! is a gap: the homeserver left messages out, and the person is told with [`UiEvent::Gap`]. An
+//! (other than the sync of its own join) is a gap: the homeserver left messages out, and the
+//! person is told with [`UiEvent::Gap`]. An
 //! item that cannot be taken in (malformed, over a capacity) is skipped with
 //! [`UiEvent::Skipped`] and the rest is taken in; only a failing store stops a sync, which is
 //! then neither confirmed nor acknowledged. An item taken in recently (a gateway that restarted
@@ -565,7 +566,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.env.ui.event(&UiEvent::Synced);
             }
             Err(error) => {
-                self.sync.decline = is_storage_failure(&error);
+                if is_storage_failure(&error) {
+                    // Neither acknowledged nor confirmed: it comes again, as the gateway's
+                    // retransmission or as the answer to a request after the back-off.
+                    self.sync.decline = true;
+                    self.sync.failed(now);
+                }
                 self.error(error);
             }
         }

@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::gateway::TOKEN_USER;
 use super::{PEER, ROOM, World};
 
 fn text(event_id: &str, body: &str) -> Value {
@@ -160,6 +161,13 @@ fn a_limited_timeline_tells_the_person_that_earlier_messages_were_not_fetched() 
     assert!(world.run_until(60_000, |w| w.saw(&message_line("first"))));
     let gap = format!("gap {ROOM} earlier messages were not fetched");
     assert!(!world.saw(&gap), "{:?}", world.screen());
+    // Nor is the sync of the token's own join of a room it knew already (it asked to join).
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.member", "sender": TOKEN_USER, "state_key": TOKEN_USER,
+            "event_id": "$join", "content": {"membership": "join"}},
+        text("$second", "second")], "limited": true, "prev_batch": "p0"}}}}}));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("second"))));
+    assert!(!world.saw(&gap), "{:?}", world.screen());
     world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {
         "events": [text("$later", "later")], "limited": true, "prev_batch": "p1"}}}}}));
     assert!(
@@ -272,4 +280,40 @@ fn a_notification_whose_sync_could_not_be_stored_is_not_acknowledged_and_comes_a
         "{:?}",
         world.screen()
     );
+}
+
+#[test]
+fn a_registration_answer_that_could_not_be_stored_is_asked_for_again() {
+    let mut world = World::new(68);
+    world.push_sync(timeline(vec![text("$early", "early")]));
+    super::fail_puts(jeton_core::store::record::SYNC_CURSOR, 1);
+    let now = world.instant();
+    world.token().login("token", "secret", now).unwrap();
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("early"))),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw("error Store(Io)"), "{:?}", world.screen());
+    // Asked again from the stored cursor (none yet) after the back-off, and stored then.
+    let from_start = |w: &World| {
+        w.gw.sync_requests
+            .iter()
+            .filter(|(_, queries)| !queries.iter().any(|q| q.starts_with("since=")))
+            .count()
+    };
+    let asked = from_start(&world);
+    assert!(world.run_until(10_000, |w| from_start(w) > asked));
+    world.push_sync(timeline(vec![text("$later", "later")]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("later"))),
+        "{:?}",
+        world.screen()
+    );
+    let early = world
+        .screen()
+        .iter()
+        .filter(|l| **l == message_line("early"))
+        .count();
+    assert_eq!(early, 1, "{:?}", world.screen());
 }
