@@ -121,7 +121,7 @@ impl Transport {
             observe,
             store_key: Some(&target.key),
         };
-        self.finish(incoming, &target.route, reply, now, actions);
+        self.finish(incoming, target.route, reply, now, actions);
         true
     }
 
@@ -148,7 +148,7 @@ impl Transport {
             observe,
             store_key: Some(&target.key),
         };
-        self.finish(incoming, &target.route, reply, now, actions);
+        self.finish(incoming, target.route, reply, now, actions);
     }
 }
 
