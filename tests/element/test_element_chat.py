@@ -29,10 +29,6 @@ def token_shows_all_or_fails(r, bodies, since=0, timeout=60.0):
     return token_bodies(r.token, r.room_id, alice, since)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 13: a /sync notification that arrives while the token is busy with another exchange is "
-    "acknowledged but dropped; the gateway then polls from the next since and Synapse deletes the "
-    "to-device room key it carried"))
 def test_messages_both_ways_right_after_the_token_joins(synapse, gateway, tokens, element):
     # Over a radio-like link (100 ms each way), where the token's own exchanges after the join
     # (alice's device keys) overlap the notification that brings Element's room key. On
@@ -78,10 +74,6 @@ def test_a_burst_sent_before_the_join_all_shows(synapse, gateway, tokens, elemen
     assert r.token.find("undecryptable") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 13: a /sync larger than the token's 4 KB response buffer is dropped for a catch-up that "
-    "keeps one event per room, whose filter goes out percent-encoded twice (Synapse answers 400), "
-    "and the failed poll is never retried"))
 def test_long_messages_arriving_with_the_join_all_show(synapse, gateway, tokens, element):
     r = token_joins_element_room(synapse, gateway, tokens, element, join=False)
     # Five paragraphs of 600 characters: more than 4 KB in one /sync, each far below the
