@@ -127,6 +127,27 @@ impl Contexts {
             .insert(context.virtual_peer, rid.to_vec());
         self.by_rid.insert(rid.to_vec(), context);
     }
+
+    /// Drops the contexts of the tokens `listed` no longer accepts (revoked), with their
+    /// response bindings; returns their names.
+    pub(super) fn revoke(
+        &mut self,
+        listed: impl Fn(&[u8]) -> bool,
+        bindings: &mut Bindings,
+    ) -> Vec<String> {
+        let mut revoked = Vec::new();
+        let virtual_peers = &mut self.virtual_peers;
+        self.by_rid.retain(|_, c| {
+            let keep = listed(&c.peer_kid);
+            if !keep {
+                virtual_peers.remove(&c.virtual_peer);
+                bindings.forget(c.virtual_peer);
+                revoked.push(c.token_name.clone());
+            }
+            keep
+        });
+        revoked
+    }
 }
 
 impl Link {
