@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -19,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use jeton_core::link::KeyFile;
-use jeton_core::matrix::{Config, EscapedBody, Token, Ui, UiEvent};
+use jeton_core::matrix::{Config, EscapedBody, Token, TokenError, Ui, UiEvent};
 use jeton_core::platform::{Instant, Rng};
 
 use file_store::FileStore;
@@ -28,7 +29,12 @@ use file_store::FileStore;
 ///
 /// Commands (one per line): login [user] [password], status, rooms, invites,
 /// join <room>, refuse <room>, send <room> <text>, sendfile <room> <path>, log [room], keys,
-/// help, quit. Received files are saved under <state-dir>/files/.
+/// help, quit. Received files are saved under <state-dir>/files/ (or --files-dir).
+///
+/// Without a terminal it reads its commands from stdin and, once they end, waits for what
+/// they started (a login, messages to send, a transfer), then exits: 0 when all went well,
+/// 1 after a refused command or a failure (the login, no gateway, a message or file not
+/// sent), 2 for unusable flags.
 #[derive(Parser, Debug)]
 #[command(name = "jeton-sim", version)]
 struct Args {
@@ -63,22 +69,31 @@ struct Args {
     /// Share room keys only with devices verified by SAS (`verify`, `confirm`).
     #[arg(long)]
     share_keys_only_with_verified: bool,
-    /// Bytes of received files the token may keep under <state-dir>/files/.
+    /// Bytes of received files the token may keep in its files directory.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     files_quota: u64,
+    /// Where received files are saved. [default: <state-dir>/files]
+    #[arg(long, value_name = "DIR")]
+    files_dir: Option<PathBuf>,
     /// The token's link provisioning file (`jeton pair --token-out`): EDHOC and OSCORE to
     /// the gateway. Without it, `link.cbor` in the state directory is used if present.
     #[arg(long, value_name = "FILE")]
     link: Option<PathBuf>,
-    /// Speak plain CoAP even if provisioning material is present (a gateway in its
-    /// plain-MSC3079 compatibility mode).
+    /// Speak plain CoAP, without the protected link: sends your password and access token
+    /// in clear. Only for a gateway in its plain-MSC3079 compatibility mode
+    /// (--compat-plain-msc3079 true); without it or a link file jeton-sim does not start.
     #[arg(long, conflicts_with = "link")]
-    no_link: bool,
+    plain_coap_in_clear: bool,
 }
+
+/// What jeton-sim says when it has no link file and no --plain-coap-in-clear.
+const NO_LINK: &str = "no link to the gateway: pair the token with `jeton pair --token-out FILE` \
+(README, \"Pairing a token with a gateway\") and pass --link FILE, or pass --plain-coap-in-clear \
+for a gateway in compatibility mode (it sends your password and access token in clear)";
 
 /// The link provisioning material the flags or the state directory name, if any.
 fn link_material(args: &Args) -> anyhow::Result<Option<KeyFile>> {
-    if args.no_link {
+    if args.plain_coap_in_clear {
         return Ok(None);
     }
     let path = match &args.link {
@@ -112,10 +127,19 @@ impl Rng for OsRng {
     }
 }
 
-/// Prints events one per line and keeps the recent messages of each room for `log`.
+/// Prints events one per line and keeps the recent messages of each room for `log`; counts
+/// the failures that decide the exit status of a script.
 #[derive(Default)]
 struct Shell {
     log: BTreeMap<String, VecDeque<String>>,
+    /// Where received files were stored, as the file store reports them.
+    saved: host_files::Saved,
+    /// A login was accepted and has neither succeeded nor failed yet.
+    login_pending: bool,
+    /// Failures a script's exit status reports: a login, a message or a file that failed.
+    failures: u32,
+    /// Link errors: the person must act (pair the token, start or fix the gateway).
+    link_errors: u32,
 }
 
 const LOG_LINES: usize = 50;
@@ -137,6 +161,22 @@ impl Ui for Shell {
         }
         if let Some(line) = event.line() {
             println!("{line}");
+        }
+        match event {
+            UiEvent::LoggedIn { .. } => self.login_pending = false,
+            UiEvent::Error(TokenError::Link(_)) => self.link_errors += 1,
+            // Before the login completes no other request runs: this error ended it.
+            UiEvent::Error(_) if self.login_pending => {
+                self.login_pending = false;
+                self.failures += 1;
+            }
+            UiEvent::SendFailed { .. } | UiEvent::FileFailed { .. } => self.failures += 1,
+            UiEvent::FileReceived { .. } => {
+                if let Some(path) = self.saved.borrow_mut().pop_front() {
+                    println!("file-saved {}", EscapedBody(&path.to_string_lossy()));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -165,11 +205,19 @@ fn storage_key(state_dir: &Path) -> anyhow::Result<[u8; 32]> {
 
 struct Sim {
     token: Token<OsRng, FileStore, Shell>,
+    /// Connected to the gateway, so that the system reports an ICMP port unreachable.
     socket: UdpSocket,
     gateway: SocketAddr,
     start: StdInstant,
     user: Option<String>,
     password: Option<String>,
+    /// Commands refused (an `error` line each).
+    refused: u32,
+    /// The system said that nothing listens at the gateway's address, since the last
+    /// datagram from it.
+    no_gateway: bool,
+    /// Times it said so.
+    no_gateway_count: u32,
 }
 
 impl Sim {
@@ -181,9 +229,40 @@ impl Sim {
         let mut buf = [0u8; 1280];
         let now = self.now();
         while let Some(len) = self.token.poll_transmit(now, &mut buf) {
-            self.socket.send_to(&buf[..len], self.gateway)?;
+            match self.socket.send(&buf[..len]) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    self.gateway_refused();
+                }
+                result => {
+                    result?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// An ICMP port unreachable: says so once until the gateway answers again. The token
+    /// keeps retransmitting, so a gateway that starts later is found.
+    fn gateway_refused(&mut self) {
+        if !self.no_gateway {
+            self.no_gateway = true;
+            self.no_gateway_count += 1;
+            println!(
+                "error no gateway answers at {}: is jeton-gateway running?",
+                self.gateway
+            );
+        }
+    }
+
+    /// What a script still waits for: a login, messages to send, a transfer.
+    fn busy(&mut self) -> bool {
+        self.token.ui().login_pending || self.token.outbox_len() > 0 || self.token.is_transferring()
+    }
+
+    /// Failures so far, for a script's exit status.
+    fn failures(&mut self) -> u32 {
+        let shell = self.token.ui();
+        self.refused + shell.failures + shell.link_errors + self.no_gateway_count
     }
 
     /// Runs one shell command; false on `quit`.
@@ -202,10 +281,11 @@ impl Sim {
                 let user = words.next().map(str::to_string).or(self.user.clone());
                 let password = words.next().map(str::to_string).or(self.password.clone());
                 match (user, password) {
-                    (Some(user), Some(password)) => self
-                        .token
-                        .login(&user, &password, now)
-                        .map_err(|e| e.to_string()),
+                    (Some(user), Some(password)) => {
+                        let result = self.token.login(&user, &password, now);
+                        self.token.ui().login_pending |= result.is_ok();
+                        result.map_err(|e| e.to_string())
+                    }
                     _ => Err("login needs a user and a password".into()),
                 }
             }
@@ -329,6 +409,7 @@ impl Sim {
         };
         if let Err(message) = result {
             println!("error {message}");
+            self.refused += 1;
         }
         true
     }
@@ -344,34 +425,95 @@ fn fingerprint(ed25519: &str) -> String {
         .join(" ")
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let password = match (&args.password, &args.password_file) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        (None, None) => None,
+/// Flags that cannot work: said in one line, exit status 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jeton-sim: {e:#}");
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The password from the flags: `--password`, or the first line of `--password-file`.
+fn password(args: &Args) -> anyhow::Result<Option<String>> {
+    let (None, Some(file)) = (&args.password, &args.password_file) else {
+        return Ok(args.password.clone());
     };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Usage(format!(
+            "cannot read the password file {}: {e}",
+            file.display()
+        ))
+    })?;
+    let first = text.lines().next().unwrap_or_default();
+    if first.is_empty() {
+        bail!(Usage(format!(
+            "the password file {} is empty (its first line is the password)",
+            file.display()
+        )));
+    }
+    Ok(Some(first.to_string()))
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let password = password(&args)?;
+    if args.login && (args.user.is_none() || password.is_none()) {
+        bail!(Usage(
+            "--login needs --user and a password (--password-file FILE, or --password)".into()
+        ));
+    }
     let gateway = args
         .gateway
         .to_socket_addrs()
-        .with_context(|| format!("resolving {}", args.gateway))?
+        .map_err(|e| {
+            Usage(format!(
+                "cannot resolve the gateway address {}: {e}",
+                args.gateway
+            ))
+        })?
         .next()
-        .context("the gateway address resolves to nothing")?;
+        .ok_or_else(|| {
+            Usage(format!(
+                "the gateway address {} resolves to nothing",
+                args.gateway
+            ))
+        })?;
+    let material = link_material(&args)?;
+    if material.is_none() && !args.plain_coap_in_clear {
+        bail!(Usage(NO_LINK.into()));
+    }
     let bind: SocketAddr = if gateway.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
         "[::]:0".parse()?
     };
     let socket = UdpSocket::bind(bind)?;
-    let files = host_files::HostFiles::new(&args.state_dir, args.files_quota)
-        .with_context(|| format!("opening {}/files", args.state_dir.display()))?;
+    socket.connect(gateway)?;
+    let shell = Shell::default();
+    let files_dir = args
+        .files_dir
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("files"));
+    let files = host_files::HostFiles::new(&files_dir, args.files_quota, shell.saved.clone())
+        .with_context(|| format!("opening {}", files_dir.display()))?;
     let store = FileStore::open(&args.state_dir)
         .with_context(|| format!("opening {}", args.state_dir.display()))?
         .with_files(files);
@@ -382,27 +524,19 @@ fn main() -> anyhow::Result<()> {
         .device_name
         .as_str()
         .try_into()
-        .map_err(|_| anyhow::anyhow!("the device name is too long"))?;
+        .map_err(|_| Usage("the device name is too long".into()))?;
     for user in &args.auto_join_from {
         let user = user
             .as_str()
             .try_into()
-            .map_err(|_| anyhow::anyhow!("{user} is too long"))?;
+            .map_err(|_| Usage(format!("{user} is too long")))?;
         if config.auto_join_from.push(user).is_err() {
-            bail!("too many --auto-join-from users");
+            bail!(Usage("too many --auto-join-from users".into()));
         }
     }
     let start = StdInstant::now();
-    let material = link_material(&args)?;
-    let token = Token::with_link(
-        config,
-        material,
-        OsRng,
-        store,
-        Shell::default(),
-        Instant::ZERO,
-    )
-    .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
+    let token = Token::with_link(config, material, OsRng, store, shell, Instant::ZERO)
+        .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
     let mut sim = Sim {
         token,
         socket,
@@ -410,6 +544,9 @@ fn main() -> anyhow::Result<()> {
         start,
         user: args.user.clone(),
         password,
+        refused: 0,
+        no_gateway: false,
+        no_gateway_count: 0,
     };
     let interactive = std::io::stdin().is_terminal();
     let (lines_tx, lines) = mpsc::channel::<String>();
@@ -428,7 +565,8 @@ fn main() -> anyhow::Result<()> {
         println!("jeton-sim: type help for the commands");
     }
     let mut buf = [0u8; 2048];
-    let mut stdin_open = true;
+    // The failures counted when a script's input ended: one more after it ends the wait.
+    let mut failures_at_end: Option<u32> = None;
     loop {
         sim.transmit()?;
         std::io::stdout().flush()?;
@@ -440,47 +578,58 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(Duration::from_millis(50))
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         sim.socket.set_read_timeout(Some(wait))?;
-        match sim.socket.recv_from(&mut buf) {
-            Ok((len, from)) if from == sim.gateway => {
+        match sim.socket.recv(&mut buf) {
+            Ok(len) => {
+                sim.no_gateway = false;
                 let now = sim.now();
                 sim.token.handle_datagram(&buf[..len], now);
             }
-            Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => sim.gateway_refused(),
             Err(e) => return Err(e.into()),
         }
         let now = sim.now();
         if sim.token.poll_timeout().is_some_and(|t| t <= now) {
             sim.token.handle_timeout(now);
         }
-        while stdin_open {
+        while failures_at_end.is_none() {
             match lines.try_recv() {
                 Ok(line) => {
                     if !sim.command(&line) {
                         sim.transmit()?;
-                        return Ok(());
+                        return Ok(exit_code(interactive, sim.failures()));
                     }
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    // End of input: a script is done, but the token keeps running until
-                    // its outbox is empty.
-                    stdin_open = false;
+                // Ctrl-D on a terminal ends the shell as `quit` does.
+                Err(mpsc::TryRecvError::Disconnected) if interactive => {
+                    sim.transmit()?;
+                    return Ok(ExitCode::SUCCESS);
                 }
+                // The end of a script: wait for what it started.
+                Err(mpsc::TryRecvError::Disconnected) => failures_at_end = Some(sim.failures()),
             }
         }
-        if !stdin_open
-            && !interactive
-            && sim.token.outbox_len() == 0
-            && !sim.token.is_transferring()
-        {
-            sim.transmit()?;
-            return Ok(());
+        if let Some(before) = failures_at_end {
+            let failures = sim.failures();
+            if failures > before || !sim.busy() {
+                sim.transmit()?;
+                std::io::stdout().flush()?;
+                return Ok(exit_code(false, failures));
+            }
         }
+    }
+}
+
+/// A script's exit status: 1 after any failure; a person at a terminal gets 0.
+fn exit_code(interactive: bool, failures: u32) -> ExitCode {
+    if interactive || failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -32,7 +32,7 @@ fn help_documents_the_flags() {
         "--state-dir",
         "--device-name",
         "--link",
-        "--no-link",
+        "--plain-coap-in-clear",
     ] {
         assert!(text.contains(flag), "{flag} in {text}");
     }
@@ -56,6 +56,7 @@ impl Session {
                 "--password",
                 "secret",
                 "--login",
+                "--plain-coap-in-clear",
             ])
             .arg("--state-dir")
             .arg(state)
