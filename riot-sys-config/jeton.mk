@@ -23,6 +23,10 @@ USEMODULE += mtd
 # pickle, 1 storage key, 2 to N-2 the record store (pages of two sectors), N-1 self-test.
 JETON_FLASH_SECTORS ?= 33
 CFLAGS += -DJETON_FLASH_SECTORS=$(JETON_FLASH_SECTORS)
+# The next sectors hold the token's files (src/files.rs: littlefs), fewer where MTD_0 ends
+# sooner.
+JETON_FILES_SECTORS ?= 1024
+export JETON_FILES_SECTORS
 
 # --- panel: LED0 and BTN0 (src/panel.rs) ---------------------------------------------------
 USEMODULE += periph_gpio
@@ -38,19 +42,18 @@ USEMODULE += sock_udp
 # --- stacks --------------------------------------------------------------------------------
 # The main thread runs the Rust application: the event loop and jeton-olm's crypto. The
 # Token (jeton-core's Matrix client) is a static built in place (src/lib.rs), not on this
-# stack. native64 (x86-64): 45,960 bytes measured with `ps` (DEVELHELP stack painting) at the
-# peak of tests/riot/run's Matrix scenario. Cortex-M (Thumb-2): 42,984 bytes worst case from
-# the call graph of the same54-xpro image (nrf52840dk: 42,960; tests/riot/stack_depth.py, no
-# board here to measure on). Each gets at least 25 % more (riot-sys-config/README.md,
-# "Stack sizes").
+# stack. Each stack is set at least 25 % above what `ps` measured on native64 or the call
+# graph's worst case (tests/riot/stack_depth.py), whichever is larger; tests/riot/run checks
+# both and riot-sys-config/README.md ("Stack sizes") has the figures.
 ifeq (native64,$(BOARD))
-  JETON_MAIN_STACKSIZE ?= 65536
+  JETON_MAIN_STACKSIZE ?= 51200
 else
-  JETON_MAIN_STACKSIZE ?= 57344
+  JETON_MAIN_STACKSIZE ?= 22528
 endif
 CFLAGS += -DTHREAD_STACKSIZE_MAIN=$(JETON_MAIN_STACKSIZE)
-# The shell thread (src/lib.rs reads it at compile time).
-JETON_SHELL_STACKSIZE ?= 8192
+# The shell thread (src/lib.rs reads it at compile time): RIOT's shell and its commands, sized
+# from native64's measurement on every board (x86-64 frames are the larger).
+JETON_SHELL_STACKSIZE ?= 9216
 export JETON_SHELL_STACKSIZE
 
 # The gateway a fresh token talks to until `gateway <addr> <port>` stores another
@@ -65,6 +68,15 @@ CFLAGS += -DCONFIG_SHELL_NO_PROMPT=1
 # stdio's receive buffer holds what arrives before the shell thread reads it; RIOT's 64 bytes
 # drop the end of a `send` line (a room id alone is ~45 bytes), newline included.
 CFLAGS += -DSTDIO_RX_BUFSIZE=512
+
+# --- the protected link to the gateway (EDHOC + OSCORE) -----------------------------------------
+# The firmware's `link` feature on every board, provisioned with the shell's `pair <hex>`
+# (boards/native64/README.md). On the Cortex-M4F boards it runs on P256-Cortex-M4's assembly
+# (cortex-m4f.mk's `cortex-m4-asm`); JETON_LINK=0 builds a token that speaks plain CoAP.
+JETON_LINK ?= 1
+ifeq (1,$(JETON_LINK))
+  CARGO_OPTIONS += --features link
+endif
 
 # --- Rust ----------------------------------------------------------------------------------
 # Size matters on the Cortex-M boards; the profile itself (LTO, opt-level "s") is in

@@ -8,7 +8,3 @@ PORT ?= tap0
 # whatever directory `make term` runs from, so the identity survives restarts predictably.
 JETON_FLASH_FILE ?= $(BINDIR)/jeton-flash.bin
 PROCARGS += --mtd=$(JETON_FLASH_FILE)
-
-# The protected link to the gateway (EDHOC + OSCORE): the firmware's `link` feature, provisioned
-# with `pair <hex>` (boards/native64/README.md).
-CARGO_OPTIONS += --features link

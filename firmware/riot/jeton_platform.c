@@ -87,7 +87,7 @@ static mtd_dev_t *_jeton_mtd(void)
 }
 
 int jeton_flash_init(uint32_t *sector_size, uint32_t *sector_count,
-                     uint32_t *write_size)
+                     uint32_t *write_size, uint32_t *device_sectors)
 {
     mtd_dev_t *mtd = _jeton_mtd();
     if (mtd == NULL) {
@@ -104,6 +104,7 @@ int jeton_flash_init(uint32_t *sector_size, uint32_t *sector_count,
     *sector_size = mtd->pages_per_sector * mtd->page_size;
     *sector_count = sectors;
     *write_size = mtd->write_size;
+    *device_sectors = mtd->sector_count;
     return 0;
 }
 
@@ -139,11 +140,12 @@ int jeton_flash_erase_sectors(uint32_t first, uint32_t count)
 #else /* no MODULE_MTD: the board has no flash device for jeton */
 
 int jeton_flash_init(uint32_t *sector_size, uint32_t *sector_count,
-                     uint32_t *write_size)
+                     uint32_t *write_size, uint32_t *device_sectors)
 {
     (void)sector_size;
     (void)sector_count;
     (void)write_size;
+    (void)device_sectors;
     return -ENODEV;
 }
 

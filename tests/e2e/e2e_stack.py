@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SIM_BIN = REPO / "target" / "debug" / "jeton-sim"
@@ -450,3 +451,28 @@ async def setup_room(synapse, gateway, tokens, tmp_path, relay=None, sim_args=()
     await tok2.expect(f"joined {room}")
     await nio.trust_devices_of(one[0], two[0])
     return alice, one, two, tok1, tok2, nio, room
+
+
+def http_media(synapse, token, mxc):
+    """The bytes Synapse serves for `mxc` (authenticated media, as current clients fetch it)."""
+    server, media_id = mxc.removeprefix("mxc://").split("/")
+    request = urllib.request.Request(f"{synapse.base}/_matrix/client/v1/media/download/{server}/{media_id}")
+    request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read()
+
+
+async def nio_sends_file(nio, room, data, name, tamper_with=None):
+    """nio uploads `data` encrypted and sends its m.file event; `tamper_with(mxc)` runs between
+    the two."""
+    from nio import RoomSendResponse, UploadResponse
+
+    upload, keys = await nio.client.upload(lambda *_: data, content_type="application/pdf", filename=name,
+                                           encrypt=True, filesize=len(data))
+    assert isinstance(upload, UploadResponse), upload
+    if tamper_with:
+        tamper_with(upload.content_uri)
+    content = {"msgtype": "m.file", "body": name, "file": {"url": upload.content_uri, **keys},
+               "info": {"mimetype": "application/pdf", "size": len(data)}}
+    sent = await nio.client.room_send(room, "m.room.message", content, ignore_unverified_devices=True)
+    assert isinstance(sent, RoomSendResponse), sent

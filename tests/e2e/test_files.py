@@ -7,42 +7,16 @@ import asyncio
 import pathlib
 import random
 import time
-import urllib.request
 
-from e2e_stack import setup_room
+from e2e_stack import http_media, nio_sends_file, setup_room
 
 FILE_SIZE = 100 * 1024
-
-
-def http_media(synapse, token, mxc):
-    """The bytes Synapse serves for `mxc` (authenticated media, as current clients fetch it)."""
-    server, media_id = mxc.removeprefix("mxc://").split("/")
-    request = urllib.request.Request(f"{synapse.base}/_matrix/client/v1/media/download/{server}/{media_id}")
-    request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.read()
 
 
 def stored_media_path(synapse, mxc):
     """Where Synapse keeps a local upload: local_content/AB/CD/rest of the media id."""
     media_id = mxc.rsplit("/", 1)[1]
     return pathlib.Path(synapse.media_store) / "local_content" / media_id[:2] / media_id[2:4] / media_id[4:]
-
-
-async def nio_sends_file(nio, room, data, name, tamper_with=None):
-    """nio uploads `data` encrypted and sends its m.file event; `tamper_with(mxc)` runs between
-    the two."""
-    from nio import RoomSendResponse, UploadResponse
-
-    upload, keys = await nio.client.upload(lambda *_: data, content_type="application/pdf", filename=name,
-                                           encrypt=True, filesize=len(data))
-    assert isinstance(upload, UploadResponse), upload
-    if tamper_with:
-        tamper_with(upload.content_uri)
-    content = {"msgtype": "m.file", "body": name, "file": {"url": upload.content_uri, **keys},
-               "info": {"mimetype": "application/pdf", "size": len(data)}}
-    sent = await nio.client.room_send(room, "m.room.message", content, ignore_unverified_devices=True)
-    assert isinstance(sent, RoomSendResponse), sent
 
 
 def test_files_go_both_ways_between_a_token_and_nio_encrypted(synapse, gateway, tokens, tmp_path):

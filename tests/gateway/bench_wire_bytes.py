@@ -187,7 +187,7 @@ class CoapClient:
     def request(self, code, path, payload=b"", token=None, query=(), observe=None):
         self.mid += 1
         m = Message(code=code, payload=payload)
-        # jeton-core's CoAP tokens are 4 random bytes (firmware/core/src/coap/client.rs TOKEN_LEN).
+        # jeton-core's CoAP tokens are 4 random bytes (firmware/core/src/coap/client/mod.rs TOKEN_LEN).
         m.mtype, m.mid, m.token = aiocoap.CON, self.mid, b"\x4a\x01\x02\x03"
         m.opt.uri_path = tuple(s for s in path.split("/") if s)
         m.opt.uri_query = tuple(query)
@@ -268,7 +268,7 @@ def run(synapse, gw):
     content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": ciphertext,
                "session_id": base64.b64encode(os.urandom(32)).decode().rstrip("=")}
 
-    # Observe the room's sync with jeton-core's own filter (firmware/core/src/matrix/send.rs
+    # Observe the room's sync with jeton-core's own filter (firmware/core/src/matrix/login.rs
     # filter_body), so the next event arrives as a notification shaped as the token gets it.
     room_types = ["m.room.encrypted", "m.room.encryption", "m.room.member", "m.room.message"]
     lean_filter = {"event_fields": ["type", "sender", "state_key", "event_id", "room_id", "content.membership",

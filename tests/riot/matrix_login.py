@@ -1,8 +1,9 @@
 """The RIOT tier's Matrix part: jeton-firmware on native64 logs in to a real Synapse through
 the real jeton-gateway over a tap interface, publishes its keys, joins an encrypted room a
-matrix-nio user invites it to, sends a message nio decrypts and decrypts nio's reply, all over
-the protected link (EDHOC + OSCORE): the token is paired with `jeton pair`, its key file goes
-to the firmware with the shell's `pair <hex>`, and the gateway refuses plain requests.
+matrix-nio user invites it to, sends a message nio decrypts and decrypts nio's reply, stores a
+file nio sends in its file system and sends it back after a power cut, all over the protected
+link (EDHOC + OSCORE): the token is paired with `jeton pair`, its key file goes to the
+firmware with the shell's `pair <hex>`, and the gateway refuses plain requests.
 
     tests/.venv/bin/python tests/riot/matrix_login.py <jeton.elf> <tap>
 
@@ -16,6 +17,7 @@ stopped before it exits, and the host address is removed again.
 import asyncio
 import os
 import pathlib
+import random
 import re
 import select
 import signal
@@ -26,7 +28,8 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_stack import NioPeer, free_port, new_user, pair, start_gateway, stop_process, synapse_server  # noqa: E402
+from e2e_stack import (NioPeer, free_port, http_media, new_user, nio_sends_file, pair, start_gateway,  # noqa: E402
+                       stop_process, synapse_server)
 
 HOST_ADDR = "fd00:6a65:746f:6e::1"
 FIRMWARE_ADDR = "fd00:6a65:746f:6e::2"
@@ -90,9 +93,46 @@ class Firmware:
         self.proc.wait()
 
 
-async def exchange(synapse, firmware, user_id, nio_dir):
+FILE_NAME = "from nio.pdf"
+FILE_SIZE = 30 * 1024 + 123
+
+
+async def files_both_ways(synapse, nio, room, firmware, user_id, reboot):
+    """nio sends an encrypted file, which the firmware stores in its file system; after a power
+    cut (the process killed) the firmware sends it back from there, and nio decrypts exactly
+    what it sent. The firmware now running."""
+    from nio import RoomEncryptedFile
+    from nio.crypto.attachments import decrypt_attachment
+
+    data = random.Random(17).randbytes(FILE_SIZE)
+    files = []
+    nio.client.add_event_callback(lambda r, e: files.append((r.room_id, e)), (RoomEncryptedFile,))
+    mark = len(firmware.lines)
+    await nio_sends_file(nio, room, data, FILE_NAME)
+    line = await firmware.expect(r"^file-(received|failed) ", mark, 120)
+    assert line == f"file-received {room} {nio.user_id} {FILE_SIZE} application/pdf {FILE_NAME}", line
+    print(f"files: the firmware received nio's {FILE_SIZE} byte file into its file system", flush=True)
+
+    firmware = reboot(firmware)
+    mark = len(firmware.lines)
+    firmware.command(f"sendfile {room} {FILE_NAME}")
+    line = await firmware.expect(r"^(file-uploaded|file-failed|error) ", mark, 120)
+    assert line == f"file-uploaded 1 {FILE_SIZE} {FILE_NAME}", line
+    await firmware.expect(r"^delivered 1 ", mark)
+    [event] = await nio.wait(lambda: [e for r, e in files if r == room and e.sender == user_id],
+                             "the firmware's file event")
+    assert event.body == FILE_NAME and event.source["content"]["info"]["mimetype"] == "application/pdf", event
+    ciphertext = http_media(synapse, nio.client.access_token, event.url)
+    assert decrypt_attachment(ciphertext, event.key["k"], event.hashes["sha256"], event.iv) == data
+    print("files: after a power cut the firmware sent the stored file back; nio decrypted the same bytes",
+          flush=True)
+    return firmware
+
+
+async def exchange(synapse, firmware, user_id, nio_dir, reboot):
     """A nio user invites the firmware's user to an encrypted room; the firmware joins, sends
-    a message nio decrypts, and decrypts nio's reply."""
+    a message nio decrypts, decrypts nio's reply, and files go both ways
+    (`files_both_ways`). The firmware now running."""
     alice = new_user(synapse, "alice")
     nio = await NioPeer.login(synapse.base, alice, nio_dir, "nio-alice")
     try:
@@ -117,8 +157,26 @@ async def exchange(synapse, firmware, user_id, nio_dir):
         assert line.startswith("message ") and line.endswith(" e2e hello RIOT, from nio"), line
         print("matrix: the firmware joined an encrypted room, nio decrypted its message, it decrypted nio's reply",
               flush=True)
+        mark = len(firmware.lines)
+        firmware.command("status")
+        line = await firmware.expect(r"^status logged-in=true", mark, 10)
+        assert " link=ready " in line and " link-rejected=0" in line, line
+        handshake = re.search(r"link-handshake-bytes=(\d+)", line).group(1)
+        print(f"link: EDHOC handshake {handshake} bytes on the air, CoAP headers included", flush=True)
+        # After the power cut in there the gateway's answers to the killed firmware's requests
+        # still arrive, and the new one drops them (link-rejected counts them).
+        return await files_both_ways(synapse, nio, room, firmware, user_id, reboot)
     finally:
         await nio.close()
+
+
+def print_ps(firmware):
+    """RIOT's `ps`: the threads' stack use, printed with the firmware's other lines."""
+    mark = len(firmware.lines)
+    firmware.command("ps")
+    firmware.wait_for(r"\| shell ", 10, mark)
+    time.sleep(0.5)
+    firmware._pump(0.5)
 
 
 def boot(elf, tap, flash):
@@ -179,19 +237,19 @@ def main(elf, tap):
                     firmware.wait_for(r"^keys-published [1-9]", 60, mark)
                     firmware.command("status")
                     firmware.wait_for(r"^status logged-in=true user=" + re.escape(user_id), 10, mark)
-                    asyncio.run(exchange(synapse, firmware, user_id, work / "nio"))
+                    def reboot(running):
+                        # The threads' stack use so far (tests/riot/run takes the peaks), then
+                        # the power cut.
+                        print_ps(running)
+                        running.stop()
+                        return boot(elf, tap, flash)
+
+                    firmware = asyncio.run(exchange(synapse, firmware, user_id, work / "nio", reboot))
                     mark = len(firmware.lines)
                     firmware.command("status")
                     line = firmware.wait_for(r"^status logged-in=true", 10, mark)
-                    assert " link=ready " in line and " link-rejected=0" in line, line
-                    handshake = re.search(r"link-handshake-bytes=(\d+)", line).group(1)
-                    print(f"link: EDHOC handshake {handshake} bytes on the air, CoAP headers included",
-                          flush=True)
-                    mark = len(firmware.lines)
-                    firmware.command("ps")
-                    firmware.wait_for(r"\| shell ", 10, mark)
-                    time.sleep(0.5)
-                    firmware._pump(0.5)
+                    assert " link=ready " in line, line
+                    print_ps(firmware)
                 finally:
                     firmware.stop()
             finally:

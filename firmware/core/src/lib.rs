@@ -21,7 +21,7 @@
 //! - [`link`] (feature `link`): the protected link to the gateway under the Matrix client:
 //!   EDHOC, then OSCORE on every exchange, the context kept on flash across power cuts.
 //!
-//! The token's whole state with the default capacities takes 35,528 B on a 64-bit host, 33,336 B
+//! The token's whole state with the default capacities takes 34,936 B on a 64-bit host, 33,336 B
 //! without the `link` feature (the test `state_size_with_default_capacities_is_pinned` prints
 //! and pins it).
 //!

@@ -196,31 +196,36 @@ impl fmt::Debug for Link {
     }
 }
 
+// The entry points the token calls are out of line (`#[inline(never)]`): the handshake's and
+// OSCORE's buffers then take stack only while they run, not in every frame of the Matrix code
+// that calls them, and a token's stack is sized by its deepest path.
 impl Link {
-    /// The link of a token with this pairing material (`None`: plain CoAP), resuming the
-    /// context stored in `store` if there is one.
-    pub(crate) fn new<S: Store>(
+    /// Gives the [plain](Link::plain) link a token boots with this pairing material (`None`:
+    /// it stays plain CoAP), resuming the context stored in `store` if there is one. In place,
+    /// so that no second link passes through the boot's stack.
+    #[inline(never)]
+    pub(crate) fn load<S: Store>(
+        &mut self,
         material: Option<KeyFile>,
         store: &mut S,
         scratch: &mut [u8],
         now: Instant,
-    ) -> Result<Link, LinkError> {
-        let mut link = Link::plain();
+    ) -> Result<(), LinkError> {
         let Some(material) = material else {
-            return Ok(link);
+            return Ok(());
         };
         let Some(gateway) = material.peer else {
             return Err(LinkError::Handshake(HandshakeError::MalformedCredential));
         };
-        link.gateway = Some(gateway);
-        link.identity = Some(material.identity);
-        link.context = load_context(store, scratch)?;
-        link.state = if link.context.is_some() {
+        self.gateway = Some(gateway);
+        self.identity = Some(material.identity);
+        self.context = load_context(store, scratch)?;
+        self.state = if self.context.is_some() {
             State::Ready
         } else {
             State::Due { not_before: now }
         };
-        Ok(link)
+        Ok(())
     }
 
     /// A link that protects nothing (no pairing material).
@@ -274,6 +279,7 @@ impl Link {
     }
 
     /// Queues the handshake's next request when one is due.
+    #[inline(never)]
     pub(crate) fn plan<R: Rng, C: Rng, const Q: usize, const P: usize>(
         &mut self,
         coap: &mut Client<C, Q, P>,
@@ -294,15 +300,12 @@ impl Link {
         let State::Due { not_before } = self.state else {
             return Ok(());
         };
-        let (Some(identity), Some(gateway)) = (&self.identity, &self.gateway) else {
-            return Ok(());
-        };
-        if now < not_before {
+        if now < not_before || self.identity.is_none() {
             return Ok(());
         }
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        let started = Initiator::start(seed, identity, gateway);
+        let started = Initiator::start(seed);
         seed.zeroize();
         let retry = State::Due {
             not_before: now.plus_millis(HANDSHAKE_RETRY_MS),
@@ -345,6 +348,7 @@ impl Link {
 
     /// Takes the answer to one of the link's requests ([`Link::owns`]); what it asks to
     /// send next goes out from [`Link::plan`].
+    #[inline(never)]
     pub(crate) fn on_event<S: Store>(
         &mut self,
         event: Event<'_>,
@@ -368,8 +372,11 @@ impl Link {
                 if code != Code::CHANGED {
                     return Err(LinkError::Unavailable(code_number(code)));
                 }
+                let (Some(identity), Some(gateway)) = (&self.identity, &self.gateway) else {
+                    return Ok(());
+                };
                 let (message_3, material) = initiator
-                    .process_message_2(body)
+                    .process_message_2(identity, gateway, body)
                     .map_err(LinkError::Handshake)?;
                 let context = material
                     .security_context()
@@ -408,6 +415,7 @@ impl Link {
     /// Rewrites a datagram the engine wrote into `datagram[..len]` for the wire: a request
     /// becomes its OSCORE form (in place). EDHOC requests, empty ACKs and RSTs go as they
     /// are. `scratch` must hold two datagrams ([`MAX_DATAGRAM`] each).
+    #[inline(never)]
     pub(crate) fn outgoing<S: Store>(
         &mut self,
         datagram: &mut [u8],
@@ -476,6 +484,7 @@ impl Link {
     /// a protected request means the gateway lost the context: the link starts a new
     /// handshake and asks the engine to fail the exchange ([`Incoming::Fail`]), so the layer
     /// above retries it under the new context.
+    #[inline(never)]
     pub(crate) fn incoming(
         &mut self,
         datagram: &[u8],
@@ -751,8 +760,9 @@ mod tests {
             ),
         };
         let mut store: crate::store::MemoryStore<4, 256> = crate::store::MemoryStore::new();
-        let mut link =
-            Link::new(Some(material), &mut store, &mut [0u8; 256], Instant::ZERO).unwrap();
+        let mut link = Link::plain();
+        link.load(Some(material), &mut store, &mut [0u8; 256], Instant::ZERO)
+            .unwrap();
         link.context = Some(SecurityContext::derive(&[3; 16], &[4; 8], &[5], &[6]).unwrap());
         link.state = State::Ready;
         link.remember(Token::new(&[7, 7]).unwrap_or_default(), true, 0);

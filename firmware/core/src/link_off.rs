@@ -37,13 +37,14 @@ impl Link {
         Link
     }
 
-    pub(crate) fn new<S: Store>(
+    pub(crate) fn load<S: Store>(
+        &mut self,
         _material: Option<KeyFile>,
         _store: &mut S,
         _scratch: &mut [u8],
         _now: Instant,
-    ) -> Result<Link, LinkError> {
-        Ok(Link)
+    ) -> Result<(), LinkError> {
+        Ok(())
     }
 
     pub(crate) fn is_ready(&self) -> bool {

@@ -3,7 +3,6 @@
 //! (its credential and private key). Peers reference credentials by kid only.
 
 use lakers::BufferCred;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::HandshakeError;
@@ -105,13 +104,12 @@ impl Identity {
     /// An identity from a stored private key (32-byte P-256 scalar) and its CCS.
     pub fn new(private_key: [u8; 32], ccs: &[u8]) -> Result<Identity, HandshakeError> {
         let credential = Credential::parse(ccs)?;
-        let secret = p256::SecretKey::from_bytes(&private_key.into())
-            .map_err(|_| HandshakeError::MalformedCredential)?;
-        let point = secret.public_key().to_encoded_point(false);
-        let matches = match (point.x(), credential.inner.public_key()) {
-            (Some(x), Some(key)) => x.iter().eq(key.iter()),
-            _ => false,
-        };
+        let (x, _) =
+            crate::p256::public_key(&private_key).ok_or(HandshakeError::MalformedCredential)?;
+        let matches = credential
+            .inner
+            .public_key()
+            .is_some_and(|key| key.iter().eq(x.iter()));
         if !matches {
             return Err(HandshakeError::MalformedCredential);
         }
@@ -124,49 +122,17 @@ impl Identity {
     /// A fresh identity for provisioning: a new P-256 key pair from `seed` (32 bytes from a
     /// CSPRNG) and a CCS naming it by `kid`, with `subject` as its subject claim.
     pub fn generate(seed: [u8; 32], kid: &[u8], subject: &str) -> Result<Identity, HandshakeError> {
-        let mut rng = SeededRng::new(seed);
-        let secret = p256::SecretKey::random(&mut rng);
-        let point = secret.public_key().to_encoded_point(false);
-        let (Some(x), Some(y)) = (point.x(), point.y()) else {
-            return Err(HandshakeError::MalformedCredential);
-        };
-        if kid.len() > MAX_KID_LEN || kid.len() > 23 || subject.len() > 255 {
-            return Err(HandshakeError::MalformedCredential);
+        let (mut private_key, x, y) = crate::p256::generate(&mut SeededRng::new(seed));
+        match ccs(kid, subject, &x, &y) {
+            Ok(credential) => Ok(Identity {
+                private_key,
+                credential,
+            }),
+            Err(error) => {
+                private_key.zeroize();
+                Err(error)
+            }
         }
-        let mut ccs = BufferCred::new();
-        let mut push = |bytes: &[u8]| {
-            ccs.extend_from_slice(bytes)
-                .map_err(|_| HandshakeError::MalformedCredential)
-        };
-        push(&[0xA2, 0x02])?;
-        if subject.len() < 24 {
-            push(&[0x60 | subject.len() as u8])?;
-        } else {
-            push(&[0x78, subject.len() as u8])?;
-        }
-        push(subject.as_bytes())?;
-        push(&[
-            0x08,
-            0xA1,
-            0x01,
-            0xA5,
-            0x01,
-            0x02,
-            0x02,
-            0x40 | kid.len() as u8,
-        ])?;
-        push(kid)?;
-        push(&[0x20, 0x01, 0x21, 0x58, 0x20])?;
-        push(x)?;
-        push(&[0x22, 0x58, 0x20])?;
-        push(y)?;
-        let mut private_key = [0u8; 32];
-        private_key.copy_from_slice(&secret.to_bytes());
-        let credential = Credential::parse(ccs.as_slice())?;
-        Ok(Identity {
-            private_key,
-            credential,
-        })
     }
 
     /// This endpoint's credential, to give to the peer at provisioning.
@@ -182,4 +148,44 @@ impl Identity {
     pub(crate) fn private_key_array(&self) -> [u8; 32] {
         self.private_key
     }
+}
+
+/// The CCS `{2: subject, 8: {1: COSE_Key}}` of a P-256 public key `(x, y)` named by `kid`.
+fn ccs(
+    kid: &[u8],
+    subject: &str,
+    x: &[u8; 32],
+    y: &[u8; 32],
+) -> Result<Credential, HandshakeError> {
+    if kid.len() > MAX_KID_LEN || kid.len() > 23 || subject.len() > 255 {
+        return Err(HandshakeError::MalformedCredential);
+    }
+    let mut ccs = BufferCred::new();
+    let mut push = |bytes: &[u8]| {
+        ccs.extend_from_slice(bytes)
+            .map_err(|_| HandshakeError::MalformedCredential)
+    };
+    push(&[0xA2, 0x02])?;
+    if subject.len() < 24 {
+        push(&[0x60 | subject.len() as u8])?;
+    } else {
+        push(&[0x78, subject.len() as u8])?;
+    }
+    push(subject.as_bytes())?;
+    push(&[
+        0x08,
+        0xA1,
+        0x01,
+        0xA5,
+        0x01,
+        0x02,
+        0x02,
+        0x40 | kid.len() as u8,
+    ])?;
+    push(kid)?;
+    push(&[0x20, 0x01, 0x21, 0x58, 0x20])?;
+    push(x)?;
+    push(&[0x22, 0x58, 0x20])?;
+    push(y)?;
+    Credential::parse(ccs.as_slice())
 }

@@ -4,20 +4,17 @@
 //! on a point off the curve or a ciphertext shorter than its tag (they become errors or an
 //! all-zero secret that no MAC verifies with).
 
-use aes::Aes128;
 use ccm::aead::{AeadInOut, KeyInit};
-use ccm::consts::{U8, U13};
 use lakers_shared::{
     AES_CCM_TAG_LEN, BufferCiphertext3, BufferPlaintext3, BytesCcmIvLen, BytesCcmKeyLen,
     BytesHashLen, BytesMaxBuffer, BytesMaxInfoBuffer, BytesP256ElemLen, Crypto, EDHOCError,
     MAX_BUFFER_LEN,
 };
-use p256::elliptic_curve::point::{AffineCoordinates, DecompressPoint};
 use sha2::{Digest, Sha256};
 
 use crate::seeded_rng::SeededRng;
 
-type AesCcm16_64_128 = ccm::Ccm<Aes128, U8, U13>;
+use crate::aead::AesCcm16_64_128;
 
 /// lakers' crypto backend for the link, drawing randomness from a [`SeededRng`].
 pub(crate) struct LinkCrypto {
@@ -130,28 +127,17 @@ impl Crypto for LinkCrypto {
         private_key: &BytesP256ElemLen,
         public_key: &BytesP256ElemLen,
     ) -> BytesP256ElemLen {
-        let secret = p256::SecretKey::from_bytes(private_key.into());
-        let public = p256::AffinePoint::decompress(public_key.into(), 1.into());
-        match (secret, Option::<p256::AffinePoint>::from(public)) {
-            (Ok(secret), Some(public)) => {
-                (*p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), public).raw_secret_bytes())
-                    .into()
-            }
-            // An invalid point (the link refuses those before lakers sees them): a secret
-            // no MAC verifies with, instead of a panic.
-            _ => [0; 32],
-        }
+        // An invalid point (the link refuses those before lakers sees them): a secret no MAC
+        // verifies with, instead of a panic.
+        crate::p256::ecdh(private_key, public_key).unwrap_or([0; 32])
     }
 
     fn get_random_byte(&mut self) -> u8 {
-        // The low byte of a 32-bit draw, as lakers' own backend takes it, so a seed gives
-        // the same handshake under either backend.
-        rand_core_06::RngCore::next_u32(&mut self.rng) as u8
+        self.rng.next_byte()
     }
 
     fn p256_generate_key_pair(&mut self) -> (BytesP256ElemLen, BytesP256ElemLen) {
-        let secret = p256::SecretKey::random(&mut self.rng);
-        let public = secret.public_key().as_affine().x();
-        (secret.to_bytes().into(), public.into())
+        let (secret, x, _) = crate::p256::generate(&mut self.rng);
+        (secret, x)
     }
 }

@@ -7,8 +7,9 @@
 //! consumes the state.
 
 use lakers::{
-    ConnId, CredentialTransfer, EDHOCMethod, EDHOCSuite, EdhocInitiator, EdhocInitiatorWaitM2,
-    EdhocMessageBuffer, EdhocResponder, EdhocResponderWaitM3,
+    ConnId, CredentialTransfer, EDHOCMethod, EDHOCSuite, EdhocInitiator, EdhocInitiatorProcessedM2,
+    EdhocInitiatorProcessingM2, EdhocInitiatorWaitM2, EdhocMessageBuffer, EdhocResponder,
+    EdhocResponderWaitM3, IdCred,
 };
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -52,11 +53,7 @@ impl core::fmt::Debug for EdhocMessage {
 /// lakers issue 93; this crate's backend returns a secret no MAC verifies with). The link
 /// checks G_X and G_Y here, so such a message is refused as malformed before lakers sees it.
 fn is_p256_x(x: &[u8]) -> bool {
-    use p256::elliptic_curve::point::DecompressPoint;
-    let Ok(x) = <&[u8; 32]>::try_from(x) else {
-        return false;
-    };
-    bool::from(p256::AffinePoint::decompress(x.into(), 1.into()).is_some())
+    <&[u8; 32]>::try_from(x).is_ok_and(crate::p256::is_x_coordinate)
 }
 
 /// G_X in message_1 = (METHOD, SUITES_I, G_X, C_I, ...): skips the method (a small
@@ -202,24 +199,19 @@ where
     Ok(out)
 }
 
-/// The token's side: start with [`Initiator::start`].
+/// The token's side: start with [`Initiator::start`]. Only lakers' state and C_I wait for
+/// message_2: the token's identity and the pinned gateway credential come with it, from
+/// wherever the caller keeps them.
 #[derive(Debug)]
 pub struct Initiator {
     state: EdhocInitiatorWaitM2<LinkCrypto>,
-    identity: Identity,
-    gateway: Credential,
     c_i: ConnId,
 }
 
 impl Initiator {
     /// Starts a handshake: returns the state waiting for message_2 and message_1 to send.
-    /// `seed` is 32 fresh bytes from the platform's CSPRNG; `gateway` is the pinned
-    /// credential of the gateway.
-    pub fn start(
-        seed: [u8; 32],
-        identity: &Identity,
-        gateway: &Credential,
-    ) -> Result<(Initiator, EdhocMessage), HandshakeError> {
+    /// `seed` is 32 fresh bytes from the platform's CSPRNG.
+    pub fn start(seed: [u8; 32]) -> Result<(Initiator, EdhocMessage), HandshakeError> {
         let initiator = EdhocInitiator::new(
             LinkCrypto::new(SeededRng::new(seed)),
             EDHOCMethod::StatStat,
@@ -228,53 +220,82 @@ impl Initiator {
         let (state, message_1) = initiator.prepare_message_1(None, &None)?;
         // lakers picks C_I inside message_1: method, SUITES_I, G_X, C_I.
         let c_i = connection_id_at_end(message_1.as_slice())?;
-        Ok((
-            Initiator {
-                state,
-                identity: identity.clone(),
-                gateway: *gateway,
-                c_i,
-            },
-            EdhocMessage(message_1),
-        ))
+        Ok((Initiator { state, c_i }, EdhocMessage(message_1)))
     }
 
-    /// Verifies message_2 against the pinned gateway credential and returns message_3 and
-    /// the OSCORE material. The caller sends message_3 (or combines it with its first OSCORE
-    /// request, RFC 9668) and may use the context at once.
+    /// Verifies message_2 against `gateway`, the gateway's pinned credential, authenticates
+    /// the token as `identity`, and returns message_3 and the OSCORE material. The caller
+    /// sends message_3 (or combines it with its first OSCORE request, RFC 9668) and may use
+    /// the context at once.
+    ///
+    /// The steps run out of line one after the other, so that the buffers lakers moves
+    /// between them are not all on a token's stack at once.
     pub fn process_message_2(
         self,
+        identity: &Identity,
+        gateway: &Credential,
         message_2: &[u8],
     ) -> Result<(EdhocMessage, OscoreMaterial), HandshakeError> {
-        if !message_2_key(message_2).is_some_and(is_p256_x) {
-            return Err(HandshakeError::Malformed);
-        }
-        let message_2 = buffer(message_2)?;
-        let (mut processing, c_r, id_cred_r, ead_2) = self.state.parse_message_2(&message_2)?;
-        if ead_2.is_some_and(|ead| ead.is_critical) {
-            return Err(HandshakeError::Malformed);
-        }
-        if !id_cred_r.reference_only() {
-            return Err(HandshakeError::CredentialByValue);
-        }
-        let valid = lakers::credential_check_or_fetch(Some(self.gateway.inner), id_cred_r)?;
-        processing.set_identity(
-            self.identity.private_key_array(),
-            self.identity.credential().inner,
-        )?;
-        let processed = processing.verify_message_2(valid)?;
-        let (waiting, message_3, _prk_out) =
-            processed.prepare_message_3(CredentialTransfer::ByReference, &None)?;
-        let mut done = waiting.completed_without_message_4()?;
-        let peer_kid = Kid::new(self.gateway.kid())?;
-        let material = material(
-            |label, len| done.edhoc_exporter(label, &[], len),
-            &self.c_i,
-            &c_r,
-            peer_kid,
-        )?;
-        Ok((EdhocMessage(message_3), material))
+        let (processing, c_r, id_cred_r) = parse_message_2(self.state, message_2)?;
+        let processed = verify_message_2(processing, identity, gateway, id_cred_r)?;
+        prepare_message_3(processed, &self.c_i, &c_r, gateway)
     }
+}
+
+/// message_2's framing and G_Y checked, then parsed and decrypted by lakers; no critical EAD
+/// and a credential referenced by kid.
+#[inline(never)]
+fn parse_message_2(
+    state: EdhocInitiatorWaitM2<LinkCrypto>,
+    message_2: &[u8],
+) -> Result<(EdhocInitiatorProcessingM2<LinkCrypto>, ConnId, IdCred), HandshakeError> {
+    if !message_2_key(message_2).is_some_and(is_p256_x) {
+        return Err(HandshakeError::Malformed);
+    }
+    let message_2 = buffer(message_2)?;
+    let (processing, c_r, id_cred_r, ead_2) = state.parse_message_2(&message_2)?;
+    if ead_2.is_some_and(|ead| ead.is_critical) {
+        return Err(HandshakeError::Malformed);
+    }
+    if !id_cred_r.reference_only() {
+        return Err(HandshakeError::CredentialByValue);
+    }
+    Ok((processing, c_r, id_cred_r))
+}
+
+/// The gateway's MAC_2 verified against the pinned credential.
+#[inline(never)]
+fn verify_message_2(
+    mut processing: EdhocInitiatorProcessingM2<LinkCrypto>,
+    identity: &Identity,
+    gateway: &Credential,
+    id_cred_r: IdCred,
+) -> Result<EdhocInitiatorProcessedM2<LinkCrypto>, HandshakeError> {
+    let valid = lakers::credential_check_or_fetch(Some(gateway.inner), id_cred_r)?;
+    processing.set_identity(identity.private_key_array(), identity.credential().inner)?;
+    Ok(processing.verify_message_2(valid)?)
+}
+
+/// message_3 and the OSCORE material exported from the completed handshake.
+#[inline(never)]
+fn prepare_message_3(
+    processed: EdhocInitiatorProcessedM2<LinkCrypto>,
+    c_i: &ConnId,
+    c_r: &ConnId,
+    gateway: &Credential,
+) -> Result<(EdhocMessage, OscoreMaterial), HandshakeError> {
+    let (waiting, message_3, mut prk_out) =
+        processed.prepare_message_3(CredentialTransfer::ByReference, &None)?;
+    prk_out.zeroize();
+    let mut done = waiting.completed_without_message_4()?;
+    let peer_kid = Kid::new(gateway.kid())?;
+    let material = material(
+        |label, len| done.edhoc_exporter(label, &[], len),
+        c_i,
+        c_r,
+        peer_kid,
+    )?;
+    Ok((EdhocMessage(message_3), material))
 }
 
 /// The last CBOR item of message_1 is C_I; lakers only emits the one-byte integer form.
@@ -414,9 +435,9 @@ mod tests {
         pinned: &Credential,
         known: Option<Credential>,
     ) -> Result<(OscoreMaterial, OscoreMaterial, [usize; 4]), HandshakeError> {
-        let (initiator, m1) = Initiator::start([3; 32], token, pinned)?;
+        let (initiator, m1) = Initiator::start([3; 32])?;
         let (responder, m2) = Responder::respond([4; 32], gateway, m1.as_bytes(), &[0x05])?;
-        let (m3, token_side) = initiator.process_message_2(m2.as_bytes())?;
+        let (m3, token_side) = initiator.process_message_2(token, pinned, m2.as_bytes())?;
         let (gateway_side, m4) =
             responder.process_message_3(m3.as_bytes(), |kid| known.filter(|c| c.kid() == kid))?;
         let sizes = [
@@ -516,19 +537,23 @@ mod tests {
     #[test]
     fn flipped_bits_in_messages_2_and_3_fail() {
         let (token, gateway) = identities();
-        let (_, m1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+        let (_, m1) = Initiator::start([3; 32]).unwrap();
         let (_, m2) = Responder::respond([4; 32], &gateway, m1.as_bytes(), &[0x05]).unwrap();
         for bit in 0..m2.as_bytes().len() * 8 {
-            let (initiator, _) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+            let (initiator, _) = Initiator::start([3; 32]).unwrap();
             let mut bad = m2.as_bytes().to_vec();
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                initiator.process_message_2(&bad).is_err(),
+                initiator
+                    .process_message_2(&token, gateway.credential(), &bad)
+                    .is_err(),
                 "message_2 bit {bit}"
             );
         }
-        let (initiator, _) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
-        let (m3, _) = initiator.process_message_2(m2.as_bytes()).unwrap();
+        let (initiator, _) = Initiator::start([3; 32]).unwrap();
+        let (m3, _) = initiator
+            .process_message_2(&token, gateway.credential(), m2.as_bytes())
+            .unwrap();
         for bit in 0..m3.as_bytes().len() * 8 {
             let (responder, _) =
                 Responder::respond([4; 32], &gateway, m1.as_bytes(), &[0x05]).unwrap();
@@ -541,8 +566,8 @@ mod tests {
 
     #[test]
     fn flipped_bits_in_message_1_fail_or_change_nothing_and_never_panic() {
-        let (token, gateway) = identities();
-        let (_, m1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+        let (_, gateway) = identities();
+        let (_, m1) = Initiator::start([3; 32]).unwrap();
         for bit in 0..m1.as_bytes().len() * 8 {
             let mut bad = m1.as_bytes().to_vec();
             bad[bit / 8] ^= 1 << (bit % 8);
@@ -560,8 +585,8 @@ mod tests {
                                           at in 0usize..200, byte in proptest::prelude::any::<u8>()) {
             let (token, gateway) = identities();
             let _ = Responder::respond([4; 32], &gateway, &bytes, &[0x05]);
-            let (initiator, m1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
-            let _ = initiator.process_message_2(&bytes);
+            let (initiator, m1) = Initiator::start([3; 32]).unwrap();
+            let _ = initiator.process_message_2(&token, gateway.credential(), &bytes);
             let (responder, _) = Responder::respond([4; 32], &gateway, m1.as_bytes(), &[0x05]).unwrap();
             let _ = responder.process_message_3(&bytes, |_| Some(*token.credential()));
             // And near-valid ones: a real message_1 with one byte replaced.
@@ -587,8 +612,8 @@ mod tests {
 
     #[test]
     fn a_connection_id_equal_to_c_i_is_refused() {
-        let (token, gateway) = identities();
-        let (_, m1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+        let (_, gateway) = identities();
+        let (_, m1) = Initiator::start([3; 32]).unwrap();
         let c_i = *m1.as_bytes().last().unwrap();
         assert_eq!(
             Responder::respond([4; 32], &gateway, m1.as_bytes(), &[c_i]).unwrap_err(),

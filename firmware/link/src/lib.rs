@@ -32,10 +32,12 @@
 //! let gateway = Identity::generate([2; 32], b"\x02", "gateway").unwrap();
 //!
 //! // EDHOC: message_1 (token) -> message_2 (gateway) -> message_3 (token).
-//! let (initiator, message_1) = Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+//! let (initiator, message_1) = Initiator::start([3; 32]).unwrap();
 //! let (responder, message_2) =
 //!     Responder::respond([4; 32], &gateway, message_1.as_bytes(), &[0x05]).unwrap();
-//! let (message_3, token_side) = initiator.process_message_2(message_2.as_bytes()).unwrap();
+//! let (message_3, token_side) = initiator
+//!     .process_message_2(&token, gateway.credential(), message_2.as_bytes())
+//!     .unwrap();
 //! let (gateway_side, _message_4) = responder
 //!     .process_message_3(message_3.as_bytes(), |kid| {
 //!         (kid == token.credential().kid()).then(|| *token.credential())
@@ -95,7 +97,10 @@
 //!
 //! # Features
 //!
-//! None.
+//! - `cortex-m4-asm`: P-256 on `p256-cortex-m4` (P256-Cortex-M4's assembly) when built for a
+//!   Cortex-M4 or M33 (`thumbv7em`, `thumbv8m.main`), RustCrypto's `p256` otherwise. Both give
+//!   the same keys, secrets and messages; the Cortex-M4 tier checks the device's against
+//!   RFC 9529 and the host's.
 //!
 //! # Specification
 //!
@@ -112,14 +117,18 @@
     )
 )]
 
+mod aead;
 pub mod credential;
 mod crypto_backend;
 pub mod edhoc;
 mod error;
 pub mod message;
 pub mod oscore;
+mod p256;
 pub mod pairing;
 mod seeded_rng;
+
+pub use p256::device_check;
 
 pub use credential::{Credential, Identity, Kid};
 pub use edhoc::{

@@ -24,22 +24,16 @@ impl SeededRng {
             used: 32,
         }
     }
-}
 
-impl rand_core_06::RngCore for SeededRng {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
+    /// The low byte of a 32-bit draw (four bytes, little-endian), as lakers' own backend
+    /// takes a random byte, so that a seed gives the same handshake under either backend.
+    pub(crate) fn next_byte(&mut self) -> u8 {
+        let mut word = [0u8; 4];
+        self.fill_bytes(&mut word);
+        word[0]
     }
 
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
-    }
-
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
+    pub(crate) fn fill_bytes(&mut self, dest: &mut [u8]) {
         for byte in dest {
             if self.used == self.block.len() {
                 let mut hash = Sha256::new();
@@ -53,11 +47,4 @@ impl rand_core_06::RngCore for SeededRng {
             self.used += 1;
         }
     }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
 }
-
-impl rand_core_06::CryptoRng for SeededRng {}

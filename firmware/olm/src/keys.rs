@@ -3,7 +3,6 @@
 
 use core::fmt;
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -100,16 +99,23 @@ impl Ed25519PublicKey {
         let bytes: [u8; 32] = bytes
             .try_into()
             .map_err(|_| DecodeError::InvalidKeyLength)?;
-        VerifyingKey::from_bytes(&bytes).map_err(|_| DecodeError::InvalidPublicKey)?;
+        if !active::ed25519_is_point(&bytes) {
+            return Err(DecodeError::InvalidPublicKey);
+        }
         Ok(Self(bytes))
     }
 
     /// Verifies `signature` over `message` with the strict rules vodozemac uses
     /// (`verify_strict`: no small-order keys, canonical `s`).
     pub fn verify(&self, message: &[u8], signature: &Ed25519Signature) -> Result<(), DecodeError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| DecodeError::InvalidPublicKey)?;
-        key.verify_strict(message, &Signature::from_bytes(&signature.0))
-            .map_err(|_| DecodeError::InvalidSignature)
+        if !active::ed25519_is_point(&self.0) {
+            return Err(DecodeError::InvalidPublicKey);
+        }
+        if active::ed25519_verify(&self.0, message, &signature.0) {
+            Ok(())
+        } else {
+            Err(DecodeError::InvalidSignature)
+        }
     }
 }
 

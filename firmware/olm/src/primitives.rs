@@ -1,9 +1,10 @@
 //! The elliptic-curve operations whose results are fixed by their inputs — X25519 public
-//! keys and Diffie-Hellman, Ed25519 public keys and signatures — and which crate computes
-//! them. Signature *verification* is not here: it always uses ed25519-dalek's
-//! `verify_strict`, the acceptance rules vodozemac has.
+//! keys and Diffie-Hellman, Ed25519 public keys, signatures and verification — and which
+//! crate computes them. Verification accepts what ed25519-dalek's `verify_strict` accepts,
+//! the rules vodozemac has.
 //!
-//! Two backends give byte-identical results (the differential tests compare them):
+//! Two backends give byte-identical results and verdicts (the differential tests compare
+//! them):
 //! `dalek` (x25519-dalek and ed25519-dalek, the default) and, with the `cortex-m4-asm`
 //! feature, `salty` (the `salty` crate's field arithmetic: Björn Haase's Cortex-M4 assembly
 //! on `thumbv7em`/`thumbv8m.main`, a portable TweetNaCl field elsewhere).
@@ -63,6 +64,11 @@ pub mod device_check {
     /// Ed25519 signature of `message` with the key of a 32-byte seed (RFC 8032).
     pub fn ed25519_sign(seed: &[u8; 32], message: &[u8]) -> [u8; 64] {
         active::Ed25519Secret::from_seed(seed).sign(message)
+    }
+
+    /// Whether `signature` is `public`'s over `message` (`verify_strict`'s rules).
+    pub fn ed25519_verify(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+        active::ed25519_verify(public, message, signature)
     }
 }
 

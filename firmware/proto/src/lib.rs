@@ -5,7 +5,8 @@
 //! - [`keys`]: the CBOR integer key tables (MSC3079 v1 keys 1-104, and the append-only jeton v2 table
 //!   that adds the keys of the E2EE traffic).
 //! - [`path`]: the CoAP short-path table (MSC3079 v1 enums `0`..`u`, and the jeton v2 `/v3/` paths) with
-//!   percent-encoding that round-trips Matrix identifiers (`!room:server`, `$event`).
+//!   percent-encoding that round-trips Matrix identifiers (`!room:server`, `$event`); [`path::endpoint`]
+//!   names the enums a token sends requests to.
 //! - [`binary`]: which JSON fields travel as CBOR byte strings under v2 (ciphertexts, keys, signatures,
 //!   session ids), as a table of field paths.
 //! - [`ids`]: event ids and room ids that are SHA-256 hashes, which v2 carries as their 32 bytes.

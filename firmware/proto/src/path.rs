@@ -17,6 +17,8 @@
 
 use core::fmt::Write;
 
+pub mod endpoint;
+
 use crate::TableVersion;
 
 /// How many entries of [`COAP_PATHS`] MSC3079 version 1 defines.

@@ -268,6 +268,7 @@ jeton token commands:
   join <room>          accept an invite / join a room
   refuse <room>        refuse an invite
   send <room> <text>   send an encrypted message
+  sendfile <room> <name> send a stored file (received files are stored by name)
   log [room]           recent messages
   verify <user> <device> verify a device by SAS (the token starts)
   confirm              accept a verification, or confirm that the numbers match
@@ -301,6 +302,11 @@ pub(crate) fn run_shell() -> ! {
         )
         .and(cstr!("log"), cstr!("recent messages"), post)
         .and(cstr!("send"), cstr!("send an encrypted message"), post)
+        .and(
+            cstr!("sendfile"),
+            cstr!("send a stored file: <room> <name>"),
+            post,
+        )
         .and(cstr!("refuse"), cstr!("refuse an invite"), post)
         .and(cstr!("join"), cstr!("join a room"), post)
         .and(cstr!("invites"), cstr!("pending invites"), post)

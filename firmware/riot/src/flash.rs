@@ -1,9 +1,10 @@
 //! The storage adapter: jeton's region of the board's first MTD device (`MTD_0`).
 //!
-//! On native64 that is RIOT's file-backed MTD (`MEMORY.bin` in the working directory, 8 MiB in
+//! On native64 that is RIOT's file-backed MTD (a file named on the command line, 8 MiB in
 //! 4 KiB sectors); on Cortex-M boards it is whatever the board exposes as `MTD_0`.
-//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 33, at least 7, see
-//! riot-sys-config/), laid out by [`Region`].
+//! jeton uses the first `JETON_FLASH_SECTORS` sectors (default 33, at least 7) for its
+//! records and the next `JETON_FILES_SECTORS` (default 1024, fewer where the device ends
+//! sooner) for the token's files (see riot-sys-config/), laid out by [`Region`].
 
 /// What went wrong talking to the flash device.
 #[non_exhaustive]
@@ -37,8 +38,12 @@ impl core::error::Error for FlashError {}
 // SAFETY: the declarations match jeton_platform.c; each call site states what it passes.
 #[allow(unsafe_code)]
 unsafe extern "C" {
-    fn jeton_flash_init(sector_size: *mut u32, sector_count: *mut u32, write_size: *mut u32)
-    -> i32;
+    fn jeton_flash_init(
+        sector_size: *mut u32,
+        sector_count: *mut u32,
+        write_size: *mut u32,
+        device_sectors: *mut u32,
+    ) -> i32;
     fn jeton_flash_read(offset: u32, dest: *mut u8, count: u32) -> i32;
     fn jeton_flash_write(offset: u32, src: *const u8, count: u32) -> i32;
     fn jeton_flash_erase_sectors(first: u32, count: u32) -> i32;
@@ -64,23 +69,39 @@ pub(crate) enum Region {
     Store,
     /// Scratch space for the `selftest` command; its contents mean nothing.
     SelfTest,
+    /// The token's file system (see `files.rs`): the sectors after jeton's records.
+    Files,
 }
 
 /// jeton's region of `MTD_0`.
 #[derive(Debug)]
 pub(crate) struct Flash {
     sector_size: u32,
+    /// jeton's records: sectors 0 to `sector_count - 1`.
     sector_count: u32,
     write_size: u32,
+    /// The token's files: the next `files_sectors` sectors.
+    files_sectors: u32,
 }
+
+/// Sectors of `MTD_0` after jeton's records that hold the token's files
+/// (`JETON_FILES_SECTORS`, riot-sys-config/jeton.mk).
+const FILES_SECTORS: u32 = crate::parse_u32(env!("JETON_FILES_SECTORS"));
 
 impl Flash {
     /// Initialises `MTD_0` and reads its geometry.
     #[allow(unsafe_code)]
     pub(crate) fn open() -> Result<Self, FlashError> {
-        let (mut sector_size, mut sector_count, mut write_size) = (0, 0, 0);
-        // SAFETY: the three pointers are to live locals the C side only writes to.
-        check(unsafe { jeton_flash_init(&mut sector_size, &mut sector_count, &mut write_size) })?;
+        let (mut sector_size, mut sector_count, mut write_size, mut device_sectors) = (0, 0, 0, 0);
+        // SAFETY: the four pointers are to live locals the C side only writes to.
+        check(unsafe {
+            jeton_flash_init(
+                &mut sector_size,
+                &mut sector_count,
+                &mut write_size,
+                &mut device_sectors,
+            )
+        })?;
         // Sector 0 (reserved: it held an earlier build's account pickle), storage key, the store's two pages of two sectors, self-test scratch.
         if sector_count < 7 || sector_size == 0 {
             return Err(FlashError::OutOfRegion);
@@ -89,6 +110,9 @@ impl Flash {
             sector_size,
             sector_count,
             write_size,
+            files_sectors: device_sectors
+                .saturating_sub(sector_count)
+                .min(FILES_SECTORS),
         })
     }
 
@@ -110,6 +134,7 @@ impl Flash {
             Region::StorageKey => (1, 1),
             Region::Store => (2, self.sector_count - 3),
             Region::SelfTest => (self.sector_count - 1, 1),
+            Region::Files => (self.sector_count, self.files_sectors),
         }
     }
 

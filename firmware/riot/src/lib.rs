@@ -2,9 +2,10 @@
 //!
 //! The token's firmware for RIOT: it maps the platform a token needs onto RIOT (hardware RNG
 //! through the `random` module, a millisecond clock from ztimer, one UDP socket on GNRC,
-//! jeton's region of the board's MTD flash) and exposes the token through RIOT's shell with
-//! the command names `jeton-sim` uses. The RNG, the clock and the record store implement
-//! jeton-core's `platform::Rng`, `platform::Clock` and `store::Store`; the device identity is
+//! jeton's region of the board's MTD flash with the record store and the file system) and
+//! exposes the token through RIOT's shell with the command names `jeton-sim` uses. The RNG,
+//! the clock, the record store and the file system implement jeton-core's `platform::Rng`,
+//! `platform::Clock`, `store::Store` and `files::FileStore`; the device identity is
 //! jeton-olm's Olm account, kept on flash as an encrypted pickle; LED0 and BTN0 form the
 //! panel. It is the only crate that names riot-wrappers or riot-sys; everything a token
 //! decides lives in jeton-core.
@@ -30,13 +31,15 @@
 //! The shell then offers `help`, `status`, `keys`, `selftest`, `gateway <addr> <port>`,
 //! `pair <hex>` (the link's key file from `jeton pair --token-out`) and
 //! jeton-sim's Matrix commands (`login <user> <password>`, `rooms`, `invites`, `join`,
-//! `refuse`, `send`, `log`) with jeton-sim's output.
+//! `refuse`, `send`, `sendfile`, `log`) with jeton-sim's output. Received files are kept in
+//! the token's file system (`files.rs`) and sent again by name.
 //!
 //! # Features
 //!
 //! - `link`: the protected link to the gateway (EDHOC + OSCORE, jeton-core's `link`
-//!   feature); boards/native64/board.mk turns it on.
-//! - `cortex-m4-asm`: jeton-olm's Cortex-M4 backend (riot-sys-config/cortex-m4f.mk).
+//!   feature); riot-sys-config/jeton.mk turns it on for every board (`JETON_LINK`).
+//! - `cortex-m4-asm`: the Cortex-M4 backends of jeton-olm and, with `link`, jeton-link
+//!   (riot-sys-config/cortex-m4f.mk).
 //!
 //! Otherwise what the firmware can do is decided by the RIOT modules of the build
 //! (`riot-sys-config/jeton.mk`) and the board fragment (`boards/<board>/board.mk`).
@@ -56,6 +59,7 @@
 mod board;
 mod clock;
 mod commands;
+mod files;
 mod flash;
 mod identity;
 mod link;
@@ -74,17 +78,16 @@ use static_cell::StaticCell;
 
 riot_main!(main);
 
-/// The shell thread's stack in bytes (`JETON_SHELL_STACKSIZE`, see riot-sys-config/README.md).
-const SHELL_STACKSIZE: usize = match option_env!("JETON_SHELL_STACKSIZE") {
-    Some(size) => parse_usize(size),
-    None => 8192,
-};
+/// The shell thread's stack in bytes: `JETON_SHELL_STACKSIZE`, which riot-sys-config/jeton.mk
+/// sets for every build (see riot-sys-config/README.md, "Stack sizes").
+const SHELL_STACKSIZE: usize = parse_u32(env!("JETON_SHELL_STACKSIZE")) as usize;
 
-const fn parse_usize(text: &str) -> usize {
+/// A decimal number from the build's configuration (riot-sys-config/jeton.mk), at compile time.
+const fn parse_u32(text: &str) -> u32 {
     let mut rest = text.as_bytes();
-    let mut value = 0usize;
+    let mut value = 0u32;
     while let [digit, tail @ ..] = rest {
-        value = value * 10 + (*digit - b'0') as usize;
+        value = value * 10 + (*digit - b'0') as u32;
         rest = tail;
     }
     value
@@ -119,7 +122,8 @@ fn main() {
         };
         println!("jeton token booting");
         device.print_status();
-        let mut token = boot_token(TOKEN.uninit(), flash, &clock);
+        let files = flash.as_ref().ok().and_then(files::mount);
+        let mut token = boot_token(TOKEN.uninit(), flash, files, &clock);
         let mut gateway_store = flash
             .as_ref()
             .ok()
@@ -238,12 +242,15 @@ fn main() {
 fn boot_token<'f>(
     slot: &'f mut MaybeUninit<matrix::FirmwareToken<'f>>,
     flash: &'f Result<flash::Flash, flash::FlashError>,
+    files: Option<files::TokenFiles>,
     clock: &clock::MonotonicClock,
 ) -> Result<&'f mut matrix::FirmwareToken<'f>, BootError> {
     let flash = flash.as_ref().map_err(|err| BootError::Flash(*err))?;
     let key = identity::storage_key(flash).map_err(BootError::StorageKey)?;
     let rng = rng::HardwareRng::new().map_err(BootError::Rng)?;
-    let store = store::RecordStore::open(flash).map_err(BootError::Flash)?;
+    let store = store::RecordStore::open(flash)
+        .map_err(BootError::Flash)?
+        .with_files(files);
     let config = jeton_core::matrix::Config::new(*key);
     let ui = matrix::ConsoleUi;
     #[cfg(feature = "link")]

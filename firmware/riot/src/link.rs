@@ -80,7 +80,7 @@ pub(crate) fn stored(store: &mut RecordStore<'_>) -> Option<jeton_core::link::Ke
 /// Decodes `hex` into `out`; the length, or None if it is not hex or does not fit.
 fn decode_hex(hex: &str, out: &mut [u8]) -> Option<usize> {
     let digits = hex.as_bytes();
-    if digits.len() % 2 != 0 || digits.len() / 2 > out.len() {
+    if !digits.len().is_multiple_of(2) || digits.len() / 2 > out.len() {
         return None;
     }
     for (pair, byte) in digits.chunks_exact(2).zip(out.iter_mut()) {

@@ -10,6 +10,7 @@
 use core::fmt::Write;
 
 use embedded_nal::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use jeton_core::files::attachment::mime_type_of;
 use jeton_core::matrix::{EscapedBody, Token, Ui, UiEvent};
 use jeton_core::platform::{Clock, Instant};
 use jeton_core::store::{RecordId, Store};
@@ -356,11 +357,7 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
         },
         Some("send") => {
             let room = words.next();
-            let text = line
-                .trim_start()
-                .splitn(3, char::is_whitespace)
-                .nth(2)
-                .map(str::trim);
+            let text = after_two_words(line);
             match (room, text) {
                 (Some(room), Some(text)) if !text.is_empty() => {
                     token.send_text(room, text, now).map(drop).map_err(|err| {
@@ -371,6 +368,15 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
                 _ => Err(&"send needs a room id and a text"),
             }
         }
+        Some("sendfile") => match (words.next(), after_two_words(line)) {
+            (Some(room), Some(name)) if !name.is_empty() => token
+                .send_file(room, name, mime_type_of(name), now)
+                .map_err(|err| {
+                    println!("error {err}");
+                    &"" as &dyn core::fmt::Display
+                }),
+            _ => Err(&"sendfile needs a room id and the name of a stored file"),
+        },
         Some("verify") => match (words.next(), words.next()) {
             (Some(user), Some(device)) => token.verify(user, device, now).map_err(|err| {
                 println!("error {err}");
@@ -418,6 +424,14 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
         }
     }
     true
+}
+
+/// What follows a line's first two words (a message's text, a file's name), trimmed.
+fn after_two_words(line: &str) -> Option<&str> {
+    line.trim_start()
+        .splitn(3, char::is_whitespace)
+        .nth(2)
+        .map(str::trim)
 }
 
 /// `status`' Matrix line, as `jeton-sim` prints it.

@@ -122,10 +122,11 @@ fn store_error(err: sequential_storage::Error<FlashError>) -> StoreError {
 
 type Map<'f> = MapStorage<RecordId, StoreFlash<'f>, Cache<Uncached, Uncached, Uncached, RecordId>>;
 
-/// jeton-core's [`Store`] on jeton's flash region.
+/// jeton-core's [`Store`] on jeton's flash region, with the token's files when it has them.
 pub(crate) struct RecordStore<'f> {
     map: Map<'f>,
     pages: u32,
+    files: Option<crate::files::TokenFiles>,
 }
 
 impl core::fmt::Debug for RecordStore<'_> {
@@ -150,7 +151,14 @@ impl<'f> RecordStore<'f> {
         Ok(Self {
             map: MapStorage::new(storage, config, Cache::new_uncached()),
             pages,
+            files: None,
         })
+    }
+
+    /// The store that also hands jeton-core the token's files (`files.rs`).
+    pub(crate) fn with_files(mut self, files: Option<crate::files::TokenFiles>) -> Self {
+        self.files = files;
+        self
     }
 }
 
@@ -180,6 +188,12 @@ impl Store for RecordStore<'_> {
     fn remove(&mut self, id: RecordId) -> Result<(), StoreError> {
         let mut buffer = ITEM.lock();
         block_on(self.map.remove_item(&mut *buffer, &id)).map_err(store_error)
+    }
+
+    fn files(&mut self) -> Option<&mut dyn jeton_core::files::FileStore> {
+        self.files
+            .as_mut()
+            .map(|files| files as &mut dyn jeton_core::files::FileStore)
     }
 }
 

@@ -34,9 +34,9 @@ pub fn handshake() -> Handshake {
 
 fn run_handshake() -> Handshake {
     let (token, gateway) = identities();
-    let (initiator, m1) = Initiator::start([3; 32], &token, gateway.credential()).expect("message_1");
+    let (initiator, m1) = Initiator::start([3; 32]).expect("message_1");
     let (responder, m2) = Responder::respond([4; 32], &gateway, m1.as_bytes(), &[0x05]).expect("message_2");
-    let (m3, token_side) = initiator.process_message_2(m2.as_bytes()).expect("message_3");
+    let (m3, token_side) = initiator.process_message_2(&token, gateway.credential(), m2.as_bytes()).expect("message_3");
     let (gateway_side, _) = responder
         .process_message_3(m3.as_bytes(), |_| Some(*token.credential()))
         .expect("completes");
@@ -57,8 +57,8 @@ pub fn check_edhoc(data: &[u8]) {
             let _ = Responder::respond([4; 32], &gateway, bytes, &[0x05]);
         }
         1 => {
-            let (initiator, _) = Initiator::start([3; 32], &token, gateway.credential()).expect("message_1");
-            let result = initiator.process_message_2(bytes);
+            let (initiator, _) = Initiator::start([3; 32]).expect("message_1");
+            let result = initiator.process_message_2(&token, gateway.credential(), bytes);
             assert!(result.is_err() || bytes == m2.as_slice(), "a forged message_2 was accepted");
         }
         _ => {

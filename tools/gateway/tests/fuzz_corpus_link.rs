@@ -44,10 +44,7 @@ fn coap(code: u8, mid: u16, options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8>
 #[test]
 #[ignore = "writes the seed corpus; run on purpose"]
 fn write_seed_corpus() {
-    let token = jeton_link::Identity::generate([1; 32], b"\x0a", "token").unwrap();
-    let gateway = jeton_link::Identity::generate([2; 32], b"\x0b", "gateway").unwrap();
-    let (_initiator, m1) =
-        jeton_link::Initiator::start([3; 32], &token, gateway.credential()).unwrap();
+    let (_initiator, m1) = jeton_link::Initiator::start([3; 32]).unwrap();
     let edhoc: &[(u16, &[u8])] = &[(11, b".well-known"), (11, b"edhoc")];
     let message_1 = coap(0x02, 1, edhoc, &[&[0xF5][..], m1.as_bytes()].concat());
     let message_3 = coap(0x02, 2, edhoc, &[0x00, 0x48, 1, 2, 3, 4, 5, 6, 7, 8]);

@@ -181,25 +181,6 @@ impl FileStore for HostFiles {
     }
 }
 
-/// The MIME type of a file name, by its extension.
-pub(crate) fn mime_type(path: &str) -> &'static str {
-    let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match extension.as_deref() {
-        Some("txt") => "text/plain",
-        Some("pdf") => "application/pdf",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("ogg" | "opus") => "audio/ogg",
-        Some("mp3") => "audio/mpeg",
-        Some("wav") => "audio/wav",
-        Some("mp4") => "video/mp4",
-        Some("json") => "application/json",
-        _ => "application/octet-stream",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,8 +231,6 @@ mod tests {
             .unwrap();
         assert_eq!(size, 11);
         files.close(source).unwrap();
-        assert_eq!(mime_type("a/B.PNG"), "image/png");
-        assert_eq!(mime_type("noext"), "application/octet-stream");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use jeton_core::files::attachment::mime_type_of;
 use jeton_core::link::KeyFile;
 use jeton_core::matrix::{Config, EscapedBody, Token, TokenError, Ui, UiEvent};
 use jeton_core::platform::{Instant, Rng};
@@ -350,7 +351,7 @@ impl Sim {
                 match (room, path) {
                     (Some(room), Some(path)) if !path.is_empty() => self
                         .token
-                        .send_file(room, path, host_files::mime_type(path), now)
+                        .send_file(room, path, mime_type_of(path), now)
                         .map_err(|e| e.to_string()),
                     _ => Err("sendfile needs a room id and a path".into()),
                 }

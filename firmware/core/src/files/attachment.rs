@@ -259,6 +259,31 @@ pub fn msgtype_for(mimetype: &str) -> &'static str {
     }
 }
 
+/// The MIME type a file is sent with, from its name's extension (`application/octet-stream`
+/// when the extension says nothing).
+pub fn mime_type_of(name: &str) -> &'static str {
+    const BY_EXTENSION: [(&str, &str); 13] = [
+        ("txt", "text/plain"),
+        ("pdf", "application/pdf"),
+        ("png", "image/png"),
+        ("jpg", "image/jpeg"),
+        ("jpeg", "image/jpeg"),
+        ("gif", "image/gif"),
+        ("webp", "image/webp"),
+        ("ogg", "audio/ogg"),
+        ("opus", "audio/ogg"),
+        ("mp3", "audio/mpeg"),
+        ("wav", "audio/wav"),
+        ("mp4", "video/mp4"),
+        ("json", "application/json"),
+    ];
+    let extension = name.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
+    BY_EXTENSION
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(extension))
+        .map_or("application/octet-stream", |(_, mimetype)| mimetype)
+}
+
 /// What the event of a sent file says about it.
 #[derive(Debug, Clone, Copy)]
 pub struct FileDescription<'a> {
@@ -463,6 +488,14 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn mime_types_follow_the_extension() {
+        assert_eq!(mime_type_of("a/B.PNG"), "image/png");
+        assert_eq!(mime_type_of("notes.txt"), "text/plain");
+        assert_eq!(mime_type_of("noext"), "application/octet-stream");
+        assert_eq!(mime_type_of("archive.tar.xz"), "application/octet-stream");
     }
 
     #[test]

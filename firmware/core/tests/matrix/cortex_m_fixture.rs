@@ -1,16 +1,19 @@
 //! Records the core scenario the Cortex-M4 tier replays (`tests/cortex-m/src/bin/scenario.rs`):
 //! the token logs in and uploads its keys, is invited to a room and joins it, receives a room
 //! key over Olm and a Megolm message it decrypts, and sends a Megolm message, against this
-//! crate's fake gateway and a vodozemac peer. Every call into the token, every datagram
-//! either way and every UI line is written to `tests/cortex-m/fixtures/core-scenario.bin`, so
-//! that the image can drive its own token through the same calls and demand the same
-//! datagrams and lines, byte for byte.
+//! crate's fake gateway and a vodozemac peer. Twice: in plain CoAP
+//! (`tests/cortex-m/fixtures/core-scenario.bin`), and paired with its gateway over the
+//! protected link (`core-scenario-link.bin`: EDHOC first, then OSCORE on every exchange, with
+//! the gateway's end of `link_gateway.rs` in front of the fake gateway). Every call into the
+//! token, every datagram either way and every UI line is written to the fixture, so that the
+//! image can drive its own token through the same calls and demand the same datagrams and
+//! lines, byte for byte.
 //!
 //! The token's random source is seeded and the clock is virtual, so its side is reproducible.
 //! vodozemac draws its keys from the operating system; to make the peer reproducible too, the
 //! peer's account, its Olm session to the token and its Megolm session are restored from
-//! pickles kept next to the fixture (`core-scenario-peer.json`), made once when the fixture
-//! was generated. The test below runs the scenario and fails if the transcript differs from
+//! pickles kept next to the fixture (`core-scenario-peer.json`, `core-scenario-link-peer.json`),
+//! made once when the fixture was generated. The test below runs the scenario and fails if the transcript differs from
 //! the fixture, so the fixture cannot go stale. After a change to the token or the fake
 //! gateway, regenerate both files with
 //! `JETON_REGENERATE_FIXTURES=1 cargo test -p jeton-core --test matrix cortex_m`.
@@ -25,21 +28,17 @@ use vodozemac::megolm::{GroupSession, GroupSessionPickle};
 use vodozemac::olm::{Account, AccountPickle, Session, SessionConfig, SessionPickle};
 
 use super::gateway::{FakeGateway, TOKEN_USER};
+use super::link_gateway::LinkGateway;
 use super::{Flash, Peer, ROOM, SharedStore, encrypted_room_batch};
 use super::{PEER, PEER_DEVICE};
+use jeton_core::link::KeyFile;
 use jeton_core::matrix::{Config, Token, Ui, UiEvent};
 use jeton_core::platform::Instant;
+use jeton_link::Identity;
 
 use crate::support::TestRng;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/cortex-m/fixtures/core-scenario.bin"
-);
-const PEER_STATE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/cortex-m/fixtures/core-scenario-peer.json"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/cortex-m/fixtures");
 /// The key the peer's pickles are encrypted with: test data, not a secret.
 const PICKLE_KEY: [u8; 32] = *b"jeton cortex-m fixture peer key.";
 /// The token's random seed (the image reads it from the fixture's boot record).
@@ -47,10 +46,32 @@ const SEED: u64 = 0x6a65_746f_6e4d_3401;
 const RECEIVED_TEXT: &str = "Hello token";
 const SENT_TEXT: &str = "Hello peer";
 
+/// The scenario without the link (plain CoAP) or over it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Variant {
+    Plain,
+    Link,
+}
+
+impl Variant {
+    /// The fixture's path and its peer's.
+    fn files(self) -> (String, String) {
+        let name = match self {
+            Variant::Plain => "core-scenario",
+            Variant::Link => "core-scenario-link",
+        };
+        (
+            format!("{FIXTURES}/{name}.bin"),
+            format!("{FIXTURES}/{name}-peer.json"),
+        )
+    }
+}
+
 /// The fixture's record kinds. A record is `kind: u8, now_ms: u32 LE, len: u16 LE, payload`.
 /// The image's reader (`tests/cortex-m/src/bin/scenario.rs`) keeps the same numbers.
 mod kind {
-    /// `Token::new` with the seed in the payload (u64 LE) and the default `Config`.
+    /// `Token::with_link` with the default `Config`; the payload is the seed (u64 LE), then
+    /// the token's pairing material (`KeyFile::encode`) if it has any.
     pub(super) const BOOT: u8 = 0;
     /// `login`: user, NUL, password.
     pub(super) const LOGIN: u8 = 1;
@@ -107,6 +128,8 @@ struct Recording {
     now: u64,
     token: Token<TestRng, SharedStore, RecordingUi>,
     gw: FakeGateway,
+    /// The gateway's end of the link, in front of `gw` (with the link).
+    link: Option<LinkGateway>,
     /// `(arrival, to the gateway?, bytes)`, in arrival order.
     in_flight: VecDeque<(u64, bool, Vec<u8>)>,
     log: Log,
@@ -114,13 +137,31 @@ struct Recording {
 }
 
 impl Recording {
-    fn boot() -> Box<Self> {
+    fn boot(variant: Variant) -> Box<Self> {
         let log = Log::default();
         let lines = Rc::default();
         let now = 1_000;
-        log.record(kind::BOOT, now, &SEED.to_le_bytes());
-        let token = Token::new(
+        let mut boot = SEED.to_le_bytes().to_vec();
+        let (link, material) = match variant {
+            Variant::Plain => (None, None),
+            Variant::Link => {
+                let gateway = Identity::generate([0x61; 32], b"\x01", "test-gateway").unwrap();
+                let token = Identity::generate([0x62; 32], b"\x02", "test-token").unwrap();
+                let link = LinkGateway::new(gateway.clone(), vec![*token.credential()]);
+                let material = KeyFile {
+                    identity: token,
+                    peer: Some(*gateway.credential()),
+                };
+                let mut file = [0u8; jeton_link::pairing::MAX_KEY_FILE_LEN];
+                let len = material.encode(&mut file).unwrap();
+                boot.extend_from_slice(&file[..len]);
+                (Some(link), Some(material))
+            }
+        };
+        log.record(kind::BOOT, now, &boot);
+        let token = Token::with_link(
             Config::new([7u8; 32]),
+            material,
             TestRng(SEED),
             SharedStore(
                 Rc::new(RefCell::new(Flash::new())),
@@ -137,6 +178,7 @@ impl Recording {
             now,
             token,
             gw: FakeGateway::new(),
+            link,
             in_flight: VecDeque::new(),
             log,
             lines,
@@ -163,6 +205,9 @@ impl Recording {
                 progressed = true;
             }
             self.log.record(kind::QUIET, self.now, &[]);
+            if let Some(link) = &mut self.link {
+                link.wrap_outbox(&mut self.gw);
+            }
             for bytes in std::mem::take(&mut self.gw.outbox) {
                 self.in_flight.push_back((self.now + 1, false, bytes));
                 progressed = true;
@@ -194,7 +239,10 @@ impl Recording {
         {
             let (_, to_gateway, bytes) = self.in_flight.pop_front().unwrap();
             if to_gateway {
-                self.gw.handle_datagram(self.now, &bytes);
+                match &mut self.link {
+                    Some(link) => link.handle_datagram(&mut self.gw, self.now, &bytes),
+                    None => self.gw.handle_datagram(self.now, &bytes),
+                }
             } else {
                 self.log.record(kind::DATAGRAM, self.now, &bytes);
                 let now = self.instant();
@@ -236,10 +284,10 @@ struct PeerPickles {
 }
 
 impl PeerPickles {
-    fn load() -> Self {
-        let text = std::fs::read_to_string(PEER_STATE).unwrap_or_else(|e| {
-            panic!("{PEER_STATE}: {e}; regenerate with JETON_REGENERATE_FIXTURES=1")
-        });
+    fn load(variant: Variant) -> Self {
+        let (_, path) = variant.files();
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}; regenerate with JETON_REGENERATE_FIXTURES=1"));
         let value: Value = serde_json::from_str(&text).unwrap();
         let field = |name: &str| value[name].as_str().unwrap().to_string();
         PeerPickles {
@@ -262,7 +310,7 @@ impl PeerPickles {
 }
 
 /// Runs the scenario; returns the transcript and the peer's pickles.
-fn record(regenerate: bool) -> (Vec<u8>, PeerPickles) {
+fn record(variant: Variant, regenerate: bool) -> (Vec<u8>, PeerPickles) {
     let mut pickles = if regenerate {
         let mut peer = Peer::new(PEER, PEER_DEVICE);
         peer.account.generate_one_time_keys(5);
@@ -272,10 +320,16 @@ fn record(regenerate: bool) -> (Vec<u8>, PeerPickles) {
             olm: None,
         }
     } else {
-        PeerPickles::load()
+        PeerPickles::load(variant)
     };
     let mut peer = pickles.peer();
-    let mut rec = Recording::boot();
+    let mut rec = Recording::boot(variant);
+
+    if variant == Variant::Link {
+        rec.phase("EDHOC handshake (link established)");
+        rec.run_until(60_000, |r| r.token.link_state() == (true, true));
+        assert_eq!(rec.link.as_ref().unwrap().handshakes, 1);
+    }
 
     rec.phase("login + keys upload");
     let now = rec.instant();
@@ -376,34 +430,54 @@ fn record(regenerate: bool) -> (Vec<u8>, PeerPickles) {
         "{:?}",
         rec.lines.borrow()
     );
+    if let Some(link) = &rec.link {
+        // Every Matrix exchange went over OSCORE, the access token never in clear.
+        assert_eq!((link.unprotected, link.rejected), (0, 0));
+        assert!(link.access_token_sent > 0);
+    }
     let transcript = rec.log.0.borrow().clone();
     (transcript, pickles)
 }
 
-#[test]
-fn cortex_m_fixture_is_what_this_harness_records() {
+/// Records `variant`, regenerating its files first when asked, and compares with its fixture.
+fn check(variant: Variant) {
+    let (fixture, peer_state) = variant.files();
     if std::env::var_os("JETON_REGENERATE_FIXTURES").is_some() {
-        let (transcript, pickles) = record(true);
+        let (transcript, pickles) = record(variant, true);
+        let name = std::path::Path::new(&fixture)
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
         let peer = json!({
-            "note": "vodozemac pickles (key: PICKLE_KEY in firmware/core/tests/matrix/cortex_m_fixture.rs) of the test peer of core-scenario.bin",
+            "note": format!("vodozemac pickles (key: PICKLE_KEY in firmware/core/tests/matrix/cortex_m_fixture.rs) of the test peer of {name}"),
             "account": pickles.account,
             "group": pickles.group,
             "olm": pickles.olm,
         });
         std::fs::write(
-            PEER_STATE,
+            &peer_state,
             serde_json::to_string_pretty(&peer).unwrap() + "\n",
         )
         .unwrap();
-        std::fs::write(FIXTURE, &transcript).unwrap();
+        std::fs::write(&fixture, &transcript).unwrap();
     }
-    let (transcript, _) = record(false);
-    let fixture = std::fs::read(FIXTURE).unwrap();
+    let (transcript, _) = record(variant, false);
+    let recorded = std::fs::read(&fixture).unwrap();
     assert!(
-        transcript == fixture,
-        "tests/cortex-m/fixtures/core-scenario.bin is stale ({} bytes recorded now, {} in the file); \
+        transcript == recorded,
+        "{fixture} is stale ({} bytes recorded now, {} in the file); \
          regenerate it with JETON_REGENERATE_FIXTURES=1 cargo test -p jeton-core --test matrix cortex_m",
         transcript.len(),
-        fixture.len()
+        recorded.len()
     );
+}
+
+#[test]
+fn cortex_m_fixture_is_what_this_harness_records() {
+    check(Variant::Plain);
+}
+
+#[test]
+fn cortex_m_link_fixture_is_what_this_harness_records() {
+    check(Variant::Link);
 }

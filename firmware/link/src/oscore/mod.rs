@@ -7,9 +7,7 @@
 mod replay;
 mod sequence;
 
-use aes::Aes128;
 use ccm::aead::{AeadInOut, KeyInit};
-use ccm::consts::{U8, U13};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -24,6 +22,7 @@ use jeton_proto::coap::codec::PAYLOAD_MARKER;
 use jeton_proto::coap::option::{OBSERVE, PROXY_SCHEME, PROXY_URI, URI_HOST, URI_PORT};
 
 use crate::OscoreError;
+use crate::aead::AesCcm16_64_128 as Aead;
 use crate::message::{Message, OptionList, decode_options, encode_options, put};
 
 /// The OSCORE option number (RFC 8613 §2).
@@ -43,8 +42,6 @@ const KEY_LEN: usize = 16;
 const NONCE_LEN: usize = 13;
 /// COSE algorithm 10: AES-CCM-16-64-128.
 const ALG_AES_CCM_16_64_128: u8 = 10;
-
-type Aead = ccm::Ccm<Aes128, U8, U13>;
 
 /// Options that stay outside the protection (class U of RFC 8613 §4.1): Uri-Host,
 /// Uri-Port, Proxy-Uri, Proxy-Scheme. The OSCORE option itself is outer only; Observe is

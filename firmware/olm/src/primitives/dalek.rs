@@ -36,3 +36,16 @@ impl Ed25519Secret {
         self.0.sign(message).to_bytes()
     }
 }
+
+/// Whether `bytes` decompress to a point of the curve.
+pub(crate) fn ed25519_is_point(bytes: &[u8; 32]) -> bool {
+    ed25519_dalek::VerifyingKey::from_bytes(bytes).is_ok()
+}
+
+/// Whether `signature` is `public`'s over `message`, by ed25519-dalek's `verify_strict`.
+pub(crate) fn ed25519_verify(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    ed25519_dalek::VerifyingKey::from_bytes(public).is_ok_and(|key| {
+        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+            .is_ok()
+    })
+}

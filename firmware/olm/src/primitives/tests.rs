@@ -1,6 +1,7 @@
 //! Known answers from RFC 7748 and RFC 8032 for every backend built, and — with the
 //! `cortex-m4-asm` feature — property tests that the salty backend gives the very bytes the
-//! dalek backend gives for random keys and messages.
+//! dalek backend gives for random keys and messages, and accepts and refuses the very
+//! signatures and keys ed25519-dalek's `verify_strict` does.
 
 use super::dalek;
 
@@ -20,6 +21,7 @@ struct Backend {
     x25519: fn(&[u8; 32], &[u8; 32]) -> Option<[u8; 32]>,
     ed25519_public_key: fn(&[u8; 32]) -> [u8; 32],
     ed25519_sign: fn(&[u8; 32], &[u8]) -> [u8; 64],
+    ed25519_verify: fn(&[u8; 32], &[u8], &[u8; 64]) -> bool,
 }
 
 macro_rules! backend {
@@ -30,6 +32,7 @@ macro_rules! backend {
             x25519: |secret, public| $module::x25519(secret, public).map(|s| *s.as_bytes()),
             ed25519_public_key: |seed| $module::Ed25519Secret::from_seed(seed).public_key(),
             ed25519_sign: |seed, message| $module::Ed25519Secret::from_seed(seed).sign(message),
+            ed25519_verify: $module::ed25519_verify,
         }
     };
 }
@@ -198,15 +201,89 @@ fn rfc8032_ed25519_vectors() {
                 "{}",
                 backend.name
             );
+            let signature = hex::<64>(signature);
+            assert!(
+                (backend.ed25519_verify)(&hex(public), message, &signature),
+                "{}",
+                backend.name
+            );
+            assert!(
+                !(backend.ed25519_verify)(&hex(public), b"other", &signature),
+                "{}",
+                backend.name
+            );
         }
     }
 }
 
 #[cfg(feature = "cortex-m4-asm")]
 mod salty_against_dalek {
+    use curve25519_dalek::Scalar;
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
     use proptest::prelude::*;
+    use sha2::{Digest, Sha512};
 
     use super::super::{dalek, salty};
+
+    /// ℓ, the order of the base point, little-endian.
+    const ELL: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+
+    /// `a + b` of two little-endian 256-bit integers, wrapping.
+    fn add(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let mut carry = 0u16;
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            let sum = u16::from(*x) + u16::from(*y) + carry;
+            *o = sum as u8;
+            carry = sum >> 8;
+        }
+        out
+    }
+
+    /// The y-coordinate `p + excess` (a non-canonical encoding), with or without the sign bit.
+    fn non_canonical(excess: u8, sign: bool) -> [u8; 32] {
+        let mut bytes = [0xff; 32];
+        bytes[0] = 0xed + excess;
+        bytes[31] = if sign { 0xff } else { 0x7f };
+        bytes
+    }
+
+    /// A signature whose key and `R` may carry a small-order component (`EIGHT_TORSION`), and
+    /// whose `s` may be pushed past ℓ: valid when neither does and `s` stays below ℓ.
+    fn signed_with_torsion(
+        secret: [u8; 32],
+        nonce: [u8; 32],
+        message: &[u8],
+        key_torsion: usize,
+        r_torsion: usize,
+        s_past_ell: bool,
+    ) -> ([u8; 32], [u8; 64]) {
+        let a = Scalar::from_bytes_mod_order(secret);
+        let r = Scalar::from_bytes_mod_order(nonce);
+        let key = (a * ED25519_BASEPOINT_POINT + EIGHT_TORSION[key_torsion])
+            .compress()
+            .to_bytes();
+        let r_bytes = (r * ED25519_BASEPOINT_POINT + EIGHT_TORSION[r_torsion])
+            .compress()
+            .to_bytes();
+        let hash: [u8; 64] = Sha512::new()
+            .chain_update(r_bytes)
+            .chain_update(key)
+            .chain_update(message)
+            .finalize()
+            .into();
+        let mut s = (r + Scalar::from_bytes_mod_order_wide(&hash) * a).to_bytes();
+        if s_past_ell {
+            s = add(&s, &ELL);
+        }
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r_bytes);
+        signature[32..].copy_from_slice(&s);
+        (key, signature)
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -252,6 +329,60 @@ mod salty_against_dalek {
             prop_assert_eq!(ours.public_key(), theirs.public_key());
             prop_assert_eq!(ours.seed(), theirs.seed());
             prop_assert_eq!(ours.sign(&message), theirs.sign(&message));
+        }
+    }
+
+    proptest! {
+        // Verification is the slowest of these on the host (both sides unoptimised).
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Valid signatures, signatures over another message, keys and `R` with a small-order
+        /// part, and `s` past ℓ: the same verdict as `verify_strict` every time.
+        #[test]
+        fn ed25519_verdicts_agree(
+            secret in any::<[u8; 32]>(),
+            nonce in any::<[u8; 32]>(),
+            message in proptest::collection::vec(any::<u8>(), 0..100),
+            key_torsion in prop_oneof![4 => Just(0usize), 1 => 1usize..8],
+            r_torsion in prop_oneof![4 => Just(0usize), 1 => 1usize..8],
+            s_past_ell in prop::bool::weighted(0.2),
+            other_message in prop::bool::weighted(0.2),
+        ) {
+            let (key, signature) =
+                signed_with_torsion(secret, nonce, &message, key_torsion, r_torsion, s_past_ell);
+            let message: &[u8] = if other_message { b"other" } else { &message };
+            let ours = salty::ed25519_verify(&key, message, &signature);
+            prop_assert_eq!(ours, dalek::ed25519_verify(&key, message, &signature));
+            if key_torsion == 0 && r_torsion == 0 && !s_past_ell && !other_message {
+                prop_assert!(ours, "a valid signature was refused");
+            }
+        }
+
+        /// Any bytes as a key or a signature, the small-order points themselves as either, and
+        /// non-canonical y-coordinates (p … 2^255 - 1, with and without the sign bit).
+        #[test]
+        fn ed25519_keys_and_arbitrary_signatures_agree(
+            key in prop_oneof![
+                any::<[u8; 32]>(),
+                (0usize..8).prop_map(|t| EIGHT_TORSION[t].compress().to_bytes()),
+                (0u8..19, any::<bool>()).prop_map(|(e, s)| non_canonical(e, s)),
+            ],
+            r in prop_oneof![
+                any::<[u8; 32]>(),
+                (0usize..8).prop_map(|t| EIGHT_TORSION[t].compress().to_bytes()),
+                (0u8..19, any::<bool>()).prop_map(|(e, s)| non_canonical(e, s)),
+            ],
+            s in prop_oneof![any::<[u8; 32]>(), Just([0u8; 32]), Just(ELL)],
+            message in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            prop_assert_eq!(salty::ed25519_is_point(&key), dalek::ed25519_is_point(&key));
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&r);
+            signature[32..].copy_from_slice(&s);
+            prop_assert_eq!(
+                salty::ed25519_verify(&key, &message, &signature),
+                dalek::ed25519_verify(&key, &message, &signature)
+            );
         }
     }
 }

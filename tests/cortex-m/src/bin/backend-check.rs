@@ -1,7 +1,9 @@
 //! Holds jeton-olm's active curve backend (with the `cortex-m4-asm` feature: salty's
 //! Cortex-M4 assembly, which the host tests never run) against x25519-dalek and
 //! ed25519-dalek on the device itself: RFC 7748 and RFC 8032 known answers, the low-order
-//! points, and keys and messages from a fixed-seed generator. Any difference fails the run.
+//! points, and keys and messages from a fixed-seed generator; verification against
+//! `verify_strict` for valid and tampered signatures, small-order keys and `s` past ℓ. Any
+//! difference fails the run.
 #![no_std]
 #![no_main]
 
@@ -45,6 +47,71 @@ fn ed25519_dalek(seed: &[u8; 32], message: &[u8]) -> ([u8; 32], [u8; 64]) {
     use ed25519_dalek::Signer;
     let key = ed25519_dalek::SigningKey::from_bytes(seed);
     (key.verifying_key().to_bytes(), key.sign(message).to_bytes())
+}
+
+fn ed25519_dalek_verify(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    ed25519_dalek::VerifyingKey::from_bytes(public).is_ok_and(|key| {
+        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+            .is_ok()
+    })
+}
+
+/// The eight points of small order (curve25519-dalek's `EIGHT_TORSION`), compressed.
+const SMALL_ORDER: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+];
+
+/// ℓ, the order of the base point, little-endian.
+const ELL: &str = "edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010";
+
+/// Verification on both sides: valid, another message, a flipped bit, a small-order key and
+/// `R`, and `s + ℓ`.
+fn check_verify(case: u32, public: &[u8; 32], message: &[u8], signature: &[u8; 64]) {
+    let both = |what, public: &[u8; 32], message: &[u8], signature: &[u8; 64]| {
+        check(
+            what,
+            case,
+            ours::ed25519_verify(public, message, signature),
+            ed25519_dalek_verify(public, message, signature),
+        );
+    };
+    if !ours::ed25519_verify(public, message, signature) {
+        fail_with(format_args!(
+            "FAILED: a valid signature was refused, case {case}"
+        ));
+    }
+    both("Ed25519 verify", public, message, signature);
+    both("Ed25519 verify, other message", public, b"other", signature);
+    let mut flipped = *signature;
+    if let Some(byte) = flipped.get_mut(case as usize % 64) {
+        *byte ^= 1 << (case % 8);
+    }
+    both("Ed25519 verify, a bit flipped", public, message, &flipped);
+    let small = hex::<32>(SMALL_ORDER[case as usize % SMALL_ORDER.len()]);
+    both(
+        "Ed25519 verify, small-order key",
+        &small,
+        message,
+        signature,
+    );
+    let mut small_r = *signature;
+    small_r[..32].copy_from_slice(&small);
+    both("Ed25519 verify, small-order R", public, message, &small_r);
+    let mut s_past_ell = *signature;
+    let mut carry = 0u16;
+    for (byte, add) in s_past_ell[32..].iter_mut().zip(hex::<32>(ELL)) {
+        let sum = u16::from(*byte) + u16::from(add) + carry;
+        *byte = sum as u8;
+        carry = sum >> 8;
+    }
+    both("Ed25519 verify, s + ℓ", public, message, &s_past_ell);
 }
 
 fn check<T: PartialEq + core::fmt::Debug>(what: &str, case: u32, ours: T, dalek: T) {
@@ -93,14 +160,21 @@ fn main() -> ! {
         ours::ed25519_public_key(&seed),
         hex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"),
     );
+    let rfc8032_signature = hex::<64>(
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da\
+         085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+    );
     check(
         "RFC 8032 signature",
         0,
         ours::ed25519_sign(&seed, &[0x72]),
-        hex::<64>(
-            "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da\
-             085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
-        ),
+        rfc8032_signature,
+    );
+    check_verify(
+        0,
+        &hex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"),
+        &[0x72],
+        &rfc8032_signature,
     );
     // Points of order 1, 2, 4, 8 and non-canonical encodings: no contribution on either side.
     for (i, u) in [
@@ -158,9 +232,10 @@ fn main() -> ! {
             ours::ed25519_sign(&secret, message),
             signature,
         );
+        check_verify(case, &public, message, &signature);
     }
     hprintln!(
-        "backend-check: RFC 7748/8032 vectors, 5 low-order points and {} random cases agree with x25519-dalek and ed25519-dalek",
+        "backend-check: RFC 7748/8032 vectors, 5 low-order points and {} random cases (keys, signatures, verification) agree with x25519-dalek and ed25519-dalek",
         CASES
     );
     pass()

@@ -1,15 +1,17 @@
-//! jeton-link on a Cortex-M4, the token's side only (what a token links): EDHOC as the
-//! initiator against a recorded message_2, then OSCORE protect of a request and unprotect of
-//! its response, with the sequence number persisted as RFC 8613 appendix B.1.1 asks. Each
-//! result is checked against bytes recorded on the host from the same fixed seeds
-//! (jeton-link's test handshake, `tests/fuzz/link/checks.rs`): a mismatch fails the QEMU run.
-//! Also the flash probe of jeton-link.
+//! jeton-link on a Cortex-M4, the token's side only (what a token links): the P-256 backend
+//! against RFC 9529's keys and shared secret, EDHOC as the initiator against a recorded
+//! message_2, then OSCORE protect of a request and unprotect of its response, with the
+//! sequence number persisted as RFC 8613 appendix B.1.1 asks. Each result is checked against
+//! the RFC's values or bytes recorded on the host from the same fixed seeds (jeton-link's test
+//! handshake, `tests/fuzz/link/checks.rs`): a mismatch fails the QEMU run. Also the flash
+//! probe of jeton-link.
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
 use jeton_cortex_m::{InstructionCounter, fail, keep, measured, pass};
+use jeton_link::device_check::{p256_ecdh, p256_is_x_coordinate, p256_public_key};
 use jeton_link::oscore::OSCORE_OPTION;
 use jeton_link::{Credential, Identity, Initiator, Message, OptionList};
 
@@ -28,6 +30,44 @@ const REQUEST_OPTION: &str = "090005";
 const REQUEST_PAYLOAD: &str = "b3c5105cff3617a2310df17957b500564dd57745d4216cf799";
 const RESPONSE_PAYLOAD: &str =
     "b81d7eef66546c24bfd57bbbba54be68864a3c73f2bb6edac9f312926de566928358";
+
+include!("../../../../firmware/link/src/rfc9529_p256.rs");
+
+fn key(text: &str) -> [u8; 32] {
+    let bytes = unhex::<32>(text);
+    bytes
+        .as_slice()
+        .try_into()
+        .unwrap_or_else(|_| fail("a 32-byte test value"))
+}
+
+/// The P-256 backend against RFC 9529's values: public keys, ECDH, and the refusals.
+fn check_p256(c: &mut InstructionCounter) {
+    let public = measured(c, "P-256 public key (RFC 9529 SK_I)", || {
+        p256_public_key(&keep(key(SK_I)))
+    });
+    if public != Some((key(G_I_X), key(G_I_Y))) {
+        fail("the public key of RFC 9529's SK_I differs");
+    }
+    if p256_public_key(&key(X)).map(|(x, _)| x) != Some(key(G_X)) {
+        fail("the public key of RFC 9529's X differs");
+    }
+    let shared = measured(c, "P-256 ECDH (RFC 9529 G_XY)", || {
+        p256_ecdh(&keep(key(X)), &key(G_Y))
+    });
+    if shared != Some(key(G_XY)) {
+        fail("ECDH of RFC 9529's X and G_Y differs from G_XY");
+    }
+    if p256_public_key(&key(N)).is_some() || p256_public_key(&[0; 32]).is_some() {
+        fail("a scalar outside 1..n was taken as a private key");
+    }
+    if !p256_is_x_coordinate(&key(G_Y)) || p256_is_x_coordinate(&key(NOT_X)) {
+        fail("the x-coordinate check differs");
+    }
+    if p256_ecdh(&key(X), &key(NOT_X)).is_some() {
+        fail("ECDH took a point off the curve");
+    }
+}
 
 fn unhex<const N: usize>(text: &str) -> heapless::Vec<u8, N> {
     let mut out = heapless::Vec::new();
@@ -56,6 +96,7 @@ fn main() -> ! {
         "stack B"
     );
 
+    check_p256(&mut c);
     let token = measured(&mut c, "P-256 key pair + CCS (provisioning)", || {
         Identity::generate(keep([1; 32]), b"\x0a", "token")
     });
@@ -64,7 +105,7 @@ fn main() -> ! {
         fail("gateway credential")
     };
     let started = measured(&mut c, "EDHOC message_1 (ephemeral key)", || {
-        Initiator::start(keep([3; 32]), &token, &gateway)
+        Initiator::start(keep([3; 32]))
     });
     let Ok((initiator, message_1)) = started else {
         fail("message_1")
@@ -74,7 +115,7 @@ fn main() -> ! {
     }
     let message_2 = unhex::<64>(MESSAGE_2);
     let done = measured(&mut c, "EDHOC message_2 -> message_3 + OSCORE keys", || {
-        initiator.process_message_2(&message_2)
+        initiator.process_message_2(&token, &gateway, &message_2)
     });
     let Ok((message_3, material)) = done else {
         fail("message_2 did not verify")

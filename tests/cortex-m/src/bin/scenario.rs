@@ -4,13 +4,19 @@
 //! a Megolm message. Then the power is cycled: the token boots again from its store and
 //! must be the same logged-in device.
 //!
-//! The gateway's datagrams come from `fixtures/core-scenario.bin`, recorded on the host by
-//! `firmware/core/tests/matrix/cortex_m_fixture.rs` against the fake gateway and a vodozemac
-//! peer (that test also fails when the fixture is stale). The image replays every call the
+//! Built twice: as `scenario`, the token in plain CoAP, and with the `link` feature as
+//! `scenario-link` (`tests/cortex-m/build` names it), the token paired with its gateway: it
+//! runs EDHOC first, as a step of its own, and every Matrix exchange goes over OSCORE; the
+//! reboot must resume the link's security context.
+//!
+//! The gateway's datagrams come from `fixtures/core-scenario.bin` (`core-scenario-link.bin`),
+//! recorded on the host by `firmware/core/tests/matrix/cortex_m_fixture.rs` against the fake
+//! gateway and a vodozemac peer (that test also fails when a fixture is stale). The image replays every call the
 //! host made into its token, with the same seed and the same clock, and demands the same
 //! outcome byte for byte: every datagram the token sends, every line it shows. On top it
 //! checks what a user sees: the peer's text decrypted, the message sent as a Megolm event
-//! to the room, delivered. Any difference fails the QEMU run.
+//! to the room (over the link: every request protected, the access token never in clear),
+//! delivered. Any difference fails the QEMU run.
 //!
 //! It reports the instructions of each step (all the token's work in it, datagrams,
 //! timeouts and commands) and the peak stack, measured by painting the stack at each step's
@@ -28,6 +34,7 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
 use jeton_core::coap::message::{Code, Message};
 use jeton_core::coap::option;
+use jeton_core::link::KeyFile;
 use jeton_core::matrix::{Config, Token, Ui, UiEvent};
 use jeton_core::platform::Instant;
 use jeton_core::store::{RecordId, Store, StoreError};
@@ -40,7 +47,10 @@ use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM, Value};
 jeton_cortex_m::panic_handler!(report);
 
 /// The recorded exchange; see `tests/cortex-m/fixtures/README.md`.
+#[cfg(not(feature = "link"))]
 static FIXTURE: &[u8] = include_bytes!("../../fixtures/core-scenario.bin");
+#[cfg(feature = "link")]
+static FIXTURE: &[u8] = include_bytes!("../../fixtures/core-scenario-link.bin");
 
 /// What the peer wrote and what the token sends, as a user of either device reads them.
 const RECEIVED_TEXT: &str = "Hello token";
@@ -238,8 +248,38 @@ static mut TOKEN: MaybeUninit<ScenarioToken> = MaybeUninit::uninit();
 #[unsafe(no_mangle)]
 static mut JETON_FLASH_STAND_IN: MaybeUninit<FlashStandIn> = MaybeUninit::zeroed();
 
-/// Checks the room message the token sends: a PUT of an `m.room.encrypted` event (the
-/// `we` path) to the room, Megolm-encrypted.
+/// The OSCORE option (RFC 8613).
+const OSCORE_OPTION: u16 = 9;
+
+/// Checks a request the token sends over the link: an EDHOC message to
+/// `/.well-known/edhoc`, or an OSCORE-protected request whose outer message shows neither the
+/// Matrix path nor the access token. Returns whether it was protected.
+fn check_protected(datagram: &[u8]) -> bool {
+    let Ok(message) = Message::decode(datagram) else {
+        fail("the token sent a datagram that is not CoAP")
+    };
+    if !message.header.code.is_request() {
+        return false;
+    }
+    let mut path = message
+        .options()
+        .filter(|(number, _)| *number == option::URI_PATH)
+        .map(|(_, value)| value);
+    let edhoc = path.next() == Some(b".well-known".as_slice())
+        && path.next() == Some(b"edhoc".as_slice())
+        && path.next().is_none();
+    if edhoc {
+        return false;
+    }
+    let shown = |number| message.options().any(|(n, _)| n == number);
+    if !shown(OSCORE_OPTION) || shown(option::URI_PATH) || shown(option::ACCESS_TOKEN) {
+        fail("a request left the token without OSCORE");
+    }
+    true
+}
+
+/// Checks the room message the token sends in plain CoAP: a PUT of an `m.room.encrypted`
+/// event (the `we` path) to the room, Megolm-encrypted.
 fn check_room_send(datagram: &[u8]) -> bool {
     let Ok(message) = Message::decode(datagram) else {
         fail("the token sent a datagram that is not CoAP")
@@ -268,20 +308,46 @@ fn check_room_send(datagram: &[u8]) -> bool {
     true
 }
 
+/// The boot record's payload: the RNG seed, then the token's pairing material if it has any.
+fn boot_record(payload: &[u8]) -> (u64, &[u8]) {
+    let Some((seed, key_file)) = payload.split_first_chunk::<8>() else {
+        fail("boot record without a seed")
+    };
+    (u64::from_le_bytes(*seed), key_file)
+}
+
+/// The pairing material a device reads from its flash at boot.
+#[cfg(feature = "link")]
+fn pairing(key_file: &[u8]) -> Option<KeyFile> {
+    let material = KeyFile::decode(key_file);
+    Some(material.unwrap_or_else(|_| fail("the pairing material does not decode")))
+}
+
+#[cfg(not(feature = "link"))]
+fn pairing(key_file: &[u8]) -> Option<KeyFile> {
+    if !key_file.is_empty() {
+        fail("a fixture with pairing material, in an image without the link");
+    }
+    None
+}
+
 /// Boots the token in place into its static, as the RIOT firmware does
-/// (`Token::new_in`): only what the boot path needs passes through the stack, and boot's
-/// peak counts it. Out of line, so that its frame is measured as boot's.
+/// (`Token::with_link_in`, after reading its pairing material from flash): only what the boot
+/// path needs passes through the stack, and boot's peak counts it. Out of line, so that its
+/// frame is measured as boot's.
 #[inline(never)]
 fn boot(
     slot: &'static mut MaybeUninit<ScenarioToken>,
     seed: u64,
+    key_file: &[u8],
     store: &'static mut FlashStandIn,
     screen: Screen,
     now: Instant,
 ) -> Option<&'static mut ScenarioToken> {
-    Token::new_in(
+    Token::with_link_in(
         slot,
         Config::new([7u8; 32]),
+        pairing(key_file),
         FixedSeedRng(seed),
         store,
         screen,
@@ -298,9 +364,11 @@ fn boot(
 #[inline(never)]
 fn power_cycle(
     token: &'static mut ScenarioToken,
+    key_file: &[u8],
     counter: &mut InstructionCounter,
     now: Instant,
 ) -> (&'static mut ScenarioToken, Step) {
+    let link = token.link_state();
     let identity = token.identity();
     // SAFETY: `token`, the only reference into the two statics, is not used after this. The
     // token in TOKEN was booted by `main` and is dropped once, here, to make room for the
@@ -318,7 +386,8 @@ fn power_cycle(
         delivered: false,
     };
     paint_stack();
-    let (rebooted, instructions) = counter.measure(|| boot(slot, REBOOT_SEED, store, screen, now));
+    let (rebooted, instructions) =
+        counter.measure(|| boot(slot, REBOOT_SEED, key_file, store, screen, now));
     let peak_stack = stack_peak_since_paint();
     let Some(token) = rebooted else {
         fail("the token did not boot again from its store")
@@ -331,8 +400,15 @@ fn power_cycle(
     {
         fail("the rebooted token is not the same logged-in device");
     }
+    if token.link_state() != link {
+        fail("the rebooted token did not resume its link's security context");
+    }
     let step = Step {
-        name: "reboot (account, login, sessions read back)",
+        name: if link.0 {
+            "reboot (account, login, sessions, link read back)"
+        } else {
+            "reboot (account, login, sessions read back)"
+        },
         instructions,
         peak_stack,
         boot: true,
@@ -362,7 +438,7 @@ struct Step {
     boot: bool,
 }
 
-const STEPS: usize = 6;
+const STEPS: usize = 7;
 
 /// The RNG seed of the reboot, which draws only the CoAP engine's seed.
 const REBOOT_SEED: u64 = 0x5eed;
@@ -391,6 +467,7 @@ fn main() -> ! {
     let mut token: Option<&mut ScenarioToken> = None;
     let mut store = Some(store);
     let mut sends = 0;
+    let mut protected = 0;
     let mut buf = [0u8; 1152];
     let mut last = Instant::ZERO;
     paint_stack();
@@ -416,11 +493,7 @@ fn main() -> ! {
         last = now;
         let (transmitted, instructions) = match (record.kind, token.as_deref_mut()) {
             (kind::BOOT, None) => {
-                let seed = record
-                    .payload
-                    .try_into()
-                    .map(u64::from_le_bytes)
-                    .unwrap_or_else(|_| fail("boot record without a seed"));
+                let (seed, key_file) = boot_record(record.payload);
                 let (Some(store), Some(token_slot)) = (store.take(), token_slot.take()) else {
                     fail("booted twice")
                 };
@@ -429,7 +502,8 @@ fn main() -> ! {
                     received_shown: false,
                     delivered: false,
                 };
-                let (booted, n) = counter.measure(|| boot(token_slot, seed, store, screen, now));
+                let (booted, n) =
+                    counter.measure(|| boot(token_slot, seed, key_file, store, screen, now));
                 let Some(booted) = booted else {
                     fail("the token did not boot")
                 };
@@ -473,7 +547,10 @@ fn main() -> ! {
         match (record.kind, transmitted) {
             (kind::QUIET, Some(None)) | (_, None) => {}
             (kind::TRANSMIT, Some(Some(sent))) if sent == record.payload => {
-                if check_room_send(sent) {
+                let paired = token.as_deref().is_some_and(|t| t.link_state().0);
+                if paired && check_protected(sent) {
+                    protected += 1;
+                } else if !paired && check_room_send(sent) {
                     sends += 1;
                 }
             }
@@ -496,6 +573,7 @@ fn main() -> ! {
         fail("the fixture never booted the token")
     };
     let outbox = token.outbox_len();
+    let paired = token.link_state().0;
     let screen = token.ui();
     if screen.expected.any(|r| r.kind == kind::UI) {
         fail("the token showed fewer lines than the host's");
@@ -503,10 +581,14 @@ fn main() -> ! {
     if !screen.received_shown {
         fail("the peer's message was not shown decrypted");
     }
-    if sends != 1 || !screen.delivered || outbox != 0 {
+    if (!paired && sends != 1) || (paired && protected == 0) || !screen.delivered || outbox != 0 {
         fail("the token's message was not sent once and delivered");
     }
-    let (token, reboot) = power_cycle(token, &mut counter, last);
+    let Some(first) = Records(FIXTURE).next() else {
+        fail("the fixture is empty")
+    };
+    let (_, key_file) = boot_record(first.payload);
+    let (token, reboot) = power_cycle(token, key_file, &mut counter, last);
     if steps.push(reboot).is_err() {
         fail("more steps than STEPS");
     }
@@ -533,6 +615,9 @@ fn main() -> ! {
         RECEIVED_TEXT,
         SENT_TEXT
     );
+    if paired {
+        hprintln!("{} requests over OSCORE, none in clear", protected);
+    }
     hprintln!(
         "Token {} B; store: {} records, {} B at most (of {} B)",
         core::mem::size_of::<ScenarioToken>(),

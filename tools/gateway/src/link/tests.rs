@@ -60,13 +60,14 @@ fn reply_of(inbound: Inbound) -> Packet {
 /// Runs EDHOC (stand-alone message_3) and returns the token's OSCORE context.
 fn handshake(pair: &mut Pair, now: Instant) -> SecurityContext {
     let peer: SocketAddr = PEER.parse().unwrap();
-    let (initiator, m1) =
-        Initiator::start([3; 32], &pair.token, pair.gateway.credential()).unwrap();
+    let (initiator, m1) = Initiator::start([3; 32]).unwrap();
     let mut payload = vec![0xF5];
     payload.extend_from_slice(m1.as_bytes());
     let r2 = reply_of(pair.link.on_datagram(peer, &post_edhoc(1, payload), now));
     assert_eq!(u8::from(r2.header.code), code::CHANGED);
-    let (m3, material) = initiator.process_message_2(&r2.payload).unwrap();
+    let (m3, material) = initiator
+        .process_message_2(&pair.token, pair.gateway.credential(), &r2.payload)
+        .unwrap();
     let mut payload = Vec::new();
     let mut cr = [0u8; 9];
     let n = jeton_link::encode_connection_id(material.sender_id().as_bytes(), &mut cr).unwrap();
@@ -307,15 +308,16 @@ fn a_lost_context_is_reported_so_the_token_runs_edhoc_again() {
 fn an_unknown_token_is_refused_with_a_clear_error() {
     let mut pair = pair(false);
     let peer: SocketAddr = PEER.parse().unwrap();
-    let (initiator, m1) =
-        Initiator::start([3; 32], &pair.token, pair.gateway.credential()).unwrap();
+    let (initiator, m1) = Initiator::start([3; 32]).unwrap();
     let mut payload = vec![0xF5];
     payload.extend_from_slice(m1.as_bytes());
     let r2 = reply_of(
         pair.link
             .on_datagram(peer, &post_edhoc(1, payload), Instant::now()),
     );
-    let (m3, material) = initiator.process_message_2(&r2.payload).unwrap();
+    let (m3, material) = initiator
+        .process_message_2(&pair.token, pair.gateway.credential(), &r2.payload)
+        .unwrap();
     let mut payload = material.sender_id().as_bytes().to_vec();
     payload.extend_from_slice(m3.as_bytes());
     let r = reply_of(

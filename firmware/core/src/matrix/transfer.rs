@@ -1,7 +1,7 @@
 //! File transfers of the Matrix client: the one file being sent or received, driven block by
 //! block as an operation of the token ([`crate::files`] does the cryptography and storage).
 //!
-//! Sending: the file is encrypted block by block from the platform's [`FileStore`] and
+//! Sending: the file is encrypted block by block from the platform's [`FileStore`](crate::files::FileStore) and
 //! uploaded with Block1 (`POST /Mu`, Content-Format 42), each block produced only when the
 //! previous one was taken; then its `m.file` (or `m.image`, `m.audio`, `m.video`) content goes
 //! into the outbox like a text and is sent Megolm-encrypted. Receiving: an encrypted event
@@ -10,13 +10,17 @@
 //!
 //! One transfer at a time; a second file received meanwhile is refused with
 //! [`FileError::Busy`] (the user sees [`UiEvent::FileFailed`]). Transfers live in RAM: a power
-//! cut abandons them, and the platform discards their temporary files at boot.
+//! cut abandons them, and the platform discards their temporary files at boot. This module
+//! owns the transfer in progress and the largest upload the homeserver takes
+//! (`m.upload.size`, asked once before the first upload).
 
 use heapless::String;
 
 use jeton_proto::TableVersion;
+use jeton_proto::path::endpoint;
 use jeton_proto::view::Value;
 
+use super::requests::Sent;
 use super::*;
 use crate::coap::BodyDelivery;
 use crate::coap::option::BlockValue;
@@ -64,6 +68,34 @@ pub(super) enum Transfer {
     },
 }
 
+/// The file transfer and what the token learned about media.
+pub(super) struct Transfers {
+    /// The file being sent or received.
+    current: Option<Transfer>,
+    /// The largest upload the gateway and homeserver take (`m.upload.size`), once asked.
+    media_limit: Option<u64>,
+}
+
+impl Transfers {
+    /// No transfer; the media limit not asked yet.
+    pub(super) const fn new() -> Self {
+        Transfers {
+            current: None,
+            media_limit: None,
+        }
+    }
+
+    /// Whether a file is being sent or received.
+    pub(super) fn is_busy(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// The homeserver has no media config (an older one): the token's own limit is the one.
+    pub(super) fn no_media_config(&mut self) {
+        self.media_limit = Some(crate::files::MAX_FILE_SIZE);
+    }
+}
+
 impl Transfer {
     fn name(&self) -> &str {
         match self {
@@ -80,7 +112,7 @@ fn base_name(path: &str) -> &str {
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     fn block_size(&self) -> usize {
-        1usize << (self.config.coap.block_szx.min(6) + 4)
+        1usize << (self.env.settings.coap.block_szx.min(6) + 4)
     }
 
     /// Starts sending the file at `path` to `room_id`.
@@ -96,23 +128,19 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(slot) = self.room_slot(room_id) else {
             return Err(CommandError::UnknownRoom);
         };
-        if !self
-            .rooms
-            .get(slot)
-            .is_some_and(|r| r.as_ref().is_some_and(|r| r.encrypted))
-        {
+        if !self.rooms.is_encrypted(slot) {
             return Err(TokenError::File(FileError::UnencryptedRoom).into());
         }
-        if self.transfer.is_some() {
+        if self.transfer.current.is_some() {
             return Err(TokenError::File(FileError::Busy).into());
         }
         let name: String<MAX_FILE_NAME> =
             String::try_from(base_name(path)).map_err(|_| TokenError::File(FileError::BadName))?;
         let mimetype: String<MAX_MIME_TYPE> =
             String::try_from(mimetype).map_err(|_| TokenError::File(FileError::BadName))?;
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
-        let upload = Upload::start(files, path, &mut self.rng)?;
-        self.transfer = Some(Transfer::Upload {
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
+        let upload = Upload::start(files, path, &mut self.env.rng)?;
+        self.transfer.current = Some(Transfer::Upload {
             upload,
             room_id: bounded(room_id)?,
             name,
@@ -155,11 +183,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             _ => None,
         });
         let started = (|| {
-            if self.transfer.is_some() {
+            if self.transfer.current.is_some() {
                 return Err(FileError::Busy);
             }
             let file = EncryptedFile::parse(&file)?;
-            let files = self.store.files().ok_or(FileError::Unsupported)?;
+            let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
             let download = Download::start(files, file, name, mimetype, size)?;
             Ok(Transfer::Download {
                 download,
@@ -171,30 +199,29 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             })
         })();
         match started {
-            Ok(transfer) => self.transfer = Some(transfer),
-            Err(error) => self.ui.event(&UiEvent::FileFailed { error, name }),
+            Ok(transfer) => self.transfer.current = Some(transfer),
+            Err(error) => self.env.ui.event(&UiEvent::FileFailed { error, name }),
         }
         true
     }
 
     /// Queues the transfer's next request, if it has one.
-    pub(super) fn plan_transfer(
-        &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-    ) -> Result<(), TokenError> {
+    pub(super) fn plan_transfer(&mut self, coap: &mut Coap) -> Result<(), TokenError> {
         let block_size = self.block_size();
-        let szx = self.config.coap.block_szx.min(6);
-        match &mut self.transfer {
+        let szx = self.env.settings.coap.block_szx.min(6);
+        match &mut self.transfer.current {
             None => Ok(()),
-            Some(Transfer::Upload { .. }) if self.media_limit.is_none() => {
+            Some(Transfer::Upload { .. }) if self.transfer.media_limit.is_none() => {
                 // Learn the largest upload once, before the first.
-                let id = self.request(coap, Code::GET, &["Mc"], &[], 0)?;
-                self.operation = Some((id, Operation::MediaConfig));
-                self.operation_with_token = self.last_with_token;
+                let sent = self.request(coap, Code::GET, &[endpoint::MEDIA_CONFIG], &[], 0)?;
+                self.operation.begin(sent, Operation::MediaConfig);
                 Ok(())
             }
             Some(Transfer::Upload { upload, .. })
-                if self.media_limit.is_some_and(|limit| upload.size() > limit) =>
+                if self
+                    .transfer
+                    .media_limit
+                    .is_some_and(|limit| upload.size() > limit) =>
             {
                 self.abandon_transfer(FileError::TooLarge)
             }
@@ -202,22 +229,22 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 upload, next_block, ..
             }) => {
                 let num = *next_block;
-                let files = self.store.files().ok_or(FileError::Unsupported)?;
-                let block = self.work.get_mut(..block_size).unwrap_or_default();
+                let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
+                let block = self.env.work.get_mut(..block_size).unwrap_or_default();
                 let len = upload.next_block(files, block)?;
                 let more = !upload.is_complete();
                 let only = num == 0 && !more;
                 let block1 = (!only).then_some(BlockValue { num, more, szx });
-                let id = self.media_request(
+                let sent = self.media_request(
                     coap,
                     Code::POST,
-                    &["Mu"],
+                    &[endpoint::MEDIA_UPLOAD],
                     len,
                     block1,
                     BodyDelivery::Whole,
                 )?;
-                self.operation = Some((id, Operation::FileBlock { last: !more }));
-                self.operation_with_token = self.last_with_token;
+                self.operation
+                    .begin(sent, Operation::FileBlock { last: !more });
                 Ok(())
             }
             Some(Transfer::Download {
@@ -239,16 +266,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     more: false,
                     szx,
                 });
-                let id = self.media_request(
+                let sent = self.media_request(
                     coap,
                     Code::GET,
-                    &["Md", &server, &media_id],
+                    &[endpoint::MEDIA_DOWNLOAD, &server, &media_id],
                     0,
                     resume,
                     BodyDelivery::Streamed,
                 )?;
-                self.operation = Some((id, Operation::FileDownload));
-                self.operation_with_token = self.last_with_token;
+                self.operation.begin(sent, Operation::FileDownload);
                 Ok(())
             }
             Some(Transfer::Download { .. }) => Ok(()),
@@ -259,13 +285,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// answer's Matrix body comes back as CBOR.
     fn media_request(
         &mut self,
-        coap: &mut Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
+        coap: &mut Coap,
         method: Code,
         path: &[&str],
         body_len: usize,
         block: Option<BlockValue>,
         delivery: BodyDelivery,
-    ) -> Result<RequestId, TokenError> {
+    ) -> Result<Sent, TokenError> {
         let shape = RequestShape {
             content_format: (method == Code::POST).then_some(OCTET_STREAM),
             block1: block.filter(|_| method == Code::POST),
@@ -285,7 +311,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             _ => None,
         };
         let limit = advertised.unwrap_or(crate::files::MAX_FILE_SIZE);
-        self.media_limit = Some(limit.min(crate::files::MAX_FILE_SIZE));
+        self.transfer.media_limit = Some(limit.min(crate::files::MAX_FILE_SIZE));
         Ok(())
     }
 
@@ -297,7 +323,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             next_block,
             name,
             ..
-        }) = &mut self.transfer
+        }) = &mut self.transfer.current
         else {
             return Ok(());
         };
@@ -307,7 +333,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if total > PROGRESS_AFTER_BLOCKS * block_size
                 && u64::from(*next_block) % PROGRESS_EVERY_BLOCKS == 0
             {
-                self.ui.event(&UiEvent::FileProgress {
+                self.env.ui.event(&UiEvent::FileProgress {
                     sending: true,
                     done,
                     total,
@@ -322,12 +348,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             name,
             mimetype,
             ..
-        }) = self.transfer.take()
+        }) = self.transfer.current.take()
         else {
             return Ok(());
         };
         let size = upload.size();
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
         let (key, sha256) = upload.finish(files);
         let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
             return Err(FileError::Incomplete.into());
@@ -354,7 +380,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             CommandError::Failed(error) => error,
             _ => TokenError::File(FileError::Incomplete),
         })?;
-        self.ui.event(&UiEvent::FileUploaded {
+        self.env.ui.event(&UiEvent::FileUploaded {
             local_id,
             size,
             name: &name,
@@ -376,13 +402,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             total,
             attempts,
             ..
-        }) = &mut self.transfer
+        }) = &mut self.transfer.current
         else {
             return Ok(());
         };
         // A block arrived: the link works again.
         *attempts = 0;
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
         let absorbed = (|| {
             if offset == 0
                 && let Some(size) = size2
@@ -402,7 +428,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 && (done / block_size).is_multiple_of(PROGRESS_EVERY_BLOCKS)
             {
                 let name = &download.name;
-                self.ui.event(&UiEvent::FileProgress {
+                self.env.ui.event(&UiEvent::FileProgress {
                     sending: false,
                     done,
                     total,
@@ -411,34 +437,37 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             return Ok(());
         }
-        self.operation = None;
+        self.operation.end();
         let Some(Transfer::Download {
             download,
             room_id,
             sender,
             ..
-        }) = self.transfer.take()
+        }) = self.transfer.current.take()
         else {
             return Ok(());
         };
         let name = download.name.clone();
-        let files = self.store.files().ok_or(FileError::Unsupported)?;
-        match download.finish(files, &mut self.work) {
-            Ok(file) => self.ui.event(&UiEvent::FileReceived {
+        let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
+        match download.finish(files, &mut self.env.work) {
+            Ok(file) => self.env.ui.event(&UiEvent::FileReceived {
                 room_id: &room_id,
                 sender: &sender,
                 size: file.size,
                 mimetype: &file.mimetype,
                 name: &file.name,
             }),
-            Err(error) => self.ui.event(&UiEvent::FileFailed { error, name: &name }),
+            Err(error) => self
+                .env
+                .ui
+                .event(&UiEvent::FileFailed { error, name: &name }),
         }
         Ok(())
     }
 
     /// The transfer's exchange failed or was refused.
     pub(super) fn on_transfer_failed(&mut self, refused: Option<Code>) {
-        match &mut self.transfer {
+        match &mut self.transfer.current {
             Some(Transfer::Upload { upload, .. }) if refused.is_none() => {
                 // Sent again after the back-off, with the same ciphertext.
                 upload.repeat_last_block();
@@ -475,18 +504,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Ends the transfer, deleting what it stored, and tells the user why.
     fn abandon_transfer(&mut self, error: FileError) -> Result<(), TokenError> {
-        self.operation = None;
-        let Some(transfer) = self.transfer.take() else {
+        self.operation.end();
+        let Some(transfer) = self.transfer.current.take() else {
             return Ok(());
         };
         let name: String<MAX_FILE_NAME> = String::try_from(transfer.name()).unwrap_or_default();
-        if let Some(files) = self.store.files() {
+        if let Some(files) = self.env.flash.store.files() {
             match transfer {
                 Transfer::Upload { upload, .. } => upload.abandon(files),
                 Transfer::Download { download, .. } => download.abandon(files),
             }
         }
-        self.ui.event(&UiEvent::FileFailed { error, name: &name });
+        self.env
+            .ui
+            .event(&UiEvent::FileFailed { error, name: &name });
         Ok(())
     }
 }

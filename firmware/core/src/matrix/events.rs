@@ -1,0 +1,433 @@
+//! What the person sees: every [`UiEvent`] the token emits, the one-line form jeton-sim and the
+//! RIOT shell print ([`UiEvent::line`]), and the [`Ui`] trait a platform implements.
+
+use core::fmt;
+
+use super::{RejectionReason, TokenError, UndecryptableReason};
+
+/// What the user sees: every UI event the token emits through [`Ui`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UiEvent<'a> {
+    /// Login succeeded.
+    LoggedIn {
+        /// The user.
+        user_id: &'a str,
+        /// The device id (kept across reboots).
+        device_id: &'a str,
+    },
+    /// Device keys and one-time keys are on the server.
+    KeysPublished {
+        /// One-time keys the server now holds.
+        one_time_keys: u32,
+    },
+    /// A sync was processed.
+    Synced,
+    /// A message arrived.
+    Message {
+        /// The room.
+        room_id: &'a str,
+        /// The sender.
+        sender: &'a str,
+        /// The event id.
+        event_id: &'a str,
+        /// The text.
+        body: &'a str,
+        /// Whether it was end-to-end encrypted (false: shown as unencrypted).
+        encrypted: bool,
+        /// Whether the sending device was verified by SAS (encrypted messages only).
+        sender_verified: bool,
+    },
+    /// An encrypted message could not be shown.
+    Undecryptable {
+        /// The room.
+        room_id: &'a str,
+        /// The sender.
+        sender: &'a str,
+        /// The event id.
+        event_id: &'a str,
+        /// Why.
+        reason: UndecryptableReason,
+    },
+    /// A room key was rejected.
+    RoomKeyRejected {
+        /// Who sent it.
+        sender: &'a str,
+        /// Why.
+        reason: RejectionReason,
+    },
+    /// A device was not added to the device table.
+    DeviceRejected {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+        /// Why.
+        reason: RejectionReason,
+    },
+    /// A message is on flash and will be sent.
+    Queued {
+        /// The number [`Token::send_text`](super::Token::send_text) returned.
+        local_id: u32,
+        /// The room.
+        room_id: &'a str,
+    },
+    /// The homeserver has the message.
+    Delivered {
+        /// The number [`Token::send_text`](super::Token::send_text) returned.
+        local_id: u32,
+        /// The room.
+        room_id: &'a str,
+        /// Its event id.
+        event_id: &'a str,
+    },
+    /// A message was dropped without being sent.
+    SendFailed {
+        /// The number [`Token::send_text`](super::Token::send_text) returned.
+        local_id: u32,
+        /// Why.
+        error: TokenError,
+    },
+    /// An invite waits for the user (`join` accepts it).
+    Invited {
+        /// The room.
+        room_id: &'a str,
+        /// Who invited.
+        inviter: &'a str,
+    },
+    /// The token joined a room.
+    Joined {
+        /// The room.
+        room_id: &'a str,
+    },
+    /// A file transfer of more than a few blocks advanced.
+    FileProgress {
+        /// Whether the token is sending (else receiving) the file.
+        sending: bool,
+        /// Bytes transferred.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+        /// The file's name.
+        name: &'a str,
+    },
+    /// A file is uploaded, and its event is queued as message `local_id`.
+    FileUploaded {
+        /// The number of the event's message ([`UiEvent::Queued`], [`UiEvent::Delivered`]).
+        local_id: u32,
+        /// The file's size.
+        size: u64,
+        /// The file's name.
+        name: &'a str,
+    },
+    /// A file arrived, its hash checked, and it is stored under `name`.
+    FileReceived {
+        /// The room.
+        room_id: &'a str,
+        /// The sender.
+        sender: &'a str,
+        /// Its size.
+        size: u64,
+        /// Its MIME type.
+        mimetype: &'a str,
+        /// The name it is stored under.
+        name: &'a str,
+    },
+    /// A file transfer failed; nothing was stored (receiving) or sent (sending).
+    FileFailed {
+        /// Why.
+        error: crate::files::FileError,
+        /// The file's name.
+        name: &'a str,
+    },
+    /// Something failed; the token carries on.
+    Error(TokenError),
+    /// A device asks to verify the token (a request, or a start without one):
+    /// [`Token::confirm_verification`](super::Token::confirm_verification) accepts.
+    VerificationRequested {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+    },
+    /// The short authentication string to compare with the other device's screen:
+    /// [`Token::confirm_verification`](super::Token::confirm_verification) if they match,
+    /// [`Token::cancel_verification`](super::Token::cancel_verification) if not.
+    ShortAuthString {
+        /// The other device's user.
+        user_id: &'a str,
+        /// The other device.
+        device_id: &'a str,
+        /// Three numbers from 1000 to 9191.
+        decimals: [u16; 3],
+        /// Seven indices into [`jeton_olm::sas::EMOJI`], when both sides offered emoji.
+        emoji: Option<[u8; 7]>,
+    },
+    /// The device is verified and remembered as such.
+    DeviceVerified {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+    },
+    /// A verification ended without verifying.
+    VerificationCancelled {
+        /// The other device's user.
+        user_id: &'a str,
+        /// The other device.
+        device_id: &'a str,
+        /// The cancel code (`m.mismatched_sas`, `m.timeout`, ...).
+        code: &'a str,
+        /// Whether the other device cancelled (false: the token did).
+        by_peer: bool,
+    },
+    /// The protected link to the gateway has a new security context (EDHOC completed).
+    LinkEstablished {
+        /// The token's OSCORE sender id (the kid of its requests).
+        sender_id: &'a [u8],
+    },
+}
+
+impl<'a> UiEvent<'a> {
+    /// The event as one line of text, the form jeton-sim and the RIOT shell print so that
+    /// people and scripts read the same thing from both: a kind word, then the fields
+    /// separated by spaces, a message body last with `\` and newlines escaped. `None` for
+    /// an event that prints nothing ([`UiEvent::Synced`]).
+    pub fn line(&self) -> Option<EventLine<'_, 'a>> {
+        (!matches!(self, UiEvent::Synced)).then_some(EventLine(self))
+    }
+}
+
+/// One [`UiEvent`] as a line of text; see [`UiEvent::line`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventLine<'e, 'a>(&'e UiEvent<'a>);
+
+impl fmt::Display for EventLine<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            UiEvent::FileProgress { .. }
+            | UiEvent::FileUploaded { .. }
+            | UiEvent::FileReceived { .. }
+            | UiEvent::FileFailed { .. } => file_line(self.0, f),
+            UiEvent::VerificationRequested { .. }
+            | UiEvent::ShortAuthString { .. }
+            | UiEvent::DeviceVerified { .. }
+            | UiEvent::VerificationCancelled { .. }
+            | UiEvent::LinkEstablished { .. } => device_line(self.0, f),
+            event => message_line(event, f),
+        }
+    }
+}
+
+/// The line of an event of the login, keys, rooms and messages.
+fn message_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        UiEvent::LoggedIn { user_id, device_id } => {
+            write!(f, "logged-in {user_id} {device_id}")
+        }
+        UiEvent::KeysPublished { one_time_keys } => write!(f, "keys-published {one_time_keys}"),
+        UiEvent::Synced => Ok(()),
+        UiEvent::Message {
+            room_id,
+            sender,
+            event_id,
+            body,
+            encrypted,
+            sender_verified,
+        } => write!(
+            f,
+            "message {room_id} {sender} {event_id} {} {}",
+            match (encrypted, sender_verified) {
+                (true, true) => "e2e-verified",
+                (true, false) => "e2e",
+                (false, _) => "unencrypted",
+            },
+            EscapedBody(body)
+        ),
+        UiEvent::Undecryptable {
+            room_id,
+            sender,
+            event_id,
+            reason,
+        } => write!(f, "undecryptable {room_id} {sender} {event_id} {reason}"),
+        UiEvent::RoomKeyRejected { sender, reason } => {
+            write!(f, "room-key-rejected {sender} {reason}")
+        }
+        UiEvent::DeviceRejected {
+            user_id,
+            device_id,
+            reason,
+        } => write!(f, "device-rejected {user_id} {device_id} {reason}"),
+        UiEvent::Queued { local_id, room_id } => write!(f, "queued {local_id} {room_id}"),
+        UiEvent::Delivered {
+            local_id,
+            room_id,
+            event_id,
+        } => write!(f, "delivered {local_id} {room_id} {event_id}"),
+        UiEvent::SendFailed { local_id, error } => write!(f, "send-failed {local_id} {error}"),
+        UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
+        UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
+        UiEvent::Error(error) => write!(f, "error {error}"),
+        _ => Ok(()),
+    }
+}
+
+/// The line of a file transfer's event.
+fn file_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        UiEvent::FileProgress {
+            sending,
+            done,
+            total,
+            name,
+        } => write!(
+            f,
+            "file-progress {} {done}/{total} {}",
+            if *sending { "send" } else { "receive" },
+            EscapedBody(name)
+        ),
+        UiEvent::FileUploaded {
+            local_id,
+            size,
+            name,
+        } => write!(f, "file-uploaded {local_id} {size} {}", EscapedBody(name)),
+        UiEvent::FileReceived {
+            room_id,
+            sender,
+            size,
+            mimetype,
+            name,
+        } => write!(
+            f,
+            "file-received {room_id} {sender} {size} {mimetype} {}",
+            EscapedBody(name)
+        ),
+        UiEvent::FileFailed { error, name } => {
+            write!(f, "file-failed {} ({error})", EscapedBody(name))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The line of a verification's or the link's event.
+fn device_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        UiEvent::VerificationRequested { user_id, device_id } => {
+            write!(f, "verification-request {user_id} {device_id}")
+        }
+        UiEvent::ShortAuthString {
+            user_id,
+            device_id,
+            decimals: [a, b, c],
+            emoji,
+        } => {
+            write!(f, "sas {user_id} {device_id} {a} {b} {c}")?;
+            if let Some(emoji) = emoji {
+                f.write_str(" emoji")?;
+                for (at, index) in emoji.iter().enumerate() {
+                    let name = jeton_olm::sas::EMOJI
+                        .get(usize::from(*index))
+                        .map_or("?", |(_, name)| name);
+                    f.write_str(if at == 0 { " " } else { "," })?;
+                    f.write_str(name)?;
+                }
+            }
+            Ok(())
+        }
+        UiEvent::DeviceVerified { user_id, device_id } => {
+            write!(f, "verified {user_id} {device_id}")
+        }
+        UiEvent::VerificationCancelled {
+            user_id,
+            device_id,
+            code,
+            by_peer,
+        } => write!(
+            f,
+            "verification-cancelled {user_id} {device_id} {code} {}",
+            if *by_peer { "by-peer" } else { "by-token" }
+        ),
+        UiEvent::LinkEstablished { sender_id } => {
+            f.write_str("link-established kid=")?;
+            for byte in *sender_id {
+                write!(f, "{byte:02x}")?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A message body on one line: `\` becomes `\\` and a newline `\n`, so the body can be
+/// the last field of an event line and still be read back exactly.
+#[derive(Debug, Clone, Copy)]
+pub struct EscapedBody<'a>(pub &'a str);
+
+impl fmt::Display for EscapedBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where UI events go: a display, a log, the simulator's stdout.
+///
+/// The token calls [`Ui::event`] from inside its input methods; the event borrows the
+/// token's buffers, so an implementation copies what it keeps. It must not block.
+pub trait Ui {
+    /// Shows or records `event`.
+    fn event(&mut self, event: &UiEvent<'_>);
+}
+
+impl<U: Ui + ?Sized> Ui for &mut U {
+    fn event(&mut self, event: &UiEvent<'_>) {
+        (**self).event(event);
+    }
+}
+
+#[cfg(test)]
+mod event_line_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_line_ends_with_its_body_escaped_onto_one_line() {
+        let event = UiEvent::Message {
+            room_id: "!r:s",
+            sender: "@a:s",
+            event_id: "$e",
+            body: "two\nlines \\ here",
+            encrypted: true,
+            sender_verified: false,
+        };
+        let line = event.line().map(|l| l.to_string());
+        assert_eq!(
+            line.as_deref(),
+            Some("message !r:s @a:s $e e2e two\\nlines \\\\ here")
+        );
+    }
+
+    #[test]
+    fn delivery_and_joins_print_their_ids_and_a_sync_prints_nothing() {
+        let delivered = UiEvent::Delivered {
+            local_id: 7,
+            room_id: "!r:s",
+            event_id: "$e",
+        };
+        assert_eq!(
+            delivered.line().map(|l| l.to_string()).as_deref(),
+            Some("delivered 7 !r:s $e")
+        );
+        let joined = UiEvent::Joined { room_id: "!r:s" };
+        assert_eq!(
+            joined.line().map(|l| l.to_string()).as_deref(),
+            Some("joined !r:s")
+        );
+        assert!(UiEvent::Synced.line().is_none());
+    }
+}

@@ -1,0 +1,184 @@
+//! The token's capacities, the bounded ids they make, and the helpers that fill those bounds.
+//!
+//! Every table of the token has a compile-time capacity here; running into one is
+//! [`TokenError::LimitReached`] naming the [`Limit`], never a panic or a silent loss.
+
+use core::fmt;
+
+use heapless::String;
+
+use super::TokenError;
+
+/// Rooms the token is in (or joining).
+pub const MAX_ROOMS: usize = 4;
+/// Joined members tracked per room (the token itself included).
+pub const MAX_MEMBERS: usize = 8;
+/// Users whose device lists the token tracks.
+pub const MAX_TRACKED_USERS: usize = 12;
+/// Devices of tracked users the token knows (its own excluded). At most 32: a room's
+/// outbound session records with a bit mask which of them have its key.
+pub const MAX_DEVICES: usize = 16;
+/// Olm sessions kept on flash (only the one in use is in RAM).
+pub const MAX_OLM_SESSIONS: usize = 16;
+/// Inbound Megolm sessions (room keys received).
+pub const MAX_INBOUND_SESSIONS: usize = 8;
+/// Room keys waiting for their sender's device keys.
+pub const MAX_PENDING_ROOM_KEYS: usize = 2;
+/// Encrypted events waiting for a room key that is being verified, fetched again once it is.
+pub const MAX_RETRY_EVENTS: usize = 4;
+/// Message indexes remembered per inbound session for replay detection.
+pub const REPLAY_WINDOW: usize = 16;
+/// Longest message text, in bytes of UTF-8.
+pub const MAX_MESSAGE_LEN: usize = 512;
+/// Messages waiting to be acknowledged by the homeserver.
+pub const OUTBOX_DEPTH: usize = 4;
+/// Invites waiting for the user's decision.
+pub const MAX_INVITES: usize = 2;
+/// Users whose invites are accepted without asking.
+pub const MAX_ALLOWED_INVITERS: usize = 4;
+/// One-time keys the account holds; half of them are kept on the server.
+pub const ONE_TIME_KEYS: usize = 20;
+/// One-time keys per `keys/upload` body, so that the body fits [`WORK_BYTES`].
+pub const UPLOAD_BATCH: usize = 5;
+/// Longest user, room or event id the token stores.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest device id.
+pub const MAX_DEVICE_ID_LEN: usize = 32;
+/// Longest access token.
+pub const MAX_ACCESS_TOKEN_LEN: usize = 160;
+/// Longest sync cursor or filter id.
+pub const MAX_CURSOR_LEN: usize = 96;
+/// The CoAP request arena: a Megolm send of a [`MAX_MESSAGE_LEN`] message fits.
+pub const REQUEST_BYTES: usize = 2048;
+/// The buffer request bodies and decrypted plaintexts are built in.
+pub const WORK_BYTES: usize = 1536;
+/// The CoAP response buffer: the largest sync or keys/query response the token reads.
+pub const RESPONSE_BYTES: usize = 4096;
+
+/// A user id (`@user:server`).
+pub type UserId = String<MAX_ID_LEN>;
+/// A room id (`!room:server`).
+pub type RoomId = String<MAX_ID_LEN>;
+/// An event id.
+pub type EventId = String<MAX_ID_LEN>;
+/// A device id.
+pub type DeviceId = String<MAX_DEVICE_ID_LEN>;
+
+/// A bounded table that is full, named in [`TokenError::LimitReached`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`MAX_ROOMS`].
+    Rooms,
+    /// [`MAX_MEMBERS`].
+    Members,
+    /// [`MAX_TRACKED_USERS`].
+    TrackedUsers,
+    /// [`MAX_DEVICES`].
+    Devices,
+    /// [`MAX_OLM_SESSIONS`].
+    OlmSessions,
+    /// [`MAX_INBOUND_SESSIONS`].
+    InboundSessions,
+    /// [`MAX_PENDING_ROOM_KEYS`].
+    PendingRoomKeys,
+    /// [`OUTBOX_DEPTH`].
+    Outbox,
+    /// [`MAX_INVITES`].
+    Invites,
+    /// An id longer than [`MAX_ID_LEN`], [`MAX_DEVICE_ID_LEN`], [`MAX_ACCESS_TOKEN_LEN`]
+    /// or [`MAX_CURSOR_LEN`].
+    IdLength,
+    /// [`MAX_MESSAGE_LEN`].
+    MessageLength,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Rooms => "rooms",
+            Limit::Members => "members per room",
+            Limit::TrackedUsers => "tracked users",
+            Limit::Devices => "devices",
+            Limit::OlmSessions => "Olm sessions",
+            Limit::InboundSessions => "room keys",
+            Limit::PendingRoomKeys => "room keys awaiting verification",
+            Limit::Outbox => "unsent messages",
+            Limit::Invites => "pending invites",
+            Limit::IdLength => "identifier length",
+            Limit::MessageLength => "message length",
+        })
+    }
+}
+
+/// A string copied into a bounded [`String`], or [`Limit::IdLength`].
+pub(crate) fn bounded<const N: usize>(text: &str) -> Result<String<N>, TokenError> {
+    String::try_from(text).map_err(|_| TokenError::LimitReached(Limit::IdLength))
+}
+
+/// Appends `value` in `radix` (2 to 64; up to 16 the digits are `core::fmt`'s lower-case ones,
+/// then `g`-`z`, `A`-`Z`, `-`, `_`: all URL-safe), at least `width` digits, without
+/// `core::fmt` (which costs kilobytes of flash on the device).
+pub(crate) fn push_number<const N: usize>(
+    out: &mut String<N>,
+    value: u64,
+    radix: u64,
+    width: usize,
+) -> Result<(), TokenError> {
+    const DIGITS: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
+    let mut digits = [b'0'; 20];
+    let mut n = value;
+    let mut len = 0;
+    while (n > 0 || len < width.max(1)) && len < digits.len() {
+        let digit = DIGITS.get((n % radix) as usize).copied().unwrap_or(b'0');
+        if let Some(slot) = digits.get_mut(len) {
+            *slot = digit;
+        }
+        n /= radix;
+        len += 1;
+    }
+    for digit in digits.get(..len).unwrap_or_default().iter().rev() {
+        out.push(char::from(*digit))
+            .map_err(|_| TokenError::LimitReached(Limit::IdLength))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_like_core_fmt() {
+        for (value, radix, width) in [
+            (0u64, 10, 0),
+            (30_000, 10, 0),
+            (u64::MAX, 10, 0),
+            (0xbeef, 16, 8),
+            (u64::MAX, 16, 8),
+            (5, 16, 0),
+        ] {
+            let mut out: String<24> = String::new();
+            push_number(&mut out, value, radix, width).unwrap();
+            let expected = if radix == 16 {
+                format!("{value:0width$x}")
+            } else {
+                format!("{value:0width$}")
+            };
+            assert_eq!(out.as_str(), expected);
+        }
+        let mut short: String<2> = String::new();
+        assert!(push_number(&mut short, 123, 10, 0).is_err());
+    }
+
+    #[test]
+    fn radix_64_uses_url_safe_digits() {
+        let mut out: String<24> = String::new();
+        push_number(&mut out, u64::from(u32::MAX), 64, 6).unwrap();
+        // 2^32 - 1 = 3 * 64^5 + 63 * (64^4 + 64^3 + 64^2 + 64 + 1)
+        assert_eq!(out.as_str(), "3_____");
+        out.clear();
+        push_number(&mut out, 64 + 36, 64, 0).unwrap();
+        assert_eq!(out.as_str(), "1A");
+    }
+}

@@ -1,0 +1,353 @@
+//! The room keys the token sends: each encrypted room's outbound Megolm session, which
+//! devices have its key, and how the key reaches them over Olm.
+//!
+//! A room's session is made before the first message that needs it, and again when it is due
+//! for rotation (the room's period or message count), when a member left, or when a member
+//! has a new device ([`super::devices`]). It is on flash ([`record::OUTBOUND`] + room slot,
+//! pickled with the storage key) with a bit per device slot that has the key, and one per
+//! device that could not be reached (no one-time key to claim, or the homeserver refused the
+//! message); each message advances its index on flash before the ciphertext exists anywhere
+//! else ([`super::outbox`]). Before the outbox head's message goes, its room key goes to
+//! every device of every member that lacks it (optionally verified devices only,
+//! [`Config::share_keys_only_with_verified`]): over the Olm session with the device, or,
+//! when there is none, after claiming one of its one-time keys and starting one
+//! ([`super::olm_sessions`]).
+//!
+//! Known gap: the age of a session restarts at boot (`rotation_period_ms` counts from boot);
+//! its message count survives.
+//!
+//! Where this goes next (issue 14): a dropped or changed device rotates the sessions it
+//! received, `m.room_key.withheld` sent to the devices the token withholds a key from (issue 13).
+
+use minicbor::Decoder;
+
+use jeton_olm::megolm::GroupSession;
+use jeton_proto::TableVersion;
+use jeton_proto::path::endpoint;
+use jeton_proto::view::KeysClaimResponse;
+use jeton_proto::write;
+
+use super::bodies::{binary32, verify_object};
+use super::devices::Device;
+use super::flash::{Flash, corrupt};
+use super::rng::CryptoSource;
+use super::*;
+use crate::json::JsonWriter;
+use crate::store::record;
+
+/// A room's outbound Megolm session and whom it was shared with.
+pub(super) struct Outbound {
+    pub(super) session: GroupSession,
+    pub(super) created: Instant,
+    /// Bit `i`: device slot `i` has the key.
+    pub(super) shared: u32,
+    /// Bit `i`: device slot `i` had no one-time key to claim; skipped for this session.
+    pub(super) unreachable: u32,
+}
+
+impl Outbound {
+    /// Writes the session as room slot `slot`'s to flash.
+    pub(super) fn save<S: Store, R: Rng>(
+        &self,
+        flash: &mut Flash<S>,
+        rng: &mut R,
+        slot: usize,
+    ) -> Result<(), TokenError> {
+        let outbound = self;
+        flash.put_pickled(
+            record::OUTBOUND + slot as u16,
+            |e| {
+                e.array(2)?
+                    .u32(outbound.shared)?
+                    .u32(outbound.unreachable)
+                    .map(drop)
+            },
+            &outbound.session,
+            rng,
+        )
+    }
+
+    /// Removes room slot `slot`'s session from flash.
+    pub(super) fn remove<S: Store>(flash: &mut Flash<S>, slot: usize) -> Result<(), TokenError> {
+        flash.remove(record::OUTBOUND + slot as u16)
+    }
+
+    /// Reads the outbound session of room slot `slot`. Out of line: its temporaries stay out
+    /// of the boot's frame, under which every other load of a boot runs.
+    #[inline(never)]
+    pub(super) fn load<S: Store>(
+        flash: &mut Flash<S>,
+        slot: usize,
+        now: Instant,
+    ) -> Result<Option<Outbound>, TokenError> {
+        let id = record::OUTBOUND + slot as u16;
+        flash.read(id, |meta, pickle| {
+            let c = corrupt(id);
+            let mut d = Decoder::new(meta);
+            d.array().map_err(&c)?;
+            let shared = d.u32().map_err(&c)?;
+            let unreachable = d.u32().map_err(&c)?;
+            Ok(Outbound {
+                session: pickle.open()?,
+                // The clock restarts at boot; the session's age restarts with it.
+                created: now,
+                shared,
+                unreachable,
+            })
+        })
+    }
+}
+
+impl Rooms {
+    /// Device slot `slot` holds another device, or none: no outbound session recorded
+    /// anything about it.
+    pub(super) fn forget_device(&mut self, slot: usize) {
+        for room in self.iter_mut() {
+            if let Some(outbound) = &mut room.outbound {
+                outbound.shared &= !(1 << slot);
+                outbound.unreachable &= !(1 << slot);
+            }
+        }
+    }
+
+    /// The device in slot `slot` cannot be reached: skip it for the current sessions.
+    fn mark_unreachable(&mut self, slot: usize) {
+        for room in self.iter_mut() {
+            if let Some(outbound) = &mut room.outbound {
+                outbound.unreachable |= 1 << slot;
+            }
+        }
+    }
+}
+
+impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// Drops the outbound sessions of the rooms `user` is in.
+    pub(super) fn rotate_rooms_of(&mut self, user: &str) -> Result<(), TokenError> {
+        for slot in 0..MAX_ROOMS {
+            let Some(room) = self.rooms.get_mut(slot) else {
+                continue;
+            };
+            if room.outbound.is_some() && room.members.iter().any(|m| m.as_str() == user) {
+                room.outbound = None;
+                Outbound::remove(&mut self.env.flash, slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the room's outbound session if it has none or it is due for rotation.
+    pub(super) fn ensure_outbound(
+        &mut self,
+        room_slot: usize,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        let Some(room) = self.rooms.get_mut(room_slot) else {
+            return Ok(());
+        };
+        let due = match &room.outbound {
+            None => true,
+            Some(o) => {
+                now.millis_since(o.created) >= room.rotation_ms
+                    || o.session.message_index() >= room.rotation_msgs
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        let session = GroupSession::new(&mut CryptoSource(&mut self.env.rng));
+        let outbound = Outbound {
+            session,
+            created: now,
+            shared: 0,
+            unreachable: 0,
+        };
+        outbound.save(&mut self.env.flash, &mut self.env.rng, room_slot)?;
+        room.outbound = Some(outbound);
+        Ok(())
+    }
+
+    /// A device of a member of the room that does not have the room key yet.
+    pub(super) fn next_recipient(&self, room_slot: usize) -> Option<usize> {
+        let room = self.rooms.get(room_slot)?;
+        let outbound = room.outbound.as_ref()?;
+        self.devices.iter().find_map(|(slot, device)| {
+            let bit = 1u32 << slot;
+            let member = room.members.contains(&device.user_id);
+            // Optionally, room keys go to verified devices only.
+            let trusted = device.verified || !self.env.settings.share_keys_only_with_verified;
+            (member && trusted && (outbound.shared | outbound.unreachable) & bit == 0)
+                .then_some(slot)
+        })
+    }
+
+    /// Sends the room key to `device` over Olm, claiming a one-time key first if there is
+    /// no Olm session with it.
+    #[inline(never)]
+    pub(super) fn share_with(
+        &mut self,
+        coap: &mut Coap,
+        room_slot: usize,
+        device_slot: usize,
+    ) -> Result<(), TokenError> {
+        let Some(device) = self.devices.get(device_slot).cloned() else {
+            return Ok(());
+        };
+        let Some(olm_slot) = self.sessions.slot_for(&device.curve) else {
+            let len = write::keys_claim_body(
+                &mut self.env.work,
+                &device.user_id,
+                &device.device_id,
+                10_000,
+            )?;
+            return self.start(
+                coap,
+                Operation::Claim {
+                    device: device_slot,
+                },
+                Code::POST,
+                &[endpoint::KEYS_CLAIM],
+                len,
+            );
+        };
+        let Some(plaintext_len) = self.room_key_json(room_slot, &device)? else {
+            return Ok(());
+        };
+        let len = self.encrypt_to_device(olm_slot, &device, plaintext_len);
+        if let Some(plaintext) = self.env.work.get_mut(..plaintext_len)
+            && len.is_err()
+        {
+            plaintext.fill(0);
+        }
+        let len = len?;
+        let txn = self.next_transaction_id()?;
+        self.start(
+            coap,
+            Operation::ShareKey {
+                device: device_slot,
+            },
+            Code::PUT,
+            &[endpoint::SEND_TO_DEVICE, "m.room.encrypted", &txn],
+            len,
+        )
+    }
+
+    /// The `m.room_key` Olm payload of the room's session for `device`, as JSON into `work`
+    /// (the record buffer is where the Olm session is read): its length, or `None` when the
+    /// room has no outbound session.
+    fn room_key_json(
+        &mut self,
+        room_slot: usize,
+        device: &Device,
+    ) -> Result<Option<usize>, TokenError> {
+        let Some(login) = &self.login else {
+            return Ok(None);
+        };
+        let Some(room) = self.rooms.get(room_slot) else {
+            return Ok(None);
+        };
+        let Some(outbound) = &room.outbound else {
+            return Ok(None);
+        };
+        let mut session_id = [0u8; 43];
+        let session_id = outbound.session.session_id().to_base64(&mut session_id);
+        let mut key_base64 = [0u8; jeton_olm::megolm::SessionKey::BASE64_LENGTH];
+        let session_key = outbound
+            .session
+            .session_key()
+            .to_base64(&mut key_base64)
+            .map_err(|_| TokenError::Crypto)?;
+        let own_ed = self.account.olm.ed25519_key();
+        let mut w = JsonWriter::new(&mut self.env.work);
+        w.raw(br#"{"content":{"algorithm":"#)?
+            .string(jeton_proto::view::MEGOLM_ALGORITHM)?
+            .raw(br#","room_id":"#)?
+            .string(&room.id)?
+            .raw(br#","session_id":"#)?
+            .string(session_id)?
+            .raw(br#","session_key":"#)?
+            .string(session_key)?
+            .raw(br#"},"keys":{"ed25519":"#)?
+            .base64(own_ed.as_bytes())?
+            .raw(br#"},"recipient":"#)?
+            .string(&device.user_id)?
+            .raw(br#","recipient_keys":{"ed25519":"#)?
+            .base64(&device.ed)?
+            .raw(br#"},"sender":"#)?
+            .string(&login.user_id)?
+            .raw(br#","sender_device":"#)?
+            .string(&login.device_id)?
+            .raw(br#","type":"m.room_key"}"#)?;
+        let plaintext_len = w.len();
+        key_base64.fill(0);
+        Ok(Some(plaintext_len))
+    }
+
+    /// The answer to a one-time key claim for the device in `device_slot`: an Olm session
+    /// starts with the claimed key if its signature verifies, else the device is skipped for
+    /// the current sessions.
+    pub(super) fn on_claimed(&mut self, body: &[u8], device_slot: usize) -> Result<(), TokenError> {
+        let Some(device) = self.devices.get(device_slot).cloned() else {
+            return Ok(());
+        };
+        let response = KeysClaimResponse::parse(body, TableVersion::V2)?;
+        let claimed = response.one_time_key(&device.user_id, &device.device_id)?;
+        let mut name: String<{ MAX_DEVICE_ID_LEN + 8 }> = String::new();
+        let _ = name.push_str("ed25519:");
+        let _ = name.push_str(&device.device_id);
+        let verified = match claimed {
+            Some(signed) => {
+                let signature = signed.signature(&device.user_id, &name)?;
+                let key = binary32(signed.key);
+                match key {
+                    Some(key)
+                        if verify_object(
+                            signed.object,
+                            signature,
+                            &device.ed,
+                            &mut self.env.flash.scratch,
+                        ) =>
+                    {
+                        Some(key)
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let Some(one_time_key) = verified else {
+            // No usable key: skip this device for the current session.
+            self.rooms.mark_unreachable(device_slot);
+            self.env.ui.event(&UiEvent::DeviceRejected {
+                user_id: &device.user_id,
+                device_id: &device.device_id,
+                reason: RejectionReason::UnknownDevice,
+            });
+            return Ok(());
+        };
+        self.start_olm_session(device.curve, one_time_key)
+    }
+
+    /// The room key reached the device in `device_slot`: its bit is on flash.
+    pub(super) fn on_key_shared(&mut self, device_slot: usize) -> Result<(), TokenError> {
+        let Some(room_id) = self.outbox.head_room() else {
+            return Ok(());
+        };
+        let Some(room_slot) = self.room_slot(room_id) else {
+            return Ok(());
+        };
+        if let Some(room) = self.rooms.get_mut(room_slot)
+            && let Some(outbound) = &mut room.outbound
+        {
+            outbound.shared |= 1 << device_slot;
+            outbound.save(&mut self.env.flash, &mut self.env.rng, room_slot)?;
+        }
+        Ok(())
+    }
+
+    /// The homeserver refuses the room key message to the device in `device_slot` for good
+    /// (4.xx but 4.01 and 4.29): the device is skipped for the current sessions.
+    pub(super) fn on_share_refused(&mut self, device_slot: usize, error: TokenError) {
+        self.rooms.mark_unreachable(device_slot);
+        self.error(error);
+    }
+}

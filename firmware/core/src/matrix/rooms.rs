@@ -1,0 +1,484 @@
+//! The rooms the token is in, with their members and encryption settings, and the rooms it
+//! is invited to or joining.
+//!
+//! A room enters the table when a sync lists it as joined (after the person accepted an
+//! invite, or an invite from a user of [`Config::auto_join_from`]) and is on flash
+//! ([`record::ROOMS`] + slot) with its members and its encryption state; its outbound Megolm
+//! session is [`super::outbound`]'s. Membership and `m.room.encryption` events of the room's
+//! state and timeline update it before the sync's room keys and messages are read: a new
+//! member is tracked ([`super::devices`]), a member who left ends the room's outbound session
+//! so that the next message uses one they never saw. Invites wait in RAM for the person
+//! ([`Token::join`](super::Token::join), [`Token::refuse`](super::Token::refuse)); an invite
+//! lost to a power cut comes back with the next initial sync.
+//!
+//! Where the table's rules go next (issue 14): leaving a room (its slot, its sessions and the
+//! members' tracking freed), `member-joined` and `member-left` events for the person, and the
+//! room's rotation period capped at the spec's week and 100 messages.
+
+use core::fmt;
+
+use heapless::Vec;
+use minicbor::Decoder;
+
+use jeton_proto::ids::TEXT_LEN;
+use jeton_proto::path::endpoint;
+use jeton_proto::view::{Event, MEGOLM_ALGORITHM, SyncResponse, Value};
+
+use super::flash::{Flash, corrupt, text};
+use super::outbound::Outbound;
+use super::*;
+use crate::store::record;
+
+/// A room the token is in.
+pub(super) struct Room {
+    pub(super) id: RoomId,
+    pub(super) encrypted: bool,
+    pub(super) rotation_ms: u64,
+    pub(super) rotation_msgs: u32,
+    pub(super) members: Vec<UserId, MAX_MEMBERS>,
+    /// The room's outbound Megolm session ([`super::outbound`]).
+    pub(super) outbound: Option<Outbound>,
+}
+
+impl Room {
+    fn new(id: RoomId) -> Self {
+        Room {
+            id,
+            encrypted: false,
+            rotation_ms: 604_800_000,
+            rotation_msgs: 100,
+            members: Vec::new(),
+            outbound: None,
+        }
+    }
+
+    /// Writes the room (without its outbound session) to flash.
+    fn save<S: Store>(&self, flash: &mut Flash<S>, slot: usize) -> Result<(), TokenError> {
+        flash.put(record::ROOMS + slot as u16, |e| {
+            e.array(5)?
+                .str(&self.id)?
+                .bool(self.encrypted)?
+                .u64(self.rotation_ms)?
+                .u32(self.rotation_msgs)?
+                .array(self.members.len() as u64)?;
+            for member in &self.members {
+                e.str(member)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads room slot `slot` from flash. Out of line: its temporaries stay out of the boot's
+    /// frame, under which every other load of a boot runs.
+    #[inline(never)]
+    fn load<S: Store>(flash: &mut Flash<S>, slot: usize) -> Result<Option<Room>, TokenError> {
+        let id = record::ROOMS + slot as u16;
+        let Some((meta, _)) = flash.get(id)? else {
+            return Ok(None);
+        };
+        let c = corrupt(id);
+        let mut d = Decoder::new(meta);
+        d.array().map_err(&c)?;
+        let mut room = Room::new(text(&mut d, id)?);
+        room.encrypted = d.bool().map_err(&c)?;
+        room.rotation_ms = d.u64().map_err(&c)?;
+        room.rotation_msgs = d.u32().map_err(&c)?;
+        let members = d.array().map_err(&c)?.unwrap_or(0);
+        for _ in 0..members {
+            room.members
+                .push(text(&mut d, id)?)
+                .map_err(|_| TokenError::CorruptRecord(id))?;
+        }
+        Ok(Some(room))
+    }
+
+    /// Applies `m.room.encryption` (`content`): the room is encrypted with Megolm and its
+    /// rotation period. True when the room changed.
+    fn apply_encryption(
+        &mut self,
+        content: &jeton_proto::view::Map<'_>,
+    ) -> Result<bool, TokenError> {
+        let Some(Value::Text(MEGOLM_ALGORITHM)) = content.get("algorithm")? else {
+            return Ok(false);
+        };
+        self.encrypted = true;
+        if let Some(Value::Integer(ms)) = content.get("rotation_period_ms")? {
+            self.rotation_ms = u64::try_from(ms).unwrap_or(self.rotation_ms);
+        }
+        if let Some(Value::Integer(n)) = content.get("rotation_period_msgs")? {
+            self.rotation_msgs = u32::try_from(n).unwrap_or(self.rotation_msgs);
+        }
+        Ok(true)
+    }
+}
+
+/// What a membership event did to a room.
+enum Membership {
+    Unchanged,
+    /// A member joined (`track`: the user to track, not the token's own).
+    Joined {
+        track: Option<UserId>,
+    },
+    /// A member left (`rotate`: the room's outbound session ended).
+    Left {
+        rotate: bool,
+    },
+}
+
+/// The rooms, invites and joins. Boot lays the table out in place ([`super::boot`]), so its
+/// fields are visible there; everything else goes through the methods.
+#[repr(C)]
+pub(super) struct Rooms {
+    /// Invites waiting for the person's decision: the room and who invited.
+    pub(super) invites: Vec<(RoomId, UserId), MAX_INVITES>,
+    /// Rooms being joined, the first one's request next.
+    pub(super) joins: Vec<RoomId, MAX_INVITES>,
+    pub(super) slots: [Option<Room>; MAX_ROOMS],
+}
+
+impl Rooms {
+    /// Reads the rooms and their outbound sessions (whose age restarts at `now`) from flash.
+    pub(super) fn load<S: Store>(
+        &mut self,
+        flash: &mut Flash<S>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
+        for (slot, room) in self.slots.iter_mut().enumerate() {
+            *room = Room::load(flash, slot)?;
+            if let Some(room) = room {
+                room.outbound = Outbound::load(flash, slot, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The slot of `room_id`.
+    pub(super) fn slot(&self, room_id: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|room| room.as_ref().is_some_and(|r| r.id.as_str() == room_id))
+    }
+
+    /// The room in slot `slot`.
+    pub(super) fn get(&self, slot: usize) -> Option<&Room> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    /// The room in slot `slot`.
+    pub(super) fn get_mut(&mut self, slot: usize) -> Option<&mut Room> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// The rooms.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Room> {
+        self.slots.iter().flatten()
+    }
+
+    /// The rooms.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Room> {
+        self.slots.iter_mut().flatten()
+    }
+
+    /// Whether the room in slot `slot` is encrypted.
+    pub(super) fn is_encrypted(&self, slot: usize) -> bool {
+        self.get(slot).is_some_and(|r| r.encrypted)
+    }
+
+    /// Adds `room_id` (on flash first): its slot, and whether the room is new.
+    fn add<S: Store>(
+        &mut self,
+        flash: &mut Flash<S>,
+        room_id: &str,
+    ) -> Result<(usize, bool), TokenError> {
+        if let Some(slot) = self.slot(room_id) {
+            return Ok((slot, false));
+        }
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(TokenError::LimitReached(Limit::Rooms))?;
+        let room = Room::new(bounded(room_id)?);
+        room.save(flash, slot)?;
+        if let Some(entry) = self.slots.get_mut(slot) {
+            *entry = Some(room);
+        }
+        Ok((slot, true))
+    }
+
+    /// The person accepts the invite to `room_id` (or joins a room by id).
+    pub(super) fn join(&mut self, room_id: &str) -> Result<(), TokenError> {
+        let room: RoomId = bounded(room_id)?;
+        self.invites.retain(|(id, _)| *id != room);
+        if !self.joins.contains(&room) {
+            self.joins
+                .push(room)
+                .map_err(|_| TokenError::LimitReached(Limit::Invites))?;
+        }
+        Ok(())
+    }
+
+    /// The person refuses the invite to `room_id`: false when there was none.
+    pub(super) fn refuse(&mut self, room_id: &str) -> bool {
+        let before = self.invites.len();
+        self.invites.retain(|(id, _)| id.as_str() != room_id);
+        self.invites.len() != before
+    }
+
+    /// The pending invites: the room and who invited.
+    pub(super) fn invites(&self) -> impl Iterator<Item = &(RoomId, UserId)> {
+        self.invites.iter()
+    }
+
+    /// The room to join next.
+    pub(super) fn next_join(&self) -> Option<&RoomId> {
+        self.joins.first()
+    }
+
+    /// The join in progress is over (done or refused).
+    fn end_join(&mut self) -> Option<RoomId> {
+        (!self.joins.is_empty()).then(|| self.joins.remove(0))
+    }
+
+    /// Whether the token is in, joining or invited to `room_id`.
+    fn knows(&self, room_id: &RoomId) -> bool {
+        self.slot(room_id).is_some()
+            || self.joins.contains(room_id)
+            || self.invites.iter().any(|(r, _)| r == room_id)
+    }
+
+    /// A membership event of `state_key` (`content`) in the room in slot `slot`; `own_user`
+    /// is the token's user, who is not tracked.
+    fn apply_membership(
+        &mut self,
+        slot: usize,
+        state_key: &str,
+        content: &jeton_proto::view::Map<'_>,
+        own_user: &str,
+    ) -> Result<Membership, TokenError> {
+        let Some(room) = self.get_mut(slot) else {
+            return Ok(Membership::Unchanged);
+        };
+        let joined = matches!(content.get("membership")?, Some(Value::Text("join")));
+        let present = room.members.iter().any(|m| m.as_str() == state_key);
+        if joined && !present {
+            room.members
+                .push(bounded(state_key)?)
+                .map_err(|_| TokenError::LimitReached(Limit::Members))?;
+            let track = if state_key != own_user {
+                Some(bounded(state_key)?)
+            } else {
+                None
+            };
+            return Ok(Membership::Joined { track });
+        }
+        if !joined && present {
+            room.members.retain(|m| m.as_str() != state_key);
+            // Someone left: the next message uses a session they never saw.
+            let rotate = room.outbound.is_some();
+            room.outbound = None;
+            return Ok(Membership::Left { rotate });
+        }
+        Ok(Membership::Unchanged)
+    }
+}
+
+/// A summary of one room, for the `rooms` command. Its `Display` is the line jeton-sim and
+/// the RIOT shell print: `room <id> encrypted|unencrypted members=<n>`.
+#[derive(Clone, Copy, Debug)]
+pub struct RoomSummary<'a> {
+    /// The room id.
+    pub room_id: &'a str,
+    /// Whether the room is end-to-end encrypted.
+    pub encrypted: bool,
+    /// Joined members known.
+    pub members: usize,
+}
+
+impl fmt::Display for RoomSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.encrypted {
+            "encrypted"
+        } else {
+            "unencrypted"
+        };
+        write!(f, "room {} {kind} members={}", self.room_id, self.members)
+    }
+}
+
+/// A pending invite, for the `invites` command. Its `Display` is the line jeton-sim and the
+/// RIOT shell print: `invite <room> <inviter>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invite<'a> {
+    /// The room the token is invited to.
+    pub room_id: &'a str,
+    /// Who invited it.
+    pub inviter: &'a str,
+}
+
+impl fmt::Display for Invite<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invite {} {}", self.room_id, self.inviter)
+    }
+}
+
+impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// The room slot of `room_id`.
+    pub(super) fn room_slot(&self, room_id: &str) -> Option<usize> {
+        self.rooms.slot(room_id)
+    }
+
+    /// Adds `room_id` to the rooms: its slot, and whether it is new (the gateway holds
+    /// nothing of it).
+    fn add_room(&mut self, room_id: &str) -> Result<(usize, bool), TokenError> {
+        let (slot, new) = self.rooms.add(&mut self.env.flash, room_id)?;
+        if new {
+            self.gateway.on_room_added(slot);
+        }
+        Ok((slot, new))
+    }
+
+    /// Joins the next room the person accepted.
+    pub(super) fn start_join(&mut self, coap: &mut Coap, room: &str) -> Result<(), TokenError> {
+        if let Some(first) = self.env.work.first_mut() {
+            // An empty CBOR map.
+            *first = 0xa0;
+        }
+        self.start(
+            coap,
+            Operation::Join,
+            Code::POST,
+            &[endpoint::JOIN, room],
+            1,
+        )
+    }
+
+    /// The homeserver joined the token to the room.
+    pub(super) fn on_joined(&mut self) -> Result<(), TokenError> {
+        if let Some(room) = self.rooms.end_join() {
+            self.add_room(&room)?;
+            self.env.ui.event(&UiEvent::Joined { room_id: &room });
+        }
+        Ok(())
+    }
+
+    /// The homeserver refused the join.
+    pub(super) fn on_join_refused(&mut self, error: TokenError) {
+        self.rooms.end_join();
+        self.error(error);
+    }
+
+    /// The invites of a sync: shown to the person, or accepted at once when they come from a
+    /// user of [`Config::auto_join_from`].
+    pub(super) fn apply_invites(
+        &mut self,
+        sync: &SyncResponse<'_>,
+        own_user: &str,
+    ) -> Result<(), TokenError> {
+        for room in sync.invited_rooms()? {
+            let (room_id, room) = room?;
+            let mut text = [0; TEXT_LEN];
+            let room_id = room_id.as_text(&mut text);
+            let mut inviter: Option<&str> = None;
+            for event in room.invite_state_events()? {
+                let event = event?;
+                if event.event_type()? == "m.room.member" && event.state_key()? == Some(own_user) {
+                    inviter = Some(event.sender()?);
+                }
+            }
+            let inviter = inviter.unwrap_or("");
+            let room_id: RoomId = bounded(room_id)?;
+            if self.rooms.knows(&room_id) {
+                continue;
+            }
+            let auto_join = &self.env.settings.auto_join_from;
+            if auto_join.iter().any(|u| u.as_str() == inviter) {
+                let _ = self.rooms.joins.push(room_id);
+            } else if self
+                .rooms
+                .invites
+                .push((room_id.clone(), bounded(inviter)?))
+                .is_ok()
+            {
+                self.env.ui.event(&UiEvent::Invited {
+                    room_id: &room_id,
+                    inviter,
+                });
+            } else {
+                self.error(TokenError::LimitReached(Limit::Invites));
+            }
+        }
+        Ok(())
+    }
+
+    /// The joined rooms of a sync: new ones enter the table, and their membership and
+    /// encryption state is applied.
+    pub(super) fn apply_joined_rooms(
+        &mut self,
+        sync: &SyncResponse<'_>,
+        own_user: &str,
+    ) -> Result<(), TokenError> {
+        for room in sync.joined_rooms()? {
+            let (room_id, room) = room?;
+            let mut text = [0; TEXT_LEN];
+            let room_id = room_id.as_text(&mut text);
+            let slot = match self.add_room(room_id) {
+                Ok((slot, new)) => {
+                    if new {
+                        self.rooms.joins.retain(|r| r.as_str() != room_id);
+                        self.env.ui.event(&UiEvent::Joined { room_id });
+                    }
+                    slot
+                }
+                Err(error) => {
+                    self.error(error);
+                    continue;
+                }
+            };
+            for event in room.state_events()?.chain(room.timeline_events()?) {
+                self.apply_state(slot, &event?, own_user)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Membership and encryption changes of a room.
+    fn apply_state(
+        &mut self,
+        slot: usize,
+        event: &Event<'_>,
+        own_user: &str,
+    ) -> Result<(), TokenError> {
+        let Some(state_key) = event.state_key()? else {
+            return Ok(());
+        };
+        let content = event.content()?;
+        let (changed, track, rotate) = match event.event_type()? {
+            "m.room.encryption" => match self.rooms.get_mut(slot) {
+                Some(room) => (room.apply_encryption(&content)?, None, false),
+                None => return Ok(()),
+            },
+            "m.room.member" => match self
+                .rooms
+                .apply_membership(slot, state_key, &content, own_user)?
+            {
+                Membership::Unchanged => (false, None, false),
+                Membership::Joined { track } => (true, track, false),
+                Membership::Left { rotate } => (true, None, rotate),
+            },
+            _ => (false, None, false),
+        };
+        if rotate {
+            Outbound::remove(&mut self.env.flash, slot)?;
+        }
+        if changed && let Some(room) = self.rooms.get(slot) {
+            room.save(&mut self.env.flash, slot)?;
+        }
+        if let Some(user) = track
+            && !self.devices.is_tracked(&user)
+        {
+            self.track(&user);
+        }
+        Ok(())
+    }
+}

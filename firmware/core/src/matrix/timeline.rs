@@ -1,0 +1,191 @@
+//! What the person reads: the events of a room's timeline, shown as messages.
+//!
+//! An `m.room.message` of type `m.text` is shown as it is; an `m.room.encrypted` one is
+//! decrypted with its room key ([`super::room_keys`]) and shown with whether its sending
+//! device was verified, or reported as [`UiEvent::Undecryptable`] with the reason; a
+//! decrypted event that carries an encrypted file starts its download ([`super::transfer`]).
+//! An event whose key was pending comes back through `GET /rooms/{roomId}/event/{eventId}`
+//! once the key is decided. The token's own messages echoed by sync are skipped, not shown.
+//!
+//! Where this goes next (issue 13): a `limited` timeline back-filled from `prev_batch`
+//! through `/messages`, or the person told how many events were skipped.
+
+use jeton_proto::TableVersion;
+use jeton_proto::ids::{Id, TEXT_LEN};
+use jeton_proto::view::{Event, Value};
+
+use super::room_keys::Megolm;
+use super::*;
+use crate::json::JsonObject;
+
+/// An event id's text (v2 may send it as its hash), or `""` for an event without one.
+fn id_text<'t>(id: Option<Id<'t>>, out: &'t mut [u8; TEXT_LEN]) -> &'t str {
+    match id {
+        Some(id) => id.as_text(out),
+        None => "",
+    }
+}
+
+impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// An event of `room_id`'s timeline.
+    pub(super) fn on_timeline_event(
+        &mut self,
+        room_id: &str,
+        event: &Event<'_>,
+    ) -> Result<(), TokenError> {
+        match event.event_type()? {
+            "m.room.encrypted" => self.on_megolm_event(room_id, event),
+            "m.room.message" if event.state_key()?.is_none() => {
+                let content = event.content()?;
+                if let (Some(Value::Text("m.text")), Some(Value::Text(body))) =
+                    (content.get("msgtype")?, content.get("body")?)
+                {
+                    let mut text = [0; TEXT_LEN];
+                    self.env.ui.event(&UiEvent::Message {
+                        room_id,
+                        sender: event.sender()?,
+                        event_id: id_text(event.event_id()?, &mut text),
+                        body,
+                        encrypted: false,
+                        sender_verified: false,
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An event fetched again once its key was decided.
+    pub(super) fn on_fetched_event(&mut self, body: &[u8]) -> Result<(), TokenError> {
+        let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
+            return Ok(());
+        };
+        let Some(Value::Text(room_id)) = map.get("room_id")? else {
+            return Ok(());
+        };
+        let event = Event(map);
+        let room: RoomId = bounded(room_id)?;
+        self.on_megolm_event(&room, &event)
+    }
+
+    /// An encrypted event: decrypted and shown, or reported.
+    fn on_megolm_event(&mut self, room_id: &str, event: &Event<'_>) -> Result<(), TokenError> {
+        let sender = event.sender()?;
+        let mut text = [0; TEXT_LEN];
+        let event_id = id_text(event.event_id()?, &mut text);
+        let Some(content) = event.encrypted()? else {
+            return Ok(());
+        };
+        let shown = Shown {
+            room_id,
+            sender,
+            event_id,
+        };
+        match self.decrypt_megolm(room_id, sender, event_id, content)? {
+            Megolm::Decrypted {
+                plaintext_len,
+                slot,
+            } => self.show_decrypted(&shown, plaintext_len, slot),
+            Megolm::Undecryptable(reason) => {
+                self.undecryptable(&shown, reason);
+                Ok(())
+            }
+            Megolm::Ignored => Ok(()),
+        }
+    }
+
+    /// Tells the person that the event cannot be shown, and why.
+    fn undecryptable(&mut self, shown: &Shown<'_>, reason: UndecryptableReason) {
+        self.env.ui.event(&UiEvent::Undecryptable {
+            room_id: shown.room_id,
+            sender: shown.sender,
+            event_id: shown.event_id,
+            reason,
+        });
+    }
+
+    /// Shows the decrypted event in `work` (`plaintext_len` bytes, from the session in
+    /// `slot`): a text, or the start of a file's download. Both buffers are wiped after. Out
+    /// of line, so that its buffers are not under the decryption's stack.
+    #[inline(never)]
+    fn show_decrypted(
+        &mut self,
+        shown: &Shown<'_>,
+        plaintext_len: usize,
+        slot: usize,
+    ) -> Result<(), TokenError> {
+        let room_id = shown.room_id;
+        // The shown text is unescaped into the record buffer, free again after the session's
+        // save.
+        let text = self
+            .env
+            .flash
+            .scratch
+            .get_mut(..MAX_MESSAGE_LEN * 2)
+            .unwrap_or_default();
+        let plaintext = self.env.work.get(..plaintext_len).unwrap_or_default();
+        let carries_file = JsonObject::parse(plaintext)
+            .ok()
+            .filter(|p| p.string("room_id").and_then(|r| r.plain()) == Some(room_id))
+            .and_then(|payload| payload.object("content"))
+            .is_some_and(|content| content.object("file").is_some());
+        if carries_file {
+            return self.show_file(shown, plaintext_len);
+        }
+        let body = JsonObject::parse(plaintext).ok().and_then(|payload| {
+            let room_ok = payload.string("room_id").and_then(|r| r.plain()) == Some(room_id);
+            let content = payload.object("content")?;
+            let body = content.string("body")?.unescape(text).ok()?;
+            Some((room_ok, body))
+        });
+        // The session's sender key names the sending device; verified by SAS or not.
+        let sender_verified = self.room_keys.get(slot).is_some_and(|inbound| {
+            self.devices
+                .is_verified_by_curve(shown.sender, &inbound.sender_curve)
+        });
+        match body {
+            None => self.undecryptable(shown, UndecryptableReason::Malformed),
+            Some((false, _)) => self.undecryptable(shown, UndecryptableReason::WrongRoom),
+            Some((true, body)) => self.env.ui.event(&UiEvent::Message {
+                room_id,
+                sender: shown.sender,
+                event_id: shown.event_id,
+                body,
+                encrypted: true,
+                sender_verified,
+            }),
+        }
+        self.env.work.fill(0);
+        self.env.flash.scratch.fill(0);
+        Ok(())
+    }
+
+    /// A decrypted event in `work` that carries a file: its download starts. Its description
+    /// is read from a copy, as the download needs `work`.
+    fn show_file(&mut self, shown: &Shown<'_>, plaintext_len: usize) -> Result<(), TokenError> {
+        let plaintext = self.env.work.get(..plaintext_len).unwrap_or_default();
+        let mut copy = [0u8; WORK_BYTES];
+        let len = plaintext.len();
+        if let Some(to) = copy.get_mut(..len) {
+            to.copy_from_slice(plaintext);
+        }
+        self.env.work.fill(0);
+        let content = JsonObject::parse(copy.get(..len).unwrap_or_default())
+            .ok()
+            .and_then(|payload| payload.object("content"));
+        let is_file = content.is_some_and(|c| self.on_file_event(shown.room_id, shown.sender, &c));
+        copy.fill(0);
+        if !is_file {
+            self.undecryptable(shown, UndecryptableReason::Malformed);
+        }
+        Ok(())
+    }
+}
+
+/// The event being shown.
+struct Shown<'a> {
+    room_id: &'a str,
+    sender: &'a str,
+    event_id: &'a str,
+}
