@@ -363,11 +363,11 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             self.core.gateway.token_lost();
             // Its next registration carries the token again.
             self.core.sync.on_new_link_context();
-            let sender_id = self.link.sender_id().unwrap_or_default();
+            let (kid, gateway_kid) = self.link.kids().unwrap_or_default();
             self.core
                 .env
                 .ui
-                .event(&UiEvent::LinkEstablished { sender_id });
+                .event(&UiEvent::LinkEstablished { kid, gateway_kid });
         }
         if !self.link.is_ready() {
             // Matrix requests wait for the link's context.

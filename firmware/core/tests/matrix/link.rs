@@ -86,6 +86,16 @@ fn the_token_runs_edhoc_first_then_every_exchange_is_protected() {
         "{read:?}"
     );
     assert_eq!(handshakes(&world), 1);
+    // The key ids `jeton pair` printed for the token and its gateway, so a person can check
+    // the pairing.
+    assert!(
+        world
+            .screen()
+            .iter()
+            .any(|line| line == "link-established kid=02 gateway-kid=01"),
+        "{:?}",
+        world.screen()
+    );
     let link = link(&world);
     assert_eq!(link.handshakes, 1);
     assert_eq!(
