@@ -5,6 +5,7 @@
 //! random number generator and a shell on stdin. On a terminal it prompts; otherwise it
 //! reads one command per line and prints one event per line, for scripts and tests.
 
+mod explain;
 mod file_store;
 mod host_files;
 
@@ -130,8 +131,9 @@ impl Rng for OsRng {
 
 /// Prints events one per line and keeps the recent messages of each room for `log`; counts
 /// the failures that decide the exit status of a script.
-#[derive(Default)]
 struct Shell {
+    /// The gateway's address, named in errors about it.
+    gateway: SocketAddr,
     log: BTreeMap<String, VecDeque<String>>,
     /// Where received files were stored, as the file store reports them.
     saved: host_files::Saved,
@@ -144,6 +146,34 @@ struct Shell {
 }
 
 const LOG_LINES: usize = 50;
+
+impl Shell {
+    fn new(gateway: SocketAddr) -> Shell {
+        Shell {
+            gateway,
+            log: BTreeMap::new(),
+            saved: host_files::Saved::default(),
+            login_pending: false,
+            failures: 0,
+            link_errors: 0,
+        }
+    }
+
+    /// The event's line, errors in the person's words.
+    fn line(&self, event: &UiEvent<'_>) -> Option<String> {
+        match event {
+            UiEvent::Error(e) => Some(format!(
+                "error {}",
+                explain::error(e, self.gateway, self.login_pending)
+            )),
+            UiEvent::SendFailed { local_id, error } => Some(format!(
+                "send-failed {local_id} {}",
+                explain::error(error, self.gateway, false)
+            )),
+            event => event.line().map(|line| line.to_string()),
+        }
+    }
+}
 
 impl Ui for Shell {
     fn event(&mut self, event: &UiEvent<'_>) {
@@ -160,7 +190,7 @@ impl Ui for Shell {
                 log.pop_front();
             }
         }
-        if let Some(line) = event.line() {
+        if let Some(line) = self.line(event) {
             println!("{line}");
         }
         match event {
@@ -508,7 +538,7 @@ fn run() -> anyhow::Result<ExitCode> {
     };
     let socket = UdpSocket::bind(bind)?;
     socket.connect(gateway)?;
-    let shell = Shell::default();
+    let shell = Shell::new(gateway);
     let files_dir = args
         .files_dir
         .clone()
@@ -566,7 +596,8 @@ fn run() -> anyhow::Result<ExitCode> {
         println!("jeton-sim: type help for the commands");
     }
     let mut buf = [0u8; 2048];
-    // The failures counted when a script's input ended: one more after it ends the wait.
+    // The failures counted when a script's input ended: one more after it ends the wait, and
+    // so does a gateway that is not there (nothing it waits for can happen).
     let mut failures_at_end: Option<u32> = None;
     loop {
         sim.transmit()?;
@@ -617,7 +648,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         if let Some(before) = failures_at_end {
             let failures = sim.failures();
-            if failures > before || !sim.busy() {
+            if failures > before || sim.no_gateway || !sim.busy() {
                 sim.transmit()?;
                 std::io::stdout().flush()?;
                 return Ok(exit_code(false, failures));
