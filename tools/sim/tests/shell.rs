@@ -125,15 +125,21 @@ fn serve_until(
     panic!("no line starting with {prefix:?}; saw {:?}", session.seen);
 }
 
-#[test]
-fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
+/// The scripted gateway's socket, its address, and a fresh state directory.
+fn fake_gateway(name: &str) -> (UdpSocket, String, std::path::PathBuf) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(5)))
         .unwrap();
     let address = socket.local_addr().unwrap().to_string();
-    let state = std::env::temp_dir().join(format!("jeton-sim-shell-{}", std::process::id()));
+    let state = std::env::temp_dir().join(format!("jeton-sim-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
+    (socket, address, state)
+}
+
+#[test]
+fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
+    let (socket, address, state) = fake_gateway("shell");
     let mut gw = FakeGateway::new();
 
     let mut session = Session::start(&address, &state);
@@ -187,13 +193,7 @@ fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
 
 #[test]
 fn a_wrong_password_is_said_in_words_and_the_script_exits_1() {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(5)))
-        .unwrap();
-    let address = socket.local_addr().unwrap().to_string();
-    let state = std::env::temp_dir().join(format!("jeton-sim-wrong-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
+    let (socket, address, state) = fake_gateway("wrong");
     let mut gw = FakeGateway::new();
 
     let mut session = Session::with_password(&address, &state, "not the password");
