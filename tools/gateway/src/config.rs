@@ -450,4 +450,16 @@ mod tests {
     fn unknown_file_keys_are_rejected() {
         assert!(toml::from_str::<Cli>("max_obsevers = 3").is_err());
     }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(ColorChoice::Auto.colours(true, None));
+        assert!(ColorChoice::Auto.colours(true, empty));
+        assert!(!ColorChoice::Auto.colours(true, set));
+        assert!(!ColorChoice::Auto.colours(false, None));
+        assert!(ColorChoice::Always.colours(false, set));
+        assert!(!ColorChoice::Never.colours(true, None));
+    }
 }
