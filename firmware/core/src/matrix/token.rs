@@ -116,6 +116,9 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// length, or `None` when there is nothing to send now.
     #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        // Without a security context only the link's handshake starts: a Matrix request
+        // would be held back, and the handshake would wait for it to time out.
+        self.coap.pause(!self.link.is_ready());
         loop {
             let len = match self.coap.poll_transmit(now, buf) {
                 Ok(len) => len?,

@@ -159,6 +159,31 @@ fn a_token_whose_credential_the_gateway_does_not_list_is_refused_with_a_clear_er
     );
 }
 
+// The login typed before waits in the queue meanwhile, and goes once the link is up.
+#[test]
+fn a_refused_token_gets_in_by_itself_once_the_gateway_lists_it() {
+    let mut world = paired_with(2, Vec::new(), *gateway_identity().credential());
+    let now = world.instant();
+    world.token().login("token", "secret", now).unwrap();
+    world.run_for(15_000);
+    let refused = link(&world).refused;
+    assert!(refused >= 1, "{:?}", world.screen());
+    // Paired with the running gateway (which then reads its tokens file again).
+    world
+        .link
+        .as_mut()
+        .unwrap()
+        .authorised
+        .push(*token_identity().credential());
+    world.run_for(30_000);
+    assert_eq!(handshakes(&world), 1, "{:?}", world.screen());
+    assert!(
+        world.screen().iter().any(|l| l.starts_with("logged in ")),
+        "{:?}",
+        world.screen()
+    );
+}
+
 #[test]
 fn a_gateway_with_another_key_than_the_pinned_one_fails_the_handshake() {
     let impostor = Identity::generate([0x63; 32], b"\x01", "test-gateway").unwrap();
