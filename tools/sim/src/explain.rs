@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use jeton_core::coap::ExchangeError;
-use jeton_core::matrix::TokenError;
+use jeton_core::matrix::{self, CommandError, Limit, TokenError};
 
 /// `error` in words, for the token talking to the gateway at `gateway`; `during_login`: the
 /// error ended a login (no other request runs before it completes).
@@ -21,7 +21,55 @@ pub(crate) fn error(error: &TokenError, gateway: SocketAddr, during_login: bool)
             "the gateway at {gateway} reset the exchange: it may have restarted (try again), \
              or it does not speak this profile"
         ),
+        TokenError::LimitReached(limit) => self::limit(*limit),
         other => other.to_string(),
+    }
+}
+
+/// Why a command was refused, in words.
+pub(crate) fn command(error: CommandError) -> String {
+    match error {
+        CommandError::Failed(TokenError::LimitReached(l)) => limit(l),
+        other => other.to_string(),
+    }
+}
+
+/// A full table or a value too long, with the token's bound and, where there is one, what
+/// the person can do.
+fn limit(limit: Limit) -> String {
+    let (bound, what, todo) = match limit {
+        Limit::Rooms => (matrix::MAX_ROOMS, "rooms", Some("leave one first")),
+        Limit::Members => (matrix::MAX_MEMBERS, "members per room", None),
+        Limit::TrackedUsers => (matrix::MAX_TRACKED_USERS, "users it tracks", None),
+        Limit::Devices => (matrix::MAX_DEVICES, "devices", None),
+        Limit::OlmSessions => (matrix::MAX_OLM_SESSIONS, "Olm sessions", None),
+        Limit::InboundSessions => (matrix::MAX_INBOUND_SESSIONS, "room keys", None),
+        Limit::PendingRoomKeys => (
+            matrix::MAX_PENDING_ROOM_KEYS,
+            "room keys awaiting verification",
+            None,
+        ),
+        Limit::Outbox => (
+            matrix::OUTBOX_DEPTH,
+            "unsent messages",
+            Some("wait until they are sent"),
+        ),
+        Limit::Invites => (
+            matrix::MAX_INVITES,
+            "pending invites",
+            Some("join or refuse one first"),
+        ),
+        Limit::MessageLength => (
+            matrix::MAX_MESSAGE_LEN,
+            "bytes in a message",
+            Some("send a shorter one"),
+        ),
+        Limit::IdLength => (matrix::MAX_ID_LEN, "bytes in an id", None),
+        _ => return format!("the limit of {limit} is reached"),
+    };
+    match todo {
+        Some(todo) => format!("the token holds at most {bound} {what}: {todo}"),
+        None => format!("the token holds at most {bound} {what}"),
     }
 }
 
@@ -102,5 +150,11 @@ mod tests {
             "the server answered 4.02"
         );
         assert_eq!(said(TokenError::Crypto, false), "encryption failed");
+        assert_eq!(
+            command(CommandError::Failed(TokenError::LimitReached(
+                Limit::MessageLength
+            ))),
+            "the token holds at most 512 bytes in a message: send a shorter one"
+        );
     }
 }

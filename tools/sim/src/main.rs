@@ -315,7 +315,7 @@ impl Sim {
                     (Some(user), Some(password)) => {
                         let result = self.token.login(&user, &password, now);
                         self.token.ui().login_pending |= result.is_ok();
-                        result.map_err(|e| e.to_string())
+                        result.map_err(explain::command)
                     }
                     _ => Err("login needs a user and a password".into()),
                 }
@@ -348,11 +348,11 @@ impl Sim {
                 Ok(())
             }
             Some("join") => match words.next() {
-                Some(room) => self.token.join(room, now).map_err(|e| e.to_string()),
+                Some(room) => self.token.join(room, now).map_err(explain::command),
                 None => Err("join needs a room id".into()),
             },
             Some("refuse") => match words.next() {
-                Some(room) => self.token.refuse(room).map_err(|e| e.to_string()),
+                Some(room) => self.token.refuse(room).map_err(explain::command),
                 None => Err("refuse needs a room id".into()),
             },
             Some("send") => {
@@ -367,7 +367,7 @@ impl Sim {
                         .token
                         .send_text(room, text, now)
                         .map(drop)
-                        .map_err(|e| e.to_string()),
+                        .map_err(explain::command),
                     _ => Err("send needs a room id and a text".into()),
                 }
             }
@@ -382,7 +382,7 @@ impl Sim {
                     (Some(room), Some(path)) if !path.is_empty() => self
                         .token
                         .send_file(room, path, mime_type_of(path), now)
-                        .map_err(|e| e.to_string()),
+                        .map_err(explain::command),
                     _ => Err("sendfile needs a room id and a path".into()),
                 }
             }
@@ -411,7 +411,7 @@ impl Sim {
                 (Some(user), Some(device)) => self
                     .token
                     .verify(user, device, now)
-                    .map_err(|e| e.to_string()),
+                    .map_err(explain::command),
                 _ => Err("verify needs a user id and a device id".into()),
             },
             // A request (the flow Element expects) carries the wall-clock time.
@@ -422,7 +422,7 @@ impl Sim {
                         .map_or(0, |d| d.as_millis() as u64);
                     self.token
                         .request_verification(user, device, unix_ms, now)
-                        .map_err(|e| e.to_string())
+                        .map_err(explain::command)
                 }
                 _ => Err("request needs a user id and a device id".into()),
             },
@@ -430,11 +430,11 @@ impl Sim {
             Some("confirm") => self
                 .token
                 .confirm_verification(now)
-                .map_err(|e| e.to_string()),
+                .map_err(explain::command),
             Some("cancel") => self
                 .token
                 .cancel_verification(now)
-                .map_err(|e| e.to_string()),
+                .map_err(explain::command),
             Some("quit" | "exit") => return false,
             Some(other) => Err(format!("unknown command {other} (try help)")),
         };
