@@ -162,7 +162,7 @@ pub enum ConfigError {
     Parse(String),
     /// No homeserver URL in any source.
     MissingHomeserver,
-    /// A value is out of range.
+    /// A value is not valid (out of range, or not one of the accepted forms).
     Invalid(&'static str),
     /// The link's identity or token file is unusable.
     Link(String),
@@ -176,7 +176,7 @@ impl core::fmt::Display for ConfigError {
             Self::MissingHomeserver => {
                 f.write_str("no homeserver URL was given (--homeserver, JETON_GATEWAY_HOMESERVER or `homeserver` in the config file)")
             }
-            Self::Invalid(what) => write!(f, "the setting {what} is out of range"),
+            Self::Invalid(what) => write!(f, "the setting {what} is not valid"),
             Self::Link(why) => f.write_str(why),
         }
     }

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use jeton_gateway::config::{Cli, Config, LogFormat};
+use jeton_gateway::config::{Cli, Config, ConfigError, LogFormat};
 use tokio::sync::mpsc;
 
 fn main() -> std::process::ExitCode {
@@ -12,7 +12,13 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // The sentence and its causes, without anyhow's debug form (and its backtrace).
             eprintln!("jeton-gateway: {e:#}");
-            std::process::ExitCode::FAILURE
+            // As for flags clap refuses: 2 when the configuration cannot work, 1 when the
+            // gateway failed running it (a port taken).
+            if e.downcast_ref::<ConfigError>().is_some() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

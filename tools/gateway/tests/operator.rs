@@ -1,7 +1,8 @@
-//! jeton-gateway as an operator runs it: the binary, its log on stderr and its exit code. A
-//! busy port names the flag to change; the log has colours only when asked for (it goes to
-//! a pipe here, as to a file or a journal); SIGHUP reads the authorised tokens again and says
-//! so, keeping the old ones when the file is broken.
+//! jeton-gateway as an operator runs it: the binary, its log on stderr and its exit code (2
+//! for a configuration that cannot work, 1 when running it fails). A busy port names the flag
+//! to change; the log has colours only when asked for (it goes to a pipe here, as to a file
+//! or a journal); SIGHUP reads the authorised tokens again and says so, keeping the old ones
+//! when the file is broken.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
@@ -116,6 +117,20 @@ fn a_busy_metrics_port_says_how_to_choose_another_or_turn_it_off() {
              --metrics-listen off)"
         ),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_configuration_that_cannot_work_is_one_sentence_and_exit_code_2() {
+    let output = Command::new(GATEWAY)
+        .env_remove("JETON_GATEWAY_HOMESERVER")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "jeton-gateway: no homeserver URL was given (--homeserver, JETON_GATEWAY_HOMESERVER or \
+         `homeserver` in the config file)\n"
     );
 }
 
