@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use jeton_core::coap::ExchangeError;
+use jeton_core::console::Refusal;
 use jeton_core::matrix::{self, CommandError, Limit, TokenError};
 
 /// `error` in words, for the token talking to the gateway at `gateway`; `during_login`: the
@@ -27,9 +28,9 @@ pub(crate) fn error(error: &TokenError, gateway: SocketAddr, during_login: bool)
 }
 
 /// Why a command was refused, in words.
-pub(crate) fn command(error: CommandError) -> String {
-    match error {
-        CommandError::Failed(TokenError::LimitReached(l)) => limit(l),
+pub(crate) fn refusal(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Token(CommandError::Failed(TokenError::LimitReached(l))) => limit(*l),
         other => other.to_string(),
     }
 }
@@ -151,8 +152,8 @@ mod tests {
         );
         assert_eq!(said(TokenError::Crypto, false), "encryption failed");
         assert_eq!(
-            command(CommandError::Failed(TokenError::LimitReached(
-                Limit::MessageLength
+            refusal(&Refusal::Token(CommandError::Failed(
+                TokenError::LimitReached(Limit::MessageLength)
             ))),
             "the token holds at most 512 bytes in a message: send a shorter one"
         );

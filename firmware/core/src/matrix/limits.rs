@@ -26,6 +26,8 @@ pub const MAX_INBOUND_SESSIONS: usize = 8;
 pub const MAX_PENDING_ROOM_KEYS: usize = 2;
 /// Encrypted events waiting for a room key that is being verified, fetched again once it is.
 pub const MAX_RETRY_EVENTS: usize = 4;
+/// `m.room_key.withheld` notices remembered; a new one pushes out the oldest.
+pub const MAX_WITHHELD_NOTICES: usize = 4;
 /// Message indexes remembered per inbound session for replay detection.
 pub const REPLAY_WINDOW: usize = 16;
 /// Longest message text, in bytes of UTF-8.
@@ -54,6 +56,9 @@ pub const REQUEST_BYTES: usize = 2048;
 pub const WORK_BYTES: usize = 1536;
 /// The CoAP response buffer: the largest sync or keys/query response the token reads.
 pub const RESPONSE_BYTES: usize = 4096;
+/// Events and to-device messages remembered as taken in, so that a copy delivered again (a
+/// gateway that restarted in the middle of a split sync) is skipped.
+pub const RECENT_ITEMS: usize = 32;
 
 /// A user id (`@user:server`).
 pub type UserId = String<MAX_ID_LEN>;

@@ -13,23 +13,30 @@
 //! ([`record::INBOUND`] + slot, pickled with the storage key) with the message indexes it
 //! decrypted last: the same index under another event id is a replay.
 //!
+//! A sender's device that keeps a key from the token says so with `m.room_key.withheld` (a
+//! to-device event in the clear): the notice is shown ([`UiEvent::RoomKeyWithheld`]) and
+//! remembered against its session (or, for `m.no_olm` without one, against the sender), so that
+//! the session's messages say why they cannot be read ([`UndecryptableReason::Withheld`]) rather
+//! than that no key came. A key that does come for the session forgets the notice.
+//!
 //! Known gaps: pending keys live in RAM only (a power cut drops them; the sender's client
 //! sends the key again when asked, which the token does not yet do); the replay window is the
-//! last [`REPLAY_WINDOW`] indexes of a session.
+//! last [`REPLAY_WINDOW`] indexes of a session; withheld notices live in RAM only, the last
+//! [`MAX_WITHHELD_NOTICES`] of them.
 //!
 //! Where the table's rules go next (issue 14): sessions found by the sender's key as well as
 //! the room and session id, and one sender's session never overwritten by another's; a
 //! lifecycle with eviction (never a session in use, a cap per sender) and an event for the
 //! person when a key is dropped; a bounded pending area for keys that arrive before their room
-//! or member; a per-session low-water mark instead of the window. Issue 13's
-//! `m.room_key.withheld` is received here too.
+//! or member; a per-session low-water mark instead of the window.
 
 use heapless::{Deque, Vec};
 use minicbor::Decoder;
+use sha2::{Digest, Sha256};
 
 use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
 use jeton_proto::path::endpoint;
-use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM};
+use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM, Map, Value};
 
 use super::bodies::{binary_bytes, binary32};
 use super::flash::{Flash, bytes32, corrupt, text};
@@ -115,6 +122,34 @@ pub(super) struct PendingKey {
     key: SessionKey,
 }
 
+/// The to-device event type by which a sender's device says it keeps a room key from this one.
+pub(super) const WITHHELD_EVENT: &str = "m.room_key.withheld";
+
+/// An `m.room_key.withheld` notice, kept to say why a session's messages cannot be read.
+pub(super) struct Withheld {
+    /// Who sent it about which session: [`withheld_tag`].
+    tag: [u8; 8],
+    code: WithheldCode,
+}
+
+/// Names a withheld notice by its sender and the session it is about (`None`: the sender's
+/// device as a whole; `m.no_olm` names no session): the first 8 bytes of SHA-256 over both.
+/// Small enough for the token's RAM, and no user can pick an id whose notices pass for
+/// another's.
+fn withheld_tag(sender: &str, session_id: Option<&[u8; 32]>) -> [u8; 8] {
+    let mut hash = Sha256::new();
+    // The length first, so that no sender and session read as another sender alone.
+    hash.update((sender.len() as u32).to_be_bytes());
+    hash.update(sender.as_bytes());
+    if let Some(session_id) = session_id {
+        hash.update(session_id);
+    }
+    let digest = hash.finalize();
+    let mut tag = [0; 8];
+    tag.copy_from_slice(digest.get(..8).unwrap_or_default());
+    tag
+}
+
 /// The room keys received. Boot lays the table out in place ([`super::boot`]), so its fields
 /// are visible there; everything else goes through the methods.
 #[repr(C)]
@@ -123,6 +158,8 @@ pub(super) struct RoomKeys {
     pub(super) pending: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
     /// Encrypted events whose key was pending, fetched again once it is decided.
     pub(super) retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
+    /// The latest withheld notices, oldest first.
+    pub(super) withheld: Vec<Withheld, MAX_WITHHELD_NOTICES>,
     pub(super) inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
 }
 
@@ -164,6 +201,33 @@ impl RoomKeys {
         self.pending
             .iter()
             .any(|p| p.key.signing_key().as_bytes() == session_id)
+    }
+
+    /// Remembers `notice`, in place of an earlier one of the same sender about the same
+    /// session, else pushing out the oldest.
+    fn remember_withheld(&mut self, notice: Withheld) {
+        self.withheld.retain(|w| w.tag != notice.tag);
+        if self.withheld.is_full() {
+            self.withheld.remove(0);
+        }
+        let _ = self.withheld.push(notice);
+    }
+
+    /// Why `sender` withheld the key of session `session_id`: its notice about the session, else
+    /// one about its device as a whole.
+    fn withheld(&self, sender: &str, session_id: &[u8; 32]) -> Option<WithheldCode> {
+        let code = |tag: [u8; 8]| self.withheld.iter().find(|w| w.tag == tag).map(|w| w.code);
+        code(withheld_tag(sender, Some(session_id))).or_else(|| code(withheld_tag(sender, None)))
+    }
+
+    /// Forgets the notices a room key of `sender` for `session_id` answers: the one about that
+    /// session, and the sender's about its device as a whole (the key came over Olm after all).
+    fn forget_withheld(&mut self, sender: &str, session_id: &[u8; 32]) {
+        let answered = [
+            withheld_tag(sender, Some(session_id)),
+            withheld_tag(sender, None),
+        ];
+        self.withheld.retain(|w| !answered.contains(&w.tag));
     }
 
     /// The next event to fetch again, once no key is pending.
@@ -395,6 +459,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         }
         let session = InboundGroupSession::new(&pending.key);
+        self.room_keys
+            .forget_withheld(&pending.sender, session.session_id().as_bytes());
         let slot = match self.room_keys.slot_for(&pending.room_id, &session) {
             Ok(Some(slot)) => slot,
             Ok(None) => return Ok(()),
@@ -415,6 +481,37 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             *entry = Some(inbound);
         }
         Ok(())
+    }
+
+    /// Takes `sender`'s `m.room_key.withheld` notice (`content`): remembered and shown. One
+    /// without a `code` is shown as a malformed room key; one without a readable `session_id`
+    /// is taken as about the sender's device as a whole, as `m.no_olm` is.
+    pub(super) fn on_room_key_withheld(&mut self, sender: &str, content: Map<'_>) {
+        let text = |name| match content.get(name) {
+            Ok(Some(Value::Text(text))) => Some(text),
+            _ => None,
+        };
+        let Some(code) = text("code").map(WithheldCode::from_code) else {
+            self.env.ui.event(&UiEvent::RoomKeyRejected {
+                sender,
+                reason: RejectionReason::Malformed,
+            });
+            return;
+        };
+        let session_id = match content.get("session_id") {
+            Ok(Some(Value::Bytes(bytes))) => binary32(Binary::Bytes(bytes)),
+            Ok(Some(Value::Text(text))) => binary32(Binary::Base64(text)),
+            _ => None,
+        };
+        self.room_keys.remember_withheld(Withheld {
+            tag: withheld_tag(sender, session_id.as_ref()),
+            code,
+        });
+        self.env.ui.event(&UiEvent::RoomKeyWithheld {
+            sender,
+            room_id: text("room_id"),
+            code,
+        });
     }
 
     /// Fetches an event again whose key was pending.
@@ -469,7 +566,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 // outbound sessions).
                 return Ok(Megolm::Ignored);
             }
-            return refused(UndecryptableReason::UnknownSession);
+            return refused(self.room_keys.withheld(sender, &session_id).map_or(
+                UndecryptableReason::UnknownSession,
+                UndecryptableReason::Withheld,
+            ));
         };
         // As for Olm: bytes stay in the response, base64 is decoded into the record buffer,
         // which is free again once the message is decrypted.
@@ -518,5 +618,76 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             plaintext_len: decrypted.plaintext_len,
             slot,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What matrix-sdk-crypto sent in one captured run (tests/fixtures/matrix-sdk-crypto): the
+    /// Olm plaintext of its `m.room_key`, the Megolm event of that session, and its plaintext.
+    macro_rules! sdk_fixture {
+        ($name:literal) => {
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/matrix-sdk-crypto/",
+                $name
+            ))
+        };
+    }
+    const ROOM_KEY: &[u8] = sdk_fixture!("m.room_key.olm-plaintext.json");
+    const MEGOLM_EVENT: &[u8] = sdk_fixture!("m.room.encrypted.megolm-event.json");
+    const MEGOLM_PLAINTEXT: &[u8] = sdk_fixture!("m.room.message.megolm-plaintext.json");
+
+    fn key32(base64: &str) -> [u8; 32] {
+        let mut out = [0u8; 33];
+        let bytes = jeton_olm::base64::decode(base64.as_bytes(), &mut out).unwrap();
+        bytes.try_into().unwrap()
+    }
+
+    #[test]
+    fn matrix_sdk_cryptos_room_key_is_read_field_by_field() {
+        let payload = room_key_payload(ROOM_KEY).unwrap().unwrap();
+        assert_eq!(payload.sender, "@alice370fa5364b:localhost");
+        assert_eq!(payload.recipient, "@carol73afe1977c:localhost");
+        assert_eq!(
+            payload.room_id,
+            "!4NqSUKtE5nUTNkjjLnsn3AProGKeuBw0NR1hyzKrCmA"
+        );
+        let alice_ed = key32("lawFN2mbCSChxOz5lpxP1cMglq4ORTWajC7qEPjOnvk");
+        assert_eq!(payload.claimed_ed, alice_ed);
+        assert_eq!(
+            payload.recipient_ed,
+            key32("r4QFhyvtOVXS+6eVmaS0APMmD0jX7L0dLXEw6YIIfWY")
+        );
+        assert_eq!(payload.session_id, *payload.key.signing_key().as_bytes());
+        // MSC4147: the sending device's own keys, which the token checks against the Olm sender.
+        let device = payload.sender_device_keys.as_ref().unwrap();
+        assert_eq!(device.user_id, payload.sender);
+        assert_eq!(
+            device.curve,
+            key32("ZGXPIkKAvii1zkqEmfSGYRLtXmpIIzYN7MI0McLsDXQ")
+        );
+        assert_eq!(device.ed, alice_ed);
+    }
+
+    #[test]
+    fn matrix_sdk_cryptos_room_key_opens_its_megolm_message() {
+        let payload = room_key_payload(ROOM_KEY).unwrap().unwrap();
+        let event = JsonObject::parse(MEGOLM_EVENT).unwrap();
+        let content = event.object("content").unwrap();
+        let session_id = content.string("session_id").unwrap().plain().unwrap();
+        assert_eq!(key32(session_id), payload.session_id);
+        let ciphertext = content.string("ciphertext").unwrap().plain().unwrap();
+        let mut bytes = [0u8; MAX_CIPHERTEXT];
+        let bytes = jeton_olm::base64::decode(ciphertext.as_bytes(), &mut bytes).unwrap();
+        let message = MegolmMessage::from_bytes(bytes).unwrap();
+        let mut session = InboundGroupSession::new(&payload.key);
+        let mut plaintext = [0u8; WORK_BYTES];
+        let decrypted = session.decrypt(&message, &mut plaintext).unwrap();
+        // The file ends with a newline; the plaintext does not.
+        let expected = MEGOLM_PLAINTEXT.strip_suffix(b"\n").unwrap();
+        assert_eq!(&plaintext[..decrypted.plaintext_len], expected);
     }
 }
