@@ -235,7 +235,7 @@ class SimToken:
                 "--device-name", self.name, "--login"]
         for user in self.auto_join_from:
             args += ["--auto-join-from", user]
-        args += ["--link", str(self.link)] if self.link else ["--no-link"]
+        args += ["--link", str(self.link)] if self.link else ["--plain-coap-in-clear"]
         args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, bufsize=1)

@@ -7,6 +7,7 @@ shows."""
 import asyncio
 import random
 import re
+import signal
 import time
 
 import pytest
@@ -215,4 +216,49 @@ def test_a_plain_token_is_refused_by_a_linked_gateway(synapse, link_pairing, tok
         assert "4.01" in line or "4.03" in line, line
         assert not token.find("keys-published"), token.lines
     finally:
+        stop_process(gateway.proc)
+
+
+def _gateway_log(gateway):
+    gateway.proc.log.seek(0)
+    return gateway.proc.log.read().decode(errors="replace")
+
+
+def _wait_for_log(gateway, text, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = _gateway_log(gateway)
+        if text in log:
+            return log
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in the gateway's log: {_gateway_log(gateway)[-2000:]}")
+
+
+def test_a_token_paired_while_the_gateway_runs_is_accepted_after_sighup(synapse, tmp_path):
+    identity, tokens_file = tmp_path / "gateway-identity.toml", tmp_path / "gateway-tokens.toml"
+    pair(tmp_path / "first.link", identity, tokens_file, "first")
+    gateway = start_gateway(synapse.base, "--link-identity", str(identity), "--link-tokens", str(tokens_file),
+                            "--compat-plain-msc3079", "false", "--log", "info")
+    # Paired while the gateway runs: refused until the gateway reads its tokens file again.
+    late = pair(tmp_path / "late.link", identity, tokens_file, "late")
+    user_id, _, password = new_user(synapse, "late")
+    token = SimToken(f"127.0.0.1:{gateway.port}", user_id, password, tmp_path / "late", "late", link=late).start()
+    try:
+        [line] = token.wait_for("error ", timeout=60)
+        assert "refused this token's credential" in line, line
+        gateway.proc.send_signal(signal.SIGHUP)
+        log = _wait_for_log(gateway, "SIGHUP: reloaded the authorised tokens")
+        assert re.search(r"tokens=2\b", log), log[-2000:]
+        # The token tries again by itself (every 10 s), gets in, and its login goes through.
+        [established] = token.wait_for("link-established ", timeout=60)
+        token.wait_for("logged-in ", timeout=60)
+        # The token and the gateway name the token by the same key id.
+        log = _wait_for_log(gateway, "EDHOC complete")
+        kid = re.search(r"link-established kid=([0-9a-f]+) gateway-kid=([0-9a-f]+)$", established)
+        assert kid, established
+        assert re.search(rf"token=late kid={kid.group(1)}\b", log), log[-2000:]
+        # Its log goes to a file: no terminal colours in it.
+        assert "\x1b[" not in log, log[:500]
+    finally:
+        token.stop()
         stop_process(gateway.proc)

@@ -23,7 +23,8 @@ class Sim:
         pw.write_text(password)
         self.proc = subprocess.Popen(
             [str(SIM), "--gateway", f"127.0.0.1:{gateway.port}", "--user", user, "--password-file", str(pw),
-             "--state-dir", str(pathlib.Path(self.dir.name) / "state"), "--login", "--auto-join-from", invited_by],
+             "--state-dir", str(pathlib.Path(self.dir.name) / "state"), "--login", "--auto-join-from", invited_by,
+             "--plain-coap-in-clear"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = queue.Queue()
         self.seen = []

@@ -150,13 +150,18 @@ pub struct Cli {
     /// Log format: "text" or "json". [default: text]
     #[arg(long, env = "JETON_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Colours in the text log: "auto" colours it only when it goes to a terminal and
+    /// NO_COLOR is unset or empty; "always" and "never" say so. [default: auto]
+    #[arg(long, env = "JETON_GATEWAY_COLOR", value_name = "auto|always|never")]
+    pub color: Option<ColorChoice>,
     /// The gateway's EDHOC identity: a TOML file with `private_key` and `credential` (hex).
     /// With --link-tokens it turns on the protected link (EDHOC + OSCORE, see README
     /// "Pairing"). Keep it private.
     #[arg(long, env = "JETON_GATEWAY_LINK_IDENTITY", value_name = "FILE")]
     pub link_identity: Option<PathBuf>,
     /// The tokens allowed to run EDHOC: a TOML file of `[[token]]` tables with `name` and
-    /// `credential` (the token's CCS, hex). An unknown token is refused and logged.
+    /// `credential` (the token's CCS, hex). An unknown token is refused and logged. Read
+    /// again on SIGHUP (`jeton pair` appends to it; delete a table to revoke a token).
     #[arg(long, env = "JETON_GATEWAY_LINK_TOKENS", value_name = "FILE")]
     pub link_tokens: Option<PathBuf>,
     /// Accept plain (unprotected) CoAP requests that carry the Matrix access token (option
@@ -180,7 +185,7 @@ pub enum ConfigError {
     Parse(String),
     /// No homeserver URL in any source.
     MissingHomeserver,
-    /// A value is out of range.
+    /// A value is not valid (out of range, or not one of the accepted forms).
     Invalid(&'static str),
     /// The link's identity or token file is unusable.
     Link(String),
@@ -196,7 +201,7 @@ impl core::fmt::Display for ConfigError {
             Self::MissingHomeserver => {
                 f.write_str("no homeserver URL was given (--homeserver, JETON_GATEWAY_HOMESERVER or `homeserver` in the config file)")
             }
-            Self::Invalid(what) => write!(f, "the setting {what} is out of range"),
+            Self::Invalid(what) => write!(f, "the setting {what} is not valid"),
             Self::Link(why) => f.write_str(why),
             Self::Prefix(why) => write!(f, "the setting validated_prefixes is not valid: {why}"),
         }
@@ -204,6 +209,31 @@ impl core::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// When the text log has colours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorChoice {
+    /// Only on a terminal, and only if `NO_COLOR` is unset or empty (no-color.org).
+    #[default]
+    Auto,
+    /// Always, even into files and pipes.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour output that goes to a terminal or not (`is_terminal`), with
+    /// `no_color` the value of the `NO_COLOR` environment variable.
+    pub fn colours(self, is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty),
+        }
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,8 +261,12 @@ pub struct Config {
     pub log: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Colours in the text log.
+    pub color: ColorChoice,
     /// EDHOC/OSCORE credentials; `None`: the protected link is off.
     pub link: Option<crate::link_credentials::LinkCredentials>,
+    /// The authorised tokens file the credentials came from, read again on SIGHUP.
+    pub link_tokens_file: Option<PathBuf>,
     /// Plain requests may carry the access token.
     pub compat_plain_msc3079: bool,
     /// Which source addresses count as proven without an Echo round trip.
@@ -350,12 +384,10 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(_) => return Err(ConfigError::Invalid("log_format (\"text\" or \"json\")")),
         };
-        let link = match (
-            cli.link_identity.or(file.link_identity),
-            cli.link_tokens.or(file.link_tokens),
-        ) {
+        let link_tokens_file = cli.link_tokens.or(file.link_tokens);
+        let link = match (cli.link_identity.or(file.link_identity), &link_tokens_file) {
             (Some(identity), Some(tokens)) => Some(
-                crate::link_credentials::LinkCredentials::load(&identity, &tokens)
+                crate::link_credentials::LinkCredentials::load(&identity, tokens)
                     .map_err(|e| ConfigError::Link(e.to_string()))?,
             ),
             (None, None) => None,
@@ -367,6 +399,8 @@ impl Config {
         };
         Ok(Self {
             link,
+            link_tokens_file,
+            color: cli.color.or(file.color).unwrap_or_default(),
             compat_plain_msc3079: cli
                 .compat_plain_msc3079
                 .or(file.compat_plain_msc3079)
@@ -456,5 +490,17 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_rejected() {
         assert!(toml::from_str::<Cli>("max_obsevers = 3").is_err());
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(ColorChoice::Auto.colours(true, None));
+        assert!(ColorChoice::Auto.colours(true, empty));
+        assert!(!ColorChoice::Auto.colours(true, set));
+        assert!(!ColorChoice::Auto.colours(false, None));
+        assert!(ColorChoice::Always.colours(false, set));
+        assert!(!ColorChoice::Never.colours(true, None));
     }
 }

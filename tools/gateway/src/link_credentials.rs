@@ -104,6 +104,14 @@ impl LinkCredentials {
             .map_err(|_| LinkFileError::Credential("private_key: not 32 bytes".into()))?;
         let identity = Identity::new(key, &unhex("credential", &file.credential)?)
             .map_err(|e| LinkFileError::Credential(format!("the gateway identity: {e}")))?;
+        Ok(LinkCredentials {
+            identity,
+            tokens: Self::load_tokens(tokens)?,
+        })
+    }
+
+    /// Reads the authorised-tokens file alone (again, on SIGHUP): the tokens by kid.
+    pub fn load_tokens(tokens: &Path) -> Result<HashMap<Vec<u8>, AuthorisedToken>, LinkFileError> {
         let file: TokensFile = toml::from_str(&read(tokens)?)
             .map_err(|e| LinkFileError::Parse(format!("{}: {e}", tokens.display())))?;
         let mut by_kid = HashMap::new();
@@ -126,13 +134,9 @@ impl LinkCredentials {
                 )));
             }
         }
-        Ok(LinkCredentials {
-            identity,
-            tokens: by_kid,
-        })
+        Ok(by_kid)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,38 @@
 //! `jeton-gateway`: see the library documentation and `--help`.
 
-use clap::Parser;
-use jeton_gateway::config::{Cli, Config, LogFormat};
+use std::io::IsTerminal;
 
-fn main() -> anyhow::Result<()> {
+use clap::Parser;
+use jeton_gateway::config::{Cli, Config, ConfigError, LogFormat};
+use tokio::sync::mpsc;
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The sentence and its causes, without anyhow's debug form (and its backtrace).
+            eprintln!("jeton-gateway: {e:#}");
+            // As for flags clap refuses: 2 when the configuration cannot work, 1 when the
+            // gateway failed running it (a port taken).
+            if e.downcast_ref::<ConfigError>().is_some() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let config = Config::resolve(Cli::parse())?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)?;
+    let colours = config.color.colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
@@ -16,8 +41,35 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(jeton_gateway::server::run(config, shutdown_signal()))?;
+    runtime.block_on(async {
+        jeton_gateway::server::run_with_reloads(config, shutdown_signal(), reload_requests()).await
+    })?;
     Ok(())
+}
+
+/// One message per SIGHUP: read the authorised tokens file again.
+fn reload_requests() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        // One reload pending is enough: it reads the file as it is then.
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot be caught: the tokens file is read at start only")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 async fn shutdown_signal() {

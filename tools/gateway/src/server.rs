@@ -23,8 +23,10 @@ use crate::upstream::{Upstream, UpstreamError};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// A listening socket could not be bound.
+    /// The CoAP socket could not be bound.
     Bind(SocketAddr, std::io::Error),
+    /// The metrics endpoint's socket could not be bound.
+    MetricsBind(SocketAddr, std::io::Error),
     /// The homeserver URL or TLS setup is unusable.
     Upstream(UpstreamError),
 }
@@ -32,7 +34,17 @@ pub enum ServerError {
 impl core::fmt::Display for ServerError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Bind(addr, e) => write!(f, "could not listen on {addr}: {e}"),
+            Self::Bind(addr, e) => {
+                write!(f, "could not listen on {addr}: {e}")?;
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    f.write_str(" (another jeton-gateway may be running there: stop it, or give another address with --listen)")?;
+                }
+                Ok(())
+            }
+            Self::MetricsBind(addr, e) => write!(
+                f,
+                "could not listen on {addr} for the metrics endpoint: {e} (give another address with --metrics-listen ADDR, or turn the endpoint off with --metrics-listen off)"
+            ),
             Self::Upstream(e) => write!(f, "the homeserver client could not be set up: {e}"),
         }
     }
@@ -43,6 +55,17 @@ impl std::error::Error for ServerError {}
 /// Runs the gateway until `shutdown` resolves, then drains in-flight requests (at most
 /// `config.shutdown_grace`) and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let (_no_reloads, reloads) = mpsc::channel(1);
+    run_with_reloads(config, shutdown, reloads).await
+}
+
+/// [`run`], reading the authorised tokens file again at each message on `reloads` (the
+/// binary sends one per SIGHUP).
+pub async fn run_with_reloads(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<(), ServerError> {
     let metrics = Metrics::default();
     let upstream = Upstream::new(
         &config.homeserver,
@@ -60,7 +83,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(addr) = config.metrics_listen {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| ServerError::Bind(addr, e))?;
+            .map_err(|e| ServerError::MetricsBind(addr, e))?;
         tracing::info!(%addr, "metrics endpoint listening");
         tokio::spawn(serve_metrics(listener, metrics.clone()));
     }
@@ -114,6 +137,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 core.on_upstream(id, outcome, std::time::Instant::now())
             }
             () = tokio::time::sleep_until(timer) => core.on_timer(std::time::Instant::now()),
+            Some(()) = reloads.recv() => {
+                reload_tokens(config.link_tokens_file.as_deref(), &mut link);
+                Vec::new()
+            }
             () = &mut shutdown, if drain_deadline.is_none() => {
                 tracing::info!(in_flight = core.client_requests_in_flight(), "shutting down: draining in-flight requests");
                 drain_deadline = Some(Instant::now() + config.shutdown_grace);
@@ -160,6 +187,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         handle.abort();
     }
     Ok(())
+}
+
+/// Reads the authorised tokens file again (SIGHUP) and says in the log what changed; a file
+/// that cannot be read leaves the tokens as they were.
+fn reload_tokens(file: Option<&std::path::Path>, link: &mut Link) {
+    let Some(file) = file else {
+        tracing::warn!("SIGHUP: nothing to reload, the protected link is off (no --link-tokens)");
+        return;
+    };
+    match crate::link_credentials::LinkCredentials::load_tokens(file) {
+        Ok(tokens) => {
+            let listed = tokens.len();
+            let revoked = link.replace_tokens(tokens);
+            tracing::info!(
+                file = %file.display(),
+                tokens = listed,
+                revoked = ?revoked,
+                "SIGHUP: reloaded the authorised tokens"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP: kept the authorised tokens as they were");
+        }
+    }
 }
 
 /// Serves `/metrics` and `/healthz` (200 while the gateway takes requests, 503 once it drains).

@@ -118,7 +118,14 @@ impl Upstream {
         let response = match self.client.request(http_request).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "homeserver request failed");
+                // hyper's own message is "client error (Connect)": the why is in its sources.
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(inner) = source {
+                    why = format!("{why}: {inner}");
+                    source = inner.source();
+                }
+                tracing::warn!(error = %why, "the gateway cannot reach the homeserver at {}", self.base);
                 return UpstreamOutcome::Unreachable;
             }
         };

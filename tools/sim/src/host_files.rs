@@ -1,12 +1,16 @@
 //! The token's file storage on the host: files to send are read where the user names them,
-//! received files land in `<state dir>/files/`, and transfers in progress live in
-//! `<state dir>/files/.partial/` until they are complete (then renamed into place), so a file
-//! under `files/` is always whole. What a crash leaves in `.partial/` is deleted at start.
+//! received files land in the files directory (`<state dir>/files/` unless `--files-dir`
+//! names another), and transfers in progress live in its `.partial/` until they are complete
+//! (then renamed into place), so a file there is always whole. What a crash leaves in
+//! `.partial/` is deleted at start. Where each received file was stored goes to
+//! [`Saved`], for the shell to print.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use jeton_core::files::{FileError, FileHandle, FileStore};
 
@@ -18,6 +22,9 @@ struct Open {
     temporary: Option<PathBuf>,
 }
 
+/// The paths received files were stored under, oldest first, until the shell takes them.
+pub(crate) type Saved = Rc<RefCell<VecDeque<PathBuf>>>;
+
 /// Files of the simulated token.
 #[derive(Debug)]
 pub(crate) struct HostFiles {
@@ -26,6 +33,7 @@ pub(crate) struct HostFiles {
     quota: u64,
     open: HashMap<u32, Open>,
     next: u32,
+    saved: Saved,
 }
 
 fn io(_: std::io::Error) -> FileError {
@@ -33,17 +41,18 @@ fn io(_: std::io::Error) -> FileError {
 }
 
 impl HostFiles {
-    /// Storage under `state_dir`, holding at most `quota` bytes of received files.
-    pub(crate) fn new(state_dir: &Path, quota: u64) -> std::io::Result<HostFiles> {
-        let received = state_dir.join("files");
+    /// Storage in the directory `received`, holding at most `quota` bytes of received files;
+    /// where each one is stored goes to `saved`.
+    pub(crate) fn new(received: &Path, quota: u64, saved: Saved) -> std::io::Result<HostFiles> {
         let partial = received.join(".partial");
         fs::create_dir_all(&partial)?;
         Ok(HostFiles {
-            received,
+            received: received.to_path_buf(),
             partial,
             quota,
             open: HashMap::new(),
             next: 0,
+            saved,
         })
     }
 
@@ -142,7 +151,11 @@ impl FileStore for HostFiles {
         fs::rename(&temporary, &target).map_err(io)?;
         fs::File::open(&self.received)
             .and_then(|dir| dir.sync_all())
-            .map_err(io)
+            .map_err(io)?;
+        self.saved
+            .borrow_mut()
+            .push_back(fs::canonicalize(&target).unwrap_or(target));
+        Ok(())
     }
 
     fn close(&mut self, file: FileHandle) -> Result<(), FileError> {
@@ -176,7 +189,8 @@ mod tests {
     fn a_file_appears_only_when_committed_and_leftovers_are_discarded() {
         let dir = std::env::temp_dir().join(format!("jeton-sim-files-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let mut files = HostFiles::new(&dir, 1000).unwrap();
+        let saved = Saved::default();
+        let mut files = HostFiles::new(&dir.join("files"), 1000, saved.clone()).unwrap();
         let temp = files.create_temp().unwrap();
         files.append(temp, b"hello ").unwrap();
         files.append(temp, b"world").unwrap();
@@ -196,6 +210,15 @@ mod tests {
         let again = files.create_temp().unwrap();
         files.commit(again, "greeting.txt").unwrap();
         assert!(dir.join("files/greeting.txt (2)").exists());
+        let stored: Vec<PathBuf> = saved.borrow_mut().drain(..).collect();
+        let files_dir = fs::canonicalize(dir.join("files")).unwrap();
+        assert_eq!(
+            stored,
+            [
+                files_dir.join("greeting.txt"),
+                files_dir.join("greeting.txt (2)")
+            ]
+        );
         let bad = files.create_temp().unwrap();
         assert_eq!(files.commit(bad, "../x"), Err(FileError::BadName));
         // Beyond the quota, and what a crash leaves.

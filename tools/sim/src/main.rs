@@ -5,6 +5,7 @@
 //! random number generator and a shell on stdin. On a terminal it prompts; otherwise it
 //! reads one command per line and prints one event per line, for scripts and tests.
 
+mod explain;
 mod file_store;
 mod host_files;
 
@@ -12,15 +13,16 @@ use std::fmt;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant as StdInstant};
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches};
 
-use jeton_core::console::{self, Clock, Command, KeepsLog, Line, RoomLog};
+use jeton_core::console::{self, Clock, Command, KeepsLog, Line, Outcome, RoomLog};
 use jeton_core::link::{KeyFile, ProtectedLink};
-use jeton_core::matrix::{Config, Token, Ui, UiEvent};
+use jeton_core::matrix::{Config, EscapedBody, Token, TokenError, Ui, UiEvent};
 use jeton_core::platform::{Instant, Platform, Rng};
 
 use file_store::FileStore;
@@ -28,7 +30,12 @@ use file_store::FileStore;
 /// A simulated jeton token: a Matrix E2EE device speaking CoAP to a jeton gateway.
 ///
 /// It reads the commands below from stdin, one per line. Received files are saved under
-/// <state-dir>/files/.
+/// <state-dir>/files/ (or --files-dir).
+///
+/// Without a terminal it reads its commands from stdin and, once they end, waits for what
+/// they started (a login, messages to send, a transfer), then exits: 0 when all went well,
+/// 1 after a refused command or a failure (the login, no gateway, a message or file not
+/// sent), 2 for unusable flags.
 #[derive(clap::Parser, Debug)]
 #[command(name = "jeton-sim", version)]
 struct Args {
@@ -65,22 +72,31 @@ struct Args {
     /// told the key is withheld (`m.room_key.withheld`, `m.unverified`).
     #[arg(long)]
     share_keys_only_with_verified: bool,
-    /// Bytes of received files the token may keep under <state-dir>/files/.
+    /// Bytes of received files the token may keep in its files directory.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     files_quota: u64,
+    /// Where received files are saved. [default: <state-dir>/files]
+    #[arg(long, value_name = "DIR")]
+    files_dir: Option<PathBuf>,
     /// The token's link provisioning file (`jeton pair --token-out`): EDHOC and OSCORE to
     /// the gateway. Without it, `link.cbor` in the state directory is used if present.
     #[arg(long, value_name = "FILE")]
     link: Option<PathBuf>,
-    /// Speak plain CoAP even if provisioning material is present (a gateway in its
-    /// plain-MSC3079 compatibility mode).
+    /// Speak plain CoAP, without the protected link: sends your password and access token
+    /// in clear. Only for a gateway in its plain-MSC3079 compatibility mode
+    /// (--compat-plain-msc3079 true); without it or a link file jeton-sim does not start.
     #[arg(long, conflicts_with = "link")]
-    no_link: bool,
+    plain_coap_in_clear: bool,
 }
+
+/// What jeton-sim says when it has no link file and no --plain-coap-in-clear.
+const NO_LINK: &str = "no link to the gateway: pair the token with `jeton pair --token-out FILE` \
+(README, \"Pairing a token with a gateway\") and pass --link FILE, or pass --plain-coap-in-clear \
+for a gateway in compatibility mode (it sends your password and access token in clear)";
 
 /// The link provisioning material the flags or the state directory name, if any.
 fn link_material(args: &Args) -> anyhow::Result<Option<KeyFile>> {
-    if args.no_link {
+    if args.plain_coap_in_clear {
         return Ok(None);
     }
     let path = match &args.link {
@@ -115,7 +131,7 @@ impl Rng for OsRng {
 }
 
 /// The commands jeton-sim takes besides the console's.
-const SIM_COMMANDS: &[console::Entry] = &[console::entry("quit", "", "leave (also: exit)")];
+const SIM_COMMANDS: &[console::Entry] = &[console::entry("quit", "", "leave (also: exit, Ctrl-D)")];
 
 /// The help of `help` and `--help`.
 fn help_text() -> String {
@@ -129,16 +145,71 @@ fn help_text() -> String {
 /// shell moves into the token, which boots on the stack).
 type SimLog = RoomLog<32, 50, 1024>;
 
-/// Prints events one per line and keeps the recent messages of each room for `log`.
+/// Prints events one per line and keeps the recent messages of each room for `log`; counts
+/// the failures that decide the exit status of a script.
 struct Shell {
+    /// The gateway's address, named in errors about it.
+    gateway: SocketAddr,
     log: Box<SimLog>,
+    /// Where received files were stored, as the file store reports them.
+    saved: host_files::Saved,
+    /// A login was accepted and has neither succeeded nor failed yet.
+    login_pending: bool,
+    /// Failures a script's exit status reports: a login, a message or a file that failed.
+    failures: u32,
+    /// Link errors: the person must act (pair the token, start or fix the gateway).
+    link_errors: u32,
+}
+
+impl Shell {
+    fn new(gateway: SocketAddr) -> Shell {
+        Shell {
+            gateway,
+            log: Box::default(),
+            saved: host_files::Saved::default(),
+            login_pending: false,
+            failures: 0,
+            link_errors: 0,
+        }
+    }
+
+    /// The event's line, errors in the person's words.
+    fn line(&self, event: &UiEvent<'_>) -> Option<String> {
+        match event {
+            UiEvent::Error(e) => Some(format!(
+                "error {}",
+                explain::error(e, self.gateway, self.login_pending)
+            )),
+            UiEvent::SendFailed { local_id, error } => Some(format!(
+                "send-failed {local_id} {}",
+                explain::error(error, self.gateway, false)
+            )),
+            event => event.line().map(|line| line.to_string()),
+        }
+    }
 }
 
 impl Ui for Shell {
     fn event(&mut self, event: &UiEvent<'_>) {
         self.log.on_event(event);
-        if let Some(line) = event.line() {
+        if let Some(line) = self.line(event) {
             println!("{line}");
+        }
+        match event {
+            UiEvent::LoggedIn { .. } => self.login_pending = false,
+            UiEvent::Error(TokenError::Link(_)) => self.link_errors += 1,
+            // Before the login completes no other request runs: this error ended it.
+            UiEvent::Error(_) if self.login_pending => {
+                self.login_pending = false;
+                self.failures += 1;
+            }
+            UiEvent::SendFailed { .. } | UiEvent::FileFailed { .. } => self.failures += 1,
+            UiEvent::FileReceived { .. } => {
+                if let Some(path) = self.saved.borrow_mut().pop_front() {
+                    println!("file-saved {}", EscapedBody(&path.to_string_lossy()));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -192,11 +263,19 @@ impl Platform for Host {
 
 struct Sim {
     token: Token<Host, ProtectedLink>,
+    /// Connected to the gateway, so that the system reports an ICMP port unreachable.
     socket: UdpSocket,
     gateway: SocketAddr,
     start: StdInstant,
     user: Option<String>,
     password: Option<String>,
+    /// Commands refused (an `error` line each).
+    refused: u32,
+    /// The system said that nothing listens at the gateway's address, since the last
+    /// datagram from it.
+    no_gateway: bool,
+    /// Times it said so.
+    no_gateway_count: u32,
 }
 
 impl Sim {
@@ -208,9 +287,40 @@ impl Sim {
         let mut buf = [0u8; 1280];
         let now = self.now();
         while let Some(len) = self.token.poll_transmit(now, &mut buf) {
-            self.socket.send_to(&buf[..len], self.gateway)?;
+            match self.socket.send(&buf[..len]) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    self.gateway_refused();
+                }
+                result => {
+                    result?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// An ICMP port unreachable: says so once until the gateway answers again. The token
+    /// keeps retransmitting, so a gateway that starts later is found.
+    fn gateway_refused(&mut self) {
+        if !self.no_gateway {
+            self.no_gateway = true;
+            self.no_gateway_count += 1;
+            println!(
+                "error no gateway answers at {}: is jeton-gateway running?",
+                self.gateway
+            );
+        }
+    }
+
+    /// What a script still waits for: a login, messages to send, a transfer.
+    fn busy(&mut self) -> bool {
+        self.token.ui().login_pending || self.token.outbox_len() > 0 || self.token.is_transferring()
+    }
+
+    /// Failures so far, for a script's exit status.
+    fn failures(&mut self) -> u32 {
+        let shell = self.token.ui();
+        self.refused + shell.failures + shell.link_errors + self.no_gateway_count
     }
 
     /// Runs one shell command; false on `quit`.
@@ -223,12 +333,11 @@ impl Sim {
                 .ok()
                 .map(|d| d.as_millis() as u64),
         };
-        let out = &mut Stdout;
-        let command = match console::parse(line) {
-            Line::Empty => return true,
+        let outcome = match console::parse(line) {
+            Line::Empty => Outcome::Done,
             Line::Command(Command::Help) => {
                 print!("{}", help_text());
-                return true;
+                Outcome::Done
             }
             // `login` alone logs in as --user with the password given at start.
             Line::Command(Command::Login { user, password }) => {
@@ -238,56 +347,128 @@ impl Sim {
                     user: user.as_deref(),
                     password: password.as_deref(),
                 };
-                let _ = console::execute(&mut self.token, login, clock, out);
-                return true;
+                let outcome = self.execute(login, clock);
+                self.token.ui().login_pending |= outcome == Outcome::Done;
+                outcome
             }
-            Line::Command(command) => command,
+            Line::Command(command) => self.execute(command, clock),
             Line::Incomplete(why) => {
                 println!("error {why}");
-                return true;
+                Outcome::Refused
             }
             Line::Other("quit" | "exit") => return false,
             Line::Other(other) => {
                 println!("error unknown command {other} (try help)");
-                return true;
+                Outcome::Refused
             }
         };
-        // Writing to stdout does not fail.
-        let _ = console::execute(&mut self.token, command, clock, out);
+        if outcome == Outcome::Refused {
+            self.refused += 1;
+        }
         true
+    }
+
+    /// Runs a console command, a refusal said in the person's words.
+    fn execute(&mut self, command: Command<'_>, clock: Clock) -> Outcome {
+        console::execute_explained(&mut self.token, command, clock, &mut Stdout, |r, out| {
+            out.write_str(&explain::refusal(r))
+        })
+        // Writing to stdout does not fail.
+        .unwrap_or(Outcome::Done)
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Flags that cannot work: said in one line, exit status 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jeton-sim: {e:#}");
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The password from the flags: `--password`, or the first line of `--password-file`.
+fn password(args: &Args) -> anyhow::Result<Option<String>> {
+    let (None, Some(file)) = (&args.password, &args.password_file) else {
+        return Ok(args.password.clone());
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Usage(format!(
+            "cannot read the password file {}: {e}",
+            file.display()
+        ))
+    })?;
+    let first = text.lines().next().unwrap_or_default();
+    if first.is_empty() {
+        bail!(Usage(format!(
+            "the password file {} is empty (its first line is the password)",
+            file.display()
+        )));
+    }
+    Ok(Some(first.to_string()))
+}
+
+fn run() -> anyhow::Result<ExitCode> {
     let help = format!("Commands (one per line on stdin):\n{}", help_text());
     let args = Args::from_arg_matches(&Args::command().after_help(help).get_matches())
         .unwrap_or_else(|e| e.exit());
-    let password = match (&args.password, &args.password_file) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
+    let password = password(&args)?;
+    if args.login && (args.user.is_none() || password.is_none()) {
+        bail!(Usage(
+            "--login needs --user and a password (--password-file FILE, or --password)".into()
+        ));
+    }
     let gateway = args
         .gateway
         .to_socket_addrs()
-        .with_context(|| format!("resolving {}", args.gateway))?
+        .map_err(|e| {
+            Usage(format!(
+                "cannot resolve the gateway address {}: {e}",
+                args.gateway
+            ))
+        })?
         .next()
-        .context("the gateway address resolves to nothing")?;
+        .ok_or_else(|| {
+            Usage(format!(
+                "the gateway address {} resolves to nothing",
+                args.gateway
+            ))
+        })?;
+    let material = link_material(&args)?;
+    if material.is_none() && !args.plain_coap_in_clear {
+        bail!(Usage(NO_LINK.into()));
+    }
     let bind: SocketAddr = if gateway.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
         "[::]:0".parse()?
     };
     let socket = UdpSocket::bind(bind)?;
-    let files = host_files::HostFiles::new(&args.state_dir, args.files_quota)
-        .with_context(|| format!("opening {}/files", args.state_dir.display()))?;
+    socket.connect(gateway)?;
+    let shell = Shell::new(gateway);
+    let files_dir = args
+        .files_dir
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("files"));
+    let files = host_files::HostFiles::new(&files_dir, args.files_quota, shell.saved.clone())
+        .with_context(|| format!("opening {}", files_dir.display()))?;
     let store = FileStore::open(&args.state_dir)
         .with_context(|| format!("opening {}", args.state_dir.display()))?
         .with_files(files);
@@ -298,29 +479,19 @@ fn main() -> anyhow::Result<()> {
         .device_name
         .as_str()
         .try_into()
-        .map_err(|_| anyhow::anyhow!("the device name is too long"))?;
+        .map_err(|_| Usage("the device name is too long".into()))?;
     for user in &args.auto_join_from {
         let user = user
             .as_str()
             .try_into()
-            .map_err(|_| anyhow::anyhow!("{user} is too long"))?;
+            .map_err(|_| Usage(format!("{user} is too long")))?;
         if config.auto_join_from.push(user).is_err() {
-            bail!("too many --auto-join-from users");
+            bail!(Usage("too many --auto-join-from users".into()));
         }
     }
     let start = StdInstant::now();
-    let material = link_material(&args)?;
-    let token = Token::with_link(
-        config,
-        material,
-        OsRng,
-        store,
-        Shell {
-            log: Box::default(),
-        },
-        Instant::ZERO,
-    )
-    .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
+    let token = Token::with_link(config, material, OsRng, store, shell, Instant::ZERO)
+        .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
     let mut sim = Sim {
         token,
         socket,
@@ -328,6 +499,9 @@ fn main() -> anyhow::Result<()> {
         start,
         user: args.user.clone(),
         password,
+        refused: 0,
+        no_gateway: false,
+        no_gateway_count: 0,
     };
     let interactive = std::io::stdin().is_terminal();
     let (lines_tx, lines) = mpsc::channel::<String>();
@@ -346,7 +520,9 @@ fn main() -> anyhow::Result<()> {
         println!("jeton-sim: type help for the commands");
     }
     let mut buf = [0u8; 2048];
-    let mut stdin_open = true;
+    // The failures counted when a script's input ended: one more after it ends the wait, and
+    // so does a gateway that is not there (nothing it waits for can happen).
+    let mut failures_at_end: Option<u32> = None;
     loop {
         sim.transmit()?;
         std::io::stdout().flush()?;
@@ -358,47 +534,58 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(Duration::from_millis(50))
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         sim.socket.set_read_timeout(Some(wait))?;
-        match sim.socket.recv_from(&mut buf) {
-            Ok((len, from)) if from == sim.gateway => {
+        match sim.socket.recv(&mut buf) {
+            Ok(len) => {
+                sim.no_gateway = false;
                 let now = sim.now();
                 sim.token.handle_datagram(&buf[..len], now);
             }
-            Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => sim.gateway_refused(),
             Err(e) => return Err(e.into()),
         }
         let now = sim.now();
         if sim.token.poll_timeout().is_some_and(|t| t <= now) {
             sim.token.handle_timeout(now);
         }
-        while stdin_open {
+        while failures_at_end.is_none() {
             match lines.try_recv() {
                 Ok(line) => {
                     if !sim.command(&line) {
                         sim.transmit()?;
-                        return Ok(());
+                        return Ok(exit_code(interactive, sim.failures()));
                     }
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    // End of input: a script is done, but the token keeps running until
-                    // its outbox is empty.
-                    stdin_open = false;
+                // Ctrl-D on a terminal ends the shell as `quit` does.
+                Err(mpsc::TryRecvError::Disconnected) if interactive => {
+                    sim.transmit()?;
+                    return Ok(ExitCode::SUCCESS);
                 }
+                // The end of a script: wait for what it started.
+                Err(mpsc::TryRecvError::Disconnected) => failures_at_end = Some(sim.failures()),
             }
         }
-        if !stdin_open
-            && !interactive
-            && sim.token.outbox_len() == 0
-            && !sim.token.is_transferring()
-        {
-            sim.transmit()?;
-            return Ok(());
+        if let Some(before) = failures_at_end {
+            let failures = sim.failures();
+            if failures > before || sim.no_gateway || !sim.busy() {
+                sim.transmit()?;
+                std::io::stdout().flush()?;
+                return Ok(exit_code(false, failures));
+            }
         }
+    }
+}
+
+/// A script's exit status: 1 after any failure; a person at a terminal gets 0.
+fn exit_code(interactive: bool, failures: u32) -> ExitCode {
+    if interactive || failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -32,7 +32,8 @@ fn help_documents_the_flags() {
         "--state-dir",
         "--device-name",
         "--link",
-        "--no-link",
+        "--plain-coap-in-clear",
+        "--files-dir",
     ] {
         assert!(text.contains(flag), "{flag} in {text}");
     }
@@ -47,6 +48,10 @@ struct Session {
 
 impl Session {
     fn start(gateway: &str, state: &std::path::Path) -> Session {
+        Session::with_password(gateway, state, "secret")
+    }
+
+    fn with_password(gateway: &str, state: &std::path::Path, password: &str) -> Session {
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("jeton-sim"))
             .args([
                 "--gateway",
@@ -54,8 +59,9 @@ impl Session {
                 "--user",
                 "token",
                 "--password",
-                "secret",
+                password,
                 "--login",
+                "--plain-coap-in-clear",
             ])
             .arg("--state-dir")
             .arg(state)
@@ -119,15 +125,21 @@ fn serve_until(
     panic!("no line starting with {prefix:?}; saw {:?}", session.seen);
 }
 
-#[test]
-fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
+/// The scripted gateway's socket, its address, and a fresh state directory.
+fn fake_gateway(name: &str) -> (UdpSocket, String, std::path::PathBuf) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(5)))
         .unwrap();
     let address = socket.local_addr().unwrap().to_string();
-    let state = std::env::temp_dir().join(format!("jeton-sim-shell-{}", std::process::id()));
+    let state = std::env::temp_dir().join(format!("jeton-sim-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
+    (socket, address, state)
+}
+
+#[test]
+fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
+    let (socket, address, state) = fake_gateway("shell");
     let mut gw = FakeGateway::new();
 
     let mut session = Session::start(&address, &state);
@@ -176,5 +188,121 @@ fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
     assert_eq!(fingerprint.split(' ').count(), 1 + 11, "{fingerprint}");
     session.command("quit");
     session.child.wait().unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
+}
+
+#[test]
+fn a_wrong_password_is_said_in_words_and_the_script_exits_1() {
+    let (socket, address, state) = fake_gateway("wrong");
+    let mut gw = FakeGateway::new();
+
+    let mut session = Session::with_password(&address, &state, "not the password");
+    let error = serve_until(&socket, &mut gw, &mut session, "error ");
+    assert_eq!(error, "error login failed: wrong user or password (4.03)");
+    drop(session.stdin);
+    let status = session.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    std::fs::remove_dir_all(&state).unwrap();
+}
+
+/// jeton-sim with these arguments and an empty stdin (a script with nothing more to say):
+/// its exit code, stdout and stderr, and how long it ran.
+fn script(args: &[&str]) -> (Option<i32>, String, String, Duration) {
+    let start = Instant::now();
+    let output = Command::new(assert_cmd::cargo::cargo_bin("jeton-sim"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+        start.elapsed(),
+    )
+}
+
+#[test]
+fn no_gateway_is_said_within_seconds_with_its_address_and_the_script_exits_1() {
+    // A port nothing listens on: the system answers with ICMP port unreachable.
+    let address = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let state = std::env::temp_dir().join(format!("jeton-sim-nogw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let (code, stdout, _, took) = script(&[
+        "--gateway",
+        &address,
+        "--user",
+        "token",
+        "--password",
+        "secret",
+        "--login",
+        "--plain-coap-in-clear",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l
+                == format!("error no gateway answers at {address}: is jeton-gateway running?")),
+        "{stdout}"
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    std::fs::remove_dir_all(&state).unwrap();
+}
+
+#[test]
+fn flags_that_cannot_work_are_said_in_one_line_with_exit_code_2() {
+    let state = std::env::temp_dir().join(format!("jeton-sim-flags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).unwrap();
+    let state_dir = state.to_str().unwrap();
+    let empty = state.join("pw");
+    std::fs::write(&empty, "").unwrap();
+
+    let (code, _, stderr, _) = script(&["--state-dir", state_dir]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.starts_with("jeton-sim: no link to the gateway: pair the token with `jeton pair"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--plain-coap-in-clear"), "{stderr}");
+
+    let (code, _, stderr, _) = script(&[
+        "--state-dir",
+        state_dir,
+        "--plain-coap-in-clear",
+        "--user",
+        "token",
+        "--password-file",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        stderr,
+        format!(
+            "jeton-sim: the password file {} is empty (its first line is the password)\n",
+            empty.display()
+        )
+    );
+
+    let (code, _, stderr, _) = script(&[
+        "--state-dir",
+        state_dir,
+        "--plain-coap-in-clear",
+        "--user",
+        "token",
+        "--login",
+    ]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        stderr,
+        "jeton-sim: --login needs --user and a password (--password-file FILE, or --password)\n"
+    );
     std::fs::remove_dir_all(&state).unwrap();
 }

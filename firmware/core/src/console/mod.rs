@@ -234,23 +234,55 @@ pub struct Clock {
     pub unix_time_ms: Option<u64>,
 }
 
-/// Why a command did not run.
-enum Refused {
+/// Why a command did not run: what a shell says after `error `.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The command cannot run as given (what it lacks, in words).
     Usage(&'static str),
+    /// The token refused it.
     Token(CommandError),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Usage(why) => f.write_str(why),
+            Refusal::Token(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What became of a command, for a shell that reports failures (a script's exit status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome {
+    /// It ran (what it started may still fail later, as an event).
+    Done,
+    /// It was refused: its `error` line is written.
+    Refused,
+}
+
+/// Why [`act`] stopped.
+enum Stopped {
+    Refused(Refusal),
     Output(fmt::Error),
 }
 
-impl From<CommandError> for Refused {
+impl From<CommandError> for Stopped {
     fn from(e: CommandError) -> Self {
-        Refused::Token(e)
+        Stopped::Refused(Refusal::Token(e))
     }
 }
 
-impl From<fmt::Error> for Refused {
+impl From<fmt::Error> for Stopped {
     fn from(e: fmt::Error) -> Self {
-        Refused::Output(e)
+        Stopped::Output(e)
     }
+}
+
+fn usage(why: &'static str) -> Stopped {
+    Stopped::Refused(Refusal::Usage(why))
 }
 
 /// Runs `command` and writes its answer, or `error <why>`, to `out`. `help` lists
@@ -260,17 +292,40 @@ pub fn execute<P, L>(
     command: Command<'_>,
     clock: Clock,
     out: &mut dyn Write,
-) -> fmt::Result
+) -> Result<Outcome, fmt::Error>
+where
+    P: Platform,
+    P::Ui: KeepsLog,
+    L: Link,
+{
+    execute_explained(token, command, clock, out, |refusal, out| {
+        write!(out, "{refusal}")
+    })
+}
+
+/// [`execute`], with the shell's own words for a refusal: `explain` writes what follows
+/// `error ` on its line.
+pub fn execute_explained<P, L>(
+    token: &mut Token<P, L>,
+    command: Command<'_>,
+    clock: Clock,
+    out: &mut dyn Write,
+    explain: impl FnOnce(&Refusal, &mut dyn Write) -> fmt::Result,
+) -> Result<Outcome, fmt::Error>
 where
     P: Platform,
     P::Ui: KeepsLog,
     L: Link,
 {
     match act(token, command, clock, out) {
-        Ok(()) => Ok(()),
-        Err(Refused::Usage(why)) => writeln!(out, "error {why}"),
-        Err(Refused::Token(e)) => writeln!(out, "error {e}"),
-        Err(Refused::Output(e)) => Err(e),
+        Ok(()) => Ok(Outcome::Done),
+        Err(Stopped::Refused(refusal)) => {
+            out.write_str("error ")?;
+            explain(&refusal, out)?;
+            writeln!(out)?;
+            Ok(Outcome::Refused)
+        }
+        Err(Stopped::Output(e)) => Err(e),
     }
 }
 
@@ -289,7 +344,9 @@ where
 {
     match parse(line) {
         Line::Empty => {}
-        Line::Command(command) => execute(token, command, clock, out)?,
+        Line::Command(command) => {
+            let _ = execute(token, command, clock, out)?;
+        }
         Line::Incomplete(why) => writeln!(out, "error {why}")?,
         Line::Other(_) => return Ok(false),
     }
@@ -301,7 +358,7 @@ fn act<P, L>(
     command: Command<'_>,
     clock: Clock,
     out: &mut dyn Write,
-) -> Result<(), Refused>
+) -> Result<(), Stopped>
 where
     P: Platform,
     P::Ui: KeepsLog,
@@ -313,7 +370,7 @@ where
             user: Some(user),
             password: Some(password),
         } => token.login(user, password, now)?,
-        Command::Login { .. } => return Err(Refused::Usage("login needs a user and a password")),
+        Command::Login { .. } => return Err(usage("login needs a user and a password")),
         Command::Status => write_status(token, out)?,
         Command::Keys => write_keys(token, out)?,
         Command::Rooms => {
@@ -337,7 +394,7 @@ where
         Command::Verify { user, device } => token.verify(user, device, now)?,
         Command::Request { user, device } => {
             let Some(unix_time_ms) = clock.unix_time_ms else {
-                return Err(Refused::Usage(
+                return Err(usage(
                     "request needs the time of day, which this device does not have (use verify)",
                 ));
             };

@@ -165,3 +165,32 @@ fn request_without_the_time_of_day_is_refused_and_log_shows_messages() {
         assert_eq!(answer(token, "log !other:s", None), "");
     });
 }
+
+#[test]
+fn a_shell_learns_which_commands_were_refused_and_may_word_the_refusal() {
+    with_token(|token| {
+        let clock = Clock {
+            now: Instant::ZERO,
+            unix_time_ms: None,
+        };
+        let mut out = String::new();
+        let join = Command::Join { room: "!r:s" };
+        assert_eq!(
+            execute(token, join, clock, &mut out).unwrap(),
+            Outcome::Refused
+        );
+        assert_eq!(out, "error the token is not logged in\n");
+        out.clear();
+        let outcome = execute_explained(token, join, clock, &mut out, |refusal, out| {
+            assert!(matches!(refusal, Refusal::Token(_)), "{refusal:?}");
+            out.write_str("log in first")
+        });
+        assert_eq!(outcome.unwrap(), Outcome::Refused);
+        assert_eq!(out, "error log in first\n");
+        out.clear();
+        assert_eq!(
+            execute(token, Command::Rooms, clock, &mut out).unwrap(),
+            Outcome::Done
+        );
+    });
+}

@@ -69,8 +69,9 @@ pub trait Link: Sized {
     /// The counters.
     fn stats(&self) -> LinkStats;
 
-    /// The sender id of the token's requests (the OSCORE kid), once there is one.
-    fn sender_id(&self) -> Option<&[u8]>;
+    /// The key ids of the token's and the gateway's credentials (as `jeton pair` and the
+    /// gateway's log name them), once the link has credentials; none on a plain link.
+    fn kids(&self) -> Option<(&[u8], &[u8])>;
 
     /// When [`Link::plan`] next has something to do.
     fn poll_timeout(&self) -> Option<Instant>;

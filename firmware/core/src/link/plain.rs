@@ -47,7 +47,7 @@ impl Link for PlainLink {
         LinkStats::new()
     }
 
-    fn sender_id(&self) -> Option<&[u8]> {
+    fn kids(&self) -> Option<(&[u8], &[u8])> {
         None
     }
 

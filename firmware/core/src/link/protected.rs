@@ -266,11 +266,13 @@ impl Link for ProtectedLink {
         self.stats
     }
 
-    /// The OSCORE sender id (the kid of the token's requests), once a context exists.
-    fn sender_id(&self) -> Option<&[u8]> {
-        self.context
-            .as_ref()
-            .map(|context| context.sender_id().as_bytes())
+    /// The key ids of the token's and the gateway's credentials, as `jeton pair` and the
+    /// gateway's log name them (not the OSCORE sender id, a connection identifier).
+    fn kids(&self) -> Option<(&[u8], &[u8])> {
+        Some((
+            self.identity.as_ref()?.credential().kid(),
+            self.gateway.as_ref()?.kid(),
+        ))
     }
 
     /// When [`Link::plan`] next has something to do.

@@ -193,8 +193,10 @@ pub enum UiEvent<'a> {
     },
     /// The protected link to the gateway has a new security context (EDHOC completed).
     LinkEstablished {
-        /// The token's OSCORE sender id (the kid of its requests).
-        sender_id: &'a [u8],
+        /// The key id of the token's credential, as `jeton pair` printed it.
+        kid: &'a [u8],
+        /// The key id of the gateway's credential the token is paired with.
+        gateway_kid: &'a [u8],
     },
     /// Something a sync carried could not be taken in and was skipped; the rest of the sync
     /// was taken in.
@@ -446,15 +448,19 @@ fn device_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             "verification-cancelled {user_id} {device_id} {code} {}",
             if *by_peer { "by-peer" } else { "by-token" }
         ),
-        UiEvent::LinkEstablished { sender_id } => {
+        UiEvent::LinkEstablished { kid, gateway_kid } => {
             f.write_str("link-established kid=")?;
-            for byte in *sender_id {
-                write!(f, "{byte:02x}")?;
-            }
-            Ok(())
+            hex(kid, f)?;
+            f.write_str(" gateway-kid=")?;
+            hex(gateway_kid, f)
         }
         _ => Ok(()),
     }
+}
+
+/// Bytes in lowercase hex, as `jeton pair` and the gateway's log write key ids.
+fn hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    bytes.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
 }
 
 /// A message body on one line: `\` becomes `\\` and a newline `\n`, so the body can be

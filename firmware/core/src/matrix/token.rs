@@ -125,6 +125,9 @@ impl<P: Platform, L: Link> Token<P, L> {
     /// length, or `None` when there is nothing to send now.
     #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        // Without a security context only the link's handshake starts: a Matrix request
+        // would be held back, and the handshake would wait for it to time out.
+        self.coap.pause(!self.link.is_ready());
         loop {
             let len = match self.coap.poll_transmit(now, buf) {
                 Ok(len) => len?,
@@ -371,11 +374,11 @@ impl<P: Platform, L: Link> Token<P, L> {
             self.core.gateway.token_lost();
             // Its next registration carries the token again.
             self.core.sync.on_new_link_context();
-            let sender_id = self.link.sender_id().unwrap_or_default();
+            let (kid, gateway_kid) = self.link.kids().unwrap_or_default();
             self.core
                 .env
                 .ui
-                .event(&UiEvent::LinkEstablished { sender_id });
+                .event(&UiEvent::LinkEstablished { kid, gateway_kid });
         }
         if !self.link.is_ready() {
             // Matrix requests wait for the link's context.

@@ -93,6 +93,16 @@ fn the_token_runs_edhoc_first_then_every_exchange_is_protected() {
         "{read:?}"
     );
     assert_eq!(handshakes(&world), 1);
+    // The key ids `jeton pair` printed for the token and its gateway, so a person can check
+    // the pairing.
+    assert!(
+        world
+            .screen()
+            .iter()
+            .any(|line| line == "link-established kid=02 gateway-kid=01"),
+        "{:?}",
+        world.screen()
+    );
     let link = link(&world);
     assert_eq!(link.handshakes, 1);
     assert_eq!(
@@ -192,6 +202,31 @@ fn a_token_whose_credential_the_gateway_does_not_list_is_refused_with_a_clear_er
         link(&world).unprotected,
         0,
         "the login never went out in clear"
+    );
+}
+
+// The login typed before waits in the queue meanwhile, and goes once the link is up.
+#[test]
+fn a_refused_token_gets_in_by_itself_once_the_gateway_lists_it() {
+    let mut world = paired_with(2, Vec::new(), *gateway_identity().credential());
+    let now = world.instant();
+    world.token().login("token", "secret", now).unwrap();
+    world.run_for(15_000);
+    let refused = link(&world).refused;
+    assert!(refused >= 1, "{:?}", world.screen());
+    // Paired with the running gateway (which then reads its tokens file again).
+    world
+        .link
+        .as_mut()
+        .unwrap()
+        .authorised
+        .push(*token_identity().credential());
+    world.run_for(30_000);
+    assert_eq!(handshakes(&world), 1, "{:?}", world.screen());
+    assert!(
+        world.screen().iter().any(|l| l.starts_with("logged in ")),
+        "{:?}",
+        world.screen()
     );
 }
 

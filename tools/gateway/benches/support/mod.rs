@@ -104,6 +104,8 @@ pub fn config(listen: SocketAddr, homeserver: String) -> jeton_gateway::config::
         log_format: jeton_gateway::config::LogFormat::Text,
         // The benchmarks measure the plain MSC3079 path.
         link: None,
+        link_tokens_file: None,
+        color: jeton_gateway::config::ColorChoice::Never,
         compat_plain_msc3079: true,
         // Loopback clients: the round trip that proves an address is not what is measured.
         sources: jeton_gateway::source::Sources::parse("127.0.0.0/8").unwrap(),

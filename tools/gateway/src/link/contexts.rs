@@ -133,6 +133,27 @@ impl Contexts {
         self.rid_of.insert(context.id, rid.to_vec());
         self.by_rid.insert(rid.to_vec(), context);
     }
+
+    /// Drops the contexts of the tokens `listed` no longer accepts (revoked), with their
+    /// response bindings; returns their names.
+    pub(super) fn revoke(
+        &mut self,
+        listed: impl Fn(&[u8]) -> bool,
+        bindings: &mut Bindings,
+    ) -> Vec<String> {
+        let mut revoked = Vec::new();
+        let rid_of = &mut self.rid_of;
+        self.by_rid.retain(|_, c| {
+            let keep = listed(&c.peer_kid);
+            if !keep {
+                rid_of.remove(&c.id);
+                bindings.forget(c.id);
+                revoked.push(c.token_name.clone());
+            }
+            keep
+        });
+        revoked
+    }
 }
 
 impl Link {

@@ -236,7 +236,7 @@ impl Link {
         match result {
             Ok(done) => Ok(done),
             Err(HandshakeError::UnknownPeer) => {
-                tracing::warn!(%peer, kid = %hex::encode(&seen_kid), "EDHOC refused: unknown token credential (not in the authorised tokens file)");
+                tracing::warn!(%peer, kid = %hex::encode(&seen_kid), "EDHOC refused: unknown token credential (not in the authorised tokens file: pair it with `jeton pair`, then send the gateway SIGHUP)");
                 Err((
                     code::UNAUTHORIZED,
                     "unknown credential: this token is not authorised on this gateway",

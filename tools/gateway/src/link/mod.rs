@@ -38,7 +38,7 @@ use std::time::Instant;
 use coap_lite::{CoapOption, MessageClass, Packet};
 
 use crate::echo::{self, EchoKey};
-use crate::link_credentials::LinkCredentials;
+use crate::link_credentials::{AuthorisedToken, LinkCredentials};
 use crate::message::{self, code};
 use crate::metrics::{LinkRefusal, Metrics};
 use crate::profile::option::ACCESS_TOKEN;
@@ -128,6 +128,20 @@ impl Link {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// Replaces the authorised tokens (the tokens file read again): a token newly listed is
+    /// accepted at its next handshake, and one no longer listed loses its OSCORE context at
+    /// once (its next request is refused, and so is its next handshake). Returns the names of
+    /// the tokens whose contexts went; nothing changes on a link without credentials.
+    pub fn replace_tokens(&mut self, tokens: HashMap<Vec<u8>, AuthorisedToken>) -> Vec<String> {
+        let Some(credentials) = self.credentials.as_mut() else {
+            return Vec::new();
+        };
+        credentials.tokens = tokens;
+        let listed = &credentials.tokens;
+        self.contexts
+            .revoke(|kid| listed.contains_key(kid), &mut self.bindings)
     }
 
     /// OSCORE contexts held (one per paired token that ran EDHOC).

@@ -260,6 +260,10 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
     /// What the next exchange carries out: the observation's due work first, then the head
     /// of the queue. Takes the observation's next options for a (re-)registration.
     fn next_work(&mut self) -> Option<Work> {
+        if self.paused {
+            let head = self.queue.front().copied()?;
+            return (Some(head.id) == self.first).then(|| self.queued_work(head));
+        }
         if let Some(observation) = self.observation.as_mut()
             && observation.state == ObservationState::RegistrationDue
             && let Some(next) = observation.next_options.take()
@@ -299,12 +303,17 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             });
         }
         let queued = self.queue.front().copied()?;
+        Some(self.queued_work(queued))
+    }
+
+    /// The exchange for the request at the head of the queue.
+    fn queued_work(&mut self, queued: Queued) -> Work {
         let token = self.fresh_token();
         let block2 = match queued.caller_block {
             Some(CallerBlock::ResponseFrom(block)) => Some(block),
             _ => None,
         };
-        Some(Work {
+        Work {
             id: queued.id,
             purpose: Purpose::Request,
             method: queued.method,
@@ -312,7 +321,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             token,
             block2,
             payload_len: usize::from(queued.payload_len),
-        })
+        }
     }
 
     pub(super) fn encode_exchange(

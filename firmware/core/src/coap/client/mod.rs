@@ -265,6 +265,10 @@ pub struct Client<
     recent_ids: Deque<u16, DEDUP_CAPACITY>,
     stats: ClientStats,
     deliver_every_registration: bool,
+    /// Only the request queued with [`Client::request_first`] may start ([`Client::pause`]).
+    paused: bool,
+    /// The last request queued with [`Client::request_first`].
+    first: Option<RequestId>,
 }
 
 impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize> fmt::Debug
@@ -305,7 +309,17 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             recent_ids: Deque::new(),
             stats: ClientStats::default(),
             deliver_every_registration: false,
+            paused: false,
+            first: None,
         }
+    }
+
+    /// While `paused`, the engine starts no exchange but one for the request last queued
+    /// with [`Client::request_first`]: the layer under the caller's requests (the link's key
+    /// exchange) runs while theirs wait in the queue, instead of being sent to be held back
+    /// and blocking that layer until they time out.
+    pub fn pause(&mut self, paused: bool) {
+        self.paused = paused;
     }
 
     /// Delivers the answer to every (re-)registration as a notification, even when its

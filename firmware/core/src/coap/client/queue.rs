@@ -87,6 +87,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
     pub fn request_first(&mut self, request: &Request<'_>) -> Result<RequestId, RequestError> {
         let waiting = self.queue.len();
         let id = self.request(request)?;
+        self.first = Some(id);
         let in_flight = self
             .exchange
             .is_some_and(|exchange| exchange.purpose == Purpose::Request);
