@@ -51,6 +51,9 @@ pub(crate) struct RealGateway {
     pub forwarded: Vec<(String, String, Value)>,
     /// The token's requests as the gateway's transport read them: Uri-Path and payload.
     pub on_the_air: Vec<(Vec<String>, Vec<u8>)>,
+    /// How long a sync without a timeout waits when nothing is new (0: answered at once, as
+    /// Synapse does; more: a slow homeserver).
+    pub untimed_sync_ms: u64,
 }
 
 impl RealGateway {
@@ -67,6 +70,7 @@ impl RealGateway {
             outbox: Vec::new(),
             forwarded: Vec::new(),
             on_the_air: Vec::new(),
+            untimed_sync_ms: 0,
         }
     }
 
@@ -204,7 +208,7 @@ impl RealGateway {
             let timeout: u64 = query
                 .iter()
                 .find_map(|q| q.strip_prefix("timeout="))
-                .map_or(0, |t| t.parse().unwrap());
+                .map_or(self.untimed_sync_ms, |t| t.parse().unwrap());
             if since.is_some() && timeout > 0 && position >= gw.hs.batches.len() {
                 self.held.push(Held {
                     id,
@@ -592,5 +596,31 @@ fn a_sync_larger_than_the_token_takes_is_split_by_the_real_gateway_and_arrives_w
         !world.screen().iter().any(|l| l.starts_with("error")),
         "{:?}",
         world.screen()
+    );
+}
+
+/// As above, but the homeserver takes a minute to answer a sync without a timeout (the token's
+/// registrations): the send waits behind them (NSTART 1) and is delivered, nothing lost.
+#[test]
+fn a_send_behind_a_slow_registration_after_a_restart_is_delivered() {
+    let (mut world, mut peer) = restarted_gateway(47);
+    world.real.as_mut().unwrap().untimed_sync_ms = 60_000;
+    let now = world.instant();
+    let id = world
+        .token()
+        .send_text(ROOM, "After the restart", now)
+        .unwrap();
+    let delivered = format!("delivered {id} ");
+    assert!(
+        world.run_until(600_000, |w| w
+            .screen()
+            .iter()
+            .any(|l| l.starts_with(&delivered))),
+        "{:?}",
+        world.screen()
+    );
+    assert_eq!(
+        homeserver_sends(&world, &mut peer),
+        ["Before the restart", "After the restart"]
     );
 }
