@@ -280,38 +280,7 @@ impl FakeGateway {
     /// The body of batch `position` as v2 CBOR; `compact` keeps only the newest timeline
     /// event of each room (an inline filter with `timeline.limit` 1).
     fn sync_body(&self, position: usize, compact: bool) -> Vec<u8> {
-        let mut batch = self
-            .hs
-            .batches
-            .get(position)
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        if compact && let Some(rooms) = batch["rooms"]["join"].as_object_mut() {
-            for room in rooms.values_mut() {
-                if let Some(events) = room["timeline"]["events"].as_array_mut()
-                    && events.len() > 1
-                {
-                    events.drain(..events.len() - 1);
-                    room["timeline"]["limited"] = json!(true);
-                }
-            }
-        }
-        let next = if position < self.hs.batches.len() {
-            position + 1
-        } else {
-            position
-        };
-        batch["next_batch"] = json!(format!("s{next}"));
-        // Like Synapse, every sync reports how many one-time keys the token has left.
-        if let Some(device) = &self.hs.device_id {
-            let left = self
-                .hs
-                .one_time_keys
-                .get(&(TOKEN_USER.to_string(), device.clone()))
-                .map_or(0, Vec::len);
-            batch["device_one_time_keys_count"] = json!({"signed_curve25519": left});
-        }
-        json_to_cbor(&batch, TableVersion::V2).unwrap()
+        json_to_cbor(&self.hs.sync_batch(position, compact), TableVersion::V2).unwrap()
     }
 
     /// Caches `body` for Block2 if it is larger than a block and returns the first block.
@@ -573,8 +542,52 @@ impl FakeGateway {
         {
             return (code, json!({"errcode": "M_UNKNOWN"}));
         }
-        let hs = &mut self.hs;
-        let mut segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        self.hs.answer(&segments, request)
+    }
+}
+
+impl Homeserver {
+    /// The sync answer at `position` (batch `i` carries `next_batch` `s{i+1}`); `compact`
+    /// keeps the last event of each timeline, as a lazy filter would.
+    pub(crate) fn sync_batch(&self, position: usize, compact: bool) -> Value {
+        let mut batch = self
+            .batches
+            .get(position)
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        if compact && let Some(rooms) = batch["rooms"]["join"].as_object_mut() {
+            for room in rooms.values_mut() {
+                if let Some(events) = room["timeline"]["events"].as_array_mut()
+                    && events.len() > 1
+                {
+                    events.drain(..events.len() - 1);
+                    room["timeline"]["limited"] = json!(true);
+                }
+            }
+        }
+        let next = if position < self.batches.len() {
+            position + 1
+        } else {
+            position
+        };
+        batch["next_batch"] = json!(format!("s{next}"));
+        // Like Synapse, every sync reports how many one-time keys the token has left.
+        if let Some(device) = &self.device_id {
+            let left = self
+                .one_time_keys
+                .get(&(TOKEN_USER.to_string(), device.clone()))
+                .map_or(0, Vec::len);
+            batch["device_one_time_keys_count"] = json!({"signed_curve25519": left});
+        }
+        batch
+    }
+
+    /// Answers a request named by its profile path segments (the short enum first, then the
+    /// path's parameters), as the homeserver behind a gateway would.
+    pub(crate) fn answer(&mut self, segments: &[&str], request: Value) -> (Code, Value) {
+        let hs = self;
+        let mut segments = segments.to_vec();
         // `we` is `w` with the event type implied (jeton v2): serve both forms the same way.
         if let ["we", room, txn] = segments.as_slice() {
             segments = vec!["w", room, "m.room.encrypted", txn];

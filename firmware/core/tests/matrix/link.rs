@@ -17,11 +17,11 @@ use crate::{
     peer_reads,
 };
 
-fn gateway_identity() -> Identity {
+pub(crate) fn gateway_identity() -> Identity {
     Identity::generate([0x61; 32], b"\x01", "test-gateway").unwrap()
 }
 
-fn token_identity() -> Identity {
+pub(crate) fn token_identity() -> Identity {
     Identity::generate([0x62; 32], b"\x02", "test-token").unwrap()
 }
 

@@ -1,6 +1,7 @@
 //! The token's Matrix client against a scripted fake gateway and a real peer device built
 //! with vodozemac: login and key upload, receiving and sending encrypted messages, the
 //! checks a room key must pass, replays, a lossy network and power cuts during a send.
+//! `real_gateway.rs` puts jeton-gateway's own transport and link in the fake's place.
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
 mod cortex_m_fixture;
@@ -8,6 +9,7 @@ mod files;
 mod gateway;
 mod link;
 mod link_gateway;
+mod real_gateway;
 #[path = "../support/mod.rs"]
 mod support;
 mod sync;
@@ -184,6 +186,8 @@ struct World {
     material: Option<jeton_core::link::KeyFile>,
     /// [`Config::share_keys_only_with_verified`] at the next boot.
     verified_only: bool,
+    /// The real gateway in place of the fake one (which then only keeps the homeserver).
+    real: Option<real_gateway::RealGateway>,
 }
 
 impl World {
@@ -206,6 +210,7 @@ impl World {
             link: None,
             material: None,
             verified_only: false,
+            real: None,
         };
         world.boot();
         world
@@ -291,7 +296,11 @@ impl World {
             if let Some(link) = &mut self.link {
                 link.wrap_outbox(&mut self.gw);
             }
-            for bytes in std::mem::take(&mut self.gw.outbox) {
+            let real = self.real.as_mut().map(|r| std::mem::take(&mut r.outbox));
+            for bytes in std::mem::take(&mut self.gw.outbox)
+                .into_iter()
+                .chain(real.into_iter().flatten())
+            {
                 self.send(false, bytes);
                 progressed = true;
             }
@@ -312,6 +321,7 @@ impl World {
             self.in_flight.keys().next().map(|k| k.0),
             token_timer,
             self.gw.next_timer(),
+            self.real.as_ref().and_then(|r| r.next_timer()),
         ]
         .into_iter()
         .flatten()
@@ -325,7 +335,9 @@ impl World {
                 break;
             }
             let (to_gateway, bytes) = entry.remove();
-            if to_gateway {
+            if let (true, Some(real)) = (to_gateway, &mut self.real) {
+                real.handle_datagram(&mut self.gw, self.now, &bytes);
+            } else if to_gateway {
                 match &mut self.link {
                     Some(link) => link.handle_datagram(&mut self.gw, self.now, &bytes),
                     None => self.gw.handle_datagram(self.now, &bytes),
@@ -340,6 +352,9 @@ impl World {
             self.token().handle_timeout(now);
         }
         self.gw.handle_timeout(self.now);
+        if let Some(real) = &mut self.real {
+            real.handle_timeout(&mut self.gw, self.now);
+        }
         self.flush();
         true
     }
@@ -372,6 +387,9 @@ impl World {
     fn push_sync(&mut self, batch: Value) {
         let now = self.now;
         self.gw.push_sync(now, batch);
+        if let Some(real) = &mut self.real {
+            real.notify(&mut self.gw, now);
+        }
     }
 
     fn logged_in(seed: u64) -> World {
