@@ -88,8 +88,12 @@
 //! - `devices`: the tracked users and their checked devices. `olm_sessions`: the Olm
 //!   sessions with them and the to-device messages they carry.
 //! - `rooms`: rooms, members, invites, joins. `outbound`: the room keys the token sends.
-//!   `room_keys`: the room keys it received, and Megolm decryption. `timeline`: what a
-//!   room's events show. `outbox`: the messages queued, and transaction ids.
+//!   `pending_keys`: the room keys arriving, their checks, and those that wait for their
+//!   room, sender or device. `room_keys`: the room keys it holds, and Megolm decryption.
+//!   `timeline`: what a room's events show. `outbox`: the messages queued, and transaction
+//!   ids.
+//! - [`lifecycles`]: what enters, leaves and is evicted from every table, and the tidying
+//!   after each sync.
 //! - [`verification`]: SAS device verification. `transfer`: the file being sent or
 //!   received.
 //! - `limits`, `errors`, `events`: the capacities, the errors, and what the person
@@ -102,9 +106,9 @@
 //!   table and the sync cursor are stored in the clear.
 //! - The age of an outbound session restarts at boot (`rotation_period_ms` counts from
 //!   boot); its message count survives.
-//! - Room keys awaiting their sender's device keys, invites and joins in progress live in
-//!   RAM only; a power cut drops them (an invite comes back with the next initial sync).
-//! - Replay detection remembers the last [`REPLAY_WINDOW`] indexes per inbound session.
+//! - Invites and joins in progress live in RAM only; a power cut drops them (an invite
+//!   comes back with the next initial sync). The syncs a waiting room key has waited are
+//!   counted in RAM: a boot starts its count again.
 //! - A sync or keys/query response larger than [`RESPONSE_BYTES`] fails.
 //! - No logout, re-login after the access token was revoked, key backup, cross-signing,
 //!   key requests or forwarded keys; `m.text` is the only message type shown, besides
@@ -130,12 +134,14 @@ mod errors;
 mod events;
 mod flash;
 mod gateway;
+pub mod lifecycles;
 mod limits;
 mod login;
 mod olm_sessions;
 mod operations;
 mod outbound;
 mod outbox;
+mod pending_keys;
 mod requests;
 mod rng;
 mod room_keys;
@@ -159,7 +165,7 @@ pub use events::{EscapedBody, EventLine, Ui, UiEvent};
 pub use limits::*;
 pub use rng::TransportRng;
 pub use rooms::{Invite, RoomSummary};
-pub use token::{Status, Token};
+pub use token::{Occupancy, Status, Token};
 pub use verification::{
     CancelCode, MAX_MAC_KEYS, MAX_TRANSACTION_ID_LEN, TransactionId, VERIFICATION_STEP_TIMEOUT_MS,
     VERIFICATION_TIMEOUT_MS,
@@ -174,6 +180,7 @@ use login::Login;
 use olm_sessions::OlmSessions;
 use operations::{BACKOFF_MS, Operation, OperationLane};
 use outbox::{Numbering, Outbox};
+use pending_keys::PendingKeys;
 use requests::{RequestShape, code_number};
 use room_keys::RoomKeys;
 use rooms::Rooms;
@@ -238,8 +245,11 @@ struct Core<R: Rng, S: Store, U: Ui> {
     devices: Devices,
     /// The rooms, invites and joins, with the rooms' outbound sessions.
     rooms: Rooms,
-    /// The room keys received.
+    /// The room keys held (an index; the sessions are on flash).
     room_keys: RoomKeys,
+    /// The room keys waiting for their room, sender or device (an index; the keys are on
+    /// flash).
+    pending_keys: PendingKeys,
     /// The token's own Olm account.
     account: OwnAccount,
 }

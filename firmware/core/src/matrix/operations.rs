@@ -26,6 +26,10 @@ pub(super) enum Operation {
     ShareKey {
         device: usize,
     },
+    /// The `m.dummy` that unwedges the Olm channel with a device.
+    Dummy {
+        device: usize,
+    },
     Send {
         slot: usize,
     },
@@ -156,10 +160,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 len,
             );
         }
+        if let Some((device, claim)) = self.sessions.next_unwedge() {
+            return if claim {
+                self.start_claim(coap, device)
+            } else {
+                self.send_dummy(coap, device)
+            };
+        }
         if let Some(room) = self.rooms.next_join().cloned() {
             return self.start_join(coap, &room);
         }
-        if let Some((room, event)) = self.room_keys.next_retry() {
+        if let Some((room, event)) = self.pending_keys.next_retry() {
             return self.start_fetch(coap, &room, &event);
         }
         self.plan_send(coap, now)?;
@@ -275,6 +286,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             {
                 self.on_share_refused(device, error);
             }
+            Operation::Dummy { device }
+                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
+            {
+                self.sessions.unwedge_done(device);
+                self.error(error);
+            }
             Operation::Verification { stray }
                 if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
             {
@@ -303,6 +320,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Query => self.on_keys_query(body),
             Operation::Claim { device } => self.on_claimed(body, device),
             Operation::ShareKey { device } => self.on_key_shared(device),
+            Operation::Dummy { device } => {
+                self.sessions.unwedge_done(device);
+                Ok(())
+            }
             Operation::Send { slot } => self.on_sent(body, slot),
             Operation::Join => self.on_joined(),
             Operation::FetchEvent => self.on_fetched_event(body),

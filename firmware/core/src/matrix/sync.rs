@@ -335,11 +335,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // Joined rooms: membership and encryption state first, so that room keys arriving
         // in this sync find their senders tracked.
         self.apply_joined_rooms(sync, &own_user)?;
+        self.apply_left_rooms(sync)?;
         for user in sync.device_lists_changed()? {
             let user = user?;
             if self.devices.is_tracked(user) {
                 self.track(user);
             }
+        }
+        for user in sync.device_lists_left()? {
+            self.on_user_left(user?)?;
         }
         if self.login.as_ref().is_some_and(|l| l.keys_uploaded) {
             self.account.on_key_counts(sync)?;
@@ -357,7 +361,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 && content.algorithm()? == OLM_ALGORITHM
             {
                 let sender = event.sender()?;
-                self.on_olm_event(sender, content)?;
+                self.on_olm_event(sender, content, now)?;
             } else if event.event_type()?.starts_with("m.key.verification.") {
                 self.on_verification_event(
                     event.sender()?,
@@ -377,7 +381,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
         }
 
-        // Everything this sync carried is stored: the caller moves the cursor.
-        Ok(())
+        // The tables' leaving rules ([`super::lifecycles`]), then everything this sync carried
+        // is stored: the caller moves the cursor.
+        self.tidy_after_sync()
     }
 }

@@ -63,6 +63,8 @@ pub(crate) struct Homeserver {
     /// The filter the token created.
     pub filter: Option<Value>,
     pub keys_uploads: u32,
+    /// The users of each keys/query, in order.
+    pub queried: Vec<Vec<String>>,
     /// Device id the token logged in with (kept across logins).
     pub device_id: Option<String>,
     /// The media repository: media id -> bytes, as uploaded.
@@ -602,6 +604,14 @@ impl FakeGateway {
                 )
             }
             ["3h"] => {
+                hs.queried.push(
+                    request["device_keys"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .cloned()
+                        .collect(),
+                );
                 let mut out = serde_json::Map::new();
                 for user in request["device_keys"].as_object().unwrap().keys() {
                     let mut devices = serde_json::Map::new();

@@ -6,6 +6,7 @@
 mod cortex_m_fixture;
 mod files;
 mod gateway;
+mod lifecycles;
 mod link;
 mod link_gateway;
 #[path = "../support/mod.rs"]
@@ -374,6 +375,8 @@ fn verify(ed25519: &str, object: &Value, signature: &str) -> bool {
 struct Peer {
     user: String,
     device: String,
+    /// The room its keys and messages are for.
+    room: String,
     account: Account,
     olm: HashMap<String, Session>,
     group: GroupSession,
@@ -385,6 +388,7 @@ impl Peer {
         Peer {
             user: user.into(),
             device: device.into(),
+            room: ROOM.into(),
             account: Account::new(),
             olm: HashMap::new(),
             group: GroupSession::new(SessionConfig::version_1()),
@@ -497,7 +501,7 @@ impl Peer {
             "type": "m.room_key",
             "content": {
                 "algorithm": MEGOLM,
-                "room_id": ROOM,
+                "room_id": self.room,
                 "session_id": self.group.session_id(),
                 "session_key": self.group.session_key().to_base64(),
             },
@@ -530,7 +534,7 @@ impl Peer {
         let payload = json!({
             "type": "m.room.message",
             "content": content,
-            "room_id": ROOM,
+            "room_id": self.room,
         });
         let message = self.group.encrypt(payload.to_string());
         json!({
