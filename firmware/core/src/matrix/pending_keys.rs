@@ -19,7 +19,8 @@
 //! [`MAX_PENDING_PER_SENDER`] keys of one sender wait; when the area is full, a new key makes
 //! the oldest waiting key of a non-member go first, a member's only for another member's
 //! ([`RejectionReason::Crowded`]). An event encrypted with a waiting key is shown as
-//! [`UndecryptableReason::AwaitingKey`] and fetched again once the key is decided.
+//! [`UndecryptableReason::AwaitingKey`] and fetched again once the key is taken (not when it
+//! is refused: the event stays unreadable).
 //!
 //! Where this goes next: issue 13's `m.room_key.withheld` arrives here too.
 
@@ -272,6 +273,13 @@ impl PendingKeys {
         }
     }
 
+    /// The key of the session starting with `session` was refused: its events are not
+    /// fetched again (they were shown as awaiting it, and stay unreadable).
+    fn forget_retries(&mut self, session: [u8; 8]) {
+        self.retry
+            .retain(|(_, _, waiting_for)| *waiting_for != session);
+    }
+
     /// The next event to fetch again whose key is no longer waiting.
     pub(super) fn next_retry(&mut self) -> Option<(RoomId, EventId)> {
         let waiting = &self.waiting;
@@ -437,6 +445,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         if displaces && let Some(old) = WaitingKey::load(&mut self.env.flash, slot)? {
+            let session = id_prefix(old.session.session_id().as_bytes());
+            self.pending_keys.forget_retries(session);
             self.refuse_key(&old.sender, RejectionReason::Crowded);
         }
         self.pending_keys.clock = self.pending_keys.clock.wrapping_add(1);
@@ -474,6 +484,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 }
                 Decision::Refuse(reason) => {
                     self.forget_pending(slot)?;
+                    self.pending_keys.forget_retries(waiting.session);
                     self.refuse_key(&key.sender, reason);
                 }
                 Decision::Wait { member } => {
