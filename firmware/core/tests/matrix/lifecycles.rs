@@ -1,7 +1,7 @@
 //! The tables' lifecycles (issue 14), one test per way a token stopped working over a few days
 //! of ordinary use: room keys never freed, strangers filling the tables, sessions found by
 //! room and session id alone, replays of old indexes, membership the person never saw, and no
-//! unwedging of a broken Olm channel.
+//! unwedging of a broken Olm channel; then a year in the life, all of it at once.
 
 use serde_json::{Value, json};
 use vodozemac::Curve25519PublicKey;
@@ -185,7 +185,10 @@ fn verification_request_and_cancel(world: &mut World, stranger: &str, n: usize) 
         {"type": "m.key.verification.cancel", "sender": stranger, "content": {
             "transaction_id": txn, "code": "m.user", "reason": "spam"}},
     ]}}));
-    world.run_for(3_000);
+    waits_for(
+        world,
+        &format!("verification-cancelled {stranger} SPAMDEV m.user by-peer"),
+    );
 }
 
 #[test]
@@ -514,4 +517,528 @@ fn a_known_device_whose_olm_message_cannot_be_decrypted_is_unwedged_at_most_hour
     world.run_for(3_600_000);
     broken(&mut world, &mut peer);
     assert_eq!(dummies(&world, &mut peer, &mut seen), 1);
+}
+
+/// One day, in simulated milliseconds.
+const DAY: u64 = 86_400_000;
+/// The rooms of the year in the life.
+const YEAR_ROOMS: [&str; 3] = [
+    "!year-home:localhost",
+    "!year-work:localhost",
+    "!year-club:localhost",
+];
+
+/// A member's device in the year in the life, and where its Megolm session stands.
+struct Member {
+    peer: Peer,
+    /// Messages sent with the current session, and the day it started.
+    sent: u32,
+    since: u64,
+    /// Whether the token was sent the current session's key.
+    shared: bool,
+}
+
+/// What the year showed.
+#[derive(Debug, Default)]
+struct Figures {
+    received: usize,
+    sent: usize,
+    rotations: usize,
+    joins: usize,
+    leaves: usize,
+    devices_added: usize,
+    devices_removed: usize,
+    strangers: usize,
+    power_cuts: usize,
+    gateway_restarts: usize,
+    /// The longest a sync carrying messages waited to be shown.
+    longest_wait_ms: u64,
+    /// The fullest each table was: rooms, tracked users, devices, Olm sessions, room keys,
+    /// waiting keys, outbox.
+    fullest: [usize; 7],
+}
+
+struct Year {
+    world: World,
+    rng: crate::support::TestRng,
+    members: Vec<Member>,
+    /// Devices that left (their user left a room, or the device was removed), with the room.
+    gone: Vec<Peer>,
+    /// Lines the person must see exactly once.
+    expected: Vec<String>,
+    people: usize,
+    events: usize,
+    figures: Figures,
+}
+
+impl Year {
+    fn new(seed: u64) -> Year {
+        let world = World::logged_in(seed);
+        let mut year = Year {
+            world,
+            rng: crate::support::TestRng(seed),
+            members: Vec::new(),
+            gone: Vec::new(),
+            expected: Vec::new(),
+            people: 0,
+            events: 0,
+            figures: Figures::default(),
+        };
+        let mut rooms = serde_json::Map::new();
+        for room in YEAR_ROOMS {
+            let mut users = vec![TOKEN_USER.to_string()];
+            for _ in 0..2 {
+                let peer = year.new_person(room);
+                users.push(peer.user.clone());
+                year.members.push(year.member(peer));
+            }
+            let mut state = vec![json!({
+                "type": "m.room.encryption", "state_key": "", "sender": users[1],
+                "event_id": format!("$enc-{room}"),
+                "content": {"algorithm": super::MEGOLM, "rotation_period_msgs": 100,
+                            "rotation_period_ms": 604_800_000u64},
+            })];
+            state.extend(users.iter().map(|u| member(u)));
+            rooms.insert(room.into(), json!({"state": {"events": state}}));
+        }
+        year.world.push_sync(json!({"rooms": {"join": rooms}}));
+        let lines: Vec<String> = year
+            .members
+            .iter()
+            .map(|m| format!("new-device {} {}", m.peer.user, m.peer.device))
+            .collect();
+        year.wait_for_lines(&lines);
+        year
+    }
+
+    /// A new person with one device, keys published, for `room`.
+    fn new_person(&mut self, room: &str) -> Peer {
+        self.people += 1;
+        let n = self.people;
+        let mut peer = Peer::new(&format!("@person{n}:localhost"), &format!("DEV{n}"));
+        peer.room = room.into();
+        peer.publish(&mut self.world.gw.hs, 20);
+        peer
+    }
+
+    fn member(&self, peer: Peer) -> Member {
+        Member {
+            peer,
+            sent: 0,
+            since: self.world.now,
+            shared: false,
+        }
+    }
+
+    /// Runs until every line in `lines` is on the screen, through power cuts; the wait is a
+    /// figure, and bounded.
+    fn wait_for_lines(&mut self, lines: &[String]) {
+        let start = self.world.now;
+        // Only the lines shown from now on: the screen holds the whole year.
+        let from = self.world.screen.borrow().len();
+        loop {
+            let done = self.world.run_until(30 * 60_000, |w| {
+                let screen = w.screen.borrow();
+                let new = screen.get(from..).unwrap_or_default();
+                w.dead() || lines.iter().all(|line| new.contains(line))
+            });
+            if self.world.dead() {
+                self.world.power_cycle();
+                self.figures.power_cuts += 1;
+                continue;
+            }
+            let processed = &self.world.gw.processed;
+            assert!(
+                done,
+                "day {}, waited {} s: waiting for {lines:?}: {:?}; the gateway's last requests: {:?}",
+                self.world.now / DAY,
+                (self.world.now - start) / 1000,
+                &self.world.screen()[self.world.screen().len().saturating_sub(8)..],
+                &processed[processed.len().saturating_sub(12)..]
+            );
+            break;
+        }
+        let waited = self.world.now - start;
+        self.figures.longest_wait_ms = self.figures.longest_wait_ms.max(waited);
+        self.world.run_for(2_000);
+    }
+
+    /// Member `index` sends `n` messages in one sync, rotating its session first when it is a
+    /// week old or would pass 100 messages, and sharing it with the token when it is new.
+    fn speak(&mut self, index: usize, n: u32) {
+        let now = self.world.now;
+        let device = self.world.token_device();
+        let member = &mut self.members[index];
+        if member.sent + n > 100 || now - member.since >= 7 * DAY {
+            member.peer.group = GroupSession::new(SessionConfig::version_1());
+            member.sent = 0;
+            member.since = now;
+            member.shared = false;
+            self.figures.rotations += 1;
+        }
+        let mut to_device = vec![];
+        if !member.shared {
+            let payload = member.peer.room_key_payload(&self.world.gw.hs, &device);
+            to_device.push(
+                member
+                    .peer
+                    .olm_event(&mut self.world.gw.hs, &device, &payload),
+            );
+            member.shared = true;
+        }
+        let mut timeline = vec![];
+        let mut lines = vec![];
+        for _ in 0..n {
+            self.events += 1;
+            let text = format!("note {} from {}", self.events, member.peer.device);
+            timeline.push(
+                member
+                    .peer
+                    .megolm_event(&format!("$y{}", self.events), &text),
+            );
+            lines.push(shown(&member.peer, &text));
+            member.sent += 1;
+        }
+        let room = member.peer.room.clone();
+        self.figures.received += lines.len();
+        self.world.push_sync(json!({
+            "to_device": {"events": to_device},
+            "rooms": {"join": {room: {"timeline": {"events": timeline}}}},
+        }));
+        self.wait_for_lines(&lines);
+        self.expected.extend(lines);
+    }
+
+    /// The token speaks in `room`: every current member's device reads it, no device that
+    /// left does.
+    fn token_speaks(&mut self, room: &str, day: u64) {
+        let text = format!("token says hello on day {day}");
+        let now = self.world.instant();
+        self.world.token().send_text(room, &text, now).unwrap();
+        assert!(
+            self.world
+                .run_until(30 * 60_000, |w| w.token.as_ref().unwrap().outbox_len() == 0),
+            "day {day}: the token's message leaves: {:?}",
+            self.world.screen()
+        );
+        self.figures.sent += 1;
+        let content = self.world.gw.hs.sent.last().unwrap().3.clone();
+        for member in self.members.iter_mut().filter(|m| m.peer.room == room) {
+            member.peer.receive_to_device(&self.world.gw.hs);
+            let read = member.peer.decrypt(&content);
+            assert_eq!(
+                read.map(|(plaintext, _)| plaintext["content"]["body"].clone()),
+                Some(json!(text)),
+                "day {day}: {} {} reads the token",
+                member.peer.user,
+                member.peer.device
+            );
+        }
+        for peer in self.gone.iter_mut().filter(|p| p.room == room) {
+            peer.receive_to_device(&self.world.gw.hs);
+            assert!(
+                peer.decrypt(&content).is_none(),
+                "day {day}: {} {} left and still reads the token",
+                peer.user,
+                peer.device
+            );
+        }
+    }
+
+    /// A member leaves (all their devices go), and a new person joins a room.
+    fn churn(&mut self) {
+        let index = self.rng.next_u64() as usize % self.members.len();
+        let user = self.members[index].peer.user.clone();
+        let room = self.members[index].peer.room.clone();
+        self.world.push_sync(
+            json!({"rooms": {"join": {(room.clone()): {"timeline": {"events": [
+                membership(&user, "leave", &format!("$leave-{user}"))
+            ]}}}}}),
+        );
+        self.wait_for_lines(&[format!("member-left {room} {user}")]);
+        let (left, stay): (Vec<_>, Vec<_>) = std::mem::take(&mut self.members)
+            .into_iter()
+            .partition(|m| m.peer.user == user);
+        self.members = stay;
+        self.gone.extend(left.into_iter().map(|m| m.peer));
+        self.figures.leaves += 1;
+
+        let room = YEAR_ROOMS[self.rng.next_u64() as usize % YEAR_ROOMS.len()];
+        let peer = self.new_person(room);
+        let lines = [
+            format!("member-joined {room} {}", peer.user),
+            format!("new-device {} {}", peer.user, peer.device),
+        ];
+        self.world
+            .push_sync(json!({"rooms": {"join": {room: {"state": {"events": [
+                member(&peer.user)
+            ]}}}}}));
+        self.wait_for_lines(&lines);
+        let joined = self.member(peer);
+        self.members.push(joined);
+        self.figures.joins += 1;
+    }
+
+    /// A member with one device adds a second.
+    fn add_device(&mut self) {
+        let Some(index) = self.single_device_member() else {
+            return;
+        };
+        self.people += 1;
+        let (user, room) = {
+            let peer = &self.members[index].peer;
+            (peer.user.clone(), peer.room.clone())
+        };
+        let mut peer = Peer::new(&user, &format!("SECOND{}", self.people));
+        peer.room = room;
+        peer.publish(&mut self.world.gw.hs, 20);
+        self.world
+            .push_sync(json!({"device_lists": {"changed": [user.clone()]}}));
+        self.wait_for_lines(&[format!("new-device {user} {}", peer.device)]);
+        let added = self.member(peer);
+        self.members.push(added);
+        self.figures.devices_added += 1;
+    }
+
+    fn single_device_member(&mut self) -> Option<usize> {
+        let start = self.rng.next_u64() as usize;
+        (0..self.members.len())
+            .map(|i| (start + i) % self.members.len())
+            .find(|&i| {
+                let user = &self.members[i].peer.user;
+                self.members.iter().filter(|m| m.peer.user == *user).count() == 1
+            })
+    }
+
+    /// A member's device goes (its keys no longer listed); with `replacement`, the person
+    /// signs in again on a new device in the same sync, as a re-keyed device does.
+    fn remove_device(&mut self, replacement: bool) {
+        let start = self.rng.next_u64() as usize;
+        let count = self.members.len();
+        // Without a replacement, only a second device goes: the person keeps one.
+        let Some(index) = (0..count).map(|i| (start + i) % count).find(|&i| {
+            let user = &self.members[i].peer.user;
+            replacement || self.members.iter().filter(|m| m.peer.user == *user).count() > 1
+        }) else {
+            return;
+        };
+        let removed = self.members.remove(index).peer;
+        let key = (removed.user.clone(), removed.device.clone());
+        self.world.gw.hs.device_keys.remove(&key);
+        let mut lines = vec![format!(
+            "device-removed {} {}",
+            removed.user, removed.device
+        )];
+        if replacement {
+            self.people += 1;
+            let mut peer = Peer::new(&removed.user, &format!("AGAIN{}", self.people));
+            peer.room = removed.room.clone();
+            peer.publish(&mut self.world.gw.hs, 20);
+            lines.push(format!("new-device {} {}", peer.user, peer.device));
+            let again = self.member(peer);
+            self.members.push(again);
+            self.figures.devices_added += 1;
+        }
+        self.world
+            .push_sync(json!({"device_lists": {"changed": [removed.user.clone()]}}));
+        self.wait_for_lines(&lines);
+        self.gone.push(removed);
+        self.figures.devices_removed += 1;
+    }
+
+    /// A week's strangers: a verification request and its cancel, a flood of Olm pre-key
+    /// messages, a room key for a room the token is not in, and one for a token's room from
+    /// someone not in it.
+    fn strangers(&mut self, week: usize) {
+        self.figures.strangers += 3;
+        let device = self.world.token_device();
+        // The request and its cancel in one sync.
+        let spam = format!("@spam{week}:localhost");
+        let txn = format!("year-spam-{week}");
+        self.world.push_sync(json!({"to_device": {"events": [
+            {"type": "m.key.verification.request", "sender": spam, "content": {
+                "from_device": "SPAMDEV", "methods": ["m.sas.v1"],
+                "timestamp": 1_700_000_000_000u64, "transaction_id": txn}},
+            {"type": "m.key.verification.cancel", "sender": spam, "content": {
+                "transaction_id": txn, "code": "m.user", "reason": "spam"}},
+        ]}}));
+        self.wait_for_lines(&[format!(
+            "verification-cancelled {spam} SPAMDEV m.user by-peer"
+        )]);
+
+        let mut flood = Peer::new(&format!("@flood{week}:localhost"), "FLOOD");
+        let events: Vec<Value> = (0..3)
+            .map(|_| {
+                flood.olm.clear();
+                flood.olm_event(
+                    &mut self.world.gw.hs,
+                    &device,
+                    &json!({"type": "m.dummy", "content": {}}),
+                )
+            })
+            .collect();
+        self.world
+            .push_sync(json!({"to_device": {"events": events}}));
+        self.world.run_for(20_000);
+
+        let mut foreign = Peer::new(&format!("@foreign{week}:localhost"), "FOREIGN");
+        foreign.publish(&mut self.world.gw.hs, 2);
+        foreign.room = "!elsewhere:localhost".into();
+        let payload = foreign.room_key_payload(&self.world.gw.hs, &device);
+        let to_device = foreign.olm_event(&mut self.world.gw.hs, &device, &payload);
+        self.world
+            .push_sync(json!({"to_device": {"events": [to_device]}}));
+        self.wait_for_lines(&[format!("room key rejected {} NotInRoom", foreign.user)]);
+
+        // Someone not in the room shares a key for it and speaks: never shown.
+        foreign.room = YEAR_ROOMS[week % YEAR_ROOMS.len()].into();
+        foreign.olm.clear();
+        let payload = foreign.room_key_payload(&self.world.gw.hs, &device);
+        let to_device = foreign.olm_event(&mut self.world.gw.hs, &device, &payload);
+        let event = foreign.megolm_event(&format!("$s{week}"), "a stranger must not show");
+        let room = foreign.room.clone();
+        self.world.push_sync(json!({
+            "to_device": {"events": [to_device]},
+            "rooms": {"join": {room: {"timeline": {"events": [event]}}}},
+        }));
+        self.world.run_for(20_000);
+    }
+
+    /// Notes how full the tables are; none is past its capacity.
+    fn check_tables(&mut self, day: u64) {
+        let tables = self.world.token().occupancy();
+        let now = [
+            tables.rooms,
+            tables.tracked_users,
+            tables.devices,
+            tables.olm_sessions,
+            tables.room_keys,
+            tables.waiting_keys,
+            tables.outbox,
+        ];
+        let caps = [
+            jeton_core::matrix::MAX_ROOMS,
+            MAX_TRACKED_USERS,
+            jeton_core::matrix::MAX_DEVICES,
+            jeton_core::matrix::MAX_OLM_SESSIONS,
+            MAX_INBOUND_SESSIONS,
+            jeton_core::matrix::MAX_PENDING_ROOM_KEYS,
+            jeton_core::matrix::OUTBOX_DEPTH,
+        ];
+        for ((fullest, now), cap) in self.figures.fullest.iter_mut().zip(now).zip(caps) {
+            assert!(now <= cap, "day {day}: {tables}");
+            *fullest = (*fullest).max(now);
+        }
+    }
+}
+
+#[test]
+fn a_year_in_the_life() {
+    // 365 simulated days of three rooms whose members speak every day, rotate weekly and
+    // every 100 messages, come and go monthly, add, lose and replace devices; the gateway
+    // restarts monthly, the power goes at random writes, and strangers send verification
+    // requests, Olm pre-key floods and room keys every week.
+    let mut year = Year::new(365);
+    for day in 0..365u64 {
+        year.world.now = year.world.now.max(1_000 + day * DAY);
+        if day % 30 == 7 {
+            year.world.gw.restart();
+            year.figures.gateway_restarts += 1;
+        }
+        if day > 0 && day % 30 == 0 {
+            year.churn();
+        }
+        if day % 45 == 10 {
+            year.add_device();
+        }
+        if day % 45 == 30 {
+            year.remove_device(false);
+        }
+        if day % 60 == 50 {
+            year.remove_device(true);
+        }
+        if day % 7 == 3 {
+            year.strangers((day / 7) as usize);
+        }
+        let cut = day % 9 == 4;
+        if cut {
+            let at = (year.rng.next_u64() % 12) as u32;
+            year.world.flash.borrow_mut().cut_power_after(at);
+        }
+        for _ in 0..2 {
+            let index = year.rng.next_u64() as usize % year.members.len();
+            let n = 1 + (year.rng.next_u64() % 3) as u32;
+            year.speak(index, n);
+        }
+        if cut && !year.world.dead() {
+            // The cut did not come: no later write is dropped.
+            year.world.flash.borrow_mut().cut_power_after(u32::MAX);
+        }
+        if day % 30 == 15 {
+            // A busy day: one member sends 105 messages, past the session's 100.
+            let index = year.rng.next_u64() as usize % year.members.len();
+            for _ in 0..21 {
+                year.speak(index, 5);
+            }
+        }
+        if day % 7 == 0 {
+            for room in YEAR_ROOMS {
+                year.token_speaks(room, day);
+            }
+        }
+        year.check_tables(day);
+    }
+
+    // Every message a member sent was shown exactly once; nothing of a stranger's was; the
+    // person saw every key dropped.
+    let screen = year.world.screen();
+    let mut shown_lines = std::collections::HashMap::<&str, usize>::new();
+    for line in &screen {
+        *shown_lines.entry(line.as_str()).or_default() += 1;
+    }
+    for line in &year.expected {
+        assert_eq!(shown_lines.get(line.as_str()), Some(&1), "{line}");
+    }
+    assert!(!screen.iter().any(|l| l.contains("must not show")));
+    let undecryptable: Vec<_> = screen
+        .iter()
+        .filter(|l| l.starts_with("undecryptable $y"))
+        .collect();
+    assert!(undecryptable.is_empty(), "{undecryptable:?}");
+    let errors: Vec<_> = screen.iter().filter(|l| l.starts_with("error")).collect();
+    let dropped = screen
+        .iter()
+        .filter(|l| l.starts_with("room-key-dropped"))
+        .count();
+    let olm_dropped = screen
+        .iter()
+        .filter(|l| l.starts_with("olm-session-dropped"))
+        .count();
+    let figures = &year.figures;
+    println!(
+        "a year in the life: {} messages received and shown once, {} sent and read by every \
+         member, {} rotations, {} joins, {} leaves, {} devices added, {} removed, {} stranger \
+         attacks, {} power cuts, {} gateway restarts; {dropped} room keys and {olm_dropped} Olm \
+         sessions dropped (each shown); longest wait for a sync {} s; fullest tables \
+         (rooms, tracked users, devices, Olm sessions, room keys, waiting keys, outbox): {:?}; \
+         {} errors shown: {:?}",
+        figures.received,
+        figures.sent,
+        figures.rotations,
+        figures.joins,
+        figures.leaves,
+        figures.devices_added,
+        figures.devices_removed,
+        figures.strangers,
+        figures.power_cuts,
+        figures.gateway_restarts,
+        figures.longest_wait_ms / 1000,
+        figures.fullest,
+        errors.len(),
+        errors.iter().take(5).collect::<Vec<_>>(),
+    );
+    assert!(errors.is_empty());
+    // The year filled the room keys: what the person was told of made way, nothing else.
+    assert_eq!(figures.fullest[4], MAX_INBOUND_SESSIONS);
+    assert!(dropped > 0);
 }

@@ -40,7 +40,8 @@ const PEER_DEVICE: &str = "PEERDEV";
 const MEGOLM: &str = "m.megolm.v1.aes-sha2";
 const OLM: &str = "m.olm.v1.curve25519-aes-sha2";
 
-type Flash = MemoryStore<64, 4096>;
+/// As many records as the token's tables can hold at once (70), and the largest record.
+type Flash = MemoryStore<72, 4096>;
 
 /// The token's flash, shared with the test so that it survives the token (power cuts), and
 /// its file storage.
@@ -381,6 +382,8 @@ struct Peer {
     olm: HashMap<String, Session>,
     group: GroupSession,
     inbound: HashMap<String, InboundGroupSession>,
+    /// The to-device messages of the homeserver already read.
+    to_device_read: usize,
 }
 
 impl Peer {
@@ -393,6 +396,7 @@ impl Peer {
             olm: HashMap::new(),
             group: GroupSession::new(SessionConfig::version_1()),
             inbound: HashMap::new(),
+            to_device_read: 0,
         }
     }
 
@@ -552,10 +556,14 @@ impl Peer {
         })
     }
 
-    /// Reads the to-device messages the token sent to this device.
+    /// Reads the to-device messages the token sent to this device since the last call. A
+    /// pre-key message its current session cannot decrypt starts a new one, as a client
+    /// does when the token unwedges their channel.
     fn receive_to_device(&mut self, hs: &Homeserver) -> Vec<Value> {
         let mut payloads = Vec::new();
-        for (user, device, content) in &hs.to_device {
+        let new = hs.to_device.get(self.to_device_read..).unwrap_or_default();
+        self.to_device_read = hs.to_device.len();
+        for (user, device, content) in new {
             if *user != self.user || *device != self.device {
                 continue;
             }
@@ -566,20 +574,21 @@ impl Peer {
             let olm =
                 OlmMessage::from_parts(message["type"].as_u64().unwrap() as usize, &body).unwrap();
             let key = sender_key.to_base64();
-            let plaintext = match (&olm, self.olm.get_mut(&key)) {
-                (_, Some(session)) => session.decrypt(&olm).ok(),
-                (OlmMessage::PreKey(pre_key), None) => {
-                    let created = self
-                        .account
-                        .create_inbound_session(
-                            vodozemac::olm::SessionConfig::version_1(),
-                            sender_key,
-                            pre_key,
-                        )
-                        .unwrap();
-                    self.olm.insert(key, created.session);
-                    Some(created.plaintext)
-                }
+            let existing = self.olm.get_mut(&key).and_then(|s| s.decrypt(&olm).ok());
+            let plaintext = match (&olm, existing) {
+                (_, Some(plaintext)) => Some(plaintext),
+                (OlmMessage::PreKey(pre_key), None) => self
+                    .account
+                    .create_inbound_session(
+                        vodozemac::olm::SessionConfig::version_1(),
+                        sender_key,
+                        pre_key,
+                    )
+                    .ok()
+                    .map(|created| {
+                        self.olm.insert(key, created.session);
+                        created.plaintext
+                    }),
                 _ => None,
             };
             let Some(plaintext) = plaintext else { continue };
