@@ -136,6 +136,17 @@ impl FakeGateway {
         }
     }
 
+    /// Restarts as a gateway with persistent storage does (ARCHITECTURE.md, principle 4): the
+    /// access token and the sticky state it keeps for the token survive; the exchanges in
+    /// flight, the Block2 bodies and the observation do not.
+    pub(crate) fn restart_keeping_state(&mut self) {
+        self.dedup.clear();
+        self.upload.clear();
+        self.block2.clear();
+        self.observer = None;
+        self.outstanding.clear();
+    }
+
     /// Forgets all transport state, as a restarted gateway would.
     pub(crate) fn restart(&mut self) {
         self.dedup.clear();

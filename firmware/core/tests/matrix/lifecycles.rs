@@ -659,6 +659,13 @@ impl Year {
             break;
         }
         let waited = self.world.now - start;
+        if waited > 60_000 {
+            println!(
+                "day {}: {} s until {lines:?}",
+                self.world.now / DAY,
+                waited / 1000
+            );
+        }
         self.figures.longest_wait_ms = self.figures.longest_wait_ms.max(waited);
         self.world.run_for(2_000);
     }
@@ -936,13 +943,16 @@ impl Year {
 fn a_year_in_the_life() {
     // 365 simulated days of three rooms whose members speak every day, rotate weekly and
     // every 100 messages, come and go monthly, add, lose and replace devices; the gateway
-    // restarts monthly, the power goes at random writes, and strangers send verification
-    // requests, Olm pre-key floods and room keys every week.
+    // restarts monthly (its stored state kept, its transport state lost), the power goes at
+    // random writes, and strangers send verification requests, Olm pre-key floods and room
+    // keys every week.
     let mut year = Year::new(365);
     for day in 0..365u64 {
+        // The board slept until the day's first message; it wakes and catches up its timers.
         year.world.now = year.world.now.max(1_000 + day * DAY);
+        year.world.run_for(10_000);
         if day % 30 == 7 {
-            year.world.gw.restart();
+            year.world.gw.restart_keeping_state();
             year.figures.gateway_restarts += 1;
         }
         if day > 0 && day % 30 == 0 {
@@ -1014,6 +1024,33 @@ fn a_year_in_the_life() {
         .iter()
         .filter(|l| l.starts_with("olm-session-dropped"))
         .count();
+    // What the tables take on flash at the end of the year: (bytes, largest record).
+    let on_flash = |first: u16, count: u16| {
+        let mut buf = vec![0u8; 4096];
+        let mut flash = year.world.flash.borrow_mut();
+        let sizes: Vec<usize> = (first..first + count)
+            .filter_map(|id| flash.get(id, &mut buf).ok().flatten())
+            .collect();
+        (
+            sizes.iter().sum::<usize>(),
+            sizes.iter().max().copied().unwrap_or(0),
+        )
+    };
+    use jeton_core::store::{Store as _, record};
+    println!(
+        "on flash (bytes, largest record): room keys {:?}, Olm sessions {:?}, waiting keys {:?}, \
+         rooms {:?}, outbound sessions {:?}, devices {:?}, account {:?}",
+        on_flash(record::INBOUND, MAX_INBOUND_SESSIONS as u16),
+        on_flash(record::OLM, jeton_core::matrix::MAX_OLM_SESSIONS as u16),
+        on_flash(
+            record::PENDING,
+            jeton_core::matrix::MAX_PENDING_ROOM_KEYS as u16
+        ),
+        on_flash(record::ROOMS, jeton_core::matrix::MAX_ROOMS as u16),
+        on_flash(record::OUTBOUND, jeton_core::matrix::MAX_ROOMS as u16),
+        on_flash(record::DEVICES, 1),
+        on_flash(record::ACCOUNT, 1),
+    );
     let figures = &year.figures;
     println!(
         "a year in the life: {} messages received and shown once, {} sent and read by every \

@@ -384,6 +384,9 @@ struct Peer {
     inbound: HashMap<String, InboundGroupSession>,
     /// The to-device messages of the homeserver already read.
     to_device_read: usize,
+    /// Sessions a newer one with the same device replaced, still tried when receiving: the
+    /// token may write with any session it holds.
+    older_olm: Vec<Session>,
 }
 
 impl Peer {
@@ -397,6 +400,7 @@ impl Peer {
             group: GroupSession::new(SessionConfig::version_1()),
             inbound: HashMap::new(),
             to_device_read: 0,
+            older_olm: Vec::new(),
         }
     }
 
@@ -574,7 +578,12 @@ impl Peer {
             let olm =
                 OlmMessage::from_parts(message["type"].as_u64().unwrap() as usize, &body).unwrap();
             let key = sender_key.to_base64();
-            let existing = self.olm.get_mut(&key).and_then(|s| s.decrypt(&olm).ok());
+            let existing = self
+                .olm
+                .get_mut(&key)
+                .into_iter()
+                .chain(self.older_olm.iter_mut())
+                .find_map(|s| s.decrypt(&olm).ok());
             let plaintext = match (&olm, existing) {
                 (_, Some(plaintext)) => Some(plaintext),
                 (OlmMessage::PreKey(pre_key), None) => self
@@ -586,7 +595,9 @@ impl Peer {
                     )
                     .ok()
                     .map(|created| {
-                        self.olm.insert(key, created.session);
+                        if let Some(older) = self.olm.insert(key, created.session) {
+                            self.older_olm.push(older);
+                        }
                         created.plaintext
                     }),
                 _ => None,
