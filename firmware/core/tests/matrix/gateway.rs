@@ -149,11 +149,7 @@ impl FakeGateway {
 
     /// Forgets all transport state, as a restarted gateway would.
     pub(crate) fn restart(&mut self) {
-        self.dedup.clear();
-        self.upload.clear();
-        self.block2.clear();
-        self.observer = None;
-        self.outstanding.clear();
+        self.restart_keeping_state();
         self.sticky_token = None;
         self.sticky_rooms.clear();
         self.sticky_sender = None;
