@@ -48,7 +48,6 @@ def test_element_excluding_insecure_devices_still_reaches_the_token(synapse, gat
     assert token_message_shield(r, "a signed device answers") == ("NONE", None)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: m.room_key.withheld is not read by the token")
 def test_a_withheld_room_key_is_shown_with_its_reason(synapse, gateway, tokens, element):
     r = token_joins_element_room(synapse, gateway, tokens, element)
     # The token is not cross-signed: in this mode Element withholds the room key from it.
@@ -63,3 +62,17 @@ def test_a_withheld_room_key_is_shown_with_its_reason(synapse, gateway, tokens, 
     lines = r.token.find(f"undecryptable {r.room_id} {r.alice[0]} ", mark) + r.token.find("withheld", mark)
     assert any("unverified" in line for line in lines), lines
     assert r.token.find(f"message {r.room_id} {r.alice[0]} ", mark) == []
+
+
+def test_a_room_key_the_token_withholds_reaches_element_with_its_reason(synapse, gateway, tokens, element):
+    # The token shares room keys with verified devices only; Element's device is not one.
+    r = token_joins_element_room(synapse, gateway, tokens, element, greet=False,
+                                 sim_args=["--share-keys-only-with-verified"])
+    body = "for verified devices only"
+    r.token.command(f"send {r.room_id} {body}")
+    # matrix-sdk-crypto reads the token's m.room_key.withheld (m.unverified) and says why.
+    [event] = r.element.wait_until(
+        lambda: [e for e in r.element.undecryptable(r.room_id, r.bob[0])
+                 if e["failure"] == "MEGOLM_KEY_WITHHELD_FOR_UNVERIFIED_DEVICE"],
+        "the token's message, withheld from an unverified device")
+    assert r.element.texts(r.room_id, r.bob[0]) == []

@@ -29,7 +29,7 @@ What is sent (the same Matrix content on both sides unless a row says otherwise)
   sync uses jeton-core's filter (uploaded once): the event types and fields a token reads, inside
   `content` too, so the deprecated Megolm sender fields stay on the homeserver.
 - Idle: the gateway's keepalive notification + ACK (nothing else crosses the air), measured at a
-  short keepalive and scaled to the default of one per 900 s.
+  short keepalive and scaled to the default of one per 1200 s.
 """
 
 import base64
@@ -329,7 +329,7 @@ def run(synapse, gw):
     rows.append(("incremental sync, one event (HTTP vs CoAP GET)", http_sync_bytes, poll_bytes))
     rows.append(("incremental sync, one event (Observe push + ACK)", None, observe_bytes))
 
-    # Idle: keepalive notifications only (every 3 s here, every 900 s by default).
+    # Idle: keepalive notifications only (every 3 s here, every 1200 s by default).
     coap.reset()
     start = time.monotonic()
     count = 0
@@ -338,8 +338,8 @@ def run(synapse, gw):
         coap.ack(n)
         count += 1
     per_keepalive = (coap.up / count, coap.down / count)
-    per_hour = (round(per_keepalive[0] * 4), round(per_keepalive[1] * 4))
-    rows.append(("idle per hour with Observe (4 keepalives)", None, per_hour))
+    per_hour = (round(per_keepalive[0] * 3), round(per_keepalive[1] * 3))
+    rows.append(("idle per hour with Observe (3 keepalives)", None, per_hour))
 
     # The first send of a new Megolm session to a room the gateway knows: its session id in full.
     new_session = dict(lean_content, session_id=base64.b64encode(os.urandom(32)).decode().rstrip("="))

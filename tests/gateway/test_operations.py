@@ -5,6 +5,8 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import aiocoap
@@ -16,15 +18,26 @@ from fake_homeserver import FakeHomeserver
 from matrix_users import make_room, make_user
 
 
+def healthz(gw):
+    """The readiness check's status and body."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/healthz", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones():
     upstream = FakeHomeserver(body={"versions": ["v1.11"]}, delay=1.5)
     gw = start_gateway(upstream.url, "--piggyback-wait-ms", "5000")
     raw = RawSocket(gw, timeout=5)
     try:
+        assert healthz(gw) == (200, "ready\n")
         raw.send(encode(message(GET, "/_matrix/client/versions", mtype=aiocoap.CON), mid=0x0A01, token=b"\x0a"))
         time.sleep(0.3)
         gw.proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
+        assert healthz(gw) == (503, "draining\n"), "a draining gateway is not ready"
         late = raw.exchange(encode(message(GET, "/_matrix/client/versions", mtype=aiocoap.CON), mid=0x0A02, token=b"\x0b"))
         assert code_of(late) == "5.03", "a request after SIGTERM is refused"
         drained = Message.decode(raw.recv())

@@ -10,20 +10,24 @@
 //!   messages over Megolm with replay detection, device tracking, an outbox that survives
 //!   power cuts, SAS device verification ([`matrix::verification`]), and
 //!   [`matrix::UiEvent`]s for the user.
+//! - [`console`]: the shell commands over a token, their help and the room log, one home for
+//!   jeton-sim's shell and the RIOT firmware's.
 //! - [`files`]: end-to-end encrypted attachments (AES-256-CTR, SHA-256 checked before use),
 //!   streamed block by block through the platform's [`files::FileStore`]; the token sends and
 //!   receives them with [`matrix::Token::send_file`] and [`matrix::UiEvent::FileReceived`].
 //! - [`coap`]: the CoAP client engine under it (RFC 7252 with Block-wise transfers of
 //!   RFC 7959 and Observe of RFC 7641).
 //! - [`store`]: the [`store::Store`] trait (atomic, durable, ordered records) and an
-//!   in-memory store that simulates power cuts; [`platform`]: clock and RNG traits.
+//!   in-memory store that simulates power cuts; [`platform`]: clock and RNG traits, and the
+//!   [`platform::Platform`] a token is generic over.
 //! - [`json`]: canonical JSON for signatures and a bounded reader of decrypted payloads.
-//! - [`link`] (feature `link`): the protected link to the gateway under the Matrix client:
-//!   EDHOC, then OSCORE on every exchange, the context kept on flash across power cuts.
+//! - [`link`]: the link to the gateway under the Matrix client, the token's second type
+//!   parameter: [`link::PlainLink`], or (feature `link`) `link::ProtectedLink`: EDHOC, then
+//!   OSCORE on every exchange, the context kept on flash across power cuts.
 //!
-//! The token's whole state with the default capacities takes 34,936 B on a 64-bit host, 33,336 B
-//! without the `link` feature (the test `state_size_with_default_capacities_is_pinned` prints
-//! and pins it).
+//! The token's whole state with the default capacities takes about 33 KB on a 64-bit host, and
+//! 1.6 KB more on the protected link (the test `state_size_with_default_capacities_is_pinned`
+//! prints and pins both).
 //!
 //! # Usage
 //!
@@ -73,9 +77,10 @@
 //!
 //! # Features
 //!
-//! - `link` (default): the protected link to the gateway ([`link`]: EDHOC and OSCORE, on
-//!   `jeton-link`), used by [`matrix::Token::with_link`]. Without it the token speaks plain
-//!   CoAP and its image carries none of that code (about 50 KB of flash on Cortex-M4).
+//! - `link` (off by default): the protected link to the gateway
+//!   (`link::ProtectedLink`: EDHOC and OSCORE, on `jeton-link`), booted with
+//!   `matrix::Token::with_link`. Without it the token speaks plain CoAP ([`link::PlainLink`])
+//!   and its image carries none of that code (about 50 KB of flash on Cortex-M4).
 //!
 //! The crate is `no_std` and never allocates; every capacity is a constant or a const
 //! generic parameter, and running into one is an error value.
@@ -100,15 +105,10 @@
 )]
 
 pub mod coap;
+pub mod console;
 pub mod files;
 pub mod json;
-#[cfg(feature = "link")]
 pub mod link;
-/// The plain link of a build without the `link` feature.
-#[cfg(not(feature = "link"))]
-#[path = "link_off.rs"]
-pub mod link;
-mod link_types;
 pub mod matrix;
 pub mod platform;
 pub mod store;

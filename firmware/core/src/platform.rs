@@ -17,7 +17,45 @@
 //!   module (`prng_sha256prng` seeded from `periph_hwrng`); on a host, `getrandom`.
 //!   Tests use a seeded generator so that every run is reproducible.
 //!
-//! Persistent storage is the [`Store`](crate::store::Store) trait of [`store`](crate::store).
+//! Persistent storage is the [`Store`](crate::store::Store) trait of [`store`](crate::store),
+//! what the person sees the [`Ui`](crate::matrix::Ui) trait of [`matrix`](crate::matrix).
+//! [`Platform`] names the three a token is built with.
+
+/// What a token runs on: its random source, its flash and its display, named once.
+///
+/// [`Token`](crate::matrix::Token) is generic over one `Platform` (and its link to the
+/// gateway) rather than over each part, so that a platform crate names its token in one type
+/// and a part added here reaches every token without changing its users' signatures. A
+/// platform is usually a type that exists only to name its parts:
+///
+/// ```
+/// use jeton_core::matrix::{Token, Ui, UiEvent};
+/// use jeton_core::platform::{Platform, Rng};
+/// use jeton_core::store::MemoryStore;
+///
+/// # struct BoardRng;
+/// # impl Rng for BoardRng { fn fill_bytes(&mut self, dest: &mut [u8]) { dest.fill(4) } }
+/// # struct Display;
+/// # impl Ui for Display { fn event(&mut self, _: &UiEvent<'_>) {} }
+/// /// The board: its hardware RNG, its flash, its display.
+/// struct Board;
+///
+/// impl Platform for Board {
+///     type Rng = BoardRng;
+///     type Store = MemoryStore;
+///     type Ui = Display;
+/// }
+///
+/// type BoardToken = Token<Board>;
+/// ```
+pub trait Platform {
+    /// The cryptographically secure generator keys and protocol nonces are drawn from.
+    type Rng: Rng;
+    /// The flash the token's records (and, through it, its files) live in.
+    type Store: crate::store::Store;
+    /// Where what the person must see goes.
+    type Ui: crate::matrix::Ui;
+}
 
 /// A point on the platform's monotonic clock, in milliseconds since an arbitrary origin
 /// (usually boot).

@@ -40,7 +40,7 @@ pub mod record {
     pub const ACCOUNT: RecordId = 0x0001;
     /// Login: user id, device id, access token, filter id, whether keys are uploaded.
     pub const LOGIN: RecordId = 0x0002;
-    /// The sync cursor (`next_batch` of the last sync fully processed).
+    /// The sync cursor (`next_batch` of the last sync taken in).
     pub const SYNC_CURSOR: RecordId = 0x0003;
     /// The device table (tracked users' devices with their verified keys).
     pub const DEVICES: RecordId = 0x0004;
@@ -76,6 +76,9 @@ pub enum StoreError {
     Io,
     /// The buffer given to [`Store::get`] is smaller than the record.
     BufferTooSmall,
+    /// The record does not open with this token's storage key: written by another token,
+    /// moved from another record, or damaged.
+    Unreadable,
 }
 
 impl fmt::Display for StoreError {
@@ -85,6 +88,7 @@ impl fmt::Display for StoreError {
             StoreError::Full => "the store is full",
             StoreError::Io => "the storage medium reported an error",
             StoreError::BufferTooSmall => "the buffer is smaller than the stored record",
+            StoreError::Unreadable => "the stored record does not open with this token's key",
         })
     }
 }
@@ -201,6 +205,13 @@ impl<const RECORDS: usize, const SIZE: usize> MemoryStore<RECORDS, SIZE> {
     /// Whether record `id` exists.
     pub fn contains(&self, id: RecordId) -> bool {
         self.slots.iter().any(|slot| slot.id == id)
+    }
+
+    /// Every record, as a dump of the flash would show it.
+    pub fn records(&self) -> impl Iterator<Item = (RecordId, &[u8])> {
+        self.slots
+            .iter()
+            .map(|slot| (slot.id, slot.data.as_slice()))
     }
 
     /// Counts a change; false if it falls after the power cut.

@@ -6,7 +6,7 @@ mod support;
 use jeton_core::coap::message::{Code, Message, MessageType};
 use jeton_core::coap::option::{self, BlockValue};
 use jeton_core::coap::{
-    BodyDelivery, ClientConfig, ExchangeError, Request, RequestError, RequestId,
+    BodyDelivery, ClientConfig, Event, ExchangeError, Request, RequestError, RequestId,
 };
 use proptest::prelude::*;
 use support::{Impairment, Outcome, SlowMode, World, path};
@@ -914,26 +914,42 @@ fn an_untaken_response_holds_back_the_next_exchange() {
     let ids: Vec<_> = world.outcomes.iter().map(Outcome::id).collect();
     assert_eq!(ids, vec![first, second]);
 
-    // A notification that finds the buffer taken is acknowledged, dropped, and made up
-    // for by a re-registration once the buffer is free.
+    // A notification that finds the buffer taken is not acknowledged (the server sends it
+    // again), and the observation is registered again once the buffer is free, in case the
+    // server gave up on it: its state is delivered once.
     let observation = world.client.observe(&obs).unwrap();
     world.run_for(1_000);
     world.take_events = false;
     world.request(Code::POST, &echo, b"three");
-    world.run_for(5_000);
+    world.run_for(1_000);
+    let sent_before = world.client_sent.len();
     world.server.notify(world.now, b"state 1");
-    world.run_for(5_000);
-    assert_eq!(world.client.stats().missed_notifications, 1);
-    world.take_events = true;
-    world.run_for(5_000);
-    assert_eq!(
-        world.outcomes.last(),
-        Some(&Outcome::Notification {
-            id: observation,
-            sequence: 1,
-            body: b"state 1".to_vec()
-        })
+    world.run_for(2_000);
+    assert!(world.client.stats().missed_notifications >= 1);
+    let notification_id = last_notification_id(&world);
+    assert!(
+        !acknowledged_since(&world, sent_before, notification_id),
+        "a notification the client could not take is never acknowledged"
     );
+    world.take_events = true;
+    world.run_for(10_000);
+    let states: Vec<_> = world
+        .outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Notification { id, body, .. } if *id == observation => Some(body.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states.last(),
+        Some(&b"state 1".to_vec()),
+        "{:?}",
+        world.outcomes
+    );
+    let state_1 = states.iter().filter(|b| *b == b"state 1").count();
+    assert_eq!(state_1, 1, "{:?}", world.outcomes);
+    assert!(acknowledged_since(&world, sent_before, notification_id));
     let registrations = world
         .server
         .processed
@@ -941,6 +957,66 @@ fn an_untaken_response_holds_back_the_next_exchange() {
         .filter(|(_, what)| what == b"register")
         .count();
     assert_eq!(registrations, 2);
+}
+
+/// The message id of the last notification the server sent.
+fn last_notification_id(world: &World) -> u16 {
+    world
+        .server_sent
+        .iter()
+        .rev()
+        .map(|bytes| Message::decode(bytes).unwrap())
+        .find(|m| {
+            m.uint_option(option::OBSERVE).is_some()
+                && m.header.message_type == MessageType::Confirmable
+        })
+        .map(|m| m.header.message_id)
+        .expect("a notification was sent")
+}
+
+/// Whether the client acknowledged message `id` in a datagram it sent after its first `from`.
+fn acknowledged_since(world: &World, from: usize, id: u16) -> bool {
+    world.client_sent[from..].iter().any(|(_, bytes)| {
+        let m = Message::decode(bytes).unwrap();
+        m.header.message_type == MessageType::Acknowledgement && m.header.message_id == id
+    })
+}
+
+#[test]
+fn a_notification_is_acknowledged_only_once_the_caller_let_it_go_and_not_if_declined() {
+    let obs = path(&["obs"]);
+    let mut world: World = World::new(34, CLEAN, observe_config());
+    let observation = world.client.observe(&obs).unwrap();
+    world.run_for(1_000);
+    world.take_events = false;
+    world.server.notify(world.now, b"state 1");
+    world.run_for(100);
+    let id = last_notification_id(&world);
+    assert!(
+        !acknowledged_since(&world, 0, id),
+        "not before the caller took it"
+    );
+
+    // The caller takes it and cannot keep it: no acknowledgement, and the retransmission is
+    // delivered as new.
+    let Some(Event::Notification { acknowledged, .. }) = world.client.poll_event() else {
+        panic!("the notification waits for the caller");
+    };
+    assert!(acknowledged, "a confirmable notification that came whole");
+    world.client.decline_notification();
+    world.run_for(1_000);
+    assert!(!acknowledged_since(&world, 0, id));
+    world.take_events = true;
+    world.run_for(10_000);
+    let state_1 = Outcome::Notification {
+        id: observation,
+        sequence: 1,
+        body: b"state 1".to_vec(),
+    };
+    // Taken and let go this time: acknowledged, and delivered once.
+    assert_eq!(world.outcomes.iter().filter(|o| **o == state_1).count(), 1);
+    assert_eq!(world.outcomes.last(), Some(&state_1));
+    assert!(acknowledged_since(&world, 0, id));
 }
 
 #[test]

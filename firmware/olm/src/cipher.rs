@@ -49,11 +49,15 @@ pub(crate) const fn ciphertext_len(plaintext_len: usize) -> usize {
 
 /// One HMAC-SHA-256 step keyed by `key` over `data`, as the chain and Megolm ratchets use.
 pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac =
-        <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+    let mut mac = hmac(key);
     mac.update(data);
     mac.finalize().into_bytes().into()
+}
+
+/// An HMAC-SHA-256 keyed by `key`, to feed.
+pub(crate) fn hmac(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac())
 }
 
 #[cold]

@@ -9,7 +9,11 @@
 //! Encrypting and decrypting work in the caller's buffer, so no state-sized scratch space is
 //! needed; [`MAX_ACCOUNT_PICKLE_SIZE`] and its siblings say how big a buffer (or flash slot)
 //! must be. This format is jeton's own: vodozemac's JSON pickles are not read or written.
+//!
+//! The same envelope seals bytes of a caller's own format ([`seal_in_place`], [`open_in_place`]):
+//! jeton-core's records on flash, under a label that names the record.
 
+use hmac::Mac;
 use minicbor::{
     Decoder, Encoder,
     data::Type,
@@ -95,9 +99,13 @@ pub const MAX_INBOUND_GROUP_SESSION_PICKLE_SIZE: usize =
 type Enc<'a> = Encoder<Cursor<&'a mut [u8]>>;
 type EncResult = Result<(), minicbor::encode::Error<EndOfSlice>>;
 
+/// The HKDF info of an envelope's keys: this prefix, then the type name or label.
+const KEYS_INFO_PREFIX: &[u8] = b"JETON_PICKLE_";
+const KEYS_INFO_LEN: usize = 48;
+
 fn keys_for(pickle_key: &[u8; 32], nonce: &[u8], type_name: &[u8]) -> CipherKeys {
-    let mut info = [0u8; 48];
-    let prefix = b"JETON_PICKLE_";
+    let mut info = [0u8; KEYS_INFO_LEN];
+    let prefix = KEYS_INFO_PREFIX;
     let len = prefix.len() + type_name.len();
     if let Some(slot) = info.get_mut(..prefix.len()) {
         slot.copy_from_slice(prefix);
@@ -116,61 +124,143 @@ fn seal<R: CryptoRng + ?Sized>(
     out: &mut [u8],
     encode: impl FnOnce(&mut Enc<'_>) -> EncResult,
 ) -> Result<usize, PickleError> {
-    let result = seal_inner(rng, pickle_key, type_name, out, encode);
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let result = out
+        .get_mut(HEADER_LEN..)
+        .ok_or(PickleError::BufferTooSmall)
+        .and_then(|body| {
+            let mut encoder = Encoder::new(Cursor::new(body));
+            encode(&mut encoder).map_err(|_| PickleError::BufferTooSmall)?;
+            Ok(encoder.writer().position())
+        })
+        .and_then(|plaintext_len| seal_envelope(&nonce, pickle_key, type_name, out, plaintext_len));
     if result.is_err() {
         out.zeroize();
     }
     result
 }
 
-fn seal_inner<R: CryptoRng + ?Sized>(
-    rng: &mut R,
-    pickle_key: &[u8; 32],
-    type_name: &[u8],
-    out: &mut [u8],
-    encode: impl FnOnce(&mut Enc<'_>) -> EncResult,
-) -> Result<usize, PickleError> {
-    let (header, body) = out
-        .split_at_mut_checked(HEADER_LEN)
-        .ok_or(PickleError::BufferTooSmall)?;
-    let (version, nonce) = header.split_at_mut(1);
-    version.copy_from_slice(&[FORMAT_VERSION]);
-    rng.fill_bytes(nonce);
-    let keys = keys_for(pickle_key, nonce, type_name);
-
-    let mut encoder = Encoder::new(Cursor::new(&mut *body));
-    encode(&mut encoder).map_err(|_| PickleError::BufferTooSmall)?;
-    let plaintext_len = encoder.writer().position();
-    let ct_len = keys
-        .encrypt_in_place(body, plaintext_len)
-        .ok_or(PickleError::BufferTooSmall)?;
-
-    let tagged = HEADER_LEN + ct_len;
-    let tag = keys.mac(&[out.get(..tagged).unwrap_or_default()]);
-    let slot = out
-        .get_mut(tagged..tagged + TAG_LEN)
-        .ok_or(PickleError::BufferTooSmall)?;
-    slot.copy_from_slice(tag.get(..TAG_LEN).unwrap_or_default());
-    Ok(tagged + TAG_LEN)
-}
-
 /// Authenticates and decrypts `pickle` in place, hands the plaintext to `decode`, then
-/// zeroizes the plaintext.
+/// zeroizes the buffer.
 fn open<T>(
     pickle: &mut [u8],
     pickle_key: &[u8; 32],
     type_name: &[u8],
     decode: impl FnOnce(&mut Decoder<'_>) -> Result<T, minicbor::decode::Error>,
 ) -> Result<T, PickleError> {
-    if pickle.len() < HEADER_LEN + 16 + TAG_LEN {
+    let result = open_in_place(pickle, pickle_key, type_name).and_then(|plaintext| {
+        decode(&mut Decoder::new(plaintext)).map_err(|_| PickleError::InvalidContent)
+    });
+    pickle.zeroize();
+    result
+}
+
+/// The longest label [`seal_in_place`] takes.
+pub const MAX_LABEL_LEN: usize = KEYS_INFO_LEN - KEYS_INFO_PREFIX.len();
+
+/// Where the plaintext goes in the buffer [`seal_in_place`] seals: after the envelope's header.
+pub const SEAL_HEADER_LEN: usize = HEADER_LEN;
+
+/// The length of an envelope's tag, its last bytes: it authenticates everything before it.
+pub const SEAL_TAG_LEN: usize = TAG_LEN;
+
+/// The length of the envelope [`seal_in_place`] makes of `plaintext_len` bytes.
+pub const fn sealed_len(plaintext_len: usize) -> usize {
+    envelope_len(plaintext_len)
+}
+
+/// Seals bytes of the caller's own format in the pickles' envelope (see the [module
+/// documentation](self)), in place: the plaintext lies in `buf[SEAL_HEADER_LEN..][..plaintext_len]`,
+/// and `buf[..sealed_len(plaintext_len)]` becomes the envelope. `label` takes the place of a
+/// pickle's type name: the envelope opens only under the same key and label, so a label can
+/// bind it to where it is kept. Returns the envelope's length; a label longer than
+/// [`MAX_LABEL_LEN`] is [`PickleError::InvalidLength`]. On an error `buf` is zeroized,
+/// plaintext included.
+///
+/// The nonce is synthetic (the idea of RFC 5297's SIV): an HMAC of the label and plaintext
+/// under the key, so sealing needs no randomness and two different plaintexts never share a
+/// nonce. The same bytes sealed twice under one label give the same envelope, which shows
+/// only that they did not change.
+pub fn seal_in_place(
+    key: &[u8; 32],
+    label: &[u8],
+    buf: &mut [u8],
+    plaintext_len: usize,
+) -> Result<usize, PickleError> {
+    let result = buf
+        .get(HEADER_LEN..HEADER_LEN + plaintext_len)
+        .ok_or(PickleError::BufferTooSmall)
+        .map(|plaintext| synthetic_nonce(key, label, plaintext))
+        .and_then(|nonce| seal_envelope(&nonce, key, label, buf, plaintext_len));
+    if result.is_err() {
+        buf.zeroize();
+    }
+    result
+}
+
+/// HMAC-SHA-256 under `key` of a domain prefix, the label's length, the label and the
+/// plaintext, truncated to a nonce.
+fn synthetic_nonce(key: &[u8; 32], label: &[u8], plaintext: &[u8]) -> [u8; NONCE_LEN] {
+    let mut mac = crate::cipher::hmac(key);
+    mac.update(b"JETON_SEAL_NONCE");
+    mac.update(&[label.len() as u8]);
+    mac.update(label);
+    mac.update(plaintext);
+    let full = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(full.get(..NONCE_LEN).unwrap_or(&[0; NONCE_LEN]));
+    nonce
+}
+
+/// Writes the header with `nonce`, encrypts the plaintext after it in place, appends the tag.
+fn seal_envelope(
+    nonce: &[u8; NONCE_LEN],
+    key: &[u8; 32],
+    label: &[u8],
+    buf: &mut [u8],
+    plaintext_len: usize,
+) -> Result<usize, PickleError> {
+    if label.len() > MAX_LABEL_LEN {
         return Err(PickleError::InvalidLength);
     }
-    if pickle.first() != Some(&FORMAT_VERSION) {
+    let (header, body) = buf
+        .split_at_mut_checked(HEADER_LEN)
+        .ok_or(PickleError::BufferTooSmall)?;
+    let (version, nonce_slot) = header.split_at_mut(1);
+    version.copy_from_slice(&[FORMAT_VERSION]);
+    nonce_slot.copy_from_slice(nonce);
+    let keys = keys_for(key, nonce, label);
+    let ct_len = keys
+        .encrypt_in_place(body, plaintext_len)
+        .ok_or(PickleError::BufferTooSmall)?;
+
+    let tagged = HEADER_LEN + ct_len;
+    let tag = keys.mac(&[buf.get(..tagged).unwrap_or_default()]);
+    let slot = buf
+        .get_mut(tagged..tagged + TAG_LEN)
+        .ok_or(PickleError::BufferTooSmall)?;
+    slot.copy_from_slice(tag.get(..TAG_LEN).unwrap_or_default());
+    Ok(tagged + TAG_LEN)
+}
+
+/// Authenticates and decrypts an envelope [`seal_in_place`] made with the same key and label,
+/// in place; returns the plaintext. The caller zeroizes `sealed` when done with it: it then
+/// holds the plaintext and its padding.
+pub fn open_in_place<'b>(
+    sealed: &'b mut [u8],
+    key: &[u8; 32],
+    label: &[u8],
+) -> Result<&'b mut [u8], PickleError> {
+    if sealed.len() < HEADER_LEN + 16 + TAG_LEN || label.len() > MAX_LABEL_LEN {
+        return Err(PickleError::InvalidLength);
+    }
+    if sealed.first() != Some(&FORMAT_VERSION) {
         return Err(PickleError::UnknownVersion);
     }
-    let (authenticated, tag) = pickle.split_at_mut(pickle.len() - TAG_LEN);
+    let (authenticated, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
     let (header, body) = authenticated.split_at_mut(HEADER_LEN);
-    let keys = keys_for(pickle_key, header.get(1..).unwrap_or_default(), type_name);
+    let keys = keys_for(key, header.get(1..).unwrap_or_default(), label);
     let expected = keys.mac(&[header, body]);
     if !bool::from(expected.get(..TAG_LEN).unwrap_or_default().ct_eq(tag)) {
         return Err(PickleError::InvalidMac);
@@ -178,12 +268,8 @@ fn open<T>(
     let plaintext_len = keys
         .decrypt_in_place(body)
         .map_err(|_| PickleError::InvalidContent)?;
-    let result = decode(&mut Decoder::new(
-        body.get(..plaintext_len).unwrap_or_default(),
-    ))
-    .map_err(|_| PickleError::InvalidContent);
-    body.zeroize();
-    result
+    body.get_mut(..plaintext_len)
+        .ok_or(PickleError::InvalidContent)
 }
 
 /// A 32-byte string; the copy zeroizes itself, since most are secrets.

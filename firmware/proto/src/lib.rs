@@ -17,6 +17,8 @@
 //! - [`view`] and [`write`](mod@write): zero-copy, bounded readers and writers of the v2 CBOR a token exchanges
 //!   (sync subset, send event, keys upload/claim/query, sendToDevice). No allocator needed.
 //! - `transcode` (feature `json`): JSON <-> canonical CBOR for any Matrix JSON, used by the gateway and the CLI.
+//! - `split` (feature `json`): a `/sync` response cut into parts that fit the client's Response-Capacity
+//!   (option 258), as the gateway sends it.
 //!
 //! The profile is described for implementers in `PROFILE.md` next to this crate's sources.
 //!
@@ -31,13 +33,13 @@
 //!     &mut short,
 //! )
 //! .unwrap();
-//! assert_eq!(short, "/9/%21room%3Aserver/m.room.message/txn1");
+//! assert_eq!(short, "/9/!room:server/m.room.message/txn1");
 //! ```
 //!
 //! # Features
 //!
 //! - `alloc`: enables minicbor's `alloc` support (no API of its own yet).
-//! - `json` (implies `alloc`): the `transcode` module, JSON <-> CBOR with `serde_json`.
+//! - `json` (implies `alloc`): the `transcode` and `split` modules, JSON <-> CBOR with `serde_json`.
 //!
 //! Without features the crate needs neither `std` nor an allocator.
 //!
@@ -61,6 +63,8 @@ pub mod coap;
 pub mod ids;
 pub mod keys;
 pub mod path;
+#[cfg(feature = "json")]
+pub mod split;
 #[cfg(feature = "json")]
 pub mod transcode;
 pub mod values;

@@ -10,10 +10,14 @@
 //! such a path always gets the shorter form. The media paths (upload, authenticated download, config) take
 //! `M` + a letter: `Mu`, `Md`, `Mc`.
 //!
-//! Paths are percent-encoded (RFC 3986). Parameters are decoded and re-encoded canonically: every byte
-//! except the unreserved characters `A-Z a-z 0-9 - . _ ~` becomes `%XX` (upper-case hex), so
-//! `!room:server` travels as `%21room%3Aserver`. A path that matches no template passes through unchanged,
-//! and so does a short path whose first segment is not an enum. A query string (`?...`) is kept as it is.
+//! Paths are percent-encoded (RFC 3986). Parameters are decoded and re-encoded canonically, encoding only
+//! what a path segment cannot hold as it is: every byte except RFC 3986's `pchar` (the unreserved
+//! characters `A-Z a-z 0-9 - . _ ~`, the sub-delimiters `! $ & ' ( ) * + , ; =`, `:` and `@`) becomes
+//! `%XX` (upper-case hex), so `!room:server` stays `!room:server` and `$ev/1` is `$ev%2F1`, as in
+//! MSC3079's own example. A path that matches no template passes through unchanged, and so does a short
+//! path whose first segment is not an enum. A query string (`?...`) is kept as it is. [`expand_segments`],
+//! the gateway's way from CoAP options to the URL it sends a homeserver, escapes every byte but the
+//! unreserved ones, as a careful HTTP client does (a homeserver decodes both forms alike).
 
 use core::fmt::Write;
 
@@ -310,10 +314,35 @@ fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
-/// Writes `bytes` percent-encoded: unreserved characters as they are, every other byte as `%XX`.
-fn write_encoded(bytes: impl IntoIterator<Item = u8>, out: &mut impl Write) -> core::fmt::Result {
+/// Whether RFC 3986 lets `byte` stand for itself in a path segment (`pchar`): the unreserved
+/// characters, the sub-delimiters, `:` and `@`.
+fn is_segment_char(byte: u8) -> bool {
+    is_unreserved(byte)
+        || matches!(
+            byte,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+/// Writes `bytes` percent-encoded: the bytes `keep` accepts as they are, every other byte as `%XX`.
+fn write_encoded(
+    bytes: impl IntoIterator<Item = u8>,
+    keep: fn(u8) -> bool,
+    out: &mut impl Write,
+) -> core::fmt::Result {
     for byte in bytes {
-        if is_unreserved(byte) {
+        if keep(byte) {
             out.write_char(char::from(byte))?;
         } else {
             // Written by hand rather than with `write!`: core's integer formatting costs flash on a token.
@@ -371,10 +400,14 @@ fn check_encoding(segment: &str, offset: usize) -> Result<(), PathError> {
     percent_decoded(segment, offset).try_for_each(|byte| byte.map(drop))
 }
 
-/// Writes a percent-encoded segment in canonical encoding.
+/// Writes a percent-encoded segment in canonical encoding (only what a segment cannot hold escaped).
 fn write_recoded(segment: &str, offset: usize, out: &mut impl Write) -> Result<(), PathError> {
     check_encoding(segment, offset)?;
-    write_encoded(percent_decoded(segment, offset).flatten(), out)?;
+    write_encoded(
+        percent_decoded(segment, offset).flatten(),
+        is_segment_char,
+        out,
+    )?;
     Ok(())
 }
 
@@ -401,7 +434,7 @@ fn matches(template: &str, path: &str) -> bool {
 
 /// Compresses a full, percent-encoded HTTP path (with or without a query) into its short path under
 /// `version`: `/_matrix/client/r0/rooms/!r:s/send/m.room.message/t1` becomes
-/// `/9/%21r%3As/m.room.message/t1`. A path no template matches is written unchanged.
+/// `/9/!r:s/m.room.message/t1`. A path no template matches is written unchanged.
 pub fn compress(full: &str, version: TableVersion, out: &mut impl Write) -> Result<(), PathError> {
     if !full.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -476,8 +509,9 @@ pub fn expand(short: &str, version: TableVersion, out: &mut impl Write) -> Resul
 }
 
 /// Expands CoAP Uri-Path segments (already unescaped, as CoAP carries them) into the full percent-encoded
-/// HTTP path under `version`. If the first segment is not an enum, the segments are joined as they are
-/// (each percent-encoded); no segments at all give `/`.
+/// HTTP path under `version`, every byte but the unreserved characters escaped (the URL a gateway sends a
+/// homeserver). If the first segment is not an enum, the segments are joined as they are (each
+/// percent-encoded); no segments at all give `/`.
 pub fn expand_segments<'a>(
     segments: impl IntoIterator<Item = &'a str>,
     version: TableVersion,
@@ -491,7 +525,7 @@ pub fn expand_segments<'a>(
         let mut any = false;
         for segment in segments {
             out.write_char('/')?;
-            write_encoded(segment.bytes(), out)?;
+            write_encoded(segment.bytes(), is_unreserved, out)?;
             any = true;
         }
         if !any {
@@ -512,7 +546,7 @@ pub fn expand_segments<'a>(
         }
         if is_parameter(part) {
             match counted.next() {
-                Some(parameter) => write_encoded(parameter.bytes(), out)?,
+                Some(parameter) => write_encoded(parameter.bytes(), is_unreserved, out)?,
                 None => short_of_parameters = true,
             }
         } else {
@@ -629,15 +663,15 @@ mod tests {
 
     #[test]
     fn an_encrypted_send_takes_the_enum_with_the_type_implied() {
-        let full = "/_matrix/client/v3/rooms/%21r%3As/send/m.room.encrypted/t1";
-        assert_eq!(compressed(full, V2).unwrap(), "/we/%21r%3As/t1");
+        let full = "/_matrix/client/v3/rooms/!r:s/send/m.room.encrypted/t1";
+        assert_eq!(compressed(full, V2).unwrap(), "/we/!r:s/t1");
         // The general form still means the same request, so an older client keeps working.
-        assert_eq!(
-            expanded("/w/%21r%3As/m.room.encrypted/t1", V2).unwrap(),
-            full
-        );
+        assert_eq!(expanded("/w/!r:s/m.room.encrypted/t1", V2).unwrap(), full);
         assert_eq!(expanded("/we/%21r%3As/t1", V2).unwrap(), full);
-        assert_eq!(expanded_segments(&["we", "!r:s", "t1"], V2).unwrap(), full);
+        assert_eq!(
+            expanded_segments(&["we", "!r:s", "t1"], V2).unwrap(),
+            "/_matrix/client/v3/rooms/%21r%3As/send/m.room.encrypted/t1"
+        );
         // Unknown to v1: forwarded as it is.
         assert_eq!(expanded("/we/%21r%3As/t1", V1).unwrap(), "/we/%21r%3As/t1");
         // A different event type, or an encoded variant of the literal, keeps the general enum.
@@ -689,58 +723,77 @@ mod tests {
     }
 
     #[test]
-    fn matrix_identifiers_are_percent_encoded_in_both_forms() {
+    fn msc3079s_own_example_compresses_to_the_msc_short_path() {
+        // MSC3079's example: `!`, `:` and `$` may stand in a path segment as they are (RFC 3986
+        // `pchar`), so the short path keeps them.
+        let full = "/_matrix/client/r0/rooms/!7mqP7DYBUOmwAweF:localhost/send/m.room.message/$.AAABeH6obLU";
+        let short = "/9/!7mqP7DYBUOmwAweF:localhost/m.room.message/$.AAABeH6obLU";
+        assert_eq!(compressed(full, V1).unwrap(), short);
+        assert_eq!(compressed(full, V2).unwrap(), short);
+        assert_eq!(expanded(short, V1).unwrap(), full);
+    }
+
+    #[test]
+    fn only_what_a_path_segment_cannot_hold_is_percent_encoded() {
         let full = "/_matrix/client/v3/rooms/!room:server/send/m.room.message/txn1";
-        let short = "/w/%21room%3Aserver/m.room.message/txn1";
+        let short = "/w/!room:server/m.room.message/txn1";
         assert_eq!(compressed(full, V2).unwrap(), short);
-        assert_eq!(
-            expanded(short, V2).unwrap(),
-            "/_matrix/client/v3/rooms/%21room%3Aserver/send/m.room.message/txn1"
-        );
-        let full = "/_matrix/client/v3/rooms/!room:server/send/m.room.encrypted/txn1";
-        let short = "/we/%21room%3Aserver/txn1";
-        assert_eq!(compressed(full, V2).unwrap(), short);
-        assert_eq!(
-            expanded(short, V2).unwrap(),
-            "/_matrix/client/v3/rooms/%21room%3Aserver/send/m.room.encrypted/txn1"
-        );
-        // The contract example of the gateway.
+        assert_eq!(expanded(short, V2).unwrap(), full);
+        // Escapes of characters a segment can hold are dropped, in both directions.
         assert_eq!(
             compressed(
                 "/_matrix/client/r0/rooms/%21room%3Aserver/send/m.room.encrypted/txn1",
                 V1
             )
             .unwrap(),
-            "/9/%21room%3Aserver/m.room.encrypted/txn1"
+            "/9/!room:server/m.room.encrypted/txn1"
         );
-        // An event id with `$`, a state key with `/`, `%` and non-ASCII text (UTF-8 bytes).
-        let full = "/_matrix/client/v3/rooms/%21r%3As/redact/%24ev%2Fent/t%25x";
+        assert_eq!(
+            expanded("/w/%21room%3Aserver/m.room.message/txn1", V2).unwrap(),
+            full
+        );
+        // An event id with `$` and `/`, a `%`, a space and non-ASCII text (UTF-8 bytes): `/`, `%`,
+        // the space and the non-ASCII bytes must be escaped, `$` need not.
+        let full = "/_matrix/client/v3/rooms/!r:s/redact/$ev%2Fent/t%25x%20y";
         assert_eq!(
             compressed(full, V2).unwrap(),
-            "/3F/%21r%3As/%24ev%2Fent/t%25x"
+            "/3F/!r:s/$ev%2Fent/t%25x%20y"
         );
         assert_eq!(
-            expanded("/3F/%21r%3As/%24ev%2Fent/t%25x", V2).unwrap(),
+            expanded("/3F/!r:s/%24ev%2Fent/t%25x%20y", V2).unwrap(),
             full
         );
+        assert_eq!(
+            compressed("/_matrix/client/r0/rooms/!r:s/state/m.room.name/ünï", V1).unwrap(),
+            "/8/!r:s/m.room.name/%C3%BCn%C3%AF"
+        );
+        // Every sub-delimiter, `:` and `@` stay; `?` and `#` (which would end the path) do not.
+        assert_eq!(
+            compressed("/_matrix/client/v3/rooms/!a$&'()*+,;=:@b/join", V2).unwrap(),
+            "/3K/!a$&'()*+,;=:@b"
+        );
+        assert_eq!(
+            compressed("/_matrix/client/v3/rooms/%3F%23/join", V2).unwrap(),
+            "/3K/%3F%23"
+        );
+    }
+
+    #[test]
+    fn the_gateway_escapes_all_but_the_unreserved_characters_for_the_homeserver() {
         assert_eq!(
             expanded_segments(&["3F", "!r:s", "$ev/ent", "t%x"], V2).unwrap(),
-            full
+            "/_matrix/client/v3/rooms/%21r%3As/redact/%24ev%2Fent/t%25x"
         );
         assert_eq!(
             expanded_segments(&["8", "!r:s", "m.room.name", "ünï"], V1).unwrap(),
             "/_matrix/client/r0/rooms/%21r%3As/state/m.room.name/%C3%BCn%C3%AF"
         );
-        assert_eq!(
-            compressed("/_matrix/client/r0/rooms/!r:s/state/m.room.name/ünï", V1).unwrap(),
-            "/8/%21r%3As/m.room.name/%C3%BCn%C3%AF"
-        );
     }
 
     #[test]
     fn empty_state_key_survives() {
-        let full = "/_matrix/client/v3/rooms/%21r%3As/state/m.room.name/";
-        assert_eq!(compressed(full, V2).unwrap(), "/38/%21r%3As/m.room.name/");
+        let full = "/_matrix/client/v3/rooms/!r:s/state/m.room.name/";
+        assert_eq!(compressed(full, V2).unwrap(), "/38/!r:s/m.room.name/");
         assert_eq!(expanded("/38/%21r%3As/m.room.name/", V2).unwrap(), full);
     }
 
@@ -807,7 +860,14 @@ mod tests {
     /// Percent-encodes every byte except the unreserved characters, as a careful HTTP client would.
     fn encode_all(text: &str) -> String {
         let mut out = String::new();
-        write_encoded(text.bytes(), &mut out).unwrap();
+        write_encoded(text.bytes(), is_unreserved, &mut out).unwrap();
+        out
+    }
+
+    /// Percent-encodes only what a path segment cannot hold.
+    fn encode_segment(text: &str) -> String {
+        let mut out = String::new();
+        write_encoded(text.bytes(), is_segment_char, &mut out).unwrap();
         out
     }
 
@@ -818,31 +878,38 @@ mod tests {
             parameters in proptest::collection::vec("\\PC{0,12}|[!:$/%@#?&+ ]{1,4}", 3),
         ) {
             let (code, template) = COAP_PATHS[index];
-            let mut given = parameters.iter();
-            let mut raw: Vec<&str> = Vec::new();
-            let full: Vec<String> = template
-                .split('/')
-                .map(|segment| {
-                    if is_parameter(segment) {
-                        let parameter = given.next().unwrap();
-                        raw.push(parameter);
-                        encode_all(parameter)
-                    } else {
-                        segment.to_owned()
-                    }
-                })
+            let raw: Vec<&str> = parameters
+                .iter()
+                .take(parameter_count(template))
+                .map(String::as_str)
                 .collect();
-            let full = full.join("/");
-            let short = compressed(&full, V2).unwrap();
+            let full_with = |encode: fn(&str) -> String| -> String {
+                let mut given = raw.iter();
+                template
+                    .split('/')
+                    .map(|segment| {
+                        if is_parameter(segment) {
+                            encode(given.next().unwrap())
+                        } else {
+                            segment.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            let all = full_with(encode_all);
+            let minimal = full_with(encode_segment);
+            let short = compressed(&all, V2).unwrap();
             let mut expected_short = format!("/{code}");
             for parameter in &raw {
                 expected_short.push('/');
-                expected_short.push_str(&encode_all(parameter));
+                expected_short.push_str(&encode_segment(parameter));
             }
             proptest::prop_assert_eq!(&short, &expected_short);
-            proptest::prop_assert_eq!(expanded(&short, V2).unwrap(), full.clone());
+            proptest::prop_assert_eq!(compressed(&minimal, V2).unwrap(), short.clone());
+            proptest::prop_assert_eq!(expanded(&short, V2).unwrap(), minimal);
             let segments: Vec<&str> = std::iter::once(code).chain(raw.iter().copied()).collect();
-            proptest::prop_assert_eq!(expanded_segments(&segments, V2).unwrap(), full);
+            proptest::prop_assert_eq!(expanded_segments(&segments, V2).unwrap(), all);
         }
     }
 }

@@ -197,7 +197,7 @@ fn hashed_id_text(sigil: u8, hash: &[u8; HASH_LEN]) -> String {
 
 /// The canonical CBOR encoding of a map key under `version`, which is also its sort key. Under v2
 /// a room id key of a sync membership section (`room_keys`) that is a hashed id is a byte string.
-fn encoded_key(name: &str, version: TableVersion, room_keys: bool) -> Vec<u8> {
+pub(crate) fn encoded_key(name: &str, version: TableVersion, room_keys: bool) -> Vec<u8> {
     let mut key = Encoder::new(Vec::with_capacity(name.len() + 2));
     let room_hash = (room_keys && version == TableVersion::V2)
         .then(|| canonical_hashed_id(name, ROOM_SIGIL))
@@ -542,7 +542,7 @@ impl<'b> CborDecoder<'b> {
 /// Members of a `/sync` response that mean "nothing" by their presence alone, so they stay even when
 /// empty: an empty `device_unused_fallback_key_types` says "upload a fallback key", its absence says
 /// "this server has no fallback keys"; `device_one_time_keys_count` is kept for the same kind of reason.
-const SYNC_MEMBERS_KEPT_WHEN_EMPTY: [&str; 3] = [
+pub(crate) const SYNC_MEMBERS_KEPT_WHEN_EMPTY: [&str; 3] = [
     "device_one_time_keys_count",
     "device_unused_fallback_key_types",
     "org.matrix.msc2732.device_unused_fallback_key_types",

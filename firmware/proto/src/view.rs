@@ -597,6 +597,11 @@ fn events<'a>(list: Option<Map<'a>>, capacity: u64) -> Result<Events<'a>, ViewEr
     Ok(Events(array.map(|a| a.bounded(capacity)).transpose()?))
 }
 
+/// The field of a stub: an event the gateway left out because it alone is larger than the
+/// client's Response-Capacity (CoAP option 258) carries this field, its encoded size in bytes,
+/// beside the event's `type`, `sender`, `event_id` and `state_key` (PROFILE.md section 9).
+pub const TOO_LARGE_FIELD: &str = "jeton.too_large";
+
 /// A Matrix event (timeline, state, stripped invite state or to-device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'a>(pub Map<'a>);

@@ -4,6 +4,7 @@
 use core::fmt::Write;
 
 use embedded_nal::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use jeton_core::console;
 use riot_wrappers::shell::{self, Args, CommandList};
 use riot_wrappers::stdio::Stdio;
 use riot_wrappers::{cstr::cstr, println};
@@ -255,26 +256,34 @@ impl Device<'_> {
     }
 }
 
-const HELP: &str = "\
-jeton token commands:
-  status               device state: board, RNG, flash, identity, network
-  keys                 the device's identity keys
-  selftest             exercise the RNG, clock, flash, record store and UDP adapters
-  gateway <addr> <port> the gateway's IPv6 address and UDP port (kept in the store)
-  pair <hex>           the link's key file (jeton pair --token-out), used from the next boot
-  login <user> <password> log in to the homeserver through the gateway
-  rooms                list joined rooms
-  invites              list pending invites
-  join <room>          accept an invite / join a room
-  refuse <room>        refuse an invite
-  send <room> <text>   send an encrypted message
-  sendfile <room> <name> send a stored file (received files are stored by name)
-  log [room]           recent messages
-  verify <user> <device> verify a device by SAS (the token starts)
-  confirm              accept a verification, or confirm that the numbers match
-  cancel               cancel the verification (m.mismatched_sas once numbers are shown)
-  help                 this list
-RIOT's own commands (ps, ifconfig, ping, ...) are available too.";
+/// The firmware's own commands, listed after jeton-core's console in the help.
+const FIRMWARE_COMMANDS: &[console::Entry] = &[
+    console::entry(
+        "selftest",
+        "",
+        "exercise the RNG, clock, flash, record store and UDP",
+    ),
+    console::entry(
+        "gateway",
+        "<addr> <port>",
+        "the gateway's IPv6 address and UDP port",
+    ),
+    console::entry(
+        "pair",
+        "<hex>",
+        "the link's key file (jeton pair --token-out), next boot",
+    ),
+];
+
+/// `help`: the console's commands (jeton-core's, as in jeton-sim), then the firmware's own.
+pub(crate) fn print_help(out: &mut Stdio) {
+    let _ = writeln!(out, "jeton token commands:");
+    let _ = console::write_help(out, FIRMWARE_COMMANDS);
+    let _ = writeln!(
+        out,
+        "RIOT's own commands (ps, ifconfig, ping, ...) are available too."
+    );
+}
 
 /// Runs RIOT's shell on stdio (in the shell thread); every token command goes to the main
 /// thread through [`matrix::COMMAND`](crate::matrix::COMMAND). Never returns.
@@ -286,7 +295,7 @@ pub(crate) fn run_shell() -> ! {
         0
     };
     let help = |out: &mut Stdio, _: Args<'_>| {
-        let _ = writeln!(out, "{HELP}");
+        print_help(out);
         0
     };
     shell::new()
@@ -321,6 +330,11 @@ pub(crate) fn run_shell() -> ! {
         .and(
             cstr!("verify"),
             cstr!("verify a device by SAS: <user> <device>"),
+            post,
+        )
+        .and(
+            cstr!("request"),
+            cstr!("ask a device to verify by SAS: <user> <device>"),
             post,
         )
         .and(

@@ -28,11 +28,12 @@
 //! make -C firmware/riot BOARD=nrf52840dk flash term
 //! ```
 //!
-//! The shell then offers `help`, `status`, `keys`, `selftest`, `gateway <addr> <port>`,
-//! `pair <hex>` (the link's key file from `jeton pair --token-out`) and
-//! jeton-sim's Matrix commands (`login <user> <password>`, `rooms`, `invites`, `join`,
-//! `refuse`, `send`, `sendfile`, `log`) with jeton-sim's output. Received files are kept in
-//! the token's file system (`files.rs`) and sent again by name.
+//! The shell then offers jeton-core's console, the same commands and output as jeton-sim's
+//! (`help` lists them: `login <user> <password>`, `status`, `keys`, `rooms`, `send`, `sendfile`,
+//! `verify`, ...; `request` is refused, the board having no time of day), and the firmware's
+//! own: `selftest`, `gateway <addr> <port>`, `pair <hex>` (the link's key file from
+//! `jeton pair --token-out`). Received files are kept in the token's file system (`files.rs`)
+//! and sent again by name.
 //!
 //! # Features
 //!
@@ -168,7 +169,9 @@ fn main() {
                         (Some("status"), token) => {
                             device.print_status();
                             match token {
-                                Ok(token) => matrix::print_status(token),
+                                Ok(token) => {
+                                    matrix::command(token, line, clock.now());
+                                }
                                 Err(err) => println!("matrix: unavailable: {err}"),
                             }
                         }

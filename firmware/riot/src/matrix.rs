@@ -5,14 +5,15 @@
 //! The main thread owns everything the token touches (the Token, the UDP socket, the flash);
 //! the shell thread only reads lines. A command goes through [`COMMAND`]: the shell thread
 //! puts the line there and waits until the main thread has run it, so that a command's output
-//! is complete before the next line is read, as in `jeton-sim`. Output lines are `jeton-sim`'s.
+//! is complete before the next line is read, as in `jeton-sim`. The commands themselves are
+//! jeton-core's console ([`jeton_core::console`]), as in `jeton-sim`.
 
-use core::fmt::Write;
+use core::fmt;
 
 use embedded_nal::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use jeton_core::files::attachment::mime_type_of;
-use jeton_core::matrix::{EscapedBody, Token, Ui, UiEvent};
-use jeton_core::platform::{Clock, Instant};
+use jeton_core::console::{self, KeepsLog, RoomLog};
+use jeton_core::matrix::{Token, Ui, UiEvent};
+use jeton_core::platform::{Clock, Instant, Platform};
 use jeton_core::store::{RecordId, Store};
 use riot_wrappers::mutex::Mutex;
 use riot_wrappers::println;
@@ -21,8 +22,24 @@ use crate::clock::MonotonicClock;
 use crate::rng::HardwareRng;
 use crate::store::RecordStore;
 
+/// The board as jeton-core sees it: the hardware RNG, jeton's region of the flash, the shell.
+#[derive(Debug)]
+pub(crate) struct Board<'f>(core::marker::PhantomData<&'f ()>);
+
+impl<'f> Platform for Board<'f> {
+    type Rng = HardwareRng;
+    type Store = RecordStore<'f>;
+    type Ui = ConsoleUi;
+}
+
+/// The link to the gateway: EDHOC and OSCORE with the feature `link`, else plain CoAP.
+#[cfg(feature = "link")]
+pub(crate) type FirmwareLink = jeton_core::link::ProtectedLink;
+#[cfg(not(feature = "link"))]
+pub(crate) type FirmwareLink = jeton_core::link::PlainLink;
+
 /// The token as the firmware runs it.
-pub(crate) type FirmwareToken<'f> = Token<HardwareRng, RecordStore<'f>, ConsoleUi>;
+pub(crate) type FirmwareToken<'f> = Token<Board<'f>, FirmwareLink>;
 
 /// The record holding the gateway address: 16 address bytes, port (u16 big-endian).
 pub(crate) const GATEWAY: RecordId = 0xF002;
@@ -37,13 +54,9 @@ pub(crate) const DATAGRAM_BYTES: usize = 1280;
 /// Longest shell line the command slot carries.
 pub(crate) const LINE_CAPACITY: usize = 512;
 
-/// Messages `log` keeps per room, and rooms it keeps them for.
-const LOG_LINES: usize = 8;
-const LOG_ROOMS: usize = 4;
-/// Longest `sender: body` line `log` keeps (longer ones are cut at a character boundary).
-const LOG_LINE_BYTES: usize = 160;
-/// Longest room id `log` keeps.
-const LOG_ROOM_ID_BYTES: usize = 96;
+/// The room log `log` prints: 8 messages of each of the first 4 rooms, lines (and room ids)
+/// of at most 160 bytes.
+type FirmwareLog = RoomLog<4, 8, 160>;
 
 /// One shell line waiting for the main thread.
 #[derive(Debug)]
@@ -203,252 +216,46 @@ pub(crate) fn address_text(addr: SocketAddr) -> impl core::fmt::Display {
     Shown(addr)
 }
 
-/// A bounded text, cut at a character boundary when it does not fit.
-#[derive(Debug, Clone, Copy)]
-struct Text<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> Text<N> {
-    const EMPTY: Self = Self {
-        bytes: [0; N],
-        len: 0,
-    };
-
-    fn as_str(&self) -> &str {
-        self.bytes
-            .get(..self.len)
-            .and_then(|bytes| core::str::from_utf8(bytes).ok())
-            .unwrap_or("")
-    }
-}
-
-impl<const N: usize> Write for Text<N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for c in s.chars() {
-            let mut utf8 = [0u8; 4];
-            let encoded = c.encode_utf8(&mut utf8).as_bytes();
-            let end = self.len + encoded.len();
-            match self.bytes.get_mut(self.len..end) {
-                Some(target) => target.copy_from_slice(encoded),
-                None => return Err(core::fmt::Error),
-            }
-            self.len = end;
-        }
-        Ok(())
-    }
-}
-
-/// The recent messages of one room.
-#[derive(Debug, Clone, Copy)]
-struct RoomLog {
-    room_id: Text<LOG_ROOM_ID_BYTES>,
-    lines: [Text<LOG_LINE_BYTES>; LOG_LINES],
-    /// Lines kept (at most [`LOG_LINES`]); the oldest is dropped first.
-    count: usize,
-}
-
 /// The recent messages `log` shows: a static rather than part of [`ConsoleUi`], so that the
 /// UI that moves into the token at boot is small (only the main thread uses it).
-static LOGS: Mutex<[Option<RoomLog>; LOG_ROOMS]> = Mutex::new([None; LOG_ROOMS]);
+static LOG: Mutex<FirmwareLog> = Mutex::new(RoomLog::new());
 
-/// Prints UI events one per line, as `jeton-sim` does, and keeps the recent messages of the
-/// first [`LOG_ROOMS`] rooms for `log` (in [`LOGS`]).
+/// Prints UI events one per line, as `jeton-sim` does, and keeps the recent messages for
+/// `log` (in [`LOG`]).
 #[derive(Debug)]
 pub(crate) struct ConsoleUi;
 
-impl ConsoleUi {
-    fn remember(&mut self, room_id: &str, sender: &str, body: &str) {
-        let mut logs = LOGS.lock();
-        let index = logs
-            .iter()
-            .position(|log| log.is_some_and(|log| log.room_id.as_str() == room_id))
-            .or_else(|| logs.iter().position(Option::is_none));
-        let Some(log) = index.and_then(|index| logs.get_mut(index)) else {
-            return;
-        };
-        let log = log.get_or_insert_with(|| {
-            let mut id = Text::EMPTY;
-            let _ = id.write_str(room_id);
-            RoomLog {
-                room_id: id,
-                lines: [Text::EMPTY; LOG_LINES],
-                count: 0,
-            }
-        });
-        if log.count == LOG_LINES {
-            log.lines.rotate_left(1);
-            log.count -= 1;
-        }
-        if let Some(line) = log.lines.get_mut(log.count) {
-            *line = Text::EMPTY;
-            let _ = write!(line, "{sender}: {}", EscapedBody(body));
-            log.count += 1;
-        }
-    }
-
-    /// `log [room]`: `log <room> <sender>: <body>` lines, oldest first.
-    pub(crate) fn print_log(&self, room: Option<&str>) {
-        for log in LOGS.lock().iter().flatten() {
-            let id = log.room_id.as_str();
-            if room.is_none_or(|room| room == id) {
-                for line in log.lines.iter().take(log.count) {
-                    println!("log {id} {}", line.as_str());
-                }
-            }
-        }
-    }
-}
-
 impl Ui for ConsoleUi {
     fn event(&mut self, event: &UiEvent<'_>) {
-        if let UiEvent::Message {
-            room_id,
-            sender,
-            body,
-            ..
-        } = event
-        {
-            self.remember(room_id, sender, body);
-        }
+        LOG.lock().on_event(event);
         if let Some(line) = event.line() {
             println!("{line}");
         }
     }
 }
 
-/// Runs one Matrix command of `jeton-sim`'s set; false if `line` is not one of them.
+impl KeepsLog for ConsoleUi {
+    fn write_log(&self, room: Option<&str>, out: &mut dyn fmt::Write) -> fmt::Result {
+        LOG.lock().write(room, out)
+    }
+}
+
+/// Runs one command of jeton-core's console; false if `line` is not one of them. The board
+/// has no time of day, so `request` is refused (`verify` works).
 pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -> bool {
-    let mut words = line.split_whitespace();
-    let result: Result<(), &dyn core::fmt::Display> = match words.next() {
-        Some("login") => match (words.next(), words.next()) {
-            (Some(user), Some(password)) => token.login(user, password, now).map_err(|err| {
-                println!("error {err}");
-                &"" as &dyn core::fmt::Display
-            }),
-            _ => Err(&"login needs a user and a password"),
-        },
-        Some("rooms") => {
-            for room in token.rooms() {
-                println!("{room}");
-            }
-            Ok(())
-        }
-        Some("invites") => {
-            for invite in token.invites() {
-                println!("{invite}");
-            }
-            Ok(())
-        }
-        Some("join") => match words.next() {
-            Some(room) => token.join(room, now).map_err(|err| {
-                println!("error {err}");
-                &"" as &dyn core::fmt::Display
-            }),
-            None => Err(&"join needs a room id"),
-        },
-        Some("refuse") => match words.next() {
-            Some(room) => token.refuse(room).map_err(|err| {
-                println!("error {err}");
-                &"" as &dyn core::fmt::Display
-            }),
-            None => Err(&"refuse needs a room id"),
-        },
-        Some("send") => {
-            let room = words.next();
-            let text = after_two_words(line);
-            match (room, text) {
-                (Some(room), Some(text)) if !text.is_empty() => {
-                    token.send_text(room, text, now).map(drop).map_err(|err| {
-                        println!("error {err}");
-                        &"" as &dyn core::fmt::Display
-                    })
-                }
-                _ => Err(&"send needs a room id and a text"),
-            }
-        }
-        Some("sendfile") => match (words.next(), after_two_words(line)) {
-            (Some(room), Some(name)) if !name.is_empty() => token
-                .send_file(room, name, mime_type_of(name), now)
-                .map_err(|err| {
-                    println!("error {err}");
-                    &"" as &dyn core::fmt::Display
-                }),
-            _ => Err(&"sendfile needs a room id and the name of a stored file"),
-        },
-        Some("verify") => match (words.next(), words.next()) {
-            (Some(user), Some(device)) => token.verify(user, device, now).map_err(|err| {
-                println!("error {err}");
-                &"" as &dyn core::fmt::Display
-            }),
-            _ => Err(&"verify needs a user id and a device id"),
-        },
-        Some("confirm") => token.confirm_verification(now).map_err(|err| {
-            println!("error {err}");
-            &"" as &dyn core::fmt::Display
-        }),
-        Some("cancel") => token.cancel_verification(now).map_err(|err| {
-            println!("error {err}");
-            &"" as &dyn core::fmt::Display
-        }),
-        Some("log") => {
-            token.ui().print_log(words.next());
-            Ok(())
-        }
-        Some("keys") => {
-            let identity = token.identity();
-            println!(
-                "keys curve25519={} ed25519={}",
-                identity.curve25519, identity.ed25519
-            );
-            let mut fingerprint = Text::<64>::EMPTY;
-            for (index, group) in identity.ed25519.as_bytes().chunks(4).enumerate() {
-                let _ = write!(
-                    fingerprint,
-                    "{}{}",
-                    if index > 0 { " " } else { "" },
-                    core::str::from_utf8(group).unwrap_or("?")
-                );
-            }
-            println!("fingerprint {}", fingerprint.as_str());
-            Ok(())
-        }
-        _ => return false,
+    let clock = console::Clock {
+        now,
+        unix_time_ms: None,
     };
-    if let Err(message) = result {
-        let mut shown = Text::<128>::EMPTY;
-        let _ = write!(shown, "{message}");
-        if !shown.as_str().is_empty() {
-            println!("error {}", shown.as_str());
+    let out = &mut riot_wrappers::stdio::Stdio {};
+    match console::parse(line) {
+        // The firmware's help lists its own commands too.
+        console::Line::Command(console::Command::Help) => {
+            crate::commands::print_help(out);
+            true
         }
+        _ => console::run(token, line, clock, out).unwrap_or(true),
     }
-    true
-}
-
-/// What follows a line's first two words (a message's text, a file's name), trimmed.
-fn after_two_words(line: &str) -> Option<&str> {
-    line.trim_start()
-        .splitn(3, char::is_whitespace)
-        .nth(2)
-        .map(str::trim)
-}
-
-/// `status`' Matrix line, as `jeton-sim` prints it.
-pub(crate) fn print_status(token: &FirmwareToken<'_>) {
-    #[cfg(feature = "link")]
-    {
-        let link = match token.link_state() {
-            (false, _) => "off",
-            (true, false) => "handshaking",
-            (true, true) => "ready",
-        };
-        let stats = token.link_stats();
-        let (status, bytes, rejected) = (token.status(), stats.handshake_bytes, stats.rejected);
-        println!("{status} link={link} link-handshake-bytes={bytes} link-rejected={rejected}");
-    }
-    #[cfg(not(feature = "link"))]
-    println!("{}", token.status());
 }
 
 /// One turn of the event loop: sends what the token wants sent, feeds it what arrived and

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use jeton_gateway::limits::Limits;
 use jeton_gateway::metrics::Metrics;
 use jeton_gateway::translate::{UpstreamOutcome, UpstreamResponse};
-use jeton_gateway::transport::{Action, Transport};
+use jeton_gateway::transport::{Action, PeerId, Transport};
 
 /// Separates datagrams inside one fuzz input.
 pub const SEPARATOR: &[u8] = b"\xfe\xfe";
@@ -19,7 +19,8 @@ pub fn check_request_path(data: &[u8]) {
     let mut now = Instant::now();
     let limits = Limits { block_size: 64, max_body: 4096, ..Limits::default() };
     let mut core = Transport::new(limits, Metrics::default(), now);
-    let peer = "[::1]:40000".parse().expect("a socket address");
+    // A token on the link: every request goes the whole way.
+    let peer = PeerId::Context(1);
     for (index, datagram) in split(data).into_iter().enumerate() {
         let first = core.on_datagram(peer, datagram, now);
         let forwarded = respond(&mut core, first, index, now);

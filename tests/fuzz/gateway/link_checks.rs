@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use jeton_gateway::link::{Inbound, Link};
 use jeton_gateway::link_credentials::{AuthorisedToken, LinkCredentials};
+use jeton_gateway::source::Sources;
 use jeton_link::Identity;
 
 /// Separates datagrams inside one fuzz input.
@@ -32,7 +33,10 @@ pub fn check_link_datagrams(data: &[u8]) {
         token.credential().kid().to_vec(),
         AuthorisedToken { name: "fuzz".into(), credential: *token.credential() },
     );
-    let mut link = Link::new(Some(LinkCredentials { identity: gateway, tokens }), false);
+    // The peer is vouched for, so that a message_1 reaches the EDHOC decoder instead of
+    // getting an Echo challenge.
+    let mut link = Link::new(Some(LinkCredentials { identity: gateway, tokens }), false)
+        .with_sources(Sources::parse("::1/128").expect("a prefix"));
     let peer = "[::1]:40000".parse().expect("a socket address");
     let now = Instant::now();
     let mut rest = data;

@@ -97,7 +97,7 @@ fn paths_compress_and_expand() {
         ])
         .assert()
         .success()
-        .stdout("/we/%21room%3Aserver/txn1\n");
+        .stdout("/we/!room:server/txn1\n");
     jeton()
         .args([
             "path",
@@ -106,7 +106,7 @@ fn paths_compress_and_expand() {
         ])
         .assert()
         .success()
-        .stdout("/_matrix/client/v3/rooms/%21room%3Aserver/send/m.room.encrypted/txn1\n");
+        .stdout("/_matrix/client/v3/rooms/!room:server/send/m.room.encrypted/txn1\n");
     jeton()
         .args([
             "path",

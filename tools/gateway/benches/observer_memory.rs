@@ -25,7 +25,7 @@ fn fake_homeserver(uri: &http::Uri) -> (Duration, &'static str) {
 /// observer costs the gateway itself, without its long-poll task and connection.
 fn core_only(observers: usize) {
     use jeton_gateway::translate::{UpstreamOutcome, UpstreamResponse};
-    use jeton_gateway::transport::{Action, Transport};
+    use jeton_gateway::transport::{Action, PeerId, Transport};
     let now = std::time::Instant::now();
     let before = support::rss_bytes();
     let config = support::config(support::free_udp_port(), String::new());
@@ -35,7 +35,8 @@ fn core_only(observers: usize) {
         now,
     );
     let path = ["_matrix", "client", "v3", "sync"];
-    let peer = "127.0.0.1:40000".parse().unwrap();
+    // A token on the link, as the gateway's observers are.
+    let peer = PeerId::Context(1);
     let registration = UpstreamOutcome::Response(UpstreamResponse {
         status: 200,
         retry_after: None,

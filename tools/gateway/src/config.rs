@@ -11,6 +11,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::limits::Limits;
+use crate::source::Sources;
 
 /// Command line, environment and (deserialised from TOML) the config file. Every value is
 /// optional so that each source fills only what the ones above it left open; defaults are
@@ -64,7 +65,7 @@ pub struct Cli {
     #[arg(long, env = "JETON_GATEWAY_OBSERVE_POLL_TIMEOUT_MS", value_name = "MS")]
     pub observe_poll_timeout_ms: Option<u64>,
     /// An observer with nothing new still gets a notification this often, so dead clients are
-    /// found and NAT bindings stay open. [default: 900]
+    /// found and NAT bindings stay open. [default: 1200]
     #[arg(
         long,
         env = "JETON_GATEWAY_OBSERVE_KEEPALIVE_SECS",
@@ -78,9 +79,26 @@ pub struct Cli {
     /// Observers per peer. [default: 4]
     #[arg(long, env = "JETON_GATEWAY_MAX_OBSERVERS_PER_PEER", value_name = "N")]
     pub max_observers_per_peer: Option<usize>,
-    /// Peers (UDP source addresses) with state; a new peer beyond it gets 5.03. [default: 50000]
+    /// Plain peers (UDP source addresses that proved themselves) with state; a new one beyond
+    /// it gets 5.03. Tokens on the link (OSCORE contexts) are bounded by the tokens file
+    /// instead. [default: 50000]
     #[arg(long, env = "JETON_GATEWAY_MAX_PEERS", value_name = "N")]
     pub max_peers: Option<usize>,
+    /// Plain peers with state per source prefix (IPv4 /24, IPv6 /48); a new one beyond it gets
+    /// 5.03. [default: 1024]
+    #[arg(long, env = "JETON_GATEWAY_MAX_PEERS_PER_PREFIX", value_name = "N")]
+    pub max_peers_per_prefix: Option<usize>,
+    /// Source prefixes whose addresses cannot be forged (loopback, a radio network behind a
+    /// border router that drops spoofed sources), comma-separated, or "none". Their peers need
+    /// not prove their address; every other address proves it with an RFC 9175 Echo round trip
+    /// (or EDHOC) before the gateway keeps state for it or sends it more than three times what
+    /// it sent. [default: none]
+    #[arg(
+        long,
+        env = "JETON_GATEWAY_VALIDATED_PREFIXES",
+        value_name = "PREFIXES"
+    )]
+    pub validated_prefixes: Option<String>,
     /// Homeserver requests in flight per peer; beyond it 5.03 with Max-Age 1. [default: 8]
     #[arg(long, env = "JETON_GATEWAY_MAX_IN_FLIGHT_PER_PEER", value_name = "N")]
     pub max_in_flight_per_peer: Option<usize>,
@@ -111,6 +129,11 @@ pub struct Cli {
     /// [default: 2]
     #[arg(long, env = "JETON_GATEWAY_BLOCKWISE_PER_PEER", value_name = "N")]
     pub blockwise_per_peer: Option<usize>,
+    /// Bytes of all peers' blockwise transfers together (uploads being assembled, bodies
+    /// stored for Block2); a block beyond it gets 5.03 with Max-Age, a body beyond it is not
+    /// stored (its later blocks are fetched again). [default: 134217728 (128 MiB)]
+    #[arg(long, env = "JETON_GATEWAY_MAX_BLOCKWISE_BYTES", value_name = "BYTES")]
+    pub max_blockwise_bytes: Option<usize>,
     /// Largest media upload (after Block1 assembly) and media download relayed; a media upload
     /// beyond it gets 4.13 with Size1, a download 5.02. The media config a client reads
     /// (m.upload.size) is lowered to it. Each transfer in progress holds its file in memory, at
@@ -161,6 +184,8 @@ pub enum ConfigError {
     Invalid(&'static str),
     /// The link's identity or token file is unusable.
     Link(String),
+    /// A validated prefix is not one.
+    Prefix(String),
 }
 
 impl core::fmt::Display for ConfigError {
@@ -173,6 +198,7 @@ impl core::fmt::Display for ConfigError {
             }
             Self::Invalid(what) => write!(f, "the setting {what} is out of range"),
             Self::Link(why) => f.write_str(why),
+            Self::Prefix(why) => write!(f, "the setting validated_prefixes is not valid: {why}"),
         }
     }
 }
@@ -209,6 +235,8 @@ pub struct Config {
     pub link: Option<crate::link_credentials::LinkCredentials>,
     /// Plain requests may carry the access token.
     pub compat_plain_msc3079: bool,
+    /// Which source addresses count as proven without an Echo round trip.
+    pub sources: Sources,
 }
 
 impl Config {
@@ -251,6 +279,10 @@ impl Config {
                 .or(file.max_observers_per_peer)
                 .unwrap_or(d.max_observers_per_peer),
             max_peers: cli.max_peers.or(file.max_peers).unwrap_or(d.max_peers),
+            max_peers_per_prefix: cli
+                .max_peers_per_prefix
+                .or(file.max_peers_per_prefix)
+                .unwrap_or(d.max_peers_per_prefix),
             max_in_flight_per_peer: cli
                 .max_in_flight_per_peer
                 .or(file.max_in_flight_per_peer)
@@ -274,6 +306,10 @@ impl Config {
                 .blockwise_per_peer
                 .or(file.blockwise_per_peer)
                 .unwrap_or(d.blockwise_per_peer),
+            max_blockwise_bytes: cli
+                .max_blockwise_bytes
+                .or(file.max_blockwise_bytes)
+                .unwrap_or(d.max_blockwise_bytes),
             max_media_body: cli
                 .max_media_body
                 .or(file.max_media_body)
@@ -304,6 +340,10 @@ impl Config {
                     .map_err(|_| ConfigError::Invalid("metrics_listen (an address or \"off\")"))?,
             ),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        };
+        let sources = match cli.validated_prefixes.or(file.validated_prefixes) {
+            Some(list) => Sources::parse(&list).map_err(|e| ConfigError::Prefix(e.to_string()))?,
+            None => Sources::default(),
         };
         let log_format = match cli.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -347,6 +387,7 @@ impl Config {
             ),
             log: cli.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
             log_format,
+            sources,
         })
     }
 }

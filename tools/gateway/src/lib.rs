@@ -30,6 +30,7 @@
 //! RFC 9528 (EDHOC), RFC 8613 (OSCORE), RFC 9668 (EDHOC + OSCORE request).
 
 pub mod config;
+pub mod echo;
 pub mod limits;
 pub mod link;
 pub mod link_credentials;
@@ -38,6 +39,7 @@ pub mod message;
 pub mod metrics;
 pub mod profile;
 pub mod server;
+pub mod source;
 pub mod sticky;
 pub mod translate;
 pub mod transport;

@@ -21,13 +21,17 @@ pub struct Limits {
     /// `timeout` the gateway asks for when it long-polls `/sync` for an observer.
     pub observe_poll_timeout: Duration,
     /// An observer with nothing new still gets a notification this often (proves liveness).
+    /// The default keeps an idle token within 256 B an hour on the protected link (`cargo bench
+    /// --bench sync_bytes`); a token's silence interval must be longer.
     pub observe_keepalive: Duration,
     /// Observers across all peers.
     pub max_observers: usize,
     /// Observers per peer.
     pub max_observers_per_peer: usize,
-    /// Peers with state.
+    /// Plain peers (proven source addresses) with state.
     pub max_peers: usize,
+    /// Plain peers with state per source prefix.
+    pub max_peers_per_prefix: usize,
     /// Upstream requests in flight per peer.
     pub max_in_flight_per_peer: usize,
     /// Sustained requests per second per peer (token bucket rate).
@@ -44,6 +48,8 @@ pub struct Limits {
     pub dedup_per_peer: usize,
     /// Blockwise transfers (Block1 assemblies plus stored Block2 bodies) per peer.
     pub blockwise_per_peer: usize,
+    /// Bytes of all peers' blockwise transfers together.
+    pub max_blockwise_bytes: usize,
     /// Largest media upload (after Block1 assembly) and media download the gateway relays.
     pub max_media_body: usize,
 }
@@ -56,10 +62,11 @@ impl Default for Limits {
             ack_timeout: crate::message::ACK_TIMEOUT,
             upstream_timeout: Duration::from_secs(60),
             observe_poll_timeout: Duration::from_secs(30),
-            observe_keepalive: Duration::from_secs(900),
+            observe_keepalive: Duration::from_secs(1200),
             max_observers: 20_000,
             max_observers_per_peer: 4,
             max_peers: 50_000,
+            max_peers_per_prefix: 1024,
             max_in_flight_per_peer: 8,
             peer_rate: 20.0,
             peer_burst: 50,
@@ -68,6 +75,7 @@ impl Default for Limits {
             blockwise_timeout: Duration::from_secs(60),
             dedup_per_peer: 32,
             blockwise_per_peer: 2,
+            max_blockwise_bytes: 128 * 1024 * 1024,
             max_media_body: 16 * 1024 * 1024,
         }
     }

@@ -229,6 +229,17 @@ pub fn build(kind: MessageType, code: u8, message_id: u16, token: &[u8]) -> Pack
     packet
 }
 
+/// A response to `request` made from the request alone: piggybacked on the ACK of a CON, a
+/// NON (with a message id of its own) otherwise.
+pub fn response_to(request: &Packet, code: u8) -> Packet {
+    let mid = request.header.message_id;
+    let (kind, mid) = match request.header.get_type() {
+        MessageType::Confirmable => (MessageType::Acknowledgement, mid),
+        _ => (MessageType::NonConfirmable, mid.wrapping_add(0x8000)),
+    };
+    build(kind, code, mid, request.get_token())
+}
+
 /// Serialises without coap-lite's 1280-byte cap: blockwise keeps what the gateway sends small.
 pub fn to_datagram(packet: &Packet) -> Vec<u8> {
     packet.to_bytes_unlimited().unwrap_or_default()

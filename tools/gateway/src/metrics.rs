@@ -11,8 +11,9 @@ use prometheus_client::registry::Registry;
 /// Labels of `jeton_gateway_requests`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// Route with identifiers replaced by `{}`.
-    pub route: String,
+    /// The profile's path template (identifiers as `{roomId}` and the like), `other` for a
+    /// path outside the profile's table, `-` for a request answered before its path was read.
+    pub route: &'static str,
     /// CoAP response code, "c.dd".
     pub code: String,
 }
@@ -22,6 +23,48 @@ pub struct RequestLabels {
 pub struct BlockLabels {
     /// "block1" or "block2".
     pub kind: &'static str,
+}
+
+/// Labels of `jeton_gateway_link_refusals`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why the link refused a datagram, one of [`LinkRefusal`]'s names.
+    pub reason: &'static str,
+}
+
+/// Why the link (EDHOC/OSCORE) refused a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkRefusal {
+    /// Every handshake slot (or its source prefix's share) was taken.
+    HandshakesBusy,
+    /// An EDHOC message did not verify or named no open handshake.
+    EdhocFailed,
+    /// message_3 came from a token the tokens file does not list.
+    UnknownToken,
+    /// A protected request named no context the gateway holds.
+    UnknownContext,
+    /// A protected request the context had already taken.
+    Replay,
+    /// A protected request that did not decrypt.
+    DecryptionFailed,
+    /// A plain request carried an access token (compat mode off).
+    PlainAccessToken,
+}
+
+impl LinkRefusal {
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HandshakesBusy => "handshakes_busy",
+            Self::EdhocFailed => "edhoc_failed",
+            Self::UnknownToken => "unknown_token",
+            Self::UnknownContext => "unknown_context",
+            Self::Replay => "replay",
+            Self::DecryptionFailed => "decryption_failed",
+            Self::PlainAccessToken => "plain_access_token",
+        }
+    }
 }
 
 /// Every metric the gateway updates. Cloning shares the underlying values.
@@ -51,6 +94,22 @@ pub struct Metrics {
     pub blockwise: Family<BlockLabels, Counter>,
     /// Datagrams that were not valid CoAP.
     pub malformed: Counter,
+    /// 4.01 Echo challenges sent to addresses that had not proven themselves.
+    pub echo_challenges: Counter,
+    /// EDHOC handshakes completed.
+    pub handshakes: Counter,
+    /// Datagrams the link refused, by reason.
+    pub link_refusals: Family<RefusalLabels, Counter>,
+    /// OSCORE contexts held.
+    pub contexts: Gauge,
+    /// 1 while the gateway takes requests, 0 once it drains.
+    pub ready: Gauge,
+    /// Parts of sync answers cut to a client's Response-Capacity.
+    pub sync_parts: Counter,
+    /// Events replaced by a stub, larger than a client's Response-Capacity on their own.
+    pub sync_stubs: Counter,
+    /// Observer long-polls tried again after the homeserver failed.
+    pub poll_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -68,6 +127,14 @@ impl Default for Metrics {
             retransmissions: Counter::default(),
             blockwise: Family::default(),
             malformed: Counter::default(),
+            echo_challenges: Counter::default(),
+            handshakes: Counter::default(),
+            link_refusals: Family::default(),
+            contexts: Gauge::default(),
+            ready: Gauge::default(),
+            sync_parts: Counter::default(),
+            sync_stubs: Counter::default(),
+            poll_retries: Counter::default(),
         }
     }
 }
@@ -136,7 +203,54 @@ impl Metrics {
             "Datagrams that were not valid CoAP",
             self.malformed.clone(),
         );
+        r.register(
+            "echo_challenges",
+            "4.01 Echo challenges sent to addresses that had not proven they receive",
+            self.echo_challenges.clone(),
+        );
+        r.register(
+            "edhoc_handshakes",
+            "EDHOC handshakes completed (an OSCORE context established)",
+            self.handshakes.clone(),
+        );
+        r.register(
+            "link_refusals",
+            "Datagrams the EDHOC/OSCORE link refused, by reason",
+            self.link_refusals.clone(),
+        );
+        r.register(
+            "oscore_contexts",
+            "OSCORE contexts held (paired tokens linked)",
+            self.contexts.clone(),
+        );
+        r.register(
+            "ready",
+            "1 while the gateway takes requests, 0 once it drains",
+            self.ready.clone(),
+        );
+        r.register(
+            "sync_parts",
+            "Parts of sync answers cut to a client's Response-Capacity (option 258)",
+            self.sync_parts.clone(),
+        );
+        r.register(
+            "sync_stubs",
+            "Events sent as a stub, larger than a client's Response-Capacity on their own",
+            self.sync_stubs.clone(),
+        );
+        r.register(
+            "poll_retries",
+            "Observer long-polls tried again after the homeserver failed",
+            self.poll_retries.clone(),
+        );
         r
+    }
+
+    /// Counts a datagram the link refused.
+    pub fn link_refused(&self, why: LinkRefusal) {
+        self.link_refusals
+            .get_or_create(&RefusalLabels { reason: why.name() })
+            .inc();
     }
 
     /// The text exposition of `registry`.

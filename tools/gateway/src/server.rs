@@ -56,21 +56,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let local = socket
         .local_addr()
         .map_err(|e| ServerError::Bind(config.listen, e))?;
+    metrics.ready.set(1);
     if let Some(addr) = config.metrics_listen {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| ServerError::Bind(addr, e))?;
         tracing::info!(%addr, "metrics endpoint listening");
-        tokio::spawn(serve_metrics(listener, Arc::new(metrics.registry())));
+        tokio::spawn(serve_metrics(listener, metrics.clone()));
     }
     tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
-    let mut core =
-        Transport::new(config.limits.clone(), metrics, Instant::now().into_std()).with_seed(seed);
-    let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079);
+    let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079)
+        .with_sources(config.sources.clone())
+        .with_metrics(metrics.clone());
+    let mut core = Transport::new(
+        config.limits.clone(),
+        metrics.clone(),
+        Instant::now().into_std(),
+    )
+    .with_seed(seed)
+    .with_sources(config.sources.clone());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
     let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
@@ -109,6 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             () = &mut shutdown, if drain_deadline.is_none() => {
                 tracing::info!(in_flight = core.client_requests_in_flight(), "shutting down: draining in-flight requests");
                 drain_deadline = Some(Instant::now() + config.shutdown_grace);
+                metrics.ready.set(0);
                 core.begin_drain()
             }
         };
@@ -153,32 +162,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-async fn serve_metrics(
-    listener: TcpListener,
-    registry: Arc<prometheus_client::registry::Registry>,
-) {
+/// Serves `/metrics` and `/healthz` (200 while the gateway takes requests, 503 once it drains).
+async fn serve_metrics(listener: TcpListener, metrics: Metrics) {
     use http_body_util::Full;
     use hyper::service::service_fn;
+    let registry = Arc::new(metrics.registry());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let registry = registry.clone();
+        let (registry, ready) = (registry.clone(), metrics.ready.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let registry = registry.clone();
+                let (registry, ready) = (registry.clone(), ready.clone());
                 async move {
-                    if request.uri().path() == "/metrics" {
-                        hyper::Response::builder()
+                    match request.uri().path() {
+                        "/metrics" => hyper::Response::builder()
                             .header(
                                 http::header::CONTENT_TYPE,
                                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                             )
-                            .body(Full::new(bytes::Bytes::from(Metrics::render(&registry))))
-                    } else {
-                        hyper::Response::builder()
+                            .body(Full::new(bytes::Bytes::from(Metrics::render(&registry)))),
+                        "/healthz" if ready.get() == 1 => hyper::Response::builder()
+                            .body(Full::new(bytes::Bytes::from_static(b"ready\n"))),
+                        "/healthz" => hyper::Response::builder()
+                            .status(503)
+                            .body(Full::new(bytes::Bytes::from_static(b"draining\n"))),
+                        _ => hyper::Response::builder()
                             .status(404)
-                            .body(Full::new(bytes::Bytes::from_static(b"see /metrics\n")))
+                            .body(Full::new(bytes::Bytes::from_static(b"see /metrics\n"))),
                     }
                 }
             });

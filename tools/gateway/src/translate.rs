@@ -157,7 +157,9 @@ pub fn gateway_error(
     )
 }
 
-fn encode_body(code: u8, value: &Value, encoding: Encoding) -> ResponseContent {
+/// `value` as the body of a `code` response in the client's encoding (JSON if it does not
+/// transcode).
+pub fn encode_body(code: u8, value: &Value, encoding: Encoding) -> ResponseContent {
     if encoding.cbor
         && let Ok(payload) = profile::json_to_cbor(value, encoding.version)
     {
@@ -289,6 +291,35 @@ pub fn translate_response(
     content
 }
 
+/// The body of a successful sync response: a JSON object with a `next_batch` text.
+pub fn sync_success(outcome: &UpstreamOutcome) -> Option<Value> {
+    let UpstreamOutcome::Response(r) = outcome else {
+        return None;
+    };
+    if !(200..300).contains(&r.status) {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(&r.body).ok()?;
+    value.get("next_batch")?.as_str()?;
+    Some(value)
+}
+
+/// For an outcome the homeserver may well answer differently soon (no answer, 5xx, 429): how
+/// long it asked to wait (zero when it did not say).
+pub fn transient(outcome: &UpstreamOutcome) -> Option<Duration> {
+    match outcome {
+        UpstreamOutcome::Timeout | UpstreamOutcome::Unreachable => Some(Duration::ZERO),
+        UpstreamOutcome::Response(r) if r.status == 429 => {
+            let body = serde_json::from_slice::<Value>(&r.body).ok();
+            Some(Duration::from_secs(
+                retry_after_secs(r, body.as_ref()).into(),
+            ))
+        }
+        UpstreamOutcome::Response(r) if (500..600).contains(&r.status) => Some(Duration::ZERO),
+        UpstreamOutcome::Response(_) | UpstreamOutcome::TooLarge => None,
+    }
+}
+
 /// Seconds to wait: the Retry-After header, else the body's `retry_after_ms`, rounded up.
 fn retry_after_secs(response: &UpstreamResponse, body: Option<&Value>) -> u32 {
     let from_body = body
@@ -326,34 +357,14 @@ pub fn encode_query_pair(pair: &str) -> String {
     }
 }
 
-/// A label for a path that is safe to log and bounded as a metric label: the profile's template
-/// when the path is in its table; otherwise the path with every segment that may be an
-/// identifier (anything but short lower-case words) replaced by `{}`.
-pub fn route_label(path: &str) -> String {
-    if let Some(template) = profile::route_template(path) {
-        return template.to_owned();
-    }
-    let mut label = String::with_capacity(path.len().min(64));
-    for segment in path
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .take(8)
-    {
-        label.push('/');
-        let word = segment.len() <= 24
-            && segment
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_' || b == b'-')
-            || matches!(segment, "v1" | "v3" | "r0");
-        label.push_str(if word { segment } else { "{}" });
-    }
-    if label.is_empty() {
-        label.push('/');
-    }
-    label
+/// The route label of every path outside the profile's table.
+pub const OTHER_ROUTE: &str = "other";
+
+/// A label for a path that is safe to log and one of a fixed set as a metric label: the
+/// profile's template when the path is in its table, [`OTHER_ROUTE`] otherwise (a label per
+/// unknown path would let anyone grow the metrics without bound).
+pub fn route_label(path: &str) -> &'static str {
+    profile::route_template(path).unwrap_or(OTHER_ROUTE)
 }
 
 #[cfg(test)]
@@ -601,11 +612,12 @@ mod tests {
             route_label("/_matrix/client/v3/sync"),
             "/_matrix/client/v3/sync"
         );
-        // Not in the table: identifiers still disappear.
+        // Not in the table: one label for every such path, so the set of labels is fixed.
         assert_eq!(
             route_label("/_synapse/admin/v1/users/@a:b/devices/ABCDEF1234"),
-            "/_synapse/admin/v1/users/{}/devices/{}"
+            "other"
         );
+        assert_eq!(route_label("/x7f3a9"), "other");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod file_store;
 mod host_files;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -16,21 +16,20 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant as StdInstant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
-use jeton_core::files::attachment::mime_type_of;
-use jeton_core::link::KeyFile;
-use jeton_core::matrix::{Config, EscapedBody, Token, Ui, UiEvent};
-use jeton_core::platform::{Instant, Rng};
+use jeton_core::console::{self, Clock, Command, KeepsLog, Line, RoomLog};
+use jeton_core::link::{KeyFile, ProtectedLink};
+use jeton_core::matrix::{Config, Token, Ui, UiEvent};
+use jeton_core::platform::{Instant, Platform, Rng};
 
 use file_store::FileStore;
 
 /// A simulated jeton token: a Matrix E2EE device speaking CoAP to a jeton gateway.
 ///
-/// Commands (one per line): login [user] [password], status, rooms, invites,
-/// join <room>, refuse <room>, send <room> <text>, sendfile <room> <path>, log [room], keys,
-/// help, quit. Received files are saved under <state-dir>/files/.
-#[derive(Parser, Debug)]
+/// It reads the commands below from stdin, one per line. Received files are saved under
+/// <state-dir>/files/.
+#[derive(clap::Parser, Debug)]
 #[command(name = "jeton-sim", version)]
 struct Args {
     /// The gateway's UDP address.
@@ -57,11 +56,13 @@ struct Args {
     /// Log in at start with --user and the password.
     #[arg(long)]
     login: bool,
-    /// Register the /sync observation again after this long without a notification (the
-    /// gateway sends one at least every --observe-keepalive-secs, 900 s by default).
-    #[arg(long, default_value_t = 600)]
+    /// Register the /sync observation again after this long without a notification. Longer
+    /// than the gateway's --observe-keepalive-secs (1200 s by default), so an idle token
+    /// stays with the keepalives and does not pay for registrations.
+    #[arg(long, default_value_t = 1500)]
     observe_silence_secs: u64,
-    /// Share room keys only with devices verified by SAS (`verify`, `confirm`).
+    /// Share room keys only with devices verified by SAS (`verify`, `confirm`); the others are
+    /// told the key is withheld (`m.room_key.withheld`, `m.unverified`).
     #[arg(long)]
     share_keys_only_with_verified: bool,
     /// Bytes of received files the token may keep under <state-dir>/files/.
@@ -113,32 +114,48 @@ impl Rng for OsRng {
     }
 }
 
-/// Prints events one per line and keeps the recent messages of each room for `log`.
-#[derive(Default)]
-struct Shell {
-    log: BTreeMap<String, VecDeque<String>>,
+/// The commands jeton-sim takes besides the console's.
+const SIM_COMMANDS: &[console::Entry] = &[console::entry("quit", "", "leave (also: exit)")];
+
+/// The help of `help` and `--help`.
+fn help_text() -> String {
+    let mut help = String::new();
+    // Writing into a String cannot fail.
+    let _ = console::write_help(&mut help, SIM_COMMANDS);
+    help
 }
 
-const LOG_LINES: usize = 50;
+/// The room log `log` prints: the last 50 messages of the first 32 rooms (on the heap: the
+/// shell moves into the token, which boots on the stack).
+type SimLog = RoomLog<32, 50, 1024>;
+
+/// Prints events one per line and keeps the recent messages of each room for `log`.
+struct Shell {
+    log: Box<SimLog>,
+}
 
 impl Ui for Shell {
     fn event(&mut self, event: &UiEvent<'_>) {
-        if let UiEvent::Message {
-            room_id,
-            sender,
-            body,
-            ..
-        } = event
-        {
-            let log = self.log.entry(room_id.to_string()).or_default();
-            log.push_back(format!("{sender}: {}", EscapedBody(body)));
-            if log.len() > LOG_LINES {
-                log.pop_front();
-            }
-        }
+        self.log.on_event(event);
         if let Some(line) = event.line() {
             println!("{line}");
         }
+    }
+}
+
+impl KeepsLog for Shell {
+    fn write_log(&self, room: Option<&str>, out: &mut dyn fmt::Write) -> fmt::Result {
+        self.log.write(room, out)
+    }
+}
+
+/// The console's answers, to stdout.
+struct Stdout;
+
+impl fmt::Write for Stdout {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        print!("{s}");
+        Ok(())
     }
 }
 
@@ -164,8 +181,17 @@ fn storage_key(state_dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
+/// The host: the OS's generator, a directory as flash, the shell.
+struct Host;
+
+impl Platform for Host {
+    type Rng = OsRng;
+    type Store = FileStore;
+    type Ui = Shell;
+}
+
 struct Sim {
-    token: Token<OsRng, FileStore, Shell>,
+    token: Token<Host, ProtectedLink>,
     socket: UdpSocket,
     gateway: SocketAddr,
     start: StdInstant,
@@ -189,164 +215,53 @@ impl Sim {
 
     /// Runs one shell command; false on `quit`.
     fn command(&mut self, line: &str) -> bool {
-        let mut words = line.split_whitespace();
-        let now = self.now();
-        let result: Result<(), String> = match words.next() {
-            None => Ok(()),
-            Some("help") => {
-                println!(
-                    "commands: login [user] [password] | status | rooms | invites | join <room> | refuse <room> | send <room> <text> | sendfile <room> <path> | log [room] | keys | verify <user> <device> | request <user> <device> | confirm | cancel | quit"
-                );
-                Ok(())
-            }
-            Some("login") => {
-                let user = words.next().map(str::to_string).or(self.user.clone());
-                let password = words.next().map(str::to_string).or(self.password.clone());
-                match (user, password) {
-                    (Some(user), Some(password)) => self
-                        .token
-                        .login(&user, &password, now)
-                        .map_err(|e| e.to_string()),
-                    _ => Err("login needs a user and a password".into()),
-                }
-            }
-            Some("status") => {
-                let link = match self.token.link_state() {
-                    (false, _) => "off",
-                    (true, false) => "handshaking",
-                    (true, true) => "ready",
-                };
-                let link_stats = self.token.link_stats();
-                println!(
-                    "{} link={link} link-handshake-bytes={} link-rejected={}",
-                    self.token.status(),
-                    link_stats.handshake_bytes,
-                    link_stats.rejected,
-                );
-                Ok(())
-            }
-            Some("rooms") => {
-                for room in self.token.rooms() {
-                    println!("{room}");
-                }
-                Ok(())
-            }
-            Some("invites") => {
-                for invite in self.token.invites() {
-                    println!("{invite}");
-                }
-                Ok(())
-            }
-            Some("join") => match words.next() {
-                Some(room) => self.token.join(room, now).map_err(|e| e.to_string()),
-                None => Err("join needs a room id".into()),
-            },
-            Some("refuse") => match words.next() {
-                Some(room) => self.token.refuse(room).map_err(|e| e.to_string()),
-                None => Err("refuse needs a room id".into()),
-            },
-            Some("send") => {
-                let room = words.next();
-                let text = line
-                    .trim_start()
-                    .splitn(3, char::is_whitespace)
-                    .nth(2)
-                    .map(str::trim);
-                match (room, text) {
-                    (Some(room), Some(text)) if !text.is_empty() => self
-                        .token
-                        .send_text(room, text, now)
-                        .map(drop)
-                        .map_err(|e| e.to_string()),
-                    _ => Err("send needs a room id and a text".into()),
-                }
-            }
-            Some("sendfile") => {
-                let room = words.next();
-                let path = line
-                    .trim_start()
-                    .splitn(3, char::is_whitespace)
-                    .nth(2)
-                    .map(str::trim);
-                match (room, path) {
-                    (Some(room), Some(path)) if !path.is_empty() => self
-                        .token
-                        .send_file(room, path, mime_type_of(path), now)
-                        .map_err(|e| e.to_string()),
-                    _ => Err("sendfile needs a room id and a path".into()),
-                }
-            }
-            Some("log") => {
-                let room = words.next();
-                let shell = self.token.ui();
-                for (id, lines) in &shell.log {
-                    if room.is_none_or(|r| r == id) {
-                        for line in lines {
-                            println!("log {id} {line}");
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Some("keys") => {
-                let identity = self.token.identity();
-                println!(
-                    "keys curve25519={} ed25519={}",
-                    identity.curve25519, identity.ed25519
-                );
-                println!("fingerprint {}", fingerprint(&identity.ed25519));
-                Ok(())
-            }
-            Some("verify") => match (words.next(), words.next()) {
-                (Some(user), Some(device)) => self
-                    .token
-                    .verify(user, device, now)
-                    .map_err(|e| e.to_string()),
-                _ => Err("verify needs a user id and a device id".into()),
-            },
-            // A request (the flow Element expects) carries the wall-clock time.
-            Some("request") => match (words.next(), words.next()) {
-                (Some(user), Some(device)) => {
-                    let unix_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    self.token
-                        .request_verification(user, device, unix_ms, now)
-                        .map_err(|e| e.to_string())
-                }
-                _ => Err("request needs a user id and a device id".into()),
-            },
-            // The board's button: accept a verification, or say that the strings match.
-            Some("confirm") => self
-                .token
-                .confirm_verification(now)
-                .map_err(|e| e.to_string()),
-            Some("cancel") => self
-                .token
-                .cancel_verification(now)
-                .map_err(|e| e.to_string()),
-            Some("quit" | "exit") => return false,
-            Some(other) => Err(format!("unknown command {other} (try help)")),
+        let clock = Clock {
+            now: self.now(),
+            // A verification request carries the wall-clock time.
+            unix_time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64),
         };
-        if let Err(message) = result {
-            println!("error {message}");
-        }
+        let out = &mut Stdout;
+        let command = match console::parse(line) {
+            Line::Empty => return true,
+            Line::Command(Command::Help) => {
+                print!("{}", help_text());
+                return true;
+            }
+            // `login` alone logs in as --user with the password given at start.
+            Line::Command(Command::Login { user, password }) => {
+                let user = user.or(self.user.as_deref()).map(str::to_string);
+                let password = password.or(self.password.as_deref()).map(str::to_string);
+                let login = Command::Login {
+                    user: user.as_deref(),
+                    password: password.as_deref(),
+                };
+                let _ = console::execute(&mut self.token, login, clock, out);
+                return true;
+            }
+            Line::Command(command) => command,
+            Line::Incomplete(why) => {
+                println!("error {why}");
+                return true;
+            }
+            Line::Other("quit" | "exit") => return false,
+            Line::Other(other) => {
+                println!("error unknown command {other} (try help)");
+                return true;
+            }
+        };
+        // Writing to stdout does not fail.
+        let _ = console::execute(&mut self.token, command, clock, out);
         true
     }
 }
 
-/// The Ed25519 key in groups of four, as Matrix clients show fingerprints.
-fn fingerprint(ed25519: &str) -> String {
-    ed25519
-        .as_bytes()
-        .chunks(4)
-        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let help = format!("Commands (one per line on stdin):\n{}", help_text());
+    let args = Args::from_arg_matches(&Args::command().after_help(help).get_matches())
+        .unwrap_or_else(|e| e.exit());
     let password = match (&args.password, &args.password_file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(file)) => Some(
@@ -400,7 +315,9 @@ fn main() -> anyhow::Result<()> {
         material,
         OsRng,
         store,
-        Shell::default(),
+        Shell {
+            log: Box::default(),
+        },
         Instant::ZERO,
     )
     .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;

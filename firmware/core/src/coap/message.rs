@@ -86,6 +86,8 @@ impl Code {
     pub const CONTINUE: Code = Code::new(2, 31);
     /// 4.00 Bad Request.
     pub const BAD_REQUEST: Code = Code::new(4, 0);
+    /// 4.01 Unauthorized; with an Echo option, "repeat the request with this value" (RFC 9175).
+    pub const UNAUTHORIZED: Code = Code::new(4, 1);
     /// 4.04 Not Found.
     pub const NOT_FOUND: Code = Code::new(4, 4);
     /// 4.08 Request Entity Incomplete (RFC 7959).

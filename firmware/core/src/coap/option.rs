@@ -8,7 +8,8 @@
 pub use jeton_proto::coap::block::{BlockValue, MAX_BLOCK_NUM, MAX_SZX, szx_for_size};
 pub use jeton_proto::coap::option::{
     ACCEPT, ACCESS_TOKEN, BLOCK1, BLOCK2, CBOR_TABLE_VERSION, CONTENT_FORMAT, ETAG, LOCATION_PATH,
-    LOCATION_QUERY, MAX_AGE, OBSERVE, SIZE1, SIZE2, URI_PATH, URI_QUERY, is_critical,
+    LOCATION_QUERY, MAX_AGE, OBSERVE, RESPONSE_CAPACITY, SIZE1, SIZE2, URI_PATH, URI_QUERY,
+    is_critical,
 };
 
 /// Options whose number the engine manages itself; a request given to the engine must not

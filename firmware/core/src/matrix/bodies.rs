@@ -14,7 +14,7 @@ use jeton_proto::write::{self};
 use super::*;
 use crate::json::{JsonWriter, write_canonical};
 
-type BodyEncoder<'b> = Encoder<Cursor<&'b mut [u8]>>;
+pub(super) type BodyEncoder<'b> = Encoder<Cursor<&'b mut [u8]>>;
 
 /// Writes map key `name`: its integer under table v2 when it has one, else its text.
 pub(super) fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError> {
@@ -23,6 +23,24 @@ pub(super) fn key(e: &mut BodyEncoder<'_>, name: &str) -> Result<(), TokenError>
         None => e.str(name).map(drop),
     };
     result.map_err(|_| TokenError::Write(write::WriteError::BufferTooSmall))
+}
+
+/// A `sendToDevice` body with one message: `{"messages": {user: {device: content}}}`.
+pub(super) fn to_device_body(
+    out: &mut [u8],
+    user: &str,
+    device: &str,
+    content: impl FnOnce(&mut BodyEncoder<'_>) -> Result<(), TokenError>,
+) -> Result<usize, TokenError> {
+    let mut e = Encoder::new(Cursor::new(out));
+    cbor(e.map(1))?;
+    key(&mut e, "messages")?;
+    cbor(e.map(1))?;
+    cbor(e.str(user))?;
+    cbor(e.map(1))?;
+    cbor(e.str(device))?;
+    content(&mut e)?;
+    Ok(e.writer().position())
 }
 
 /// A CBOR write's result, a full buffer as [`TokenError::Write`].

@@ -4,8 +4,8 @@
 //! static and boots it with [`Token::new_in`] into that static, field by field, so that no
 //! thread needs a stack as large as the token: the account is made or unpickled in its field,
 //! records are read into the token's own record buffer, tables start empty where they are.
-//! [`Token::with_link_in`] destructures the whole token in a pattern that names every field, so
-//! that a field added to the token breaks the build until boot writes it.
+//! Boot destructures the whole token in a pattern that names every field, so that a field
+//! added to the token breaks the build until boot writes it.
 
 use core::mem::MaybeUninit;
 
@@ -17,6 +17,7 @@ use super::account::{load_account_into, save_account};
 use super::*;
 use crate::coap::Client;
 use crate::link::Link;
+use crate::platform::Platform;
 
 /// Writes `value()` into each element of the array at `array`, one element at a time (so that
 /// at most one element passes through the stack).
@@ -156,18 +157,22 @@ fn create_account_in<'a, R: Rng>(
     slot.write(Account::new(&mut rng::CryptoSource(rng)))
 }
 
-impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
+impl<P: Platform, L: Link> Token<P, L> {
     /// Boots the token from what `store` holds: a fresh device (new Olm account, written
-    /// before anything else) or the device as it was before the last power-off.
+    /// before anything else) or the device as it was before the last power-off. A link that
+    /// takes pairing material starts without any (plain CoAP); `Token::with_link` (feature
+    /// `link`) gives it some.
     ///
     /// The token is built on the caller's stack and moved out; a device with little stack
     /// boots it into a static with [`Token::new_in`] instead.
-    #[allow(unsafe_code)]
-    pub fn new(config: Config, rng: R, store: S, ui: U, now: Instant) -> Result<Self, TokenError> {
-        let mut slot = core::mem::MaybeUninit::uninit();
-        Self::new_in(&mut slot, config, rng, store, ui, now)?;
-        // SAFETY: `new_in` returned Ok, so it initialised `slot`.
-        Ok(unsafe { slot.assume_init() })
+    pub fn new(
+        config: Config,
+        rng: P::Rng,
+        store: P::Store,
+        ui: P::Ui,
+        now: Instant,
+    ) -> Result<Self, TokenError> {
+        Self::boot(config, L::Material::default(), rng, store, ui, now)
     }
 
     /// [`Token::new`] into `slot`, in place: the token's state (about 32 KB) is written
@@ -176,43 +181,42 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// the stack, not the whole token). On an error `slot` is left uninitialised (what was
     /// already written to it is dropped).
     pub fn new_in(
-        slot: &mut core::mem::MaybeUninit<Self>,
+        slot: &mut MaybeUninit<Self>,
         config: Config,
-        rng: R,
-        store: S,
-        ui: U,
+        rng: P::Rng,
+        store: P::Store,
+        ui: P::Ui,
         now: Instant,
     ) -> Result<&mut Self, TokenError> {
-        Self::with_link_in(slot, config, None, rng, store, ui, now)
+        Self::boot_in(slot, config, L::Material::default(), rng, store, ui, now)
     }
 
-    /// Boots a token whose exchanges with the gateway are protected ([`crate::link`]):
-    /// `material` is its pairing material (its key pair and the gateway's credential, from
-    /// `jeton pair`). It resumes the security context on flash, or runs EDHOC first.
+    /// Boots a token with its link's pairing `material`, on the caller's stack.
     #[allow(unsafe_code)]
-    pub fn with_link(
+    fn boot(
         config: Config,
-        material: Option<crate::link::KeyFile>,
-        rng: R,
-        store: S,
-        ui: U,
+        material: L::Material,
+        rng: P::Rng,
+        store: P::Store,
+        ui: P::Ui,
         now: Instant,
     ) -> Result<Self, TokenError> {
-        let mut slot = core::mem::MaybeUninit::uninit();
-        Self::with_link_in(&mut slot, config, material, rng, store, ui, now)?;
-        // SAFETY: `with_link_in` returned Ok, so it initialised `slot`.
+        let mut slot = MaybeUninit::uninit();
+        Self::boot_in(&mut slot, config, material, rng, store, ui, now)?;
+        // SAFETY: `boot_in` returned Ok, so it initialised `slot`.
         Ok(unsafe { slot.assume_init() })
     }
 
-    /// [`Token::with_link`] into `slot`, in place (see [`Token::new_in`]).
+    /// Boots a token with its link's pairing `material` into `slot`, in place (see
+    /// [`Token::new_in`]).
     #[allow(unsafe_code)]
-    pub fn with_link_in(
-        slot: &mut core::mem::MaybeUninit<Self>,
+    fn boot_in(
+        slot: &mut MaybeUninit<Self>,
         config: Config,
-        material: Option<crate::link::KeyFile>,
-        mut rng: R,
-        store: S,
-        ui: U,
+        material: L::Material,
+        mut rng: P::Rng,
+        store: P::Store,
+        ui: P::Ui,
         now: Instant,
     ) -> Result<&mut Self, TokenError> {
         let token = slot.as_mut_ptr();
@@ -291,6 +295,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                         RoomKeys {
                             clock: _,
                             entries: _,
+                            withheld: _,
                         },
                     pending_keys:
                         PendingKeys {
@@ -317,7 +322,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// `Boot::load_into` wrote held is overwritten, not dropped.
     #[allow(unsafe_code)]
     #[inline(never)]
-    unsafe fn write_unloaded(token: *mut Self, config: Config, rng: R, ui: U, boot: Boot) {
+    unsafe fn write_unloaded(token: *mut Self, config: Config, rng: P::Rng, ui: P::Ui, boot: Boot) {
         use core::ptr::addr_of_mut;
 
         // SAFETY: `token` is valid for writes and aligned (the caller vouches for it). Each
@@ -328,7 +333,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         unsafe {
             addr_of_mut!((*token).coap).write(Client::new(config.coap, boot.coap_rng));
             // Plain until `load` reads the link's material and context.
-            addr_of_mut!((*token).link).write(Link::plain());
+            addr_of_mut!((*token).link).write(L::unloaded());
             let core = addr_of_mut!((*token).core);
             // The storage key stays with the flash handle alone.
             addr_of_mut!((*core).env.settings).write(config.settings());
@@ -352,6 +357,7 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             let room_keys = addr_of_mut!((*core).room_keys);
             addr_of_mut!((*room_keys).clock).write(0);
             write_each(addr_of_mut!((*room_keys).entries), || None);
+            addr_of_mut!((*room_keys).withheld).write(Vec::new());
             let pending = addr_of_mut!((*core).pending_keys);
             addr_of_mut!((*pending).clock).write(0);
             write_each(addr_of_mut!((*pending).waiting), || None);
@@ -372,16 +378,13 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     /// the store into the token, in place. Not inlined, so that its frame is gone before the
     /// first `drive`.
     #[inline(never)]
-    fn load(
-        &mut self,
-        material: Option<crate::link::KeyFile>,
-        now: Instant,
-    ) -> Result<(), TokenError> {
+    fn load(&mut self, material: L::Material, now: Instant) -> Result<(), TokenError> {
         let core = &mut self.core;
         let flash = &mut core.env.flash;
+        let (mut store, scratch) = flash.sealed_store();
         self.link
-            .load(material, &mut flash.store, &mut flash.scratch, now)
-            .map_err(TokenError::Link)?;
+            .load(material, &mut store, scratch, now)
+            .map_err(Into::into)?;
         core.gateway.set_bound_to_link(self.link.is_enabled());
         core.login = Login::load(flash)?;
         core.sync.load(flash)?;
@@ -392,6 +395,37 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         core.sessions.load(flash)?;
         core.outbox.load(flash)?;
         Ok(())
+    }
+}
+
+#[cfg(feature = "link")]
+impl<P: Platform> Token<P, crate::link::ProtectedLink> {
+    /// Boots a token whose exchanges with the gateway are protected ([`crate::link`]):
+    /// `material` is its pairing material (its key pair and the gateway's credential, from
+    /// `jeton pair`; `None`: plain CoAP). It resumes the security context on flash, or runs
+    /// EDHOC first.
+    pub fn with_link(
+        config: Config,
+        material: Option<crate::link::KeyFile>,
+        rng: P::Rng,
+        store: P::Store,
+        ui: P::Ui,
+        now: Instant,
+    ) -> Result<Self, TokenError> {
+        Self::boot(config, material, rng, store, ui, now)
+    }
+
+    /// [`Token::with_link`] into `slot`, in place (see [`Token::new_in`]).
+    pub fn with_link_in(
+        slot: &mut MaybeUninit<Self>,
+        config: Config,
+        material: Option<crate::link::KeyFile>,
+        rng: P::Rng,
+        store: P::Store,
+        ui: P::Ui,
+        now: Instant,
+    ) -> Result<&mut Self, TokenError> {
+        Self::boot_in(slot, config, material, rng, store, ui, now)
     }
 }
 
@@ -416,7 +450,13 @@ mod tests {
     }
 
     type SmallStore = crate::store::MemoryStore<16>;
-    type SmallToken = Token<CountingRng, SmallStore, Silent>;
+    struct Small;
+    impl Platform for Small {
+        type Rng = CountingRng;
+        type Store = SmallStore;
+        type Ui = Silent;
+    }
+    type SmallToken = Token<Small>;
 
     fn boot_in(
         slot: &mut core::mem::MaybeUninit<SmallToken>,

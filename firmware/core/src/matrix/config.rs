@@ -20,7 +20,8 @@ pub struct Config {
     /// The `timeout` of a long-poll sync, in milliseconds.
     pub long_poll_timeout_ms: u32,
     /// Share room keys only with devices verified by SAS (off by default: every device of
-    /// every member gets them, as in most Matrix clients).
+    /// every member gets them, as in most Matrix clients); the others are sent
+    /// `m.room_key.withheld` with code `m.unverified`, once per session.
     pub share_keys_only_with_verified: bool,
 }
 

@@ -255,16 +255,17 @@ impl Devices {
             .any(|d| d.verified && d.user_id.as_str() == user && d.curve == *curve)
     }
 
-    /// Marks device `device_id` of `user` as verified (in RAM; [`Devices::save`] after).
-    pub(super) fn set_verified(&mut self, user: &str, device_id: &str) {
-        let device = self
-            .slots
-            .iter_mut()
-            .flatten()
-            .find(|d| d.user_id.as_str() == user && d.device_id.as_str() == device_id);
-        if let Some(device) = device {
+    /// Marks device `device_id` of `user` as verified (in RAM; [`Devices::save`] after): its
+    /// slot, if the token knows it.
+    pub(super) fn set_verified(&mut self, user: &str, device_id: &str) -> Option<usize> {
+        let slot = self.slots.iter().position(|d| {
+            d.as_ref()
+                .is_some_and(|d| d.user_id.as_str() == user && d.device_id.as_str() == device_id)
+        })?;
+        if let Some(Some(device)) = self.slots.get_mut(slot) {
             device.verified = true;
         }
+        Some(slot)
     }
 
     /// Takes device `device_id` of `user` with keys `ed` and `curve` from a keys/query answer.

@@ -18,7 +18,7 @@ use super::Limit;
 pub enum TokenError {
     /// The store failed.
     Store(StoreError),
-    /// A stored record could not be read (corrupt, or pickled with another storage key).
+    /// A stored record could not be read (damaged, or sealed with another storage key).
     CorruptRecord(u16),
     /// A CoAP request could not be queued.
     Request(RequestError),
@@ -39,6 +39,7 @@ pub enum TokenError {
     /// A file transfer failed.
     File(crate::files::FileError),
     /// The protected link to the gateway failed.
+    #[cfg(feature = "link")]
     Link(crate::link::LinkError),
 }
 
@@ -46,7 +47,10 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenError::Store(e) => write!(f, "storage failed: {e}"),
-            TokenError::CorruptRecord(id) => write!(f, "stored record {id:#06x} is unreadable"),
+            TokenError::CorruptRecord(id) => write!(
+                f,
+                "stored record {id:#06x} is unreadable (damaged, or sealed with another storage key)"
+            ),
             TokenError::Request(e) => write!(f, "a request could not be queued: {e}"),
             TokenError::Exchange(e) => write!(f, "a request failed: {e}"),
             TokenError::Server(code) => {
@@ -58,12 +62,27 @@ impl fmt::Display for TokenError {
             TokenError::LimitReached(limit) => write!(f, "the limit of {limit} is reached"),
             TokenError::Crypto => f.write_str("encryption failed"),
             TokenError::File(e) => write!(f, "a file transfer failed: {e}"),
+            #[cfg(feature = "link")]
             TokenError::Link(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl core::error::Error for TokenError {}
+
+#[cfg(feature = "link")]
+impl From<crate::link::LinkError> for TokenError {
+    fn from(e: crate::link::LinkError) -> Self {
+        TokenError::Link(e)
+    }
+}
+
+/// What a link that cannot fail ([`crate::link::PlainLink`]) reports.
+impl From<core::convert::Infallible> for TokenError {
+    fn from(never: core::convert::Infallible) -> Self {
+        match never {}
+    }
+}
 
 impl From<StoreError> for TokenError {
     fn from(e: StoreError) -> Self {
@@ -165,6 +184,8 @@ pub enum UndecryptableReason {
     Malformed,
     /// An algorithm the token does not speak.
     UnsupportedAlgorithm,
+    /// The sender's device said it keeps the room key from this device (`m.room_key.withheld`).
+    Withheld(WithheldCode),
 }
 
 impl fmt::Display for UndecryptableReason {
@@ -178,7 +199,58 @@ impl fmt::Display for UndecryptableReason {
             Self::Decryption(e) => write!(f, "decryption failed: {e}"),
             Self::Malformed => f.write_str("it is malformed"),
             Self::UnsupportedAlgorithm => f.write_str("its algorithm is not supported"),
+            Self::Withheld(code) => write!(f, "the room key was withheld: {code}"),
         }
+    }
+}
+
+/// Why a sender's device keeps a room key from this device: the `code` of its
+/// `m.room_key.withheld`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WithheldCode {
+    /// `m.blacklisted`: the sender blocked this device.
+    Blacklisted,
+    /// `m.unverified`: the sender shares keys only with devices it trusts, and this is not one yet.
+    Unverified,
+    /// `m.unauthorised`: this device may not have the key (it was not in the room then).
+    Unauthorised,
+    /// `m.unavailable`: asked for the key, the sender's device does not have it.
+    Unavailable,
+    /// `m.no_olm`: the sender's device could set up no Olm session with this one.
+    NoOlm,
+    /// A code the spec does not define.
+    Other,
+}
+
+impl WithheldCode {
+    /// The code of `m.room_key.withheld`'s `code` field.
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "m.blacklisted" => Self::Blacklisted,
+            "m.unverified" => Self::Unverified,
+            "m.unauthorised" => Self::Unauthorised,
+            "m.unavailable" => Self::Unavailable,
+            "m.no_olm" => Self::NoOlm,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for WithheldCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Blacklisted => "the sender's device has blocked this device (blacklisted)",
+            Self::Unverified => "the sender's device does not trust this device yet (unverified)",
+            Self::Unauthorised => {
+                "this device may not have the key, as it was not in the room then (unauthorised)"
+            }
+            Self::Unavailable => "the sender's device does not have the key (unavailable)",
+            Self::NoOlm => {
+                "the sender's device could not open an encrypted channel to this device (no_olm)"
+            }
+            Self::Other => "the sender's device gave a reason the token does not know",
+        })
     }
 }
 

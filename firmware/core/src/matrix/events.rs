@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::{RejectionReason, TokenError, UndecryptableReason};
+use super::{RejectionReason, TokenError, UndecryptableReason, WithheldCode};
 
 /// What the user sees: every UI event the token emits through [`Ui`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,16 @@ pub enum UiEvent<'a> {
         sender: &'a str,
         /// Why.
         reason: RejectionReason,
+    },
+    /// A sender's device keeps a room key from this device (`m.room_key.withheld`); the
+    /// messages of that session show [`UndecryptableReason::Withheld`].
+    RoomKeyWithheld {
+        /// Who sent the notice.
+        sender: &'a str,
+        /// The room of the key (`None` for a notice about the device as a whole).
+        room_id: Option<&'a str>,
+        /// Why.
+        code: WithheldCode,
     },
     /// A device was not added to the device table.
     DeviceRejected {
@@ -235,6 +245,40 @@ pub enum UiEvent<'a> {
         /// The token's OSCORE sender id (the kid of its requests).
         sender_id: &'a [u8],
     },
+    /// Something a sync carried could not be taken in and was skipped; the rest of the sync
+    /// was taken in.
+    Skipped {
+        /// What it was: `to-device`, `timeline`, `state`, `invite`, `room`, `device-list`, ...
+        item: &'a str,
+        /// The room it belongs to (empty for none).
+        room_id: &'a str,
+        /// Who sent it (empty if unknown).
+        sender: &'a str,
+        /// Its event id, or its type for an event without one (empty if unknown).
+        id: &'a str,
+        /// Why.
+        error: TokenError,
+    },
+    /// An event too large for the token: the gateway sent a stub in its place, and the token
+    /// skipped it.
+    EventTooLarge {
+        /// The room (empty for a to-device message).
+        room_id: &'a str,
+        /// The event's type.
+        event_type: &'a str,
+        /// Its sender.
+        sender: &'a str,
+        /// Its event id (empty for a to-device message).
+        event_id: &'a str,
+        /// Its size in bytes, as the gateway encoded it.
+        size: u64,
+    },
+    /// The homeserver left messages of a room out of a sync (a `limited` timeline): earlier
+    /// messages were not fetched, and the token does not show them.
+    Gap {
+        /// The room.
+        room_id: &'a str,
+    },
 }
 
 impl<'a> UiEvent<'a> {
@@ -270,6 +314,9 @@ impl fmt::Display for EventLine<'_, '_> {
             | UiEvent::DeviceRemoved { .. }
             | UiEvent::RoomKeyDropped { .. }
             | UiEvent::OlmSessionDropped { .. } => table_line(self.0, f),
+            UiEvent::Skipped { .. } | UiEvent::EventTooLarge { .. } | UiEvent::Gap { .. } => {
+                sync_line(self.0, f)
+            }
             event => message_line(event, f),
         }
     }
@@ -309,6 +356,15 @@ fn message_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result 
         UiEvent::RoomKeyRejected { sender, reason } => {
             write!(f, "room-key-rejected {sender} {reason}")
         }
+        UiEvent::RoomKeyWithheld {
+            sender,
+            room_id,
+            code,
+        } => write!(
+            f,
+            "room-key-withheld {} {sender} {code}",
+            room_id.unwrap_or("*")
+        ),
         UiEvent::DeviceRejected {
             user_id,
             device_id,
@@ -346,6 +402,49 @@ fn table_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         }
         UiEvent::OlmSessionDropped { user_id, device_id } => {
             write!(f, "olm-session-dropped {user_id} {device_id}")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The line of what a sync could not bring: an item skipped, an event too large, a gap. An
+/// empty field prints as `-`.
+fn sync_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn or_dash(text: &str) -> &str {
+        if text.is_empty() { "-" } else { text }
+    }
+    match event {
+        UiEvent::Skipped {
+            item,
+            room_id,
+            sender,
+            id,
+            error,
+        } => write!(
+            f,
+            "skipped {item} {} {} {} ({error})",
+            or_dash(room_id),
+            or_dash(sender),
+            or_dash(id)
+        ),
+        UiEvent::EventTooLarge {
+            room_id,
+            event_type,
+            sender,
+            event_id,
+            size,
+        } => write!(
+            f,
+            "event-too-large {} {event_type} {sender} {} {size} skipped",
+            if room_id.is_empty() {
+                "to-device"
+            } else {
+                room_id
+            },
+            or_dash(event_id)
+        ),
+        UiEvent::Gap { room_id } => {
+            write!(f, "gap {room_id} earlier messages were not fetched")
         }
         _ => Ok(()),
     }
@@ -492,6 +591,34 @@ mod event_line_tests {
     }
 
     #[test]
+    fn a_withheld_key_is_shown_with_its_reason_in_words() {
+        let code = WithheldCode::from_code("m.unverified");
+        let notice = UiEvent::RoomKeyWithheld {
+            sender: "@a:s",
+            room_id: Some("!r:s"),
+            code,
+        };
+        assert_eq!(
+            notice.line().map(|l| l.to_string()).as_deref(),
+            Some(
+                "room-key-withheld !r:s @a:s the sender's device does not trust this device yet (unverified)"
+            )
+        );
+        let message = UiEvent::Undecryptable {
+            room_id: "!r:s",
+            sender: "@a:s",
+            event_id: "$e",
+            reason: UndecryptableReason::Withheld(WithheldCode::from_code("m.blacklisted")),
+        };
+        assert_eq!(
+            message.line().map(|l| l.to_string()).as_deref(),
+            Some(
+                "undecryptable !r:s @a:s $e the room key was withheld: the sender's device has blocked this device (blacklisted)"
+            )
+        );
+    }
+
+    #[test]
     fn delivery_and_joins_print_their_ids_and_a_sync_prints_nothing() {
         let delivered = UiEvent::Delivered {
             local_id: 7,
@@ -541,6 +668,35 @@ mod event_line_tests {
         assert_eq!(
             line(UiEvent::OlmSessionDropped { user_id, device_id }),
             "olm-session-dropped @a:s DEV"
+        );
+    }
+
+    #[test]
+    fn what_a_sync_could_not_bring_is_named_on_one_line() {
+        let line = |event: UiEvent<'_>| event.line().map(|l| l.to_string()).unwrap();
+        assert_eq!(
+            line(UiEvent::EventTooLarge {
+                room_id: "",
+                event_type: "m.room.encrypted",
+                sender: "@eve:s",
+                event_id: "",
+                size: 5_120,
+            }),
+            "event-too-large to-device m.room.encrypted @eve:s - 5120 skipped"
+        );
+        assert_eq!(
+            line(UiEvent::Skipped {
+                item: "state",
+                room_id: "!r:s",
+                sender: "@ninth:s",
+                id: "$m9",
+                error: TokenError::LimitReached(crate::matrix::Limit::Members),
+            }),
+            "skipped state !r:s @ninth:s $m9 (the limit of members per room is reached)"
+        );
+        assert_eq!(
+            line(UiEvent::Gap { room_id: "!r:s" }),
+            "gap !r:s earlier messages were not fetched"
         );
     }
 }

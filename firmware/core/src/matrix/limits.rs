@@ -54,6 +54,8 @@ pub const MAX_ROTATION_MS: u64 = 604_800_000;
 /// The most messages per outbound session a room's `m.room.encryption` may set (the spec's
 /// 100).
 pub const MAX_ROTATION_MSGS: u32 = 100;
+/// `m.room_key.withheld` notices remembered; a new one pushes out the oldest.
+pub const MAX_WITHHELD_NOTICES: usize = 4;
 /// Longest message text, in bytes of UTF-8.
 pub const MAX_MESSAGE_LEN: usize = 512;
 /// Messages waiting to be acknowledged by the homeserver.
@@ -80,6 +82,9 @@ pub const REQUEST_BYTES: usize = 2048;
 pub const WORK_BYTES: usize = 1536;
 /// The CoAP response buffer: the largest sync or keys/query response the token reads.
 pub const RESPONSE_BYTES: usize = 4096;
+/// Events and to-device messages remembered as taken in, so that a copy delivered again (a
+/// gateway that restarted in the middle of a split sync) is skipped.
+pub const RECENT_ITEMS: usize = 32;
 
 /// A user id (`@user:server`).
 pub type UserId = String<MAX_ID_LEN>;

@@ -30,6 +30,10 @@ pub(super) enum Operation {
     Dummy {
         device: usize,
     },
+    /// `m.room_key.withheld` to a device the room key is kept from.
+    Withhold {
+        device: usize,
+    },
     Send {
         slot: usize,
     },
@@ -281,7 +285,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Send { .. } if code_number(code) == 412 => self.gateway.forget(),
             Operation::Send { slot } => self.on_send_refused(slot, code),
             Operation::Join => self.on_join_refused(error),
-            Operation::ShareKey { device }
+            Operation::ShareKey { device } | Operation::Withhold { device }
                 if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
             {
                 self.on_share_refused(device, error);
@@ -324,6 +328,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.sessions.unwedge_done(device);
                 Ok(())
             }
+            Operation::Withhold { device } => self.on_key_withheld(device),
             Operation::Send { slot } => self.on_sent(body, slot),
             Operation::Join => self.on_joined(),
             Operation::FetchEvent => self.on_fetched_event(body),

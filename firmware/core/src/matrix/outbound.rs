@@ -11,7 +11,9 @@
 //! every device of every member that lacks it (optionally verified devices only,
 //! [`Config::share_keys_only_with_verified`]): over the Olm session with the device, or,
 //! when there is none, after claiming one of its one-time keys and starting one
-//! ([`super::olm_sessions`]).
+//! ([`super::olm_sessions`]). A device the key is kept from gets `m.room_key.withheld` with
+//! code `m.unverified` instead, once per session (it is then skipped for the session, until
+//! it is verified), so that its person reads why the token's messages stay closed.
 //!
 //! A session ends, and the next message uses a new one, when a device that received it is
 //! removed or comes back with other keys ([`super::devices`]); the room's rotation period is
@@ -19,9 +21,6 @@
 //!
 //! Known gap: the age of a session restarts at boot (`rotation_period_ms` counts from boot);
 //! its message count survives.
-//!
-//! Where this goes next: `m.room_key.withheld` sent to the devices the token withholds a key
-//! from (issue 13).
 
 use minicbor::Decoder;
 
@@ -31,10 +30,11 @@ use jeton_proto::path::endpoint;
 use jeton_proto::view::KeysClaimResponse;
 use jeton_proto::write;
 
-use super::bodies::{binary32, verify_object};
+use super::bodies::{BodyEncoder, binary32, cbor, key, to_device_body, verify_object};
 use super::devices::Device;
 use super::flash::{Flash, corrupt};
 use super::rng::CryptoSource;
+use super::room_keys::WITHHELD_EVENT;
 use super::*;
 use crate::store::record;
 
@@ -44,7 +44,8 @@ pub(super) struct Outbound {
     pub(super) created: Instant,
     /// Bit `i`: device slot `i` has the key.
     pub(super) shared: u32,
-    /// Bit `i`: device slot `i` had no one-time key to claim; skipped for this session.
+    /// Bit `i`: device slot `i` is skipped for this session: it had no one-time key to claim,
+    /// the homeserver refused its message, or it was told the key is withheld from it.
     pub(super) unreachable: u32,
 }
 
@@ -108,6 +109,16 @@ impl Rooms {
         for room in self.iter_mut() {
             if let Some(outbound) = &mut room.outbound {
                 outbound.shared &= !(1 << slot);
+                outbound.unreachable &= !(1 << slot);
+            }
+        }
+    }
+
+    /// The device in slot `slot` was verified: a session that skipped it because its key
+    /// was withheld (or for want of a one-time key) tries it again.
+    pub(super) fn retry_device(&mut self, slot: usize) {
+        for room in self.iter_mut() {
+            if let Some(outbound) = &mut room.outbound {
                 outbound.unreachable &= !(1 << slot);
             }
         }
@@ -199,16 +210,72 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// A device of a member of the room that does not have the room key yet.
     pub(super) fn next_recipient(&self, room_slot: usize) -> Option<usize> {
+        self.next_unserved(room_slot, true)
+    }
+
+    /// A device of a member of the room the key is kept from (only verified devices get keys,
+    /// and it is not one) that has not been told so yet.
+    pub(super) fn next_withheld(&self, room_slot: usize) -> Option<usize> {
+        self.next_unserved(room_slot, false)
+    }
+
+    /// A device of a member of the room that has heard nothing of its session yet, among those
+    /// the key goes to (`trusted`) or those it is kept from.
+    fn next_unserved(&self, room_slot: usize, trusted: bool) -> Option<usize> {
         let room = self.rooms.get(room_slot)?;
         let outbound = room.outbound.as_ref()?;
         self.devices.iter().find_map(|(slot, device)| {
             let bit = 1u32 << slot;
             let member = room.members.contains(&device.user_id);
             // Optionally, room keys go to verified devices only.
-            let trusted = device.verified || !self.env.settings.share_keys_only_with_verified;
-            (member && trusted && (outbound.shared | outbound.unreachable) & bit == 0)
+            let gets_key = device.verified || !self.env.settings.share_keys_only_with_verified;
+            (member && gets_key == trusted && (outbound.shared | outbound.unreachable) & bit == 0)
                 .then_some(slot)
         })
+    }
+
+    /// Tells the device in `device_slot` that the room's key is kept from it, as it is not
+    /// verified (`m.room_key.withheld`, code `m.unverified`, in the clear as the spec sends it).
+    pub(super) fn withhold_from(
+        &mut self,
+        coap: &mut Coap,
+        room_slot: usize,
+        device_slot: usize,
+    ) -> Result<(), TokenError> {
+        let (Some(device), Some(login), Some(room)) = (
+            self.devices.get(device_slot),
+            &self.login,
+            self.rooms.get(room_slot),
+        ) else {
+            return Ok(());
+        };
+        let Some(outbound) = &room.outbound else {
+            return Ok(());
+        };
+        let session_id = outbound.session.session_id();
+        let sender_key = self.account.olm.curve25519_key();
+        let notice = WithheldContent {
+            room_id: &room.id,
+            session_id: session_id.as_bytes(),
+            sender_key: sender_key.as_bytes(),
+            from_device: &login.device_id,
+        };
+        let len = to_device_body(
+            &mut self.env.work,
+            &device.user_id,
+            &device.device_id,
+            |e| notice.write(e),
+        )?;
+        let txn = self.next_transaction_id()?;
+        self.start(
+            coap,
+            Operation::Withhold {
+                device: device_slot,
+            },
+            Code::PUT,
+            &[endpoint::SEND_TO_DEVICE, WITHHELD_EVENT, &txn],
+            len,
+        )
     }
 
     /// Sends the room key to `device` over Olm, claiming a one-time key first if there is
@@ -362,6 +429,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// The room key reached the device in `device_slot`: its bit is on flash.
     pub(super) fn on_key_shared(&mut self, device_slot: usize) -> Result<(), TokenError> {
+        self.mark_head_session(|outbound| outbound.shared |= 1 << device_slot)
+    }
+
+    /// The device in `device_slot` was told the room key is withheld from it: it is skipped
+    /// for the session, on flash.
+    pub(super) fn on_key_withheld(&mut self, device_slot: usize) -> Result<(), TokenError> {
+        self.mark_head_session(|outbound| outbound.unreachable |= 1 << device_slot)
+    }
+
+    /// Records `mark` in the outbound session of the outbox head's room, on flash.
+    fn mark_head_session(&mut self, mark: impl FnOnce(&mut Outbound)) -> Result<(), TokenError> {
         let Some(room_id) = self.outbox.head_room() else {
             return Ok(());
         };
@@ -371,7 +449,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if let Some(room) = self.rooms.get_mut(room_slot)
             && let Some(outbound) = &mut room.outbound
         {
-            outbound.shared |= 1 << device_slot;
+            mark(outbound);
             outbound.save(&mut self.env.flash, &mut self.env.rng, room_slot)?;
         }
         Ok(())
@@ -382,5 +460,36 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     pub(super) fn on_share_refused(&mut self, device_slot: usize, error: TokenError) {
         self.rooms.mark_unreachable(device_slot);
         self.error(error);
+    }
+}
+
+/// The token's `m.room_key.withheld` content for a device its room key is kept from.
+struct WithheldContent<'a> {
+    room_id: &'a str,
+    session_id: &'a [u8; 32],
+    /// The token's Curve25519 key.
+    sender_key: &'a [u8; 32],
+    from_device: &'a str,
+}
+
+impl WithheldContent<'_> {
+    /// Writes the content; the binary fields as v2 byte strings.
+    fn write(&self, e: &mut BodyEncoder<'_>) -> Result<(), TokenError> {
+        cbor(e.map(7))?;
+        key(e, "algorithm")?;
+        cbor(e.str(jeton_proto::view::MEGOLM_ALGORITHM))?;
+        key(e, "code")?;
+        cbor(e.str("m.unverified"))?;
+        key(e, "reason")?;
+        cbor(e.str("This device shares room keys only with devices its person verified."))?;
+        key(e, "room_id")?;
+        cbor(e.str(self.room_id))?;
+        key(e, "session_id")?;
+        cbor(e.bytes(self.session_id))?;
+        key(e, "sender_key")?;
+        cbor(e.bytes(self.sender_key))?;
+        key(e, "from_device")?;
+        cbor(e.str(self.from_device))?;
+        Ok(())
     }
 }

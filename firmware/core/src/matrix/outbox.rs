@@ -271,6 +271,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             if let Some(device) = self.next_recipient(room_slot) {
                 return self.share_with(coap, room_slot, device);
             }
+            // ... and every device it is kept from hears why, once per session.
+            if let Some(device) = self.next_withheld(room_slot) {
+                return self.withhold_from(coap, room_slot, device);
+            }
         }
         self.send_entry(coap, slot, room_slot, encrypted)
     }

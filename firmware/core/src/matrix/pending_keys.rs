@@ -526,3 +526,76 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::olm_sessions::MAX_CIPHERTEXT;
+    use jeton_olm::megolm::MegolmMessage;
+
+    /// What matrix-sdk-crypto sent in one captured run (tests/fixtures/matrix-sdk-crypto): the
+    /// Olm plaintext of its `m.room_key`, the Megolm event of that session, and its plaintext.
+    macro_rules! sdk_fixture {
+        ($name:literal) => {
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/matrix-sdk-crypto/",
+                $name
+            ))
+        };
+    }
+    const ROOM_KEY: &[u8] = sdk_fixture!("m.room_key.olm-plaintext.json");
+    const MEGOLM_EVENT: &[u8] = sdk_fixture!("m.room.encrypted.megolm-event.json");
+    const MEGOLM_PLAINTEXT: &[u8] = sdk_fixture!("m.room.message.megolm-plaintext.json");
+
+    fn key32(base64: &str) -> [u8; 32] {
+        let mut out = [0u8; 33];
+        let bytes = jeton_olm::base64::decode(base64.as_bytes(), &mut out).unwrap();
+        bytes.try_into().unwrap()
+    }
+
+    #[test]
+    fn matrix_sdk_cryptos_room_key_is_read_field_by_field() {
+        let payload = room_key_payload(ROOM_KEY).unwrap().unwrap();
+        assert_eq!(payload.sender, "@alice370fa5364b:localhost");
+        assert_eq!(payload.recipient, "@carol73afe1977c:localhost");
+        assert_eq!(
+            payload.room_id,
+            "!4NqSUKtE5nUTNkjjLnsn3AProGKeuBw0NR1hyzKrCmA"
+        );
+        let alice_ed = key32("lawFN2mbCSChxOz5lpxP1cMglq4ORTWajC7qEPjOnvk");
+        assert_eq!(payload.claimed_ed, alice_ed);
+        assert_eq!(
+            payload.recipient_ed,
+            key32("r4QFhyvtOVXS+6eVmaS0APMmD0jX7L0dLXEw6YIIfWY")
+        );
+        assert_eq!(payload.session_id, *payload.key.signing_key().as_bytes());
+        // MSC4147: the sending device's own keys, which the token checks against the Olm sender.
+        let device = payload.sender_device_keys.as_ref().unwrap();
+        assert_eq!(device.user_id, payload.sender);
+        assert_eq!(
+            device.curve,
+            key32("ZGXPIkKAvii1zkqEmfSGYRLtXmpIIzYN7MI0McLsDXQ")
+        );
+        assert_eq!(device.ed, alice_ed);
+    }
+
+    #[test]
+    fn matrix_sdk_cryptos_room_key_opens_its_megolm_message() {
+        let payload = room_key_payload(ROOM_KEY).unwrap().unwrap();
+        let event = JsonObject::parse(MEGOLM_EVENT).unwrap();
+        let content = event.object("content").unwrap();
+        let session_id = content.string("session_id").unwrap().plain().unwrap();
+        assert_eq!(key32(session_id), payload.session_id);
+        let ciphertext = content.string("ciphertext").unwrap().plain().unwrap();
+        let mut bytes = [0u8; MAX_CIPHERTEXT];
+        let bytes = jeton_olm::base64::decode(ciphertext.as_bytes(), &mut bytes).unwrap();
+        let message = MegolmMessage::from_bytes(bytes).unwrap();
+        let mut session = InboundGroupSession::new(&payload.key);
+        let mut plaintext = [0u8; WORK_BYTES];
+        let decrypted = session.decrypt(&message, &mut plaintext).unwrap();
+        // The file ends with a newline; the plaintext does not.
+        let expected = MEGOLM_PLAINTEXT.strip_suffix(b"\n").unwrap();
+        assert_eq!(&plaintext[..decrypted.plaintext_len], expected);
+    }
+}

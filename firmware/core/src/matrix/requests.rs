@@ -28,6 +28,20 @@ pub(super) struct RequestShape {
     /// The response block a streamed download resumes at.
     pub(super) block2_start: Option<option::BlockValue>,
     pub(super) delivery: BodyDelivery,
+    /// Whether the request says how large a body the token holds (option 258, sync
+    /// requests: PROFILE.md section 9).
+    pub(super) capacity: bool,
+}
+
+impl RequestShape {
+    /// A CBOR body, and a CBOR answer delivered whole.
+    pub(super) const CBOR: Self = RequestShape {
+        content_format: Some(jeton_proto::coap::CONTENT_FORMAT_CBOR as u8),
+        block1: None,
+        block2_start: None,
+        delivery: BodyDelivery::Whole,
+        capacity: false,
+    };
 }
 
 /// The class and detail of a CoAP code as a number (`4.01` is 401).
@@ -46,13 +60,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         query: &[&str],
         body_len: usize,
     ) -> Result<Sent, TokenError> {
-        let shape = RequestShape {
-            content_format: Some(jeton_proto::coap::CONTENT_FORMAT_CBOR as u8),
-            block1: None,
-            block2_start: None,
-            delivery: BodyDelivery::Whole,
-        };
-        self.request_shaped(coap, method, path, query, body_len, shape)
+        self.request_shaped(coap, method, path, query, body_len, RequestShape::CBOR)
     }
 
     /// Queues a request with the profile's options, its body the first `body_len` bytes of
@@ -106,6 +114,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         options
             .push((option::CBOR_TABLE_VERSION, &version))
             .map_err(|_| full)?;
+        if shape.capacity {
+            options
+                .push((option::RESPONSE_CAPACITY, &super::sync::CAPACITY_OPTION))
+                .map_err(|_| full)?;
+        }
         let body = self.env.work.get(..body_len).unwrap_or_default();
         let request = Request {
             delivery: shape.delivery,

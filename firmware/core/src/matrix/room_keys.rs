@@ -22,12 +22,20 @@
 //! by one. An index under the mark, or one already seen under another event id, is refused as
 //! a replay; one seen under the same event id (a sync delivered again after a power cut) is
 //! skipped without a word. The mark rises only when a newer index no longer fits the window.
+//!
+//! A sender's device that keeps a key from the token says so with `m.room_key.withheld` (a
+//! to-device event in the clear): the notice is shown ([`UiEvent::RoomKeyWithheld`]) and
+//! remembered against its session (or, for `m.no_olm` without one, against the sender), so that
+//! the session's messages say why they cannot be read ([`UndecryptableReason::Withheld`]) rather
+//! than that no key came. A key that does come for the session forgets the notice. Notices live
+//! in RAM only, the last [`MAX_WITHHELD_NOTICES`] of them.
 
 use heapless::Deque;
 use minicbor::Decoder;
+use sha2::{Digest, Sha256};
 
 use jeton_olm::megolm::{InboundGroupSession, MegolmMessage};
-use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM};
+use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM, Map, Value};
 
 use super::bodies::{binary_bytes, binary32};
 use super::flash::{Enc, EncError, Flash, bytes32, corrupt, text};
@@ -353,6 +361,34 @@ enum Placement {
     Evict(usize),
 }
 
+/// The to-device event type by which a sender's device says it keeps a room key from this one.
+pub(super) const WITHHELD_EVENT: &str = "m.room_key.withheld";
+
+/// An `m.room_key.withheld` notice, kept to say why a session's messages cannot be read.
+pub(super) struct Withheld {
+    /// Who sent it about which session: [`withheld_tag`].
+    tag: [u8; 8],
+    code: WithheldCode,
+}
+
+/// Names a withheld notice by its sender and the session it is about (`None`: the sender's
+/// device as a whole; `m.no_olm` names no session): the first 8 bytes of SHA-256 over both.
+/// Small enough for the token's RAM, and no user can pick an id whose notices pass for
+/// another's.
+fn withheld_tag(sender: &str, session_id: Option<&[u8; 32]>) -> [u8; 8] {
+    let mut hash = Sha256::new();
+    // The length first, so that no sender and session read as another sender alone.
+    hash.update((sender.len() as u32).to_be_bytes());
+    hash.update(sender.as_bytes());
+    if let Some(session_id) = session_id {
+        hash.update(session_id);
+    }
+    let digest = hash.finalize();
+    let mut tag = [0; 8];
+    tag.copy_from_slice(digest.get(..8).unwrap_or_default());
+    tag
+}
+
 /// The room keys held, indexed. Boot lays the table out in place ([`super::boot`]), so its
 /// fields are visible there; everything else goes through the methods.
 #[repr(C)]
@@ -360,6 +396,8 @@ pub(super) struct RoomKeys {
     /// Counts arrivals and uses, for which session is newest and which least recently used.
     pub(super) clock: u32,
     pub(super) entries: [Option<Entry>; MAX_INBOUND_SESSIONS],
+    /// The latest withheld notices, oldest first.
+    pub(super) withheld: heapless::Vec<Withheld, MAX_WITHHELD_NOTICES>,
 }
 
 /// What decrypting a Megolm event gave.
@@ -496,6 +534,33 @@ impl RoomKeys {
         Ok(())
     }
 
+    /// Remembers `notice`, in place of an earlier one of the same sender about the same
+    /// session, else pushing out the oldest.
+    fn remember_withheld(&mut self, notice: Withheld) {
+        self.withheld.retain(|w| w.tag != notice.tag);
+        if self.withheld.is_full() {
+            self.withheld.remove(0);
+        }
+        let _ = self.withheld.push(notice);
+    }
+
+    /// Why `sender` withheld the key of session `session_id`: its notice about the session, else
+    /// one about its device as a whole.
+    fn withheld(&self, sender: &str, session_id: &[u8; 32]) -> Option<WithheldCode> {
+        let code = |tag: [u8; 8]| self.withheld.iter().find(|w| w.tag == tag).map(|w| w.code);
+        code(withheld_tag(sender, Some(session_id))).or_else(|| code(withheld_tag(sender, None)))
+    }
+
+    /// Forgets the notices a room key of `sender` for `session_id` answers: the one about that
+    /// session, and the sender's about its device as a whole (the key came over Olm after all).
+    fn forget_withheld(&mut self, sender: &str, session_id: &[u8; 32]) {
+        let answered = [
+            withheld_tag(sender, Some(session_id)),
+            withheld_tag(sender, None),
+        ];
+        self.withheld.retain(|w| !answered.contains(&w.tag));
+    }
+
     /// The slots and the room slot and sender hash of each session held.
     pub(super) fn held(&self) -> impl Iterator<Item = (usize, usize, u32)> + '_ {
         self.entries
@@ -517,6 +582,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     ) -> Result<(), TokenError> {
         let sender = fnv(&inbound.sender_curve);
         let session_id = *inbound.session.session_id().as_bytes();
+        self.room_keys.forget_withheld(&inbound.sender, &session_id);
         let mut placement = None;
         let candidates: heapless::Vec<usize, MAX_INBOUND_SESSIONS> =
             self.room_keys.candidates(room, &session_id).collect();
@@ -593,6 +659,37 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
+    /// Takes `sender`'s `m.room_key.withheld` notice (`content`): remembered and shown. One
+    /// without a `code` is shown as a malformed room key; one without a readable `session_id`
+    /// is taken as about the sender's device as a whole, as `m.no_olm` is.
+    pub(super) fn on_room_key_withheld(&mut self, sender: &str, content: Map<'_>) {
+        let text = |name| match content.get(name) {
+            Ok(Some(Value::Text(text))) => Some(text),
+            _ => None,
+        };
+        let Some(code) = text("code").map(WithheldCode::from_code) else {
+            self.env.ui.event(&UiEvent::RoomKeyRejected {
+                sender,
+                reason: RejectionReason::Malformed,
+            });
+            return;
+        };
+        let session_id = match content.get("session_id") {
+            Ok(Some(Value::Bytes(bytes))) => binary32(Binary::Bytes(bytes)),
+            Ok(Some(Value::Text(text))) => binary32(Binary::Base64(text)),
+            _ => None,
+        };
+        self.room_keys.remember_withheld(Withheld {
+            tag: withheld_tag(sender, session_id.as_ref()),
+            code,
+        });
+        self.env.ui.event(&UiEvent::RoomKeyWithheld {
+            sender,
+            room_id: text("room_id"),
+            code,
+        });
+    }
+
     /// Decrypts Megolm event `event_id` of `sender` in `room_id` (`content`) into `work`, with
     /// the session it names that `sender` sent: refused when there is none (or its key waits:
     /// then the event is fetched again later), when the session is only another sender's, or
@@ -642,7 +739,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             // sessions).
             return Ok(Megolm::Ignored);
         }
-        refused(UndecryptableReason::UnknownSession)
+        refused(self.room_keys.withheld(sender, &session_id).map_or(
+            UndecryptableReason::UnknownSession,
+            UndecryptableReason::Withheld,
+        ))
     }
 
     /// Decrypts with the session in `slot` if `sender` sent it (`None` if not).

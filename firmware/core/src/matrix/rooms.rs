@@ -31,6 +31,7 @@ use jeton_proto::view::{Event, MEGOLM_ALGORITHM, SyncResponse, Value};
 
 use super::flash::{Flash, corrupt, text};
 use super::outbound::Outbound;
+use super::sync::{Item, events_of, stub_size};
 use super::*;
 use crate::store::record;
 
@@ -414,7 +415,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// The invites of a sync: shown to the person, or accepted at once when they come from a
-    /// user of [`Config::auto_join_from`].
+    /// user of [`Config::auto_join_from`]. An invite that cannot be read is skipped.
     pub(super) fn apply_invites(
         &mut self,
         sync: &SyncResponse<'_>,
@@ -424,40 +425,55 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let (room_id, room) = room?;
             let mut text = [0; TEXT_LEN];
             let room_id = room_id.as_text(&mut text);
-            let mut inviter: Option<&str> = None;
-            for event in room.invite_state_events()? {
-                let event = event?;
-                if event.event_type()? == "m.room.member" && event.state_key()? == Some(own_user) {
-                    inviter = Some(event.sender()?);
-                }
-            }
-            let inviter = inviter.unwrap_or("");
-            let room_id: RoomId = bounded(room_id)?;
-            if self.rooms.knows(&room_id) {
-                continue;
-            }
-            let auto_join = &self.env.settings.auto_join_from;
-            if auto_join.iter().any(|u| u.as_str() == inviter) {
-                let _ = self.rooms.joins.push(room_id);
-            } else if self
-                .rooms
-                .invites
-                .push((room_id.clone(), bounded(inviter)?))
-                .is_ok()
-            {
-                self.env.ui.event(&UiEvent::Invited {
-                    room_id: &room_id,
-                    inviter,
-                });
-            } else {
-                self.error(TokenError::LimitReached(Limit::Invites));
-            }
+            let invite = self.apply_invite(room_id, &room, own_user);
+            self.item(
+                Item {
+                    room_id,
+                    ..Item::of("invite")
+                },
+                invite,
+            )?;
         }
         Ok(())
     }
 
+    /// The invite to `room_id`.
+    fn apply_invite(
+        &mut self,
+        room_id: &str,
+        room: &jeton_proto::view::Room<'_>,
+        own_user: &str,
+    ) -> Result<(), TokenError> {
+        let mut inviter: Option<&str> = None;
+        for event in events_of(Some(room.0), "invite_state")? {
+            let event = event?;
+            if event.event_type()? == "m.room.member" && event.state_key()? == Some(own_user) {
+                inviter = Some(event.sender()?);
+            }
+        }
+        let inviter = inviter.unwrap_or("");
+        let room_id: RoomId = bounded(room_id)?;
+        if self.rooms.knows(&room_id) {
+            return Ok(());
+        }
+        let auto_join = &self.env.settings.auto_join_from;
+        if auto_join.iter().any(|u| u.as_str() == inviter) {
+            let _ = self.rooms.joins.push(room_id);
+            return Ok(());
+        }
+        self.rooms
+            .invites
+            .push((room_id.clone(), bounded(inviter)?))
+            .map_err(|_| TokenError::LimitReached(Limit::Invites))?;
+        self.env.ui.event(&UiEvent::Invited {
+            room_id: &room_id,
+            inviter,
+        });
+        Ok(())
+    }
+
     /// The joined rooms of a sync: new ones enter the table, and their membership and
-    /// encryption state is applied.
+    /// encryption state is applied, room by room and event by event.
     pub(super) fn apply_joined_rooms(
         &mut self,
         sync: &SyncResponse<'_>,
@@ -467,22 +483,76 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let (room_id, room) = room?;
             let mut text = [0; TEXT_LEN];
             let room_id = room_id.as_text(&mut text);
-            let slot = match self.add_room(room_id) {
-                Ok((slot, new)) => {
-                    if new {
-                        self.rooms.joins.retain(|r| r.as_str() != room_id);
-                        self.env.ui.event(&UiEvent::Joined { room_id });
+            let joined = self.apply_joined_room(room_id, &room, own_user);
+            self.item(
+                Item {
+                    room_id,
+                    ..Item::of("room")
+                },
+                joined,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Joined room `room_id` of a sync: in the table, with its state applied.
+    fn apply_joined_room(
+        &mut self,
+        room_id: &str,
+        room: &jeton_proto::view::Room<'_>,
+        own_user: &str,
+    ) -> Result<(), TokenError> {
+        let (slot, new) = self.add_room(room_id)?;
+        if new {
+            self.rooms.joins.retain(|r| r.as_str() != room_id);
+            self.env.ui.event(&UiEvent::Joined { room_id });
+        }
+        // A stub of the state is shown here, one of the timeline with the timeline.
+        let mut own_join = false;
+        for (section, show_stub) in [("state", true), ("timeline", false)] {
+            for event in events_of(Some(room.0), section)? {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        self.item(
+                            Item {
+                                room_id,
+                                ..Item::of("state")
+                            },
+                            Err(error.into()),
+                        )?;
+                        continue;
                     }
-                    slot
-                }
-                Err(error) => {
-                    self.error(error);
-                    continue;
-                }
-            };
-            for event in room.state_events()?.chain(room.timeline_events()?) {
-                self.apply_state(slot, &event?, own_user)?;
+                };
+                let mut text = [0; TEXT_LEN];
+                let id = match event.event_id() {
+                    Ok(Some(id)) => id.as_text(&mut text),
+                    _ => "",
+                };
+                own_join |= is_own_join(&event, own_user);
+                let applied = match stub_size(&event) {
+                    Ok(Some(size)) => {
+                        if show_stub {
+                            self.show_stub(room_id, &event, id, size);
+                        }
+                        Ok(())
+                    }
+                    Ok(None) => self.apply_state(slot, &event, own_user),
+                    Err(error) => Err(error.into()),
+                };
+                self.item(Item::event("state", room_id, &event, id), applied)?;
             }
+        }
+        // The sync of the token's own join: the history before it is no gap.
+        if !new && !own_join {
+            let gap = self.note_gap(room_id, room);
+            self.item(
+                Item {
+                    room_id,
+                    ..Item::of("gap")
+                },
+                gap,
+            )?;
         }
         Ok(())
     }
@@ -608,4 +678,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         Ok(())
     }
+}
+
+/// Whether `event` is `own_user`'s join of the room.
+fn is_own_join(event: &Event<'_>, own_user: &str) -> bool {
+    let member = matches!(event.event_type(), Ok("m.room.member"))
+        && matches!(event.state_key(), Ok(Some(key)) if key == own_user);
+    member
+        && event
+            .content()
+            .is_ok_and(|c| matches!(c.get("membership"), Ok(Some(Value::Text("join")))))
 }

@@ -8,17 +8,20 @@ use heapless::String;
 
 use super::*;
 use crate::coap::Client;
-use crate::link::{Incoming, Link, LinkStats, Outgoing};
+use crate::link::{Incoming, Link, LinkStats, Outgoing, PlainLink};
+use crate::platform::Platform;
 
-/// The token: its Matrix client and the CoAP engine under it. See the
-/// [module documentation](super).
-pub struct Token<R: Rng, S: Store, U: Ui> {
+/// The token: its Matrix client, the CoAP engine under it and the link under that, on
+/// platform `P` ([`Platform`]: its RNG, flash and display) and link `L` ([`Link`]: plain CoAP
+/// by default, `ProtectedLink` with the feature `link`). See
+/// the [module documentation](super).
+pub struct Token<P: Platform, L: Link = PlainLink> {
     pub(super) coap: Client<TransportRng, REQUEST_BYTES, RESPONSE_BYTES>,
-    pub(super) link: Link,
-    pub(super) core: Core<R, S, U>,
+    pub(super) link: L,
+    pub(super) core: Core<P::Rng, P::Store, P::Ui>,
 }
 
-impl<R: Rng, S: Store, U: Ui> core::fmt::Debug for Token<R, S, U> {
+impl<P: Platform, L: Link + fmt::Debug> fmt::Debug for Token<P, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Token")
             .field("logged_in", &self.core.login.is_some())
@@ -102,7 +105,7 @@ impl fmt::Display for Occupancy {
     }
 }
 
-impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
+impl<P: Platform, L: Link> Token<P, L> {
     /// How full each table is.
     pub fn occupancy(&self) -> Occupancy {
         let core = &self.core;
@@ -153,9 +156,15 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
             .operation
             .deadline()
             .filter(|_| self.core.login.is_some());
+        let sync_retry = self
+            .core
+            .sync
+            .deadline()
+            .filter(|_| self.core.login.is_some());
         [
             self.coap.poll_timeout(),
             backoff,
+            sync_retry,
             self.core.verification_deadline(),
             self.link.poll_timeout(),
         ]
@@ -179,15 +188,11 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
                 }
             };
             // A datagram the link holds back is retransmitted by the engine later.
-            match self.link.outgoing(
-                buf,
-                len,
-                &mut self.core.env.flash.store,
-                &mut self.core.env.flash.scratch,
-            ) {
+            let (mut store, scratch) = self.core.env.flash.sealed_store();
+            match self.link.outgoing(buf, len, &mut store, scratch) {
                 Ok(Outgoing::Send(len)) => return Some(len),
                 Ok(Outgoing::Hold) => {}
-                Err(error) => self.core.error(TokenError::Link(error)),
+                Err(error) => self.core.error(error.into()),
             }
         }
     }
@@ -381,12 +386,12 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
     }
 
     /// The store, for a platform that inspects it (the simulator, tests).
-    pub fn store(&self) -> &S {
+    pub fn store(&self) -> &P::Store {
         &self.core.env.flash.store
     }
 
     /// The UI, for a platform that inspects it.
-    pub fn ui(&mut self) -> &mut U {
+    pub fn ui(&mut self) -> &mut P::Ui {
         &mut self.core.env.ui
     }
 
@@ -396,18 +401,21 @@ impl<R: Rng, S: Store, U: Ui> Token<R, S, U> {
         // so one pass takes them all.
         while let Some(event) = self.coap.poll_event() {
             if self.link.owns(&event) {
-                let done = self
-                    .link
-                    .on_event(event, &mut self.core.env.flash.store, now);
+                let (mut store, _) = self.core.env.flash.sealed_store();
+                let done = self.link.on_event(event, &mut store, now);
                 if let Err(error) = done {
-                    self.core.error(TokenError::Link(error));
+                    self.core.error(error.into());
                 }
             } else {
                 self.core.on_event(event, now);
+                // What a notification carried could not be stored: it comes again.
+                if self.core.sync.take_decline() {
+                    self.coap.decline_notification();
+                }
             }
         }
         if let Err(error) = self.link.plan(&mut self.coap, &mut self.core.env.rng, now) {
-            self.core.error(TokenError::Link(error));
+            self.core.error(error.into());
         }
         if self.link.take_established() {
             // A new context: the gateway holds neither the access token nor the

@@ -297,6 +297,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             block1: block.filter(|_| method == Code::POST),
             block2_start: block.filter(|_| method == Code::GET),
             delivery,
+            capacity: false,
         };
         self.request_shaped(coap, method, path, &[], body_len, shape)
     }

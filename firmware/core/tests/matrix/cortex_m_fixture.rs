@@ -31,9 +31,9 @@ use super::gateway::{FakeGateway, TOKEN_USER};
 use super::link_gateway::LinkGateway;
 use super::{Flash, Peer, ROOM, SharedStore, encrypted_room_batch};
 use super::{PEER, PEER_DEVICE};
-use jeton_core::link::KeyFile;
+use jeton_core::link::{KeyFile, ProtectedLink};
 use jeton_core::matrix::{Config, Token, Ui, UiEvent};
-use jeton_core::platform::Instant;
+use jeton_core::platform::{Instant, Platform};
 use jeton_link::Identity;
 
 use crate::support::TestRng;
@@ -122,11 +122,20 @@ impl Ui for RecordingUi {
     }
 }
 
+/// The platform of the recording: the fixture's RNG, the flash, the logging UI.
+struct RecordingPlatform;
+
+impl Platform for RecordingPlatform {
+    type Rng = TestRng;
+    type Store = SharedStore;
+    type Ui = RecordingUi;
+}
+
 /// The token, the fake gateway and a lossless link with 1 ms of latency, every token call
 /// logged.
 struct Recording {
     now: u64,
-    token: Token<TestRng, SharedStore, RecordingUi>,
+    token: Token<RecordingPlatform, ProtectedLink>,
     gw: FakeGateway,
     /// The gateway's end of the link, in front of `gw` (with the link).
     link: Option<LinkGateway>,

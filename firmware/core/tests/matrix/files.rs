@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use jeton_core::files::{FileError, FileHandle, FileStore};
-use jeton_core::matrix::Token;
 
 use super::*;
 
@@ -244,7 +243,7 @@ fn peer_reads_file(world: &World, peer: &mut Peer) -> (Value, Vec<u8>) {
     (content, file)
 }
 
-type AnyToken = Token<TestRng, SharedStore, Screen>;
+type AnyToken = TestToken;
 
 /// The stated bound on the token's RAM apart from the stack during a transfer: its whole
 /// state, every buffer included (it never allocates), the same during a transfer of any size

@@ -107,6 +107,12 @@ pub(crate) struct FakeGateway {
     pub sends_without_session: u32,
     /// Sends that named their room by a handle.
     pub sends_by_handle: u32,
+    /// Every `/sync` request: its Response-Capacity (option 258) and its queries.
+    pub sync_requests: Vec<(Option<u32>, Vec<String>)>,
+    /// `/sync` is answered 5.03 until then (the homeserver is down).
+    pub sync_down_until: u64,
+    /// Notifications sent again for want of an acknowledgement.
+    pub notifications_resent: u32,
 }
 
 const BLOCK: usize = 1024;
@@ -133,6 +139,9 @@ impl FakeGateway {
             sends_without_sender: 0,
             sends_without_session: 0,
             sends_by_handle: 0,
+            sync_requests: Vec::new(),
+            sync_down_until: 0,
+            notifications_resent: 0,
         }
     }
 
@@ -227,6 +236,7 @@ impl FakeGateway {
             o.tries += 1;
             o.next_at = now + (2_000 << o.tries);
             resend.push(o.bytes.clone());
+            self.notifications_resent += 1;
             true
         });
         self.outbox.extend(resend);
@@ -335,7 +345,7 @@ impl FakeGateway {
         first
     }
 
-    pub(crate) fn handle_datagram(&mut self, _now: u64, datagram: &[u8]) {
+    pub(crate) fn handle_datagram(&mut self, now: u64, datagram: &[u8]) {
         let message = Message::decode(datagram).expect("the token sends well-formed CoAP");
         let header = message.header;
         match header.message_type {
@@ -512,13 +522,27 @@ impl FakeGateway {
             self.outbox.push(bytes);
             return;
         }
-        let (code, response) = if route == "v" {
+        let (code, response) = if route == "v" && now < self.sync_down_until {
+            self.sync_requests.push((
+                message.uint_option(option::RESPONSE_CAPACITY),
+                query.clone(),
+            ));
+            let error = json!({"errcode": "M_UNKNOWN", "error": "the homeserver is down"});
+            (
+                Code::new(5, 3),
+                json_to_cbor(&error, TableVersion::V2).unwrap(),
+            )
+        } else if route == "v" {
+            self.sync_requests.push((
+                message.uint_option(option::RESPONSE_CAPACITY),
+                query.clone(),
+            ));
             let since = query
                 .iter()
                 .find_map(|q| q.strip_prefix("since=s"))
                 .map(|n| n.parse::<usize>().unwrap())
                 .unwrap_or(0);
-            let compact = query.iter().any(|q| q.starts_with("filter=%7B"));
+            let compact = query.iter().any(|q| q.starts_with("filter={"));
             if observe == Some(0) && self.observe_supported {
                 let position = since;
                 let body = self.sync_body(position, compact);

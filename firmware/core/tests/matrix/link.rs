@@ -6,9 +6,16 @@
 use jeton_core::link::KeyFile;
 use jeton_link::{Credential, Identity};
 
-use crate::gateway::TOKEN_USER;
+use jeton_core::matrix::Config;
+use jeton_core::platform::Instant;
+
+use crate::gateway::{ACCESS_TOKEN, TOKEN_USER};
 use crate::link_gateway::LinkGateway;
-use crate::{PEER, Peer, ROOM, World, encrypted_room_batch, join_room_with_peer, peer_reads};
+use crate::support::TestRng;
+use crate::{
+    PEER, Peer, ROOM, Screen, SharedStore, World, encrypted_room_batch, join_room_with_peer,
+    peer_reads,
+};
 
 fn gateway_identity() -> Identity {
     Identity::generate([0x61; 32], b"\x01", "test-gateway").unwrap()
@@ -122,6 +129,45 @@ fn the_token_runs_edhoc_first_then_every_exchange_is_protected() {
         overheads.len()
     );
     assert!(stats.handshake_bytes > 0);
+}
+
+#[test]
+fn a_gateway_that_asks_message_1_for_an_echo_value_gets_it_and_the_token_links() {
+    let mut world = World::new(9);
+    let mut gateway = LinkGateway::new(gateway_identity(), vec![*token_identity().credential()]);
+    gateway.echo = Some(b"\x00\x2a proof".to_vec());
+    world.link = Some(gateway);
+    world.material = Some(KeyFile {
+        identity: token_identity(),
+        peer: Some(*gateway_identity().credential()),
+    });
+    world.power_cycle();
+    world.log_in();
+    assert_eq!(handshakes(&world), 1, "{:?}", world.screen());
+    assert_eq!(link(&world).challenges, 1);
+    assert_eq!(link(&world).handshakes, 1);
+    assert!(
+        !world.screen().iter().any(|line| line.starts_with("error")),
+        "{:?}",
+        world.screen()
+    );
+}
+
+#[test]
+fn a_gateway_whose_echo_challenge_never_ends_gets_message_1_twice_per_retry_pause() {
+    let mut world = paired(10);
+    let gateway = world.link.as_mut().unwrap();
+    gateway.echo = Some(b"again".to_vec());
+    gateway.echo_every_time = true;
+    world.power_cycle();
+    world.run_until(60_000, |_| false);
+    let challenges = link(&world).challenges;
+    // Once at once with the value, then a pause of HANDSHAKE_RETRY_MS (10 s).
+    assert!(
+        (6..=14).contains(&challenges),
+        "{challenges} challenges in a minute"
+    );
+    assert_eq!(handshakes(&world), 0);
 }
 
 #[test]
@@ -302,4 +348,37 @@ fn every_flipped_bit_in_a_protected_notification_is_rejected_and_the_original_st
         protected.len() * 8,
         notification.len()
     );
+}
+
+#[test]
+fn the_stored_access_token_oscore_context_and_room_do_not_show_in_the_flash_image() {
+    let (mut world, mut peer) = paired_room_with_peer(8);
+    sends_and_the_peer_reads(&mut world, &mut peer, "at rest");
+    let mut secrets = link(&world).context_secrets();
+    assert!(!secrets.is_empty());
+    secrets.push(ACCESS_TOKEN.as_bytes().to_vec());
+    secrets.push(ROOM.as_bytes().to_vec());
+    secrets.push(PEER.as_bytes().to_vec());
+    let flash = world.flash.borrow();
+    assert!(flash.contains(jeton_core::store::record::LINK));
+    for (id, bytes) in flash.records() {
+        for secret in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "record {id:#06x} shows {secret:?}"
+            );
+        }
+    }
+    drop(flash);
+
+    // The same flash under another storage key opens nothing.
+    let stranger = crate::TestToken::with_link(
+        Config::new([8u8; 32]),
+        world.material.clone(),
+        TestRng(9),
+        SharedStore(world.flash.clone(), world.files.clone()),
+        Screen(world.screen.clone(), world.flash.clone()),
+        Instant::from_millis(world.now),
+    );
+    assert!(stranger.is_err());
 }

@@ -44,6 +44,13 @@ pub(crate) struct LinkGateway {
     pub rejected: u32,
     /// `(plain, protected)` sizes of every request and response.
     pub sizes: Vec<(usize, usize)>,
+    /// The Echo value a message_1 must carry (RFC 9175), as the real gateway asks of an
+    /// address that has not proven itself; `None`: none asked.
+    pub echo: Option<Vec<u8>>,
+    /// Ask for it even when the message_1 carries it (a gateway the value never satisfies).
+    pub echo_every_time: bool,
+    /// 4.01 Echo challenges sent.
+    pub challenges: u32,
 }
 
 impl LinkGateway {
@@ -65,7 +72,27 @@ impl LinkGateway {
             refused: 0,
             rejected: 0,
             sizes: Vec::new(),
+            echo: None,
+            echo_every_time: false,
+            challenges: 0,
         }
+    }
+
+    /// The keys and common IVs of the contexts it holds (the token's too, swapped).
+    pub(crate) fn context_secrets(&self) -> Vec<Vec<u8>> {
+        // A context record: version, sender key, recipient key, common IV, then the ids.
+        let (key, iv) = (16, 13);
+        self.contexts
+            .values()
+            .flat_map(|context| {
+                let record = context.to_record().as_bytes().to_vec();
+                [
+                    record[1..1 + key].to_vec(),
+                    record[1 + key..1 + 2 * key].to_vec(),
+                    record[1 + 2 * key..1 + 2 * key + iv].to_vec(),
+                ]
+            })
+            .collect()
     }
 
     /// Forgets every context, as a restarted gateway does.
@@ -110,7 +137,8 @@ impl LinkGateway {
             .map(|(_, v)| v)
             .collect();
         if path == [&b".well-known"[..], b"edhoc"] {
-            self.edhoc(&header, message.payload);
+            let echo = message.option(jeton_link::oscore::ECHO_OPTION);
+            self.edhoc(&header, echo, message.payload);
             return;
         }
         let Some(oscore) = message.option(OSCORE_OPTION) else {
@@ -173,8 +201,21 @@ impl LinkGateway {
         gw.handle_datagram(now, &plain_datagram);
     }
 
-    fn edhoc(&mut self, header: &Header, payload: &[u8]) {
+    fn edhoc(&mut self, header: &Header, echo: Option<&[u8]>, payload: &[u8]) {
         self.seed = self.seed.wrapping_add(1);
+        if let (Some(wanted), Some(_)) = (self.echo.clone(), payload.strip_prefix(&[0xF5]))
+            && (self.echo_every_time || echo != Some(wanted.as_slice()))
+        {
+            self.challenges += 1;
+            let header = Header {
+                message_type: MessageType::Acknowledgement,
+                code: Code::UNAUTHORIZED,
+                ..*header
+            };
+            let options = [(jeton_link::oscore::ECHO_OPTION, wanted)];
+            self.outbox.push(encode(header, &options, b""));
+            return;
+        }
         if let Some(message_1) = payload.strip_prefix(&[0xF5]) {
             let c_r = [self.next_connection_id];
             self.next_connection_id = self.next_connection_id.wrapping_add(1) % 0x18;

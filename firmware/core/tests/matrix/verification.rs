@@ -10,7 +10,10 @@ use vodozemac::Curve25519PublicKey;
 use vodozemac::sas::{EstablishedSas, Mac, Sas};
 
 use super::gateway::TOKEN_USER;
-use super::{PEER, PEER_DEVICE, Peer, World, canonical, room_with_peer};
+use super::{
+    PEER, PEER_DEVICE, Peer, ROOM, World, canonical, room_with_peer, send_delivered,
+    verified_only_room_with_peer,
+};
 
 const TXN: &str = "peer-txn-1";
 
@@ -181,7 +184,11 @@ fn token_ed(world: &mut World) -> String {
 /// The peer requests, the token's person accepts, the peer starts, keys are exchanged:
 /// both sides show their strings.
 fn requested_and_keys_exchanged(seed: u64) -> (World, Peer, SasPeer) {
-    let (mut world, peer) = room_with_peer(seed);
+    keys_exchanged_in(room_with_peer(seed))
+}
+
+/// [`requested_and_keys_exchanged`] in a given room with the peer.
+fn keys_exchanged_in((mut world, peer): (World, Peer)) -> (World, Peer, SasPeer) {
     let device = world.token_device();
     to_device(
         &mut world,
@@ -277,6 +284,44 @@ fn a_request_from_the_peer_ends_with_both_sides_verified_and_done() {
     world.power_cycle();
     assert!(world.token().is_verified(PEER, PEER_DEVICE));
     let _ = &mut peer;
+}
+
+#[test]
+fn a_device_verified_mid_session_gets_the_key_it_was_told_was_withheld() {
+    let (world, peer, sas) = keys_exchanged_in(verified_only_room_with_peer(37));
+    let (mut world, mut peer) = (world, peer);
+    let notices = |world: &World| sent(world, "m.room_key.withheld").len();
+    send_delivered(&mut world, "before the verification");
+    assert_eq!(notices(&world), 1);
+    assert!(peer.receive_to_device(&world.gw.hs).is_empty());
+
+    let device = world.token_device();
+    let now = world.instant();
+    world.token().confirm_verification(now).unwrap();
+    wait_for(&mut world, "m.key.verification.mac", 1);
+    to_device(
+        &mut world,
+        "m.key.verification.mac",
+        sas.mac_content(&device, &peer, &[]),
+    );
+    assert!(
+        world.run_until(10_000, |w| w.saw(&format!("verified {PEER} {PEER_DEVICE}"))),
+        "{:?}",
+        world.screen()
+    );
+
+    // The same session, now with its key for the peer: the next message reads.
+    send_delivered(&mut world, "after the verification");
+    let keys = peer.receive_to_device(&world.gw.hs);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let messages = &world.gw.hs.sent;
+    assert_eq!(keys[0]["content"]["room_id"], ROOM);
+    assert_eq!(
+        keys[0]["content"]["session_id"],
+        messages[0].3["session_id"]
+    );
+    assert_eq!(messages[1].3["session_id"], messages[0].3["session_id"]);
+    assert_eq!(notices(&world), 1);
 }
 
 #[test]

@@ -220,3 +220,97 @@ proptest! {
         prop_assert!(matches!(result, Err(PickleError::InvalidMac | PickleError::UnknownVersion)));
     }
 }
+
+#[test]
+fn sealed_bytes_open_only_with_their_key_and_label() {
+    let text = b"access token syt_secret";
+    let mut buf = vec![0u8; sealed_len(text.len())];
+    buf[SEAL_HEADER_LEN..][..text.len()].copy_from_slice(text);
+    let len = seal_in_place(&KEY, b"RECORD\x00\x02", &mut buf, text.len()).unwrap();
+    assert_eq!(len, sealed_len(text.len()));
+    assert!(
+        !buf.windows(6).any(|w| w == b"syt_se"),
+        "the plaintext shows"
+    );
+
+    let mut wrong_label = buf.clone();
+    assert_eq!(
+        open_in_place(&mut wrong_label, &KEY, b"RECORD\x00\x03"),
+        Err(PickleError::InvalidMac)
+    );
+    let mut wrong_key = buf.clone();
+    assert_eq!(
+        open_in_place(&mut wrong_key, &[0x22; 32], b"RECORD\x00\x02"),
+        Err(PickleError::InvalidMac)
+    );
+    for i in 0..buf.len() {
+        let mut tampered = buf.clone();
+        tampered[i] ^= 0x01;
+        assert!(
+            open_in_place(&mut tampered, &KEY, b"RECORD\x00\x02").is_err(),
+            "byte {i}"
+        );
+    }
+    assert_eq!(
+        open_in_place(&mut buf, &KEY, b"RECORD\x00\x02").unwrap(),
+        text
+    );
+}
+
+#[test]
+fn sealing_refuses_labels_longer_than_the_keys_info_holds() {
+    let long = [b'L'; MAX_LABEL_LEN + 1];
+    let mut buf = vec![0u8; sealed_len(4)];
+    assert_eq!(
+        seal_in_place(&KEY, &long, &mut buf, 4),
+        Err(PickleError::InvalidLength)
+    );
+    assert!(seal_in_place(&KEY, &long[1..], &mut buf, 4).is_ok());
+    assert_eq!(
+        open_in_place(&mut buf, &KEY, &long),
+        Err(PickleError::InvalidLength)
+    );
+}
+
+#[test]
+fn a_seal_that_fails_leaves_no_plaintext_behind() {
+    let text = b"syt_secret";
+    let mut buf = vec![0u8; sealed_len(text.len()) - 1];
+    buf[SEAL_HEADER_LEN..][..text.len()].copy_from_slice(text);
+    assert_eq!(
+        seal_in_place(&KEY, b"RECORD", &mut buf, text.len()),
+        Err(PickleError::BufferTooSmall)
+    );
+    assert!(buf.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_pickle_opens_as_sealed_bytes_under_its_type_name() {
+    let mut bytes = pickled(&full_account());
+    let plaintext = open_in_place(&mut bytes, &KEY, b"ACCOUNT").unwrap();
+    let mut d = Decoder::new(plaintext);
+    assert!(d.array().unwrap().is_some());
+    assert_eq!(d.u32().unwrap(), SCHEMA_VERSION);
+}
+
+fn sealed(label: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; sealed_len(text.len())];
+    buf[SEAL_HEADER_LEN..][..text.len()].copy_from_slice(text);
+    seal_in_place(&KEY, label, &mut buf, text.len()).unwrap();
+    buf
+}
+
+#[test]
+fn sealing_draws_its_nonce_from_the_label_and_bytes() {
+    let first = sealed(b"RECORD", b"cursor s72594_4483_1934");
+    assert_eq!(sealed(b"RECORD", b"cursor s72594_4483_1934"), first);
+    let nonce = |envelope: &[u8]| envelope[1..SEAL_HEADER_LEN].to_vec();
+    assert_ne!(
+        nonce(&sealed(b"RECORD", b"cursor s72594_4483_1935")),
+        nonce(&first)
+    );
+    assert_ne!(
+        nonce(&sealed(b"RECORE", b"cursor s72594_4483_1934")),
+        nonce(&first)
+    );
+}

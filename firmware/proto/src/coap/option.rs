@@ -45,6 +45,11 @@ pub const ACCESS_TOKEN: u16 = 256;
 /// MSC3079: the version of the CBOR integer-key table as an unsigned integer: 1 = MSC3079 v1,
 /// 2 = jeton v2 (see [`crate::TableVersion`]). Absent means version 1.
 pub const CBOR_TABLE_VERSION: u16 = 257;
+/// jeton: the largest response body in bytes the client can hold, as an unsigned integer, on a
+/// `/sync` request (registration, long-poll): the gateway never sends a larger sync body and
+/// splits what does not fit (PROFILE.md section 9). Even: elective, so a gateway that does not
+/// know it ignores it.
+pub const RESPONSE_CAPACITY: u16 = 258;
 
 /// Whether an option is critical (odd number, RFC 7252 §5.4.1): a receiver that does not
 /// know it must reject the message.
@@ -62,5 +67,6 @@ mod tests {
         assert!(is_critical(CBOR_TABLE_VERSION));
         assert!(is_critical(URI_PATH) && is_critical(BLOCK1) && is_critical(BLOCK2));
         assert!(!is_critical(ACCESS_TOKEN) && !is_critical(CONTENT_FORMAT));
+        assert!(!is_critical(RESPONSE_CAPACITY));
     }
 }

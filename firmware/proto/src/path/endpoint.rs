@@ -102,12 +102,12 @@ mod tests {
         for (short, full) in [
             (format!("/{KEYS_QUERY}"), "/_matrix/client/v3/keys/query"),
             (
-                format!("/{JOIN}/%21r%3As"),
-                "/_matrix/client/v3/rooms/%21r%3As/join",
+                format!("/{JOIN}/!r:s"),
+                "/_matrix/client/v3/rooms/!r:s/join",
             ),
             (
-                format!("/{SEND_ENCRYPTED}/%21r%3As/t1"),
-                "/_matrix/client/v3/rooms/%21r%3As/send/m.room.encrypted/t1",
+                format!("/{SEND_ENCRYPTED}/!r:s/t1"),
+                "/_matrix/client/v3/rooms/!r:s/send/m.room.encrypted/t1",
             ),
         ] {
             let mut expanded = String::new();

@@ -6,7 +6,7 @@
 
 use cortex_m_rt::entry;
 use jeton_core::matrix::{Config, Token, Ui, UiEvent};
-use jeton_core::platform::{Instant, Rng};
+use jeton_core::platform::{Instant, Platform, Rng};
 use jeton_core::store::MemoryStore;
 use jeton_cortex_m::keep;
 
@@ -33,14 +33,23 @@ impl Rng for Lcg {
     }
 }
 
-type Probe = Token<Lcg, MemoryStore<1, 16>, Sink>;
+/// The probe's platform: a counter RNG, a small store, no display.
+struct Bare;
+
+impl Platform for Bare {
+    type Rng = Lcg;
+    type Store = MemoryStore<1, 16>;
+    type Ui = Sink;
+}
+
+type Probe = Token<Bare>;
 
 static INPUT: [u8; 256] = [0; 256];
 
 #[entry]
 fn main() -> ! {
     let store = keep(MemoryStore::new());
-    let Ok(token) = Token::new(
+    let Ok(token) = Probe::new(
         Config::new([1; 32]),
         Lcg(keep(1)),
         store,

@@ -34,9 +34,10 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
 use jeton_core::coap::message::{Code, Message};
 use jeton_core::coap::option;
-use jeton_core::link::KeyFile;
+#[cfg(feature = "link")]
+use jeton_core::link::{KeyFile, ProtectedLink};
 use jeton_core::matrix::{Config, Token, Ui, UiEvent};
-use jeton_core::platform::Instant;
+use jeton_core::platform::{Instant, Platform};
 use jeton_core::store::{RecordId, Store, StoreError};
 use jeton_cortex_m::{
     FixedSeedRng, InstructionCounter, fail, fail_with, paint_stack, pass, stack_peak_since_paint,
@@ -241,7 +242,19 @@ impl Ui for Screen {
     }
 }
 
-type ScenarioToken = Token<FixedSeedRng, &'static mut FlashStandIn, Screen>;
+/// The image's platform: the fixture's seeded RNG, the flash stand-in, the screen.
+struct Scenario;
+
+impl Platform for Scenario {
+    type Rng = FixedSeedRng;
+    type Store = &'static mut FlashStandIn;
+    type Ui = Screen;
+}
+
+#[cfg(feature = "link")]
+type ScenarioToken = Token<Scenario, ProtectedLink>;
+#[cfg(not(feature = "link"))]
+type ScenarioToken = Token<Scenario>;
 
 static mut TOKEN: MaybeUninit<ScenarioToken> = MaybeUninit::uninit();
 /// Zeroed at reset like all of `.bss`; all zeroes is an empty store.
@@ -324,17 +337,16 @@ fn pairing(key_file: &[u8]) -> Option<KeyFile> {
 }
 
 #[cfg(not(feature = "link"))]
-fn pairing(key_file: &[u8]) -> Option<KeyFile> {
+fn pairing(key_file: &[u8]) {
     if !key_file.is_empty() {
         fail("a fixture with pairing material, in an image without the link");
     }
-    None
 }
 
 /// Boots the token in place into its static, as the RIOT firmware does
-/// (`Token::with_link_in`, after reading its pairing material from flash): only what the boot
-/// path needs passes through the stack, and boot's peak counts it. Out of line, so that its
-/// frame is measured as boot's.
+/// (`Token::with_link_in` after reading its pairing material from flash, `Token::new_in`
+/// without the link): only what the boot path needs passes through the stack, and boot's peak
+/// counts it. Out of line, so that its frame is measured as boot's.
 #[inline(never)]
 fn boot(
     slot: &'static mut MaybeUninit<ScenarioToken>,
@@ -344,7 +356,8 @@ fn boot(
     screen: Screen,
     now: Instant,
 ) -> Option<&'static mut ScenarioToken> {
-    Token::with_link_in(
+    #[cfg(feature = "link")]
+    let booted = Token::with_link_in(
         slot,
         Config::new([7u8; 32]),
         pairing(key_file),
@@ -352,8 +365,20 @@ fn boot(
         store,
         screen,
         now,
-    )
-    .ok()
+    );
+    #[cfg(not(feature = "link"))]
+    let booted = {
+        pairing(key_file);
+        Token::new_in(
+            slot,
+            Config::new([7u8; 32]),
+            FixedSeedRng(seed),
+            store,
+            screen,
+            now,
+        )
+    };
+    booted.ok()
 }
 
 /// A power cycle: the token boots again, in the same static, from what its store holds

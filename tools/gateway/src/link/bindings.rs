@@ -1,11 +1,10 @@
 //! What the responses to a protected request are bound to (RFC 8613 §8.3): the request's
-//! kid and Partial IV, by the context's virtual peer and the CoAP token, so that every
+//! kid and Partial IV, by the context's number and the CoAP token, so that every
 //! response the transport sends under that token (piggybacked, separate, Block2,
 //! notifications) can be protected. The latest request per token wins; beyond
 //! `MAX_BINDINGS` the oldest are forgotten.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 
 use jeton_link::RequestBinding;
 
@@ -23,55 +22,45 @@ pub(super) struct ResponseBinding {
     pub(super) request_nonce_used: bool,
 }
 
-/// The bindings by (virtual peer, CoAP token), and the order they were made in.
+/// The bindings by (context number, CoAP token), and the order they were made in.
 #[derive(Default)]
 pub(super) struct Bindings {
-    by_request: HashMap<(SocketAddr, Vec<u8>), (u64, ResponseBinding)>,
+    by_request: HashMap<(u64, Vec<u8>), (u64, ResponseBinding)>,
     /// Bindings in the order they were made, with the generation that made them, so the
     /// oldest go first beyond [`MAX_BINDINGS`].
-    order: VecDeque<(u64, SocketAddr, Vec<u8>)>,
+    order: VecDeque<(u64, u64, Vec<u8>)>,
     generation: u64,
 }
 
 impl Bindings {
     /// Records what the responses to a request must be bound to, forgetting the oldest
     /// binding beyond [`MAX_BINDINGS`].
-    pub(super) fn bind(
-        &mut self,
-        virtual_peer: SocketAddr,
-        token: &[u8],
-        binding: ResponseBinding,
-    ) {
+    pub(super) fn bind(&mut self, context: u64, token: &[u8], binding: ResponseBinding) {
         self.generation += 1;
         let generation = self.generation;
         self.by_request
-            .insert((virtual_peer, token.to_vec()), (generation, binding));
-        self.order
-            .push_back((generation, virtual_peer, token.to_vec()));
+            .insert((context, token.to_vec()), (generation, binding));
+        self.order.push_back((generation, context, token.to_vec()));
         while self.order.len() > MAX_BINDINGS {
-            let Some((old, peer, token)) = self.order.pop_front() else {
+            let Some((old, context, token)) = self.order.pop_front() else {
                 break;
             };
-            let key = (peer, token);
+            let key = (context, token);
             if self.by_request.get(&key).is_some_and(|(g, _)| *g == old) {
                 self.by_request.remove(&key);
             }
         }
     }
 
-    /// The binding of the latest request with `token` from `virtual_peer`.
-    pub(super) fn get_mut(
-        &mut self,
-        virtual_peer: SocketAddr,
-        token: &[u8],
-    ) -> Option<&mut ResponseBinding> {
+    /// The binding of the latest request with `token` of `context`.
+    pub(super) fn get_mut(&mut self, context: u64, token: &[u8]) -> Option<&mut ResponseBinding> {
         self.by_request
-            .get_mut(&(virtual_peer, token.to_vec()))
+            .get_mut(&(context, token.to_vec()))
             .map(|(_, binding)| binding)
     }
 
     /// Forgets the bindings of a context that was replaced.
-    pub(super) fn forget(&mut self, virtual_peer: SocketAddr) {
-        self.by_request.retain(|(peer, _), _| *peer != virtual_peer);
+    pub(super) fn forget(&mut self, context: u64) {
+        self.by_request.retain(|(c, _), _| *c != context);
     }
 }

@@ -1,6 +1,6 @@
 //! The OSCORE contexts, one per paired token that ran EDHOC, by the recipient id the gateway
-//! chose (its C_R) and by the virtual peer address the transport knows the context by; and
-//! the protected requests and responses that go through them. A new handshake of a token
+//! chose (its C_R) and by the number the transport knows the context by
+//! ([`PeerId::Context`]); and the protected requests and responses that go through them. A new handshake of a token
 //! replaces its context (and forgets the old one's response bindings).
 //!
 //! The Matrix access token (option 256) is bound to the context: the first protected request
@@ -19,7 +19,9 @@ use super::handshake::{cbor_bstr_len, edhoc_error};
 use super::wire::{error_reply, options_of, repack};
 use super::{EDHOC_OPTION, Inbound, Link};
 use crate::message::code;
+use crate::metrics::LinkRefusal;
 use crate::profile::option::ACCESS_TOKEN;
+use crate::transport::PeerId;
 
 /// Bytes a decrypted or protected message may take.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -38,26 +40,26 @@ pub(super) struct PeerContext {
     /// Where the token's latest verified request came from: responses and notifications
     /// go there (the token may change address, e.g. behind a NAT).
     pub(super) real_peer: SocketAddr,
-    /// The address the transport knows this context by (see [`virtual_peer`]).
-    virtual_peer: SocketAddr,
+    /// The number the transport knows this context by (`PeerId::Context`).
+    pub(super) id: u64,
     token_name: String,
     peer_kid: Vec<u8>,
     access_token: Option<Vec<u8>>,
 }
 
 impl PeerContext {
-    /// The context a handshake under `c_r` made with the token `peer_kid`, from `real_peer`.
+    /// The context a handshake made with the token `peer_kid`, from `real_peer`; numbered
+    /// when it is installed.
     pub(super) fn new(
         context: SecurityContext,
         real_peer: SocketAddr,
-        c_r: &[u8],
         token_name: String,
         peer_kid: Vec<u8>,
     ) -> Self {
         Self {
             context,
             real_peer,
-            virtual_peer: virtual_peer(c_r),
+            id: 0,
             token_name,
             peer_kid,
             access_token: None,
@@ -83,11 +85,14 @@ impl PeerContext {
     }
 }
 
-/// The contexts by recipient id, and the recipient id of each virtual peer.
+/// The contexts by recipient id, and the recipient id of each context number.
 #[derive(Default)]
 pub(super) struct Contexts {
     by_rid: HashMap<Vec<u8>, PeerContext>,
-    pub(super) virtual_peers: HashMap<SocketAddr, Vec<u8>>,
+    pub(super) rid_of: HashMap<u64, Vec<u8>>,
+    /// The last number given to a context: numbers are never given twice, so a new context
+    /// never meets the transport state of an older one.
+    numbered: u64,
 }
 
 impl Contexts {
@@ -100,38 +105,39 @@ impl Contexts {
         self.by_rid.contains_key(rid)
     }
 
-    /// Whether `addr` is a context's virtual peer (its context may be gone since).
-    pub(super) fn is_virtual_peer(&self, addr: SocketAddr) -> bool {
-        self.virtual_peers.contains_key(&addr)
-    }
-
-    /// The context of a virtual peer.
-    pub(super) fn by_virtual_peer_mut(&mut self, addr: SocketAddr) -> Option<&mut PeerContext> {
-        let rid = self.virtual_peers.get(&addr)?;
+    /// The context numbered `id`, if it is still in place.
+    pub(super) fn by_id_mut(&mut self, id: u64) -> Option<&mut PeerContext> {
+        let rid = self.rid_of.get(&id)?;
         self.by_rid.get_mut(rid)
     }
 
-    /// Puts a new context in place under `rid`; the token's older one goes, with its
-    /// response bindings.
-    pub(super) fn install(&mut self, rid: &[u8], context: PeerContext, bindings: &mut Bindings) {
-        let virtual_peers = &mut self.virtual_peers;
+    /// Numbers a new context and puts it in place under `rid`; the token's older one goes,
+    /// with its response bindings.
+    pub(super) fn install(
+        &mut self,
+        rid: &[u8],
+        mut context: PeerContext,
+        bindings: &mut Bindings,
+    ) {
+        let rid_of = &mut self.rid_of;
         self.by_rid.retain(|_, c| {
             let keep = c.peer_kid != context.peer_kid;
             if !keep {
-                virtual_peers.remove(&c.virtual_peer);
-                bindings.forget(c.virtual_peer);
+                rid_of.remove(&c.id);
+                bindings.forget(c.id);
             }
             keep
         });
-        self.virtual_peers
-            .insert(context.virtual_peer, rid.to_vec());
+        self.numbered += 1;
+        context.id = self.numbered;
+        self.rid_of.insert(context.id, rid.to_vec());
         self.by_rid.insert(rid.to_vec(), context);
     }
 }
 
 impl Link {
     /// A request with the OSCORE option: verified and decrypted, it reaches the transport in
-    /// clear from the context's virtual peer, its responses bound for protection.
+    /// clear as its context's, its responses bound for protection.
     pub(super) fn on_protected(&mut self, peer: SocketAddr, packet: &Packet) -> Inbound {
         let Outer {
             kid,
@@ -143,6 +149,7 @@ impl Link {
         };
         let Some(peer_context) = self.contexts.by_rid.get_mut(&kid) else {
             tracing::info!(%peer, kid = %hex::encode(&kid), "OSCORE request for an unknown context");
+            self.metrics.link_refused(LinkRefusal::UnknownContext);
             return Inbound::Reply(error_reply(
                 packet,
                 code::UNAUTHORIZED,
@@ -157,10 +164,16 @@ impl Link {
         let mut plain = vec![0u8; payload.len().min(MAX_MESSAGE)];
         let inner = match peer_context.context.unprotect_request(&outer, &mut plain) {
             Ok(inner) => inner,
-            Err(e) => return Inbound::Reply(refuse_unprotect(peer, peer_context, packet, e)),
+            Err(e) => {
+                self.metrics.link_refused(match e {
+                    OscoreError::Replay => LinkRefusal::Replay,
+                    _ => LinkRefusal::DecryptionFailed,
+                });
+                return Inbound::Reply(refuse_unprotect(peer, peer_context, packet, e));
+            }
         };
         peer_context.real_peer = peer;
-        let virtual_peer = peer_context.virtual_peer;
+        let id = peer_context.id;
         let binding = ResponseBinding {
             binding: inner.binding,
             request_nonce_used: false,
@@ -170,8 +183,7 @@ impl Link {
         let conflict = peer_context.bind_access_token(&mut message.options, &bound);
         let echo_required = inner.freshness == Freshness::EchoRequired;
         let delivered = repack(packet, &message);
-        self.bindings
-            .bind(virtual_peer, packet.get_token(), binding);
+        self.bindings.bind(id, packet.get_token(), binding);
         if conflict || echo_required {
             // Contexts here live in RAM and start with a fresh replay window, so the Echo
             // case does not arise; both answers go out protected.
@@ -182,10 +194,10 @@ impl Link {
             };
             let refusal = error_reply(packet, code::UNAUTHORIZED, why);
             return self
-                .on_send(virtual_peer, refusal)
+                .on_send(PeerId::Context(id), refusal)
                 .map_or(Inbound::Drop, |(_, datagram)| Inbound::Reply(datagram));
         }
-        Inbound::Deliver(virtual_peer, delivered)
+        Inbound::Deliver(PeerId::Context(id), delivered)
     }
 
     /// The kid, outer options and payload of a protected request; for an EDHOC + OSCORE
@@ -223,6 +235,7 @@ impl Link {
         }
         // RFC 9668: the payload starts with message_3 (a CBOR byte string); the kid is C_R.
         let Some(split) = cbor_bstr_len(payload) else {
+            self.metrics.link_refused(LinkRefusal::EdhocFailed);
             return Err(edhoc_error(
                 packet,
                 code::BAD_REQUEST,
@@ -291,18 +304,4 @@ pub(super) fn protect_response(
 /// Whether a request carries the OSCORE option.
 pub(super) fn is_protected(packet: &Packet) -> bool {
     packet.get_option(CoapOption::from(OSCORE_OPTION)).is_some()
-}
-
-/// The address the transport knows a context by: the recipient id inside 100::/64, the
-/// discard-only prefix of RFC 6666, which no real peer can send from. The transport's
-/// per-peer state (sticky access token, duplicate cache, observers, rate limits) is thus
-/// per OSCORE context, never shared with plain requests from the same UDP address.
-fn virtual_peer(recipient_id: &[u8]) -> SocketAddr {
-    let mut octets = [0u8; 16];
-    octets[0] = 0x01;
-    octets[8] = recipient_id.len() as u8;
-    for (slot, byte) in octets[9..].iter_mut().zip(recipient_id) {
-        *slot = *byte;
-    }
-    SocketAddr::from((std::net::Ipv6Addr::from(octets), 5683))
 }

@@ -1,7 +1,9 @@
 //! EDHOC with tokens (RFC 9528, on CoAP as appendix A.2 has it): the handshakes waiting for
 //! message_3, by the connection identifier the gateway chose (C_R), and their completion into
 //! an OSCORE context. A handshake without message_3 after `HANDSHAKE_TIMEOUT` is dropped; at
-//! most `MAX_HANDSHAKES` wait at once.
+//! most `MAX_HANDSHAKES` wait at once, `MAX_HANDSHAKES_PER_PREFIX` from one source prefix. A
+//! message_1 starts one only if it carries an Echo value made for its address (RFC 9175, RFC
+//! 9528 §9.7): the first one gets a 4.01 with that value, and nothing is kept.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,10 +15,14 @@ use super::contexts::PeerContext;
 use super::wire::{error_reply, reply};
 use super::{Inbound, Link};
 use crate::message::code;
+use crate::metrics::LinkRefusal;
 use crate::profile::CONTENT_FORMAT_EDHOC;
+use crate::source::{Prefix, prefix_of};
 
 /// EDHOC handshakes waiting for message_3; more are refused until one completes or expires.
 const MAX_HANDSHAKES: usize = 256;
+/// Of those, from one source prefix (IPv4 /24, IPv6 /48).
+const MAX_HANDSHAKES_PER_PREFIX: usize = 16;
 /// A handshake without message_3 after this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -24,6 +30,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) struct Handshake {
     responder: Responder,
     started: Instant,
+    /// The source prefix of its message_1.
+    prefix: Prefix,
 }
 
 /// Why a message_3 did not complete a handshake: the CoAP code and the EDHOC error's text.
@@ -38,7 +46,7 @@ impl Link {
 
     /// A request to `/.well-known/edhoc`: message_1 (after CBOR `true`) gets message_2,
     /// `C_R || message_3` completes the handshake and gets message_4.
-    pub(super) fn on_edhoc(&mut self, peer: SocketAddr, packet: &Packet) -> Inbound {
+    pub(super) fn on_edhoc(&mut self, peer: SocketAddr, packet: &Packet, now: Instant) -> Inbound {
         if packet.header.code != MessageClass::Request(RequestType::Post) {
             return Inbound::Reply(error_reply(
                 packet,
@@ -51,9 +59,10 @@ impl Link {
         }
         let payload = packet.payload.as_slice();
         if let Some((&0xF5, message_1)) = payload.split_first() {
-            return self.on_message_1(peer, packet, message_1);
+            return self.on_message_1(peer, packet, message_1, now);
         }
         let Ok((c_r, message_3)) = split_connection_id(payload) else {
+            self.metrics.link_refused(LinkRefusal::EdhocFailed);
             return Inbound::Reply(edhoc_error(
                 packet,
                 code::BAD_REQUEST,
@@ -71,14 +80,32 @@ impl Link {
         }
     }
 
-    /// message_1: a responder under a fresh C_R answers with message_2.
-    fn on_message_1(&mut self, peer: SocketAddr, packet: &Packet, message_1: &[u8]) -> Inbound {
-        if self.handshakes.len() >= MAX_HANDSHAKES {
-            return Inbound::Reply(error_reply(
+    /// message_1: once its sender proved its address, a responder under a fresh C_R answers
+    /// with message_2.
+    fn on_message_1(
+        &mut self,
+        peer: SocketAddr,
+        packet: &Packet,
+        message_1: &[u8],
+        now: Instant,
+    ) -> Inbound {
+        if !self.sources.is_validated(peer) && !self.echo.proves(peer, packet, now) {
+            self.metrics.echo_challenges.inc();
+            return Inbound::Reply(self.echo.challenge(peer, packet, now));
+        }
+        let prefix = prefix_of(peer);
+        let from_prefix = self.handshakes.values().filter(|h| h.prefix == prefix);
+        if self.handshakes.len() >= MAX_HANDSHAKES
+            || from_prefix.count() >= MAX_HANDSHAKES_PER_PREFIX
+        {
+            let mut busy = error_reply(
                 packet,
                 code::SERVICE_UNAVAILABLE,
                 b"too many EDHOC handshakes in progress",
-            ));
+            );
+            with_max_age(&mut busy, HANDSHAKE_TIMEOUT);
+            self.metrics.link_refused(LinkRefusal::HandshakesBusy);
+            return Inbound::Reply(busy);
         }
         let Some(identity) = self.credentials.as_ref().map(|c| c.identity.clone()) else {
             return Inbound::Drop;
@@ -101,9 +128,12 @@ impl Link {
         }
         match outcome {
             Ok((c_r, responder, message_2)) => {
-                let started = Instant::now();
-                self.handshakes
-                    .insert(c_r, Handshake { responder, started });
+                let handshake = Handshake {
+                    responder,
+                    started: now,
+                    prefix,
+                };
+                self.handshakes.insert(c_r, handshake);
                 Inbound::Reply(reply(
                     packet,
                     code::CHANGED,
@@ -113,6 +143,7 @@ impl Link {
             }
             Err(e) => {
                 tracing::info!(%peer, error = %e, "EDHOC message_1 refused");
+                self.metrics.link_refused(LinkRefusal::EdhocFailed);
                 Inbound::Reply(edhoc_error(packet, code::BAD_REQUEST, &e.to_string()))
             }
         }
@@ -146,6 +177,25 @@ impl Link {
         c_r: &[u8],
         message_3: &[u8],
     ) -> Result<Vec<u8>, Refusal> {
+        let outcome = self.run_message_3(peer, c_r, message_3);
+        match &outcome {
+            Ok(_) => {
+                self.metrics.handshakes.inc();
+                self.metrics.contexts.set(self.contexts.len() as i64);
+            }
+            // Only an unlisted token is refused with 4.01.
+            Err((code::UNAUTHORIZED, _)) => self.metrics.link_refused(LinkRefusal::UnknownToken),
+            Err(_) => self.metrics.link_refused(LinkRefusal::EdhocFailed),
+        }
+        outcome
+    }
+
+    fn run_message_3(
+        &mut self,
+        peer: SocketAddr,
+        c_r: &[u8],
+        message_3: &[u8],
+    ) -> Result<Vec<u8>, Refusal> {
         let Some(handshake) = self.handshakes.remove(c_r) else {
             return Err((
                 code::BAD_REQUEST,
@@ -163,7 +213,7 @@ impl Link {
                 .map_or_else(String::new, |t| t.name.clone())
         });
         tracing::info!(%peer, token = %token_name, kid = %hex::encode(&peer_kid), "EDHOC complete: OSCORE context established");
-        let peer_context = PeerContext::new(context, peer, c_r, token_name, peer_kid);
+        let peer_context = PeerContext::new(context, peer, token_name, peer_kid);
         self.contexts.install(c_r, peer_context, &mut self.bindings);
         Ok(message_4.as_bytes().to_vec())
     }
@@ -243,4 +293,13 @@ pub(super) fn edhoc_error(request: &Packet, status: u8, text: &str) -> Vec<u8> {
     }
     body.extend_from_slice(&text.as_bytes()[..len]);
     reply(request, status, Some(CONTENT_FORMAT_EDHOC), &body)
+}
+
+/// Adds Max-Age (when to try again) to a reply the link made.
+fn with_max_age(reply: &mut Vec<u8>, after: Duration) {
+    if let Ok(mut packet) = crate::message::parse(reply) {
+        let seconds = crate::message::encode_uint(after.as_secs());
+        packet.add_option(coap_lite::CoapOption::MaxAge, seconds);
+        *reply = crate::message::to_datagram(&packet);
+    }
 }

@@ -31,18 +31,16 @@ pub(super) enum Remembered {
 pub(super) struct Memory {
     received: HashMap<(SocketAddr, u16), (u64, Remembered)>,
     /// What went out to a context's token, by (its address, message id): the fingerprint
-    /// of the plain datagram, the protected bytes, and the context's virtual peer (where an
-    /// ACK or RST for it belongs).
-    sent: HashMap<(SocketAddr, u16), (u64, Vec<u8>, SocketAddr)>,
+    /// of the plain datagram, the protected bytes, and the context's number (where an ACK or
+    /// RST for it belongs).
+    sent: HashMap<(SocketAddr, u16), (u64, Vec<u8>, u64)>,
     order: VecDeque<(Instant, SocketAddr, u16, bool)>,
 }
 
 impl Memory {
-    /// The virtual peer of the message `mid` that went out to `peer`, if it was a context's.
-    pub(super) fn sent_for(&self, peer: SocketAddr, mid: u16) -> Option<SocketAddr> {
-        self.sent
-            .get(&(peer, mid))
-            .map(|(_, _, virtual_peer)| *virtual_peer)
+    /// The context of the message `mid` that went out to `peer`, if it was a context's.
+    pub(super) fn sent_for(&self, peer: SocketAddr, mid: u16) -> Option<u64> {
+        self.sent.get(&(peer, mid)).map(|(_, _, context)| *context)
     }
 
     /// The answer to a retransmitted request (same address, message id and bytes): what
@@ -90,17 +88,17 @@ impl Memory {
         self.order.push_back((now, peer, mid, false));
     }
 
-    /// Remembers `datagram` sent to `real` for the context of `virtual_peer`.
+    /// Remembers `datagram` sent to `real` for `context`.
     pub(super) fn remember_sent(
         &mut self,
         real: SocketAddr,
         mid: u16,
         fingerprint: u64,
         datagram: Vec<u8>,
-        virtual_peer: SocketAddr,
+        context: u64,
     ) {
         self.sent
-            .insert((real, mid), (fingerprint, datagram, virtual_peer));
+            .insert((real, mid), (fingerprint, datagram, context));
         self.order.push_back((Instant::now(), real, mid, true));
     }
 

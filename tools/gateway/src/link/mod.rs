@@ -11,6 +11,11 @@
 //! Plain requests carrying option 256 (the Matrix access token) are refused unless the
 //! operator turned on `compat_plain_msc3079`; in protected ones it is bound to the context.
 //!
+//! Nothing from an address that has not proven it receives there costs more than a stateless
+//! answer at most three times its size: a message_1 must carry an Echo value made for its
+//! address (RFC 9175; the first one gets a 4.01 with that value) before a handshake starts, and
+//! only answers to proven senders are remembered.
+//!
 //! The state, by the file that owns it:
 //!
 //! - `handshake.rs`: EDHOC handshakes waiting for message_3, and their completion.
@@ -32,23 +37,28 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, Packet};
 
+use crate::echo::{self, EchoKey};
 use crate::link_credentials::LinkCredentials;
 use crate::message::{self, code};
+use crate::metrics::{LinkRefusal, Metrics};
 use crate::profile::option::ACCESS_TOKEN;
+use crate::source::Sources;
+use crate::transport::PeerId;
 use bindings::Bindings;
 use contexts::{Contexts, is_protected, protect_response};
 use handshake::{Handshake, is_edhoc_resource};
 use memory::{Memory, Remembered};
-use wire::{error_reply, hash};
+use wire::{error_reply, hash, is_success};
 
 pub use jeton_link::edhoc::EDHOC_OPTION;
 
 /// What to do with a received datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// Hand this (plain) datagram to the transport as coming from this address: the
-    /// sender's own for a plain request, the context's virtual peer for a protected one.
-    Deliver(SocketAddr, Vec<u8>),
+    /// Hand this (plain) datagram to the transport as coming from this peer: the sender's
+    /// address for a plain message, the OSCORE context for a protected request (and for the
+    /// ACK or RST of a message that went out under a context).
+    Deliver(PeerId, Vec<u8>),
     /// Send this datagram back to the peer; the transport is not involved.
     Reply(Vec<u8>),
     /// Drop it.
@@ -66,6 +76,11 @@ pub struct Link {
     contexts: Contexts,
     bindings: Bindings,
     memory: Memory,
+    /// Which source addresses need no Echo round trip before a handshake.
+    sources: Sources,
+    /// Makes and checks the Echo values a message_1 must carry.
+    echo: EchoKey,
+    metrics: Metrics,
 }
 
 impl core::fmt::Debug for Link {
@@ -85,7 +100,8 @@ impl Link {
         if compat_plain_msc3079 {
             tracing::warn!(
                 "compat_plain_msc3079 is on: plain CoAP requests may carry the Matrix access token, \
-                 which then crosses the air unprotected"
+                 which then crosses the air unprotected, and anyone who can forge a plain peer's \
+                 source address can send requests under that peer's access token"
             );
         }
         Link {
@@ -96,7 +112,22 @@ impl Link {
             contexts: Contexts::default(),
             bindings: Bindings::default(),
             memory: Memory::default(),
+            sources: Sources::default(),
+            echo: EchoKey::random(Instant::now()),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Which source addresses count as proven without an Echo round trip.
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Reports to `metrics` (the gateway's registry) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// OSCORE contexts held (one per paired token that ran EDHOC).
@@ -106,16 +137,43 @@ impl Link {
 
     /// Handles a received datagram.
     pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Inbound {
+        let outcome = self.receive(peer, datagram, now);
+        self.within_amplification(peer, datagram.len(), outcome)
+    }
+
+    /// An error the link answers itself goes to an address that has not proven it receives
+    /// there only if it is at most three times the request's `size`. Its successes go to
+    /// proven addresses only: message_2 answers a message_1 that carried an Echo value,
+    /// message_4 a message_3 that needed message_2, a protected response a request that
+    /// verified.
+    fn within_amplification(&self, peer: SocketAddr, size: usize, outcome: Inbound) -> Inbound {
+        match outcome {
+            Inbound::Reply(reply)
+                if !is_success(&reply)
+                    && !self.sources.is_validated(peer)
+                    && !echo::within_amplification(&reply, size) =>
+            {
+                Inbound::Drop
+            }
+            other => other,
+        }
+    }
+
+    fn receive(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Inbound {
         self.memory.sweep(now);
         self.expire_handshakes(now);
+        let plain = PeerId::Address(peer);
         let Ok(packet) = message::parse(datagram) else {
-            return Inbound::Deliver(peer, datagram.to_vec());
+            return Inbound::Deliver(plain, datagram.to_vec());
         };
         let mid = packet.header.message_id;
         let MessageClass::Request(_) = packet.header.code else {
-            // An ACK or RST for a message the transport sent to a context's virtual peer
-            // goes back to that peer, or the transport would retransmit it forever.
-            let from = self.memory.sent_for(peer, mid).unwrap_or(peer);
+            // An ACK or RST for a message the transport sent under a context goes back to
+            // that context, or the transport would retransmit it forever.
+            let from = self
+                .memory
+                .sent_for(peer, mid)
+                .map_or(plain, PeerId::Context);
             return Inbound::Deliver(from, datagram.to_vec());
         };
         let fingerprint = hash(datagram);
@@ -126,19 +184,20 @@ impl Link {
         let is_edhoc = self.credentials.is_some() && is_edhoc_resource(&packet);
         let protected = is_protected(&packet);
         let outcome = if is_edhoc {
-            self.on_edhoc(peer, &packet)
+            self.on_edhoc(peer, &packet, now)
         } else if protected && self.credentials.is_some() {
             self.on_protected(peer, &packet)
         } else if let Some(refusal) = self.refuse_plain_access_token(peer, &packet) {
             refusal
         } else {
-            return Inbound::Deliver(peer, datagram.to_vec());
+            return Inbound::Deliver(plain, datagram.to_vec());
         };
-        // Refusals of protected requests are not remembered: a forged datagram with a
-        // token's address and message id must not displace that token's own exchange.
+        // Only what answers a proven sender is remembered (a verified request, an EDHOC
+        // step that succeeded): refusals are cheap to make again, and a flood of forged
+        // datagrams must not push a token's own exchanges out of the memory.
         let remembered = match &outcome {
             Inbound::Deliver(..) => Some(Remembered::Delivered),
-            Inbound::Reply(reply) if is_edhoc || !protected => {
+            Inbound::Reply(reply) if is_edhoc && is_success(reply) => {
                 Some(Remembered::Reply(reply.clone()))
             }
             Inbound::Reply(_) | Inbound::Drop => None,
@@ -157,6 +216,7 @@ impl Link {
             return None;
         }
         tracing::warn!(%peer, "refused a plain request carrying an access token (OSCORE required)");
+        self.metrics.link_refused(LinkRefusal::PlainAccessToken);
         Some(Inbound::Reply(error_reply(
             packet,
             code::UNAUTHORIZED,
@@ -164,14 +224,15 @@ impl Link {
         )))
     }
 
-    /// Protects a datagram the transport sends to a context's peer and says where it goes.
-    /// `None`: drop it (its context is gone, or it answers no protected request, and it
-    /// must not go out in clear).
-    pub fn on_send(&mut self, to: SocketAddr, datagram: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
-        if !self.contexts.is_virtual_peer(to) {
-            return Some((to, datagram));
-        }
-        let Some(peer_context) = self.contexts.by_virtual_peer_mut(to) else {
+    /// Says where a datagram the transport sends goes, protecting it when it goes to a
+    /// context's token. `None`: drop it (its context is gone, or it answers no protected
+    /// request, and it must not go out in clear).
+    pub fn on_send(&mut self, to: PeerId, datagram: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
+        let id = match to {
+            PeerId::Address(addr) => return Some((addr, datagram)),
+            PeerId::Context(id) => id,
+        };
+        let Some(peer_context) = self.contexts.by_id_mut(id) else {
             tracing::debug!(%to, "dropped a message whose OSCORE context is gone");
             return None;
         };
@@ -181,10 +242,10 @@ impl Link {
         if packet.header.code == MessageClass::Empty {
             // An empty ACK or RST: never protected; kept for retransmitted requests.
             self.memory
-                .remember_sent(real, mid, 0, datagram.clone(), to);
+                .remember_sent(real, mid, 0, datagram.clone(), id);
             return Some((real, datagram));
         }
-        let Some(binding) = self.bindings.get_mut(to, packet.get_token()) else {
+        let Some(binding) = self.bindings.get_mut(id, packet.get_token()) else {
             tracing::debug!(%real, "dropped a message that answers no protected request");
             return None;
         };
@@ -195,7 +256,7 @@ impl Link {
         }
         let protected = protect_response(peer_context, binding, &packet)?;
         self.memory
-            .remember_sent(real, mid, fingerprint, protected.clone(), to);
+            .remember_sent(real, mid, fingerprint, protected.clone(), id);
         Some((real, protected))
     }
 }

@@ -8,6 +8,7 @@ use jeton_link::{
 
 use super::wire::{options_of, repack};
 use super::*;
+use crate::echo::ECHO_OPTION;
 use crate::link_credentials::AuthorisedToken;
 
 const PEER: &str = "127.0.0.1:40000";
@@ -57,13 +58,27 @@ fn reply_of(inbound: Inbound) -> Packet {
     }
 }
 
+/// Sends message_1 from `peer` as a token does: the first time it gets a 4.01 with an Echo
+/// value (RFC 9175), which it repeats with a new message id. Returns the answer to that.
+fn message_1(link: &mut Link, peer: SocketAddr, m1: &[u8], mid: u16, now: Instant) -> Packet {
+    let mut payload = vec![0xF5];
+    payload.extend_from_slice(m1);
+    let challenge = reply_of(link.on_datagram(peer, &post_edhoc(mid, payload.clone()), now));
+    assert_eq!(u8::from(challenge.header.code), code::UNAUTHORIZED);
+    let echo = challenge
+        .get_first_option(CoapOption::Unknown(ECHO_OPTION))
+        .expect("an Echo value")
+        .clone();
+    let mut again = message::parse(&post_edhoc(mid.wrapping_add(1), payload)).unwrap();
+    again.add_option(CoapOption::Unknown(ECHO_OPTION), echo);
+    reply_of(link.on_datagram(peer, &message::to_datagram(&again), now))
+}
+
 /// Runs EDHOC (stand-alone message_3) and returns the token's OSCORE context.
 fn handshake(pair: &mut Pair, now: Instant) -> SecurityContext {
     let peer: SocketAddr = PEER.parse().unwrap();
     let (initiator, m1) = Initiator::start([3; 32]).unwrap();
-    let mut payload = vec![0xF5];
-    payload.extend_from_slice(m1.as_bytes());
-    let r2 = reply_of(pair.link.on_datagram(peer, &post_edhoc(1, payload), now));
+    let r2 = message_1(&mut pair.link, peer, m1.as_bytes(), 1, now);
     assert_eq!(u8::from(r2.header.code), code::CHANGED);
     let (m3, material) = initiator
         .process_message_2(&pair.token, pair.gateway.credential(), &r2.payload)
@@ -73,7 +88,7 @@ fn handshake(pair: &mut Pair, now: Instant) -> SecurityContext {
     let n = jeton_link::encode_connection_id(material.sender_id().as_bytes(), &mut cr).unwrap();
     payload.extend_from_slice(&cr[..n]);
     payload.extend_from_slice(m3.as_bytes());
-    let r4 = reply_of(pair.link.on_datagram(peer, &post_edhoc(2, payload), now));
+    let r4 = reply_of(pair.link.on_datagram(peer, &post_edhoc(3, payload), now));
     assert_eq!(u8::from(r4.header.code), code::CHANGED, "{:?}", r4.payload);
     assert_eq!(pair.link.context_count(), 1);
     material.security_context().unwrap()
@@ -125,12 +140,12 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
         "access token in clear"
     );
     let inbound = pair.link.on_datagram(peer, &wire, now);
-    let Inbound::Deliver(virtual_peer, _) = &inbound else {
+    let Inbound::Deliver(context, _) = &inbound else {
         panic!("not delivered: {inbound:?}");
     };
-    let virtual_peer = *virtual_peer;
-    assert_ne!(
-        virtual_peer, peer,
+    let context = *context;
+    assert!(
+        matches!(context, PeerId::Context(_)),
         "the transport sees the context, not the address"
     );
     let plain = delivered(inbound);
@@ -142,7 +157,7 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
     response.payload = b"{\"versions\":[]}".to_vec();
     let (to, out) = pair
         .link
-        .on_send(virtual_peer, message::to_datagram(&response))
+        .on_send(context, message::to_datagram(&response))
         .unwrap();
     assert_eq!(to, peer);
     assert!(!out.windows(8).any(|w| w == b"versions"));
@@ -160,12 +175,12 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
     assert_eq!(inner.payload, b"{\"versions\":[]}");
 
     // A notification (CON) goes out protected with the gateway's own Partial IV, and the
-    // token's ACK for it finds its way back to the context's virtual peer.
+    // token's ACK for it finds its way back to the context.
     let mut notification = message::build(MessageType::Confirmable, code::CONTENT, 0x7777, b"tk");
     notification.add_option(CoapOption::Observe, vec![3]);
     let (_, out) = pair
         .link
-        .on_send(virtual_peer, message::to_datagram(&notification))
+        .on_send(context, message::to_datagram(&notification))
         .unwrap();
     let out = message::parse(&out).unwrap();
     let option = out.get_option(CoapOption::from(OSCORE_OPTION)).unwrap();
@@ -173,7 +188,7 @@ fn protected_requests_reach_the_transport_in_clear_and_responses_go_back_protect
     let ack = message::empty(MessageType::Acknowledgement, 0x7777);
     assert_eq!(
         pair.link.on_datagram(peer, &ack, now),
-        Inbound::Deliver(virtual_peer, ack)
+        Inbound::Deliver(context, ack)
     );
 
     // The next request carries no access token; the gateway adds the bound one.
@@ -204,9 +219,9 @@ fn replays_never_reach_the_transport_twice() {
     // The same datagram again: a retransmission, answered from the link's memory.
     assert_eq!(pair.link.on_datagram(peer, &wire, now), Inbound::Drop);
     let ack = message::empty(MessageType::Acknowledgement, 20);
-    let virtual_peer = *pair.link.contexts.virtual_peers.keys().next().unwrap();
+    let context = PeerId::Context(*pair.link.contexts.rid_of.keys().next().unwrap());
     assert_eq!(
-        pair.link.on_send(virtual_peer, ack.clone()),
+        pair.link.on_send(context, ack.clone()),
         Some((peer, ack.clone()))
     );
     assert_eq!(
@@ -309,12 +324,7 @@ fn an_unknown_token_is_refused_with_a_clear_error() {
     let mut pair = pair(false);
     let peer: SocketAddr = PEER.parse().unwrap();
     let (initiator, m1) = Initiator::start([3; 32]).unwrap();
-    let mut payload = vec![0xF5];
-    payload.extend_from_slice(m1.as_bytes());
-    let r2 = reply_of(
-        pair.link
-            .on_datagram(peer, &post_edhoc(1, payload), Instant::now()),
-    );
+    let r2 = message_1(&mut pair.link, peer, m1.as_bytes(), 1, Instant::now());
     let (m3, material) = initiator
         .process_message_2(&pair.token, pair.gateway.credential(), &r2.payload)
         .unwrap();
@@ -322,7 +332,7 @@ fn an_unknown_token_is_refused_with_a_clear_error() {
     payload.extend_from_slice(m3.as_bytes());
     let r = reply_of(
         pair.link
-            .on_datagram(peer, &post_edhoc(2, payload), Instant::now()),
+            .on_datagram(peer, &post_edhoc(3, payload), Instant::now()),
     );
     assert_eq!(u8::from(r.header.code), code::UNAUTHORIZED);
     assert!(String::from_utf8_lossy(&r.payload).contains("not authorised"));
@@ -335,19 +345,22 @@ fn plain_access_tokens_are_refused_unless_compat_is_on() {
     let mut request = message::build(MessageType::Confirmable, 0x01, 5, b"t");
     request.add_option(CoapOption::UriPath, b"sync".to_vec());
     let without = message::to_datagram(&request);
-    request.add_option(CoapOption::from(ACCESS_TOKEN), b"syt".to_vec());
+    request.add_option(
+        CoapOption::from(ACCESS_TOKEN),
+        b"syt_YWxpY2U_dQmzVrVYhXcDFqHENkNz_1ZoZ7x".to_vec(),
+    );
     let with = message::to_datagram(&request);
     let mut link = Link::new(None, false);
     assert_eq!(
         link.on_datagram(peer, &without, Instant::now()),
-        Inbound::Deliver(peer, without.clone())
+        Inbound::Deliver(PeerId::Address(peer), without.clone())
     );
     let refused = reply_of(link.on_datagram(peer, &with, Instant::now()));
     assert_eq!(u8::from(refused.header.code), code::UNAUTHORIZED);
     let mut compat = Link::new(None, true);
     assert_eq!(
         compat.on_datagram(peer, &with, Instant::now()),
-        Inbound::Deliver(peer, with.clone())
+        Inbound::Deliver(PeerId::Address(peer), with.clone())
     );
 }
 
@@ -384,4 +397,168 @@ fn garbage_never_panics_the_link() {
         let _ = pair.link.on_datagram(peer, &datagram, now);
     }
     let _ = Credential::parse(&[0xA2]);
+}
+
+/// Issue 15: one spoofed datagram acted as a paired token. A plain request (no option 256)
+/// from the address the transport knew a context by (made up inside 100::/64) reached the
+/// context's transport state and went upstream with its bound access token.
+#[test]
+fn no_plain_datagram_reaches_a_contexts_state() {
+    use crate::limits::Limits;
+    use crate::metrics::Metrics;
+    use crate::transport::{Action, Transport};
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let mut client = handshake(&mut pair, now);
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let mut core = Transport::new(Limits::default(), Metrics::default(), now);
+    let carries_token = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Forward { request, .. } if request.access_token.is_some()))
+    };
+    let path: &[(u16, &[u8])] = &[
+        (11, b"_matrix"),
+        (11, b"client"),
+        (11, b"v3"),
+        (11, b"capabilities"),
+        (256, b"syt_secret"),
+    ];
+    let (wire, _) = protected_get(&mut client, 10, b"tk", path);
+    let Inbound::Deliver(context, plain) = pair.link.on_datagram(peer, &wire, now) else {
+        panic!("not delivered");
+    };
+    assert!(carries_token(&core.on_datagram(context, &plain, now)));
+
+    // A raw PUT of the display name from every address a forger might try: the token's own,
+    // and the ones the context's state used to live under (its C_R inside 100::/64).
+    let mut spoof = message::build(MessageType::Confirmable, 0x03, 99, b"sp");
+    for s in ["_matrix", "client", "v3", "profile", "@a:b", "displayname"] {
+        spoof.add_option(CoapOption::UriPath, s.as_bytes().to_vec());
+    }
+    spoof.payload = br#"{"displayname":"pwned"}"#.to_vec();
+    let spoof = message::to_datagram(&spoof);
+    let former = |c_r: &[u8]| {
+        let mut octets = [0u8; 16];
+        octets[0] = 0x01;
+        octets[8] = c_r.len() as u8;
+        octets[9..9 + c_r.len()].copy_from_slice(c_r);
+        SocketAddr::from((std::net::Ipv6Addr::from(octets), 5683))
+    };
+    let rid = pair.link.contexts.rid_of.values().next().unwrap().clone();
+    for from in [peer, former(&rid), former(&[0x00]), former(&[0x01])] {
+        let Inbound::Deliver(to, plain) = pair.link.on_datagram(from, &spoof, now) else {
+            continue;
+        };
+        assert_eq!(
+            to,
+            PeerId::Address(from),
+            "a plain datagram stays its address's"
+        );
+        assert!(
+            !carries_token(&core.on_datagram(to, &plain, now)),
+            "a plain datagram from {from} went upstream with the token's access token"
+        );
+    }
+}
+
+/// Issue 15: 256 message_1 a minute from anywhere filled every handshake slot for 60 s and
+/// paired tokens got 5.03. A message_1 from an address that has not proven itself gets a bare
+/// 4.01 with an Echo value, within three times its size, and takes no slot; a token that
+/// repeats it with the value links as always.
+#[test]
+fn a_message_1_flood_from_forged_addresses_takes_no_handshake_slot() {
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let (_, m1) = Initiator::start([4; 32]).unwrap();
+    let mut payload = vec![0xF5];
+    payload.extend_from_slice(m1.as_bytes());
+    let (mut received, mut sent) = (0, 0);
+    for i in 0..1000u32 {
+        let from = SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 40000));
+        let datagram = post_edhoc(i as u16, payload.clone());
+        received += datagram.len();
+        let reply = reply_of(pair.link.on_datagram(from, &datagram, now));
+        assert_eq!(u8::from(reply.header.code), code::UNAUTHORIZED);
+        sent += message::to_datagram(&reply).len();
+    }
+    println!(
+        "message_1 flood: {received} B in, {sent} B out, {} handshakes held",
+        pair.link.handshakes.len()
+    );
+    assert!(sent <= 3 * received);
+    assert!(pair.link.handshakes.is_empty());
+    handshake(&mut pair, now);
+}
+
+/// One source prefix holds at most 16 open handshakes; beyond, 5.03 with Max-Age, while
+/// another prefix still gets message_2.
+#[test]
+fn one_source_prefix_holds_at_most_its_share_of_handshakes() {
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let mut code_from = |host: [u8; 4], seed: u8| {
+        let (_, m1) = Initiator::start([seed; 32]).unwrap();
+        let from = SocketAddr::from((host, 40000));
+        let reply = message_1(
+            &mut pair.link,
+            from,
+            m1.as_bytes(),
+            u16::from(seed) * 2,
+            now,
+        );
+        (code::dotted(u8::from(reply.header.code)), reply)
+    };
+    for n in 0..16 {
+        assert_eq!(code_from([203, 0, 113, n], n).0, "2.04");
+    }
+    let (refused, reply) = code_from([203, 0, 113, 200], 100);
+    assert_eq!(refused, "5.03");
+    assert!(reply.get_first_option(CoapOption::MaxAge).is_some());
+    assert_eq!(code_from([203, 0, 114, 1], 101).0, "2.04");
+}
+
+/// Issue 15: operators see the link in `/metrics`: handshakes, contexts, and refusals by a
+/// reason from a fixed set.
+#[test]
+fn the_link_reports_handshakes_contexts_and_refusals_by_reason() {
+    use crate::metrics::{LinkRefusal, RefusalLabels};
+    let refusals = |link: &Link, why: LinkRefusal| {
+        let labels = RefusalLabels { reason: why.name() };
+        link.metrics.link_refusals.get_or_create(&labels).get()
+    };
+    let mut pair = pair(true);
+    let now = Instant::now();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let mut client = handshake(&mut pair, now);
+    let (wire, _) = protected_get(&mut client, 20, b"tk", &[(11, b"versions")]);
+    pair.link.on_datagram(peer, &wire, now);
+    let mut moved = wire.clone();
+    moved[3] ^= 0x55;
+    pair.link.on_datagram(peer, &moved, now);
+    let mut plain = message::build(MessageType::Confirmable, 0x01, 5, b"t");
+    plain.add_option(CoapOption::from(ACCESS_TOKEN), b"syt_x".to_vec());
+    pair.link
+        .on_datagram(peer, &message::to_datagram(&plain), now);
+    let mut after_restart = self::pair(true);
+    after_restart.link.on_datagram(peer, &wire, now);
+
+    assert_eq!(pair.link.metrics.handshakes.get(), 1);
+    assert_eq!(pair.link.metrics.contexts.get(), 1);
+    assert_eq!(pair.link.metrics.echo_challenges.get(), 1);
+    assert_eq!(refusals(&pair.link, LinkRefusal::Replay), 1);
+    assert_eq!(refusals(&pair.link, LinkRefusal::PlainAccessToken), 1);
+    assert_eq!(refusals(&pair.link, LinkRefusal::DecryptionFailed), 0);
+    assert_eq!(
+        refusals(&after_restart.link, LinkRefusal::UnknownContext),
+        1
+    );
+    let text = Metrics::render(&pair.link.metrics.registry());
+    for line in [
+        "jeton_gateway_edhoc_handshakes_total 1",
+        "jeton_gateway_oscore_contexts 1",
+        r#"jeton_gateway_link_refusals_total{reason="replay"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use coap_lite::{CoapOption, MessageType, Packet};
+use coap_lite::{CoapOption, Packet};
 use jeton_link::{Message, OptionList, OscoreError};
 
 use crate::message;
@@ -49,14 +49,7 @@ pub(super) fn reply(
     content_format: Option<u16>,
     payload: &[u8],
 ) -> Vec<u8> {
-    let (kind, mid) = match request.header.get_type() {
-        MessageType::Confirmable => (MessageType::Acknowledgement, request.header.message_id),
-        _ => (
-            MessageType::NonConfirmable,
-            request.header.message_id.wrapping_add(0x8000),
-        ),
-    };
-    let mut packet = message::build(kind, status, mid, request.get_token());
+    let mut packet = message::response_to(request, status);
     if let Some(format) = content_format {
         packet.add_option(
             CoapOption::ContentFormat,
@@ -70,4 +63,9 @@ pub(super) fn reply(
 /// An error response with a diagnostic text payload.
 pub(super) fn error_reply(request: &Packet, status: u8, text: &[u8]) -> Vec<u8> {
     reply(request, status, Some(CONTENT_FORMAT_TEXT), text)
+}
+
+/// Whether a datagram the link made is a success (a 2.xx response).
+pub(super) fn is_success(datagram: &[u8]) -> bool {
+    datagram.get(1).is_some_and(|code| code >> 5 == 2)
 }

@@ -2,14 +2,16 @@
 //! response bodies larger than one block, fetched from the homeserver once and served block by
 //! block with Block2. Both kinds share the peer's `blockwise_per_peer` slots (the oldest
 //! stored body, else the oldest upload, makes room) and expire `blockwise_timeout` after
-//! their last block.
+//! their last block. All peers' transfers together hold at most `max_blockwise_bytes`
+//! ([`BlockBudget`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet};
 
-use super::reply::{Reply, bad, internal, refuse, too_large};
+use super::reply::{Reply, bad, internal, refuse, retry_later, too_large};
 use super::request::{Blocks, Incoming, Target};
 use super::{Action, Transport};
 use crate::message::{self, code};
@@ -17,11 +19,46 @@ use crate::metrics::{BlockLabels, Metrics};
 use crate::profile::BlockValue;
 use crate::translate::ResponseContent;
 
+/// The bytes all peers' transfers hold, against one limit. Cloning shares it.
+#[derive(Debug, Clone)]
+pub(super) struct BlockBudget {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl BlockBudget {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            held: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    /// Bytes held now, by all peers.
+    pub(super) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Whether `more` bytes still fit.
+    fn has_room(&self, more: usize) -> bool {
+        self.held().saturating_add(more) <= self.limit
+    }
+}
+
 /// One peer's transfers in progress.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Blockwise {
     uploads: Vec<Block1Assembly>,
     stored: Vec<StoredBody>,
+    /// What this peer's transfers count against the budget now.
+    held: usize,
+    budget: BlockBudget,
+}
+
+impl Drop for Blockwise {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.held, Ordering::Relaxed);
+    }
 }
 
 /// A request body being assembled from Block1 blocks.
@@ -57,6 +94,33 @@ enum UploadFault {
 }
 
 impl Blockwise {
+    /// No transfers yet, counting against `budget`.
+    pub(super) fn new(budget: BlockBudget) -> Self {
+        Self {
+            uploads: Vec::new(),
+            stored: Vec::new(),
+            held: 0,
+            budget,
+        }
+    }
+
+    /// Brings the budget up to date with what the transfers hold now.
+    fn recount(&mut self) {
+        let uploads: usize = self.uploads.iter().map(|a| a.body.len()).sum();
+        let stored: usize = self.stored.iter().map(|s| s.content.payload.len()).sum();
+        let held = uploads + stored;
+        if held >= self.held {
+            self.budget
+                .held
+                .fetch_add(held - self.held, Ordering::Relaxed);
+        } else {
+            self.budget
+                .held
+                .fetch_sub(self.held - held, Ordering::Relaxed);
+        }
+        self.held = held;
+    }
+
     /// Whether no transfer is in progress.
     pub(super) fn is_empty(&self) -> bool {
         self.uploads.is_empty() && self.stored.is_empty()
@@ -66,6 +130,7 @@ impl Blockwise {
     pub(super) fn expire(&mut self, now: Instant) {
         self.uploads.retain(|a| a.expires > now);
         self.stored.retain(|s| s.expires > now);
+        self.recount();
     }
 
     /// The body stored under `key`, or else the notification body of `notification_path`.
@@ -86,7 +151,8 @@ impl Blockwise {
     }
 
     /// Keeps `content` for Block2 follow-ups under `key` (and `notification_path`),
-    /// replacing what was stored under either and making room within `capacity`.
+    /// replacing what was stored under either and making room within `capacity`; not when
+    /// the budget has no room for it (its later blocks are then fetched again).
     pub(super) fn store(
         &mut self,
         key: &str,
@@ -103,12 +169,16 @@ impl Blockwise {
         while !self.stored.is_empty() && self.stored.len() + self.uploads.len() >= capacity {
             self.stored.remove(0);
         }
-        self.stored.push(StoredBody {
-            key: key.to_owned(),
-            notification_path: notification_path.map(str::to_owned),
-            content: Arc::new(content.clone()),
-            expires,
-        });
+        self.recount();
+        if self.budget.has_room(content.payload.len()) {
+            self.stored.push(StoredBody {
+                key: key.to_owned(),
+                notification_path: notification_path.map(str::to_owned),
+                content: Arc::new(content.clone()),
+                expires,
+            });
+            self.recount();
+        }
     }
 
     /// Starts the upload under `key` afresh, making room within `capacity`.
@@ -126,11 +196,12 @@ impl Blockwise {
             body: Vec::new(),
             expires: now,
         });
+        self.recount();
     }
 
     /// Adds a block to the upload under `key`: `Ok(None)` while more are to come (or for the
     /// block just taken, sent again because its answer was lost), the whole body after the
-    /// last. A fault ends the upload.
+    /// last. A fault ends the upload. The caller recounts the budget.
     fn add_block(
         &mut self,
         key: &str,
@@ -184,7 +255,8 @@ pub(super) fn count_blockwise(metrics: &Metrics, kind: &'static str) {
 impl Transport {
     /// Serves a later block of a body the gateway holds (a large response or a
     /// notification); `Ok(false)` when it holds none for this GET, which then goes upstream
-    /// again. Other methods cannot be repeated: they get 4.08.
+    /// again. Other methods cannot be repeated, and a sync asked again answers with another
+    /// body: they get 4.08.
     pub(super) fn serve_stored_block(
         &mut self,
         incoming: &Incoming,
@@ -207,7 +279,7 @@ impl Transport {
                 block2: Some((blocks.block2_num, blocks.szx)),
                 ..Reply::plain(&content)
             };
-            self.finish(incoming, &target.route, reply, now, actions);
+            self.finish(incoming, target.route, reply, now, actions);
             return Ok(true);
         }
         if !is_get {
@@ -216,6 +288,15 @@ impl Transport {
                 code::REQUEST_ENTITY_INCOMPLETE,
                 "M_UNKNOWN",
                 "The earlier blocks of this response have expired; request block 0 again.",
+            ));
+        }
+        if target.is_sync {
+            // A sync asked again is another body: its later blocks would not continue this one.
+            return Err(refuse(
+                incoming,
+                code::REQUEST_ENTITY_INCOMPLETE,
+                "M_UNKNOWN",
+                "The earlier blocks of this sync response are gone; sync again from your position.",
             ));
         }
         Ok(false)
@@ -241,6 +322,13 @@ impl Transport {
                 "A Block1 block other than the last must fill the block size.",
             ));
         }
+        if !peer.blockwise.budget.has_room(payload.len()) {
+            return Err(retry_later(
+                incoming,
+                code::SERVICE_UNAVAILABLE,
+                "The gateway holds as many uploads as it can; try again shortly.",
+            ));
+        }
         if block.num == 0 {
             peer.blockwise
                 .start_upload(key, now, self.limits.blockwise_per_peer);
@@ -250,6 +338,7 @@ impl Transport {
         let taken = peer
             .blockwise
             .add_block(key, block, payload, incoming.body_limit, expires);
+        peer.blockwise.recount();
         taken.map_err(|fault| match fault {
             UploadFault::Unknown => refuse(
                 incoming,
@@ -273,7 +362,7 @@ impl Transport {
         &mut self,
         incoming: &Incoming,
         blocks: &Blocks,
-        route: &str,
+        route: &'static str,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {

@@ -2,8 +2,8 @@
 //! peer sent within EXCHANGE_LIFETIME (NON_LIFETIME for a NON), waiting for the homeserver or
 //! with the datagram that answered it, which a duplicate gets again.
 
+use super::PeerId;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use coap_lite::MessageType;
@@ -106,7 +106,7 @@ impl Transport {
     /// ACK while it is pending.
     pub(super) fn receive(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         confirmable: bool,
         now: Instant,
@@ -145,7 +145,7 @@ impl Transport {
     /// an empty ACK stops the client's retransmissions, the response follows as a CON.
     pub(super) fn on_piggyback_timeout(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         actions: &mut Vec<Action>,
     ) {

@@ -2,18 +2,19 @@
 //! client's request with what its answer needs, or an observer's long-poll. Both start in
 //! [`Transport::start_forward`].
 
+use super::PeerId;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::ForwardId;
-use super::observe::ObserverTemplate;
+use super::observe::{ObserverTemplate, Start};
 use super::reply::Reply;
 use super::request::{Blocks, Incoming, Target, query_value, with_query};
+use super::splits::SyncShape;
 use super::timers::TimerKind;
 use super::{Action, Transport};
 use crate::media::MediaRoute;
-use crate::message::code;
 use crate::profile::BlockValue;
 use crate::translate::{self, Encoding, UpstreamOutcome, UpstreamRequest};
 
@@ -32,6 +33,8 @@ pub(super) struct ClientContext {
     block1_echo: Option<BlockValue>,
     /// For a sync with Observe 0: the observer to register once the response is a success.
     register: Option<ObserverTemplate>,
+    /// A sync's Response-Capacity (option 258).
+    capacity: Option<usize>,
 }
 
 /// Whom an upstream request is for.
@@ -44,10 +47,10 @@ pub(super) enum ForwardPurpose {
 /// One upstream request in flight.
 #[derive(Debug)]
 pub(super) struct Forward {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: PeerId,
     pub(super) started: Instant,
     /// The metric label of the request's path.
-    pub(super) route: String,
+    pub(super) route: &'static str,
     pub(super) purpose: ForwardPurpose,
 }
 
@@ -92,8 +95,8 @@ impl Transport {
     /// [`Transport::on_upstream`] with the id returned.
     pub(super) fn start_forward(
         &mut self,
-        addr: SocketAddr,
-        route: String,
+        addr: PeerId,
+        route: &'static str,
         purpose: ForwardPurpose,
         request: UpstreamRequest,
         now: Instant,
@@ -146,6 +149,7 @@ impl Transport {
             block2_num: blocks.block2_num,
             block1_echo: blocks.block1,
             register,
+            capacity: target.capacity,
         };
         let purpose = ForwardPurpose::Client(Box::new(context));
         self.start_forward(incoming.peer, target.route, purpose, request, now, actions);
@@ -179,8 +183,8 @@ impl Transport {
     /// successful sync with Observe 0 asked for.
     pub(super) fn on_client_response(
         &mut self,
-        addr: SocketAddr,
-        route: &str,
+        addr: PeerId,
+        route: &'static str,
         ctx: ClientContext,
         outcome: &UpstreamOutcome,
         now: Instant,
@@ -191,7 +195,23 @@ impl Transport {
         };
         peer.in_flight = peer.in_flight.saturating_sub(1);
         let confirmable = peer.exchanges.get(ctx.mid).is_none_or(|e| e.confirmable);
-        let content = translate::translate_response(outcome, &ctx.method, ctx.encoding, &ctx.route);
+        let (content, position) = match &ctx.route {
+            translate::Route::Sync { since } if ctx.method == http::Method::GET => {
+                let shape = SyncShape {
+                    encoding: ctx.encoding,
+                    since: since.as_deref(),
+                    capacity: ctx.capacity,
+                    hold_position: true,
+                };
+                let answer = self.sync_answer(addr, outcome, shape, now);
+                (answer.content, answer.position)
+            }
+            route => {
+                let content =
+                    translate::translate_response(outcome, &ctx.method, ctx.encoding, route);
+                (Arc::new(content), None)
+            }
+        };
         let incoming = Incoming {
             peer: addr,
             mid: ctx.mid,
@@ -201,8 +221,13 @@ impl Transport {
             body_limit: self.limits.max_body,
         };
         let mut observe = None;
-        if let (Some(template), true) = (ctx.register, content.code == code::CONTENT) {
-            observe = self.register(addr, &ctx.token, template, outcome, now, actions);
+        if let (Some(template), Some(position)) = (ctx.register, position) {
+            let since = match &ctx.route {
+                translate::Route::Sync { since } => since.clone(),
+                _ => None,
+            };
+            let start = Start::after_answer(template.confirms(), since, position);
+            observe = self.register(addr, &ctx.token, template, start, now, actions);
         }
         let reply = Reply {
             content: &content,

@@ -7,21 +7,29 @@
 //!
 //! The state, by the file that owns it:
 //!
-//! - `peer.rs`: what is kept per peer address (sticky access token and profile state, message
-//!   ids, requests in flight, the rate bucket), and admission of a request.
+//! - `peer.rs`: what is kept per peer (sticky access token and profile state, message ids,
+//!   requests in flight, the rate bucket), by what the peer proved ([`PeerId`]: its address,
+//!   or its OSCORE context), and admission of a request.
 //! - `exchanges.rs`: the duplicate-detection memory of received requests (RFC 7252 §4.5).
 //! - `outbox.rs`: CON messages sent and retransmitted until acknowledged (RFC 7252 §4.2).
 //! - `blockwise.rs`: Block1 uploads and stored Block2 bodies (RFC 7959).
-//! - `observe.rs`: observers and their long-polls (RFC 7641).
+//! - `observe.rs`: observers, their long-polls (RFC 7641) and the positions their clients
+//!   confirmed.
+//! - `splits.rs`: sync answers cut to the client's Response-Capacity, the later parts kept
+//!   until the part before is confirmed.
 //! - `forward.rs`: upstream requests in flight, for clients and observers alike.
 //! - `timers.rs`: the deadlines (piggyback wait, retransmission, sweep).
 //!
 //! The request pipeline owns no state: `request.rs` reads a request in short steps
-//! (negotiation, options, access token, path, blocks, body) and hands it to the state above;
-//! `reply.rs` sends the answer, piggybacked, separate or NON.
+//! (negotiation, options, access token, path, blocks, body) and hands it to the state above,
+//! `sync.rs` has the steps of a `/sync` request; `reply.rs` sends the answer, piggybacked,
+//! separate or NON.
 //!
 //! Memory is bounded per peer by [`Limits`] (exchanges, blockwise transfers, observers,
-//! in-flight requests) and globally by `max_peers` and `max_observers`.
+//! in-flight requests) and globally by `max_peers`, `max_peers_per_prefix` and
+//! `max_observers`. A plain peer gets state only once it proved it receives at its address
+//! (an RFC 9175 Echo round trip, `echo.rs`); until then each request gets a 4.01 with an
+//! Echo value at most three times its size, and nothing is kept.
 
 mod blockwise;
 mod exchanges;
@@ -31,23 +39,28 @@ mod outbox;
 mod peer;
 mod reply;
 mod request;
+mod splits;
+mod sync;
 mod timers;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use coap_lite::{MessageClass, MessageType};
 
+use crate::echo::EchoKey;
 use crate::limits::Limits;
 use crate::message;
 use crate::metrics::Metrics;
 use crate::profile;
+use crate::source::Sources;
 use crate::translate::{UpstreamOutcome, UpstreamRequest};
+use blockwise::BlockBudget;
 use forward::{ForwardPurpose, Forwards};
 use observe::ObserverState;
 use outbox::OutPurpose;
-use peer::Peer;
+pub use peer::PeerId;
+use peer::{Census, Peer};
 use timers::{TimerKind, Timers};
 
 /// Identifies one upstream request the core asked for.
@@ -59,7 +72,7 @@ pub enum Action {
     /// Send a datagram.
     Send {
         /// Destination.
-        peer: SocketAddr,
+        peer: PeerId,
         /// CoAP message.
         datagram: Vec<u8>,
     },
@@ -84,16 +97,26 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct Transport {
     limits: Limits,
     metrics: Metrics,
-    peers: HashMap<SocketAddr, Peer>,
+    peers: HashMap<PeerId, Peer>,
+    /// Plain peers in all and per source prefix.
+    census: Census,
+    /// Bytes of all peers' blockwise transfers, against `max_blockwise_bytes`.
+    block_budget: BlockBudget,
+    /// Which source addresses need no proof.
+    sources: Sources,
+    /// Makes and checks the Echo values plain peers prove their address with.
+    echo: EchoKey,
     forwards: Forwards,
     timers: Timers,
     /// Observers of all peers together, against `max_observers`.
     observers: usize,
     draining: bool,
-    /// The xorshift state behind retransmission jitter and first message ids.
+    /// The xorshift state behind retransmission jitter, first message ids and split ids.
     jitter: u64,
     /// The size exponent of `block_size`, the largest block the gateway sends.
     own_szx: u8,
+    /// The id of the last observer registered.
+    next_observer_id: u64,
 }
 
 impl core::fmt::Debug for Transport {
@@ -111,31 +134,49 @@ impl Transport {
     /// A core with the given limits, reporting to `metrics`.
     pub fn new(limits: Limits, metrics: Metrics, now: Instant) -> Self {
         let own_szx = limits.block_szx().unwrap_or(profile::MAX_SZX);
+        let block_budget = BlockBudget::new(limits.max_blockwise_bytes);
         let mut t = Self {
             limits,
             metrics,
             peers: HashMap::new(),
+            census: Census::default(),
+            block_budget,
+            sources: Sources::default(),
+            echo: EchoKey::random(now),
             forwards: Forwards::default(),
             timers: Timers::default(),
             observers: 0,
             draining: false,
             jitter: 0x9e37_79b9_7f4a_7c15,
             own_szx,
+            next_observer_id: 0,
         };
         t.timers.arm(now + SWEEP_EVERY, TimerKind::Sweep);
         t
     }
 
-    /// Seeds the generator behind retransmission jitter and message ids (the I/O layer passes
-    /// something time-based; tests keep the default for reproducibility).
+    /// Seeds the generator behind retransmission jitter, message ids and split ids (the I/O
+    /// layer passes something time-based, so a restarted gateway names its splits anew; tests
+    /// keep the default for reproducibility).
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.jitter = seed | 1;
+        self
+    }
+
+    /// Which source addresses count as proven without an Echo round trip.
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.sources = sources;
         self
     }
 
     /// Active observers.
     pub fn observer_count(&self) -> usize {
         self.observers
+    }
+
+    /// Bytes held by all peers' blockwise transfers (uploads and stored bodies).
+    pub fn blockwise_bytes(&self) -> usize {
+        self.block_budget.held()
     }
 
     /// Peers with state.
@@ -180,7 +221,7 @@ impl Transport {
     }
 
     /// A datagram arrived from `peer`.
-    pub fn on_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Vec<Action> {
+    pub fn on_datagram(&mut self, peer: PeerId, datagram: &[u8], now: Instant) -> Vec<Action> {
         self.metrics.coap_bytes_in.inc_by(datagram.len() as u64);
         let mut actions = Vec::new();
         let Ok(packet) = message::parse(datagram) else {
@@ -201,9 +242,9 @@ impl Transport {
             (MessageType::Confirmable, MessageClass::Empty) => {
                 self.send(&mut actions, peer, message::empty(MessageType::Reset, mid));
             }
-            (kind, MessageClass::Request(method)) => {
-                let confirmable = kind == MessageType::Confirmable;
-                self.on_request(peer, packet, method, confirmable, now, &mut actions);
+            (_, MessageClass::Request(method)) => {
+                let size = datagram.len();
+                self.on_request(peer, packet, method, size, now, &mut actions);
             }
             (MessageType::Confirmable, _) => {
                 self.metrics.malformed.inc();
@@ -231,7 +272,7 @@ impl Transport {
         match forward.purpose {
             ForwardPurpose::Client(ctx) => {
                 self.metrics.upstream_latency.observe(latency.as_secs_f64());
-                let (addr, route) = (forward.peer, &forward.route);
+                let (addr, route) = (forward.peer, forward.route);
                 self.on_client_response(addr, route, *ctx, &outcome, now, &mut actions);
             }
             ForwardPurpose::Observe { token } => {
@@ -250,8 +291,18 @@ impl Transport {
                     self.on_piggyback_timeout(addr, mid, &mut actions);
                 }
                 TimerKind::Retransmit(addr, mid) => self.retransmit(addr, mid, now, &mut actions),
+                TimerKind::Observer(addr, id) => {
+                    self.on_observer_timer(addr, id, now, &mut actions);
+                }
                 TimerKind::Sweep => {
-                    self.peers.retain(|_, peer| peer.sweep(now));
+                    let census = &mut self.census;
+                    self.peers.retain(|id, peer| {
+                        let keep = peer.sweep(now);
+                        if !keep {
+                            census.leave(*id);
+                        }
+                        keep
+                    });
                     self.timers.arm(now + SWEEP_EVERY, TimerKind::Sweep);
                 }
             }
@@ -259,13 +310,13 @@ impl Transport {
         actions
     }
 
-    fn send(&self, actions: &mut Vec<Action>, peer: SocketAddr, datagram: Vec<u8>) {
+    fn send(&self, actions: &mut Vec<Action>, peer: PeerId, datagram: Vec<u8>) {
         self.metrics.coap_bytes_out.inc_by(datagram.len() as u64);
         actions.push(Action::Send { peer, datagram });
     }
 
     fn next_random(&mut self) -> u64 {
-        // xorshift: jitter and message ids only, nothing security relevant.
+        // xorshift: jitter, message ids and split ids, nothing security relevant.
         self.jitter ^= self.jitter << 13;
         self.jitter ^= self.jitter >> 7;
         self.jitter ^= self.jitter << 17;

@@ -2,10 +2,9 @@
 //! message id and retransmitted with exponential back-off until an ACK or RST settles them
 //! (RFC 7252 §4.2).
 
-use std::net::SocketAddr;
+use super::PeerId;
 use std::time::{Duration, Instant};
 
-use super::observe::ObserverState;
 use super::timers::TimerKind;
 use super::{Action, Transport};
 use crate::message;
@@ -39,7 +38,7 @@ impl Transport {
     /// retransmission after a jittered ACK_TIMEOUT; the caller sends it.
     pub(super) fn retransmit_until_acked(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         datagram: Vec<u8>,
         purpose: OutPurpose,
@@ -61,36 +60,29 @@ impl Transport {
             .arm(now + timeout, TimerKind::Retransmit(addr, mid));
     }
 
-    /// An ACK settles a message; for a notification it lets the observer's next poll start.
+    /// An ACK settles a message; for a notification it may confirm the position it carries
+    /// (`observe.rs`).
     pub(super) fn on_ack(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        let Some(OutPurpose::Notification { token }) = self.settle(addr, mid) else {
-            return;
-        };
-        let awaiting = self
-            .peers
-            .get(&addr)
-            .and_then(|peer| peer.observers.iter().find(|o| o.token == token))
-            .is_some_and(|observer| observer.state == ObserverState::AwaitingAck(mid));
-        if awaiting {
-            self.poll(addr, &token, now, actions);
+        if let Some(OutPurpose::Notification { token }) = self.settle(addr, mid) {
+            self.on_notification_ack(addr, &token, mid, now, actions);
         }
     }
 
     /// An RST settles a message; for a notification it ends the observation (RFC 7641 §3.6).
-    pub(super) fn on_reset(&mut self, addr: SocketAddr, mid: u16, actions: &mut Vec<Action>) {
+    pub(super) fn on_reset(&mut self, addr: PeerId, mid: u16, actions: &mut Vec<Action>) {
         if let Some(OutPurpose::Notification { token }) = self.settle(addr, mid) {
             self.deregister(addr, |o| o.token == token, actions);
         }
     }
 
     /// Takes message `mid` to `addr` out of the outbox: why it was sent, if it was waiting.
-    fn settle(&mut self, addr: SocketAddr, mid: u16) -> Option<OutPurpose> {
+    fn settle(&mut self, addr: PeerId, mid: u16) -> Option<OutPurpose> {
         let out = self.peers.get_mut(&addr)?.outbox.remove(&mid)?;
         Some(out.purpose)
     }
@@ -98,7 +90,7 @@ impl Transport {
     /// Sends message `mid` again with twice the timeout, or gives it up after MAX_RETRANSMIT.
     pub(super) fn retransmit(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         mid: u16,
         now: Instant,
         actions: &mut Vec<Action>,

@@ -1,6 +1,6 @@
-//! Everything the transport keeps per peer address, and the steps of the request pipeline that
-//! read or change it as a whole: making room for a new peer, the sticky access token, and
-//! admission (draining, the in-flight limit and the rate bucket).
+//! Everything the transport keeps per peer, by what the peer proved ([`PeerId`]), and the
+//! steps of the request pipeline that read or change it as a whole: making room for a new peer,
+//! the sticky access token, and admission (draining, the in-flight limit and the rate bucket).
 //!
 //! A peer's state lives as long as it has work (exchanges, observers, unacknowledged messages,
 //! requests in flight, blockwise transfers) and for EXCHANGE_LIFETIME after it was last seen.
@@ -9,19 +9,44 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use coap_lite::{CoapOption, MessageType, Packet};
+use coap_lite::{CoapOption, Packet};
 
-use super::blockwise::Blockwise;
+use super::blockwise::{BlockBudget, Blockwise};
 use super::exchanges::Exchanges;
 use super::observe::Observer;
 use super::outbox::Outgoing;
-use super::reply::{bad, internal, refuse, retry_later};
+use super::reply::{Reply, bad, internal, refuse, retry_later};
 use super::request::Incoming;
+use super::splits::Splits;
 use super::{Action, Transport};
+use crate::echo::within_amplification;
+use crate::limits::Limits;
 use crate::message::{self, code};
 use crate::profile::option;
+use crate::source::{Prefix, prefix_of};
 use crate::sticky::StickyState;
 use crate::translate::{AccessToken, ResponseContent};
+
+/// Who a peer is, by what it proved. A plain peer is its UDP source address; a token on the
+/// protected link is its OSCORE context, which only a request that verified under that context
+/// reaches. The two are separate namespaces: nothing a datagram says makes it a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerId {
+    /// A plain CoAP peer, by its source address.
+    Address(SocketAddr),
+    /// A token on the protected link, by the number the link gave its OSCORE context (never
+    /// given to another context).
+    Context(u64),
+}
+
+impl core::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Address(addr) => addr.fmt(f),
+            Self::Context(n) => write!(f, "OSCORE context {n}"),
+        }
+    }
+}
 
 /// One peer's state.
 #[derive(Debug)]
@@ -32,6 +57,8 @@ pub(super) struct Peer {
     pub(super) sticky: StickyState,
     pub(super) exchanges: Exchanges,
     pub(super) blockwise: Blockwise,
+    /// The later parts of sync answers cut to the peer's Response-Capacity.
+    pub(super) splits: Splits,
     pub(super) observers: Vec<Observer>,
     /// CON messages waiting for their ACK, by message id.
     pub(super) outbox: HashMap<u16, Outgoing>,
@@ -64,12 +91,13 @@ impl TokenBucket {
 }
 
 impl Peer {
-    fn new(now: Instant, burst: u32, first_mid: u16) -> Self {
+    fn new(now: Instant, burst: u32, first_mid: u16, budget: BlockBudget) -> Self {
         Self {
             access_token: None,
             sticky: StickyState::default(),
             exchanges: Exchanges::default(),
-            blockwise: Blockwise::default(),
+            blockwise: Blockwise::new(budget),
+            splits: Splits::default(),
             observers: Vec::new(),
             outbox: HashMap::new(),
             next_mid: first_mid,
@@ -94,6 +122,7 @@ impl Peer {
     pub(super) fn sweep(&mut self, now: Instant) -> bool {
         self.exchanges.expire(now);
         self.blockwise.expire(now);
+        self.splits.expire(now);
         !(self.is_idle()
             && now.saturating_duration_since(self.last_seen) > message::EXCHANGE_LIFETIME)
     }
@@ -104,45 +133,130 @@ impl Peer {
             && self.outbox.is_empty()
             && self.in_flight == 0
             && self.blockwise.is_empty()
+            && self.splits.is_empty()
+    }
+}
+
+/// How many plain peers hold state, in all and per source prefix, against `max_peers` and
+/// `max_peers_per_prefix`. Tokens on the link are not counted: the tokens file bounds them.
+#[derive(Debug, Default)]
+pub(super) struct Census {
+    addresses: usize,
+    by_prefix: HashMap<Prefix, usize>,
+}
+
+impl Census {
+    /// Whether a new plain peer at `addr` stays within both limits.
+    fn has_room(&self, addr: SocketAddr, limits: &Limits) -> bool {
+        let in_prefix = self.by_prefix.get(&prefix_of(addr)).copied();
+        self.addresses < limits.max_peers && in_prefix.unwrap_or(0) < limits.max_peers_per_prefix
+    }
+
+    fn enter(&mut self, id: PeerId) {
+        if let PeerId::Address(addr) = id {
+            self.addresses += 1;
+            *self.by_prefix.entry(prefix_of(addr)).or_default() += 1;
+        }
+    }
+
+    /// A peer's state was forgotten.
+    pub(super) fn leave(&mut self, id: PeerId) {
+        let PeerId::Address(addr) = id else {
+            return;
+        };
+        self.addresses = self.addresses.saturating_sub(1);
+        let prefix = prefix_of(addr);
+        if let Some(n) = self.by_prefix.get_mut(&prefix) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_prefix.remove(&prefix);
+            }
+        }
     }
 }
 
 impl Transport {
-    /// Makes sure a request from `addr` has peer state to go with; `false` when the gateway
-    /// holds `max_peers` others, after answering the request 5.03 statelessly.
+    /// Step 1: makes sure a request from `id` has peer state to go with. A plain peer gets
+    /// state only once its address is proven (validated by the operator, or the request
+    /// carries an Echo value the gateway made for it); before that the request gets a 4.01
+    /// with an Echo value and nothing is kept. `false` when the request was answered here.
     pub(super) fn admit_peer(
         &mut self,
-        addr: SocketAddr,
+        id: PeerId,
         packet: &Packet,
-        confirmable: bool,
+        size: usize,
         now: Instant,
         actions: &mut Vec<Action>,
     ) -> bool {
-        if self.peers.contains_key(&addr) {
+        if self.peers.contains_key(&id) {
             return true;
         }
-        let mid = packet.header.message_id;
-        if self.peers.len() >= self.limits.max_peers {
-            let (kind, reply_mid) = if confirmable {
-                (MessageType::Acknowledgement, mid)
-            } else {
-                (MessageType::NonConfirmable, mid.wrapping_add(0x8000))
-            };
-            let p = message::build(
-                kind,
-                code::SERVICE_UNAVAILABLE,
-                reply_mid,
-                packet.get_token(),
-            );
-            self.send(actions, addr, message::to_datagram(&p));
-            return false;
+        if let PeerId::Address(addr) = id {
+            if !self.sources.is_validated(addr) && !self.echo.proves(addr, packet, now) {
+                let challenge = self.echo.challenge(addr, packet, now);
+                self.metrics.echo_challenges.inc();
+                self.send_unproven(actions, addr, challenge, size);
+                return false;
+            }
+            if !self.census.has_room(addr, &self.limits) {
+                let refusal =
+                    stateless_refusal(packet, code::SERVICE_UNAVAILABLE, PEERS_FULL_RETRY);
+                self.send_unproven(actions, addr, refusal, size);
+                return false;
+            }
         }
         // Message ids start somewhere unpredictable, so that a restarted gateway does not
         // reuse the ids a peer still remembers (it would take a new CON for a duplicate).
         let first_mid = self.next_random() as u16;
-        self.peers
-            .insert(addr, Peer::new(now, self.limits.peer_burst, first_mid));
+        self.census.enter(id);
+        let budget = self.block_budget.clone();
+        self.peers.insert(
+            id,
+            Peer::new(now, self.limits.peer_burst, first_mid, budget),
+        );
         true
+    }
+
+    /// Sends `datagram` to an address with no state here (not proven, or refused), if it is
+    /// at most three times the `request_size` it answers: nothing larger goes where the
+    /// gateway does not know anyone receives.
+    fn send_unproven(
+        &mut self,
+        actions: &mut Vec<Action>,
+        addr: SocketAddr,
+        datagram: Vec<u8>,
+        request_size: usize,
+    ) {
+        if within_amplification(&datagram, request_size) {
+            self.send(actions, PeerId::Address(addr), datagram);
+        }
+    }
+
+    /// Step 2: the peer's request rate, duplicates included (each one costs an answer). Over
+    /// the rate a retransmission is dropped and a new request gets 4.29 with Max-Age, neither
+    /// remembered. `false` when the request goes no further.
+    pub(super) fn within_rate(
+        &mut self,
+        incoming: &Incoming,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let (rate, burst) = (self.limits.peer_rate, self.limits.peer_burst);
+        let Some(peer) = self.peers.get_mut(&incoming.peer) else {
+            return false;
+        };
+        if peer.bucket.take(now, rate, burst) {
+            return true;
+        }
+        if peer.exchanges.get(incoming.mid).is_none() {
+            let content = retry_later(
+                incoming,
+                code::TOO_MANY_REQUESTS,
+                "This peer sends requests faster than the gateway allows.",
+            );
+            self.finish(incoming, "-", Reply::plain(&content), now, actions);
+        }
+        false
     }
 
     /// Takes the access token of option 256 if the request carries one (the sticky profile
@@ -190,14 +304,10 @@ impl Transport {
         Ok(Some(peer.sticky.megolm_send_json(path, json, version)))
     }
 
-    /// Whether the gateway takes the request now: not while draining, not beyond the peer's
-    /// in-flight limit or rate. A refusal tells the client when to retry; a request taken
+    /// Whether the gateway forwards the request now: not while draining, not beyond the
+    /// peer's in-flight limit. A refusal tells the client when to retry; a request taken
     /// counts as in flight until its answer.
-    pub(super) fn admit(
-        &mut self,
-        incoming: &Incoming,
-        now: Instant,
-    ) -> Result<(), ResponseContent> {
+    pub(super) fn admit(&mut self, incoming: &Incoming) -> Result<(), ResponseContent> {
         if self.draining {
             return Err(refuse(
                 incoming,
@@ -217,17 +327,18 @@ impl Transport {
                 "Too many requests in flight from this peer.",
             ));
         }
-        if !peer
-            .bucket
-            .take(now, self.limits.peer_rate, self.limits.peer_burst)
-        {
-            return Err(retry_later(
-                incoming,
-                code::TOO_MANY_REQUESTS,
-                "This peer sends requests faster than the gateway allows.",
-            ));
-        }
         peer.in_flight += 1;
         Ok(())
     }
+}
+
+/// How long a client refused for want of peer room waits before it tries again, in seconds.
+const PEERS_FULL_RETRY: u8 = 30;
+
+/// An answer to `request` with this code and Max-Age and nothing else, for a peer with no
+/// state: piggybacked on the ACK of a CON, a NON otherwise.
+fn stateless_refusal(request: &Packet, status: u8, max_age: u8) -> Vec<u8> {
+    let mut packet = message::response_to(request, status);
+    packet.add_option(CoapOption::MaxAge, vec![max_age]);
+    message::to_datagram(&packet)
 }

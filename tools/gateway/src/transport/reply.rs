@@ -46,7 +46,7 @@ impl Transport {
     pub(super) fn finish(
         &mut self,
         incoming: &Incoming,
-        route: &str,
+        route: &'static str,
         reply: Reply<'_>,
         now: std::time::Instant,
         actions: &mut Vec<Action>,
@@ -85,11 +85,11 @@ impl Transport {
 
     /// Counts the answer by route and code, and logs it. Route labels carry no identifiers,
     /// and neither tokens nor bodies are logged.
-    fn count_answer(&self, incoming: &Incoming, route: &str, content: &ResponseContent) {
+    fn count_answer(&self, incoming: &Incoming, route: &'static str, content: &ResponseContent) {
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+                route,
                 code: code::dotted(content.code),
             })
             .inc();

@@ -1,21 +1,25 @@
 //! The request pipeline: a CoAP request read in short steps, each either passing what it read
 //! on or answering at once (`Err` is the answer, in the encoding negotiated so far).
 //!
-//! 1. Peer state (`peer.rs`) and duplicate detection (`exchanges.rs`).
-//! 2. Negotiation: Content-Format, Accept and option 257 set the encoding.
-//! 3. Options: no proxying, no unknown critical option, an Accept the gateway serves.
-//! 4. Method, then the sticky access token (`peer.rs`).
-//! 5. Path: Uri-Path and Uri-Query, the sticky room handles, the short-path table; a media
+//! 1. Peer state (`peer.rs`): a plain peer's address must be proven first (an Echo round
+//!    trip), or the request gets a 4.01 with an Echo value and nothing is kept.
+//! 2. The peer's rate (`peer.rs`), duplicates included.
+//! 3. Duplicate detection (`exchanges.rs`).
+//! 4. Negotiation: Content-Format, Accept and option 257 set the encoding.
+//! 5. Options: no proxying, no unknown critical option, an Accept the gateway serves.
+//! 6. Method, then the sticky access token (`peer.rs`).
+//! 7. Path: Uri-Path and Uri-Query, the sticky room handles, the short-path table; a media
 //!    upload's type and limit.
-//! 6. Blocks: Observe, Block1, Block2; a later Block2 block of a stored body is served here
-//!    (`blockwise.rs`), and a sync without Observe 0 ends the observation of its path.
-//! 7. Body: Block1 assembly (`blockwise.rs`), CBOR to JSON, the sticky Megolm sender fields.
-//! 8. Admission (`peer.rs`), then forwarding (`forward.rs`).
+//! 8. Blocks: Observe, Block1, Block2; a later Block2 block of a stored body is served here
+//!    (`blockwise.rs`); a sync's own steps (`sync.rs`): its Response-Capacity, the end of the
+//!    observation of its path without Observe 0, the answers the gateway gives itself.
+//! 9. Body: Block1 assembly (`blockwise.rs`), CBOR to JSON, the sticky Megolm sender fields.
+//! 10. Admission (`peer.rs`: draining, requests in flight), then forwarding (`forward.rs`).
 
-use std::net::SocketAddr;
+use super::PeerId;
 use std::time::Instant;
 
-use coap_lite::{CoapOption, Packet, RequestType};
+use coap_lite::{CoapOption, MessageType, Packet, RequestType};
 
 use super::reply::{Reply, bad, internal, refuse, too_large};
 use super::{Action, Transport};
@@ -28,7 +32,7 @@ use crate::translate::{self, AccessToken, Encoding, ResponseContent};
 
 /// The request being answered: where the answer goes and how it is encoded.
 pub(super) struct Incoming {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: PeerId,
     pub(super) mid: u16,
     pub(super) token: Vec<u8>,
     pub(super) confirmable: bool,
@@ -52,10 +56,12 @@ pub(super) struct Target {
     /// The access token the request goes upstream with (the peer's sticky one).
     pub(super) access_token: Option<AccessToken>,
     /// The path's metric label (no identifiers).
-    pub(super) route: String,
+    pub(super) route: &'static str,
     /// Method, path, query and encoding: what identifies a blockwise transfer of this request.
     pub(super) key: String,
     pub(super) is_sync: bool,
+    /// A sync's Response-Capacity (option 258).
+    pub(super) capacity: Option<usize>,
 }
 
 /// The request's Observe and block options.
@@ -78,23 +84,22 @@ enum RequestBody {
 }
 
 impl Transport {
-    /// Step 1: a request from `addr`, after its peer state and duplicate detection.
+    /// Steps 1 to 3: a request of `size` bytes from `addr`: its peer state, its rate and
+    /// duplicate detection.
     pub(super) fn on_request(
         &mut self,
-        addr: SocketAddr,
+        addr: PeerId,
         packet: Packet,
         method: RequestType,
-        confirmable: bool,
+        size: usize,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if !self.admit_peer(addr, &packet, confirmable, now, actions) {
+        if !self.admit_peer(addr, &packet, size, now, actions) {
             return;
         }
         let mid = packet.header.message_id;
-        if !self.receive(addr, mid, confirmable, now, actions) {
-            return;
-        }
+        let confirmable = packet.header.get_type() == MessageType::Confirmable;
         let mut incoming = Incoming {
             peer: addr,
             mid,
@@ -106,12 +111,17 @@ impl Transport {
             },
             body_limit: self.limits.max_body,
         };
+        if !self.within_rate(&incoming, now, actions)
+            || !self.receive(addr, mid, confirmable, now, actions)
+        {
+            return;
+        }
         if let Err(content) = self.handle_request(&mut incoming, packet, method, now, actions) {
             self.finish(&incoming, "-", Reply::plain(&content), now, actions);
         }
     }
 
-    /// Steps 2 to 8; `Err` is an immediate answer.
+    /// Steps 4 to 10; `Err` is an immediate answer.
     fn handle_request(
         &mut self,
         incoming: &mut Incoming,
@@ -125,7 +135,8 @@ impl Transport {
         check_options(incoming, &packet, accept)?;
         let method = http_method(incoming, method)?;
         let access_token = self.take_access_token(incoming, &packet)?;
-        let target = self.read_target(incoming, &packet, method, access_token, content_format)?;
+        let mut target =
+            self.read_target(incoming, &packet, method, access_token, content_format)?;
         let blocks = read_blocks(incoming, &packet, self.own_szx)?;
         // A later block of a body the gateway already holds (a large response or a notification).
         if blocks.block2_num > 0
@@ -133,13 +144,11 @@ impl Transport {
         {
             return Ok(());
         }
-        // Deregistration: a GET for the resource without Observe (block fetches excepted), or Observe=1.
-        if target.is_sync && blocks.block2_num == 0 && blocks.observe != Some(0) {
-            let token = incoming.token.clone();
-            let path = target.path.clone();
-            let which =
-                move |o: &super::observe::Observer| o.token == token || o.template.path == path;
-            self.deregister(incoming.peer, which, actions);
+        // Capacity, deregistration, positions (`sync.rs`).
+        if target.is_sync
+            && self.sync_request(incoming, &packet, &mut target, &blocks, now, actions)?
+        {
+            return Ok(());
         }
         // A media upload is the file's bytes: never transcoded, whatever its format.
         let body_format = content_format.filter(|_| target.media != Some(MediaRoute::Upload));
@@ -152,16 +161,16 @@ impl Transport {
             now,
         )?;
         let RequestBody::Complete(body) = body else {
-            self.continue_upload(incoming, &blocks, &target.route, now, actions);
+            self.continue_upload(incoming, &blocks, target.route, now, actions);
             return Ok(());
         };
         let body = self.with_sticky_sender(incoming, &target.path, body)?;
-        self.admit(incoming, now)?;
+        self.admit(incoming)?;
         self.forward_client_request(incoming, target, &blocks, body, now, actions);
         Ok(())
     }
 
-    /// Step 5: the path and query the request names, with the sticky room handles resolved,
+    /// Step 7: the path and query the request names, with the sticky room handles resolved,
     /// and what a media upload needs.
     fn read_target(
         &mut self,
@@ -199,6 +208,7 @@ impl Transport {
             route,
             key,
             is_sync,
+            capacity: None,
         })
     }
 
@@ -239,7 +249,7 @@ impl Transport {
         Ok((path, query))
     }
 
-    /// Step 7: the JSON body to forward, once its last Block1 block arrived.
+    /// Step 9: the JSON body to forward, once its last Block1 block arrived.
     fn request_body(
         &mut self,
         incoming: &Incoming,
@@ -268,7 +278,7 @@ impl Transport {
     }
 }
 
-/// Step 2: Content-Format, Accept and option 257 into the request's encoding. Returns the
+/// Step 4: Content-Format, Accept and option 257 into the request's encoding. Returns the
 /// body's Content-Format (CBOR for a v2 body without one) and the Accept value.
 fn negotiate(
     incoming: &mut Incoming,
@@ -310,7 +320,7 @@ fn is_cbor(content_format: Option<u64>, accept: Option<u64>) -> bool {
         || accept == Some(u64::from(CONTENT_FORMAT_CBOR))
 }
 
-/// Step 3: options the gateway refuses.
+/// Step 5: options the gateway refuses.
 fn check_options(
     incoming: &Incoming,
     packet: &Packet,
@@ -348,7 +358,7 @@ fn check_options(
     Ok(())
 }
 
-/// Step 4: the HTTP method of the CoAP one.
+/// Step 6: the HTTP method of the CoAP one.
 fn http_method(incoming: &Incoming, method: RequestType) -> Result<http::Method, ResponseContent> {
     match method {
         RequestType::Get => Ok(http::Method::GET),
@@ -389,7 +399,7 @@ fn upload_content_type(
     })
 }
 
-/// Step 6: Observe, Block2 and Block1, and the block size of the answer.
+/// Step 8: Observe, Block2 and Block1, and the block size of the answer.
 fn read_blocks(
     incoming: &Incoming,
     packet: &Packet,

@@ -1,8 +1,8 @@
 //! When the transport wants to run next: one heap of deadlines, each naming what is due.
 
+use super::PeerId;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// What a deadline is for.
@@ -10,9 +10,12 @@ use std::time::Instant;
 pub(super) enum TimerKind {
     /// The homeserver has not answered the CON request with this message id in time for a
     /// piggybacked response: acknowledge it now, answer separately later.
-    Piggyback(SocketAddr, u16),
+    Piggyback(PeerId, u16),
     /// The CON message with this message id may need sending again.
-    Retransmit(SocketAddr, u16),
+    Retransmit(PeerId, u16),
+    /// The observer with this id may have a long-poll to try again, or a confirmation that
+    /// did not come.
+    Observer(PeerId, u64),
     /// Time to forget expired state.
     Sweep,
 }

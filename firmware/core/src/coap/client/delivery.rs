@@ -48,6 +48,12 @@ pub enum Event<'a> {
         options: Options<'a>,
         /// Its whole body, reassembled if it came in blocks.
         body: &'a [u8],
+        /// Whether the engine acknowledges this notification, once the caller let it go: a
+        /// confirmable one that came whole in one datagram. False for the answer to a
+        /// (re-)registration and for a notification fetched in blocks (whose first block was
+        /// acknowledged on arrival): the server learns that such a one is held only from a
+        /// new request.
+        acknowledged: bool,
     },
     /// A request, or an observation's (re-)registration, failed. A failed registration is
     /// retried after [`ClientConfig::observe_silence_ms`].
@@ -87,6 +93,7 @@ pub(super) enum EventRecord {
         id: RequestId,
         sequence: u32,
         code: Code,
+        acknowledged: bool,
     },
     Failed {
         id: RequestId,
@@ -94,11 +101,22 @@ pub(super) enum EventRecord {
     },
 }
 
+/// A confirmable notification stored for the caller, not yet acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HeldNotification {
+    pub(super) message_id: u16,
+    /// The observation's last number before it, restored if it goes unacknowledged, so that
+    /// its retransmission is fresh again.
+    pub(super) previous: Option<(u32, Instant)>,
+}
+
 /// What became of a received response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Disposition {
     /// Processed (or knowingly dropped): acknowledge it.
     Processed,
+    /// A notification stored for the caller: acknowledged once the caller let it go.
+    Held,
     /// Not processed for lack of buffer: leave it unacknowledged so that it is resent.
     Deferred,
 }
@@ -107,10 +125,34 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
     Client<R, REQUEST_BYTES, RESPONSE_BYTES>
 {
     /// Frees the response buffer if the caller took its content with `poll_event`; every
-    /// input calls this first, which ends the borrow's meaning.
+    /// input calls this first, which ends the borrow's meaning. A notification the caller
+    /// took is acknowledged now: the caller is done with what it carried.
     pub(super) fn release_lent_body(&mut self) {
         if self.body_state == BodyState::Lent {
+            if let Some(held) = self.held_ack.take() {
+                self.push_control(MessageType::Acknowledgement, held.message_id);
+            }
             self.discard_body();
+        }
+    }
+
+    /// The caller could not keep what the notification it just took carried (its storage
+    /// failed): the notification is not acknowledged, and its retransmission is taken as new.
+    /// Call it before the next call on the engine; it does nothing for other events.
+    pub fn decline_notification(&mut self) {
+        if self.body_state == BodyState::Lent {
+            self.forget_held_notification();
+        }
+    }
+
+    /// The notification in the buffer goes unacknowledged, and it is forgotten (its message
+    /// id and number) so that its retransmission is taken as new.
+    fn forget_held_notification(&mut self) {
+        if let Some(held) = self.held_ack.take() {
+            self.recent_ids.retain(|id| *id != held.message_id);
+            if let Some(observation) = self.observation.as_mut() {
+                observation.last = held.previous;
+            }
         }
     }
 
@@ -148,12 +190,18 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                 body,
                 last,
             },
-            EventRecord::Notification { id, sequence, code } => Event::Notification {
+            EventRecord::Notification {
+                id,
+                sequence,
+                code,
+                acknowledged,
+            } => Event::Notification {
                 id,
                 sequence,
                 code,
                 options,
                 body,
+                acknowledged,
             },
             EventRecord::Failed { id, error } => Event::Failed { id, error },
         })
@@ -211,7 +259,10 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                 }
                 if self.recent_ids.iter().any(|id| *id == header.message_id) {
                     self.stats.duplicates += 1;
-                    if confirmable {
+                    // A notification still with the caller is acknowledged when the caller is
+                    // done with it, not before.
+                    let held = self.held_ack.map(|held| held.message_id);
+                    if confirmable && held != Some(header.message_id) {
                         self.push_control(MessageType::Acknowledgement, header.message_id);
                     }
                     return;
@@ -238,6 +289,8 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                             self.push_control(MessageType::Acknowledgement, header.message_id);
                         }
                     }
+                    // Acknowledged when the caller let it go (`release_lent_body`).
+                    Some(Disposition::Held) => self.remember_message_id(header.message_id),
                     Some(Disposition::Deferred) => {}
                     // Unknown token or unprocessable: RST, which also ends a stale
                     // observation at the server (RFC 7641 §3.6).
@@ -255,6 +308,8 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
     }
 
     pub(super) fn discard_body(&mut self) {
+        // A notification dropped before the caller was done with it goes unacknowledged.
+        self.forget_held_notification();
         self.body_state = BodyState::Free;
         self.body.clear();
         self.body_options_len = 0;

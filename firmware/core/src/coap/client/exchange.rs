@@ -611,10 +611,12 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             Purpose::NotificationBlocks { sequence } => {
                 self.observation.as_mut().and_then(|observation| {
                     observation.settle(now, silence_ms);
+                    // Fetched in blocks: only the caller's next request confirms it.
                     (!observation.cancelled).then_some(EventRecord::Notification {
                         id,
                         sequence,
                         code,
+                        acknowledged: false,
                     })
                 })
             }

@@ -35,11 +35,24 @@
 //! # Back-pressure
 //!
 //! One response buffer means one undelivered body at a time. The engine starts no exchange
-//! while a body waits in [`Client::poll_event`], and a response that finds the buffer taken
-//! is not acknowledged, so the gateway retransmits it later. A notification that finds the
-//! buffer taken is acknowledged and dropped, and the engine re-registers the observation
-//! once the buffer is free: re-registration returns the resource's current state, which is
-//! all an observer is promised.
+//! while a body waits in [`Client::poll_event`], and a response or a notification that finds
+//! the buffer taken is not acknowledged, so the gateway retransmits it later. For a
+//! notification the engine also registers the observation again once the buffer is free:
+//! a server may end an observation whose notification goes unacknowledged, and the
+//! registration's answer is the resource's current state, which is all an observer is
+//! promised.
+//!
+//! # Acknowledging a notification
+//!
+//! A server may take the acknowledgement of a notification as the client's word that it
+//! holds what the notification carried (a Matrix gateway moves its `/sync` position past it,
+//! PROFILE.md section 9). So the engine acknowledges a confirmable notification that came
+//! whole only once the caller took it with [`Client::poll_event`] and let it go (at the next
+//! call on the engine): the caller processes and stores what it carried in between. A
+//! caller that could not keep it calls [`Client::decline_notification`] before that, and
+//! the server sends it again. A notification dropped for lack of buffer is never
+//! acknowledged. [`Event::Notification::acknowledged`] says which notifications this
+//! acknowledgement covers: not the answer to a (re-)registration, nor one fetched in blocks.
 
 mod delivery;
 mod exchange;
@@ -57,7 +70,7 @@ use crate::platform::{Instant, Rng};
 pub use delivery::Event;
 pub use exchange::ExchangeError;
 
-use delivery::{BodyState, Disposition, EventRecord};
+use delivery::{BodyState, Disposition, EventRecord, HeldNotification};
 use exchange::{Exchange, Phase, Purpose};
 use observation::{Observation, ObservationState};
 use queue::{CallerBlock, Queued, encode_options};
@@ -102,7 +115,8 @@ pub struct ClientConfig {
     /// may ask for smaller blocks.
     pub block_szx: u8,
     /// Re-register the observation when no notification arrived for this long (and retry
-    /// a failed registration after this long), in milliseconds.
+    /// a failed registration after this long, unless the caller re-registers sooner), in
+    /// milliseconds.
     pub observe_silence_ms: u64,
 }
 
@@ -114,7 +128,7 @@ impl Default for ClientConfig {
             max_retransmit: 4,
             response_timeout_ms: 120_000,
             block_szx: 6,
-            observe_silence_ms: 600_000,
+            observe_silence_ms: 1_500_000,
         }
     }
 }
@@ -219,7 +233,8 @@ pub struct ClientStats {
     pub duplicates: u32,
     /// Notifications dropped as older than the last one delivered.
     pub stale_notifications: u32,
-    /// Notifications dropped because the response buffer was taken (re-registered later).
+    /// Notifications left unacknowledged because the response buffer was taken (the server
+    /// sends them again, and the engine registers the observation again).
     pub missed_notifications: u32,
     /// Empty ACKs or RSTs not sent because [`CONTROL_CAPACITY`] were already waiting.
     pub control_dropped: u32,
@@ -243,6 +258,8 @@ pub struct Client<
     body: Vec<u8, RESPONSE_BYTES>,
     body_options_len: usize,
     body_state: BodyState,
+    /// The notification in the buffer, acknowledged once the caller let its body go.
+    held_ack: Option<delivery::HeldNotification>,
     events: Deque<EventRecord, EVENT_CAPACITY>,
     control: Deque<(MessageType, u16), CONTROL_CAPACITY>,
     recent_ids: Deque<u16, DEDUP_CAPACITY>,
@@ -282,6 +299,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             body: Vec::new(),
             body_options_len: 0,
             body_state: BodyState::Free,
+            held_ack: None,
             events: Deque::new(),
             control: Deque::new(),
             recent_ids: Deque::new(),
@@ -427,9 +445,10 @@ mod tests {
         );
         // Pinned on a 64-bit host; a 32-bit target is smaller (usize lengths halve). The
         // observation keeps its registered options and the next registration's; each queued
-        // request may carry a caller's Block1 or starting Block2 (files).
-        assert!(bookkeeping <= 864, "bookkeeping grew to {bookkeeping} B");
-        assert!(total <= 3_936, "the engine grew to {total} B");
+        // request may carry a caller's Block1 or starting Block2 (files); a notification the
+        // caller holds keeps its message id for the acknowledgement that follows.
+        assert!(bookkeeping <= 896, "bookkeeping grew to {bookkeeping} B");
+        assert!(total <= 3_968, "the engine grew to {total} B");
     }
 
     #[test]

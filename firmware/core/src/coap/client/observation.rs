@@ -32,7 +32,8 @@ pub(super) struct Observation {
     /// The last delivered notification's number and arrival time.
     pub(super) last: Option<(u32, Instant)>,
     pub(super) cancelled: bool,
-    /// A notification was dropped while a fetch was under way: re-register after it.
+    /// A notification was left unacknowledged while a fetch was under way: re-register after
+    /// it.
     pub(super) missed: bool,
 }
 
@@ -184,7 +185,14 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                     self.stats.stale_notifications += 1;
                     return None;
                 }
-                wanted.then_some(EventRecord::Notification { id, sequence, code })
+                // The answer to a request: the server learns that it is held from the next
+                // request, not from an acknowledgement.
+                wanted.then_some(EventRecord::Notification {
+                    id,
+                    sequence,
+                    code,
+                    acknowledged: false,
+                })
             }
             // Answered without Observe, or with an error: the resource is not observed.
             _ => {
@@ -194,7 +202,11 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         }
     }
 
-    /// A message carrying the observation's token outside an exchange for it.
+    /// A message carrying the observation's token outside an exchange for it. A notification
+    /// the engine has no room for is left unacknowledged (a server may take the acknowledgement
+    /// as the client's word that it holds the body), and the observation is registered again
+    /// once the engine has room: the server may give up on an unacknowledged notification and
+    /// end the observation.
     pub(super) fn handle_notification(
         &mut self,
         message: &Message<'_>,
@@ -221,6 +233,10 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         let block = message
             .option(option::BLOCK2)
             .and_then(BlockValue::from_option);
+        if block.is_some_and(|b| b.num != 0) {
+            // Not the start of a notification: nothing to take.
+            return Disposition::Processed;
+        }
         let more = block.is_some_and(|b| b.more);
         let busy = matches!(
             state,
@@ -231,11 +247,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
         let room = self.body_state == BodyState::Free
             && self.events.capacity() - self.events.len() >= 2
             && !(more && self.exchange.is_some());
-        let stored = !busy
-            && room
-            && block.is_none_or(|b| b.num == 0)
-            && self.store_body(message.raw_options(), message.payload);
-        if !stored {
+        if busy || !room || !self.store_body(message.raw_options(), message.payload) {
             self.stats.missed_notifications += 1;
             if busy {
                 if let Some(observation) = self.observation.as_mut() {
@@ -244,37 +256,47 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             } else {
                 self.set_observation_state(ObservationState::RegistrationDue);
             }
-            return Disposition::Processed;
+            return Disposition::Deferred;
         }
-        let next_state = match block {
+        let (next_state, disposition) = match block {
             Some(block) if more => {
                 self.body_state = BodyState::Filling;
-                ObservationState::FetchDue {
-                    sequence,
-                    next: BlockValue {
-                        num: 1,
-                        more: false,
-                        szx: block.szx,
-                    },
-                }
+                let next = BlockValue {
+                    num: 1,
+                    more: false,
+                    szx: block.szx,
+                };
+                // The first block is acknowledged now; the rest is fetched, and the whole
+                // body is confirmed to the server by the caller's next request.
+                (
+                    ObservationState::FetchDue { sequence, next },
+                    Disposition::Processed,
+                )
             }
             _ => {
                 self.body_state = BodyState::Pending;
+                let acknowledged = message.header.message_type == MessageType::Confirmable;
+                if acknowledged {
+                    self.held_ack = Some(HeldNotification {
+                        message_id: message.header.message_id,
+                        previous: last,
+                    });
+                }
                 self.push_event(EventRecord::Notification {
                     id,
                     sequence,
                     code: message.header.code,
+                    acknowledged,
                 });
-                ObservationState::Waiting {
-                    deadline: now.plus_millis(self.config.observe_silence_ms),
-                }
+                let deadline = now.plus_millis(self.config.observe_silence_ms);
+                (ObservationState::Waiting { deadline }, Disposition::Held)
             }
         };
         if let Some(observation) = self.observation.as_mut() {
             observation.last = Some((sequence, now));
             observation.state = next_state;
         }
-        Disposition::Processed
+        disposition
     }
 
     pub(super) fn set_observation_state(&mut self, state: ObservationState) {

@@ -510,7 +510,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // The keys stay until the MAC is out (`on_verification_sent`).
         v.phase = Phase::Finished;
         v.send(Outgoing::Done);
-        self.devices.set_verified(&v.peer_user, &v.peer_device);
+        if let Some(slot) = self.devices.set_verified(&v.peer_user, &v.peer_device) {
+            // A key withheld from it for want of verification goes to it now.
+            self.rooms.retry_device(slot);
+        }
         self.devices.save(&mut self.env.flash)?;
         if let Some(v) = &self.verification.active {
             self.env.ui.event(&UiEvent::DeviceVerified {

@@ -8,7 +8,7 @@ use minicbor::encode::write::Cursor;
 use jeton_olm::sas::{MAC_BASE64_LEN, MacMethod};
 
 use super::*;
-use crate::matrix::bodies::{cbor, key};
+use crate::matrix::bodies::{cbor, key, to_device_body};
 
 /// The token's ids and Ed25519 key, which its messages name.
 struct Own<'a> {
@@ -243,22 +243,4 @@ pub(super) fn write_start_content(
     key(e, "transaction_id")?;
     cbor(e.str(txn))?;
     Ok(())
-}
-
-/// A `sendToDevice` body with one message: `{"messages": {user: {device: content}}}`.
-fn to_device_body(
-    out: &mut [u8],
-    user: &str,
-    device: &str,
-    content: impl FnOnce(&mut Encoder<Cursor<&mut [u8]>>) -> Result<(), TokenError>,
-) -> Result<usize, TokenError> {
-    let mut e = Encoder::new(Cursor::new(out));
-    cbor(e.map(1))?;
-    key(&mut e, "messages")?;
-    cbor(e.map(1))?;
-    cbor(e.str(user))?;
-    cbor(e.map(1))?;
-    cbor(e.str(device))?;
-    content(&mut e)?;
-    Ok(e.writer().position())
 }

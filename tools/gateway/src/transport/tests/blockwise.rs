@@ -280,3 +280,46 @@ fn large_response_goes_out_in_blocks_from_one_upstream_fetch() {
     }
     assert_eq!(assembled, body.as_bytes());
 }
+
+/// Issue 15: Block1 uploads had no overall cap (2 x 16 MiB per peer, up to 50,000 peers). All
+/// peers' transfers together hold at most `max_blockwise_bytes`: beyond, a block gets 5.03
+/// with Max-Age, and transfers that expire give their room back.
+#[test]
+fn all_peers_uploads_together_stay_within_the_blockwise_budget() {
+    let budget = 8 * 1024;
+    let mut h = Harness::new(Limits {
+        max_blockwise_bytes: budget,
+        ..Limits::default()
+    });
+    let path = ["_matrix", "client", "v3", "keys", "upload"];
+    let mut refused = 0;
+    for port in 0..20u16 {
+        h.peer = PeerId::Address(SocketAddr::from(([127, 0, 0, 1], 2000 + port)));
+        let mut p = request(MessageType::Confirmable, 2, 1, &[1], &path);
+        let block = BlockValue {
+            num: 0,
+            more: true,
+            szx: 6,
+        };
+        p.add_option(CoapOption::Block1, message::block_option(block));
+        p.payload = vec![b' '; 1024];
+        let reply = sent(&h.feed(&p)).remove(0);
+        match code_of(&reply).as_str() {
+            "2.31" => {}
+            "5.03" => {
+                refused += 1;
+                assert!(reply.get_first_option(CoapOption::MaxAge).is_some());
+            }
+            other => panic!("block 0 got {other}"),
+        }
+        assert!(h.core.blockwise_bytes() <= budget);
+    }
+    println!(
+        "20 uploads started against a {budget} B budget: {refused} refused, {} B held",
+        h.core.blockwise_bytes()
+    );
+    assert_eq!(refused, 12);
+    h.core.on_timer(h.now + Duration::from_secs(600));
+    assert_eq!(h.core.peer_count(), 0);
+    assert_eq!(h.core.blockwise_bytes(), 0);
+}

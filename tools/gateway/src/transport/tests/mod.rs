@@ -6,6 +6,8 @@ mod blockwise;
 mod exchanges;
 mod observe;
 mod requests;
+mod routability;
+mod sync;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use serde_json::Value;
 use super::*;
 use crate::message::{self, code};
 use crate::profile::{self, BlockValue, CONTENT_FORMAT_CBOR, TableVersion};
+use crate::source::Sources;
 use crate::translate::{UpstreamOutcome, UpstreamRequest, UpstreamResponse};
 
 const PEER: &str = "127.0.0.1:40000";
@@ -23,16 +26,18 @@ const PEER: &str = "127.0.0.1:40000";
 struct Harness {
     core: Transport,
     now: Instant,
-    peer: SocketAddr,
+    peer: PeerId,
 }
 
 impl Harness {
     fn new(limits: Limits) -> Self {
         let now = Instant::now();
         Self {
-            core: Transport::new(limits, Metrics::default(), now),
+            // The tests' peer is on loopback, which needs no Echo round trip.
+            core: Transport::new(limits, Metrics::default(), now)
+                .with_sources(Sources::parse("127.0.0.0/8").unwrap()),
             now,
-            peer: PEER.parse().unwrap(),
+            peer: PeerId::Address(PEER.parse::<SocketAddr>().unwrap()),
         }
     }
 
@@ -100,6 +105,11 @@ fn block2(p: &Packet) -> Option<BlockValue> {
 
 const SYNC: &[&str] = &["_matrix", "client", "v3", "sync"];
 
+/// A sync response at `next_batch` that carries something (a room's entry).
+fn batch(next_batch: &str) -> String {
+    serde_json::json!({"next_batch": next_batch, "rooms": {"join": {"!r:s": {}}}}).to_string()
+}
+
 const PLAIN: &[&str] = &["_matrix", "client", "v3", "capabilities"];
 
 fn register(h: &mut Harness, mid: u16, token: &[u8]) -> (Packet, ForwardId) {
@@ -108,7 +118,7 @@ fn register(h: &mut Harness, mid: u16, token: &[u8]) -> (Packet, ForwardId) {
     p.add_option(CoapOption::UriQuery, b"since=s0".to_vec());
     let f = forwards(&h.feed(&p));
     assert_eq!(f[0].1.path_and_query, "/_matrix/client/v3/sync?since=s0");
-    let actions = h.upstream(f[0].0, 200, r#"{"next_batch":"s1"}"#);
+    let actions = h.upstream(f[0].0, 200, &batch("s1"));
     let reply = sent(&actions).remove(0);
     let poll = forwards(&actions);
     assert_eq!(poll.len(), 1);

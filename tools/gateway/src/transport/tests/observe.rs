@@ -15,7 +15,7 @@ fn observe_pushes_each_new_batch_and_waits_for_the_ack() {
     assert!(sent(&quiet).is_empty());
     let poll = forwards(&quiet)[0].0;
 
-    let actions = h.upstream(poll, 200, r#"{"next_batch":"s2","rooms":{}}"#);
+    let actions = h.upstream(poll, 200, &batch("s2"));
     let n = sent(&actions).remove(0);
     assert!(
         forwards(&actions).is_empty(),
@@ -32,7 +32,7 @@ fn observe_pushes_each_new_batch_and_waits_for_the_ack() {
     );
 
     // RST to the next notification ends the observation.
-    let n2 = sent(&h.upstream(next[0].0, 200, r#"{"next_batch":"s3"}"#)).remove(0);
+    let n2 = sent(&h.upstream(next[0].0, 200, &batch("s3"))).remove(0);
     assert_eq!(n2.get_observe_value().unwrap().unwrap(), 4);
     let rst = message::build(MessageType::Reset, 0, n2.header.message_id, &[]);
     h.feed(&rst);
@@ -52,7 +52,7 @@ fn observe_ends_on_get_without_observe_and_on_unacked_notifications() {
     assert_eq!(h.core.observer_count(), 0);
 
     let (_, poll) = register(&mut h, 20, b"b");
-    sent(&h.upstream(poll, 200, r#"{"next_batch":"s2"}"#));
+    sent(&h.upstream(poll, 200, &batch("s2")));
     for _ in 0..60 {
         h.advance(Duration::from_secs(2));
     }
@@ -73,7 +73,7 @@ fn re_registration_replaces_the_observer_and_resumes_from_the_clients_since() {
     p.add_option(CoapOption::UriQuery, b"since=s7".to_vec());
     let f = forwards(&h.feed(&p));
     assert_eq!(f[0].1.path_and_query, "/_matrix/client/v3/sync?since=s7");
-    let actions = h.upstream(f[0].0, 200, r#"{"next_batch":"s8"}"#);
+    let actions = h.upstream(f[0].0, 200, &batch("s8"));
     assert!(
         actions
             .iter()

@@ -203,3 +203,41 @@ fn non_request_gets_non_response() {
     assert_eq!(code_of(&reply[0]), "4.04");
     assert_eq!(reply[0].get_token(), &[5]);
 }
+
+/// Issue 15: every unknown path became a Prometheus label of its own (4,000 random paths: a
+/// 381 KB `/metrics`). Paths outside the profile's table now share the label `other`.
+#[test]
+fn random_paths_add_no_metric_labels() {
+    let mut h = Harness::new(Limits {
+        peer_rate: 1e9,
+        peer_burst: 1_000_000,
+        ..Limits::default()
+    });
+    let labels = |h: &Harness| {
+        Metrics::render(&h.core.metrics.registry())
+            .lines()
+            .filter(|l| l.starts_with("jeton_gateway_requests_total{"))
+            .count()
+    };
+    let id = forwards(&h.feed(&get(1, PLAIN)))[0].0;
+    h.upstream(id, 200, "{}");
+    let before = labels(&h);
+    for n in 0..4000u16 {
+        // Short lower-case words: what the old labels kept as they were.
+        let word: String = n
+            .to_string()
+            .bytes()
+            .map(|d| (b'a' + d - b'0') as char)
+            .collect();
+        let f = forwards(&h.feed(&get(n.wrapping_add(2), &["_matrix", "client", "v3", &word])));
+        h.upstream(
+            f[0].0,
+            404,
+            r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+        );
+    }
+    let after = labels(&h);
+    println!("request metric series: {before} before 4,000 random paths, {after} after");
+    assert!(after <= before + 1, "{before} -> {after}");
+    assert!(Metrics::render(&h.core.metrics.registry()).contains(r#"route="other""#));
+}

@@ -1,6 +1,6 @@
-//! The token's end of the protected link to its gateway: EDHOC (RFC 9528) to agree on keys,
-//! then OSCORE (RFC 8613) on every CoAP request and response, between the Matrix client
-//! ([`crate::matrix::Token`]) and the CoAP engine ([`crate::coap::Client`]).
+//! The token's end of the protected link to its gateway ([`ProtectedLink`]): EDHOC (RFC 9528)
+//! to agree on keys, then OSCORE (RFC 8613) on every CoAP request and response, between the
+//! Matrix client ([`crate::matrix::Token`]) and the CoAP engine ([`crate::coap::Client`]).
 //!
 //! This module owns the token's pairing material (its identity and the gateway credential it
 //! pins), the handshake, the OSCORE security context and its record on flash, and what ties
@@ -18,7 +18,8 @@
 //! # Crash safety (RFC 8613 appendix B.1.1)
 //!
 //! The context lives on flash in one record ([`record::LINK`](crate::store::record::LINK)):
-//! the derived keys and ids, and a high-water mark of the sender sequence number. No number
+//! the derived keys and ids, and a high-water mark of the sender sequence number, sealed with
+//! the storage key (the token hands the link a sealing store). No number
 //! at or above the stored mark is used before a higher mark is on flash, and after a power
 //! cut numbering resumes at the mark, so a nonce is never used twice. A token that boots with
 //! a stored context uses it without a new handshake; a gateway that lost it answers 4.01
@@ -34,7 +35,7 @@
 use core::fmt;
 
 use heapless::Vec;
-use jeton_link::oscore::{OSCORE_OPTION, RECORD_LEN};
+use jeton_link::oscore::{ECHO_OPTION, OSCORE_OPTION, RECORD_LEN};
 use jeton_link::{
     ContextRecord, Credential, HandshakeError, Identity, Initiator, OptionList, OscoreError,
     PartialIv, RequestBinding, SecurityContext, encode_connection_id,
@@ -43,8 +44,7 @@ use zeroize::Zeroize;
 
 pub use jeton_link::pairing::KeyFile;
 
-pub use crate::link_types::LinkStats;
-pub(crate) use crate::link_types::{Incoming, Outgoing};
+use super::{Incoming, Link, LinkStats, Outgoing};
 
 use crate::coap::message::{Code, Header, Message, MessageType, MessageWriter, Token};
 use crate::coap::{Client, Event, Request, RequestId, option};
@@ -132,8 +132,15 @@ enum State {
     Plain,
     /// A handshake is to start (at `not_before`, after a failure).
     Due { not_before: Instant },
-    /// message_1 is out.
-    AwaitingMessage2 { id: RequestId, initiator: Initiator },
+    /// The gateway answered message_1 with a 4.01 and an Echo value (RFC 9175, the return
+    /// routability check of RFC 9528 §9.7): message_1 is to go again at once, with it.
+    Challenged { echo: Vec<u8, MAX_ECHO> },
+    /// message_1 is out (`echoed`: with the gateway's Echo value).
+    AwaitingMessage2 {
+        id: RequestId,
+        initiator: Initiator,
+        echoed: bool,
+    },
     /// message_2 verified; `C_R || message_3` is to be queued.
     Message3Due {
         payload: Vec<u8, EDHOC_PAYLOAD_BYTES>,
@@ -153,6 +160,7 @@ impl fmt::Debug for State {
         f.write_str(match self {
             State::Plain => "Plain",
             State::Due { .. } => "Due",
+            State::Challenged { .. } => "Challenged",
             State::AwaitingMessage2 { .. } => "AwaitingMessage2",
             State::Message3Due { .. } => "Message3Due",
             State::AwaitingConfirmation { .. } => "AwaitingConfirmation",
@@ -172,8 +180,8 @@ struct Exchange {
     last_notification: Option<u64>,
 }
 
-/// The link: see the [module documentation](self).
-pub(crate) struct Link {
+/// The protected link: see the [module documentation](self).
+pub struct ProtectedLink {
     identity: Option<Identity>,
     gateway: Option<Credential>,
     state: State,
@@ -186,9 +194,9 @@ pub(crate) struct Link {
     stats: LinkStats,
 }
 
-impl fmt::Debug for Link {
+impl fmt::Debug for ProtectedLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link")
+        f.debug_struct("ProtectedLink")
             .field("state", &self.state)
             .field("context", &self.context)
             .field("stats", &self.stats)
@@ -199,12 +207,21 @@ impl fmt::Debug for Link {
 // The entry points the token calls are out of line (`#[inline(never)]`): the handshake's and
 // OSCORE's buffers then take stack only while they run, not in every frame of the Matrix code
 // that calls them, and a token's stack is sized by its deepest path.
-impl Link {
-    /// Gives the [plain](Link::plain) link a token boots with this pairing material (`None`:
+impl Link for ProtectedLink {
+    type Material = Option<KeyFile>;
+    type Error = LinkError;
+    const PROTECTS: bool = true;
+
+    /// A link that protects nothing until [`Link::load`] gives it pairing material.
+    fn unloaded() -> Self {
+        ProtectedLink::plain()
+    }
+
+    /// Gives the [unloaded](Link::unloaded) link a token boots with this pairing material (`None`:
     /// it stays plain CoAP), resuming the context stored in `store` if there is one. In place,
     /// so that no second link passes through the boot's stack.
     #[inline(never)]
-    pub(crate) fn load<S: Store>(
+    fn load<S: Store>(
         &mut self,
         material: Option<KeyFile>,
         store: &mut S,
@@ -228,50 +245,36 @@ impl Link {
         Ok(())
     }
 
-    /// A link that protects nothing (no pairing material).
-    pub(crate) const fn plain() -> Link {
-        Link {
-            identity: None,
-            gateway: None,
-            state: State::Plain,
-            context: None,
-            exchanges: Vec::new(),
-            edhoc_token: None,
-            established: false,
-            stats: LinkStats::new(),
-        }
-    }
-
     /// Whether requests can go out: a context is ready, or the link is off.
-    pub(crate) fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         matches!(self.state, State::Plain | State::Ready)
     }
 
     /// Whether the link protects the exchanges (false: plain CoAP).
-    pub(crate) fn is_enabled(&self) -> bool {
+    fn is_enabled(&self) -> bool {
         !matches!(self.state, State::Plain)
     }
 
     /// True once after each new context: the gateway holds none of the token's earlier
     /// per-context state (its access token, its observation).
-    pub(crate) fn take_established(&mut self) -> bool {
+    fn take_established(&mut self) -> bool {
         core::mem::take(&mut self.established)
     }
 
     /// The counters.
-    pub(crate) fn stats(&self) -> LinkStats {
+    fn stats(&self) -> LinkStats {
         self.stats
     }
 
     /// The OSCORE sender id (the kid of the token's requests), once a context exists.
-    pub(crate) fn sender_id(&self) -> Option<&[u8]> {
+    fn sender_id(&self) -> Option<&[u8]> {
         self.context
             .as_ref()
             .map(|context| context.sender_id().as_bytes())
     }
 
     /// When [`Link::plan`] next has something to do.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Due { not_before } => Some(not_before),
             _ => None,
@@ -280,7 +283,7 @@ impl Link {
 
     /// Queues the handshake's next request when one is due.
     #[inline(never)]
-    pub(crate) fn plan<R: Rng, C: Rng, const Q: usize, const P: usize>(
+    fn plan<R: Rng, C: Rng, const Q: usize, const P: usize>(
         &mut self,
         coap: &mut Client<C, Q, P>,
         rng: &mut R,
@@ -297,10 +300,12 @@ impl Link {
             }
             return Ok(());
         }
-        let State::Due { not_before } = self.state else {
-            return Ok(());
+        let echo = match &self.state {
+            State::Due { not_before } if now >= *not_before => None,
+            State::Challenged { echo } => Some(echo.clone()),
+            _ => return Ok(()),
         };
-        if now < not_before || self.identity.is_none() {
+        if self.identity.is_none() {
             return Ok(());
         }
         let mut seed = [0u8; 32];
@@ -322,9 +327,25 @@ impl Link {
             .push(CBOR_TRUE)
             .ok()
             .and_then(|()| payload.extend_from_slice(message_1.as_bytes()).ok())
-            .and_then(|()| coap.request_first(&edhoc_request(&payload)).ok());
+            .and_then(|()| {
+                let mut options = EDHOC_OPTIONS;
+                let len = match echo.as_deref() {
+                    Some(value) => {
+                        options[3] = (ECHO_OPTION, value);
+                        4
+                    }
+                    None => 3,
+                };
+                let options = options.get(..len).unwrap_or_default();
+                let request = Request::new(Code::POST, options, &payload);
+                coap.request_first(&request).ok()
+            });
         self.state = match queued {
-            Some(id) => State::AwaitingMessage2 { id, initiator },
+            Some(id) => State::AwaitingMessage2 {
+                id,
+                initiator,
+                echoed: echo.is_some(),
+            },
             // The queue is full: try again later.
             None => retry,
         };
@@ -332,7 +353,7 @@ impl Link {
     }
 
     /// Whether `event` answers one of the link's own requests.
-    pub(crate) fn owns(&self, event: &Event<'_>) -> bool {
+    fn owns(&self, event: &Event<'_>) -> bool {
         let id = match event {
             Event::Response { id, .. }
             | Event::ResponseBlock { id, .. }
@@ -349,7 +370,7 @@ impl Link {
     /// Takes the answer to one of the link's requests ([`Link::owns`]); what it asks to
     /// send next goes out from [`Link::plan`].
     #[inline(never)]
-    pub(crate) fn on_event<S: Store>(
+    fn on_event<S: Store>(
         &mut self,
         event: Event<'_>,
         store: &mut S,
@@ -363,12 +384,30 @@ impl Link {
             },
         );
         self.edhoc_token = None;
-        let Event::Response { code, body, .. } = event else {
+        let Event::Response {
+            code,
+            body,
+            options,
+            ..
+        } = event
+        else {
             // Timed out or reset: try again after the pause.
             return Ok(());
         };
         match state {
-            State::AwaitingMessage2 { initiator, .. } => {
+            State::AwaitingMessage2 {
+                initiator, echoed, ..
+            } => {
+                // Asked to prove its address: once, at once (a second challenge means the
+                // value did not help, so the pause above applies).
+                let mut options = options;
+                let echo = options.find(|(number, _)| *number == ECHO_OPTION);
+                if let (Code::UNAUTHORIZED, false, Some((_, echo))) = (code, echoed, echo)
+                    && let Ok(echo) = Vec::from_slice(echo)
+                {
+                    self.state = State::Challenged { echo };
+                    return Ok(());
+                }
                 if code != Code::CHANGED {
                     return Err(LinkError::Unavailable(code_number(code)));
                 }
@@ -416,7 +455,7 @@ impl Link {
     /// becomes its OSCORE form (in place). EDHOC requests, empty ACKs and RSTs go as they
     /// are. `scratch` must hold two datagrams ([`MAX_DATAGRAM`] each).
     #[inline(never)]
-    pub(crate) fn outgoing<S: Store>(
+    fn outgoing<S: Store>(
         &mut self,
         datagram: &mut [u8],
         len: usize,
@@ -485,12 +524,7 @@ impl Link {
     /// handshake and asks the engine to fail the exchange ([`Incoming::Fail`]), so the layer
     /// above retries it under the new context.
     #[inline(never)]
-    pub(crate) fn incoming(
-        &mut self,
-        datagram: &[u8],
-        scratch: &mut [u8],
-        now: Instant,
-    ) -> Incoming {
+    fn incoming(&mut self, datagram: &[u8], scratch: &mut [u8], now: Instant) -> Incoming {
         if !self.is_enabled() {
             return Incoming::Pass;
         }
@@ -584,6 +618,22 @@ impl Link {
         self.stats.verified = self.stats.verified.saturating_add(1);
         Incoming::Rewritten(len)
     }
+}
+
+impl ProtectedLink {
+    /// A link that protects nothing (no pairing material).
+    pub const fn plain() -> ProtectedLink {
+        ProtectedLink {
+            identity: None,
+            gateway: None,
+            state: State::Plain,
+            context: None,
+            exchanges: Vec::new(),
+            edhoc_token: None,
+            established: false,
+            stats: LinkStats::new(),
+        }
+    }
 
     fn reject(&mut self) -> Incoming {
         self.stats.rejected = self.stats.rejected.saturating_add(1);
@@ -634,14 +684,20 @@ fn piv_number(piv: &[u8]) -> u64 {
     piv.iter().fold(0, |n, byte| n << 8 | u64::from(*byte))
 }
 
+/// The largest Echo value (RFC 9175 §2.2.1).
+const MAX_ECHO: usize = 40;
+
+/// The options of a POST to the gateway's EDHOC resource, the last a place for an Echo value.
+const EDHOC_OPTIONS: [(u16, &[u8]); 4] = [
+    (option::URI_PATH, EDHOC_PATH[0]),
+    (option::URI_PATH, EDHOC_PATH[1]),
+    (option::CONTENT_FORMAT, &[CONTENT_FORMAT_CID_EDHOC]),
+    (ECHO_OPTION, &[]),
+];
+
 /// A POST of an EDHOC message to the gateway's EDHOC resource.
 fn edhoc_request(payload: &[u8]) -> Request<'_> {
-    const OPTIONS: [(u16, &[u8]); 3] = [
-        (option::URI_PATH, EDHOC_PATH[0]),
-        (option::URI_PATH, EDHOC_PATH[1]),
-        (option::CONTENT_FORMAT, &[CONTENT_FORMAT_CID_EDHOC]),
-    ];
-    Request::new(Code::POST, &OPTIONS, payload)
+    Request::new(Code::POST, &EDHOC_OPTIONS[..3], payload)
 }
 
 /// Whether a request goes to the EDHOC resource (and so stays unprotected).
@@ -704,7 +760,10 @@ fn load_context<S: Store>(
     store: &mut S,
     scratch: &mut [u8],
 ) -> Result<Option<SecurityContext>, LinkError> {
-    let Some(len) = store.get(record::LINK, scratch).map_err(LinkError::Store)? else {
+    let Some(len) = (match store.get(record::LINK, scratch) {
+        Err(StoreError::Unreadable) => None,
+        stored => stored.map_err(LinkError::Store)?,
+    }) else {
         return Ok(None);
     };
     let context = scratch
@@ -750,7 +809,7 @@ mod tests {
     }
 
     /// A link with a ready context that has sent one request with CoAP token `[7, 7]`.
-    fn ready_link() -> Link {
+    fn ready_link() -> ProtectedLink {
         let material = KeyFile {
             identity: Identity::generate([1; 32], b"\x01", "token").unwrap(),
             peer: Some(
@@ -760,7 +819,7 @@ mod tests {
             ),
         };
         let mut store: crate::store::MemoryStore<4, 256> = crate::store::MemoryStore::new();
-        let mut link = Link::plain();
+        let mut link = ProtectedLink::plain();
         link.load(Some(material), &mut store, &mut [0u8; 256], Instant::ZERO)
             .unwrap();
         link.context = Some(SecurityContext::derive(&[3; 16], &[4; 8], &[5], &[6]).unwrap());

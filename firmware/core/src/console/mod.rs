@@ -1,0 +1,393 @@
+//! The token's console: the commands a person types at jeton-sim's shell and at the RIOT
+//! firmware's shell, with their help, parsed ([`parse`]) and run against a [`Token`]
+//! ([`execute`], [`run`]), and the room log `log` prints ([`RoomLog`]).
+//!
+//! Both shells hand their lines here, so that the commands, their arguments and their answers
+//! cannot drift apart; each shell adds only what its platform owns (jeton-sim's `quit`, the
+//! RIOT firmware's `gateway`, `pair`, `selftest` and device status) and lists those in the
+//! same help ([`write_help`]). Answers go to a [`fmt::Write`], one line each, in the words
+//! scripts and tests read: an `error <why>` line when a command cannot run.
+
+mod log;
+
+use core::fmt::{self, Write};
+
+pub use log::RoomLog;
+
+use crate::link::Link;
+use crate::matrix::{CommandError, Token};
+use crate::platform::{Instant, Platform};
+
+/// One line of the help: a command, its arguments, what it does.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    /// The first word of the line.
+    pub name: &'static str,
+    /// Its arguments (`<needed>`, `[optional]`).
+    pub args: &'static str,
+    /// What it does, in a few words.
+    pub about: &'static str,
+}
+
+/// The commands every shell takes, in the order the help lists them.
+pub const COMMANDS: &[Entry] = &[
+    entry(
+        "login",
+        "[user] [password]",
+        "log in to the homeserver through the gateway",
+    ),
+    entry(
+        "status",
+        "",
+        "the token's state: login, rooms, outbox, counters, link",
+    ),
+    entry("keys", "", "the device's identity keys and fingerprint"),
+    entry("rooms", "", "joined rooms"),
+    entry("invites", "", "pending invites"),
+    entry("join", "<room>", "accept an invite, or join a room by id"),
+    entry("refuse", "<room>", "refuse an invite"),
+    entry("send", "<room> <text>", "send an encrypted message"),
+    entry(
+        "sendfile",
+        "<room> <file>",
+        "send a file, end-to-end encrypted",
+    ),
+    entry("log", "[room]", "recent messages"),
+    entry(
+        "verify",
+        "<user> <device>",
+        "verify a device by SAS (the token starts)",
+    ),
+    entry(
+        "request",
+        "<user> <device>",
+        "ask a device to verify by SAS (as Element does)",
+    ),
+    entry(
+        "confirm",
+        "",
+        "accept a verification, or confirm that the numbers match",
+    ),
+    entry("cancel", "", "cancel the verification"),
+    entry("help", "", "this list"),
+];
+
+/// An [`Entry`], for a platform's own commands.
+pub const fn entry(name: &'static str, args: &'static str, about: &'static str) -> Entry {
+    Entry { name, args, about }
+}
+
+/// The help: [`COMMANDS`], then the platform's own, one line each.
+pub fn write_help(out: &mut dyn Write, platform: &[Entry]) -> fmt::Result {
+    const USAGE_WIDTH: usize = 30;
+    for entry in COMMANDS.iter().chain(platform) {
+        let mut usage = entry.name.len();
+        write!(out, "  {}", entry.name)?;
+        if !entry.args.is_empty() {
+            write!(out, " {}", entry.args)?;
+            usage += 1 + entry.args.len();
+        }
+        for _ in usage..USAGE_WIDTH {
+            out.write_char(' ')?;
+        }
+        writeln!(out, " {}", entry.about)?;
+    }
+    Ok(())
+}
+
+/// A console command with its arguments; see [`COMMANDS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum Command<'a> {
+    /// A shell may fill in the user and password it was started with.
+    Login {
+        user: Option<&'a str>,
+        password: Option<&'a str>,
+    },
+    Status,
+    Keys,
+    Rooms,
+    Invites,
+    Join {
+        room: &'a str,
+    },
+    Refuse {
+        room: &'a str,
+    },
+    /// `text` is the rest of the line, inner spaces kept.
+    Send {
+        room: &'a str,
+        text: &'a str,
+    },
+    /// `file` as the platform's file store names it (a path, a stored file's name).
+    SendFile {
+        room: &'a str,
+        file: &'a str,
+    },
+    Log {
+        room: Option<&'a str>,
+    },
+    Verify {
+        user: &'a str,
+        device: &'a str,
+    },
+    Request {
+        user: &'a str,
+        device: &'a str,
+    },
+    Confirm,
+    Cancel,
+    Help,
+}
+
+/// What [`parse`] made of a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// Nothing but spaces.
+    Empty,
+    /// A console command.
+    Command(Command<'a>),
+    /// A console command without what it needs: the error to show.
+    Incomplete(&'static str),
+    /// Not a console command: its first word (the platform's own, or unknown).
+    Other(&'a str),
+}
+
+/// Parses one shell line.
+pub fn parse(line: &str) -> Line<'_> {
+    let mut words = line.split_whitespace();
+    let Some(name) = words.next() else {
+        return Line::Empty;
+    };
+    let (first, second) = (words.next(), words.next());
+    let rest = after_two_words(line).filter(|rest| !rest.is_empty());
+    let command = match name {
+        "login" => Some(Command::Login {
+            user: first,
+            password: second,
+        }),
+        "status" => Some(Command::Status),
+        "keys" => Some(Command::Keys),
+        "rooms" => Some(Command::Rooms),
+        "invites" => Some(Command::Invites),
+        "join" => first.map(|room| Command::Join { room }),
+        "refuse" => first.map(|room| Command::Refuse { room }),
+        "send" => first
+            .zip(rest)
+            .map(|(room, text)| Command::Send { room, text }),
+        "sendfile" => first
+            .zip(rest)
+            .map(|(room, file)| Command::SendFile { room, file }),
+        "log" => Some(Command::Log { room: first }),
+        "verify" => first
+            .zip(second)
+            .map(|(user, device)| Command::Verify { user, device }),
+        "request" => first
+            .zip(second)
+            .map(|(user, device)| Command::Request { user, device }),
+        "confirm" => Some(Command::Confirm),
+        "cancel" => Some(Command::Cancel),
+        "help" => Some(Command::Help),
+        other => return Line::Other(other),
+    };
+    match command {
+        Some(command) => Line::Command(command),
+        None => Line::Incomplete(match name {
+            "join" => "join needs a room id",
+            "refuse" => "refuse needs a room id",
+            "send" => "send needs a room id and a text",
+            "sendfile" => "sendfile needs a room id and a file",
+            "verify" => "verify needs a user id and a device id",
+            _ => "request needs a user id and a device id",
+        }),
+    }
+}
+
+/// What follows a line's first two words (a message's text, a file's name), trimmed.
+fn after_two_words(line: &str) -> Option<&str> {
+    line.trim_start()
+        .splitn(3, char::is_whitespace)
+        .nth(2)
+        .map(str::trim)
+}
+
+/// A [`Ui`](crate::matrix::Ui) that keeps the [`RoomLog`] `log` prints.
+pub trait KeepsLog {
+    /// Writes the log of `room`, or of every room, as [`RoomLog::write`] does.
+    fn write_log(&self, room: Option<&str>, out: &mut dyn Write) -> fmt::Result;
+}
+
+impl<const R: usize, const L: usize, const B: usize> KeepsLog for RoomLog<R, L, B> {
+    fn write_log(&self, room: Option<&str>, out: &mut dyn Write) -> fmt::Result {
+        self.write(room, out)
+    }
+}
+
+/// The platform's clocks, as a command needs them.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// The monotonic clock the token runs on.
+    pub now: Instant,
+    /// Milliseconds since the Unix epoch, on a platform with a real-time clock (`request`
+    /// carries it; without it, `request` is refused).
+    pub unix_time_ms: Option<u64>,
+}
+
+/// Why a command did not run.
+enum Refused {
+    Usage(&'static str),
+    Token(CommandError),
+    Output(fmt::Error),
+}
+
+impl From<CommandError> for Refused {
+    fn from(e: CommandError) -> Self {
+        Refused::Token(e)
+    }
+}
+
+impl From<fmt::Error> for Refused {
+    fn from(e: fmt::Error) -> Self {
+        Refused::Output(e)
+    }
+}
+
+/// Runs `command` and writes its answer, or `error <why>`, to `out`. `help` lists
+/// [`COMMANDS`] only: a shell with commands of its own answers `help` itself.
+pub fn execute<P, L>(
+    token: &mut Token<P, L>,
+    command: Command<'_>,
+    clock: Clock,
+    out: &mut dyn Write,
+) -> fmt::Result
+where
+    P: Platform,
+    P::Ui: KeepsLog,
+    L: Link,
+{
+    match act(token, command, clock, out) {
+        Ok(()) => Ok(()),
+        Err(Refused::Usage(why)) => writeln!(out, "error {why}"),
+        Err(Refused::Token(e)) => writeln!(out, "error {e}"),
+        Err(Refused::Output(e)) => Err(e),
+    }
+}
+
+/// Parses `line` and runs it ([`execute`]); false when it is not a console command
+/// ([`Line::Other`]), which the caller runs or refuses.
+pub fn run<P, L>(
+    token: &mut Token<P, L>,
+    line: &str,
+    clock: Clock,
+    out: &mut dyn Write,
+) -> Result<bool, fmt::Error>
+where
+    P: Platform,
+    P::Ui: KeepsLog,
+    L: Link,
+{
+    match parse(line) {
+        Line::Empty => {}
+        Line::Command(command) => execute(token, command, clock, out)?,
+        Line::Incomplete(why) => writeln!(out, "error {why}")?,
+        Line::Other(_) => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn act<P, L>(
+    token: &mut Token<P, L>,
+    command: Command<'_>,
+    clock: Clock,
+    out: &mut dyn Write,
+) -> Result<(), Refused>
+where
+    P: Platform,
+    P::Ui: KeepsLog,
+    L: Link,
+{
+    let now = clock.now;
+    match command {
+        Command::Login {
+            user: Some(user),
+            password: Some(password),
+        } => token.login(user, password, now)?,
+        Command::Login { .. } => return Err(Refused::Usage("login needs a user and a password")),
+        Command::Status => write_status(token, out)?,
+        Command::Keys => write_keys(token, out)?,
+        Command::Rooms => {
+            for room in token.rooms() {
+                writeln!(out, "{room}")?;
+            }
+        }
+        Command::Invites => {
+            for invite in token.invites() {
+                writeln!(out, "{invite}")?;
+            }
+        }
+        Command::Join { room } => token.join(room, now)?,
+        Command::Refuse { room } => token.refuse(room)?,
+        Command::Send { room, text } => token.send_text(room, text, now).map(drop)?,
+        Command::SendFile { room, file } => {
+            let mimetype = crate::files::attachment::mime_type_of(file);
+            token.send_file(room, file, mimetype, now)?;
+        }
+        Command::Log { room } => token.ui().write_log(room, out)?,
+        Command::Verify { user, device } => token.verify(user, device, now)?,
+        Command::Request { user, device } => {
+            let Some(unix_time_ms) = clock.unix_time_ms else {
+                return Err(Refused::Usage(
+                    "request needs the time of day, which this device does not have (use verify)",
+                ));
+            };
+            token.request_verification(user, device, unix_time_ms, now)?;
+        }
+        Command::Confirm => token.confirm_verification(now)?,
+        Command::Cancel => token.cancel_verification(now)?,
+        Command::Help => write_help(out, &[])?,
+    }
+    Ok(())
+}
+
+/// `status`: the token's line, with the link's state and counters on a link that can
+/// protect.
+fn write_status<P: Platform, L: Link>(token: &Token<P, L>, out: &mut dyn Write) -> fmt::Result {
+    write!(out, "{}", token.status())?;
+    if L::PROTECTS {
+        let link = match token.link_state() {
+            (false, _) => "off",
+            (true, false) => "handshaking",
+            (true, true) => "ready",
+        };
+        let stats = token.link_stats();
+        write!(
+            out,
+            " link={link} link-handshake-bytes={} link-rejected={}",
+            stats.handshake_bytes, stats.rejected
+        )?;
+    }
+    writeln!(out)
+}
+
+/// `keys`: the identity keys, and the Ed25519 key in groups of four as Matrix clients show
+/// fingerprints.
+fn write_keys<P: Platform, L: Link>(token: &Token<P, L>, out: &mut dyn Write) -> fmt::Result {
+    let identity = token.identity();
+    writeln!(
+        out,
+        "keys curve25519={} ed25519={}",
+        identity.curve25519, identity.ed25519
+    )?;
+    out.write_str("fingerprint")?;
+    for (index, c) in identity.ed25519.chars().enumerate() {
+        if index % 4 == 0 {
+            out.write_char(' ')?;
+        }
+        out.write_char(c)?;
+    }
+    writeln!(out)
+}
+
+#[cfg(test)]
+mod tests;

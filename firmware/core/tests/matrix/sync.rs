@@ -1,0 +1,319 @@
+//! The sync lane as a person meets it (PROFILE.md section 9): the token names its capacity,
+//! shows an event too large for it, skips what it cannot take in one item at a time, shows a
+//! message delivered twice once, says when a room's earlier messages were not fetched, and
+//! retries a failed sync on its own.
+
+use serde_json::{Value, json};
+
+use super::gateway::TOKEN_USER;
+use super::{PEER, ROOM, World};
+
+fn text(event_id: &str, body: &str) -> Value {
+    json!({"type": "m.room.message", "sender": PEER, "event_id": event_id,
+        "content": {"msgtype": "m.text", "body": body}})
+}
+
+fn message_line(body: &str) -> String {
+    format!("message {ROOM} {PEER} unencrypted {body}")
+}
+
+fn timeline(events: Vec<Value>) -> Value {
+    json!({"rooms": {"join": {ROOM: {"timeline": {"events": events}}}}})
+}
+
+#[test]
+fn every_sync_request_names_the_token_capacity_and_the_compact_filter_is_raw_json() {
+    let mut world = World::logged_in(60);
+    let requests = &world.gw.sync_requests;
+    assert!(!requests.is_empty());
+    for (capacity, _) in requests {
+        assert_eq!(
+            *capacity,
+            Some(4096 - 64),
+            "option 258 on every sync request"
+        );
+    }
+    // A gateway that does not split: a sync too large for the buffer, caught up with the
+    // compact filter, which goes as JSON for the gateway to encode once.
+    let long = "x".repeat(400);
+    let events = (0..12).map(|n| text(&format!("$big{n}"), &format!("{n} {long}")));
+    world.push_sync(timeline(
+        events.chain([text("$newest", "the newest")]).collect(),
+    ));
+    assert!(
+        world.run_until(120_000, |w| w.saw(&message_line("the newest"))),
+        "{:?}",
+        world.screen()
+    );
+    let compact = world
+        .gw
+        .sync_requests
+        .iter()
+        .find_map(|(_, queries)| queries.iter().find(|q| q.starts_with("filter={")).cloned());
+    assert_eq!(
+        compact.as_deref(),
+        Some(r#"filter={"room":{"timeline":{"limit":1}}}"#)
+    );
+    assert!(
+        !world
+            .gw
+            .sync_requests
+            .iter()
+            .flat_map(|(_, queries)| queries)
+            .any(|q| q.contains('%')),
+        "nothing is percent-encoded by the token"
+    );
+}
+
+#[test]
+fn an_event_too_large_is_shown_as_such_and_the_rest_of_the_sync_is_taken_in() {
+    let mut world = World::logged_in(61);
+    // 33 to-device messages (one over the view's list capacity), the last a stub; a stub and a
+    // message in the timeline.
+    let mut to_device: Vec<Value> = (0..32)
+        .map(|n| json!({"type": "org.example.ping", "sender": PEER, "content": {"n": n}}))
+        .collect();
+    to_device.push(
+        json!({"type": "m.room.encrypted", "sender": "@eve:localhost",
+        "jeton.too_large": 5120}),
+    );
+    world.push_sync(json!({
+        "to_device": {"events": to_device},
+        "rooms": {"join": {ROOM: {"timeline": {"events": [
+            {"type": "m.room.message", "sender": PEER, "event_id": "$huge", "jeton.too_large": 9000},
+            text("$small", "after the large one"),
+        ]}}}},
+    }));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("after the large one"))),
+        "{:?}",
+        world.screen()
+    );
+    assert!(
+        world.saw("event-too-large to-device m.room.encrypted @eve:localhost - 5120 skipped"),
+        "{:?}",
+        world.screen()
+    );
+    let stub = format!("event-too-large {ROOM} m.room.message {PEER} $huge 9000 skipped");
+    assert!(world.saw(&stub), "{:?}", world.screen());
+    assert!(
+        !world.screen().iter().any(|l| l.starts_with("error")),
+        "{:?}",
+        world.screen()
+    );
+}
+
+#[test]
+fn an_item_that_cannot_be_read_is_skipped_alone() {
+    let mut world = World::logged_in(62);
+    world.push_sync(timeline(vec![
+        json!({"type": "m.room.message", "sender": 5, "event_id": "$bad",
+            "content": {"msgtype": "m.text", "body": "bad"}}),
+        text("$good", "the good one"),
+    ]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("the good one"))),
+        "{:?}",
+        world.screen()
+    );
+    let skipped = format!("skipped timeline {ROOM} - $bad");
+    assert!(
+        world.screen().iter().any(|l| l.starts_with(&skipped)),
+        "{:?}",
+        world.screen()
+    );
+    // And the next sync is read.
+    world.push_sync(timeline(vec![text("$next", "next")]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("next"))),
+        "{:?}",
+        world.screen()
+    );
+}
+
+#[test]
+fn a_message_delivered_again_is_shown_once() {
+    let mut world = World::logged_in(63);
+    world.push_sync(timeline(vec![text("$once", "once")]));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("once"))));
+    // A gateway that restarted in the middle of a split refetches from the base position:
+    // the same event comes again, with a new one.
+    world.push_sync(timeline(vec![text("$once", "once"), text("$twice", "new")]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("new"))),
+        "{:?}",
+        world.screen()
+    );
+    let shown = world
+        .screen()
+        .iter()
+        .filter(|l| **l == message_line("once"))
+        .count();
+    assert_eq!(shown, 1, "{:?}", world.screen());
+}
+
+#[test]
+fn a_limited_timeline_tells_the_person_that_earlier_messages_were_not_fetched() {
+    let mut world = World::logged_in(64);
+    // Joining a room with a limited timeline is no gap: its history came before the token.
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {
+        "events": [text("$first", "first")], "limited": true, "prev_batch": "p0"}}}}}));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("first"))));
+    let gap = format!("gap {ROOM} earlier messages were not fetched");
+    assert!(!world.saw(&gap), "{:?}", world.screen());
+    // Nor is the sync of the token's own join of a room it knew already (it asked to join).
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
+        {"type": "m.room.member", "sender": TOKEN_USER, "state_key": TOKEN_USER,
+            "event_id": "$join", "content": {"membership": "join"}},
+        text("$second", "second")], "limited": true, "prev_batch": "p0"}}}}}));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("second"))));
+    assert!(!world.saw(&gap), "{:?}", world.screen());
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {
+        "events": [text("$later", "later")], "limited": true, "prev_batch": "p1"}}}}}));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("later"))),
+        "{:?}",
+        world.screen()
+    );
+    let screen = world.screen();
+    let gap_at = screen.iter().position(|l| *l == gap);
+    let later_at = screen.iter().position(|l| *l == message_line("later"));
+    assert!(
+        gap_at.is_some() && gap_at < later_at,
+        "the notice before the message: {screen:?}"
+    );
+}
+
+#[test]
+fn a_failed_sync_is_retried_on_its_own_within_ten_seconds_of_the_homeserver_coming_back() {
+    for observe in [true, false] {
+        let mut world = World::new(65);
+        world.gw.observe_supported = observe;
+        // The homeserver's sync is down for a minute; a message waits on it.
+        world.gw.sync_down_until = world.now + 60_000;
+        world.push_sync(timeline(vec![text("$back", "back")]));
+        let now = world.instant();
+        world.token().login("token", "secret", now).unwrap();
+        let back = world.gw.sync_down_until;
+        assert!(
+            world.run_until(120_000, |w| w.saw(&message_line("back"))),
+            "observe {observe}: {:?}",
+            world.screen()
+        );
+        let failed = world.gw.sync_requests.len() - 1;
+        println!(
+            "observe {observe}: {failed} failed sync requests, the message shown {} ms after the homeserver came back",
+            world.now.saturating_sub(back)
+        );
+        assert!(failed >= 3, "observe {observe}: it retried");
+        assert!(
+            world.now <= back + 12_000,
+            "observe {observe}: shown {} ms after the homeserver came back",
+            world.now - back
+        );
+    }
+}
+
+/// Whether a `/sync` request after the first `from` names `since=s<position>`.
+fn asked_from(world: &World, from: usize, position: usize) -> bool {
+    let since = format!("since=s{position}");
+    world.gw.sync_requests[from..]
+        .iter()
+        .any(|(_, queries)| queries.contains(&since))
+}
+
+#[test]
+fn a_notification_fetched_in_blocks_is_confirmed_by_a_registration_from_its_position() {
+    let mut world = World::logged_in(66);
+    // One that comes whole is confirmed by its acknowledgement: no request follows.
+    let before = world.gw.sync_requests.len();
+    world.push_sync(timeline(vec![text("$whole", "whole")]));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("whole"))));
+    world.run_for(5_000);
+    assert_eq!(world.gw.sync_requests.len(), before, "no request after it");
+
+    // One larger than a block: the token registers again from its position at once.
+    let long = "y".repeat(300);
+    let events = (0..6)
+        .map(|n| text(&format!("$b{n}"), &format!("{n} {long}")))
+        .collect();
+    world.push_sync(timeline(events));
+    let last = message_line(&format!("5 {long}"));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&last)),
+        "{:?}",
+        world.screen()
+    );
+    let position = world.gw.hs.batches.len();
+    assert!(
+        world.run_until(5_000, |w| asked_from(w, before, position)),
+        "{:?}",
+        world.gw.sync_requests
+    );
+}
+
+#[test]
+fn a_notification_whose_sync_could_not_be_stored_is_not_acknowledged_and_comes_again() {
+    let mut world = World::logged_in(67);
+    world.push_sync(timeline(vec![text("$first", "first")]));
+    assert!(world.run_until(60_000, |w| w.saw(&message_line("first"))));
+    world.run_for(10_000);
+    assert_eq!(world.gw.notifications_resent, 0, "acknowledged once stored");
+
+    // The cursor cannot be written once: the notification goes unacknowledged, the gateway
+    // sends it again, and the message is shown once.
+    super::fail_puts(jeton_core::store::record::SYNC_CURSOR, 1);
+    world.push_sync(timeline(vec![text("$stored", "stored late")]));
+    assert!(world.run_until(60_000, |w| w.gw.notifications_resent > 0));
+    world.run_for(10_000);
+    let shown = world
+        .screen()
+        .iter()
+        .filter(|l| **l == message_line("stored late"))
+        .count();
+    assert_eq!(shown, 1, "{:?}", world.screen());
+    assert!(world.saw("error Store(Io)"), "{:?}", world.screen());
+    // Stored the second time: the next sync follows on.
+    world.push_sync(timeline(vec![text("$next", "next")]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("next"))),
+        "{:?}",
+        world.screen()
+    );
+}
+
+#[test]
+fn a_registration_answer_that_could_not_be_stored_is_asked_for_again() {
+    let mut world = World::new(68);
+    world.push_sync(timeline(vec![text("$early", "early")]));
+    super::fail_puts(jeton_core::store::record::SYNC_CURSOR, 1);
+    let now = world.instant();
+    world.token().login("token", "secret", now).unwrap();
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("early"))),
+        "{:?}",
+        world.screen()
+    );
+    assert!(world.saw("error Store(Io)"), "{:?}", world.screen());
+    // Asked again from the stored cursor (none yet) after the back-off, and stored then.
+    let from_start = |w: &World| {
+        w.gw.sync_requests
+            .iter()
+            .filter(|(_, queries)| !queries.iter().any(|q| q.starts_with("since=")))
+            .count()
+    };
+    let asked = from_start(&world);
+    assert!(world.run_until(10_000, |w| from_start(w) > asked));
+    world.push_sync(timeline(vec![text("$later", "later")]));
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line("later"))),
+        "{:?}",
+        world.screen()
+    );
+    let early = world
+        .screen()
+        .iter()
+        .filter(|l| **l == message_line("early"))
+        .count();
+    assert_eq!(early, 1, "{:?}", world.screen());
+}
