@@ -239,25 +239,7 @@ impl Inbound {
         flash.read(id, |meta, pickle| {
             let c = corrupt(id);
             let mut d = Decoder::new(meta);
-            let (fields, room_id, sender, sender_curve) = record_start(&mut d, id)?;
-            if fields == 4 {
-                // Written before the index and the low-water mark: the indexes seen last.
-                let seen = recent(&mut d, id)?;
-                let session: InboundGroupSession = pickle.open()?;
-                let mut replay = ReplayWindow::new(session.first_known_index());
-                for (index, hash) in seen {
-                    replay.record(index, hash);
-                }
-                return Ok(Inbound {
-                    room_id,
-                    sender,
-                    sender_curve,
-                    received: 0,
-                    used: 0,
-                    replay,
-                    session,
-                });
-            }
+            let (room_id, sender, sender_curve) = record_start(&mut d, id)?;
             let _session_id = bytes32(&mut d, id)?;
             let _first_known = d.u32().map_err(&c)?;
             let received = d.u32().map_err(&c)?;
@@ -304,46 +286,27 @@ struct Header {
     used: u32,
 }
 
-/// The start of a session's record, common to both layouts: its field count, room, sender
-/// and the sender's Curve25519 key.
-fn record_start(
-    d: &mut Decoder<'_>,
-    id: u16,
-) -> Result<(u64, RoomId, UserId, [u8; 32]), TokenError> {
-    let fields = d.array().map_err(corrupt(id))?.unwrap_or(0);
-    Ok((fields, text(d, id)?, text(d, id)?, bytes32(d, id)?))
+/// The start of a session's record: its room, sender and the sender's Curve25519 key.
+fn record_start(d: &mut Decoder<'_>, id: u16) -> Result<(RoomId, UserId, [u8; 32]), TokenError> {
+    d.array().map_err(corrupt(id))?;
+    Ok((text(d, id)?, text(d, id)?, bytes32(d, id)?))
 }
 
-/// Reads slot `slot`'s header. Records of the first layout name no session id and are
-/// opened for it.
+/// Reads slot `slot`'s header.
 fn read_header<S: Store>(flash: &mut Flash<S>, slot: usize) -> Result<Option<Header>, TokenError> {
     let id = record::INBOUND + slot as u16;
-    flash.read(id, |meta, pickle| {
+    flash.read(id, |meta, _| {
         let c = corrupt(id);
         let mut d = Decoder::new(meta);
-        let (fields, room_id, sender, sender_curve) = record_start(&mut d, id)?;
-        let (session_id, first_known, received, used) = if fields == 4 {
-            let session: InboundGroupSession = pickle.open()?;
-            let first = session.first_known_index();
-            (*session.session_id().as_bytes(), first, 0, 0)
-        } else {
-            let session_id = bytes32(&mut d, id)?;
-            let first = d.u32().map_err(&c)?;
-            (
-                session_id,
-                first,
-                d.u32().map_err(&c)?,
-                d.u32().map_err(&c)?,
-            )
-        };
+        let (room_id, sender, sender_curve) = record_start(&mut d, id)?;
         Ok(Header {
             room_id,
             sender,
             sender_curve,
-            session_id,
-            first_known,
-            received,
-            used,
+            session_id: bytes32(&mut d, id)?,
+            first_known: d.u32().map_err(&c)?,
+            received: d.u32().map_err(&c)?,
+            used: d.u32().map_err(&c)?,
         })
     })
 }
