@@ -8,7 +8,7 @@
 # - sha2's and aes' compact software backends: sha2's saves about 31 KB of flash for about
 #   4 % more instructions in a Megolm encrypt, aes' the fixsliced AES-256 code
 #   (tests/cortex-m/.cargo/config.toml).
-# - LLVM's machine outliner on top of opt-level "s": about 6 KB less flash for about 3 % more
+# - LLVM's machine outliner on top of the release profile: about 6 KB less flash for about 3 % more
 #   instructions (tests/cortex-m/.cargo/config.toml).
 # - core and alloc built from source for thumbv7em-none-eabihf (`-Zbuild-std`, so that
 #   they get the release profile too): the rustup toolchain here has no standard library
