@@ -32,7 +32,6 @@
 
 use heapless::Deque;
 use minicbor::Decoder;
-use sha2::{Digest, Sha256};
 
 use jeton_olm::megolm::{InboundGroupSession, MegolmMessage};
 use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM, Map, Value};
@@ -339,17 +338,13 @@ pub(super) struct Withheld {
 /// Small enough for the token's RAM, and no user can pick an id whose notices pass for
 /// another's.
 fn withheld_tag(sender: &str, session_id: Option<&[u8; 32]>) -> [u8; 8] {
-    let mut hash = Sha256::new();
-    // The length first, so that no sender and session read as another sender alone.
-    hash.update((sender.len() as u32).to_be_bytes());
-    hash.update(sender.as_bytes());
-    if let Some(session_id) = session_id {
-        hash.update(session_id);
-    }
-    let digest = hash.finalize();
-    let mut tag = [0; 8];
-    tag.copy_from_slice(digest.get(..8).unwrap_or_default());
-    tag
+    let sender = sender.as_bytes();
+    let hash = match session_id {
+        Some(session_id) => super::sync::hash_parts(&[sender, session_id]),
+        None => super::sync::hash_parts(&[sender]),
+    };
+    let [a, b, c, d, e, f, g, h, ..] = hash;
+    [a, b, c, d, e, f, g, h]
 }
 
 /// The room keys held, indexed. Boot lays the table out in place ([`super::boot`]), so its

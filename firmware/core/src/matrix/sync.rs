@@ -108,17 +108,20 @@ impl Recent {
     }
 }
 
-/// A 32-bit digest of `parts` (SHA-256, truncated; 0 is kept for "none").
-pub(super) fn digest(parts: &[&[u8]]) -> u32 {
+/// SHA-256 of `parts`, each after its length, so that no parts read as others.
+pub(super) fn hash_parts(parts: &[&[u8]]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in parts {
         hash.update((part.len() as u32).to_be_bytes());
         hash.update(part);
     }
-    let out = hash.finalize();
-    let mut first = [0u8; 4];
-    first.copy_from_slice(out.get(..4).unwrap_or(&[1, 0, 0, 0]));
-    u32::from_be_bytes(first).max(1)
+    hash.finalize().into()
+}
+
+/// A 32-bit digest of `parts` (SHA-256, truncated; 0 is kept for "none").
+pub(super) fn digest(parts: &[&[u8]]) -> u32 {
+    let [a, b, c, d, ..] = hash_parts(parts);
+    u32::from_be_bytes([a, b, c, d]).max(1)
 }
 
 /// The digest of timeline event `event_id` (0 for an event without one).
