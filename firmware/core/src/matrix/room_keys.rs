@@ -236,20 +236,15 @@ impl Inbound {
     fn load<S: Store>(flash: &mut Flash<S>, slot: usize) -> Result<Option<Inbound>, TokenError> {
         let id = record::INBOUND + slot as u16;
         flash.read(id, |meta, pickle| {
-            let c = corrupt(id);
             let mut d = Decoder::new(meta);
-            let (room_id, sender, sender_curve) = record_start(&mut d, id)?;
-            let _session_id = bytes32(&mut d, id)?;
-            let _first_known = d.u32().map_err(&c)?;
-            let received = d.u32().map_err(&c)?;
-            let used = d.u32().map_err(&c)?;
+            let header = Header::decode(&mut d, id)?;
             let replay = ReplayWindow::decode(&mut d, id)?;
             Ok(Inbound {
-                room_id,
-                sender,
-                sender_curve,
-                received,
-                used,
+                room_id: header.room_id,
+                sender: header.sender,
+                sender_curve: header.sender_curve,
+                received: header.received,
+                used: header.used,
                 replay,
                 session: pickle.open()?,
             })
@@ -285,29 +280,27 @@ struct Header {
     used: u32,
 }
 
-/// The start of a session's record: its room, sender and the sender's Curve25519 key.
-fn record_start(d: &mut Decoder<'_>, id: u16) -> Result<(RoomId, UserId, [u8; 32]), TokenError> {
-    d.array().map_err(corrupt(id))?;
-    Ok((text(d, id)?, text(d, id)?, bytes32(d, id)?))
+impl Header {
+    /// Reads the header at the start of a session's record meta (`d`) of record `id`.
+    fn decode(d: &mut Decoder<'_>, id: u16) -> Result<Header, TokenError> {
+        let c = corrupt(id);
+        d.array().map_err(&c)?;
+        Ok(Header {
+            room_id: text(d, id)?,
+            sender: text(d, id)?,
+            sender_curve: bytes32(d, id)?,
+            session_id: bytes32(d, id)?,
+            first_known: d.u32().map_err(&c)?,
+            received: d.u32().map_err(&c)?,
+            used: d.u32().map_err(&c)?,
+        })
+    }
 }
 
 /// Reads slot `slot`'s header.
 fn read_header<S: Store>(flash: &mut Flash<S>, slot: usize) -> Result<Option<Header>, TokenError> {
     let id = record::INBOUND + slot as u16;
-    flash.read(id, |meta, _| {
-        let c = corrupt(id);
-        let mut d = Decoder::new(meta);
-        let (room_id, sender, sender_curve) = record_start(&mut d, id)?;
-        Ok(Header {
-            room_id,
-            sender,
-            sender_curve,
-            session_id: bytes32(&mut d, id)?,
-            first_known: d.u32().map_err(&c)?,
-            received: d.u32().map_err(&c)?,
-            used: d.u32().map_err(&c)?,
-        })
-    })
+    flash.read(id, |meta, _| Header::decode(&mut Decoder::new(meta), id))
 }
 
 /// Where a new session goes.
