@@ -8,8 +8,11 @@
 # - sha2's and aes' compact software backends: sha2's saves about 31 KB of flash for about
 #   4 % more instructions in a Megolm encrypt, aes' the fixsliced AES-256 code
 #   (tests/cortex-m/.cargo/config.toml).
-# - LLVM's machine outliner on top of opt-level "s": about 6 KB less flash for about 3 % more
-#   instructions (tests/cortex-m/.cargo/config.toml).
+# - LLVM's machine outliner on top of the release profile: about 6 KB less flash for about
+#   3 % more instructions (tests/cortex-m/.cargo/config.toml).
+# - no source locations in panics and `{:?}` printing nothing (nothing the token shows uses
+#   `Debug`): 4.2 KB less flash for the same instructions (`-Z` flags, like build-std: set
+#   `JETON_Z_FLAGS=` where the toolchain takes none).
 # - core and alloc built from source for thumbv7em-none-eabihf (`-Zbuild-std`, so that
 #   they get the release profile too): the rustup toolchain here has no standard library
 #   for the target; Debian's rustc with rust-web-src and RUSTC_BOOTSTRAP=1 builds them
@@ -19,3 +22,5 @@ JETON_BUILD_STD ?= -Zbuild-std=core,alloc
 CARGO_OPTIONS += $(JETON_BUILD_STD) --features cortex-m4-asm
 RUSTFLAGS += --cfg sha2_backend_soft="compact" --cfg aes_backend_soft="compact"
 RUSTFLAGS += -C llvm-args=-enable-machine-outliner=always
+JETON_Z_FLAGS ?= -Zlocation-detail=none -Zfmt-debug=none
+RUSTFLAGS += $(JETON_Z_FLAGS)

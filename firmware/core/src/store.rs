@@ -56,6 +56,9 @@ pub mod record {
     pub const OLM: RecordId = 0x0400;
     /// Outbox entries: `OUTBOX + i`.
     pub const OUTBOX: RecordId = 0x0500;
+    /// Room keys waiting for their room, sender or device (pickled with the storage key):
+    /// `PENDING + i`.
+    pub const PENDING: RecordId = 0x0600;
     /// The link's OSCORE security context and its sequence number high-water mark
     /// ([`crate::link`]).
     pub const LINK: RecordId = 0x0010;

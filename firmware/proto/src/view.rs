@@ -856,6 +856,11 @@ impl<'a> SyncResponse<'a> {
     pub fn invited_rooms(&self) -> Result<Rooms<'a>, ViewError> {
         rooms(self.0.path_map(&["rooms", "invite"])?)
     }
+
+    /// `rooms.leave` (the rooms the user left, or was removed from), at most [`MAX_ROOMS`].
+    pub fn left_rooms(&self) -> Result<Rooms<'a>, ViewError> {
+        rooms(self.0.path_map(&["rooms", "leave"])?)
+    }
 }
 
 /// The response to sending an event: `event_id`.

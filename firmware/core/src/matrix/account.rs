@@ -200,7 +200,9 @@ pub(super) fn load_account_into<'a, S: Store>(
     flash: &mut Flash<S>,
     slot: &'a mut core::mem::MaybeUninit<Account<ONE_TIME_KEYS>>,
 ) -> Result<Option<&'a mut Account<ONE_TIME_KEYS>>, TokenError> {
-    flash.read(record::ACCOUNT, |_, pickle| Ok(slot.write(pickle.open()?)))
+    flash.read(record::ACCOUNT, |_, pickle| {
+        Ok(slot.write(pickle.open_inline()?))
+    })
 }
 
 /// The canonical JSON of the token's device keys object, which it signs.

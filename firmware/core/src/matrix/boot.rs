@@ -9,7 +9,7 @@
 
 use core::mem::MaybeUninit;
 
-use heapless::{String, Vec};
+use heapless::{Deque, String, Vec};
 
 use jeton_olm::olm::Account;
 
@@ -285,16 +285,23 @@ impl<P: Platform, L: Link> Token<P, L> {
                     devices:
                         Devices {
                             stale: _,
+                            asked: _,
                             tracked: _,
                             slots: _,
+                            removed: _,
                         },
                     sessions: _,
                     room_keys:
                         RoomKeys {
-                            pending: _,
-                            retry: _,
+                            clock: _,
+                            entries: _,
                             withheld: _,
-                            inbound: _,
+                        },
+                    pending_keys:
+                        PendingKeys {
+                            clock: _,
+                            waiting: _,
+                            retry: _,
                         },
                     outbox: _,
                     gateway: _,
@@ -342,14 +349,19 @@ impl<P: Platform, L: Link> Token<P, L> {
             write_each(addr_of_mut!((*rooms).slots), || None);
             let devices = addr_of_mut!((*core).devices);
             addr_of_mut!((*devices).stale).write(0);
+            addr_of_mut!((*devices).asked).write(0);
             addr_of_mut!((*devices).tracked).write(Vec::new());
             write_each(addr_of_mut!((*devices).slots), || None);
+            addr_of_mut!((*devices).removed).write(Deque::new());
             addr_of_mut!((*core).sessions).write(OlmSessions::new());
             let room_keys = addr_of_mut!((*core).room_keys);
-            addr_of_mut!((*room_keys).pending).write(Vec::new());
-            addr_of_mut!((*room_keys).retry).write(Vec::new());
+            addr_of_mut!((*room_keys).clock).write(0);
+            write_each(addr_of_mut!((*room_keys).entries), || None);
             addr_of_mut!((*room_keys).withheld).write(Vec::new());
-            write_each(addr_of_mut!((*room_keys).inbound), || None);
+            let pending = addr_of_mut!((*core).pending_keys);
+            addr_of_mut!((*pending).clock).write(0);
+            write_each(addr_of_mut!((*pending).waiting), || None);
+            addr_of_mut!((*pending).retry).write(Vec::new());
             let txn = Numbering::booted(boot.txn_prefix, boot.txn_next);
             addr_of_mut!((*core).outbox).write(Outbox::new(txn));
             let account = addr_of_mut!((*core).account);
@@ -378,7 +390,8 @@ impl<P: Platform, L: Link> Token<P, L> {
         core.sync.load(flash)?;
         core.devices.load(flash)?;
         core.rooms.load(flash, now)?;
-        core.room_keys.load(flash)?;
+        core.room_keys.load(flash, &core.rooms)?;
+        core.pending_keys.load(flash)?;
         core.sessions.load(flash)?;
         core.outbox.load(flash)?;
         Ok(())

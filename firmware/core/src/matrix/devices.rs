@@ -1,26 +1,30 @@
 //! The devices of the people the token talks to: the tracked users, and each of their devices
 //! whose keys the token checked, on flash in [`record::DEVICES`].
 //!
-//! A user is tracked from the moment the token shares a room with them, verifies one of their
-//! devices, or receives a room key from them; the token's own user from the login. A tracked
-//! user's devices are asked for (`keys/query`) when the user is new, when a sync lists them
-//! under `device_lists.changed`, and when a room key arrives from a device not known yet. An
-//! answer's devices are kept when their self-signature verifies over the canonical JSON and
-//! their ids match; a device id that comes back with other keys is rejected
-//! ([`RejectionReason::KeysChanged`]), and a device the homeserver no longer lists is dropped.
-//! A device slot that is reused or emptied is forgotten by every outbound session
-//! ([`super::outbound`]), and a user with a new device gets new outbound sessions in the rooms
-//! they are in. A device verified by SAS ([`super::verification`]) is marked here, on flash
-//! before the person is told.
+//! A user is tracked while the token shares a room with them, while a verification with them
+//! runs, and while one of their devices is verified; the token's own user from the login. The
+//! rest are let go after every sync ([`super::lifecycles`]): a stranger's verification request
+//! holds a slot only until the verification ends. A tracked user's devices are asked for
+//! (`keys/query`) when the user is new, when a sync lists them under `device_lists.changed`,
+//! and when a member's room key arrives from a device not known yet.
+//!
+//! An answer's devices are kept when their self-signature verifies over the canonical JSON and
+//! their ids match, and the person sees each new one ([`UiEvent::NewDevice`]). A device id that
+//! comes back with other keys is rejected ([`RejectionReason::KeysChanged`]), and so is one that
+//! was removed and returns with other keys: the table remembers the last
+//! [`MAX_REMOVED_DEVICES`] removed devices by their keys. A device the homeserver no longer
+//! lists is removed ([`UiEvent::DeviceRemoved`]). A removed or changed device ends the outbound
+//! sessions it received, and its slot is forgotten by every outbound session and by the Olm
+//! table ([`super::outbound`]); a user with a new device gets new outbound sessions in the
+//! rooms they are in. A device verified by SAS ([`super::verification`]) is marked here, on
+//! flash before the person is told.
 //!
 //! Devices are found by user and device id (commands, verification) or by user and
 //! Curve25519 identity key (the sender of an Olm message, whose payload names no device).
 //!
-//! Where the table's rules go next: a lifecycle (issue 14: users tracked only while a room is
-//! shared or a verification runs, `device_lists.left`, devices removed and re-keyed shown to
-//! the person) and cross-signing keys per user (issue 13), both of this module's table.
+//! Where the table's rules go next: cross-signing keys per user (issue 13).
 
-use heapless::{String, Vec};
+use heapless::{Deque, String, Vec};
 use minicbor::Decoder;
 use minicbor::data::Type;
 
@@ -29,6 +33,7 @@ use jeton_proto::view::{DeviceKeys, KeysQueryResponse};
 
 use super::bodies::{binary32, verify_object};
 use super::flash::{Flash, bytes32, corrupt, text};
+use super::room_keys::fnv;
 use super::*;
 use crate::store::record;
 
@@ -43,6 +48,35 @@ pub(super) struct Device {
     pub(super) verified: bool,
 }
 
+/// A device removed from the table, remembered by its ids and keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Removed {
+    /// [`fnv`] of the user id, a zero byte and the device id.
+    id: u32,
+    /// The first bytes of its Ed25519 key.
+    ed: [u8; 8],
+}
+
+impl Removed {
+    fn of(user: &str, device_id: &str, ed: &[u8; 32]) -> Self {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(ed.get(..8).unwrap_or(&[0; 8]));
+        Removed {
+            id: device_hash(user, device_id),
+            ed: prefix,
+        }
+    }
+}
+
+/// [`fnv`] of a user id, a zero byte and a device id.
+fn device_hash(user: &str, device_id: &str) -> u32 {
+    // FNV-1a over the zero byte is a multiplication alone.
+    let hash = fnv(user.as_bytes()).wrapping_mul(0x0100_0193);
+    device_id.bytes().fold(hash, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The tracked users and their devices. Boot lays the table out in place
 /// ([`super::boot`]), so its fields are visible there; everything else goes through the
 /// methods.
@@ -50,8 +84,12 @@ pub(super) struct Device {
 pub(super) struct Devices {
     /// Bit `i`: the devices of `tracked[i]` need a keys/query.
     pub(super) stale: u32,
+    /// Bit `i`: `tracked[i]` is in the keys/query in flight.
+    pub(super) asked: u32,
     pub(super) tracked: Vec<UserId, MAX_TRACKED_USERS>,
     pub(super) slots: [Option<Device>; MAX_DEVICES],
+    /// The devices removed last.
+    pub(super) removed: Deque<Removed, MAX_REMOVED_DEVICES>,
 }
 
 /// What a device of a keys/query answer does to the table.
@@ -64,6 +102,13 @@ enum Merged {
     KeysChanged,
     /// New, and the table is full.
     Full,
+}
+
+/// Removes the bit of index `index` from `mask`, moving the bits above it down by one.
+fn remove_bit(mask: u32, index: usize) -> u32 {
+    let below = mask & ((1u32 << index) - 1);
+    let above = mask.checked_shr(index as u32 + 1).unwrap_or(0) << index;
+    below | above
 }
 
 /// A device's keys in a keys/query answer, after the checks.
@@ -82,8 +127,10 @@ impl Devices {
     fn new() -> Self {
         Devices {
             stale: 0,
+            asked: 0,
             tracked: Vec::new(),
             slots: [const { None }; MAX_DEVICES],
+            removed: Deque::new(),
         }
     }
 
@@ -111,9 +158,42 @@ impl Devices {
         self.stale != 0
     }
 
+    /// Users tracked.
+    pub(super) fn tracked_len(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Devices known.
+    pub(super) fn len(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// Stops tracking the user at `index`: their devices leave the table, remembered by their
+    /// keys. The slots freed, as bits.
+    pub(super) fn untrack(&mut self, index: usize) -> u32 {
+        if index >= self.tracked.len() {
+            return 0;
+        }
+        let user = self.tracked.remove(index);
+        self.stale = remove_bit(self.stale, index);
+        self.asked = remove_bit(self.asked, index);
+        let mut freed = 0;
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            if let Some(device) = entry.as_ref().filter(|d| d.user_id == user) {
+                let removed = Removed::of(&device.user_id, &device.device_id, &device.ed);
+                remember(&mut self.removed, removed);
+                *entry = None;
+                freed |= 1 << slot;
+            }
+        }
+        freed
+    }
+
     /// The `keys/query` body for the users whose devices need one, into `out`: its length.
-    pub(super) fn query_body(&self, out: &mut [u8]) -> Result<usize, TokenError> {
+    /// Those users are the ones the answer is for.
+    pub(super) fn query_body(&mut self, out: &mut [u8]) -> Result<usize, TokenError> {
         let stale = self.stale;
+        self.asked = stale;
         let users: Vec<&str, MAX_TRACKED_USERS> = self
             .tracked
             .iter()
@@ -124,13 +204,15 @@ impl Devices {
         Ok(jeton_proto::write::keys_query_body(out, &users, 10_000)?)
     }
 
-    /// The users whose devices needed the query just answered; none is stale any more.
-    fn take_stale(&mut self) -> Vec<UserId, MAX_TRACKED_USERS> {
-        let stale = core::mem::take(&mut self.stale);
+    /// The users the query just answered was for; they are not stale any more (unless they
+    /// became stale again since it was sent, and are still marked).
+    fn take_asked(&mut self) -> Vec<UserId, MAX_TRACKED_USERS> {
+        let asked = core::mem::take(&mut self.asked);
+        self.stale &= !asked;
         self.tracked
             .iter()
             .enumerate()
-            .filter(|(index, _)| stale & (1 << index) != 0)
+            .filter(|(index, _)| asked & (1 << index) != 0)
             .map(|(_, user)| user.clone())
             .collect()
     }
@@ -208,9 +290,24 @@ impl Devices {
                 Merged::KeysChanged
             });
         }
+        // A device removed earlier that comes back with other keys is a changed device.
+        let id = device_hash(user, device_id);
+        let returning = Removed::of(user, device_id, &ed);
+        if self
+            .removed
+            .iter()
+            .any(|r| r.id == id && r.ed != returning.ed)
+        {
+            return Ok(Merged::KeysChanged);
+        }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
             return Ok(Merged::Full);
         };
+        let mut kept = Deque::new();
+        for removed in self.removed.iter().filter(|r| r.id != id) {
+            let _ = kept.push_back(*removed);
+        }
+        self.removed = kept;
         if let Some(entry) = self.slots.get_mut(slot) {
             *entry = Some(Device {
                 user_id: user.clone(),
@@ -223,24 +320,29 @@ impl Devices {
         Ok(Merged::New(slot))
     }
 
-    /// Drops the devices of `user` the answer did not list (`seen`: bit `i` for slot `i`):
-    /// the slots dropped, as bits.
-    fn drop_unseen(&mut self, user: &UserId, seen: u32) -> u32 {
-        let mut dropped = 0;
-        for (slot, device) in self.slots.iter_mut().enumerate() {
-            if device.as_ref().is_some_and(|d| d.user_id == *user) && seen & (1 << slot) == 0 {
-                *device = None;
-                dropped |= 1 << slot;
-            }
+    /// Takes out the device in `slot` if it is one of `user`'s the answer did not list
+    /// (`seen`: bit `i` for slot `i`), remembered by its keys.
+    fn take_unseen(&mut self, user: &UserId, seen: u32, slot: usize) -> Option<Device> {
+        if seen & (1 << slot) != 0 {
+            return None;
         }
-        dropped
+        let entry = self.slots.get_mut(slot)?;
+        if entry.as_ref().is_none_or(|d| d.user_id != *user) {
+            return None;
+        }
+        let device = entry.take()?;
+        remember(
+            &mut self.removed,
+            Removed::of(&device.user_id, &device.device_id, &device.ed),
+        );
+        Some(device)
     }
 
     /// Writes the table to flash.
     pub(super) fn save<S: Store>(&self, flash: &mut Flash<S>) -> Result<(), TokenError> {
-        let (tracked, devices) = (&self.tracked, &self.slots);
+        let (tracked, devices, removed) = (&self.tracked, &self.slots, &self.removed);
         flash.put(record::DEVICES, |e| {
-            e.array(2)?.array(tracked.len() as u64)?;
+            e.array(3)?.array(tracked.len() as u64)?;
             for user in tracked {
                 e.str(user)?;
             }
@@ -260,6 +362,10 @@ impl Devices {
                     }
                 }
             }
+            e.array(removed.len() as u64)?;
+            for r in removed {
+                e.array(2)?.u32(r.id)?.bytes(&r.ed)?;
+            }
             Ok(())
         })
     }
@@ -272,7 +378,8 @@ impl Devices {
         };
         let c = corrupt(id);
         let mut d = Decoder::new(meta);
-        d.array().map_err(&c)?;
+        // Two parts before removed devices were remembered, three since.
+        let parts = d.array().map_err(&c)?.unwrap_or(0);
         let users = d.array().map_err(&c)?.unwrap_or(0);
         for _ in 0..users {
             self.tracked
@@ -295,8 +402,28 @@ impl Devices {
                 verified: fields > 4 && d.bool().map_err(&c)?,
             });
         }
+        if parts > 2 {
+            for _ in 0..d.array().map_err(&c)?.unwrap_or(0) {
+                d.array().map_err(&c)?;
+                let id = d.u32().map_err(&c)?;
+                let ed = d
+                    .bytes()
+                    .map_err(&c)?
+                    .try_into()
+                    .map_err(|_| TokenError::CorruptRecord(record::DEVICES))?;
+                remember(&mut self.removed, Removed { id, ed });
+            }
+        }
         Ok(())
     }
+}
+
+/// Adds `removed` to the devices remembered, forgetting the oldest when full.
+fn remember(list: &mut Deque<Removed, MAX_REMOVED_DEVICES>, removed: Removed) {
+    if list.is_full() {
+        list.pop_front();
+    }
+    let _ = list.push_back(removed);
 }
 
 /// The keys of device `device_id` of `user` in a keys/query answer, checked: both keys
@@ -344,7 +471,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     #[inline(never)]
     pub(super) fn on_keys_query(&mut self, body: &[u8]) -> Result<(), TokenError> {
         let response = KeysQueryResponse::parse(body, TableVersion::V2)?;
-        let stale = self.devices.take_stale();
+        let stale = self.devices.take_asked();
         // Bit `i`: `stale[i]` has a new device (a bit mask rather than a second list of ids:
         // 820 B less stack under the signature checks).
         let mut rotate: u32 = 0;
@@ -360,7 +487,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.rotate_rooms_of(user)?;
             }
         }
-        self.retry_pending_keys()
+        // The keys waiting for these users' devices are decided, and the keys of removed
+        // devices go.
+        self.pending_keys
+            .note_queried(stale.iter().map(|user| fnv(user.as_bytes())));
+        self.settle_pending_keys(false)?;
+        self.sweep_room_keys()
     }
 
     /// Takes the devices a keys/query answer lists for `user`: true when one is new.
@@ -398,22 +530,30 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             match self.devices.merge(user, device_id, ed, curve)? {
                 Merged::Known(slot) => seen |= 1 << slot,
                 Merged::New(slot) => {
-                    // A slot reused for another device: no session has its key yet.
+                    // A slot reused for another device: nothing remembers the old one.
                     self.rooms.forget_device(slot);
+                    self.sessions.forget_device(slot);
                     seen |= 1 << slot;
                     new = true;
+                    self.env.ui.event(&UiEvent::NewDevice {
+                        user_id: user,
+                        device_id,
+                    });
                 }
-                Merged::KeysChanged => {
-                    self.env.ui.event(&rejected(RejectionReason::KeysChanged));
-                }
+                // Not seen: the device with its old keys is removed below, remembered by them,
+                // so that the new ones stay refused.
+                Merged::KeysChanged => self.env.ui.event(&rejected(RejectionReason::KeysChanged)),
                 Merged::Full => self.env.error(TokenError::LimitReached(Limit::Devices)),
             }
         }
         // Devices the server no longer lists are gone.
-        let dropped = self.devices.drop_unseen(user, seen);
         for slot in 0..MAX_DEVICES {
-            if dropped & (1 << slot) != 0 {
-                self.rooms.forget_device(slot);
+            if let Some(device) = self.devices.take_unseen(user, seen, slot) {
+                self.env.ui.event(&UiEvent::DeviceRemoved {
+                    user_id: &device.user_id,
+                    device_id: &device.device_id,
+                });
+                self.drop_device_slot(slot)?;
             }
         }
         Ok(new)

@@ -270,6 +270,12 @@ pub enum RejectionReason {
     Olm,
     /// The payload was not a well-formed room key.
     Malformed,
+    /// The key is for a room the token is not in (nor joining, nor invited to).
+    NotInRoom,
+    /// The sender is not a member of the key's room.
+    NotAMember,
+    /// Too many room keys wait for their room or sender; this one made way for another.
+    Crowded,
 }
 
 impl fmt::Display for RejectionReason {
@@ -281,6 +287,9 @@ impl fmt::Display for RejectionReason {
             Self::KeysChanged => f.write_str("a known device changed its keys"),
             Self::Olm => f.write_str("the Olm message could not be decrypted"),
             Self::Malformed => f.write_str("the payload is malformed"),
+            Self::NotInRoom => f.write_str("the token is not in that room"),
+            Self::NotAMember => f.write_str("the sender is not a member of that room"),
+            Self::Crowded => f.write_str("too many room keys wait for their room or sender"),
         }
     }
 }

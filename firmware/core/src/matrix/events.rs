@@ -110,6 +110,55 @@ pub enum UiEvent<'a> {
         /// The room.
         room_id: &'a str,
     },
+    /// The token left a room (or was removed from it): its keys and members are forgotten.
+    Left {
+        /// The room.
+        room_id: &'a str,
+    },
+    /// Someone joined a room the token is in; the room's next messages are readable by them.
+    MemberJoined {
+        /// The room.
+        room_id: &'a str,
+        /// Who joined.
+        user_id: &'a str,
+    },
+    /// Someone left a room the token is in; the room's next messages are not readable by them.
+    MemberLeft {
+        /// The room.
+        room_id: &'a str,
+        /// Who left.
+        user_id: &'a str,
+    },
+    /// A person the token talks to has a new device, which gets the room keys from now on.
+    NewDevice {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+    },
+    /// A device is gone from its user's devices: it gets no more room keys.
+    DeviceRemoved {
+        /// Its user.
+        user_id: &'a str,
+        /// Its id.
+        device_id: &'a str,
+    },
+    /// A room key was dropped to make room for a newer one: earlier messages of `sender` in the
+    /// room that arrive from now on cannot be shown.
+    RoomKeyDropped {
+        /// The room.
+        room_id: &'a str,
+        /// Who sent the key.
+        sender: &'a str,
+    },
+    /// The Olm session with a device was dropped to make room for another: the token starts a
+    /// new one the next time either side needs it.
+    OlmSessionDropped {
+        /// The device's user.
+        user_id: &'a str,
+        /// The device.
+        device_id: &'a str,
+    },
     /// A file transfer of more than a few blocks advanced.
     FileProgress {
         /// Whether the token is sending (else receiving) the file.
@@ -260,6 +309,13 @@ impl fmt::Display for EventLine<'_, '_> {
             | UiEvent::DeviceVerified { .. }
             | UiEvent::VerificationCancelled { .. }
             | UiEvent::LinkEstablished { .. } => device_line(self.0, f),
+            UiEvent::Left { .. }
+            | UiEvent::MemberJoined { .. }
+            | UiEvent::MemberLeft { .. }
+            | UiEvent::NewDevice { .. }
+            | UiEvent::DeviceRemoved { .. }
+            | UiEvent::RoomKeyDropped { .. }
+            | UiEvent::OlmSessionDropped { .. } => table_line(self.0, f),
             UiEvent::Skipped { .. } | UiEvent::EventTooLarge { .. } | UiEvent::Gap { .. } => {
                 sync_line(self.0, f)
             }
@@ -326,6 +382,29 @@ fn message_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result 
         UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
         UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
         UiEvent::Error(error) => write!(f, "error {error}"),
+        _ => Ok(()),
+    }
+}
+
+/// The line of an event of the tables' lifecycles: who is in a room, which devices get its
+/// keys, what was dropped.
+fn table_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        UiEvent::Left { room_id } => write!(f, "left {room_id}"),
+        UiEvent::MemberJoined { room_id, user_id } => {
+            write!(f, "member-joined {room_id} {user_id}")
+        }
+        UiEvent::MemberLeft { room_id, user_id } => write!(f, "member-left {room_id} {user_id}"),
+        UiEvent::NewDevice { user_id, device_id } => write!(f, "new-device {user_id} {device_id}"),
+        UiEvent::DeviceRemoved { user_id, device_id } => {
+            write!(f, "device-removed {user_id} {device_id}")
+        }
+        UiEvent::RoomKeyDropped { room_id, sender } => {
+            write!(f, "room-key-dropped {room_id} {sender}")
+        }
+        UiEvent::OlmSessionDropped { user_id, device_id } => {
+            write!(f, "olm-session-dropped {user_id} {device_id}")
+        }
         _ => Ok(()),
     }
 }
@@ -562,6 +641,40 @@ mod event_line_tests {
             Some("joined !r:s")
         );
         assert!(UiEvent::Synced.line().is_none());
+    }
+
+    #[test]
+    fn lifecycle_events_print_their_kind_and_ids() {
+        let line = |event: UiEvent<'_>| event.line().map(|l| l.to_string()).unwrap_or_default();
+        let (room_id, user_id, device_id) = ("!r:s", "@a:s", "DEV");
+        assert_eq!(line(UiEvent::Left { room_id }), "left !r:s");
+        assert_eq!(
+            line(UiEvent::MemberJoined { room_id, user_id }),
+            "member-joined !r:s @a:s"
+        );
+        assert_eq!(
+            line(UiEvent::MemberLeft { room_id, user_id }),
+            "member-left !r:s @a:s"
+        );
+        assert_eq!(
+            line(UiEvent::NewDevice { user_id, device_id }),
+            "new-device @a:s DEV"
+        );
+        assert_eq!(
+            line(UiEvent::DeviceRemoved { user_id, device_id }),
+            "device-removed @a:s DEV"
+        );
+        assert_eq!(
+            line(UiEvent::RoomKeyDropped {
+                room_id,
+                sender: user_id
+            }),
+            "room-key-dropped !r:s @a:s"
+        );
+        assert_eq!(
+            line(UiEvent::OlmSessionDropped { user_id, device_id }),
+            "olm-session-dropped @a:s DEV"
+        );
     }
 
     #[test]

@@ -198,8 +198,16 @@ pub(super) struct Sealed<'a> {
 }
 
 impl Sealed<'_> {
-    /// The state the pickle holds.
+    /// The state the pickle holds. Out of line: the callers share the opening and its error.
+    #[inline(never)]
     pub(super) fn open<P: Pickle>(self) -> Result<P, TokenError> {
+        self.open_inline()
+    }
+
+    /// The state the pickle holds, opened in the caller: for a large state that the caller
+    /// writes in place (no copy of it on the stack).
+    #[inline(always)]
+    pub(super) fn open_inline<P: Pickle>(self) -> Result<P, TokenError> {
         P::from_pickle(self.pickle, self.key).map_err(|_| TokenError::CorruptRecord(self.id))
     }
 

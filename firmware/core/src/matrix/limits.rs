@@ -20,16 +20,42 @@ pub const MAX_TRACKED_USERS: usize = 12;
 pub const MAX_DEVICES: usize = 16;
 /// Olm sessions kept on flash (only the one in use is in RAM).
 pub const MAX_OLM_SESSIONS: usize = 16;
-/// Inbound Megolm sessions (room keys received).
-pub const MAX_INBOUND_SESSIONS: usize = 8;
-/// Room keys waiting for their sender's device keys.
-pub const MAX_PENDING_ROOM_KEYS: usize = 2;
+/// Olm sessions kept per device: its newest ones.
+pub const MAX_OLM_PER_DEVICE: usize = 2;
+/// The least time between two Olm sessions the token starts to unwedge one device (the spec
+/// asks for at most one an hour).
+pub const UNWEDGE_INTERVAL_MS: u64 = 3_600_000;
+/// Inbound Megolm sessions (room keys received), on flash with a small index in RAM.
+pub const MAX_INBOUND_SESSIONS: usize = 32;
+/// Inbound Megolm sessions one sending device may hold, so that one peer cannot push out the
+/// others.
+pub const MAX_INBOUND_PER_SENDER: usize = 8;
+/// Room keys waiting for their room, their sender's membership or their sender's device keys
+/// (on flash).
+pub const MAX_PENDING_ROOM_KEYS: usize = 4;
+/// Room keys one sender may have waiting.
+pub const MAX_PENDING_PER_SENDER: usize = 2;
+/// Syncs a waiting room key outlives before it is refused.
+pub const PENDING_KEY_SYNCS: u8 = 4;
 /// Encrypted events waiting for a room key that is being verified, fetched again once it is.
 pub const MAX_RETRY_EVENTS: usize = 4;
+/// Message indexes above an inbound session's low-water mark tracked one by one; an index
+/// under the mark is refused as a replay. Larger than the spec's 100 messages per session, so
+/// that a session within the spec's rotation never loses an index to the mark.
+pub const REPLAY_WINDOW: usize = 128;
+/// Recent messages per inbound session remembered by event id, so that one delivered again
+/// (after a power cut, or by a gateway that restarted) is skipped rather than called a replay.
+pub const REDELIVERY_MEMORY: usize = 16;
+/// Devices removed from the table remembered by their keys, so that a device id that comes
+/// back with other keys is refused as changed.
+pub const MAX_REMOVED_DEVICES: usize = 8;
+/// The longest rotation period a room's `m.room.encryption` may set (the spec's week).
+pub const MAX_ROTATION_MS: u64 = 604_800_000;
+/// The most messages per outbound session a room's `m.room.encryption` may set (the spec's
+/// 100).
+pub const MAX_ROTATION_MSGS: u32 = 100;
 /// `m.room_key.withheld` notices remembered; a new one pushes out the oldest.
 pub const MAX_WITHHELD_NOTICES: usize = 4;
-/// Message indexes remembered per inbound session for replay detection.
-pub const REPLAY_WINDOW: usize = 16;
 /// Longest message text, in bytes of UTF-8.
 pub const MAX_MESSAGE_LEN: usize = 512;
 /// Messages waiting to be acknowledged by the homeserver.
@@ -107,7 +133,7 @@ impl fmt::Display for Limit {
             Limit::Devices => "devices",
             Limit::OlmSessions => "Olm sessions",
             Limit::InboundSessions => "room keys",
-            Limit::PendingRoomKeys => "room keys awaiting verification",
+            Limit::PendingRoomKeys => "room keys awaiting their room or sender",
             Limit::Outbox => "unsent messages",
             Limit::Invites => "pending invites",
             Limit::IdLength => "identifier length",

@@ -3,20 +3,26 @@
 //!
 //! A session lives on flash only ([`record::OLM`] + slot, pickled with the storage key); the
 //! table in RAM holds each slot's peer (its Curve25519 key) and when it was last used. Only
-//! the session in use is in RAM, decoded in place into one slot of the caller's frame. A new
-//! session takes a free slot or the least recently used one. A session is on flash after each
-//! encryption, before the message leaves; a session that decrypted a room key is written
-//! after the room key ([`super::room_keys`]), so that a power cut between the two lets the
-//! redelivered message decrypt again.
+//! the session in use is in RAM, decoded in place into one slot of the caller's frame. A
+//! session is on flash after each encryption, before the message leaves; a session that
+//! decrypted a room key is written after the room key ([`super::pending_keys`]), so that a
+//! power cut between the two lets the redelivered message decrypt again.
 //!
 //! An Olm message to the token is decrypted with the sender's sessions, most recent first, or
 //! starts a new inbound session when it is a pre-key message (the account without the used
 //! one-time key is on flash after the session). A room key it carries goes to
-//! [`super::room_keys`].
+//! [`super::pending_keys`].
 //!
-//! Where the table's rules go next (issue 14): sessions created only for known devices, a cap
-//! per sender so that one peer cannot push out the others, and unwedging (a new session and
-//! `m.dummy` when a known device's message cannot be decrypted, rate limited).
+//! Lifecycle ([`super::lifecycles`]): a new inbound session is kept only when its peer is a
+//! known device, or it carried a member's room key that waits for that device; anyone else's
+//! pre-key message is read and its session forgotten, so strangers never take a slot. A new
+//! session takes a free slot; else that of a device no longer known, then the oldest of a
+//! device that has [`MAX_OLM_PER_DEVICE`] already, then the least recently used one, which the
+//! person is told of ([`UiEvent::OlmSessionDropped`]).
+//!
+//! Unwedging, as the spec describes: when a known device's Olm message cannot be decrypted,
+//! the token claims one of its one-time keys, starts a new session and sends it an `m.dummy`
+//! over it, at most once per [`UNWEDGE_INTERVAL_MS`] per device.
 
 use minicbor::Decoder;
 
@@ -25,12 +31,15 @@ use jeton_olm::olm::{MessageType, OlmMessage, Session, olm_message_len};
 use jeton_proto::view::{Binary, EncryptedContent};
 use jeton_proto::write::{self, OlmToDevice};
 
+use jeton_proto::path::endpoint;
+
 use super::bodies::{binary_bytes, binary32};
 use super::devices::Device;
 use super::flash::{Flash, bytes32, corrupt};
+use super::pending_keys::room_key_payload;
 use super::rng::CryptoSource;
-use super::room_keys::room_key_payload;
 use super::*;
+use crate::json::{JsonError, JsonWriter};
 use crate::store::record;
 
 /// Longest Olm or Megolm message the token decrypts.
@@ -43,12 +52,19 @@ struct OlmSlot {
     last_used: u32,
 }
 
-/// The Olm session table.
+/// The Olm session table, and the devices to unwedge.
 #[derive(Debug)]
 pub(super) struct OlmSessions {
     /// Counts uses, for the least recently used slot.
     clock: u32,
     slots: [Option<OlmSlot>; MAX_OLM_SESSIONS],
+    /// Bit `i`: a message of device slot `i` could not be decrypted; a new session is due.
+    wedged: u32,
+    /// Bit `i`: the new session with device slot `i` exists; its `m.dummy` is due.
+    dummy_due: u32,
+    /// When the token last started a session to unwedge each device slot: seconds since boot
+    /// plus one (0: not since boot).
+    unwedged_at: [u32; MAX_DEVICES],
 }
 
 impl OlmSessions {
@@ -57,6 +73,61 @@ impl OlmSessions {
         OlmSessions {
             clock: 0,
             slots: [None; MAX_OLM_SESSIONS],
+            wedged: 0,
+            dummy_due: 0,
+            unwedged_at: [0; MAX_DEVICES],
+        }
+    }
+
+    /// Sessions held.
+    pub(super) fn len(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// A message of device slot `device` could not be decrypted at `now`: unwedge it, unless
+    /// that was done within [`UNWEDGE_INTERVAL_MS`].
+    fn wedged(&mut self, device: usize, now: Instant) {
+        let seconds = u32::try_from(now.as_millis() / 1000).unwrap_or(u32::MAX);
+        let Some(at) = self.unwedged_at.get_mut(device) else {
+            return;
+        };
+        let interval = (UNWEDGE_INTERVAL_MS / 1000) as u32;
+        if *at != 0 && seconds.saturating_add(1).saturating_sub(*at) < interval {
+            return;
+        }
+        *at = seconds.saturating_add(1);
+        self.wedged |= 1 << device;
+    }
+
+    /// The next device to unwedge: its slot, and whether its new session is still to be
+    /// started (else its `m.dummy` is due).
+    pub(super) fn next_unwedge(&self) -> Option<(usize, bool)> {
+        let first = |mask: u32| (mask != 0).then(|| mask.trailing_zeros() as usize);
+        first(self.wedged)
+            .map(|device| (device, true))
+            .or_else(|| first(self.dummy_due).map(|device| (device, false)))
+    }
+
+    /// A new session with device slot `device` exists: its `m.dummy` is due if it was
+    /// wedged.
+    pub(super) fn on_new_session(&mut self, device: usize) {
+        if self.wedged & (1 << device) != 0 {
+            self.wedged &= !(1 << device);
+            self.dummy_due |= 1 << device;
+        }
+    }
+
+    /// Device slot `device` cannot be unwedged now (no one-time key), or its `m.dummy` went.
+    pub(super) fn unwedge_done(&mut self, device: usize) {
+        self.wedged &= !(1 << device);
+        self.dummy_due &= !(1 << device);
+    }
+
+    /// Device slot `device` holds another device, or none.
+    pub(super) fn forget_device(&mut self, device: usize) {
+        self.unwedge_done(device);
+        if let Some(at) = self.unwedged_at.get_mut(device) {
+            *at = 0;
         }
     }
 
@@ -104,15 +175,14 @@ impl OlmSessions {
             .is_some_and(|info| info.peer_curve == *curve)
     }
 
-    /// A slot for a new session: a free one, or the least recently used.
-    fn slot_for_new(&self) -> Option<usize> {
-        self.slots.iter().position(Option::is_none).or_else(|| {
-            self.slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, info)| info.as_ref().map_or(0, |i| i.last_used))
-                .map(|(slot, _)| slot)
-        })
+    /// The least recently used slot among those whose peer passes `filter`.
+    fn least_recent(&self, filter: impl Fn(&OlmSlot) -> bool) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, info)| info.filter(|i| filter(i)).map(|i| (slot, i.last_used)))
+            .min_by_key(|(_, used)| *used)
+            .map(|(slot, _)| slot)
     }
 
     /// Writes `session` with the device whose key is `peer_curve` to slot `slot` as the most
@@ -183,16 +253,53 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         )
     }
 
-    /// Writes a new Olm session to a free slot (or over the least recently used one).
+    /// Writes a new Olm session with the device whose key is `peer_curve`: to a free slot, or
+    /// over that of a device no longer known, the oldest of this device's when it has its
+    /// share, or the least recently used one (the person is told).
     fn store_new_olm_session(
         &mut self,
         peer_curve: [u8; 32],
         session: &Session,
     ) -> Result<(), TokenError> {
-        let slot = self
-            .sessions
-            .slot_for_new()
-            .ok_or(TokenError::LimitReached(Limit::OlmSessions))?;
+        let table = &self.sessions;
+        let known = |curve: &[u8; 32]| {
+            self.devices.iter().any(|(_, d)| d.curve == *curve)
+                || self.pending_keys.awaits_device(curve)
+        };
+        let own = table
+            .slots
+            .iter()
+            .flatten()
+            .filter(|i| i.peer_curve == peer_curve)
+            .count();
+        let free = table.slots.iter().position(Option::is_none);
+        let orphan = || table.least_recent(|i| !known(&i.peer_curve));
+        let own_oldest = || {
+            (own >= MAX_OLM_PER_DEVICE)
+                .then(|| table.least_recent(|i| i.peer_curve == peer_curve))
+                .flatten()
+        };
+        let (slot, told) = match free.or_else(orphan).or_else(own_oldest) {
+            Some(slot) => (slot, false),
+            None => (
+                table
+                    .least_recent(|_| true)
+                    .ok_or(TokenError::LimitReached(Limit::OlmSessions))?,
+                true,
+            ),
+        };
+        if told
+            && let Some(info) = self.sessions.slots.get(slot).copied().flatten()
+            && let Some((_, device)) = self
+                .devices
+                .iter()
+                .find(|(_, d)| d.curve == info.peer_curve)
+        {
+            self.env.ui.event(&UiEvent::OlmSessionDropped {
+                user_id: &device.user_id,
+                device_id: &device.device_id,
+            });
+        }
         self.save_olm_session(slot, peer_curve, session)
     }
 
@@ -264,12 +371,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(len)
     }
 
-    /// An Olm to-device message: decrypted with an existing session or a new inbound one.
+    /// An Olm to-device message: decrypted with an existing session or a new inbound one,
+    /// which is kept if its peer is a known device or it carried a key worth waiting for.
     #[inline(never)]
     pub(super) fn on_olm_event(
         &mut self,
         sender: &str,
         content: EncryptedContent<'_>,
+        now: Instant,
     ) -> Result<(), TokenError> {
         let reject = |core: &mut Self, reason| {
             core.env
@@ -284,7 +393,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // room key it carried, so that a power cut in between lets the redelivered message
         // decrypt again instead of losing the key.
         let mut session: Option<Session> = None;
-        let Some((len, slot)) = self.decrypt_olm(sender, sender_key, content, &mut session)? else {
+        let Some((len, slot)) = self.decrypt_olm(sender, sender_key, content, &mut session, now)?
+        else {
             return Ok(());
         };
         let Some(session) = session.as_ref() else {
@@ -295,19 +405,28 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // Matched by reference: moving the payload out would copy its session key to a
         // second place in the frame, which would not be zeroized.
         let result = match &payload {
-            Ok(None) => Ok(()),
-            Err(reason) => reject(self, *reason),
+            Ok(None) => Ok(false),
+            Err(reason) => reject(self, *reason).map(|()| false),
             Ok(Some(payload)) => self.on_room_key(sender, sender_key, payload),
         };
         match slot {
             Some(slot) => self.save_olm_session(slot, sender_key, session)?,
             None => {
-                // The session first, then the account without the used one-time key.
-                self.store_new_olm_session(sender_key, session)?;
+                // A stranger's session is forgotten once read: only a known device's, or one
+                // that brought a member's key, takes a slot.
+                let keep = matches!(result, Ok(true))
+                    || self.devices.find_by_curve(sender, &sender_key).is_some();
+                if keep {
+                    // The session first, then the account without the used one-time key.
+                    self.store_new_olm_session(sender_key, session)?;
+                    if let Some(device) = self.device_slot_by_curve(sender, &sender_key) {
+                        self.sessions.on_new_session(device);
+                    }
+                }
                 self.save_account()?;
             }
         }
-        result
+        result.map(drop)
     }
 
     /// Decrypts an Olm message to the token into `scratch`, with a session of the sender's
@@ -321,6 +440,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         sender_key: [u8; 32],
         content: EncryptedContent<'_>,
         session: &mut Option<Session>,
+        now: Instant,
     ) -> Result<Option<(usize, Option<usize>)>, TokenError> {
         let reject = |core: &mut Self, reason| {
             core.env
@@ -371,12 +491,92 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 session,
             ) {
                 Ok(len) => decrypted = Some((len, None)),
-                Err(_) => return reject(self, RejectionReason::Olm),
+                Err(_) => {
+                    self.wedged(sender, &sender_key, now);
+                    return reject(self, RejectionReason::Olm);
+                }
             }
         }
         match decrypted {
             Some(decrypted) => Ok(Some(decrypted)),
-            None => reject(self, RejectionReason::Olm),
+            None => {
+                self.wedged(sender, &sender_key, now);
+                reject(self, RejectionReason::Olm)
+            }
         }
+    }
+
+    /// A message of `sender`'s device with key `curve` could not be decrypted: a known device
+    /// is unwedged (rate limited).
+    fn wedged(&mut self, sender: &str, curve: &[u8; 32], now: Instant) {
+        if let Some(device) = self.device_slot_by_curve(sender, curve) {
+            self.sessions.wedged(device, now);
+        }
+    }
+
+    /// The slot of `user`'s device whose key is `curve`.
+    fn device_slot_by_curve(&self, user: &str, curve: &[u8; 32]) -> Option<usize> {
+        self.devices
+            .iter()
+            .find(|(_, d)| d.user_id.as_str() == user && d.curve == *curve)
+            .map(|(slot, _)| slot)
+    }
+
+    /// Writes the Olm payload of a to-device event of type `event_type` for `device` as JSON
+    /// into `work`, its content by `content`: the sender's and recipient's ids and Ed25519
+    /// keys the spec asks for. Its length, or `None` before the login.
+    pub(super) fn olm_payload_json(
+        &mut self,
+        device: &Device,
+        event_type: &str,
+        content: impl FnOnce(&mut JsonWriter<'_>) -> Result<(), JsonError>,
+    ) -> Result<Option<usize>, TokenError> {
+        let Some(login) = &self.login else {
+            return Ok(None);
+        };
+        let own_ed = self.account.olm.ed25519_key();
+        let mut w = JsonWriter::new(&mut self.env.work);
+        w.raw(br#"{"content":"#)?;
+        content(&mut w)?;
+        w.raw(br#","keys":{"ed25519":"#)?
+            .base64(own_ed.as_bytes())?
+            .raw(br#"},"recipient":"#)?
+            .string(&device.user_id)?
+            .raw(br#","recipient_keys":{"ed25519":"#)?
+            .base64(&device.ed)?
+            .raw(br#"},"sender":"#)?
+            .string(&login.user_id)?
+            .raw(br#","sender_device":"#)?
+            .string(&login.device_id)?
+            .raw(br#","type":"#)?
+            .string(event_type)?
+            .raw(b"}")?;
+        Ok(Some(w.len()))
+    }
+
+    /// Sends the `m.dummy` that tells device slot `device` which new session to use.
+    pub(super) fn send_dummy(&mut self, coap: &mut Coap, device: usize) -> Result<(), TokenError> {
+        let target = self.devices.get(device).cloned();
+        let olm_slot = target
+            .as_ref()
+            .and_then(|target| self.sessions.slot_for(&target.curve));
+        let (Some(target), Some(olm_slot)) = (target, olm_slot) else {
+            self.sessions.unwedge_done(device);
+            return Ok(());
+        };
+        let Some(plaintext_len) =
+            self.olm_payload_json(&target, "m.dummy", |w| w.raw(b"{}").map(drop))?
+        else {
+            return Ok(());
+        };
+        let len = self.encrypt_to_device(olm_slot, &target, plaintext_len)?;
+        let txn = self.next_transaction_id()?;
+        self.start(
+            coap,
+            Operation::Dummy { device },
+            Code::PUT,
+            &[endpoint::SEND_TO_DEVICE, "m.room.encrypted", &txn],
+            len,
+        )
     }
 }

@@ -26,6 +26,10 @@ pub(super) enum Operation {
     ShareKey {
         device: usize,
     },
+    /// The `m.dummy` that unwedges the Olm channel with a device.
+    Dummy {
+        device: usize,
+    },
     /// `m.room_key.withheld` to a device the room key is kept from.
     Withhold {
         device: usize,
@@ -160,10 +164,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 len,
             );
         }
+        if let Some((device, claim)) = self.sessions.next_unwedge() {
+            return if claim {
+                self.start_claim(coap, device)
+            } else {
+                self.send_dummy(coap, device)
+            };
+        }
         if let Some(room) = self.rooms.next_join().cloned() {
             return self.start_join(coap, &room);
         }
-        if let Some((room, event)) = self.room_keys.next_retry() {
+        if let Some((room, event)) = self.pending_keys.next_retry() {
             return self.start_fetch(coap, &room, &event);
         }
         self.plan_send(coap, now)?;
@@ -279,6 +290,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             {
                 self.on_share_refused(device, error);
             }
+            Operation::Dummy { device }
+                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
+            {
+                self.sessions.unwedge_done(device);
+                self.error(error);
+            }
             Operation::Verification { stray }
                 if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
             {
@@ -307,6 +324,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Query => self.on_keys_query(body),
             Operation::Claim { device } => self.on_claimed(body, device),
             Operation::ShareKey { device } => self.on_key_shared(device),
+            Operation::Dummy { device } => {
+                self.sessions.unwedge_done(device);
+                Ok(())
+            }
             Operation::Withhold { device } => self.on_key_withheld(device),
             Operation::Send { slot } => self.on_sent(body, slot),
             Operation::Join => self.on_joined(),

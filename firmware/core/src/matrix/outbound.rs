@@ -15,11 +15,12 @@
 //! code `m.unverified` instead, once per session (it is then skipped for the session, until
 //! it is verified), so that its person reads why the token's messages stay closed.
 //!
+//! A session ends, and the next message uses a new one, when a device that received it is
+//! removed or comes back with other keys ([`super::devices`]); the room's rotation period is
+//! capped at the spec's week and 100 messages ([`MAX_ROTATION_MS`], [`MAX_ROTATION_MSGS`]).
+//!
 //! Known gap: the age of a session restarts at boot (`rotation_period_ms` counts from boot);
 //! its message count survives.
-//!
-//! Where this goes next (issue 14): a dropped or changed device rotates the sessions it
-//! received.
 
 use minicbor::Decoder;
 
@@ -35,7 +36,6 @@ use super::flash::{Flash, corrupt};
 use super::rng::CryptoSource;
 use super::room_keys::WITHHELD_EVENT;
 use super::*;
-use crate::json::JsonWriter;
 use crate::store::record;
 
 /// A room's outbound Megolm session and whom it was shared with.
@@ -135,6 +135,34 @@ impl Rooms {
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
+    /// The device in slot `slot` is gone, or came back with other keys: every outbound session
+    /// it received ends, so that the next message uses one it never saw, and nothing remembers
+    /// the slot.
+    pub(super) fn drop_device_slot(&mut self, slot: usize) -> Result<(), TokenError> {
+        self.end_sessions_shared_with(slot)?;
+        self.rooms.forget_device(slot);
+        self.sessions.forget_device(slot);
+        Ok(())
+    }
+
+    /// Ends the outbound sessions the device in slot `slot` received.
+    fn end_sessions_shared_with(&mut self, slot: usize) -> Result<(), TokenError> {
+        for room_slot in 0..MAX_ROOMS {
+            let Some(room) = self.rooms.get_mut(room_slot) else {
+                continue;
+            };
+            if room
+                .outbound
+                .as_ref()
+                .is_some_and(|o| o.shared & (1 << slot) != 0)
+            {
+                room.outbound = None;
+                Outbound::remove(&mut self.env.flash, room_slot)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the outbound sessions of the rooms `user` is in.
     pub(super) fn rotate_rooms_of(&mut self, user: &str) -> Result<(), TokenError> {
         for slot in 0..MAX_ROOMS {
@@ -263,21 +291,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let Some(olm_slot) = self.sessions.slot_for(&device.curve) else {
-            let len = write::keys_claim_body(
-                &mut self.env.work,
-                &device.user_id,
-                &device.device_id,
-                10_000,
-            )?;
-            return self.start(
-                coap,
-                Operation::Claim {
-                    device: device_slot,
-                },
-                Code::POST,
-                &[endpoint::KEYS_CLAIM],
-                len,
-            );
+            return self.start_claim(coap, device_slot);
         };
         let Some(plaintext_len) = self.room_key_json(room_slot, &device)? else {
             return Ok(());
@@ -301,6 +315,32 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         )
     }
 
+    /// Claims a one-time key of the device in `device_slot`, to start an Olm session with it.
+    pub(super) fn start_claim(
+        &mut self,
+        coap: &mut Coap,
+        device_slot: usize,
+    ) -> Result<(), TokenError> {
+        let Some(device) = self.devices.get(device_slot) else {
+            return Ok(());
+        };
+        let len = write::keys_claim_body(
+            &mut self.env.work,
+            &device.user_id,
+            &device.device_id,
+            10_000,
+        )?;
+        self.start(
+            coap,
+            Operation::Claim {
+                device: device_slot,
+            },
+            Code::POST,
+            &[endpoint::KEYS_CLAIM],
+            len,
+        )
+    }
+
     /// The `m.room_key` Olm payload of the room's session for `device`, as JSON into `work`
     /// (the record buffer is where the Olm session is read): its length, or `None` when the
     /// room has no outbound session.
@@ -309,15 +349,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         room_slot: usize,
         device: &Device,
     ) -> Result<Option<usize>, TokenError> {
-        let Some(login) = &self.login else {
-            return Ok(None);
-        };
         let Some(room) = self.rooms.get(room_slot) else {
             return Ok(None);
         };
         let Some(outbound) = &room.outbound else {
             return Ok(None);
         };
+        let room_id = room.id.clone();
         let mut session_id = [0u8; 43];
         let session_id = outbound.session.session_id().to_base64(&mut session_id);
         let mut key_base64 = [0u8; jeton_olm::megolm::SessionKey::BASE64_LENGTH];
@@ -326,30 +364,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .session_key()
             .to_base64(&mut key_base64)
             .map_err(|_| TokenError::Crypto)?;
-        let own_ed = self.account.olm.ed25519_key();
-        let mut w = JsonWriter::new(&mut self.env.work);
-        w.raw(br#"{"content":{"algorithm":"#)?
-            .string(jeton_proto::view::MEGOLM_ALGORITHM)?
-            .raw(br#","room_id":"#)?
-            .string(&room.id)?
-            .raw(br#","session_id":"#)?
-            .string(session_id)?
-            .raw(br#","session_key":"#)?
-            .string(session_key)?
-            .raw(br#"},"keys":{"ed25519":"#)?
-            .base64(own_ed.as_bytes())?
-            .raw(br#"},"recipient":"#)?
-            .string(&device.user_id)?
-            .raw(br#","recipient_keys":{"ed25519":"#)?
-            .base64(&device.ed)?
-            .raw(br#"},"sender":"#)?
-            .string(&login.user_id)?
-            .raw(br#","sender_device":"#)?
-            .string(&login.device_id)?
-            .raw(br#","type":"m.room_key"}"#)?;
-        let plaintext_len = w.len();
+        let written = self.olm_payload_json(device, "m.room_key", |w| {
+            w.raw(br#"{"algorithm":"#)?
+                .string(jeton_proto::view::MEGOLM_ALGORITHM)?
+                .raw(br#","room_id":"#)?
+                .string(&room_id)?
+                .raw(br#","session_id":"#)?
+                .string(session_id)?
+                .raw(br#","session_key":"#)?
+                .string(session_key)?
+                .raw(b"}")
+                .map(drop)
+        });
         key_base64.fill(0);
-        Ok(Some(plaintext_len))
+        written
     }
 
     /// The answer to a one-time key claim for the device in `device_slot`: an Olm session
@@ -394,7 +422,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             });
             return Ok(());
         };
-        self.start_olm_session(device.curve, one_time_key)
+        self.start_olm_session(device.curve, one_time_key)?;
+        self.sessions.on_new_session(device_slot);
+        Ok(())
     }
 
     /// The room key reached the device in `device_slot`: its bit is on flash.

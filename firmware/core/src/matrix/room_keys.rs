@@ -1,62 +1,210 @@
-//! The room keys the token received: inbound Megolm sessions with who sent them, keys that
-//! wait for their sender's device keys, and events to fetch again once such a key is decided.
+//! The room keys the token holds: inbound Megolm sessions, each with the room it is for, the
+//! device that sent it, and the messages it decrypted; and Megolm decryption with them.
 //!
-//! A room key arrives over Olm ([`super::olm_sessions`]) as an `m.room_key` payload. It is
-//! kept when every field the spec's Olm payload carries agrees with the Olm message it came in
-//! (sender, recipient, recipient keys, the session id of the key, and MSC4147's
-//! `sender_device_keys` when present) and when the sending device, found by the sender and the
-//! Olm session's Curve25519 key, is known with the Ed25519 key the payload claims. A key from
-//! a device not known yet waits in RAM while the sender's devices are asked for
-//! ([`super::devices`]); an event encrypted with it meanwhile is shown as
-//! [`UndecryptableReason::AwaitingKey`] and fetched again once the key is decided. Of two keys
-//! of the same session, the one that reaches further back is kept. A session is on flash
-//! ([`record::INBOUND`] + slot, pickled with the storage key) with the message indexes it
-//! decrypted last: the same index under another event id is a replay.
+//! A session is on flash ([`record::INBOUND`] + slot, pickled with the storage key, its meta
+//! naming the room, the sender, its Curve25519 key and the session id), and the table in RAM
+//! is an index of a few bytes per slot: the room's slot, a hash of the sending device's key,
+//! the first bytes of the session id, and when the session arrived and was last used. A
+//! message loads its session from flash, decrypts, and writes it back with the index it saw.
+//!
+//! Sessions are keyed by room, sending device and session id: one sender's session is never
+//! overwritten by another's, and a message is decrypted only with a session its sender sent.
+//! Of two keys of the same session from the same device, the one that reaches further back is
+//! kept. Which keys enter, and when a waiting one does, is [`super::pending_keys`]'s; the rules
+//! for leaving and eviction are written down in [`super::lifecycles`]: a session leaves when
+//! its room is left and when its sender is no longer a member of the room with that device
+//! (checked after every sync and device query); when the table is full, or the sender holds
+//! [`MAX_INBOUND_PER_SENDER`] sessions, the least recently used session that is not in use
+//! makes way (in use: the newest of its room and sender, the one the sender encrypts with),
+//! and the person sees [`UiEvent::RoomKeyDropped`].
+//!
+//! Replays: each session has a low-water mark and the [`REPLAY_WINDOW`] indexes above it one
+//! by one. An index under the mark, or one already seen under another event id, is refused as
+//! a replay; one seen under the same event id (a sync delivered again after a power cut) is
+//! skipped without a word. The mark rises only when a newer index no longer fits the window.
 //!
 //! A sender's device that keeps a key from the token says so with `m.room_key.withheld` (a
 //! to-device event in the clear): the notice is shown ([`UiEvent::RoomKeyWithheld`]) and
 //! remembered against its session (or, for `m.no_olm` without one, against the sender), so that
 //! the session's messages say why they cannot be read ([`UndecryptableReason::Withheld`]) rather
-//! than that no key came. A key that does come for the session forgets the notice.
-//!
-//! Known gaps: pending keys live in RAM only (a power cut drops them; the sender's client
-//! sends the key again when asked, which the token does not yet do); the replay window is the
-//! last [`REPLAY_WINDOW`] indexes of a session; withheld notices live in RAM only, the last
-//! [`MAX_WITHHELD_NOTICES`] of them.
-//!
-//! Where the table's rules go next (issue 14): sessions found by the sender's key as well as
-//! the room and session id, and one sender's session never overwritten by another's; a
-//! lifecycle with eviction (never a session in use, a cap per sender) and an event for the
-//! person when a key is dropped; a bounded pending area for keys that arrive before their room
-//! or member; a per-session low-water mark instead of the window.
+//! than that no key came. A key that does come for the session forgets the notice. Notices live
+//! in RAM only, the last [`MAX_WITHHELD_NOTICES`] of them.
 
-use heapless::{Deque, Vec};
+use heapless::Deque;
 use minicbor::Decoder;
-use sha2::{Digest, Sha256};
 
-use jeton_olm::megolm::{InboundGroupSession, MegolmMessage, SessionKey};
-use jeton_proto::path::endpoint;
+use jeton_olm::megolm::{InboundGroupSession, MegolmMessage};
 use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM, Map, Value};
 
 use super::bodies::{binary_bytes, binary32};
-use super::flash::{Flash, bytes32, corrupt, text};
+use super::flash::{Enc, EncError, Flash, bytes32, corrupt, text};
 use super::olm_sessions::MAX_CIPHERTEXT;
 use super::*;
-use crate::json::{JsonObject, JsonStr};
 use crate::store::record;
 
-/// A room key received, with who sent it.
+/// A 32-bit FNV-1a hash: of an event id for the replay window, of a key or a user id for the
+/// tables' indexes.
+pub(super) fn fnv(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The first bytes of a session id, as the indexes keep it.
+pub(super) fn id_prefix(session_id: &[u8; 32]) -> [u8; 8] {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(session_id.get(..8).unwrap_or(&[0; 8]));
+    prefix
+}
+
+/// What the replay window says of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Not seen before.
+    New,
+    /// Seen under the same event id: delivered again.
+    Again,
+    /// Under the low-water mark, or seen under another event id.
+    Replay,
+}
+
+// The window's bits are a `u128`.
+const _: () = assert!(REPLAY_WINDOW <= 128);
+
+/// A session's replay state: the low-water mark, which of the [`REPLAY_WINDOW`] indexes from
+/// it were seen, and the event ids of the last few messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ReplayWindow {
+    low: u32,
+    /// Bit `i`: index `low + i` was seen.
+    window: u128,
+    /// `(index, hash of the event id)` of the last messages.
+    recent: Deque<(u32, u32), REDELIVERY_MEMORY>,
+}
+
+impl ReplayWindow {
+    /// A window whose mark is the session's first known index.
+    fn new(first_known: u32) -> Self {
+        ReplayWindow {
+            low: first_known,
+            window: 0,
+            recent: Deque::new(),
+        }
+    }
+
+    fn check(&self, index: u32, hash: u32) -> Seen {
+        if self.recent.iter().any(|entry| *entry == (index, hash)) {
+            return Seen::Again;
+        }
+        let Some(offset) = index.checked_sub(self.low) else {
+            return Seen::Replay;
+        };
+        if offset < REPLAY_WINDOW as u32 && self.window & (1 << offset) != 0 {
+            return Seen::Replay;
+        }
+        Seen::New
+    }
+
+    /// Notes message `index` of event `hash` as seen, raising the mark if it must.
+    fn record(&mut self, index: u32, hash: u32) {
+        let width = REPLAY_WINDOW as u32;
+        if index >= self.low.saturating_add(width) {
+            let low = index - (width - 1);
+            let shift = low - self.low;
+            self.window = if shift >= width {
+                0
+            } else {
+                self.window >> shift
+            };
+            self.low = low;
+        }
+        if let Some(offset) = index.checked_sub(self.low) {
+            self.window |= 1 << offset;
+        }
+        if self.recent.is_full() {
+            self.recent.pop_front();
+        }
+        let _ = self.recent.push_back((index, hash));
+    }
+
+    fn encode(&self, e: &mut Enc<'_>) -> Result<(), EncError> {
+        e.u32(self.low)?
+            .bytes(&self.window.to_be_bytes())?
+            .array(self.recent.len() as u64)?;
+        for (index, hash) in &self.recent {
+            e.array(2)?.u32(*index)?.u32(*hash)?;
+        }
+        Ok(())
+    }
+
+    fn decode(d: &mut Decoder<'_>, id: u16) -> Result<Self, TokenError> {
+        let c = corrupt(id);
+        let low = d.u32().map_err(&c)?;
+        let window: [u8; 16] = d
+            .bytes()
+            .map_err(&c)?
+            .try_into()
+            .map_err(|_| TokenError::CorruptRecord(id))?;
+        let mut replay = ReplayWindow {
+            low,
+            window: u128::from_be_bytes(window),
+            recent: Deque::new(),
+        };
+        replay.recent = recent(d, id)?;
+        Ok(replay)
+    }
+}
+
+/// A list of `(index, event hash)` pairs of a record's meta.
+fn recent(
+    d: &mut Decoder<'_>,
+    id: u16,
+) -> Result<Deque<(u32, u32), REDELIVERY_MEMORY>, TokenError> {
+    let c = corrupt(id);
+    let mut recent = Deque::new();
+    for _ in 0..d.array().map_err(&c)?.unwrap_or(0) {
+        d.array().map_err(&c)?;
+        let entry = (d.u32().map_err(&c)?, d.u32().map_err(&c)?);
+        if recent.is_full() {
+            recent.pop_front();
+        }
+        let _ = recent.push_back(entry);
+    }
+    Ok(recent)
+}
+
+/// A room key held, as on flash.
 pub(super) struct Inbound {
-    room_id: RoomId,
-    sender: UserId,
+    pub(super) room_id: RoomId,
+    pub(super) sender: UserId,
     /// The Curve25519 key of the device that sent the key.
     pub(super) sender_curve: [u8; 32],
+    /// The table's clock when the key arrived, and when it last decrypted a message.
+    received: u32,
+    used: u32,
+    replay: ReplayWindow,
     session: InboundGroupSession,
-    /// `(message index, hash of the event id)` of recent messages.
-    seen: Deque<(u32, u32), REPLAY_WINDOW>,
 }
 
 impl Inbound {
+    /// A session that just arrived.
+    pub(super) fn new(
+        room_id: RoomId,
+        sender: UserId,
+        sender_curve: [u8; 32],
+        session: InboundGroupSession,
+    ) -> Self {
+        Inbound {
+            room_id,
+            sender,
+            sender_curve,
+            received: 0,
+            used: 0,
+            replay: ReplayWindow::new(session.first_known_index()),
+            session,
+        }
+    }
+
     /// Writes the session as slot `slot`'s to flash.
     fn save<S: Store, R: Rng>(
         &self,
@@ -67,59 +215,105 @@ impl Inbound {
         flash.put_pickled(
             record::INBOUND + slot as u16,
             |e| {
-                e.array(4)?
+                e.array(9)?
                     .str(&self.room_id)?
                     .str(&self.sender)?
                     .bytes(&self.sender_curve)?
-                    .array(self.seen.len() as u64)?;
-                for (index, hash) in &self.seen {
-                    e.array(2)?.u32(*index)?.u32(*hash)?;
-                }
-                Ok(())
+                    .bytes(self.session.session_id().as_bytes())?
+                    .u32(self.session.first_known_index())?
+                    .u32(self.received)?
+                    .u32(self.used)?;
+                self.replay.encode(e)
             },
             &self.session,
             rng,
         )
     }
 
-    /// Reads slot `slot`'s session. Out of line: its temporaries stay out of the boot's
-    /// frame, under which every other load of a boot runs.
+    /// Reads slot `slot`'s session. Out of line: its temporaries stay out of the callers'
+    /// frames.
     #[inline(never)]
     fn load<S: Store>(flash: &mut Flash<S>, slot: usize) -> Result<Option<Inbound>, TokenError> {
         let id = record::INBOUND + slot as u16;
         flash.read(id, |meta, pickle| {
-            let c = corrupt(id);
             let mut d = Decoder::new(meta);
-            d.array().map_err(&c)?;
-            let room_id = text(&mut d, id)?;
-            let sender = text(&mut d, id)?;
-            let sender_curve = bytes32(&mut d, id)?;
-            let mut seen = Deque::new();
-            let entries = d.array().map_err(&c)?.unwrap_or(0);
-            for _ in 0..entries {
-                d.array().map_err(&c)?;
-                let entry = (d.u32().map_err(&c)?, d.u32().map_err(&c)?);
-                seen.push_back(entry)
-                    .map_err(|_| TokenError::CorruptRecord(id))?;
-            }
+            let header = Header::decode(&mut d, id)?;
+            let replay = ReplayWindow::decode(&mut d, id)?;
             Ok(Inbound {
-                room_id,
-                sender,
-                sender_curve,
+                room_id: header.room_id,
+                sender: header.sender,
+                sender_curve: header.sender_curve,
+                received: header.received,
+                used: header.used,
+                replay,
                 session: pickle.open()?,
-                seen,
             })
         })
     }
 }
 
-/// A decrypted room key waiting for its sender's device keys.
-pub(super) struct PendingKey {
+/// What the index keeps of a session held: enough to find it, and to choose which one makes
+/// way for a new key, without reading flash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Entry {
+    /// The slot of its room in the room table.
+    room: u8,
+    /// [`fnv`] of the sending device's Curve25519 key.
+    sender: u32,
+    /// [`id_prefix`] of the session id.
+    session: [u8; 8],
+    /// The table's clock when the key arrived.
+    received: u32,
+    /// The table's clock when it last decrypted a message (or arrived).
+    used: u32,
+}
+
+/// What a session's record says before its pickle is opened: its room, its sender and which
+/// session it is.
+struct Header {
+    room_id: RoomId,
     sender: UserId,
     sender_curve: [u8; 32],
-    claimed_ed: [u8; 32],
-    room_id: RoomId,
-    key: SessionKey,
+    session_id: [u8; 32],
+    first_known: u32,
+    received: u32,
+    used: u32,
+}
+
+impl Header {
+    /// Reads the header at the start of a session's record meta (`d`) of record `id`.
+    fn decode(d: &mut Decoder<'_>, id: u16) -> Result<Header, TokenError> {
+        let c = corrupt(id);
+        d.array().map_err(&c)?;
+        Ok(Header {
+            room_id: text(d, id)?,
+            sender: text(d, id)?,
+            sender_curve: bytes32(d, id)?,
+            session_id: bytes32(d, id)?,
+            first_known: d.u32().map_err(&c)?,
+            received: d.u32().map_err(&c)?,
+            used: d.u32().map_err(&c)?,
+        })
+    }
+}
+
+/// Reads slot `slot`'s header.
+fn read_header<S: Store>(flash: &mut Flash<S>, slot: usize) -> Result<Option<Header>, TokenError> {
+    let id = record::INBOUND + slot as u16;
+    flash.read(id, |meta, _| Header::decode(&mut Decoder::new(meta), id))
+}
+
+/// Where a new session goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// A copy of it that reaches as far back is held already.
+    Held,
+    /// Over an older copy of it, in this slot.
+    Replace(usize),
+    /// In this free slot.
+    Free(usize),
+    /// In this slot, whose session makes way.
+    Evict(usize),
 }
 
 /// The to-device event type by which a sender's device says it keeps a room key from this one.
@@ -137,70 +331,158 @@ pub(super) struct Withheld {
 /// Small enough for the token's RAM, and no user can pick an id whose notices pass for
 /// another's.
 fn withheld_tag(sender: &str, session_id: Option<&[u8; 32]>) -> [u8; 8] {
-    let mut hash = Sha256::new();
-    // The length first, so that no sender and session read as another sender alone.
-    hash.update((sender.len() as u32).to_be_bytes());
-    hash.update(sender.as_bytes());
-    if let Some(session_id) = session_id {
-        hash.update(session_id);
-    }
-    let digest = hash.finalize();
-    let mut tag = [0; 8];
-    tag.copy_from_slice(digest.get(..8).unwrap_or_default());
-    tag
+    let sender = sender.as_bytes();
+    let hash = match session_id {
+        Some(session_id) => super::sync::hash_parts(&[sender, session_id]),
+        None => super::sync::hash_parts(&[sender]),
+    };
+    let [a, b, c, d, e, f, g, h, ..] = hash;
+    [a, b, c, d, e, f, g, h]
 }
 
-/// The room keys received. Boot lays the table out in place ([`super::boot`]), so its fields
-/// are visible there; everything else goes through the methods.
+/// The room keys held, indexed. Boot lays the table out in place ([`super::boot`]), so its
+/// fields are visible there; everything else goes through the methods.
 #[repr(C)]
 pub(super) struct RoomKeys {
-    /// Keys waiting for their sender's device keys.
-    pub(super) pending: Vec<PendingKey, MAX_PENDING_ROOM_KEYS>,
-    /// Encrypted events whose key was pending, fetched again once it is decided.
-    pub(super) retry: Vec<(RoomId, EventId), MAX_RETRY_EVENTS>,
+    /// Counts arrivals and uses, for which session is newest and which least recently used.
+    pub(super) clock: u32,
+    pub(super) entries: [Option<Entry>; MAX_INBOUND_SESSIONS],
     /// The latest withheld notices, oldest first.
-    pub(super) withheld: Vec<Withheld, MAX_WITHHELD_NOTICES>,
-    pub(super) inbound: [Option<Inbound>; MAX_INBOUND_SESSIONS],
+    pub(super) withheld: heapless::Vec<Withheld, MAX_WITHHELD_NOTICES>,
 }
 
 /// What decrypting a Megolm event gave.
 pub(super) enum Megolm {
-    /// The plaintext is in `work` (this long), from the session in slot `slot`.
-    Decrypted { plaintext_len: usize, slot: usize },
+    /// The plaintext is in `work` (this long); whether the sending device was verified.
+    Decrypted {
+        plaintext_len: usize,
+        sender_verified: bool,
+    },
     /// It cannot be shown, for this reason.
     Undecryptable(UndecryptableReason),
-    /// Nothing to show (the token's own message echoed back).
+    /// Nothing to show (the token's own message echoed back, or one shown before).
     Ignored,
 }
 
 impl RoomKeys {
-    /// Reads the sessions from flash.
-    pub(super) fn load<S: Store>(&mut self, flash: &mut Flash<S>) -> Result<(), TokenError> {
-        for (slot, entry) in self.inbound.iter_mut().enumerate() {
-            *entry = Inbound::load(flash, slot)?;
+    /// Reads the index from flash; `rooms` gives each session's room slot. A session whose room
+    /// is not in the table (the room was left, and a power cut came before the session went)
+    /// is not indexed: its slot is free, and the next session there replaces it.
+    pub(super) fn load<S: Store>(
+        &mut self,
+        flash: &mut Flash<S>,
+        rooms: &Rooms,
+    ) -> Result<(), TokenError> {
+        for slot in 0..MAX_INBOUND_SESSIONS {
+            let entry = read_header(flash, slot)?.and_then(|header| {
+                Some(Entry {
+                    room: u8::try_from(rooms.slot(&header.room_id)?).ok()?,
+                    sender: fnv(&header.sender_curve),
+                    session: id_prefix(&header.session_id),
+                    received: header.received,
+                    used: header.used,
+                })
+            });
+            if let Some(found) = &entry {
+                self.clock = self.clock.max(found.received).max(found.used);
+            }
+            if let Some(place) = self.entries.get_mut(slot) {
+                *place = entry;
+            }
         }
         Ok(())
     }
 
-    /// The session in slot `slot`.
-    pub(super) fn get(&self, slot: usize) -> Option<&Inbound> {
-        self.inbound.get(slot)?.as_ref()
+    /// Advances the clock: its new value.
+    fn tick(&mut self) -> u32 {
+        self.clock = self.clock.wrapping_add(1);
+        self.clock
     }
 
-    /// The slot of the session `session_id` of `room_id`.
-    fn find(&self, room_id: &str, session_id: &[u8; 32]) -> Option<usize> {
-        self.inbound.iter().position(|entry| {
-            entry.as_ref().is_some_and(|e| {
-                e.session.session_id().as_bytes() == session_id && e.room_id.as_str() == room_id
+    /// Sessions held.
+    pub(super) fn len(&self) -> usize {
+        self.entries.iter().flatten().count()
+    }
+
+    /// The slots whose sessions are for room slot `room` with an id starting like `session_id`.
+    fn candidates(&self, room: usize, session_id: &[u8; 32]) -> impl Iterator<Item = usize> + '_ {
+        let prefix = id_prefix(session_id);
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(move |(_, entry)| {
+                entry.is_some_and(|e| usize::from(e.room) == room && e.session == prefix)
             })
+            .map(|(slot, _)| slot)
+    }
+
+    /// Whether the session in `slot` is in use: the newest of its room and sender.
+    fn in_use(&self, slot: usize) -> bool {
+        let Some(Some(entry)) = self.entries.get(slot) else {
+            return false;
+        };
+        !self.entries.iter().flatten().any(|other| {
+            other.room == entry.room
+                && other.sender == entry.sender
+                && other.received > entry.received
         })
     }
 
-    /// Whether a pending key is for session `session_id`.
-    fn is_pending(&self, session_id: &[u8; 32]) -> bool {
-        self.pending
-            .iter()
-            .any(|p| p.key.signing_key().as_bytes() == session_id)
+    /// The least recently used slot among `slots` that is not in use.
+    fn least_useful(&self, slots: impl Iterator<Item = usize>) -> Option<usize> {
+        slots
+            .filter(|slot| !self.in_use(*slot))
+            .filter_map(|slot| Some((slot, self.entries.get(slot)?.as_ref()?.used)))
+            .min_by_key(|(_, used)| *used)
+            .map(|(slot, _)| slot)
+    }
+
+    /// Where a new session from the device whose key hashes to `sender` goes, among the slots
+    /// not held by a copy of it: the sender's own least useful one when it holds its share, a
+    /// free slot, or the least useful of all; `None` when every session is in use.
+    fn place_new(&self, sender: u32) -> Option<Placement> {
+        let of_sender = || {
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(move |(_, e)| e.is_some_and(|e| e.sender == sender))
+                .map(|(slot, _)| slot)
+        };
+        if of_sender().count() >= MAX_INBOUND_PER_SENDER {
+            return self.least_useful(of_sender()).map(Placement::Evict);
+        }
+        if let Some(free) = self.entries.iter().position(Option::is_none) {
+            return Some(Placement::Free(free));
+        }
+        self.least_useful(0..MAX_INBOUND_SESSIONS)
+            .map(Placement::Evict)
+    }
+
+    /// Forgets the session in `slot` (on flash first).
+    fn remove<S: Store>(&mut self, flash: &mut Flash<S>, slot: usize) -> Result<(), TokenError> {
+        flash.remove(record::INBOUND + slot as u16)?;
+        if let Some(entry) = self.entries.get_mut(slot) {
+            *entry = None;
+        }
+        Ok(())
+    }
+
+    /// Forgets the sessions of room slot `room` (the token left it).
+    pub(super) fn forget_room<S: Store>(
+        &mut self,
+        flash: &mut Flash<S>,
+        room: usize,
+    ) -> Result<(), TokenError> {
+        for slot in 0..MAX_INBOUND_SESSIONS {
+            if self
+                .entries
+                .get(slot)
+                .is_some_and(|e| e.is_some_and(|e| usize::from(e.room) == room))
+            {
+                self.remove(flash, slot)?;
+            }
+        }
+        Ok(())
     }
 
     /// Remembers `notice`, in place of an earlier one of the same sender about the same
@@ -230,255 +512,100 @@ impl RoomKeys {
         self.withheld.retain(|w| !answered.contains(&w.tag));
     }
 
-    /// The next event to fetch again, once no key is pending.
-    pub(super) fn next_retry(&mut self) -> Option<(RoomId, EventId)> {
-        if !self.pending.is_empty() {
-            return None;
-        }
-        let first = self.retry.first().cloned()?;
-        self.retry.remove(0);
-        Some(first)
-    }
-
-    /// The slot a new session `session_id` of `room_id` takes (that of an older copy of it, or
-    /// a free one); `Ok(None)` when a copy that reaches as far back is kept already.
-    fn slot_for(
-        &self,
-        room_id: &RoomId,
-        session: &InboundGroupSession,
-    ) -> Result<Option<usize>, TokenError> {
-        let session_id = session.session_id();
-        // A key for a session already held: keep the one that reaches further back.
-        for existing in self.inbound.iter().flatten() {
-            if existing.session.session_id() == session_id
-                && existing.room_id == *room_id
-                && existing.session.first_known_index() <= session.first_known_index()
-            {
-                return Ok(None);
-            }
-        }
-        self.inbound
+    /// The slots and the room slot and sender hash of each session held.
+    pub(super) fn held(&self) -> impl Iterator<Item = (usize, usize, u32)> + '_ {
+        self.entries
             .iter()
-            .position(|entry| {
-                entry
-                    .as_ref()
-                    .is_some_and(|e| e.session.session_id() == session_id && e.room_id == *room_id)
-            })
-            .or_else(|| self.inbound.iter().position(Option::is_none))
-            .map(Some)
-            .ok_or(TokenError::LimitReached(Limit::InboundSessions))
+            .enumerate()
+            .filter_map(|(slot, e)| e.map(|e| (slot, usize::from(e.room), e.sender)))
     }
-}
-
-/// A 32-bit FNV-1a hash of an event id, for the replay window.
-fn event_hash(event_id: &str) -> u32 {
-    event_id.bytes().fold(0x811c_9dc5u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// A room key payload read out of an Olm plaintext: the fields the spec's Olm payload carries
-/// (`sender`, `recipient`, `recipient_keys`, `keys`) and the `m.room_key` content. The sending
-/// device is found by the sender and the Olm session's Curve25519 key, not by a device id: the
-/// spec's payload names none.
-pub(super) struct RoomKeyPayload {
-    sender: UserId,
-    claimed_ed: [u8; 32],
-    /// The keys of `sender_device_keys` (MSC4147), when the sender included them.
-    sender_device_keys: Option<SenderDeviceKeys>,
-    recipient: UserId,
-    recipient_ed: [u8; 32],
-    room_id: RoomId,
-    session_id: [u8; 32],
-    key: SessionKey,
-}
-
-/// The Curve25519 and Ed25519 keys a sender states for its own device in the Olm payload
-/// (`sender_device_keys`, MSC4147).
-struct SenderDeviceKeys {
-    user_id: UserId,
-    curve: [u8; 32],
-    ed: [u8; 32],
-}
-
-/// Reads `sender_device_keys`: `None` when absent, an error when present but unreadable.
-fn sender_device_keys(
-    object: &JsonObject<'_>,
-) -> Result<Option<SenderDeviceKeys>, RejectionReason> {
-    let Some(keys) = object.object("sender_device_keys") else {
-        return Ok(None);
-    };
-    let mismatch = RejectionReason::Mismatch("sender_device_keys");
-    let device: DeviceId = plain(keys.string("device_id")).ok_or(mismatch)?;
-    let key_of = |algorithm: &str| {
-        let mut name: String<{ MAX_ID_LEN + 12 }> = String::new();
-        name.push_str(algorithm).ok()?;
-        name.push_str(&device).ok()?;
-        base64_32(keys.object("keys")?.string(&name))
-    };
-    Ok(Some(SenderDeviceKeys {
-        user_id: plain(keys.string("user_id")).ok_or(mismatch)?,
-        curve: key_of("curve25519:").ok_or(mismatch)?,
-        ed: key_of("ed25519:").ok_or(mismatch)?,
-    }))
-}
-
-fn plain<const N: usize>(value: Option<JsonStr<'_>>) -> Option<String<N>> {
-    String::try_from(value?.plain()?).ok()
-}
-
-fn base64_32(value: Option<JsonStr<'_>>) -> Option<[u8; 32]> {
-    let mut out = [0u8; 33];
-    let bytes = jeton_olm::base64::decode(value?.plain()?.as_bytes(), &mut out).ok()?;
-    bytes.try_into().ok()
-}
-
-/// Reads an `m.room_key` Olm payload; `Ok(None)` for other to-device types.
-pub(super) fn room_key_payload(
-    plaintext: &[u8],
-) -> Result<Option<RoomKeyPayload>, RejectionReason> {
-    let object = JsonObject::parse(plaintext).map_err(|_| RejectionReason::Malformed)?;
-    if object.string("type").and_then(|t| t.plain()) != Some("m.room_key") {
-        return Ok(None);
-    }
-    let content = object.object("content").ok_or(RejectionReason::Malformed)?;
-    if content.string("algorithm").and_then(|a| a.plain()) != Some(MEGOLM_ALGORITHM) {
-        return Err(RejectionReason::Malformed);
-    }
-    let key = content
-        .string("session_key")
-        .and_then(|k| k.plain())
-        .and_then(|k| SessionKey::from_base64(k).ok())
-        .ok_or(RejectionReason::Malformed)?;
-    let field = |name: &'static str| RejectionReason::Mismatch(name);
-    Ok(Some(RoomKeyPayload {
-        sender: plain(object.string("sender")).ok_or(field("sender"))?,
-        sender_device_keys: sender_device_keys(&object)?,
-        claimed_ed: base64_32(object.object("keys").and_then(|k| k.string("ed25519")))
-            .ok_or(field("keys"))?,
-        recipient: plain(object.string("recipient")).ok_or(field("recipient"))?,
-        recipient_ed: base64_32(
-            object
-                .object("recipient_keys")
-                .and_then(|k| k.string("ed25519")),
-        )
-        .ok_or(field("recipient_keys"))?,
-        room_id: plain(content.string("room_id")).ok_or(field("room_id"))?,
-        session_id: base64_32(content.string("session_id")).ok_or(field("session_id"))?,
-        key,
-    }))
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
-    /// Checks a room key against the Olm sender and the device table, then keeps it. The
-    /// payload is borrowed: passed by value, a second copy of it sat in the caller's frame.
-    pub(super) fn on_room_key(
+    /// Keeps `inbound` (its sender checked, see [`super::pending_keys`]) for room slot `room`:
+    /// over an older copy of the same session from the same device, in a free slot, or over
+    /// the least useful session, which the person is told of. A key the table cannot take
+    /// (every session in use) is reported as [`Limit::InboundSessions`].
+    pub(super) fn hold_room_key(
         &mut self,
-        sender: &str,
-        sender_key: [u8; 32],
-        payload: &RoomKeyPayload,
+        room: usize,
+        mut inbound: Inbound,
     ) -> Result<(), TokenError> {
-        let own_ed = *self.account.olm.ed25519_key().as_bytes();
-        let own_user = self
-            .login
-            .as_ref()
-            .map(|l| l.user_id.clone())
-            .unwrap_or_default();
-        let mismatch = if payload.sender.as_str() != sender {
-            Some("sender")
-        } else if payload.recipient != own_user {
-            Some("recipient")
-        } else if payload.recipient_ed != own_ed {
-            Some("recipient_keys")
-        } else if payload.session_id != *payload.key.signing_key().as_bytes() {
-            Some("session_id")
-        } else if payload.sender_device_keys.as_ref().is_some_and(|keys| {
-            keys.user_id != payload.sender
-                || keys.curve != sender_key
-                || keys.ed != payload.claimed_ed
-        }) {
-            Some("sender_device_keys")
-        } else {
-            None
-        };
-        if let Some(field) = mismatch {
-            self.env.ui.event(&UiEvent::RoomKeyRejected {
-                sender,
-                reason: RejectionReason::Mismatch(field),
-            });
-            return Ok(());
-        }
-        let pending = PendingKey {
-            sender: payload.sender.clone(),
-            sender_curve: sender_key,
-            claimed_ed: payload.claimed_ed,
-            room_id: payload.room_id.clone(),
-            key: payload.key.clone(),
-        };
-        if self
-            .devices
-            .find_by_curve(&pending.sender, &pending.sender_curve)
-            .is_some()
-        {
-            return self.accept_room_key(pending);
-        }
-        // Unknown device: ask the server, decide when the answer is in.
-        let user = pending.sender.clone();
-        if self.room_keys.pending.push(pending).is_err() {
-            self.error(TokenError::LimitReached(Limit::PendingRoomKeys));
-        }
-        self.track(&user);
-        Ok(())
-    }
-
-    /// Decides the room keys that waited for a device query.
-    pub(super) fn retry_pending_keys(&mut self) -> Result<(), TokenError> {
-        while let Some(pending) = self.room_keys.pending.pop() {
-            self.accept_room_key(pending)?;
-        }
-        Ok(())
-    }
-
-    /// Keeps a room key whose sending device is known with the keys it claims (on flash).
-    fn accept_room_key(&mut self, pending: PendingKey) -> Result<(), TokenError> {
-        let verdict = match self
-            .devices
-            .find_by_curve(&pending.sender, &pending.sender_curve)
-        {
-            None => Err(RejectionReason::UnknownDevice),
-            Some(device) if device.ed != pending.claimed_ed => {
-                Err(RejectionReason::Mismatch("keys"))
+        let sender = fnv(&inbound.sender_curve);
+        let session_id = *inbound.session.session_id().as_bytes();
+        self.room_keys.forget_withheld(&inbound.sender, &session_id);
+        let mut placement = None;
+        let candidates: heapless::Vec<usize, MAX_INBOUND_SESSIONS> =
+            self.room_keys.candidates(room, &session_id).collect();
+        for slot in candidates {
+            let Some(held) = read_header(&mut self.env.flash, slot)? else {
+                continue;
+            };
+            if held.session_id != session_id || held.sender_curve != inbound.sender_curve {
+                continue;
             }
-            Some(_) => Ok(()),
-        };
-        if let Err(reason) = verdict {
-            self.env.ui.event(&UiEvent::RoomKeyRejected {
-                sender: &pending.sender,
-                reason,
+            placement = Some(if held.first_known <= inbound.session.first_known_index() {
+                Placement::Held
+            } else {
+                Placement::Replace(slot)
             });
-            return Ok(());
         }
-        let session = InboundGroupSession::new(&pending.key);
-        self.room_keys
-            .forget_withheld(&pending.sender, session.session_id().as_bytes());
-        let slot = match self.room_keys.slot_for(&pending.room_id, &session) {
-            Ok(Some(slot)) => slot,
-            Ok(None) => return Ok(()),
-            Err(error) => {
-                self.error(error);
-                return Ok(());
+        let Some(placement) = placement.or_else(|| self.room_keys.place_new(sender)) else {
+            self.error(TokenError::LimitReached(Limit::InboundSessions));
+            return Ok(());
+        };
+        let slot = match placement {
+            Placement::Held => return Ok(()),
+            Placement::Replace(slot) | Placement::Free(slot) => slot,
+            Placement::Evict(slot) => {
+                self.tell_dropped(slot)?;
+                slot
             }
         };
-        let inbound = Inbound {
-            room_id: pending.room_id,
-            sender: pending.sender,
-            sender_curve: pending.sender_curve,
-            session,
-            seen: Deque::new(),
-        };
+        let now = self.room_keys.tick();
+        inbound.received = now;
+        inbound.used = now;
         inbound.save(&mut self.env.flash, &mut self.env.rng, slot)?;
-        if let Some(entry) = self.room_keys.inbound.get_mut(slot) {
-            *entry = Some(inbound);
+        if let Some(entry) = self.room_keys.entries.get_mut(slot) {
+            *entry = Some(Entry {
+                room: u8::try_from(room).unwrap_or(u8::MAX),
+                sender,
+                session: id_prefix(&session_id),
+                received: now,
+                used: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tells the person that the session in `slot` makes way for another.
+    fn tell_dropped(&mut self, slot: usize) -> Result<(), TokenError> {
+        if let Some(held) = read_header(&mut self.env.flash, slot)? {
+            self.env.ui.event(&UiEvent::RoomKeyDropped {
+                room_id: &held.room_id,
+                sender: &held.sender,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops the sessions whose sender is no longer a member of their room with that device
+    /// (the member left, the device is gone, the user is no longer tracked). Run after a sync
+    /// is processed and after a device query, never between a sync's room state and its
+    /// timeline: a member's last messages before leaving still decrypt.
+    pub(super) fn sweep_room_keys(&mut self) -> Result<(), TokenError> {
+        for slot in 0..MAX_INBOUND_SESSIONS {
+            let Some((_, room, sender)) = self.room_keys.held().find(|(s, _, _)| *s == slot) else {
+                continue;
+            };
+            let current = self.rooms.get(room).is_some_and(|room| {
+                self.devices
+                    .iter()
+                    .any(|(_, d)| fnv(&d.curve) == sender && room.members.contains(&d.user_id))
+            });
+            if !current {
+                self.room_keys.remove(&mut self.env.flash, slot)?;
+            }
         }
         Ok(())
     }
@@ -514,27 +641,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         });
     }
 
-    /// Fetches an event again whose key was pending.
-    pub(super) fn start_fetch(
-        &mut self,
-        coap: &mut Coap,
-        room: &str,
-        event: &str,
-    ) -> Result<(), TokenError> {
-        self.start(
-            coap,
-            Operation::FetchEvent,
-            Code::GET,
-            &[endpoint::ROOM_EVENT, room, event],
-            0,
-        )
-    }
-
     /// Decrypts Megolm event `event_id` of `sender` in `room_id` (`content`) into `work`, with
-    /// the session it names: refused when the session is unknown (or its key pending: then
-    /// the event is fetched again later), when the session is another sender's, or when the
-    /// index was seen under another event id (a replay). A new index is on flash before the
-    /// message is shown. Out of line: the decryption's stack is not under the showing's.
+    /// the session it names that `sender` sent: refused when there is none (or its key waits:
+    /// then the event is fetched again later), when the session is only another sender's, or
+    /// when the index is a replay. A new index is on flash before the message is shown. Out of
+    /// line: the decryption's stack is not under the showing's.
     #[inline(never)]
     pub(super) fn decrypt_megolm(
         &mut self,
@@ -550,27 +661,59 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(session_id) = binary32(content.session_id()?) else {
             return refused(UndecryptableReason::Malformed);
         };
-        let Some(slot) = self.room_keys.find(room_id, &session_id) else {
-            if self.room_keys.is_pending(&session_id) {
-                if let (Ok(room), Ok(event)) = (bounded(room_id), bounded(event_id)) {
-                    let _ = self.room_keys.retry.push((room, event));
-                }
-                return refused(UndecryptableReason::AwaitingKey);
-            }
-            let own = self
-                .login
-                .as_ref()
-                .is_some_and(|l| l.user_id.as_str() == sender);
-            if own {
-                // Our own message echoed back (the token keeps no inbound copy of its
-                // outbound sessions).
-                return Ok(Megolm::Ignored);
-            }
-            return refused(self.room_keys.withheld(sender, &session_id).map_or(
-                UndecryptableReason::UnknownSession,
-                UndecryptableReason::Withheld,
-            ));
+        let room = self.rooms.slot(room_id);
+        let candidates: heapless::Vec<usize, MAX_INBOUND_SESSIONS> = match room {
+            Some(room) => self.room_keys.candidates(room, &session_id).collect(),
+            None => heapless::Vec::new(),
         };
+        let mut others = false;
+        for slot in candidates {
+            match self.decrypt_with(slot, sender, event_id, &session_id, content)? {
+                Some(result) => return Ok(result),
+                None => others = true,
+            }
+        }
+        if others {
+            return refused(UndecryptableReason::SenderMismatch);
+        }
+        if self.pending_keys.is_pending(&session_id) {
+            self.pending_keys
+                .retry_later(room_id, event_id, &session_id);
+            return refused(UndecryptableReason::AwaitingKey);
+        }
+        let own = self
+            .login
+            .as_ref()
+            .is_some_and(|l| l.user_id.as_str() == sender);
+        if own {
+            // Our own message echoed back (the token keeps no inbound copy of its outbound
+            // sessions).
+            return Ok(Megolm::Ignored);
+        }
+        refused(self.room_keys.withheld(sender, &session_id).map_or(
+            UndecryptableReason::UnknownSession,
+            UndecryptableReason::Withheld,
+        ))
+    }
+
+    /// Decrypts with the session in `slot` if `sender` sent it (`None` if not).
+    fn decrypt_with(
+        &mut self,
+        slot: usize,
+        sender: &str,
+        event_id: &str,
+        session_id: &[u8; 32],
+        content: EncryptedContent<'_>,
+    ) -> Result<Option<Megolm>, TokenError> {
+        let refused = |reason| Ok(Some(Megolm::Undecryptable(reason)));
+        let Some(mut inbound) = Inbound::load(&mut self.env.flash, slot)? else {
+            return Ok(None);
+        };
+        if inbound.sender.as_str() != sender
+            || inbound.session.session_id().as_bytes() != session_id
+        {
+            return Ok(None);
+        }
         // As for Olm: bytes stay in the response, base64 is decoded into the record buffer,
         // which is free again once the message is decrypted.
         let bytes = match content.megolm_ciphertext() {
@@ -591,33 +734,35 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Ok(message) = MegolmMessage::from_bytes(bytes) else {
             return refused(UndecryptableReason::Malformed);
         };
-        let Some(Some(inbound)) = self.room_keys.inbound.get_mut(slot) else {
-            return Ok(Megolm::Ignored);
-        };
-        if inbound.sender.as_str() != sender {
-            return refused(UndecryptableReason::SenderMismatch);
-        }
         let decrypted = match inbound.session.decrypt(&message, &mut self.env.work) {
             Ok(decrypted) => decrypted,
             Err(error) => return refused(UndecryptableReason::Decryption(error)),
         };
-        let hash = event_hash(event_id);
-        let index = decrypted.message_index;
-        if inbound.seen.iter().any(|(i, h)| *i == index && *h != hash) {
-            self.env.work.fill(0);
-            return refused(UndecryptableReason::Replay);
-        }
-        if !inbound.seen.iter().any(|(i, _)| *i == index) {
-            if inbound.seen.is_full() {
-                inbound.seen.pop_front();
+        let hash = fnv(event_id.as_bytes());
+        match inbound.replay.check(decrypted.message_index, hash) {
+            Seen::New => {}
+            Seen::Again => {
+                self.env.work.fill(0);
+                return Ok(Some(Megolm::Ignored));
             }
-            let _ = inbound.seen.push_back((index, hash));
-            inbound.save(&mut self.env.flash, &mut self.env.rng, slot)?;
+            Seen::Replay => {
+                self.env.work.fill(0);
+                return refused(UndecryptableReason::Replay);
+            }
         }
-        Ok(Megolm::Decrypted {
+        inbound.replay.record(decrypted.message_index, hash);
+        inbound.used = self.room_keys.tick();
+        inbound.save(&mut self.env.flash, &mut self.env.rng, slot)?;
+        if let Some(Some(entry)) = self.room_keys.entries.get_mut(slot) {
+            entry.used = inbound.used;
+        }
+        let sender_verified = self
+            .devices
+            .is_verified_by_curve(sender, &inbound.sender_curve);
+        Ok(Some(Megolm::Decrypted {
             plaintext_len: decrypted.plaintext_len,
-            slot,
-        })
+            sender_verified,
+        }))
     }
 }
 
@@ -625,69 +770,43 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 mod tests {
     use super::*;
 
-    /// What matrix-sdk-crypto sent in one captured run (tests/fixtures/matrix-sdk-crypto): the
-    /// Olm plaintext of its `m.room_key`, the Megolm event of that session, and its plaintext.
-    macro_rules! sdk_fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/matrix-sdk-crypto/",
-                $name
-            ))
-        };
-    }
-    const ROOM_KEY: &[u8] = sdk_fixture!("m.room_key.olm-plaintext.json");
-    const MEGOLM_EVENT: &[u8] = sdk_fixture!("m.room.encrypted.megolm-event.json");
-    const MEGOLM_PLAINTEXT: &[u8] = sdk_fixture!("m.room.message.megolm-plaintext.json");
-
-    fn key32(base64: &str) -> [u8; 32] {
-        let mut out = [0u8; 33];
-        let bytes = jeton_olm::base64::decode(base64.as_bytes(), &mut out).unwrap();
-        bytes.try_into().unwrap()
+    #[test]
+    fn the_window_refuses_what_it_saw_and_what_fell_under_its_mark() {
+        let mut replay = ReplayWindow::new(0);
+        for index in [0, 2, 1, 5] {
+            assert_eq!(replay.check(index, index + 100), Seen::New);
+            replay.record(index, index + 100);
+        }
+        // The same index under the same event id is a delivery again, under another a replay.
+        assert_eq!(replay.check(2, 102), Seen::Again);
+        assert_eq!(replay.check(2, 999), Seen::Replay);
+        // An index not seen yet, below the newest: late, not a replay.
+        assert_eq!(replay.check(3, 103), Seen::New);
+        // A jump past the window raises the mark: what falls under it is refused, however old.
+        let far = REPLAY_WINDOW as u32 + 10;
+        replay.record(far, 7);
+        assert_eq!(replay.check(4, 104), Seen::Replay);
+        assert_eq!(replay.check(far - 1, 8), Seen::New);
+        assert_eq!(replay.check(far, 9), Seen::Replay);
+        // Every index seen above the mark stays refused, long after it left the recent list.
+        for index in far + 1..far + 40 {
+            replay.record(index, index);
+        }
+        assert_eq!(replay.check(far, 9), Seen::Replay);
+        assert_eq!(replay.check(far - 1, 8), Seen::New);
     }
 
     #[test]
-    fn matrix_sdk_cryptos_room_key_is_read_field_by_field() {
-        let payload = room_key_payload(ROOM_KEY).unwrap().unwrap();
-        assert_eq!(payload.sender, "@alice370fa5364b:localhost");
-        assert_eq!(payload.recipient, "@carol73afe1977c:localhost");
-        assert_eq!(
-            payload.room_id,
-            "!4NqSUKtE5nUTNkjjLnsn3AProGKeuBw0NR1hyzKrCmA"
-        );
-        let alice_ed = key32("lawFN2mbCSChxOz5lpxP1cMglq4ORTWajC7qEPjOnvk");
-        assert_eq!(payload.claimed_ed, alice_ed);
-        assert_eq!(
-            payload.recipient_ed,
-            key32("r4QFhyvtOVXS+6eVmaS0APMmD0jX7L0dLXEw6YIIfWY")
-        );
-        assert_eq!(payload.session_id, *payload.key.signing_key().as_bytes());
-        // MSC4147: the sending device's own keys, which the token checks against the Olm sender.
-        let device = payload.sender_device_keys.as_ref().unwrap();
-        assert_eq!(device.user_id, payload.sender);
-        assert_eq!(
-            device.curve,
-            key32("ZGXPIkKAvii1zkqEmfSGYRLtXmpIIzYN7MI0McLsDXQ")
-        );
-        assert_eq!(device.ed, alice_ed);
-    }
-
-    #[test]
-    fn matrix_sdk_cryptos_room_key_opens_its_megolm_message() {
-        let payload = room_key_payload(ROOM_KEY).unwrap().unwrap();
-        let event = JsonObject::parse(MEGOLM_EVENT).unwrap();
-        let content = event.object("content").unwrap();
-        let session_id = content.string("session_id").unwrap().plain().unwrap();
-        assert_eq!(key32(session_id), payload.session_id);
-        let ciphertext = content.string("ciphertext").unwrap().plain().unwrap();
-        let mut bytes = [0u8; MAX_CIPHERTEXT];
-        let bytes = jeton_olm::base64::decode(ciphertext.as_bytes(), &mut bytes).unwrap();
-        let message = MegolmMessage::from_bytes(bytes).unwrap();
-        let mut session = InboundGroupSession::new(&payload.key);
-        let mut plaintext = [0u8; WORK_BYTES];
-        let decrypted = session.decrypt(&message, &mut plaintext).unwrap();
-        // The file ends with a newline; the plaintext does not.
-        let expected = MEGOLM_PLAINTEXT.strip_suffix(b"\n").unwrap();
-        assert_eq!(&plaintext[..decrypted.plaintext_len], expected);
+    fn the_window_survives_its_record() {
+        let mut replay = ReplayWindow::new(3);
+        for index in [3, 4, 200, 150] {
+            replay.record(index, index * 7);
+        }
+        let mut buf = [0u8; 512];
+        let mut e = minicbor::Encoder::new(minicbor::encode::write::Cursor::new(&mut buf[..]));
+        replay.encode(&mut e).unwrap();
+        let len = e.writer().position();
+        let back = ReplayWindow::decode(&mut Decoder::new(&buf[..len]), 1).unwrap();
+        assert_eq!(back, replay);
     }
 }

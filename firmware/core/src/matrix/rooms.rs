@@ -5,15 +5,20 @@
 //! invite, or an invite from a user of [`Config::auto_join_from`]) and is on flash
 //! ([`record::ROOMS`] + slot) with its members and its encryption state; its outbound Megolm
 //! session is [`super::outbound`]'s. Membership and `m.room.encryption` events of the room's
-//! state and timeline update it before the sync's room keys and messages are read: a new
-//! member is tracked ([`super::devices`]), a member who left ends the room's outbound session
-//! so that the next message uses one they never saw. Invites wait in RAM for the person
+//! state and timeline update it before the sync's room keys and messages are read: the person
+//! sees who joined and who left ([`UiEvent::MemberJoined`], [`UiEvent::MemberLeft`]), a new
+//! member is tracked ([`super::devices`]), a member who left (or whom the homeserver lists
+//! under `device_lists.left`) ends the room's outbound session so that the next message uses
+//! one they never saw. The rotation period `m.room.encryption` sets is capped at the spec's
+//! week and 100 messages. Invites wait in RAM for the person
 //! ([`Token::join`](super::Token::join), [`Token::refuse`](super::Token::refuse)); an invite
 //! lost to a power cut comes back with the next initial sync.
 //!
-//! Where the table's rules go next (issue 14): leaving a room (its slot, its sessions and the
-//! members' tracking freed), `member-joined` and `member-left` events for the person, and the
-//! room's rotation period capped at the spec's week and 100 messages.
+//! A room leaves the table when the token leaves it or is removed from it (its own membership
+//! event, or the room under `rooms.leave`): at the end of that sync, so that the room's last
+//! messages are still read, its slot, its outbound session and the room keys for it go, and
+//! the person sees [`UiEvent::Left`]; members it was the last shared room with are let go
+//! ([`super::lifecycles`]).
 
 use core::fmt;
 
@@ -39,6 +44,8 @@ pub(super) struct Room {
     pub(super) members: Vec<UserId, MAX_MEMBERS>,
     /// The room's outbound Megolm session ([`super::outbound`]).
     pub(super) outbound: Option<Outbound>,
+    /// The token left the room: it goes at the end of the sync that said so.
+    pub(super) left: bool,
 }
 
 impl Room {
@@ -46,10 +53,11 @@ impl Room {
         Room {
             id,
             encrypted: false,
-            rotation_ms: 604_800_000,
-            rotation_msgs: 100,
+            rotation_ms: MAX_ROTATION_MS,
+            rotation_msgs: MAX_ROTATION_MSGS,
             members: Vec::new(),
             outbound: None,
+            left: false,
         }
     }
 
@@ -82,8 +90,8 @@ impl Room {
         d.array().map_err(&c)?;
         let mut room = Room::new(text(&mut d, id)?);
         room.encrypted = d.bool().map_err(&c)?;
-        room.rotation_ms = d.u64().map_err(&c)?;
-        room.rotation_msgs = d.u32().map_err(&c)?;
+        room.rotation_ms = rotation_ms(d.u64().map_err(&c)?);
+        room.rotation_msgs = rotation_msgs(d.u32().map_err(&c)?);
         let members = d.array().map_err(&c)?.unwrap_or(0);
         for _ in 0..members {
             room.members
@@ -104,26 +112,49 @@ impl Room {
         };
         self.encrypted = true;
         if let Some(Value::Integer(ms)) = content.get("rotation_period_ms")? {
-            self.rotation_ms = u64::try_from(ms).unwrap_or(self.rotation_ms);
+            self.rotation_ms = u64::try_from(ms).map_or(MAX_ROTATION_MS, rotation_ms);
         }
         if let Some(Value::Integer(n)) = content.get("rotation_period_msgs")? {
-            self.rotation_msgs = u32::try_from(n).unwrap_or(self.rotation_msgs);
+            self.rotation_msgs = u32::try_from(n).map_or(MAX_ROTATION_MSGS, rotation_msgs);
         }
         Ok(true)
+    }
+}
+
+/// A rotation period from room state, capped at the spec's week (0 is no period: the cap).
+fn rotation_ms(ms: u64) -> u64 {
+    if ms == 0 {
+        MAX_ROTATION_MS
+    } else {
+        ms.min(MAX_ROTATION_MS)
+    }
+}
+
+/// A rotation message count from room state, capped at the spec's 100 (0 is no count: the
+/// cap).
+fn rotation_msgs(n: u32) -> u32 {
+    if n == 0 {
+        MAX_ROTATION_MSGS
+    } else {
+        n.min(MAX_ROTATION_MSGS)
     }
 }
 
 /// What a membership event did to a room.
 enum Membership {
     Unchanged,
-    /// A member joined (`track`: the user to track, not the token's own).
+    /// A member joined (`track`: not the token's own user).
     Joined {
-        track: Option<UserId>,
+        user: UserId,
+        track: bool,
     },
     /// A member left (`rotate`: the room's outbound session ended).
     Left {
+        user: UserId,
         rotate: bool,
     },
+    /// The token itself left, or was removed.
+    OwnLeft,
 }
 
 /// The rooms, invites and joins. Boot lays the table out in place ([`super::boot`]), so its
@@ -242,7 +273,7 @@ impl Rooms {
     }
 
     /// Whether the token is in, joining or invited to `room_id`.
-    fn knows(&self, room_id: &RoomId) -> bool {
+    pub(super) fn knows(&self, room_id: &RoomId) -> bool {
         self.slot(room_id).is_some()
             || self.joins.contains(room_id)
             || self.invites.iter().any(|(r, _)| r == room_id)
@@ -262,25 +293,39 @@ impl Rooms {
         };
         let joined = matches!(content.get("membership")?, Some(Value::Text("join")));
         let present = room.members.iter().any(|m| m.as_str() == state_key);
+        if !joined && state_key == own_user {
+            room.members.retain(|m| m.as_str() != state_key);
+            room.left = true;
+            return Ok(Membership::OwnLeft);
+        }
+        if joined && state_key == own_user {
+            // Back in a room left earlier in the same sync.
+            room.left = false;
+        }
         if joined && !present {
+            let user: UserId = bounded(state_key)?;
             room.members
-                .push(bounded(state_key)?)
+                .push(user.clone())
                 .map_err(|_| TokenError::LimitReached(Limit::Members))?;
-            let track = if state_key != own_user {
-                Some(bounded(state_key)?)
-            } else {
-                None
-            };
-            return Ok(Membership::Joined { track });
+            let track = state_key != own_user;
+            return Ok(Membership::Joined { user, track });
         }
         if !joined && present {
-            room.members.retain(|m| m.as_str() != state_key);
-            // Someone left: the next message uses a session they never saw.
-            let rotate = room.outbound.is_some();
-            room.outbound = None;
-            return Ok(Membership::Left { rotate });
+            return Ok(Membership::Left {
+                user: bounded(state_key)?,
+                rotate: room.remove_member(state_key),
+            });
         }
         Ok(Membership::Unchanged)
+    }
+}
+
+impl Room {
+    /// `user` is no longer a member: true when that ended the room's outbound session (the
+    /// next message uses one they never saw).
+    fn remove_member(&mut self, user: &str) -> bool {
+        self.members.retain(|m| m.as_str() != user);
+        self.outbound.take().is_some()
     }
 }
 
@@ -523,31 +568,113 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         };
         let content = event.content()?;
-        let (changed, track, rotate) = match event.event_type()? {
-            "m.room.encryption" => match self.rooms.get_mut(slot) {
-                Some(room) => (room.apply_encryption(&content)?, None, false),
-                None => return Ok(()),
-            },
-            "m.room.member" => match self
-                .rooms
-                .apply_membership(slot, state_key, &content, own_user)?
-            {
-                Membership::Unchanged => (false, None, false),
-                Membership::Joined { track } => (true, track, false),
-                Membership::Left { rotate } => (true, None, rotate),
-            },
-            _ => (false, None, false),
+        let membership = match event.event_type()? {
+            "m.room.encryption" => {
+                let changed = match self.rooms.get_mut(slot) {
+                    Some(room) => room.apply_encryption(&content)?,
+                    None => false,
+                };
+                if !changed {
+                    return Ok(());
+                }
+                Membership::Unchanged
+            }
+            "m.room.member" => {
+                match self
+                    .rooms
+                    .apply_membership(slot, state_key, &content, own_user)?
+                {
+                    Membership::Unchanged => return Ok(()),
+                    changed => changed,
+                }
+            }
+            _ => return Ok(()),
         };
-        if rotate {
-            Outbound::remove(&mut self.env.flash, slot)?;
-        }
-        if changed && let Some(room) = self.rooms.get(slot) {
+        if let Some(room) = self.rooms.get(slot) {
             room.save(&mut self.env.flash, slot)?;
         }
-        if let Some(user) = track
-            && !self.devices.is_tracked(&user)
-        {
-            self.track(&user);
+        let room_id = self
+            .rooms
+            .get(slot)
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        match membership {
+            Membership::Joined { user, track } => {
+                if user.as_str() != own_user {
+                    self.env.ui.event(&UiEvent::MemberJoined {
+                        room_id: &room_id,
+                        user_id: &user,
+                    });
+                }
+                if track && !self.devices.is_tracked(&user) {
+                    self.track(&user);
+                }
+            }
+            Membership::Left { user, rotate } => {
+                if rotate {
+                    Outbound::remove(&mut self.env.flash, slot)?;
+                }
+                self.env.ui.event(&UiEvent::MemberLeft {
+                    room_id: &room_id,
+                    user_id: &user,
+                });
+            }
+            Membership::Unchanged | Membership::OwnLeft => {}
+        }
+        Ok(())
+    }
+
+    /// The rooms of a sync's `rooms.leave`: the token left them, or was removed.
+    pub(super) fn apply_left_rooms(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
+        for room in sync.left_rooms()? {
+            let (room_id, _) = room?;
+            let mut text = [0; TEXT_LEN];
+            if let Some(slot) = self.rooms.slot(room_id.as_text(&mut text))
+                && let Some(room) = self.rooms.get_mut(slot)
+            {
+                room.left = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The homeserver lists `user` under `device_lists.left`: the token shares no room with
+    /// them any more, whatever its member lists say.
+    pub(super) fn on_user_left(&mut self, user: &str) -> Result<(), TokenError> {
+        for slot in 0..MAX_ROOMS {
+            let Some(room) = self.rooms.get_mut(slot) else {
+                continue;
+            };
+            if !room.members.iter().any(|m| m.as_str() == user) {
+                continue;
+            }
+            if room.remove_member(user) {
+                Outbound::remove(&mut self.env.flash, slot)?;
+            }
+            if let Some(room) = self.rooms.get(slot) {
+                room.save(&mut self.env.flash, slot)?;
+                self.env.ui.event(&UiEvent::MemberLeft {
+                    room_id: &room.id,
+                    user_id: user,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the rooms the token left in this sync: their slots, outbound sessions and room
+    /// keys; the person sees each go.
+    pub(super) fn remove_left_rooms(&mut self) -> Result<(), TokenError> {
+        for slot in 0..MAX_ROOMS {
+            if !self.rooms.get(slot).is_some_and(|r| r.left) {
+                continue;
+            }
+            Outbound::remove(&mut self.env.flash, slot)?;
+            self.room_keys.forget_room(&mut self.env.flash, slot)?;
+            self.env.flash.remove(record::ROOMS + slot as u16)?;
+            if let Some(room) = self.rooms.slots.get_mut(slot).and_then(Option::take) {
+                self.env.ui.event(&UiEvent::Left { room_id: &room.id });
+            }
         }
         Ok(())
     }

@@ -108,17 +108,20 @@ impl Recent {
     }
 }
 
-/// A 32-bit digest of `parts` (SHA-256, truncated; 0 is kept for "none").
-pub(super) fn digest(parts: &[&[u8]]) -> u32 {
+/// SHA-256 of `parts`, each after its length, so that no parts read as others.
+pub(super) fn hash_parts(parts: &[&[u8]]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in parts {
         hash.update((part.len() as u32).to_be_bytes());
         hash.update(part);
     }
-    let out = hash.finalize();
-    let mut first = [0u8; 4];
-    first.copy_from_slice(out.get(..4).unwrap_or(&[1, 0, 0, 0]));
-    u32::from_be_bytes(first).max(1)
+    hash.finalize().into()
+}
+
+/// A 32-bit digest of `parts` (SHA-256, truncated; 0 is kept for "none").
+pub(super) fn digest(parts: &[&[u8]]) -> u32 {
+    let [a, b, c, d, ..] = hash_parts(parts);
+    u32::from_be_bytes([a, b, c, d]).max(1)
 }
 
 /// The digest of timeline event `event_id` (0 for an event without one).
@@ -629,6 +632,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         // in this sync find their senders tracked.
         let joined = self.apply_joined_rooms(sync, &own_user);
         self.item(Item::of("rooms"), joined)?;
+        let left = self.apply_left_rooms(sync);
+        self.item(Item::of("left-rooms"), left)?;
         let changed = self.apply_device_lists(sync);
         self.item(Item::of("device-lists"), changed)?;
         if self.login.as_ref().is_some_and(|l| l.keys_uploaded) {
@@ -638,27 +643,30 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    /// `device_lists.changed`: the users the token tracks are queried again.
+    /// `device_lists`: the users the token tracks that are `changed` are queried again; those
+    /// that `left` share no room with the token any more.
     fn apply_device_lists(&mut self, sync: &SyncResponse<'_>) -> Result<(), TokenError> {
         let lists = match sync.0.get("device_lists")? {
             Some(Value::Map(lists)) => lists,
             _ => return Ok(()),
         };
-        let Some(Value::Array(changed)) = lists.get("changed")? else {
-            return Ok(());
-        };
-        for user in changed.iter() {
-            match user {
-                Ok(Value::Text(user)) => {
-                    if self.devices.is_tracked(user) {
-                        self.track(user);
+        for list in ["changed", "left"] {
+            let Some(Value::Array(users)) = lists.get(list)? else {
+                continue;
+            };
+            for user in users.iter() {
+                let result = match user {
+                    Ok(Value::Text(user)) if list == "left" => self.on_user_left(user),
+                    Ok(Value::Text(user)) => {
+                        if self.devices.is_tracked(user) {
+                            self.track(user);
+                        }
+                        Ok(())
                     }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    let item = Item::of("device-list");
-                    self.item(item, Err(error.into()))?;
-                }
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(error.into()),
+                };
+                self.item(Item::of("device-list"), result)?;
             }
         }
         Ok(())
@@ -690,9 +698,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.take_timeline(room_id, &room)?;
             }
         }
-        // Everything this sync carried that could be stored is stored: the caller moves the
-        // cursor.
-        Ok(())
+        // The tables' leaving rules ([`super::lifecycles`]), then everything this sync carried
+        // that could be stored is stored: the caller moves the cursor.
+        self.tidy_after_sync()
     }
 
     /// A to-device message: a stub is shown, a duplicate skipped, the rest taken in.
@@ -712,7 +720,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if let Some(content) = event.encrypted()?
             && content.algorithm()? == OLM_ALGORITHM
         {
-            self.on_olm_event(sender, content)?;
+            self.on_olm_event(sender, content, now)?;
         } else if event_type.starts_with("m.key.verification.") {
             self.on_verification_event(sender, event_type, event.content()?, now);
         } else if event_type == room_keys::WITHHELD_EVENT {

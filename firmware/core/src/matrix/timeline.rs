@@ -85,8 +85,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         match self.decrypt_megolm(room_id, sender, event_id, content)? {
             Megolm::Decrypted {
                 plaintext_len,
-                slot,
-            } => self.show_decrypted(&shown, plaintext_len, slot),
+                sender_verified,
+            } => self.show_decrypted(&shown, plaintext_len, sender_verified),
             Megolm::Undecryptable(reason) => {
                 self.undecryptable(&shown, reason);
                 Ok(())
@@ -105,15 +105,15 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         });
     }
 
-    /// Shows the decrypted event in `work` (`plaintext_len` bytes, from the session in
-    /// `slot`): a text, or the start of a file's download. Both buffers are wiped after. Out
-    /// of line, so that its buffers are not under the decryption's stack.
+    /// Shows the decrypted event in `work` (`plaintext_len` bytes, from a device verified by
+    /// SAS or not): a text, or the start of a file's download. Both buffers are wiped after.
+    /// Out of line, so that its buffers are not under the decryption's stack.
     #[inline(never)]
     fn show_decrypted(
         &mut self,
         shown: &Shown<'_>,
         plaintext_len: usize,
-        slot: usize,
+        sender_verified: bool,
     ) -> Result<(), TokenError> {
         let room_id = shown.room_id;
         // The shown text is unescaped into the record buffer, free again after the session's
@@ -138,11 +138,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let content = payload.object("content")?;
             let body = content.string("body")?.unescape(text).ok()?;
             Some((room_ok, body))
-        });
-        // The session's sender key names the sending device; verified by SAS or not.
-        let sender_verified = self.room_keys.get(slot).is_some_and(|inbound| {
-            self.devices
-                .is_verified_by_curve(shown.sender, &inbound.sender_curve)
         });
         match body {
             None => self.undecryptable(shown, UndecryptableReason::Malformed),

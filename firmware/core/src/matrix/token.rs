@@ -67,7 +67,59 @@ impl fmt::Display for Status<'_> {
     }
 }
 
+/// How full each table of the token is, against its capacity ([`super::lifecycles`]). Its
+/// `Display` is a line in the style of [`Status`]'s: `tables rooms=<n>/<cap> ...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Rooms the token is in.
+    pub rooms: usize,
+    /// Users whose devices the token tracks.
+    pub tracked_users: usize,
+    /// Devices of tracked users.
+    pub devices: usize,
+    /// Olm sessions.
+    pub olm_sessions: usize,
+    /// Inbound Megolm sessions (room keys held).
+    pub room_keys: usize,
+    /// Room keys waiting for their room, sender or device.
+    pub waiting_keys: usize,
+    /// Messages in the outbox.
+    pub outbox: usize,
+}
+
+impl fmt::Display for Occupancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tables rooms={}/{MAX_ROOMS} tracked-users={}/{MAX_TRACKED_USERS} devices={}/{MAX_DEVICES} \
+             olm-sessions={}/{MAX_OLM_SESSIONS} room-keys={}/{MAX_INBOUND_SESSIONS} \
+             waiting-keys={}/{MAX_PENDING_ROOM_KEYS} outbox={}/{OUTBOX_DEPTH}",
+            self.rooms,
+            self.tracked_users,
+            self.devices,
+            self.olm_sessions,
+            self.room_keys,
+            self.waiting_keys,
+            self.outbox,
+        )
+    }
+}
+
 impl<P: Platform, L: Link> Token<P, L> {
+    /// How full each table is.
+    pub fn occupancy(&self) -> Occupancy {
+        let core = &self.core;
+        Occupancy {
+            rooms: core.rooms.iter().count(),
+            tracked_users: core.devices.tracked_len(),
+            devices: core.devices.len(),
+            olm_sessions: core.sessions.len(),
+            room_keys: core.room_keys.len(),
+            waiting_keys: core.pending_keys.len(),
+            outbox: core.outbox.len(),
+        }
+    }
+
     /// Feeds a datagram from the gateway.
     #[inline(never)]
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {

@@ -63,6 +63,8 @@ pub(crate) struct Homeserver {
     /// The filter the token created.
     pub filter: Option<Value>,
     pub keys_uploads: u32,
+    /// The users of each keys/query, in order.
+    pub queried: Vec<Vec<String>>,
     /// Device id the token logged in with (kept across logins).
     pub device_id: Option<String>,
     /// The media repository: media id -> bytes, as uploaded.
@@ -143,13 +145,20 @@ impl FakeGateway {
         }
     }
 
-    /// Forgets all transport state, as a restarted gateway would.
-    pub(crate) fn restart(&mut self) {
+    /// Restarts as a gateway with persistent storage does (ARCHITECTURE.md, principle 4): the
+    /// access token and the sticky state it keeps for the token survive; the exchanges in
+    /// flight, the Block2 bodies and the observation do not.
+    pub(crate) fn restart_keeping_state(&mut self) {
         self.dedup.clear();
         self.upload.clear();
         self.block2.clear();
         self.observer = None;
         self.outstanding.clear();
+    }
+
+    /// Forgets all transport state, as a restarted gateway would.
+    pub(crate) fn restart(&mut self) {
+        self.restart_keeping_state();
         self.sticky_token = None;
         self.sticky_rooms.clear();
         self.sticky_sender = None;
@@ -639,6 +648,14 @@ impl Homeserver {
                 )
             }
             ["3h"] => {
+                hs.queried.push(
+                    request["device_keys"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .cloned()
+                        .collect(),
+                );
                 let mut out = serde_json::Map::new();
                 for user in request["device_keys"].as_object().unwrap().keys() {
                     let mut devices = serde_json::Map::new();

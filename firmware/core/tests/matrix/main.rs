@@ -7,6 +7,7 @@
 mod cortex_m_fixture;
 mod files;
 mod gateway;
+mod lifecycles;
 mod link;
 mod link_gateway;
 mod real_gateway;
@@ -43,7 +44,8 @@ const PEER_DEVICE: &str = "PEERDEV";
 const MEGOLM: &str = "m.megolm.v1.aes-sha2";
 const OLM: &str = "m.olm.v1.curve25519-aes-sha2";
 
-type Flash = MemoryStore<64, 4096>;
+/// As many records as the token's tables can hold at once (70), and the largest record.
+type Flash = MemoryStore<72, 4096>;
 
 /// The token's flash, shared with the test so that it survives the token (power cuts), and
 /// its file storage.
@@ -434,10 +436,17 @@ fn verify(ed25519: &str, object: &Value, signature: &str) -> bool {
 struct Peer {
     user: String,
     device: String,
+    /// The room its keys and messages are for.
+    room: String,
     account: Account,
     olm: HashMap<String, Session>,
     group: GroupSession,
     inbound: HashMap<String, InboundGroupSession>,
+    /// The to-device messages of the homeserver already read.
+    to_device_read: usize,
+    /// Sessions a newer one with the same device replaced, still tried when receiving: the
+    /// token may write with any session it holds.
+    older_olm: Vec<Session>,
 }
 
 impl Peer {
@@ -445,10 +454,13 @@ impl Peer {
         Peer {
             user: user.into(),
             device: device.into(),
+            room: ROOM.into(),
             account: Account::new(),
             olm: HashMap::new(),
             group: GroupSession::new(SessionConfig::version_1()),
             inbound: HashMap::new(),
+            to_device_read: 0,
+            older_olm: Vec::new(),
         }
     }
 
@@ -557,7 +569,7 @@ impl Peer {
             "type": "m.room_key",
             "content": {
                 "algorithm": MEGOLM,
-                "room_id": ROOM,
+                "room_id": self.room,
                 "session_id": self.group.session_id(),
                 "session_key": self.group.session_key().to_base64(),
             },
@@ -590,7 +602,7 @@ impl Peer {
         let payload = json!({
             "type": "m.room.message",
             "content": content,
-            "room_id": ROOM,
+            "room_id": self.room,
         });
         let message = self.group.encrypt(payload.to_string());
         json!({
@@ -608,10 +620,14 @@ impl Peer {
         })
     }
 
-    /// Reads the to-device messages the token sent to this device.
+    /// Reads the to-device messages the token sent to this device since the last call. A
+    /// pre-key message its current session cannot decrypt starts a new one, as a client
+    /// does when the token unwedges their channel.
     fn receive_to_device(&mut self, hs: &Homeserver) -> Vec<Value> {
         let mut payloads = Vec::new();
-        for (user, device, content) in &hs.to_device {
+        let new = hs.to_device.get(self.to_device_read..).unwrap_or_default();
+        self.to_device_read = hs.to_device.len();
+        for (user, device, content) in new {
             if *user != self.user || *device != self.device {
                 continue;
             }
@@ -622,20 +638,28 @@ impl Peer {
             let olm =
                 OlmMessage::from_parts(message["type"].as_u64().unwrap() as usize, &body).unwrap();
             let key = sender_key.to_base64();
-            let plaintext = match (&olm, self.olm.get_mut(&key)) {
-                (_, Some(session)) => session.decrypt(&olm).ok(),
-                (OlmMessage::PreKey(pre_key), None) => {
-                    let created = self
-                        .account
-                        .create_inbound_session(
-                            vodozemac::olm::SessionConfig::version_1(),
-                            sender_key,
-                            pre_key,
-                        )
-                        .unwrap();
-                    self.olm.insert(key, created.session);
-                    Some(created.plaintext)
-                }
+            let existing = self
+                .olm
+                .get_mut(&key)
+                .into_iter()
+                .chain(self.older_olm.iter_mut())
+                .find_map(|s| s.decrypt(&olm).ok());
+            let plaintext = match (&olm, existing) {
+                (_, Some(plaintext)) => Some(plaintext),
+                (OlmMessage::PreKey(pre_key), None) => self
+                    .account
+                    .create_inbound_session(
+                        vodozemac::olm::SessionConfig::version_1(),
+                        sender_key,
+                        pre_key,
+                    )
+                    .ok()
+                    .map(|created| {
+                        if let Some(older) = self.olm.insert(key, created.session) {
+                            self.older_olm.push(older);
+                        }
+                        created.plaintext
+                    }),
                 _ => None,
             };
             let Some(plaintext) = plaintext else { continue };

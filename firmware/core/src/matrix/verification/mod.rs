@@ -307,6 +307,14 @@ impl Verifications {
             stray_cancel: None,
         }
     }
+
+    /// The user of the verification still running, whose devices stay tracked while it runs.
+    pub(super) fn peer_user(&self) -> Option<&str> {
+        self.active
+            .as_ref()
+            .filter(|v| v.phase != Phase::Finished)
+            .map(|v| v.peer_user.as_str())
+    }
 }
 
 /// A `cancel` for a transaction the token does not run, to all the sender's devices (a
