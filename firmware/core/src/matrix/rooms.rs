@@ -291,9 +291,16 @@ impl Rooms {
         let Some(room) = self.get_mut(slot) else {
             return Ok(Membership::Unchanged);
         };
-        let joined = matches!(content.get("membership")?, Some(Value::Text("join")));
+        let membership = content.get("membership")?;
+        let joined = matches!(membership, Some(Value::Text("join")));
         let present = room.members.iter().any(|m| m.as_str() == state_key);
-        if !joined && state_key == own_user {
+        // The token's own invite (or knock) in a room it is in is history from before its
+        // join, which may come in a later part of a split sync: only a leave or a ban ends it.
+        let gone = matches!(membership, Some(Value::Text("leave" | "ban")));
+        if !joined && !gone && state_key == own_user {
+            return Ok(Membership::Unchanged);
+        }
+        if gone && state_key == own_user {
             room.members.retain(|m| m.as_str() != state_key);
             room.left = true;
             return Ok(Membership::OwnLeft);
