@@ -37,6 +37,9 @@ pub const MAX_PENDING_ROOM_KEYS: usize = 4;
 pub const MAX_PENDING_PER_SENDER: usize = 2;
 /// Syncs a waiting room key outlives before it is refused.
 pub const PENDING_KEY_SYNCS: u8 = 4;
+/// Syncs a member's room key waits for the answer about its sender's devices: every part of a
+/// split sync counts as one.
+pub const MEMBER_DEVICE_WAIT_SYNCS: u8 = 16;
 /// Encrypted events waiting for a room key that is being verified, fetched again once it is.
 pub const MAX_RETRY_EVENTS: usize = 4;
 /// Message indexes above an inbound session's low-water mark tracked one by one; an index

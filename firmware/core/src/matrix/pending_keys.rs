@@ -375,7 +375,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             room_id: payload.room_id.clone(),
             session: InboundGroupSession::new(&payload.key),
         };
-        match self.decide(&key, false, false) {
+        match self.decide(&key, false, 0) {
             Decision::Take(room) => {
                 self.take_key(room, key)?;
                 Ok(true)
@@ -400,7 +400,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// What becomes of `key` now (`queried`: its sender's devices were asked for since it
     /// arrived; `expired`: it waited long enough).
-    fn decide(&self, key: &WaitingKey, queried: bool, expired: bool) -> Decision {
+    fn decide(&self, key: &WaitingKey, queried: bool, waited: u8) -> Decision {
+        let expired = waited >= PENDING_KEY_SYNCS;
         let Some(room) = self.rooms.slot(&key.room_id) else {
             let joining =
                 bounded::<MAX_ID_LEN>(&key.room_id).is_ok_and(|room| self.rooms.knows(&room));
@@ -426,7 +427,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 Decision::Refuse(RejectionReason::Mismatch("keys"))
             }
             Some(_) => Decision::Take(room),
-            None if queried || expired => Decision::Refuse(RejectionReason::UnknownDevice),
+            None if queried => Decision::Refuse(RejectionReason::UnknownDevice),
+            // A member's device query is on its way: it outlasts the syncs a split brings.
+            None if waited >= MEMBER_DEVICE_WAIT_SYNCS => {
+                Decision::Refuse(RejectionReason::UnknownDevice)
+            }
             None => Decision::Wait { member: true },
         }
     }
@@ -476,8 +481,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.forget_pending(slot)?;
                 continue;
             };
-            let expired = waiting.waited >= PENDING_KEY_SYNCS;
-            match self.decide(&key, waiting.queried, expired) {
+            match self.decide(&key, waiting.queried, waiting.waited) {
                 Decision::Take(room) => {
                     self.forget_pending(slot)?;
                     self.take_key(room, key)?;
