@@ -40,8 +40,10 @@ pub const PENDING_KEY_SYNCS: u8 = 4;
 /// Syncs a member's room key waits for the answer about its sender's devices: every part of a
 /// split sync counts as one.
 pub const MEMBER_DEVICE_WAIT_SYNCS: u8 = 16;
-/// Encrypted events waiting for a room key that is being verified, fetched again once it is.
-pub const MAX_RETRY_EVENTS: usize = 4;
+/// Encrypted events waiting for a room key that is being verified, fetched again once it is:
+/// room for a burst of messages that arrives with the key, before the sender's devices are
+/// known.
+pub const MAX_RETRY_EVENTS: usize = 8;
 /// Message indexes above an inbound session's low-water mark tracked one by one; an index
 /// under the mark is refused as a replay. Larger than the spec's 100 messages per session, so
 /// that a session within the spec's rotation never loses an index to the mark.

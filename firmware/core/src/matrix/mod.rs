@@ -354,20 +354,21 @@ mod tests {
         // (room handles, Megolm session ids: +184 B) took it over, and the protected link
         // (pairing material, the EDHOC state during a handshake, the OSCORE context) adds
         // 1,600 B; the sync lane's ring of what it took in recently (dropping what a gateway
-        // delivers twice) and its retry state add 104 B, the withheld-key notices 48 B. The
+        // delivers twice) and its retry state add 104 B, the withheld-key notices 48 B, room for eight events to fetch
+        // again once their key is taken 32 B. The
         // room keys live on flash with an index of a few bytes per slot in RAM, which brought
         // the state back under the target. The pin holds the state where it is so that growth
         // is a decision; on the device (thumbv7em) the Cortex-M tier enforces the RAM budget
         // that counts (tests/cortex-m/build).
         let plain = core::mem::size_of::<Token<Probe>>();
-        println!("Token state: {plain} B on the plain link (pinned at 28,840 B)");
-        assert!(plain <= 28_840, "the token state takes {plain} B");
+        println!("Token state: {plain} B on the plain link (pinned at 28,872 B)");
+        assert!(plain <= 28_872, "the token state takes {plain} B");
         #[cfg(feature = "link")]
         {
             let size = core::mem::size_of::<Token<Probe, crate::link::ProtectedLink>>();
-            println!("Token state: {size} B on the protected link (pinned at 30,440 B)");
+            println!("Token state: {size} B on the protected link (pinned at 30,472 B)");
             assert!(
-                size <= 30_440,
+                size <= 30_472,
                 "the token state takes {size} B with the link"
             );
         }

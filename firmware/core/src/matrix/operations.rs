@@ -174,8 +174,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if let Some(room) = self.rooms.next_join().cloned() {
             return self.start_join(coap, &room);
         }
-        if let Some((room, event)) = self.pending_keys.next_retry() {
-            return self.start_fetch(coap, &room, &event);
+        while let Some((slot, event)) = self.pending_keys.next_retry() {
+            if let Some(room) = self.rooms.get(slot).map(|r| r.id.clone()) {
+                return self.start_fetch(coap, &room, &event);
+            }
         }
         self.plan_send(coap, now)?;
         if self.operation.is_idle() {

@@ -217,9 +217,10 @@ impl WaitingKey {
 pub(super) struct PendingKeys {
     pub(super) clock: u32,
     pub(super) waiting: [Option<Waiting>; MAX_PENDING_ROOM_KEYS],
-    /// Encrypted events whose key waits, with the start of the session id: fetched again once
-    /// it is decided.
-    pub(super) retry: Vec<(RoomId, EventId, [u8; 8]), MAX_RETRY_EVENTS>,
+    /// Encrypted events whose key waits, by room slot, with the start of the session id:
+    /// fetched again once it is decided. A room is named by its slot, not its id, so that a
+    /// burst of messages arriving with a join fits.
+    pub(super) retry: Vec<(u8, EventId, [u8; 8]), MAX_RETRY_EVENTS>,
 }
 
 /// What becomes of a key.
@@ -266,11 +267,17 @@ impl PendingKeys {
             .any(|w| w.curve == curve && w.member)
     }
 
-    /// Event `event_id` of `room_id` is fetched again once the key of `session_id` is decided.
-    pub(super) fn retry_later(&mut self, room_id: &str, event_id: &str, session_id: &[u8; 32]) {
-        if let (Ok(room), Ok(event)) = (bounded(room_id), bounded(event_id)) {
+    /// Event `event_id` of the room in slot `room` is fetched again once the key of
+    /// `session_id` is decided.
+    pub(super) fn retry_later(&mut self, room: usize, event_id: &str, session_id: &[u8; 32]) {
+        if let (Ok(room), Ok(event)) = (u8::try_from(room), bounded(event_id)) {
             let _ = self.retry.push((room, event, id_prefix(session_id)));
         }
+    }
+
+    /// The room in slot `room` is gone: its events are not fetched again.
+    pub(super) fn forget_room(&mut self, room: usize) {
+        self.retry.retain(|(slot, _, _)| usize::from(*slot) != room);
     }
 
     /// The key of the session starting with `session` was refused: its events are not
@@ -280,15 +287,15 @@ impl PendingKeys {
             .retain(|(_, _, waiting_for)| *waiting_for != session);
     }
 
-    /// The next event to fetch again whose key is no longer waiting.
-    pub(super) fn next_retry(&mut self) -> Option<(RoomId, EventId)> {
+    /// The next event to fetch again whose key is no longer waiting, with its room's slot.
+    pub(super) fn next_retry(&mut self) -> Option<(usize, EventId)> {
         let waiting = &self.waiting;
         let at = self
             .retry
             .iter()
             .position(|(_, _, session)| !waiting.iter().flatten().any(|w| w.session == *session))?;
         let (room, event, _) = self.retry.remove(at);
-        Some((room, event))
+        Some((usize::from(room), event))
     }
 
     /// The devices of the users whose hashes `asked` holds were asked for: their keys that

@@ -677,8 +677,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return refused(UndecryptableReason::SenderMismatch);
         }
         if self.pending_keys.is_pending(&session_id) {
-            self.pending_keys
-                .retry_later(room_id, event_id, &session_id);
+            if let Some(room) = room {
+                self.pending_keys.retry_later(room, event_id, &session_id);
+            }
             return refused(UndecryptableReason::AwaitingKey);
         }
         let own = self

@@ -678,6 +678,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             Outbound::remove(&mut self.env.flash, slot)?;
             self.room_keys.forget_room(&mut self.env.flash, slot)?;
+            self.pending_keys.forget_room(slot);
             self.env.flash.remove(record::ROOMS + slot as u16)?;
             if let Some(room) = self.rooms.slots.get_mut(slot).and_then(Option::take) {
                 self.env.ui.event(&UiEvent::Left { room_id: &room.id });
