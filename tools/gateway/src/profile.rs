@@ -12,7 +12,9 @@ pub use jeton_proto::coap::option;
 pub use jeton_proto::coap::{
     CONTENT_FORMAT_CBOR, CONTENT_FORMAT_EDHOC, CONTENT_FORMAT_JSON, CONTENT_FORMAT_TEXT,
 };
-pub use jeton_proto::split::{MIN_RESPONSE_CAPACITY, SplitError, SyncParts};
+pub use jeton_proto::split::{
+    MIN_RESPONSE_CAPACITY, SplitError, SyncParts, carries_nothing, split_sync_response,
+};
 
 /// A path or body could not be translated by the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,22 +78,6 @@ pub fn json_to_cbor(value: &Value, version: TableVersion) -> Result<Vec<u8>, Pro
 /// a `prev_batch` equal to the request's `since`.
 pub fn prune_sync_response(response: &mut Value, since: Option<&str>) {
     jeton_proto::transcode::prune_sync_response(response, since);
-}
-
-/// A `/sync` response cut into parts that each fit `capacity` bytes of CBOR under `version`,
-/// part `i` of `k` (from 1) carrying `position(i)` for `i < k` (PROFILE.md section 9).
-pub fn split_sync_response(
-    response: &Value,
-    version: TableVersion,
-    capacity: usize,
-    position: impl Fn(usize) -> String,
-) -> Result<SyncParts, SplitError> {
-    jeton_proto::split::split_sync_response(response, version, capacity, position)
-}
-
-/// Whether a `/sync` response carries nothing but its position and the key counts.
-pub fn carries_nothing(response: &Value) -> bool {
-    jeton_proto::split::carries_nothing(response)
 }
 
 /// CBOR with the integer keys of `version` -> JSON.

@@ -17,6 +17,17 @@ fn message_line(body: &str) -> String {
     format!("message {ROOM} {PEER} unencrypted {body}")
 }
 
+/// Runs `world` until the token shows the message `body`, for at most a minute; fails with
+/// its screen.
+fn shows(world: &mut World, body: &str) {
+    let line = message_line(body);
+    assert!(
+        world.run_until(60_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+}
+
 fn timeline(events: Vec<Value>) -> Value {
     json!({"rooms": {"join": {ROOM: {"timeline": {"events": events}}}}})
 }
@@ -84,11 +95,7 @@ fn an_event_too_large_is_shown_as_such_and_the_rest_of_the_sync_is_taken_in() {
             text("$small", "after the large one"),
         ]}}}},
     }));
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("after the large one"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "after the large one");
     assert!(
         world.saw("event-too-large to-device m.room.encrypted @eve:localhost - 5120 skipped"),
         "{:?}",
@@ -111,11 +118,7 @@ fn an_item_that_cannot_be_read_is_skipped_alone() {
             "content": {"msgtype": "m.text", "body": "bad"}}),
         text("$good", "the good one"),
     ]));
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("the good one"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "the good one");
     let skipped = format!("skipped timeline {ROOM} - $bad");
     assert!(
         world.screen().iter().any(|l| l.starts_with(&skipped)),
@@ -124,26 +127,18 @@ fn an_item_that_cannot_be_read_is_skipped_alone() {
     );
     // And the next sync is read.
     world.push_sync(timeline(vec![text("$next", "next")]));
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("next"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "next");
 }
 
 #[test]
 fn a_message_delivered_again_is_shown_once() {
     let mut world = World::logged_in(63);
     world.push_sync(timeline(vec![text("$once", "once")]));
-    assert!(world.run_until(60_000, |w| w.saw(&message_line("once"))));
+    shows(&mut world, "once");
     // A gateway that restarted in the middle of a split refetches from the base position:
     // the same event comes again, with a new one.
     world.push_sync(timeline(vec![text("$once", "once"), text("$twice", "new")]));
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("new"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "new");
     let shown = world
         .screen()
         .iter()
@@ -158,7 +153,7 @@ fn a_limited_timeline_tells_the_person_that_earlier_messages_were_not_fetched() 
     // Joining a room with a limited timeline is no gap: its history came before the token.
     world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {
         "events": [text("$first", "first")], "limited": true, "prev_batch": "p0"}}}}}));
-    assert!(world.run_until(60_000, |w| w.saw(&message_line("first"))));
+    shows(&mut world, "first");
     let gap = format!("gap {ROOM} earlier messages were not fetched");
     assert!(!world.saw(&gap), "{:?}", world.screen());
     // Nor is the sync of the token's own join of a room it knew already (it asked to join).
@@ -166,15 +161,11 @@ fn a_limited_timeline_tells_the_person_that_earlier_messages_were_not_fetched() 
         {"type": "m.room.member", "sender": TOKEN_USER, "state_key": TOKEN_USER,
             "event_id": "$join", "content": {"membership": "join"}},
         text("$second", "second")], "limited": true, "prev_batch": "p0"}}}}}));
-    assert!(world.run_until(60_000, |w| w.saw(&message_line("second"))));
+    shows(&mut world, "second");
     assert!(!world.saw(&gap), "{:?}", world.screen());
     world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {
         "events": [text("$later", "later")], "limited": true, "prev_batch": "p1"}}}}}));
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("later"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "later");
     let screen = world.screen();
     let gap_at = screen.iter().position(|l| *l == gap);
     let later_at = screen.iter().position(|l| *l == message_line("later"));
@@ -228,7 +219,7 @@ fn a_notification_fetched_in_blocks_is_confirmed_by_a_registration_from_its_posi
     // One that comes whole is confirmed by its acknowledgement: no request follows.
     let before = world.gw.sync_requests.len();
     world.push_sync(timeline(vec![text("$whole", "whole")]));
-    assert!(world.run_until(60_000, |w| w.saw(&message_line("whole"))));
+    shows(&mut world, "whole");
     world.run_for(5_000);
     assert_eq!(world.gw.sync_requests.len(), before, "no request after it");
 
@@ -256,7 +247,7 @@ fn a_notification_fetched_in_blocks_is_confirmed_by_a_registration_from_its_posi
 fn a_notification_whose_sync_could_not_be_stored_is_not_acknowledged_and_comes_again() {
     let mut world = World::logged_in(67);
     world.push_sync(timeline(vec![text("$first", "first")]));
-    assert!(world.run_until(60_000, |w| w.saw(&message_line("first"))));
+    shows(&mut world, "first");
     world.run_for(10_000);
     assert_eq!(world.gw.notifications_resent, 0, "acknowledged once stored");
 
@@ -275,11 +266,7 @@ fn a_notification_whose_sync_could_not_be_stored_is_not_acknowledged_and_comes_a
     assert!(world.saw("error Store(Io)"), "{:?}", world.screen());
     // Stored the second time: the next sync follows on.
     world.push_sync(timeline(vec![text("$next", "next")]));
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("next"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "next");
 }
 
 #[test]
@@ -289,11 +276,7 @@ fn a_registration_answer_that_could_not_be_stored_is_asked_for_again() {
     super::fail_puts(jeton_core::store::record::SYNC_CURSOR, 1);
     let now = world.instant();
     world.token().login("token", "secret", now).unwrap();
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("early"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "early");
     assert!(world.saw("error Store(Io)"), "{:?}", world.screen());
     // Asked again from the stored cursor (none yet) after the back-off, and stored then.
     let from_start = |w: &World| {
@@ -305,11 +288,7 @@ fn a_registration_answer_that_could_not_be_stored_is_asked_for_again() {
     let asked = from_start(&world);
     assert!(world.run_until(10_000, |w| from_start(w) > asked));
     world.push_sync(timeline(vec![text("$later", "later")]));
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line("later"))),
-        "{:?}",
-        world.screen()
-    );
+    shows(&mut world, "later");
     let early = world
         .screen()
         .iter()
