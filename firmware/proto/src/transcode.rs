@@ -437,7 +437,12 @@ impl<'b> CborDecoder<'b> {
                     .map_err(|error| decoder_failure(error, Kind::InvalidUtf8, at))?;
                 Ok(Value::String(text.into()))
             }
-            Type::Bytes if self.version == TableVersion::V2 && is_event_id_field(&self.path) => {
+            // A binary field wins over an event id, as it does when encoding (`keys.event_id`).
+            Type::Bytes
+                if self.version == TableVersion::V2
+                    && is_event_id_field(&self.path)
+                    && !is_binary_field(&self.path) =>
+            {
                 self.checked_length(1)?;
                 let bytes = self.input.bytes().map_err(failed)?;
                 match <&[u8; HASH_LEN]>::try_from(bytes) {
@@ -738,6 +743,18 @@ mod tests {
             json_to_cbor(&sync, V2).unwrap(),
             json_to_cbor(&sync, V1).unwrap()
         );
+    }
+
+    #[test]
+    fn a_binary_field_named_event_id_reads_back_as_the_binary_field_it_was_written_as() {
+        // `keys.*` is binary and `event_id` names an event id: the binary field wins both ways.
+        for json in [
+            json!({"keys": {"event_id": ""}}),
+            json!({"keys": {"event_id": "q83v"}}),
+        ] {
+            let v2 = json_to_cbor(&json, V2).unwrap();
+            assert_eq!(cbor_to_json(&v2, V2).unwrap(), json);
+        }
     }
 
     #[test]
