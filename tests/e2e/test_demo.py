@@ -119,7 +119,7 @@ def run_demo_and_end_it(end, exit_code=0, chat_from=None):
         out.wait_for(rf"^joined {re.escape(room)}$", timeout=120)
         proc.stdin.write("rooms\n")
         proc.stdin.flush()
-        out.wait_for(rf"^room {re.escape(room)} encrypted members=1$", timeout=30)
+        out.wait_for(rf"^room {re.escape(room)} encrypted members=1 #1$", timeout=30)
 
         # The printed credentials log in, and that account is invited to the token's room.
         login = urllib.request.Request(homeserver + "/_matrix/client/v3/login", method="POST", data=json.dumps(

@@ -275,8 +275,13 @@ const FIRMWARE_COMMANDS: &[console::Entry] = &[
     ),
 ];
 
-/// `help`: the console's commands (jeton-core's, as in jeton-sim), then the firmware's own.
-pub(crate) fn print_help(out: &mut Stdio) {
+/// `help`: the console's commands (jeton-core's, as in jeton-sim), then the firmware's own;
+/// `help <command>`: that one in detail.
+pub(crate) fn print_help(out: &mut Stdio, topic: Option<&str>) {
+    if topic.is_some() {
+        let _ = console::write_help_on(out, FIRMWARE_COMMANDS, topic);
+        return;
+    }
     let _ = writeln!(out, "jeton token commands:");
     let _ = console::write_help(out, FIRMWARE_COMMANDS);
     let _ = writeln!(
@@ -294,8 +299,8 @@ pub(crate) fn run_shell() -> ! {
         crate::matrix::post_command(args.iter(), &clock);
         0
     };
-    let help = |out: &mut Stdio, _: Args<'_>| {
-        print_help(out);
+    let help = |out: &mut Stdio, args: Args<'_>| {
+        print_help(out, args.iter().nth(1));
         0
     };
     shell::new()

@@ -238,6 +238,10 @@ impl KeepsLog for ConsoleUi {
     fn write_log(&self, room: Option<&str>, out: &mut dyn fmt::Write) -> fmt::Result {
         LOG.lock().write(room, out)
     }
+
+    fn keep_own(&mut self, room: &str, sender: &str, line: &str) {
+        LOG.lock().keep_own(room, sender, line);
+    }
 }
 
 /// Runs one command of jeton-core's console; false if `line` is not one of them. The board
@@ -250,8 +254,8 @@ pub(crate) fn command(token: &mut FirmwareToken<'_>, line: &str, now: Instant) -
     let out = &mut riot_wrappers::stdio::Stdio {};
     match console::parse(line) {
         // The firmware's help lists its own commands too.
-        console::Line::Command(console::Command::Help) => {
-            crate::commands::print_help(out);
+        console::Line::Command(console::Command::Help { topic }) => {
+            crate::commands::print_help(out, topic);
             true
         }
         _ => console::run(token, line, clock, out).unwrap_or(true),

@@ -8,9 +8,10 @@
 mod explain;
 mod file_store;
 mod host_files;
+mod terminal;
 
 use std::fmt;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -193,7 +194,7 @@ impl Ui for Shell {
     fn event(&mut self, event: &UiEvent<'_>) {
         self.log.on_event(event);
         if let Some(line) = self.line(event) {
-            println!("{line}");
+            terminal::say_line(&line);
         }
         match event {
             UiEvent::LoggedIn { .. } => self.login_pending = false,
@@ -206,7 +207,8 @@ impl Ui for Shell {
             UiEvent::SendFailed { .. } | UiEvent::FileFailed { .. } => self.failures += 1,
             UiEvent::FileReceived { .. } => {
                 if let Some(path) = self.saved.borrow_mut().pop_front() {
-                    println!("file-saved {}", EscapedBody(&path.to_string_lossy()));
+                    let path = EscapedBody(&path.to_string_lossy()).to_string();
+                    terminal::say_line(&format!("file-saved {path}"));
                 }
             }
             _ => {}
@@ -218,15 +220,9 @@ impl KeepsLog for Shell {
     fn write_log(&self, room: Option<&str>, out: &mut dyn fmt::Write) -> fmt::Result {
         self.log.write(room, out)
     }
-}
 
-/// The console's answers, to stdout.
-struct Stdout;
-
-impl fmt::Write for Stdout {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        print!("{s}");
-        Ok(())
+    fn keep_own(&mut self, room: &str, sender: &str, line: &str) {
+        self.log.keep_own(room, sender, line);
     }
 }
 
@@ -305,10 +301,10 @@ impl Sim {
         if !self.no_gateway {
             self.no_gateway = true;
             self.no_gateway_count += 1;
-            println!(
+            terminal::say_line(&format!(
                 "error no gateway answers at {}: is jeton-gateway running?",
                 self.gateway
-            );
+            ));
         }
     }
 
@@ -335,8 +331,11 @@ impl Sim {
         };
         let outcome = match console::parse(line) {
             Line::Empty => Outcome::Done,
-            Line::Command(Command::Help) => {
-                print!("{}", help_text());
+            Line::Command(Command::Help { topic }) => {
+                let mut help = String::new();
+                // Writing into a String cannot fail.
+                let _ = console::write_help_on(&mut help, SIM_COMMANDS, topic);
+                terminal::say(&help);
                 Outcome::Done
             }
             // `login` alone logs in as --user with the password given at start.
@@ -353,12 +352,15 @@ impl Sim {
             }
             Line::Command(command) => self.execute(command, clock),
             Line::Incomplete(why) => {
-                println!("error {why}");
+                terminal::say_line(&format!(
+                    "error {why} (help {} tells more)",
+                    first_word(line)
+                ));
                 Outcome::Refused
             }
             Line::Other("quit" | "exit") => return false,
             Line::Other(other) => {
-                println!("error unknown command {other} (try help)");
+                terminal::say_line(&format!("error unknown command {other} (try help)"));
                 Outcome::Refused
             }
         };
@@ -370,11 +372,15 @@ impl Sim {
 
     /// Runs a console command, a refusal said in the person's words.
     fn execute(&mut self, command: Command<'_>, clock: Clock) -> Outcome {
-        console::execute_explained(&mut self.token, command, clock, &mut Stdout, |r, out| {
-            out.write_str(&explain::refusal(r))
-        })
-        // Writing to stdout does not fail.
-        .unwrap_or(Outcome::Done)
+        let mut answer = String::new();
+        let outcome =
+            console::execute_explained(&mut self.token, command, clock, &mut answer, |r, out| {
+                out.write_str(&explain::refusal(r))
+            })
+            // Writing into a String does not fail.
+            .unwrap_or(Outcome::Done);
+        terminal::say(&answer);
+        outcome
     }
 }
 
@@ -504,20 +510,12 @@ fn run() -> anyhow::Result<ExitCode> {
         no_gateway_count: 0,
     };
     let interactive = std::io::stdin().is_terminal();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    if interactive {
+        println!("jeton-sim: type help for the commands, help <command> for one of them");
+    }
+    let lines = terminal::lines(interactive);
     if args.login && !sim.token.is_logged_in() {
         sim.command("login");
-    }
-    if interactive {
-        println!("jeton-sim: type help for the commands");
     }
     let mut buf = [0u8; 2048];
     // The failures counted when a script's input ended: one more after it ends the wait, and
@@ -588,4 +586,9 @@ fn exit_code(interactive: bool, failures: u32) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The first word of a line, the command a person meant.
+fn first_word(line: &str) -> &str {
+    line.split_whitespace().next().unwrap_or_default()
 }

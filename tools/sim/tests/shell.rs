@@ -160,7 +160,14 @@ fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
         "message !room:localhost @peer:localhost $hi unencrypted hi\\nthere"
     );
 
-    session.command("send !room:localhost hello from the sim");
+    // Rooms are numbered in `rooms`, and a command takes the number for the id.
+    session.command("rooms");
+    let room = serve_until(&socket, &mut gw, &mut session, "room ");
+    assert!(
+        room.starts_with("room !room:localhost ") && room.ends_with(" #1"),
+        "{room}"
+    );
+    session.command("send 1 hello from the sim");
     let delivered = serve_until(&socket, &mut gw, &mut session, "delivered ");
     assert!(
         delivered.starts_with("delivered 1 !room:localhost $event"),
@@ -168,9 +175,15 @@ fn a_scripted_session_over_udp_logs_in_receives_sends_and_keeps_its_state() {
     );
     assert_eq!(gw.hs.sent[0].3["body"], "hello from the sim");
 
-    session.command("log !room:localhost");
+    // `log` shows both ways.
+    session.command("log 1");
     let log = serve_until(&socket, &mut gw, &mut session, "log ");
     assert_eq!(log, "log !room:localhost @peer:localhost: hi\\nthere");
+    let own = serve_until(&socket, &mut gw, &mut session, "log ");
+    assert_eq!(
+        own,
+        "log !room:localhost @token:localhost: hello from the sim"
+    );
     session.command("quit");
     session.child.wait().unwrap();
 

@@ -28,20 +28,32 @@ impl<const ROOMS: usize, const LINES: usize, const LINE_BYTES: usize>
         RoomLog { rooms: Vec::new() }
     }
 
-    /// Keeps the line of a [`UiEvent::Message`]; other events leave the log as it is.
+    /// Keeps the line of a [`UiEvent::Message`] and of a [`UiEvent::FileReceived`] (`file
+    /// <name> (<size> B)`); other events leave the log as it is.
     pub fn on_event(&mut self, event: &UiEvent<'_>) {
-        if let UiEvent::Message {
-            room_id,
-            sender,
-            body,
-            ..
-        } = event
-        {
-            self.remember(room_id, sender, body);
+        match event {
+            UiEvent::Message {
+                room_id,
+                sender,
+                body,
+                ..
+            } => self.remember(room_id, sender, body),
+            UiEvent::FileReceived {
+                room_id,
+                sender,
+                size,
+                name,
+                ..
+            } => {
+                let mut line: String<LINE_BYTES> = String::new();
+                let _ = write!(Cut(&mut line), "file {name} ({size} B)");
+                self.remember(room_id, sender, &line);
+            }
+            _ => {}
         }
     }
 
-    fn remember(&mut self, room_id: &str, sender: &str, body: &str) {
+    pub(super) fn remember(&mut self, room_id: &str, sender: &str, body: &str) {
         let mut id = String::new();
         let _ = Cut(&mut id).write_str(room_id);
         let index = match self.rooms.iter().position(|room| room.id == id) {
@@ -91,7 +103,7 @@ impl<const ROOMS: usize, const LINES: usize, const LINE_BYTES: usize> Default
 }
 
 /// Writes into a bounded string, cutting at the last character that fits.
-struct Cut<'a, const N: usize>(&'a mut String<N>);
+pub(super) struct Cut<'a, const N: usize>(pub(super) &'a mut String<N>);
 
 impl<const N: usize> Write for Cut<'_, N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -124,6 +136,22 @@ mod tests {
         let mut out = std::string::String::new();
         log.write(room, &mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn log_shows_a_received_file_with_its_name_and_size() {
+        let mut log: RoomLog<1, 2, 64> = RoomLog::new();
+        log.on_event(&UiEvent::FileReceived {
+            room_id: "!a:s",
+            sender: "@bob:s",
+            size: 1234,
+            mimetype: "image/png",
+            name: "cat.png",
+        });
+        assert_eq!(
+            shown(&log, None),
+            "log !a:s @bob:s: file cat.png (1234 B)\n"
+        );
     }
 
     #[test]

@@ -14,8 +14,10 @@ use core::fmt::{self, Write};
 
 pub use log::RoomLog;
 
+use heapless::String;
+
 use crate::link::Link;
-use crate::matrix::{CommandError, Token};
+use crate::matrix::{CommandError, Limit, MAX_ID_LEN, Token, TokenError};
 use crate::platform::{Instant, Platform};
 
 /// One line of the help: a command, its arguments, what it does.
@@ -27,14 +29,18 @@ pub struct Entry {
     pub args: &'static str,
     /// What it does, in a few words.
     pub about: &'static str,
+    /// What `help <command>` adds: what the arguments may be, what comes next.
+    pub detail: &'static str,
 }
 
 /// The commands every shell takes, in the order the help lists them.
 pub const COMMANDS: &[Entry] = &[
-    entry(
+    detailed(
         "login",
         "[user] [password]",
         "log in to the homeserver through the gateway",
+        "A shell started with a user and a password logs in with `login` alone. The token \
+         keeps its login across restarts.",
     ),
     entry(
         "status",
@@ -44,38 +50,91 @@ pub const COMMANDS: &[Entry] = &[
     entry("keys", "", "the device's identity keys and fingerprint"),
     entry("rooms", "", "joined rooms"),
     entry("invites", "", "pending invites"),
-    entry("join", "<room>", "accept an invite, or join a room by id"),
-    entry("refuse", "<room>", "refuse an invite"),
-    entry("send", "<room> <text>", "send an encrypted message"),
-    entry(
+    detailed(
+        "join",
+        "<room>",
+        "accept an invite, or join a room by id",
+        INVITE_NUMBER,
+    ),
+    detailed("refuse", "<room>", "refuse an invite", INVITE_NUMBER),
+    detailed(
+        "send",
+        "<room> <text>",
+        "send an encrypted message",
+        "<room>: a room id, or its number in `rooms`. <text>: the rest of the line. The \
+         message waits on flash until the homeserver has it (`delivered`).",
+    ),
+    detailed(
         "sendfile",
         "<room> <file>",
         "send a file, end-to-end encrypted",
+        "<room>: a room id, or its number in `rooms`. <file>: the rest of the line, a path \
+         on this host (jeton-sim) or a stored file's name (a board).",
     ),
-    entry("log", "[room]", "recent messages"),
-    entry(
+    detailed(
+        "log",
+        "[room]",
+        "recent messages",
+        "Messages and files both ways, oldest first: of one room (its id or its number in \
+         `rooms`) or of every room.",
+    ),
+    detailed(
         "verify",
         "<user> <device>",
         "verify a device by SAS (the token starts)",
+        "Both devices then show the same emoji and numbers: type `confirm` if they match, \
+         `cancel` if not.",
     ),
-    entry(
+    detailed(
         "request",
         "<user> <device>",
         "ask a device to verify by SAS (as Element does)",
+        "Accept on the other device; both then show the same emoji and numbers: type \
+         `confirm` if they match, `cancel` if not.",
     ),
-    entry(
+    detailed(
         "confirm",
         "",
         "accept a verification, or confirm that the numbers match",
+        "Answers a `verification-request` from another device, or confirms the emoji and \
+         numbers of `sas` match those the other device shows.",
     ),
     entry("cancel", "", "cancel the verification"),
-    entry("help", "", "this list"),
+    detailed(
+        "help",
+        "[command]",
+        "this list, or one command in detail",
+        "",
+    ),
 ];
 
 /// An [`Entry`], for a platform's own commands.
 pub const fn entry(name: &'static str, args: &'static str, about: &'static str) -> Entry {
-    Entry { name, args, about }
+    Entry {
+        name,
+        args,
+        about,
+        detail: "",
+    }
 }
+
+/// An [`Entry`] with what `help <command>` adds.
+pub const fn detailed(
+    name: &'static str,
+    args: &'static str,
+    about: &'static str,
+    detail: &'static str,
+) -> Entry {
+    Entry {
+        name,
+        args,
+        about,
+        detail,
+    }
+}
+
+/// What a room argument of `join` and `refuse` may be.
+const INVITE_NUMBER: &str = "<room>: a room id, or an invite's number in `invites`.";
 
 /// The help: [`COMMANDS`], then the platform's own, one line each.
 pub fn write_help(out: &mut dyn Write, platform: &[Entry]) -> fmt::Result {
@@ -93,6 +152,31 @@ pub fn write_help(out: &mut dyn Write, platform: &[Entry]) -> fmt::Result {
         writeln!(out, " {}", entry.about)?;
     }
     Ok(())
+}
+
+/// `help <command>`: its usage, what it does and what its arguments may be, from
+/// [`COMMANDS`] and the platform's own; an `error` line for a command that does not exist.
+pub fn write_command_help(out: &mut dyn Write, platform: &[Entry], name: &str) -> fmt::Result {
+    let Some(entry) = COMMANDS.iter().chain(platform).find(|e| e.name == name) else {
+        return writeln!(out, "error there is no command {name} (help lists them)");
+    };
+    write!(out, "usage: {}", entry.name)?;
+    if !entry.args.is_empty() {
+        write!(out, " {}", entry.args)?;
+    }
+    writeln!(out, "\n  {}", entry.about)?;
+    if !entry.detail.is_empty() {
+        writeln!(out, "  {}", entry.detail)?;
+    }
+    Ok(())
+}
+
+/// A shell's `help [command]`: the list, or one command ([`write_command_help`]).
+pub fn write_help_on(out: &mut dyn Write, platform: &[Entry], topic: Option<&str>) -> fmt::Result {
+    match topic {
+        Some(name) => write_command_help(out, platform, name),
+        None => write_help(out, platform),
+    }
 }
 
 /// A console command with its arguments; see [`COMMANDS`].
@@ -138,7 +222,10 @@ pub enum Command<'a> {
     },
     Confirm,
     Cancel,
-    Help,
+    /// The list, or one command in detail.
+    Help {
+        topic: Option<&'a str>,
+    },
 }
 
 /// What [`parse`] made of a line.
@@ -188,7 +275,7 @@ pub fn parse(line: &str) -> Line<'_> {
             .map(|(user, device)| Command::Request { user, device }),
         "confirm" => Some(Command::Confirm),
         "cancel" => Some(Command::Cancel),
-        "help" => Some(Command::Help),
+        "help" => Some(Command::Help { topic: first }),
         other => return Line::Other(other),
     };
     match command {
@@ -216,11 +303,19 @@ fn after_two_words(line: &str) -> Option<&str> {
 pub trait KeepsLog {
     /// Writes the log of `room`, or of every room, as [`RoomLog::write`] does.
     fn write_log(&self, room: Option<&str>, out: &mut dyn Write) -> fmt::Result;
+
+    /// Keeps a line the token's own user sent (a message, or `file <name>`), which no event
+    /// brings back: the token does not show its own messages' echoes.
+    fn keep_own(&mut self, room: &str, sender: &str, line: &str);
 }
 
 impl<const R: usize, const L: usize, const B: usize> KeepsLog for RoomLog<R, L, B> {
     fn write_log(&self, room: Option<&str>, out: &mut dyn Write) -> fmt::Result {
         self.write(room, out)
+    }
+
+    fn keep_own(&mut self, room: &str, sender: &str, line: &str) {
+        self.remember(room, sender, line);
     }
 }
 
@@ -242,6 +337,15 @@ pub enum Refusal {
     Usage(&'static str),
     /// The token refused it.
     Token(CommandError),
+    /// A room given by a number that its list (`rooms`, `invites`) does not have.
+    NoSuchNumber {
+        /// The list's command.
+        list: &'static str,
+        /// The number given.
+        number: usize,
+        /// How many the list has.
+        listed: usize,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -249,6 +353,15 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Usage(why) => f.write_str(why),
             Refusal::Token(e) => write!(f, "{e}"),
+            Refusal::NoSuchNumber {
+                list,
+                number,
+                listed,
+            } => write!(
+                f,
+                "there is no {number} in `{list}`, which lists {listed}: give a number from it \
+                 or a room id"
+            ),
         }
     }
 }
@@ -374,23 +487,38 @@ where
         Command::Status => write_status(token, out)?,
         Command::Keys => write_keys(token, out)?,
         Command::Rooms => {
-            for room in token.rooms() {
-                writeln!(out, "{room}")?;
+            for (number, room) in token.rooms().enumerate() {
+                writeln!(out, "{room} #{}", number + 1)?;
             }
         }
         Command::Invites => {
-            for invite in token.invites() {
-                writeln!(out, "{invite}")?;
+            for (number, invite) in token.invites().enumerate() {
+                writeln!(out, "{invite} #{}", number + 1)?;
             }
         }
-        Command::Join { room } => token.join(room, now)?,
-        Command::Refuse { room } => token.refuse(room)?,
-        Command::Send { room, text } => token.send_text(room, text, now).map(drop)?,
-        Command::SendFile { room, file } => {
-            let mimetype = crate::files::attachment::mime_type_of(file);
-            token.send_file(room, file, mimetype, now)?;
+        Command::Join { room } => {
+            let room = invite_named(token, room)?;
+            token.join(&room, now)?;
         }
-        Command::Log { room } => token.ui().write_log(room, out)?,
+        Command::Refuse { room } => token.refuse(&invite_named(token, room)?)?,
+        Command::Send { room, text } => {
+            let room = room_named(token, room)?;
+            token.send_text(&room, text, now)?;
+            keep_own(token, &room, text);
+        }
+        Command::SendFile { room, file } => {
+            let room = room_named(token, room)?;
+            let mimetype = crate::files::attachment::mime_type_of(file);
+            token.send_file(&room, file, mimetype, now)?;
+            let mut line: String<MAX_ID_LEN> = String::new();
+            let _ = write!(log::Cut(&mut line), "file {file}");
+            keep_own(token, &room, &line);
+        }
+        Command::Log { room: None } => token.ui().write_log(None, out)?,
+        Command::Log { room: Some(room) } => {
+            let room = room_named(token, room)?;
+            token.ui().write_log(Some(&room), out)?;
+        }
         Command::Verify { user, device } => token.verify(user, device, now)?,
         Command::Request { user, device } => {
             let Some(unix_time_ms) = clock.unix_time_ms else {
@@ -402,9 +530,61 @@ where
         }
         Command::Confirm => token.confirm_verification(now)?,
         Command::Cancel => token.cancel_verification(now)?,
-        Command::Help => write_help(out, &[])?,
+        Command::Help { topic } => write_help_on(out, &[], topic)?,
     }
     Ok(())
+}
+
+/// A room id as typed; or, for a number, the id of the room `rooms` lists with it.
+fn room_named<P: Platform, L: Link>(
+    token: &Token<P, L>,
+    room: &str,
+) -> Result<String<MAX_ID_LEN>, Stopped> {
+    numbered(room, "rooms", || token.rooms().map(|r| r.room_id))
+}
+
+/// A room id as typed; or, for a number, the room of the invite `invites` lists with it.
+fn invite_named<P: Platform, L: Link>(
+    token: &Token<P, L>,
+    room: &str,
+) -> Result<String<MAX_ID_LEN>, Stopped> {
+    numbered(room, "invites", || token.invites().map(|i| i.room_id))
+}
+
+/// `given` itself, or the `given`th of `listed` (from 1) when it is a number: a room id
+/// never is one.
+fn numbered<'t, I: Iterator<Item = &'t str>>(
+    given: &str,
+    list: &'static str,
+    listed: impl Fn() -> I,
+) -> Result<String<MAX_ID_LEN>, Stopped> {
+    let id = match given.parse::<usize>() {
+        Ok(number) => listed().nth(number.wrapping_sub(1)).ok_or_else(|| {
+            Stopped::Refused(Refusal::NoSuchNumber {
+                list,
+                number,
+                listed: listed().count(),
+            })
+        })?,
+        Err(_) => given,
+    };
+    String::try_from(id).map_err(|_| {
+        Stopped::from(CommandError::Failed(TokenError::LimitReached(
+            Limit::IdLength,
+        )))
+    })
+}
+
+/// Keeps a line the token's user sent in the room log.
+fn keep_own<P, L>(token: &mut Token<P, L>, room: &str, line: &str)
+where
+    P: Platform,
+    P::Ui: KeepsLog,
+    L: Link,
+{
+    let mut sender: String<MAX_ID_LEN> = String::new();
+    let _ = log::Cut(&mut sender).write_str(token.status().user_id.unwrap_or("me"));
+    token.ui().keep_own(room, &sender, line);
 }
 
 /// `status`: the token's line, with the link's state and counters on a link that can

@@ -30,6 +30,10 @@ impl KeepsLog for Screen {
     fn write_log(&self, room: Option<&str>, out: &mut dyn Write) -> fmt::Result {
         self.0.write(room, out)
     }
+
+    fn keep_own(&mut self, room: &str, sender: &str, line: &str) {
+        self.0.keep_own(room, sender, line);
+    }
 }
 
 struct Host;
@@ -58,6 +62,18 @@ fn with_token(test: impl FnOnce(&mut Token<Host>)) {
         )
         .unwrap(),
     );
+}
+
+/// `@a:s` says "hi" in `!r:s`.
+fn hi_arrives(token: &mut Token<Host>) {
+    token.ui().0.on_event(&UiEvent::Message {
+        room_id: "!r:s",
+        sender: "@a:s",
+        event_id: "$e",
+        body: "hi",
+        encrypted: true,
+        sender_verified: false,
+    });
 }
 
 /// What the console answers to `line`, with or without the time of day.
@@ -122,6 +138,65 @@ fn help_lists_every_command_and_the_platforms_own() {
 }
 
 #[test]
+fn help_on_one_command_gives_its_usage_and_what_its_arguments_may_be() {
+    with_token(|token| {
+        assert_eq!(
+            answer(token, "help send", None),
+            "usage: send <room> <text>\n  send an encrypted message\n  <room>: a room id, or \
+             its number in `rooms`. <text>: the rest of the line. The message waits on flash \
+             until the homeserver has it (`delivered`).\n"
+        );
+        assert!(answer(token, "help join", None).contains("an invite's number in `invites`"));
+        assert_eq!(
+            answer(token, "help fly", None),
+            "error there is no command fly (help lists them)\n"
+        );
+        assert_eq!(answer(token, "help", None).lines().count(), COMMANDS.len());
+    });
+    let mut help = String::new();
+    write_help_on(&mut help, &[entry("quit", "", "leave")], Some("quit")).unwrap();
+    assert_eq!(help, "usage: quit\n  leave\n");
+}
+
+#[test]
+fn a_room_number_names_the_room_its_list_shows_with_it() {
+    let rooms = ["!a:s", "!b:s"];
+    let named = |given| numbered(given, "rooms", || rooms.iter().copied());
+    assert_eq!(named("2").ok().unwrap().as_str(), "!b:s");
+    assert_eq!(named("!c:s").ok().unwrap().as_str(), "!c:s");
+    for wrong in ["0", "3"] {
+        let Err(Stopped::Refused(refusal)) = named(wrong) else {
+            panic!("{wrong} named a room");
+        };
+        assert_eq!(
+            refusal.to_string(),
+            format!(
+                "there is no {wrong} in `rooms`, which lists 2: give a number from it or a room id"
+            )
+        );
+    }
+    with_token(|token| {
+        assert_eq!(
+            answer(token, "join 1", None),
+            "error there is no 1 in `invites`, which lists 0: give a number from it or a room id\n"
+        );
+        assert!(answer(token, "log 1", None).starts_with("error there is no 1 in `rooms`"));
+    });
+}
+
+#[test]
+fn log_keeps_what_the_person_sent_next_to_what_arrived() {
+    with_token(|token| {
+        hi_arrives(token);
+        keep_own(token, "!r:s", "hello\nthere");
+        assert_eq!(
+            answer(token, "log", None),
+            "log !r:s @a:s: hi\nlog !r:s me: hello\\nthere\n"
+        );
+    });
+}
+
+#[test]
 fn commands_answer_in_the_shell_s_words() {
     with_token(|token| {
         assert_eq!(
@@ -153,14 +228,7 @@ fn request_without_the_time_of_day_is_refused_and_log_shows_messages() {
             refused.starts_with("error request needs the time of day"),
             "{refused}"
         );
-        token.ui().0.on_event(&UiEvent::Message {
-            room_id: "!r:s",
-            sender: "@a:s",
-            event_id: "$e",
-            body: "hi",
-            encrypted: true,
-            sender_verified: false,
-        });
+        hi_arrives(token);
         assert_eq!(answer(token, "log", None), "log !r:s @a:s: hi\n");
         assert_eq!(answer(token, "log !other:s", None), "");
     });

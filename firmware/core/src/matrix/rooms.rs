@@ -337,7 +337,8 @@ impl Room {
 }
 
 /// A summary of one room, for the `rooms` command. Its `Display` is the line jeton-sim and
-/// the RIOT shell print: `room <id> encrypted|unencrypted members=<n>`.
+/// the RIOT shell print: `room <id> encrypted|unencrypted members=<n>`, to which the console
+/// adds the room's number (`#<n>`) that commands take in place of its id.
 #[derive(Clone, Copy, Debug)]
 pub struct RoomSummary<'a> {
     /// The room id.
