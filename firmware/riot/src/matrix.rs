@@ -231,6 +231,9 @@ impl Ui for ConsoleUi {
         if let Some(line) = event.line() {
             println!("{line}");
         }
+        if let Some(step) = console::next_step(event) {
+            println!("  {step}");
+        }
     }
 }
 

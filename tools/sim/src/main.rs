@@ -160,6 +160,8 @@ struct Shell {
     failures: u32,
     /// Link errors: the person must act (pair the token, start or fix the gateway).
     link_errors: u32,
+    /// A person at a terminal: told what to do next after the events that wait for them.
+    at_terminal: bool,
 }
 
 impl Shell {
@@ -171,6 +173,7 @@ impl Shell {
             login_pending: false,
             failures: 0,
             link_errors: 0,
+            at_terminal: std::io::stdin().is_terminal(),
         }
     }
 
@@ -195,6 +198,9 @@ impl Ui for Shell {
         self.log.on_event(event);
         if let Some(line) = self.line(event) {
             terminal::say_line(&line);
+        }
+        if let Some(step) = console::next_step(event).filter(|_| self.at_terminal) {
+            terminal::say_line(&format!("  {step}"));
         }
         match event {
             UiEvent::LoggedIn { .. } => self.login_pending = false,

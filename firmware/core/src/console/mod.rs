@@ -17,7 +17,7 @@ pub use log::RoomLog;
 use heapless::String;
 
 use crate::link::Link;
-use crate::matrix::{CommandError, Limit, MAX_ID_LEN, Token, TokenError};
+use crate::matrix::{CommandError, Limit, MAX_ID_LEN, Token, TokenError, UiEvent};
 use crate::platform::{Instant, Platform};
 
 /// One line of the help: a command, its arguments, what it does.
@@ -297,6 +297,23 @@ fn after_two_words(line: &str) -> Option<&str> {
         .splitn(3, char::is_whitespace)
         .nth(2)
         .map(str::trim)
+}
+
+/// What the person can do after `event`, for a shell to print under its line: the events that
+/// wait for an answer.
+pub fn next_step(event: &UiEvent<'_>) -> Option<&'static str> {
+    Some(match event {
+        UiEvent::Invited { .. } => {
+            "to accept: join <room> (its number in `invites`); to refuse: refuse <room>"
+        }
+        UiEvent::VerificationRequested { .. } => {
+            "to verify: confirm, then compare what both devices show; to refuse: cancel"
+        }
+        UiEvent::ShortAuthString { .. } => {
+            "if the other device shows the same: confirm; if not: cancel"
+        }
+        _ => return None,
+    })
 }
 
 /// A [`Ui`](crate::matrix::Ui) that keeps the [`RoomLog`] `log` prints.

@@ -262,3 +262,25 @@ fn a_shell_learns_which_commands_were_refused_and_may_word_the_refusal() {
         );
     });
 }
+
+#[test]
+fn the_events_that_wait_for_the_person_say_what_to_type() {
+    let asked = UiEvent::VerificationRequested {
+        user_id: "@a:s",
+        device_id: "DEV",
+    };
+    assert_eq!(
+        next_step(&asked),
+        Some("to verify: confirm, then compare what both devices show; to refuse: cancel")
+    );
+    let invited = UiEvent::Invited {
+        room_id: "!r:s",
+        inviter: "@a:s",
+    };
+    assert!(
+        next_step(&invited)
+            .unwrap()
+            .starts_with("to accept: join <room>")
+    );
+    assert_eq!(next_step(&UiEvent::Synced), None);
+}
