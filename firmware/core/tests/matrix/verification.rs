@@ -144,6 +144,16 @@ fn wait_for(world: &mut World, event_type: &str, count: usize) -> Value {
     sent(world, event_type)[count - 1].clone()
 }
 
+/// The person types `request` for the peer's device: the request the token sends.
+fn token_requests(world: &mut World) -> Value {
+    let now = world.instant();
+    world
+        .token()
+        .request_verification(PEER, PEER_DEVICE, 1_700_000_000_000, now)
+        .unwrap();
+    wait_for(world, "m.key.verification.request", 1)
+}
+
 fn sas_line(world: &World) -> Option<String> {
     world
         .screen()
@@ -382,12 +392,7 @@ fn the_token_starts_and_a_legacy_peer_accepts_as_matrix_nio_does() {
 fn the_token_requests_and_starts_once_the_peer_is_ready() {
     let (mut world, peer) = room_with_peer(40);
     let device = world.token_device();
-    let now = world.instant();
-    world
-        .token()
-        .request_verification(PEER, PEER_DEVICE, 1_700_000_000_000, now)
-        .unwrap();
-    let request = wait_for(&mut world, "m.key.verification.request", 1);
+    let request = token_requests(&mut world);
     assert_eq!(request["from_device"], device);
     assert_eq!(request["methods"], json!(["m.sas.v1"]));
     assert_eq!(request["timestamp"], 1_700_000_000_000u64);
@@ -424,6 +429,29 @@ fn the_token_requests_and_starts_once_the_peer_is_ready() {
     assert!(sas.check_token_mac(&mac, &device, &ed), "{mac}");
     wait_for(&mut world, "m.key.verification.done", 1);
     assert!(world.token().is_verified(PEER, PEER_DEVICE));
+}
+
+#[test]
+fn an_unanswered_request_gives_way_to_the_next_verification_the_person_starts() {
+    let (mut world, _peer) = room_with_peer(41);
+    let request = token_requests(&mut world);
+    // Four minutes without an answer: the person tries `verify` instead.
+    world.run_for(240_000);
+    let now = world.instant();
+    world.token().verify(PEER, PEER_DEVICE, now).unwrap();
+    let cancel = wait_for(&mut world, "m.key.verification.cancel", 1);
+    assert_eq!(cancel["transaction_id"], request["transaction_id"]);
+    assert_eq!(cancel["code"], "m.user");
+    let start = wait_for(&mut world, "m.key.verification.start", 1);
+    assert_ne!(start["transaction_id"], request["transaction_id"]);
+    assert!(
+        world
+            .screen()
+            .iter()
+            .any(|l| l == &format!("verification-cancelled {PEER} {PEER_DEVICE} m.user by-token")),
+        "{:?}",
+        world.screen()
+    );
 }
 
 #[test]

@@ -380,6 +380,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if self.login.is_none() {
             return Err(CommandError::NotLoggedIn);
         }
+        self.withdraw_unanswered_request();
         if self
             .verification
             .active
@@ -405,6 +406,32 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         self.verification.active = Some(verification);
         self.track_for_verification(user, device);
         Ok(())
+    }
+
+    /// The person starts another verification while the token's own request has had no
+    /// answer: that request is cancelled (`m.user`) and gives way. A request still on its
+    /// way out, or a cancel still owed elsewhere, keeps it.
+    fn withdraw_unanswered_request(&mut self) {
+        let Some(v) = self.verification.active.as_ref() else {
+            return;
+        };
+        if !(v.we_started && v.phase == Phase::RequestSent && !v.sending)
+            || self.verification.stray_cancel.is_some()
+        {
+            return;
+        }
+        self.verification.stray_cancel = Some(StrayCancel {
+            user: v.peer_user.clone(),
+            txn: v.txn.clone(),
+            code: CancelCode::User,
+        });
+        self.env.ui.event(&UiEvent::VerificationCancelled {
+            user_id: &v.peer_user,
+            device_id: &v.peer_device,
+            code: CancelCode::User.as_str(),
+            by_peer: false,
+        });
+        self.verification.active = None;
     }
 
     /// Makes sure the peer's device keys will be known when its MAC arrives.
