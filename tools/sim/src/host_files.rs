@@ -84,7 +84,12 @@ impl FileStore for HostFiles {
             std::io::ErrorKind::NotFound => FileError::NotFound,
             _ => FileError::Io,
         })?;
-        let size = file.metadata().map_err(io)?.len();
+        let metadata = file.metadata().map_err(io)?;
+        if !metadata.is_file() {
+            // A directory opens on Unix, and only its reads fail.
+            return Err(FileError::BadName);
+        }
+        let size = metadata.len();
         Ok((
             self.insert(Open {
                 file,
@@ -231,6 +236,8 @@ mod tests {
             .unwrap();
         assert_eq!(size, 11);
         files.close(source).unwrap();
+        let directory = files.open(dir.to_str().unwrap());
+        assert_eq!(directory.map(|(_, size)| size), Err(FileError::BadName));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

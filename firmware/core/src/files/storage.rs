@@ -51,7 +51,7 @@ impl fmt::Display for FileError {
                 "the file is larger than the limit of the token, the gateway or the homeserver"
             }
             FileError::QuotaExceeded => "the file storage quota would be exceeded",
-            FileError::BadName => "the file name is not usable",
+            FileError::BadName => "the file name is not usable (empty, too long, or a directory)",
             FileError::Io => "the file storage reported an error",
             FileError::HashMismatch => {
                 "the received file does not match its SHA-256: it was tampered with or damaged, and was not stored"
