@@ -69,6 +69,11 @@ pub const COMMANDS: &[Entry] = &[
         "accept a verification, or confirm that the numbers match",
     ),
     entry("cancel", "", "cancel the verification"),
+    entry(
+        "decline",
+        "[call]",
+        "decline a ringing call (the newest without a call id)",
+    ),
     entry("help", "", "this list"),
 ];
 
@@ -138,6 +143,10 @@ pub enum Command<'a> {
     },
     Confirm,
     Cancel,
+    /// `call`: the call id of `call-incoming`; without it, the call that rang last.
+    Decline {
+        call: Option<&'a str>,
+    },
     Help,
 }
 
@@ -188,6 +197,7 @@ pub fn parse(line: &str) -> Line<'_> {
             .map(|(user, device)| Command::Request { user, device }),
         "confirm" => Some(Command::Confirm),
         "cancel" => Some(Command::Cancel),
+        "decline" => Some(Command::Decline { call: first }),
         "help" => Some(Command::Help),
         other => return Line::Other(other),
     };
@@ -402,6 +412,7 @@ where
         }
         Command::Confirm => token.confirm_verification(now)?,
         Command::Cancel => token.cancel_verification(now)?,
+        Command::Decline { call } => token.decline(call, now)?,
         Command::Help => write_help(out, &[])?,
     }
     Ok(())
