@@ -194,3 +194,21 @@ fn a_shell_learns_which_commands_were_refused_and_may_word_the_refusal() {
         );
     });
 }
+
+#[test]
+fn decline_takes_an_optional_call_id_and_says_when_nothing_rings() {
+    assert_eq!(
+        parse("decline c1"),
+        Line::Command(Command::Decline { call: Some("c1") })
+    );
+    assert_eq!(
+        parse("decline"),
+        Line::Command(Command::Decline { call: None })
+    );
+    with_token(|token| {
+        assert_eq!(
+            answer(token, "decline", None),
+            "error no call rings with that call id\n"
+        );
+    });
+}

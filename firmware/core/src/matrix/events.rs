@@ -733,4 +733,25 @@ mod event_line_tests {
             "gap !r:s earlier messages were not fetched"
         );
     }
+
+    #[test]
+    fn a_call_rings_and_ends_on_one_line_each() {
+        let line = |event: UiEvent<'_>| event.line().map(|l| l.to_string()).unwrap();
+        assert_eq!(
+            line(UiEvent::CallIncoming {
+                room_id: "!r:s",
+                caller: "@a:s",
+                call_id: "c1"
+            }),
+            "call-incoming !r:s @a:s c1"
+        );
+        assert_eq!(
+            line(UiEvent::CallEnded {
+                room_id: "!r:s",
+                call_id: "c1",
+                end: CallEnd::HungUp
+            }),
+            "call-ended !r:s c1 hung-up"
+        );
+    }
 }

@@ -9,7 +9,7 @@
 //!
 //! [`Token`] takes the same inputs as the CoAP engine ([`Token::handle_datagram`],
 //! [`Token::handle_timeout`], [`Token::poll_transmit`], [`Token::poll_timeout`]) plus the
-//! user's commands ([`Token::login`], [`Token::send_text`], [`Token::join`],
+//! user's commands ([`Token::login`], [`Token::send_text`], [`Token::join`], [`Token::decline`],
 //! [`Token::rooms`], [`Token::identity`], and device verification by SAS:
 //! [`Token::verify`], [`Token::request_verification`], [`Token::confirm_verification`],
 //! [`Token::cancel_verification`], see [`verification`]). Its outputs are datagrams,
@@ -102,7 +102,7 @@
 //!   `pending_keys`: the room keys arriving, their checks, and those that wait for their
 //!   room, sender or device. `room_keys`: the room keys it holds, and Megolm decryption.
 //!   `timeline`: what a room's events show. `outbox`: the messages queued, and transaction
-//!   ids.
+//!   ids. `calls`: the calls that ring, and the person's decline.
 //! - [`lifecycles`]: what enters, leaves and is evicted from every table, and the tidying
 //!   after each sync.
 //! - [`verification`]: SAS device verification. `transfer`: the file being sent or
@@ -129,7 +129,7 @@
 //!   sync are skipped together, not room by room.
 //! - No logout, re-login after the access token was revoked, key backup, cross-signing,
 //!   key requests or forwarded keys; `m.text` is the only message type shown, besides
-//!   encrypted files ([`crate::files`]). The token's own messages echoed by sync are
+//!   encrypted files ([`crate::files`]) and calls, which ring and can be declined (no media). The token's own messages echoed by sync are
 //!   skipped, not shown.
 //! - Device verification: one at a time, in RAM (a power cut ends it; the peer times
 //!   out); to-device only (no in-room verification, no QR codes, no cross-signing: the

@@ -175,14 +175,7 @@ fn declining_a_version_0_call_in_a_plain_room_sends_a_user_hangup() {
     let now = world.instant();
     world.token().decline(Some("c0"), now).unwrap();
     assert!(world.saw(&format!("call-ended {ROOM} c0 declined")));
-    assert!(
-        world.run_until(60_000, |w| w
-            .screen()
-            .iter()
-            .any(|l| l.starts_with("delivered "))),
-        "{:?}",
-        world.screen()
-    );
+    delivers(&mut world);
     let (_, _, event_type, content) = world.gw.hs.sent.last().unwrap().clone();
     assert_eq!(event_type, "m.call.hangup");
     let device = world.token_device();
@@ -211,14 +204,7 @@ fn an_encrypted_call_rings_and_is_declined_with_an_encrypted_reject() {
     shows(&mut world, &format!("call-incoming {ROOM} {PEER} c1"));
     let now = world.instant();
     world.token().decline(None, now).unwrap();
-    assert!(
-        world.run_until(60_000, |w| w
-            .screen()
-            .iter()
-            .any(|l| l.starts_with("delivered "))),
-        "{:?}",
-        world.screen()
-    );
+    delivers(&mut world);
     peer.receive_to_device(&world.gw.hs);
     let (_, _, event_type, content) = world.gw.hs.sent.last().unwrap().clone();
     assert_eq!(event_type, "m.room.encrypted");
