@@ -153,10 +153,23 @@ impl<'a> CallFields<'a> for JsonObject<'a> {
     }
     fn integer(&self, name: &str) -> Option<i64> {
         match self.get(name)? {
-            JsonValue::Other(raw) => core::str::from_utf8(raw).ok()?.parse().ok(),
+            JsonValue::Other(raw) => decimal(raw),
             _ => None,
         }
     }
+}
+
+/// A JSON number that is a non-negative integer (a lifetime, a version), without
+/// `core::str::parse`'s general code on the device.
+fn decimal(raw: &[u8]) -> Option<i64> {
+    if raw.is_empty() || raw.len() > 15 {
+        return None;
+    }
+    raw.iter().try_fold(0i64, |n, digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| n * 10 + i64::from(digit - b'0'))
+    })
 }
 
 /// A call event as the calls read it.
@@ -177,7 +190,7 @@ pub(super) struct Signal<'a> {
 /// a `call_id` is malformed.
 pub(super) fn read_signal<'a>(
     kind: Kind,
-    content: &impl CallFields<'a>,
+    content: &dyn CallFields<'a>,
     event_id: &'a str,
 ) -> Result<Signal<'a>, TokenError> {
     let malformed =
@@ -458,6 +471,20 @@ mod tests {
         );
         assert_eq!(signal.reply, Reply::Hangup);
         assert_eq!(signal.lifetime_ms, Some(30_000));
+    }
+
+    #[test]
+    fn a_lifetime_that_is_not_a_whole_number_of_milliseconds_is_none() {
+        for (raw, read) in [
+            ("60000", Some(60_000)),
+            ("0", Some(0)),
+            ("-1", None),
+            ("1.5", None),
+        ] {
+            let text = format!(r#"{{"lifetime":{raw}}}"#);
+            let content = JsonObject::parse(text.as_bytes()).unwrap();
+            assert_eq!(content.integer("lifetime"), read, "{raw}");
+        }
     }
 
     #[test]
