@@ -281,7 +281,7 @@ pub enum UiEvent<'a> {
         /// The room.
         room_id: &'a str,
     },
-    /// A call rings ([`super::calls`]); `decline` answers it.
+    /// A call rings; `decline` answers it ([`Token::decline`](super::Token::decline)).
     CallIncoming {
         /// The room.
         room_id: &'a str,
