@@ -67,7 +67,7 @@ pub const MAX_MESSAGE_LEN: usize = 512;
 pub const OUTBOX_DEPTH: usize = 4;
 /// Invites waiting for the user's decision.
 pub const MAX_INVITES: usize = 2;
-/// Calls ringing at once ([`super::calls`]).
+/// Calls ringing at once ([`UiEvent::CallIncoming`](super::UiEvent::CallIncoming)).
 pub const MAX_RINGING_CALLS: usize = 2;
 /// Longest call id the token keeps (a longer one does not ring).
 pub const MAX_CALL_ID_LEN: usize = 64;
