@@ -271,12 +271,17 @@ def run(synapse, gw):
     # Observe the room's sync with jeton-core's own filter (firmware/core/src/matrix/login.rs
     # filter_body), so the next event arrives as a notification shaped as the token gets it.
     room_types = ["m.room.encrypted", "m.room.encryption", "m.room.member", "m.room.message"]
+    call_types = ["m.call.invite", "m.call.hangup", "m.call.answer", "m.call.select_answer", "m.call.reject",
+                  "m.call.notify", "org.matrix.msc4075.rtc.notification", "m.rtc.notification"]
     lean_filter = {"event_fields": ["type", "sender", "state_key", "event_id", "room_id", "content.membership",
                                     "content.algorithm", "content.rotation_period_ms", "content.rotation_period_msgs",
-                                    "content.ciphertext", "content.session_id", "content.msgtype", "content.body"],
+                                    "content.ciphertext", "content.session_id", "content.msgtype", "content.body",
+                                    "content.call_id", "content.version", "content.lifetime", "content.invitee",
+                                    "content.notify_type", "content.notification_type", "unsigned.age"],
                    "presence": {"types": []}, "account_data": {"types": []},
                    "room": {"ephemeral": {"types": []}, "account_data": {"types": []},
-                            "state": {"types": room_types}, "timeline": {"limit": 10, "types": room_types}}}
+                            "state": {"types": room_types},
+                            "timeline": {"limit": 10, "types": room_types + call_types}}}
     _, f = synapse.request("POST", f"/_matrix/client/v3/user/{alice['user_id']}/filter", lean_filter, token=token)
     _, first = synapse.request("GET", f"/_matrix/client/v3/sync?timeout=0&filter={f['filter_id']}", token=token)
     # The access token travels once (it is sticky); the rows below do not carry it.

@@ -348,6 +348,11 @@ pub(crate) fn run_shell() -> ! {
             post,
         )
         .and(cstr!("cancel"), cstr!("cancel the verification"), post)
+        .and(
+            cstr!("decline"),
+            cstr!("decline a ringing call: [call id]"),
+            post,
+        )
         .and(cstr!("status"), cstr!("device state"), post)
         .and(cstr!("help"), cstr!("the token's commands"), help)
         // A `pair` line carries a key file in hex: longer than RIOT's 128-byte default.

@@ -101,6 +101,12 @@ pub const COMMANDS: &[Entry] = &[
     ),
     entry("cancel", "", "cancel the verification"),
     detailed(
+        "decline",
+        "[call]",
+        "decline a ringing call (the newest without a call id)",
+        "[call]: the call id `call-incoming` showed; without it, the call that rang last.",
+    ),
+    detailed(
         "help",
         "[command]",
         "this list, or one command in detail",
@@ -222,6 +228,10 @@ pub enum Command<'a> {
     },
     Confirm,
     Cancel,
+    /// `call`: the call id of `call-incoming`; without it, the call that rang last.
+    Decline {
+        call: Option<&'a str>,
+    },
     /// The list, or one command in detail.
     Help {
         topic: Option<&'a str>,
@@ -275,6 +285,7 @@ pub fn parse(line: &str) -> Line<'_> {
             .map(|(user, device)| Command::Request { user, device }),
         "confirm" => Some(Command::Confirm),
         "cancel" => Some(Command::Cancel),
+        "decline" => Some(Command::Decline { call: first }),
         "help" => Some(Command::Help { topic: first }),
         other => return Line::Other(other),
     };
@@ -311,6 +322,9 @@ pub fn next_step(event: &UiEvent<'_>) -> Option<&'static str> {
         }
         UiEvent::ShortAuthString { .. } => {
             "if the other device shows the same: confirm; if not: cancel"
+        }
+        UiEvent::CallIncoming { .. } => {
+            "to decline: decline; a token has no audio, answer on another device"
         }
         _ => return None,
     })
@@ -547,6 +561,7 @@ where
         }
         Command::Confirm => token.confirm_verification(now)?,
         Command::Cancel => token.cancel_verification(now)?,
+        Command::Decline { call } => token.decline(call, now)?,
         Command::Help { topic } => write_help_on(out, &[], topic)?,
     }
     Ok(())

@@ -284,3 +284,21 @@ fn the_events_that_wait_for_the_person_say_what_to_type() {
     );
     assert_eq!(next_step(&UiEvent::Synced), None);
 }
+
+#[test]
+fn decline_takes_an_optional_call_id_and_says_when_nothing_rings() {
+    assert_eq!(
+        parse("decline c1"),
+        Line::Command(Command::Decline { call: Some("c1") })
+    );
+    assert_eq!(
+        parse("decline"),
+        Line::Command(Command::Decline { call: None })
+    );
+    with_token(|token| {
+        assert_eq!(
+            answer(token, "decline", None),
+            "error no call rings with that call id\n"
+        );
+    });
+}

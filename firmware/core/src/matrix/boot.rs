@@ -306,6 +306,7 @@ impl<P: Platform, L: Link> Token<P, L> {
                     outbox: _,
                     gateway: _,
                     verification: _,
+                    calls: _,
                     transfer: _,
                 },
         } = token;
@@ -370,6 +371,7 @@ impl<P: Platform, L: Link> Token<P, L> {
             addr_of_mut!((*account).fallback_wanted).write(false);
             addr_of_mut!((*core).gateway).write(Gateway::new());
             addr_of_mut!((*core).verification).write(Verifications::new());
+            addr_of_mut!((*core).calls).write(super::calls::Calls::new());
             addr_of_mut!((*core).transfer).write(Transfers::new());
         }
     }

@@ -133,6 +133,8 @@ pub enum CommandError {
     NoVerification,
     /// The text starts with the control character the token reserves for file events.
     ReservedText,
+    /// No call rings (with that call id).
+    NoSuchCall,
     /// Something could not be done; the error says what.
     Failed(TokenError),
 }
@@ -151,6 +153,7 @@ impl fmt::Display for CommandError {
             CommandError::ReservedText => {
                 f.write_str("the message starts with a control character the token reserves")
             }
+            CommandError::NoSuchCall => f.write_str("no call rings with that call id"),
             CommandError::Failed(e) => write!(f, "{e}"),
         }
     }

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::{RejectionReason, TokenError, UndecryptableReason, WithheldCode};
+use super::{CallEnd, RejectionReason, TokenError, UndecryptableReason, WithheldCode};
 
 /// What the user sees: every UI event the token emits through [`Ui`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,6 +281,24 @@ pub enum UiEvent<'a> {
         /// The room.
         room_id: &'a str,
     },
+    /// A call rings; `decline` answers it ([`Token::decline`](super::Token::decline)).
+    CallIncoming {
+        /// The room.
+        room_id: &'a str,
+        /// Who calls.
+        caller: &'a str,
+        /// The call id (`decline` names it).
+        call_id: &'a str,
+    },
+    /// A call stopped ringing.
+    CallEnded {
+        /// The room.
+        room_id: &'a str,
+        /// The call id.
+        call_id: &'a str,
+        /// Why.
+        end: CallEnd,
+    },
 }
 
 impl<'a> UiEvent<'a> {
@@ -319,6 +337,16 @@ impl fmt::Display for EventLine<'_, '_> {
             UiEvent::Skipped { .. } | UiEvent::EventTooLarge { .. } | UiEvent::Gap { .. } => {
                 sync_line(self.0, f)
             }
+            UiEvent::CallIncoming {
+                room_id,
+                caller,
+                call_id,
+            } => write!(f, "call-incoming {room_id} {caller} {call_id}"),
+            UiEvent::CallEnded {
+                room_id,
+                call_id,
+                end,
+            } => write!(f, "call-ended {room_id} {call_id} {end}"),
             event => message_line(event, f),
         }
     }
@@ -703,6 +731,27 @@ mod event_line_tests {
         assert_eq!(
             line(UiEvent::Gap { room_id: "!r:s" }),
             "gap !r:s earlier messages were not fetched"
+        );
+    }
+
+    #[test]
+    fn a_call_rings_and_ends_on_one_line_each() {
+        let line = |event: UiEvent<'_>| event.line().map(|l| l.to_string()).unwrap();
+        assert_eq!(
+            line(UiEvent::CallIncoming {
+                room_id: "!r:s",
+                caller: "@a:s",
+                call_id: "c1"
+            }),
+            "call-incoming !r:s @a:s c1"
+        );
+        assert_eq!(
+            line(UiEvent::CallEnded {
+                room_id: "!r:s",
+                call_id: "c1",
+                end: CallEnd::HungUp
+            }),
+            "call-ended !r:s c1 hung-up"
         );
     }
 }

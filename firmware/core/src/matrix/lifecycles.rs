@@ -23,11 +23,12 @@
 //! | waiting room keys ([`super::pending_keys`]) | [`MAX_PENDING_ROOM_KEYS`], [`MAX_PENDING_PER_SENDER`] per sender | a key for a room the token is joining or invited to, from a sender not yet a member, or from a member's device not yet known | taken or refused once decided, after each sync and device query; refused after [`PENDING_KEY_SYNCS`] syncs | the sender's own oldest when it holds its share, else a non-member's oldest, a member's only for another member's key; [`UiEvent::RoomKeyRejected`] ([`RejectionReason::Crowded`]) |
 //! | events to fetch again | [`MAX_RETRY_EVENTS`] | an event whose room key waits | fetched once the key is decided | the event is not fetched again (it was shown as awaiting its key) |
 //! | outbound sessions ([`super::outbound`]) | one per room | the first message of a room, or the first after the session ended | rotated after the room's period or message count (capped at [`MAX_ROTATION_MS`] and [`MAX_ROTATION_MSGS`]); a member left; a member has a new device; a device that received it was removed or changed | one per room: never full |
+//! | ringing calls ([`super::calls`]) | [`MAX_RINGING_CALLS`] | an `m.call.invite` (not the token's user's, for no one else) or a MatrixRTC ring in a room the token is in, within its lifetime (less its `unsigned.age`; at most [`MAX_RING_MS`]); [`UiEvent::CallIncoming`] | the caller's hangup, an answer, reject or hangup from another device of the user, the caller's `select_answer`, the person's decline, its lifetime's end (the token wakes for it), the room left; [`UiEvent::CallEnded`]; RAM only | the call does not ring; [`Limit::RingingCalls`] |
 //! | outbox ([`super::outbox`]) | [`OUTBOX_DEPTH`] | the person queues a message | the homeserver took it, or refused it for good ([`UiEvent::SendFailed`]) | the message is refused; [`Limit::Outbox`] |
 //!
 //! Order within a sync: membership and device lists first, then to-device messages (room
 //! keys), then timelines, then the tidying below, so that a member's last messages before
-//! leaving still decrypt with their keys.
+//! leaving still decrypt with their keys. The calls of a left room end before the room goes.
 
 use super::*;
 
@@ -36,6 +37,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// waiting keys are decided again (one more sync waited), the room keys of senders no
     /// longer members go, and the users no one needs tracked any more are let go.
     pub(super) fn tidy_after_sync(&mut self) -> Result<(), TokenError> {
+        self.end_calls_of_left_rooms();
         self.remove_left_rooms()?;
         self.settle_pending_keys(true)?;
         self.sweep_tracked_users()?;

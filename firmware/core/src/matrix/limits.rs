@@ -67,6 +67,10 @@ pub const MAX_MESSAGE_LEN: usize = 512;
 pub const OUTBOX_DEPTH: usize = 4;
 /// Invites waiting for the user's decision.
 pub const MAX_INVITES: usize = 2;
+/// Calls ringing at once ([`UiEvent::CallIncoming`](super::UiEvent::CallIncoming)).
+pub const MAX_RINGING_CALLS: usize = 2;
+/// Longest call id the token keeps (a longer one does not ring).
+pub const MAX_CALL_ID_LEN: usize = 64;
 /// Users whose invites are accepted without asking.
 pub const MAX_ALLOWED_INVITERS: usize = 4;
 /// One-time keys the account holds; half of them are kept on the server.
@@ -122,8 +126,10 @@ pub enum Limit {
     Outbox,
     /// [`MAX_INVITES`].
     Invites,
-    /// An id longer than [`MAX_ID_LEN`], [`MAX_DEVICE_ID_LEN`], [`MAX_ACCESS_TOKEN_LEN`]
-    /// or [`MAX_CURSOR_LEN`].
+    /// [`MAX_RINGING_CALLS`].
+    RingingCalls,
+    /// An id longer than [`MAX_ID_LEN`], [`MAX_DEVICE_ID_LEN`], [`MAX_ACCESS_TOKEN_LEN`],
+    /// [`MAX_CALL_ID_LEN`] or [`MAX_CURSOR_LEN`].
     IdLength,
     /// [`MAX_MESSAGE_LEN`].
     MessageLength,
@@ -141,6 +147,7 @@ impl fmt::Display for Limit {
             Limit::PendingRoomKeys => "room keys awaiting their room or sender",
             Limit::Outbox => "unsent messages",
             Limit::Invites => "pending invites",
+            Limit::RingingCalls => "calls ringing at once",
             Limit::IdLength => "identifier length",
             Limit::MessageLength => "message length",
         })

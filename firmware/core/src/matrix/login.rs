@@ -26,6 +26,19 @@ const ROOM_EVENT_TYPES: [&str; 4] = [
     "m.room.message",
 ];
 
+/// Call event types the token reads from a room's timeline besides those
+/// ([`super::calls`]); an encrypted room's come as `m.room.encrypted`.
+const CALL_EVENT_TYPES: [&str; 8] = [
+    "m.call.invite",
+    "m.call.hangup",
+    "m.call.answer",
+    "m.call.select_answer",
+    "m.call.reject",
+    "m.call.notify",
+    "org.matrix.msc4075.rtc.notification",
+    "m.rtc.notification",
+];
+
 /// Login state kept in [`record::LOGIN`].
 #[derive(Clone, Debug, Default)]
 pub(super) struct Login {
@@ -103,10 +116,11 @@ fn login_body(
 /// reads, short timelines, no presence, account data, receipts or typing.
 fn filter_body(out: &mut [u8]) -> Result<usize, TokenError> {
     let mut e = Encoder::new(Cursor::new(out));
-    let types = |e: &mut Encoder<Cursor<&mut [u8]>>, list: &[&str]| -> Result<(), TokenError> {
+    // The types of `lists`, one after the other.
+    let types = |e: &mut Encoder<Cursor<&mut [u8]>>, lists: &[&[&str]]| -> Result<(), TokenError> {
         key(e, "types")?;
-        cbor(e.array(list.len() as u64))?;
-        for item in list {
+        cbor(e.array(lists.iter().map(|l| l.len() as u64).sum()))?;
+        for item in lists.iter().copied().flatten() {
             cbor(e.str(item))?;
         }
         Ok(())
@@ -133,6 +147,13 @@ fn filter_body(out: &mut [u8]) -> Result<usize, TokenError> {
         "content.session_id",
         "content.msgtype",
         "content.body",
+        "content.call_id",
+        "content.version",
+        "content.lifetime",
+        "content.invitee",
+        "content.notify_type",
+        "content.notification_type",
+        "unsigned.age",
     ];
     cbor(e.array(fields.len() as u64))?;
     for field in fields {
@@ -150,12 +171,12 @@ fn filter_body(out: &mut [u8]) -> Result<usize, TokenError> {
     none(&mut e)?;
     key(&mut e, "state")?;
     cbor(e.map(1))?;
-    types(&mut e, &ROOM_EVENT_TYPES)?;
+    types(&mut e, &[&ROOM_EVENT_TYPES])?;
     key(&mut e, "timeline")?;
     cbor(e.map(2))?;
     key(&mut e, "limit")?;
     cbor(e.u8(10))?;
-    types(&mut e, &ROOM_EVENT_TYPES)?;
+    types(&mut e, &[&ROOM_EVENT_TYPES, &CALL_EVENT_TYPES])?;
     Ok(e.writer().position())
 }
 

@@ -228,7 +228,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             self.on_operation_refused(operation, code);
             return;
         }
-        if let Err(error) = self.on_operation_done(operation, body) {
+        if let Err(error) = self.on_operation_done(operation, body, now) {
             self.error(error);
         }
     }
@@ -318,7 +318,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     // Not inlined into `on_event`: the handlers' locals would sit under every sync.
     #[inline(never)]
-    fn on_operation_done(&mut self, operation: Operation, body: &[u8]) -> Result<(), TokenError> {
+    fn on_operation_done(
+        &mut self,
+        operation: Operation,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), TokenError> {
         match operation {
             Operation::Login => self.on_login(body),
             Operation::Upload { with_device_keys } => self.on_uploaded(body, with_device_keys),
@@ -333,7 +338,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Withhold { device } => self.on_key_withheld(device),
             Operation::Send { slot } => self.on_sent(body, slot),
             Operation::Join => self.on_joined(),
-            Operation::FetchEvent => self.on_fetched_event(body),
+            Operation::FetchEvent => self.on_fetched_event(body, now),
             Operation::Verification { stray } => {
                 self.on_verification_sent(stray);
                 Ok(())

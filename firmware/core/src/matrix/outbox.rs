@@ -26,6 +26,7 @@ use jeton_proto::path::endpoint;
 use jeton_proto::write;
 
 use super::bodies::{cbor, key};
+use super::calls::{self, Reply};
 use super::flash::{Flash, corrupt};
 use super::*;
 use crate::json::JsonWriter;
@@ -203,14 +204,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// Puts a message in the outbox on flash.
     pub(super) fn enqueue(&mut self, room_id: &str, text: &str) -> Result<u32, CommandError> {
-        if text.starts_with(super::transfer::CONTENT_MARKER) {
+        if text.starts_with([super::transfer::CONTENT_MARKER, super::calls::ANSWER_MARKER]) {
             return Err(CommandError::ReservedText);
         }
         self.enqueue_content(room_id, text)
     }
 
-    /// Queues an outbox entry: a text, or (after [`super::transfer::CONTENT_MARKER`]) a whole
-    /// event content.
+    /// Queues an outbox entry: a text, (after [`super::transfer::CONTENT_MARKER`]) a whole
+    /// event content, or (after [`super::calls::ANSWER_MARKER`]) the answer to a call.
     pub(super) fn enqueue_content(
         &mut self,
         room_id: &str,
@@ -309,20 +310,33 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let txn: TxnId = bounded(entry.txn_id)?;
         let room_id: RoomId = bounded(entry.room_id)?;
         let room_segment = handle.as_deref().unwrap_or(&room_id);
+        let (own_curve, own_device) = sender_fields(&self.login, &self.account);
         if !encrypted_room {
-            let len = plaintext_body(&mut self.env.work, entry.text)?;
+            let (event_type, len) = match calls::answer_of(entry.text) {
+                Some((event_type, reply, call_id)) => {
+                    let answer = Answer {
+                        reply,
+                        call_id,
+                        party_id: &own_device,
+                    };
+                    (event_type, answer_body(&mut self.env.work, &answer)?)
+                }
+                None => (
+                    "m.room.message",
+                    plaintext_body(&mut self.env.work, entry.text)?,
+                ),
+            };
             return self.start(
                 coap,
                 Operation::Send { slot },
                 Code::PUT,
-                &[endpoint::SEND, room_segment, "m.room.message", &txn],
+                &[endpoint::SEND, room_segment, event_type, &txn],
                 len,
             );
         }
         // The deprecated sender_key and device_id must reach the homeserver (matrix-nio
         // rejects Megolm events without sender_key), but the gateway keeps them with the
         // access token: they go along until it holds them.
-        let (own_curve, own_device) = sender_fields(&self.login, &self.account);
         let sender =
             (!self.gateway.holds_sender()).then_some((&own_curve[..], own_device.as_str()));
         // The session id too, once the gateway holds it for this room (PROFILE.md 1.1).
@@ -339,7 +353,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 let local_id = entry.local_id;
                 // The event payload as JSON goes into `work`, the text being borrowed from
                 // the record buffer.
-                let plaintext_len = event_json(&mut self.env.work, entry.text, &room_id)?;
+                let plaintext_len =
+                    event_json(&mut self.env.work, entry.text, &room_id, &own_device)?;
                 let text: String<MAX_MESSAGE_LEN> = bounded(entry.text)?;
                 let mut message = [0u8; megolm_message_len(MAX_MESSAGE_LEN * 2 + 160)];
                 let pending = Pending {
@@ -513,10 +528,39 @@ fn parse_entry(meta: &[u8], slot: usize) -> Result<OutboxEntry<'_>, TokenError> 
     })
 }
 
+/// The answer to a call an outbox entry holds, with the token's party id (its device id).
+struct Answer<'a> {
+    reply: Reply,
+    call_id: &'a str,
+    party_id: &'a str,
+}
+
 /// The Megolm event payload of an entry's `text` (or, after [`super::transfer::CONTENT_MARKER`],
-/// a file's event content) for `room_id`, as JSON into `out`: its length.
-fn event_json(out: &mut [u8], text: &str, room_id: &str) -> Result<usize, TokenError> {
+/// a file's event content; after [`super::calls::ANSWER_MARKER`], a call's answer from
+/// `party_id`) for `room_id`, as JSON into `out`: its length.
+fn event_json(
+    out: &mut [u8],
+    text: &str,
+    room_id: &str,
+    party_id: &str,
+) -> Result<usize, TokenError> {
     let mut w = JsonWriter::new(out);
+    if let Some((event_type, reply, call_id)) = calls::answer_of(text) {
+        w.raw(br#"{"content":{"call_id":"#)?
+            .string(call_id)?
+            .raw(br#","party_id":"#)?
+            .string(party_id)?;
+        match reply {
+            Reply::Hangup => w.raw(br#","reason":"user_hangup","version":0}"#)?,
+            _ => w.raw(br#","version":"1"}"#)?,
+        };
+        w.raw(br#","room_id":"#)?
+            .string(room_id)?
+            .raw(br#","type":"#)?
+            .string(event_type)?
+            .raw(b"}")?;
+        return Ok(w.len());
+    }
     match text.strip_prefix(super::transfer::CONTENT_MARKER) {
         // A file's event: its content was written when the upload finished.
         Some(content) => w.raw(br#"{"content":"#)?.raw(content.as_bytes())?,
@@ -529,6 +573,28 @@ fn event_json(out: &mut [u8], text: &str, room_id: &str) -> Result<usize, TokenE
         .string(room_id)?
         .raw(br#","type":"m.room.message"}"#)?;
     Ok(w.len())
+}
+
+/// An unencrypted call answer's body: `m.call.reject` (version "1") or `m.call.hangup`
+/// (`user_hangup`, version 0).
+fn answer_body(out: &mut [u8], answer: &Answer<'_>) -> Result<usize, TokenError> {
+    let hangup = answer.reply == Reply::Hangup;
+    let mut e = Encoder::new(Cursor::new(out));
+    cbor(e.map(if hangup { 4 } else { 3 }))?;
+    key(&mut e, "call_id")?;
+    cbor(e.str(answer.call_id))?;
+    key(&mut e, "party_id")?;
+    cbor(e.str(answer.party_id))?;
+    if hangup {
+        key(&mut e, "reason")?;
+        cbor(e.str("user_hangup"))?;
+        key(&mut e, "version")?;
+        cbor(e.u8(0))?;
+    } else {
+        key(&mut e, "version")?;
+        cbor(e.str("1"))?;
+    }
+    Ok(e.writer().position())
 }
 
 /// An unencrypted `m.room.message` body.

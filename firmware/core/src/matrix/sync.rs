@@ -695,7 +695,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             for (room_id, room) in rooms.map_while(Result::ok) {
                 let mut text = [0; TEXT_LEN];
                 let room_id = room_id.as_text(&mut text);
-                self.take_timeline(room_id, &room)?;
+                self.take_timeline(room_id, &room, now)?;
             }
         }
         // The tables' leaving rules ([`super::lifecycles`]), then everything this sync carried
@@ -768,7 +768,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// The timeline of joined room `room_id` in a sync, shown event by event.
-    fn take_timeline(&mut self, room_id: &str, room: &Room<'_>) -> Result<(), TokenError> {
+    fn take_timeline(
+        &mut self,
+        room_id: &str,
+        room: &Room<'_>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
         if self.room_slot(room_id).is_none() {
             // Not in the table (it was full: reported with the room's state).
             return Ok(());
@@ -778,7 +783,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Ok(events) => {
                 for event in events {
                     match event {
-                        Ok(event) => self.take_timeline_event(room_id, &event)?,
+                        Ok(event) => self.take_timeline_event(room_id, &event, now)?,
                         Err(error) => {
                             let item = Item {
                                 room_id,
@@ -802,13 +807,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// An event of room `room_id`: a stub is shown, a duplicate skipped, the rest shown
     /// ([`super::timeline`]).
-    fn take_timeline_event(&mut self, room_id: &str, event: &Event<'_>) -> Result<(), TokenError> {
+    fn take_timeline_event(
+        &mut self,
+        room_id: &str,
+        event: &Event<'_>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
         let mut text = [0; TEXT_LEN];
         let event_id = match event.event_id() {
             Ok(Some(id)) => id.as_text(&mut text),
             _ => "",
         };
-        let result = self.take_timeline_event_inner(room_id, event, event_id);
+        let result = self.take_timeline_event_inner(room_id, event, event_id, now);
         self.item(Item::event("timeline", room_id, event, event_id), result)
     }
 
@@ -817,6 +827,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         room_id: &str,
         event: &Event<'_>,
         event_id: &str,
+        now: Instant,
     ) -> Result<(), TokenError> {
         if let Some(size) = stub_size(event)? {
             self.show_stub(room_id, event, event_id, size);
@@ -827,7 +838,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         }
         self.sync.recent.insert(digest);
-        self.on_timeline_event(room_id, event)
+        self.on_timeline_event(room_id, event, now)
     }
 
     /// Tells the person about the stub `event` (`event_id`) of `room_id` (empty for a

@@ -6,6 +6,7 @@
 //! decrypted event that carries an encrypted file starts its download ([`super::transfer`]).
 //! An event whose key was pending comes back through `GET /rooms/{roomId}/event/{eventId}`
 //! once the key is decided. The token's own messages echoed by sync are skipped, not shown.
+//! Call events, plain or decrypted, go to [`super::calls`].
 //!
 //! Where this goes next (issue 13): a `limited` timeline back-filled from `prev_batch`
 //! through `/messages`, or the person told how many events were skipped.
@@ -14,6 +15,7 @@ use jeton_proto::TableVersion;
 use jeton_proto::ids::{Id, TEXT_LEN};
 use jeton_proto::view::{Event, Value};
 
+use super::calls::{self, CallFields};
 use super::room_keys::Megolm;
 use super::*;
 use crate::json::JsonObject;
@@ -32,9 +34,18 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         &mut self,
         room_id: &str,
         event: &Event<'_>,
+        now: Instant,
     ) -> Result<(), TokenError> {
-        match event.event_type()? {
-            "m.room.encrypted" => self.on_megolm_event(room_id, event),
+        let event_type = event.event_type()?;
+        if let Some(kind) = calls::kind_of(event_type) {
+            let mut text = [0; TEXT_LEN];
+            let event_id = id_text(event.event_id()?, &mut text);
+            let signal = calls::read_signal(kind, &event.content()?, event_id)?;
+            let age = age_of(event);
+            return self.on_call_signal(room_id, event.sender()?, &signal, age, now);
+        }
+        match event_type {
+            "m.room.encrypted" => self.on_megolm_event(room_id, event, now),
             "m.room.message" if event.state_key()?.is_none() => {
                 let content = event.content()?;
                 if let (Some(Value::Text("m.text")), Some(Value::Text(body))) =
@@ -57,7 +68,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// An event fetched again once its key was decided.
-    pub(super) fn on_fetched_event(&mut self, body: &[u8]) -> Result<(), TokenError> {
+    pub(super) fn on_fetched_event(&mut self, body: &[u8], now: Instant) -> Result<(), TokenError> {
         let Value::Map(map) = Value::parse(body, TableVersion::V2)? else {
             return Ok(());
         };
@@ -66,11 +77,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         };
         let event = Event(map);
         let room: RoomId = bounded(room_id)?;
-        self.on_megolm_event(&room, &event)
+        self.on_megolm_event(&room, &event, now)
     }
 
     /// An encrypted event: decrypted and shown, or reported.
-    fn on_megolm_event(&mut self, room_id: &str, event: &Event<'_>) -> Result<(), TokenError> {
+    fn on_megolm_event(
+        &mut self,
+        room_id: &str,
+        event: &Event<'_>,
+        now: Instant,
+    ) -> Result<(), TokenError> {
         let sender = event.sender()?;
         let mut text = [0; TEXT_LEN];
         let event_id = id_text(event.event_id()?, &mut text);
@@ -81,6 +97,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             room_id,
             sender,
             event_id,
+            age_ms: age_of(event),
+            now,
         };
         match self.decrypt_megolm(room_id, sender, event_id, content)? {
             Megolm::Decrypted {
@@ -125,6 +143,14 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .get_mut(..MAX_MESSAGE_LEN * 2)
             .unwrap_or_default();
         let plaintext = self.env.work.get(..plaintext_len).unwrap_or_default();
+        if let Some(kind) = JsonObject::parse(plaintext)
+            .ok()
+            .and_then(|p| calls::kind_of(p.string("type")?.plain()?))
+        {
+            let result = self.show_call(shown, kind, plaintext_len);
+            self.env.work.fill(0);
+            return result;
+        }
         let carries_file = JsonObject::parse(plaintext)
             .ok()
             .filter(|p| p.string("room_id").and_then(|r| r.plain()) == Some(room_id))
@@ -156,6 +182,41 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
+    /// A decrypted call event of `kind` in `work`: to the calls, if it names this room.
+    fn show_call(
+        &mut self,
+        shown: &Shown<'_>,
+        kind: calls::Kind,
+        plaintext_len: usize,
+    ) -> Result<(), TokenError> {
+        let plaintext = self.env.work.get(..plaintext_len).unwrap_or_default();
+        let payload = JsonObject::parse(plaintext)?;
+        if payload.string("room_id").and_then(|r| r.plain()) != Some(shown.room_id) {
+            self.undecryptable(shown, UndecryptableReason::WrongRoom);
+            return Ok(());
+        }
+        let Some(content) = payload.object("content") else {
+            self.undecryptable(shown, UndecryptableReason::Malformed);
+            return Ok(());
+        };
+        let signal = calls::read_signal(kind, &content, shown.event_id)?;
+        // The signal borrows `work`: copied out of it for the calls, which may queue an answer.
+        let call_id: calls::CallId = bounded(signal.call_id)?;
+        let invitee: Option<UserId> = signal.invitee.map(bounded).transpose()?;
+        let signal = calls::Signal {
+            call_id: &call_id,
+            invitee: invitee.as_deref(),
+            ..signal
+        };
+        self.on_call_signal(
+            shown.room_id,
+            shown.sender,
+            &signal,
+            shown.age_ms,
+            shown.now,
+        )
+    }
+
     /// A decrypted event in `work` that carries a file: its download starts. Its description
     /// is read from a copy, as the download needs `work`.
     fn show_file(&mut self, shown: &Shown<'_>, plaintext_len: usize) -> Result<(), TokenError> {
@@ -183,4 +244,19 @@ struct Shown<'a> {
     room_id: &'a str,
     sender: &'a str,
     event_id: &'a str,
+    /// Its `unsigned.age` (0 without one).
+    age_ms: u64,
+    /// When it arrived.
+    now: Instant,
+}
+
+/// The `unsigned.age` of `event`: how old it was when the homeserver sent it (0 without one).
+fn age_of(event: &Event<'_>) -> u64 {
+    match event.0.get("unsigned") {
+        Ok(Some(Value::Map(unsigned))) => unsigned
+            .integer("age")
+            .and_then(|age| u64::try_from(age).ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
 }

@@ -166,6 +166,7 @@ impl<P: Platform, L: Link> Token<P, L> {
             backoff,
             sync_retry,
             self.core.verification_deadline(),
+            self.core.calls.deadline(),
             self.link.poll_timeout(),
         ]
         .into_iter()
@@ -328,6 +329,16 @@ impl<P: Platform, L: Link> Token<P, L> {
         Ok(())
     }
 
+    /// Declines the ringing call `call_id` (the one that rang last without it): a legacy
+    /// call's answer (`m.call.reject`, or `m.call.hangup` to a version 0 invite) is queued
+    /// like a message ([`UiEvent::Queued`]), and [`UiEvent::CallEnded`] follows at once. A
+    /// MatrixRTC ring is only silenced. See jeton-core's `matrix::calls` module.
+    pub fn decline(&mut self, call_id: Option<&str>, now: Instant) -> Result<(), CommandError> {
+        self.core.decline_call(call_id)?;
+        self.drive(now);
+        Ok(())
+    }
+
     /// Whether the device `device_id` of `user_id` was verified.
     pub fn is_verified(&self, user_id: &str, device_id: &str) -> bool {
         self.core
@@ -437,6 +448,7 @@ impl<P: Platform, L: Link> Token<P, L> {
             return;
         }
         self.core.check_verification_timeout(now);
+        self.core.expire_calls(now);
         if let Err(error) = self.core.plan(&mut self.coap, now) {
             self.core.env.ui.event(&UiEvent::Error(error));
         }

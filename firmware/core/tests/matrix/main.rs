@@ -4,6 +4,7 @@
 //! `real_gateway.rs` puts jeton-gateway's own transport and link in the fake's place.
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
+mod calls;
 mod cortex_m_fixture;
 mod files;
 mod gateway;
@@ -599,8 +600,13 @@ impl Peer {
     }
 
     fn megolm_content_event(&mut self, event_id: &str, content: Value) -> Value {
+        self.megolm_typed_event(event_id, "m.room.message", content)
+    }
+
+    /// A Megolm-encrypted timeline event of `event_type`.
+    fn megolm_typed_event(&mut self, event_id: &str, event_type: &str, content: Value) -> Value {
         let payload = json!({
-            "type": "m.room.message",
+            "type": event_type,
             "content": content,
             "room_id": self.room,
         });
