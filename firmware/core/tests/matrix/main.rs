@@ -4,6 +4,7 @@
 //! `real_gateway.rs` puts jeton-gateway's own transport and link in the fake's place.
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
+mod backfill;
 mod cortex_m_fixture;
 mod files;
 mod gateway;
