@@ -19,9 +19,10 @@
 //! those events too, after the earlier ones, so that the person reads the room in order with
 //! no more than one page in memory. A request that fails is tried again after the operation
 //! lane's back-off; a page too large for the response buffer is asked for with half as many
-//! events; after [`BACKFILL_FAILURES`] failures in a row, a refusal, or a single event too
-//! large, the gap is given up and the person told ([`UiEvent::Gap`]). The live sync never
-//! waits on a back-fill.
+//! events. After [`BACKFILL_FAILURES`] failures in a row, a refusal, or a single event too
+//! large, the walk is given up and the person told ([`UiEvent::Gap`]): a walk back gives way
+//! to the forward walk from `prev_batch` (the sync's own events still show), a forward walk
+//! ends the gap. The live sync never waits on a back-fill.
 
 use heapless::String;
 use minicbor::Decoder;
@@ -59,6 +60,8 @@ struct Gap {
     limit: u8,
     /// The next page's `from` (empty going forward: from the room's first event).
     from: Position,
+    /// The timeline's `prev_batch`: where the forward walk starts if the walk back is given up.
+    top: Position,
     /// Walking back: where the token stood before the gap (`to`); empty for a room just
     /// joined, whose walk ends at the token's own membership event.
     to: Position,
@@ -78,13 +81,14 @@ impl Gap {
             Walk::Forward => (1, 0),
         };
         flash.put(record::BACKFILL + slot as u16, |e| {
-            e.array(9)?
+            e.array(10)?
                 .u8(self.room)?
                 .u32(self.room_tag)?
                 .u8(walk)?
                 .u8(pages)?
                 .u8(self.limit)?
                 .str(&self.from)?
+                .str(&self.top)?
                 .str(&self.to)?
                 .u32(self.skip_to)?
                 .u16(self.fetched)
@@ -112,6 +116,7 @@ impl Gap {
             walk,
             limit: d.u8().map_err(&bad)?.clamp(1, BACKFILL_PAGE_EVENTS),
             from: text(d, id)?,
+            top: text(d, id)?,
             to: text(d, id)?,
             skip_to: d.u32().map_err(&bad)?,
             fetched: d.u16().map_err(&bad)?,
@@ -182,33 +187,31 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             // A gap open already: its forward walk reaches this sync's events too.
             return Ok(());
         }
-        let prev_batch = room.timeline_prev_batch()?.unwrap_or("");
+        // Under v2 the gateway leaves out a `prev_batch` equal to the request's `since`
+        // (PROFILE.md section 3.4).
+        let since = upstream(self.sync.since());
+        let prev_batch = room.timeline_prev_batch()?.unwrap_or(since);
         let free = self.backfill.gaps.iter().position(Option::is_none);
-        let (Some(free), Ok(from)) = (free, bounded::<MAX_CURSOR_LEN>(prev_batch)) else {
-            // No `prev_batch` to fetch from, or no room for another gap.
+        let from = bounded::<MAX_CURSOR_LEN>(prev_batch);
+        let (Some(free), Ok(from)) = (free, from) else {
+            // No room for another gap (or a position longer than the token keeps).
             self.env.ui.event(&UiEvent::Gap {
                 room_id,
                 fetched: 0,
             });
             return Ok(());
         };
-        if from.is_empty() {
-            self.env.ui.event(&UiEvent::Gap {
-                room_id,
-                fetched: 0,
-            });
-            return Ok(());
-        }
         let to = if just_joined {
             Position::new()
         } else {
-            bounded(upstream(self.sync.since()))?
+            bounded(since)?
         };
         let gap = Gap {
             room: u8::try_from(slot).unwrap_or(u8::MAX),
             room_tag: room_tag(room_id),
             walk: Walk::Back { pages: 0 },
             limit: BACKFILL_PAGE_EVENTS,
+            top: from.clone(),
             from,
             to,
             skip_to: 0,
@@ -444,17 +447,34 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         Ok(())
     }
 
-    /// Gap `slot` cannot be filled: the person is told, and the room shows live again.
+    /// Gap `slot` cannot be filled: the person is told; the events from the timeline's
+    /// `prev_batch` on are still fetched, unless it was that walk which failed.
     pub(super) fn give_up_gap(&mut self, slot: usize) -> Result<(), TokenError> {
-        if let Some(gap) = self.backfill.gaps.get(slot).and_then(Option::as_ref)
-            && let Some(room) = self.rooms.get(usize::from(gap.room))
-        {
+        let Some(gap) = self.backfill.gaps.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if let Some(room) = self.rooms.get(usize::from(gap.room)) {
+            // What the walk back fetched is not shown: the forward walk starts after it.
+            let fetched = if gap.walk == Walk::Forward {
+                gap.fetched
+            } else {
+                0
+            };
             self.env.ui.event(&UiEvent::Gap {
                 room_id: &room.id,
-                fetched: gap.fetched,
+                fetched,
             });
         }
-        self.end_gap(slot)
+        if gap.walk == Walk::Forward {
+            return self.end_gap(slot);
+        }
+        gap.walk = Walk::Forward;
+        gap.from.clone_from(&gap.top);
+        gap.to.clear();
+        gap.skip_to = 0;
+        gap.fetched = 0;
+        gap.failures = 0;
+        gap.save(&mut self.env.flash, slot)
     }
 
     /// Gap `slot` is closed (on flash first).

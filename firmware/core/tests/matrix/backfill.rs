@@ -1,7 +1,7 @@
 //! Back-filling a `limited` timeline as a person meets it: every message of the gap shown once
 //! and in order, a gap larger than the token goes back announced with how much was fetched, a
-//! burst that came with the token's join shown down to the join, and a back-fill that survives
-//! a failing homeserver and a power cut.
+//! burst that came with the token's join shown down to the join, a gap the homeserver will not
+//! serve announced, and a back-fill that survives a failing homeserver and a power cut.
 
 use serde_json::{Value, json};
 
@@ -139,6 +139,40 @@ fn a_just_joined_rooms_burst_is_back_filled_down_to_the_join() {
     let from = history.len() - 5;
     world.push_sync(limited_sync(&history, from));
     shows_in_order(&mut world, &(0..12).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_limited_timeline_without_prev_batch_is_back_filled_from_where_the_token_stood() {
+    let mut world = following(85, 5, 12);
+    // The gateway leaves out a `prev_batch` equal to the token's `since` (PROFILE.md 3.4).
+    let events = world.gw.hs.history[5..].to_vec();
+    world.push_sync(
+        json!({"rooms": {"join": {ROOM: {"timeline": {"events": events, "limited": true}}}}}),
+    );
+    shows_in_order(&mut world, &(0..12).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_gap_the_homeserver_will_not_serve_is_announced_and_the_syncs_messages_still_show() {
+    let mut world = following(86, 5, 20);
+    world.gw.hs.history_hidden = true;
+    let sync = limited_sync(&world.gw.hs.history, 15);
+    world.push_sync(sync);
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line(19))),
+        "{:?}",
+        world.screen()
+    );
+    world.run_for(5_000);
+    let expected: Vec<usize> = (0..5).chain(15..20).collect();
+    assert_eq!(shown(&world), expected, "{:?}", world.screen());
+    let gap = format!("gap {ROOM} earlier messages were not fetched (0 back-filled)");
+    let screen = world.screen();
+    let gap_at = screen.iter().position(|l| *l == gap);
+    assert!(
+        gap_at.is_some() && gap_at < screen.iter().position(|l| *l == message_line(15)),
+        "{screen:?}"
+    );
 }
 
 #[test]

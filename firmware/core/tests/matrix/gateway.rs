@@ -84,6 +84,9 @@ pub(crate) struct Homeserver {
     pub messages_requests: Vec<Vec<String>>,
     /// `/messages` is answered 5.03 this many times before it is served.
     pub failing_messages: u32,
+    /// `/messages` walking back (`dir=b`) is refused (4.03), as for a room whose history the
+    /// token may not read.
+    pub history_hidden: bool,
 }
 
 pub(crate) struct FakeGateway {
@@ -583,15 +586,19 @@ impl Homeserver {
                 .find_map(|q| q.strip_prefix(name)?.strip_prefix('='))
                 .map(str::to_string)
         };
+        // A position of a sync the test did not place in the history stands after all of it.
         let position = |token: &str| {
             self.positions.get(token).copied().unwrap_or_else(|| {
                 token
                     .strip_prefix('t')
                     .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("an unknown position {token}"))
+                    .unwrap_or(self.history.len())
             })
         };
         let backwards = value("dir").as_deref() == Some("b");
+        if backwards && self.history_hidden {
+            return (Code::new(4, 3), json!({"errcode": "M_FORBIDDEN"}));
+        }
         let len = self.history.len();
         let from = value("from").map_or(if backwards { len } else { 0 }, |t| position(&t));
         let to = value("to").map(|t| position(&t));
