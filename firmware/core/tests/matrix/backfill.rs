@@ -44,6 +44,30 @@ pub(crate) fn shows_in_order(world: &mut World, expected: &[usize]) {
     );
 }
 
+/// Runs `world` until the token showed message `last`, and a while longer; fails unless it
+/// showed exactly `expected`, in that order, after the notice that earlier messages were not
+/// fetched (`back_filled` of them were), which comes before message `expected[after]`.
+fn shows_after_notice(world: &mut World, expected: &[usize], after: usize, back_filled: usize) {
+    let last = *expected.last().unwrap();
+    assert!(
+        world.run_until(60_000, |w| w.saw(&message_line(last))),
+        "{:?}",
+        world.screen()
+    );
+    world.run_for(5_000);
+    assert_eq!(shown(world), expected, "{:?}", world.screen());
+    let gap = format!("gap {ROOM} earlier messages were not fetched ({back_filled} back-filled)");
+    let screen = world.screen();
+    let gap_at = screen.iter().position(|l| *l == gap);
+    let first = screen
+        .iter()
+        .position(|l| *l == message_line(expected[after]));
+    assert!(
+        gap_at.is_some() && gap_at < first,
+        "the notice before what was fetched: {screen:?}"
+    );
+}
+
 /// A sync of the room that holds `history` from `from` on, the events before left out.
 pub(crate) fn limited_sync(history: &[Value], from: usize) -> Value {
     json!({"rooms": {"join": {ROOM: {"timeline": {
@@ -96,26 +120,12 @@ fn a_gap_larger_than_the_bound_shows_a_notice_with_the_count() {
     let mut world = following(81, 5, 60);
     let sync = limited_sync(&world.gw.hs.history, 55);
     world.push_sync(sync);
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line(59))),
-        "{:?}",
-        world.screen()
-    );
-    world.run_for(5_000);
     // Four pages of five back from the gap's end: messages 35 to 54, then the sync's own.
     let fetched = (jeton_core::matrix::BACKFILL_PAGES as usize)
         * (jeton_core::matrix::BACKFILL_PAGE_EVENTS as usize);
     assert_eq!(fetched, 20);
     let expected: Vec<usize> = (0..5).chain(35..60).collect();
-    assert_eq!(shown(&world), expected, "{:?}", world.screen());
-    let gap = format!("gap {ROOM} earlier messages were not fetched (20 back-filled)");
-    let screen = world.screen();
-    let gap_at = screen.iter().position(|l| *l == gap);
-    let first_back_filled = screen.iter().position(|l| *l == message_line(35));
-    assert!(
-        gap_at.is_some() && gap_at < first_back_filled,
-        "the notice before what was fetched: {screen:?}"
-    );
+    shows_after_notice(&mut world, &expected, 5, fetched);
 }
 
 #[test]
@@ -158,21 +168,8 @@ fn a_gap_the_homeserver_will_not_serve_is_announced_and_the_syncs_messages_still
     world.gw.hs.history_hidden = true;
     let sync = limited_sync(&world.gw.hs.history, 15);
     world.push_sync(sync);
-    assert!(
-        world.run_until(60_000, |w| w.saw(&message_line(19))),
-        "{:?}",
-        world.screen()
-    );
-    world.run_for(5_000);
     let expected: Vec<usize> = (0..5).chain(15..20).collect();
-    assert_eq!(shown(&world), expected, "{:?}", world.screen());
-    let gap = format!("gap {ROOM} earlier messages were not fetched (0 back-filled)");
-    let screen = world.screen();
-    let gap_at = screen.iter().position(|l| *l == gap);
-    assert!(
-        gap_at.is_some() && gap_at < screen.iter().position(|l| *l == message_line(15)),
-        "{screen:?}"
-    );
+    shows_after_notice(&mut world, &expected, 5, 0);
 }
 
 #[test]
