@@ -127,10 +127,10 @@
 //!   gateway to the token's capacity; a gateway that does not split gets a catch-up with a
 //!   compact filter. A timeline the homeserver left messages out of (`limited`) is back-filled
 //!   up to [`BACKFILL_PAGES`] pages back, [`MAX_BACKFILLS`] rooms at a time; beyond that the
-//!   person is told ([`UiEvent::Gap`]). A back-filled event whose room key never arrives is
-//!   shown as undecryptable and not fetched again (only one whose key waits in
-//!   `pending_keys` is). More than 16 joined rooms in one sync are skipped together, not
-//!   room by room.
+//!   person is told ([`UiEvent::Gap`]). An event whose room key has not arrived is shown as
+//!   undecryptable, and fetched again once the key comes, for the last [`MAX_RETRY_EVENTS`]
+//!   such events. More than 16 joined rooms in one sync are skipped together, not room by
+//!   room.
 //! - No logout, re-login after the access token was revoked, key backup, cross-signing,
 //!   key requests or forwarded keys; `m.text` is the only message type shown, besides
 //!   encrypted files ([`crate::files`]). The token's own messages echoed by sync are
@@ -363,20 +363,20 @@ mod tests {
         // (pairing material, the EDHOC state during a handshake, the OSCORE context) adds
         // 1,600 B; the sync lane's ring of what it took in recently (dropping what a gateway
         // delivers twice) and its retry state add 104 B, the withheld-key notices 48 B, room for eight events to fetch
-        // again once their key is taken 32 B, two gaps of `limited` timelines being back-filled 448 B. The
+        // again once their key is taken 32 B, two gaps of `limited` timelines being back-filled 656 B. The
         // room keys live on flash with an index of a few bytes per slot in RAM, which brought
         // the state back under the target. The pin holds the state where it is so that growth
         // is a decision; on the device (thumbv7em) the Cortex-M tier enforces the RAM budget
         // that counts (tests/cortex-m/build).
         let plain = core::mem::size_of::<Token<Probe>>();
-        println!("Token state: {plain} B on the plain link (pinned at 29,320 B)");
-        assert!(plain <= 29_320, "the token state takes {plain} B");
+        println!("Token state: {plain} B on the plain link (pinned at 29,528 B)");
+        assert!(plain <= 29_528, "the token state takes {plain} B");
         #[cfg(feature = "link")]
         {
             let size = core::mem::size_of::<Token<Probe, crate::link::ProtectedLink>>();
-            println!("Token state: {size} B on the protected link (pinned at 30,920 B)");
+            println!("Token state: {size} B on the protected link (pinned at 31,128 B)");
             assert!(
-                size <= 30_920,
+                size <= 31_128,
                 "the token state takes {size} B with the link"
             );
         }

@@ -178,7 +178,11 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if let Some(room) = self.rooms.next_join().cloned() {
             return self.start_join(coap, &room);
         }
-        while let Some((slot, event)) = self.pending_keys.next_retry() {
+        let room_keys = &self.room_keys;
+        while let Some((slot, event)) = self
+            .pending_keys
+            .next_retry(|room, session| room_keys.holds(room, session))
+        {
             if let Some(room) = self.rooms.get(slot).map(|r| r.id.clone()) {
                 return self.start_fetch(coap, &room, &event);
             }
