@@ -75,23 +75,28 @@ struct Gap {
 }
 
 impl Gap {
-    fn save<S: Store>(&self, flash: &mut Flash<S>, slot: usize) -> Result<(), TokenError> {
+    /// The gap's numbers as the record keeps them, in one byte string: room slot, room tag,
+    /// walk, pages, page size, `skip_to`, events fetched.
+    fn numbers(&self) -> [u8; 14] {
         let (walk, pages) = match self.walk {
             Walk::Back { pages } => (0, pages),
             Walk::Forward => (1, 0),
         };
+        let [t0, t1, t2, t3] = self.room_tag.to_be_bytes();
+        let [s0, s1, s2, s3] = self.skip_to.to_be_bytes();
+        let [f0, f1] = self.fetched.to_be_bytes();
+        [
+            self.room, t0, t1, t2, t3, walk, pages, self.limit, s0, s1, s2, s3, f0, f1,
+        ]
+    }
+
+    fn save<S: Store>(&self, flash: &mut Flash<S>, slot: usize) -> Result<(), TokenError> {
         flash.put(record::BACKFILL + slot as u16, |e| {
-            e.array(10)?
-                .u8(self.room)?
-                .u32(self.room_tag)?
-                .u8(walk)?
-                .u8(pages)?
-                .u8(self.limit)?
+            e.array(4)?
+                .bytes(&self.numbers())?
                 .str(&self.from)?
                 .str(&self.top)?
-                .str(&self.to)?
-                .u32(self.skip_to)?
-                .u16(self.fetched)
+                .str(&self.to)
                 .map(drop)
         })
     }
@@ -102,24 +107,42 @@ impl Gap {
             return Ok(None);
         };
         let d = &mut Decoder::new(meta);
-        let bad = corrupt(id);
-        d.array().map_err(&bad)?;
-        let room = d.u8().map_err(&bad)?;
-        let room_tag = d.u32().map_err(&bad)?;
-        let walk = match (d.u8().map_err(&bad)?, d.u8().map_err(&bad)?) {
-            (0, pages) => Walk::Back { pages },
-            _ => Walk::Forward,
-        };
+        d.array().map_err(corrupt(id))?;
+        let numbers: [u8; 14] = d
+            .bytes()
+            .map_err(corrupt(id))?
+            .try_into()
+            .map_err(|_| TokenError::CorruptRecord(id))?;
+        let [
+            room,
+            t0,
+            t1,
+            t2,
+            t3,
+            walk,
+            pages,
+            limit,
+            s0,
+            s1,
+            s2,
+            s3,
+            f0,
+            f1,
+        ] = numbers;
         Ok(Some(Gap {
             room,
-            room_tag,
-            walk,
-            limit: d.u8().map_err(&bad)?.clamp(1, BACKFILL_PAGE_EVENTS),
+            room_tag: u32::from_be_bytes([t0, t1, t2, t3]),
+            walk: if walk == 0 {
+                Walk::Back { pages }
+            } else {
+                Walk::Forward
+            },
+            limit: limit.clamp(1, BACKFILL_PAGE_EVENTS),
             from: text(d, id)?,
             top: text(d, id)?,
             to: text(d, id)?,
-            skip_to: d.u32().map_err(&bad)?,
-            fetched: d.u16().map_err(&bad)?,
+            skip_to: u32::from_be_bytes([s0, s1, s2, s3]),
+            fetched: u16::from_be_bytes([f0, f1]),
             failures: 0,
         }))
     }
