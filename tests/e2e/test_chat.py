@@ -129,3 +129,53 @@ async def _late_member(synapse, gateway, tokens, tmp_path):
         for peer in (nio, carol):
             if peer:
                 await peer.close()
+
+
+def test_a_token_back_on_shows_what_it_missed_in_order_or_says_what_it_did_not_fetch(synapse, gateway, tokens,
+                                                                                    tmp_path):
+    asyncio.run(_missed_while_off(synapse, gateway, tokens, tmp_path))
+
+
+async def _missed_while_off(synapse, gateway, tokens, tmp_path):
+    # The token's sync filter holds 10 events of a room's timeline; more written while it was off
+    # make its next sync `limited`, and it fetches the rest from /messages (20 events back at most).
+    nio = None
+    try:
+        alice, one, two, tok1, tok2, nio, room = await setup_room(synapse, gateway, tokens, tmp_path)
+        await nio.send_text(room, "before the cut")
+        await tok1.expect(f"message {room} {alice[0]} ")
+
+        async def off_while_alice_writes(bodies):
+            tok1.kill()
+            for body in bodies:
+                await nio.send_text(room, body)
+            mark = tok1.mark()
+            tok1.start()
+            def shown():
+                lines = tok1.find(f"message {room} {alice[0]} ", since=mark)
+                return [" ".join(line.split(" ", 5)[4:]) for line in lines]
+
+            for _ in range(900):
+                if f"e2e {bodies[-1]}" in shown():
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(3)  # time for a late duplicate to show up
+            return mark, shown()
+
+        missed = [f"while off {i:02d}" for i in range(15)]
+        mark, shown = await off_while_alice_writes(missed)
+        assert shown == [f"e2e {body}" for body in missed]
+        assert tok1.find("gap ", since=mark) == [] and tok1.find("undecryptable", since=mark) == []
+
+        # More than the token fetches: it says so, then shows the newest 30 in order.
+        missed = [f"long off {i:02d}" for i in range(40)]
+        mark, shown = await off_while_alice_writes(missed)
+        assert shown == [f"e2e {body}" for body in missed[10:]]
+        gap = tok1.find(f"gap {room} ", since=mark)
+        assert gap == [f"gap {room} earlier messages were not fetched (20 back-filled)"]
+        [first] = [i for i, line in enumerate(tok1.lines) if i >= mark and line.endswith(" e2e long off 10")]
+        assert tok1.lines.index(gap[0], mark) < first
+        assert tok1.find("undecryptable", since=mark) == []
+    finally:
+        if nio:
+            await nio.close()

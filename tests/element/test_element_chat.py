@@ -57,7 +57,6 @@ def test_messages_both_ways_right_after_the_token_joins(synapse, gateway, tokens
         relay.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: a limited timeline is not back-filled from prev_batch")
 def test_a_burst_sent_before_the_join_all_shows(synapse, gateway, tokens, element):
     # alice writes while the token's person has not accepted the invite yet: Element shares the
     # room key with invited devices, and the token's join brings all of it at once (its /sync

@@ -59,6 +59,8 @@ pub mod record {
     /// Room keys waiting for their room, sender or device (pickled with the storage key):
     /// `PENDING + i`.
     pub const PENDING: RecordId = 0x0600;
+    /// Gaps being back-filled ([`crate::matrix`]'s `backfill`): `BACKFILL + i`.
+    pub const BACKFILL: RecordId = 0x0700;
     /// The link's OSCORE security context and its sequence number high-water mark
     /// ([`crate::link`]).
     pub const LINK: RecordId = 0x0010;

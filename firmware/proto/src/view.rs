@@ -764,16 +764,34 @@ impl<'a> Room<'a> {
 
     /// `timeline.limited`: whether the server left events out (a gap).
     pub fn timeline_limited(&self) -> Result<bool, ViewError> {
-        let Some(timeline) = self.0.optional_map("timeline")? else {
-            return Ok(false);
-        };
-        match timeline.located("limited")? {
+        match self.timeline_member("limited")? {
             None => Ok(false),
             Some(Located {
                 value: Value::Bool(limited),
                 ..
             }) => Ok(limited),
             Some(other) => Err(other.wrong()),
+        }
+    }
+
+    /// `timeline.prev_batch`: the position before the timeline's first event, from which the
+    /// events a `limited` timeline left out are fetched (`GET /rooms/{roomId}/messages`).
+    pub fn timeline_prev_batch(&self) -> Result<Option<&'a str>, ViewError> {
+        match self.timeline_member("prev_batch")? {
+            None => Ok(None),
+            Some(Located {
+                value: Value::Text(position),
+                ..
+            }) => Ok(Some(position)),
+            Some(other) => Err(other.wrong()),
+        }
+    }
+
+    /// Member `name` of `timeline`, if both are there.
+    fn timeline_member(&self, name: &str) -> Result<Option<Located<'a>>, ViewError> {
+        match self.0.optional_map("timeline")? {
+            Some(timeline) => timeline.located(name),
+            None => Ok(None),
         }
     }
 }
@@ -1116,6 +1134,10 @@ mod tests {
             let room_id = room_id.as_text(&mut room_text);
             let room_json = &json["rooms"]["join"][room_id];
             assert!(!room.timeline_limited().unwrap());
+            assert_eq!(
+                room.timeline_prev_batch().unwrap(),
+                room_json["timeline"]["prev_batch"].as_str()
+            );
             let timeline: Vec<_> = room
                 .timeline_events()
                 .unwrap()

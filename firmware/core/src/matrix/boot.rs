@@ -276,6 +276,7 @@ impl<P: Platform, L: Link> Token<P, L> {
                     login: _,
                     sync: _,
                     operation: _,
+                    backfill: _,
                     rooms:
                         Rooms {
                             invites: _,
@@ -343,6 +344,7 @@ impl<P: Platform, L: Link> Token<P, L> {
             addr_of_mut!((*core).login).write(None);
             addr_of_mut!((*core).sync).write(SyncLane::new());
             addr_of_mut!((*core).operation).write(OperationLane::new());
+            addr_of_mut!((*core).backfill).write(Backfills::new());
             // The large tables one element at a time (see `write_each`).
             let rooms = addr_of_mut!((*core).rooms);
             addr_of_mut!((*rooms).invites).write(Vec::new());
@@ -396,6 +398,7 @@ impl<P: Platform, L: Link> Token<P, L> {
         core.pending_keys.load(flash)?;
         core.sessions.load(flash)?;
         core.outbox.load(flash)?;
+        core.backfill.load(flash)?;
         Ok(())
     }
 }

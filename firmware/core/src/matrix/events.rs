@@ -275,11 +275,14 @@ pub enum UiEvent<'a> {
         /// Its size in bytes, as the gateway encoded it.
         size: u64,
     },
-    /// The homeserver left messages of a room out of a sync (a `limited` timeline): earlier
-    /// messages were not fetched, and the token does not show them.
+    /// The homeserver left messages of a room out of a sync (a `limited` timeline) and the
+    /// token could not fetch them all: messages before the ones it back-filled were not
+    /// fetched, and the token does not show them.
     Gap {
         /// The room.
         room_id: &'a str,
+        /// The earlier events the token did fetch, shown after this notice.
+        fetched: u16,
     },
     /// A call rings; `decline` answers it ([`Token::decline`](super::Token::decline)).
     CallIncoming {
@@ -473,9 +476,10 @@ fn sync_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             },
             or_dash(event_id)
         ),
-        UiEvent::Gap { room_id } => {
-            write!(f, "gap {room_id} earlier messages were not fetched")
-        }
+        UiEvent::Gap { room_id, fetched } => write!(
+            f,
+            "gap {room_id} earlier messages were not fetched ({fetched} back-filled)"
+        ),
         _ => Ok(()),
     }
 }
@@ -729,8 +733,11 @@ mod event_line_tests {
             "skipped state !r:s @ninth:s $m9 (the limit of members per room is reached)"
         );
         assert_eq!(
-            line(UiEvent::Gap { room_id: "!r:s" }),
-            "gap !r:s earlier messages were not fetched"
+            line(UiEvent::Gap {
+                room_id: "!r:s",
+                fetched: 20
+            }),
+            "gap !r:s earlier messages were not fetched (20 back-filled)"
         );
     }
 

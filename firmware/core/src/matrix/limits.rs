@@ -44,6 +44,16 @@ pub const MEMBER_DEVICE_WAIT_SYNCS: u8 = 16;
 /// room for a burst of messages that arrives with the key, before the sender's devices are
 /// known.
 pub const MAX_RETRY_EVENTS: usize = 8;
+/// Gaps of `limited` timelines back-filled at once (one per room at most).
+pub const MAX_BACKFILLS: usize = 2;
+/// Events asked for per `/messages` page of a back-fill; a page too large for the response
+/// buffer is asked for again with half as many.
+pub const BACKFILL_PAGE_EVENTS: u8 = 5;
+/// Pages a back-fill walks back into a gap: at most this many times
+/// [`BACKFILL_PAGE_EVENTS`] earlier events are fetched, and the person is told of the rest.
+pub const BACKFILL_PAGES: u8 = 4;
+/// Back-fill requests that may fail in a row before the gap is given up (and the person told).
+pub const BACKFILL_FAILURES: u8 = 5;
 /// Message indexes above an inbound session's low-water mark tracked one by one; an index
 /// under the mark is refused as a replay. Larger than the spec's 100 messages per session, so
 /// that a session within the spec's rotation never loses an index to the mark.

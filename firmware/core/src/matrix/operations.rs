@@ -39,6 +39,10 @@ pub(super) enum Operation {
     },
     Join,
     FetchEvent,
+    /// A page of the gap in back-fill slot `gap`.
+    Backfill {
+        gap: u8,
+    },
     /// An `m.key.verification.*` to-device message (`stray`: a cancel for an unknown
     /// transaction).
     Verification {
@@ -174,12 +178,19 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if let Some(room) = self.rooms.next_join().cloned() {
             return self.start_join(coap, &room);
         }
-        while let Some((slot, event)) = self.pending_keys.next_retry() {
+        let room_keys = &self.room_keys;
+        while let Some((slot, event)) = self
+            .pending_keys
+            .next_retry(|room, session| room_keys.holds(room, session))
+        {
             if let Some(room) = self.rooms.get(slot).map(|r| r.id.clone()) {
                 return self.start_fetch(coap, &room, &event);
             }
         }
         self.plan_send(coap, now)?;
+        if self.operation.is_idle() {
+            self.plan_backfill(coap)?;
+        }
         if self.operation.is_idle() {
             self.plan_transfer(coap)?;
         }
@@ -244,6 +255,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return;
         };
         self.operation.backoff_until = Some(now.plus_millis(BACKOFF_MS));
+        if let Operation::Backfill { gap } = operation {
+            // A page too large is asked for again, smaller, at once; the person is told only
+            // if the gap is given up.
+            let too_large = error == ExchangeError::ResponseTooLarge;
+            if too_large {
+                self.operation.backoff_until = None;
+            } else {
+                self.error(TokenError::Exchange(error));
+            }
+            if let Err(error) = self.on_backfill_failed(gap, too_large) {
+                self.error(error);
+            }
+            return;
+        }
         self.error(TokenError::Exchange(error));
         if let Operation::FileBlock { .. } | Operation::FileDownload = operation {
             self.on_transfer_failed(None);
@@ -312,6 +337,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::MediaConfig if code.class() == 4 && code_number(code) != 429 => {
                 self.transfer.no_media_config();
             }
+            // The homeserver will not serve this gap (a position it does not know, a room it
+            // does not let the token read): the person is told.
+            Operation::Backfill { gap }
+                if code.class() == 4 && !matches!(code_number(code), 401 | 429) =>
+            {
+                if let Err(error) = self.give_up_gap(usize::from(gap)) {
+                    self.error(error);
+                }
+            }
+            Operation::Backfill { gap } => {
+                if let Err(error) = self.on_backfill_failed(gap, false) {
+                    self.error(error);
+                }
+            }
             _ => self.error(error),
         }
     }
@@ -339,6 +378,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Operation::Send { slot } => self.on_sent(body, slot),
             Operation::Join => self.on_joined(),
             Operation::FetchEvent => self.on_fetched_event(body, now),
+            Operation::Backfill { gap } => self.on_backfill_page(gap, body, now),
             Operation::Verification { stray } => {
                 self.on_verification_sent(stray);
                 Ok(())

@@ -20,7 +20,8 @@
 //! the oldest waiting key of a non-member go first, a member's only for another member's
 //! ([`RejectionReason::Crowded`]). An event encrypted with a waiting key is shown as
 //! [`UndecryptableReason::AwaitingKey`] and fetched again once the key is taken (not when it
-//! is refused: the event stays unreadable).
+//! is refused: the event stays unreadable); so is one whose key has not arrived at all
+//! ([`UndecryptableReason::UnknownSession`]), if the key comes later.
 //!
 //! Where this goes next: issue 13's `m.room_key.withheld` arrives here too.
 
@@ -217,9 +218,9 @@ impl WaitingKey {
 pub(super) struct PendingKeys {
     pub(super) clock: u32,
     pub(super) waiting: [Option<Waiting>; MAX_PENDING_ROOM_KEYS],
-    /// Encrypted events whose key waits, by room slot, with the start of the session id:
-    /// fetched again once it is decided. A room is named by its slot, not its id, so that a
-    /// burst of messages arriving with a join fits.
+    /// Encrypted events whose key waits or has not arrived, by room slot, with the start of
+    /// the session id: fetched again once the key is taken. A room is named by its slot, not
+    /// its id, so that a burst of messages arriving with a join fits.
     pub(super) retry: Vec<(u8, EventId, [u8; 8]), MAX_RETRY_EVENTS>,
 }
 
@@ -268,11 +269,26 @@ impl PendingKeys {
     }
 
     /// Event `event_id` of the room in slot `room` is fetched again once the key of
-    /// `session_id` is decided.
+    /// `session_id` is taken. When the list is full, the oldest event whose key has not
+    /// arrived (none waits for it) makes way.
     pub(super) fn retry_later(&mut self, room: usize, event_id: &str, session_id: &[u8; 32]) {
-        if let (Ok(room), Ok(event)) = (u8::try_from(room), bounded(event_id)) {
-            let _ = self.retry.push((room, event, id_prefix(session_id)));
+        let (Ok(room), Ok(event)) = (u8::try_from(room), bounded(event_id)) else {
+            return;
+        };
+        if self.retry.iter().any(|(_, id, _)| *id == event) {
+            return;
         }
+        if self.retry.is_full() {
+            let waiting = &self.waiting;
+            let unannounced = self
+                .retry
+                .iter()
+                .position(|(_, _, s)| !waiting.iter().flatten().any(|w| w.session == *s));
+            if let Some(at) = unannounced {
+                self.retry.remove(at);
+            }
+        }
+        let _ = self.retry.push((room, event, id_prefix(session_id)));
     }
 
     /// The room in slot `room` is gone: its events are not fetched again.
@@ -287,13 +303,16 @@ impl PendingKeys {
             .retain(|(_, _, waiting_for)| *waiting_for != session);
     }
 
-    /// The next event to fetch again whose key is no longer waiting, with its room's slot.
-    pub(super) fn next_retry(&mut self) -> Option<(usize, EventId)> {
+    /// The next event to fetch again whose key was taken (`held` says whether a room slot
+    /// holds a session), with its room's slot.
+    pub(super) fn next_retry(
+        &mut self,
+        held: impl Fn(u8, [u8; 8]) -> bool,
+    ) -> Option<(usize, EventId)> {
         let waiting = &self.waiting;
-        let at = self
-            .retry
-            .iter()
-            .position(|(_, _, session)| !waiting.iter().flatten().any(|w| w.session == *session))?;
+        let at = self.retry.iter().position(|(room, _, session)| {
+            !waiting.iter().flatten().any(|w| w.session == *session) && held(*room, *session)
+        })?;
         let (room, event, _) = self.retry.remove(at);
         Some((usize::from(room), event))
     }

@@ -416,6 +416,14 @@ impl RoomKeys {
             .map(|(slot, _)| slot)
     }
 
+    /// Whether a session of room slot `room` whose id starts with `prefix` is held.
+    pub(super) fn holds(&self, room: u8, prefix: [u8; 8]) -> bool {
+        self.entries
+            .iter()
+            .flatten()
+            .any(|e| e.room == room && e.session == prefix)
+    }
+
     /// Whether the session in `slot` is in use: the newest of its room and sender.
     fn in_use(&self, slot: usize) -> bool {
         let Some(Some(entry)) = self.entries.get(slot) else {
@@ -642,8 +650,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     }
 
     /// Decrypts Megolm event `event_id` of `sender` in `room_id` (`content`) into `work`, with
-    /// the session it names that `sender` sent: refused when there is none (or its key waits:
-    /// then the event is fetched again later), when the session is only another sender's, or
+    /// the session it names that `sender` sent: refused when there is none (the event is
+    /// fetched again if its key comes or, waiting, is taken), when the session is only another sender's, or
     /// when the index is a replay. A new index is on flash before the message is shown. Out of
     /// line: the decryption's stack is not under the showing's.
     #[inline(never)]
@@ -691,10 +699,17 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             // sessions).
             return Ok(Megolm::Ignored);
         }
-        refused(self.room_keys.withheld(sender, &session_id).map_or(
-            UndecryptableReason::UnknownSession,
-            UndecryptableReason::Withheld,
-        ))
+        match self.room_keys.withheld(sender, &session_id) {
+            Some(code) => refused(UndecryptableReason::Withheld(code)),
+            None => {
+                // The key may still come (a to-device message can arrive after the event):
+                // the event is fetched again if it does.
+                if let Some(room) = room {
+                    self.pending_keys.retry_later(room, event_id, &session_id);
+                }
+                refused(UndecryptableReason::UnknownSession)
+            }
+        }
     }
 
     /// Decrypts with the session in `slot` if `sender` sent it (`None` if not).

@@ -551,9 +551,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.item(Item::event("state", room_id, &event, id), applied)?;
             }
         }
-        // The sync of the token's own join: the history before it is no gap.
-        if !new && !own_join {
-            let gap = self.note_gap(room_id, room);
+        // In the sync of the token's own join the gap reaches back to its arrival.
+        {
+            let gap = self.note_gap(slot, room_id, room, new || own_join);
             self.item(
                 Item {
                     room_id,
@@ -680,6 +680,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             Outbound::remove(&mut self.env.flash, slot)?;
             self.room_keys.forget_room(&mut self.env.flash, slot)?;
             self.pending_keys.forget_room(slot);
+            self.forget_gaps_of(slot)?;
             self.env.flash.remove(record::ROOMS + slot as u16)?;
             if let Some(room) = self.rooms.slots.get_mut(slot).and_then(Option::take) {
                 self.env.ui.event(&UiEvent::Left { room_id: &room.id });

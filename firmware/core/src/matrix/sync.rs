@@ -19,9 +19,8 @@
 //! A sync is taken in item by item, in [`Core::apply_sync`]'s order: rooms and their state,
 //! device lists and key counts first ([`super::rooms`], [`super::devices`],
 //! [`super::account`]), then to-device messages (room keys over Olm, verification), then
-//! timelines ([`super::timeline`]). A `limited` timeline of a room the token already followed
-//! (other than the sync of its own join) is a gap: the homeserver left messages out, and the
-//! person is told with [`UiEvent::Gap`]. An
+//! timelines ([`super::timeline`]). A `limited` timeline after the first sync is a gap: the
+//! homeserver left messages out, and [`super::backfill`] fetches them. An
 //! item that cannot be taken in (malformed, over a capacity) is skipped with
 //! [`UiEvent::Skipped`] and the rest is taken in; only a failing store stops a sync, which is
 //! then neither confirmed nor acknowledged. An item taken in recently (a gateway that restarted
@@ -206,8 +205,13 @@ impl SyncLane {
     }
 
     /// Whether the token has synced before: a gap in a timeline is then one it missed.
-    fn has_synced(&self) -> bool {
+    pub(super) fn has_synced(&self) -> bool {
         !self.since.is_empty()
+    }
+
+    /// `next_batch` of the last sync taken in (empty at the start of the stream).
+    pub(super) fn since(&self) -> &str {
+        &self.since
     }
 
     /// The gateway lost its state for this peer: the observation goes again at once.
@@ -767,15 +771,19 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         ]))
     }
 
-    /// The timeline of joined room `room_id` in a sync, shown event by event.
+    /// The timeline of joined room `room_id` in a sync, shown event by event, unless the
+    /// room's gap is being filled: the back-fill shows it then, after the earlier events.
     fn take_timeline(
         &mut self,
         room_id: &str,
         room: &Room<'_>,
         now: Instant,
     ) -> Result<(), TokenError> {
-        if self.room_slot(room_id).is_none() {
+        let Some(slot) = self.room_slot(room_id) else {
             // Not in the table (it was full: reported with the room's state).
+            return Ok(());
+        };
+        if self.backfill.defers(slot) {
             return Ok(());
         }
         let events = events_of(Some(room.0), "timeline");
@@ -807,7 +815,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// An event of room `room_id`: a stub is shown, a duplicate skipped, the rest shown
     /// ([`super::timeline`]).
-    fn take_timeline_event(
+    pub(super) fn take_timeline_event(
         &mut self,
         room_id: &str,
         event: &Event<'_>,
@@ -857,15 +865,5 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             event_id,
             size,
         });
-    }
-
-    /// The timeline of room `room_id`, which the token followed before this sync: if the
-    /// homeserver left messages out of it (`limited`), the person is told that earlier
-    /// messages were not fetched.
-    pub(super) fn note_gap(&mut self, room_id: &str, room: &Room<'_>) -> Result<(), TokenError> {
-        if self.sync.has_synced() && room.timeline_limited()? {
-            self.env.ui.event(&UiEvent::Gap { room_id });
-        }
-        Ok(())
     }
 }

@@ -7,9 +7,7 @@
 //! An event whose key was pending comes back through `GET /rooms/{roomId}/event/{eventId}`
 //! once the key is decided. The token's own messages echoed by sync are skipped, not shown.
 //! Call events, plain or decrypted, go to [`super::calls`].
-//!
-//! Where this goes next (issue 13): a `limited` timeline back-filled from `prev_batch`
-//! through `/messages`, or the person told how many events were skipped.
+//! Events a `limited` timeline left out come the same way, through [`super::backfill`].
 
 use jeton_proto::TableVersion;
 use jeton_proto::ids::{Id, TEXT_LEN};

@@ -75,6 +75,18 @@ pub(crate) struct Homeserver {
     pub upload_size: Option<u64>,
     /// Media config requests answered.
     pub media_configs: u32,
+    /// The timeline of every room, oldest first, for `/rooms/{room}/messages`: position
+    /// `t{n}` stands after the first `n` events.
+    pub history: Vec<Value>,
+    /// Other positions `/messages` knows (a sync's `next_batch`), as indexes into `history`.
+    pub positions: HashMap<String, usize>,
+    /// The queries of every `/messages` request.
+    pub messages_requests: Vec<Vec<String>>,
+    /// `/messages` is answered 5.03 this many times before it is served.
+    pub failing_messages: u32,
+    /// `/messages` walking back (`dir=b`) is refused (4.03), as for a room whose history the
+    /// token may not read.
+    pub history_hidden: bool,
 }
 
 pub(crate) struct FakeGateway {
@@ -527,6 +539,9 @@ impl FakeGateway {
             } else {
                 (Code::CONTENT, self.sync_body(since, compact))
             }
+        } else if path.first().map(String::as_str) == Some("3E") {
+            let (code, value) = self.hs.messages(&query);
+            (code, json_to_cbor(&value, TableVersion::V2).unwrap())
         } else {
             let request = if body.is_empty() {
                 Value::Null
@@ -557,6 +572,57 @@ impl FakeGateway {
 }
 
 impl Homeserver {
+    /// `GET /rooms/{room}/messages` over [`Homeserver::history`], as Synapse answers it: a
+    /// page toward `to` (or the timeline's end), with `end` unless the page is empty.
+    pub(crate) fn messages(&mut self, query: &[String]) -> (Code, Value) {
+        self.messages_requests.push(query.to_vec());
+        if self.failing_messages > 0 {
+            self.failing_messages -= 1;
+            return (Code::new(5, 3), json!({"errcode": "M_UNKNOWN"}));
+        }
+        let value = |name: &str| {
+            query
+                .iter()
+                .find_map(|q| q.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        // A position of a sync the test did not place in the history stands after all of it.
+        let position = |token: &str| {
+            self.positions.get(token).copied().unwrap_or_else(|| {
+                token
+                    .strip_prefix('t')
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(self.history.len())
+            })
+        };
+        let backwards = value("dir").as_deref() == Some("b");
+        if backwards && self.history_hidden {
+            return (Code::new(4, 3), json!({"errcode": "M_FORBIDDEN"}));
+        }
+        let len = self.history.len();
+        let from = value("from").map_or(if backwards { len } else { 0 }, |t| position(&t));
+        let to = value("to").map(|t| position(&t));
+        let limit: usize = value("limit").map_or(10, |l| l.parse().unwrap());
+        let (chunk, end): (Vec<Value>, usize) = if backwards {
+            let lower = to.unwrap_or(0).max(from.saturating_sub(limit)).min(from);
+            (
+                self.history[lower..from].iter().rev().cloned().collect(),
+                lower,
+            )
+        } else {
+            let upper = to.unwrap_or(len).min(from + limit).max(from);
+            (self.history[from..upper].to_vec(), upper)
+        };
+        if chunk.is_empty() {
+            return (Code::CONTENT, json!({"chunk": [], "start": value("from")}));
+        }
+        let start = value("from").unwrap_or_default();
+        (
+            Code::CONTENT,
+            json!({"chunk": chunk, "start": start, "end": format!("t{end}")}),
+        )
+    }
+
     /// The sync answer at `position` (batch `i` carries `next_batch` `s{i+1}`); `compact`
     /// keeps the last event of each timeline, as a lazy filter would.
     pub(crate) fn sync_batch(&self, position: usize, compact: bool) -> Value {

@@ -4,6 +4,7 @@
 //! `real_gateway.rs` puts jeton-gateway's own transport and link in the fake's place.
 //! Deterministic: a seeded RNG, a virtual clock, no sockets.
 
+mod backfill;
 mod calls;
 mod cortex_m_fixture;
 mod files;
@@ -1461,6 +1462,32 @@ fn a_room_key_from_a_device_not_yet_known_waits_for_its_keys_then_the_message_is
 }
 
 #[test]
+fn a_message_whose_room_key_arrives_after_it_is_fetched_again_and_shown() {
+    let (mut world, mut peer) = room_with_peer(32);
+    let device = world.token_device();
+    let payload = peer.room_key_payload(&world.gw.hs, &device);
+    // The event comes first (a to-device message can come in a later sync than the event).
+    let mut event = peer.megolm_event("$before-key", "the key comes next");
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [event.clone()]}}}}}));
+    assert!(
+        world.run_until(60_000, |w| w
+            .saw("undecryptable $before-key UnknownSession")),
+        "{:?}",
+        world.screen()
+    );
+    event["room_id"] = json!(ROOM);
+    world.gw.hs.events.insert("$before-key".into(), event);
+    let to_device = peer.olm_event(&mut world.gw.hs, &device, &payload);
+    world.push_sync(json!({"to_device": {"events": [to_device]}}));
+    let line = format!("message {ROOM} {PEER} encrypted the key comes next");
+    assert!(
+        world.run_until(60_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+}
+
+#[test]
 fn a_device_whose_self_signature_does_not_verify_is_rejected() {
     let mut world = World::logged_in(31);
     let mut peer = Peer::new(PEER, PEER_DEVICE);
@@ -1866,6 +1893,8 @@ fn a_sync_larger_than_the_response_buffer_is_caught_up_with_a_compact_filter() {
         json!({"type": "m.room.message", "sender": PEER, "event_id": "$newest",
         "content": {"msgtype": "m.text", "body": "the newest"}}),
     );
+    // What the compact sync leaves out, the token fetches from the room's history.
+    world.gw.hs.history = events.clone();
     world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": events}}}}}));
     let newest = format!("message {ROOM} {PEER} unencrypted the newest");
     assert!(
@@ -1874,10 +1903,15 @@ fn a_sync_larger_than_the_response_buffer_is_caught_up_with_a_compact_filter() {
         world.screen()
     );
     assert!(world.saw("error Exchange(ResponseTooLarge)"));
+    for n in 0..12 {
+        let line = format!("message {ROOM} {PEER} unencrypted {n} {long}");
+        assert!(world.saw(&line), "message {n}: {:?}", world.screen());
+    }
     // Syncing goes on as before.
-    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [
-        {"type": "m.room.message", "sender": PEER, "event_id": "$later", "content": {"msgtype": "m.text", "body": "later"}},
-    ]}}}}}));
+    let later = json!({"type": "m.room.message", "sender": PEER, "event_id": "$later",
+        "content": {"msgtype": "m.text", "body": "later"}});
+    world.gw.hs.history.push(later.clone());
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [later]}}}}}));
     let later = format!("message {ROOM} {PEER} unencrypted later");
     assert!(
         world.run_until(600_000, |w| w.saw(&later)),

@@ -220,7 +220,11 @@ impl RealGateway {
             return Some(sync_answer(&gw.hs, position));
         }
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let (code, value) = gw.hs.answer(&segments, body);
+        let (code, value) = if segments.first() == Some(&"3E") {
+            gw.hs.messages(&query)
+        } else {
+            gw.hs.answer(&segments, body)
+        };
         let status = u16::from(code.class()) * 100 + u16::from(code.detail());
         let status = if status / 100 == 2 { 200 } else { status };
         Some(json_response(status, &value))
@@ -622,5 +626,28 @@ fn a_send_behind_a_slow_registration_after_a_restart_is_delivered() {
     assert_eq!(
         homeserver_sends(&world, &mut peer),
         ["Before the restart", "After the restart"]
+    );
+}
+
+#[test]
+fn through_the_real_gateway_a_limited_timeline_is_back_filled_in_order() {
+    let mut world = real_world(48);
+    world.log_in();
+    super::backfill::follow(&mut world, 5, 20);
+    let sync = super::backfill::limited_sync(&world.gw.hs.history, 15);
+    world.push_sync(sync);
+    super::backfill::shows_in_order(&mut world, &(0..20).collect::<Vec<_>>());
+    // The gateway asked the homeserver's /messages with the token's queries.
+    let pages = forwarded_to(&world, "/messages?");
+    assert!(
+        pages
+            .iter()
+            .any(|f| f.1.contains("dir=b") && f.1.contains("from=t15")),
+        "{pages:?}"
+    );
+    assert!(
+        !world.screen().iter().any(|l| l.starts_with("error")),
+        "{:?}",
+        world.screen()
     );
 }

@@ -38,6 +38,8 @@ pub const SEND_ENCRYPTED: &str =
 pub const JOIN: &str = enum_of("/_matrix/client/v3/rooms/{roomId}/join");
 /// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`.
 pub const ROOM_EVENT: &str = enum_of("/_matrix/client/v3/rooms/{roomId}/event/{eventId}");
+/// `GET /_matrix/client/v3/rooms/{roomId}/messages` (a gap of a `limited` timeline, page by page).
+pub const ROOM_MESSAGES: &str = enum_of("/_matrix/client/v3/rooms/{roomId}/messages");
 /// `POST /_matrix/media/v3/upload`.
 pub const MEDIA_UPLOAD: &str = enum_of("/_matrix/media/v3/upload");
 /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`.
