@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::link::{Inbound, Link};
 use crate::metrics::Metrics;
+use crate::store::{SealingKey, SqliteStore, StoreError};
 use crate::translate::UpstreamOutcome;
 use crate::transport::{Action, ForwardId, Transport};
 use crate::upstream::{Upstream, UpstreamError};
@@ -29,6 +30,8 @@ pub enum ServerError {
     MetricsBind(SocketAddr, std::io::Error),
     /// The homeserver URL or TLS setup is unusable.
     Upstream(UpstreamError),
+    /// The state file (`--state`) cannot be used.
+    State(StoreError),
 }
 
 impl core::fmt::Display for ServerError {
@@ -46,6 +49,7 @@ impl core::fmt::Display for ServerError {
                 "could not listen on {addr} for the metrics endpoint: {e} (give another address with --metrics-listen ADDR, or turn the endpoint off with --metrics-listen off)"
             ),
             Self::Upstream(e) => write!(f, "the homeserver client could not be set up: {e}"),
+            Self::State(e) => write!(f, "the gateway state could not be opened: {e}"),
         }
     }
 }
@@ -95,6 +99,14 @@ pub async fn run_with_reloads(
     let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079)
         .with_sources(config.sources.clone())
         .with_metrics(metrics.clone());
+    if let (Some(path), Some(credentials)) = (&config.state, &config.link) {
+        let key = SealingKey::from_identity(credentials.identity.private_key());
+        let store = SqliteStore::open(path, key).map_err(ServerError::State)?;
+        link = link
+            .with_store(Box::new(store))
+            .map_err(ServerError::State)?;
+        tracing::info!(state = %path.display(), restored = link.context_count(), "OSCORE contexts kept in the state file");
+    }
     let mut core = Transport::new(
         config.limits.clone(),
         metrics.clone(),

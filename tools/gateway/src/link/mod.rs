@@ -27,6 +27,7 @@
 
 mod bindings;
 mod contexts;
+mod durable;
 mod handshake;
 mod memory;
 mod wire;
@@ -43,6 +44,7 @@ use crate::message::{self, code};
 use crate::metrics::{LinkRefusal, Metrics};
 use crate::profile::option::ACCESS_TOKEN;
 use crate::source::Sources;
+use crate::store::StateStore;
 use crate::transport::PeerId;
 use bindings::Bindings;
 use contexts::{Contexts, is_protected, protect_response};
@@ -81,6 +83,8 @@ pub struct Link {
     /// Makes and checks the Echo values a message_1 must carry.
     echo: EchoKey,
     metrics: Metrics,
+    /// Where contexts outlive the process; `None`: in RAM only.
+    store: Option<Box<dyn StateStore>>,
 }
 
 impl core::fmt::Debug for Link {
@@ -115,6 +119,7 @@ impl Link {
             sources: Sources::default(),
             echo: EchoKey::random(Instant::now()),
             metrics: Metrics::default(),
+            store: None,
         }
     }
 
@@ -140,8 +145,16 @@ impl Link {
         };
         credentials.tokens = tokens;
         let listed = &credentials.tokens;
-        self.contexts
-            .revoke(|kid| listed.contains_key(kid), &mut self.bindings)
+        let revoked = self
+            .contexts
+            .revoke(|kid| listed.contains_key(kid), &mut self.bindings);
+        revoked
+            .into_iter()
+            .map(|(id, name)| {
+                durable::forget(&mut self.store, id);
+                name
+            })
+            .collect()
     }
 
     /// OSCORE contexts held (one per paired token that ran EDHOC).
@@ -268,6 +281,7 @@ impl Link {
             // A retransmission: the same protected bytes, not a second encryption.
             return Some((real, protected));
         }
+        durable::reserve_sequence(&mut self.store, id, &mut peer_context.context);
         let protected = protect_response(peer_context, binding, &packet)?;
         self.memory
             .remember_sent(real, mid, fingerprint, protected.clone(), id);

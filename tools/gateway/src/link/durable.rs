@@ -1,0 +1,117 @@
+//! What of the link goes through the gateway's [`StateStore`], and when: a context is stored
+//! when a handshake makes it (with its first block of sender sequence numbers reserved), a
+//! new block is reserved before a number of it is used, the replay high-water mark and a
+//! newly bound access token are stored before a request is acted on, and a revoked token's
+//! context is forgotten. At start, [`Link::with_store`] puts the stored contexts back.
+//! Without a store every step is a no-op and contexts live in RAM only.
+
+use jeton_link::SecurityContext;
+use jeton_link::oscore::SEQUENCE_CHUNK;
+
+use super::Link;
+use super::contexts::PeerContext;
+use crate::store::{StateStore, StoreError, StoredContext};
+
+type Store = Option<Box<dyn StateStore>>;
+
+impl Link {
+    /// Keeps the OSCORE contexts in `store` from now on, and puts back those it holds: their
+    /// tokens go on without a new handshake. A stored context of a token no longer in the
+    /// authorised tokens file is forgotten.
+    pub fn with_store(mut self, mut store: Box<dyn StateStore>) -> Result<Self, StoreError> {
+        for stored in store.contexts()? {
+            let listed = self
+                .credentials
+                .as_ref()
+                .is_some_and(|c| c.tokens.contains_key(&stored.peer_kid));
+            if !listed {
+                tracing::info!(token = %stored.token_name, "stored OSCORE context dropped: its token is no longer authorised");
+                store.forget_context(stored.id)?;
+                continue;
+            }
+            let context = SecurityContext::restore_with_replay_mark(
+                &stored.record,
+                stored.sequence_mark,
+                stored.replay_high_water,
+            )
+            .map_err(|e| StoreError::Database(format!("a stored OSCORE context: {e}")))?;
+            let mut peer_context = PeerContext::new(
+                context,
+                stored.real_peer,
+                stored.token_name,
+                stored.peer_kid,
+            );
+            peer_context.id = stored.id;
+            peer_context.access_token = stored.access_token;
+            self.contexts.restore(&stored.rid, peer_context);
+        }
+        self.metrics.contexts.set(self.contexts.len() as i64);
+        self.store = Some(store);
+        Ok(self)
+    }
+}
+
+/// Stores a context a handshake made, to be numbered `id`, with its first block of sender
+/// sequence numbers reserved.
+pub(super) fn store_new(
+    store: &mut Store,
+    rid: &[u8],
+    peer_context: &mut PeerContext,
+    id: u64,
+) -> Result<(), StoreError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    let mark = peer_context.context.next_sequence() + SEQUENCE_CHUNK;
+    store.put_context(&StoredContext {
+        id,
+        rid: rid.to_vec(),
+        peer_kid: peer_context.peer_kid.clone(),
+        token_name: peer_context.token_name.clone(),
+        real_peer: peer_context.real_peer,
+        record: peer_context.context.to_record(),
+        sequence_mark: mark,
+        replay_high_water: None,
+        access_token: peer_context.access_token.clone(),
+    })?;
+    peer_context.context.sequence_persisted(mark);
+    Ok(())
+}
+
+/// Reserves the next block of sender sequence numbers when the context asks for it. When the
+/// store fails the numbers stay unreserved, and a response that needs one is not sent.
+pub(super) fn reserve_sequence(store: &mut Store, id: u64, context: &mut SecurityContext) {
+    let (Some(store), Some(mark)) = (store, context.sequence_to_persist()) else {
+        return;
+    };
+    match store.reserve_sequence(id, mark) {
+        Ok(()) => context.sequence_persisted(mark),
+        Err(e) => tracing::error!(error = %e, "OSCORE sequence numbers could not be reserved"),
+    }
+}
+
+/// Stores what a verified request changes before it is acted on: the replay high-water mark
+/// (`piv`), and the access token it bound, if any.
+pub(super) fn accept_request(
+    store: &mut Store,
+    id: u64,
+    piv: u64,
+    newly_bound: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    if let Some(access_token) = newly_bound {
+        store.bind_access_token(id, access_token)?;
+    }
+    store.accept_request(id, piv)
+}
+
+/// Forgets a revoked token's context.
+pub(super) fn forget(store: &mut Store, id: u64) {
+    if let Some(store) = store
+        && let Err(e) = store.forget_context(id)
+    {
+        tracing::error!(error = %e, "a revoked token's OSCORE context could not be forgotten");
+    }
+}
