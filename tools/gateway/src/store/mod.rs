@@ -80,6 +80,8 @@ pub enum StoreError {
     Foreign(String),
     /// The database was written under another gateway identity: its secrets do not open.
     WrongIdentity(String),
+    /// Another process (another gateway) holds the file.
+    InUse(String),
     /// The database could not be read or written.
     Database(String),
 }
@@ -94,6 +96,10 @@ impl core::fmt::Display for StoreError {
             Self::WrongIdentity(why) => write!(
                 f,
                 "{why} was written by a gateway with another identity (--link-identity): its secrets cannot be read (give that identity, or move the file away and let the tokens run EDHOC again)"
+            ),
+            Self::InUse(why) => write!(
+                f,
+                "{why} is in use by another process (another jeton-gateway? each gateway needs its own --state file)"
             ),
             Self::Database(why) => write!(f, "the gateway state database failed: {why}"),
         }

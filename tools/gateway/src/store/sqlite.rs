@@ -57,6 +57,10 @@ impl SqliteStore {
         let name = path.display().to_string();
         let connection =
             Connection::open(path).map_err(|e| StoreError::Database(format!("{name}: {e}")))?;
+        // A gateway restarted by its supervisor may start while the old one still exits.
+        connection
+            .busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(|e| StoreError::Database(format!("{name}: {e}")))?;
         Self::start(connection, key, name)
     }
 
@@ -73,11 +77,13 @@ impl SqliteStore {
             key,
             name,
         };
-        let foreign = |_| StoreError::Foreign(store.name.clone());
         let application_id: i32 = store
             .connection
             .query_row("PRAGMA application_id", [], |row| row.get(0))
-            .map_err(foreign)?;
+            .map_err(|e| match store.failed(e) {
+                StoreError::Database(_) => StoreError::Foreign(store.name.clone()),
+                other => other,
+            })?;
         match application_id {
             APPLICATION_ID => store.check_existing()?,
             0 => store.create()?,
@@ -87,6 +93,7 @@ impl SqliteStore {
             .connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| store.failed(e))?;
+        store.hold_exclusively()?;
         Ok(store)
     }
 
@@ -143,8 +150,25 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Locks the file for this process until it ends (the operating system lets go when it
+    /// dies): two gateways writing one file would reuse each other's context numbers.
+    fn hold_exclusively(&self) -> Result<(), StoreError> {
+        self.connection
+            .pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(|e| self.failed(e))?;
+        self.connection
+            .execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The error in the person's words: a file another process holds, or a failure.
     fn failed(&self, error: rusqlite::Error) -> StoreError {
-        StoreError::Database(format!("{}: {error}", self.name))
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::InUse(self.name.clone())
+            }
+            _ => StoreError::Database(format!("{}: {error}", self.name)),
+        }
     }
 
     /// Runs `write` synced to the disk before it returns (`FULL`), or durable against a crash

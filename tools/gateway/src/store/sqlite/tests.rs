@@ -115,10 +115,15 @@ fn a_foreign_or_damaged_file_or_another_identity_gets_a_sentence() {
     assert!(matches!(error, StoreError::Foreign(_)), "{error:?}");
 
     let ours = dir.join("ours.sqlite3");
-    SqliteStore::open(&ours, key())
-        .unwrap()
-        .put_context(&context(1, b"\x0a"))
-        .unwrap();
+    let mut holder = SqliteStore::open(&ours, key()).unwrap();
+    holder.put_context(&context(1, b"\x0a")).unwrap();
+    let error = SqliteStore::open(&ours, key()).unwrap_err();
+    assert!(matches!(error, StoreError::InUse(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("another jeton-gateway"),
+        "{error}"
+    );
+    drop(holder);
     let error = SqliteStore::open(&ours, SealingKey::from_identity(&[8; 32])).unwrap_err();
     assert!(matches!(error, StoreError::WrongIdentity(_)), "{error:?}");
     assert!(error.to_string().contains("another identity"), "{error}");
