@@ -237,8 +237,9 @@ impl Link {
         let delivered = repack(packet, &message);
         self.bindings.bind(id, packet.get_token(), binding);
         if conflict || echo_required {
-            // Contexts here live in RAM and start with a fresh replay window, so the Echo
-            // case does not arise; both answers go out protected.
+            // A context starts with a fresh replay window, or one restored with its stored
+            // high-water mark (`durable.rs`), so the Echo case does not arise; both answers go
+            // out protected.
             let why: &[u8] = if conflict {
                 b"another access token is bound to this OSCORE context: run EDHOC again"
             } else {

@@ -21,6 +21,7 @@
 //! - `handshake.rs`: EDHOC handshakes waiting for message_3, and their completion.
 //! - `contexts.rs`: the OSCORE contexts and the access token bound to each; protected
 //!   requests in, protected responses out.
+//! - `durable.rs`: what of the contexts goes through the gateway's state store, and when.
 //! - `bindings.rs`: what the responses to each protected request are bound to.
 //! - `memory.rs`: the deduplication memory below OSCORE.
 //! - `wire.rs`: between coap-lite packets and jeton-link messages.
