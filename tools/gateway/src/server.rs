@@ -106,6 +106,11 @@ pub async fn run_with_reloads(
             .with_store(Box::new(store))
             .map_err(ServerError::State)?;
         tracing::info!(state = %path.display(), restored = link.context_count(), "OSCORE contexts kept in the state file");
+        for (peer, datagram) in link.end_restored_observations() {
+            if let Err(e) = socket.send_to(&datagram, peer).await {
+                tracing::debug!(%peer, error = %e, "udp send failed");
+            }
+        }
     }
     let mut core = Transport::new(
         config.limits.clone(),

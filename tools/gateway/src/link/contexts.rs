@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use coap_lite::{CoapOption, Packet};
 use jeton_link::oscore::OSCORE_OPTION;
 use jeton_link::{Freshness, Message, OptionList, OscoreError, OscoreOption, SecurityContext};
+use jeton_proto::coap::option::OBSERVE;
 
 use zeroize::Zeroizing;
 
@@ -232,6 +233,13 @@ impl Link {
                 // Acted on without its mark stored, a replay after a restart could pass.
                 tracing::error!(error = %e, "a protected request was not acted on: the state store failed");
                 return Inbound::Drop;
+            }
+            if message
+                .options
+                .get(OBSERVE)
+                .is_some_and(|v| v.iter().all(|b| *b == 0))
+            {
+                durable::observe(&mut self.store, id, packet.get_token(), piv);
             }
         }
         let delivered = repack(packet, &message);

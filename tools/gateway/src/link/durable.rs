@@ -1,16 +1,25 @@
 //! What of the link goes through the gateway's [`StateStore`], and when: a context is stored
 //! when a handshake makes it (with its first block of sender sequence numbers reserved), a
 //! new block is reserved before a number of it is used, the replay high-water mark and a
-//! newly bound access token are stored before a request is acted on, and a revoked token's
-//! context is forgotten. At start, [`Link::with_store`] puts the stored contexts back.
+//! newly bound access token are stored before a request is acted on, an observation's
+//! registration is recorded, and a revoked token's context is forgotten. At start,
+//! [`Link::with_store`] puts the stored contexts back, and
+//! [`Link::end_restored_observations`] ends the observations the transport no longer holds
+//! (RFC 7641 §3.2: a response without Observe), so their tokens register again at once.
 //! Without a store every step is a no-op and contexts live in RAM only.
 
-use jeton_link::SecurityContext;
+use std::net::SocketAddr;
+
+use coap_lite::MessageType;
 use jeton_link::oscore::SEQUENCE_CHUNK;
+use jeton_link::{PartialIv, RequestBinding, SecurityContext};
 
 use super::Link;
+use super::bindings::ResponseBinding;
 use super::contexts::PeerContext;
+use crate::message::{self, code};
 use crate::store::{StateStore, StoreError, StoredContext};
+use crate::transport::PeerId;
 
 type Store = Option<Box<dyn StateStore>>;
 
@@ -43,11 +52,55 @@ impl Link {
             );
             peer_context.id = stored.id;
             peer_context.access_token = stored.access_token;
+            if let Some((coap_token, piv)) = stored.observation {
+                let binding = RequestBinding {
+                    kid: *peer_context.context.recipient_id(),
+                    piv: PartialIv::from_sequence(piv),
+                };
+                // Its first answer went out before the restart: later ones take their own
+                // Partial IV.
+                let binding = ResponseBinding {
+                    binding,
+                    request_nonce_used: true,
+                };
+                self.bindings.bind(stored.id, &coap_token, binding);
+                self.restored_observations.push((stored.id, coap_token));
+            }
             self.contexts.restore(&stored.rid, peer_context);
         }
         self.metrics.contexts.set(self.contexts.len() as i64);
         self.store = Some(store);
         Ok(self)
+    }
+
+    /// The datagrams that end the observations of restored contexts: one NON 5.03 without
+    /// Observe each, protected under the observation's registration. A token that still
+    /// observes registers again at once, from the position it confirmed; one that does not
+    /// drops it.
+    pub fn end_restored_observations(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        let restored = std::mem::take(&mut self.restored_observations);
+        restored
+            .into_iter()
+            .zip(self.own_message_ids())
+            .filter_map(|((id, coap_token), mid)| {
+                let mut packet = message::build(
+                    MessageType::NonConfirmable,
+                    code::SERVICE_UNAVAILABLE,
+                    mid,
+                    &coap_token,
+                );
+                packet.payload = b"the gateway restarted: observe again".to_vec();
+                self.on_send(PeerId::Context(id), message::to_datagram(&packet))
+            })
+            .collect()
+    }
+
+    /// Message ids for messages the link sends of its own, from a random start.
+    fn own_message_ids(&self) -> impl Iterator<Item = u16> + use<> {
+        let mut start = [0u8; 2];
+        let _ = getrandom::fill(&mut start);
+        let start = u16::from_be_bytes(start);
+        (0..=u16::MAX).map(move |n| start.wrapping_add(n))
     }
 }
 
@@ -73,6 +126,7 @@ pub(super) fn store_new(
         sequence_mark: mark,
         replay_high_water: None,
         access_token: peer_context.access_token.clone(),
+        observation: None,
     })?;
     peer_context.context.sequence_persisted(mark);
     Ok(())
@@ -105,6 +159,16 @@ pub(super) fn accept_request(
         store.bind_access_token(id, access_token)?;
     }
     store.accept_request(id, piv)
+}
+
+/// Records an observation's registration (request `piv`, CoAP token `coap_token`). Failing
+/// costs only the prompt re-registration after a restart.
+pub(super) fn observe(store: &mut Store, id: u64, coap_token: &[u8], piv: u64) {
+    if let Some(store) = store
+        && let Err(e) = store.observe(id, coap_token, piv)
+    {
+        tracing::warn!(error = %e, "an observation's registration could not be stored");
+    }
 }
 
 /// Forgets a revoked token's context.

@@ -86,6 +86,8 @@ pub struct Link {
     metrics: Metrics,
     /// Where contexts outlive the process; `None`: in RAM only.
     store: Option<Box<dyn StateStore>>,
+    /// Observations of restored contexts, by context and CoAP token, to be ended.
+    restored_observations: Vec<(u64, Vec<u8>)>,
 }
 
 impl core::fmt::Debug for Link {
@@ -121,6 +123,7 @@ impl Link {
             echo: EchoKey::random(Instant::now()),
             metrics: Metrics::default(),
             store: None,
+            restored_observations: Vec::new(),
         }
     }
 

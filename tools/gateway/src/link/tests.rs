@@ -609,7 +609,7 @@ fn after_a_crash_the_token_goes_on_with_no_handshake_no_nonce_twice_and_no_repla
 
     // An observation: its notifications take the gateway's own Partial IVs, more than one
     // reserved block of them.
-    let (wire, _) = protected_get(
+    let (wire, registration) = protected_get(
         &mut client,
         10,
         b"ob",
@@ -630,9 +630,31 @@ fn after_a_crash_the_token_goes_on_with_no_handshake_no_nonce_twice_and_no_repla
         used.extend(notify(&mut pair.link, context, 0x1000 + mid));
     }
 
-    // SIGKILL: nothing is saved on the way out.
+    // SIGKILL: nothing is saved on the way out (and the file is let go of first).
+    pair.link = Link::new(None, false);
     pair.link = restarted(&pair, &path);
     assert_eq!(pair.link.context_count(), 1, "the context came back");
+
+    // The observation did not: the token is told so under its registration, and registers
+    // again.
+    let [(to, end)] = pair.link.end_restored_observations().try_into().unwrap();
+    assert_eq!(to, peer);
+    used.extend(own_partial_iv(&end));
+    let end = message::parse(&end).unwrap();
+    let outer = Message {
+        code: u8::from(end.header.code),
+        options: options_of(&end).unwrap(),
+        payload: &end.payload,
+    };
+    let mut buf = [0u8; 256];
+    let inner = client
+        .unprotect_response(&registration, &outer, &mut buf)
+        .unwrap();
+    assert_eq!(inner.code, code::SERVICE_UNAVAILABLE);
+    assert!(
+        inner.options.get(6).is_none(),
+        "no Observe: the observation ends"
+    );
 
     // The token's last request again is a replay now, refused before the transport.
     let refused = reply_of(pair.link.on_datagram(peer, &wire, now));
@@ -652,7 +674,7 @@ fn after_a_crash_the_token_goes_on_with_no_handshake_no_nonce_twice_and_no_repla
         used.len(),
         "a Partial IV was used twice: {used:?}"
     );
-    assert_eq!(used.len(), 2 * 99);
+    assert_eq!(used.len(), 2 * 99 + 1);
     assert!(
         used[99] > used[98],
         "numbering resumes above the last reservation"

@@ -4,8 +4,11 @@
 //! Per context: the derived keys and ids ([`ContextRecord`]), the sender sequence number's
 //! reserved upper bound (RFC 8613 appendix B.1.1: stored before any number below it is used,
 //! so no nonce repeats after a crash), the replay window's high-water mark (stored before a
-//! request is acted on, so nothing at or below it is accepted again after a restart), and the
-//! Matrix access token bound to the context. The link ([`crate::link::Link`]) writes through
+//! request is acted on, so nothing at or below it is accepted again after a restart), the
+//! Matrix access token bound to the context, and the registration of the token's /sync
+//! observation (its CoAP token and Partial IV: a restarted gateway, which does not hold the
+//! observation, ends it with one protected notification, and the token registers again at once
+//! from the position it confirmed). The link ([`crate::link::Link`]) writes through
 //! the store at each of these moments and reads everything back at start.
 //!
 //! [`SqliteStore`] is the embedded implementation (one file, or in memory for tests); secrets
@@ -42,6 +45,8 @@ pub struct StoredContext {
     pub replay_high_water: Option<u64>,
     /// The Matrix access token bound to the context.
     pub access_token: Option<Zeroizing<Vec<u8>>>,
+    /// The token's latest observation registration: its CoAP token and Partial IV.
+    pub observation: Option<(Vec<u8>, u64)>,
 }
 
 impl core::fmt::Debug for StoredContext {
@@ -66,6 +71,8 @@ pub trait StateStore: Send {
     fn reserve_sequence(&mut self, id: u64, mark: u64) -> Result<(), StoreError>;
     /// Raises the context's replay high-water mark to `piv` (a request about to be acted on).
     fn accept_request(&mut self, id: u64, piv: u64) -> Result<(), StoreError>;
+    /// Records the context's latest observation registration (CoAP token, Partial IV).
+    fn observe(&mut self, id: u64, coap_token: &[u8], piv: u64) -> Result<(), StoreError>;
     /// Binds the access token to the context.
     fn bind_access_token(&mut self, id: u64, access_token: &[u8]) -> Result<(), StoreError>;
     /// Forgets a context (its token was revoked).

@@ -32,7 +32,9 @@ const SCHEMA: &str = "
         record BLOB NOT NULL,
         sequence_mark INTEGER NOT NULL,
         replay_high_water INTEGER,
-        access_token BLOB
+        access_token BLOB,
+        observation_token BLOB,
+        observation_piv INTEGER
     );";
 
 /// The embedded store.
@@ -228,6 +230,10 @@ impl SqliteStore {
             sequence_mark: number(row.sequence_mark)?,
             replay_high_water: row.replay_high_water.map(number).transpose()?,
             access_token,
+            observation: match row.observation {
+                (Some(token), Some(piv)) => Some((token, number(piv)?)),
+                _ => None,
+            },
         })
     }
 }
@@ -243,6 +249,7 @@ struct ContextRow {
     sequence_mark: i64,
     replay_high_water: Option<i64>,
     access_token: Option<Vec<u8>>,
+    observation: (Option<Vec<u8>>, Option<i64>),
 }
 
 /// A number as SQLite stores it (sequence numbers and ids stay far below 2^63).
@@ -257,7 +264,8 @@ impl StateStore for SqliteStore {
                 .connection
                 .prepare(
                     "SELECT id, rid, peer_kid, token_name, real_peer, record, sequence_mark, \
-                     replay_high_water, access_token FROM contexts ORDER BY id",
+                     replay_high_water, access_token, observation_token, observation_piv \
+                     FROM contexts ORDER BY id",
                 )
                 .map_err(|e| self.failed(e))?;
             let rows = statement
@@ -272,6 +280,7 @@ impl StateStore for SqliteStore {
                         sequence_mark: row.get(6)?,
                         replay_high_water: row.get(7)?,
                         access_token: row.get(8)?,
+                        observation: (row.get(9)?, row.get(10)?),
                     })
                 })
                 .map_err(|e| self.failed(e))?;
@@ -307,8 +316,8 @@ impl StateStore for SqliteStore {
         transaction
             .execute(
                 "INSERT INTO contexts (id, rid, peer_kid, token_name, real_peer, record, \
-                 sequence_mark, replay_high_water, access_token) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 sequence_mark, replay_high_water, access_token, observation_token, \
+                 observation_piv) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     integer(id),
                     context.rid,
@@ -319,6 +328,8 @@ impl StateStore for SqliteStore {
                     integer(context.sequence_mark),
                     context.replay_high_water.map(integer),
                     access_token,
+                    context.observation.as_ref().map(|(token, _)| token),
+                    context.observation.as_ref().map(|(_, piv)| integer(*piv)),
                 ],
             )
             .map_err(|e| self.failed(e))?;
@@ -340,6 +351,15 @@ impl StateStore for SqliteStore {
             "UPDATE contexts SET replay_high_water = max(coalesce(replay_high_water, -1), ?2) \
              WHERE id = ?1",
             params![integer(id), integer(piv)],
+        )
+        .map(drop)
+    }
+
+    fn observe(&mut self, id: u64, coap_token: &[u8], piv: u64) -> Result<(), StoreError> {
+        self.write(
+            false,
+            "UPDATE contexts SET observation_token = ?2, observation_piv = ?3 WHERE id = ?1",
+            params![integer(id), coap_token, integer(piv)],
         )
         .map(drop)
     }
