@@ -411,8 +411,13 @@ impl Config {
                 ));
             }
         };
+        if state.is_some() && link.is_none() {
+            return Err(ConfigError::Invalid(
+                "state (it keeps the protected link's contexts: give --link-identity and --link-tokens, or --state off)",
+            ));
+        }
         Ok(Self {
-            state: state.filter(|_| link.is_some()),
+            state,
             link,
             link_tokens_file,
             color: cli.color.or(file.color).unwrap_or_default(),
@@ -536,13 +541,12 @@ mod tests {
         .unwrap();
         let tokens = dir.join("gateway-tokens.toml");
         std::fs::write(&tokens, "").unwrap();
-        let state = |extra: &[&str]| {
+        let resolve = |extra: &[&str]| {
             let mut args = vec!["jeton-gateway", "--homeserver", "http://hs"];
             args.extend_from_slice(extra);
             Config::resolve(Cli::try_parse_from(args).unwrap())
-                .unwrap()
-                .state
         };
+        let state = |extra: &[&str]| resolve(extra).unwrap().state;
         let (identity, tokens) = (identity.to_str().unwrap(), tokens.to_str().unwrap());
         let linked = ["--link-identity", identity, "--link-tokens", tokens];
         assert_eq!(
@@ -554,11 +558,9 @@ mod tests {
             state(&[&linked[..], &["--state", "/var/lib/g.db"]].concat()),
             Some(PathBuf::from("/var/lib/g.db"))
         );
-        assert_eq!(
-            state(&["--state", "/var/lib/g.db"]),
-            None,
-            "no link, no state"
-        );
+        let error = resolve(&["--state", "/var/lib/g.db"]).unwrap_err();
+        assert!(error.to_string().contains("--link-identity"), "{error}");
+        assert_eq!(state(&["--state", "off"]), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
