@@ -85,7 +85,7 @@ async def _power_cuts(synapse, gateway, tokens, tmp_path, rng):
 
 
 # A gateway that kept its OSCORE contexts (its state file) serves a token's next request at
-# once, and ends the /sync observations it no longer holds as it starts, so idle tokens register
+# once (room handles resolve as before), and ends the /sync observations it no longer holds as it starts, so idle tokens register
 # again at once too. One that lost them (--state off) answers 4.01: the token runs EDHOC again
 # and sends its access token again; an idle token's observation goes silent until it registers
 # again when no notification came for --observe-silence-secs, which a deployment sets above the
@@ -162,6 +162,8 @@ async def _gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, sta
         if state == "kept":
             assert handshakes == [], "a token ran EDHOC again although the gateway kept its context"
             assert gateways[1].metric("edhoc_handshakes") == 0
+            refused = {k: v for k, v in gateways[1].metrics().items() if 'code="4.12"' in k or 'code="4.01"' in k}
+            assert sum(refused.values()) == 0, f"the gateway lost a token's sticky state: {refused}"
         else:
             assert len(handshakes) == 2, "the gateway lost the contexts: both tokens run EDHOC again"
     finally:

@@ -119,6 +119,14 @@ pub async fn run_with_reloads(
     )
     .with_seed(seed)
     .with_sources(config.sources.clone());
+    if config.state.is_some() {
+        core = core.with_durable_sticky();
+        for restored in link.take_restored_sticky() {
+            let access_token = restored.access_token.as_deref().map(Vec::as_slice);
+            let now = Instant::now().into_std();
+            core.restore_sticky(restored.context, access_token, &restored.record, now);
+        }
+    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
     let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
@@ -190,6 +198,9 @@ pub async fn run_with_reloads(
                     }
                 }
             }
+        }
+        for (id, record) in core.take_sticky_changes() {
+            link.store_sticky(id, &record);
         }
         if let Some(deadline) = drain_deadline {
             let drained =

@@ -53,6 +53,7 @@ use handshake::{Handshake, is_edhoc_resource};
 use memory::{Memory, Remembered};
 use wire::{error_reply, hash, is_success};
 
+pub use durable::RestoredSticky;
 pub use jeton_link::edhoc::EDHOC_OPTION;
 
 /// What to do with a received datagram.
@@ -88,6 +89,8 @@ pub struct Link {
     store: Option<Box<dyn StateStore>>,
     /// Observations of restored contexts, by context and CoAP token, to be ended.
     restored_observations: Vec<(u64, Vec<u8>)>,
+    /// Sticky states of restored contexts, for the transport.
+    restored_sticky: Vec<RestoredSticky>,
 }
 
 impl core::fmt::Debug for Link {
@@ -124,6 +127,7 @@ impl Link {
             metrics: Metrics::default(),
             store: None,
             restored_observations: Vec::new(),
+            restored_sticky: Vec::new(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! reserved upper bound (RFC 8613 appendix B.1.1: stored before any number below it is used,
 //! so no nonce repeats after a crash), the replay window's high-water mark (stored before a
 //! request is acted on, so nothing at or below it is accepted again after a restart), the
-//! Matrix access token bound to the context, and the registration of the token's /sync
+//! Matrix access token bound to the context, the token's sticky profile state (room ids and
+//! Megolm sender fields it may leave out), and the registration of the token's /sync
 //! observation (its CoAP token and Partial IV: a restarted gateway, which does not hold the
 //! observation, ends it with one protected notification, and the token registers again at once
 //! from the position it confirmed). The link ([`crate::link::Link`]) writes through
@@ -47,6 +48,8 @@ pub struct StoredContext {
     pub access_token: Option<Zeroizing<Vec<u8>>>,
     /// The token's latest observation registration: its CoAP token and Partial IV.
     pub observation: Option<(Vec<u8>, u64)>,
+    /// The transport's sticky profile state of the token (room ids, Megolm sender fields).
+    pub sticky: Option<Vec<u8>>,
 }
 
 impl core::fmt::Debug for StoredContext {
@@ -73,6 +76,8 @@ pub trait StateStore: Send {
     fn accept_request(&mut self, id: u64, piv: u64) -> Result<(), StoreError>;
     /// Records the context's latest observation registration (CoAP token, Partial IV).
     fn observe(&mut self, id: u64, coap_token: &[u8], piv: u64) -> Result<(), StoreError>;
+    /// Stores the transport's sticky profile state of the context's token.
+    fn put_sticky(&mut self, id: u64, record: &[u8]) -> Result<(), StoreError>;
     /// Binds the access token to the context.
     fn bind_access_token(&mut self, id: u64, access_token: &[u8]) -> Result<(), StoreError>;
     /// Forgets a context (its token was revoked).

@@ -34,7 +34,8 @@ const SCHEMA: &str = "
         replay_high_water INTEGER,
         access_token BLOB,
         observation_token BLOB,
-        observation_piv INTEGER
+        observation_piv INTEGER,
+        sticky BLOB
     );";
 
 /// The embedded store.
@@ -234,6 +235,7 @@ impl SqliteStore {
                 (Some(token), Some(piv)) => Some((token, number(piv)?)),
                 _ => None,
             },
+            sticky: row.sticky,
         })
     }
 }
@@ -250,6 +252,7 @@ struct ContextRow {
     replay_high_water: Option<i64>,
     access_token: Option<Vec<u8>>,
     observation: (Option<Vec<u8>>, Option<i64>),
+    sticky: Option<Vec<u8>>,
 }
 
 /// A number as SQLite stores it (sequence numbers and ids stay far below 2^63).
@@ -264,8 +267,8 @@ impl StateStore for SqliteStore {
                 .connection
                 .prepare(
                     "SELECT id, rid, peer_kid, token_name, real_peer, record, sequence_mark, \
-                     replay_high_water, access_token, observation_token, observation_piv \
-                     FROM contexts ORDER BY id",
+                     replay_high_water, access_token, observation_token, observation_piv, \
+                     sticky FROM contexts ORDER BY id",
                 )
                 .map_err(|e| self.failed(e))?;
             let rows = statement
@@ -281,6 +284,7 @@ impl StateStore for SqliteStore {
                         replay_high_water: row.get(7)?,
                         access_token: row.get(8)?,
                         observation: (row.get(9)?, row.get(10)?),
+                        sticky: row.get(11)?,
                     })
                 })
                 .map_err(|e| self.failed(e))?;
@@ -317,7 +321,8 @@ impl StateStore for SqliteStore {
             .execute(
                 "INSERT INTO contexts (id, rid, peer_kid, token_name, real_peer, record, \
                  sequence_mark, replay_high_water, access_token, observation_token, \
-                 observation_piv) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 observation_piv, sticky) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     integer(id),
                     context.rid,
@@ -330,6 +335,7 @@ impl StateStore for SqliteStore {
                     access_token,
                     context.observation.as_ref().map(|(token, _)| token),
                     context.observation.as_ref().map(|(_, piv)| integer(*piv)),
+                    context.sticky,
                 ],
             )
             .map_err(|e| self.failed(e))?;
@@ -360,6 +366,15 @@ impl StateStore for SqliteStore {
             false,
             "UPDATE contexts SET observation_token = ?2, observation_piv = ?3 WHERE id = ?1",
             params![integer(id), coap_token, integer(piv)],
+        )
+        .map(drop)
+    }
+
+    fn put_sticky(&mut self, id: u64, record: &[u8]) -> Result<(), StoreError> {
+        self.write(
+            false,
+            "UPDATE contexts SET sticky = ?2 WHERE id = ?1",
+            params![integer(id), record],
         )
         .map(drop)
     }

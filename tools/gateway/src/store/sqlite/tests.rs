@@ -27,6 +27,7 @@ fn context(id: u64, kid: &[u8]) -> StoredContext {
         replay_high_water: None,
         access_token: None,
         observation: None,
+        sticky: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn what_is_stored_comes_back_after_reopening_and_secrets_are_not_in_clear() {
     store.accept_request(1, 7).unwrap();
     store.bind_access_token(1, b"syt_kitchen_secret").unwrap();
     store.observe(1, b"ob", 40).unwrap();
+    store.put_sticky(1, b"{\"rooms\":[]}").unwrap();
     drop(store);
 
     let mut store = SqliteStore::open(&path, key()).unwrap();
@@ -64,6 +66,7 @@ fn what_is_stored_comes_back_after_reopening_and_secrets_are_not_in_clear() {
     );
     assert_eq!(c.record.as_bytes(), context(1, b"\x0a").record.as_bytes());
     assert_eq!(c.observation, Some((b"ob".to_vec(), 40)));
+    assert_eq!(c.sticky.as_deref(), Some(&b"{\"rooms\":[]}"[..]));
     assert!(!format!("{c:?}").contains("syt_"), "Debug shows no secret");
 
     // A new handshake of the same token replaces its context.
