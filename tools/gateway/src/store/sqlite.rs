@@ -64,7 +64,9 @@ impl SqliteStore {
         connection
             .busy_timeout(std::time::Duration::from_secs(2))
             .map_err(|e| StoreError::Database(format!("{name}: {e}")))?;
-        Self::start(connection, key, name)
+        let store = Self::start(connection, key, name)?;
+        owner_only(path).map_err(|e| StoreError::Database(format!("{}: {e}", store.name)))?;
+        Ok(store)
     }
 
     /// A store that lives in memory (tests).
@@ -238,6 +240,19 @@ impl SqliteStore {
             sticky: row.sticky,
         })
     }
+}
+
+/// Only the gateway's user may read the file: its secrets are sealed, but room ids and the
+/// times of a token's activity are not.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// A row of `contexts` as read, its secrets still sealed.

@@ -36,6 +36,16 @@ fn what_is_stored_comes_back_after_reopening_and_secrets_are_not_in_clear() {
     let dir = scratch("roundtrip");
     let path = dir.join("state.sqlite3");
     let mut store = SqliteStore::open(&path, key()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "only the gateway's user reads the state"
+        );
+    }
     store.put_context(&context(1, b"\x0a")).unwrap();
     store.reserve_sequence(1, 128).unwrap();
     store.reserve_sequence(1, 96).unwrap();
