@@ -91,7 +91,6 @@ pub async fn run_with_reloads(
         tracing::info!(%addr, "metrics endpoint listening");
         tokio::spawn(serve_metrics(listener, metrics.clone()));
     }
-    tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -112,6 +111,7 @@ pub async fn run_with_reloads(
             }
         }
     }
+    tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
     let mut core = Transport::new(
         config.limits.clone(),
         metrics.clone(),
