@@ -98,14 +98,19 @@ class LinkPairing:
         self.tokens_file = directory / "gateway-tokens.toml"
         self.free = [pair(directory / f"token-{i}.link", self.identity, self.tokens_file, f"e2e-token-{i}")
                      for i in range(count)]
+        self.states = 0
 
     def gateway_args(self):
         # The gateway suite's launcher turns the plain-MSC3079 compatibility mode on for its
         # aiocoap clients; a linked gateway runs with its default, off.
         # Nor does it vouch for loopback: each token proves its address with an Echo round
         # trip before its first handshake, as it would on the internet.
+        # Each call is a gateway of its own, with a state file of its own (two gateways cannot
+        # share one); a restarted gateway is given the arguments of the one it replaces.
+        self.states += 1
+        state = self.directory / f"gateway-state-{self.states}.sqlite3"
         return ["--link-identity", str(self.identity), "--link-tokens", str(self.tokens_file),
-                "--compat-plain-msc3079", "false", "--validated-prefixes", "none"]
+                "--compat-plain-msc3079", "false", "--validated-prefixes", "none", "--state", str(state)]
 
     def take(self):
         """The provisioning file of a paired token nobody uses yet."""

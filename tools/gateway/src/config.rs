@@ -173,6 +173,12 @@ pub struct Cli {
         value_name = "true|false"
     )]
     pub compat_plain_msc3079: Option<bool>,
+    /// Where the OSCORE contexts outlive a restart (an SQLite file, made if missing; its
+    /// secrets sealed with a key from the identity), or "off" to keep them in RAM only.
+    /// Only with the protected link. [default: next to --link-identity, its name with
+    /// `.state.sqlite3` in place of `.toml`]
+    #[arg(long, env = "JETON_GATEWAY_STATE", value_name = "FILE|off")]
+    pub state: Option<String>,
 }
 
 /// Settings that cannot be used.
@@ -271,6 +277,8 @@ pub struct Config {
     pub compat_plain_msc3079: bool,
     /// Which source addresses count as proven without an Echo round trip.
     pub sources: Sources,
+    /// The state file of the protected link's contexts; `None`: in RAM only.
+    pub state: Option<PathBuf>,
 }
 
 impl Config {
@@ -385,7 +393,13 @@ impl Config {
             Some(_) => return Err(ConfigError::Invalid("log_format (\"text\" or \"json\")")),
         };
         let link_tokens_file = cli.link_tokens.or(file.link_tokens);
-        let link = match (cli.link_identity.or(file.link_identity), &link_tokens_file) {
+        let link_identity = cli.link_identity.or(file.link_identity);
+        let state = match (cli.state.or(file.state).as_deref(), &link_identity) {
+            (Some("off"), _) | (None, None) => None,
+            (Some(path), _) => Some(PathBuf::from(path)),
+            (None, Some(identity)) => Some(identity.with_extension("state.sqlite3")),
+        };
+        let link = match (link_identity, &link_tokens_file) {
             (Some(identity), Some(tokens)) => Some(
                 crate::link_credentials::LinkCredentials::load(&identity, tokens)
                     .map_err(|e| ConfigError::Link(e.to_string()))?,
@@ -397,7 +411,13 @@ impl Config {
                 ));
             }
         };
+        if state.is_some() && link.is_none() {
+            return Err(ConfigError::Invalid(
+                "state (it keeps the protected link's contexts: give --link-identity and --link-tokens, or --state off)",
+            ));
+        }
         Ok(Self {
+            state,
             link,
             link_tokens_file,
             color: cli.color.or(file.color).unwrap_or_default(),
@@ -502,5 +522,45 @@ mod tests {
         assert!(!ColorChoice::Auto.colours(false, None));
         assert!(ColorChoice::Always.colours(false, set));
         assert!(!ColorChoice::Never.colours(true, None));
+    }
+
+    #[test]
+    fn the_state_file_sits_next_to_the_identity_unless_told_otherwise() {
+        let dir = std::env::temp_dir().join(format!("jeton-gateway-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gateway = jeton_link::Identity::generate([2; 32], b"\x0b", "gateway").unwrap();
+        let identity = dir.join("gateway-identity.toml");
+        std::fs::write(
+            &identity,
+            format!(
+                "private_key = \"{}\"\ncredential = \"{}\"\n",
+                hex::encode(gateway.private_key()),
+                hex::encode(gateway.credential().as_bytes())
+            ),
+        )
+        .unwrap();
+        let tokens = dir.join("gateway-tokens.toml");
+        std::fs::write(&tokens, "").unwrap();
+        let resolve = |extra: &[&str]| {
+            let mut args = vec!["jeton-gateway", "--homeserver", "http://hs"];
+            args.extend_from_slice(extra);
+            Config::resolve(Cli::try_parse_from(args).unwrap())
+        };
+        let state = |extra: &[&str]| resolve(extra).unwrap().state;
+        let (identity, tokens) = (identity.to_str().unwrap(), tokens.to_str().unwrap());
+        let linked = ["--link-identity", identity, "--link-tokens", tokens];
+        assert_eq!(
+            state(&linked),
+            Some(dir.join("gateway-identity.state.sqlite3"))
+        );
+        assert_eq!(state(&[&linked[..], &["--state", "off"]].concat()), None);
+        assert_eq!(
+            state(&[&linked[..], &["--state", "/var/lib/g.db"]].concat()),
+            Some(PathBuf::from("/var/lib/g.db"))
+        );
+        let error = resolve(&["--state", "/var/lib/g.db"]).unwrap_err();
+        assert!(error.to_string().contains("--link-identity"), "{error}");
+        assert_eq!(state(&["--state", "off"]), None);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -41,6 +41,7 @@ pub mod profile;
 pub mod server;
 pub mod source;
 pub mod sticky;
+pub mod store;
 pub mod translate;
 pub mod transport;
 pub mod upstream;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::link::{Inbound, Link};
 use crate::metrics::Metrics;
+use crate::store::{SealingKey, SqliteStore, StoreError};
 use crate::translate::UpstreamOutcome;
 use crate::transport::{Action, ForwardId, Transport};
 use crate::upstream::{Upstream, UpstreamError};
@@ -29,6 +30,8 @@ pub enum ServerError {
     MetricsBind(SocketAddr, std::io::Error),
     /// The homeserver URL or TLS setup is unusable.
     Upstream(UpstreamError),
+    /// The state file (`--state`) cannot be used.
+    State(StoreError),
 }
 
 impl core::fmt::Display for ServerError {
@@ -46,6 +49,7 @@ impl core::fmt::Display for ServerError {
                 "could not listen on {addr} for the metrics endpoint: {e} (give another address with --metrics-listen ADDR, or turn the endpoint off with --metrics-listen off)"
             ),
             Self::Upstream(e) => write!(f, "the homeserver client could not be set up: {e}"),
+            Self::State(e) => write!(f, "the gateway state could not be opened: {e}"),
         }
     }
 }
@@ -87,7 +91,6 @@ pub async fn run_with_reloads(
         tracing::info!(%addr, "metrics endpoint listening");
         tokio::spawn(serve_metrics(listener, metrics.clone()));
     }
-    tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -95,6 +98,20 @@ pub async fn run_with_reloads(
     let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079)
         .with_sources(config.sources.clone())
         .with_metrics(metrics.clone());
+    if let (Some(path), Some(credentials)) = (&config.state, &config.link) {
+        let key = SealingKey::from_identity(credentials.identity.private_key());
+        let store = SqliteStore::open(path, key).map_err(ServerError::State)?;
+        link = link
+            .with_store(Box::new(store))
+            .map_err(ServerError::State)?;
+        tracing::info!(state = %path.display(), restored = link.context_count(), "OSCORE contexts kept in the state file");
+        for (peer, datagram) in link.end_restored_observations() {
+            if let Err(e) = socket.send_to(&datagram, peer).await {
+                tracing::debug!(%peer, error = %e, "udp send failed");
+            }
+        }
+    }
+    tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
     let mut core = Transport::new(
         config.limits.clone(),
         metrics.clone(),
@@ -102,6 +119,14 @@ pub async fn run_with_reloads(
     )
     .with_seed(seed)
     .with_sources(config.sources.clone());
+    if config.state.is_some() {
+        core = core.with_durable_sticky();
+        for restored in link.take_restored_sticky() {
+            let access_token = restored.access_token.as_deref().map(Vec::as_slice);
+            let now = Instant::now().into_std();
+            core.restore_sticky(restored.context, access_token, &restored.record, now);
+        }
+    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
     let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
@@ -173,6 +198,9 @@ pub async fn run_with_reloads(
                     }
                 }
             }
+        }
+        for (id, record) in core.take_sticky_changes() {
+            link.store_sticky(id, &record);
         }
         if let Some(deadline) = drain_deadline {
             let drained =

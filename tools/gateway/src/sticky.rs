@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 
 use jeton_proto::TableVersion;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// 4.12 Precondition Failed: the request names a room by a handle the gateway cannot resolve for
@@ -50,14 +51,14 @@ impl core::fmt::Display for StickyError {
 impl std::error::Error for StickyError {}
 
 /// The deprecated Megolm sender fields of a peer's last encrypted send that carried them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct MegolmSender {
     sender_key: Value,
     device_id: Value,
 }
 
 /// One peer's sticky profile state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StickyState {
     /// Room ids the peer named in full, least recently named first.
     rooms: VecDeque<String>,
@@ -65,6 +66,9 @@ pub struct StickyState {
     /// The Megolm session id of the last encrypted send to each room that carried one, least
     /// recently sent first.
     megolm_sessions: VecDeque<(String, Value)>,
+    /// The record last handed out by [`Self::changed_record`].
+    #[serde(skip)]
+    recorded: Vec<u8>,
 }
 
 impl StickyState {
@@ -192,6 +196,23 @@ impl StickyState {
 }
 
 impl StickyState {
+    /// The state as a record to store (JSON), when it changed since the last one handed out.
+    pub fn changed_record(&mut self) -> Option<Vec<u8>> {
+        let record = serde_json::to_vec(&*self).ok()?;
+        if record == self.recorded {
+            return None;
+        }
+        self.recorded.clone_from(&record);
+        Some(record)
+    }
+
+    /// The state a [`Self::changed_record`] stored; `None` for a record it cannot read.
+    pub fn from_record(record: &[u8]) -> Option<Self> {
+        let mut state: Self = serde_json::from_slice(record).ok()?;
+        state.recorded = record.to_vec();
+        Some(state)
+    }
+
     /// [`StickyState::megolm_send`] for a JSON body as bytes: the body to forward.
     pub fn megolm_send_json(
         &mut self,
@@ -389,5 +410,21 @@ mod tests {
         let mut after_clear = bare.clone();
         state.megolm_send(SEND, &mut after_clear, V2);
         assert_eq!(after_clear, bare);
+    }
+
+    #[test]
+    fn a_record_brings_the_state_back_and_only_changes_make_one() {
+        let mut state = StickyState::default();
+        resolved(&mut state, &["we", ROOM, "t1"]).unwrap();
+        let record = state.changed_record().expect("a new room is a change");
+        assert_eq!(state.changed_record(), None, "nothing changed since");
+        let mut back = StickyState::from_record(&record).unwrap();
+        assert_eq!(back.changed_record(), None);
+        let handle = format!("~{}", &ROOM[1..12]);
+        assert_eq!(
+            resolved(&mut back, &["we", &handle, "t2"]).unwrap(),
+            ["we", ROOM, "t2"]
+        );
+        assert!(StickyState::from_record(b"not json").is_none());
     }
 }

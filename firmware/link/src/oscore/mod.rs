@@ -454,6 +454,20 @@ impl SecurityContext {
         Ok(context)
     }
 
+    /// A server's context restored from its record, the last persisted sequence mark and the
+    /// persisted high-water mark of its replay window (the highest Partial IV it accepted,
+    /// stored before the request was acted on): requests at or below that mark are replays,
+    /// newer ones pass at once, without the Echo round trip of [`Self::restore`].
+    pub fn restore_with_replay_mark(
+        record: &ContextRecord,
+        persisted_mark: u64,
+        replay_high_water: Option<u64>,
+    ) -> Result<Self, OscoreError> {
+        let mut context = Self::restore(record, persisted_mark, [0; ECHO_LEN])?;
+        context.replay = ReplayWindow::after_restart(replay_high_water);
+        Ok(context)
+    }
+
     /// This endpoint's sender id (the kid of its requests).
     pub fn sender_id(&self) -> &Id {
         &self.sender_id

@@ -29,6 +29,18 @@ impl ReplayWindow {
         }
     }
 
+    /// The window of a context restored with a persisted high-water mark: everything at or
+    /// below `highest` counts as seen, so after a restart only newer requests pass.
+    pub(crate) const fn after_restart(highest: Option<u64>) -> Self {
+        match highest {
+            Some(highest) => ReplayWindow::Active {
+                highest: Some(highest),
+                seen: u32::MAX,
+            },
+            None => ReplayWindow::fresh(),
+        }
+    }
+
     /// Whether a request with this sequence number would be new.
     pub(crate) fn check(&self, sequence: u64) -> Result<(), OscoreError> {
         match *self {
@@ -101,6 +113,16 @@ mod tests {
         window.accept(8);
         assert_eq!(window.check(8), Err(OscoreError::Replay));
         window.check(39).unwrap();
+    }
+
+    #[test]
+    fn after_a_restart_nothing_at_or_below_the_mark_passes() {
+        let window = ReplayWindow::after_restart(Some(100));
+        for seq in [0u64, 67, 68, 99, 100] {
+            assert_eq!(window.check(seq), Err(OscoreError::Replay), "{seq}");
+        }
+        window.check(101).unwrap();
+        ReplayWindow::after_restart(None).check(0).unwrap();
     }
 
     #[test]

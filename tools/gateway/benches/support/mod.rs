@@ -105,6 +105,7 @@ pub fn config(listen: SocketAddr, homeserver: String) -> jeton_gateway::config::
         // The benchmarks measure the plain MSC3079 path.
         link: None,
         link_tokens_file: None,
+        state: None,
         color: jeton_gateway::config::ColorChoice::Never,
         compat_plain_msc3079: true,
         // Loopback clients: the round trip that proves an address is not what is measured.

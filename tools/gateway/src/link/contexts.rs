@@ -13,11 +13,14 @@ use std::net::SocketAddr;
 use coap_lite::{CoapOption, Packet};
 use jeton_link::oscore::OSCORE_OPTION;
 use jeton_link::{Freshness, Message, OptionList, OscoreError, OscoreOption, SecurityContext};
+use jeton_proto::coap::option::OBSERVE;
+
+use zeroize::Zeroizing;
 
 use super::bindings::{Bindings, ResponseBinding};
 use super::handshake::{cbor_bstr_len, edhoc_error};
 use super::wire::{error_reply, options_of, repack};
-use super::{EDHOC_OPTION, Inbound, Link};
+use super::{EDHOC_OPTION, Inbound, Link, durable};
 use crate::message::code;
 use crate::metrics::LinkRefusal;
 use crate::profile::option::ACCESS_TOKEN;
@@ -36,15 +39,15 @@ struct Outer<'p> {
 
 /// One token's OSCORE context.
 pub(super) struct PeerContext {
-    context: SecurityContext,
+    pub(super) context: SecurityContext,
     /// Where the token's latest verified request came from: responses and notifications
     /// go there (the token may change address, e.g. behind a NAT).
     pub(super) real_peer: SocketAddr,
     /// The number the transport knows this context by (`PeerId::Context`).
     pub(super) id: u64,
-    token_name: String,
-    peer_kid: Vec<u8>,
-    access_token: Option<Vec<u8>>,
+    pub(super) token_name: String,
+    pub(super) peer_kid: Vec<u8>,
+    pub(super) access_token: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl PeerContext {
@@ -71,11 +74,11 @@ impl PeerContext {
     fn bind_access_token<'a>(
         &mut self,
         options: &mut OptionList<'a>,
-        bound: &'a Option<Vec<u8>>,
+        bound: &'a Option<Zeroizing<Vec<u8>>>,
     ) -> bool {
         match (options.get(ACCESS_TOKEN), bound) {
             (Some(sent), None) => {
-                self.access_token = Some(sent.to_vec());
+                self.access_token = Some(Zeroizing::new(sent.to_vec()));
                 false
             }
             (Some(sent), Some(bound)) => sent != bound.as_slice(),
@@ -111,6 +114,11 @@ impl Contexts {
         self.by_rid.get_mut(rid)
     }
 
+    /// The number [`Self::install`] gives the next context.
+    pub(super) fn next_number(&self) -> u64 {
+        self.numbered + 1
+    }
+
     /// Numbers a new context and puts it in place under `rid`; the token's older one goes,
     /// with its response bindings.
     pub(super) fn install(
@@ -134,13 +142,20 @@ impl Contexts {
         self.by_rid.insert(rid.to_vec(), context);
     }
 
+    /// Puts a context read back from the store in place under `rid`, with its number.
+    pub(super) fn restore(&mut self, rid: &[u8], context: PeerContext) {
+        self.numbered = self.numbered.max(context.id);
+        self.rid_of.insert(context.id, rid.to_vec());
+        self.by_rid.insert(rid.to_vec(), context);
+    }
+
     /// Drops the contexts of the tokens `listed` no longer accepts (revoked), with their
     /// response bindings; returns their names.
     pub(super) fn revoke(
         &mut self,
         listed: impl Fn(&[u8]) -> bool,
         bindings: &mut Bindings,
-    ) -> Vec<String> {
+    ) -> Vec<(u64, String)> {
         let mut revoked = Vec::new();
         let rid_of = &mut self.rid_of;
         self.by_rid.retain(|_, c| {
@@ -148,7 +163,7 @@ impl Contexts {
             if !keep {
                 rid_of.remove(&c.id);
                 bindings.forget(c.id);
-                revoked.push(c.token_name.clone());
+                revoked.push((c.id, c.token_name.clone()));
             }
             keep
         });
@@ -203,11 +218,36 @@ impl Link {
         let bound = peer_context.access_token.clone();
         let conflict = peer_context.bind_access_token(&mut message.options, &bound);
         let echo_required = inner.freshness == Freshness::EchoRequired;
+        if !conflict && !echo_required {
+            let newly_bound = match bound {
+                None => peer_context.access_token.clone(),
+                Some(_) => None,
+            };
+            let piv = inner.binding.piv.sequence();
+            if let Err(e) = durable::accept_request(
+                &mut self.store,
+                id,
+                piv,
+                newly_bound.as_ref().map(|t| t.as_slice()),
+            ) {
+                // Acted on without its mark stored, a replay after a restart could pass.
+                tracing::error!(error = %e, "a protected request was not acted on: the state store failed");
+                return Inbound::Drop;
+            }
+            if message
+                .options
+                .get(OBSERVE)
+                .is_some_and(|v| v.iter().all(|b| *b == 0))
+            {
+                durable::observe(&mut self.store, id, packet.get_token(), piv);
+            }
+        }
         let delivered = repack(packet, &message);
         self.bindings.bind(id, packet.get_token(), binding);
         if conflict || echo_required {
-            // Contexts here live in RAM and start with a fresh replay window, so the Echo
-            // case does not arise; both answers go out protected.
+            // A context starts with a fresh replay window, or one restored with its stored
+            // high-water mark (`durable.rs`), so the Echo case does not arise; both answers go
+            // out protected.
             let why: &[u8] = if conflict {
                 b"another access token is bound to this OSCORE context: run EDHOC again"
             } else {

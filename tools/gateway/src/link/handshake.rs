@@ -13,7 +13,7 @@ use jeton_link::{HandshakeError, OscoreMaterial, Responder, split_connection_id}
 
 use super::contexts::PeerContext;
 use super::wire::{error_reply, reply};
-use super::{Inbound, Link};
+use super::{Inbound, Link, durable};
 use crate::message::code;
 use crate::metrics::LinkRefusal;
 use crate::profile::CONTENT_FORMAT_EDHOC;
@@ -203,9 +203,12 @@ impl Link {
             ));
         };
         let (material, message_4) = self.verify_message_3(peer, handshake, message_3)?;
-        let Ok(context) = material.security_context() else {
+        let Ok(mut context) = material.security_context() else {
             return Err((code::INTERNAL_SERVER_ERROR, "no OSCORE context"));
         };
+        if self.store.is_some() {
+            context = context.with_persisted_sequence();
+        }
         let peer_kid = material.peer_kid().as_bytes().to_vec();
         let token_name = self.credentials.as_ref().map_or_else(String::new, |c| {
             c.tokens
@@ -213,7 +216,19 @@ impl Link {
                 .map_or_else(String::new, |t| t.name.clone())
         });
         tracing::info!(%peer, token = %token_name, kid = %hex::encode(&peer_kid), "EDHOC complete: OSCORE context established");
-        let peer_context = PeerContext::new(context, peer, token_name, peer_kid);
+        let mut peer_context = PeerContext::new(context, peer, token_name, peer_kid);
+        if let Err(e) = durable::store_new(
+            &mut self.store,
+            c_r,
+            &mut peer_context,
+            self.contexts.next_number(),
+        ) {
+            tracing::error!(%peer, error = %e, "EDHOC refused: the new context could not be stored");
+            return Err((
+                code::INTERNAL_SERVER_ERROR,
+                "the gateway could not store the context",
+            ));
+        }
         self.contexts.install(c_r, peer_context, &mut self.bindings);
         Ok(message_4.as_bytes().to_vec())
     }

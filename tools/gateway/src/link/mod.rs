@@ -21,12 +21,14 @@
 //! - `handshake.rs`: EDHOC handshakes waiting for message_3, and their completion.
 //! - `contexts.rs`: the OSCORE contexts and the access token bound to each; protected
 //!   requests in, protected responses out.
+//! - `durable.rs`: what of the contexts goes through the gateway's state store, and when.
 //! - `bindings.rs`: what the responses to each protected request are bound to.
 //! - `memory.rs`: the deduplication memory below OSCORE.
 //! - `wire.rs`: between coap-lite packets and jeton-link messages.
 
 mod bindings;
 mod contexts;
+mod durable;
 mod handshake;
 mod memory;
 mod wire;
@@ -43,6 +45,7 @@ use crate::message::{self, code};
 use crate::metrics::{LinkRefusal, Metrics};
 use crate::profile::option::ACCESS_TOKEN;
 use crate::source::Sources;
+use crate::store::StateStore;
 use crate::transport::PeerId;
 use bindings::Bindings;
 use contexts::{Contexts, is_protected, protect_response};
@@ -50,6 +53,7 @@ use handshake::{Handshake, is_edhoc_resource};
 use memory::{Memory, Remembered};
 use wire::{error_reply, hash, is_success};
 
+pub use durable::RestoredSticky;
 pub use jeton_link::edhoc::EDHOC_OPTION;
 
 /// What to do with a received datagram.
@@ -81,6 +85,12 @@ pub struct Link {
     /// Makes and checks the Echo values a message_1 must carry.
     echo: EchoKey,
     metrics: Metrics,
+    /// Where contexts outlive the process; `None`: in RAM only.
+    store: Option<Box<dyn StateStore>>,
+    /// Observations of restored contexts, by context and CoAP token, to be ended.
+    restored_observations: Vec<(u64, Vec<u8>)>,
+    /// Sticky states of restored contexts, for the transport.
+    restored_sticky: Vec<RestoredSticky>,
 }
 
 impl core::fmt::Debug for Link {
@@ -115,6 +125,9 @@ impl Link {
             sources: Sources::default(),
             echo: EchoKey::random(Instant::now()),
             metrics: Metrics::default(),
+            store: None,
+            restored_observations: Vec::new(),
+            restored_sticky: Vec::new(),
         }
     }
 
@@ -140,8 +153,16 @@ impl Link {
         };
         credentials.tokens = tokens;
         let listed = &credentials.tokens;
-        self.contexts
-            .revoke(|kid| listed.contains_key(kid), &mut self.bindings)
+        let revoked = self
+            .contexts
+            .revoke(|kid| listed.contains_key(kid), &mut self.bindings);
+        revoked
+            .into_iter()
+            .map(|(id, name)| {
+                durable::forget(&mut self.store, id);
+                name
+            })
+            .collect()
     }
 
     /// OSCORE contexts held (one per paired token that ran EDHOC).
@@ -268,6 +289,7 @@ impl Link {
             // A retransmission: the same protected bytes, not a second encryption.
             return Some((real, protected));
         }
+        durable::reserve_sequence(&mut self.store, id, &mut peer_context.context);
         let protected = protect_response(peer_context, binding, &packet)?;
         self.memory
             .remember_sent(real, mid, fingerprint, protected.clone(), id);

@@ -562,3 +562,122 @@ fn the_link_reports_handshakes_contexts_and_refusals_by_reason() {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
 }
+
+/// The link of `pair`'s gateway again, as after a restart, keeping its contexts in the state
+/// file at `path`.
+fn restarted(pair: &Pair, path: &std::path::Path) -> Link {
+    let mut tokens = HashMap::new();
+    tokens.insert(
+        pair.token.credential().kid().to_vec(),
+        AuthorisedToken {
+            name: "test-token".into(),
+            credential: *pair.token.credential(),
+        },
+    );
+    let credentials = LinkCredentials {
+        identity: pair.gateway.clone(),
+        tokens,
+    };
+    let key = crate::store::SealingKey::from_identity(pair.gateway.private_key());
+    let store = crate::store::SqliteStore::open(path, key).unwrap();
+    Link::new(Some(credentials), false)
+        .with_store(Box::new(store))
+        .unwrap()
+}
+
+/// The Partial IV of a protected message the gateway sent, if it carries one.
+fn own_partial_iv(datagram: &[u8]) -> Option<u64> {
+    let packet = message::parse(datagram).unwrap();
+    let option = packet.get_option(CoapOption::from(OSCORE_OPTION))?;
+    let value = option.front()?;
+    let len = usize::from(value.first()? & 0x07);
+    let piv = value.get(1..1 + len)?;
+    Some(piv.iter().fold(0, |n, b| n << 8 | u64::from(*b)))
+}
+
+#[test]
+fn after_a_crash_the_token_goes_on_with_no_handshake_no_nonce_twice_and_no_replay() {
+    let dir = std::env::temp_dir().join(format!("jeton-link-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.state.sqlite3");
+    let now = Instant::now();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let mut pair = pair(true);
+    pair.link = restarted(&pair, &path);
+    let mut client = handshake(&mut pair, now);
+
+    // An observation: its notifications take the gateway's own Partial IVs, more than one
+    // reserved block of them.
+    let (wire, registration) = protected_get(
+        &mut client,
+        10,
+        b"ob",
+        &[(6, b""), (11, b"sync"), (256, b"syt_secret")],
+    );
+    let Inbound::Deliver(context, _) = pair.link.on_datagram(peer, &wire, now) else {
+        panic!("not delivered");
+    };
+    let mut used = Vec::new();
+    // The first answer to a request reuses the request's nonce and carries no Partial IV.
+    let notify = |link: &mut Link, context: PeerId, mid: u16| {
+        let mut n = message::build(MessageType::Confirmable, code::CONTENT, mid, b"ob");
+        n.add_option(CoapOption::Observe, vec![mid as u8]);
+        let (_, out) = link.on_send(context, message::to_datagram(&n)).unwrap();
+        own_partial_iv(&out)
+    };
+    for mid in 0..100 {
+        used.extend(notify(&mut pair.link, context, 0x1000 + mid));
+    }
+
+    // SIGKILL: nothing is saved on the way out (and the file is let go of first).
+    pair.link = Link::new(None, false);
+    pair.link = restarted(&pair, &path);
+    assert_eq!(pair.link.context_count(), 1, "the context came back");
+
+    // The observation did not: the token is told so under its registration, and registers
+    // again.
+    let [(to, end)] = pair.link.end_restored_observations().try_into().unwrap();
+    assert_eq!(to, peer);
+    used.extend(own_partial_iv(&end));
+    let end = message::parse(&end).unwrap();
+    let outer = Message {
+        code: u8::from(end.header.code),
+        options: options_of(&end).unwrap(),
+        payload: &end.payload,
+    };
+    let mut buf = [0u8; 256];
+    let inner = client
+        .unprotect_response(&registration, &outer, &mut buf)
+        .unwrap();
+    assert_eq!(inner.code, code::SERVICE_UNAVAILABLE);
+    assert!(
+        inner.options.get(6).is_none(),
+        "no Observe: the observation ends"
+    );
+
+    // The token's last request again is a replay now, refused before the transport.
+    let refused = reply_of(pair.link.on_datagram(peer, &wire, now));
+    assert_eq!(refused.payload, b"Replay detected");
+    // Its next request goes through under the same context, with the bound access token.
+    let (wire, _) = protected_get(&mut client, 11, b"ob", &[(6, b""), (11, b"sync")]);
+    let plain = delivered(pair.link.on_datagram(peer, &wire, now));
+    assert_eq!(access_token(&plain), b"syt_secret");
+    for mid in 0..100 {
+        used.extend(notify(&mut pair.link, context, 0x2000 + mid));
+    }
+    let mut unique = used.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        used.len(),
+        "a Partial IV was used twice: {used:?}"
+    );
+    assert_eq!(used.len(), 2 * 99 + 1);
+    assert!(
+        used[99] > used[98],
+        "numbering resumes above the last reservation"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -117,6 +117,8 @@ pub struct Transport {
     own_szx: u8,
     /// The id of the last observer registered.
     next_observer_id: u64,
+    /// Sticky states of link tokens that changed, for the state store; `None`: not kept.
+    sticky_changes: Option<Vec<(u64, Vec<u8>)>>,
 }
 
 impl core::fmt::Debug for Transport {
@@ -150,6 +152,7 @@ impl Transport {
             jitter: 0x9e37_79b9_7f4a_7c15,
             own_szx,
             next_observer_id: 0,
+            sticky_changes: None,
         };
         t.timers.arm(now + SWEEP_EVERY, TimerKind::Sweep);
         t
@@ -254,6 +257,7 @@ impl Transport {
                 self.metrics.malformed.inc();
             }
         }
+        self.note_sticky_change(peer);
         actions
     }
 

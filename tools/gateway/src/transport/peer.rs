@@ -217,6 +217,61 @@ impl Transport {
         true
     }
 
+    /// Keeps the sticky state of link tokens for [`Self::take_sticky_changes`] from now on.
+    pub fn with_durable_sticky(mut self) -> Self {
+        self.sticky_changes = Some(Vec::new());
+        self
+    }
+
+    /// The sticky states (as records) of link tokens that changed since the last call, by
+    /// context number: the I/O layer stores them.
+    pub fn take_sticky_changes(&mut self) -> Vec<(u64, Vec<u8>)> {
+        self.sticky_changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Notes the sticky state of `id` if it is a link token's and it changed.
+    pub(super) fn note_sticky_change(&mut self, id: PeerId) {
+        let (Some(changes), PeerId::Context(context)) = (self.sticky_changes.as_mut(), id) else {
+            return;
+        };
+        if let Some(record) = self
+            .peers
+            .get_mut(&id)
+            .and_then(|peer| peer.sticky.changed_record())
+        {
+            changes.push((context, record));
+        }
+    }
+
+    /// Puts back a link token's access token and sticky state as stored before a restart, so
+    /// that its room handles and left-out sender fields resolve as they did.
+    pub fn restore_sticky(
+        &mut self,
+        context: u64,
+        access_token: Option<&[u8]>,
+        record: &[u8],
+        now: Instant,
+    ) {
+        let Some(sticky) = StickyState::from_record(record) else {
+            tracing::warn!(
+                context,
+                "a stored sticky state could not be read; the token sends its rooms in full again"
+            );
+            return;
+        };
+        let id = PeerId::Context(context);
+        let first_mid = self.next_random() as u16;
+        self.census.enter(id);
+        let budget = self.block_budget.clone();
+        let mut peer = Peer::new(now, self.limits.peer_burst, first_mid, budget);
+        peer.access_token = access_token.and_then(AccessToken::from_option);
+        peer.sticky = sticky;
+        self.peers.insert(id, peer);
+    }
+
     /// Sends `datagram` to an address with no state here (not proven, or refused), if it is
     /// at most three times the `request_size` it answers: nothing larger goes where the
     /// gateway does not know anyone receives.

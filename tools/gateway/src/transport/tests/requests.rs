@@ -93,6 +93,49 @@ fn v2_room_handles_and_megolm_sender_fields_are_kept_with_the_access_token() {
 }
 
 #[test]
+fn a_link_tokens_sticky_state_comes_back_after_a_restart() {
+    let room = "!Q2h17OuTwUiCDRvhRjbiYZbz4plT6DUjLkFXnay1FTI";
+    let handle = format!("~{}", &room[1..12]);
+    let full = serde_json::json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA",
+        "session_id": "c2Vz", "sender_key": "a2V5", "device_id": "DEV"});
+    let short = serde_json::json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA"});
+    // As the link delivers them: every request carries the context's bound access token.
+    let send = |mid: u16, room: &str, body: &Value| {
+        let mut p = request(
+            MessageType::Confirmable,
+            3,
+            mid,
+            &[mid as u8],
+            &["we", room, "t"],
+        );
+        p.add_option(CoapOption::Unknown(256), b"tok1".to_vec());
+        p.add_option(CoapOption::Unknown(257), vec![2]);
+        p.payload = profile::json_to_cbor(body, TableVersion::V2).unwrap();
+        p
+    };
+    let linked = |h: Harness| Harness {
+        core: h.core.with_durable_sticky(),
+        peer: PeerId::Context(7),
+        ..h
+    };
+    let mut h = linked(Harness::new(Limits::default()));
+    assert_eq!(forwards(&h.feed(&send(1, room, &full))).len(), 1);
+    let [(context, record)] = h.core.take_sticky_changes().try_into().unwrap();
+    assert_eq!(context, 7);
+    assert!(h.core.take_sticky_changes().is_empty(), "handed out once");
+
+    let mut h = linked(Harness::new(Limits::default()));
+    h.core.restore_sticky(7, Some(b"tok1"), &record, h.now);
+    let f = forwards(&h.feed(&send(2, &handle, &short)));
+    assert_eq!(f.len(), 1, "the handle resolves: no 4.12");
+    let body: Value = serde_json::from_slice(f[0].1.json_body.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        body, full,
+        "the sender fields and session id left out are filled in"
+    );
+}
+
+#[test]
 fn access_token_is_sticky_with_or_without_bearer() {
     let mut h = Harness::new(Limits::default());
     let mut first = get(1, &["_matrix", "client", "v3", "account", "whoami"]);
