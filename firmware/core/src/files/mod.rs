@@ -23,5 +23,7 @@
 pub mod attachment;
 mod storage;
 pub mod transfer;
+#[cfg(feature = "voice")]
+pub mod voice;
 
 pub use storage::*;
