@@ -449,6 +449,12 @@ impl Sim {
         } else {
             self.files_dir.join(file)
         };
+        if !path.exists() {
+            return refuse(&format!(
+                "there is no file {file}, here or among the received files in {}",
+                self.files_dir.display()
+            ));
+        }
         match voice::play(&path) {
             Ok((wav, duration_ms)) => {
                 let wav = EscapedBody(&wav.to_string_lossy()).to_string();
