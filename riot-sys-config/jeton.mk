@@ -78,6 +78,13 @@ ifeq (1,$(JETON_LINK))
   CARGO_OPTIONS += --features link
 endif
 
+# --- voice messages ---------------------------------------------------------------------------
+# jeton-core's `voice` feature (the event of a voice message, a received one shown as such) on
+# native64 only: the Cortex-M boards' flash budget has no room for it yet.
+ifeq (native64,$(BOARD))
+  CARGO_OPTIONS += --features voice
+endif
+
 # --- Rust ----------------------------------------------------------------------------------
 # Size matters on the Cortex-M boards; the profile itself (LTO, opt-level "s") is in
 # firmware/riot/Cargo.toml.

@@ -14,7 +14,10 @@
 //!   jeton-sim's shell and the RIOT firmware's.
 //! - [`files`]: end-to-end encrypted attachments (AES-256-CTR, SHA-256 checked before use),
 //!   streamed block by block through the platform's [`files::FileStore`]; the token sends and
-//!   receives them with [`matrix::Token::send_file`] and [`matrix::UiEvent::FileReceived`].
+//!   receives them with [`matrix::Token::send_file`] and [`matrix::UiEvent::FileReceived`];
+//!   with the `voice` feature, a recorded Ogg Opus goes out as a voice message
+//!   (`Token::send_voice`, `files::voice`) and a received one is shown as such
+//!   (`UiEvent::VoiceReceived`).
 //! - [`coap`]: the CoAP client engine under it (RFC 7252 with Block-wise transfers of
 //!   RFC 7959 and Observe of RFC 7641).
 //! - [`store`]: the [`store::Store`] trait (atomic, durable, ordered records) and an

@@ -9,6 +9,7 @@ mod explain;
 mod file_store;
 mod host_files;
 mod terminal;
+mod voice;
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -132,7 +133,24 @@ impl Rng for OsRng {
 }
 
 /// The commands jeton-sim takes besides the console's.
-const SIM_COMMANDS: &[console::Entry] = &[console::entry("quit", "", "leave (also: exit, Ctrl-D)")];
+const SIM_COMMANDS: &[console::Entry] = &[
+    console::detailed(
+        "sendvoice",
+        "<room> <wav>",
+        "record a WAV on this host and send it as a voice message",
+        "<room>: a room id, or its number in `rooms`. <wav>: the rest of the line, a 16 kHz \
+         mono 16-bit PCM WAV file, recorded as the token's microphone would be (Ogg Opus), then \
+         sent end-to-end encrypted as a voice message Element plays.",
+    ),
+    console::detailed(
+        "play",
+        "<file>",
+        "decode a received voice message to a WAV",
+        "<file>: the path `file-saved` printed, or a name in the files directory. Writes a WAV \
+         beside it and prints `played <path> <duration ms>`.",
+    ),
+    console::entry("quit", "", "leave (also: exit, Ctrl-D)"),
+];
 
 /// The help of `help` and `--help`.
 fn help_text() -> String {
@@ -271,6 +289,10 @@ struct Sim {
     start: StdInstant,
     user: Option<String>,
     password: Option<String>,
+    /// Where the token keeps its records: the voice message being sent is recorded there.
+    state_dir: PathBuf,
+    /// Where received files are stored (`play` finds names there).
+    files_dir: PathBuf,
     /// Commands refused (an `error` line each).
     refused: u32,
     /// The system said that nothing listens at the gateway's address, since the last
@@ -365,6 +387,8 @@ impl Sim {
                 Outcome::Refused
             }
             Line::Other("quit" | "exit") => return false,
+            Line::Other("sendvoice") => self.send_voice(line, clock.now),
+            Line::Other("play") => self.play(line),
             Line::Other(other) => {
                 terminal::say_line(&format!("error unknown command {other} (try help)"));
                 Outcome::Refused
@@ -374,6 +398,71 @@ impl Sim {
             self.refused += 1;
         }
         true
+    }
+
+    /// `sendvoice <room> <wav>`: records the WAV into an Ogg Opus file and sends it as a voice
+    /// message.
+    fn send_voice(&mut self, line: &str, now: Instant) -> Outcome {
+        let mut words = line.trim_start().splitn(3, char::is_whitespace).skip(1);
+        let (Some(room), Some(wav)) = (words.next(), words.next().map(str::trim)) else {
+            return refuse("sendvoice needs a room id and a WAV file (help sendvoice tells more)");
+        };
+        let room = match console::room_id(&self.token, room) {
+            Ok(room) => room,
+            Err(refusal) => return refuse(&explain::refusal(&refusal)),
+        };
+        if self.token.is_transferring() {
+            return refuse("another file transfer is under way: send the voice message after it");
+        }
+        let ogg = voice::outgoing_path(&self.state_dir);
+        let mut serial = [0u8; 4];
+        OsRng.fill_bytes(&mut serial);
+        let info = match voice::record(Path::new(wav), &ogg, u32::from_le_bytes(serial)) {
+            Ok(info) => info,
+            Err(why) => return refuse(&why),
+        };
+        let duration_ms = info.duration_ms;
+        let ogg = ogg.to_string_lossy();
+        match self.token.send_voice(&room, &ogg, info, now) {
+            Ok(()) => {
+                let line = format!("voice {duration_ms} ms");
+                let sender = self.token.status().user_id.unwrap_or("me").to_string();
+                self.token.ui().keep_own(&room, &sender, &line);
+                Outcome::Done
+            }
+            Err(e) => refuse(&explain::refusal(&console::Refusal::Token(e))),
+        }
+    }
+
+    /// `play <file>`: decodes a received voice message to a WAV beside it.
+    fn play(&mut self, line: &str) -> Outcome {
+        let Some(file) = line
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .map(|(_, f)| f.trim())
+        else {
+            return refuse("play needs a received voice message's file (help play tells more)");
+        };
+        let given = Path::new(file);
+        let path = if given.exists() {
+            given.to_path_buf()
+        } else {
+            self.files_dir.join(file)
+        };
+        if !path.exists() {
+            return refuse(&format!(
+                "there is no file {file}, here or among the received files in {}",
+                self.files_dir.display()
+            ));
+        }
+        match voice::play(&path) {
+            Ok((wav, duration_ms)) => {
+                let wav = EscapedBody(&wav.to_string_lossy()).to_string();
+                terminal::say_line(&format!("played {wav} {duration_ms}"));
+                Outcome::Done
+            }
+            Err(why) => refuse(&why),
+        }
     }
 
     /// Runs a console command, a refusal said in the person's words.
@@ -511,6 +600,8 @@ fn run() -> anyhow::Result<ExitCode> {
         start,
         user: args.user.clone(),
         password,
+        state_dir: args.state_dir.clone(),
+        files_dir,
         refused: 0,
         no_gateway: false,
         no_gateway_count: 0,
@@ -595,6 +686,12 @@ fn exit_code(interactive: bool, failures: u32) -> ExitCode {
 }
 
 /// The first word of a line, the command a person meant.
+/// Says why a command of jeton-sim's own was refused.
+fn refuse(why: &str) -> Outcome {
+    terminal::say_line(&format!("error {why}"));
+    Outcome::Refused
+}
+
 fn first_word(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or_default()
 }

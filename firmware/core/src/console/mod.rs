@@ -575,6 +575,18 @@ fn room_named<P: Platform, L: Link>(
     numbered(room, "rooms", || token.rooms().map(|r| r.room_id))
 }
 
+/// A room id as typed; or, for a number, the id of the room `rooms` lists with it: for a
+/// shell's own commands that name a room as the console's do.
+pub fn room_id<P: Platform, L: Link>(
+    token: &Token<P, L>,
+    room: &str,
+) -> Result<String<MAX_ID_LEN>, Refusal> {
+    room_named(token, room).map_err(|stopped| match stopped {
+        Stopped::Refused(refusal) => refusal,
+        Stopped::Output(_) => Refusal::Usage("the room could not be named"),
+    })
+}
+
 /// A room id as typed; or, for a number, the room of the invite `invites` lists with it.
 fn invite_named<P: Platform, L: Link>(
     token: &Token<P, L>,

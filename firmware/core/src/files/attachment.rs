@@ -295,10 +295,14 @@ pub struct FileDescription<'a> {
     pub size: u64,
     /// The `mxc://` URL of the ciphertext.
     pub url: &'a str,
+    /// Set for a recorded voice message: its duration and waveform ([`super::voice`]).
+    #[cfg(feature = "voice")]
+    pub voice: Option<&'a super::voice::VoiceInfo>,
 }
 
 /// Writes the `content` of an `m.file` (or `m.image`, `m.audio`, `m.video`) event: `body` the
 /// file name, `file` the encrypted file object, `info` the MIME type and size, keys sorted.
+/// A voice message's adds its duration and waveform ([`super::voice`] has the shape).
 pub fn write_file_content(
     w: &mut JsonWriter<'_>,
     file: &FileDescription<'_>,
@@ -307,9 +311,15 @@ pub fn write_file_content(
 ) -> Result<(), JsonError> {
     let mut k = [0u8; 43];
     let k_text = Base64UrlUnpadded::encode(&key.key, &mut k).map_err(|_| JsonError::BufferTooSmall);
+    #[cfg(feature = "voice")]
+    let voice = file.voice;
+    #[cfg(feature = "voice")]
+    let body = voice.map_or(file.name, |_| super::voice::VOICE_BODY);
+    #[cfg(not(feature = "voice"))]
+    let body = file.name;
     let result = (|| {
         w.raw(br#"{"body":"#)?
-            .string(file.name)?
+            .string(body)?
             .raw(br#","file":{"hashes":{"sha256":"#)?
             .base64(sha256)?
             .raw(br#"},"iv":"#)?
@@ -318,13 +328,25 @@ pub fn write_file_content(
             .raw(k_text?.as_bytes())?
             .raw(br#"","key_ops":["encrypt","decrypt"],"kty":"oct"},"url":"#)?
             .string(file.url)?
-            .raw(br#","v":"v2"},"info":{"mimetype":"#)?
+            .raw(br#","v":"v2"},"info":{"#)?;
+        #[cfg(feature = "voice")]
+        if let Some(voice) = voice {
+            w.raw(br#""duration":"#)?
+                .integer(voice.duration_ms.into())?
+                .raw(b",")?;
+        }
+        w.raw(br#""mimetype":"#)?
             .string(file.mimetype)?
             .raw(br#","size":"#)?
             .integer(i64::try_from(file.size).map_err(|_| JsonError::Unsupported)?)?
             .raw(br#"},"msgtype":""#)?
             .raw(msgtype_for(file.mimetype).as_bytes())?
-            .raw(br#""}"#)?;
+            .raw(b"\"")?;
+        #[cfg(feature = "voice")]
+        if let Some(voice) = voice {
+            super::voice::write_voice_fields(w, voice)?;
+        }
+        w.raw(b"}")?;
         Ok(())
     })();
     k.zeroize();
@@ -437,6 +459,8 @@ mod tests {
             mimetype: "image/png",
             size: 100,
             url: "mxc://localhost/AbCdEf",
+            #[cfg(feature = "voice")]
+            voice: None,
         };
         write_file_content(&mut w, &description, &key, &hash).unwrap();
         let content: serde_json::Value = serde_json::from_slice(w.as_bytes()).unwrap();

@@ -6,7 +6,8 @@
 //! [`attachment`], the `file` object of an `m.file` / `m.image` / `m.audio` / `m.video` event,
 //! the platform trait [`FileStore`] the bytes go through, its limits, and the receiving
 //! pipeline of [`transfer`] that checks the ciphertext's SHA-256 before a single byte is
-//! decrypted, and stores a file only once it is complete.
+//! decrypted, and stores a file only once it is complete. With the `voice` feature, [`voice`]
+//! owns what a voice message's event adds to a file's.
 //!
 //! # Crash safety
 //!
@@ -23,5 +24,7 @@
 pub mod attachment;
 mod storage;
 pub mod transfer;
+#[cfg(feature = "voice")]
+pub mod voice;
 
 pub use storage::*;

@@ -192,6 +192,19 @@ pub enum UiEvent<'a> {
         /// The name it is stored under.
         name: &'a str,
     },
+    /// The file just received ([`UiEvent::FileReceived`], stored under `name`) is a voice
+    /// message (`m.audio` with `org.matrix.msc3245.voice`): shown as one besides its file line.
+    #[cfg(feature = "voice")]
+    VoiceReceived {
+        /// The room.
+        room_id: &'a str,
+        /// The sender.
+        sender: &'a str,
+        /// How long it plays, in milliseconds, as its event says (0 when it does not).
+        duration_ms: u32,
+        /// The name its file is stored under.
+        name: &'a str,
+    },
     /// A file transfer failed; nothing was stored (receiving) or sent (sending).
     FileFailed {
         /// Why.
@@ -325,6 +338,17 @@ impl fmt::Display for EventLine<'_, '_> {
             | UiEvent::FileUploaded { .. }
             | UiEvent::FileReceived { .. }
             | UiEvent::FileFailed { .. } => file_line(self.0, f),
+            #[cfg(feature = "voice")]
+            UiEvent::VoiceReceived {
+                room_id,
+                sender,
+                duration_ms,
+                name,
+            } => write!(
+                f,
+                "voice {room_id} {sender} {duration_ms} {}",
+                EscapedBody(name)
+            ),
             UiEvent::VerificationRequested { .. }
             | UiEvent::ShortAuthString { .. }
             | UiEvent::DeviceVerified { .. }

@@ -73,6 +73,17 @@ pub const MAX_ROTATION_MSGS: u32 = 100;
 pub const MAX_WITHHELD_NOTICES: usize = 4;
 /// Longest message text, in bytes of UTF-8.
 pub const MAX_MESSAGE_LEN: usize = 512;
+/// Longest event content an outbox entry holds as written JSON (a file's, made when its
+/// upload ends): a text's size; with the `voice` feature, twice that, for a voice message's
+/// waveform (the room a text's escaping may take, which the Megolm buffer already has).
+#[cfg(not(feature = "voice"))]
+pub const MAX_CONTENT_LEN: usize = MAX_MESSAGE_LEN;
+/// Longest event content an outbox entry holds as written JSON (a file's, made when its
+/// upload ends): twice a text's, for a voice message's waveform (the room a text's escaping
+/// may take, which the Megolm buffer already has).
+#[cfg(feature = "voice")]
+pub const MAX_CONTENT_LEN: usize = 2 * MAX_MESSAGE_LEN;
+const _: () = assert!(MAX_CONTENT_LEN <= 2 * MAX_MESSAGE_LEN);
 /// Messages waiting to be acknowledged by the homeserver.
 pub const OUTBOX_DEPTH: usize = 4;
 /// Invites waiting for the user's decision.
@@ -141,7 +152,7 @@ pub enum Limit {
     /// An id longer than [`MAX_ID_LEN`], [`MAX_DEVICE_ID_LEN`], [`MAX_ACCESS_TOKEN_LEN`],
     /// [`MAX_CALL_ID_LEN`] or [`MAX_CURSOR_LEN`].
     IdLength,
-    /// [`MAX_MESSAGE_LEN`].
+    /// [`MAX_MESSAGE_LEN`] (or [`MAX_CONTENT_LEN`] for a file's event).
     MessageLength,
 }
 

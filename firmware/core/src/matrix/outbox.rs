@@ -223,7 +223,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         if self.room_slot(room_id).is_none() {
             return Err(CommandError::UnknownRoom);
         }
-        if text.len() > MAX_MESSAGE_LEN {
+        let limit = if text.starts_with(super::transfer::CONTENT_MARKER) {
+            MAX_CONTENT_LEN
+        } else {
+            MAX_MESSAGE_LEN
+        };
+        if text.len() > limit {
             return Err(TokenError::LimitReached(Limit::MessageLength).into());
         }
         let outbox = &mut self.outbox;
@@ -355,7 +360,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 // the record buffer.
                 let plaintext_len =
                     event_json(&mut self.env.work, entry.text, &room_id, &own_device)?;
-                let text: String<MAX_MESSAGE_LEN> = bounded(entry.text)?;
+                let text: String<MAX_CONTENT_LEN> = bounded(entry.text)?;
                 let mut message = [0u8; megolm_message_len(MAX_MESSAGE_LEN * 2 + 160)];
                 let pending = Pending {
                     slot,

@@ -258,6 +258,23 @@ impl<P: Platform, L: Link> Token<P, L> {
         Ok(())
     }
 
+    /// Sends the recorded voice message at `path` (an Ogg Opus, as the platform's
+    /// [`crate::files::FileStore`] names it) to `room_id` as [`Token::send_file`] sends a file,
+    /// its event carrying `voice` (duration and waveform) the way clients show a voice message
+    /// ([`crate::files::voice`]).
+    #[cfg(feature = "voice")]
+    pub fn send_voice(
+        &mut self,
+        room_id: &str,
+        path: &str,
+        voice: crate::files::voice::VoiceInfo,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.core.start_voice_upload(room_id, path, voice)?;
+        self.drive(now);
+        Ok(())
+    }
+
     /// Whether a file is being sent or received.
     pub fn is_transferring(&self) -> bool {
         self.core.transfer.is_busy()

@@ -57,6 +57,9 @@ pub(super) enum Transfer {
         mimetype: String<MAX_MIME_TYPE>,
         next_block: u32,
         restarts: u8,
+        /// Set for a recorded voice message.
+        #[cfg(feature = "voice")]
+        voice: Option<crate::files::voice::VoiceInfo>,
     },
     Download {
         download: Download,
@@ -65,6 +68,9 @@ pub(super) enum Transfer {
         total: u64,
         started: bool,
         attempts: u8,
+        /// A voice message's duration in milliseconds.
+        #[cfg(feature = "voice")]
+        voice_ms: Option<u32>,
     },
 }
 
@@ -147,7 +153,25 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             mimetype,
             next_block: 0,
             restarts: 0,
+            #[cfg(feature = "voice")]
+            voice: None,
         });
+        Ok(())
+    }
+
+    /// Starts sending the recorded voice message (an Ogg Opus) at `path` to `room_id`: a file
+    /// upload whose event carries `voice`.
+    #[cfg(feature = "voice")]
+    pub(super) fn start_voice_upload(
+        &mut self,
+        room_id: &str,
+        path: &str,
+        info: crate::files::voice::VoiceInfo,
+    ) -> Result<(), CommandError> {
+        self.start_file_upload(room_id, path, crate::files::voice::VOICE_MIME_TYPE)?;
+        if let Some(Transfer::Upload { voice, .. }) = &mut self.transfer.current {
+            *voice = Some(info);
+        }
         Ok(())
     }
 
@@ -196,6 +220,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 total: size.unwrap_or(0),
                 started: false,
                 attempts: 0,
+                #[cfg(feature = "voice")]
+                voice_ms: crate::files::voice::received_duration(content),
             })
         })();
         match started {
@@ -348,6 +374,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             room_id,
             name,
             mimetype,
+            #[cfg(feature = "voice")]
+            voice,
             ..
         }) = self.transfer.current.take()
         else {
@@ -362,17 +390,48 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some(Value::Text(url)) = map.get("content_uri")? else {
             return Err(FileError::Incomplete.into());
         };
-        let mut content = [0u8; MAX_MESSAGE_LEN];
-        let mut w = JsonWriter::new(&mut content);
-        w.raw(&[CONTENT_MARKER as u8])?;
-        let description = FileDescription {
-            name: &name,
-            mimetype: &mimetype,
-            size,
-            url,
+        let mut content = [0u8; MAX_CONTENT_LEN];
+        #[cfg(feature = "voice")]
+        let written = {
+            let mut voice = voice;
+            loop {
+                let description = FileDescription {
+                    name: &name,
+                    mimetype: &mimetype,
+                    size,
+                    url,
+                    voice: voice.as_ref(),
+                };
+                match content_json(&mut content, &description, &key, &sha256) {
+                    // A waveform too long for the event a token holds: drawn coarser.
+                    Err(crate::json::JsonError::BufferTooSmall)
+                        if voice.as_ref().and_then(|v| v.thinned()).is_some() =>
+                    {
+                        voice = voice.as_ref().and_then(|v| v.thinned());
+                    }
+                    written => break written,
+                }
+            }
         };
-        write_file_content(&mut w, &description, &key, &sha256)?;
-        let len = w.len();
+        #[cfg(not(feature = "voice"))]
+        let written = content_json(
+            &mut content,
+            &FileDescription {
+                name: &name,
+                mimetype: &mimetype,
+                size,
+                url,
+            },
+            &key,
+            &sha256,
+        );
+        let len = match written {
+            Ok(len) => len,
+            Err(error) => {
+                content.fill(0);
+                return Err(error.into());
+            }
+        };
         let text = core::str::from_utf8(content.get(..len).unwrap_or_default())
             .map_err(|_| FileError::BadName)?;
         let local_id = self.enqueue_content(&room_id, text);
@@ -443,6 +502,8 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             download,
             room_id,
             sender,
+            #[cfg(feature = "voice")]
+            voice_ms,
             ..
         }) = self.transfer.current.take()
         else {
@@ -451,13 +512,24 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let name = download.name.clone();
         let files = self.env.flash.store.files().ok_or(FileError::Unsupported)?;
         match download.finish(files, &mut self.env.work) {
-            Ok(file) => self.env.ui.event(&UiEvent::FileReceived {
-                room_id: &room_id,
-                sender: &sender,
-                size: file.size,
-                mimetype: &file.mimetype,
-                name: &file.name,
-            }),
+            Ok(file) => {
+                self.env.ui.event(&UiEvent::FileReceived {
+                    room_id: &room_id,
+                    sender: &sender,
+                    size: file.size,
+                    mimetype: &file.mimetype,
+                    name: &file.name,
+                });
+                #[cfg(feature = "voice")]
+                if let Some(duration_ms) = voice_ms {
+                    self.env.ui.event(&UiEvent::VoiceReceived {
+                        room_id: &room_id,
+                        sender: &sender,
+                        duration_ms,
+                        name: &file.name,
+                    });
+                }
+            }
             Err(error) => self
                 .env
                 .ui
@@ -521,6 +593,20 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .event(&UiEvent::FileFailed { error, name: &name });
         Ok(())
     }
+}
+
+/// Writes the outbox entry of an uploaded file's event into `out`: the content marker, then
+/// the event's content. Its length.
+fn content_json(
+    out: &mut [u8],
+    file: &FileDescription<'_>,
+    key: &crate::files::attachment::AttachmentKey,
+    sha256: &[u8; crate::files::attachment::HASH_LEN],
+) -> Result<usize, crate::json::JsonError> {
+    let mut w = JsonWriter::new(out);
+    w.raw(&[CONTENT_MARKER as u8])?;
+    write_file_content(&mut w, file, key, sha256)?;
+    Ok(w.len())
 }
 
 /// The longest server name or media id of an `mxc://` URL.

@@ -532,3 +532,86 @@ fn an_upload_whose_blocks_a_restarted_gateway_lost_starts_over() {
     );
     assert_eq!(peer_reads_file(&world, &mut peer).1, data);
 }
+
+/// A voice message's metadata: the duration of the Cortex-M tier's speech clip, and a
+/// waveform that covers 0-1024.
+fn clip_voice() -> jeton_core::files::voice::VoiceInfo {
+    let waveform: Vec<u16> = (0..100u16).map(|i| (i * 37) % 1025).collect();
+    jeton_core::files::voice::VoiceInfo::new(2546, &waveform)
+}
+
+#[test]
+fn a_voice_message_goes_out_as_an_encrypted_attachment_with_its_voice_fields() {
+    let (mut world, mut peer) = room_with_peer_key(31);
+    let ogg = file_bytes(4255, 7);
+    world
+        .files
+        .state()
+        .sources
+        .insert("/tmp/voice-message.ogg".into(), ogg.clone());
+    let now = world.instant();
+    let voice = clip_voice();
+    let waveform = voice.waveform.to_vec();
+    world
+        .token()
+        .send_voice(ROOM, "/tmp/voice-message.ogg", voice, now)
+        .unwrap();
+    wait_for_delivery(&mut world);
+    assert!(
+        world.saw("file-uploaded 1 4255 voice-message.ogg"),
+        "{:?}",
+        world.screen()
+    );
+    let (content, file) = peer_reads_file(&world, &mut peer);
+    assert_eq!(file, ogg);
+    assert!(
+        !world.gw.hs.media.values().any(|stored| stored == &ogg),
+        "the gateway saw ciphertext only"
+    );
+    assert_eq!(content["msgtype"], "m.audio");
+    assert_eq!(content["body"], "Voice message");
+    assert_eq!(content["org.matrix.msc1767.text"], "Voice message");
+    assert_eq!(
+        content["info"],
+        json!({"mimetype": "audio/ogg", "size": 4255, "duration": 2546})
+    );
+    assert_eq!(
+        content["org.matrix.msc1767.audio"],
+        json!({"duration": 2546, "waveform": waveform})
+    );
+    assert_eq!(content["org.matrix.msc3245.voice"], json!({}));
+    assert_eq!(content["file"]["v"], "v2");
+}
+
+#[test]
+fn a_received_voice_message_is_shown_as_one_after_its_file() {
+    let (mut world, mut peer) = room_with_peer_key(32);
+    let ogg = file_bytes(3000, 9);
+    let (ciphertext, mut file) = encrypt_attachment(&ogg);
+    world.gw.hs.media.insert("voice1".into(), ciphertext);
+    file["url"] = json!("mxc://localhost/voice1");
+    // Element's content (element-web src/utils/createVoiceMessageContent.ts), file repeated
+    // as org.matrix.msc1767.file.
+    let content = json!({
+        "msgtype": "m.audio", "body": "Voice message", "file": file,
+        "info": {"mimetype": "audio/ogg", "size": ogg.len(), "duration": 1960},
+        "org.matrix.msc1767.text": "Voice message",
+        "org.matrix.msc1767.file": {"file": file, "name": "Voice message.ogg",
+                                    "mimetype": "audio/ogg", "size": ogg.len()},
+        "org.matrix.msc1767.audio": {"duration": 1960, "waveform": [0, 512, 1024]},
+        "org.matrix.msc3245.voice": {},
+    });
+    let event = peer.megolm_content_event("$voice1", content);
+    world.push_sync(json!({"rooms": {"join": {ROOM: {"timeline": {"events": [event]}}}}}));
+    let line = format!("voice {ROOM} {PEER} 1960 Voice message");
+    assert!(
+        world.run_until(600_000, |w| w.saw(&line)),
+        "{:?}",
+        world.screen()
+    );
+    let screen = world.screen();
+    let file_line = format!("file-received {ROOM} {PEER} 3000 audio/ogg Voice message");
+    let at = |wanted: &str| screen.iter().position(|l| l == wanted).unwrap();
+    assert!(at(&file_line) < at(&line), "{screen:?}");
+    assert_eq!(world.files.state().received["Voice message"], ogg);
+}
