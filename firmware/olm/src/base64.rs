@@ -3,7 +3,7 @@
 //! Decoding also accepts correctly padded input, as vodozemac does. Encoding and decoding run in
 //! constant time with respect to the data (base64ct), since the input is often key material.
 
-use base64ct::{Base64, Base64Unpadded, Encoding};
+use base64ct::{Base64Unpadded, Encoding};
 
 use crate::error::{DecodeError, EncodeError};
 
@@ -24,17 +24,27 @@ pub fn encode<'o>(input: &[u8], out: &'o mut [u8]) -> Result<&'o str, EncodeErro
 
 /// Decodes unpadded or padded base64 `input` into `out` and returns the bytes.
 pub fn decode<'o>(input: &[u8], out: &'o mut [u8]) -> Result<&'o [u8], DecodeError> {
-    let padded = input.last() == Some(&b'=');
     let unpadded_len = input.iter().rev().skip_while(|&&c| c == b'=').count();
     if decoded_len_max(unpadded_len) > out.len() {
         return Err(DecodeError::BufferTooSmall);
     }
-    let decoded = if padded {
-        Base64::decode(input, out)
-    } else {
-        Base64Unpadded::decode(input, out)
-    };
-    decoded.map_err(|_| DecodeError::InvalidBase64)
+    Base64Unpadded::decode(without_padding(input)?, out).map_err(|_| DecodeError::InvalidBase64)
+}
+
+/// `input` without its padding, so that one decoder reads both forms: padded base64 is whole
+/// blocks of four characters ending in one or two `=`, what precedes them unpadded base64
+/// (base64ct's padded decoder checks the same).
+fn without_padding(input: &[u8]) -> Result<&[u8], DecodeError> {
+    if input.last() != Some(&b'=') {
+        return Ok(input);
+    }
+    if !input.len().is_multiple_of(4) {
+        return Err(DecodeError::InvalidBase64);
+    }
+    let padding = if input.ends_with(b"==") { 2 } else { 1 };
+    input
+        .get(..input.len() - padding)
+        .ok_or(DecodeError::InvalidBase64)
 }
 
 #[cfg(test)]
@@ -62,6 +72,33 @@ mod tests {
         let unpadded = decode(b"VGhpc0lzQVRlc3Q", &mut b).unwrap();
         assert_eq!(padded, b"ThisIsATest");
         assert_eq!(padded, unpadded);
+    }
+
+    #[test]
+    fn decodes_every_short_input_as_base64ct_does_padded_or_not() {
+        let alphabet = *b"AQg/=";
+        let mut input = [0u8; 7];
+        for len in 0..=input.len() {
+            for mut n in 0..alphabet.len().pow(len as u32) {
+                for c in &mut input[..len] {
+                    *c = alphabet[n % alphabet.len()];
+                    n /= alphabet.len();
+                }
+                let text = &input[..len];
+                let (mut ours, mut theirs) = ([0u8; 8], [0u8; 8]);
+                let expected = if text.last() == Some(&b'=') {
+                    base64ct::Base64::decode(text, &mut theirs)
+                } else {
+                    Base64Unpadded::decode(text, &mut theirs)
+                };
+                assert_eq!(
+                    decode(text, &mut ours).ok(),
+                    expected.ok(),
+                    "{:?}",
+                    core::str::from_utf8(text)
+                );
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub const LAST_V1_KEY: u16 = 104;
 pub const LAST_V2_KEY: u16 = 187;
 
 /// Every integer key with its JSON name, in key order: keys `1..=LAST_V1_KEY` are MSC3079 v1, the rest are v2.
-pub static CBOR_KEYS: [(u16, &str); 187] = [
+///
+/// Key `n` is entry `n - 1`. The lookups below read [`NAMES`] and [`NAME_ENDS`], built from this
+/// table at compile time: a device keeps two bytes a key instead of a key, a pointer and a length.
+pub const CBOR_KEYS: [(u16, &str); 187] = [
     // MSC3079 v1, Appendix A (keys 1-104). Never change these.
     (1, "event_id"),
     (2, "type"),
@@ -208,6 +211,81 @@ pub static CBOR_KEYS: [(u16, &str); 187] = [
 // Every key must stay a CBOR integer of at most two bytes.
 const _: () = assert!(LAST_V2_KEY < 256);
 
+/// The length of all names back to back.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of bounds fails the build, never the device"
+)]
+const NAMES_LEN: usize = {
+    let mut len = 0;
+    let mut index = 0;
+    while index < CBOR_KEYS.len() {
+        len += CBOR_KEYS[index].1.len();
+        index += 1;
+    }
+    len
+};
+
+/// The names of [`CBOR_KEYS`] back to back, in key order.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of bounds fails the build, never the device"
+)]
+const NAME_BYTES: [u8; NAMES_LEN] = {
+    let mut bytes = [0; NAMES_LEN];
+    let mut at = 0;
+    let mut index = 0;
+    while index < CBOR_KEYS.len() {
+        let name = CBOR_KEYS[index].1.as_bytes();
+        let mut byte = 0;
+        while byte < name.len() {
+            bytes[at] = name[byte];
+            at += 1;
+            byte += 1;
+        }
+        index += 1;
+    }
+    bytes
+};
+
+/// [`NAME_BYTES`] as text (names are ASCII, so every end is a character boundary).
+static NAMES: &str = match core::str::from_utf8(&NAME_BYTES) {
+    Ok(names) => names,
+    Err(_) => "",
+};
+const _: () = assert!(NAMES.len() == NAMES_LEN && NAMES_LEN <= u16::MAX as usize);
+
+/// Where the name of key `n` ends in [`NAMES`] (entry `n - 1`; it starts where key `n - 1`'s ends).
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of bounds fails the build, never the device"
+)]
+static NAME_ENDS: [u16; CBOR_KEYS.len()] = {
+    let mut ends = [0; CBOR_KEYS.len()];
+    let mut end = 0;
+    let mut index = 0;
+    while index < CBOR_KEYS.len() {
+        assert!(
+            CBOR_KEYS[index].0 as usize == index + 1,
+            "keys are dense, from 1"
+        );
+        end += CBOR_KEYS[index].1.len();
+        ends[index] = end as u16;
+        index += 1;
+    }
+    ends
+};
+
+/// The names of keys `1..=last`, in key order.
+fn names_up_to(last: u16) -> impl Iterator<Item = &'static str> {
+    let mut start = 0;
+    NAME_ENDS.iter().take(usize::from(last)).map(move |&end| {
+        let name = NAMES.get(start..usize::from(end)).unwrap_or_default();
+        start = usize::from(end);
+        name
+    })
+}
+
 /// The highest integer key `version` defines.
 pub const fn last_key(version: TableVersion) -> u16 {
     match version {
@@ -218,12 +296,8 @@ pub const fn last_key(version: TableVersion) -> u16 {
 
 /// The integer key for JSON key `name` under `version`, or `None` if `name` stays a text key.
 pub fn key_for_name(name: &str, version: TableVersion) -> Option<u16> {
-    let last = last_key(version);
-    CBOR_KEYS
-        .iter()
-        .take_while(|(key, _)| *key <= last)
-        .find(|(_, known)| *known == name)
-        .map(|(key, _)| *key)
+    let index = names_up_to(last_key(version)).position(|known| known == name)?;
+    u16::try_from(index + 1).ok()
 }
 
 /// The JSON key name of integer key `key` under `version`, or `None` if the version does not define it.
@@ -232,7 +306,12 @@ pub fn name_for_key(key: u64, version: TableVersion) -> Option<&'static str> {
         return None;
     }
     let index = usize::try_from(key - 1).ok()?;
-    CBOR_KEYS.get(index).map(|(_, name)| *name)
+    let end = usize::from(*NAME_ENDS.get(index)?);
+    let start = match index.checked_sub(1) {
+        Some(previous) => usize::from(*NAME_ENDS.get(previous)?),
+        None => 0,
+    };
+    NAMES.get(start..end)
 }
 
 #[cfg(test)]
