@@ -97,6 +97,11 @@ pub(super) enum Kind {
 
 /// The kind of the event of type `event_type`, if it is one the calls read.
 pub(super) fn kind_of(event_type: &str) -> Option<Kind> {
+    if !cfg!(feature = "calls") {
+        // Without the feature no event is a call's, and everything that handles one is
+        // left out of the image.
+        return None;
+    }
     Some(match event_type {
         "m.call.invite" => Kind::Invite,
         "m.call.hangup" => Kind::Hangup,
@@ -432,6 +437,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
 /// The event type and call id of an outbox entry's `text` that answers a call.
 pub(super) fn answer_of(text: &str) -> Option<(&'static str, Reply, &str)> {
+    if !cfg!(feature = "calls") {
+        // Nothing rings, so nothing is declined.
+        return None;
+    }
     let rest = text.strip_prefix(ANSWER_MARKER)?;
     let (event_type, reply) = match rest.as_bytes().first()? {
         b'r' => ("m.call.reject", Reply::Reject),
