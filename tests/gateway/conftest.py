@@ -60,6 +60,15 @@ class Synapse:
         self.base = base
         self.shared_secret = shared_secret
 
+    def stop(self):
+        """Stops the homeserver (its database stays)."""
+        stop(self.proc)
+
+    def start(self):
+        """Starts the homeserver again on the same port and database; returns once it answers."""
+        self.proc = self.launch()
+        wait_for_http(self.base + "/_matrix/client/versions", proc=self.proc)
+
     def request(self, method, path, body=None, token=None):
         """Plain HTTP+JSON straight to Synapse: the source of truth the tests compare with."""
         data = None if body is None else json.dumps(body).encode()
@@ -111,18 +120,22 @@ def synapse_server():
     overrides.pop("log_config")
     (workdir / "overrides.yaml").write_text(json.dumps(overrides))  # JSON is YAML
     log = open(workdir / "synapse.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config), "-c", str(workdir / "overrides.yaml")],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+
+    def launch():
+        return subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config), "-c", str(workdir / "overrides.yaml")],
+            cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    server = Synapse(f"http://127.0.0.1:{port}", secret)
+    server.launch = launch
+    server.proc = launch()
     try:
-        wait_for_http(base + "/_matrix/client/versions", proc=proc)
-        server = Synapse(base, secret)
+        wait_for_http(server.base + "/_matrix/client/versions", proc=server.proc)
         server.media_store = workdir / "media_store"  # where tests reach the stored files
         yield server
     finally:
-        stop(proc)
+        stop(server.proc)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
