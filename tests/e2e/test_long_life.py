@@ -71,7 +71,8 @@ def run(scenario, *args):
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "intermittent (1 run of 5 failed so, 1 more showed 3 of them undecryptable first): some of the ten messages, each in a new Megolm session, are shown "
+    "intermittent (1 run of 5 failed so, 1 more showed 3 of them undecryptable first): some of the ten "
+    "messages, each in a new Megolm session, are shown "
     "undecryptable ('the room key was not shared with this device') and are not all shown decrypted within 60 s"))
 def test_ten_sessions_rotated_by_one_member_all_decrypt(synapse, gateway, tokens, tmp_path):
     run(_ten_rotations, synapse, gateway, tokens, tmp_path)
