@@ -27,8 +27,8 @@ pub const MAX_OLM_PER_DEVICE: usize = 2;
 pub const UNWEDGE_INTERVAL_MS: u64 = 3_600_000;
 /// Inbound Megolm sessions (room keys received), on flash with a small index in RAM.
 pub const MAX_INBOUND_SESSIONS: usize = 32;
-/// Inbound Megolm sessions one sending device may hold, so that one peer cannot push out the
-/// others.
+/// Inbound Megolm sessions one sending device is sure to keep once the table is full: beyond
+/// it, its sessions are the first to make way, so that one peer cannot push out the others.
 pub const MAX_INBOUND_PER_SENDER: usize = 8;
 /// Room keys waiting for their room, their sender's membership or their sender's device keys
 /// (on flash).

@@ -13,10 +13,12 @@
 //! kept. Which keys enter, and when a waiting one does, is [`super::pending_keys`]'s; the rules
 //! for leaving and eviction are written down in [`super::lifecycles`]: a session leaves when
 //! its room is left and when its sender is no longer a member of the room with that device
-//! (checked after every sync and device query); when the table is full, or the sender holds
-//! [`MAX_INBOUND_PER_SENDER`] sessions, the least recently used session that is not in use
-//! makes way (in use: the newest of its room and sender, the one the sender encrypts with),
-//! and the person sees [`UiEvent::RoomKeyDropped`].
+//! (checked after every sync and device query). A new session takes a free slot while there
+//! is one, whoever sent it; when the table is full, the least recently used session that is
+//! not in use makes way (in use: the newest of its room and sender, the one the sender
+//! encrypts with): the sender's own when it holds [`MAX_INBOUND_PER_SENDER`] sessions, else
+//! one of a sender holding more than that, else any. The person sees
+//! [`UiEvent::RoomKeyDropped`].
 //!
 //! Replays: each session has a low-water mark and the [`REPLAY_WINDOW`] indexes above it one
 //! by one. An index under the mark, or one already seen under another event id, is refused as
@@ -446,23 +448,33 @@ impl RoomKeys {
     }
 
     /// Where a new session from the device whose key hashes to `sender` goes, among the slots
-    /// not held by a copy of it: the sender's own least useful one when it holds its share, a
-    /// free slot, or the least useful of all; `None` when every session is in use.
+    /// not held by a copy of it: a free slot while there is one (a burst of keys whose
+    /// messages have not come yet must not push out each other); in a full table, the
+    /// sender's own least useful one when it holds its share, else the least useful of a
+    /// sender holding more than its share, else the least useful of all. `None` when every
+    /// candidate is in use.
     fn place_new(&self, sender: u32) -> Option<Placement> {
-        let of_sender = || {
+        if let Some(free) = self.entries.iter().position(Option::is_none) {
+            return Some(Placement::Free(free));
+        }
+        let of = |sender: u32| {
             self.entries
                 .iter()
                 .enumerate()
                 .filter(move |(_, e)| e.is_some_and(|e| e.sender == sender))
                 .map(|(slot, _)| slot)
         };
-        if of_sender().count() >= MAX_INBOUND_PER_SENDER {
-            return self.least_useful(of_sender()).map(Placement::Evict);
+        if of(sender).count() >= MAX_INBOUND_PER_SENDER {
+            return self.least_useful(of(sender)).map(Placement::Evict);
         }
-        if let Some(free) = self.entries.iter().position(Option::is_none) {
-            return Some(Placement::Free(free));
-        }
-        self.least_useful(0..MAX_INBOUND_SESSIONS)
+        let over_share = (0..MAX_INBOUND_SESSIONS).filter(|slot| {
+            self.entries
+                .get(*slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|e| of(e.sender).count() > MAX_INBOUND_PER_SENDER)
+        });
+        self.least_useful(over_share)
+            .or_else(|| self.least_useful(0..MAX_INBOUND_SESSIONS))
             .map(Placement::Evict)
     }
 
