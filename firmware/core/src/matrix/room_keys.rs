@@ -798,6 +798,46 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 mod tests {
     use super::*;
 
+    /// A full table: sender 2 sent two sessions, sender 1 one, `hog` the rest, all in room 0,
+    /// arriving and used in slot order.
+    fn full_table(hog: u32) -> RoomKeys {
+        let mut keys = RoomKeys {
+            clock: 0,
+            entries: [None; MAX_INBOUND_SESSIONS],
+            withheld: heapless::Vec::new(),
+        };
+        for (slot, entry) in keys.entries.iter_mut().enumerate() {
+            let sender = match slot {
+                0 | 1 => 2,
+                2 => 1,
+                _ => hog,
+            };
+            let at = u32::try_from(slot).unwrap_or(0);
+            *entry = Some(Entry {
+                room: 0,
+                sender,
+                session: [u8::try_from(slot).unwrap_or(0); 8],
+                received: at,
+                used: at,
+            });
+        }
+        keys
+    }
+
+    #[test]
+    fn a_burst_takes_free_slots_and_a_sender_over_its_share_makes_way_first() {
+        let mut keys = full_table(9);
+        keys.entries[5] = None;
+        // A free slot goes to whoever sends, even a sender over its share.
+        assert!(matches!(keys.place_new(9), Some(Placement::Free(5))));
+        let keys = full_table(9);
+        // Full: sender 1, under its share, pushes out the hog's least useful session (slot 3),
+        // not sender 2's older one (slot 0), although that one was used longer ago.
+        assert!(matches!(keys.place_new(1), Some(Placement::Evict(3))));
+        // The hog makes way for itself.
+        assert!(matches!(keys.place_new(9), Some(Placement::Evict(3))));
+    }
+
     #[test]
     fn the_window_refuses_what_it_saw_and_what_fell_under_its_mark() {
         let mut replay = ReplayWindow::new(0);

@@ -15,8 +15,7 @@ use super::{
 };
 use base64::Engine as _;
 use jeton_core::matrix::{
-    MAX_INBOUND_PER_SENDER, MAX_INBOUND_SESSIONS, MAX_TRACKED_USERS, PENDING_KEY_SYNCS,
-    REDELIVERY_MEMORY,
+    MAX_INBOUND_SESSIONS, MAX_TRACKED_USERS, PENDING_KEY_SYNCS, REDELIVERY_MEMORY,
 };
 
 /// A membership event of `user` in the room.
