@@ -90,7 +90,7 @@ class LinkPairing:
     ahead of time for the tokens the tests start: the gateway reads its tokens file once,
     when it starts."""
 
-    def __init__(self, directory, count=32):
+    def __init__(self, directory, count=64):
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
