@@ -331,7 +331,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                 self.error(error);
             }
             Operation::FileBlock { .. } | Operation::FileDownload => {
-                self.error(error);
+                if !transfer::is_busy(code) {
+                    self.error(error);
+                }
                 self.on_transfer_failed(Some(code));
             }
             Operation::MediaConfig if code.class() == 4 && code_number(code) != 429 => {

@@ -540,8 +540,9 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
 
     /// The transfer's exchange failed or was refused.
     pub(super) fn on_transfer_failed(&mut self, refused: Option<Code>) {
+        let transient = refused.is_none_or(is_busy);
         match &mut self.transfer.current {
-            Some(Transfer::Upload { upload, .. }) if refused.is_none() => {
+            Some(Transfer::Upload { upload, .. }) if transient => {
                 // Sent again after the back-off, with the same ciphertext.
                 upload.repeat_last_block();
             }
@@ -557,7 +558,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             Some(Transfer::Download {
                 started, attempts, ..
-            }) if refused.is_none() && *attempts + 1 < DOWNLOAD_ATTEMPTS => {
+            }) if transient && *attempts + 1 < DOWNLOAD_ATTEMPTS => {
                 // Asked again from the block where the stored ciphertext ends.
                 *attempts += 1;
                 *started = false;
@@ -593,6 +594,13 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             .event(&UiEvent::FileFailed { error, name: &name });
         Ok(())
     }
+}
+
+/// Whether `code` asks to try again later (5.03, 4.29: the gateway or the homeserver is busy
+/// for now): a block so refused is sent again after the back-off, like one whose exchange
+/// failed, and the person is not told of it.
+pub(super) fn is_busy(code: Code) -> bool {
+    matches!(code_number(code), 429 | 503)
 }
 
 /// Writes the outbox entry of an uploaded file's event into `out`: the content marker, then

@@ -533,6 +533,38 @@ fn an_upload_whose_blocks_a_restarted_gateway_lost_starts_over() {
     assert_eq!(peer_reads_file(&world, &mut peer).1, data);
 }
 
+#[test]
+fn an_upload_the_gateway_is_too_busy_for_waits_and_goes_on() {
+    let (mut world, mut peer) = room_with_peer_key(32);
+    let data = file_bytes(20 * 1024, 9);
+    world
+        .files
+        .state()
+        .sources
+        .insert("busy.bin".into(), data.clone());
+    let now = world.instant();
+    world
+        .token()
+        .send_file(ROOM, "busy.bin", "application/octet-stream", now)
+        .unwrap();
+    assert!(world.run_until(600_000, |w| {
+        w.screen()
+            .iter()
+            .any(|l| l.starts_with("file-progress send 16384/"))
+    }));
+    world.gw.busy_blocks = 3;
+    wait_for_delivery(&mut world);
+    assert_eq!(world.gw.busy_blocks, 0, "the gateway refused three blocks");
+    let screen = world.screen();
+    assert!(
+        !screen
+            .iter()
+            .any(|l| l.starts_with("error") || l.starts_with("file-failed")),
+        "a busy gateway is not the person's problem: {screen:?}"
+    );
+    assert_eq!(peer_reads_file(&world, &mut peer).1, data);
+}
+
 /// A voice message's metadata: the duration of the Cortex-M tier's speech clip, and a
 /// waveform that covers 0-1024.
 fn clip_voice() -> jeton_core::files::voice::VoiceInfo {

@@ -125,6 +125,9 @@ pub(crate) struct FakeGateway {
     pub sync_down_until: u64,
     /// Notifications sent again for want of an acknowledgement.
     pub notifications_resent: u32,
+    /// The next this many Block1 blocks get 5.03 with Max-Age 1 (a gateway out of memory
+    /// for uploads for now), and are not taken.
+    pub busy_blocks: u32,
 }
 
 const BLOCK: usize = 1024;
@@ -154,6 +157,7 @@ impl FakeGateway {
             sync_requests: Vec::new(),
             sync_down_until: 0,
             notifications_resent: 0,
+            busy_blocks: 0,
         }
     }
 
@@ -381,6 +385,13 @@ impl FakeGateway {
             .option(option::BLOCK1)
             .and_then(BlockValue::from_option)
         {
+            if self.busy_blocks > 0 {
+                self.busy_blocks -= 1;
+                let bytes = reply(Code::new(5, 3), &[(option::MAX_AGE, uint(1))], &[]);
+                self.dedup.insert(header.message_id, bytes.clone());
+                self.outbox.push(bytes);
+                return;
+            }
             if block1.num == 0 {
                 self.upload.clear();
             }
