@@ -166,7 +166,8 @@ def test_abandoned_transfers_expire_on_the_gateway(synapse, proxy):
 
 async def blockwise(c, build, remote, retries):
     """One blockwise transfer driven block by block: `build(num)` makes the request for block
-    `num`; a block whose exchange failed is sent again (a new message id). Returns the answers."""
+    `num`; a block whose exchange failed, or that was answered 5.03, is sent again (a new message
+    id), as a token does. Returns the answers."""
     answers, num = [], 0
     while True:
         msg = c.prepare(build(num), remote)
@@ -175,6 +176,11 @@ async def blockwise(c, build, remote, retries):
             response = await asyncio.wait_for(c.ctx.request(msg, handle_blockwise=False).response, 10)
         except (aiocoap.error.Error, asyncio.TimeoutError):
             retries[0] += 1
+            continue
+        if response.code.dotted == "5.03":
+            # Busy for now (the homeserver still has the upload): again after Max-Age.
+            retries[0] += 1
+            await asyncio.sleep(response.opt.max_age or 1)
             continue
         answers.append(response)
         more = response.opt.block2.more if response.opt.block2 else response.code.dotted == "2.31"

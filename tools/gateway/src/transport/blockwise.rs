@@ -3,7 +3,9 @@
 //! block with Block2. Both kinds share the peer's `blockwise_per_peer` slots (the oldest
 //! stored body, else the oldest upload, makes room) and expire `blockwise_timeout` after
 //! their last block. All peers' transfers together hold at most `max_blockwise_bytes`
-//! ([`BlockBudget`]).
+//! ([`BlockBudget`]). An upload's last block is remembered with its answer for as long, so
+//! that the block sent again (its answer lost on the way) gets that answer, not 4.08 and a
+//! whole file to send again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +52,7 @@ impl BlockBudget {
 pub(super) struct Blockwise {
     uploads: Vec<Block1Assembly>,
     stored: Vec<StoredBody>,
+    finished: Vec<FinishedUpload>,
     /// What this peer's transfers count against the budget now.
     held: usize,
     budget: BlockBudget,
@@ -68,6 +71,32 @@ struct Block1Assembly {
     key: String,
     body: Vec<u8>,
     expires: Instant,
+}
+
+/// Finished uploads remembered per peer. A client sends its uploads one after another; a few
+/// cover one that overlaps them.
+const FINISHED_KEPT: usize = 4;
+
+/// An upload whose last block arrived: that block, and the answer once the homeserver gave it.
+#[derive(Debug)]
+struct FinishedUpload {
+    key: String,
+    last: BlockValue,
+    last_payload: Vec<u8>,
+    /// `None` while the request is with the homeserver.
+    answer: Option<Arc<ResponseContent>>,
+    expires: Instant,
+}
+
+/// What a Block1 block led to.
+#[derive(Debug)]
+pub(super) enum Block1Step {
+    /// More blocks are to come.
+    More,
+    /// The last block: the whole body.
+    Complete(Vec<u8>),
+    /// The last block of an upload already finished, sent again: its answer.
+    Answered(Arc<ResponseContent>),
 }
 
 /// A response body larger than one block, kept for the client's Block2 follow-ups.
@@ -99,6 +128,7 @@ impl Blockwise {
         Self {
             uploads: Vec::new(),
             stored: Vec::new(),
+            finished: Vec::new(),
             held: 0,
             budget,
         }
@@ -108,7 +138,8 @@ impl Blockwise {
     fn recount(&mut self) {
         let uploads: usize = self.uploads.iter().map(|a| a.body.len()).sum();
         let stored: usize = self.stored.iter().map(|s| s.content.payload.len()).sum();
-        let held = uploads + stored;
+        let finished: usize = self.finished.iter().map(FinishedUpload::bytes).sum();
+        let held = uploads + stored + finished;
         if held >= self.held {
             self.budget
                 .held
@@ -123,13 +154,14 @@ impl Blockwise {
 
     /// Whether no transfer is in progress.
     pub(super) fn is_empty(&self) -> bool {
-        self.uploads.is_empty() && self.stored.is_empty()
+        self.uploads.is_empty() && self.stored.is_empty() && self.finished.is_empty()
     }
 
     /// Forgets the transfers whose last block is older than their timeout.
     pub(super) fn expire(&mut self, now: Instant) {
         self.uploads.retain(|a| a.expires > now);
         self.stored.retain(|s| s.expires > now);
+        self.finished.retain(|f| f.expires > now);
         self.recount();
     }
 
@@ -184,6 +216,7 @@ impl Blockwise {
     /// Starts the upload under `key` afresh, making room within `capacity`.
     fn start_upload(&mut self, key: &str, now: Instant, capacity: usize) {
         self.uploads.retain(|a| a.key != key);
+        self.finished.retain(|f| f.key != key);
         if self.uploads.len() + self.stored.len() >= capacity {
             if !self.stored.is_empty() {
                 self.stored.remove(0);
@@ -243,7 +276,63 @@ impl Blockwise {
         if block.more {
             return Ok(None);
         }
-        Ok(Some(self.uploads.remove(pos).body))
+        let body = self.uploads.remove(pos).body;
+        if block.num > 0 {
+            self.finish_upload(key, block, payload, expires);
+        }
+        Ok(Some(body))
+    }
+
+    /// Remembers the last block of the upload under `key`, the oldest of
+    /// [`FINISHED_KEPT`] making way.
+    fn finish_upload(&mut self, key: &str, last: BlockValue, payload: &[u8], expires: Instant) {
+        self.finished.retain(|f| f.key != key);
+        if self.finished.len() >= FINISHED_KEPT {
+            self.finished.remove(0);
+        }
+        self.finished.push(FinishedUpload {
+            key: key.to_owned(),
+            last,
+            last_payload: payload.to_vec(),
+            answer: None,
+            expires,
+        });
+    }
+
+    /// For the last block of a finished upload sent again: `Some` with the answer it got
+    /// (`None` while the homeserver has not answered yet).
+    fn repeated_last_block(
+        &mut self,
+        key: &str,
+        block: BlockValue,
+        payload: &[u8],
+        expires: Instant,
+    ) -> Option<Option<Arc<ResponseContent>>> {
+        let finished = self
+            .finished
+            .iter_mut()
+            .find(|f| f.key == key && f.last == block && f.last_payload == payload)?;
+        finished.expires = expires;
+        Some(finished.answer.clone())
+    }
+
+    /// Keeps the homeserver's answer to the finished upload under `key`.
+    pub(super) fn remember_answer(&mut self, key: &str, answer: &Arc<ResponseContent>) {
+        if let Some(finished) = self
+            .finished
+            .iter_mut()
+            .find(|f| f.key == key && f.answer.is_none())
+        {
+            finished.answer = Some(Arc::clone(answer));
+            self.recount();
+        }
+    }
+}
+
+impl FinishedUpload {
+    /// What it counts against the budget.
+    fn bytes(&self) -> usize {
+        self.last_payload.len() + self.answer.as_ref().map_or(0, |a| a.payload.len())
     }
 }
 
@@ -302,8 +391,7 @@ impl Transport {
         Ok(false)
     }
 
-    /// Takes one Block1 block of the request under `key`: `Ok(None)` while more are to come,
-    /// the whole body after the last.
+    /// Takes one Block1 block of the request under `key`.
     pub(super) fn take_block1(
         &mut self,
         incoming: &Incoming,
@@ -311,11 +399,25 @@ impl Transport {
         payload: &[u8],
         key: &str,
         now: Instant,
-    ) -> Result<Option<Vec<u8>>, ResponseContent> {
+    ) -> Result<Block1Step, ResponseContent> {
+        let expires = now + self.limits.blockwise_timeout;
         let peer = self
             .peers
             .get_mut(&incoming.peer)
             .ok_or_else(|| internal(incoming))?;
+        if !block.more
+            && let Some(answer) = peer
+                .blockwise
+                .repeated_last_block(key, block, payload, expires)
+        {
+            return answer.map(Block1Step::Answered).ok_or_else(|| {
+                retry_later(
+                    incoming,
+                    code::SERVICE_UNAVAILABLE,
+                    "The homeserver has not answered this upload yet; send its last block again shortly.",
+                )
+            });
+        }
         if block.more && payload.len() != block.size() {
             return Err(bad(
                 incoming,
@@ -334,11 +436,11 @@ impl Transport {
                 .start_upload(key, now, self.limits.blockwise_per_peer);
             count_blockwise(&self.metrics, "block1");
         }
-        let expires = now + self.limits.blockwise_timeout;
         let taken = peer
             .blockwise
             .add_block(key, block, payload, incoming.body_limit, expires);
         peer.blockwise.recount();
+        let taken = taken.map(|body| body.map_or(Block1Step::More, Block1Step::Complete));
         taken.map_err(|fault| match fault {
             UploadFault::Unknown => refuse(
                 incoming,

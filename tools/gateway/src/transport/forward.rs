@@ -229,6 +229,11 @@ impl Transport {
             let start = Start::after_answer(template.confirms(), since, position);
             observe = self.register(addr, &ctx.token, template, start, now, actions);
         }
+        if ctx.block1_echo.is_some_and(|b| !b.more)
+            && let Some(peer) = self.peers.get_mut(&addr)
+        {
+            peer.blockwise.remember_answer(&ctx.key, &content);
+        }
         let reply = Reply {
             content: &content,
             block2: Some((ctx.block2_num, ctx.szx)),

@@ -17,10 +17,12 @@
 //! 10. Admission (`peer.rs`: draining, requests in flight), then forwarding (`forward.rs`).
 
 use super::PeerId;
+use std::sync::Arc;
 use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageType, Packet, RequestType};
 
+use super::blockwise::Block1Step;
 use super::reply::{Reply, bad, internal, refuse, too_large};
 use super::{Action, Transport};
 use crate::media::{self, MediaRoute};
@@ -81,6 +83,8 @@ enum RequestBody {
     Incomplete,
     /// The JSON to forward, `None` for no body.
     Complete(Option<Vec<u8>>),
+    /// The last block of an upload already forwarded, sent again: the answer it got.
+    Answered(Arc<ResponseContent>),
 }
 
 impl Transport {
@@ -160,9 +164,20 @@ impl Transport {
             body_format,
             now,
         )?;
-        let RequestBody::Complete(body) = body else {
-            self.continue_upload(incoming, &blocks, target.route, now, actions);
-            return Ok(());
+        let body = match body {
+            RequestBody::Complete(body) => body,
+            RequestBody::Incomplete => {
+                self.continue_upload(incoming, &blocks, target.route, now, actions);
+                return Ok(());
+            }
+            RequestBody::Answered(answer) => {
+                let reply = Reply {
+                    block1_echo: blocks.block1,
+                    ..Reply::plain(&answer)
+                };
+                self.finish(incoming, target.route, reply, now, actions);
+                return Ok(());
+            }
         };
         let body = self.with_sticky_sender(incoming, &target.path, body)?;
         self.admit(incoming)?;
@@ -267,8 +282,9 @@ impl Transport {
         let raw = match block1 {
             None => packet.payload.clone(),
             Some(block) => match self.take_block1(incoming, block, &packet.payload, key, now)? {
-                Some(body) => body,
-                None => return Ok(RequestBody::Incomplete),
+                Block1Step::Complete(body) => body,
+                Block1Step::More => return Ok(RequestBody::Incomplete),
+                Block1Step::Answered(answer) => return Ok(RequestBody::Answered(answer)),
             },
         };
         if raw.is_empty() {

@@ -186,6 +186,65 @@ fn media_uploads_are_raw_bytes_with_their_type_and_their_own_limit() {
     );
 }
 
+/// The last Block1 block of `file` to `Mu` (Content-Format 42), under message id `mid`.
+fn last_media_block(mid: u16, file: &[u8]) -> Packet {
+    let num = (file.len() - 1) / 1024;
+    let mut p = request(MessageType::Confirmable, 2, mid, &[7], &["Mu"]);
+    p.add_option(
+        CoapOption::Unknown(profile::option::CBOR_TABLE_VERSION),
+        vec![2],
+    );
+    p.add_option(CoapOption::ContentFormat, message::encode_uint(42));
+    let block = BlockValue {
+        num: num as u32,
+        more: false,
+        szx: 6,
+    };
+    p.add_option(CoapOption::Block1, message::block_option(block));
+    p.payload = file[num * 1024..].to_vec();
+    p
+}
+
+#[test]
+fn the_last_block_sent_again_gets_the_answer_the_upload_got() {
+    let mut h = Harness::new(Limits::default());
+    let file: Vec<u8> = (0..5000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let forwarded = forwards(&upload(&mut h, 100, &["Mu"], Some(42), &[], &file));
+    assert_eq!(forwarded.len(), 1);
+    // Sent again while the homeserver has the file: try again in a second, nothing forwarded.
+    let actions = h.feed(&last_media_block(120, &file));
+    assert!(forwards(&actions).is_empty(), "the file went up once");
+    let busy = &sent(&actions)[0];
+    assert_eq!(code_of(busy), "5.03");
+    assert_eq!(
+        busy.get_first_option(CoapOption::MaxAge),
+        Some(&message::encode_uint(1))
+    );
+    let answer = sent(&h.upstream(forwarded[0].0, 200, r#"{"content_uri":"mxc://s/m"}"#));
+    assert_eq!(code_of(&answer[0]), "2.04");
+    // Every answer to it lost, the last block under a new message id: the same answer.
+    let actions = h.feed(&last_media_block(121, &file));
+    assert!(forwards(&actions).is_empty(), "the file went up once");
+    let again = &sent(&actions)[0];
+    assert_eq!(code_of(again), "2.04");
+    assert_eq!(again.payload, answer[0].payload);
+    assert_eq!(
+        again.get_first_option(CoapOption::Block1),
+        answer[0].get_first_option(CoapOption::Block1)
+    );
+    // Another body's last block is no repeat: its earlier blocks are not here.
+    let other: Vec<u8> = file.iter().map(|b| b ^ 1).collect();
+    let actions = h.feed(&last_media_block(122, &other));
+    assert_eq!(code_of(&sent(&actions)[0]), "4.08");
+    // A new upload under the same request starts afresh and goes up.
+    let forwarded = forwards(&upload(&mut h, 200, &["Mu"], Some(42), &[], &file));
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "a new upload of the same file goes up again"
+    );
+}
+
 /// `p` asking for block `num` of 1024 bytes.
 fn with_block2(mut p: Packet, num: u32) -> Packet {
     let block = BlockValue {
