@@ -323,6 +323,41 @@ impl Sim {
         Ok(())
     }
 
+    /// One round with the gateway: sends what the token has to send, waits for a datagram
+    /// until the token's next timeout (50 ms at the most), hands it in, and runs a timeout
+    /// that is due.
+    fn exchange(&mut self, buf: &mut [u8]) -> anyhow::Result<()> {
+        self.transmit()?;
+        std::io::stdout().flush()?;
+        let now = self.now();
+        let wait = self
+            .token
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.millis_since(now)))
+            .unwrap_or(Duration::from_millis(50))
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        self.socket.set_read_timeout(Some(wait))?;
+        match self.socket.recv(buf) {
+            Ok(len) => {
+                self.no_gateway = false;
+                let now = self.now();
+                self.token.handle_datagram(&buf[..len], now);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => self.gateway_refused(),
+            Err(e) => return Err(e.into()),
+        }
+        let now = self.now();
+        if self.token.poll_timeout().is_some_and(|t| t <= now) {
+            self.token.handle_timeout(now);
+        }
+        Ok(())
+    }
+
     /// An ICMP port unreachable: says so once until the gateway answers again. The token
     /// keeps retransmitting, so a gateway that starts later is found.
     fn gateway_refused(&mut self) {
@@ -536,33 +571,12 @@ fn run() -> anyhow::Result<ExitCode> {
             "--login needs --user and a password (--password-file FILE, or --password)".into()
         ));
     }
-    let gateway = args
-        .gateway
-        .to_socket_addrs()
-        .map_err(|e| {
-            Usage(format!(
-                "cannot resolve the gateway address {}: {e}",
-                args.gateway
-            ))
-        })?
-        .next()
-        .ok_or_else(|| {
-            Usage(format!(
-                "the gateway address {} resolves to nothing",
-                args.gateway
-            ))
-        })?;
+    let gateway = gateway_address(&args)?;
     let material = link_material(&args)?;
     if material.is_none() && !args.plain_coap_in_clear {
         bail!(Usage(NO_LINK.into()));
     }
-    let bind: SocketAddr = if gateway.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let socket = UdpSocket::bind(bind)?;
-    socket.connect(gateway)?;
+    let socket = connect(gateway)?;
     let shell = Shell::new(gateway);
     let files_dir = args
         .files_dir
@@ -573,23 +587,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let store = FileStore::open(&args.state_dir)
         .with_context(|| format!("opening {}", args.state_dir.display()))?
         .with_files(files);
-    let mut config = Config::new(storage_key(&args.state_dir)?);
-    config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
-    config.share_keys_only_with_verified = args.share_keys_only_with_verified;
-    config.device_display_name = args
-        .device_name
-        .as_str()
-        .try_into()
-        .map_err(|_| Usage("the device name is too long".into()))?;
-    for user in &args.auto_join_from {
-        let user = user
-            .as_str()
-            .try_into()
-            .map_err(|_| Usage(format!("{user} is too long")))?;
-        if config.auto_join_from.push(user).is_err() {
-            bail!(Usage("too many --auto-join-from users".into()));
-        }
-    }
+    let config = config(&args)?;
     let start = StdInstant::now();
     let token = Token::with_link(config, material, OsRng, store, shell, Instant::ZERO)
         .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
@@ -614,39 +612,77 @@ fn run() -> anyhow::Result<ExitCode> {
     if args.login && !sim.token.is_logged_in() {
         sim.command("login");
     }
+    serve(&mut sim, &lines, interactive)
+}
+
+/// The gateway's address from `--gateway`, resolved.
+fn gateway_address(args: &Args) -> anyhow::Result<SocketAddr> {
+    let gateway = args
+        .gateway
+        .to_socket_addrs()
+        .map_err(|e| {
+            Usage(format!(
+                "cannot resolve the gateway address {}: {e}",
+                args.gateway
+            ))
+        })?
+        .next()
+        .ok_or_else(|| {
+            Usage(format!(
+                "the gateway address {} resolves to nothing",
+                args.gateway
+            ))
+        })?;
+    Ok(gateway)
+}
+
+/// A UDP socket connected to `gateway`, so that the system reports an ICMP port unreachable.
+fn connect(gateway: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let bind: SocketAddr = if gateway.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(gateway)?;
+    Ok(socket)
+}
+
+/// The token's configuration from the flags, with the storage key of `--state-dir`.
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config::new(storage_key(&args.state_dir)?);
+    config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
+    config.share_keys_only_with_verified = args.share_keys_only_with_verified;
+    config.device_display_name = args
+        .device_name
+        .as_str()
+        .try_into()
+        .map_err(|_| Usage("the device name is too long".into()))?;
+    for user in &args.auto_join_from {
+        let user = user
+            .as_str()
+            .try_into()
+            .map_err(|_| Usage(format!("{user} is too long")))?;
+        if config.auto_join_from.push(user).is_err() {
+            bail!(Usage("too many --auto-join-from users".into()));
+        }
+    }
+    Ok(config)
+}
+
+/// Exchanges datagrams and runs the commands of `lines` until one of them, the end of a
+/// terminal's input, or the end of what a script started, ends the shell.
+fn serve(
+    sim: &mut Sim,
+    lines: &mpsc::Receiver<String>,
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
     let mut buf = [0u8; 2048];
     // The failures counted when a script's input ended: one more after it ends the wait, and
     // so does a gateway that is not there (nothing it waits for can happen).
     let mut failures_at_end: Option<u32> = None;
     loop {
-        sim.transmit()?;
-        std::io::stdout().flush()?;
-        let now = sim.now();
-        let wait = sim
-            .token
-            .poll_timeout()
-            .map(|t| Duration::from_millis(t.millis_since(now)))
-            .unwrap_or(Duration::from_millis(50))
-            .clamp(Duration::from_millis(1), Duration::from_millis(50));
-        sim.socket.set_read_timeout(Some(wait))?;
-        match sim.socket.recv(&mut buf) {
-            Ok(len) => {
-                sim.no_gateway = false;
-                let now = sim.now();
-                sim.token.handle_datagram(&buf[..len], now);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => sim.gateway_refused(),
-            Err(e) => return Err(e.into()),
-        }
-        let now = sim.now();
-        if sim.token.poll_timeout().is_some_and(|t| t <= now) {
-            sim.token.handle_timeout(now);
-        }
+        sim.exchange(&mut buf)?;
         while failures_at_end.is_none() {
             match lines.try_recv() {
                 Ok(line) => {
@@ -685,13 +721,13 @@ fn exit_code(interactive: bool, failures: u32) -> ExitCode {
     }
 }
 
-/// The first word of a line, the command a person meant.
 /// Says why a command of jeton-sim's own was refused.
 fn refuse(why: &str) -> Outcome {
     terminal::say_line(&format!("error {why}"));
     Outcome::Refused
 }
 
+/// The first word of a line, the command a person meant.
 fn first_word(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or_default()
 }
