@@ -24,7 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::TableVersion;
 use crate::binary::is_binary_field;
@@ -231,73 +231,101 @@ impl<'v> JsonEncoder<'v> {
             Value::Bool(b) => {
                 let _ = out.bool(*b);
             }
-            Value::Number(number) => {
-                if let Some(n) = number.as_u64() {
-                    if n > MAX_SAFE_INTEGER {
-                        return Err(self.error(TranscodeErrorKind::IntegerOutOfRange, index));
-                    }
-                    let _ = out.u64(n);
-                } else if let Some(n) = number.as_i64() {
-                    if n.unsigned_abs() > MAX_SAFE_INTEGER {
-                        return Err(self.error(TranscodeErrorKind::IntegerOutOfRange, index));
-                    }
-                    let _ = out.i64(n);
-                } else {
-                    return Err(self.error(TranscodeErrorKind::Float, index));
-                }
+            Value::Number(number) => self.number(number, index)?,
+            Value::String(text) => self.string(text),
+            Value::Array(items) => self.array(items, depth, index)?,
+            Value::Object(members) => self.object(members, depth, index)?,
+        }
+        Ok(())
+    }
+
+    /// An integer within ±(2^53-1); anything else is an error.
+    fn number(&mut self, number: &Number, index: usize) -> Result<(), TranscodeError> {
+        let out = &mut self.out;
+        if let Some(n) = number.as_u64() {
+            if n > MAX_SAFE_INTEGER {
+                return Err(self.error(TranscodeErrorKind::IntegerOutOfRange, index));
             }
-            Value::String(text) => {
-                let binary = match self.version {
-                    TableVersion::V2 if is_binary_field(&self.path) => canonical_base64(text),
-                    TableVersion::V2 if is_event_id_field(&self.path) => {
-                        canonical_hashed_id(text, EVENT_SIGIL).map(Vec::from)
-                    }
-                    _ => None,
-                };
-                let well_known = match self.version {
-                    TableVersion::V2 if binary.is_none() => simple_for_value(text),
-                    _ => None,
-                };
-                match (binary, well_known) {
-                    (Some(bytes), _) => {
-                        let _ = out.bytes(&bytes);
-                    }
-                    (None, Some(simple)) => {
-                        let _ = out.simple(simple);
-                    }
-                    (None, None) => {
-                        let _ = out.str(text);
-                    }
-                }
+            let _ = out.u64(n);
+        } else if let Some(n) = number.as_i64() {
+            if n.unsigned_abs() > MAX_SAFE_INTEGER {
+                return Err(self.error(TranscodeErrorKind::IntegerOutOfRange, index));
             }
-            Value::Array(items) => {
-                if depth > MAX_DEPTH {
-                    return Err(self.error(TranscodeErrorKind::TooDeep, index));
-                }
-                let _ = out.array(items.len() as u64);
-                for item in items {
-                    self.value(item, depth + 1)?;
-                }
+            let _ = out.i64(n);
+        } else {
+            return Err(self.error(TranscodeErrorKind::Float, index));
+        }
+        Ok(())
+    }
+
+    /// A string: under v2, a binary field's bytes, a hashed event id's hash or a well-known value
+    /// where it is one of them; else the text.
+    fn string(&mut self, text: &str) {
+        let binary = match self.version {
+            TableVersion::V2 if is_binary_field(&self.path) => canonical_base64(text),
+            TableVersion::V2 if is_event_id_field(&self.path) => {
+                canonical_hashed_id(text, EVENT_SIGIL).map(Vec::from)
             }
-            Value::Object(members) => {
-                if depth > MAX_DEPTH {
-                    return Err(self.error(TranscodeErrorKind::TooDeep, index));
-                }
-                let _ = out.map(members.len() as u64);
-                let room_keys = is_room_section(&self.path);
-                let mut sorted: Vec<(Vec<u8>, &'v String, &'v Value)> = members
-                    .iter()
-                    .map(|(name, value)| (encoded_key(name, self.version, room_keys), name, value))
-                    .collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                for (key, name, value) in sorted {
-                    self.out.writer_mut().extend_from_slice(&key);
-                    self.path.push(name);
-                    let result = self.value(value, depth + 1);
-                    self.path.pop();
-                    result?;
-                }
+            _ => None,
+        };
+        let well_known = match self.version {
+            TableVersion::V2 if binary.is_none() => simple_for_value(text),
+            _ => None,
+        };
+        let out = &mut self.out;
+        match (binary, well_known) {
+            (Some(bytes), _) => {
+                let _ = out.bytes(&bytes);
             }
+            (None, Some(simple)) => {
+                let _ = out.simple(simple);
+            }
+            (None, None) => {
+                let _ = out.str(text);
+            }
+        }
+    }
+
+    /// An array, its items at `depth + 1`.
+    fn array(
+        &mut self,
+        items: &'v [Value],
+        depth: usize,
+        index: usize,
+    ) -> Result<(), TranscodeError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error(TranscodeErrorKind::TooDeep, index));
+        }
+        let _ = self.out.array(items.len() as u64);
+        for item in items {
+            self.value(item, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// An object, its members sorted by their encoded keys.
+    fn object(
+        &mut self,
+        members: &'v Map<String, Value>,
+        depth: usize,
+        index: usize,
+    ) -> Result<(), TranscodeError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error(TranscodeErrorKind::TooDeep, index));
+        }
+        let _ = self.out.map(members.len() as u64);
+        let room_keys = is_room_section(&self.path);
+        let mut sorted: Vec<(Vec<u8>, &'v String, &'v Value)> = members
+            .iter()
+            .map(|(name, value)| (encoded_key(name, self.version, room_keys), name, value))
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, name, value) in sorted {
+            self.out.writer_mut().extend_from_slice(&key);
+            self.path.push(name);
+            let result = self.value(value, depth + 1);
+            self.path.pop();
+            result?;
         }
         Ok(())
     }
@@ -395,34 +423,10 @@ impl<'b> CborDecoder<'b> {
                 Ok(Value::Null)
             }
             Type::Bool => Ok(Value::Bool(self.input.bool().map_err(failed)?)),
-            Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
-                let n = self.input.u64().map_err(failed)?;
-                if n > MAX_SAFE_INTEGER {
-                    return fail(Kind::IntegerOutOfRange);
-                }
-                Ok(Value::from(n))
-            }
-            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
-                let n = i128::from(self.input.int().map_err(failed)?);
-                if n.unsigned_abs() > u128::from(MAX_SAFE_INTEGER) {
-                    return fail(Kind::IntegerOutOfRange);
-                }
-                // In range, so it fits an i64.
-                Ok(Value::from(n as i64))
-            }
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => self.unsigned(at),
+            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => self.signed(at),
             Type::F16 | Type::F32 | Type::F64 => fail(Kind::Float),
-            Type::Simple if self.version == TableVersion::V2 => {
-                let two_bytes = self.input.input().get(at) == Some(&0xf8);
-                let simple = self.input.simple().map_err(failed)?;
-                // `f8` with a value below 32 is not well-formed CBOR (RFC 8949 section 3.3).
-                if two_bytes && simple < 32 {
-                    return fail(Kind::Malformed);
-                }
-                match value_for_simple(simple) {
-                    Some(text) => Ok(Value::String(text.into())),
-                    None => fail(Kind::UnsupportedSimpleValue),
-                }
-            }
+            Type::Simple if self.version == TableVersion::V2 => self.well_known_value(at),
             Type::Undefined | Type::Simple => fail(Kind::UnsupportedSimpleValue),
             Type::Tag => fail(Kind::Tag),
             Type::BytesIndef | Type::StringIndef | Type::ArrayIndef | Type::MapIndef => {
@@ -443,42 +447,108 @@ impl<'b> CborDecoder<'b> {
                     && is_event_id_field(&self.path)
                     && !is_binary_field(&self.path) =>
             {
-                self.checked_length(1)?;
-                let bytes = self.input.bytes().map_err(failed)?;
-                match <&[u8; HASH_LEN]>::try_from(bytes) {
-                    Ok(hash) => Ok(Value::String(hashed_id_text(EVENT_SIGIL, hash))),
-                    Err(_) => fail(Kind::UnexpectedByteString),
-                }
+                self.hashed_event_id(at)
             }
-            Type::Bytes => {
-                if self.version != TableVersion::V2 || !is_binary_field(&self.path) {
-                    return fail(Kind::UnexpectedByteString);
-                }
-                self.checked_length(1)?;
-                let bytes = self.input.bytes().map_err(failed)?;
-                Ok(Value::String(STANDARD_NO_PAD.encode(bytes)))
-            }
-            Type::Array => {
-                if depth > MAX_DEPTH {
-                    return fail(Kind::TooDeep);
-                }
-                let length = self.checked_length(1)?;
-                self.input.array().map_err(failed)?;
-                let mut items = Vec::new();
-                for _ in 0..length {
-                    items.push(self.value(depth + 1)?);
-                }
-                Ok(Value::Array(items))
-            }
-            Type::Map => {
-                if depth > MAX_DEPTH {
-                    return fail(Kind::TooDeep);
-                }
-                let length = self.checked_length(2)?;
-                self.input.map().map_err(failed)?;
-                self.map_entries(length, depth)
-            }
+            Type::Bytes => self.binary(at),
+            Type::Array => self.array(depth, at),
+            Type::Map => self.map(depth, at),
         }
+    }
+
+    /// An unsigned integer at `at`, up to 2^53-1.
+    fn unsigned(&mut self, at: usize) -> Result<Value, TranscodeError> {
+        use TranscodeErrorKind as Kind;
+        let failed = |error| decoder_failure(error, Kind::Malformed, at);
+        let n = self.input.u64().map_err(failed)?;
+        if n > MAX_SAFE_INTEGER {
+            return Err(TranscodeError::at_byte(Kind::IntegerOutOfRange, at));
+        }
+        Ok(Value::from(n))
+    }
+
+    /// A negative integer at `at`, down to -(2^53-1).
+    fn signed(&mut self, at: usize) -> Result<Value, TranscodeError> {
+        use TranscodeErrorKind as Kind;
+        let failed = |error| decoder_failure(error, Kind::Malformed, at);
+        let n = i128::from(self.input.int().map_err(failed)?);
+        if n.unsigned_abs() > u128::from(MAX_SAFE_INTEGER) {
+            return Err(TranscodeError::at_byte(Kind::IntegerOutOfRange, at));
+        }
+        // In range, so it fits an i64.
+        Ok(Value::from(n as i64))
+    }
+
+    /// A simple value at `at` under v2: the well-known value it stands for, as text.
+    fn well_known_value(&mut self, at: usize) -> Result<Value, TranscodeError> {
+        use TranscodeErrorKind as Kind;
+        let fail = |kind| Err(TranscodeError::at_byte(kind, at));
+        let failed = |error| decoder_failure(error, Kind::Malformed, at);
+        let two_bytes = self.input.input().get(at) == Some(&0xf8);
+        let simple = self.input.simple().map_err(failed)?;
+        // `f8` with a value below 32 is not well-formed CBOR (RFC 8949 section 3.3).
+        if two_bytes && simple < 32 {
+            return fail(Kind::Malformed);
+        }
+        match value_for_simple(simple) {
+            Some(text) => Ok(Value::String(text.into())),
+            None => fail(Kind::UnsupportedSimpleValue),
+        }
+    }
+
+    /// A byte string at `at` where an event id goes (v2): the hashed id's text.
+    fn hashed_event_id(&mut self, at: usize) -> Result<Value, TranscodeError> {
+        use TranscodeErrorKind as Kind;
+        let fail = |kind| Err(TranscodeError::at_byte(kind, at));
+        let failed = |error| decoder_failure(error, Kind::Malformed, at);
+        self.checked_length(1)?;
+        let bytes = self.input.bytes().map_err(failed)?;
+        match <&[u8; HASH_LEN]>::try_from(bytes) {
+            Ok(hash) => Ok(Value::String(hashed_id_text(EVENT_SIGIL, hash))),
+            Err(_) => fail(Kind::UnexpectedByteString),
+        }
+    }
+
+    /// A byte string at `at`: a binary field's bytes (v2) as their base64 text.
+    fn binary(&mut self, at: usize) -> Result<Value, TranscodeError> {
+        use TranscodeErrorKind as Kind;
+        let fail = |kind| Err(TranscodeError::at_byte(kind, at));
+        let failed = |error| decoder_failure(error, Kind::Malformed, at);
+        if self.version != TableVersion::V2 || !is_binary_field(&self.path) {
+            return fail(Kind::UnexpectedByteString);
+        }
+        self.checked_length(1)?;
+        let bytes = self.input.bytes().map_err(failed)?;
+        Ok(Value::String(STANDARD_NO_PAD.encode(bytes)))
+    }
+
+    /// An array at `at`, its items at `depth + 1`.
+    fn array(&mut self, depth: usize, at: usize) -> Result<Value, TranscodeError> {
+        use TranscodeErrorKind as Kind;
+        let fail = |kind| Err(TranscodeError::at_byte(kind, at));
+        let failed = |error| decoder_failure(error, Kind::Malformed, at);
+        if depth > MAX_DEPTH {
+            return fail(Kind::TooDeep);
+        }
+        let length = self.checked_length(1)?;
+        self.input.array().map_err(failed)?;
+        let mut items = Vec::new();
+        for _ in 0..length {
+            items.push(self.value(depth + 1)?);
+        }
+        Ok(Value::Array(items))
+    }
+
+    /// A map at `at`, its values at `depth + 1`.
+    fn map(&mut self, depth: usize, at: usize) -> Result<Value, TranscodeError> {
+        use TranscodeErrorKind as Kind;
+        let fail = |kind| Err(TranscodeError::at_byte(kind, at));
+        let failed = |error| decoder_failure(error, Kind::Malformed, at);
+        if depth > MAX_DEPTH {
+            return fail(Kind::TooDeep);
+        }
+        let length = self.checked_length(2)?;
+        self.input.map().map_err(failed)?;
+        self.map_entries(length, depth)
     }
 
     fn map_key(&mut self, room_keys: bool) -> Result<(Cow<'b, str>, bool), TranscodeError> {

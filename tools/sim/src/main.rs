@@ -5,6 +5,7 @@
 //! random number generator and a shell on stdin. On a terminal it prompts; otherwise it
 //! reads one command per line and prints one event per line, for scripts and tests.
 
+mod args;
 mod explain;
 mod file_store;
 mod host_files;
@@ -13,7 +14,7 @@ mod voice;
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -23,103 +24,12 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches};
 
 use jeton_core::console::{self, Clock, Command, KeepsLog, Line, Outcome, RoomLog};
-use jeton_core::link::{KeyFile, ProtectedLink};
+use jeton_core::link::ProtectedLink;
 use jeton_core::matrix::{Config, EscapedBody, Token, TokenError, Ui, UiEvent};
 use jeton_core::platform::{Instant, Platform, Rng};
 
+use args::{Args, NO_LINK, Usage, gateway_address, link_material, password};
 use file_store::FileStore;
-
-/// A simulated jeton token: a Matrix E2EE device speaking CoAP to a jeton gateway.
-///
-/// It reads the commands below from stdin, one per line. Received files are saved under
-/// <state-dir>/files/ (or --files-dir).
-///
-/// Without a terminal it reads its commands from stdin and, once they end, waits for what
-/// they started (a login, messages to send, a transfer), then exits: 0 when all went well,
-/// 1 after a refused command or a failure (the login, no gateway, a message or file not
-/// sent), 2 for unusable flags.
-#[derive(clap::Parser, Debug)]
-#[command(name = "jeton-sim", version)]
-struct Args {
-    /// The gateway's UDP address.
-    #[arg(long, default_value = "127.0.0.1:5683")]
-    gateway: String,
-    /// The Matrix user to log in as (localpart or full user id).
-    #[arg(long)]
-    user: Option<String>,
-    /// The password (visible in the process list: prefer --password-file).
-    #[arg(long)]
-    password: Option<String>,
-    /// A file whose first line is the password.
-    #[arg(long)]
-    password_file: Option<PathBuf>,
-    /// Where the token keeps its records and storage key (its "flash").
-    #[arg(long, default_value = "jeton-sim-state")]
-    state_dir: PathBuf,
-    /// The device display name given at the first login.
-    #[arg(long, default_value = "jeton-sim")]
-    device_name: String,
-    /// Accept invites from this user without asking (repeatable).
-    #[arg(long = "auto-join-from")]
-    auto_join_from: Vec<String>,
-    /// Log in at start with --user and the password.
-    #[arg(long)]
-    login: bool,
-    /// Register the /sync observation again after this long without a notification. Longer
-    /// than the gateway's --observe-keepalive-secs (1200 s by default), so an idle token
-    /// stays with the keepalives and does not pay for registrations.
-    #[arg(long, default_value_t = 1500)]
-    observe_silence_secs: u64,
-    /// Share room keys only with devices verified by SAS (`verify`, `confirm`); the others are
-    /// told the key is withheld (`m.room_key.withheld`, `m.unverified`).
-    #[arg(long)]
-    share_keys_only_with_verified: bool,
-    /// Bytes of received files the token may keep in its files directory.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
-    files_quota: u64,
-    /// Where received files are saved. [default: <state-dir>/files]
-    #[arg(long, value_name = "DIR")]
-    files_dir: Option<PathBuf>,
-    /// The token's link provisioning file (`jeton pair --token-out`): EDHOC and OSCORE to
-    /// the gateway. Without it, `link.cbor` in the state directory is used if present.
-    #[arg(long, value_name = "FILE")]
-    link: Option<PathBuf>,
-    /// Speak plain CoAP, without the protected link: sends your password and access token
-    /// in clear. Only for a gateway in its plain-MSC3079 compatibility mode
-    /// (--compat-plain-msc3079 true); without it or a link file jeton-sim does not start.
-    #[arg(long, conflicts_with = "link")]
-    plain_coap_in_clear: bool,
-}
-
-/// What jeton-sim says when it has no link file and no --plain-coap-in-clear.
-const NO_LINK: &str = "no link to the gateway: pair the token with `jeton pair --token-out FILE` \
-(README, \"Pairing a token with a gateway\") and pass --link FILE, or pass --plain-coap-in-clear \
-for a gateway in compatibility mode (it sends your password and access token in clear)";
-
-/// The link provisioning material the flags or the state directory name, if any.
-fn link_material(args: &Args) -> anyhow::Result<Option<KeyFile>> {
-    if args.plain_coap_in_clear {
-        return Ok(None);
-    }
-    let path = match &args.link {
-        Some(path) => path.clone(),
-        None => {
-            let path = args.state_dir.join("link.cbor");
-            if !path.exists() {
-                return Ok(None);
-            }
-            path
-        }
-    };
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let material = KeyFile::decode(&bytes).map_err(|e| {
-        anyhow::anyhow!("{} is not link provisioning material: {e}", path.display())
-    })?;
-    if material.peer.is_none() {
-        bail!("{} holds no gateway credential to pin", path.display());
-    }
-    Ok(Some(material))
-}
 
 /// The operating system's generator.
 struct OsRng;
@@ -323,6 +233,41 @@ impl Sim {
         Ok(())
     }
 
+    /// One round with the gateway: sends what the token has to send, waits for a datagram
+    /// until the token's next timeout (50 ms at the most), hands it in, and runs a timeout
+    /// that is due.
+    fn exchange(&mut self, buf: &mut [u8]) -> anyhow::Result<()> {
+        self.transmit()?;
+        std::io::stdout().flush()?;
+        let now = self.now();
+        let wait = self
+            .token
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.millis_since(now)))
+            .unwrap_or(Duration::from_millis(50))
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        self.socket.set_read_timeout(Some(wait))?;
+        match self.socket.recv(buf) {
+            Ok(len) => {
+                self.no_gateway = false;
+                let now = self.now();
+                self.token.handle_datagram(&buf[..len], now);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => self.gateway_refused(),
+            Err(e) => return Err(e.into()),
+        }
+        let now = self.now();
+        if self.token.poll_timeout().is_some_and(|t| t <= now) {
+            self.token.handle_timeout(now);
+        }
+        Ok(())
+    }
+
     /// An ICMP port unreachable: says so once until the gateway answers again. The token
     /// keeps retransmitting, so a gateway that starts later is found.
     fn gateway_refused(&mut self) {
@@ -479,18 +424,6 @@ impl Sim {
     }
 }
 
-/// Flags that cannot work: said in one line, exit status 2.
-#[derive(Debug)]
-struct Usage(String);
-
-impl fmt::Display for Usage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
-
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
@@ -505,27 +438,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The password from the flags: `--password`, or the first line of `--password-file`.
-fn password(args: &Args) -> anyhow::Result<Option<String>> {
-    let (None, Some(file)) = (&args.password, &args.password_file) else {
-        return Ok(args.password.clone());
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        Usage(format!(
-            "cannot read the password file {}: {e}",
-            file.display()
-        ))
-    })?;
-    let first = text.lines().next().unwrap_or_default();
-    if first.is_empty() {
-        bail!(Usage(format!(
-            "the password file {} is empty (its first line is the password)",
-            file.display()
-        )));
-    }
-    Ok(Some(first.to_string()))
-}
-
 fn run() -> anyhow::Result<ExitCode> {
     let help = format!("Commands (one per line on stdin):\n{}", help_text());
     let args = Args::from_arg_matches(&Args::command().after_help(help).get_matches())
@@ -536,33 +448,12 @@ fn run() -> anyhow::Result<ExitCode> {
             "--login needs --user and a password (--password-file FILE, or --password)".into()
         ));
     }
-    let gateway = args
-        .gateway
-        .to_socket_addrs()
-        .map_err(|e| {
-            Usage(format!(
-                "cannot resolve the gateway address {}: {e}",
-                args.gateway
-            ))
-        })?
-        .next()
-        .ok_or_else(|| {
-            Usage(format!(
-                "the gateway address {} resolves to nothing",
-                args.gateway
-            ))
-        })?;
+    let gateway = gateway_address(&args)?;
     let material = link_material(&args)?;
     if material.is_none() && !args.plain_coap_in_clear {
         bail!(Usage(NO_LINK.into()));
     }
-    let bind: SocketAddr = if gateway.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let socket = UdpSocket::bind(bind)?;
-    socket.connect(gateway)?;
+    let socket = connect(gateway)?;
     let shell = Shell::new(gateway);
     let files_dir = args
         .files_dir
@@ -573,23 +464,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let store = FileStore::open(&args.state_dir)
         .with_context(|| format!("opening {}", args.state_dir.display()))?
         .with_files(files);
-    let mut config = Config::new(storage_key(&args.state_dir)?);
-    config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
-    config.share_keys_only_with_verified = args.share_keys_only_with_verified;
-    config.device_display_name = args
-        .device_name
-        .as_str()
-        .try_into()
-        .map_err(|_| Usage("the device name is too long".into()))?;
-    for user in &args.auto_join_from {
-        let user = user
-            .as_str()
-            .try_into()
-            .map_err(|_| Usage(format!("{user} is too long")))?;
-        if config.auto_join_from.push(user).is_err() {
-            bail!(Usage("too many --auto-join-from users".into()));
-        }
-    }
+    let config = config(&args)?;
     let start = StdInstant::now();
     let token = Token::with_link(config, material, OsRng, store, shell, Instant::ZERO)
         .map_err(|e| anyhow::anyhow!("the token could not boot: {e}"))?;
@@ -614,39 +489,56 @@ fn run() -> anyhow::Result<ExitCode> {
     if args.login && !sim.token.is_logged_in() {
         sim.command("login");
     }
+    serve(&mut sim, &lines, interactive)
+}
+
+/// A UDP socket connected to `gateway`, so that the system reports an ICMP port unreachable.
+fn connect(gateway: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let bind: SocketAddr = if gateway.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(gateway)?;
+    Ok(socket)
+}
+
+/// The token's configuration from the flags, with the storage key of `--state-dir`.
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config::new(storage_key(&args.state_dir)?);
+    config.coap.observe_silence_ms = args.observe_silence_secs.saturating_mul(1000);
+    config.share_keys_only_with_verified = args.share_keys_only_with_verified;
+    config.device_display_name = args
+        .device_name
+        .as_str()
+        .try_into()
+        .map_err(|_| Usage("the device name is too long".into()))?;
+    for user in &args.auto_join_from {
+        let user = user
+            .as_str()
+            .try_into()
+            .map_err(|_| Usage(format!("{user} is too long")))?;
+        if config.auto_join_from.push(user).is_err() {
+            bail!(Usage("too many --auto-join-from users".into()));
+        }
+    }
+    Ok(config)
+}
+
+/// Exchanges datagrams and runs the commands of `lines` until one of them, the end of a
+/// terminal's input, or the end of what a script started, ends the shell.
+fn serve(
+    sim: &mut Sim,
+    lines: &mpsc::Receiver<String>,
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
     let mut buf = [0u8; 2048];
     // The failures counted when a script's input ended: one more after it ends the wait, and
     // so does a gateway that is not there (nothing it waits for can happen).
     let mut failures_at_end: Option<u32> = None;
     loop {
-        sim.transmit()?;
-        std::io::stdout().flush()?;
-        let now = sim.now();
-        let wait = sim
-            .token
-            .poll_timeout()
-            .map(|t| Duration::from_millis(t.millis_since(now)))
-            .unwrap_or(Duration::from_millis(50))
-            .clamp(Duration::from_millis(1), Duration::from_millis(50));
-        sim.socket.set_read_timeout(Some(wait))?;
-        match sim.socket.recv(&mut buf) {
-            Ok(len) => {
-                sim.no_gateway = false;
-                let now = sim.now();
-                sim.token.handle_datagram(&buf[..len], now);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => sim.gateway_refused(),
-            Err(e) => return Err(e.into()),
-        }
-        let now = sim.now();
-        if sim.token.poll_timeout().is_some_and(|t| t <= now) {
-            sim.token.handle_timeout(now);
-        }
+        sim.exchange(&mut buf)?;
         while failures_at_end.is_none() {
             match lines.try_recv() {
                 Ok(line) => {
@@ -685,13 +577,13 @@ fn exit_code(interactive: bool, failures: u32) -> ExitCode {
     }
 }
 
-/// The first word of a line, the command a person meant.
 /// Says why a command of jeton-sim's own was refused.
 fn refuse(why: &str) -> Outcome {
     terminal::say_line(&format!("error {why}"));
     Outcome::Refused
 }
 
+/// The first word of a line, the command a person meant.
 fn first_word(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or_default()
 }

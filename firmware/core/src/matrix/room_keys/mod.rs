@@ -20,29 +20,26 @@
 //! one of a sender holding more than that, else any. The person sees
 //! [`UiEvent::RoomKeyDropped`].
 //!
-//! Replays: each session has a low-water mark and the [`REPLAY_WINDOW`] indexes above it one
-//! by one. An index under the mark, or one already seen under another event id, is refused as
-//! a replay; one seen under the same event id (a sync delivered again after a power cut) is
-//! skipped without a word. The mark rises only when a newer index no longer fits the window.
-//!
-//! A sender's device that keeps a key from the token says so with `m.room_key.withheld` (a
-//! to-device event in the clear): the notice is shown ([`UiEvent::RoomKeyWithheld`]) and
-//! remembered against its session (or, for `m.no_olm` without one, against the sender), so that
-//! the session's messages say why they cannot be read ([`UndecryptableReason::Withheld`]) rather
-//! than that no key came. A key that does come for the session forgets the notice. Notices live
-//! in RAM only, the last [`MAX_WITHHELD_NOTICES`] of them.
+//! Replays are refused by each session's window ([`replay`]); `m.room_key.withheld` notices
+//! are kept to say why a session's messages cannot be read ([`withheld`]).
 
-use heapless::Deque;
 use minicbor::Decoder;
 
 use jeton_olm::megolm::{InboundGroupSession, MegolmMessage};
-use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM, Map, Value};
+use jeton_proto::view::{Binary, EncryptedContent, MEGOLM_ALGORITHM};
 
 use super::bodies::{binary_bytes, binary32};
-use super::flash::{Enc, EncError, Flash, bytes32, corrupt, text};
+use super::flash::{Flash, bytes32, corrupt, text};
 use super::olm_sessions::MAX_CIPHERTEXT;
 use super::*;
 use crate::store::record;
+
+mod replay;
+mod withheld;
+
+use replay::{ReplayWindow, Seen};
+pub(super) use withheld::WITHHELD_EVENT;
+use withheld::Withheld;
 
 /// A 32-bit FNV-1a hash: of an event id for the replay window, of a key or a user id for the
 /// tables' indexes.
@@ -57,122 +54,6 @@ pub(super) fn id_prefix(session_id: &[u8; 32]) -> [u8; 8] {
     let mut prefix = [0u8; 8];
     prefix.copy_from_slice(session_id.get(..8).unwrap_or(&[0; 8]));
     prefix
-}
-
-/// What the replay window says of a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Seen {
-    /// Not seen before.
-    New,
-    /// Seen under the same event id: delivered again.
-    Again,
-    /// Under the low-water mark, or seen under another event id.
-    Replay,
-}
-
-// The window's bits are a `u128`.
-const _: () = assert!(REPLAY_WINDOW <= 128);
-
-/// A session's replay state: the low-water mark, which of the [`REPLAY_WINDOW`] indexes from
-/// it were seen, and the event ids of the last few messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct ReplayWindow {
-    low: u32,
-    /// Bit `i`: index `low + i` was seen.
-    window: u128,
-    /// `(index, hash of the event id)` of the last messages.
-    recent: Deque<(u32, u32), REDELIVERY_MEMORY>,
-}
-
-impl ReplayWindow {
-    /// A window whose mark is the session's first known index.
-    fn new(first_known: u32) -> Self {
-        ReplayWindow {
-            low: first_known,
-            window: 0,
-            recent: Deque::new(),
-        }
-    }
-
-    fn check(&self, index: u32, hash: u32) -> Seen {
-        if self.recent.iter().any(|entry| *entry == (index, hash)) {
-            return Seen::Again;
-        }
-        let Some(offset) = index.checked_sub(self.low) else {
-            return Seen::Replay;
-        };
-        if offset < REPLAY_WINDOW as u32 && self.window & (1 << offset) != 0 {
-            return Seen::Replay;
-        }
-        Seen::New
-    }
-
-    /// Notes message `index` of event `hash` as seen, raising the mark if it must.
-    fn record(&mut self, index: u32, hash: u32) {
-        let width = REPLAY_WINDOW as u32;
-        if index >= self.low.saturating_add(width) {
-            let low = index - (width - 1);
-            let shift = low - self.low;
-            self.window = if shift >= width {
-                0
-            } else {
-                self.window >> shift
-            };
-            self.low = low;
-        }
-        if let Some(offset) = index.checked_sub(self.low) {
-            self.window |= 1 << offset;
-        }
-        if self.recent.is_full() {
-            self.recent.pop_front();
-        }
-        let _ = self.recent.push_back((index, hash));
-    }
-
-    fn encode(&self, e: &mut Enc<'_>) -> Result<(), EncError> {
-        e.u32(self.low)?
-            .bytes(&self.window.to_be_bytes())?
-            .array(self.recent.len() as u64)?;
-        for (index, hash) in &self.recent {
-            e.array(2)?.u32(*index)?.u32(*hash)?;
-        }
-        Ok(())
-    }
-
-    fn decode(d: &mut Decoder<'_>, id: u16) -> Result<Self, TokenError> {
-        let c = corrupt(id);
-        let low = d.u32().map_err(&c)?;
-        let window: [u8; 16] = d
-            .bytes()
-            .map_err(&c)?
-            .try_into()
-            .map_err(|_| TokenError::CorruptRecord(id))?;
-        let mut replay = ReplayWindow {
-            low,
-            window: u128::from_be_bytes(window),
-            recent: Deque::new(),
-        };
-        replay.recent = recent(d, id)?;
-        Ok(replay)
-    }
-}
-
-/// A list of `(index, event hash)` pairs of a record's meta.
-fn recent(
-    d: &mut Decoder<'_>,
-    id: u16,
-) -> Result<Deque<(u32, u32), REDELIVERY_MEMORY>, TokenError> {
-    let c = corrupt(id);
-    let mut recent = Deque::new();
-    for _ in 0..d.array().map_err(&c)?.unwrap_or(0) {
-        d.array().map_err(&c)?;
-        let entry = (d.u32().map_err(&c)?, d.u32().map_err(&c)?);
-        if recent.is_full() {
-            recent.pop_front();
-        }
-        let _ = recent.push_back(entry);
-    }
-    Ok(recent)
 }
 
 /// A room key held, as on flash.
@@ -316,30 +197,6 @@ enum Placement {
     Free(usize),
     /// In this slot, whose session makes way.
     Evict(usize),
-}
-
-/// The to-device event type by which a sender's device says it keeps a room key from this one.
-pub(super) const WITHHELD_EVENT: &str = "m.room_key.withheld";
-
-/// An `m.room_key.withheld` notice, kept to say why a session's messages cannot be read.
-pub(super) struct Withheld {
-    /// Who sent it about which session: [`withheld_tag`].
-    tag: [u8; 8],
-    code: WithheldCode,
-}
-
-/// Names a withheld notice by its sender and the session it is about (`None`: the sender's
-/// device as a whole; `m.no_olm` names no session): the first 8 bytes of SHA-256 over both.
-/// Small enough for the token's RAM, and no user can pick an id whose notices pass for
-/// another's.
-fn withheld_tag(sender: &str, session_id: Option<&[u8; 32]>) -> [u8; 8] {
-    let sender = sender.as_bytes();
-    let hash = match session_id {
-        Some(session_id) => super::sync::hash_parts(&[sender, session_id]),
-        None => super::sync::hash_parts(&[sender]),
-    };
-    let [a, b, c, d, e, f, g, h, ..] = hash;
-    [a, b, c, d, e, f, g, h]
 }
 
 /// The room keys held, indexed. Boot lays the table out in place ([`super::boot`]), so its
@@ -505,33 +362,6 @@ impl RoomKeys {
         Ok(())
     }
 
-    /// Remembers `notice`, in place of an earlier one of the same sender about the same
-    /// session, else pushing out the oldest.
-    fn remember_withheld(&mut self, notice: Withheld) {
-        self.withheld.retain(|w| w.tag != notice.tag);
-        if self.withheld.is_full() {
-            self.withheld.remove(0);
-        }
-        let _ = self.withheld.push(notice);
-    }
-
-    /// Why `sender` withheld the key of session `session_id`: its notice about the session, else
-    /// one about its device as a whole.
-    fn withheld(&self, sender: &str, session_id: &[u8; 32]) -> Option<WithheldCode> {
-        let code = |tag: [u8; 8]| self.withheld.iter().find(|w| w.tag == tag).map(|w| w.code);
-        code(withheld_tag(sender, Some(session_id))).or_else(|| code(withheld_tag(sender, None)))
-    }
-
-    /// Forgets the notices a room key of `sender` for `session_id` answers: the one about that
-    /// session, and the sender's about its device as a whole (the key came over Olm after all).
-    fn forget_withheld(&mut self, sender: &str, session_id: &[u8; 32]) {
-        let answered = [
-            withheld_tag(sender, Some(session_id)),
-            withheld_tag(sender, None),
-        ];
-        self.withheld.retain(|w| !answered.contains(&w.tag));
-    }
-
     /// The slots and the room slot and sender hash of each session held.
     pub(super) fn held(&self) -> impl Iterator<Item = (usize, usize, u32)> + '_ {
         self.entries
@@ -628,37 +458,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
         }
         Ok(())
-    }
-
-    /// Takes `sender`'s `m.room_key.withheld` notice (`content`): remembered and shown. One
-    /// without a `code` is shown as a malformed room key; one without a readable `session_id`
-    /// is taken as about the sender's device as a whole, as `m.no_olm` is.
-    pub(super) fn on_room_key_withheld(&mut self, sender: &str, content: Map<'_>) {
-        let text = |name| match content.get(name) {
-            Ok(Some(Value::Text(text))) => Some(text),
-            _ => None,
-        };
-        let Some(code) = text("code").map(WithheldCode::from_code) else {
-            self.env.ui.event(&UiEvent::RoomKeyRejected {
-                sender,
-                reason: RejectionReason::Malformed,
-            });
-            return;
-        };
-        let session_id = match content.get("session_id") {
-            Ok(Some(Value::Bytes(bytes))) => binary32(Binary::Bytes(bytes)),
-            Ok(Some(Value::Text(text))) => binary32(Binary::Base64(text)),
-            _ => None,
-        };
-        self.room_keys.remember_withheld(Withheld {
-            tag: withheld_tag(sender, session_id.as_ref()),
-            code,
-        });
-        self.env.ui.event(&UiEvent::RoomKeyWithheld {
-            sender,
-            room_id: text("room_id"),
-            code,
-        });
     }
 
     /// Decrypts Megolm event `event_id` of `sender` in `room_id` (`content`) into `work`, with
@@ -836,45 +635,5 @@ mod tests {
         assert!(matches!(keys.place_new(1), Some(Placement::Evict(3))));
         // The hog makes way for itself.
         assert!(matches!(keys.place_new(9), Some(Placement::Evict(3))));
-    }
-
-    #[test]
-    fn the_window_refuses_what_it_saw_and_what_fell_under_its_mark() {
-        let mut replay = ReplayWindow::new(0);
-        for index in [0, 2, 1, 5] {
-            assert_eq!(replay.check(index, index + 100), Seen::New);
-            replay.record(index, index + 100);
-        }
-        // The same index under the same event id is a delivery again, under another a replay.
-        assert_eq!(replay.check(2, 102), Seen::Again);
-        assert_eq!(replay.check(2, 999), Seen::Replay);
-        // An index not seen yet, below the newest: late, not a replay.
-        assert_eq!(replay.check(3, 103), Seen::New);
-        // A jump past the window raises the mark: what falls under it is refused, however old.
-        let far = REPLAY_WINDOW as u32 + 10;
-        replay.record(far, 7);
-        assert_eq!(replay.check(4, 104), Seen::Replay);
-        assert_eq!(replay.check(far - 1, 8), Seen::New);
-        assert_eq!(replay.check(far, 9), Seen::Replay);
-        // Every index seen above the mark stays refused, long after it left the recent list.
-        for index in far + 1..far + 40 {
-            replay.record(index, index);
-        }
-        assert_eq!(replay.check(far, 9), Seen::Replay);
-        assert_eq!(replay.check(far - 1, 8), Seen::New);
-    }
-
-    #[test]
-    fn the_window_survives_its_record() {
-        let mut replay = ReplayWindow::new(3);
-        for index in [3, 4, 200, 150] {
-            replay.record(index, index * 7);
-        }
-        let mut buf = [0u8; 512];
-        let mut e = minicbor::Encoder::new(minicbor::encode::write::Cursor::new(&mut buf[..]));
-        replay.encode(&mut e).unwrap();
-        let len = e.writer().position();
-        let back = ReplayWindow::decode(&mut Decoder::new(&buf[..len]), 1).unwrap();
-        assert_eq!(back, replay);
     }
 }
