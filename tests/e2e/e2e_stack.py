@@ -127,6 +127,50 @@ def new_user(synapse, prefix):
 
 
 # ---------------------------------------------------------------------------------------
+# A throwaway PostgreSQL cluster for a gateway's --database.
+
+
+def postgres_binaries():
+    """Debian's PostgreSQL binaries (the newest /usr/lib/postgresql/VERSION/bin), or None."""
+    found = sorted((int(p.parent.parent.name), p.parent) for p in
+                   pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parent.parent.name.isdigit())
+    return found[-1][1] if found else None
+
+
+class PostgresCluster:
+    """A cluster in a temporary directory, listening only on a unix socket there, run as the
+    `postgres` user when the tests run as root (PostgreSQL refuses root), with one database
+    whose gateway tables `jeton-gateway migrate` made. `close()` stops it and removes it."""
+
+    def __init__(self, bin_dir):
+        self.bin = bin_dir
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="jeton-e2e-pg-"))
+        self.as_user = []
+        if os.getuid() == 0:
+            import pwd
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.data = self.dir / "data"
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "jeton", "--no-sync", "-E", "UTF8")
+        self._run("pg_ctl", "-D", self.data, "-l", self.dir / "server.log", "-w", "start",
+                  "-o", f"-k {self.dir} -c listen_addresses=''")
+        self._run("createdb", "-h", self.dir, "-U", "jeton", "gateway")
+        self.url = f"postgresql:///gateway?host={self.dir}&user=jeton"
+        subprocess.run([str(_gateway_suite.build_gateway()), "migrate", "--database", self.url],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def _run(self, binary, *args):
+        subprocess.run(self.as_user + [str(self.bin / binary), *map(str, args)], check=True,
+                       cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def close(self):
+        subprocess.run(self.as_user + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                       cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", str(self.dir)])
+
+
+# ---------------------------------------------------------------------------------------
 # A UDP relay between a token and the gateway: counts what the token sends and receives.
 
 

@@ -165,8 +165,9 @@ fn newer(name: &str, found: i32) -> StoreError {
 /// The error in the operator's words, saying what to do.
 fn failed(name: &str, error: &postgres::Error) -> StoreError {
     let Some(db) = error.as_db_error() else {
+        let cause = std::error::Error::source(error).map_or(String::new(), |c| format!(": {c}"));
         return StoreError::Database(format!(
-            "{name} could not be reached: {error} (is the server running, and are the host and port in --database right?)"
+            "{name} could not be reached: {error}{cause} (is the server running, and are the host and port in --database right?)"
         ));
     };
     let code = db.code();
