@@ -326,6 +326,12 @@ pub struct Config {
 }
 
 impl Config {
+    fn read_file(path: &std::path::Path) -> Result<Cli, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(format!("{}: {e}", path.display())))?;
+        toml::from_str::<Cli>(&text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
     /// Merges flags/environment over the file over defaults.
     pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
         let file = match &cli.config {
@@ -501,14 +507,6 @@ impl Config {
             log_format,
             sources,
         })
-    }
-}
-
-impl Config {
-    fn read_file(path: &std::path::Path) -> Result<Cli, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read(format!("{}: {e}", path.display())))?;
-        toml::from_str::<Cli>(&text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 }
 

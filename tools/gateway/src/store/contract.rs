@@ -240,3 +240,34 @@ for_each_backend!(
     another_identity_cannot_read_it,
     one_gateway_at_a_time,
 );
+
+/// What the event loop waits for per request (the replay mark) and per block of 64 responses
+/// (a sequence reservation), on each store: `cargo test -p jeton-gateway --lib
+/// the_cost_of_writes -- --ignored --nocapture` (PostgreSQL on the local socket).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn the_cost_of_writes() {
+    fn measure(name: &str, backend: &dyn Backend) {
+        const N: u64 = 2000;
+        let mut store = backend.open(key()).unwrap();
+        store.put_context(&context(1, b"\x0a")).unwrap();
+        let started = std::time::Instant::now();
+        for piv in 0..N {
+            store.accept_request(1, piv).unwrap();
+        }
+        let replay = started.elapsed() / N as u32;
+        let started = std::time::Instant::now();
+        for block in 0..N / 10 {
+            store.reserve_sequence(1, 64 * (block + 2)).unwrap();
+        }
+        let reserve = started.elapsed() / (N / 10) as u32;
+        println!(
+            "{name}: replay mark {replay:?} per request, sequence reservation {reserve:?} per block"
+        );
+    }
+    measure("SQLite", &Sqlite::new("cost"));
+    match Postgres::new("cost") {
+        Some(backend) => measure("PostgreSQL", &backend),
+        None => println!("PostgreSQL: skipped (not installed)"),
+    }
+}

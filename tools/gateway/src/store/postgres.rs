@@ -78,10 +78,18 @@ impl DatabaseUrl {
                 "the --database URL cannot be read: {e} (the form is postgres://USER:PASSWORD@HOST:PORT/DATABASE, or postgres:///DATABASE?host=/run/postgresql for a socket)"
             ))
         })?;
+        // The event loop waits for each write: a server gone silent must fail it in seconds,
+        // not after TCP's default hours (unless the URL says otherwise).
         config
             .application_name("jeton-gateway")
             .connect_timeout(STATEMENT_TIMEOUT)
             .keepalives(true);
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(STATEMENT_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(5));
+        }
         let name = describe(&config);
         Ok((config, name))
     }
