@@ -32,7 +32,7 @@ cache, blockwise buffers, observers), each bounded by the limits below."
 )]
 pub struct Cli {
     /// TOML config file.
-    #[arg(long, env = "JETON_GATEWAY_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "JETON_GATEWAY_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// UDP address the CoAP server listens on. [default: [::]:5683]
@@ -649,6 +649,14 @@ mod tests {
             Cli::try_parse_from(["jeton-gateway", "migrate", "--database", database]).unwrap();
         assert_eq!(cli.command, Some(Command::Migrate));
         assert!(!format!("{:?}", cli.database_to_migrate().unwrap()).contains("pw"));
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, format!("database = \"{database}\"\n")).unwrap();
+        let file = file.to_str().unwrap();
+        let cli = Cli::try_parse_from(["jeton-gateway", "migrate", "--config", file]).unwrap();
+        assert_eq!(
+            cli.database_to_migrate().unwrap(),
+            crate::store::DatabaseUrl::new(database).unwrap()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
