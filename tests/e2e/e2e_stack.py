@@ -182,7 +182,8 @@ class UdpRelay:
 
     def __init__(self, target, record=False, delay=0.0):
         self.target = target
-        # (True for token -> gateway, datagram) of everything relayed, when recording.
+        # (True for token -> gateway, datagram, the token's address) of everything relayed,
+        # when recording.
         self.record = record
         self.delay = delay
         self.held = []  # (due, sequence, socket, datagram, address), a heap
@@ -237,14 +238,14 @@ class UdpRelay:
                         self.up_bytes += len(data)
                         self.up_datagrams += 1
                         if self.record:
-                            self.datagrams.append((True, data))
+                            self.datagrams.append((True, data, sender))
                     self._send(up, data, self.target)
                 else:
                     with self.lock:
                         self.down_bytes += len(data)
                         self.down_datagrams += 1
                         if self.record:
-                            self.datagrams.append((False, data))
+                            self.datagrams.append((False, data, self.token_of[s]))
                     self._send(self.listen, data, self.token_of[s])
 
     def close(self):
@@ -252,6 +253,83 @@ class UdpRelay:
         self.thread.join(timeout=5)
         for s in [self.listen, *self.upstream.values()]:
             s.close()
+
+
+# ---------------------------------------------------------------------------------------
+# CoAP and OSCORE as a relay sees them.
+
+OSCORE = 9
+
+
+def coap(datagram):
+    """A CoAP message (RFC 7252 §3) as (type, code, message id, token, [(option, value)], payload)."""
+    first, code = datagram[0], datagram[1]
+    mid = int.from_bytes(datagram[2:4], "big")
+    tkl = first & 0x0F
+    token, pos, number, options = datagram[4:4 + tkl], 4 + tkl, 0, []
+    while pos < len(datagram) and datagram[pos] != 0xFF:
+        delta, length = datagram[pos] >> 4, datagram[pos] & 0x0F
+        pos += 1
+        values = []
+        for nibble in (delta, length):
+            if nibble == 13:
+                values.append(datagram[pos] + 13)
+                pos += 1
+            elif nibble == 14:
+                values.append(int.from_bytes(datagram[pos:pos + 2], "big") + 269)
+                pos += 2
+            else:
+                values.append(nibble)
+        number += values[0]
+        options.append((number, datagram[pos:pos + values[1]]))
+        pos += values[1]
+    payload = datagram[pos + 1:] if pos < len(datagram) else b""
+    return (first >> 4) & 0x3, code, mid, token, options, payload
+
+
+def option(message, number):
+    return [value for n, value in message[4] if n == number]
+
+
+def is_request(message):
+    return 1 <= message[1] <= 31
+
+
+def oscore_kid_and_piv(value):
+    """(kid, Partial IV) of an OSCORE option value (RFC 8613 §6.1)."""
+    flags = value[0]
+    n = flags & 0x07
+    piv = int.from_bytes(value[1:1 + n], "big")
+    rest = value[1 + n:]
+    if flags & 0x10:
+        rest = rest[1 + rest[0]:]
+    kid = bytes(rest) if flags & 0x08 else None
+    return kid, piv
+
+
+def wire(relay):
+    """What the relay carried: (up, datagram, parsed message), in order."""
+    with relay.lock:
+        datagrams = list(relay.datagrams)
+    return [(up, data, coap(data)) for up, data, _ in datagrams]
+
+
+def gateway_partial_ivs(relay, start=0, end=None):
+    """{(token address, Partial IV): the different datagrams with it} of the gateway's messages
+    that carry a Partial IV of their own (notifications, and responses that cannot reuse the
+    request's nonce), among the relay's recorded datagrams[start:end]; a retransmission is the
+    same datagram again."""
+    with relay.lock:
+        datagrams = relay.datagrams[start:end]
+    seen = {}
+    for up, data, token in datagrams:
+        message = coap(data)
+        if up or not option(message, OSCORE):
+            continue
+        value = option(message, OSCORE)[0]
+        if value and value[0] & 0x07:
+            seen.setdefault((token, oscore_kid_and_piv(value)[1]), set()).add(data)
+    return seen
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from e2e_stack import (PostgresCluster, UdpRelay, megolm_message_index, postgres_binaries,
-                       raw_encrypted_events, setup_room, start_gateway, stop_process)
+from e2e_stack import (PostgresCluster, UdpRelay, gateway_partial_ivs, megolm_message_index,
+                       postgres_binaries, raw_encrypted_events, setup_room, start_gateway, stop_process)
 
 MESSAGES = 50
 
@@ -115,7 +115,7 @@ def test_tokens_recover_when_their_gateway_restarts_mid_conversation(synapse, to
         link += ["--state", "off", "--database", cluster.url]
     try:
         gateways = [start_gateway(synapse.base, *KEEPALIVE, *link)]
-        relay = UdpRelay(("127.0.0.1", gateways[0].port))
+        relay = UdpRelay(("127.0.0.1", gateways[0].port), record=True)
         try:
             asyncio.run(_gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, state))
         finally:
@@ -150,6 +150,8 @@ async def _gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, sta
 
         gateways[0].proc.kill()
         gateways[0].proc.wait()
+        with relay.lock:
+            restart = len(relay.datagrams)
         mark1, mark2 = tok1.mark(), tok2.mark()
         gateways.append(start_gateway(synapse.base, *KEEPALIVE, *link, "--listen",
                                       f"127.0.0.1:{gateways[0].port}"))
@@ -175,6 +177,15 @@ async def _gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, sta
         logins = tok1.find("logged-in", since=mark1) + tok2.find("logged-in", since=mark2)
         assert logins == [], "a token logged in again"
         if state != "off":
+            # The gateway's own Partial IVs (its notifications) go on past the restart in the
+            # same context without one used twice: numbering resumed above what it reserved.
+            own = gateway_partial_ivs(relay)
+            repeated = sorted(piv for (_, piv), datagrams in own.items() if len(datagrams) > 1)
+            assert repeated == [], f"the gateway reused OSCORE Partial IVs {repeated}"
+            before, after = gateway_partial_ivs(relay, end=restart), gateway_partial_ivs(relay, start=restart)
+            assert before and after, "the test saw the gateway's own Partial IVs on both sides of the restart"
+            print(f"state {state}: the gateway's own Partial IVs on the air, none twice: "
+                  f"{sorted(piv for _, piv in before)} before the restart, {sorted(piv for _, piv in after)} after")
             assert handshakes == [], "a token ran EDHOC again although the gateway kept its context"
             assert gateways[1].metric("edhoc_handshakes") == 0
             refused = {k: v for k, v in gateways[1].metrics().items() if 'code="4.12"' in k or 'code="4.01"' in k}
