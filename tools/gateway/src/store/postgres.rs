@@ -16,7 +16,7 @@
 //! access token, the observation, the sticky state) with `synchronous_commit = off`, durable
 //! against a crash of the gateway but not of the database server. One gateway at a time uses a
 //! database: it holds a session advisory lock, which the server lets go when the connection
-//! ends (the gateway died). A connection lost is made again, lock included, and the write that
+//! ends (the gateway died; a dead machine's connection within half a minute, by keepalives). A connection lost is made again, lock included, and the write that
 //! found it lost is made on the new one.
 
 use std::net::SocketAddr;
@@ -269,9 +269,14 @@ fn lost(error: &postgres::Error) -> bool {
 /// A connection holding the gateway's lock on the database, its schema checked.
 fn connect(config: &postgres::Config, name: &str) -> Result<Client, StoreError> {
     let mut client = config.connect(NoTls).map_err(|e| failed(name, &e))?;
+    // The server's keepalives on this session: when the gateway's machine dies without closing
+    // the connection, the server ends it, and so lets go of the lock, within half a minute
+    // (its default waits for hours), for the gateway started again on another machine.
     client
         .batch_execute(&format!(
-            "SET statement_timeout = {}; SET synchronous_commit = off;",
+            "SET statement_timeout = {}; SET synchronous_commit = off; \
+             SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+             SET tcp_keepalives_count = 3;",
             STATEMENT_TIMEOUT.as_millis()
         ))
         .map_err(|e| failed(name, &e))?;
