@@ -127,6 +127,50 @@ def new_user(synapse, prefix):
 
 
 # ---------------------------------------------------------------------------------------
+# A throwaway PostgreSQL cluster for a gateway's --database.
+
+
+def postgres_binaries():
+    """Debian's PostgreSQL binaries (the newest /usr/lib/postgresql/VERSION/bin), or None."""
+    found = sorted((int(p.parent.parent.name), p.parent) for p in
+                   pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parent.parent.name.isdigit())
+    return found[-1][1] if found else None
+
+
+class PostgresCluster:
+    """A cluster in a temporary directory, listening only on a unix socket there, run as the
+    `postgres` user when the tests run as root (PostgreSQL refuses root), with one database
+    whose gateway tables `jeton-gateway migrate` made. `close()` stops it and removes it."""
+
+    def __init__(self, bin_dir):
+        self.bin = bin_dir
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="jeton-e2e-pg-"))
+        self.as_user = []
+        if os.getuid() == 0:
+            import pwd
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.data = self.dir / "data"
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "jeton", "--no-sync", "-E", "UTF8")
+        self._run("pg_ctl", "-D", self.data, "-l", self.dir / "server.log", "-w", "start",
+                  "-o", f"-k {self.dir} -c listen_addresses=''")
+        self._run("createdb", "-h", self.dir, "-U", "jeton", "gateway")
+        self.url = f"postgresql:///gateway?host={self.dir}&user=jeton"
+        subprocess.run([str(_gateway_suite.build_gateway()), "migrate", "--database", self.url],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def _run(self, binary, *args):
+        subprocess.run(self.as_user + [str(self.bin / binary), *map(str, args)], check=True,
+                       cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def close(self):
+        subprocess.run(self.as_user + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                       cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", str(self.dir)])
+
+
+# ---------------------------------------------------------------------------------------
 # A UDP relay between a token and the gateway: counts what the token sends and receives.
 
 
@@ -138,7 +182,8 @@ class UdpRelay:
 
     def __init__(self, target, record=False, delay=0.0):
         self.target = target
-        # (True for token -> gateway, datagram) of everything relayed, when recording.
+        # (True for token -> gateway, datagram, the token's address) of everything relayed,
+        # when recording.
         self.record = record
         self.delay = delay
         self.held = []  # (due, sequence, socket, datagram, address), a heap
@@ -193,14 +238,14 @@ class UdpRelay:
                         self.up_bytes += len(data)
                         self.up_datagrams += 1
                         if self.record:
-                            self.datagrams.append((True, data))
+                            self.datagrams.append((True, data, sender))
                     self._send(up, data, self.target)
                 else:
                     with self.lock:
                         self.down_bytes += len(data)
                         self.down_datagrams += 1
                         if self.record:
-                            self.datagrams.append((False, data))
+                            self.datagrams.append((False, data, self.token_of[s]))
                     self._send(self.listen, data, self.token_of[s])
 
     def close(self):
@@ -208,6 +253,83 @@ class UdpRelay:
         self.thread.join(timeout=5)
         for s in [self.listen, *self.upstream.values()]:
             s.close()
+
+
+# ---------------------------------------------------------------------------------------
+# CoAP and OSCORE as a relay sees them.
+
+OSCORE = 9
+
+
+def coap(datagram):
+    """A CoAP message (RFC 7252 §3) as (type, code, message id, token, [(option, value)], payload)."""
+    first, code = datagram[0], datagram[1]
+    mid = int.from_bytes(datagram[2:4], "big")
+    tkl = first & 0x0F
+    token, pos, number, options = datagram[4:4 + tkl], 4 + tkl, 0, []
+    while pos < len(datagram) and datagram[pos] != 0xFF:
+        delta, length = datagram[pos] >> 4, datagram[pos] & 0x0F
+        pos += 1
+        values = []
+        for nibble in (delta, length):
+            if nibble == 13:
+                values.append(datagram[pos] + 13)
+                pos += 1
+            elif nibble == 14:
+                values.append(int.from_bytes(datagram[pos:pos + 2], "big") + 269)
+                pos += 2
+            else:
+                values.append(nibble)
+        number += values[0]
+        options.append((number, datagram[pos:pos + values[1]]))
+        pos += values[1]
+    payload = datagram[pos + 1:] if pos < len(datagram) else b""
+    return (first >> 4) & 0x3, code, mid, token, options, payload
+
+
+def option(message, number):
+    return [value for n, value in message[4] if n == number]
+
+
+def is_request(message):
+    return 1 <= message[1] <= 31
+
+
+def oscore_kid_and_piv(value):
+    """(kid, Partial IV) of an OSCORE option value (RFC 8613 §6.1)."""
+    flags = value[0]
+    n = flags & 0x07
+    piv = int.from_bytes(value[1:1 + n], "big")
+    rest = value[1 + n:]
+    if flags & 0x10:
+        rest = rest[1 + rest[0]:]
+    kid = bytes(rest) if flags & 0x08 else None
+    return kid, piv
+
+
+def wire(relay):
+    """What the relay carried: (up, datagram, parsed message), in order."""
+    with relay.lock:
+        datagrams = list(relay.datagrams)
+    return [(up, data, coap(data)) for up, data, _ in datagrams]
+
+
+def gateway_partial_ivs(relay, start=0, end=None):
+    """{(token address, Partial IV): the different datagrams with it} of the gateway's messages
+    that carry a Partial IV of their own (notifications, and responses that cannot reuse the
+    request's nonce), among the relay's recorded datagrams[start:end]; a retransmission is the
+    same datagram again."""
+    with relay.lock:
+        datagrams = relay.datagrams[start:end]
+    seen = {}
+    for up, data, token in datagrams:
+        message = coap(data)
+        if up or not option(message, OSCORE):
+            continue
+        value = option(message, OSCORE)[0]
+        if value and value[0] & 0x07:
+            seen.setdefault((token, oscore_kid_and_piv(value)[1]), set()).add(data)
+    return seen
 
 
 # ---------------------------------------------------------------------------------------

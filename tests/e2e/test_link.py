@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from e2e_stack import SimToken, UdpRelay, new_user, pair, setup_room, start_gateway, stop_process
+from e2e_stack import (OSCORE, SimToken, UdpRelay, is_request, new_user, option, oscore_kid_and_piv, pair,
+                       setup_room, start_gateway, stop_process, wire)
 
 EDHOC_PATH = [b".well-known", b"edhoc"]
-OSCORE = 9
 ACCESS_TOKEN = 256
 URI_PATH = 11
 
@@ -24,59 +24,6 @@ URI_PATH = 11
 def _linked(link_pairing):
     if link_pairing is None:
         pytest.skip("the suite runs with the link unprotected (JETON_E2E_PLAIN_LINK=1)")
-
-
-def coap(datagram):
-    """A CoAP message (RFC 7252 §3) as (type, code, message id, token, [(option, value)], payload)."""
-    first, code = datagram[0], datagram[1]
-    mid = int.from_bytes(datagram[2:4], "big")
-    tkl = first & 0x0F
-    token, pos, number, options = datagram[4:4 + tkl], 4 + tkl, 0, []
-    while pos < len(datagram) and datagram[pos] != 0xFF:
-        delta, length = datagram[pos] >> 4, datagram[pos] & 0x0F
-        pos += 1
-        values = []
-        for nibble in (delta, length):
-            if nibble == 13:
-                values.append(datagram[pos] + 13)
-                pos += 1
-            elif nibble == 14:
-                values.append(int.from_bytes(datagram[pos:pos + 2], "big") + 269)
-                pos += 2
-            else:
-                values.append(nibble)
-        number += values[0]
-        options.append((number, datagram[pos:pos + values[1]]))
-        pos += values[1]
-    payload = datagram[pos + 1:] if pos < len(datagram) else b""
-    return (first >> 4) & 0x3, code, mid, token, options, payload
-
-
-def option(message, number):
-    return [value for n, value in message[4] if n == number]
-
-
-def is_request(message):
-    return 1 <= message[1] <= 31
-
-
-def oscore_kid_and_piv(value):
-    """(kid, Partial IV) of an OSCORE option value (RFC 8613 §6.1)."""
-    flags = value[0]
-    n = flags & 0x07
-    piv = int.from_bytes(value[1:1 + n], "big")
-    rest = value[1 + n:]
-    if flags & 0x10:
-        rest = rest[1 + rest[0]:]
-    kid = bytes(rest) if flags & 0x08 else None
-    return kid, piv
-
-
-def wire(relay):
-    """What the relay carried: (up, datagram, parsed message), in order."""
-    with relay.lock:
-        datagrams = list(relay.datagrams)
-    return [(up, data, coap(data)) for up, data in datagrams]
 
 
 def test_a_paired_token_runs_edhoc_then_chats_with_nio_over_oscore_only(synapse, gateway, tokens, tmp_path):

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from e2e_stack import (UdpRelay, megolm_message_index, raw_encrypted_events, setup_room,
-                       start_gateway, stop_process)
+from e2e_stack import (PostgresCluster, UdpRelay, gateway_partial_ivs, megolm_message_index,
+                       postgres_binaries, raw_encrypted_events, setup_room, start_gateway, stop_process)
 
 MESSAGES = 50
 
@@ -84,7 +84,7 @@ async def _power_cuts(synapse, gateway, tokens, tmp_path, rng):
             await nio.close()
 
 
-# A gateway that kept its OSCORE contexts (its state file) serves a token's next request at
+# A gateway that kept its OSCORE contexts (its state file, or its PostgreSQL database) serves a token's next request at
 # once (room handles resolve as before), and ends the /sync observations it no longer holds as it starts, so idle tokens register
 # again at once too. One that lost them (--state off) answers 4.01: the token runs EDHOC again
 # and sends its access token again; an idle token's observation goes silent until it registers
@@ -93,23 +93,38 @@ async def _power_cuts(synapse, gateway, tokens, tmp_path, rng):
 KEEPALIVE = ("--observe-keepalive-secs", "5")
 SILENCE = {"off": ("--observe-silence-secs", "15"),
            # Longer than the test waits: the observation must come back without it.
-           "kept": ("--observe-silence-secs", "600")}
+           "kept": ("--observe-silence-secs", "600"),
+           "postgres": ("--observe-silence-secs", "600")}
 
 
-@pytest.mark.parametrize("state", ["kept", "off"])
+@pytest.mark.parametrize("state", ["kept", "postgres", "off"])
 def test_tokens_recover_when_their_gateway_restarts_mid_conversation(synapse, tokens, tmp_path, link_pairing, state):
     if link_pairing is None:
         pytest.skip("the suite runs plain CoAP: there is no OSCORE context to keep")
-    # The restarted gateway is given the same arguments, so the same state file.
-    link = link_pairing.gateway_args() + (["--state", "off"] if state == "off" else [])
-    gateways = [start_gateway(synapse.base, *KEEPALIVE, *link)]
-    relay = UdpRelay(("127.0.0.1", gateways[0].port))
+    cluster = None
+    if state == "postgres":
+        binaries = postgres_binaries()
+        if binaries is None:
+            pytest.skip("no PostgreSQL binaries (/usr/lib/postgresql/*/bin; apt-get install postgresql)")
+        cluster = PostgresCluster(binaries)
+    # The restarted gateway is given the same arguments, so the same state file or database.
+    link = link_pairing.gateway_args()
+    if state == "off":
+        link += ["--state", "off"]
+    elif cluster:
+        link += ["--state", "off", "--database", cluster.url]
     try:
-        asyncio.run(_gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, state))
+        gateways = [start_gateway(synapse.base, *KEEPALIVE, *link)]
+        relay = UdpRelay(("127.0.0.1", gateways[0].port), record=True)
+        try:
+            asyncio.run(_gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, state))
+        finally:
+            relay.close()
+            for gw in gateways:
+                stop_process(gw.proc)
     finally:
-        relay.close()
-        for gw in gateways:
-            stop_process(gw.proc)
+        if cluster:
+            cluster.close()
 
 
 async def _timed_send(tok, room, body, relay):
@@ -135,6 +150,8 @@ async def _gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, sta
 
         gateways[0].proc.kill()
         gateways[0].proc.wait()
+        with relay.lock:
+            restart = len(relay.datagrams)
         mark1, mark2 = tok1.mark(), tok2.mark()
         gateways.append(start_gateway(synapse.base, *KEEPALIVE, *link, "--listen",
                                       f"127.0.0.1:{gateways[0].port}"))
@@ -159,7 +176,16 @@ async def _gateway_restart(synapse, gateways, tokens, tmp_path, link, relay, sta
         handshakes = tok1.find("link-established", since=mark1) + tok2.find("link-established", since=mark2)
         logins = tok1.find("logged-in", since=mark1) + tok2.find("logged-in", since=mark2)
         assert logins == [], "a token logged in again"
-        if state == "kept":
+        if state != "off":
+            # The gateway's own Partial IVs (its notifications) go on past the restart in the
+            # same context without one used twice: numbering resumed above what it reserved.
+            own = gateway_partial_ivs(relay)
+            repeated = sorted(piv for (_, piv), datagrams in own.items() if len(datagrams) > 1)
+            assert repeated == [], f"the gateway reused OSCORE Partial IVs {repeated}"
+            before, after = gateway_partial_ivs(relay, end=restart), gateway_partial_ivs(relay, start=restart)
+            assert before and after, "the test saw the gateway's own Partial IVs on both sides of the restart"
+            print(f"state {state}: the gateway's own Partial IVs on the air, none twice: "
+                  f"{sorted(piv for _, piv in before)} before the restart, {sorted(piv for _, piv in after)} after")
             assert handshakes == [], "a token ran EDHOC again although the gateway kept its context"
             assert gateways[1].metric("edhoc_handshakes") == 0
             refused = {k: v for k, v in gateways[1].metrics().items() if 'code="4.12"' in k or 'code="4.01"' in k}

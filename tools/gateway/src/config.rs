@@ -32,7 +32,7 @@ cache, blockwise buffers, observers), each bounded by the limits below."
 )]
 pub struct Cli {
     /// TOML config file.
-    #[arg(long, env = "JETON_GATEWAY_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "JETON_GATEWAY_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// UDP address the CoAP server listens on. [default: [::]:5683]
@@ -179,6 +179,48 @@ pub struct Cli {
     /// `.state.sqlite3` in place of `.toml`]
     #[arg(long, env = "JETON_GATEWAY_STATE", value_name = "FILE|off")]
     pub state: Option<String>,
+    /// Keep the OSCORE contexts in this PostgreSQL database instead of the --state file,
+    /// e.g. postgres://gateway:PASSWORD@db.example.org/jeton (make its tables first with
+    /// `jeton-gateway migrate --database URL`). Only with the protected link.
+    #[arg(
+        long,
+        global = true,
+        env = "JETON_GATEWAY_DATABASE",
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
+    /// What to do instead of running the gateway.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
+}
+
+/// What `jeton-gateway` can do besides running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Make or update the gateway's tables in the PostgreSQL database given by --database
+    /// (or `database` in the --config file), then exit.
+    Migrate,
+}
+
+impl Cli {
+    /// The PostgreSQL database to migrate: the flag's, or the config file's.
+    pub fn database_to_migrate(&self) -> Result<crate::store::DatabaseUrl, ConfigError> {
+        let from_file = match &self.config {
+            Some(path) => Config::read_file(path)?.database,
+            None => None,
+        };
+        let url = self.database.clone().or(from_file).ok_or(ConfigError::Invalid(
+            "database (migrate needs --database postgres://... or `database` in the --config file)",
+        ))?;
+        database_url(&url)
+    }
+}
+
+fn database_url(url: &str) -> Result<crate::store::DatabaseUrl, ConfigError> {
+    crate::store::DatabaseUrl::new(url).ok_or(ConfigError::Invalid(
+        "database (a postgres:// or postgresql:// URL)",
+    ))
 }
 
 /// Settings that cannot be used.
@@ -277,19 +319,23 @@ pub struct Config {
     pub compat_plain_msc3079: bool,
     /// Which source addresses count as proven without an Echo round trip.
     pub sources: Sources,
-    /// The state file of the protected link's contexts; `None`: in RAM only.
+    /// The state file of the protected link's contexts; `None`: in RAM only, or in `database`.
     pub state: Option<PathBuf>,
+    /// The PostgreSQL database of the protected link's contexts, in place of `state`.
+    pub database: Option<crate::store::DatabaseUrl>,
 }
 
 impl Config {
+    fn read_file(path: &std::path::Path) -> Result<Cli, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(format!("{}: {e}", path.display())))?;
+        toml::from_str::<Cli>(&text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
     /// Merges flags/environment over the file over defaults.
     pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
         let file = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::Read(format!("{}: {e}", path.display())))?;
-                toml::from_str::<Cli>(&text).map_err(|e| ConfigError::Parse(e.to_string()))?
-            }
+            Some(path) => Self::read_file(path)?,
             None => Cli::default(),
         };
         let d = Limits::default();
@@ -394,8 +440,20 @@ impl Config {
         };
         let link_tokens_file = cli.link_tokens.or(file.link_tokens);
         let link_identity = cli.link_identity.or(file.link_identity);
+        let database = cli
+            .database
+            .or(file.database)
+            .as_deref()
+            .map(database_url)
+            .transpose()?;
         let state = match (cli.state.or(file.state).as_deref(), &link_identity) {
             (Some("off"), _) | (None, None) => None,
+            (None, Some(_)) if database.is_some() => None,
+            (Some(_), _) if database.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "state / database (the contexts go to one of them: give --state FILE or --database URL)",
+                ));
+            }
             (Some(path), _) => Some(PathBuf::from(path)),
             (None, Some(identity)) => Some(identity.with_extension("state.sqlite3")),
         };
@@ -411,6 +469,11 @@ impl Config {
                 ));
             }
         };
+        if database.is_some() && link.is_none() {
+            return Err(ConfigError::Invalid(
+                "database (it keeps the protected link's contexts: give --link-identity and --link-tokens)",
+            ));
+        }
         if state.is_some() && link.is_none() {
             return Err(ConfigError::Invalid(
                 "state (it keeps the protected link's contexts: give --link-identity and --link-tokens, or --state off)",
@@ -418,6 +481,7 @@ impl Config {
         }
         Ok(Self {
             state,
+            database,
             link,
             link_tokens_file,
             color: cli.color.or(file.color).unwrap_or_default(),
@@ -561,6 +625,38 @@ mod tests {
         let error = resolve(&["--state", "/var/lib/g.db"]).unwrap_err();
         assert!(error.to_string().contains("--link-identity"), "{error}");
         assert_eq!(state(&["--state", "off"]), None);
+
+        let database = "postgres://gateway:pw@db/jeton";
+        let with_database = [&linked[..], &["--database", database]].concat();
+        let config = resolve(&with_database).unwrap();
+        assert_eq!(
+            (config.state, config.database),
+            (None, crate::store::DatabaseUrl::new(database))
+        );
+        let error =
+            resolve(&[&with_database[..], &["--state", "/var/lib/g.db"]].concat()).unwrap_err();
+        assert!(
+            error.to_string().contains("--state FILE or --database URL"),
+            "{error}"
+        );
+        let error = resolve(&["--database", "mysql://db"]).unwrap_err();
+        assert!(error.to_string().contains("postgres://"), "{error}");
+        assert!(
+            resolve(&["--database", database]).is_err(),
+            "a database needs the link"
+        );
+        let cli =
+            Cli::try_parse_from(["jeton-gateway", "migrate", "--database", database]).unwrap();
+        assert_eq!(cli.command, Some(Command::Migrate));
+        assert!(!format!("{:?}", cli.database_to_migrate().unwrap()).contains("pw"));
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, format!("database = \"{database}\"\n")).unwrap();
+        let file = file.to_str().unwrap();
+        let cli = Cli::try_parse_from(["jeton-gateway", "migrate", "--config", file]).unwrap();
+        assert_eq!(
+            cli.database_to_migrate().unwrap(),
+            crate::store::DatabaseUrl::new(database).unwrap()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

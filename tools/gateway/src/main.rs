@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use jeton_gateway::config::{Cli, Config, ConfigError, LogFormat};
+use jeton_gateway::config::{Cli, Command, Config, ConfigError, LogFormat};
 use tokio::sync::mpsc;
 
 fn main() -> std::process::ExitCode {
@@ -24,7 +24,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let config = Config::resolve(Cli::parse())?;
+    let cli = Cli::parse();
+    if cli.command == Some(Command::Migrate) {
+        return migrate(&cli);
+    }
+    let config = Config::resolve(cli)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)?;
     let colours = config.color.colours(
         std::io::stderr().is_terminal(),
@@ -44,6 +48,24 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async {
         jeton_gateway::server::run_with_reloads(config, shutdown_signal(), reload_requests()).await
     })?;
+    Ok(())
+}
+
+/// `jeton-gateway migrate`: the database's tables made or brought to this gateway's version.
+fn migrate(cli: &Cli) -> anyhow::Result<()> {
+    let url = cli.database_to_migrate()?;
+    let migrated = jeton_gateway::store::migrate(&url)?;
+    if migrated.from == migrated.to {
+        println!(
+            "the gateway's tables are up to date (version {})",
+            migrated.to
+        );
+    } else {
+        println!(
+            "the gateway's tables are at version {} (they were at {})",
+            migrated.to, migrated.from
+        );
+    }
     Ok(())
 }
 

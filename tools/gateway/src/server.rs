@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::link::{Inbound, Link};
 use crate::metrics::Metrics;
-use crate::store::{SealingKey, SqliteStore, StoreError};
+use crate::store::{PostgresStore, SealingKey, SqliteStore, StateStore, StoreError};
 use crate::translate::UpstreamOutcome;
 use crate::transport::{Action, ForwardId, Transport};
 use crate::upstream::{Upstream, UpstreamError};
@@ -55,6 +55,29 @@ impl core::fmt::Display for ServerError {
 }
 
 impl std::error::Error for ServerError {}
+
+/// A store, and where it is for the log.
+type OpenedStore = (Box<dyn StateStore>, String);
+
+/// The store the configuration names, and where it is for the log; `None`: contexts in RAM.
+fn open_store(config: &Config) -> Result<Option<OpenedStore>, StoreError> {
+    let Some(credentials) = &config.link else {
+        return Ok(None);
+    };
+    let key = SealingKey::from_identity(credentials.identity.private_key());
+    if let Some(url) = &config.database {
+        let store = PostgresStore::connect(url, key)?;
+        let place = store.name().to_owned();
+        return Ok(Some((Box::new(store), place)));
+    }
+    match &config.state {
+        Some(path) => {
+            let store = SqliteStore::open(path, key)?;
+            Ok(Some((Box::new(store), path.display().to_string())))
+        }
+        None => Ok(None),
+    }
+}
 
 /// Runs the gateway until `shutdown` resolves, then drains in-flight requests (at most
 /// `config.shutdown_grace`) and returns.
@@ -98,13 +121,9 @@ pub async fn run_with_reloads(
     let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079)
         .with_sources(config.sources.clone())
         .with_metrics(metrics.clone());
-    if let (Some(path), Some(credentials)) = (&config.state, &config.link) {
-        let key = SealingKey::from_identity(credentials.identity.private_key());
-        let store = SqliteStore::open(path, key).map_err(ServerError::State)?;
-        link = link
-            .with_store(Box::new(store))
-            .map_err(ServerError::State)?;
-        tracing::info!(state = %path.display(), restored = link.context_count(), "OSCORE contexts kept in the state file");
+    if let Some((store, place)) = open_store(&config).map_err(ServerError::State)? {
+        link = link.with_store(store).map_err(ServerError::State)?;
+        tracing::info!(state = %place, restored = link.context_count(), "OSCORE contexts kept durably");
         for (peer, datagram) in link.end_restored_observations() {
             if let Err(e) = socket.send_to(&datagram, peer).await {
                 tracing::debug!(%peer, error = %e, "udp send failed");
@@ -119,7 +138,7 @@ pub async fn run_with_reloads(
     )
     .with_seed(seed)
     .with_sources(config.sources.clone());
-    if config.state.is_some() {
+    if config.state.is_some() || config.database.is_some() {
         core = core.with_durable_sticky();
         for restored in link.take_restored_sticky() {
             let access_token = restored.access_token.as_deref().map(Vec::as_slice);

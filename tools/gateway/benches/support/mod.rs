@@ -106,6 +106,7 @@ pub fn config(listen: SocketAddr, homeserver: String) -> jeton_gateway::config::
         link: None,
         link_tokens_file: None,
         state: None,
+        database: None,
         color: jeton_gateway::config::ColorChoice::Never,
         compat_plain_msc3079: true,
         // Loopback clients: the round trip that proves an address is not what is measured.

@@ -12,9 +12,13 @@
 //! from the position it confirmed). The link ([`crate::link::Link`]) writes through
 //! the store at each of these moments and reads everything back at start.
 //!
-//! [`SqliteStore`] is the embedded implementation (one file, or in memory for tests); secrets
-//! in it are sealed by [`sealing`] with a key derived from the gateway's identity.
+//! [`SqliteStore`] is the embedded implementation (one file, or in memory for tests), the
+//! default; [`PostgresStore`] keeps the same in a PostgreSQL database (`--database`). Secrets
+//! in either are sealed by [`sealing`] with a key derived from the gateway's identity.
 
+#[cfg(test)]
+mod contract;
+mod postgres;
 mod sealing;
 mod sqlite;
 
@@ -23,6 +27,7 @@ use std::net::SocketAddr;
 use jeton_link::ContextRecord;
 use zeroize::Zeroizing;
 
+pub use postgres::{DatabaseUrl, Migrated, PostgresStore, migrate};
 pub use sealing::SealingKey;
 pub use sqlite::SqliteStore;
 
@@ -63,6 +68,11 @@ impl core::fmt::Debug for StoredContext {
     }
 }
 
+/// A number as the databases store it (sequence numbers and ids stay far below 2^63).
+fn integer(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Durable gateway state. Each write is durable when it returns `Ok`; a write that failed
 /// leaves what was stored before.
 pub trait StateStore: Send {
@@ -94,6 +104,8 @@ pub enum StoreError {
     WrongIdentity(String),
     /// Another process (another gateway) holds the file.
     InUse(String),
+    /// The database has no gateway tables, or older ones: `jeton-gateway migrate` makes them.
+    NotMigrated(String),
     /// The database could not be read or written.
     Database(String),
 }
@@ -107,11 +119,15 @@ impl core::fmt::Display for StoreError {
             ),
             Self::WrongIdentity(why) => write!(
                 f,
-                "{why} was written by a gateway with another identity (--link-identity): its secrets cannot be read (give that identity, or move the file away and let the tokens run EDHOC again)"
+                "{why} was written by a gateway with another identity (--link-identity): its secrets cannot be read (give that identity, or move the state away and let the tokens run EDHOC again: the file, or the database's jeton_gateway.contexts and jeton_gateway.meta rows)"
             ),
             Self::InUse(why) => write!(
                 f,
-                "{why} is in use by another process (another jeton-gateway? each gateway needs its own --state file)"
+                "{why} is in use by another process (another jeton-gateway? each gateway needs its own --state file or --database)"
+            ),
+            Self::NotMigrated(why) => write!(
+                f,
+                "{why} has no jeton gateway tables, or older ones: run `jeton-gateway migrate --database URL` with the same URL (it makes or updates them), then start the gateway again"
             ),
             Self::Database(why) => write!(f, "the gateway state database failed: {why}"),
         }

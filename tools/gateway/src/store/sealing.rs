@@ -9,6 +9,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::StoreError;
+
 const NONCE_LEN: usize = 12;
 
 /// The database's sealing key.
@@ -42,6 +44,24 @@ impl SealingKey {
             .encrypt(&Nonce::from(nonce), Payload { msg: secret, aad })
             .ok()?;
         Some([nonce.as_slice(), &sealed].concat())
+    }
+
+    /// [`Self::seal`] for the stores: the place named as text, no randomness an error.
+    pub(super) fn seal_at(&self, aad: &str, secret: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.seal(aad.as_bytes(), secret)
+            .ok_or_else(|| StoreError::Database("no randomness to seal a secret".into()))
+    }
+
+    /// [`Self::open`] for the stores: a value that does not open is the identity's fault
+    /// (`store` names the database in the error).
+    pub(super) fn open_at(
+        &self,
+        store: &str,
+        aad: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        self.open(aad.as_bytes(), sealed)
+            .ok_or_else(|| StoreError::WrongIdentity(format!("{store} ({aad})")))
     }
 
     /// The secret a [`Self::seal`] made for `aad`; `None` when it was sealed under another

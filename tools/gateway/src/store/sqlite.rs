@@ -10,9 +10,8 @@ use std::path::Path;
 use jeton_link::ContextRecord;
 use jeton_link::oscore::RECORD_LEN;
 use rusqlite::{Connection, params};
-use zeroize::Zeroizing;
 
-use super::{SealingKey, StateStore, StoreError, StoredContext};
+use super::{SealingKey, StateStore, StoreError, StoredContext, integer};
 
 /// `PRAGMA application_id` of a jeton gateway state database ("jgws").
 const APPLICATION_ID: i32 = 0x6a67_7773;
@@ -193,29 +192,21 @@ impl SqliteStore {
             .map_err(|e| self.failed(e))
     }
 
-    fn seal(&self, aad: &str, secret: &[u8]) -> Result<Vec<u8>, StoreError> {
-        self.key
-            .seal(aad.as_bytes(), secret)
-            .ok_or_else(|| StoreError::Database("no randomness to seal a secret".into()))
-    }
-
-    fn open_secret(&self, aad: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        self.key
-            .open(aad.as_bytes(), sealed)
-            .ok_or_else(|| StoreError::WrongIdentity(format!("{} ({aad})", self.name)))
-    }
-
     fn context_from_row(&self, row: ContextRow) -> Result<StoredContext, StoreError> {
         let id = u64::try_from(row.id).map_err(|_| StoreError::Foreign(self.name.clone()))?;
-        let record = self.open_secret(&format!("contexts/{id}/record"), &row.record)?;
+        let record = self
+            .key
+            .open_at(&self.name, &format!("contexts/{id}/record"), &row.record)?;
         let record: &[u8; RECORD_LEN] = record
             .as_slice()
             .try_into()
             .map_err(|_| StoreError::Foreign(self.name.clone()))?;
         let access_token = match row.access_token {
-            Some(sealed) => {
-                Some(self.open_secret(&format!("contexts/{id}/access_token"), &sealed)?)
-            }
+            Some(sealed) => Some(self.key.open_at(
+                &self.name,
+                &format!("contexts/{id}/access_token"),
+                &sealed,
+            )?),
             None => None,
         };
         let real_peer: SocketAddr = row
@@ -270,11 +261,6 @@ struct ContextRow {
     sticky: Option<Vec<u8>>,
 }
 
-/// A number as SQLite stores it (sequence numbers and ids stay far below 2^63).
-fn integer(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 impl StateStore for SqliteStore {
     fn contexts(&mut self) -> Result<Vec<StoredContext>, StoreError> {
         let rows = {
@@ -313,11 +299,13 @@ impl StateStore for SqliteStore {
 
     fn put_context(&mut self, context: &StoredContext) -> Result<(), StoreError> {
         let id = context.id;
-        let record = self.seal(&format!("contexts/{id}/record"), context.record.as_bytes())?;
+        let record = self
+            .key
+            .seal_at(&format!("contexts/{id}/record"), context.record.as_bytes())?;
         let access_token = context
             .access_token
             .as_ref()
-            .map(|t| self.seal(&format!("contexts/{id}/access_token"), t))
+            .map(|t| self.key.seal_at(&format!("contexts/{id}/access_token"), t))
             .transpose()?;
         self.connection
             .pragma_update(None, "synchronous", "FULL")
@@ -395,7 +383,9 @@ impl StateStore for SqliteStore {
     }
 
     fn bind_access_token(&mut self, id: u64, access_token: &[u8]) -> Result<(), StoreError> {
-        let sealed = self.seal(&format!("contexts/{id}/access_token"), access_token)?;
+        let sealed = self
+            .key
+            .seal_at(&format!("contexts/{id}/access_token"), access_token)?;
         self.write(
             false,
             "UPDATE contexts SET access_token = ?2 WHERE id = ?1",
