@@ -163,7 +163,7 @@ impl Blockwise {
             self.stored.remove(0);
         }
         self.recount();
-        if linked || self.charge.budget().has_room(content.payload.len()) {
+        if linked || self.charge.budget().fits(content.payload.len()) {
             self.stored.push(StoredBody {
                 key: key.to_owned(),
                 notification_path: notification_path.map(str::to_owned),
@@ -367,7 +367,7 @@ impl Transport {
                 "A Block1 block other than the last must fill the block size.",
             ));
         }
-        if !incoming.peer.is_linked() && !self.budget.has_room(payload.len()) {
+        if !incoming.peer.is_linked() && !self.budget.fits(payload.len()) {
             return Err(retry_later(
                 incoming,
                 code::SERVICE_UNAVAILABLE,

@@ -19,8 +19,10 @@
 //! A [`Charge`] is what one holder counts; dropping it gives the bytes back, so state that is
 //! forgotten by any path (sweep, eviction, draining) leaves nothing counted behind.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::Metrics;
 
 /// What one peer with state costs: the transport's per-peer state with one cached answer
 /// measures about 1.4 KB of RSS (`cargo bench -p jeton-gateway --bench observer_memory`,
@@ -32,46 +34,59 @@ pub(super) const PEER_CHARGE: usize = 4 * 1024;
 /// observer in all).
 pub(super) const OBSERVER_CHARGE: usize = 21 * 1024;
 
-/// The bytes held now against one limit. Cloning shares it.
+/// The bytes held now against one limit, kept in the `memory_held_bytes` gauge itself (so the
+/// metric is exact), and the refusals in `memory_refusals`. Cloning shares both.
 #[derive(Debug, Clone)]
 pub(super) struct MemoryBudget {
-    held: Arc<AtomicUsize>,
+    held: Gauge,
+    refusals: Counter,
     limit: usize,
 }
 
 impl MemoryBudget {
-    /// An empty budget of `limit` bytes.
-    pub(super) fn new(limit: usize) -> Self {
+    /// An empty budget of `limit` bytes, reporting to `metrics`.
+    pub(super) fn new(limit: usize, metrics: &Metrics) -> Self {
+        metrics.memory_held.set(0);
         Self {
-            held: Arc::new(AtomicUsize::new(0)),
+            held: metrics.memory_held.clone(),
+            refusals: metrics.memory_refusals.clone(),
             limit,
         }
     }
 
     /// Bytes counted now.
     pub(super) fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        usize::try_from(self.held.get()).unwrap_or(0)
     }
 
-    /// Whether `more` bytes still fit.
-    pub(super) fn has_room(&self, more: usize) -> bool {
-        self.held().saturating_add(more) <= self.limit
+    /// Whether `more` bytes still fit; a refusal is counted when they do not.
+    pub(super) fn fits(&self, more: usize) -> bool {
+        let fits = self.held().saturating_add(more) <= self.limit;
+        if !fits {
+            self.refusals.inc();
+        }
+        fits
     }
 
     /// A charge of `bytes` if they fit; `linked`: a token on the link, counted whether they
     /// fit or not.
     pub(super) fn admit(&self, bytes: usize, linked: bool) -> Option<Charge> {
-        (linked || self.has_room(bytes)).then(|| self.charge(bytes))
+        (linked || self.fits(bytes)).then(|| self.charge(bytes))
     }
 
     /// A charge of `bytes`, fitting or not.
     pub(super) fn charge(&self, bytes: usize) -> Charge {
-        self.held.fetch_add(bytes, Ordering::Relaxed);
+        self.held.inc_by(signed(bytes));
         Charge {
             budget: self.clone(),
             bytes,
         }
     }
+}
+
+/// A byte count as the gauge counts.
+fn signed(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 /// Bytes one holder counts against the budget, given back when it is dropped.
@@ -91,9 +106,9 @@ impl Charge {
     pub(super) fn resize(&mut self, bytes: usize) {
         let held = &self.budget.held;
         if bytes >= self.bytes {
-            held.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+            held.inc_by(signed(bytes - self.bytes));
         } else {
-            held.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+            held.dec_by(signed(self.bytes - bytes));
         }
         self.bytes = bytes;
     }
@@ -101,7 +116,7 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.held.dec_by(signed(self.bytes));
     }
 }
 
@@ -111,7 +126,8 @@ mod tests {
 
     #[test]
     fn charges_count_while_held_and_linked_ones_beyond_the_limit() {
-        let budget = MemoryBudget::new(100);
+        let metrics = Metrics::default();
+        let budget = MemoryBudget::new(100, &metrics);
         let mut a = budget.admit(60, false).unwrap();
         assert!(budget.admit(50, false).is_none(), "beyond the limit");
         let b = budget.admit(50, true).unwrap();
@@ -125,5 +141,6 @@ mod tests {
         drop(b);
         drop(a);
         assert_eq!(budget.held(), 0);
+        assert_eq!(metrics.memory_refusals.get(), 1);
     }
 }

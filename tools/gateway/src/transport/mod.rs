@@ -139,7 +139,7 @@ impl Transport {
     /// A core with the given limits, reporting to `metrics`.
     pub fn new(limits: Limits, metrics: Metrics, now: Instant) -> Self {
         let own_szx = limits.block_szx().unwrap_or(profile::MAX_SZX);
-        let budget = MemoryBudget::new(limits.memory_budget);
+        let budget = MemoryBudget::new(limits.memory_budget, &metrics);
         let mut t = Self {
             limits,
             metrics,

@@ -112,6 +112,12 @@ fn a_full_budget_refuses_a_block1_block_with_5_03_max_age_1() {
     assert_eq!(code_of(&reply), "5.03");
     assert_eq!(max_age(&reply), Some(&vec![1]));
     assert_eq!(h.core.memory_held(), PEER_CHARGE + 1024);
+    // Operators see both in the metrics.
+    assert_eq!(
+        h.core.metrics.memory_held.get(),
+        (PEER_CHARGE + 1024) as i64
+    );
+    assert_eq!(h.core.metrics.memory_refusals.get(), 1);
 }
 
 #[test]
