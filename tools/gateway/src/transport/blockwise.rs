@@ -93,6 +93,18 @@ enum UploadFault {
     TooLarge,
 }
 
+impl UploadFault {
+    /// The answer to the block that met this fault.
+    fn answer(self, incoming: &Incoming) -> ResponseContent {
+        let why = match self {
+            Self::Unknown => "Block1 transfer unknown or expired; start again at block 0.",
+            Self::OutOfOrder => "Block1 block out of order; start again at block 0.",
+            Self::TooLarge => return too_large(incoming),
+        };
+        refuse(incoming, code::REQUEST_ENTITY_INCOMPLETE, "M_UNKNOWN", why)
+    }
+}
+
 impl Blockwise {
     /// No transfers yet, counting against `budget`.
     pub(super) fn new(budget: &MemoryBudget) -> Self {
@@ -427,21 +439,7 @@ impl Transport {
             .add_block(key, block, payload, incoming.body_limit, expires);
         peer.blockwise.recount();
         let taken = taken.map(|body| body.map_or(Block1Step::More, Block1Step::Complete));
-        taken.map_err(|fault| match fault {
-            UploadFault::Unknown => refuse(
-                incoming,
-                code::REQUEST_ENTITY_INCOMPLETE,
-                "M_UNKNOWN",
-                "Block1 transfer unknown or expired; start again at block 0.",
-            ),
-            UploadFault::OutOfOrder => refuse(
-                incoming,
-                code::REQUEST_ENTITY_INCOMPLETE,
-                "M_UNKNOWN",
-                "Block1 block out of order; start again at block 0.",
-            ),
-            UploadFault::TooLarge => too_large(incoming),
-        })
+        taken.map_err(|fault| fault.answer(incoming))
     }
 
     /// Answers a Block1 block other than the last: 2.31 Continue, echoing the block at the
