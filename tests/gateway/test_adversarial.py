@@ -5,8 +5,9 @@ A client at 127.0.0.1 (a network the gateway is told to vouch for) asks for
 loopback addresses the gateway has never seen prove themselves, a mix of duplicates, EDHOC
 message_1, random paths, Block1 starts and garbage at a fixed rate. The test prints and asserts:
 every client request is answered, its round trip p99 during the flood is printed beside the one
-without (target 3x; asserted within 10x), the gateway's RSS stays within its blockwise budget of where it started, and the
-flood addresses get back at most three times the bytes they sent.
+without (target 3x; asserted within 10x), the gateway's RSS stays within its memory budget
+(`--memory-budget`, small here) of where it started, and the flood addresses get back at most
+three times the bytes they sent.
 """
 
 import os
@@ -28,7 +29,7 @@ from flood import FLOOD_SOURCES, Flood, p99, rss_bytes
 
 FLOOD_SECONDS = 60
 CLIENT_INTERVAL = 0.1
-BLOCKWISE_BUDGET = 8 * 1024 * 1024
+MEMORY_BUDGET = 8 * 1024 * 1024
 
 
 def write_link_files(workdir):
@@ -80,7 +81,7 @@ def test_a_flood_from_unproven_addresses_neither_amplifies_nor_slows_a_real_clie
                        "--link-identity", identity, "--link-tokens", tokens,
                        "--compat-plain-msc3079", "false",
                        "--peer-rate", "20", "--peer-burst", "50",
-                       "--max-blockwise-bytes", str(BLOCKWISE_BUDGET))
+                       "--memory-budget", str(MEMORY_BUDGET))
     flood = None
     try:
         quiet, quiet_lost = round_trips(gw, 10)
@@ -102,7 +103,7 @@ def test_a_flood_from_unproven_addresses_neither_amplifies_nor_slows_a_real_clie
     print(f"client p99: {p99(quiet) * 1000:.1f} ms without the flood ({len(quiet)} requests), "
           f"{p99(loud) * 1000:.1f} ms with it ({len(loud)} requests, {loud_lost} unanswered)")
     print(f"gateway RSS: {rss_before / 2**20:.1f} MiB before, {rss_flood / 2**20:.1f} MiB under the flood "
-          f"(blockwise budget {BLOCKWISE_BUDGET / 2**20:.0f} MiB)")
+          f"(memory budget {MEMORY_BUDGET / 2**20:.0f} MiB)")
     assert alive
     assert quiet_lost == 0 and loud_lost == 0, "every client request is answered"
     # A floor of 5 ms: below it the figure is this Python process's own scheduling noise.
@@ -110,4 +111,4 @@ def test_a_flood_from_unproven_addresses_neither_amplifies_nor_slows_a_real_clie
     # so the assertion only guards against a flood that stalls the client.
     assert p99(loud) <= 10 * max(p99(quiet), 0.005), "the flood stalls the client"
     assert flood.received <= 3 * flood.sent, "no amplification towards unproven addresses"
-    assert rss_flood - rss_before <= BLOCKWISE_BUDGET, "memory within the budget"
+    assert rss_flood - rss_before <= MEMORY_BUDGET, "memory within the budget"

@@ -4,6 +4,9 @@
 //! everything an observer costs here: its transport state, the long-poll task and its upstream
 //! HTTP/1.1 connection.
 //!
+//! It also reports what the transport core alone holds per observer and per peer, beside the
+//! memory budget's fixed charges (`src/transport/budget.rs`).
+//!
 //! Run: `cargo bench -p jeton-gateway --bench observer_memory` (OBSERVERS=N to change the count).
 
 mod support;
@@ -21,35 +24,48 @@ fn fake_homeserver(uri: &http::Uri) -> (Duration, &'static str) {
     }
 }
 
-/// The transport core alone (sans-I/O, answered by a fake upstream in-process): the state an
-/// observer costs the gateway itself, without its long-poll task and connection.
-fn core_only(observers: usize) {
-    use jeton_gateway::translate::{UpstreamOutcome, UpstreamResponse};
-    use jeton_gateway::transport::{Action, PeerId, Transport};
-    let now = std::time::Instant::now();
-    let before = support::rss_bytes();
+use jeton_gateway::transport::{PeerId, Transport};
+
+/// A transport core with the benches' limits.
+fn core(now: Instant) -> Transport {
     let config = support::config(support::free_udp_port(), String::new());
-    let mut core = Transport::new(
+    Transport::new(
         config.limits,
         jeton_gateway::metrics::Metrics::default(),
         now,
-    );
+    )
+}
+
+/// Feeds `request` from `peer` and answers what it forwards with a 200 of `body`.
+fn answered(core: &mut Transport, peer: PeerId, request: &[u8], body: &[u8], now: Instant) {
+    use jeton_gateway::translate::{UpstreamOutcome, UpstreamResponse};
+    for action in core.on_datagram(peer, request, now) {
+        if let jeton_gateway::transport::Action::Forward { id, .. } = action {
+            let outcome = UpstreamOutcome::Response(UpstreamResponse {
+                status: 200,
+                retry_after: None,
+                body: body.to_vec(),
+                content_type: None,
+            });
+            core.on_upstream(id, outcome, now);
+        }
+    }
+}
+
+/// The transport core alone (sans-I/O, answered by a fake upstream in-process): the state an
+/// observer costs the gateway itself, without its long-poll task and connection.
+fn core_only(observers: usize) {
+    let now = Instant::now();
+    let before = support::rss_bytes();
+    let mut core = core(now);
     let path = ["_matrix", "client", "v3", "sync"];
     // A token on the link, as the gateway's observers are.
     let peer = PeerId::Context(1);
-    let registration = UpstreamOutcome::Response(UpstreamResponse {
-        status: 200,
-        retry_after: None,
-        body: br#"{"next_batch":"s1","rooms":{}}"#.to_vec(),
-        content_type: None,
-    });
+    let body = br#"{"next_batch":"s1","rooms":{}}"#;
     for i in 0..observers {
         let token = (i as u32).to_be_bytes();
-        for action in core.on_datagram(peer, &support::get(i as u16, &token, &path, true), now) {
-            if let Action::Forward { id, .. } = action {
-                core.on_upstream(id, registration.clone(), now);
-            }
-        }
+        let request = support::get(i as u16, &token, &path, true);
+        answered(&mut core, peer, &request, body, now);
     }
     let after = support::rss_bytes();
     println!(
@@ -59,7 +75,30 @@ fn core_only(observers: usize) {
     );
 }
 
+/// The transport core alone: the state a peer with one answered request costs (its entry,
+/// rate bucket and one cached answer), against the memory budget's fixed charge per peer.
+fn peers_only(peers: usize) {
+    let now = Instant::now();
+    let mut core = core(now);
+    let body = br#"{"versions":["r0.6.1","v1.11"],"unstable_features":{}}"#;
+    let request = support::get(1, &[1], &["_matrix", "client", "versions"], false);
+    let before = support::rss_bytes();
+    for i in 0..peers {
+        answered(&mut core, PeerId::Context(i as u64), &request, body, now);
+    }
+    let after = support::rss_bytes();
+    println!(
+        "transport state per peer {} bytes ({} peers with one answered request each, RSS growth)",
+        after.saturating_sub(before) / core.peer_count().max(1) as u64,
+        core.peer_count()
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--peers-only") {
+        peers_only(20_000);
+        return;
+    }
     if std::env::args().any(|a| a == "--core-only") {
         let observers: usize = std::env::var("OBSERVERS")
             .ok()
@@ -157,9 +196,11 @@ fn main() {
     let _ = gateway.join();
     let _ = child.kill();
     let _ = child.wait();
-    let status = Command::new(std::env::current_exe().unwrap())
-        .arg("--core-only")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for mode in ["--core-only", "--peers-only"] {
+        let status = Command::new(std::env::current_exe().unwrap())
+            .arg(mode)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
 }

@@ -129,11 +129,15 @@ pub struct Cli {
     /// [default: 2]
     #[arg(long, env = "JETON_GATEWAY_BLOCKWISE_PER_PEER", value_name = "N")]
     pub blockwise_per_peer: Option<usize>,
-    /// Bytes of all peers' blockwise transfers together (uploads being assembled, bodies
-    /// stored for Block2); a block beyond it gets 5.03 with Max-Age, a body beyond it is not
-    /// stored (its later blocks are fetched again). [default: 134217728 (128 MiB)]
-    #[arg(long, env = "JETON_GATEWAY_MAX_BLOCKWISE_BYTES", value_name = "BYTES")]
-    pub max_blockwise_bytes: Option<usize>,
+    /// Memory the gateway's state may hold: a fixed share per peer (4 KiB) and per observer
+    /// (21 KiB, its upstream connection included), and the bytes of block-wise uploads and of
+    /// bodies stored for Block2 (media included). When full, a new plain peer gets 5.03 with
+    /// Max-Age 30, a Block1 block 5.03 with Max-Age 1, an Observe registration a plain answer,
+    /// and a large answer is not stored (its later blocks are fetched again); tokens on the
+    /// link are counted but never refused. Leave room beside it for the process itself.
+    /// [default: 268435456 (256 MiB, for a 512 MiB machine)]
+    #[arg(long, env = "JETON_GATEWAY_MEMORY_BUDGET", value_name = "BYTES")]
+    pub memory_budget: Option<usize>,
     /// Largest media upload (after Block1 assembly) and media download relayed; a media upload
     /// beyond it gets 4.13 with Size1, a download 5.02. The media config a client reads
     /// (m.upload.size) is lowered to it. Each transfer in progress holds its file in memory, at
@@ -394,10 +398,10 @@ impl Config {
                 .blockwise_per_peer
                 .or(file.blockwise_per_peer)
                 .unwrap_or(d.blockwise_per_peer),
-            max_blockwise_bytes: cli
-                .max_blockwise_bytes
-                .or(file.max_blockwise_bytes)
-                .unwrap_or(d.max_blockwise_bytes),
+            memory_budget: cli
+                .memory_budget
+                .or(file.memory_budget)
+                .unwrap_or(d.memory_budget),
             max_media_body: cli
                 .max_media_body
                 .or(file.max_media_body)
@@ -529,7 +533,7 @@ mod tests {
         let path = dir.join("gateway.toml");
         std::fs::write(
             &path,
-            "homeserver = \"http://file:8008\"\nmax_observers = 7\nblock_size = 256\nmax_media_body = 1048576\n",
+            "homeserver = \"http://file:8008\"\nmax_observers = 7\nblock_size = 256\nmax_media_body = 1048576\nmemory_budget = 8388608\n",
         )
         .unwrap();
         let cli = Cli::try_parse_from([
@@ -545,6 +549,7 @@ mod tests {
         assert_eq!(config.limits.max_observers, 7);
         assert_eq!(config.limits.block_size, 512, "the flag wins over the file");
         assert_eq!(config.limits.max_media_body, 1024 * 1024);
+        assert_eq!(config.limits.memory_budget, 8 * 1024 * 1024);
         assert_eq!(
             config.limits.dedup_per_peer,
             Limits::default().dedup_per_peer

@@ -48,8 +48,9 @@ pub struct Limits {
     pub dedup_per_peer: usize,
     /// Blockwise transfers (Block1 assemblies plus stored Block2 bodies) per peer.
     pub blockwise_per_peer: usize,
-    /// Bytes of all peers' blockwise transfers together.
-    pub max_blockwise_bytes: usize,
+    /// Bytes that peers, observers and block-wise transfers hold together (see
+    /// `transport/budget.rs` for what each counts); beyond it new state is refused.
+    pub memory_budget: usize,
     /// Largest media upload (after Block1 assembly) and media download the gateway relays.
     pub max_media_body: usize,
 }
@@ -75,7 +76,8 @@ impl Default for Limits {
             blockwise_timeout: Duration::from_secs(60),
             dedup_per_peer: 32,
             blockwise_per_peer: 2,
-            max_blockwise_bytes: 128 * 1024 * 1024,
+            // Fits a 512 MiB VM with the process's own RSS beside it.
+            memory_budget: 256 * 1024 * 1024,
             max_media_body: 16 * 1024 * 1024,
         }
     }

@@ -110,6 +110,10 @@ pub struct Metrics {
     pub sync_stubs: Counter,
     /// Observer long-polls tried again after the homeserver failed.
     pub poll_retries: Counter,
+    /// Bytes counted against the memory budget now.
+    pub memory_held: Gauge,
+    /// New state refused (or an answer not stored) because the memory budget was full.
+    pub memory_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -135,6 +139,8 @@ impl Default for Metrics {
             sync_parts: Counter::default(),
             sync_stubs: Counter::default(),
             poll_retries: Counter::default(),
+            memory_held: Gauge::default(),
+            memory_refusals: Counter::default(),
         }
     }
 }
@@ -242,6 +248,16 @@ impl Metrics {
             "poll_retries",
             "Observer long-polls tried again after the homeserver failed",
             self.poll_retries.clone(),
+        );
+        r.register(
+            "memory_held_bytes",
+            "Bytes counted against --memory-budget: peers, observers, block-wise transfers",
+            self.memory_held.clone(),
+        );
+        r.register(
+            "memory_refusals",
+            "Peers, Block1 blocks, observers refused and answers not stored for a full memory budget",
+            self.memory_refusals.clone(),
         );
         r
     }

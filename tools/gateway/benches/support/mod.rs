@@ -92,6 +92,8 @@ pub fn config(listen: SocketAddr, homeserver: String) -> jeton_gateway::config::
         dedup_per_peer: 64,
         observe_poll_timeout: Duration::from_secs(600),
         upstream_timeout: Duration::from_secs(700),
+        // The benches measure cost and memory, not where the budget refuses.
+        memory_budget: usize::MAX,
         ..Default::default()
     };
     jeton_gateway::config::Config {

@@ -2,17 +2,21 @@
 //! response bodies larger than one block, fetched from the homeserver once and served block by
 //! block with Block2. Both kinds share the peer's `blockwise_per_peer` slots (the oldest
 //! stored body, else the oldest upload, makes room) and expire `blockwise_timeout` after
-//! their last block. All peers' transfers together hold at most `max_blockwise_bytes`
-//! ([`BlockBudget`]). An upload's last block is remembered with its answer for as long, so
-//! that the block sent again (its answer lost on the way) gets that answer, not 4.08 and a
-//! whole file to send again.
+//! their last block. Their bytes count against the memory budget (`budget.rs`). An upload's
+//! last block is remembered with its answer for as long, so that the block sent again (its
+//! answer lost on the way) gets that answer, not 4.08 and a whole file to send again.
+//!
+//! Only an authenticated peer gets block-wise state: a token on the link, or a plain peer
+//! (its address proven) that presented an access token. Anyone else's Block1 block gets 4.01
+//! `M_MISSING_TOKEN`, and a large answer to them is not stored (each later block is fetched
+//! again): an address alone buys no memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet};
 
+use super::budget::{Charge, MemoryBudget};
 use super::reply::{Reply, bad, internal, refuse, retry_later, too_large};
 use super::request::{Blocks, Incoming, Target};
 use super::{Action, Transport};
@@ -21,47 +25,14 @@ use crate::metrics::{BlockLabels, Metrics};
 use crate::profile::BlockValue;
 use crate::translate::ResponseContent;
 
-/// The bytes all peers' transfers hold, against one limit. Cloning shares it.
-#[derive(Debug, Clone)]
-pub(super) struct BlockBudget {
-    held: Arc<AtomicUsize>,
-    limit: usize,
-}
-
-impl BlockBudget {
-    pub(super) fn new(limit: usize) -> Self {
-        Self {
-            held: Arc::new(AtomicUsize::new(0)),
-            limit,
-        }
-    }
-
-    /// Bytes held now, by all peers.
-    pub(super) fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-
-    /// Whether `more` bytes still fit.
-    fn has_room(&self, more: usize) -> bool {
-        self.held().saturating_add(more) <= self.limit
-    }
-}
-
 /// One peer's transfers in progress.
 #[derive(Debug)]
 pub(super) struct Blockwise {
     uploads: Vec<Block1Assembly>,
     stored: Vec<StoredBody>,
     finished: Vec<FinishedUpload>,
-    /// What this peer's transfers count against the budget now.
-    held: usize,
-    budget: BlockBudget,
-}
-
-impl Drop for Blockwise {
-    fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.held, Ordering::Relaxed);
-    }
+    /// What this peer's transfers count against the memory budget now.
+    charge: Charge,
 }
 
 /// A request body being assembled from Block1 blocks.
@@ -122,15 +93,26 @@ enum UploadFault {
     TooLarge,
 }
 
+impl UploadFault {
+    /// The answer to the block that met this fault.
+    fn answer(self, incoming: &Incoming) -> ResponseContent {
+        let why = match self {
+            Self::Unknown => "Block1 transfer unknown or expired; start again at block 0.",
+            Self::OutOfOrder => "Block1 block out of order; start again at block 0.",
+            Self::TooLarge => return too_large(incoming),
+        };
+        refuse(incoming, code::REQUEST_ENTITY_INCOMPLETE, "M_UNKNOWN", why)
+    }
+}
+
 impl Blockwise {
     /// No transfers yet, counting against `budget`.
-    pub(super) fn new(budget: BlockBudget) -> Self {
+    pub(super) fn new(budget: &MemoryBudget) -> Self {
         Self {
             uploads: Vec::new(),
             stored: Vec::new(),
             finished: Vec::new(),
-            held: 0,
-            budget,
+            charge: budget.charge(0),
         }
     }
 
@@ -139,17 +121,7 @@ impl Blockwise {
         let uploads: usize = self.uploads.iter().map(|a| a.body.len()).sum();
         let stored: usize = self.stored.iter().map(|s| s.content.payload.len()).sum();
         let finished: usize = self.finished.iter().map(FinishedUpload::bytes).sum();
-        let held = uploads + stored + finished;
-        if held >= self.held {
-            self.budget
-                .held
-                .fetch_add(held - self.held, Ordering::Relaxed);
-        } else {
-            self.budget
-                .held
-                .fetch_sub(self.held - held, Ordering::Relaxed);
-        }
-        self.held = held;
+        self.charge.resize(uploads + stored + finished);
     }
 
     /// Whether no transfer is in progress.
@@ -184,7 +156,7 @@ impl Blockwise {
 
     /// Keeps `content` for Block2 follow-ups under `key` (and `notification_path`),
     /// replacing what was stored under either and making room within `capacity`; not when
-    /// the budget has no room for it (its later blocks are then fetched again).
+    /// the budget has no room for it, unless `linked` (its later blocks are then fetched again).
     pub(super) fn store(
         &mut self,
         key: &str,
@@ -192,6 +164,7 @@ impl Blockwise {
         content: &ResponseContent,
         expires: Instant,
         capacity: usize,
+        linked: bool,
     ) {
         self.stored.retain(|s| {
             s.key != key
@@ -202,7 +175,7 @@ impl Blockwise {
             self.stored.remove(0);
         }
         self.recount();
-        if self.budget.has_room(content.payload.len()) {
+        if linked || self.charge.budget().fits(content.payload.len()) {
             self.stored.push(StoredBody {
                 key: key.to_owned(),
                 notification_path: notification_path.map(str::to_owned),
@@ -391,6 +364,31 @@ impl Transport {
         Ok(false)
     }
 
+    /// Whether a Block1 block other than the repeat of a finished upload's last may be kept:
+    /// one other than the last fills the block size, and it fits the memory budget unless the
+    /// peer is on the link (5.03 Max-Age 1 otherwise).
+    fn admit_block1(
+        &self,
+        incoming: &Incoming,
+        block: BlockValue,
+        payload: &[u8],
+    ) -> Result<(), ResponseContent> {
+        if block.more && payload.len() != block.size() {
+            return Err(bad(
+                incoming,
+                "A Block1 block other than the last must fill the block size.",
+            ));
+        }
+        if !incoming.peer.is_linked() && !self.budget.fits(payload.len()) {
+            return Err(retry_later(
+                incoming,
+                code::SERVICE_UNAVAILABLE,
+                "The gateway holds as much as its memory budget allows; try again shortly.",
+            ));
+        }
+        Ok(())
+    }
+
     /// Takes one Block1 block of the request under `key`.
     pub(super) fn take_block1(
         &mut self,
@@ -401,6 +399,14 @@ impl Transport {
         now: Instant,
     ) -> Result<Block1Step, ResponseContent> {
         let expires = now + self.limits.blockwise_timeout;
+        if !self.is_authenticated(incoming.peer) {
+            return Err(refuse(
+                incoming,
+                code::UNAUTHORIZED,
+                "M_MISSING_TOKEN",
+                "Block-wise uploads need an access token (option 256).",
+            ));
+        }
         let peer = self
             .peers
             .get_mut(&incoming.peer)
@@ -418,19 +424,11 @@ impl Transport {
                 )
             });
         }
-        if block.more && payload.len() != block.size() {
-            return Err(bad(
-                incoming,
-                "A Block1 block other than the last must fill the block size.",
-            ));
-        }
-        if !peer.blockwise.budget.has_room(payload.len()) {
-            return Err(retry_later(
-                incoming,
-                code::SERVICE_UNAVAILABLE,
-                "The gateway holds as many uploads as it can; try again shortly.",
-            ));
-        }
+        self.admit_block1(incoming, block, payload)?;
+        let peer = self
+            .peers
+            .get_mut(&incoming.peer)
+            .ok_or_else(|| internal(incoming))?;
         if block.num == 0 {
             peer.blockwise
                 .start_upload(key, now, self.limits.blockwise_per_peer);
@@ -441,21 +439,7 @@ impl Transport {
             .add_block(key, block, payload, incoming.body_limit, expires);
         peer.blockwise.recount();
         let taken = taken.map(|body| body.map_or(Block1Step::More, Block1Step::Complete));
-        taken.map_err(|fault| match fault {
-            UploadFault::Unknown => refuse(
-                incoming,
-                code::REQUEST_ENTITY_INCOMPLETE,
-                "M_UNKNOWN",
-                "Block1 transfer unknown or expired; start again at block 0.",
-            ),
-            UploadFault::OutOfOrder => refuse(
-                incoming,
-                code::REQUEST_ENTITY_INCOMPLETE,
-                "M_UNKNOWN",
-                "Block1 block out of order; start again at block 0.",
-            ),
-            UploadFault::TooLarge => too_large(incoming),
-        })
+        taken.map_err(|fault| fault.answer(incoming))
     }
 
     /// Answers a Block1 block other than the last: 2.31 Continue, echoing the block at the

@@ -13,6 +13,8 @@
 //! - `exchanges.rs`: the duplicate-detection memory of received requests (RFC 7252 §4.5).
 //! - `outbox.rs`: CON messages sent and retransmitted until acknowledged (RFC 7252 §4.2).
 //! - `blockwise.rs`: Block1 uploads and stored Block2 bodies (RFC 7959).
+//! - `budget.rs`: the one memory budget peers, observers and block-wise transfers count
+//!   against.
 //! - `observe.rs`: observers, their long-polls (RFC 7641) and the positions their clients
 //!   confirmed.
 //! - `splits.rs`: sync answers cut to the client's Response-Capacity, the later parts kept
@@ -26,12 +28,13 @@
 //! separate or NON.
 //!
 //! Memory is bounded per peer by [`Limits`] (exchanges, blockwise transfers, observers,
-//! in-flight requests) and globally by `max_peers`, `max_peers_per_prefix` and
-//! `max_observers`. A plain peer gets state only once it proved it receives at its address
+//! in-flight requests) and globally by `memory_budget`, `max_peers`, `max_peers_per_prefix`
+//! and `max_observers`. A plain peer gets state only once it proved it receives at its address
 //! (an RFC 9175 Echo round trip, `echo.rs`); until then each request gets a 4.01 with an
 //! Echo value at most three times its size, and nothing is kept.
 
 mod blockwise;
+mod budget;
 mod exchanges;
 mod forward;
 mod observe;
@@ -55,7 +58,7 @@ use crate::metrics::Metrics;
 use crate::profile;
 use crate::source::Sources;
 use crate::translate::{UpstreamOutcome, UpstreamRequest};
-use blockwise::BlockBudget;
+use budget::MemoryBudget;
 use forward::{ForwardPurpose, Forwards};
 use observe::ObserverState;
 use outbox::OutPurpose;
@@ -100,8 +103,8 @@ pub struct Transport {
     peers: HashMap<PeerId, Peer>,
     /// Plain peers in all and per source prefix.
     census: Census,
-    /// Bytes of all peers' blockwise transfers, against `max_blockwise_bytes`.
-    block_budget: BlockBudget,
+    /// What peers, observers and block-wise transfers hold, against `memory_budget`.
+    budget: MemoryBudget,
     /// Which source addresses need no proof.
     sources: Sources,
     /// Makes and checks the Echo values plain peers prove their address with.
@@ -136,13 +139,13 @@ impl Transport {
     /// A core with the given limits, reporting to `metrics`.
     pub fn new(limits: Limits, metrics: Metrics, now: Instant) -> Self {
         let own_szx = limits.block_szx().unwrap_or(profile::MAX_SZX);
-        let block_budget = BlockBudget::new(limits.max_blockwise_bytes);
+        let budget = MemoryBudget::new(limits.memory_budget, &metrics);
         let mut t = Self {
             limits,
             metrics,
             peers: HashMap::new(),
             census: Census::default(),
-            block_budget,
+            budget,
             sources: Sources::default(),
             echo: EchoKey::random(now),
             forwards: Forwards::default(),
@@ -177,9 +180,9 @@ impl Transport {
         self.observers
     }
 
-    /// Bytes held by all peers' blockwise transfers (uploads and stored bodies).
-    pub fn blockwise_bytes(&self) -> usize {
-        self.block_budget.held()
+    /// Bytes counted against the memory budget: peers, observers and block-wise transfers.
+    pub fn memory_held(&self) -> usize {
+        self.budget.held()
     }
 
     /// Peers with state.

@@ -25,6 +25,7 @@ use coap_lite::{CoapOption, MessageType, Packet};
 use serde_json::json;
 
 use super::blockwise::{count_blockwise, fill_payload};
+use super::budget::{Charge, OBSERVER_CHARGE};
 use super::forward::ForwardPurpose;
 use super::outbox::OutPurpose;
 use super::request::{Target, is_param, with_query};
@@ -139,6 +140,8 @@ pub(super) struct Observer {
     last_push: Instant,
     /// Long-polls that failed in a row.
     failures: u32,
+    /// The observer's fixed share of the memory budget, given back when it ends.
+    _charge: Charge,
 }
 
 impl Observer {
@@ -282,6 +285,8 @@ impl Transport {
         {
             return None;
         }
+        // A full memory budget: the registration is answered as a plain GET.
+        let charge = self.budget.admit(OBSERVER_CHARGE, addr.is_linked())?;
         self.next_observer_id += 1;
         let id = self.next_observer_id;
         let waits = pending.is_some();
@@ -299,6 +304,7 @@ impl Transport {
             },
             last_push: now,
             failures: 0,
+            _charge: charge,
         });
         self.observers += 1;
         self.metrics.observers.set(self.observers as i64);
@@ -659,10 +665,12 @@ impl Transport {
         }
         let expires = now + self.limits.blockwise_timeout;
         let capacity = self.limits.blockwise_per_peer;
-        if let Some(peer) = self.peers.get_mut(&addr) {
+        let keeps = self.is_authenticated(addr);
+        if let Some(peer) = self.peers.get_mut(&addr).filter(|_| keeps) {
             let path = Some(template.path.as_str());
+            let linked = addr.is_linked();
             peer.blockwise
-                .store(&template.key, path, content, expires, capacity);
+                .store(&template.key, path, content, expires, capacity, linked);
         }
         count_blockwise(&self.metrics, "block2");
         true

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet};
 
-use super::blockwise::{BlockBudget, Blockwise};
+use super::blockwise::Blockwise;
+use super::budget::{Charge, PEER_CHARGE};
 use super::exchanges::Exchanges;
 use super::observe::Observer;
 use super::outbox::Outgoing;
@@ -37,6 +38,13 @@ pub enum PeerId {
     /// A token on the protected link, by the number the link gave its OSCORE context (never
     /// given to another context).
     Context(u64),
+}
+
+impl PeerId {
+    /// Whether this is a token on the protected link.
+    pub(super) fn is_linked(self) -> bool {
+        matches!(self, Self::Context(_))
+    }
 }
 
 impl core::fmt::Display for PeerId {
@@ -67,6 +75,8 @@ pub(super) struct Peer {
     pub(super) in_flight: usize,
     bucket: TokenBucket,
     pub(super) last_seen: Instant,
+    /// The peer's fixed share of the memory budget, given back when it is forgotten.
+    _charge: Charge,
 }
 
 /// The peer's request rate: `peer_rate` tokens a second, at most `peer_burst` saved up.
@@ -91,12 +101,12 @@ impl TokenBucket {
 }
 
 impl Peer {
-    fn new(now: Instant, burst: u32, first_mid: u16, budget: BlockBudget) -> Self {
+    fn new(now: Instant, burst: u32, first_mid: u16, charge: Charge) -> Self {
         Self {
             access_token: None,
             sticky: StickyState::default(),
             exchanges: Exchanges::default(),
-            blockwise: Blockwise::new(budget),
+            blockwise: Blockwise::new(charge.budget()),
             splits: Splits::default(),
             observers: Vec::new(),
             outbox: HashMap::new(),
@@ -107,6 +117,7 @@ impl Peer {
                 refilled: now,
             },
             last_seen: now,
+            _charge: charge,
         }
     }
 
@@ -178,8 +189,10 @@ impl Census {
 impl Transport {
     /// Step 1: makes sure a request from `id` has peer state to go with. A plain peer gets
     /// state only once its address is proven (validated by the operator, or the request
-    /// carries an Echo value the gateway made for it); before that the request gets a 4.01
-    /// with an Echo value and nothing is kept. `false` when the request was answered here.
+    /// carries an Echo value the gateway made for it) and while the peer limits and the memory
+    /// budget have room; before that the request gets a 4.01 with an Echo value (or a 5.03
+    /// Max-Age 30) and nothing is kept. A token on the link is never refused. `false` when the
+    /// request was answered here.
     pub(super) fn admit_peer(
         &mut self,
         id: PeerId,
@@ -191,30 +204,50 @@ impl Transport {
         if self.peers.contains_key(&id) {
             return true;
         }
-        if let PeerId::Address(addr) = id {
-            if !self.sources.is_validated(addr) && !self.echo.proves(addr, packet, now) {
-                let challenge = self.echo.challenge(addr, packet, now);
-                self.metrics.echo_challenges.inc();
-                self.send_unproven(actions, addr, challenge, size);
-                return false;
-            }
-            if !self.census.has_room(addr, &self.limits) {
-                let refusal =
-                    stateless_refusal(packet, code::SERVICE_UNAVAILABLE, PEERS_FULL_RETRY);
-                self.send_unproven(actions, addr, refusal, size);
-                return false;
-            }
+        if let PeerId::Address(addr) = id
+            && !self.sources.is_validated(addr)
+            && !self.echo.proves(addr, packet, now)
+        {
+            let challenge = self.echo.challenge(addr, packet, now);
+            self.metrics.echo_challenges.inc();
+            self.send_unproven(actions, addr, challenge, size);
+            return false;
         }
+        let Some(charge) = self.peer_room(id) else {
+            let refusal = stateless_refusal(packet, code::SERVICE_UNAVAILABLE, PEERS_FULL_RETRY);
+            if let PeerId::Address(addr) = id {
+                self.send_unproven(actions, addr, refusal, size);
+            }
+            return false;
+        };
         // Message ids start somewhere unpredictable, so that a restarted gateway does not
         // reuse the ids a peer still remembers (it would take a new CON for a duplicate).
         let first_mid = self.next_random() as u16;
         self.census.enter(id);
-        let budget = self.block_budget.clone();
-        self.peers.insert(
-            id,
-            Peer::new(now, self.limits.peer_burst, first_mid, budget),
-        );
+        let peer = Peer::new(now, self.limits.peer_burst, first_mid, charge);
+        self.peers.insert(id, peer);
         true
+    }
+
+    /// The memory budget's charge for a new peer `id`, if the peer limits and the budget have
+    /// room for it (always for a token on the link).
+    fn peer_room(&self, id: PeerId) -> Option<Charge> {
+        if let PeerId::Address(addr) = id
+            && !self.census.has_room(addr, &self.limits)
+        {
+            return None;
+        }
+        self.budget.admit(PEER_CHARGE, id.is_linked())
+    }
+
+    /// Whether `id` may hold block-wise state: a token on the link, or a plain peer (its
+    /// address proven, as every plain peer with state is) that presented an access token.
+    pub(super) fn is_authenticated(&self, id: PeerId) -> bool {
+        id.is_linked()
+            || self
+                .peers
+                .get(&id)
+                .is_some_and(|peer| peer.access_token.is_some())
     }
 
     /// Keeps the sticky state of link tokens for [`Self::take_sticky_changes`] from now on.
@@ -265,8 +298,8 @@ impl Transport {
         let id = PeerId::Context(context);
         let first_mid = self.next_random() as u16;
         self.census.enter(id);
-        let budget = self.block_budget.clone();
-        let mut peer = Peer::new(now, self.limits.peer_burst, first_mid, budget);
+        let charge = self.budget.charge(PEER_CHARGE);
+        let mut peer = Peer::new(now, self.limits.peer_burst, first_mid, charge);
         peer.access_token = access_token.and_then(AccessToken::from_option);
         peer.sticky = sticky;
         self.peers.insert(id, peer);

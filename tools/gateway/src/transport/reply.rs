@@ -55,16 +55,20 @@ impl Transport {
         self.count_answer(incoming, route, content);
         let addr = incoming.peer;
         let (num, szx) = reply.block2.unwrap_or((0, self.own_szx));
+        // Only an authenticated peer's large answer is kept for its later blocks.
+        let store_key = reply.store_key.filter(|_| self.is_authenticated(addr));
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
         let (kind, mid, separate) = response_type(peer, incoming);
         let mut packet = message::build(kind, content.code, mid, &incoming.token);
         let split = fill_payload(&mut packet, content, num, szx);
-        if split && let Some(key) = reply.store_key {
+        if split && let Some(key) = store_key {
             let expires = now + self.limits.blockwise_timeout;
             let capacity = self.limits.blockwise_per_peer;
-            peer.blockwise.store(key, None, content, expires, capacity);
+            let linked = addr.is_linked();
+            peer.blockwise
+                .store(key, None, content, expires, capacity, linked);
             count_blockwise(&self.metrics, "block2");
         }
         add_reply_options(&mut packet, &reply, incoming.body_limit);

@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn per_peer_rate_and_in_flight_limits_answer_without_forwarding() {
-    let mut h = Harness::new(Limits {
+    let mut h = Harness::anonymous(Limits {
         peer_burst: 2,
         peer_rate: 1.0,
         ..Limits::default()
@@ -17,7 +17,7 @@ fn per_peer_rate_and_in_flight_limits_answer_without_forwarding() {
     assert_eq!(code_of(reply), "4.29");
     assert_eq!(reply.get_first_option(CoapOption::MaxAge), Some(&vec![1]));
 
-    let mut h = Harness::new(Limits {
+    let mut h = Harness::anonymous(Limits {
         max_in_flight_per_peer: 1,
         ..Limits::default()
     });

@@ -3,6 +3,7 @@
 
 mod admission;
 mod blockwise;
+mod budget;
 mod exchanges;
 mod observe;
 mod requests;
@@ -23,6 +24,9 @@ use crate::translate::{UpstreamOutcome, UpstreamRequest, UpstreamResponse};
 
 const PEER: &str = "127.0.0.1:40000";
 
+/// The access token the harness's peer presents.
+const ACCESS_TOKEN: &[u8] = b"syt_harness";
+
 struct Harness {
     core: Transport,
     now: Instant,
@@ -30,7 +34,16 @@ struct Harness {
 }
 
 impl Harness {
+    /// A core whose peer presented an access token, as a client does (block-wise state is
+    /// kept only for such a peer).
     fn new(limits: Limits) -> Self {
+        let mut h = Self::anonymous(limits);
+        h.sign_in();
+        h
+    }
+
+    /// A core whose peer presented no access token yet.
+    fn anonymous(limits: Limits) -> Self {
         let now = Instant::now();
         Self {
             // The tests' peer is on loopback, which needs no Echo round trip.
@@ -39,6 +52,15 @@ impl Harness {
             now,
             peer: PeerId::Address(PEER.parse::<SocketAddr>().unwrap()),
         }
+    }
+
+    /// The peer presents an access token (option 256, sticky) with a request the homeserver
+    /// answers; its message id is one the tests do not use.
+    fn sign_in(&mut self) {
+        let mut p = request(MessageType::Confirmable, 1, 0xfff0, b"in", PLAIN);
+        p.add_option(CoapOption::Unknown(256), ACCESS_TOKEN.to_vec());
+        let f = forwards(&self.feed(&p));
+        self.upstream(f[0].0, 200, "{}");
     }
 
     fn feed(&mut self, packet: &Packet) -> Vec<Action> {

@@ -28,7 +28,7 @@ fn stranger(n: u32) -> PeerId {
 /// or kept.
 #[test]
 fn a_duplicate_flood_from_an_unproven_address_gets_at_most_three_times_its_bytes() {
-    let mut h = Harness::new(Limits::default());
+    let mut h = Harness::anonymous(Limits::default());
     h.peer = stranger(1);
     let wire = message::to_datagram(&request(MessageType::Confirmable, 1, 77, &[], &["0"]));
     assert_eq!(wire.len(), 6);
@@ -55,7 +55,7 @@ fn a_duplicate_flood_from_an_unproven_address_gets_at_most_three_times_its_bytes
 /// burst they are dropped, not answered from the cache.
 #[test]
 fn a_proven_peers_duplicates_count_against_its_rate() {
-    let mut h = Harness::new(Limits::default());
+    let mut h = Harness::anonymous(Limits::default());
     let req = get(77, &["0"]);
     let f = forwards(&h.feed(&req));
     let body = format!(
@@ -79,7 +79,7 @@ fn a_proven_peers_duplicates_count_against_its_rate() {
 /// the Echo value it was given (and only from that address) it is served.
 #[test]
 fn spoofed_sources_leave_no_state_and_an_echo_round_trip_admits() {
-    let mut h = Harness::new(Limits {
+    let mut h = Harness::anonymous(Limits {
         max_peers: 2000,
         ..Limits::default()
     });
@@ -119,7 +119,7 @@ fn spoofed_sources_leave_no_state_and_an_echo_round_trip_admits() {
 /// and nothing kept, while other prefixes are served.
 #[test]
 fn one_source_prefix_holds_at_most_its_share_of_peers() {
-    let mut h = Harness::new(Limits {
+    let mut h = Harness::anonymous(Limits {
         max_peers_per_prefix: 3,
         ..Limits::default()
     });
