@@ -135,6 +135,8 @@ pub enum CommandError {
     ReservedText,
     /// No call rings (with that call id).
     NoSuchCall,
+    /// A cross-signing bootstrap is already under way.
+    CrossSigningInProgress,
     /// Something could not be done; the error says what.
     Failed(TokenError),
 }
@@ -154,6 +156,9 @@ impl fmt::Display for CommandError {
                 f.write_str("the message starts with a control character the token reserves")
             }
             CommandError::NoSuchCall => f.write_str("no call rings with that call id"),
+            CommandError::CrossSigningInProgress => {
+                f.write_str("cross-signing is already being set up: wait for its answer")
+            }
             CommandError::Failed(e) => write!(f, "{e}"),
         }
     }

@@ -154,6 +154,8 @@ pub enum Limit {
     IdLength,
     /// [`MAX_MESSAGE_LEN`] (or [`MAX_CONTENT_LEN`] for a file's event).
     MessageLength,
+    /// A password longer than a cross-signing bootstrap takes (128 bytes).
+    PasswordLength,
 }
 
 impl fmt::Display for Limit {
@@ -171,6 +173,7 @@ impl fmt::Display for Limit {
             Limit::RingingCalls => "calls ringing at once",
             Limit::IdLength => "identifier length",
             Limit::MessageLength => "message length",
+            Limit::PasswordLength => "password length",
         })
     }
 }
