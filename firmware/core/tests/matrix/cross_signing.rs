@@ -30,12 +30,18 @@ fn cross_signed(seed: u64, uia: bool, password: &str) -> World {
     let mut world = World::logged_in(seed);
     world.gw.hs.cross_signing_uia = uia;
     let now = world.instant();
+    let (up, down) = (world.bytes_up, world.bytes_down);
     world.token().cross_sign(password, now).unwrap();
     world.run_until(30_000, |w| {
         w.screen()
             .iter()
             .any(|l| l.starts_with("cross-signed") || l.starts_with("error"))
     });
+    println!(
+        "cross-signing bootstrap (auth asked: {uia}): {} B up, {} B down on the link",
+        world.bytes_up - up,
+        world.bytes_down - down
+    );
     world
 }
 
