@@ -155,6 +155,7 @@ pub enum Limit {
     /// [`MAX_MESSAGE_LEN`] (or [`MAX_CONTENT_LEN`] for a file's event).
     MessageLength,
     /// A password longer than a cross-signing bootstrap takes (128 bytes).
+    #[cfg(feature = "cross-signing")]
     PasswordLength,
 }
 
@@ -173,6 +174,7 @@ impl fmt::Display for Limit {
             Limit::RingingCalls => "calls ringing at once",
             Limit::IdLength => "identifier length",
             Limit::MessageLength => "message length",
+            #[cfg(feature = "cross-signing")]
             Limit::PasswordLength => "password length",
         })
     }
