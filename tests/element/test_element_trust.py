@@ -7,8 +7,6 @@ m.room_key.withheld."""
 
 import time
 
-import pytest
-
 from element_room import token_cross_signs, token_joins_element_room, token_says
 
 WITHHELD_REASONS = ("blacklisted", "unverified", "unauthorised", "unavailable", "no_olm")
@@ -20,7 +18,6 @@ def token_message_shield(r, body):
     return r.element.shield(r.room_id, event["event_id"])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: cross-signing bootstrap on the token (xsign)")
 def test_cross_signing_on_the_token_turns_the_shield_from_red_to_none(synapse, gateway, tokens, element):
     r = token_joins_element_room(synapse, gateway, tokens, element)
     # A device its owner has not cross-signed: Element's red shield.
@@ -31,7 +28,6 @@ def test_cross_signing_on_the_token_turns_the_shield_from_red_to_none(synapse, g
     assert token_message_shield(r, "after cross-signing") == ("NONE", None)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: cross-signing bootstrap on the token (xsign)")
 def test_element_excluding_insecure_devices_still_reaches_the_token(synapse, gateway, tokens, element):
     r = token_joins_element_room(synapse, gateway, tokens, element)
     token_cross_signs(r)

@@ -46,6 +46,9 @@ pub mod record {
     pub const DEVICES: RecordId = 0x0004;
     /// The outbound transaction counter and id prefix (transaction ids are never reused).
     pub const TRANSACTIONS: RecordId = 0x0005;
+    /// The user's cross-signing keys (master, self-signing, user-signing), their seeds in the
+    /// sealed meta.
+    pub const CROSS_SIGNING: RecordId = 0x0006;
     /// Rooms: slot `i` at `ROOMS + i`.
     pub const ROOMS: RecordId = 0x0100;
     /// Outbound Megolm sessions, one per room slot: `OUTBOUND + i`.

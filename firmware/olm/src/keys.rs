@@ -245,6 +245,39 @@ impl fmt::Debug for Ed25519Keypair {
     }
 }
 
+/// An Ed25519 signing key of its own, not an account's: a cross-signing key (master,
+/// self-signing, user-signing). Its secret is the 32-byte seed, which the caller keeps sealed;
+/// it zeroizes on drop and never prints.
+#[derive(Clone, Debug)]
+pub struct Ed25519SigningKey(Ed25519Keypair);
+
+impl Ed25519SigningKey {
+    /// A new key from `rng`.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        Self(Ed25519Keypair::generate(rng))
+    }
+
+    /// The key of `seed` (RFC 8032's 32-byte secret key).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(Ed25519Keypair::from_secret(seed))
+    }
+
+    /// The seed, for the caller to store sealed.
+    pub fn seed(&self) -> &[u8; 32] {
+        self.0.secret_bytes()
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> Ed25519PublicKey {
+        self.0.public_key()
+    }
+
+    /// The signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> Ed25519Signature {
+        self.0.sign(message)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -294,6 +327,19 @@ pub(crate) mod tests {
             key.public_key().verify(b"x", &sig),
             Err(DecodeError::InvalidSignature)
         );
+    }
+
+    #[test]
+    fn a_signing_key_of_its_own_signs_as_rfc8032_says_and_keeps_its_seed() {
+        let seed = hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+        let key = Ed25519SigningKey::from_seed(&seed);
+        assert_eq!(key.seed(), &seed);
+        assert_eq!(
+            key.public_key().0,
+            hex32("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+        );
+        key.public_key().verify(b"m", &key.sign(b"m")).unwrap();
+        assert!(!format!("{key:?}").contains("9d61"));
     }
 
     #[test]

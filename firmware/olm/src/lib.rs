@@ -185,7 +185,7 @@ pub mod sas;
 pub use error::{
     DecodeError, DecryptionError, EncodeError, EncryptionError, PickleError, SessionCreationError,
 };
-pub use keys::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
+pub use keys::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature, Ed25519SigningKey};
 pub use pickle::Pickle;
 
 #[cfg(test)]

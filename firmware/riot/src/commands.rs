@@ -349,6 +349,11 @@ pub(crate) fn run_shell() -> ! {
         )
         .and(cstr!("cancel"), cstr!("cancel the verification"), post)
         .and(
+            cstr!("xsign"),
+            cstr!("set up cross-signing: <password>"),
+            post,
+        )
+        .and(
             cstr!("decline"),
             cstr!("decline a ringing call: [call id]"),
             post,

@@ -66,6 +66,11 @@ fn limit(limit: Limit) -> String {
             Some("send a shorter one"),
         ),
         Limit::IdLength => (matrix::MAX_ID_LEN, "bytes in an id", None),
+        Limit::PasswordLength => (
+            matrix::MAX_PASSWORD_LEN,
+            "bytes of a password for xsign",
+            None,
+        ),
         _ => return format!("the limit of {limit} is reached"),
     };
     match todo {

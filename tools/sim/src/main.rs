@@ -138,7 +138,9 @@ impl Ui for Shell {
                 self.login_pending = false;
                 self.failures += 1;
             }
-            UiEvent::SendFailed { .. } | UiEvent::FileFailed { .. } => self.failures += 1,
+            UiEvent::SendFailed { .. }
+            | UiEvent::FileFailed { .. }
+            | UiEvent::CrossSigningFailed { .. } => self.failures += 1,
             UiEvent::FileReceived { .. } => {
                 if let Some(path) = self.saved.borrow_mut().pop_front() {
                     let path = EscapedBody(&path.to_string_lossy()).to_string();
@@ -322,6 +324,14 @@ impl Sim {
                 let outcome = self.execute(login, clock);
                 self.token.ui().login_pending |= outcome == Outcome::Done;
                 outcome
+            }
+            // `xsign` alone sets up cross-signing with the password given at start.
+            Line::Command(Command::CrossSign { password }) => {
+                let password = password.or(self.password.as_deref()).map(str::to_string);
+                let cross_sign = Command::CrossSign {
+                    password: password.as_deref(),
+                };
+                self.execute(cross_sign, clock)
             }
             Line::Command(command) => self.execute(command, clock),
             Line::Incomplete(why) => {

@@ -3,8 +3,8 @@
 //! On a terminal a line is edited with a prompt, the arrow keys and the history of the
 //! session (`rustyline`); what the token prints meanwhile goes above the line being typed,
 //! which stays whole. Without a terminal (a script, a pipe) lines are read as they come and
-//! printed as they are, one per line. The history stays in memory: a `login` with its
-//! password is never kept in it.
+//! printed as they are, one per line. The history stays in memory: a `login` or an `xsign`
+//! with its password is never kept in it.
 
 use std::io::BufRead;
 use std::sync::mpsc::{self, Receiver};
@@ -57,10 +57,14 @@ fn edit_lines(mut editor: rustyline::DefaultEditor, tx: &mpsc::Sender<String>) {
     }
 }
 
-/// Whether `line` is a `login` with its password.
+/// Whether `line` is a `login` or an `xsign` with its password.
 fn carries_password(line: &str) -> bool {
     let mut words = line.split_whitespace();
-    words.next() == Some("login") && words.nth(1).is_some()
+    match words.next() {
+        Some("login") => words.nth(1).is_some(),
+        Some("xsign") => words.next().is_some(),
+        _ => false,
+    }
 }
 
 /// Prints `text` (whole lines, each ending in a newline): above the prompt while a person
@@ -93,5 +97,7 @@ mod tests {
         assert!(!carries_password("login"));
         assert!(!carries_password("login alice"));
         assert!(!carries_password("send 1 login alice secret"));
+        assert!(carries_password("xsign secret"));
+        assert!(!carries_password("xsign"));
     }
 }

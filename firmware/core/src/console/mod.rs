@@ -101,6 +101,15 @@ pub const COMMANDS: &[Entry] = &[
     ),
     entry("cancel", "", "cancel the verification"),
     detailed(
+        "xsign",
+        "[password]",
+        "set up cross-signing: your other devices then trust this one",
+        "Makes your master, self-signing and user-signing keys on the token, publishes them \
+         (the homeserver may ask for your account password, which is used once and not kept) \
+         and signs this device with them: `cross-signed` follows. A shell started with a \
+         password takes `xsign` alone.",
+    ),
+    detailed(
         "decline",
         "[call]",
         "decline a ringing call (the newest without a call id)",
@@ -228,6 +237,10 @@ pub enum Command<'a> {
     },
     Confirm,
     Cancel,
+    /// A shell may fill in the password it was started with.
+    CrossSign {
+        password: Option<&'a str>,
+    },
     /// `call`: the call id of `call-incoming`; without it, the call that rang last.
     Decline {
         call: Option<&'a str>,
@@ -285,6 +298,7 @@ pub fn parse(line: &str) -> Line<'_> {
             .map(|(user, device)| Command::Request { user, device }),
         "confirm" => Some(Command::Confirm),
         "cancel" => Some(Command::Cancel),
+        "xsign" => Some(Command::CrossSign { password: first }),
         "decline" => Some(Command::Decline { call: first }),
         "help" => Some(Command::Help { topic: first }),
         other => return Line::Other(other),
@@ -561,10 +575,34 @@ where
         }
         Command::Confirm => token.confirm_verification(now)?,
         Command::Cancel => token.cancel_verification(now)?,
+        Command::CrossSign { password } => cross_sign(token, password, now)?,
         Command::Decline { call } => token.decline(call, now)?,
         Command::Help { topic } => write_help_on(out, &[], topic)?,
     }
     Ok(())
+}
+
+/// `xsign`: cross-signing set up with `password`, on a token built with it.
+fn cross_sign<P: Platform, L: Link>(
+    token: &mut Token<P, L>,
+    password: Option<&str>,
+    now: Instant,
+) -> Result<(), Stopped> {
+    #[cfg(feature = "cross-signing")]
+    {
+        let Some(password) = password else {
+            return Err(usage(
+                "xsign needs your account password: xsign <password>, or start the shell with one",
+            ));
+        };
+        token.cross_sign(password, now)?;
+        Ok(())
+    }
+    #[cfg(not(feature = "cross-signing"))]
+    {
+        let _ = (token, password, now);
+        Err(usage("this token was built without cross-signing"))
+    }
 }
 
 /// A room id as typed; or, for a number, the id of the room `rooms` lists with it.

@@ -302,3 +302,24 @@ fn decline_takes_an_optional_call_id_and_says_when_nothing_rings() {
         );
     });
 }
+
+#[test]
+fn xsign_takes_an_optional_password_and_says_what_it_needs() {
+    assert_eq!(
+        parse("xsign hunter2"),
+        Line::Command(Command::CrossSign {
+            password: Some("hunter2")
+        })
+    );
+    with_token(|token| {
+        assert_eq!(
+            answer(token, "xsign", None),
+            "error xsign needs your account password: xsign <password>, or start the shell with \
+             one\n"
+        );
+        assert_eq!(
+            answer(token, "xsign hunter2", None),
+            "error the token is not logged in\n"
+        );
+    });
+}

@@ -10,8 +10,8 @@
 //! reported ([`super::olm_sessions`]). Boot makes the account in place, or unpickles it there
 //! ([`super::boot`]).
 //!
-//! Where this goes next: the cross-signing keys of the token's own user (issue 13) are keys
-//! the token makes and signs with like these.
+//! The cross-signing keys of the token's own user are kept apart, in
+//! `cross_signing` (feature `cross-signing`).
 
 use heapless::{String, Vec};
 

@@ -309,6 +309,8 @@ impl<P: Platform, L: Link> Token<P, L> {
                     verification: _,
                     calls: _,
                     transfer: _,
+                    #[cfg(feature = "cross-signing")]
+                        cross_signing: _,
                 },
         } = token;
     }
@@ -375,6 +377,8 @@ impl<P: Platform, L: Link> Token<P, L> {
             addr_of_mut!((*core).verification).write(Verifications::new());
             addr_of_mut!((*core).calls).write(super::calls::Calls::new());
             addr_of_mut!((*core).transfer).write(Transfers::new());
+            #[cfg(feature = "cross-signing")]
+            addr_of_mut!((*core).cross_signing).write(super::cross_signing::CrossSigning::new());
         }
     }
 

@@ -135,6 +135,9 @@ pub enum CommandError {
     ReservedText,
     /// No call rings (with that call id).
     NoSuchCall,
+    /// A cross-signing bootstrap is already under way.
+    #[cfg(feature = "cross-signing")]
+    CrossSigningInProgress,
     /// Something could not be done; the error says what.
     Failed(TokenError),
 }
@@ -154,6 +157,10 @@ impl fmt::Display for CommandError {
                 f.write_str("the message starts with a control character the token reserves")
             }
             CommandError::NoSuchCall => f.write_str("no call rings with that call id"),
+            #[cfg(feature = "cross-signing")]
+            CommandError::CrossSigningInProgress => {
+                f.write_str("cross-signing is already being set up: wait for its answer")
+            }
             CommandError::Failed(e) => write!(f, "{e}"),
         }
     }

@@ -214,6 +214,21 @@ pub enum UiEvent<'a> {
     },
     /// Something failed; the token carries on.
     Error(TokenError),
+    /// Cross-signing is set up: the user's keys, made on the token, are published and the
+    /// token's device is signed by them (`Token::cross_sign`).
+    #[cfg(feature = "cross-signing")]
+    CrossSigned {
+        /// The user.
+        user_id: &'a str,
+        /// The master key (unpadded base64), which the user's other devices show.
+        master_key: &'a str,
+    },
+    /// Setting up cross-signing failed.
+    #[cfg(feature = "cross-signing")]
+    CrossSigningFailed {
+        /// Why, in the person's words.
+        reason: super::CrossSigningFailure,
+    },
     /// A device asks to verify the token (a request, or a start without one):
     /// [`Token::confirm_verification`](super::Token::confirm_verification) accepts.
     VerificationRequested {
@@ -437,6 +452,15 @@ fn message_line(event: &UiEvent<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result 
         UiEvent::Invited { room_id, inviter } => write!(f, "invited {room_id} {inviter}"),
         UiEvent::Joined { room_id } => write!(f, "joined {room_id}"),
         UiEvent::Error(error) => write!(f, "error {error}"),
+        #[cfg(feature = "cross-signing")]
+        UiEvent::CrossSigned {
+            user_id,
+            master_key,
+        } => write!(f, "cross-signed {user_id} master {master_key}"),
+        #[cfg(feature = "cross-signing")]
+        UiEvent::CrossSigningFailed { reason } => {
+            write!(f, "error cross-signing failed: {reason}")
+        }
         _ => Ok(()),
     }
 }

@@ -154,6 +154,9 @@ pub enum Limit {
     IdLength,
     /// [`MAX_MESSAGE_LEN`] (or [`MAX_CONTENT_LEN`] for a file's event).
     MessageLength,
+    /// A password longer than a cross-signing bootstrap takes (128 bytes).
+    #[cfg(feature = "cross-signing")]
+    PasswordLength,
 }
 
 impl fmt::Display for Limit {
@@ -171,6 +174,8 @@ impl fmt::Display for Limit {
             Limit::RingingCalls => "calls ringing at once",
             Limit::IdLength => "identifier length",
             Limit::MessageLength => "message length",
+            #[cfg(feature = "cross-signing")]
+            Limit::PasswordLength => "password length",
         })
     }
 }

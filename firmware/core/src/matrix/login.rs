@@ -13,7 +13,7 @@ use jeton_proto::TableVersion;
 use jeton_proto::path::endpoint;
 use jeton_proto::view::{Value, ViewError};
 
-use super::bodies::{cbor, key};
+use super::bodies::{BodyEncoder, cbor, key};
 use super::flash::{Flash, corrupt, text};
 use super::*;
 use crate::store::record;
@@ -93,16 +93,7 @@ fn login_body(
 ) -> Result<usize, TokenError> {
     let mut e = Encoder::new(Cursor::new(out));
     cbor(e.map(if device_id.is_some() { 5 } else { 4 }))?;
-    key(&mut e, "type")?;
-    cbor(e.str("m.login.password"))?;
-    key(&mut e, "identifier")?;
-    cbor(e.map(2))?;
-    key(&mut e, "type")?;
-    cbor(e.str("m.id.user"))?;
-    key(&mut e, "user")?;
-    cbor(e.str(user))?;
-    key(&mut e, "password")?;
-    cbor(e.str(password))?;
+    password_fields(&mut e, user, password)?;
     if let Some(device_id) = device_id {
         key(&mut e, "device_id")?;
         cbor(e.str(device_id))?;
@@ -110,6 +101,26 @@ fn login_body(
     key(&mut e, "initial_device_display_name")?;
     cbor(e.str(display_name))?;
     Ok(e.writer().position())
+}
+
+/// The three fields of a password login (`type`, `identifier` of `user`, `password`), as
+/// `/login` and user-interactive auth's `m.login.password` stage take them.
+pub(super) fn password_fields(
+    e: &mut BodyEncoder<'_>,
+    user: &str,
+    password: &str,
+) -> Result<(), TokenError> {
+    key(e, "type")?;
+    cbor(e.str("m.login.password"))?;
+    key(e, "identifier")?;
+    cbor(e.map(2))?;
+    key(e, "type")?;
+    cbor(e.str("m.id.user"))?;
+    key(e, "user")?;
+    cbor(e.str(user))?;
+    key(e, "password")?;
+    cbor(e.str(password))?;
+    Ok(())
 }
 
 /// A filter that keeps sync small: only the event fields and room event types the token

@@ -99,7 +99,8 @@
 //! - `devices`: the tracked users and their checked devices. `olm_sessions`: the Olm
 //!   sessions with them and the to-device messages they carry.
 //! - `rooms`: rooms, members, invites, joins. `outbound`: the room keys the token sends.
-//!   `pending_keys`: the room keys arriving, their checks, and those that wait for their
+//!   `cross_signing`: the user's cross-signing keys and their bootstrap (feature
+//!   `cross-signing`). `pending_keys`: the room keys arriving, their checks, and those that wait for their
 //!   room, sender or device. `room_keys`: the room keys it holds, and Megolm decryption.
 //!   `timeline`: what a room's events show. `backfill`: the gaps of `limited` timelines,
 //!   fetched through `/messages` and shown in order. `outbox`: the messages queued, and
@@ -131,8 +132,10 @@
 //!   undecryptable, and fetched again once the key comes, for the last [`MAX_RETRY_EVENTS`]
 //!   such events. More than 16 joined rooms in one sync are skipped together, not room by
 //!   room.
-//! - No logout, re-login after the access token was revoked, key backup, cross-signing,
-//!   key requests or forwarded keys; `m.text` is the only message type shown, besides
+//! - No logout, re-login after the access token was revoked, key backup, key requests or
+//!   forwarded keys. Cross-signing (feature `cross-signing`) is the bootstrap of the user's
+//!   own keys and the token's own device signed by them; other users' devices are not checked
+//!   through their cross-signing keys, and a master key another device made is not pinned; `m.text` is the only message type shown, besides
 //!   encrypted files ([`crate::files`]) and calls, which ring and can be declined (no media). The token's own messages echoed by sync are
 //!   skipped, not shown.
 //! - Device verification: one at a time, in RAM (a power cut ends it; the peer times
@@ -152,6 +155,8 @@ mod bodies;
 mod boot;
 mod calls;
 mod config;
+#[cfg(feature = "cross-signing")]
+mod cross_signing;
 mod devices;
 mod errors;
 mod events;
@@ -184,6 +189,8 @@ use crate::store::Store;
 pub use account::{Identity, device_keys_json, one_time_key_json};
 pub use calls::{CallEnd, CallId, MAX_RING_MS, RTC_RING_MS};
 pub use config::Config;
+#[cfg(feature = "cross-signing")]
+pub use cross_signing::{CrossSigningFailure, MAX_PASSWORD_LEN, cross_signing_key_json};
 pub use errors::{CommandError, RejectionReason, TokenError, UndecryptableReason, WithheldCode};
 pub use events::{EscapedBody, EventLine, Ui, UiEvent};
 pub use limits::*;
@@ -281,6 +288,9 @@ struct Core<R: Rng, S: Store, U: Ui> {
     pending_keys: PendingKeys,
     /// The token's own Olm account.
     account: OwnAccount,
+    /// The cross-signing bootstrap under way.
+    #[cfg(feature = "cross-signing")]
+    cross_signing: cross_signing::CrossSigning,
 }
 
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
@@ -376,19 +386,32 @@ mod tests {
         // Voice messages (feature `voice`) add 8 B: a received one's duration (the voice
         // metadata of one being sent fits in the larger download variant of the transfer).
         const VOICE: usize = if cfg!(feature = "voice") { 8 } else { 0 };
+        // Cross-signing (feature `cross-signing`) adds 216 B: a bootstrap's password and
+        // user-interactive auth session, held while it runs (the keys stay on flash).
+        const CROSS_SIGNING: usize = if cfg!(feature = "cross-signing") {
+            216
+        } else {
+            0
+        };
+        const FEATURES: usize = VOICE + CROSS_SIGNING;
         let plain = core::mem::size_of::<Token<Probe>>();
         println!(
-            "Token state: {plain} B on the plain link (pinned at 29,864 B, + {VOICE} B voice)"
+            "Token state: {plain} B on the plain link (pinned at 29,864 B, + {VOICE} B voice, \
+             + {CROSS_SIGNING} B cross-signing)"
         );
-        assert!(plain <= 29_864 + VOICE, "the token state takes {plain} B");
+        assert!(
+            plain <= 29_864 + FEATURES,
+            "the token state takes {plain} B"
+        );
         #[cfg(feature = "link")]
         {
             let size = core::mem::size_of::<Token<Probe, crate::link::ProtectedLink>>();
             println!(
-                "Token state: {size} B on the protected link (pinned at 31,464 B, + {VOICE} B voice)"
+                "Token state: {size} B on the protected link (pinned at 31,464 B, + {VOICE} B \
+                 voice, + {CROSS_SIGNING} B cross-signing)"
             );
             assert!(
-                size <= 31_464 + VOICE,
+                size <= 31_464 + FEATURES,
                 "the token state takes {size} B with the link"
             );
         }

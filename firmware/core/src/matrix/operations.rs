@@ -54,6 +54,12 @@ pub(super) enum Operation {
     },
     FileDownload,
     MediaConfig,
+    /// `keys/device_signing/upload` of the cross-signing keys.
+    #[cfg(feature = "cross-signing")]
+    CrossSigningKeys,
+    /// `keys/signatures/upload` of the token's device, signed by the self-signing key.
+    #[cfg(feature = "cross-signing")]
+    CrossSigningDevice,
 }
 
 /// The operation in flight, and the back-off after a failed one.
@@ -148,6 +154,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             let user = login.user_id.clone();
             return self.start_filter(coap, &user);
         }
+        #[cfg(feature = "cross-signing")]
+        if self.plan_cross_signing(coap)? {
+            return Ok(());
+        }
         if let Some((len, event_type, stray)) = self.next_verification_message()? {
             let txn = self.next_transaction_id()?;
             return self.start(
@@ -222,6 +232,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let Some((sent, operation)) = self.operation.take(id) else {
             return;
         };
+        // A user-interactive auth challenge, which a 401 to a request without the access
+        // token would otherwise be taken for: the gateway losing it.
+        #[cfg(feature = "cross-signing")]
+        if operation == Operation::CrossSigningKeys
+            && code_number(code) == 401
+            && cross_signing::is_challenge(body)
+        {
+            self.on_cross_signing_challenge(body);
+            return;
+        }
         if !self.note_token(code, sent.with_token) {
             // The gateway lost the token (it restarted): do it again with it.
             if let Operation::Upload { .. } = operation {
@@ -353,6 +373,10 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
                     self.error(error);
                 }
             }
+            #[cfg(feature = "cross-signing")]
+            Operation::CrossSigningKeys | Operation::CrossSigningDevice => {
+                self.on_cross_signing_refused(code);
+            }
             _ => self.error(error),
         }
     }
@@ -389,6 +413,16 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             // A file of one block, not streamed in blocks.
             Operation::FileDownload => self.on_download_block(None, 0, body, true),
             Operation::MediaConfig => self.on_media_config(body),
+            #[cfg(feature = "cross-signing")]
+            Operation::CrossSigningKeys => {
+                self.on_cross_signing_keys();
+                Ok(())
+            }
+            #[cfg(feature = "cross-signing")]
+            Operation::CrossSigningDevice => {
+                self.on_cross_signing_device(body);
+                Ok(())
+            }
         }
     }
 }

@@ -228,6 +228,18 @@ impl<P: Platform, L: Link> Token<P, L> {
         Ok(())
     }
 
+    /// Sets up cross-signing for the token's user (see jeton-core's `matrix::cross_signing`):
+    /// master, self-signing and user-signing keys made on the token (or those it made before),
+    /// published with `password` when the homeserver asks for it, and the token's device
+    /// signed; [`UiEvent::CrossSigned`] or [`UiEvent::CrossSigningFailed`] follows. The
+    /// password is held in RAM until then and never stored.
+    #[cfg(feature = "cross-signing")]
+    pub fn cross_sign(&mut self, password: &str, now: Instant) -> Result<(), CommandError> {
+        self.core.start_cross_signing(password)?;
+        self.drive(now);
+        Ok(())
+    }
+
     /// Queues a text for a room. The message is on flash when this returns, and
     /// [`UiEvent::Queued`] was emitted; [`UiEvent::Delivered`] follows.
     #[inline(never)]

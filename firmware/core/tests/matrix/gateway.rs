@@ -87,6 +87,16 @@ pub(crate) struct Homeserver {
     /// `/messages` walking back (`dir=b`) is refused (4.03), as for a room whose history the
     /// token may not read.
     pub history_hidden: bool,
+    /// The cross-signing keys the token published (the `keys/device_signing/upload` body
+    /// without its `auth`).
+    pub cross_signing_keys: Option<Value>,
+    /// Every `keys/device_signing/upload` body, `auth` included.
+    pub device_signing_uploads: Vec<Value>,
+    /// Every `keys/signatures/upload` body.
+    pub signature_uploads: Vec<Value>,
+    /// `keys/device_signing/upload` asks for user-interactive auth with the password (as
+    /// Synapse does but for a user's first keys, MSC3967).
+    pub cross_signing_uia: bool,
 }
 
 pub(crate) struct FakeGateway {
@@ -582,7 +592,39 @@ impl FakeGateway {
     }
 }
 
+/// The session of the fake homeserver's user-interactive auth.
+pub(crate) const UIA_SESSION: &str = "uiasession1";
+
 impl Homeserver {
+    /// `POST /keys/device_signing/upload`: with [`Homeserver::cross_signing_uia`], a 401
+    /// challenge until the request carries the password auth of the session, as the spec's
+    /// user-interactive auth goes.
+    fn device_signing_upload(&mut self, mut request: Value) -> (Code, Value) {
+        self.device_signing_uploads.push(request.clone());
+        let challenge = |error: Option<&str>| {
+            let mut body = json!({"session": UIA_SESSION, "params": {},
+                "flows": [{"stages": ["m.login.sso"]}, {"stages": ["m.login.password"]}]});
+            if let Some(error) = error {
+                body["errcode"] = json!("M_FORBIDDEN");
+                body["error"] = json!(error);
+            }
+            (Code::new(4, 1), body)
+        };
+        let auth = request.as_object_mut().unwrap().remove("auth");
+        if self.cross_signing_uia {
+            let Some(auth) = auth else {
+                return challenge(None);
+            };
+            let expected = json!({"type": "m.login.password", "session": UIA_SESSION,
+                "identifier": {"type": "m.id.user", "user": TOKEN_USER}, "password": "secret"});
+            if auth != expected {
+                return challenge(Some("Invalid password"));
+            }
+        }
+        self.cross_signing_keys = Some(request);
+        (Code::CHANGED, json!({}))
+    }
+
     /// `GET /rooms/{room}/messages` over [`Homeserver::history`], as Synapse answers it: a
     /// page toward `to` (or the timeline's end), with `end` unless the page is empty.
     pub(crate) fn messages(&mut self, query: &[String]) -> (Code, Value) {
@@ -800,6 +842,11 @@ impl Homeserver {
                 (Code::CHANGED, json!({ "event_id": event_id }))
             }
             ["3K", room] => (Code::CHANGED, json!({ "room_id": room })),
+            ["3z"] => hs.device_signing_upload(request),
+            ["3y"] => {
+                hs.signature_uploads.push(request);
+                (Code::CHANGED, json!({ "failures": {} }))
+            }
             ["Mc"] => {
                 hs.media_configs += 1;
                 let size = hs.upload_size.unwrap_or(50 * 1024 * 1024);

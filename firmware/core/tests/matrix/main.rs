@@ -7,6 +7,7 @@
 mod backfill;
 mod calls;
 mod cortex_m_fixture;
+mod cross_signing;
 mod files;
 mod gateway;
 mod lifecycles;

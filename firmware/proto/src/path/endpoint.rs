@@ -40,6 +40,11 @@ pub const JOIN: &str = enum_of("/_matrix/client/v3/rooms/{roomId}/join");
 pub const ROOM_EVENT: &str = enum_of("/_matrix/client/v3/rooms/{roomId}/event/{eventId}");
 /// `GET /_matrix/client/v3/rooms/{roomId}/messages` (a gap of a `limited` timeline, page by page).
 pub const ROOM_MESSAGES: &str = enum_of("/_matrix/client/v3/rooms/{roomId}/messages");
+/// `POST /_matrix/client/v3/keys/device_signing/upload` (the user's cross-signing keys).
+pub const KEYS_DEVICE_SIGNING_UPLOAD: &str =
+    enum_of("/_matrix/client/v3/keys/device_signing/upload");
+/// `POST /_matrix/client/v3/keys/signatures/upload` (cross-signing signatures).
+pub const KEYS_SIGNATURES_UPLOAD: &str = enum_of("/_matrix/client/v3/keys/signatures/upload");
 /// `POST /_matrix/media/v3/upload`.
 pub const MEDIA_UPLOAD: &str = enum_of("/_matrix/media/v3/upload");
 /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`.
