@@ -41,7 +41,13 @@
     )
 )]
 
-use core::ffi::{c_char, c_int, c_void};
+mod mount;
+mod path;
+mod slots;
+mod space;
+mod storage;
+
+use core::ffi::c_int;
 use core::fmt::{self, Write};
 use core::marker::{PhantomData, PhantomPinned};
 use core::pin::Pin;
@@ -50,6 +56,10 @@ use core::ptr::{NonNull, addr_of_mut};
 use embedded_storage::nor_flash::NorFlash;
 use jeton_core::files::{FileError, FileHandle, FileStore, MAX_FILE_NAME};
 use littlefs2_sys as lfs;
+
+pub use mount::{MountError, Mounted};
+use path::{Path, check_name, name_of};
+use slots::{Open, Slot};
 
 /// How many files may be open at once: a download's ciphertext and plaintext while it is
 /// decrypted (jeton-core runs one transfer at a time).
@@ -111,25 +121,6 @@ impl<S> fmt::Debug for Filesystem<S> {
 #[repr(C, align(4))]
 struct Buffer([u8; CACHE_SIZE]);
 
-/// One open file: littlefs' file state, its configuration and cache, and what it is.
-struct Slot {
-    file: lfs::lfs_file_t,
-    config: lfs::lfs_file_config,
-    cache: Buffer,
-    open: Open,
-    /// Counts the opens of this slot, so that a stale handle does not reach a newer file.
-    generation: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Open {
-    No,
-    /// A received file opened to be sent.
-    Source,
-    /// `/tmp/<n>`, being written.
-    Temporary(u32),
-}
-
 impl<S: NorFlash> Filesystem<S> {
     /// littlefs' state for `storage`, not yet mounted.
     pub fn new(storage: S) -> Self {
@@ -154,43 +145,6 @@ impl<S: NorFlash> Filesystem<S> {
     }
 }
 
-/// What [`Files::mount`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mounted {
-    /// The file system that was there, with its files.
-    Existing,
-    /// No file system was there (a new token): a new, empty one was made.
-    Formatted,
-}
-
-/// Why the file system could not be mounted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MountError {
-    /// The flash's sizes do not suit littlefs' buffers (erase size a multiple of 256 bytes,
-    /// read and write sizes dividing 16, at least 16 erase blocks).
-    Geometry,
-    /// littlefs failed with this error code (negative errno style) on a file system that is
-    /// there: it is not reformatted, so that no file is lost to a passing fault.
-    Littlefs(i32),
-}
-
-impl fmt::Display for MountError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MountError::Geometry => f.write_str("the flash region does not suit littlefs"),
-            MountError::Littlefs(code) => {
-                write!(
-                    f,
-                    "the file system could not be mounted (littlefs error {code})"
-                )
-            }
-        }
-    }
-}
-
-impl core::error::Error for MountError {}
-
 /// The mounted file system: jeton-core's [`FileStore`].
 pub struct Files<'a, S: NorFlash> {
     fs: NonNull<Filesystem<S>>,
@@ -203,88 +157,7 @@ impl<S: NorFlash> fmt::Debug for Files<'_, S> {
     }
 }
 
-impl<'a, S: NorFlash> Files<'a, S> {
-    /// Mounts the file system on `fs`'s flash, making a new one where there is none, and
-    /// the two directories it uses.
-    pub fn mount(fs: Pin<&'a mut Filesystem<S>>) -> Result<(Self, Mounted), MountError> {
-        // SAFETY: nothing below moves the Filesystem: littlefs gets pointers into it, which
-        // the pin keeps valid for 'a.
-        let fs = NonNull::from(unsafe { Pin::get_unchecked_mut(fs) });
-        let files = Files {
-            fs,
-            _pinned: PhantomData,
-        };
-        files.configure()?;
-        // SAFETY: lfs and config are fields of the pinned Filesystem, configured above.
-        let mut mounted = unsafe { lfs::lfs_mount(files.lfs(), files.config()) };
-        let state = if mounted == lfs::lfs_error_LFS_ERR_CORRUPT {
-            // SAFETY: as for lfs_mount.
-            let formatted = unsafe { lfs::lfs_format(files.lfs(), files.config()) };
-            if formatted < 0 {
-                return Err(MountError::Littlefs(formatted));
-            }
-            // SAFETY: as for lfs_mount.
-            mounted = unsafe { lfs::lfs_mount(files.lfs(), files.config()) };
-            Mounted::Formatted
-        } else {
-            Mounted::Existing
-        };
-        if mounted < 0 {
-            return Err(MountError::Littlefs(mounted));
-        }
-        for dir in [RECEIVED, TEMPORARY] {
-            let path = Path::new(dir, "").map_err(|_| MountError::Geometry)?;
-            // SAFETY: a mounted file system and a NUL-terminated path.
-            let made = unsafe { lfs::lfs_mkdir(files.lfs(), path.as_ptr()) };
-            if made < 0 && made != lfs::lfs_error_LFS_ERR_EXIST {
-                return Err(MountError::Littlefs(made));
-            }
-        }
-        Ok((files, state))
-    }
-
-    /// Fills in littlefs' configuration for the storage's geometry.
-    fn configure(&self) -> Result<(), MountError> {
-        let fs = self.fs.as_ptr();
-        // SAFETY: a shared look at the storage, which nothing else uses yet.
-        let capacity = unsafe { (*fs).storage.capacity() };
-        let block_size = S::ERASE_SIZE;
-        let blocks = capacity / block_size.max(1);
-        let fits = block_size.is_multiple_of(CACHE_SIZE)
-            && CACHE_SIZE.is_multiple_of(IO_SIZE)
-            && IO_SIZE.is_multiple_of(S::READ_SIZE)
-            && IO_SIZE.is_multiple_of(S::WRITE_SIZE)
-            && blocks >= MIN_BLOCKS;
-        let (Ok(block_size), Ok(blocks), true) =
-            (u32::try_from(block_size), u32::try_from(blocks), fits)
-        else {
-            return Err(MountError::Geometry);
-        };
-        // SAFETY: the fields named are the pinned Filesystem's; littlefs keeps the pointers
-        // for as long as it is mounted, which is at most 'a.
-        unsafe {
-            addr_of_mut!((*fs).config).write(lfs::lfs_config {
-                context: addr_of_mut!((*fs).storage).cast(),
-                read: Some(read::<S>),
-                prog: Some(prog::<S>),
-                erase: Some(erase::<S>),
-                sync: Some(sync),
-                read_size: IO_SIZE as u32,
-                prog_size: IO_SIZE as u32,
-                block_size,
-                block_count: blocks,
-                block_cycles: BLOCK_CYCLES,
-                cache_size: CACHE_SIZE as u32,
-                lookahead_size: LOOKAHEAD_SIZE as u32,
-                read_buffer: addr_of_mut!((*fs).read_cache).cast(),
-                prog_buffer: addr_of_mut!((*fs).prog_cache).cast(),
-                lookahead_buffer: addr_of_mut!((*fs).lookahead).cast(),
-                ..lfs::lfs_config::default()
-            });
-        }
-        Ok(())
-    }
-
+impl<S: NorFlash> Files<'_, S> {
     fn lfs(&self) -> *mut lfs::lfs_t {
         // SAFETY: a field of the pinned Filesystem.
         unsafe { addr_of_mut!((*self.fs.as_ptr()).lfs) }
@@ -293,70 +166,6 @@ impl<'a, S: NorFlash> Files<'a, S> {
     fn config(&self) -> *const lfs::lfs_config {
         // SAFETY: a field of the pinned Filesystem.
         unsafe { addr_of_mut!((*self.fs.as_ptr()).config) }
-    }
-
-    fn slot(&self, index: usize) -> Result<*mut Slot, FileError> {
-        if index >= OPEN_FILES {
-            return Err(FileError::NotFound);
-        }
-        // SAFETY: index is in bounds of the pinned Filesystem's slot array.
-        Ok(unsafe {
-            addr_of_mut!((*self.fs.as_ptr()).slots)
-                .cast::<Slot>()
-                .add(index)
-        })
-    }
-
-    /// The slot `file` names, and what is open there.
-    fn lookup(&self, file: FileHandle) -> Result<(usize, *mut Slot, Open), FileError> {
-        let index = (file.0 & 0xff) as usize;
-        let slot = self.slot(index)?;
-        // SAFETY: reads two plain fields of a slot littlefs does not write.
-        let (open, generation) = unsafe { ((*slot).open, (*slot).generation) };
-        if open == Open::No || generation != file.0 >> 8 {
-            return Err(FileError::NotFound);
-        }
-        Ok((index, slot, open))
-    }
-
-    /// Opens `path` with `flags` in a free slot as `open`; its handle.
-    fn open_slot(&mut self, path: &Path, flags: u32, open: Open) -> Result<FileHandle, FileError> {
-        let index = (0..OPEN_FILES)
-            .find(|index| {
-                // SAFETY: reads a plain field of an in-bounds slot.
-                self.slot(*index)
-                    .is_ok_and(|slot| unsafe { (*slot).open } == Open::No)
-            })
-            .ok_or(FileError::Busy)?;
-        let slot = self.slot(index)?;
-        // SAFETY: the slot is free, so littlefs holds no pointer to it; its file, config and
-        // cache stay where they are while the file is open (the Filesystem is pinned).
-        let generation = unsafe {
-            (*slot).config = lfs::lfs_file_config {
-                buffer: addr_of_mut!((*slot).cache).cast(),
-                ..lfs::lfs_file_config::default()
-            };
-            check(lfs::lfs_file_opencfg(
-                self.lfs(),
-                addr_of_mut!((*slot).file),
-                path.as_ptr(),
-                flags as c_int,
-                addr_of_mut!((*slot).config),
-            ))?;
-            (*slot).open = open;
-            (*slot).generation = ((*slot).generation + 1) & 0x00ff_ffff;
-            (*slot).generation
-        };
-        Ok(FileHandle(generation << 8 | index as u32))
-    }
-
-    /// Closes the file in `slot` (syncing what was written) and frees the slot.
-    fn close_slot(&mut self, slot: *mut Slot) -> Result<(), FileError> {
-        // SAFETY: the slot holds an open file of this mounted file system.
-        unsafe {
-            (*slot).open = Open::No;
-            check(lfs::lfs_file_close(self.lfs(), addr_of_mut!((*slot).file))).map(drop)
-        }
     }
 
     fn remove(&mut self, path: &Path) -> Result<(), FileError> {
@@ -374,36 +183,6 @@ impl<'a, S: NorFlash> Files<'a, S> {
             lfs::lfs_error_LFS_ERR_NOENT => Ok(false),
             code => check(code).map(|_| true),
         }
-    }
-
-    /// Measures the free space again: what appends may take from now on.
-    fn measure(&mut self) -> u64 {
-        // SAFETY: a mounted file system; lfs_fs_size only reads.
-        let used = unsafe { lfs::lfs_fs_size(self.lfs()) };
-        // SAFETY: reads the configuration written by `configure`.
-        let (blocks, block_size) =
-            unsafe { ((*self.config()).block_count, (*self.config()).block_size) };
-        let free = match u32::try_from(used) {
-            Ok(used) => blocks.saturating_sub(used).saturating_sub(reserve(blocks)),
-            Err(_) => 0,
-        };
-        let free = u64::from(free) * u64::from(block_size).saturating_sub(BLOCK_OVERHEAD);
-        // SAFETY: a plain field of the pinned Filesystem.
-        unsafe { (*self.fs.as_ptr()).free = free };
-        free
-    }
-
-    /// Takes `len` bytes from the free space, measuring again before refusing.
-    fn take_room(&mut self, len: u64) -> Result<(), FileError> {
-        // SAFETY: a plain field of the pinned Filesystem.
-        let mut free = unsafe { (*self.fs.as_ptr()).free };
-        if len > free {
-            free = self.measure();
-        }
-        let rest = free.checked_sub(len).ok_or(FileError::QuotaExceeded)?;
-        // SAFETY: as above.
-        unsafe { (*self.fs.as_ptr()).free = rest };
-        Ok(())
     }
 
     /// The first temporary file's name, if there is one.
@@ -574,94 +353,6 @@ impl<S: NorFlash> FileStore for Files<'_, S> {
     }
 }
 
-/// Blocks kept free for littlefs' copies on write and metadata compaction.
-fn reserve(blocks: u32) -> u32 {
-    (blocks / 32).max(4)
-}
-
-/// A name the token stores or sends a file under: a plain file name.
-fn check_name(name: &str) -> Result<(), FileError> {
-    let plain = !name.is_empty()
-        && name.len() <= MAX_FILE_NAME
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\'])
-        && !name.chars().any(char::is_control);
-    if plain {
-        Ok(())
-    } else {
-        Err(FileError::BadName)
-    }
-}
-
-/// A NUL-terminated path for littlefs.
-struct Path {
-    bytes: [u8; PATH_CAPACITY],
-    len: usize,
-}
-
-impl Path {
-    /// `dir/name` (`dir` alone when `name` is empty, `name` alone when `dir` is).
-    fn new(dir: &str, name: &str) -> Result<Path, FileError> {
-        let mut path = Path {
-            bytes: [0; PATH_CAPACITY],
-            len: 0,
-        };
-        let joined = match (dir.is_empty(), name.is_empty()) {
-            (false, false) => write!(path, "{dir}/{name}"),
-            _ => write!(path, "{dir}{name}"),
-        };
-        joined.map_err(|_| FileError::BadName)?;
-        Ok(path)
-    }
-
-    /// `/files/<name>`, or `/files/<name> (<variant>)` from the second variant on.
-    fn received(name: &str, variant: u32) -> Result<Path, FileError> {
-        let mut path = Path::new(RECEIVED, name)?;
-        if variant > 1 {
-            write!(path, " ({variant})").map_err(|_| FileError::BadName)?;
-        }
-        Ok(path)
-    }
-
-    fn as_str(&self) -> &str {
-        self.bytes
-            .get(..self.len)
-            .and_then(|bytes| core::str::from_utf8(bytes).ok())
-            .unwrap_or_default()
-    }
-
-    fn as_ptr(&self) -> *const c_char {
-        self.bytes.as_ptr().cast()
-    }
-}
-
-impl Write for Path {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        // One byte stays for the terminating NUL.
-        match self.bytes.get_mut(self.len..end) {
-            Some(target) if end < PATH_CAPACITY && !s.contains('\0') => {
-                target.copy_from_slice(s.as_bytes());
-                self.len = end;
-                Ok(())
-            }
-            _ => Err(fmt::Error),
-        }
-    }
-}
-
-/// The name in a directory entry.
-fn name_of(info: &lfs::lfs_info) -> &str {
-    // SAFETY: lfs_info.name is a char array; viewing it as bytes changes nothing.
-    let bytes: &[u8] =
-        unsafe { core::slice::from_raw_parts(info.name.as_ptr().cast(), info.name.len()) };
-    let len = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    bytes
-        .get(..len)
-        .and_then(|name| core::str::from_utf8(name).ok())
-        .unwrap_or_default()
-}
-
 /// littlefs' result: a count, or an error as jeton-core names it.
 fn check(code: c_int) -> Result<u32, FileError> {
     u32::try_from(code).map_err(|_| error(code))
@@ -678,85 +369,6 @@ fn error(code: c_int) -> FileError {
         | lfs::lfs_error_LFS_ERR_INVAL => FileError::BadName,
         _ => FileError::Io,
     }
-}
-
-/// The storage and the byte address of `off` in `block`, for littlefs' callbacks.
-///
-/// # Safety
-///
-/// `c` is the configuration `configure` wrote, whose context is the storage of a mounted
-/// Filesystem; littlefs calls back only from inside a call this crate made, while no other
-/// reference to the storage is alive.
-unsafe fn target<'s, S>(
-    c: *const lfs::lfs_config,
-    block: lfs::lfs_block_t,
-    off: lfs::lfs_off_t,
-) -> Option<(&'s mut S, u32)> {
-    // SAFETY: see the function's contract.
-    let config = unsafe { &*c };
-    let at = block.checked_mul(config.block_size)?.checked_add(off)?;
-    // SAFETY: see the function's contract.
-    Some((unsafe { &mut *config.context.cast::<S>() }, at))
-}
-
-fn status<E>(result: Result<(), E>) -> c_int {
-    match result {
-        Ok(()) => 0,
-        Err(_) => lfs::lfs_error_LFS_ERR_IO,
-    }
-}
-
-unsafe extern "C" fn read<S: NorFlash>(
-    c: *const lfs::lfs_config,
-    block: lfs::lfs_block_t,
-    off: lfs::lfs_off_t,
-    buffer: *mut c_void,
-    size: lfs::lfs_size_t,
-) -> c_int {
-    // SAFETY: littlefs passes its configuration and a buffer of `size` bytes.
-    let Some((storage, at)) = (unsafe { target::<S>(c, block, off) }) else {
-        return lfs::lfs_error_LFS_ERR_IO;
-    };
-    // SAFETY: as above.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size as usize) };
-    status(storage.read(at, bytes))
-}
-
-unsafe extern "C" fn prog<S: NorFlash>(
-    c: *const lfs::lfs_config,
-    block: lfs::lfs_block_t,
-    off: lfs::lfs_off_t,
-    buffer: *const c_void,
-    size: lfs::lfs_size_t,
-) -> c_int {
-    // SAFETY: littlefs passes its configuration and a buffer of `size` bytes.
-    let Some((storage, at)) = (unsafe { target::<S>(c, block, off) }) else {
-        return lfs::lfs_error_LFS_ERR_IO;
-    };
-    // SAFETY: as above.
-    let bytes = unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), size as usize) };
-    status(storage.write(at, bytes))
-}
-
-unsafe extern "C" fn erase<S: NorFlash>(
-    c: *const lfs::lfs_config,
-    block: lfs::lfs_block_t,
-) -> c_int {
-    // SAFETY: littlefs passes its configuration.
-    let Some((storage, at)) = (unsafe { target::<S>(c, block, 0) }) else {
-        return lfs::lfs_error_LFS_ERR_IO;
-    };
-    // SAFETY: as above.
-    let block_size = unsafe { (*c).block_size };
-    match at.checked_add(block_size) {
-        Some(end) => status(storage.erase(at, end)),
-        None => lfs::lfs_error_LFS_ERR_IO,
-    }
-}
-
-/// NOR flash writes are done when they return.
-unsafe extern "C" fn sync(_: *const lfs::lfs_config) -> c_int {
-    0
 }
 
 #[cfg(test)]

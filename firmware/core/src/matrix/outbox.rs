@@ -317,20 +317,7 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         let room_segment = handle.as_deref().unwrap_or(&room_id);
         let (own_curve, own_device) = sender_fields(&self.login, &self.account);
         if !encrypted_room {
-            let (event_type, len) = match calls::answer_of(entry.text) {
-                Some((event_type, reply, call_id)) => {
-                    let answer = Answer {
-                        reply,
-                        call_id,
-                        party_id: &own_device,
-                    };
-                    (event_type, answer_body(&mut self.env.work, &answer)?)
-                }
-                None => (
-                    "m.room.message",
-                    plaintext_body(&mut self.env.work, entry.text)?,
-                ),
-            };
+            let (event_type, len) = plain_event(&mut self.env.work, entry.text, &own_device)?;
             return self.start(
                 coap,
                 Operation::Send { slot },
@@ -578,6 +565,26 @@ fn event_json(
         .string(room_id)?
         .raw(br#","type":"m.room.message"}"#)?;
     Ok(w.len())
+}
+
+/// The event an entry sent in the clear makes: a call's answer from `party_id`, or a text
+/// message. Its type, and its body's length in `out`.
+fn plain_event(
+    out: &mut [u8],
+    text: &str,
+    party_id: &str,
+) -> Result<(&'static str, usize), TokenError> {
+    Ok(match calls::answer_of(text) {
+        Some((event_type, reply, call_id)) => {
+            let answer = Answer {
+                reply,
+                call_id,
+                party_id,
+            };
+            (event_type, answer_body(out, &answer)?)
+        }
+        None => ("m.room.message", plaintext_body(out, text)?),
+    })
 }
 
 /// An unencrypted call answer's body: `m.call.reject` (version "1") or `m.call.hangup`

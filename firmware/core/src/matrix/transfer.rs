@@ -369,6 +369,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             }
             return Ok(());
         }
+        self.finish_upload(body)
+    }
+
+    /// The answer to an upload's last block: the file's event content (where the homeserver
+    /// keeps it, its key and hash) goes into the outbox, and the person sees it uploaded.
+    fn finish_upload(&mut self, body: &[u8]) -> Result<(), TokenError> {
         let Some(Transfer::Upload {
             upload,
             room_id,
@@ -498,6 +504,12 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
             return Ok(());
         }
         self.operation.end();
+        self.finish_download()
+    }
+
+    /// A download's last block is in: the file is checked and stored, and the person sees it
+    /// received (or why it failed).
+    fn finish_download(&mut self) -> Result<(), TokenError> {
         let Some(Transfer::Download {
             download,
             room_id,

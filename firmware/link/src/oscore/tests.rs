@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::message::{OptionList, decode_options, encode_options};
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())

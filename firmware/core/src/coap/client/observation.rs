@@ -248,15 +248,7 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
             && self.events.capacity() - self.events.len() >= 2
             && !(more && self.exchange.is_some());
         if busy || !room || !self.store_body(message.raw_options(), message.payload) {
-            self.stats.missed_notifications += 1;
-            if busy {
-                if let Some(observation) = self.observation.as_mut() {
-                    observation.missed = true;
-                }
-            } else {
-                self.set_observation_state(ObservationState::RegistrationDue);
-            }
-            return Disposition::Deferred;
+            return self.miss_notification(busy);
         }
         let (next_state, disposition) = match block {
             Some(block) if more => {
@@ -273,30 +265,56 @@ impl<R: Rng, const REQUEST_BYTES: usize, const RESPONSE_BYTES: usize>
                     Disposition::Processed,
                 )
             }
-            _ => {
-                self.body_state = BodyState::Pending;
-                let acknowledged = message.header.message_type == MessageType::Confirmable;
-                if acknowledged {
-                    self.held_ack = Some(HeldNotification {
-                        message_id: message.header.message_id,
-                        previous: last,
-                    });
-                }
-                self.push_event(EventRecord::Notification {
-                    id,
-                    sequence,
-                    code: message.header.code,
-                    acknowledged,
-                });
-                let deadline = now.plus_millis(self.config.observe_silence_ms);
-                (ObservationState::Waiting { deadline }, Disposition::Held)
-            }
+            _ => self.hold_notification(message, id, (sequence, last), now),
         };
         if let Some(observation) = self.observation.as_mut() {
             observation.last = Some((sequence, now));
             observation.state = next_state;
         }
         disposition
+    }
+
+    /// A notification the engine had no room for (or that came while the observation's
+    /// exchange was busy): counted, left unacknowledged, and the observation registered again
+    /// once there is room (or, when busy, marked as having missed one).
+    fn miss_notification(&mut self, busy: bool) -> Disposition {
+        self.stats.missed_notifications += 1;
+        if busy {
+            if let Some(observation) = self.observation.as_mut() {
+                observation.missed = true;
+            }
+        } else {
+            self.set_observation_state(ObservationState::RegistrationDue);
+        }
+        Disposition::Deferred
+    }
+
+    /// A whole notification, its body stored: held for the application, its acknowledgement
+    /// (if confirmable) held until the body is taken. `sequence` is its Observe number and
+    /// `last` the notification before it.
+    fn hold_notification(
+        &mut self,
+        message: &Message<'_>,
+        id: RequestId,
+        (sequence, last): (u32, Option<(u32, Instant)>),
+        now: Instant,
+    ) -> (ObservationState, Disposition) {
+        self.body_state = BodyState::Pending;
+        let acknowledged = message.header.message_type == MessageType::Confirmable;
+        if acknowledged {
+            self.held_ack = Some(HeldNotification {
+                message_id: message.header.message_id,
+                previous: last,
+            });
+        }
+        self.push_event(EventRecord::Notification {
+            id,
+            sequence,
+            code: message.header.code,
+            acknowledged,
+        });
+        let deadline = now.plus_millis(self.config.observe_silence_ms);
+        (ObservationState::Waiting { deadline }, Disposition::Held)
     }
 
     pub(super) fn set_observation_state(&mut self, state: ObservationState) {

@@ -20,13 +20,14 @@
 //! the person sees [`UiEvent::Left`]; members it was the last shared room with are let go
 //! ([`super::lifecycles`]).
 
+mod invites;
+
 use core::fmt;
 
 use heapless::Vec;
 use minicbor::Decoder;
 
 use jeton_proto::ids::TEXT_LEN;
-use jeton_proto::path::endpoint;
 use jeton_proto::view::{Event, MEGOLM_ALGORITHM, SyncResponse, Value};
 
 use super::flash::{Flash, corrupt, text};
@@ -34,6 +35,8 @@ use super::outbound::Outbound;
 use super::sync::{Item, events_of, stub_size};
 use super::*;
 use crate::store::record;
+
+pub use invites::Invite;
 
 /// A room the token is in.
 pub(super) struct Room {
@@ -238,47 +241,6 @@ impl Rooms {
         Ok((slot, true))
     }
 
-    /// The person accepts the invite to `room_id` (or joins a room by id).
-    pub(super) fn join(&mut self, room_id: &str) -> Result<(), TokenError> {
-        let room: RoomId = bounded(room_id)?;
-        self.invites.retain(|(id, _)| *id != room);
-        if !self.joins.contains(&room) {
-            self.joins
-                .push(room)
-                .map_err(|_| TokenError::LimitReached(Limit::Invites))?;
-        }
-        Ok(())
-    }
-
-    /// The person refuses the invite to `room_id`: false when there was none.
-    pub(super) fn refuse(&mut self, room_id: &str) -> bool {
-        let before = self.invites.len();
-        self.invites.retain(|(id, _)| id.as_str() != room_id);
-        self.invites.len() != before
-    }
-
-    /// The pending invites: the room and who invited.
-    pub(super) fn invites(&self) -> impl Iterator<Item = &(RoomId, UserId)> {
-        self.invites.iter()
-    }
-
-    /// The room to join next.
-    pub(super) fn next_join(&self) -> Option<&RoomId> {
-        self.joins.first()
-    }
-
-    /// The join in progress is over (done or refused).
-    fn end_join(&mut self) -> Option<RoomId> {
-        (!self.joins.is_empty()).then(|| self.joins.remove(0))
-    }
-
-    /// Whether the token is in, joining or invited to `room_id`.
-    pub(super) fn knows(&self, room_id: &RoomId) -> bool {
-        self.slot(room_id).is_some()
-            || self.joins.contains(room_id)
-            || self.invites.iter().any(|(r, _)| r == room_id)
-    }
-
     /// A membership event of `state_key` (`content`) in the room in slot `slot`; `own_user`
     /// is the token's user, who is not tracked.
     fn apply_membership(
@@ -360,22 +322,6 @@ impl fmt::Display for RoomSummary<'_> {
     }
 }
 
-/// A pending invite, for the `invites` command. Its `Display` is the line jeton-sim and the
-/// RIOT shell print: `invite <room> <inviter>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Invite<'a> {
-    /// The room the token is invited to.
-    pub room_id: &'a str,
-    /// Who invited it.
-    pub inviter: &'a str,
-}
-
-impl fmt::Display for Invite<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invite {} {}", self.room_id, self.inviter)
-    }
-}
-
 impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
     /// The room slot of `room_id`.
     pub(super) fn room_slot(&self, room_id: &str) -> Option<usize> {
@@ -391,95 +337,6 @@ impl<R: Rng, S: Store, U: Ui> Core<R, S, U> {
         }
         Ok((slot, new))
     }
-
-    /// Joins the next room the person accepted.
-    pub(super) fn start_join(&mut self, coap: &mut Coap, room: &str) -> Result<(), TokenError> {
-        if let Some(first) = self.env.work.first_mut() {
-            // An empty CBOR map.
-            *first = 0xa0;
-        }
-        self.start(
-            coap,
-            Operation::Join,
-            Code::POST,
-            &[endpoint::JOIN, room],
-            1,
-        )
-    }
-
-    /// The homeserver joined the token to the room.
-    pub(super) fn on_joined(&mut self) -> Result<(), TokenError> {
-        if let Some(room) = self.rooms.end_join() {
-            self.add_room(&room)?;
-            self.env.ui.event(&UiEvent::Joined { room_id: &room });
-        }
-        Ok(())
-    }
-
-    /// The homeserver refused the join.
-    pub(super) fn on_join_refused(&mut self, error: TokenError) {
-        self.rooms.end_join();
-        self.error(error);
-    }
-
-    /// The invites of a sync: shown to the person, or accepted at once when they come from a
-    /// user of [`Config::auto_join_from`]. An invite that cannot be read is skipped.
-    pub(super) fn apply_invites(
-        &mut self,
-        sync: &SyncResponse<'_>,
-        own_user: &str,
-    ) -> Result<(), TokenError> {
-        for room in sync.invited_rooms()? {
-            let (room_id, room) = room?;
-            let mut text = [0; TEXT_LEN];
-            let room_id = room_id.as_text(&mut text);
-            let invite = self.apply_invite(room_id, &room, own_user);
-            self.item(
-                Item {
-                    room_id,
-                    ..Item::of("invite")
-                },
-                invite,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// The invite to `room_id`.
-    fn apply_invite(
-        &mut self,
-        room_id: &str,
-        room: &jeton_proto::view::Room<'_>,
-        own_user: &str,
-    ) -> Result<(), TokenError> {
-        let mut inviter: Option<&str> = None;
-        for event in events_of(Some(room.0), "invite_state")? {
-            let event = event?;
-            if event.event_type()? == "m.room.member" && event.state_key()? == Some(own_user) {
-                inviter = Some(event.sender()?);
-            }
-        }
-        let inviter = inviter.unwrap_or("");
-        let room_id: RoomId = bounded(room_id)?;
-        if self.rooms.knows(&room_id) {
-            return Ok(());
-        }
-        let auto_join = &self.env.settings.auto_join_from;
-        if auto_join.iter().any(|u| u.as_str() == inviter) {
-            let _ = self.rooms.joins.push(room_id);
-            return Ok(());
-        }
-        self.rooms
-            .invites
-            .push((room_id.clone(), bounded(inviter)?))
-            .map_err(|_| TokenError::LimitReached(Limit::Invites))?;
-        self.env.ui.event(&UiEvent::Invited {
-            room_id: &room_id,
-            inviter,
-        });
-        Ok(())
-    }
-
     /// The joined rooms of a sync: new ones enter the table, and their membership and
     /// encryption state is applied, room by room and event by event.
     pub(super) fn apply_joined_rooms(
