@@ -505,7 +505,7 @@ fn main() {
     println!(
         "the homeserver is a stub answering at once and holding idle /sync long-polls (no HTTP, no sockets)"
     );
-    let requests = env("REQUESTS").unwrap_or(20_000);
+    let requests = env("REQUESTS").unwrap_or(100_000);
     let sizes = env("TOKENS").map_or_else(|| vec![1_000, 10_000], |n| vec![n]);
     for n in sizes {
         run(n, requests);
