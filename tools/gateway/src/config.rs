@@ -342,97 +342,9 @@ impl Config {
             Some(path) => Self::read_file(path)?,
             None => Cli::default(),
         };
-        let d = Limits::default();
-        let limits = Limits {
-            block_size: cli.block_size.or(file.block_size).unwrap_or(d.block_size),
-            piggyback_wait: ms(
-                cli.piggyback_wait_ms.or(file.piggyback_wait_ms),
-                d.piggyback_wait,
-            ),
-            ack_timeout: ms(cli.ack_timeout_ms.or(file.ack_timeout_ms), d.ack_timeout),
-            upstream_timeout: ms(
-                cli.upstream_timeout_ms.or(file.upstream_timeout_ms),
-                d.upstream_timeout,
-            ),
-            observe_poll_timeout: ms(
-                cli.observe_poll_timeout_ms.or(file.observe_poll_timeout_ms),
-                d.observe_poll_timeout,
-            ),
-            observe_keepalive: secs(
-                cli.observe_keepalive_secs.or(file.observe_keepalive_secs),
-                d.observe_keepalive,
-            ),
-            max_observers: cli
-                .max_observers
-                .or(file.max_observers)
-                .unwrap_or(d.max_observers),
-            max_observers_per_peer: cli
-                .max_observers_per_peer
-                .or(file.max_observers_per_peer)
-                .unwrap_or(d.max_observers_per_peer),
-            max_peers: cli.max_peers.or(file.max_peers).unwrap_or(d.max_peers),
-            max_peers_per_prefix: cli
-                .max_peers_per_prefix
-                .or(file.max_peers_per_prefix)
-                .unwrap_or(d.max_peers_per_prefix),
-            max_in_flight_per_peer: cli
-                .max_in_flight_per_peer
-                .or(file.max_in_flight_per_peer)
-                .unwrap_or(d.max_in_flight_per_peer),
-            peer_rate: cli.peer_rate.or(file.peer_rate).unwrap_or(d.peer_rate),
-            peer_burst: cli.peer_burst.or(file.peer_burst).unwrap_or(d.peer_burst),
-            max_body: cli.max_body.or(file.max_body).unwrap_or(d.max_body),
-            max_response_body: cli
-                .max_response_body
-                .or(file.max_response_body)
-                .unwrap_or(d.max_response_body),
-            blockwise_timeout: secs(
-                cli.blockwise_timeout_secs.or(file.blockwise_timeout_secs),
-                d.blockwise_timeout,
-            ),
-            dedup_per_peer: cli
-                .dedup_per_peer
-                .or(file.dedup_per_peer)
-                .unwrap_or(d.dedup_per_peer),
-            blockwise_per_peer: cli
-                .blockwise_per_peer
-                .or(file.blockwise_per_peer)
-                .unwrap_or(d.blockwise_per_peer),
-            memory_budget: cli
-                .memory_budget
-                .or(file.memory_budget)
-                .unwrap_or(d.memory_budget),
-            max_media_body: cli
-                .max_media_body
-                .or(file.max_media_body)
-                .unwrap_or(d.max_media_body),
-        };
-        if limits.block_szx().is_none() {
-            return Err(ConfigError::Invalid(
-                "block_size (16, 32, 64, 128, 256, 512 or 1024)",
-            ));
-        }
-        if limits.peer_rate.is_nan() || limits.peer_rate <= 0.0 || limits.peer_burst == 0 {
-            return Err(ConfigError::Invalid(
-                "peer_rate / peer_burst (must be positive)",
-            ));
-        }
-        if limits.dedup_per_peer == 0
-            || limits.max_in_flight_per_peer == 0
-            || limits.blockwise_per_peer == 0
-        {
-            return Err(ConfigError::Invalid(
-                "dedup_per_peer / max_in_flight_per_peer / blockwise_per_peer (must be at least 1)",
-            ));
-        }
-        let metrics_listen = match cli.metrics_listen.or(file.metrics_listen).as_deref() {
-            Some("off") => None,
-            Some(addr) => Some(
-                addr.parse()
-                    .map_err(|_| ConfigError::Invalid("metrics_listen (an address or \"off\")"))?,
-            ),
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
-        };
+        let limits = merged_limits(&cli, &file);
+        check_limits(&limits)?;
+        let metrics_listen = metrics_listen(cli.metrics_listen.or(file.metrics_listen).as_deref())?;
         let sources = match cli.validated_prefixes.or(file.validated_prefixes) {
             Some(list) => Sources::parse(&list).map_err(|e| ConfigError::Prefix(e.to_string()))?,
             None => Sources::default(),
@@ -442,15 +354,64 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(_) => return Err(ConfigError::Invalid("log_format (\"text\" or \"json\")")),
         };
-        let link_tokens_file = cli.link_tokens.or(file.link_tokens);
-        let link_identity = cli.link_identity.or(file.link_identity);
-        let database = cli
-            .database
-            .or(file.database)
-            .as_deref()
-            .map(database_url)
-            .transpose()?;
-        let state = match (cli.state.or(file.state).as_deref(), &link_identity) {
+        let link = LinkSettings::resolve(
+            cli.link_identity.or(file.link_identity),
+            cli.link_tokens.or(file.link_tokens),
+            cli.database.or(file.database).as_deref(),
+            cli.state.or(file.state).as_deref(),
+        )?;
+        Ok(Self {
+            state: link.state,
+            database: link.database,
+            link: link.link,
+            link_tokens_file: link.link_tokens_file,
+            color: cli.color.or(file.color).unwrap_or_default(),
+            compat_plain_msc3079: cli
+                .compat_plain_msc3079
+                .or(file.compat_plain_msc3079)
+                .unwrap_or(false),
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5683))),
+            homeserver: cli
+                .homeserver
+                .or(file.homeserver)
+                .ok_or(ConfigError::MissingHomeserver)?,
+            metrics_listen,
+            limits,
+            shutdown_grace: secs(
+                cli.shutdown_grace_secs.or(file.shutdown_grace_secs),
+                Duration::from_secs(10),
+            ),
+            log: cli.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            log_format,
+            sources,
+        })
+    }
+}
+
+/// The protected link's settings and where its contexts are kept, resolved together because
+/// each is only valid in combination with the others.
+struct LinkSettings {
+    state: Option<PathBuf>,
+    database: Option<crate::store::DatabaseUrl>,
+    link: Option<crate::link_credentials::LinkCredentials>,
+    link_tokens_file: Option<PathBuf>,
+}
+
+impl LinkSettings {
+    /// Loads the link credentials and picks the context store: `--database` if given, else the
+    /// state file (by default next to the identity). Refuses a store without a link, since it
+    /// would keep nothing, and a link half configured.
+    fn resolve(
+        link_identity: Option<PathBuf>,
+        link_tokens_file: Option<PathBuf>,
+        database: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let database = database.map(database_url).transpose()?;
+        let state = match (state, &link_identity) {
             (Some("off"), _) | (None, None) => None,
             (None, Some(_)) if database.is_some() => None,
             (Some(_), _) if database.is_some() => {
@@ -488,30 +449,112 @@ impl Config {
             database,
             link,
             link_tokens_file,
-            color: cli.color.or(file.color).unwrap_or_default(),
-            compat_plain_msc3079: cli
-                .compat_plain_msc3079
-                .or(file.compat_plain_msc3079)
-                .unwrap_or(false),
-            listen: cli
-                .listen
-                .or(file.listen)
-                .unwrap_or(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5683))),
-            homeserver: cli
-                .homeserver
-                .or(file.homeserver)
-                .ok_or(ConfigError::MissingHomeserver)?,
-            metrics_listen,
-            limits,
-            shutdown_grace: secs(
-                cli.shutdown_grace_secs.or(file.shutdown_grace_secs),
-                Duration::from_secs(10),
-            ),
-            log: cli.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
-            log_format,
-            sources,
         })
     }
+}
+
+/// The metrics endpoint's address: the given one, none for "off", else the local default.
+fn metrics_listen(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    Ok(match value {
+        Some("off") => None,
+        Some(addr) => Some(
+            addr.parse()
+                .map_err(|_| ConfigError::Invalid("metrics_listen (an address or \"off\")"))?,
+        ),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+    })
+}
+
+/// Each limit from the flag, else the file, else its default.
+fn merged_limits(cli: &Cli, file: &Cli) -> Limits {
+    let d = Limits::default();
+    Limits {
+        block_size: cli.block_size.or(file.block_size).unwrap_or(d.block_size),
+        piggyback_wait: ms(
+            cli.piggyback_wait_ms.or(file.piggyback_wait_ms),
+            d.piggyback_wait,
+        ),
+        ack_timeout: ms(cli.ack_timeout_ms.or(file.ack_timeout_ms), d.ack_timeout),
+        upstream_timeout: ms(
+            cli.upstream_timeout_ms.or(file.upstream_timeout_ms),
+            d.upstream_timeout,
+        ),
+        observe_poll_timeout: ms(
+            cli.observe_poll_timeout_ms.or(file.observe_poll_timeout_ms),
+            d.observe_poll_timeout,
+        ),
+        observe_keepalive: secs(
+            cli.observe_keepalive_secs.or(file.observe_keepalive_secs),
+            d.observe_keepalive,
+        ),
+        max_observers: cli
+            .max_observers
+            .or(file.max_observers)
+            .unwrap_or(d.max_observers),
+        max_observers_per_peer: cli
+            .max_observers_per_peer
+            .or(file.max_observers_per_peer)
+            .unwrap_or(d.max_observers_per_peer),
+        max_peers: cli.max_peers.or(file.max_peers).unwrap_or(d.max_peers),
+        max_peers_per_prefix: cli
+            .max_peers_per_prefix
+            .or(file.max_peers_per_prefix)
+            .unwrap_or(d.max_peers_per_prefix),
+        max_in_flight_per_peer: cli
+            .max_in_flight_per_peer
+            .or(file.max_in_flight_per_peer)
+            .unwrap_or(d.max_in_flight_per_peer),
+        peer_rate: cli.peer_rate.or(file.peer_rate).unwrap_or(d.peer_rate),
+        peer_burst: cli.peer_burst.or(file.peer_burst).unwrap_or(d.peer_burst),
+        max_body: cli.max_body.or(file.max_body).unwrap_or(d.max_body),
+        max_response_body: cli
+            .max_response_body
+            .or(file.max_response_body)
+            .unwrap_or(d.max_response_body),
+        blockwise_timeout: secs(
+            cli.blockwise_timeout_secs.or(file.blockwise_timeout_secs),
+            d.blockwise_timeout,
+        ),
+        dedup_per_peer: cli
+            .dedup_per_peer
+            .or(file.dedup_per_peer)
+            .unwrap_or(d.dedup_per_peer),
+        blockwise_per_peer: cli
+            .blockwise_per_peer
+            .or(file.blockwise_per_peer)
+            .unwrap_or(d.blockwise_per_peer),
+        memory_budget: cli
+            .memory_budget
+            .or(file.memory_budget)
+            .unwrap_or(d.memory_budget),
+        max_media_body: cli
+            .max_media_body
+            .or(file.max_media_body)
+            .unwrap_or(d.max_media_body),
+    }
+}
+
+/// Refuses limits the transport cannot work with.
+fn check_limits(limits: &Limits) -> Result<(), ConfigError> {
+    if limits.block_szx().is_none() {
+        return Err(ConfigError::Invalid(
+            "block_size (16, 32, 64, 128, 256, 512 or 1024)",
+        ));
+    }
+    if limits.peer_rate.is_nan() || limits.peer_rate <= 0.0 || limits.peer_burst == 0 {
+        return Err(ConfigError::Invalid(
+            "peer_rate / peer_burst (must be positive)",
+        ));
+    }
+    if limits.dedup_per_peer == 0
+        || limits.max_in_flight_per_peer == 0
+        || limits.blockwise_per_peer == 0
+    {
+        return Err(ConfigError::Invalid(
+            "dedup_per_peer / max_in_flight_per_peer / blockwise_per_peer (must be at least 1)",
+        ));
+    }
+    Ok(())
 }
 
 fn ms(value: Option<u64>, default: Duration) -> Duration {

@@ -149,6 +149,20 @@ impl Metrics {
     /// A registry holding every metric, prefixed `jeton_gateway_`.
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("jeton_gateway");
+        self.register_traffic(&mut r);
+        self.register_exchanges(&mut r);
+        self.register_link(&mut r);
+        r.register(
+            "ready",
+            "1 while the gateway takes requests, 0 once it drains",
+            self.ready.clone(),
+        );
+        self.register_bounds(&mut r);
+        r
+    }
+
+    /// Bytes and requests through the gateway, each way, and the homeserver's latency.
+    fn register_traffic(&self, r: &mut Registry) {
         r.register(
             "requests",
             "CoAP requests answered, by route and response code",
@@ -179,6 +193,10 @@ impl Metrics {
             "Homeserver latency of forwarded client requests",
             self.upstream_latency.clone(),
         );
+    }
+
+    /// The CoAP exchanges: observers, duplicates, retransmissions, block-wise transfers and what was refused on the way in.
+    fn register_exchanges(&self, r: &mut Registry) {
         r.register(
             "observers",
             "Active /sync observers",
@@ -214,6 +232,10 @@ impl Metrics {
             "4.01 Echo challenges sent to addresses that had not proven they receive",
             self.echo_challenges.clone(),
         );
+    }
+
+    /// The EDHOC/OSCORE link: handshakes, refusals, contexts held.
+    fn register_link(&self, r: &mut Registry) {
         r.register(
             "edhoc_handshakes",
             "EDHOC handshakes completed (an OSCORE context established)",
@@ -229,11 +251,10 @@ impl Metrics {
             "OSCORE contexts held (paired tokens linked)",
             self.contexts.clone(),
         );
-        r.register(
-            "ready",
-            "1 while the gateway takes requests, 0 once it drains",
-            self.ready.clone(),
-        );
+    }
+
+    /// What the gateway cut, retried or refused to stay within a client's capacity and its own memory budget.
+    fn register_bounds(&self, r: &mut Registry) {
         r.register(
             "sync_parts",
             "Parts of sync answers cut to a client's Response-Capacity (option 258)",
@@ -259,7 +280,6 @@ impl Metrics {
             "Peers, Block1 blocks, observers refused and answers not stored for a full memory budget",
             self.memory_refusals.clone(),
         );
-        r
     }
 
     /// Counts a datagram the link refused.

@@ -94,6 +94,59 @@ pub async fn run_with_reloads(
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), ServerError> {
     let metrics = Metrics::default();
+    let (upstream, socket, local) = bind(&config, &metrics).await?;
+    let mut link = open_link(&config, &metrics, &socket).await?;
+    tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
+    let mut core = new_core(&config, &metrics, &mut link);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
+    let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
+    let mut buf = vec![0u8; 65_535];
+    let mut drain_deadline: Option<Instant> = None;
+    tokio::pin!(shutdown);
+
+    loop {
+        let timer = core.next_timer().map_or_else(
+            || Instant::now() + Duration::from_secs(3600),
+            Instant::from_std,
+        );
+        let actions = tokio::select! {
+            received = socket.recv_from(&mut buf) => on_received(received, &buf, &mut link, &mut core, &socket).await,
+            Some((id, outcome)) = done_rx.recv() => {
+                tasks.remove(&id);
+                core.on_upstream(id, outcome, std::time::Instant::now())
+            }
+            () = tokio::time::sleep_until(timer) => core.on_timer(std::time::Instant::now()),
+            Some(()) = reloads.recv() => {
+                reload_tokens(config.link_tokens_file.as_deref(), &mut link);
+                Vec::new()
+            }
+            () = &mut shutdown, if drain_deadline.is_none() => {
+                tracing::info!(in_flight = core.client_requests_in_flight(), "shutting down: draining in-flight requests");
+                drain_deadline = Some(Instant::now() + config.shutdown_grace);
+                metrics.ready.set(0);
+                core.begin_drain()
+            }
+        };
+        perform(actions, &mut link, &socket, &upstream, &done_tx, &mut tasks).await;
+        for (id, record) in core.take_sticky_changes() {
+            link.store_sticky(id, &record);
+        }
+        if drain_deadline.is_some_and(|deadline| stopped(&core, deadline)) {
+            break;
+        }
+    }
+    for (_, handle) in tasks {
+        handle.abort();
+    }
+    Ok(())
+}
+
+/// Sets up the homeserver client and binds the CoAP socket (returned with its bound address)
+/// and, if configured, the metrics endpoint; the gateway is ready from here on.
+async fn bind(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(Upstream, UdpSocket, SocketAddr), ServerError> {
     let upstream = Upstream::new(
         &config.homeserver,
         metrics.clone(),
@@ -114,14 +167,20 @@ pub async fn run_with_reloads(
         tracing::info!(%addr, "metrics endpoint listening");
         tokio::spawn(serve_metrics(listener, metrics.clone()));
     }
+    Ok((upstream, socket, local))
+}
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
+/// The protected link, with its contexts restored from the store if there is one; the
+/// observations those contexts had cannot be resumed, so their clients are told now.
+async fn open_link(
+    config: &Config,
+    metrics: &Metrics,
+    socket: &UdpSocket,
+) -> Result<Link, ServerError> {
     let mut link = Link::new(config.link.clone(), config.compat_plain_msc3079)
         .with_sources(config.sources.clone())
         .with_metrics(metrics.clone());
-    if let Some((store, place)) = open_store(&config).map_err(ServerError::State)? {
+    if let Some((store, place)) = open_store(config).map_err(ServerError::State)? {
         link = link.with_store(store).map_err(ServerError::State)?;
         tracing::info!(state = %place, restored = link.context_count(), "OSCORE contexts kept durably");
         for (peer, datagram) in link.end_restored_observations() {
@@ -130,7 +189,15 @@ pub async fn run_with_reloads(
             }
         }
     }
-    tracing::info!(listen = %local, homeserver = %config.homeserver, "gateway listening");
+    Ok(link)
+}
+
+/// The transport core, given the sticky access tokens the link restored when contexts are
+/// kept durably.
+fn new_core(config: &Config, metrics: &Metrics, link: &mut Link) -> Transport {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
     let mut core = Transport::new(
         config.limits.clone(),
         metrics.clone(),
@@ -146,94 +213,92 @@ pub async fn run_with_reloads(
             core.restore_sticky(restored.context, access_token, &restored.record, now);
         }
     }
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(ForwardId, UpstreamOutcome)>();
-    let mut tasks: HashMap<ForwardId, AbortHandle> = HashMap::new();
-    let mut buf = vec![0u8; 65_535];
-    let mut drain_deadline: Option<Instant> = None;
-    tokio::pin!(shutdown);
+    core
+}
 
-    loop {
-        let timer = core.next_timer().map_or_else(
-            || Instant::now() + Duration::from_secs(3600),
-            Instant::from_std,
-        );
-        let actions = tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, peer)) => match link.on_datagram(peer, buf.get(..n).unwrap_or_default(), std::time::Instant::now()) {
-                    Inbound::Deliver(from, plain) => core.on_datagram(from, &plain, std::time::Instant::now()),
-                    Inbound::Reply(datagram) => {
-                        // The link's own answers (EDHOC, refusals) bypass its protection step.
-                        if let Err(e) = socket.send_to(&datagram, peer).await {
-                            tracing::debug!(%peer, error = %e, "udp send failed");
-                        }
-                        Vec::new()
-                    }
-                    Inbound::Drop => Vec::new(),
-                },
-                Err(e) => {
-                    // ICMP port unreachable from a vanished peer shows up here on some systems.
-                    tracing::debug!(error = %e, "udp receive error");
-                    Vec::new()
-                }
-            },
-            Some((id, outcome)) = done_rx.recv() => {
-                tasks.remove(&id);
-                core.on_upstream(id, outcome, std::time::Instant::now())
+/// Passes a received datagram through the link to the core; what the link answers itself
+/// goes straight back to the peer.
+async fn on_received(
+    received: std::io::Result<(usize, SocketAddr)>,
+    buf: &[u8],
+    link: &mut Link,
+    core: &mut Transport,
+    socket: &UdpSocket,
+) -> Vec<Action> {
+    match received {
+        Ok((n, peer)) => match link.on_datagram(
+            peer,
+            buf.get(..n).unwrap_or_default(),
+            std::time::Instant::now(),
+        ) {
+            Inbound::Deliver(from, plain) => {
+                core.on_datagram(from, &plain, std::time::Instant::now())
             }
-            () = tokio::time::sleep_until(timer) => core.on_timer(std::time::Instant::now()),
-            Some(()) = reloads.recv() => {
-                reload_tokens(config.link_tokens_file.as_deref(), &mut link);
+            Inbound::Reply(datagram) => {
+                // The link's own answers (EDHOC, refusals) bypass its protection step.
+                if let Err(e) = socket.send_to(&datagram, peer).await {
+                    tracing::debug!(%peer, error = %e, "udp send failed");
+                }
                 Vec::new()
             }
-            () = &mut shutdown, if drain_deadline.is_none() => {
-                tracing::info!(in_flight = core.client_requests_in_flight(), "shutting down: draining in-flight requests");
-                drain_deadline = Some(Instant::now() + config.shutdown_grace);
-                metrics.ready.set(0);
-                core.begin_drain()
-            }
-        };
-        for action in actions {
-            match action {
-                Action::Send { peer, datagram } => {
-                    let Some((peer, datagram)) = link.on_send(peer, datagram) else {
-                        continue;
-                    };
-                    if let Err(e) = socket.send_to(&datagram, peer).await {
-                        tracing::debug!(%peer, error = %e, "udp send failed");
-                    }
-                }
-                Action::Forward { id, request } => {
-                    let upstream = upstream.clone();
-                    let done = done_tx.clone();
-                    let handle = tokio::spawn(async move {
-                        let outcome = upstream.send(request).await;
-                        let _ = done.send((id, outcome));
-                    });
-                    tasks.insert(id, handle.abort_handle());
-                }
-                Action::Cancel { id } => {
-                    if let Some(handle) = tasks.remove(&id) {
-                        handle.abort();
-                    }
-                }
-            }
+            Inbound::Drop => Vec::new(),
+        },
+        Err(e) => {
+            // ICMP port unreachable from a vanished peer shows up here on some systems.
+            tracing::debug!(error = %e, "udp receive error");
+            Vec::new()
         }
-        for (id, record) in core.take_sticky_changes() {
-            link.store_sticky(id, &record);
-        }
-        if let Some(deadline) = drain_deadline {
-            let drained =
-                core.client_requests_in_flight() == 0 && core.unacknowledged_responses() == 0;
-            if drained || Instant::now() >= deadline {
-                tracing::info!(drained, "gateway stopped");
-                break;
+    }
+}
+
+/// Carries out the core's actions: datagrams out through the link, requests to the
+/// homeserver (each on its own task, which reports on `done` and stays abortable through
+/// `tasks` until then), cancellations of those no longer wanted.
+async fn perform(
+    actions: Vec<Action>,
+    link: &mut Link,
+    socket: &UdpSocket,
+    upstream: &Upstream,
+    done: &mpsc::UnboundedSender<(ForwardId, UpstreamOutcome)>,
+    tasks: &mut HashMap<ForwardId, AbortHandle>,
+) {
+    for action in actions {
+        match action {
+            Action::Send { peer, datagram } => {
+                let Some((peer, datagram)) = link.on_send(peer, datagram) else {
+                    continue;
+                };
+                if let Err(e) = socket.send_to(&datagram, peer).await {
+                    tracing::debug!(%peer, error = %e, "udp send failed");
+                }
+            }
+            Action::Forward { id, request } => {
+                let upstream = upstream.clone();
+                let done = done.clone();
+                let handle = tokio::spawn(async move {
+                    let outcome = upstream.send(request).await;
+                    let _ = done.send((id, outcome));
+                });
+                tasks.insert(id, handle.abort_handle());
+            }
+            Action::Cancel { id } => {
+                if let Some(handle) = tasks.remove(&id) {
+                    handle.abort();
+                }
             }
         }
     }
-    for (_, handle) in tasks {
-        handle.abort();
+}
+
+/// Whether a drain that runs until `deadline` is over: nothing left in flight or
+/// unacknowledged, or out of time.
+fn stopped(core: &Transport, deadline: Instant) -> bool {
+    let drained = core.client_requests_in_flight() == 0 && core.unacknowledged_responses() == 0;
+    if drained || Instant::now() >= deadline {
+        tracing::info!(drained, "gateway stopped");
+        return true;
     }
-    Ok(())
+    false
 }
 
 /// Reads the authorised tokens file again (SIGHUP) and says in the log what changed; a file

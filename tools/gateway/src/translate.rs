@@ -212,32 +212,9 @@ pub fn translate_response(
     encoding: Encoding,
     route: &Route,
 ) -> ResponseContent {
-    let response = match outcome {
-        UpstreamOutcome::Response(r) => r,
-        UpstreamOutcome::Timeout => {
-            return gateway_error(
-                code::GATEWAY_TIMEOUT,
-                "M_UNKNOWN",
-                "The homeserver did not answer in time.",
-                encoding,
-            );
-        }
-        UpstreamOutcome::Unreachable => {
-            return gateway_error(
-                code::BAD_GATEWAY,
-                "M_UNKNOWN",
-                "The homeserver could not be reached.",
-                encoding,
-            );
-        }
-        UpstreamOutcome::TooLarge => {
-            return gateway_error(
-                code::BAD_GATEWAY,
-                "M_TOO_LARGE",
-                "The homeserver's response is larger than the gateway forwards.",
-                encoding,
-            );
-        }
+    let response = match upstream_response(outcome, encoding) {
+        Ok(response) => response,
+        Err(content) => return content,
     };
     let coap_code = status_to_code(response.status, method);
     if *route == Route::MediaDownload && (200..300).contains(&response.status) {
@@ -255,6 +232,55 @@ pub fn translate_response(
     } else {
         serde_json::from_slice(&response.body).ok()
     };
+    adapt_body(&mut value, route, coap_code, encoding);
+    let max_age =
+        (coap_code == code::TOO_MANY_REQUESTS).then(|| retry_after_secs(response, value.as_ref()));
+    let mut content = match value {
+        Some(value) => encode_body(coap_code, &value, encoding),
+        // Not JSON (or empty): pass the bytes through untouched.
+        None => ResponseContent {
+            code: coap_code,
+            max_age: None,
+            content_format: (!response.body.is_empty()).then_some(CONTENT_FORMAT_JSON),
+            payload: response.body.clone(),
+        },
+    };
+    content.max_age = max_age;
+    content
+}
+
+/// The homeserver's response, or the gateway's own error answer when there is none.
+fn upstream_response(
+    outcome: &UpstreamOutcome,
+    encoding: Encoding,
+) -> Result<&UpstreamResponse, ResponseContent> {
+    match outcome {
+        UpstreamOutcome::Response(r) => Ok(r),
+        UpstreamOutcome::Timeout => Err(gateway_error(
+            code::GATEWAY_TIMEOUT,
+            "M_UNKNOWN",
+            "The homeserver did not answer in time.",
+            encoding,
+        )),
+        UpstreamOutcome::Unreachable => Err(gateway_error(
+            code::BAD_GATEWAY,
+            "M_UNKNOWN",
+            "The homeserver could not be reached.",
+            encoding,
+        )),
+        UpstreamOutcome::TooLarge => Err(gateway_error(
+            code::BAD_GATEWAY,
+            "M_TOO_LARGE",
+            "The homeserver's response is larger than the gateway forwards.",
+            encoding,
+        )),
+    }
+}
+
+/// Route-specific changes to a successful JSON answer: the versions list advertises the
+/// low-bandwidth profile, a compact sync answer is pruned, the media upload limit is lowered
+/// to the gateway's.
+fn adapt_body(value: &mut Option<Value>, route: &Route, coap_code: u8, encoding: Encoding) {
     if *route == Route::Versions
         && coap_code == code::CONTENT
         && let Some(Value::Object(map)) = value.as_mut()
@@ -275,20 +301,6 @@ pub fn translate_response(
     {
         crate::media::clamp_upload_size(value, *upload_limit);
     }
-    let max_age =
-        (coap_code == code::TOO_MANY_REQUESTS).then(|| retry_after_secs(response, value.as_ref()));
-    let mut content = match value {
-        Some(value) => encode_body(coap_code, &value, encoding),
-        // Not JSON (or empty): pass the bytes through untouched.
-        None => ResponseContent {
-            code: coap_code,
-            max_age: None,
-            content_format: (!response.body.is_empty()).then_some(CONTENT_FORMAT_JSON),
-            payload: response.body.clone(),
-        },
-    };
-    content.max_age = max_age;
-    content
 }
 
 /// The body of a successful sync response: a JSON object with a `next_batch` text.

@@ -91,7 +91,32 @@ impl Upstream {
         }
     }
 
+    /// Sends `request` and reads the answer, without a timeout of its own: [`Self::send`] sets it.
     async fn exchange(&self, request: UpstreamRequest) -> UpstreamOutcome {
+        let limit = request.max_response_body.unwrap_or(self.max_response_body);
+        let Some(http_request) = self.http_request(request) else {
+            return UpstreamOutcome::Unreachable;
+        };
+        let response = match self.client.request(http_request).await {
+            Ok(r) => r,
+            Err(e) => {
+                // hyper's own message is "client error (Connect)": the why is in its sources.
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(inner) = source {
+                    why = format!("{why}: {inner}");
+                    source = inner.source();
+                }
+                tracing::warn!(error = %why, "the gateway cannot reach the homeserver at {}", self.base);
+                return UpstreamOutcome::Unreachable;
+            }
+        };
+        self.read_response(response, limit).await
+    }
+
+    /// The HTTP request for `request`, with its bearer token and body; `None` if the path
+    /// makes no valid URI.
+    fn http_request(&self, request: UpstreamRequest) -> Option<http::Request<Full<Bytes>>> {
         let url = format!("{}{}", self.base, request.path_and_query);
         let mut builder = http::Request::builder().method(request.method).uri(url);
         if let Some(token) = &request.access_token {
@@ -112,23 +137,16 @@ impl Upstream {
             }
             None => Bytes::new(),
         };
-        let Ok(http_request) = builder.body(Full::new(body)) else {
-            return UpstreamOutcome::Unreachable;
-        };
-        let response = match self.client.request(http_request).await {
-            Ok(r) => r,
-            Err(e) => {
-                // hyper's own message is "client error (Connect)": the why is in its sources.
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(inner) = source {
-                    why = format!("{why}: {inner}");
-                    source = inner.source();
-                }
-                tracing::warn!(error = %why, "the gateway cannot reach the homeserver at {}", self.base);
-                return UpstreamOutcome::Unreachable;
-            }
-        };
+        builder.body(Full::new(body)).ok()
+    }
+
+    /// The homeserver's response as an outcome: status, the headers the gateway passes on,
+    /// and the body if it is at most `limit` bytes.
+    async fn read_response(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+        limit: usize,
+    ) -> UpstreamOutcome {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -141,7 +159,6 @@ impl Upstream {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let limit = request.max_response_body.unwrap_or(self.max_response_body);
         let body = match Limited::new(response.into_body(), limit).collect().await {
             Ok(collected) => collected.to_bytes().to_vec(),
             Err(e)

@@ -16,7 +16,7 @@ use super::timers::TimerKind;
 use super::{Action, Transport};
 use crate::media::MediaRoute;
 use crate::profile::BlockValue;
-use crate::translate::{self, Encoding, UpstreamOutcome, UpstreamRequest};
+use crate::translate::{self, Encoding, ResponseContent, UpstreamOutcome, UpstreamRequest};
 
 /// What the answer to a client's request needs once the homeserver has answered.
 #[derive(Debug)]
@@ -179,6 +179,34 @@ impl Transport {
         }
     }
 
+    /// The answer to a client's request and the sync position it carries: a sync GET's made as
+    /// the client can take it (possibly the first part of a split), anything else translated.
+    fn client_answer(
+        &mut self,
+        addr: PeerId,
+        ctx: &ClientContext,
+        outcome: &UpstreamOutcome,
+        now: Instant,
+    ) -> (Arc<ResponseContent>, Option<String>) {
+        match &ctx.route {
+            translate::Route::Sync { since } if ctx.method == http::Method::GET => {
+                let shape = SyncShape {
+                    encoding: ctx.encoding,
+                    since: since.as_deref(),
+                    capacity: ctx.capacity,
+                    hold_position: true,
+                };
+                let answer = self.sync_answer(addr, outcome, shape, now);
+                (answer.content, answer.position)
+            }
+            route => {
+                let content =
+                    translate::translate_response(outcome, &ctx.method, ctx.encoding, route);
+                (Arc::new(content), None)
+            }
+        }
+    }
+
     /// Answers a client's request with the homeserver's answer, registering the observer a
     /// successful sync with Observe 0 asked for.
     pub(super) fn on_client_response(
@@ -195,23 +223,7 @@ impl Transport {
         };
         peer.in_flight = peer.in_flight.saturating_sub(1);
         let confirmable = peer.exchanges.get(ctx.mid).is_none_or(|e| e.confirmable);
-        let (content, position) = match &ctx.route {
-            translate::Route::Sync { since } if ctx.method == http::Method::GET => {
-                let shape = SyncShape {
-                    encoding: ctx.encoding,
-                    since: since.as_deref(),
-                    capacity: ctx.capacity,
-                    hold_position: true,
-                };
-                let answer = self.sync_answer(addr, outcome, shape, now);
-                (answer.content, answer.position)
-            }
-            route => {
-                let content =
-                    translate::translate_response(outcome, &ctx.method, ctx.encoding, route);
-                (Arc::new(content), None)
-            }
-        };
+        let (content, position) = self.client_answer(addr, &ctx, outcome, now);
         let incoming = Incoming {
             peer: addr,
             mid: ctx.mid,

@@ -129,6 +129,17 @@ pub(super) struct SyncAnswer {
     pub(super) nothing_new: bool,
 }
 
+impl SyncAnswer {
+    /// An answer that is not a sync: an error, the homeserver's or the gateway's own.
+    fn other(content: ResponseContent) -> Self {
+        Self {
+            content: Arc::new(content),
+            position: None,
+            nothing_new: false,
+        }
+    }
+}
+
 /// How a sync answer is made for one client.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SyncShape<'a> {
@@ -161,11 +172,7 @@ impl Transport {
             };
             let content =
                 translate::translate_response(outcome, &http::Method::GET, encoding, &route);
-            return SyncAnswer {
-                content: Arc::new(content),
-                position: None,
-                nothing_new: false,
-            };
+            return SyncAnswer::other(content);
         };
         let nothing_new = profile::carries_nothing(&value);
         if let (true, true, Some(since)) = (nothing_new, shape.hold_position, since) {
@@ -174,11 +181,7 @@ impl Transport {
         let parts = match self.split(&value, shape) {
             Ok(parts) => parts,
             Err(content) => {
-                return SyncAnswer {
-                    content: Arc::new(content),
-                    position: None,
-                    nothing_new: false,
-                };
+                return SyncAnswer::other(content);
             }
         };
         let mut answers = parts.into_iter().map(|part| {
@@ -193,14 +196,26 @@ impl Transport {
                 "Internal gateway error.",
                 encoding,
             );
-            return SyncAnswer {
-                content: Arc::new(content),
-                position: None,
-                nothing_new: false,
-            };
+            return SyncAnswer::other(content);
         };
-        let later: Vec<_> = answers.collect();
-        let split = parse_position(&position).filter(|_| !later.is_empty());
+        self.keep_later(addr, &position, answers.collect(), now);
+        SyncAnswer {
+            content,
+            position: Some(position),
+            nothing_new,
+        }
+    }
+
+    /// Keeps the parts after the first of a split answer for the peer, under the split its
+    /// first part's `position` names.
+    fn keep_later(
+        &mut self,
+        addr: super::PeerId,
+        position: &str,
+        later: Vec<(String, Arc<ResponseContent>)>,
+        now: Instant,
+    ) {
+        let split = parse_position(position).filter(|_| !later.is_empty());
         if let (Some((base, id, _)), Some(peer)) = (split, self.peers.get_mut(&addr)) {
             peer.splits.keep(Split {
                 id,
@@ -208,11 +223,6 @@ impl Transport {
                 later,
                 expires: now + SPLIT_LIFETIME,
             });
-        }
-        SyncAnswer {
-            content,
-            position: Some(position),
-            nothing_new,
         }
     }
 

@@ -36,46 +36,20 @@ impl Transport {
             return Ok(false);
         }
         let since = query_value(&target.query, "since");
-        if blocks.observe != Some(0) {
-            // Deregistration (RFC 7641 §3.6): a GET of the resource without Observe 0.
-            let (token, path) = (incoming.token.clone(), target.path.clone());
-            let which = move |o: &Observer| o.token == token || o.template.path == path;
-            self.deregister(incoming.peer, which, actions);
-            if let (Some(1), Some(since)) = (blocks.observe, &since) {
-                // Answered here: the client stops observing and moves nowhere.
-                let call = SyncCall {
-                    incoming,
-                    target,
-                    blocks,
-                };
-                self.answer_nothing_new(&call, since, None, now, actions);
-                return Ok(true);
-            }
-        }
-        let Some(since) = since else {
-            return Ok(false);
-        };
-        let template = (blocks.observe == Some(0))
-            .then(|| ObserverTemplate::of_sync(target, incoming.encoding, blocks.szx));
         let call = SyncCall {
             incoming,
             target,
             blocks,
         };
-        if self.serve_next_part(&call, template.clone(), &since, now, actions) {
+        if blocks.observe != Some(0) && self.end_observations(&call, since.as_deref(), now, actions)
+        {
             return Ok(true);
         }
-        if let Some(peer) = self.peers.get_mut(&incoming.peer) {
-            peer.splits.confirm(&since);
-        }
-        if let Some(template) = template.filter(ObserverTemplate::confirms) {
-            let (addr, token) = (incoming.peer, incoming.token.as_slice());
-            if let Some(seq) =
-                self.reregister_confirming(addr, token, template, &since, now, actions)
-            {
-                self.answer_nothing_new(&call, &since, Some(seq), now, actions);
-                return Ok(true);
-            }
+        let Some(since) = since else {
+            return Ok(false);
+        };
+        if self.answer_from_splits(&call, &since, now, actions) {
+            return Ok(true);
         }
         if let Some((base, _, _)) = parse_position(&since) {
             // Not held (the gateway restarted, or the split expired): from its since again.
@@ -85,6 +59,58 @@ impl Transport {
             }
         }
         Ok(false)
+    }
+
+    /// Ends the observations a request without Observe 0 names, by token or path; one that
+    /// deregisters (Observe 1) from a position is answered here. `true`: the request is answered.
+    fn end_observations(
+        &mut self,
+        call: &SyncCall<'_>,
+        since: Option<&str>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        // Deregistration (RFC 7641 §3.6): a GET of the resource without Observe 0.
+        let (token, path) = (call.incoming.token.clone(), call.target.path.clone());
+        let which = move |o: &Observer| o.token == token || o.template.path == path;
+        self.deregister(call.incoming.peer, which, actions);
+        if let (Some(1), Some(since)) = (call.blocks.observe, since) {
+            // Answered here: the client stops observing and moves nowhere.
+            self.answer_nothing_new(call, since, None, now, actions);
+            return true;
+        }
+        false
+    }
+
+    /// Answers a request from `since` out of the peer's splits: the next part if they hold it,
+    /// else confirms the part `since` ends and, for an observer that confirms, re-registers it
+    /// and answers that nothing is new. `true`: the request is answered.
+    fn answer_from_splits(
+        &mut self,
+        call: &SyncCall<'_>,
+        since: &str,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let (incoming, blocks) = (call.incoming, call.blocks);
+        let template = (blocks.observe == Some(0))
+            .then(|| ObserverTemplate::of_sync(call.target, incoming.encoding, blocks.szx));
+        if self.serve_next_part(call, template.clone(), since, now, actions) {
+            return true;
+        }
+        if let Some(peer) = self.peers.get_mut(&incoming.peer) {
+            peer.splits.confirm(since);
+        }
+        if let Some(template) = template.filter(ObserverTemplate::confirms) {
+            let (addr, token) = (incoming.peer, incoming.token.as_slice());
+            if let Some(seq) =
+                self.reregister_confirming(addr, token, template, since, now, actions)
+            {
+                self.answer_nothing_new(call, since, Some(seq), now, actions);
+                return true;
+            }
+        }
+        false
     }
 
     /// Answers a request from an intermediate position with the next part of its split, if the
