@@ -88,11 +88,16 @@ impl PeerContext {
     }
 }
 
-/// The contexts by recipient id, and the recipient id of each context number.
+/// The contexts by recipient id, the recipient id of each context number, and the recipient
+/// ids of each token's contexts; the three change together, only through [`Contexts::put`] and
+/// [`Contexts::take`].
 #[derive(Default)]
 pub(super) struct Contexts {
     by_rid: HashMap<Vec<u8>, PeerContext>,
-    pub(super) rid_of: HashMap<u64, Vec<u8>>,
+    rid_of: HashMap<u64, Vec<u8>>,
+    /// By token (its kid), so a new handshake finds the token's older context without a walk
+    /// over every context. One rid per token, unless the store held more than one.
+    rids_of_kid: HashMap<Vec<u8>, Vec<Vec<u8>>>,
     /// The last number given to a context: numbers are never given twice, so a new context
     /// never meets the transport state of an older one.
     numbered: u64,
@@ -114,6 +119,12 @@ impl Contexts {
         self.by_rid.get_mut(rid)
     }
 
+    /// The numbers of the contexts in place, with their recipient ids.
+    #[cfg(test)]
+    pub(super) fn numbered_rids(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.rid_of.iter().map(|(id, rid)| (*id, rid.as_slice()))
+    }
+
     /// The number [`Self::install`] gives the next context.
     pub(super) fn next_number(&self) -> u64 {
         self.numbered + 1
@@ -127,26 +138,21 @@ impl Contexts {
         mut context: PeerContext,
         bindings: &mut Bindings,
     ) {
-        let rid_of = &mut self.rid_of;
-        self.by_rid.retain(|_, c| {
-            let keep = c.peer_kid != context.peer_kid;
-            if !keep {
-                rid_of.remove(&c.id);
-                bindings.forget(c.id);
+        let older = self.rids_of_kid.remove(&context.peer_kid);
+        for older_rid in older.unwrap_or_default() {
+            if let Some(gone) = self.take(&older_rid) {
+                bindings.forget(gone.id);
             }
-            keep
-        });
+        }
         self.numbered += 1;
         context.id = self.numbered;
-        self.rid_of.insert(context.id, rid.to_vec());
-        self.by_rid.insert(rid.to_vec(), context);
+        self.put(rid, context);
     }
 
     /// Puts a context read back from the store in place under `rid`, with its number.
     pub(super) fn restore(&mut self, rid: &[u8], context: PeerContext) {
         self.numbered = self.numbered.max(context.id);
-        self.rid_of.insert(context.id, rid.to_vec());
-        self.by_rid.insert(rid.to_vec(), context);
+        self.put(rid, context);
     }
 
     /// Drops the contexts of the tokens `listed` no longer accepts (revoked), with their
@@ -156,18 +162,44 @@ impl Contexts {
         listed: impl Fn(&[u8]) -> bool,
         bindings: &mut Bindings,
     ) -> Vec<(u64, String)> {
+        let unlisted: Vec<Vec<u8>> = self
+            .rids_of_kid
+            .iter()
+            .filter(|(kid, _)| !listed(kid))
+            .flat_map(|(_, rids)| rids.iter().cloned())
+            .collect();
         let mut revoked = Vec::new();
-        let rid_of = &mut self.rid_of;
-        self.by_rid.retain(|_, c| {
-            let keep = listed(&c.peer_kid);
-            if !keep {
-                rid_of.remove(&c.id);
-                bindings.forget(c.id);
-                revoked.push((c.id, c.token_name.clone()));
+        for rid in unlisted {
+            if let Some(gone) = self.take(&rid) {
+                bindings.forget(gone.id);
+                revoked.push((gone.id, gone.token_name));
             }
-            keep
-        });
+        }
         revoked
+    }
+
+    /// Puts `context` in place under `rid`, in every index; a context already there goes.
+    fn put(&mut self, rid: &[u8], context: PeerContext) {
+        self.take(rid);
+        self.rid_of.insert(context.id, rid.to_vec());
+        self.rids_of_kid
+            .entry(context.peer_kid.clone())
+            .or_default()
+            .push(rid.to_vec());
+        self.by_rid.insert(rid.to_vec(), context);
+    }
+
+    /// Takes the context under `rid` out of every index.
+    fn take(&mut self, rid: &[u8]) -> Option<PeerContext> {
+        let context = self.by_rid.remove(rid)?;
+        self.rid_of.remove(&context.id);
+        if let Some(rids) = self.rids_of_kid.get_mut(&context.peer_kid) {
+            rids.retain(|r| r.as_slice() != rid);
+            if rids.is_empty() {
+                self.rids_of_kid.remove(&context.peer_kid);
+            }
+        }
+        Some(context)
     }
 }
 
@@ -365,4 +397,128 @@ pub(super) fn protect_response(
 /// Whether a request carries the OSCORE option.
 pub(super) fn is_protected(packet: &Packet) -> bool {
     packet.get_option(CoapOption::from(OSCORE_OPTION)).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use jeton_link::{PartialIv, RequestBinding};
+
+    use super::*;
+
+    fn context(kid: &[u8], rid: &[u8]) -> PeerContext {
+        let oscore = SecurityContext::derive(b"master secret 16", b"salt", b"\x01", rid).unwrap();
+        let peer = SocketAddr::from(([192, 0, 2, 1], 5683));
+        PeerContext::new(oscore, peer, hex::encode(kid), kid.to_vec())
+    }
+
+    fn bind(bindings: &mut Bindings, contexts: &Contexts, rid: &[u8]) -> u64 {
+        let id = contexts.by_rid[rid].id;
+        let binding = RequestBinding {
+            kid: *contexts.by_rid[rid].context.recipient_id(),
+            piv: PartialIv::from_sequence(1),
+        };
+        let binding = ResponseBinding {
+            binding,
+            request_nonce_used: false,
+        };
+        bindings.bind(id, b"t", binding);
+        id
+    }
+
+    /// The three indexes name the same contexts, and `expected` are the (kid, rid) in place.
+    fn assert_agree(contexts: &Contexts, expected: &[(&[u8], &[u8])]) {
+        let in_place: HashSet<(Vec<u8>, Vec<u8>)> = contexts
+            .by_rid
+            .iter()
+            .map(|(rid, c)| (c.peer_kid.clone(), rid.clone()))
+            .collect();
+        let wanted = expected.iter().map(|(k, r)| (k.to_vec(), r.to_vec()));
+        assert_eq!(in_place, wanted.collect());
+        assert_eq!(contexts.rid_of.len(), contexts.by_rid.len());
+        for (id, rid) in contexts.numbered_rids() {
+            assert_eq!(contexts.by_rid[rid].id, id);
+        }
+        let by_kid: HashSet<(Vec<u8>, Vec<u8>)> = contexts
+            .rids_of_kid
+            .iter()
+            .flat_map(|(kid, rids)| rids.iter().map(|rid| (kid.clone(), rid.clone())))
+            .collect();
+        assert_eq!(by_kid, in_place);
+        assert!(contexts.rids_of_kid.values().all(|rids| !rids.is_empty()));
+    }
+
+    #[test]
+    fn the_kid_index_follows_installs_replacements_and_removals() {
+        let mut contexts = Contexts::default();
+        let mut bindings = Bindings::default();
+        contexts.install(b"\x01", context(b"a", b"\x01"), &mut bindings);
+        contexts.install(b"\x02", context(b"b", b"\x02"), &mut bindings);
+        contexts.install(b"\x03", context(b"c", b"\x03"), &mut bindings);
+        assert_agree(
+            &contexts,
+            &[(b"a", b"\x01"), (b"b", b"\x02"), (b"c", b"\x03")],
+        );
+
+        // A new handshake of `a` replaces its context and forgets its bindings.
+        let old_a = bind(&mut bindings, &contexts, b"\x01");
+        let b = bind(&mut bindings, &contexts, b"\x02");
+        contexts.install(b"\x04", context(b"a", b"\x04"), &mut bindings);
+        assert_agree(
+            &contexts,
+            &[(b"a", b"\x04"), (b"b", b"\x02"), (b"c", b"\x03")],
+        );
+        assert!(bindings.get_mut(old_a, b"t").is_none());
+        assert!(bindings.get_mut(b, b"t").is_some());
+        assert!(contexts.by_id_mut(old_a).is_none());
+
+        // Restored contexts keep their numbers; a rid in use again replaces its context.
+        contexts.restore(b"\x05", {
+            let mut d = context(b"d", b"\x05");
+            d.id = 40;
+            d
+        });
+        contexts.restore(b"\x03", {
+            let mut e = context(b"e", b"\x03");
+            e.id = 41;
+            e
+        });
+        assert_agree(
+            &contexts,
+            &[
+                (b"a", b"\x04"),
+                (b"b", b"\x02"),
+                (b"d", b"\x05"),
+                (b"e", b"\x03"),
+            ],
+        );
+        assert_eq!(contexts.next_number(), 42);
+
+        let revoked = contexts.revoke(|kid| kid != b"b" && kid != b"d", &mut bindings);
+        let mut names: Vec<String> = revoked.into_iter().map(|(_, name)| name).collect();
+        names.sort();
+        assert_eq!(names, [hex::encode(b"b"), hex::encode(b"d")]);
+        assert!(bindings.get_mut(b, b"t").is_none());
+        assert_agree(&contexts, &[(b"a", b"\x04"), (b"e", b"\x03")]);
+
+        contexts.install(b"\x06", context(b"e", b"\x06"), &mut bindings);
+        assert_agree(&contexts, &[(b"a", b"\x04"), (b"e", b"\x06")]);
+        assert_eq!(contexts.len(), 2);
+    }
+
+    #[test]
+    fn a_handshake_replaces_every_stored_context_of_its_token() {
+        let mut contexts = Contexts::default();
+        let mut bindings = Bindings::default();
+        for (rid, id) in [(b"\x01", 1), (b"\x02", 2)] {
+            let mut stored = context(b"a", rid);
+            stored.id = id;
+            contexts.restore(rid, stored);
+        }
+        assert_agree(&contexts, &[(b"a", b"\x01"), (b"a", b"\x02")]);
+        contexts.install(b"\x03", context(b"a", b"\x03"), &mut bindings);
+        assert_agree(&contexts, &[(b"a", b"\x03")]);
+        assert_eq!(contexts.by_id_mut(3).map(|c| c.id), Some(3));
+    }
 }

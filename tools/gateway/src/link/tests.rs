@@ -219,7 +219,7 @@ fn replays_never_reach_the_transport_twice() {
     // The same datagram again: a retransmission, answered from the link's memory.
     assert_eq!(pair.link.on_datagram(peer, &wire, now), Inbound::Drop);
     let ack = message::empty(MessageType::Acknowledgement, 20);
-    let context = PeerId::Context(*pair.link.contexts.rid_of.keys().next().unwrap());
+    let context = PeerId::Context(pair.link.contexts.numbered_rids().next().unwrap().0);
     assert_eq!(
         pair.link.on_send(context, ack.clone()),
         Some((peer, ack.clone()))
@@ -445,7 +445,14 @@ fn no_plain_datagram_reaches_a_contexts_state() {
         octets[9..9 + c_r.len()].copy_from_slice(c_r);
         SocketAddr::from((std::net::Ipv6Addr::from(octets), 5683))
     };
-    let rid = pair.link.contexts.rid_of.values().next().unwrap().clone();
+    let rid = pair
+        .link
+        .contexts
+        .numbered_rids()
+        .next()
+        .unwrap()
+        .1
+        .to_vec();
     for from in [peer, former(&rid), former(&[0x00]), former(&[0x01])] {
         let Inbound::Deliver(to, plain) = pair.link.on_datagram(from, &spoof, now) else {
             continue;
